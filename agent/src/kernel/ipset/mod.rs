@@ -1,0 +1,1 @@
+//! ipset over nfnetlink (NFNL_SUBSYS_IPSET, protocol 7).

@@ -1,0 +1,5 @@
+//! The only code that talks to the kernel: IPVS over generic netlink,
+//! ipset over nfnetlink, iptables through iptables-restore.
+
+pub mod ipset;
+pub mod ipvs;
