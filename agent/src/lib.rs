@@ -6,5 +6,6 @@
 //! kernel; `bpf/` loads, pins and attaches the eBPF object.
 
 pub mod bpf;
+pub mod cli;
 pub mod kernel;
 pub mod netns;

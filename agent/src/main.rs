@@ -1,11 +1,41 @@
-use anyhow::Result;
-use clap::Parser;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipwarden::cli;
 
 #[derive(Parser)]
 #[command(name = "ipwarden", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand)]
+enum Command {
+    /// Read-only inspection of what the kernel holds.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// ipsets (all, or one by name), as `ipset save` would show them.
+    Ipset(cli::kernel_ipset::Args),
+    /// IPVS services and their destinations.
+    Ipvs(cli::kernel_ipvs::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),
+        Command::Kernel(KernelCommand::Ipvs(a)) => cli::kernel_ipvs::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipwarden: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

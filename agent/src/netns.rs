@@ -98,3 +98,18 @@ pub fn checked_output(cmd: &mut Command) -> io::Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Gate for privileged tests. As root they always run. Without root they
+/// skip with a message, unless IPWARDEN_PRIVILEGED=1 demands them (then the
+/// test fails), so `cargo xtask test` can never pass by skipping.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("IPWARDEN_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{test}: needs root, and IPWARDEN_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!("{test}: skipped, needs root (set IPWARDEN_PRIVILEGED=1 to make this an error)");
+    false
+}

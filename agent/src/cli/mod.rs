@@ -1,0 +1,4 @@
+//! Sub-commands of the `ipwarden` binary, one file each.
+
+pub mod kernel_ipset;
+pub mod kernel_ipvs;
