@@ -6,7 +6,7 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use aya_log_ebpf::debug;
+use aya_log_ebpf::{debug, info};
 use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, HitCounter, Mode};
 
 use crate::maps::{CONFIG, HITS, SERVICES};
@@ -35,8 +35,11 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
     // SAFETY: reading skb->mark of the packet we were handed.
     let mark = unsafe { (*ctx.skb.skb).mark };
     ctx.set_mark(mark | config.mark);
+    // Per-packet lines cost a ring-buffer write each: the agent keeps the
+    // level at info unless asked, and AYA_LOG_LEVEL gates them here.
+    debug!(ctx, "mirror hit proto {} port {} len {}", key.proto, key.port, ctx.len());
     if flags & FLAG_MISSING_FROM_KERNEL != 0 {
-        debug!(ctx, "mirror hit for a member missing from the ipset, port {}", key.port);
+        info!(ctx, "mirror hit for a member missing from the ipset: proto {} port {}", key.proto, key.port);
     }
     Some(())
 }
