@@ -12,6 +12,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the tc classifier counting and marking real packets between two
+    /// throw-away network namespaces.
+    Demo(cli::demo::Args),
     /// Read-only inspection of what the kernel holds.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -28,6 +31,7 @@ enum KernelCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => cli::demo::run(&a),
         Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),
         Command::Kernel(KernelCommand::Ipvs(a)) => cli::kernel_ipvs::run(&a),
     };

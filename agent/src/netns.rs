@@ -66,6 +66,40 @@ impl NetNs {
         ip(&full)
     }
 
+    /// Joins this namespace to `peer` with a veth pair, `local` here and
+    /// `remote` there, each up and given its addresses (CIDR notation; IPv6
+    /// ones skip duplicate address detection so they are usable at once).
+    pub fn veth_to(
+        &self,
+        peer: &NetNs,
+        local: (&str, &[&str]),
+        remote: (&str, &[&str]),
+    ) -> io::Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            local.0,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            remote.0,
+            "netns",
+            peer.name(),
+        ])?;
+        for (ns, (dev, addrs)) in [(self, local), (peer, remote)] {
+            for addr in addrs {
+                let mut args = vec!["addr", "add", addr, "dev", dev];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                ns.ip(&args)?;
+            }
+            ns.ip(&["link", "set", dev, "up"])?;
+        }
+        Ok(())
+    }
+
     /// Runs `program args` inside the namespace and returns its stdout.
     pub fn output(&self, program: &str, args: &[&str]) -> io::Result<String> {
         checked_output(self.command(program).args(args))

@@ -43,29 +43,12 @@ impl log::Log for Lines {
 fn topology() -> (NetNs, NetNs) {
     let node = NetNs::new("ipw-tc-node").unwrap();
     let peer = NetNs::new("ipw-tc-peer").unwrap();
-    node.ip(&[
-        "link",
-        "add",
-        "veth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "veth1",
-        "netns",
-        peer.name(),
-    ])
+    node.veth_to(
+        &peer,
+        ("veth0", &["10.200.0.1/24", "fd00:200::1/64"]),
+        ("veth1", &["10.200.0.2/24", "fd00:200::2/64"]),
+    )
     .unwrap();
-    node.ip(&["addr", "add", "10.200.0.1/24", "dev", "veth0"])
-        .unwrap();
-    node.ip(&["addr", "add", "fd00:200::1/64", "dev", "veth0", "nodad"])
-        .unwrap();
-    node.ip(&["link", "set", "veth0", "up"]).unwrap();
-    peer.ip(&["addr", "add", "10.200.0.2/24", "dev", "veth1"])
-        .unwrap();
-    peer.ip(&["addr", "add", "fd00:200::2/64", "dev", "veth1", "nodad"])
-        .unwrap();
-    peer.ip(&["link", "set", "veth1", "up"]).unwrap();
     (node, peer)
 }
 

@@ -32,11 +32,6 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     String::from_utf8(out.stdout).with_context(|| format!("`{shown}` printed non-UTF-8"))
 }
 
-/// True when `program` is found on PATH.
-pub fn on_path(program: &str) -> bool {
-    which(program).is_some()
-}
-
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -1,4 +1,5 @@
 //! Sub-commands of the `ipwarden` binary, one file each.
 
+pub mod demo;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
