@@ -2,4 +2,5 @@
 //! ipset over nfnetlink, iptables through iptables-restore.
 
 pub mod ipset;
+pub mod iptables;
 pub mod ipvs;

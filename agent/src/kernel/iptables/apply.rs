@@ -1,0 +1,160 @@
+//! Running iptables-save and iptables-restore.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use super::{
+    plan::{Family, PlanError, Table, TablePlan},
+    render::{self, Changes},
+    SavedTable,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("could not run {cmd}: {source}")]
+    Spawn {
+        cmd: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} -t {table} failed: {stderr}{}", failed_line.as_deref().map(|l| format!(" (the line: {l})")).unwrap_or_default())]
+    Failed {
+        cmd: &'static str,
+        table: Table,
+        stderr: String,
+        failed_line: Option<String>,
+    },
+}
+
+/// What one apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub family: Family,
+    pub table: Table,
+    pub changes: Changes,
+    /// False when, right after the write, the kernel's text of our rules
+    /// still differs from the plan's: the plan wrote a rule in a form that
+    /// iptables-save prints differently, so every apply will rewrite it.
+    pub canonical: bool,
+}
+
+/// `iptables-save -t TABLE` (or ip6tables-save), parsed.
+pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesError> {
+    let cmd = family.save_cmd();
+    let out = Command::new(cmd)
+        .args(["-t", &table.to_string()])
+        .output()
+        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    if !out.status.success() {
+        return Err(IptablesError::Failed {
+            cmd,
+            table,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            failed_line: None,
+        });
+    }
+    Ok(SavedTable::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Brings one table of the calling thread's network namespace to `plan`
+/// with a single `iptables-restore --noflush` call, then reads it back.
+pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
+    plan.validate()?;
+    let saved = read_table(plan.family, plan.table)?;
+    let (script, changes) = render::script(plan, &saved);
+    let Some(script) = script else {
+        return Ok(Report {
+            family: plan.family,
+            table: plan.table,
+            changes,
+            canonical: true,
+        });
+    };
+    restore(plan.family, plan.table, &script)?;
+    let after = read_table(plan.family, plan.table)?;
+    let (again, _) = render::script(plan, &after);
+    if again.is_some() {
+        tracing::warn!(
+            table = %plan.table, family = ?plan.family,
+            "iptables-save prints some of our rules differently from how we wrote them; they will be rewritten on every apply"
+        );
+    }
+    Ok(Report {
+        family: plan.family,
+        table: plan.table,
+        changes,
+        canonical: again.is_none(),
+    })
+}
+
+fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {
+    let cmd = family.restore_cmd();
+    // -w: wait for the xtables lock instead of failing when another
+    // program (kubelet, a CNI) holds it.
+    let mut child = Command::new(cmd)
+        .args(["--noflush", "-w"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(IptablesError::Failed {
+        cmd,
+        table,
+        failed_line: failed_line(&stderr, script),
+        stderr,
+    })
+}
+
+/// The input line iptables-restore complains about: legacy says
+/// "line N failed", nft says "Error occurred at line: N".
+fn failed_line(stderr: &str, script: &str) -> Option<String> {
+    let n: usize = stderr.split("line").skip(1).find_map(|rest| {
+        let digits: String = rest
+            .trim_start_matches([' ', ':'])
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })?;
+    // nft reports errors at COMMIT, which names nothing useful.
+    let line = script.lines().nth(n.checked_sub(1)?)?;
+    (line != "COMMIT").then(|| line.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failed_line_is_found_from_restore_stderr() {
+        let script = "*filter\n:A - [0:0]\n-A A -j NOPE\nCOMMIT\n";
+        assert_eq!(
+            super::failed_line("iptables-restore: line 3 failed", script).as_deref(),
+            Some("-A A -j NOPE")
+        );
+        assert_eq!(
+            super::failed_line(
+                "Chain 'X' does not exist\nError occurred at line: 3\n",
+                script
+            )
+            .as_deref(),
+            Some("-A A -j NOPE")
+        );
+        assert_eq!(super::failed_line("something else", script), None);
+    }
+}

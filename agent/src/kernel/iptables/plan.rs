@@ -1,0 +1,155 @@
+//! Desired iptables state of one owner, as values.
+
+use std::fmt;
+
+/// IPv4 (`iptables-*`) or IPv6 (`ip6tables-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn save_cmd(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-save",
+            Family::V6 => "ip6tables-save",
+        }
+    }
+
+    pub fn restore_cmd(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-restore",
+            Family::V6 => "ip6tables-restore",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Filter,
+    Nat,
+    Mangle,
+    Raw,
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+            Table::Mangle => "mangle",
+            Table::Raw => "raw",
+        })
+    }
+}
+
+/// A chain we own, with its rules in order. Each rule is the text after
+/// `-A CHAIN ` written the way `iptables-save` prints it (for example
+/// `-p tcp -m tcp --dport 80 -j ACCEPT`), so an unchanged chain is
+/// recognised and left alone; a rule written differently still works, it
+/// only makes the chain be rewritten on every apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub rules: Vec<String>,
+}
+
+/// A rule we keep at the top of a built-in chain (INPUT, POSTROUTING...),
+/// usually a jump into one of our chains. It must carry a comment starting
+/// with the owner's tag so that it can be found again among other
+/// programs' rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Jump {
+    pub from: String,
+    pub rule: String,
+}
+
+/// Which chains belong to the owner: anything of ours that is in the
+/// kernel but not in the plan is deleted, nothing else ever is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Exactly these chain names.
+    Names(Vec<String>),
+    /// Every chain whose name starts with this.
+    Prefix(String),
+}
+
+impl Ownership {
+    pub fn owns(&self, chain: &str) -> bool {
+        match self {
+            Ownership::Names(names) => names.iter().any(|n| n == chain),
+            Ownership::Prefix(p) => chain.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One owner's desired state in one table of one family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TablePlan {
+    pub family: Family,
+    pub table: Table,
+    pub owns: Vec<Ownership>,
+    /// Marks this owner's rules in built-in chains: a substring of the
+    /// comment of every [`Jump`] rule, e.g. `ipwarden:services`.
+    pub tag: String,
+    pub chains: Vec<Chain>,
+    pub jumps: Vec<Jump>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("{table} chain {chain}: not owned by this plan (owner tag {tag})")]
+    NotOwned {
+        table: Table,
+        chain: String,
+        tag: String,
+    },
+    #[error("{table} rule in {from}: jump rule {rule:?} lacks the owner tag {tag:?}")]
+    Untagged {
+        table: Table,
+        from: String,
+        rule: String,
+        tag: String,
+    },
+    #[error("{table} chain {chain}: name longer than 28 characters")]
+    NameTooLong { table: Table, chain: String },
+}
+
+impl TablePlan {
+    pub fn owns(&self, chain: &str) -> bool {
+        self.owns.iter().any(|o| o.owns(chain))
+    }
+
+    /// Checks that every chain is ours and every jump is tagged, so the
+    /// applier cannot be asked to touch somebody else's objects.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        for c in &self.chains {
+            if !self.owns(&c.name) {
+                return Err(PlanError::NotOwned {
+                    table: self.table,
+                    chain: c.name.clone(),
+                    tag: self.tag.clone(),
+                });
+            }
+            // XT_EXTENSION_MAXNAMELEN is 29 including the NUL.
+            if c.name.len() > 28 {
+                return Err(PlanError::NameTooLong {
+                    table: self.table,
+                    chain: c.name.clone(),
+                });
+            }
+        }
+        for j in &self.jumps {
+            if !j.rule.contains(&self.tag) {
+                return Err(PlanError::Untagged {
+                    table: self.table,
+                    from: j.from.clone(),
+                    rule: j.rule.clone(),
+                    tag: self.tag.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The restore script: pure, so what will be written can be tested and
+//! logged without a kernel.
+
+use std::fmt::Write;
+
+use super::{SavedTable, TablePlan};
+
+/// What a script changes, for reports and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Our chains created or rewritten.
+    pub chains_written: Vec<String>,
+    /// Our chains flushed and deleted because the plan no longer has them.
+    pub chains_deleted: Vec<String>,
+    /// Built-in chains whose block of our rules was replaced.
+    pub jumps_rewritten: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.chains_written.is_empty()
+            && self.chains_deleted.is_empty()
+            && self.jumps_rewritten.is_empty()
+    }
+}
+
+/// The `iptables-restore --noflush` input that turns `saved` into `plan`,
+/// touching only the owner's chains and tagged rules; `None` when the table
+/// already matches.
+///
+/// Order inside the script matters: chains are declared before the jumps
+/// into them are inserted, and stale chains are deleted last, after the
+/// rules that referenced them are gone. The whole script is one transaction.
+pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes) {
+    let mut changes = Changes::default();
+    let mut declare = String::new();
+    let mut body = String::new();
+
+    for chain in &plan.chains {
+        if saved.rules(&chain.name) == Some(chain.rules.as_slice()) {
+            continue;
+        }
+        // With --noflush, declaring a chain creates it or flushes it.
+        let _ = writeln!(declare, ":{} - [0:0]", chain.name);
+        for rule in &chain.rules {
+            let _ = writeln!(body, "-A {} {}", chain.name, rule);
+        }
+        changes.chains_written.push(chain.name.clone());
+    }
+
+    let stale: Vec<&String> = saved
+        .chains
+        .keys()
+        .filter(|name| plan.owns(name) && !plan.chains.iter().any(|c| &c.name == *name))
+        .collect();
+    for name in &stale {
+        let _ = writeln!(declare, ":{name} - [0:0]");
+        changes.chains_deleted.push((*name).clone());
+    }
+
+    // Built-in (not owned) chains that hold tagged rules now or should.
+    let mut hosts: Vec<&str> = plan.jumps.iter().map(|j| j.from.as_str()).collect();
+    for (name, rules) in &saved.chains {
+        if !plan.owns(name) && rules.iter().any(|r| r.contains(&plan.tag)) {
+            hosts.push(name);
+        }
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    for host in hosts {
+        let wanted: Vec<&str> = plan
+            .jumps
+            .iter()
+            .filter(|j| j.from == host)
+            .map(|j| j.rule.as_str())
+            .collect();
+        let current = saved.rules(host).unwrap_or_default();
+        let ours: Vec<&String> = current.iter().filter(|r| r.contains(&plan.tag)).collect();
+        let in_place = ours.len() == wanted.len()
+            && current.len() >= wanted.len()
+            && current[..wanted.len()]
+                .iter()
+                .zip(&wanted)
+                .all(|(a, b)| a == b);
+        if in_place {
+            continue;
+        }
+        for rule in ours {
+            let _ = writeln!(body, "-D {host} {rule}");
+        }
+        for rule in wanted.iter().rev() {
+            let _ = writeln!(body, "-I {host} 1 {rule}");
+        }
+        changes.jumps_rewritten.push(host.to_string());
+    }
+
+    for name in &stale {
+        let _ = writeln!(body, "-X {name}");
+    }
+
+    if changes.is_empty() {
+        return (None, changes);
+    }
+    let script = format!("*{}\n{declare}{body}COMMIT\n", plan.table);
+    (Some(script), changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::iptables::{Chain, Family, Jump, Ownership, Table};
+
+    fn plan() -> TablePlan {
+        TablePlan {
+            family: Family::V4,
+            table: Table::Filter,
+            owns: vec![Ownership::Prefix("IPWARDEN-".into())],
+            tag: "ipwarden:services".into(),
+            chains: vec![Chain {
+                name: "IPWARDEN-SERVICES".into(),
+                rules: vec!["-p icmp -j ACCEPT".into(), "-j REJECT".into()],
+            }],
+            jumps: vec![Jump {
+                from: "INPUT".into(),
+                rule: "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn empty_table_gets_chain_then_jump() {
+        let (script, changes) = script(&plan(), &SavedTable::default());
+        assert_eq!(
+            script.unwrap(),
+            "*filter\n:IPWARDEN-SERVICES - [0:0]\n-A IPWARDEN-SERVICES -p icmp -j ACCEPT\n\
+             -A IPWARDEN-SERVICES -j REJECT\n\
+             -I INPUT 1 -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\nCOMMIT\n"
+        );
+        assert_eq!(changes.chains_written, ["IPWARDEN-SERVICES"]);
+        assert_eq!(changes.jumps_rewritten, ["INPUT"]);
+    }
+
+    #[test]
+    fn matching_table_needs_no_script() {
+        let saved = SavedTable::parse(
+            ":INPUT ACCEPT [0:0]\n:IPWARDEN-SERVICES - [0:0]\n\
+             -A INPUT -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\n\
+             -A INPUT -j OTHER\n-A IPWARDEN-SERVICES -p icmp -j ACCEPT\n-A IPWARDEN-SERVICES -j REJECT\n",
+        );
+        assert_eq!(script(&plan(), &saved), (None, Changes::default()));
+    }
+
+    #[test]
+    fn jump_pushed_down_by_another_program_is_moved_back_to_the_top() {
+        let saved = SavedTable::parse(
+            ":INPUT ACCEPT [0:0]\n:IPWARDEN-SERVICES - [0:0]\n-A INPUT -j OTHER\n\
+             -A INPUT -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\n\
+             -A IPWARDEN-SERVICES -p icmp -j ACCEPT\n-A IPWARDEN-SERVICES -j REJECT\n",
+        );
+        let (script, changes) = script(&plan(), &saved);
+        assert_eq!(
+            script.unwrap(),
+            "*filter\n-D INPUT -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\n\
+             -I INPUT 1 -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\nCOMMIT\n"
+        );
+        assert_eq!(changes.jumps_rewritten, ["INPUT"]);
+        assert!(changes.chains_written.is_empty());
+    }
+
+    #[test]
+    fn stale_owned_chain_is_deleted_after_its_jump_and_foreign_chains_are_not() {
+        let mut p = plan();
+        p.chains.clear();
+        p.jumps.clear();
+        let saved = SavedTable::parse(
+            ":INPUT ACCEPT [0:0]\n:IPWARDEN-SERVICES - [0:0]\n:KUBE-SERVICES - [0:0]\n\
+             -A INPUT -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\n\
+             -A INPUT -j KUBE-SERVICES\n-A IPWARDEN-SERVICES -j REJECT\n",
+        );
+        let (script, changes) = script(&p, &saved);
+        assert_eq!(
+            script.unwrap(),
+            "*filter\n:IPWARDEN-SERVICES - [0:0]\n\
+             -D INPUT -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES\n\
+             -X IPWARDEN-SERVICES\nCOMMIT\n"
+        );
+        assert_eq!(changes.chains_deleted, ["IPWARDEN-SERVICES"]);
+    }
+}
