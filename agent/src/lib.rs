@@ -6,6 +6,7 @@
 //! kernel; `bpf/` loads, pins and attaches the eBPF object.
 
 pub mod bpf;
+pub mod cluster;
 pub mod cli;
 pub mod kernel;
 pub mod netns;
