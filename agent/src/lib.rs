@@ -6,7 +6,9 @@
 //! kernel; `bpf/` loads, pins and attaches the eBPF object.
 
 pub mod bpf;
-pub mod cluster;
 pub mod cli;
+pub mod cluster;
+pub mod controllers;
+pub mod desired;
 pub mod kernel;
 pub mod netns;

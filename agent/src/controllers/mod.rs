@@ -1,0 +1,4 @@
+//! Pure functions from a cluster snapshot to desired state: no I/O, no
+//! clock, so the same snapshot always gives the same result.
+
+pub mod services;

@@ -1,0 +1,120 @@
+//! Per-Service IPVS settings from annotations. kube-router's names are
+//! read too, so a kube-router user can switch; ours win when both are set.
+
+use std::collections::BTreeMap;
+
+use crate::desired::ServiceFlags;
+
+pub const SCHEDULER: [&str; 2] = [
+    "ipwarden.io/service.scheduler",
+    "kube-router.io/service.scheduler",
+];
+pub const SCHED_FLAGS: [&str; 2] = [
+    "ipwarden.io/service.schedflags",
+    "kube-router.io/service.schedflags",
+];
+
+/// The schedulers of Linux IPVS.
+const SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
+/// (annotation name, value) of the first of `names` that is set.
+fn lookup<'a>(
+    annotations: Option<&'a BTreeMap<String, String>>,
+    names: &[&'static str],
+) -> Option<(&'static str, &'a str)> {
+    let a = annotations?;
+    names.iter().find_map(|n| a.get(*n).map(|v| (*n, v.trim())))
+}
+
+/// The scheduler, `rr` by default; Err(field, message) for an unknown one.
+pub fn scheduler(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<String, (String, String)> {
+    match lookup(annotations, &SCHEDULER) {
+        None => Ok("rr".to_string()),
+        Some((name, value)) if SCHEDULERS.contains(&value) => {
+            let _ = name;
+            Ok(value.to_string())
+        }
+        Some((name, value)) => Err((
+            format!("metadata.annotations[{name}]"),
+            format!(
+                "unknown IPVS scheduler {value:?} (one of {})",
+                SCHEDULERS.join(", ")
+            ),
+        )),
+    }
+}
+
+/// flag-1..flag-3 for the sh and mh schedulers, the only ones that read
+/// them. Err(field, message) names a bad value; flags on another scheduler
+/// are reported and ignored by the caller.
+pub fn sched_flags(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<(String, ServiceFlags)>, (String, String)> {
+    let Some((name, value)) = lookup(annotations, &SCHED_FLAGS) else {
+        return Ok(None);
+    };
+    let field = format!("metadata.annotations[{name}]");
+    let mut flags = ServiceFlags::default();
+    for flag in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match flag {
+            "flag-1" => flags.sched1 = true,
+            "flag-2" => flags.sched2 = true,
+            "flag-3" => flags.sched3 = true,
+            other => {
+                return Err((
+                    field,
+                    format!("unknown scheduler flag {other:?} (flag-1, flag-2 or flag-3)"),
+                ))
+            }
+        }
+    }
+    Ok(Some((field, flags)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn ours_win_over_kube_router_and_rr_is_the_default() {
+        assert_eq!(scheduler(None).unwrap(), "rr");
+        let both = ann(&[
+            ("kube-router.io/service.scheduler", "lc"),
+            ("ipwarden.io/service.scheduler", "mh"),
+        ]);
+        assert_eq!(scheduler(Some(&both)).unwrap(), "mh");
+        let kr = ann(&[("kube-router.io/service.scheduler", "sh")]);
+        assert_eq!(scheduler(Some(&kr)).unwrap(), "sh");
+    }
+
+    #[test]
+    fn a_bad_scheduler_names_the_annotation() {
+        let bad = ann(&[("kube-router.io/service.scheduler", "fastest")]);
+        let (field, msg) = scheduler(Some(&bad)).unwrap_err();
+        assert_eq!(
+            field,
+            "metadata.annotations[kube-router.io/service.scheduler]"
+        );
+        assert!(msg.contains("fastest"));
+    }
+
+    #[test]
+    fn sched_flags_parse_and_reject_unknowns() {
+        let a = ann(&[("kube-router.io/service.schedflags", "flag-1, flag-2")]);
+        let (_, f) = sched_flags(Some(&a)).unwrap().unwrap();
+        assert!(f.sched1 && f.sched2 && !f.sched3);
+        let bad = ann(&[("ipwarden.io/service.schedflags", "flag-9")]);
+        assert!(sched_flags(Some(&bad)).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The service sets, the VIP firewall chain and the masquerade rules.
+//!
+//! Rules are written the way `iptables-save` prints them, so an unchanged
+//! chain is recognised and not rewritten (a netns test checks this).
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use ipnet::IpNet;
+
+use crate::{
+    desired::{
+        sets::{ip_member, ip_port_member},
+        SetFamily, SetSpec, SetType, VsKey,
+    },
+    kernel::iptables::{Chain, Family, Jump, Ownership, Table, TablePlan},
+};
+
+use super::names::{
+    CHAIN_POSTROUTING, CHAIN_SERVICES, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP, SET_SVIP_PRT,
+};
+
+/// A LoadBalancer frontend restricted to `ranges` (loadBalancerSourceRanges).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceRestriction {
+    pub key: VsKey,
+    pub ranges: Vec<IpNet>,
+}
+
+/// svip, svip-prt and local-ips for both families (always all six, so an
+/// empty family still has its sets and the chain's matches stay valid).
+pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
+    let mut out = Vec::new();
+    for family in [SetFamily::Inet, SetFamily::Inet6] {
+        let of_family = |a: &IpAddr| SetFamily::of(a) == family;
+        out.push(SetSpec {
+            name: family.set_name(SET_SVIP),
+            set_type: SetType::HashIp,
+            family,
+            members: keys
+                .iter()
+                .filter(|k| of_family(&k.addr))
+                .map(|k| ip_member(k.addr))
+                .collect(),
+        });
+        out.push(SetSpec {
+            name: family.set_name(SET_SVIP_PRT),
+            set_type: SetType::HashIpPort,
+            family,
+            members: keys
+                .iter()
+                .filter(|k| of_family(&k.addr))
+                .map(|k| ip_port_member(k.addr, k.proto, k.port))
+                .collect(),
+        });
+        out.push(SetSpec {
+            name: family.set_name(SET_LOCAL_IPS),
+            set_type: SetType::HashIp,
+            family,
+            members: local
+                .iter()
+                .filter(|a| of_family(a))
+                .map(|a| ip_member(*a))
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The filter-table plan of one family: the INPUT jump for VIP traffic and
+/// the chain that accepts ICMP and service ports and refuses the rest of
+/// the traffic to a VIP.
+pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TablePlan {
+    let set_family = match family {
+        Family::V4 => SetFamily::Inet,
+        Family::V6 => SetFamily::Inet6,
+    };
+    let (icmp, reject) = match family {
+        Family::V4 => (
+            ["8", "3", "11"]
+                .iter()
+                .map(|t| format!("-p icmp -m icmp --icmp-type {t} -j ACCEPT"))
+                .collect::<Vec<_>>(),
+            "icmp-port-unreachable",
+        ),
+        Family::V6 => (
+            // echo-request, unreachable, time-exceeded, neighbour solicitation/advertisement
+            ["128", "1", "3", "135", "136"]
+                .iter()
+                .map(|t| format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"))
+                .collect(),
+            "icmp6-port-unreachable",
+        ),
+    };
+    let mut rules = icmp;
+    for r in restrictions
+        .iter()
+        .filter(|r| SetFamily::of(&r.key.addr) == set_family)
+    {
+        let (host, proto, port) = (host_cidr(r.key.addr), r.key.proto, r.key.port);
+        for range in &r.ranges {
+            rules.push(format!(
+                "-s {range} -d {host} -p {proto} -m {proto} --dport {port} -j ACCEPT"
+            ));
+        }
+        rules.push(format!(
+            "-d {host} -p {proto} -m {proto} --dport {port} -j REJECT --reject-with {reject}"
+        ));
+    }
+    let svip_prt = set_family.set_name(SET_SVIP_PRT);
+    let local = set_family.set_name(SET_LOCAL_IPS);
+    rules.push(format!("-m set --match-set {svip_prt} dst,dst -j ACCEPT"));
+    rules.push(format!(
+        "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
+    ));
+    TablePlan {
+        family,
+        table: Table::Filter,
+        owns: vec![Ownership::Names(vec![CHAIN_SERVICES.into()])],
+        tag: OWNER_TAG.into(),
+        chains: vec![Chain {
+            name: CHAIN_SERVICES.into(),
+            rules,
+        }],
+        jumps: vec![Jump {
+            from: "INPUT".into(),
+            rule: format!(
+                "-m set --match-set {} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}",
+                set_family.set_name(SET_SVIP)
+            ),
+        }],
+    }
+}
+
+/// Masquerade what IPVS forwards in NAT mode, so replies from backends on
+/// other nodes come back through this node (kube-router's
+/// `--masquerade-all`).
+pub fn nat_plan(family: Family) -> TablePlan {
+    TablePlan {
+        family,
+        table: Table::Nat,
+        owns: vec![Ownership::Names(vec![CHAIN_POSTROUTING.into()])],
+        tag: OWNER_TAG.into(),
+        chains: vec![Chain {
+            name: CHAIN_POSTROUTING.into(),
+            rules: vec!["-m ipvs --ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE".into()],
+        }],
+        jumps: vec![Jump {
+            from: "POSTROUTING".into(),
+            rule: format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
+        }],
+    }
+}
+
+/// `10.0.0.1/32` / `fd00::1/128`: how iptables-save prints a host address.
+fn host_cidr(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}

@@ -1,0 +1,118 @@
+//! The addresses a Service is reachable at, by kind.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+
+use crate::desired::Problem;
+
+/// Why a virtual service exists; traffic policy and naming depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancer,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::ClusterIp => "ClusterIP",
+            Kind::NodePort => "NodePort",
+            Kind::ExternalIp => "externalIP",
+            Kind::LoadBalancer => "LoadBalancer",
+        }
+    }
+
+    /// Is this reached from outside the cluster (externalTrafficPolicy applies)?
+    pub fn external(self) -> bool {
+        !matches!(self, Kind::ClusterIp)
+    }
+}
+
+/// Parses a list of IP strings, reporting each bad one with its field.
+pub fn parse_ips<'a>(
+    object: &str,
+    field: &str,
+    values: impl Iterator<Item = &'a String>,
+    problems: &mut Vec<Problem>,
+) -> Vec<IpAddr> {
+    let mut ips = Vec::new();
+    for (i, v) in values.enumerate() {
+        match v.parse() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => problems.push(Problem {
+                object: object.to_string(),
+                field: format!("{field}[{i}]"),
+                message: format!("{v:?} is not an IP address"),
+                skipped: true,
+            }),
+        }
+    }
+    ips
+}
+
+/// ClusterIPs (dual-stack aware).
+pub fn cluster_ips(object: &str, svc: &Service, problems: &mut Vec<Problem>) -> Vec<IpAddr> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => parse_ips(object, "spec.clusterIPs", ips.iter(), problems),
+        _ => parse_ips(object, "spec.clusterIP", spec.cluster_ip.iter(), problems),
+    }
+}
+
+/// LoadBalancer ingress IPs, except those whose ipMode is Proxy (the load
+/// balancer proxies to node ports itself, as kube-router does).
+pub fn load_balancer_ips(object: &str, svc: &Service, problems: &mut Vec<Problem>) -> Vec<IpAddr> {
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    let Some(ingress) = ingress else {
+        return Vec::new();
+    };
+    let mut ips = Vec::new();
+    for (i, ing) in ingress.iter().enumerate() {
+        if ing.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        let Some(ip) = &ing.ip else { continue };
+        match ip.parse() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => problems.push(Problem {
+                object: object.to_string(),
+                field: format!("status.loadBalancer.ingress[{i}].ip"),
+                message: format!("{ip:?} is not an IP address"),
+                skipped: true,
+            }),
+        }
+    }
+    ips
+}
+
+/// The node's addresses for NodePorts: its InternalIPs, else ExternalIPs,
+/// one per family (kube-router binds NodePorts to the node's primary IP of
+/// each family).
+pub fn node_ips(node: Option<&Node>) -> Vec<IpAddr> {
+    let addrs = node
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.addresses.as_ref());
+    let Some(addrs) = addrs else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpAddr> = Vec::new();
+    for kind in ["InternalIP", "ExternalIP"] {
+        for a in addrs.iter().filter(|a| a.type_ == kind) {
+            if let Ok(ip) = a.address.parse::<IpAddr>() {
+                if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
+}

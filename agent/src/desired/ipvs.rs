@@ -1,0 +1,108 @@
+//! IPVS virtual services and real servers as values.
+
+use std::{fmt, net::IpAddr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+
+    /// Lower case, as ipset and iptables write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// From a Kubernetes `protocol` field (`TCP`, `UDP`, `SCTP`).
+    pub fn from_kubernetes(s: &str) -> Option<Self> {
+        match s {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A virtual service's identity: what `ipvsadm -Ln` prints first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VsKey {
+    pub addr: IpAddr,
+    pub proto: Protocol,
+    pub port: u16,
+}
+
+impl fmt::Display for VsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto, a, self.port),
+            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto, a, self.port),
+        }
+    }
+}
+
+/// The IPVS service flags ipwarden sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceFlags {
+    /// Session affinity (IP_VS_SVC_F_PERSISTENT).
+    pub persistent: bool,
+    /// flag-1, flag-2, flag-3 (IP_VS_SVC_F_SCHED1..3): for sh, fallback and
+    /// port; for mh, fallback and port.
+    pub sched1: bool,
+    pub sched2: bool,
+    pub sched3: bool,
+}
+
+/// How IPVS forwards to a real server. Services are NAT (masquerade).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Forward {
+    Masq,
+    Tunnel,
+    Route,
+}
+
+/// One backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealServer {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// 0 drains a terminating endpoint: no new connections, old ones kept.
+    pub weight: u32,
+    pub forward: Forward,
+}
+
+/// One IPVS virtual service with its real servers (sorted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VirtualService {
+    pub key: VsKey,
+    pub scheduler: String,
+    pub flags: ServiceFlags,
+    /// Persistence timeout in seconds (session affinity), 0 when off.
+    pub timeout: u32,
+    /// Persistence netmask: 32 (v4) or 128 (v6) prefix bits.
+    pub netmask_bits: u8,
+    pub destinations: Vec<RealServer>,
+    /// "Service shop/web port http (ClusterIP)", for logs and metrics.
+    pub origin: String,
+}
