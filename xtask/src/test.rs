@@ -5,8 +5,9 @@
 //!    network-namespace tests (IPWARDEN_PRIVILEGED=1 turns a skip into a
 //!    failure, so nothing passes by being skipped);
 //! 3. the VM suites: every test binary named `vm_*` runs with `--ignored`
-//!    inside the IPVS VM, and `tc_classifier` runs there too so the clsact
-//!    path of an older kernel (6.1) is exercised beside TCX on the host.
+//!    inside the IPVS VM; `tc_classifier` and `link_netns` run there too,
+//!    so the clsact and dummy-interface paths of an older kernel (6.1) are
+//!    exercised beside TCX and the bridge fallback on this host.
 
 use std::{
     path::PathBuf,
@@ -28,7 +29,7 @@ pub struct Options {
 }
 
 /// Test binaries that run in the VM beside the `vm_*` ones.
-const ALSO_IN_VM: &[&str] = &["tc_classifier"];
+const ALSO_IN_VM: &[&str] = &["tc_classifier", "link_netns"];
 
 pub fn run(opts: &Options) -> Result<()> {
     require_root("test")?;

@@ -3,4 +3,5 @@
 
 pub mod ipset;
 pub mod iptables;
+pub mod link;
 pub mod ipvs;

@@ -1,0 +1,352 @@
+//! The dummy interface `ipwarden0` and the VIP addresses on it, over
+//! rtnetlink (neli), plus the node's own addresses for `ipwarden-local-ips`.
+//! Equivalent to `ip link add ipwarden0 type dummy`, `ip addr add/del`.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use neli::{
+    consts::{
+        nl::NlmF,
+        rtnl::{Ifa, Ifla, IflaInfo, RtAddrFamily, RtScope, Rtm},
+        socket::NlFamily,
+    },
+    err::RouterError,
+    nl::{NlPayload, Nlmsghdr},
+    router::synchronous::NlRouter,
+    rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder},
+    types::{Buffer, RtBuffer},
+    utils::Groups,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("rtnetlink {op} {target}: {message}")]
+    Netlink {
+        op: &'static str,
+        target: String,
+        message: String,
+        /// The kernel's errno, when it answered with one.
+        errno: Option<i32>,
+    },
+}
+
+/// What a sync changed on the interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressReport {
+    pub created_link: bool,
+    pub added: Vec<IpAddr>,
+    pub removed: Vec<IpAddr>,
+}
+
+/// An rtnetlink socket in the calling thread's network namespace.
+pub struct LinkClient {
+    rtnl: NlRouter,
+}
+
+fn err<T: std::fmt::Debug, P: std::fmt::Debug>(
+    op: &'static str,
+    target: impl ToString,
+) -> impl FnOnce(RouterError<T, P>) -> LinkError {
+    move |e| {
+        let errno = match &e {
+            RouterError::Nlmsgerr(m) => Some(-*m.error()),
+            _ => None,
+        };
+        let message = match errno {
+            Some(n) => std::io::Error::from_raw_os_error(n).to_string(),
+            None => format!("{e:?}"),
+        };
+        LinkError::Netlink {
+            op,
+            target: target.to_string(),
+            message,
+            errno,
+        }
+    }
+}
+
+fn build_err(op: &'static str, target: &str, e: impl std::fmt::Display) -> LinkError {
+    LinkError::Netlink {
+        op,
+        target: target.to_string(),
+        message: e.to_string(),
+        errno: None,
+    }
+}
+
+impl LinkClient {
+    pub fn connect() -> Result<Self, LinkError> {
+        let (rtnl, _) = NlRouter::connect(NlFamily::Route, None, Groups::empty())
+            .map_err(|e| build_err("connect", "NETLINK_ROUTE", e))?;
+        Ok(Self { rtnl })
+    }
+
+    /// (index, name) of every interface.
+    pub fn links(&self) -> Result<Vec<(u32, String)>, LinkError> {
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .build()
+            .map_err(|e| build_err("dump", "links", e))?;
+        let recv = self
+            .rtnl
+            .send::<Rtm, Ifinfomsg, Rtm, Ifinfomsg>(
+                Rtm::Getlink,
+                NlmF::DUMP,
+                NlPayload::Payload(msg),
+            )
+            .map_err(err("dump", "links"))?;
+        let mut out = Vec::new();
+        for r in recv {
+            let r: Nlmsghdr<Rtm, Ifinfomsg> = r.map_err(err("dump", "links"))?;
+            if let NlPayload::Payload(info) = r.nl_payload() {
+                let name = info
+                    .rtattrs()
+                    .get_attr_handle()
+                    .get_attr_payload_as_with_len::<String>(Ifla::Ifname)
+                    .unwrap_or_default();
+                out.push((
+                    *info.ifi_index() as u32,
+                    name.trim_end_matches('\0').to_string(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn index_of(&self, name: &str) -> Result<Option<u32>, LinkError> {
+        Ok(self
+            .links()?
+            .into_iter()
+            .find(|(_, n)| n == name)
+            .map(|(i, _)| i))
+    }
+
+    /// Creates the dummy interface `name` if missing and sets it up;
+    /// returns its index and whether it was created. On a kernel built
+    /// without the dummy driver, a bridge without ports stands in: it holds
+    /// local addresses the same way and forwards nothing.
+    pub fn ensure_dummy(&self, name: &str) -> Result<(u32, bool), LinkError> {
+        let created = match self.index_of(name)? {
+            Some(_) => false,
+            None => {
+                match self.create(name, "dummy") {
+                    Err(LinkError::Netlink {
+                        errno: Some(libc::EOPNOTSUPP),
+                        ..
+                    }) => {
+                        tracing::warn!(
+                            interface = name,
+                            "the kernel has no dummy driver; using a bridge without ports for the VIPs"
+                        );
+                        self.create(name, "bridge")?
+                    }
+                    other => other?,
+                }
+                true
+            }
+        };
+        let index = self
+            .index_of(name)?
+            .ok_or_else(|| build_err("create", name, "link vanished after creation"))?;
+        let up = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(index as i32)
+            .up()
+            .build()
+            .map_err(|e| build_err("set up", name, e))?;
+        self.ack(Rtm::Newlink, NlmF::empty(), up, "set link up", name)?;
+        Ok((index, created))
+    }
+
+    fn create(&self, name: &str, kind: &str) -> Result<(), LinkError> {
+        let mut info = RtBuffer::<IflaInfo, Buffer>::new();
+        info.push(
+            RtattrBuilder::default()
+                .rta_type(IflaInfo::Kind)
+                .rta_payload(format!("{kind}\0"))
+                .build()
+                .map_err(|e| build_err("create", name, e))?,
+        );
+        let mut attrs = RtBuffer::<Ifla, Buffer>::new();
+        attrs.push(
+            RtattrBuilder::default()
+                .rta_type(Ifla::Ifname)
+                .rta_payload(format!("{name}\0"))
+                .build()
+                .map_err(|e| build_err("create", name, e))?,
+        );
+        attrs.push(
+            RtattrBuilder::default()
+                .rta_type(Ifla::Linkinfo)
+                .rta_payload(info)
+                .build()
+                .map_err(|e| build_err("create", name, e))?,
+        );
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .rtattrs(attrs)
+            .up()
+            .build()
+            .map_err(|e| build_err("create", name, e))?;
+        self.ack(
+            Rtm::Newlink,
+            NlmF::CREATE | NlmF::EXCL,
+            msg,
+            "create link",
+            name,
+        )
+    }
+
+    /// Deletes interface `name`; Ok(false) if it did not exist.
+    pub fn delete(&self, name: &str) -> Result<bool, LinkError> {
+        let Some(index) = self.index_of(name)? else {
+            return Ok(false);
+        };
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(index as i32)
+            .build()
+            .map_err(|e| build_err("delete", name, e))?;
+        self.ack(Rtm::Dellink, NlmF::empty(), msg, "delete link", name)?;
+        Ok(true)
+    }
+
+    /// (interface index, address, prefix length) of every address.
+    pub fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>, LinkError> {
+        let msg = IfaddrmsgBuilder::default()
+            .ifa_family(RtAddrFamily::Unspecified)
+            .ifa_prefixlen(0)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(0)
+            .build()
+            .map_err(|e| build_err("dump", "addresses", e))?;
+        let recv = self
+            .rtnl
+            .send::<Rtm, Ifaddrmsg, Rtm, Ifaddrmsg>(
+                Rtm::Getaddr,
+                NlmF::DUMP,
+                NlPayload::Payload(msg),
+            )
+            .map_err(err("dump", "addresses"))?;
+        let mut out = Vec::new();
+        for r in recv {
+            let r: Nlmsghdr<Rtm, Ifaddrmsg> = r.map_err(err("dump", "addresses"))?;
+            let NlPayload::Payload(a) = r.nl_payload() else {
+                continue;
+            };
+            let attrs = a.rtattrs().get_attr_handle();
+            // IFA_LOCAL is the local address (IFA_ADDRESS is the peer on
+            // point-to-point links); IPv6 has only IFA_ADDRESS.
+            let raw = attrs
+                .get_attribute(Ifa::Local)
+                .or_else(|| attrs.get_attribute(Ifa::Address));
+            let Some(raw) = raw else { continue };
+            let bytes: &[u8] = raw.rta_payload().as_ref();
+            let addr = match bytes.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(bytes).unwrap_or_default()),
+                16 => IpAddr::from(<[u8; 16]>::try_from(bytes).unwrap_or_default()),
+                _ => continue,
+            };
+            out.push((*a.ifa_index(), addr, *a.ifa_prefixlen()));
+        }
+        Ok(out)
+    }
+
+    /// Addresses of every interface except `exclude` (the dummy).
+    pub fn local_addresses(&self, exclude: &str) -> Result<Vec<IpAddr>, LinkError> {
+        let skip = self.index_of(exclude)?;
+        let mut out: Vec<IpAddr> = self
+            .addresses()?
+            .into_iter()
+            .filter(|(i, _, _)| Some(*i) != skip)
+            .map(|(_, a, _)| a)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Makes `name` (a dummy, created if missing) hold exactly `wanted`,
+    /// each as a host address (/32 or /128).
+    pub fn sync_addresses(
+        &self,
+        name: &str,
+        wanted: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, LinkError> {
+        let (index, created_link) = self.ensure_dummy(name)?;
+        let have: BTreeSet<IpAddr> = self
+            .addresses()?
+            .into_iter()
+            .filter(|(i, _, _)| *i == index)
+            .map(|(_, a, _)| a)
+            // IPv6 link-local addresses belong to the kernel.
+            .filter(|a| !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+            .collect();
+        let mut report = AddressReport {
+            created_link,
+            ..AddressReport::default()
+        };
+        for addr in wanted.difference(&have) {
+            self.address(Rtm::Newaddr, index, *addr)?;
+            report.added.push(*addr);
+        }
+        for addr in have.difference(wanted) {
+            self.address(Rtm::Deladdr, index, *addr)?;
+            report.removed.push(*addr);
+        }
+        Ok(report)
+    }
+
+    fn address(&self, op: Rtm, index: u32, addr: IpAddr) -> Result<(), LinkError> {
+        let (family, prefix, bytes) = match addr {
+            IpAddr::V4(a) => (RtAddrFamily::Inet, 32, a.octets().to_vec()),
+            IpAddr::V6(a) => (RtAddrFamily::Inet6, 128, a.octets().to_vec()),
+        };
+        let target = addr.to_string();
+        let mut attrs = RtBuffer::<Ifa, Buffer>::new();
+        for ty in [Ifa::Local, Ifa::Address] {
+            attrs.push(
+                RtattrBuilder::default()
+                    .rta_type(ty)
+                    .rta_payload(Buffer::from(bytes.clone()))
+                    .build()
+                    .map_err(|e| build_err("address", &target, e))?,
+            );
+        }
+        let msg = IfaddrmsgBuilder::default()
+            .ifa_family(family)
+            .ifa_prefixlen(prefix)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(index)
+            .rtattrs(attrs)
+            .build()
+            .map_err(|e| build_err("address", &target, e))?;
+        let (flags, what) = match op {
+            Rtm::Newaddr => (NlmF::CREATE | NlmF::REPLACE, "add address"),
+            _ => (NlmF::empty(), "delete address"),
+        };
+        self.ack(op, flags, msg, what, &target)
+    }
+
+    /// Sends one request with NLM_F_ACK and waits for the kernel's answer.
+    fn ack<P>(
+        &self,
+        ty: Rtm,
+        flags: NlmF,
+        msg: P,
+        op: &'static str,
+        target: &str,
+    ) -> Result<(), LinkError>
+    where
+        P: neli::Size + neli::ToBytes + std::fmt::Debug,
+    {
+        let recv = self
+            .rtnl
+            .send::<Rtm, P, Rtm, Buffer>(ty, flags | NlmF::ACK, NlPayload::Payload(msg))
+            .map_err(err(op, target))?;
+        for r in recv {
+            r.map_err(err(op, target))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! The dummy interface and its VIPs over rtnetlink, checked with `ip -j`.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use ipwarden::{
+    kernel::link::LinkClient,
+    netns::{privileged, NetNs},
+};
+
+fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+/// (address/prefix) strings and flags of `dev` per `ip -j addr show`.
+fn shown(ns: &NetNs, dev: &str) -> (BTreeSet<String>, Vec<String>) {
+    let out = ns
+        .output("ip", &["-j", "addr", "show", "dev", dev])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let link = &v[0];
+    let addrs = link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    let flags = link["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    (addrs, flags)
+}
+
+#[test]
+fn vips_are_synced_onto_a_dummy_interface() {
+    if !privileged("vips_are_synced_onto_a_dummy_interface") {
+        return;
+    }
+    let ns = NetNs::new("ipw-link").unwrap();
+    // A veth stands for the node's NIC (this host kernel has no dummy driver).
+    ns.ip(&[
+        "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
+    ])
+    .unwrap();
+    ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
+        .unwrap();
+    let client = ns.run(LinkClient::connect).unwrap().unwrap();
+
+    let want = ips(&["10.96.0.10", "203.0.113.10", "fd00:96::20"]);
+    let report = ns
+        .run(|| client.sync_addresses("ipwarden0", &want))
+        .unwrap()
+        .unwrap();
+    assert!(report.created_link);
+    assert_eq!(report.added.len(), 3);
+    let (addrs, flags) = shown(&ns, "ipwarden0");
+    assert_eq!(
+        addrs,
+        ["10.96.0.10/32", "203.0.113.10/32", "fd00:96::20/128"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert!(flags.contains(&"UP".to_string()), "{flags:?}");
+
+    let again = ns
+        .run(|| client.sync_addresses("ipwarden0", &want))
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, Default::default(), "nothing to do the second time");
+
+    let fewer = ips(&["10.96.0.10"]);
+    let report = ns
+        .run(|| client.sync_addresses("ipwarden0", &fewer))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.removed, vec![ip("203.0.113.10"), ip("fd00:96::20")]);
+    assert_eq!(
+        shown(&ns, "ipwarden0").0,
+        ["10.96.0.10/32".to_string()].into()
+    );
+
+    // The node's own addresses, without the VIPs.
+    let local = ns
+        .run(|| client.local_addresses("ipwarden0"))
+        .unwrap()
+        .unwrap();
+    assert!(local.contains(&ip("192.168.56.10")) && local.contains(&ip("127.0.0.1")));
+    assert!(!local.contains(&ip("10.96.0.10")));
+
+    assert!(ns.run(|| client.delete("ipwarden0")).unwrap().unwrap());
+    assert!(ns.output("ip", &["link", "show", "ipwarden0"]).is_err());
+    assert!(!ns.run(|| client.delete("ipwarden0")).unwrap().unwrap());
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
