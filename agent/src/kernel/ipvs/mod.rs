@@ -1,1 +1,49 @@
-//! IPVS over generic netlink (family "IPVS", linux/ip_vs.h).
+//! IPVS over generic netlink (family "IPVS", `include/uapi/linux/ip_vs.h`).
+//!
+//! - [`types`]: the values (`ServiceKey`, `Service`, `Destination`, ...),
+//!   checked when built and free of wire details.
+//! - [`Request`]: a change as a plain value; log a plan, then run it.
+//! - [`IpvsClient`]: the one socket; batches changes (many requests per
+//!   `sendmsg`, an ack each) and reads the table back.
+//! - `message` / `netlink` (private): pure encode and decode, tested with
+//!   golden bytes and arbitrary input, without root.
+//!
+//! No code outside this module sees an attribute number.
+//!
+//! ```no_run
+//! use ipwarden::kernel::ipvs::{Destination, IpvsClient, Request, Scheduler, Service, ServiceKey};
+//!
+//! let key = ServiceKey::tcp("10.96.0.10".parse()?, 53);
+//! let plan = vec![
+//!     Request::AddService(Service::new(key, Scheduler::round_robin())),
+//!     Request::AddDestination { service: key, destination: Destination::new("10.244.1.5".parse()?, 53) },
+//! ];
+//! for req in &plan {
+//!     println!("{req}");
+//! }
+//! let mut ipvs = IpvsClient::connect()?;
+//! for result in ipvs.execute_all(&plan) {
+//!     result?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+mod consts;
+mod error;
+mod message;
+mod netlink;
+mod request;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use client::IpvsClient;
+pub use error::{DecodeError, IpvsError};
+pub use request::Request;
+pub use types::{
+    Destination, DestinationEntry, DestinationKey, Family, ForwardMethod, Info, InvalidValue,
+    Netmask, Protocol, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats, Timeouts,
+    VirtualServer,
+};

@@ -1,0 +1,171 @@
+//! Wire constants of the IPVS generic netlink family, from
+//! `include/uapi/linux/ip_vs.h`. Commands and attributes are typed neli
+//! enums so that no other module spells a number; values the kernel may add
+//! later decode as `UnrecognizedConst` instead of failing.
+
+use neli::neli_enum;
+
+/// Name the family registers under (`IPVS_GENL_NAME`).
+pub const FAMILY_NAME: &str = "IPVS";
+/// `IPVS_GENL_VERSION`, sent in every generic netlink header.
+pub const FAMILY_VERSION: u8 = 1;
+/// Version of the generic netlink controller protocol used to resolve
+/// the family (the value `genl ctrl` and neli's router send).
+pub const CTRL_VERSION: u8 = 2;
+
+/// `IPVS_CMD_*`: the generic netlink `cmd` byte.
+#[neli_enum(serialized_type = "u8")]
+pub enum IpvsCmd {
+    Unspec = 0,
+    NewService = 1,
+    SetService = 2,
+    DelService = 3,
+    GetService = 4,
+    NewDest = 5,
+    SetDest = 6,
+    DelDest = 7,
+    GetDest = 8,
+    NewDaemon = 9,
+    DelDaemon = 10,
+    GetDaemon = 11,
+    SetConfig = 12,
+    GetConfig = 13,
+    SetInfo = 14,
+    GetInfo = 15,
+    Zero = 16,
+    Flush = 17,
+}
+impl neli::consts::genl::Cmd for IpvsCmd {}
+
+/// `IPVS_CMD_ATTR_*`: first-level attributes of every command.
+#[neli_enum(serialized_type = "u16")]
+pub enum CmdAttr {
+    Unspec = 0,
+    Service = 1,
+    Dest = 2,
+    Daemon = 3,
+    TimeoutTcp = 4,
+    TimeoutTcpFin = 5,
+    TimeoutUdp = 6,
+}
+impl neli::consts::genl::NlAttrType for CmdAttr {}
+
+/// `IPVS_SVC_ATTR_*`: inside `CmdAttr::Service`.
+#[neli_enum(serialized_type = "u16")]
+pub enum SvcAttr {
+    Unspec = 0,
+    /// u16, host order: AF_INET or AF_INET6.
+    Af = 1,
+    /// u16, host order: IPPROTO_*.
+    Protocol = 2,
+    /// 16 raw bytes (`union nf_inet_addr`), IPv4 in the first 4.
+    Addr = 3,
+    /// u16, network order.
+    Port = 4,
+    /// u32, host order.
+    Fwmark = 5,
+    /// NUL-terminated, at most 15 characters.
+    SchedName = 6,
+    /// `struct ip_vs_flags { u32 flags; u32 mask; }`, host order.
+    Flags = 7,
+    /// u32 seconds, host order.
+    Timeout = 8,
+    /// 4 bytes: IPv4 mask in network order, or IPv6 prefix length as a
+    /// host-order u32 (the kernel reads both as a raw `__be32`).
+    Netmask = 9,
+    /// Nested `StatsAttr`, 32-bit counters.
+    Stats = 10,
+    /// NUL-terminated persistence engine name.
+    PeName = 11,
+    /// Nested `StatsAttr`, every counter 64-bit.
+    Stats64 = 12,
+}
+impl neli::consts::genl::NlAttrType for SvcAttr {}
+
+/// `IPVS_DEST_ATTR_*`: inside `CmdAttr::Dest`.
+#[neli_enum(serialized_type = "u16")]
+pub enum DestAttr {
+    Unspec = 0,
+    /// 16 raw bytes, IPv4 in the first 4.
+    Addr = 1,
+    /// u16, network order.
+    Port = 2,
+    /// u32: `IP_VS_CONN_F_*` forwarding method.
+    FwdMethod = 3,
+    /// u32 (an `int` in the kernel; negative is refused).
+    Weight = 4,
+    UThresh = 5,
+    LThresh = 6,
+    ActiveConns = 7,
+    InactConns = 8,
+    PersistConns = 9,
+    Stats = 10,
+    /// u16: AF of the destination (may differ from the service's for tunnels).
+    AddrFamily = 11,
+    Stats64 = 12,
+    TunType = 13,
+    TunPort = 14,
+    TunFlags = 15,
+}
+impl neli::consts::genl::NlAttrType for DestAttr {}
+
+/// `IPVS_STATS_ATTR_*`: inside `SvcAttr::Stats{,64}` and `DestAttr::Stats{,64}`.
+#[neli_enum(serialized_type = "u16")]
+pub enum StatsAttr {
+    Unspec = 0,
+    Conns = 1,
+    InPkts = 2,
+    OutPkts = 3,
+    InBytes = 4,
+    OutBytes = 5,
+    Cps = 6,
+    InPps = 7,
+    OutPps = 8,
+    InBps = 9,
+    OutBps = 10,
+    /// Alignment filler of `nla_put_u64_64bit`; carries nothing.
+    Pad = 11,
+}
+impl neli::consts::genl::NlAttrType for StatsAttr {}
+
+/// `IPVS_INFO_ATTR_*`: first-level attributes of the `GET_INFO` reply (they
+/// reuse the numbers of `CmdAttr`, hence their own enum).
+#[neli_enum(serialized_type = "u16")]
+pub enum InfoAttr {
+    Unspec = 0,
+    Version = 1,
+    ConnTabSize = 2,
+}
+impl neli::consts::genl::NlAttrType for InfoAttr {}
+
+/// `IP_VS_SVC_F_*` service flag bits.
+pub mod svc_flags {
+    pub const PERSISTENT: u32 = 0x0001;
+    /// Set by the kernel on every service in its table; never sent by us.
+    pub const HASHED: u32 = 0x0002;
+    pub const ONEPACKET: u32 = 0x0004;
+    pub const SCHED1: u32 = 0x0008;
+    pub const SCHED2: u32 = 0x0010;
+    pub const SCHED3: u32 = 0x0020;
+}
+
+/// `IP_VS_CONN_F_*` forwarding methods (the low 3 bits of `conn_flags`).
+pub mod fwd {
+    pub const MASK: u32 = 0x0007;
+    pub const MASQ: u32 = 0x0000;
+    pub const LOCALNODE: u32 = 0x0001;
+    pub const TUNNEL: u32 = 0x0002;
+    pub const DROUTE: u32 = 0x0003;
+}
+
+/// `IP_VS_SCHEDNAME_MAXLEN`, including the NUL.
+pub const SCHEDNAME_MAXLEN: usize = 16;
+
+/// Address families as the kernel numbers them (linux/socket.h).
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// IP protocol numbers IPVS services can be keyed by.
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+pub const IPPROTO_SCTP: u16 = 132;
