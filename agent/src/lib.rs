@@ -12,3 +12,4 @@ pub mod controllers;
 pub mod desired;
 pub mod kernel;
 pub mod netns;
+pub mod store;

@@ -1,0 +1,191 @@
+//! The difference between what owners want and what the kernel holds, as
+//! a plan of set operations. Pure: the store lists the kernel, calls
+//! [`plan`], and runs the result.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::desired::{SetFamily, SetSpec, SetType};
+
+/// One set as the kernel holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActualSet {
+    pub name: String,
+    pub set_type: SetType,
+    pub family: SetFamily,
+    pub members: BTreeSet<String>,
+}
+
+/// What to do, in the order the store runs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Sets to create (missing, or replacing one of another type/family).
+    pub create: Vec<SetSpec>,
+    /// Sets whose type or family must change: filled under a fresh name,
+    /// then put in place of the old one (see store::apply).
+    pub replace: Vec<SetSpec>,
+    /// (set, members) to add to existing sets.
+    pub add: Vec<(String, Vec<String>)>,
+    /// (set, members) to delete from existing sets.
+    pub delete: Vec<(String, Vec<String>)>,
+    /// Sets of this scope that nobody wants any more.
+    pub destroy: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty()
+            && self.replace.is_empty()
+            && self.add.is_empty()
+            && self.delete.is_empty()
+            && self.destroy.is_empty()
+    }
+
+    /// Members added plus deleted, for reports and metrics.
+    pub fn member_changes(&self) -> usize {
+        let created: usize = self
+            .create
+            .iter()
+            .chain(&self.replace)
+            .map(|s| s.members.len())
+            .sum();
+        let changed: usize = self
+            .add
+            .iter()
+            .chain(&self.delete)
+            .map(|(_, m)| m.len())
+            .sum();
+        created + changed
+    }
+}
+
+/// The plan that turns the kernel's sets within `scope` into `desired`.
+/// Sets outside `scope` are never named in the plan, whatever they hold.
+pub fn plan(
+    desired: &BTreeMap<String, SetSpec>,
+    actual: &[ActualSet],
+    scope: impl Fn(&str) -> bool,
+) -> Plan {
+    let actual: BTreeMap<&str, &ActualSet> = actual
+        .iter()
+        .filter(|a| scope(&a.name))
+        .map(|a| (a.name.as_str(), a))
+        .collect();
+    let mut p = Plan::default();
+    for (name, want) in desired {
+        debug_assert!(scope(name), "desired set {name} outside the plan's scope");
+        match actual.get(name.as_str()) {
+            None => p.create.push(want.clone()),
+            Some(have) if have.set_type != want.set_type || have.family != want.family => {
+                p.replace.push(want.clone())
+            }
+            Some(have) => {
+                let add: Vec<String> = want.members.difference(&have.members).cloned().collect();
+                let del: Vec<String> = have.members.difference(&want.members).cloned().collect();
+                if !add.is_empty() {
+                    p.add.push((name.clone(), add));
+                }
+                if !del.is_empty() {
+                    p.delete.push((name.clone(), del));
+                }
+            }
+        }
+    }
+    for name in actual.keys() {
+        if !desired.contains_key(*name) {
+            p.destroy.push(name.to_string());
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, t: SetType, members: &[&str]) -> SetSpec {
+        SetSpec {
+            name: name.into(),
+            set_type: t,
+            family: SetFamily::Inet,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn actual(name: &str, t: SetType, members: &[&str]) -> ActualSet {
+        ActualSet {
+            name: name.into(),
+            set_type: t,
+            family: SetFamily::Inet,
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn ours(name: &str) -> bool {
+        name.starts_with("ipwarden-")
+    }
+
+    #[test]
+    fn only_differences_are_planned_and_foreign_sets_never_appear() {
+        let desired: BTreeMap<_, _> = [
+            spec(
+                "ipwarden-svip-prt",
+                SetType::HashIpPort,
+                &["10.0.0.1,tcp:80", "10.0.0.2,tcp:443"],
+            ),
+            spec("ipwarden-new", SetType::HashIp, &["10.0.0.9"]),
+        ]
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+        let kernel = [
+            actual(
+                "ipwarden-svip-prt",
+                SetType::HashIpPort,
+                &["10.0.0.1,tcp:80", "10.0.0.3,udp:53"],
+            ),
+            actual("ipwarden-stale", SetType::HashIp, &[]),
+            actual("istio-ztunnel-pods", SetType::HashIp, &["10.1.0.1"]),
+        ];
+        let p = plan(&desired, &kernel, ours);
+        assert_eq!(p.create.len(), 1);
+        assert_eq!(p.create[0].name, "ipwarden-new");
+        assert_eq!(
+            p.add,
+            [("ipwarden-svip-prt".into(), vec!["10.0.0.2,tcp:443".into()])]
+        );
+        assert_eq!(
+            p.delete,
+            [("ipwarden-svip-prt".into(), vec!["10.0.0.3,udp:53".into()])]
+        );
+        assert_eq!(p.destroy, ["ipwarden-stale"]);
+        assert!(!format!("{p:?}").contains("istio"));
+        assert_eq!(p.member_changes(), 3);
+    }
+
+    #[test]
+    fn a_type_change_is_a_replacement_not_a_flush() {
+        let desired: BTreeMap<_, _> = [spec("ipwarden-x", SetType::HashNet, &["10.0.0.0/8"])]
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let p = plan(
+            &desired,
+            &[actual("ipwarden-x", SetType::HashIp, &["10.0.0.1"])],
+            ours,
+        );
+        assert_eq!(p.replace.len(), 1);
+        assert!(p.add.is_empty() && p.delete.is_empty() && p.destroy.is_empty());
+    }
+
+    #[test]
+    fn equal_state_is_an_empty_plan() {
+        let s = spec("ipwarden-a", SetType::HashIp, &["10.0.0.1"]);
+        let desired = [(s.name.clone(), s)].into_iter().collect();
+        assert!(plan(
+            &desired,
+            &[actual("ipwarden-a", SetType::HashIp, &["10.0.0.1"])],
+            ours
+        )
+        .is_empty());
+    }
+}
