@@ -5,3 +5,4 @@ pub mod ipset;
 pub mod iptables;
 pub mod link;
 pub mod ipvs;
+pub mod ipvs_sync;

@@ -1,0 +1,337 @@
+//! Desired virtual services to IPVS requests: a minimal diff against the
+//! kernel's table. An unchanged service is not touched, and a service that
+//! is not ours is never named.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use super::ipvs::{
+    Destination, Family, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request,
+    Scheduler, Service, ServiceFlags, ServiceKey, VirtualServer,
+};
+use crate::desired::{Forward, Protocol, VirtualService};
+
+/// What a sync changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpvsReport {
+    pub services_added: usize,
+    pub services_edited: usize,
+    pub services_removed: usize,
+    pub destinations_added: usize,
+    pub destinations_edited: usize,
+    pub destinations_removed: usize,
+    pub services_unchanged: usize,
+}
+
+impl IpvsReport {
+    pub fn changed(&self) -> bool {
+        self.services_added
+            + self.services_edited
+            + self.services_removed
+            + self.destinations_added
+            + self.destinations_edited
+            + self.destinations_removed
+            > 0
+    }
+}
+
+/// Which kernel services are ipwarden's: those on a VIP (an address on our
+/// dummy interface, or one we are about to put there) and NodePorts (a node
+/// address and a port in the NodePort range). Anything else in the table
+/// belongs to somebody else and is left alone.
+#[derive(Clone, Debug, Default)]
+pub struct Ownership {
+    pub vips: BTreeSet<IpAddr>,
+    pub node_ips: BTreeSet<IpAddr>,
+    pub node_port_range: (u16, u16),
+}
+
+impl Ownership {
+    pub fn owns(&self, key: &ServiceKey) -> bool {
+        match key {
+            ServiceKey::Addr { addr, port, .. } => {
+                self.vips.contains(addr)
+                    || (self.node_ips.contains(addr)
+                        && (self.node_port_range.0..=self.node_port_range.1).contains(port))
+            }
+            ServiceKey::Fwmark { .. } => false,
+        }
+    }
+}
+
+/// The kernel form of a desired virtual service.
+pub fn to_kernel(vs: &VirtualService) -> Result<(Service, Vec<Destination>), InvalidValue> {
+    let key = match vs.key.proto {
+        Protocol::Tcp => ServiceKey::tcp(vs.key.addr, vs.key.port),
+        Protocol::Udp => ServiceKey::udp(vs.key.addr, vs.key.port),
+        Protocol::Sctp => ServiceKey::sctp(vs.key.addr, vs.key.port),
+    };
+    let mut flags = ServiceFlags::empty();
+    for (on, bit) in [
+        (vs.flags.sched1, ServiceFlags::SCHED1),
+        (vs.flags.sched2, ServiceFlags::SCHED2),
+        (vs.flags.sched3, ServiceFlags::SCHED3),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    let mut service = Service::new(key, Scheduler::new(&vs.scheduler)?).with_flags(flags);
+    if vs.flags.persistent {
+        let family = Family::of(&vs.key.addr);
+        service = service.persistent(vs.timeout, Netmask::prefix(family, vs.netmask_bits)?);
+    }
+    let destinations = vs
+        .destinations
+        .iter()
+        .map(|d| {
+            Destination::new(d.addr, d.port)
+                .forward(match d.forward {
+                    Forward::Masq => ForwardMethod::Masq,
+                    Forward::Tunnel => ForwardMethod::Tunnel,
+                    Forward::Route => ForwardMethod::Route,
+                })
+                .weight(d.weight)
+        })
+        .collect();
+    Ok((service, destinations))
+}
+
+/// The requests that turn `actual` into `desired`, and what they change.
+/// Services are added before their destinations; deletions come last.
+pub fn plan(
+    desired: &[(Service, Vec<Destination>)],
+    actual: &[VirtualServer],
+    ownership: &Ownership,
+) -> (Vec<Request>, IpvsReport) {
+    let actual: BTreeMap<ServiceKey, &VirtualServer> =
+        actual.iter().map(|v| (v.entry.service.key, v)).collect();
+    let mut reqs = Vec::new();
+    let mut deletes = Vec::new();
+    let mut r = IpvsReport::default();
+    let mut wanted_keys = BTreeSet::new();
+    for (svc, dests) in desired {
+        wanted_keys.insert(svc.key);
+        let Some(have) = actual.get(&svc.key) else {
+            reqs.push(Request::AddService(svc.clone()));
+            r.services_added += 1;
+            for d in dests {
+                reqs.push(Request::AddDestination {
+                    service: svc.key,
+                    destination: d.clone(),
+                });
+                r.destinations_added += 1;
+            }
+            continue;
+        };
+        let mut touched = false;
+        if !svc.same_config(&have.entry.service) {
+            reqs.push(Request::EditService(svc.clone()));
+            r.services_edited += 1;
+            touched = true;
+        }
+        let have_dests: BTreeMap<_, _> = have
+            .destinations
+            .iter()
+            .map(|d| (d.destination.key(), &d.destination))
+            .collect();
+        let want_keys: BTreeSet<_> = dests.iter().map(Destination::key).collect();
+        for d in dests {
+            match have_dests.get(&d.key()) {
+                None => {
+                    reqs.push(Request::AddDestination {
+                        service: svc.key,
+                        destination: d.clone(),
+                    });
+                    r.destinations_added += 1;
+                    touched = true;
+                }
+                Some(h) if *h != d => {
+                    reqs.push(Request::EditDestination {
+                        service: svc.key,
+                        destination: d.clone(),
+                    });
+                    r.destinations_edited += 1;
+                    touched = true;
+                }
+                Some(_) => {}
+            }
+        }
+        for k in have_dests.keys().filter(|k| !want_keys.contains(k)) {
+            deletes.push(Request::DeleteDestination {
+                service: svc.key,
+                destination: *k,
+            });
+            r.destinations_removed += 1;
+            touched = true;
+        }
+        if !touched {
+            r.services_unchanged += 1;
+        }
+    }
+    for key in actual.keys() {
+        if !wanted_keys.contains(key) && ownership.owns(key) {
+            deletes.push(Request::DeleteService(*key));
+            r.services_removed += 1;
+        }
+    }
+    reqs.extend(deletes);
+    (reqs, r)
+}
+
+/// Reads the table, applies the difference in batches, and returns what
+/// changed, or every request that failed (the others still ran).
+pub fn sync(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    ownership: &Ownership,
+) -> Result<IpvsReport, Vec<IpvsError>> {
+    let actual = client.list().map_err(|e| vec![e])?;
+    let (reqs, report) = plan(desired, &actual, ownership);
+    let errors: Vec<IpvsError> = client
+        .execute_all(&reqs)
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        desired::{RealServer, ServiceFlags as Flags, VsKey},
+        kernel::ipvs::{DestinationEntry, ServiceEntry, Stats},
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn vs(addr: &str, port: u16, dests: &[(&str, u32)]) -> VirtualService {
+        VirtualService {
+            key: VsKey {
+                addr: ip(addr),
+                proto: Protocol::Tcp,
+                port,
+            },
+            scheduler: "rr".into(),
+            flags: Flags::default(),
+            timeout: 0,
+            netmask_bits: 32,
+            destinations: dests
+                .iter()
+                .map(|(a, w)| RealServer {
+                    addr: ip(a),
+                    port: 8080,
+                    weight: *w,
+                    forward: Forward::Masq,
+                })
+                .collect(),
+            origin: String::new(),
+        }
+    }
+
+    /// What the kernel would list after programming `v`.
+    fn kernel(v: &VirtualService) -> VirtualServer {
+        let (mut service, dests) = to_kernel(v).unwrap();
+        service.flags |= ServiceFlags::HASHED;
+        VirtualServer {
+            entry: ServiceEntry {
+                service,
+                pe_name: None,
+                stats: Stats::default(),
+            },
+            destinations: dests
+                .into_iter()
+                .map(|destination| DestinationEntry {
+                    destination,
+                    active_conns: 0,
+                    inactive_conns: 0,
+                    persistent_conns: 0,
+                    stats: Stats::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn ours() -> Ownership {
+        Ownership {
+            vips: [ip("10.96.0.10"), ip("10.96.0.11")].into(),
+            node_ips: [ip("192.168.56.10")].into(),
+            node_port_range: (30000, 32767),
+        }
+    }
+
+    fn desired(v: &[VirtualService]) -> Vec<(Service, Vec<Destination>)> {
+        v.iter().map(|v| to_kernel(v).unwrap()).collect()
+    }
+
+    #[test]
+    fn unchanged_services_produce_no_requests() {
+        let want = [vs("10.96.0.10", 80, &[("10.244.1.5", 1)])];
+        let (reqs, report) = plan(&desired(&want), &[kernel(&want[0])], &ours());
+        assert!(reqs.is_empty(), "{reqs:?}");
+        assert_eq!(report.services_unchanged, 1);
+        assert!(!report.changed());
+    }
+
+    #[test]
+    fn only_the_changed_destination_is_touched_and_foreign_services_are_kept() {
+        let before = vs("10.96.0.10", 80, &[("10.244.1.5", 1), ("10.244.1.6", 1)]);
+        let stale = vs("10.96.0.11", 53, &[("10.244.1.7", 1)]);
+        let foreign = vs("172.16.0.1", 80, &[("172.16.0.2", 1)]);
+        let foreign_nodeport = vs("192.168.56.10", 8080, &[]);
+        let after = vs("10.96.0.10", 80, &[("10.244.1.5", 0), ("10.244.1.8", 1)]);
+        let actual = [
+            kernel(&before),
+            kernel(&stale),
+            kernel(&foreign),
+            kernel(&foreign_nodeport),
+        ];
+        let (reqs, report) = plan(&desired(&[after]), &actual, &ours());
+        let ops: Vec<String> = reqs
+            .iter()
+            .map(|r| format!("{} {}", r.op(), r.target()))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "edit destination 10.244.1.5:8080 of TCP 10.96.0.10:80",
+                "add destination 10.244.1.8:8080 of TCP 10.96.0.10:80",
+                "delete destination 10.244.1.6:8080 of TCP 10.96.0.10:80",
+                "delete service TCP 10.96.0.11:53",
+            ]
+        );
+        assert_eq!(
+            (
+                report.destinations_edited,
+                report.destinations_added,
+                report.destinations_removed
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(report.services_removed, 1);
+    }
+
+    #[test]
+    fn new_services_come_with_their_destinations_and_config_changes_are_edits() {
+        let mut sticky = vs("10.96.0.10", 80, &[("10.244.1.5", 1)]);
+        let plain = kernel(&sticky);
+        sticky.flags.persistent = true;
+        sticky.timeout = 600;
+        let fresh = vs("10.96.0.11", 443, &[("10.244.1.9", 1)]);
+        let (reqs, report) = plan(&desired(&[sticky, fresh]), &[plain], &ours());
+        assert_eq!(reqs.len(), 3);
+        assert!(matches!(&reqs[0], Request::EditService(s) if s.timeout == 600));
+        assert!(matches!(&reqs[1], Request::AddService(_)));
+        assert!(matches!(&reqs[2], Request::AddDestination { .. }));
+        assert_eq!((report.services_edited, report.services_added), (1, 1));
+    }
+}
