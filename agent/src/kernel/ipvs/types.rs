@@ -204,9 +204,11 @@ impl ServiceFlags {
         (svc_flags::PERSISTENT, "persistent"),
         (svc_flags::HASHED, "hashed"),
         (svc_flags::ONEPACKET, "one-packet"),
-        (svc_flags::SCHED1, "sched1"),
-        (svc_flags::SCHED2, "sched2"),
-        (svc_flags::SCHED3, "sched3"),
+        // ipvsadm's and keepalived's names (sh and mh read 1 as
+        // "fallback" and 2 as "port").
+        (svc_flags::SCHED1, "flag-1"),
+        (svc_flags::SCHED2, "flag-2"),
+        (svc_flags::SCHED3, "flag-3"),
     ];
 
     pub const fn empty() -> Self {
