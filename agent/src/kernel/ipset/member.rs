@@ -1,0 +1,813 @@
+//! Set members, parsed from and printed exactly as `ipset save` writes them:
+//! `10.0.0.1`, `10.1.0.0/16 nomatch`, `10.0.0.1,tcp:80`, `10.0.0.1,sctp:9`,
+//! `10.1.0.0/16,udp:53`, `10.0.0.1,tcp:80,10.0.0.2`, `2001:db8::1,tcp:443`,
+//! then ` timeout N`, ` nomatch`, ` packets P bytes B`, ` comment "..."`
+//! in that order.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
+
+use super::{
+    consts::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+        IPSET_MAX_COMMENT_SIZE,
+    },
+    types::{Family, ParseError, SetType},
+};
+
+/// A network: the address has its host bits cleared at construction (as
+/// the kernel stores it) and the prefix is 1..=32 or 1..=128, because no
+/// hash:net type can hold a /0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, ParseError> {
+        let max = Family::of(&addr).host_prefix();
+        if prefix == 0 || prefix > max {
+            return Err(ParseError::new(
+                "network",
+                format!("{addr}/{prefix}"),
+                format!("prefix must be 1..={max}"),
+            ));
+        }
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX << (32 - u32::from(prefix));
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX << (128 - u32::from(prefix));
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// A single host as a network (/32 or /128).
+    pub fn host(addr: IpAddr) -> Self {
+        let prefix = Family::of(&addr).host_prefix();
+        Self { addr, prefix }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+}
+
+impl fmt::Display for Net {
+    /// ipset omits the prefix of a host network.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", Addr(self.addr))?;
+        if self.prefix != Family::of(&self.addr).host_prefix() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Net {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.split_once('/') {
+            None => Ok(Self::host(parse_ip(s)?)),
+            Some((a, p)) => {
+                let prefix = p
+                    .parse()
+                    .map_err(|_| ParseError::new("prefix", p, "not a number"))?;
+                Self::new(parse_ip(a)?, prefix)
+            }
+        }
+    }
+}
+
+/// Protocol and port of a member, as the kernel stores them: ICMP type and
+/// code live in the port (type << 8 | code), protocols without ports have
+/// port 0. Fields are private so every value is canonical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProtoPort {
+    proto: u8,
+    port: u16,
+}
+
+impl ProtoPort {
+    pub fn tcp(port: u16) -> Self {
+        Self {
+            proto: IPPROTO_TCP,
+            port,
+        }
+    }
+
+    pub fn udp(port: u16) -> Self {
+        Self {
+            proto: IPPROTO_UDP,
+            port,
+        }
+    }
+
+    pub fn sctp(port: u16) -> Self {
+        Self {
+            proto: IPPROTO_SCTP,
+            port,
+        }
+    }
+
+    pub fn icmp(ty: u8, code: u8) -> Self {
+        Self {
+            proto: IPPROTO_ICMP,
+            port: u16::from(ty) << 8 | u16::from(code),
+        }
+    }
+
+    pub fn icmpv6(ty: u8, code: u8) -> Self {
+        Self {
+            proto: IPPROTO_ICMPV6,
+            port: u16::from(ty) << 8 | u16::from(code),
+        }
+    }
+
+    /// Any protocol by number. `port` must be 0 for protocols without ports
+    /// (the kernel would store 0 anyway, and a member must round-trip).
+    pub fn new(proto: u8, port: u16) -> Result<Self, ParseError> {
+        if proto == 0 {
+            return Err(ParseError::new("protocol", "0", "ipset rejects protocol 0"));
+        }
+        if port != 0 && !(has_ports(proto) || is_icmp(proto)) {
+            return Err(ParseError::new(
+                "port",
+                port.to_string(),
+                format!("protocol {proto} has no ports"),
+            ));
+        }
+        Ok(Self { proto, port })
+    }
+
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// The port, or type << 8 | code for ICMP and ICMPv6 (the wire value).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// `ip_set_proto_with_ports` in the kernel.
+fn has_ports(proto: u8) -> bool {
+    matches!(
+        proto,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    )
+}
+
+fn is_icmp(proto: u8) -> bool {
+    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
+}
+
+impl fmt::Display for ProtoPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match proto_name(self.proto) {
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "{}", self.proto)?,
+        }
+        let [ty, code] = self.port.to_be_bytes();
+        let table = match self.proto {
+            IPPROTO_ICMP => ICMP_NAMES,
+            IPPROTO_ICMPV6 => ICMPV6_NAMES,
+            _ => return write!(f, ":{}", self.port),
+        };
+        match table.iter().find(|(t, c, _)| (*t, *c) == (ty, code)) {
+            Some((_, _, name)) => write!(f, ":{name}"),
+            None => write!(f, ":{ty}/{code}"),
+        }
+    }
+}
+
+impl FromStr for ProtoPort {
+    type Err = ParseError;
+
+    /// `[PROTO:]PORT`; a bare port means TCP, as in ipset.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let Some((p, rest)) = s.split_once(':') else {
+            return parse_port(s).map(Self::tcp);
+        };
+        let proto = match p {
+            "icmpv6" => IPPROTO_ICMPV6,
+            _ => proto_number(p)
+                .or_else(|| p.parse().ok())
+                .ok_or_else(|| ParseError::new("protocol", p, "unknown protocol"))?,
+        };
+        let table = match proto {
+            IPPROTO_ICMP => ICMP_NAMES,
+            IPPROTO_ICMPV6 => ICMPV6_NAMES,
+            _ => return Self::new(proto, parse_port(rest)?),
+        };
+        if let Some((ty, code, _)) = table.iter().find(|(_, _, n)| *n == rest) {
+            return Ok(Self::icmp(*ty, *code).with_proto(proto));
+        }
+        let (ty, code) = rest
+            .split_once('/')
+            .and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)))
+            .ok_or_else(|| ParseError::new("icmp type/code", rest, "expected NAME or TYPE/CODE"))?;
+        Ok(Self::icmp(ty, code).with_proto(proto))
+    }
+}
+
+impl ProtoPort {
+    fn with_proto(self, proto: u8) -> Self {
+        Self { proto, ..self }
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, ParseError> {
+    s.parse()
+        .map_err(|_| ParseError::new("port", s, "expected a number 0..=65535"))
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, ParseError> {
+    s.parse()
+        .map_err(|_| ParseError::new("address", s, "not an IP address"))
+}
+
+/// The element of a member: its shape is fixed by the set type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    /// hash:ip
+    Ip(IpAddr),
+    /// hash:net
+    Net(Net),
+    /// hash:ip,port
+    IpPort(IpAddr, ProtoPort),
+    /// hash:net,port
+    NetPort(Net, ProtoPort),
+    /// hash:ip,port,ip
+    IpPortIp(IpAddr, ProtoPort, IpAddr),
+}
+
+impl Entry {
+    /// Parses the element part of a member line for a set of `set_type`.
+    pub fn parse(set_type: SetType, s: &str) -> Result<Self, ParseError> {
+        let parts: Vec<&str> = s.split(',').collect();
+        let shape = || {
+            ParseError::new(
+                "member",
+                s,
+                format!("does not fit {set_type} ({})", set_type.member_syntax()),
+            )
+        };
+        Ok(match (set_type, parts.as_slice()) {
+            (SetType::HashIp, [ip]) => Entry::Ip(parse_ip(ip)?),
+            (SetType::HashNet, [net]) => Entry::Net(net.parse()?),
+            (SetType::HashIpPort, [ip, pp]) => Entry::IpPort(parse_ip(ip)?, pp.parse()?),
+            (SetType::HashNetPort, [net, pp]) => Entry::NetPort(net.parse()?, pp.parse()?),
+            (SetType::HashIpPortIp, [ip, pp, ip2]) => {
+                Entry::IpPortIp(parse_ip(ip)?, pp.parse()?, parse_ip(ip2)?)
+            }
+            _ => return Err(shape()),
+        })
+    }
+
+    /// The set type whose members have this shape.
+    pub fn set_type(&self) -> SetType {
+        match self {
+            Entry::Ip(_) => SetType::HashIp,
+            Entry::Net(_) => SetType::HashNet,
+            Entry::IpPort(..) => SetType::HashIpPort,
+            Entry::NetPort(..) => SetType::HashNetPort,
+            Entry::IpPortIp(..) => SetType::HashIpPortIp,
+        }
+    }
+
+    /// The family of the (first) address.
+    pub fn family(&self) -> Family {
+        match self {
+            Entry::Ip(a) | Entry::IpPort(a, _) | Entry::IpPortIp(a, _, _) => Family::of(a),
+            Entry::Net(n) | Entry::NetPort(n, _) => Family::of(&n.addr()),
+        }
+    }
+
+    pub fn proto_port(&self) -> Option<ProtoPort> {
+        match self {
+            Entry::IpPort(_, p) | Entry::NetPort(_, p) | Entry::IpPortIp(_, p, _) => Some(*p),
+            Entry::Ip(_) | Entry::Net(_) => None,
+        }
+    }
+
+    /// Why this entry cannot go into a set of `set_type` and `family`, if
+    /// it cannot: the kernel would reject it or store something else.
+    pub fn mismatch(&self, set_type: SetType, family: Family) -> Option<String> {
+        if self.set_type() != set_type {
+            return Some(format!(
+                "{set_type} takes {}, not {}",
+                set_type.member_syntax(),
+                self.set_type().member_syntax()
+            ));
+        }
+        if let Entry::IpPortIp(a, _, b) = self {
+            if Family::of(a) != Family::of(b) {
+                return Some("both addresses must be of one family".into());
+            }
+        }
+        if self.family() != family {
+            return Some(format!(
+                "{} address in a family {family} set",
+                self.family()
+            ));
+        }
+        // The kernel zeroes the type/code of the other family's ICMP.
+        match (self.proto_port().map(|p| p.proto()), family) {
+            (Some(IPPROTO_ICMP), Family::Inet6) => Some("icmp in a family inet6 set".into()),
+            (Some(IPPROTO_ICMPV6), Family::Inet) => Some("ipv6-icmp in a family inet set".into()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Ip(a) => write!(f, "{}", Addr(*a)),
+            Entry::Net(n) => write!(f, "{n}"),
+            Entry::IpPort(a, p) => write!(f, "{},{p}", Addr(*a)),
+            Entry::NetPort(n, p) => write!(f, "{n},{p}"),
+            Entry::IpPortIp(a, p, b) => write!(f, "{},{p},{}", Addr(*a), Addr(*b)),
+        }
+    }
+}
+
+/// A member comment: what ipset accepts (at most 255 bytes, no `"`, which
+/// `ipset save` could not quote) and no line breaks (a save line is a line).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Comment(String);
+
+impl Comment {
+    pub fn new(s: impl Into<String>) -> Result<Self, ParseError> {
+        let s = s.into();
+        if s.len() > IPSET_MAX_COMMENT_SIZE {
+            return Err(ParseError::new("comment", s, "longer than 255 bytes"));
+        }
+        if s.contains(['"', '\0', '\n', '\r']) {
+            return Err(ParseError::new(
+                "comment",
+                s,
+                "contains a quote, NUL or line break",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Comment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Packet and byte counters of a member of a set created with `counters`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One member with its extensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    pub entry: Entry,
+    /// An exception inside a hash:net / hash:net,port set.
+    pub nomatch: bool,
+    /// Seconds; Some(0) is "never expires" in a set with a timeout. When
+    /// listed, the kernel reports the time left.
+    pub timeout: Option<u32>,
+    pub counters: Option<Counters>,
+    pub comment: Option<Comment>,
+}
+
+impl Member {
+    pub fn new(entry: Entry) -> Self {
+        Self {
+            entry,
+            nomatch: false,
+            timeout: None,
+            counters: None,
+            comment: None,
+        }
+    }
+
+    pub fn nomatch(mut self) -> Self {
+        self.nomatch = true;
+        self
+    }
+
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+
+    pub fn comment(mut self, comment: Comment) -> Self {
+        self.comment = Some(comment);
+        self
+    }
+
+    pub fn counters(mut self, counters: Counters) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// Parses a member as it follows `add SETNAME ` in `ipset save`.
+    pub fn parse(set_type: SetType, s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        let (elem, mut rest) = s.split_once(' ').unwrap_or((s, ""));
+        let mut m = Member::new(Entry::parse(set_type, elem)?);
+        loop {
+            rest = rest.trim_start();
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(quoted) = rest.strip_prefix("comment \"") {
+                let (text, after) = quoted
+                    .split_once('"')
+                    .ok_or_else(|| ParseError::new("comment", rest, "no closing quote"))?;
+                m.comment = Some(Comment::new(text)?);
+                rest = after;
+                continue;
+            }
+            let (word, after) = split_word(rest);
+            if word == "nomatch" {
+                m.nomatch = true;
+                rest = after;
+                continue;
+            }
+            let (value, after) = split_word(after.trim_start());
+            let number = |what: &'static str| -> Result<u64, ParseError> {
+                value
+                    .parse()
+                    .map_err(|_| ParseError::new(what, value, "expected a number"))
+            };
+            match word {
+                "timeout" => {
+                    let t = number("timeout")?;
+                    m.timeout = Some(
+                        u32::try_from(t)
+                            .map_err(|_| ParseError::new("timeout", value, "out of range"))?,
+                    );
+                }
+                "packets" => {
+                    m.counters.get_or_insert_with(Counters::default).packets = number("packets")?
+                }
+                "bytes" => {
+                    m.counters.get_or_insert_with(Counters::default).bytes = number("bytes")?
+                }
+                _ => return Err(ParseError::new("member option", word, "unknown option")),
+            }
+            rest = after;
+        }
+        Ok(m)
+    }
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    s.split_once(' ').unwrap_or((s, ""))
+}
+
+impl From<Entry> for Member {
+    fn from(entry: Entry) -> Self {
+        Member::new(entry)
+    }
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.entry)?;
+        if let Some(t) = self.timeout {
+            write!(f, " timeout {t}")?;
+        }
+        if self.nomatch {
+            f.write_str(" nomatch")?;
+        }
+        if let Some(c) = self.counters {
+            write!(f, " packets {} bytes {}", c.packets, c.bytes)?;
+        }
+        if let Some(c) = &self.comment {
+            write!(f, " comment \"{c}\"")?;
+        }
+        Ok(())
+    }
+}
+
+/// An address printed like glibc's inet_ntop, which ipset uses: Rust's
+/// Display differs for IPv4-compatible IPv6 addresses (`::1.2.3.4`).
+pub struct Addr(pub IpAddr);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => fmt_ipv6(&a, f),
+        }
+    }
+}
+
+fn fmt_ipv6(a: &Ipv6Addr, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let w = a.segments();
+    // The first longest run of zero words, if at least two long.
+    let (mut best, mut cur): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+    for (i, word) in w.iter().enumerate() {
+        if *word == 0 {
+            let run = cur.map_or((i, 1), |(b, l)| (b, l + 1));
+            cur = Some(run);
+            if best.is_none_or(|(_, bl)| run.1 > bl) {
+                best = Some(run);
+            }
+        } else {
+            cur = None;
+        }
+    }
+    let best = best.filter(|(_, len)| *len >= 2);
+    let mut i = 0;
+    while i < 8 {
+        if let Some((base, len)) = best {
+            if i == base {
+                f.write_str(":")?;
+                i += len;
+                continue;
+            }
+        }
+        if i != 0 {
+            f.write_str(":")?;
+        }
+        let embeds_v4 =
+            matches!(best, Some((0, 6))) || (matches!(best, Some((0, 5))) && w[5] == 0xffff);
+        if i == 6 && embeds_v4 {
+            let o = a.octets();
+            return write!(f, "{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+        }
+        write!(f, "{:x}", w[i])?;
+        i += 1;
+    }
+    if best.is_some_and(|(base, len)| base + len == 8) {
+        f.write_str(":")?;
+    }
+    Ok(())
+}
+
+/// ICMP type/code names as ipset prints and parses them (libipset's table,
+/// checked against `ipset save` for every type 0..=255, code 0..=20).
+const ICMP_NAMES: &[(u8, u8, &str)] = &[
+    (0, 0, "echo-reply"),
+    (3, 0, "network-unreachable"),
+    (3, 1, "host-unreachable"),
+    (3, 2, "protocol-unreachable"),
+    (3, 3, "port-unreachable"),
+    (3, 4, "fragmentation-needed"),
+    (3, 5, "source-route-failed"),
+    (3, 6, "network-unknown"),
+    (3, 7, "host-unknown"),
+    (3, 9, "network-prohibited"),
+    (3, 10, "host-prohibited"),
+    (3, 11, "TOS-network-unreachable"),
+    (3, 12, "TOS-host-unreachable"),
+    (3, 13, "communication-prohibited"),
+    (3, 14, "host-precedence-violation"),
+    (3, 15, "precedence-cutoff"),
+    (4, 0, "source-quench"),
+    (5, 0, "network-redirect"),
+    (5, 1, "host-redirect"),
+    (5, 2, "TOS-network-redirect"),
+    (5, 3, "TOS-host-redirect"),
+    (8, 0, "echo-request"),
+    (9, 0, "router-advertisement"),
+    (10, 0, "router-solicitation"),
+    (11, 0, "ttl-zero-during-transit"),
+    (11, 1, "ttl-zero-during-reassembly"),
+    (12, 0, "ip-header-bad"),
+    (12, 1, "required-option-missing"),
+    (13, 0, "timestamp-request"),
+    (14, 0, "timestamp-reply"),
+    (17, 0, "address-mask-request"),
+    (18, 0, "address-mask-reply"),
+];
+
+const ICMPV6_NAMES: &[(u8, u8, &str)] = &[
+    (1, 0, "no-route"),
+    (1, 1, "communication-prohibited"),
+    (1, 3, "address-unreachable"),
+    (1, 4, "port-unreachable"),
+    (2, 0, "packet-too-big"),
+    (3, 0, "ttl-zero-during-transit"),
+    (3, 1, "ttl-zero-during-reassembly"),
+    (4, 0, "bad-header"),
+    (4, 1, "unknown-header-type"),
+    (4, 2, "unknown-option"),
+    (128, 0, "echo-request"),
+    (129, 0, "echo-reply"),
+    (133, 0, "router-solicitation"),
+    (134, 0, "router-advertisement"),
+    (135, 0, "neighbour-solicitation"),
+    (136, 0, "neighbour-advertisement"),
+    (137, 0, "redirect"),
+];
+
+/// Protocol names ipset prints through getprotobynumber(3): the keywords
+/// of netbase's /etc/protocols. A host with another protocols file prints
+/// other names for the rare protocols; tcp/udp/sctp/icmp never differ.
+const PROTO_NAMES: &[(u8, &str)] = &[
+    (1, "icmp"),
+    (2, "igmp"),
+    (3, "ggp"),
+    (4, "ipencap"),
+    (5, "st"),
+    (6, "tcp"),
+    (8, "egp"),
+    (9, "igp"),
+    (12, "pup"),
+    (17, "udp"),
+    (20, "hmp"),
+    (22, "xns-idp"),
+    (27, "rdp"),
+    (29, "iso-tp4"),
+    (33, "dccp"),
+    (36, "xtp"),
+    (37, "ddp"),
+    (38, "idpr-cmtp"),
+    (41, "ipv6"),
+    (43, "ipv6-route"),
+    (44, "ipv6-frag"),
+    (45, "idrp"),
+    (46, "rsvp"),
+    (47, "gre"),
+    (50, "esp"),
+    (51, "ah"),
+    (57, "skip"),
+    (58, "ipv6-icmp"),
+    (59, "ipv6-nonxt"),
+    (60, "ipv6-opts"),
+    (73, "rspf"),
+    (81, "vmtp"),
+    (88, "eigrp"),
+    (89, "ospf"),
+    (93, "ax.25"),
+    (94, "ipip"),
+    (97, "etherip"),
+    (98, "encap"),
+    (103, "pim"),
+    (108, "ipcomp"),
+    (112, "vrrp"),
+    (115, "l2tp"),
+    (124, "isis"),
+    (132, "sctp"),
+    (133, "fc"),
+    (135, "mobility-header"),
+    (136, "udplite"),
+    (137, "mpls-in-ip"),
+    (138, "manet"),
+    (139, "hip"),
+    (140, "shim6"),
+    (141, "wesp"),
+    (142, "rohc"),
+    (143, "ethernet"),
+];
+
+fn proto_name(proto: u8) -> Option<&'static str> {
+    PROTO_NAMES
+        .iter()
+        .find(|(n, _)| *n == proto)
+        .map(|(_, name)| *name)
+}
+
+fn proto_number(name: &str) -> Option<u8> {
+    PROTO_NAMES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(num, _)| *num)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn members_print_like_ipset_save() {
+        let cases = [
+            (SetType::HashIp, "10.0.0.1"),
+            (SetType::HashIp, "2001:db8::1"),
+            (SetType::HashIp, "::ffff:1.2.3.4"),
+            (SetType::HashIp, "::1.2.3.4"),
+            (SetType::HashIp, "::102"),
+            (SetType::HashIp, "1:0:2::"),
+            (SetType::HashIp, "1:0:2:0:3:0:4:5"),
+            (SetType::HashNet, "10.1.0.0/16"),
+            (SetType::HashNet, "10.1.0.0/16 nomatch"),
+            (SetType::HashNet, "10.0.0.1"),
+            (
+                SetType::HashNet,
+                "2001:db8::/32 timeout 49 nomatch packets 5 bytes 7 comment \"x y\"",
+            ),
+            (SetType::HashIpPort, "10.0.0.1,tcp:80"),
+            (SetType::HashIpPort, "10.0.0.1,udp:53"),
+            (SetType::HashIpPort, "10.0.0.1,sctp:9"),
+            (SetType::HashIpPort, "10.0.0.1,udplite:5"),
+            (SetType::HashIpPort, "10.0.0.1,gre:0"),
+            (SetType::HashIpPort, "10.0.0.1,253:0"),
+            (SetType::HashIpPort, "10.0.0.1,icmp:port-unreachable"),
+            (SetType::HashIpPort, "10.0.0.1,icmp:200/7"),
+            (
+                SetType::HashIpPort,
+                "2001:db8::2,ipv6-icmp:echo-request timeout 0",
+            ),
+            (SetType::HashNetPort, "10.1.0.0/24,icmp:echo-request"),
+            (SetType::HashNetPort, "10.1.0.0/16,tcp:80 nomatch"),
+            (SetType::HashIpPortIp, "10.0.0.1,tcp:80,10.0.0.2"),
+            (
+                SetType::HashIpPortIp,
+                "2001:db8::1,tcp:1,::1 comment \"a b c\"",
+            ),
+        ];
+        for (t, s) in cases {
+            let m = Member::parse(t, s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(m.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn input_forms_normalise_like_the_kernel() {
+        let m = Member::parse(SetType::HashNet, "10.1.2.3/16").unwrap();
+        assert_eq!(m.to_string(), "10.1.0.0/16");
+        let m = Member::parse(SetType::HashIpPort, "10.0.0.1,80").unwrap();
+        assert_eq!(m.to_string(), "10.0.0.1,tcp:80");
+        let m = Member::parse(SetType::HashIpPort, "10.0.0.1,132:9").unwrap();
+        assert_eq!(m.to_string(), "10.0.0.1,sctp:9");
+        let m = Member::parse(SetType::HashIpPort, "::1,icmpv6:1/4").unwrap();
+        assert_eq!(m.to_string(), "::1,ipv6-icmp:port-unreachable");
+        assert_eq!(ProtoPort::icmp(8, 0).port(), 0x0800);
+    }
+
+    #[test]
+    fn bad_members_are_errors() {
+        for (t, s) in [
+            (SetType::HashIp, "10.0.0.1,tcp:80"),
+            (SetType::HashIpPort, "10.0.0.1"),
+            (SetType::HashNet, "10.0.0.0/0"),
+            (SetType::HashNet, "10.0.0.0/33"),
+            (SetType::HashIpPort, "10.0.0.1,tcp:65536"),
+            (SetType::HashIpPort, "10.0.0.1,gre:5"),
+            (SetType::HashIpPort, "10.0.0.1,0:0"),
+            (SetType::HashIpPort, "10.0.0.1,nope:1"),
+            (SetType::HashIp, "10.0.0.1 timeout"),
+            (SetType::HashIp, "10.0.0.1 comment \"open"),
+            (SetType::HashIp, "10.0.0.1 bogus 1"),
+        ] {
+            assert!(Member::parse(t, s).is_err(), "{s} parsed");
+        }
+        assert!(Comment::new("a\"b").is_err());
+        assert!(Comment::new("x".repeat(256)).is_err());
+        assert!(Comment::new("x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn mismatch_names_the_reason() {
+        let e = Entry::IpPort(ip("10.0.0.1"), ProtoPort::tcp(1));
+        assert!(e.mismatch(SetType::HashIpPort, Family::Inet).is_none());
+        assert!(e.mismatch(SetType::HashIp, Family::Inet).is_some());
+        assert!(e.mismatch(SetType::HashIpPort, Family::Inet6).is_some());
+        let e = Entry::IpPort(ip("::1"), ProtoPort::icmp(8, 0));
+        assert!(e.mismatch(SetType::HashIpPort, Family::Inet6).is_some());
+        let e = Entry::IpPortIp(ip("10.0.0.1"), ProtoPort::tcp(1), ip("::1"));
+        assert!(e.mismatch(SetType::HashIpPortIp, Family::Inet).is_some());
+    }
+
+    #[test]
+    fn ipv6_text_matches_inet_ntop() {
+        for (a, want) in [
+            ("::", "::"),
+            ("::1", "::1"),
+            ("::ffff:0:0", "::ffff:0.0.0.0"),
+            ("0:0:0:0:0:1:0:0", "::1:0:0"),
+            ("1::", "1::"),
+            ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+            ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"),
+            ("::0.1.0.0", "::0.1.0.0"),
+        ] {
+            assert_eq!(Addr(ip(a)).to_string(), want, "{a}");
+        }
+    }
+}

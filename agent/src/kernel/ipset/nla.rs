@@ -1,0 +1,273 @@
+//! Netlink attributes (`struct nlattr`): a writer that appends them to a
+//! message buffer and a reader that walks them without ever indexing out of
+//! bounds. Pure byte code, no socket.
+
+use super::consts::{NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_TYPE_MASK};
+
+/// `NLA_HDRLEN`: nla_len (u16) + nla_type (u16).
+pub const NLA_HDRLEN: usize = 4;
+
+/// Netlink aligns every attribute to 4 bytes (`NLA_ALIGN`).
+pub const fn align4(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Appends attributes to `buf`. Nests are closed with the offset that
+/// [`Writer::nest_start`] returned.
+pub struct Writer<'a> {
+    pub buf: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+        Self { buf }
+    }
+
+    pub fn put(&mut self, ty: u16, payload: &[u8]) {
+        let len = NLA_HDRLEN + payload.len();
+        // Callers never pass more than a comment (255 bytes); the nest
+        // limit is checked by the batcher, so this cannot truncate.
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.pad();
+    }
+
+    pub fn put_u8(&mut self, ty: u16, v: u8) {
+        self.put(ty, &[v]);
+    }
+
+    /// A big-endian u16 flagged `NLA_F_NET_BYTEORDER` (ports).
+    pub fn put_be16(&mut self, ty: u16, v: u16) {
+        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    }
+
+    /// A big-endian u32 flagged `NLA_F_NET_BYTEORDER` (timeouts, sizes, flags).
+    pub fn put_be32(&mut self, ty: u16, v: u32) {
+        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    }
+
+    /// A big-endian u64 flagged `NLA_F_NET_BYTEORDER` (counters).
+    pub fn put_be64(&mut self, ty: u16, v: u64) {
+        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    }
+
+    /// A NUL-terminated string (`NLA_NUL_STRING`).
+    pub fn put_str(&mut self, ty: u16, s: &str) {
+        let len = NLA_HDRLEN + s.len() + 1;
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(s.as_bytes());
+        self.buf.push(0);
+        self.pad();
+    }
+
+    /// Opens a nest flagged `NLA_F_NESTED`; returns its offset for `nest_end`.
+    pub fn nest_start(&mut self, ty: u16) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        at
+    }
+
+    /// Writes the nest's length. The caller keeps it under `NLA_MAX_LEN`.
+    pub fn nest_end(&mut self, at: usize) {
+        let len = (self.buf.len() - at) as u16;
+        self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    fn pad(&mut self) {
+        let padded = align4(self.buf.len());
+        self.buf.resize(padded, 0);
+    }
+}
+
+/// Why a byte string is not a well-formed ipset message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated {what}: need {need} bytes, have {have}")]
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("attribute {ty}: expected {expected} bytes of payload, got {got}")]
+    BadLength {
+        ty: u16,
+        expected: usize,
+        got: usize,
+    },
+    #[error("attribute {ty}: {reason}")]
+    BadValue { ty: u16, reason: String },
+    #[error("missing attribute {what}")]
+    Missing { what: &'static str },
+    #[error("set {set}: members arrived before the set's header")]
+    Orphan { set: String },
+}
+
+/// One attribute as read: its type without the flag bits, its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr<'a> {
+    pub ty: u16,
+    pub payload: &'a [u8],
+}
+
+impl<'a> Attr<'a> {
+    pub fn u8(&self) -> Result<u8, DecodeError> {
+        match self.payload {
+            [v, ..] => Ok(*v),
+            [] => Err(self.bad_len(1)),
+        }
+    }
+
+    /// Big-endian u16 (the kernel writes ports with nla_put_net16).
+    pub fn be16(&self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(self.array::<2>()?))
+    }
+
+    /// Big-endian u32 (nla_put_net32).
+    pub fn be32(&self) -> Result<u32, DecodeError> {
+        Ok(u32::from_be_bytes(self.array::<4>()?))
+    }
+
+    /// Big-endian u64 (nla_put_net64).
+    pub fn be64(&self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array::<8>()?))
+    }
+
+    /// A string up to its first NUL; must be UTF-8.
+    pub fn str(&self) -> Result<&'a str, DecodeError> {
+        let end = self
+            .payload
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.payload.len());
+        std::str::from_utf8(&self.payload[..end]).map_err(|e| DecodeError::BadValue {
+            ty: self.ty,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Exactly `N` payload bytes (IPv6 address) or the leading `N` of a
+    /// longer payload; fewer is an error.
+    pub fn array<const N: usize>(&self) -> Result<[u8; N], DecodeError> {
+        self.payload
+            .get(..N)
+            .and_then(|s| <[u8; N]>::try_from(s).ok())
+            .ok_or_else(|| self.bad_len(N))
+    }
+
+    /// The attributes nested in this one.
+    pub fn nested(&self) -> Attrs<'a> {
+        Attrs::new(self.payload)
+    }
+
+    fn bad_len(&self, expected: usize) -> DecodeError {
+        DecodeError::BadLength {
+            ty: self.ty,
+            expected,
+            got: self.payload.len(),
+        }
+    }
+}
+
+/// Iterator over the attributes of a byte string. A malformed header ends
+/// the walk with one `Err`.
+pub struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attrs<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = Result<Attr<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.len() < NLA_HDRLEN {
+            // Trailing padding shorter than a header is legal; anything
+            // non-zero there is not an attribute either way.
+            self.rest = &[];
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([self.rest[0], self.rest[1]]));
+        let ty = u16::from_ne_bytes([self.rest[2], self.rest[3]]);
+        if len < NLA_HDRLEN || len > self.rest.len() {
+            let have = self.rest.len();
+            self.rest = &[];
+            return Some(Err(DecodeError::Truncated {
+                what: "attribute",
+                need: len.max(NLA_HDRLEN),
+                have,
+            }));
+        }
+        let payload = &self.rest[NLA_HDRLEN..len];
+        let next = align4(len).min(self.rest.len());
+        self.rest = &self.rest[next..];
+        Some(Ok(Attr {
+            ty: ty & NLA_TYPE_MASK,
+            payload,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_pads_and_nests() {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        let at = w.nest_start(7);
+        w.put_u8(3, 24);
+        w.put_be16(4, 80);
+        w.nest_end(at);
+        assert_eq!(
+            buf,
+            [
+                20, 0, 7, 0x80, // nest: len 20, DATA | NLA_F_NESTED
+                5, 0, 3, 0, 24, 0, 0, 0, // CIDR u8 24, 3 bytes padding
+                6, 0, 4, 0x40, 0, 80, 0, 0, // PORT be16 80 | NET_BYTEORDER
+            ]
+        );
+        let outer: Vec<_> = Attrs::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(outer.len(), 1);
+        assert_eq!(outer[0].ty, 7);
+        let inner: Vec<_> = outer[0].nested().collect::<Result<_, _>>().unwrap();
+        assert_eq!(inner[0].u8().unwrap(), 24);
+        assert_eq!(inner[1].ty, 4);
+        assert_eq!(inner[1].be16().unwrap(), 80);
+    }
+
+    #[test]
+    fn strings_carry_their_nul() {
+        let mut buf = Vec::new();
+        Writer::new(&mut buf).put_str(2, "abc");
+        assert_eq!(buf, [8, 0, 2, 0, b'a', b'b', b'c', 0]);
+        let a = Attrs::new(&buf).next().unwrap().unwrap();
+        assert_eq!(a.str().unwrap(), "abc");
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_an_error() {
+        let buf = [9, 0, 1, 0, 1, 2, 3, 4];
+        let got: Vec<_> = Attrs::new(&buf).collect();
+        assert!(matches!(got[..], [Err(DecodeError::Truncated { .. })]));
+        let buf = [2, 0, 1, 0];
+        assert!(Attrs::new(&buf).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn short_payloads_are_errors_not_panics() {
+        let buf = [5, 0, 6, 0, 1, 0, 0, 0];
+        let a = Attrs::new(&buf).next().unwrap().unwrap();
+        assert!(matches!(a.be32(), Err(DecodeError::BadLength { .. })));
+        assert!(a.array::<16>().is_err());
+        assert_eq!(a.u8().unwrap(), 1);
+    }
+}

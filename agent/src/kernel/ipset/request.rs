@@ -1,0 +1,204 @@
+//! ipset requests as plain values: built first, logged as a plan, then run
+//! by one [`IpsetClient`](super::IpsetClient). Nothing here touches a socket.
+
+use std::fmt;
+
+use super::{
+    member::Member,
+    types::{SetName, SetSpec},
+};
+
+/// One ipset operation. `exist_ok` / `missing_ok` are ipset's `-exist`:
+/// "already there" (create, add) or "already gone" (destroy, del) is then
+/// success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `ipset create`. With `exist_ok`, an existing set of the same type
+    /// and options is success; one that differs is still an error.
+    Create { spec: SetSpec, exist_ok: bool },
+    /// `ipset destroy NAME`.
+    Destroy { set: SetName, missing_ok: bool },
+    /// `ipset flush NAME`.
+    Flush { set: SetName },
+    /// `ipset rename FROM TO`.
+    Rename { from: SetName, to: SetName },
+    /// `ipset swap A B`: the two sets trade names, atomically for packets.
+    Swap { a: SetName, b: SetName },
+    /// `ipset add`, many members in as few netlink messages as fit.
+    Add {
+        set: SetName,
+        members: Vec<Member>,
+        exist_ok: bool,
+    },
+    /// `ipset del`, many members; only the element part is sent.
+    Del {
+        set: SetName,
+        members: Vec<Member>,
+        missing_ok: bool,
+    },
+}
+
+impl Request {
+    pub fn create(spec: SetSpec) -> Self {
+        Request::Create {
+            spec,
+            exist_ok: false,
+        }
+    }
+
+    pub fn destroy(set: SetName) -> Self {
+        Request::Destroy {
+            set,
+            missing_ok: false,
+        }
+    }
+
+    pub fn flush(set: SetName) -> Self {
+        Request::Flush { set }
+    }
+
+    pub fn rename(from: SetName, to: SetName) -> Self {
+        Request::Rename { from, to }
+    }
+
+    pub fn swap(a: SetName, b: SetName) -> Self {
+        Request::Swap { a, b }
+    }
+
+    pub fn add(set: SetName, members: impl IntoIterator<Item = Member>) -> Self {
+        Request::Add {
+            set,
+            members: members.into_iter().collect(),
+            exist_ok: false,
+        }
+    }
+
+    pub fn del(set: SetName, members: impl IntoIterator<Item = Member>) -> Self {
+        Request::Del {
+            set,
+            members: members.into_iter().collect(),
+            missing_ok: false,
+        }
+    }
+
+    /// ipset's `-exist`: tolerate what already exists (create, add) or is
+    /// already gone (destroy, del). No effect on flush, rename, swap.
+    pub fn exist_ok(mut self) -> Self {
+        match &mut self {
+            Request::Create { exist_ok, .. } | Request::Add { exist_ok, .. } => *exist_ok = true,
+            Request::Destroy { missing_ok, .. } | Request::Del { missing_ok, .. } => {
+                *missing_ok = true
+            }
+            Request::Flush { .. } | Request::Rename { .. } | Request::Swap { .. } => {}
+        }
+        self
+    }
+
+    /// The set the request is about (the first one of rename and swap).
+    pub fn set(&self) -> &SetName {
+        match self {
+            Request::Create { spec, .. } => &spec.name,
+            Request::Destroy { set, .. }
+            | Request::Flush { set }
+            | Request::Add { set, .. }
+            | Request::Del { set, .. } => set,
+            Request::Rename { from, .. } => from,
+            Request::Swap { a, .. } => a,
+        }
+    }
+
+    /// The request as `ipset restore` input, one line per member: feeding
+    /// it to `ipset restore` (with `-exist` where `exist_ok`) does the same.
+    pub fn restore_lines(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Request::Add { set, members, .. } => {
+                for m in members {
+                    out.push_str(&format!("add {set} {m}\n"));
+                }
+            }
+            Request::Del { set, members, .. } => {
+                for m in members {
+                    out.push_str(&format!("del {set} {}\n", m.entry));
+                }
+            }
+            other => out.push_str(&format!("{}\n", Plan(other))),
+        }
+        out
+    }
+}
+
+/// One line per request, members summarised: what a log should show.
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exist = |on: bool| if on { " (-exist)" } else { "" };
+        match self {
+            Request::Add {
+                set,
+                members,
+                exist_ok,
+            } => write!(
+                f,
+                "add {set}: {} members{}",
+                members.len(),
+                exist(*exist_ok)
+            ),
+            Request::Del {
+                set,
+                members,
+                missing_ok,
+            } => write!(
+                f,
+                "del {set}: {} members{}",
+                members.len(),
+                exist(*missing_ok)
+            ),
+            other => write!(f, "{}", Plan(other)),
+        }
+    }
+}
+
+/// The restore-syntax line of a request without members.
+struct Plan<'a>(&'a Request);
+
+impl fmt::Display for Plan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Request::Create { spec, .. } => write!(f, "{spec}"),
+            Request::Destroy { set, .. } => write!(f, "destroy {set}"),
+            Request::Flush { set } => write!(f, "flush {set}"),
+            Request::Rename { from, to } => write!(f, "rename {from} {to}"),
+            Request::Swap { a, b } => write!(f, "swap {a} {b}"),
+            Request::Add { set, .. } => write!(f, "add {set}"),
+            Request::Del { set, .. } => write!(f, "del {set}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ipset::{Family, SetType};
+
+    fn name(s: &str) -> SetName {
+        SetName::new(s).unwrap()
+    }
+
+    #[test]
+    fn requests_print_as_a_plan() {
+        let spec = SetSpec::new(name("s"), SetType::HashIp, Family::Inet).maxelem(4);
+        assert_eq!(
+            Request::create(spec).exist_ok().to_string(),
+            "create s hash:ip family inet maxelem 4"
+        );
+        let members = ["10.0.0.1", "10.0.0.2"].map(|m| Member::parse(SetType::HashIp, m).unwrap());
+        let add = Request::add(name("s"), members).exist_ok();
+        assert_eq!(add.to_string(), "add s: 2 members (-exist)");
+        assert_eq!(add.restore_lines(), "add s 10.0.0.1\nadd s 10.0.0.2\n");
+        assert_eq!(
+            Request::swap(name("a"), name("b")).restore_lines(),
+            "swap a b\n"
+        );
+        assert_eq!(add.set().as_str(), "s");
+    }
+}

@@ -1,0 +1,525 @@
+//! Typed ipset values: names, types, families, what to create and what the
+//! kernel reports. Each checks its invariants when built and prints exactly
+//! as `ipset save` does.
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use super::{
+    consts::{IPSET_MAXNAMELEN, NFPROTO_IPV4, NFPROTO_IPV6},
+    member::Member,
+};
+
+/// A string that is not a valid ipset value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {input:?}: {reason}")]
+pub struct ParseError {
+    pub what: &'static str,
+    pub input: String,
+    pub reason: String,
+}
+
+impl ParseError {
+    pub fn new(what: &'static str, input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            what,
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A set name: 1 to 31 bytes (`IPSET_MAXNAMELEN` counts the NUL), without
+/// whitespace, quotes or control characters so a save line stays parseable.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SetName(String);
+
+impl SetName {
+    pub const MAX_LEN: usize = IPSET_MAXNAMELEN - 1;
+
+    pub fn new(name: impl Into<String>) -> Result<Self, ParseError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > Self::MAX_LEN {
+            return Err(ParseError::new("set name", name, "must be 1 to 31 bytes"));
+        }
+        if name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+        {
+            return Err(ParseError::new(
+                "set name",
+                name,
+                "contains whitespace, a quote or a control character",
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SetName {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for SetName {
+    type Error = ParseError;
+
+    fn try_from(s: &str) -> Result<Self, ParseError> {
+        Self::new(s)
+    }
+}
+
+impl AsRef<str> for SetName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The set types ipwarden speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SetType {
+    HashIp,
+    HashIpPort,
+    HashNet,
+    HashNetPort,
+    HashIpPortIp,
+}
+
+impl SetType {
+    pub const ALL: [SetType; 5] = [
+        SetType::HashIp,
+        SetType::HashIpPort,
+        SetType::HashNet,
+        SetType::HashNetPort,
+        SetType::HashIpPortIp,
+    ];
+
+    /// The kernel's type name (`IPSET_ATTR_TYPENAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SetType::HashIp => "hash:ip",
+            SetType::HashIpPort => "hash:ip,port",
+            SetType::HashNet => "hash:net",
+            SetType::HashNetPort => "hash:net,port",
+            SetType::HashIpPortIp => "hash:ip,port,ip",
+        }
+    }
+
+    /// Types whose members may carry `nomatch` (IPSET_TYPE_NOMATCH).
+    pub fn has_nomatch(self) -> bool {
+        matches!(self, SetType::HashNet | SetType::HashNetPort)
+    }
+
+    pub(crate) fn member_syntax(self) -> &'static str {
+        match self {
+            SetType::HashIp => "IP",
+            SetType::HashIpPort => "IP,PROTO:PORT",
+            SetType::HashNet => "IP[/CIDR]",
+            SetType::HashNetPort => "IP[/CIDR],PROTO:PORT",
+            SetType::HashIpPortIp => "IP,PROTO:PORT,IP",
+        }
+    }
+}
+
+impl fmt::Display for SetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SetType {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| ParseError::new("set type", s, "not a type ipwarden supports"))
+    }
+}
+
+/// The address family of a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    Inet,
+    Inet6,
+}
+
+impl Family {
+    pub fn of(addr: &IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::Inet,
+            IpAddr::V6(_) => Family::Inet6,
+        }
+    }
+
+    /// The prefix length of a single host.
+    pub fn host_prefix(self) -> u8 {
+        match self {
+            Family::Inet => 32,
+            Family::Inet6 => 128,
+        }
+    }
+
+    pub(crate) fn nfproto(self) -> u8 {
+        match self {
+            Family::Inet => NFPROTO_IPV4,
+            Family::Inet6 => NFPROTO_IPV6,
+        }
+    }
+
+    pub(crate) fn from_nfproto(v: u8) -> Option<Self> {
+        match v {
+            NFPROTO_IPV4 => Some(Family::Inet),
+            NFPROTO_IPV6 => Some(Family::Inet6),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+        })
+    }
+}
+
+impl FromStr for Family {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "inet" => Ok(Family::Inet),
+            "inet6" => Ok(Family::Inet6),
+            _ => Err(ParseError::new("family", s, "expected inet or inet6")),
+        }
+    }
+}
+
+/// What to create: `ipset create NAME TYPE family F [hashsize N]
+/// [maxelem N] [timeout N] [counters] [comment]`. Unset sizes take the
+/// kernel's defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SetSpec {
+    pub name: SetName,
+    pub set_type: SetType,
+    pub family: Family,
+    pub hashsize: Option<u32>,
+    pub maxelem: Option<u32>,
+    /// Default member timeout in seconds; Some(0) enables timeouts with
+    /// members that never expire unless given one.
+    pub timeout: Option<u32>,
+    pub counters: bool,
+    pub comment: bool,
+}
+
+impl SetSpec {
+    pub fn new(name: SetName, set_type: SetType, family: Family) -> Self {
+        Self {
+            name,
+            set_type,
+            family,
+            hashsize: None,
+            maxelem: None,
+            timeout: None,
+            counters: false,
+            comment: false,
+        }
+    }
+
+    pub fn hashsize(mut self, n: u32) -> Self {
+        self.hashsize = Some(n);
+        self
+    }
+
+    pub fn maxelem(mut self, n: u32) -> Self {
+        self.maxelem = Some(n);
+        self
+    }
+
+    pub fn timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+
+    pub fn counters(mut self) -> Self {
+        self.counters = true;
+        self
+    }
+
+    pub fn comment(mut self) -> Self {
+        self.comment = true;
+        self
+    }
+}
+
+impl fmt::Display for SetSpec {
+    /// The `ipset restore` line that creates the same set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "create {} {} family {}",
+            self.name, self.set_type, self.family
+        )?;
+        if let Some(n) = self.hashsize {
+            write!(f, " hashsize {n}")?;
+        }
+        if let Some(n) = self.maxelem {
+            write!(f, " maxelem {n}")?;
+        }
+        if let Some(t) = self.timeout {
+            write!(f, " timeout {t}")?;
+        }
+        if self.counters {
+            f.write_str(" counters")?;
+        }
+        if self.comment {
+            f.write_str(" comment")?;
+        }
+        Ok(())
+    }
+}
+
+/// A set's header as the kernel reports it: everything `ipset save` prints
+/// after `create NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SetHeader {
+    pub set_type: SetType,
+    pub family: Family,
+    /// The hash table's current size (it grows as members are added).
+    pub hashsize: u32,
+    pub maxelem: u32,
+    /// Only for hash:ip created with a netmask (printed when not a host mask).
+    pub netmask: Option<u8>,
+    pub timeout: Option<u32>,
+    pub counters: bool,
+    pub comment: bool,
+    /// skbinfo sets are listed with this flag, but member skb values are
+    /// not decoded.
+    pub skbinfo: bool,
+    pub bucketsize: Option<u8>,
+    pub initval: Option<u32>,
+}
+
+impl SetHeader {
+    /// Whether a set with this header is what `spec` asked for (sizes the
+    /// kernel rounds, like hashsize, are not compared).
+    pub fn satisfies(&self, spec: &SetSpec) -> bool {
+        self.set_type == spec.set_type
+            && self.family == spec.family
+            && spec.maxelem.is_none_or(|m| m == self.maxelem)
+            && self.timeout == spec.timeout
+            && self.counters == spec.counters
+            && self.comment == spec.comment
+    }
+}
+
+impl fmt::Display for SetHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} family {} hashsize {} maxelem {}",
+            self.set_type, self.family, self.hashsize, self.maxelem
+        )?;
+        if let Some(n) = self.netmask {
+            write!(f, " netmask {n}")?;
+        }
+        if let Some(t) = self.timeout {
+            write!(f, " timeout {t}")?;
+        }
+        for (on, word) in [
+            (self.counters, " counters"),
+            (self.comment, " comment"),
+            (self.skbinfo, " skbinfo"),
+        ] {
+            if on {
+                f.write_str(word)?;
+            }
+        }
+        if let Some(n) = self.bucketsize {
+            write!(f, " bucketsize {n}")?;
+        }
+        if let Some(v) = self.initval {
+            write!(f, " initval {v:#010x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for SetHeader {
+    type Err = ParseError;
+
+    /// Parses what follows `create NAME ` in `ipset save`.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let mut words = s.split_whitespace();
+        let set_type: SetType = words.next().unwrap_or("").parse()?;
+        let mut h = SetHeader {
+            set_type,
+            family: Family::Inet,
+            hashsize: 1024,
+            maxelem: 65536,
+            netmask: None,
+            timeout: None,
+            counters: false,
+            comment: false,
+            skbinfo: false,
+            bucketsize: None,
+            initval: None,
+        };
+        while let Some(word) = words.next() {
+            let mut value = || {
+                words
+                    .next()
+                    .ok_or_else(|| ParseError::new("create option", word, "missing value"))
+            };
+            match word {
+                "family" => h.family = value()?.parse()?,
+                "hashsize" => h.hashsize = number(value()?)?,
+                "maxelem" => h.maxelem = number(value()?)?,
+                "netmask" => h.netmask = Some(number(value()?)?),
+                "timeout" => h.timeout = Some(number(value()?)?),
+                "bucketsize" => h.bucketsize = Some(number(value()?)?),
+                "initval" => {
+                    let v = value()?;
+                    let hex = v.strip_prefix("0x").unwrap_or(v);
+                    h.initval = Some(
+                        u32::from_str_radix(hex, 16)
+                            .map_err(|_| ParseError::new("initval", v, "not hex"))?,
+                    );
+                }
+                "counters" => h.counters = true,
+                "comment" => h.comment = true,
+                "skbinfo" => h.skbinfo = true,
+                _ => return Err(ParseError::new("create option", word, "unknown option")),
+            }
+        }
+        Ok(h)
+    }
+}
+
+fn number<T: FromStr>(s: &str) -> Result<T, ParseError> {
+    s.parse()
+        .map_err(|_| ParseError::new("number", s, "out of range or not a number"))
+}
+
+/// List-only facts about a set (`ipset list` prints them, save does not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SetStats {
+    pub revision: u8,
+    /// Kernel references: iptables rules using the set, and list:set sets.
+    pub references: u32,
+    pub memsize: u32,
+    /// Number of entries.
+    pub entries: u32,
+}
+
+/// A set with its members, as listed or as parsed from `ipset save`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpSet {
+    pub name: SetName,
+    pub header: SetHeader,
+    /// Present when read from the kernel.
+    pub stats: Option<SetStats>,
+    pub members: Vec<Member>,
+}
+
+impl fmt::Display for IpSet {
+    /// Exactly the lines `ipset save NAME` prints, in member order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "create {} {}", self.name, self.header)?;
+        for m in &self.members {
+            writeln!(f, "add {} {m}", self.name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses the output of `ipset save` (sets of the supported types only).
+pub fn parse_save(text: &str) -> Result<Vec<IpSet>, ParseError> {
+    let mut sets: Vec<IpSet> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let name = SetName::new(name)?;
+        match verb {
+            "create" => sets.push(IpSet {
+                name,
+                header: rest.parse()?,
+                stats: None,
+                members: Vec::new(),
+            }),
+            "add" => {
+                let set = sets
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| ParseError::new("save line", line, "add before create"))?;
+                let member = Member::parse(set.header.set_type, rest)?;
+                set.members.push(member);
+            }
+            _ => return Err(ParseError::new("save line", line, "expected create or add")),
+        }
+    }
+    Ok(sets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_names_check_the_kernel_limit() {
+        assert!(SetName::new("a".repeat(31)).is_ok());
+        assert!(SetName::new("a".repeat(32)).is_err());
+        assert!(SetName::new("").is_err());
+        assert!(SetName::new("has space").is_err());
+        assert!(SetName::new("inet6:IPW-SRC-ABCDEF0123456789").is_ok());
+    }
+
+    #[test]
+    fn save_text_round_trips() {
+        let text = "\
+create b hash:ip,port family inet6 hashsize 64 maxelem 100 timeout 30 comment bucketsize 12 initval 0x0f61bb15
+add b 2001:db8::1,tcp:80 timeout 29 comment \"hi there\"
+add b 2001:db8::1,sctp:10 timeout 29
+create c hash:net family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x369e6e25
+add c 10.1.0.0/16 nomatch packets 0 bytes 0
+create a hash:ip family inet hashsize 1024 maxelem 65536 netmask 24 timeout 5 counters comment skbinfo bucketsize 12 initval 0x6134da5f
+";
+        let sets = parse_save(text).unwrap();
+        assert_eq!(sets.len(), 3);
+        assert_eq!(sets[0].members.len(), 2);
+        let printed: String = sets.iter().map(|s| s.to_string()).collect();
+        assert_eq!(printed, text);
+    }
+
+    #[test]
+    fn spec_prints_a_restore_line() {
+        let spec = SetSpec::new(
+            SetName::new("x").unwrap(),
+            SetType::HashNetPort,
+            Family::Inet6,
+        )
+        .maxelem(4)
+        .timeout(0)
+        .comment();
+        assert_eq!(
+            spec.to_string(),
+            "create x hash:net,port family inet6 maxelem 4 timeout 0 comment"
+        );
+    }
+}
