@@ -347,13 +347,21 @@ impl fmt::Display for Entry {
 }
 
 /// A member comment: what ipset accepts (at most 255 bytes, no `"`, which
-/// `ipset save` could not quote) and no line breaks (a save line is a line).
+/// `ipset save` could not quote), no line breaks (a save line is a line),
+/// and not empty (the kernel stores an empty comment as none).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Comment(String);
 
 impl Comment {
     pub fn new(s: impl Into<String>) -> Result<Self, ParseError> {
         let s = s.into();
+        if s.is_empty() {
+            return Err(ParseError::new(
+                "comment",
+                s,
+                "empty (leave the comment out)",
+            ));
+        }
         if s.len() > IPSET_MAX_COMMENT_SIZE {
             return Err(ParseError::new("comment", s, "longer than 255 bytes"));
         }
@@ -779,6 +787,7 @@ mod tests {
             assert!(Member::parse(t, s).is_err(), "{s} parsed");
         }
         assert!(Comment::new("a\"b").is_err());
+        assert!(Comment::new("").is_err());
         assert!(Comment::new("x".repeat(256)).is_err());
         assert!(Comment::new("x".repeat(255)).is_ok());
     }

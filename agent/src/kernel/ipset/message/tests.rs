@@ -441,7 +441,7 @@ fn arb_member(set_type: SetType, family: Family) -> BoxedStrategy<Member> {
         any::<bool>(),
         proptest::option::of(any::<u32>()),
         proptest::option::of((any::<u64>(), any::<u64>())),
-        proptest::option::of("[a-zA-Z0-9 ._:-]{0,40}"),
+        proptest::option::of("[a-zA-Z0-9 ._:-]{1,40}"),
     )
         .prop_map(move |(entry, nomatch, timeout, counters, comment)| Member {
             entry,
