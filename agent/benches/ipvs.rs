@@ -1,0 +1,185 @@
+//! Programming N IPVS services with 3 destinations each: our batched
+//! netlink client against `ipvsadm -R` fed the same table, each run in a
+//! fresh network namespace. Needs IPVS, so it runs inside the test VM:
+//!
+//! ```text
+//! cargo bench -p ipwarden --bench ipvs --no-run
+//! cargo xtask vm-test -- target/release/deps/ipvs-<hash>
+//! ```
+//!
+//! `IPWARDEN_BENCH_SIZES` (default `1000,10000`) and `IPWARDEN_BENCH_RUNS`
+//! (default 3) tune it. Prints a markdown table of medians.
+
+use std::{
+    io::Write,
+    net::IpAddr,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use ipwarden::{
+    kernel::ipvs::{Destination, IpvsClient, IpvsError, Request, Scheduler, Service, ServiceKey},
+    netns::NetNs,
+};
+
+const DESTS_PER_SERVICE: u32 = 3;
+
+fn vip(i: u32) -> IpAddr {
+    IpAddr::from([10, 96 + (i >> 16) as u8, (i >> 8) as u8, i as u8])
+}
+
+fn backend(i: u32, j: u32) -> IpAddr {
+    IpAddr::from([10, 244, j as u8, (i % 250) as u8 + 1])
+}
+
+fn requests(n: u32) -> Vec<Request> {
+    let mut reqs = Vec::with_capacity((n * (1 + DESTS_PER_SERVICE)) as usize);
+    for i in 0..n {
+        let key = ServiceKey::tcp(vip(i), 80);
+        reqs.push(Request::AddService(Service::new(
+            key,
+            Scheduler::round_robin(),
+        )));
+        for j in 0..DESTS_PER_SERVICE {
+            reqs.push(Request::AddDestination {
+                service: key,
+                destination: Destination::new(backend(i, j), 8080).weight(1),
+            });
+        }
+    }
+    reqs
+}
+
+/// The same table as `requests`, in `ipvsadm -R` syntax.
+fn script(n: u32) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("-A -t {}:80 -s rr\n", vip(i)));
+        for j in 0..DESTS_PER_SERVICE {
+            s.push_str(&format!(
+                "-a -t {}:80 -r {}:8080 -m -w 1\n",
+                vip(i),
+                backend(i, j)
+            ));
+        }
+    }
+    s
+}
+
+/// Counts what the namespace holds, then flushes it so that deleting the
+/// namespace (asynchronous in the kernel) costs little during later runs.
+fn check_and_flush(ns: &NetNs, n: u32) {
+    ns.run(|| {
+        let mut c = IpvsClient::connect().expect("connect");
+        let services = c.services().expect("list");
+        assert_eq!(services.len(), n as usize, "services programmed");
+        let sample = c.destinations(&services[0].service.key).expect("dests");
+        assert_eq!(sample.len(), DESTS_PER_SERVICE as usize);
+        c.flush().expect("flush");
+    })
+    .expect("netns");
+}
+
+fn ours(reqs: &[Request], n: u32, batch: Option<usize>) -> Duration {
+    let ns = NetNs::new("ipw-bench").expect("netns");
+    let took = ns
+        .run(|| {
+            let start = Instant::now();
+            let mut c = IpvsClient::connect().expect("connect");
+            if let Some(b) = batch {
+                c.set_batch_size(b);
+            }
+            for (req, r) in reqs.iter().zip(c.execute_all(reqs)) {
+                if let Err(e) = r {
+                    panic!("{req}: {e}");
+                }
+            }
+            start.elapsed()
+        })
+        .expect("netns");
+    check_and_flush(&ns, n);
+    took
+}
+
+fn ipvsadm_restore(script: &str, n: u32) -> Duration {
+    let ns = NetNs::new("ipw-bench").expect("netns");
+    let start = Instant::now();
+    let mut child = ns
+        .command("ipvsadm")
+        .arg("-R")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ipvsadm");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success(), "ipvsadm -R failed");
+    let took = start.elapsed();
+    check_and_flush(&ns, n);
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn env_list(name: &str, default: &[u32]) -> Vec<u32> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("ipvs bench: skipped, needs root (run inside the VM)");
+        return;
+    }
+    let probe = NetNs::new("ipw-bench").expect("netns");
+    if let Err(e @ IpvsError::NoIpvs) = probe.run(IpvsClient::connect).expect("netns") {
+        eprintln!("ipvs bench: skipped: {e}");
+        return;
+    }
+    drop(probe);
+
+    let sizes = env_list("IPWARDEN_BENCH_SIZES", &[1000, 10000]);
+    let runs = env_list("IPWARDEN_BENCH_RUNS", &[3])[0].max(1);
+    let mut rows = Vec::new();
+    for n in sizes {
+        let reqs = requests(n);
+        let text = script(n);
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            // Alternate, so drift in the VM hits both sides alike.
+            a.push(ours(&reqs, n, None));
+            b.push(ipvsadm_restore(&text, n));
+            c.push(ours(&reqs, n, Some(1)));
+            eprintln!(
+                "n={n} run {run}: ours {:?}, ipvsadm -R {:?}, ours unbatched {:?}",
+                a[a.len() - 1],
+                b[b.len() - 1],
+                c[c.len() - 1]
+            );
+        }
+        rows.push((n, median(a), median(b), median(c)));
+    }
+
+    println!(
+        "| services (x{DESTS_PER_SERVICE} dests) | ours, batched | ipvsadm -R | speed-up | ours, 1 request per sendmsg |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (n, ours, ipvsadm, unbatched) in rows {
+        println!(
+            "| {n} | {:.1} ms | {:.1} ms | {:.1}x | {:.1} ms |",
+            ours.as_secs_f64() * 1e3,
+            ipvsadm.as_secs_f64() * 1e3,
+            ipvsadm.as_secs_f64() / ours.as_secs_f64(),
+            unbatched.as_secs_f64() * 1e3,
+        );
+    }
+}
