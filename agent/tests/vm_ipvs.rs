@@ -348,7 +348,7 @@ fn vm_services_ipvsadm_writes_are_what_we_read() {
          -A -f 5 -s rr -p 1800\n\
          -a -f 5 -r 10.1.0.7 -g -w 1\n\
          -A -f 6 -6 -s wlc\n\
-         -a -f 6 -6 -r [fd00:1::4] -i -w 1\n",
+         -a -f 6 -6 -r fd00:1::4 -i -w 1\n",
     );
     let v4 = |s| Netmask::prefix(Family::V4, s).unwrap();
     let v6 = |s| Netmask::prefix(Family::V6, s).unwrap();

@@ -44,9 +44,14 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
     out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     for vs in table {
         let svc = &vs.entry.service;
+        // ipvsadm pads the protocol to four columns: "TCP  ", "SCTP ".
         let name = match svc.key {
             ServiceKey::Addr { protocol, .. } => {
-                format!("{protocol}  {}", address_of(&svc.key).unwrap_or_default())
+                format!(
+                    "{:<4} {}",
+                    protocol.name(),
+                    address_of(&svc.key).unwrap_or_default()
+                )
             }
             ServiceKey::Fwmark { family, mark } => match family {
                 Family::V4 => format!("FWM  {mark}"),
