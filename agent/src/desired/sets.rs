@@ -2,58 +2,18 @@
 //! (`10.0.0.1`, `10.0.0.1,tcp:80`, `10.1.0.0/16 nomatch`), which is
 //! unambiguous, ordered and what a person debugging compares against.
 
-use std::{collections::BTreeSet, fmt, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use super::Protocol;
+// The set vocabulary is the kernel layer's: plain values, checked there.
+pub use crate::kernel::ipset::{Family as SetFamily, SetType};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SetType {
-    HashIp,
-    HashIpPort,
-    HashNet,
-    HashNetPort,
-    HashIpPortIp,
-}
-
-impl SetType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SetType::HashIp => "hash:ip",
-            SetType::HashIpPort => "hash:ip,port",
-            SetType::HashNet => "hash:net",
-            SetType::HashNetPort => "hash:net,port",
-            SetType::HashIpPortIp => "hash:ip,port,ip",
-        }
-    }
-}
-
-impl fmt::Display for SetType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SetFamily {
-    Inet,
-    Inet6,
-}
-
-impl SetFamily {
-    pub fn of(addr: &IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => SetFamily::Inet,
-            IpAddr::V6(_) => SetFamily::Inet6,
-        }
-    }
-
-    /// The set name for this family: IPv6 twins get kube-router's `inet6:`
-    /// prefix.
-    pub fn set_name(self, base: &str) -> String {
-        match self {
-            SetFamily::Inet => base.to_string(),
-            SetFamily::Inet6 => format!("inet6:{base}"),
-        }
+/// The name of a set in `family`: IPv6 twins get kube-router's `inet6:`
+/// prefix.
+pub fn family_set_name(family: SetFamily, base: &str) -> String {
+    match family {
+        SetFamily::Inet => base.to_string(),
+        SetFamily::Inet6 => format!("inet6:{base}"),
     }
 }
 

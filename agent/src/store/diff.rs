@@ -29,9 +29,12 @@ pub struct Plan {
     pub delete: Vec<(String, Vec<String>)>,
     /// Sets of this scope that nobody wants any more.
     pub destroy: Vec<String>,
+    /// Type of every set named in `add` and `delete`, to parse members.
+    pub types: BTreeMap<String, SetType>,
 }
 
 impl Plan {
+    /// True when nothing needs to change.
     pub fn is_empty(&self) -> bool {
         self.create.is_empty()
             && self.replace.is_empty()
@@ -79,6 +82,7 @@ pub fn plan(
                 p.replace.push(want.clone())
             }
             Some(have) => {
+                p.types.insert(name.clone(), want.set_type);
                 let add: Vec<String> = want.members.difference(&have.members).cloned().collect();
                 let del: Vec<String> = have.members.difference(&want.members).cloned().collect();
                 if !add.is_empty() {

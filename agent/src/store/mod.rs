@@ -1,8 +1,248 @@
 //! The set store: the one path through which every ipset change goes.
 //!
-//! Owners register the sets they own; `apply(owner, sets)` replaces that
-//! owner's desired state and, under one lock, reads what the kernel holds
-//! (save), diffs ([`diff::plan`]) and writes only the difference (apply).
+//! Owners register the sets they own. `apply(owner, sets)` replaces that
+//! owner's desired state and then, under one lock: reads what the kernel
+//! holds for that owner's sets (save), diffs ([`diff::plan`]), writes only
+//! the difference ([`execute::run`]) and reads back. Nothing is cached
+//! between applies: the kernel is the truth for "now", so a member another
+//! process deleted is seen and put back, and a stale copy can never be
+//! restored over a fresh one (kube-router #1732).
 
+pub mod audit;
 pub mod diff;
+pub mod execute;
+pub mod mirror;
 pub mod owners;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    desired::SetSpec,
+    kernel::ipset::{IpsetClient, IpsetError},
+};
+
+pub use audit::{AuditReport, DriftCounters};
+pub use diff::{ActualSet, Plan};
+pub use execute::Executed;
+pub use mirror::MirrorSink;
+pub use owners::{Claim, Owner, OwnershipError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown set owner {0:?}")]
+    UnknownOwner(String),
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    #[error("owner {owner} cannot write set {set}: it is not one of its sets")]
+    NotOwned { owner: String, set: String },
+    #[error("set {set}: bad name: {reason}")]
+    BadName { set: String, reason: String },
+    #[error("set {set}: member {member:?}: {reason}")]
+    BadMember {
+        set: String,
+        member: String,
+        reason: String,
+    },
+    #[error("moving rules from set {from} to {to}: {reason}")]
+    Switch {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Kernel(#[from] IpsetError),
+}
+
+impl StoreError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::UnknownOwner(_) | StoreError::Ownership(_) => "ownership",
+            StoreError::NotOwned { .. } => "not_owned",
+            StoreError::BadName { .. } | StoreError::BadMember { .. } => "bad_input",
+            StoreError::Switch { .. } => "switch_rules",
+            StoreError::Kernel(e) => e.metric_label(),
+        }
+    }
+}
+
+/// What one apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub owner: String,
+    pub executed: Executed,
+    /// False when the read-back differed from the desired state (another
+    /// writer changed a set between our write and our read).
+    pub verified: bool,
+    pub duration: Duration,
+}
+
+impl ApplyReport {
+    pub fn changed(&self) -> bool {
+        self.executed != Executed::default()
+    }
+}
+
+struct Inner {
+    client: IpsetClient,
+    owners: Vec<Owner>,
+    desired: BTreeMap<&'static str, BTreeMap<String, SetSpec>>,
+    mirror: Option<Box<dyn MirrorSink + Send>>,
+    drift: DriftCounters,
+}
+
+/// Shared by every controller; cheap to clone.
+#[derive(Clone)]
+pub struct SetStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl SetStore {
+    /// A store writing through `client` (which must live in the network
+    /// namespace to program).
+    pub fn new(client: IpsetClient) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                client,
+                owners: Vec::new(),
+                desired: BTreeMap::new(),
+                mirror: None,
+                drift: DriftCounters::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic in another apply leaves the kernel, not this state,
+        // possibly half-written: the next apply starts from the kernel.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, owner: Owner) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        owners::check(&inner.owners, &owner)?;
+        inner.desired.insert(owner.name, BTreeMap::new());
+        inner.owners.push(owner);
+        Ok(())
+    }
+
+    /// Where the mirrored sets' desired content goes after each apply.
+    pub fn set_mirror(&self, sink: Box<dyn MirrorSink + Send>) {
+        self.lock().mirror = Some(sink);
+    }
+
+    /// Replaces `owner`'s desired sets and brings the kernel to them.
+    pub fn apply(&self, owner: &str, sets: Vec<SetSpec>) -> Result<ApplyReport, StoreError> {
+        let start = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let o = inner
+            .owners
+            .iter()
+            .find(|o| o.name == owner)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownOwner(owner.to_string()))?;
+        let mut wanted = BTreeMap::new();
+        for mut s in sets {
+            if !o.owns(&s.name) {
+                return Err(StoreError::NotOwned {
+                    owner: owner.to_string(),
+                    set: s.name,
+                });
+            }
+            s.members = normalise(&s)?;
+            wanted.insert(s.name.clone(), s);
+        }
+        inner.desired.insert(o.name, wanted);
+        let executed = sync_owner(inner, &o)?;
+        let verified = plan_for(inner, &o)?.is_empty();
+        if let Some(sink) = inner.mirror.as_mut() {
+            let mirrored: Vec<&SetSpec> = inner.desired[o.name]
+                .values()
+                .filter(|s| o.mirrors(&s.name))
+                .collect();
+            if !mirrored.is_empty() {
+                sink.mirror(&mirrored);
+            }
+        }
+        Ok(ApplyReport {
+            owner: owner.to_string(),
+            executed,
+            verified,
+            duration: start.elapsed(),
+        })
+    }
+
+    /// The desired sets of every owner, as last applied.
+    pub fn desired(&self) -> Vec<SetSpec> {
+        self.lock()
+            .desired
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    /// Compares kernel, desired and mirror for every owner, counts drift
+    /// and heals it through the same path as an apply.
+    pub fn audit(&self) -> Result<AuditReport, StoreError> {
+        let mut guard = self.lock();
+        audit::run(&mut guard)
+    }
+
+    pub fn drift(&self) -> DriftCounters {
+        self.lock().drift.clone()
+    }
+}
+
+/// Members as the kernel prints them, so comparisons are exact.
+fn normalise(s: &SetSpec) -> Result<BTreeSet<String>, StoreError> {
+    s.members
+        .iter()
+        .map(|m| execute::member(&s.name, s.set_type, m).map(|m| m.to_string()))
+        .collect()
+}
+
+/// The kernel's sets within `owner`'s claims (and only those: a foreign
+/// set is never even listed with its members).
+fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreError> {
+    let names: Vec<String> = inner
+        .client
+        .list_names()?
+        .into_iter()
+        .filter(|n| owner.owns(n))
+        .collect();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let set = match inner.client.list(&execute::name(&n)?) {
+            Ok(s) => s,
+            // Destroyed by someone between the two dumps: it is missing.
+            Err(IpsetError::SetMissing { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(ActualSet {
+            name: n,
+            set_type: set.header.set_type,
+            family: set.header.family,
+            members: set.members.iter().map(ToString::to_string).collect(),
+        });
+    }
+    Ok(out)
+}
+
+fn plan_for(inner: &mut Inner, owner: &Owner) -> Result<Plan, StoreError> {
+    let actual = actual_for(inner, owner)?;
+    Ok(diff::plan(&inner.desired[owner.name], &actual, |n| {
+        owner.owns(n)
+    }))
+}
+
+fn sync_owner(inner: &mut Inner, owner: &Owner) -> Result<Executed, StoreError> {
+    let plan = plan_for(inner, owner)?;
+    if plan.is_empty() {
+        return Ok(Executed::default());
+    }
+    execute::run(&mut inner.client, &plan)
+}

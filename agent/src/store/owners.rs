@@ -15,8 +15,11 @@ pub enum Claim {
 }
 
 impl Claim {
+    /// Does this claim cover `set`, in either family, including the
+    /// `.new` name a replacement uses for a moment?
     pub fn covers(&self, set: &str) -> bool {
         let base = set.strip_prefix(INET6).unwrap_or(set);
+        let base = base.strip_suffix(".new").unwrap_or(base);
         match self {
             Claim::Name(n) => base == n,
             Claim::Prefix(p) => base.starts_with(p.as_str()),

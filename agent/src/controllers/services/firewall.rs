@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use crate::{
     desired::{
-        sets::{ip_member, ip_port_member},
+        sets::{family_set_name, ip_member, ip_port_member},
         SetFamily, SetSpec, SetType, VsKey,
     },
     kernel::iptables::{Chain, Family, Jump, Ownership, Table, TablePlan},
@@ -33,7 +33,7 @@ pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
     for family in [SetFamily::Inet, SetFamily::Inet6] {
         let of_family = |a: &IpAddr| SetFamily::of(a) == family;
         out.push(SetSpec {
-            name: family.set_name(SET_SVIP),
+            name: family_set_name(family, SET_SVIP),
             set_type: SetType::HashIp,
             family,
             members: keys
@@ -43,7 +43,7 @@ pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
                 .collect(),
         });
         out.push(SetSpec {
-            name: family.set_name(SET_SVIP_PRT),
+            name: family_set_name(family, SET_SVIP_PRT),
             set_type: SetType::HashIpPort,
             family,
             members: keys
@@ -53,7 +53,7 @@ pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
                 .collect(),
         });
         out.push(SetSpec {
-            name: family.set_name(SET_LOCAL_IPS),
+            name: family_set_name(family, SET_LOCAL_IPS),
             set_type: SetType::HashIp,
             family,
             members: local
@@ -106,8 +106,8 @@ pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TableP
             "-d {host} -p {proto} -m {proto} --dport {port} -j REJECT --reject-with {reject}"
         ));
     }
-    let svip_prt = set_family.set_name(SET_SVIP_PRT);
-    let local = set_family.set_name(SET_LOCAL_IPS);
+    let svip_prt = family_set_name(set_family, SET_SVIP_PRT);
+    let local = family_set_name(set_family, SET_LOCAL_IPS);
     rules.push(format!("-m set --match-set {svip_prt} dst,dst -j ACCEPT"));
     rules.push(format!(
         "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
@@ -125,7 +125,7 @@ pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TableP
             from: "INPUT".into(),
             rule: format!(
                 "-m set --match-set {} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}",
-                set_family.set_name(SET_SVIP)
+                family_set_name(set_family, SET_SVIP)
             ),
         }],
     }

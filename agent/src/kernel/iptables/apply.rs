@@ -91,7 +91,7 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     })
 }
 
-fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {
+pub(super) fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {
     let cmd = family.restore_cmd();
     // -w: wait for the xtables lock instead of failing when another
     // program (kubelet, a CNI) holds it.

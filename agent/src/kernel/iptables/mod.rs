@@ -11,8 +11,10 @@ mod apply;
 mod plan;
 mod render;
 mod saved;
+mod switch;
 
 pub use apply::{apply, read_table, IptablesError, Report};
 pub use plan::{Chain, Family, Jump, Ownership, PlanError, Table, TablePlan};
 pub use render::{script, Changes};
 pub use saved::SavedTable;
+pub use switch::switch_set_references;

@@ -1,0 +1,178 @@
+//! Running a [`Plan`] through the ipset client, make-before-break.
+
+use crate::{
+    desired::SetSpec,
+    kernel::{
+        ipset::{self, IpsetClient, IpsetError, Member, Request, SetName},
+        iptables,
+    },
+};
+
+use super::{diff::Plan, StoreError};
+
+/// Suffix of the name a replacement uses for a moment; it stays within
+/// the owner's claim (see owners::Claim::covers).
+pub const NEW_SUFFIX: &str = ".new";
+
+/// What one run of a plan did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Executed {
+    pub created: Vec<String>,
+    pub replaced: Vec<String>,
+    pub destroyed: Vec<String>,
+    /// Sets that could not be destroyed because iptables still references
+    /// them; retried on the next apply or audit.
+    pub destroy_deferred: Vec<String>,
+    pub members_added: usize,
+    pub members_deleted: usize,
+}
+
+pub fn name(s: &str) -> Result<SetName, StoreError> {
+    SetName::new(s).map_err(|e| StoreError::BadName {
+        set: s.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The kernel form of a member written as `ipset save` writes it.
+pub fn member(spec_set: &str, set_type: ipset::SetType, text: &str) -> Result<Member, StoreError> {
+    Member::parse(set_type, text).map_err(|e| StoreError::BadMember {
+        set: spec_set.to_string(),
+        member: text.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn members(spec: &SetSpec) -> Result<Vec<Member>, StoreError> {
+    spec.members
+        .iter()
+        .map(|m| member(&spec.name, spec.set_type, m))
+        .collect()
+}
+
+fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<ipset::SetSpec, StoreError> {
+    Ok(ipset::SetSpec::new(
+        name(as_name)?,
+        spec.set_type,
+        spec.family,
+    ))
+}
+
+/// Runs `plan`. Members change one by one (never a flush of a set in use).
+/// A set whose type or family changes cannot be swapped, renamed or
+/// destroyed while a rule uses it, so it is replaced make-before-break:
+/// built under `NAME.new`, the rules moved to it, the old set destroyed,
+/// the set rebuilt as `NAME`, the rules moved back, `NAME.new` destroyed.
+pub fn run(client: &mut IpsetClient, plan: &Plan) -> Result<Executed, StoreError> {
+    let mut done = Executed::default();
+    for spec in &plan.create {
+        // Another writer may have created it since we listed: -exist.
+        client
+            .execute(&Request::create(kernel_spec(spec, &spec.name)?).exist_ok())
+            .map_err(StoreError::Kernel)?;
+        let m = members(spec)?;
+        done.members_added += m.len();
+        client
+            .execute(&Request::add(name(&spec.name)?, m).exist_ok())
+            .map_err(StoreError::Kernel)?;
+        done.created.push(spec.name.clone());
+    }
+    for spec in &plan.replace {
+        replace(client, spec, &mut done)?;
+    }
+    for (set, add) in &plan.add {
+        let t = set_type_of(plan, set);
+        let m: Vec<Member> = add
+            .iter()
+            .map(|a| member(set, t, a))
+            .collect::<Result<_, _>>()?;
+        done.members_added += m.len();
+        client
+            .execute(&Request::add(name(set)?, m).exist_ok())
+            .map_err(StoreError::Kernel)?;
+    }
+    for (set, del) in &plan.delete {
+        let t = set_type_of(plan, set);
+        let m: Vec<Member> = del
+            .iter()
+            .map(|d| member(set, t, d))
+            .collect::<Result<_, _>>()?;
+        done.members_deleted += m.len();
+        client
+            .execute(&Request::del(name(set)?, m).exist_ok())
+            .map_err(StoreError::Kernel)?;
+    }
+    for set in &plan.destroy {
+        destroy(client, set, &mut done)?;
+    }
+    Ok(done)
+}
+
+fn replace(
+    client: &mut IpsetClient,
+    spec: &SetSpec,
+    done: &mut Executed,
+) -> Result<(), StoreError> {
+    let new = format!("{}{NEW_SUFFIX}", spec.name);
+    // Leftovers of an interrupted replacement.
+    if client.destroy(&name(&new)?, true).is_err() {
+        switch(&new, &spec.name)?;
+        client.destroy(&name(&new)?, true)?;
+    }
+    // Make: the new content under a fresh name; rules move to it.
+    create_filled(client, spec, &new, done)?;
+    switch(&spec.name, &new)?;
+    // Break: nothing references the old set now.
+    client.destroy(&name(&spec.name)?, true)?;
+    // And back under the real name, so rules and names stay stable.
+    create_filled(client, spec, &spec.name, done)?;
+    switch(&new, &spec.name)?;
+    client.destroy(&name(&new)?, true)?;
+    done.replaced.push(spec.name.clone());
+    Ok(())
+}
+
+fn create_filled(
+    client: &mut IpsetClient,
+    spec: &SetSpec,
+    as_name: &str,
+    done: &mut Executed,
+) -> Result<(), StoreError> {
+    client.execute(&Request::create(kernel_spec(spec, as_name)?))?;
+    let m = members(spec)?;
+    done.members_added += m.len();
+    client.execute(&Request::add(name(as_name)?, m).exist_ok())?;
+    Ok(())
+}
+
+fn switch(from: &str, to: &str) -> Result<(), StoreError> {
+    iptables::switch_set_references(from, to)
+        .map(drop)
+        .map_err(|e| StoreError::Switch {
+            from: from.to_string(),
+            to: to.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Destroys `set`; a set still referenced by a rule is left for later.
+fn destroy(client: &mut IpsetClient, set: &str, done: &mut Executed) -> Result<(), StoreError> {
+    match client.destroy(&name(set)?, true) {
+        Ok(()) => {
+            done.destroyed.push(set.to_string());
+            Ok(())
+        }
+        Err(IpsetError::InUse { .. }) => {
+            done.destroy_deferred.push(set.to_string());
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Kernel(e)),
+    }
+}
+
+fn set_type_of(plan: &Plan, set: &str) -> ipset::SetType {
+    plan.types
+        .get(set)
+        .copied()
+        .unwrap_or(ipset::SetType::HashIp)
+}

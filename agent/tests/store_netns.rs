@@ -1,0 +1,416 @@
+//! The set store against the real kernel, each test in its own network
+//! namespace. Oracle: `ipset save` / `ipset list`.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+};
+
+use ipwarden::{
+    desired::{SetFamily, SetSpec, SetType},
+    kernel::ipset::IpsetClient,
+    netns::{privileged, NetNs},
+    store::{Claim, MirrorSink, Owner, SetStore, StoreError},
+};
+
+fn spec(name: &str, t: SetType, family: SetFamily, members: &[&str]) -> SetSpec {
+    SetSpec {
+        name: name.into(),
+        set_type: t,
+        family,
+        members: members.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+fn services_owner() -> Owner {
+    Owner::new(
+        "services",
+        ["ipwarden-svip", "ipwarden-svip-prt", "ipwarden-local-ips"]
+            .iter()
+            .map(|n| Claim::Name(n.to_string()))
+            .collect(),
+    )
+    .mirror(&["ipwarden-svip-prt"])
+}
+
+fn policies_owner() -> Owner {
+    Owner::new("policies", vec![Claim::Prefix("IPW-".into())])
+}
+
+fn store_in(ns: &NetNs) -> SetStore {
+    let store = ns
+        .run(|| SetStore::new(IpsetClient::new().unwrap()))
+        .unwrap();
+    store.register(services_owner()).unwrap();
+    store.register(policies_owner()).unwrap();
+    store
+}
+
+fn services_sets(prt: &[&str]) -> Vec<SetSpec> {
+    vec![
+        spec(
+            "ipwarden-svip",
+            SetType::HashIp,
+            SetFamily::Inet,
+            &["10.96.0.10"],
+        ),
+        spec(
+            "ipwarden-svip-prt",
+            SetType::HashIpPort,
+            SetFamily::Inet,
+            prt,
+        ),
+        spec(
+            "inet6:ipwarden-svip-prt",
+            SetType::HashIpPort,
+            SetFamily::Inet6,
+            &["fd00::10,udp:53"],
+        ),
+        spec(
+            "ipwarden-local-ips",
+            SetType::HashIp,
+            SetFamily::Inet,
+            &["192.168.56.10"],
+        ),
+    ]
+}
+
+/// Members of `set` per `ipset save`.
+fn members(ns: &NetNs, set: &str) -> BTreeSet<String> {
+    ns.output("ipset", &["save", set])
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("add {set} ")).map(str::to_string))
+        .collect()
+}
+
+fn set_of(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Vec<(String, BTreeSet<String>)>>>>);
+
+impl MirrorSink for Recorder {
+    fn mirror(&mut self, sets: &[&SetSpec]) {
+        self.0.lock().unwrap().push(
+            sets.iter()
+                .map(|s| (s.name.clone(), s.members.clone()))
+                .collect(),
+        );
+    }
+}
+
+#[test]
+fn apply_writes_only_the_difference_and_starts_from_the_kernel() {
+    if !privileged("apply_writes_only_the_difference_and_starts_from_the_kernel") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store").unwrap();
+    // Everything in the namespace: the store runs iptables for set
+    // replacements, and a child process inherits the calling thread's namespace.
+    ns.run(|| {
+        let store = store_in(&ns);
+        let mirror = Recorder::default();
+        store.set_mirror(Box::new(mirror.clone()));
+
+        let r = store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:443"]),
+            )
+            .unwrap();
+        assert_eq!(r.executed.created.len(), 4);
+        assert!(r.verified);
+        assert_eq!(
+            members(&ns, "ipwarden-svip-prt"),
+            set_of(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:443"])
+        );
+        assert_eq!(
+            members(&ns, "inet6:ipwarden-svip-prt"),
+            set_of(&["fd00::10,udp:53"])
+        );
+
+        // Same state: nothing written.
+        let r = store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:443"]),
+            )
+            .unwrap();
+        assert!(!r.changed(), "{r:?}");
+
+        // One member changes: one add, one delete.
+        let r = store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:8443"]),
+            )
+            .unwrap();
+        assert_eq!(
+            (r.executed.members_added, r.executed.members_deleted),
+            (1, 1)
+        );
+
+        // Another process deletes a member: the next apply sees the kernel,
+        // not a cached copy, and puts it back.
+        ns.output("ipset", &["del", "ipwarden-svip-prt", "10.96.0.10,tcp:80"])
+            .unwrap();
+        let r = store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:8443"]),
+            )
+            .unwrap();
+        assert_eq!(r.executed.members_added, 1);
+        assert!(members(&ns, "ipwarden-svip-prt").contains("10.96.0.10,tcp:80"));
+
+        // The mirror got exactly the desired content of the mirrored sets, both families.
+        let calls = mirror.0.lock().unwrap();
+        let last = calls.last().unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[0].0, "inet6:ipwarden-svip-prt");
+        assert_eq!(
+            last[1].1,
+            set_of(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:8443"])
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn owners_cannot_write_sets_they_do_not_own() {
+    if !privileged("owners_cannot_write_sets_they_do_not_own") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-own").unwrap();
+    // Everything in the namespace: the store runs iptables for set
+    // replacements, and a child process inherits the calling thread's namespace.
+    ns.run(|| {
+        let store = store_in(&ns);
+        for name in ["IPW-SRC-ABC", "istio-ztunnel-pods"] {
+            let err = store
+                .apply(
+                    "services",
+                    vec![spec(name, SetType::HashIp, SetFamily::Inet, &[])],
+                )
+                .unwrap_err();
+            assert!(matches!(err, StoreError::NotOwned { .. }), "{err}");
+            assert!(err.to_string().contains(name));
+        }
+        assert!(matches!(
+            store.apply("nobody", vec![]).unwrap_err(),
+            StoreError::UnknownOwner(_)
+        ));
+        assert_eq!(ns.output("ipset", &["list", "-n"]).unwrap().trim(), "");
+    })
+    .unwrap();
+}
+
+#[test]
+fn foreign_sets_are_byte_identical_after_a_thousand_applies() {
+    if !privileged("foreign_sets_are_byte_identical_after_a_thousand_applies") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-foreign").unwrap();
+    // Everything in the namespace: the store runs iptables for set
+    // replacements, and a child process inherits the calling thread's namespace.
+    ns.run(|| {
+        for cmd in [
+            "create istio-ztunnel-pods hash:ip family inet hashsize 1024 maxelem 65536",
+            "add istio-ztunnel-pods 10.244.1.5",
+            "add istio-ztunnel-pods 10.244.1.6",
+            "create KUBE-CLUSTER-IP hash:ip,port family inet",
+            "add KUBE-CLUSTER-IP 10.96.0.1,tcp:443",
+            // Named like a kube-router set, and like ours but unclaimed.
+            "create kube-router-svip-prt hash:ip,port family inet",
+            "add kube-router-svip-prt 10.96.0.10,tcp:80",
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            ns.output("ipset", &args).unwrap();
+        }
+        let before = ns.output("ipset", &["save"]).unwrap();
+        let store = store_in(&ns);
+        for i in 0..1000 {
+            let port = format!("10.96.0.10,tcp:{}", 1000 + i % 7);
+            store.apply("services", services_sets(&[&port])).unwrap();
+            let policy = spec(
+                &format!("IPW-SRC-{}", i % 3),
+                SetType::HashNet,
+                SetFamily::Inet,
+                &["10.244.0.0/16"],
+            );
+            store.apply("policies", vec![policy]).unwrap();
+        }
+        let after = ns.output("ipset", &["save"]).unwrap();
+        let foreign = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| {
+                    let name = l.split(' ').nth(1).unwrap_or_default();
+                    !name.starts_with("ipwarden-")
+                        && !name.starts_with("inet6:ipwarden-")
+                        && !name.starts_with("IPW-")
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(foreign(&after), foreign(&before));
+        assert_eq!(foreign(&before).len(), 7);
+        // The policy owner's stale sets were destroyed, the current one kept.
+        let names = ns.output("ipset", &["list", "-n"]).unwrap();
+        assert_eq!(
+            names.lines().filter(|n| n.starts_with("IPW-")).count(),
+            1,
+            "{names}"
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_type_change_is_built_aside_and_the_old_set_outlives_its_rules() {
+    if !privileged("a_type_change_is_built_aside_and_the_old_set_outlives_its_rules") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-type").unwrap();
+    // Everything in the namespace: the store runs iptables for set
+    // replacements, and a child process inherits the calling thread's namespace.
+    ns.run(|| {
+        let store = store_in(&ns);
+        store
+            .apply(
+                "policies",
+                vec![spec(
+                    "IPW-DST-X",
+                    SetType::HashIp,
+                    SetFamily::Inet,
+                    &["10.0.0.1"],
+                )],
+            )
+            .unwrap();
+        ns.output(
+            "iptables",
+            &[
+                "-A",
+                "INPUT",
+                "-m",
+                "set",
+                "--match-set",
+                "IPW-DST-X",
+                "dst",
+                "-j",
+                "ACCEPT",
+            ],
+        )
+        .unwrap();
+        let r = store
+            .apply(
+                "policies",
+                vec![spec(
+                    "IPW-DST-X",
+                    SetType::HashNet,
+                    SetFamily::Inet,
+                    &["10.0.0.0/8"],
+                )],
+            )
+            .unwrap();
+        assert_eq!(r.executed.replaced, ["IPW-DST-X"]);
+        let save = ns.output("ipset", &["save", "IPW-DST-X"]).unwrap();
+        assert!(
+            save.starts_with("create IPW-DST-X hash:net family inet"),
+            "{save}"
+        );
+        assert!(save.contains("add IPW-DST-X 10.0.0.0/8"));
+        assert_eq!(
+            ns.output("ipset", &["list", "-n"]).unwrap().trim(),
+            "IPW-DST-X"
+        );
+        // The rule was moved away and back: it names the set and matches the new one.
+        let rules = ns.output("iptables-save", &["-t", "filter"]).unwrap();
+        assert!(
+            rules.contains("-A INPUT -m set --match-set IPW-DST-X dst -j ACCEPT"),
+            "{rules}"
+        );
+        let count = |ns: &NetNs| -> u64 {
+            let out = ns
+                .output("iptables", &["-L", "INPUT", "-v", "-x", "-n"])
+                .unwrap();
+            out.lines()
+                .nth(2)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let before = count(&ns);
+        // A packet to 10.1.2.3 (in 10.0.0.0/8, not the old 10.0.0.1) hits the rule.
+        ns.ip(&["addr", "add", "10.1.2.3/32", "dev", "lo"]).unwrap();
+        // Arrival at a socket is the synchronisation: INPUT has run.
+        let rx = std::net::UdpSocket::bind("10.1.2.3:9").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", "10.1.2.3:9").unwrap();
+        rx.recv(&mut [0u8; 8]).unwrap();
+        assert!(
+            count(&ns) > before,
+            "the rule matches through the new hash:net set"
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_auditor_counts_and_heals_outside_changes() {
+    if !privileged("the_auditor_counts_and_heals_outside_changes") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-audit").unwrap();
+    // Everything in the namespace: the store runs iptables for set
+    // replacements, and a child process inherits the calling thread's namespace.
+    ns.run(|| {
+        let store = store_in(&ns);
+        store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "10.96.0.10,tcp:443"]),
+            )
+            .unwrap();
+        assert!(!store.audit().unwrap().drifted());
+
+        ns.output("ipset", &["del", "ipwarden-svip-prt", "10.96.0.10,tcp:443"])
+            .unwrap();
+        ns.output("ipset", &["add", "ipwarden-svip-prt", "10.9.9.9,udp:9"])
+            .unwrap();
+        ns.output("ipset", &["destroy", "ipwarden-local-ips"])
+            .unwrap();
+        let report = store.audit().unwrap();
+        assert_eq!(
+            report.members_missing, 2,
+            "one member and the destroyed set's one"
+        );
+        assert_eq!(report.members_unexpected, 1);
+        assert_eq!(report.sets_missing, 1);
+        assert_eq!(
+            report.missing_mirrored["ipwarden-svip-prt"],
+            set_of(&["10.96.0.10,tcp:443"])
+        );
+        assert_eq!(
+            members(&ns, "ipwarden-svip-prt"),
+            set_of(&["10.96.0.10,tcp:80", "10.96.0.10,tcp:443"])
+        );
+        assert_eq!(
+            members(&ns, "ipwarden-local-ips"),
+            set_of(&["192.168.56.10"])
+        );
+        let drift = store.drift();
+        assert_eq!(
+            (drift.audits, drift.heals, drift.members_missing),
+            (2, 1, 2)
+        );
+        assert!(!store.audit().unwrap().drifted());
+    })
+    .unwrap();
+}
