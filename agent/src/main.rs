@@ -15,6 +15,8 @@ enum Command {
     /// Show the tc classifier counting and marking real packets between two
     /// throw-away network namespaces.
     Demo(cli::demo::Args),
+    /// The set-store race harness, in its own network namespace.
+    Race(cli::race::Args),
     /// Read-only inspection of what the kernel holds.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => cli::demo::run(&a),
+        Command::Race(a) => cli::race::run(&a),
         Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),
         Command::Kernel(KernelCommand::Ipvs(a)) => cli::kernel_ipvs::run(&a),
     };

@@ -25,16 +25,26 @@ pub fn run(_: &Options) -> Result<PathBuf> {
     let ebpf_dir = workspace_root().join("ebpf");
     check_llvm_match(&ebpf_dir)?;
     let mut cmd = clean_cargo(&ebpf_dir);
-    cmd.args(["build", "--release", "--target", TARGET, "-Z", "build-std=core"])
-        // BTF for maps and programs is generated from debug info.
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
-        );
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+        "-Z",
+        "build-std=core",
+    ])
+    // BTF for maps and programs is generated from debug info.
+    .env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+    );
     process::run(&mut cmd).context("building the eBPF crate")?;
     let object = object_path();
     if !object.is_file() {
-        bail!("the eBPF build finished but {} is missing", object.display());
+        bail!(
+            "the eBPF build finished but {} is missing",
+            object.display()
+        );
     }
     Ok(object)
 }

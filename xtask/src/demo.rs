@@ -21,10 +21,7 @@ pub fn run(_: &Options) -> Result<()> {
             .current_dir(workspace_root()),
     )
     .context("building the agent")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let agent = target.join("debug/ipwarden");
+    let agent = process::target_dir().join("debug/ipwarden");
     process::run(
         Command::new(agent)
             .arg("demo")

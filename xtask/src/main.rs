@@ -6,6 +6,7 @@
 mod build_ebpf;
 mod demo;
 mod process;
+mod race;
 mod setup;
 mod test;
 mod vm;
@@ -15,7 +16,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ipwarden's build, set-up and test tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "ipwarden's build, set-up and test tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -33,6 +37,8 @@ enum Task {
     Test(test::Options),
     /// Build everything and show the tc classifier at work in a network namespace.
     Demo(demo::Options),
+    /// The set-store race harness: prints lost=N applies=M.
+    Race(race::Options),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
         Task::VmTest(o) => vm::run(&o),
         Task::Test(o) => test::run(&o).map(|()| 0),
         Task::Demo(o) => demo::run(&o).map(|()| 0),
+        Task::Race(o) => race::run(&o).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -3,3 +3,4 @@
 pub mod demo;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
+pub mod race;

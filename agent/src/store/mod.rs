@@ -13,6 +13,7 @@ pub mod diff;
 pub mod execute;
 pub mod mirror;
 pub mod owners;
+pub mod race;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
