@@ -382,7 +382,9 @@ impl IpsetClient {
                     .zip(e.lineno)
                     .and_then(|(m, line)| {
                         let idx = m.members.start + (line as usize).checked_sub(1)?;
-                        m.members.contains(&idx).then(|| members[idx].clone())
+                        m.members
+                            .contains(&idx)
+                            .then(|| Box::new(members[idx].clone()))
                     });
                 return Err(refused(t, e, member));
             }
@@ -548,7 +550,7 @@ fn target(op: Op, set: &str) -> Target<'_> {
     }
 }
 
-fn refused(t: Target<'_>, e: ErrorReply, member: Option<Member>) -> IpsetError {
+fn refused(t: Target<'_>, e: ErrorReply, member: Option<Box<Member>>) -> IpsetError {
     classify(
         t,
         KernelRefusal {
@@ -599,9 +601,7 @@ fn retag(e: IpsetError, op: Op) -> IpsetError {
 fn batch_bytes(sndbuf: libc::c_int, rcvbuf: libc::c_int) -> usize {
     let snd = usize::try_from(sndbuf).unwrap_or(0).saturating_sub(1024);
     let rcv = usize::try_from(rcvbuf).unwrap_or(0) / 2;
-    snd.min(rcv)
-        .min(MAX_BATCH)
-        .max(message::MAX_ADT_NEST + 1024)
+    snd.min(rcv).clamp(message::MAX_ADT_NEST + 1024, MAX_BATCH)
 }
 
 fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {

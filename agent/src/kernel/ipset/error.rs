@@ -70,7 +70,7 @@ pub enum IpsetError {
     SetFull {
         op: Op,
         set: String,
-        member: Option<Member>,
+        member: Option<Box<Member>>,
         errno: i32,
     },
 
@@ -82,7 +82,7 @@ pub enum IpsetError {
     MemberExists {
         op: Op,
         set: String,
-        member: Option<Member>,
+        member: Option<Box<Member>>,
         errno: i32,
     },
 
@@ -90,7 +90,7 @@ pub enum IpsetError {
     MemberMissing {
         op: Op,
         set: String,
-        member: Option<Member>,
+        member: Option<Box<Member>>,
         errno: i32,
     },
 
@@ -132,7 +132,7 @@ pub enum IpsetError {
     },
 }
 
-fn show(member: &Option<Member>) -> String {
+fn show(member: &Option<Box<Member>>) -> String {
     member
         .as_ref()
         .map_or_else(|| "(unknown)".to_owned(), |m| m.entry.to_string())
@@ -204,7 +204,7 @@ pub(crate) struct KernelRefusal {
     /// Positive errno.
     pub errno: i32,
     /// The member the kernel pointed at (ADT line number), if any.
-    pub member: Option<Member>,
+    pub member: Option<Box<Member>>,
     pub extack: Option<String>,
 }
 

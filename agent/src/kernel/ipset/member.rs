@@ -531,10 +531,13 @@ impl fmt::Display for Addr {
     }
 }
 
+type Run = (usize, usize);
+
 fn fmt_ipv6(a: &Ipv6Addr, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     let w = a.segments();
     // The first longest run of zero words, if at least two long.
-    let (mut best, mut cur): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+    // (start, length) of runs of zero words.
+    let (mut best, mut cur): (Option<Run>, Option<Run>) = (None, None);
     for (i, word) in w.iter().enumerate() {
         if *word == 0 {
             let run = cur.map_or((i, 1), |(b, l)| (b, l + 1));
