@@ -34,8 +34,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             let listing = client.list_all()?;
             for u in &listing.unsupported {
                 eprintln!(
-                    "ipwarden: set {} of type {} not shown (type not supported)",
-                    u.name, u.type_name
+                    "ipwarden: set {} ({}) not shown: {}",
+                    u.name, u.type_name, u.reason
                 );
             }
             listing.sets

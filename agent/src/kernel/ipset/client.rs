@@ -196,7 +196,7 @@ impl IpsetClient {
             return Err(IpsetError::WrongType {
                 op: Op::List,
                 set: u.name,
-                detail: format!("set type {} is not one ipwarden reads", u.type_name),
+                detail: format!("{} set not readable: {}", u.type_name, u.reason),
                 errno: None,
             });
         }

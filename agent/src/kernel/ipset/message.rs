@@ -451,12 +451,15 @@ pub fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError
     ))
 }
 
-/// A set the kernel listed whose type ipwarden does not speak (bitmap,
-/// list:set, hash:mac, ...): reported by name, members not decoded.
+/// A set the kernel listed that ipwarden cannot represent exactly: a type
+/// it does not speak (bitmap, list:set, hash:mac, ...), or a name or member
+/// another tool wrote that no `ipset save` line could carry. Reported by
+/// name, never misread, and never a reason to fail a whole listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsupportedSet {
     pub name: String,
     pub type_name: String,
+    pub reason: String,
 }
 
 /// Collects the sets of a LIST dump. A set's first message carries its
@@ -470,7 +473,9 @@ pub struct ListDecoder {
 }
 
 impl ListDecoder {
-    /// Feeds the attributes of one IPSET_CMD_LIST message.
+    /// Feeds the attributes of one IPSET_CMD_LIST message. Malformed
+    /// framing is an error; a set that cannot be represented is moved to
+    /// `unsupported`.
     pub fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
         let mut name = None;
         let mut typename = None;
@@ -495,27 +500,11 @@ impl ListDecoder {
             self.names.push(name.to_owned());
         }
         if let Some(typename) = typename {
-            let set_type = typename.parse::<SetType>().ok();
-            let fam = family.and_then(Family::from_nfproto);
-            let (Some(set_type), Some(fam)) = (set_type, fam) else {
-                self.unsupported.push(UnsupportedSet {
-                    name: name.to_owned(),
-                    type_name: typename.to_owned(),
-                });
+            let header = header.ok_or(DecodeError::Missing { what: "DATA" })?;
+            if let Err(reason) = self.start_set(name, typename, family, revision, header) {
+                self.skip(name, typename, reason);
                 return Ok(());
-            };
-            let header_attr = header.ok_or(DecodeError::Missing { what: "DATA" })?;
-            let (header, mut stats) = decode_set_header(set_type, fam, header_attr)?;
-            stats.revision = revision;
-            self.sets.push(IpSet {
-                name: SetName::new(name).map_err(|e| DecodeError::BadValue {
-                    ty: attr::SETNAME,
-                    reason: e.to_string(),
-                })?,
-                header,
-                stats: Some(stats),
-                members: Vec::new(),
-            });
+            }
         } else if self.unsupported.last().is_some_and(|u| u.name == name) {
             return Ok(());
         }
@@ -533,11 +522,54 @@ impl ListDecoder {
         let (set_type, fam) = (set.header.set_type, set.header.family);
         for d in adt.nested() {
             let d = d?;
-            if d.ty == attr::DATA {
-                set.members.push(decode_member(set_type, fam, &d)?);
+            if d.ty != attr::DATA {
+                continue;
+            }
+            match decode_member(set_type, fam, &d) {
+                Ok(m) => set.members.push(m),
+                Err(e) => {
+                    self.sets.pop();
+                    self.skip(name, set_type.name(), format!("a member: {e}"));
+                    return Ok(());
+                }
             }
         }
         Ok(())
+    }
+
+    fn start_set(
+        &mut self,
+        name: &str,
+        typename: &str,
+        family: Option<u8>,
+        revision: u8,
+        header: Attr<'_>,
+    ) -> Result<(), String> {
+        let set_type: SetType = typename
+            .parse()
+            .map_err(|_| "type not supported".to_owned())?;
+        let fam = family
+            .and_then(Family::from_nfproto)
+            .ok_or_else(|| format!("family {family:?} not supported"))?;
+        let name = SetName::new(name).map_err(|e| e.to_string())?;
+        let (header, mut stats) =
+            decode_set_header(set_type, fam, header).map_err(|e| format!("header: {e}"))?;
+        stats.revision = revision;
+        self.sets.push(IpSet {
+            name,
+            header,
+            stats: Some(stats),
+            members: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn skip(&mut self, name: &str, type_name: &str, reason: String) {
+        self.unsupported.push(UnsupportedSet {
+            name: name.to_owned(),
+            type_name: type_name.to_owned(),
+            reason,
+        });
     }
 }
 

@@ -537,3 +537,61 @@ proptest! {
         }
     }
 }
+
+/// One LIST message: header (when `typename` is given) and members whose
+/// comment is `comment`.
+fn list_msg(set: &str, typename: Option<&str>, comments: &[&str]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut w = Writer::new(&mut b);
+    w.put_str(attr::SETNAME, set);
+    if let Some(t) = typename {
+        w.put_str(attr::TYPENAME, t);
+        w.put_u8(attr::FAMILY, 2);
+        let n = w.nest_start(attr::DATA);
+        w.put_be32(data::HASHSIZE, 1024);
+        w.put_be32(data::MAXELEM, 65536);
+        w.put_be32(data::CADT_FLAGS, cadt_flag::WITH_COMMENT);
+        w.nest_end(n);
+    }
+    let adt = w.nest_start(attr::ADT);
+    for (i, c) in comments.iter().enumerate() {
+        let d = w.nest_start(attr::DATA);
+        put_ip(&mut w, data::IP, &IpAddr::from([10, 0, 0, i as u8 + 1]));
+        w.put_str(data::COMMENT, c);
+        w.nest_end(d);
+    }
+    w.nest_end(adt);
+    b
+}
+
+#[test]
+fn sets_no_save_line_can_carry_are_reported_not_fatal() {
+    let mut d = ListDecoder::default();
+    // Another tool's comment with a quote: the set is skipped whole,
+    // including the messages that continue it.
+    d.feed(&list_msg("quoted", Some("hash:ip"), &["ok", "a\"b"]))
+        .unwrap();
+    d.feed(&list_msg("quoted", None, &["more"])).unwrap();
+    // A name with a space.
+    d.feed(&list_msg("two words", Some("hash:ip"), &[]))
+        .unwrap();
+    // A type ipwarden does not speak.
+    d.feed(&list_msg("macs", Some("hash:mac"), &[])).unwrap();
+    d.feed(&list_msg("good", Some("hash:ip"), &["x"])).unwrap();
+    d.feed(&list_msg("good", None, &["y"])).unwrap();
+    let skipped: Vec<&str> = d.unsupported.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(skipped, ["quoted", "two words", "macs"]);
+    assert!(
+        d.unsupported[0].reason.contains("comment"),
+        "{:?}",
+        d.unsupported[0]
+    );
+    assert_eq!(d.sets.len(), 1);
+    assert_eq!(d.sets[0].members.len(), 2);
+    assert_eq!(d.names, ["quoted", "two words", "macs", "good"]);
+    // Members of a set whose header never came are a malformed dump.
+    assert!(matches!(
+        ListDecoder::default().feed(&list_msg("lost", None, &["x"])),
+        Err(DecodeError::Orphan { .. })
+    ));
+}
