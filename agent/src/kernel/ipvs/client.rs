@@ -123,7 +123,13 @@ impl IpvsClient {
                 let req = &reqs[end];
                 match encode_request(req, self.family, seq, &mut self.send_buf) {
                     Ok(()) => pending += 1,
-                    Err(e) => results[end] = Some(Err(e.into_ipvs(req.op(), req.target()))),
+                    Err(source) => {
+                        results[end] = Some(Err(IpvsError::Invalid {
+                            op: req.op(),
+                            target: req.target(),
+                            source,
+                        }))
+                    }
                 }
                 end += 1;
             }
@@ -338,7 +344,7 @@ impl IpvsClient {
         const OP: &str = "resolve generic netlink family";
         let seq = self.next_seq();
         self.send_buf.clear();
-        encode_resolve(seq, &mut self.send_buf).map_err(|e| e.into_ipvs(OP, "IPVS".into()))?;
+        encode_resolve(seq, &mut self.send_buf);
         let mut id = None;
         self.transact(OP, seq, false, |attrs| {
             id = Some(decode_family_id(attrs)?);
@@ -364,8 +370,7 @@ impl IpvsClient {
         let op = q.op();
         let seq = self.next_seq();
         self.send_buf.clear();
-        encode_query(q, self.family, seq, &mut self.send_buf)
-            .map_err(|e| e.into_ipvs(op, target.into()))?;
+        encode_query(q, self.family, seq, &mut self.send_buf);
         self.transact(op, seq, q.is_dump(), on_data)
             .map_err(|f| f.into_ipvs(op, target.into(), None))
     }

@@ -63,15 +63,6 @@ pub enum IpvsError {
         source: InvalidValue,
     },
 
-    /// neli could not serialize the request (never expected: it writes
-    /// into memory).
-    #[error("{op} {target}: encoding: {reason}")]
-    Encode {
-        op: &'static str,
-        target: String,
-        reason: String,
-    },
-
     /// The socket itself failed (open, send, receive, timeout).
     #[error("{op}: netlink socket: {source}")]
     Socket {
@@ -133,10 +124,7 @@ impl IpvsError {
             IpvsError::Kernel { source, .. } | IpvsError::Socket { source, .. } => {
                 source.raw_os_error()
             }
-            IpvsError::NoIpvs
-            | IpvsError::Invalid { .. }
-            | IpvsError::Encode { .. }
-            | IpvsError::Decode { .. } => None,
+            IpvsError::NoIpvs | IpvsError::Invalid { .. } | IpvsError::Decode { .. } => None,
         }
     }
 
@@ -158,27 +146,8 @@ impl IpvsError {
             IpvsError::NoScheduler { .. } => "no_scheduler",
             IpvsError::Kernel { .. } => "kernel",
             IpvsError::Invalid { .. } => "invalid",
-            IpvsError::Encode { .. } => "encode",
             IpvsError::Socket { .. } => "socket",
             IpvsError::Decode { .. } => "decode",
-        }
-    }
-}
-
-/// Why a request could not be encoded.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EncodeError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidValue),
-    #[error("{0}")]
-    Netlink(String),
-}
-
-impl EncodeError {
-    pub(crate) fn into_ipvs(self, op: &'static str, target: String) -> IpvsError {
-        match self {
-            EncodeError::Invalid(source) => IpvsError::Invalid { op, target, source },
-            EncodeError::Netlink(reason) => IpvsError::Encode { op, target, reason },
         }
     }
 }
@@ -194,8 +163,6 @@ pub enum DecodeError {
     Length { what: &'static str, len: usize },
     #[error("{what}: unexpected value {value}")]
     Value { what: &'static str, value: u64 },
-    #[error("attributes: {0}")]
-    Attributes(String),
 }
 
 #[cfg(test)]

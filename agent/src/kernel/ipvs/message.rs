@@ -5,29 +5,17 @@
 //! Byte orders follow `net/netfilter/ipvs/ip_vs_ctl.c`: ports are big
 //! endian, addresses raw 16-byte `nf_inet_addr`s, everything else host order.
 
-use std::{
-    io::Cursor,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use neli::{
-    consts::{
-        genl::{Cmd, CtrlAttr, CtrlCmd, NlAttrType},
-        nl::NlmF,
-    },
-    genl::{AttrTypeBuilder, GenlmsghdrBuilder, Nlattr, NlattrBuilder},
-    nl::{NlPayload, NlmsghdrBuilder},
-    types::{Buffer, GenlBuffer},
-    Size, ToBytes,
-};
+use neli::consts::genl::{CtrlAttr, CtrlCmd};
 
 use super::{
     consts::{
         CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, AF_INET, AF_INET6, CTRL_VERSION,
         FAMILY_NAME, FAMILY_VERSION, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     },
-    error::{DecodeError, EncodeError},
-    netlink::{parse_attrs, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
+    error::DecodeError,
+    netlink::{AttrTable, MsgWriter, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
     request::Request,
     types::{
         Destination, DestinationEntry, Family, ForwardMethod, Info, InvalidValue, Netmask,
@@ -66,164 +54,109 @@ impl Query<'_> {
     }
 }
 
-/// Appends a change request, flagged for an ack, to `out`.
+/// Appends a change request, flagged for an ack, to `out`. On error
+/// nothing is appended.
 pub(crate) fn encode_request(
     req: &Request,
     family: u16,
     seq: u32,
     out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    let (cmd, attrs) = match req {
-        Request::AddService(s) => (IpvsCmd::NewService, vec![service_attr(&s.key, Some(s))?]),
-        Request::EditService(s) => (IpvsCmd::SetService, vec![service_attr(&s.key, Some(s))?]),
-        Request::DeleteService(k) => (IpvsCmd::DelService, vec![service_attr(k, None)?]),
-        Request::AddDestination {
-            service,
-            destination,
-        } => (
-            IpvsCmd::NewDest,
-            vec![
-                service_attr(service, None)?,
-                dest_attr(&destination.addr, destination.port, Some(destination))?,
-            ],
-        ),
-        Request::EditDestination {
-            service,
-            destination,
-        } => (
-            IpvsCmd::SetDest,
-            vec![
-                service_attr(service, None)?,
-                dest_attr(&destination.addr, destination.port, Some(destination))?,
-            ],
-        ),
-        Request::DeleteDestination {
-            service,
-            destination,
-        } => (
-            IpvsCmd::DelDest,
-            vec![
-                service_attr(service, None)?,
-                dest_attr(&destination.addr, destination.port, None)?,
-            ],
-        ),
-        Request::SetTimeouts(t) => (
-            IpvsCmd::SetConfig,
-            vec![
-                attr(CmdAttr::TimeoutTcp, t.tcp)?,
-                attr(CmdAttr::TimeoutTcpFin, t.tcp_fin)?,
-                attr(CmdAttr::TimeoutUdp, t.udp)?,
-            ],
-        ),
-        Request::Flush => (IpvsCmd::Flush, vec![]),
+) -> Result<(), InvalidValue> {
+    let cmd = match req {
+        Request::AddService(s) | Request::EditService(s) => {
+            check_netmask(s)?;
+            if matches!(req, Request::AddService(_)) {
+                IpvsCmd::NewService
+            } else {
+                IpvsCmd::SetService
+            }
+        }
+        Request::DeleteService(_) => IpvsCmd::DelService,
+        Request::AddDestination { .. } => IpvsCmd::NewDest,
+        Request::EditDestination { .. } => IpvsCmd::SetDest,
+        Request::DeleteDestination { .. } => IpvsCmd::DelDest,
+        Request::SetTimeouts(_) => IpvsCmd::SetConfig,
+        Request::Flush => IpvsCmd::Flush,
     };
-    push_message(
+    let mut w = MsgWriter::begin(
         out,
         family,
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
-        cmd,
+        cmd.into(),
         FAMILY_VERSION,
-        attrs,
-    )
+    );
+    match req {
+        Request::AddService(s) | Request::EditService(s) => service_attr(&mut w, &s.key, Some(s)),
+        Request::DeleteService(k) => service_attr(&mut w, k, None),
+        Request::AddDestination {
+            service,
+            destination,
+        }
+        | Request::EditDestination {
+            service,
+            destination,
+        } => {
+            service_attr(&mut w, service, None);
+            dest_attr(
+                &mut w,
+                &destination.addr,
+                destination.port,
+                Some(destination),
+            );
+        }
+        Request::DeleteDestination {
+            service,
+            destination,
+        } => {
+            service_attr(&mut w, service, None);
+            dest_attr(&mut w, &destination.addr, destination.port, None);
+        }
+        Request::SetTimeouts(t) => {
+            w.u32(CmdAttr::TimeoutTcp, t.tcp);
+            w.u32(CmdAttr::TimeoutTcpFin, t.tcp_fin);
+            w.u32(CmdAttr::TimeoutUdp, t.udp);
+        }
+        Request::Flush => {}
+    }
+    w.finish();
+    Ok(())
 }
 
 /// Appends a query to `out`. Dumps end with NLMSG_DONE, the others with
 /// their one reply (no ack asked, the reply is the answer).
-pub(crate) fn encode_query(
-    q: &Query<'_>,
-    family: u16,
-    seq: u32,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    let (cmd, attrs) = match q {
-        Query::Services => (IpvsCmd::GetService, vec![]),
-        Query::Service(k) => (IpvsCmd::GetService, vec![service_attr(k, None)?]),
-        Query::Destinations(k) => (IpvsCmd::GetDest, vec![service_attr(k, None)?]),
-        Query::Timeouts => (IpvsCmd::GetConfig, vec![]),
-        Query::Info => (IpvsCmd::GetInfo, vec![]),
+pub(crate) fn encode_query(q: &Query<'_>, family: u16, seq: u32, out: &mut Vec<u8>) {
+    let (cmd, key) = match q {
+        Query::Services => (IpvsCmd::GetService, None),
+        Query::Service(k) => (IpvsCmd::GetService, Some(*k)),
+        Query::Destinations(k) => (IpvsCmd::GetDest, Some(*k)),
+        Query::Timeouts => (IpvsCmd::GetConfig, None),
+        Query::Info => (IpvsCmd::GetInfo, None),
     };
     let flags = if q.is_dump() {
         NLM_F_REQUEST | NLM_F_DUMP
     } else {
         NLM_F_REQUEST
     };
-    push_message(out, family, flags, seq, cmd, FAMILY_VERSION, attrs)
+    let mut w = MsgWriter::begin(out, family, flags, seq, cmd.into(), FAMILY_VERSION);
+    if let Some(k) = key {
+        service_attr(&mut w, k, None);
+    }
+    w.finish();
 }
 
 /// Appends the controller's "which id has family IPVS?" request.
-pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    push_message(
+pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
+    let mut w = MsgWriter::begin(
         out,
         GENL_ID_CTRL,
         NLM_F_REQUEST,
         seq,
-        CtrlCmd::Getfamily,
+        CtrlCmd::Getfamily.into(),
         CTRL_VERSION,
-        vec![attr(CtrlAttr::FamilyName, FAMILY_NAME)?],
-    )
-}
-
-fn push_message<C: Cmd, T: NlAttrType>(
-    out: &mut Vec<u8>,
-    nl_type: u16,
-    flags: u16,
-    seq: u32,
-    cmd: C,
-    version: u8,
-    attrs: Vec<Nlattr<T, Buffer>>,
-) -> Result<(), EncodeError> {
-    let genl = GenlmsghdrBuilder::default()
-        .cmd(cmd)
-        .version(version)
-        .attrs(attrs.into_iter().collect::<GenlBuffer<T, Buffer>>())
-        .build()
-        .map_err(neli_err)?;
-    let msg = NlmsghdrBuilder::default()
-        .nl_type(nl_type)
-        .nl_flags(NlmF::from(flags))
-        .nl_seq(seq)
-        // The kernel routes replies by the socket's port id, not this field.
-        .nl_pid(0)
-        .nl_payload(NlPayload::Payload(genl))
-        .build()
-        .map_err(neli_err)?;
-    let mut cursor = Cursor::new(Vec::with_capacity(msg.padded_size()));
-    msg.to_bytes(&mut cursor).map_err(neli_err)?;
-    out.extend_from_slice(cursor.get_ref());
-    Ok(())
-}
-
-fn neli_err(e: impl std::fmt::Display) -> EncodeError {
-    EncodeError::Netlink(e.to_string())
-}
-
-fn attr<T: NlAttrType, P: Size + ToBytes>(
-    ty: T,
-    payload: P,
-) -> Result<Nlattr<T, Buffer>, EncodeError> {
-    NlattrBuilder::default()
-        .nla_type(
-            AttrTypeBuilder::default()
-                .nla_type(ty)
-                .build()
-                .map_err(neli_err)?,
-        )
-        .nla_payload(payload)
-        .build()
-        .map_err(neli_err)
-}
-
-fn nest<T: NlAttrType, C: NlAttrType>(
-    ty: T,
-    children: Vec<Nlattr<C, Buffer>>,
-) -> Result<Nlattr<T, Buffer>, EncodeError> {
-    let mut outer = attr(ty, Buffer::new())?;
-    for child in &children {
-        // `nest` also sets NLA_F_NESTED, as current kernels prefer.
-        outer = outer.nest(child).map_err(neli_err)?;
-    }
-    Ok(outer)
+    );
+    w.str(CtrlAttr::FamilyName, FAMILY_NAME);
+    w.finish();
 }
 
 fn af(family: Family) -> u16 {
@@ -255,92 +188,75 @@ fn inet_addr(addr: &IpAddr) -> [u8; 16] {
 
 /// `IPVS_CMD_ATTR_SERVICE`: the key, plus the settings when `full` is
 /// given (add and edit need them all: the kernel refuses a partial one).
-fn service_attr(
-    key: &ServiceKey,
-    full: Option<&Service>,
-) -> Result<Nlattr<CmdAttr, Buffer>, EncodeError> {
-    let mut a = vec![attr(SvcAttr::Af, af(key.family()))?];
+fn service_attr(w: &mut MsgWriter<'_>, key: &ServiceKey, full: Option<&Service>) {
+    let nest = w.begin_nest(CmdAttr::Service);
+    w.u16(SvcAttr::Af, af(key.family()));
     match key {
-        ServiceKey::Fwmark { mark, .. } => a.push(attr(SvcAttr::Fwmark, *mark)?),
+        ServiceKey::Fwmark { mark, .. } => w.u32(SvcAttr::Fwmark, *mark),
         ServiceKey::Addr {
             protocol,
             addr,
             port,
         } => {
-            a.push(attr(SvcAttr::Protocol, proto(*protocol))?);
-            a.push(attr(SvcAttr::Addr, inet_addr(addr))?);
-            a.push(attr(SvcAttr::Port, port.to_be_bytes())?);
+            w.u16(SvcAttr::Protocol, proto(*protocol));
+            w.attr(SvcAttr::Addr, &inet_addr(addr));
+            w.attr(SvcAttr::Port, &port.to_be_bytes());
         }
     }
     if let Some(s) = full {
-        let netmask = netmask_bytes(s)?;
         // Mask all bits so an edit replaces the flags rather than merging;
         // never send HASHED: older kernels refuse to hash a service that has it.
         let mut flags = [0u8; 8];
         flags[..4].copy_from_slice(&s.flags.settable().bits().to_ne_bytes());
         flags[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
-        a.push(attr(SvcAttr::SchedName, s.scheduler.as_str())?);
-        a.push(attr(SvcAttr::Flags, flags)?);
-        a.push(attr(SvcAttr::Timeout, s.timeout)?);
-        a.push(attr(SvcAttr::Netmask, netmask)?);
+        w.str(SvcAttr::SchedName, s.scheduler.as_str());
+        w.attr(SvcAttr::Flags, &flags);
+        w.u32(SvcAttr::Timeout, s.timeout);
+        w.attr(SvcAttr::Netmask, &netmask_bytes(&s.netmask));
     }
-    nest(CmdAttr::Service, a)
+    w.end_nest(nest);
 }
 
-fn netmask_bytes(s: &Service) -> Result<[u8; 4], EncodeError> {
+/// The netmask must be of the service's family, and an IPv6 prefix 1..=128
+/// (the kernel's own check, made before anything is sent).
+fn check_netmask(s: &Service) -> Result<(), InvalidValue> {
     match (s.key.family(), s.netmask) {
-        (Family::V4, Netmask::V4(m)) => Ok(m.octets()),
-        (Family::V6, Netmask::V6(len)) if (1..=128).contains(&len) => {
-            Ok(u32::from(len).to_ne_bytes())
-        }
+        (Family::V4, Netmask::V4(_)) => Ok(()),
+        (Family::V6, Netmask::V6(len)) if (1..=128).contains(&len) => Ok(()),
         (Family::V6, Netmask::V6(len)) => Err(InvalidValue::Netmask {
             family: Family::V6,
             len,
-        }
-        .into()),
-        (family, netmask) => Err(InvalidValue::NetmaskFamily { netmask, family }.into()),
+        }),
+        (family, netmask) => Err(InvalidValue::NetmaskFamily { netmask, family }),
+    }
+}
+
+/// IPv4: the mask in network order. IPv6: the prefix length as a
+/// host-order u32 (the kernel reads both as a raw `__be32`).
+fn netmask_bytes(netmask: &Netmask) -> [u8; 4] {
+    match netmask {
+        Netmask::V4(m) => m.octets(),
+        Netmask::V6(len) => u32::from(*len).to_ne_bytes(),
     }
 }
 
 /// `IPVS_CMD_ATTR_DEST`: address and port, plus the settings when `full`.
-fn dest_attr(
-    addr: &IpAddr,
-    port: u16,
-    full: Option<&Destination>,
-) -> Result<Nlattr<CmdAttr, Buffer>, EncodeError> {
-    let mut a = vec![
-        attr(DestAttr::Addr, inet_addr(addr))?,
-        attr(DestAttr::Port, port.to_be_bytes())?,
-    ];
+fn dest_attr(w: &mut MsgWriter<'_>, addr: &IpAddr, port: u16, full: Option<&Destination>) {
+    let nest = w.begin_nest(CmdAttr::Dest);
+    w.attr(DestAttr::Addr, &inet_addr(addr));
+    w.attr(DestAttr::Port, &port.to_be_bytes());
     if let Some(d) = full {
-        a.push(attr(DestAttr::FwdMethod, d.forward.to_wire())?);
-        a.push(attr(DestAttr::Weight, d.weight)?);
-        a.push(attr(DestAttr::UThresh, d.upper_threshold)?);
-        a.push(attr(DestAttr::LThresh, d.lower_threshold)?);
+        w.u32(DestAttr::FwdMethod, d.forward.to_wire());
+        w.u32(DestAttr::Weight, d.weight);
+        w.u32(DestAttr::UThresh, d.upper_threshold);
+        w.u32(DestAttr::LThresh, d.lower_threshold);
     }
     // Explicit, since a destination's family may differ from its service's.
-    a.push(attr(DestAttr::AddrFamily, af(Family::of(addr)))?);
-    nest(CmdAttr::Dest, a)
+    w.u16(DestAttr::AddrFamily, af(Family::of(addr)));
+    w.end_nest(nest);
 }
 
 // ---- decoding ----
-
-type Attrs<T> = GenlBuffer<T, Buffer>;
-
-fn find<T: NlAttrType>(attrs: &Attrs<T>, ty: T) -> Option<&[u8]> {
-    attrs
-        .iter()
-        .find(|a| *a.nla_type().nla_type() == ty)
-        .map(|a| a.nla_payload().as_ref())
-}
-
-fn need<'a, T: NlAttrType>(
-    attrs: &'a Attrs<T>,
-    ty: T,
-    what: &'static str,
-) -> Result<&'a [u8], DecodeError> {
-    find(attrs, ty).ok_or(DecodeError::Missing { what })
-}
 
 fn fixed<const N: usize>(p: &[u8], what: &'static str) -> Result<[u8; N], DecodeError> {
     p.try_into()
@@ -407,29 +323,24 @@ fn addr_from(family: Family, p: &[u8], what: &'static str) -> Result<IpAddr, Dec
     }
 }
 
-/// The top-level attributes of an IPVS message.
-fn cmd_attrs(attrs: &[u8]) -> Result<Attrs<CmdAttr>, DecodeError> {
-    parse_attrs(attrs)
-}
-
 /// Decodes the reply to `GET_SERVICE` (one message of a dump, or the single
 /// answer).
 pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> {
-    let top = cmd_attrs(attrs)?;
-    let svc: Attrs<SvcAttr> = parse_attrs(need(&top, CmdAttr::Service, "service")?)?;
+    let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
+    let svc: AttrTable<SvcAttr> = AttrTable::parse(top.need(CmdAttr::Service, "service")?)?;
 
     let family = family_from(
-        get_u16(need(&svc, SvcAttr::Af, "service af")?, "service af")?,
+        get_u16(svc.need(SvcAttr::Af, "service af")?, "service af")?,
         "service af",
     )?;
-    let key = match find(&svc, SvcAttr::Fwmark) {
+    let key = match svc.get(SvcAttr::Fwmark) {
         Some(mark) => ServiceKey::Fwmark {
             family,
             mark: get_u32(mark, "service fwmark")?,
         },
         None => {
             let p = get_u16(
-                need(&svc, SvcAttr::Protocol, "service protocol")?,
+                svc.need(SvcAttr::Protocol, "service protocol")?,
                 "service protocol",
             )?;
             let protocol = match p {
@@ -447,24 +358,21 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
                 protocol,
                 addr: addr_from(
                     family,
-                    need(&svc, SvcAttr::Addr, "service address")?,
+                    svc.need(SvcAttr::Addr, "service address")?,
                     "service address",
                 )?,
-                port: get_be16(need(&svc, SvcAttr::Port, "service port")?, "service port")?,
+                port: get_be16(svc.need(SvcAttr::Port, "service port")?, "service port")?,
             }
         }
     };
 
-    let sched = get_string(need(&svc, SvcAttr::SchedName, "scheduler")?, "scheduler")?;
+    let sched = get_string(svc.need(SvcAttr::SchedName, "scheduler")?, "scheduler")?;
     let scheduler = Scheduler::new(&sched).map_err(|_| DecodeError::Value {
         what: "scheduler name length",
         value: sched.len() as u64,
     })?;
     // `struct ip_vs_flags`: the kernel sends the flags and a full mask.
-    let flags_raw: [u8; 8] = fixed(
-        need(&svc, SvcAttr::Flags, "service flags")?,
-        "service flags",
-    )?;
+    let flags_raw: [u8; 8] = fixed(svc.need(SvcAttr::Flags, "service flags")?, "service flags")?;
     let flags = ServiceFlags::from_bits(u32::from_ne_bytes([
         flags_raw[0],
         flags_raw[1],
@@ -472,11 +380,11 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
         flags_raw[3],
     ]));
     let timeout = get_u32(
-        need(&svc, SvcAttr::Timeout, "service timeout")?,
+        svc.need(SvcAttr::Timeout, "service timeout")?,
         "service timeout",
     )?;
     let mask: [u8; 4] = fixed(
-        need(&svc, SvcAttr::Netmask, "service netmask")?,
+        svc.need(SvcAttr::Netmask, "service netmask")?,
         "service netmask",
     )?;
     let netmask = match family {
@@ -489,7 +397,8 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
             })?)
         }
     };
-    let pe_name = find(&svc, SvcAttr::PeName)
+    let pe_name = svc
+        .get(SvcAttr::PeName)
         .map(|p| get_string(p, "persistence engine"))
         .transpose()?;
 
@@ -502,7 +411,7 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
             netmask,
         },
         pe_name,
-        stats: stats(find(&svc, SvcAttr::Stats64), find(&svc, SvcAttr::Stats))?,
+        stats: stats(svc.get(SvcAttr::Stats64), svc.get(SvcAttr::Stats))?,
     })
 }
 
@@ -512,33 +421,33 @@ pub(crate) fn decode_destination(
     attrs: &[u8],
     service_family: Family,
 ) -> Result<DestinationEntry, DecodeError> {
-    let top = cmd_attrs(attrs)?;
-    let d: Attrs<DestAttr> = parse_attrs(need(&top, CmdAttr::Dest, "destination")?)?;
-    let family = match find(&d, DestAttr::AddrFamily) {
+    let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
+    let d: AttrTable<DestAttr> = AttrTable::parse(top.need(CmdAttr::Dest, "destination")?)?;
+    let family = match d.get(DestAttr::AddrFamily) {
         Some(p) => family_from(get_u16(p, "destination af")?, "destination af")?,
         None => service_family,
     };
     let fwd = get_u32(
-        need(&d, DestAttr::FwdMethod, "forward method")?,
+        d.need(DestAttr::FwdMethod, "forward method")?,
         "forward method",
     )?;
     let forward = ForwardMethod::from_wire(fwd).ok_or(DecodeError::Value {
         what: "forward method",
         value: u64::from(fwd),
     })?;
-    let u32_of = |ty, what| -> Result<u32, DecodeError> { get_u32(need(&d, ty, what)?, what) };
+    let u32_of = |ty, what| -> Result<u32, DecodeError> { get_u32(d.need(ty, what)?, what) };
     let opt_u32 = |ty, what| -> Result<u32, DecodeError> {
-        find(&d, ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
+        d.get(ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
     };
     Ok(DestinationEntry {
         destination: Destination {
             addr: addr_from(
                 family,
-                need(&d, DestAttr::Addr, "destination address")?,
+                d.need(DestAttr::Addr, "destination address")?,
                 "destination address",
             )?,
             port: get_be16(
-                need(&d, DestAttr::Port, "destination port")?,
+                d.need(DestAttr::Port, "destination port")?,
                 "destination port",
             )?,
             forward,
@@ -549,7 +458,7 @@ pub(crate) fn decode_destination(
         active_conns: opt_u32(DestAttr::ActiveConns, "active connections")?,
         inactive_conns: opt_u32(DestAttr::InactConns, "inactive connections")?,
         persistent_conns: opt_u32(DestAttr::PersistConns, "persistent connections")?,
-        stats: stats(find(&d, DestAttr::Stats64), find(&d, DestAttr::Stats))?,
+        stats: stats(d.get(DestAttr::Stats64), d.get(DestAttr::Stats))?,
     })
 }
 
@@ -558,33 +467,30 @@ fn stats(stats64: Option<&[u8]>, stats32: Option<&[u8]>) -> Result<Stats, Decode
     let Some(bytes) = stats64.or(stats32) else {
         return Ok(Stats::default());
     };
-    let attrs: Attrs<StatsAttr> = parse_attrs(bytes)?;
-    let mut s = Stats::default();
-    for a in attrs.iter() {
-        let field = match a.nla_type().nla_type() {
-            StatsAttr::Conns => &mut s.conns,
-            StatsAttr::InPkts => &mut s.in_packets,
-            StatsAttr::OutPkts => &mut s.out_packets,
-            StatsAttr::InBytes => &mut s.in_bytes,
-            StatsAttr::OutBytes => &mut s.out_bytes,
-            StatsAttr::Cps => &mut s.cps,
-            StatsAttr::InPps => &mut s.in_pps,
-            StatsAttr::OutPps => &mut s.out_pps,
-            StatsAttr::InBps => &mut s.in_bps,
-            StatsAttr::OutBps => &mut s.out_bps,
-            _ => continue,
-        };
-        *field = get_counter(a.nla_payload().as_ref(), "stats counter")?;
-    }
-    Ok(s)
+    let t: AttrTable<StatsAttr> = AttrTable::parse(bytes)?;
+    let get = |ty| -> Result<u64, DecodeError> {
+        t.get(ty).map_or(Ok(0), |p| get_counter(p, "stats counter"))
+    };
+    Ok(Stats {
+        conns: get(StatsAttr::Conns)?,
+        in_packets: get(StatsAttr::InPkts)?,
+        out_packets: get(StatsAttr::OutPkts)?,
+        in_bytes: get(StatsAttr::InBytes)?,
+        out_bytes: get(StatsAttr::OutBytes)?,
+        cps: get(StatsAttr::Cps)?,
+        in_pps: get(StatsAttr::InPps)?,
+        out_pps: get(StatsAttr::OutPps)?,
+        in_bps: get(StatsAttr::InBps)?,
+        out_bps: get(StatsAttr::OutBps)?,
+    })
 }
 
 /// Decodes the `GET_CONFIG` reply. A kernel built without TCP or UDP
 /// support omits those; they read as 0.
 pub(crate) fn decode_timeouts(attrs: &[u8]) -> Result<Timeouts, DecodeError> {
-    let top = cmd_attrs(attrs)?;
+    let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
     let get = |ty, what| -> Result<u32, DecodeError> {
-        find(&top, ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
+        top.get(ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
     };
     Ok(Timeouts {
         tcp: get(CmdAttr::TimeoutTcp, "tcp timeout")?,
@@ -595,11 +501,11 @@ pub(crate) fn decode_timeouts(attrs: &[u8]) -> Result<Timeouts, DecodeError> {
 
 /// Decodes the `GET_INFO` reply.
 pub(crate) fn decode_info(attrs: &[u8]) -> Result<Info, DecodeError> {
-    let top: Attrs<InfoAttr> = parse_attrs(attrs)?;
+    let top: AttrTable<InfoAttr> = AttrTable::parse(attrs)?;
     Ok(Info {
-        version: get_u32(need(&top, InfoAttr::Version, "version")?, "version")?,
+        version: get_u32(top.need(InfoAttr::Version, "version")?, "version")?,
         conn_tab_size: get_u32(
-            need(&top, InfoAttr::ConnTabSize, "connection table size")?,
+            top.need(InfoAttr::ConnTabSize, "connection table size")?,
             "connection table size",
         )?,
     })
@@ -607,6 +513,6 @@ pub(crate) fn decode_info(attrs: &[u8]) -> Result<Info, DecodeError> {
 
 /// Decodes the controller's reply to `encode_resolve`: the family id.
 pub(crate) fn decode_family_id(attrs: &[u8]) -> Result<u16, DecodeError> {
-    let top: Attrs<CtrlAttr> = parse_attrs(attrs)?;
-    get_u16(need(&top, CtrlAttr::FamilyId, "family id")?, "family id")
+    let top: AttrTable<CtrlAttr> = AttrTable::parse(attrs)?;
+    get_u16(top.need(CtrlAttr::FamilyId, "family id")?, "family id")
 }

@@ -225,16 +225,16 @@ const RESOLVE_FAMILY: &[u8] = &[
 #[test]
 fn queries() {
     let mut out = Vec::new();
-    encode_query(&Query::Services, FAMILY, 6, &mut out).unwrap();
+    encode_query(&Query::Services, FAMILY, 6, &mut out);
     assert_eq!(out, DUMP_SERVICES);
 
     let key = ServiceKey::fwmark(Family::V4, 42);
     out.clear();
-    encode_query(&Query::Destinations(&key), FAMILY, 7, &mut out).unwrap();
+    encode_query(&Query::Destinations(&key), FAMILY, 7, &mut out);
     assert_eq!(out, DUMP_DESTS);
 
     out.clear();
-    encode_resolve(8, &mut out).unwrap();
+    encode_resolve(8, &mut out);
     assert_eq!(out, RESOLVE_FAMILY);
 }
 
