@@ -635,6 +635,10 @@ fn privileged_adds_100k_members_in_one_call() {
         )
         .unwrap();
         c.add(&set, &ms, false).unwrap();
+        let header = c.list_header(&set).unwrap();
+        assert_eq!(header.stats.unwrap().entries, 100_000);
+        assert!(header.members.is_empty());
+        assert_eq!(c.list_headers().unwrap().sets, [header]);
         c.list(&set).unwrap()
     });
     let header = ns.output("ipset", &["list", "-t", "big"]).unwrap();

@@ -19,7 +19,7 @@ use super::{
     consts::cmd,
     error::{classify, IpsetError, KernelRefusal, Op, Target},
     member::Member,
-    message::{self, Adt, AdtMessage, ErrorReply, ListDecoder, Reply, UnsupportedSet},
+    message::{self, Adt, AdtMessage, ErrorReply, ListDecoder, ListDepth, Reply, UnsupportedSet},
     nla::DecodeError,
     request::Request,
     types::{Family, IpSet, SetName, SetSpec, SetType},
@@ -190,8 +190,17 @@ impl IpsetClient {
 
     /// `ipset save NAME` / `ipset list NAME`: one set with its members.
     pub fn list(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
+        self.list_one(set, ListDepth::Members)
+    }
+
+    /// `ipset list -t NAME`: one set's header and counts, no members.
+    pub fn list_header(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
+        self.list_one(set, ListDepth::Header)
+    }
+
+    fn list_one(&mut self, set: &SetName, depth: ListDepth) -> Result<IpSet, IpsetError> {
         let t = target(Op::List, set.as_str());
-        let mut d = self.dump(t, Some(set), false)?;
+        let mut d = self.dump(t, Some(set), depth)?;
         if let Some(u) = d.unsupported.pop() {
             return Err(IpsetError::WrongType {
                 op: Op::List,
@@ -209,7 +218,16 @@ impl IpsetClient {
 
     /// `ipset save`: every set with its members.
     pub fn list_all(&mut self) -> Result<Listing, IpsetError> {
-        let d = self.dump(target(Op::List, ""), None, false)?;
+        let d = self.dump(target(Op::List, ""), None, ListDepth::Members)?;
+        Ok(Listing {
+            sets: d.sets,
+            unsupported: d.unsupported,
+        })
+    }
+
+    /// `ipset list -t`: every set's header and counts, no members.
+    pub fn list_headers(&mut self) -> Result<Listing, IpsetError> {
+        let d = self.dump(target(Op::List, ""), None, ListDepth::Header)?;
         Ok(Listing {
             sets: d.sets,
             unsupported: d.unsupported,
@@ -218,7 +236,9 @@ impl IpsetClient {
 
     /// `ipset list -n`: the names of all sets, of any type.
     pub fn list_names(&mut self) -> Result<Vec<String>, IpsetError> {
-        Ok(self.dump(target(Op::List, ""), None, true)?.names)
+        Ok(self
+            .dump(target(Op::List, ""), None, ListDepth::Names)?
+            .names)
     }
 
     /// The type and family of an existing set (IPSET_CMD_HEADER).
@@ -458,11 +478,11 @@ impl IpsetClient {
         &mut self,
         t: Target<'_>,
         set: Option<&SetName>,
-        names_only: bool,
+        depth: ListDepth,
     ) -> Result<ListDecoder, IpsetError> {
         let seq = self.next_seq(1);
         let mut buf = Vec::new();
-        message::list(&mut buf, seq, set, names_only);
+        message::list(&mut buf, seq, set, depth);
         self.send(t, &buf)?;
         let mut d = ListDecoder::default();
         loop {
@@ -665,6 +685,14 @@ fn set_timeout(fd: RawFd, d: Duration) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_and_errors_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send::<IpsetClient>();
+        send_sync::<IpsetError>();
+    }
 
     #[test]
     fn batches_fit_both_socket_buffers() {

@@ -93,6 +93,7 @@ pub mod cadt_flag {
 /// `enum ipset_cmd_flags`, sent in `IPSET_ATTR_FLAGS` of a dump request.
 pub mod list_flag {
     pub const SETNAME: u32 = 1 << 1;
+    pub const HEADER: u32 = 1 << 2;
 }
 
 /// Kernel errnos of the ipset space (`enum ipset_errno`, then the hash type

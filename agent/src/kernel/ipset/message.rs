@@ -118,17 +118,33 @@ pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family
     finish(buf, start);
 }
 
-/// IPSET_CMD_LIST as a dump: one set or all, optionally names only. No
-/// NLM_F_ACK: a dump that cannot start already answers with one error.
-pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, names_only: bool) {
+/// How much of each set a LIST dump returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListDepth {
+    /// Header and members (`ipset save`).
+    Members,
+    /// Header only (`ipset list -t`).
+    Header,
+    /// Names only (`ipset list -n`).
+    Names,
+}
+
+/// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
+/// cannot start already answers with one error.
+pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
     let start = begin(buf, cmd::LIST, flags(NlmF::REQUEST | NlmF::DUMP), seq);
     let mut w = Writer::new(buf);
     if let Some(n) = name {
         w.put_str(attr::SETNAME, n.as_str());
     }
-    if names_only {
+    let f = match depth {
+        ListDepth::Members => 0,
+        ListDepth::Header => list_flag::HEADER,
+        ListDepth::Names => list_flag::SETNAME,
+    };
+    if f != 0 {
         // The dump policy reads IPSET_ATTR_FLAGS with ip_set_get_h32 (be32).
-        w.put_be32(attr::FLAGS, list_flag::SETNAME);
+        w.put_be32(attr::FLAGS, f);
     }
     finish(buf, start);
 }
