@@ -13,3 +13,4 @@ pub mod desired;
 pub mod kernel;
 pub mod netns;
 pub mod store;
+pub mod reconcile;

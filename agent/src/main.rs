@@ -12,6 +12,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Reconcile this network namespace's kernel with the cluster: IPVS
+    /// services, VIPs on ipwarden0, the service sets and the VIP firewall.
+    Run(cli::run::Args),
     /// Show the tc classifier counting and marking real packets between two
     /// throw-away network namespaces.
     Demo(cli::demo::Args),
@@ -31,8 +34,16 @@ enum KernelCommand {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),
         Command::Race(a) => cli::race::run(&a),
         Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),

@@ -4,3 +4,4 @@ pub mod demo;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
 pub mod race;
+pub mod run;

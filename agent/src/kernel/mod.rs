@@ -4,5 +4,6 @@
 pub mod ipset;
 pub mod iptables;
 pub mod link;
+pub mod sysctl;
 pub mod ipvs;
 pub mod ipvs_sync;

@@ -142,7 +142,9 @@ pub fn nat_plan(family: Family) -> TablePlan {
         tag: OWNER_TAG.into(),
         chains: vec![Chain {
             name: CHAIN_POSTROUTING.into(),
-            rules: vec!["-m ipvs --ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE".into()],
+            // iptables-save prints `--ipvs` away: --vdir/--vmethod only
+            // match IPVS connections anyway.
+            rules: vec!["-m ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE".into()],
         }],
         jumps: vec![Jump {
             from: "POSTROUTING".into(),

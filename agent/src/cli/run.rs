@@ -1,0 +1,171 @@
+//! `ipwarden run`: reconcile the kernel of this network namespace with the
+//! cluster, once (`--once`) or until stopped.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    cluster::{manifests, HostInfo, Snapshot},
+    kernel::ipset::IpsetClient,
+    reconcile::{ProxyOptions, ReconcileReport, Reconciler},
+    store::SetStore,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A file or folder of Kubernetes manifests (YAML or JSON, several
+    /// documents per file, `kind: List`), re-read when it changes.
+    #[arg(long, env = "IPWARDEN_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// Apply once and exit: 0 on success, non-zero with the reason otherwise.
+    #[arg(long)]
+    pub once: bool,
+    /// This node's name (its Node object and its endpoints); default: hostname.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The NodePort range, as kube-apiserver's --service-node-port-range.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_range)]
+    pub node_port_range: (u16, u16),
+    /// Seconds between audits of the sets (drift is counted and healed).
+    #[arg(long, default_value_t = 30)]
+    pub audit_interval: u64,
+    /// Print the report of each pass as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
+    let a: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
+    let b: u16 = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;
+    if a > b {
+        return Err(format!("{a} is above {b}"));
+    }
+    Ok((a, b))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .context("reading the hostname for --node-name")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let store = SetStore::new(IpsetClient::new().context("opening the ipset netlink socket")?);
+    let mut reconciler = Reconciler::new(
+        store,
+        ProxyOptions {
+            node_port_range: args.node_port_range,
+        },
+    )
+    .context("starting the service proxy")?;
+
+    let mut last_seen = modified(&args.manifests);
+    pass(&mut reconciler, args, &node_name)?;
+    if args.once {
+        return Ok(());
+    }
+    let mut last_audit = Instant::now();
+    loop {
+        // Polling mtimes keeps the source dependency-free; a second is
+        // well inside any resync period a proxy is expected to meet.
+        std::thread::sleep(Duration::from_secs(1));
+        let seen = modified(&args.manifests);
+        if seen != last_seen {
+            last_seen = seen;
+            if let Err(e) = pass(&mut reconciler, args, &node_name) {
+                tracing::error!("reconcile failed: {e:#}");
+            }
+        }
+        if last_audit.elapsed() >= Duration::from_secs(args.audit_interval) {
+            last_audit = Instant::now();
+            match reconciler.store().audit() {
+                Ok(a) if a.drifted() => tracing::warn!(?a, "set drift found and healed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!("audit failed: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Reads the manifests and reconciles once.
+fn pass(reconciler: &mut Reconciler, args: &Args, node_name: &str) -> Result<()> {
+    let loaded = manifests::load(&args.manifests)
+        .with_context(|| format!("reading manifests from {}", args.manifests.display()))?;
+    for p in &loaded.problems {
+        tracing::warn!("skipped: {p}");
+    }
+    let host = HostInfo {
+        node_name: node_name.to_string(),
+        local_addresses: reconciler.local_addresses()?,
+    };
+    let snapshot = Snapshot::from_objects(loaded.objects, host);
+    if snapshot.node.is_none() {
+        tracing::warn!(
+            node = node_name,
+            "no Node object of this name: NodePorts have no address"
+        );
+    }
+    let report = reconciler.reconcile(&snapshot)?;
+    for p in &report.problems {
+        tracing::warn!("{p}");
+    }
+    tracing::info!("{}", report.summary());
+    if args.json {
+        println!("{}", json(&report, loaded.problems.len()));
+    } else if args.once {
+        println!("{}", report.summary());
+    }
+    if report.sets.as_ref().is_some_and(|s| !s.verified) {
+        bail!("the sets read back differently from what was written (another writer?)");
+    }
+    Ok(())
+}
+
+fn json(r: &ReconcileReport, skipped_documents: usize) -> serde_json::Value {
+    let sets = r.sets.as_ref().map(|s| &s.executed);
+    serde_json::json!({
+        "virtual_services": r.virtual_services,
+        "ipvs": {
+            "services_added": r.ipvs.services_added,
+            "services_edited": r.ipvs.services_edited,
+            "services_removed": r.ipvs.services_removed,
+            "services_unchanged": r.ipvs.services_unchanged,
+            "destinations_added": r.ipvs.destinations_added,
+            "destinations_edited": r.ipvs.destinations_edited,
+            "destinations_removed": r.ipvs.destinations_removed,
+        },
+        "sets": {
+            "created": sets.map(|s| s.created.clone()).unwrap_or_default(),
+            "members_added": sets.map_or(0, |s| s.members_added),
+            "members_deleted": sets.map_or(0, |s| s.members_deleted),
+        },
+        "addresses": {
+            "added": r.addresses.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "removed": r.addresses.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+        "chains_written": r.chains_written,
+        "problems": r.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "skipped_documents": skipped_documents,
+        "duration_ms": r.duration.as_secs_f64() * 1e3,
+    })
+}
+
+/// The newest modification time under `path`, to notice edits.
+fn modified(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| modified(&e.path()))
+        .chain(meta.modified().ok())
+        .max()
+}
