@@ -30,14 +30,15 @@ mount -t proc proc /root/proc
 mount -t sysfs sysfs /root/sys
 mount -t bpf bpf /root/sys/fs/bpf
 mount --move /dev /root/dev
-mount -t tmpfs -o mode=1777 tmpfs /root/tmp
 # A fresh /run: `ip netns add` keeps its state under /run/netns.
 mount -t tmpfs -o mode=0755 tmpfs /root/run
 mkdir /root/run/ipwarden-vm /root/dev/pts /root/dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /root/dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 # Not cached: the status must be on the host the moment it is written.
 mount -t 9p -o trans=virtio,version=9p2000.L,$msize results /root/run/ipwarden-vm
+# An empty /tmp, unless the caller's cwd is in the host's.
+[ -e /root/run/ipwarden-vm/host-tmp ] || mount -t tmpfs -o mode=1777 tmpfs /root/tmp
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /root/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 ip link set lo up
 wait $loading || echo "vm-init: some test modules failed to load"
 

@@ -18,6 +18,7 @@ use std::{
     collections::hash_map::DefaultHasher,
     fs,
     hash::{Hash, Hasher},
+    io::Write,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -68,6 +69,10 @@ pub fn run(opts: &Options) -> Result<i32> {
     fs::create_dir_all(&results)
         .with_context(|| format!("could not create {}", results.display()))?;
     let cwd = std::env::current_dir().context("could not read the current directory")?;
+    if cwd.starts_with("/tmp") {
+        // Stage 1 then leaves the host's /tmp (through the overlay) in place.
+        fs::write(results.join("host-tmp"), "").context("could not write host-tmp")?;
+    }
     let env = script::guest_env(std::env::vars_os());
     let busybox = initramfs::busybox()?;
     fs::write(
@@ -200,15 +205,14 @@ fn refused_pvh(vm: &qemu::Vm, outcome: &qemu::Outcome) -> bool {
 
 /// The guest console and qemu's own messages, for a VM that failed.
 fn print_logs(vm: &qemu::Vm) {
+    // Not eprintln!: a closed stderr (`| head`) must not turn into a panic.
+    let mut err = std::io::stderr().lock();
     for (what, path) in [("guest console", vm.console_log()), ("qemu", vm.qemu_log())] {
-        match fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => {
-                eprintln!("----- {what} ({}) -----", path.display());
-                eprintln!("{}", text.trim_end());
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("----- {what}: could not read {}: {e}", path.display()),
-        }
+        let _ = match fs::read_to_string(&path) {
+            Ok(text) if text.trim().is_empty() => Ok(()),
+            Ok(text) => writeln!(err, "----- {what} -----\n{}", text.trim_end()),
+            Err(e) => writeln!(err, "----- {what}: could not read {}: {e}", path.display()),
+        };
     }
-    eprintln!("----- end -----");
+    let _ = writeln!(err, "----- end -----");
 }
