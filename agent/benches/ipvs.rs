@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `IPWARDEN_BENCH_SIZES` (default `1000,10000`) and `IPWARDEN_BENCH_RUNS`
-//! (default 3) tune it. Prints a markdown table of medians.
+//! (default 3) tune it. Also times reading the table back: our `list()`
+//! against `ipvsadm -Ln`. Prints a markdown table of medians.
 
 use std::{
     io::Write,
@@ -101,7 +102,9 @@ fn ours(reqs: &[Request], n: u32, batch: Option<usize>) -> Duration {
     took
 }
 
-fn ipvsadm_restore(script: &str, n: u32) -> Duration {
+/// Programs the table with `ipvsadm -R`, then times reading it back both
+/// ways: (restore, our `list()`, `ipvsadm -Ln`).
+fn ipvsadm_restore(script: &str, n: u32) -> (Duration, Duration, Duration) {
     let ns = NetNs::new("ipw-bench").expect("netns");
     let start = Instant::now();
     let mut child = ns
@@ -117,9 +120,31 @@ fn ipvsadm_restore(script: &str, n: u32) -> Duration {
         .write_all(script.as_bytes())
         .expect("write");
     assert!(child.wait().expect("wait").success(), "ipvsadm -R failed");
-    let took = start.elapsed();
+    let restore = start.elapsed();
+
+    let list = ns
+        .run(|| {
+            let start = Instant::now();
+            let table = IpvsClient::connect()
+                .expect("connect")
+                .list()
+                .expect("list");
+            assert_eq!(table.len(), n as usize);
+            start.elapsed()
+        })
+        .expect("netns");
+    let start = Instant::now();
+    let shown = ns
+        .output("ipvsadm", &["-Ln", "--exact"])
+        .expect("ipvsadm -Ln");
+    let ipvsadm_list = start.elapsed();
+    assert_eq!(
+        shown.lines().filter(|l| l.starts_with("TCP")).count(),
+        n as usize
+    );
+
     check_and_flush(&ns, n);
-    took
+    (restore, list, ipvsadm_list)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -153,33 +178,45 @@ fn main() {
     for n in sizes {
         let reqs = requests(n);
         let text = script(n);
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        let mut t: [Vec<Duration>; 5] = Default::default();
         for run in 0..runs {
             // Alternate, so drift in the VM hits both sides alike.
-            a.push(ours(&reqs, n, None));
-            b.push(ipvsadm_restore(&text, n));
-            c.push(ours(&reqs, n, Some(1)));
+            t[0].push(ours(&reqs, n, None));
+            let (restore, list, ipvsadm_list) = ipvsadm_restore(&text, n);
+            t[1].push(restore);
+            t[2].push(ours(&reqs, n, Some(1)));
+            t[3].push(list);
+            t[4].push(ipvsadm_list);
             eprintln!(
-                "n={n} run {run}: ours {:?}, ipvsadm -R {:?}, ours unbatched {:?}",
-                a[a.len() - 1],
-                b[b.len() - 1],
-                c[c.len() - 1]
+                "n={n} run {run}: add: ours {:?}, ipvsadm -R {:?}, ours unbatched {:?}; \
+                 list: ours {:?}, ipvsadm -Ln {:?}",
+                t[0][run as usize],
+                t[1][run as usize],
+                t[2][run as usize],
+                t[3][run as usize],
+                t[4][run as usize],
             );
         }
-        rows.push((n, median(a), median(b), median(c)));
+        rows.push((n, t.map(median)));
     }
 
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let ratio = |a: Duration, b: Duration| format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64());
     println!(
-        "| services (x{DESTS_PER_SERVICE} dests) | ours, batched | ipvsadm -R | speed-up | ours, 1 request per sendmsg |"
+        "| services (x{DESTS_PER_SERVICE} dests) | add: ours, batched | add: ipvsadm -R | speed-up \
+         | add: ours, 1 request per sendmsg | list: ours | list: ipvsadm -Ln | speed-up |"
     );
-    println!("|---:|---:|---:|---:|---:|");
-    for (n, ours, ipvsadm, unbatched) in rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (n, [ours, restore, unbatched, list, ipvsadm_list]) in rows {
         println!(
-            "| {n} | {:.1} ms | {:.1} ms | {:.1}x | {:.1} ms |",
-            ours.as_secs_f64() * 1e3,
-            ipvsadm.as_secs_f64() * 1e3,
-            ipvsadm.as_secs_f64() / ours.as_secs_f64(),
-            unbatched.as_secs_f64() * 1e3,
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |",
+            ms(ours),
+            ms(restore),
+            ratio(restore, ours),
+            ms(unbatched),
+            ms(list),
+            ms(ipvsadm_list),
+            ratio(ipvsadm_list, list),
         );
     }
 }
