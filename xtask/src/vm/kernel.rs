@@ -14,23 +14,38 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// A kernel image and the release name its modules live under.
+#[derive(Debug)]
 pub struct Kernel {
     pub image: PathBuf,
     pub release: String,
+    modules_root: PathBuf,
 }
 
 impl Kernel {
     pub fn modules_dir(&self) -> PathBuf {
-        Path::new("/lib/modules").join(&self.release)
+        self.modules_root.join(&self.release)
     }
 }
 
 /// `IPWARDEN_VM_KERNEL` (a vmlinuz path or a release such as
 /// `6.1.0-56-amd64`), else the newest `/boot/vmlinuz-*-amd64` that has modules.
 pub fn find() -> Result<Kernel> {
-    if let Some(chosen) = std::env::var_os("IPWARDEN_VM_KERNEL") {
-        let chosen = PathBuf::from(chosen);
-        let (image, release) = if chosen.is_file() {
+    let chosen = std::env::var_os("IPWARDEN_VM_KERNEL").map(PathBuf::from);
+    find_in(
+        Path::new("/boot"),
+        Path::new("/lib/modules"),
+        chosen.as_deref(),
+    )
+}
+
+fn find_in(boot: &Path, modules_root: &Path, chosen: Option<&Path>) -> Result<Kernel> {
+    let kernel = |image: PathBuf, release: String| Kernel {
+        image,
+        release,
+        modules_root: modules_root.to_owned(),
+    };
+    if let Some(chosen) = chosen {
+        let found = if chosen.is_file() {
             let name = chosen.file_name().unwrap_or_default().to_string_lossy();
             let Some(release) = name.strip_prefix("vmlinuz-") else {
                 bail!(
@@ -38,36 +53,36 @@ pub fn find() -> Result<Kernel> {
                     chosen.display()
                 );
             };
-            (chosen.clone(), release.to_owned())
+            kernel(chosen.to_owned(), release.to_owned())
         } else {
             let release = chosen.to_string_lossy().into_owned();
-            (PathBuf::from(format!("/boot/vmlinuz-{release}")), release)
+            kernel(boot.join(format!("vmlinuz-{release}")), release)
         };
-        let kernel = Kernel { image, release };
-        if !kernel.image.is_file() || !kernel.modules_dir().is_dir() {
+        if !found.image.is_file() || !found.modules_dir().is_dir() {
             bail!(
                 "IPWARDEN_VM_KERNEL={}: need {} and {}",
                 chosen.display(),
-                kernel.image.display(),
-                kernel.modules_dir().display()
+                found.image.display(),
+                found.modules_dir().display()
             );
         }
-        return Ok(kernel);
+        return Ok(found);
     }
-    let mut releases: Vec<String> = fs::read_dir("/boot")
-        .context("could not list /boot")?
+    let mut releases: Vec<String> = fs::read_dir(boot)
+        .with_context(|| format!("could not list {}", boot.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| Some(n.strip_prefix("vmlinuz-")?.to_owned()))
-        .filter(|r| r.ends_with("-amd64") && Path::new("/lib/modules").join(r).is_dir())
+        .filter(|r| r.ends_with("-amd64") && modules_root.join(r).is_dir())
         .collect();
     releases.sort_by(|a, b| version_cmp(a, b));
     let Some(release) = releases.pop() else {
-        bail!("no kernel found (/boot/vmlinuz-*-amd64 with /lib/modules): run cargo xtask setup");
+        bail!(
+            "no kernel found ({}/vmlinuz-*-amd64 with {}/RELEASE): run cargo xtask setup",
+            boot.display(),
+            modules_root.display()
+        );
     };
-    Ok(Kernel {
-        image: PathBuf::from(format!("/boot/vmlinuz-{release}")),
-        release,
-    })
+    Ok(kernel(boot.join(format!("vmlinuz-{release}")), release))
 }
 
 /// Compares release names the way people read them: runs of digits as numbers,
@@ -267,6 +282,63 @@ mod tests {
             "a truncated magic is no magic"
         );
         assert_eq!(xz_offset(b""), None);
+    }
+
+    /// A fake /boot and /lib/modules under the temp dir.
+    fn tree(name: &str, images: &[&str], modules: &[&str]) -> (PathBuf, PathBuf) {
+        let root =
+            std::env::temp_dir().join(format!("ipwarden-kernel-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (boot, lib) = (root.join("boot"), root.join("modules"));
+        fs::create_dir_all(&boot).unwrap();
+        for image in images {
+            fs::write(boot.join(format!("vmlinuz-{image}")), "").unwrap();
+        }
+        for release in modules {
+            fs::create_dir_all(lib.join(release)).unwrap();
+        }
+        (boot, lib)
+    }
+
+    #[test]
+    fn picks_the_newest_amd64_kernel_that_has_modules() {
+        let (boot, lib) = tree(
+            "newest",
+            &[
+                "6.1.0-9-amd64",
+                "6.1.0-56-amd64",
+                "6.12.0-1-amd64",
+                "6.13.0-1-cloud-arm64",
+            ],
+            &["6.1.0-9-amd64", "6.1.0-56-amd64", "6.13.0-1-cloud-arm64"],
+        );
+        let k = find_in(&boot, &lib, None).unwrap();
+        assert_eq!(k.release, "6.1.0-56-amd64", "6.12 has no modules");
+        assert_eq!(k.image, boot.join("vmlinuz-6.1.0-56-amd64"));
+        assert_eq!(k.modules_dir(), lib.join("6.1.0-56-amd64"));
+
+        let k = find_in(&boot, &lib, Some(Path::new("6.1.0-9-amd64"))).unwrap();
+        assert_eq!(k.image, boot.join("vmlinuz-6.1.0-9-amd64"));
+        let by_path = boot.join("vmlinuz-6.1.0-9-amd64");
+        assert_eq!(
+            find_in(&boot, &lib, Some(&by_path)).unwrap().release,
+            "6.1.0-9-amd64"
+        );
+        let err = find_in(&boot, &lib, Some(Path::new("6.12.0-1-amd64"))).unwrap_err();
+        assert!(format!("{err:#}").contains("need"), "{err:#}");
+        let _ = fs::remove_dir_all(boot.parent().unwrap());
+    }
+
+    #[test]
+    fn no_kernel_says_what_to_run() {
+        let (boot, lib) = tree("none", &["6.1.0-56-amd64"], &[]);
+        let err = find_in(&boot, &lib, None).unwrap_err();
+        assert!(format!("{err:#}").starts_with("no kernel found"), "{err:#}");
+        assert!(
+            format!("{err:#}").ends_with("run cargo xtask setup"),
+            "{err:#}"
+        );
+        let _ = fs::remove_dir_all(boot.parent().unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod cpio;
 mod initramfs;
 mod kernel;
+mod modules;
 mod qemu;
 mod script;
 
