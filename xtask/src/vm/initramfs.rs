@@ -114,9 +114,7 @@ pub fn build(kernel: &kernel::Kernel, out: &Path) -> Result<()> {
     cpio.file("modules.boot", 0o644, lists[0].as_bytes());
     cpio.file("modules.test", 0o644, lists[1].as_bytes());
 
-    let tmp = out.with_extension("tmp");
-    fs::write(&tmp, cpio.finish()).with_context(|| format!("could not write {}", tmp.display()))?;
-    fs::rename(&tmp, out).with_context(|| format!("could not write {}", out.display()))
+    super::write_atomically(out, &cpio.finish())
 }
 
 /// What the initramfs depends on besides the kernel and busybox: its

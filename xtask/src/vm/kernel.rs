@@ -150,9 +150,7 @@ pub fn extract_vmlinux(image: &Path, out: &Path) -> Result<()> {
             image.display()
         );
     }
-    let tmp = out.with_extension("tmp");
-    fs::write(&tmp, &elf).with_context(|| format!("could not write {}", tmp.display()))?;
-    fs::rename(&tmp, out).with_context(|| format!("could not write {}", out.display()))
+    super::write_atomically(out, &elf)
 }
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit entry point qemu's PVH loader needs.

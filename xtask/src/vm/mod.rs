@@ -197,6 +197,14 @@ fn initramfs(kernel: &kernel::Kernel, cache: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Writes through a file of our own, then renames: a run starting meanwhile
+/// sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    fs::write(&tmp, bytes).with_context(|| format!("could not write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("could not write {}", path.display()))
+}
+
 /// qemu exits at once, naming PVH, when it cannot boot an ELF kernel.
 fn refused_pvh(vm: &qemu::Vm, outcome: &qemu::Outcome) -> bool {
     let booted_elf = vm.kernel.file_name().is_some_and(|n| n == "vmlinux");
