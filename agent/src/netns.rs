@@ -133,6 +133,35 @@ pub fn checked_output(cmd: &mut Command) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A bpffs of its own, mounted at a fresh directory under /run and
+/// unmounted on drop: pins for one test, visible to processes started with
+/// `ip netns exec` (which remounts /sys, hiding /sys/fs/bpf).
+#[derive(Debug)]
+pub struct BpfFs {
+    path: std::path::PathBuf,
+}
+
+impl BpfFs {
+    pub fn new(name: &str) -> io::Result<Self> {
+        let path = std::path::PathBuf::from(format!("/run/ipwarden-test-bpffs/{name}"));
+        std::fs::create_dir_all(&path)?;
+        checked_output(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))?;
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        // Lazy: a pinned link or map still open elsewhere must not fail us.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).output();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
 /// Gate for privileged tests. As root they always run. Without root they
 /// skip with a message, unless IPWARDEN_PRIVILEGED=1 demands them (then the
 /// test fails), so `cargo xtask test` can never pass by skipping.

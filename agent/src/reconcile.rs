@@ -10,6 +10,7 @@ use std::{
 };
 
 use crate::{
+    bpf::{mirror::service_id, runtime::BpfRuntime},
     cluster::Snapshot,
     controllers::services::{self, names},
     desired::{Problem, ServiceState},
@@ -93,6 +94,7 @@ impl ReconcileReport {
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
     pub node_port_range: (u16, u16),
+    pub services: services::Options,
 }
 
 /// Owns the kernel clients of the calling thread's network namespace.
@@ -101,6 +103,7 @@ pub struct Reconciler {
     ipvs: IpvsClient,
     link: LinkClient,
     opts: ProxyOptions,
+    bpf: Option<BpfRuntime>,
 }
 
 /// The service controller's claims in the set store.
@@ -127,7 +130,19 @@ impl Reconciler {
             ipvs,
             link: LinkClient::connect()?,
             opts,
+            bpf: None,
         })
+    }
+
+    /// Runs the eBPF data plane beside the proxy: its mirror follows the
+    /// service sets and it attaches to interfaces as they appear.
+    pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
+        self.bpf = Some(bpf);
+        self
+    }
+
+    pub fn bpf(&self) -> Option<&BpfRuntime> {
+        self.bpf.as_ref()
     }
 
     pub fn store(&self) -> &SetStore {
@@ -142,7 +157,25 @@ impl Reconciler {
     /// Computes the desired state of `snapshot` and programs it.
     pub fn reconcile(&mut self, snapshot: &Snapshot) -> Result<ReconcileReport, ReconcileError> {
         let start = Instant::now();
-        let state = services::desired(snapshot);
+        let state = services::desired_with(snapshot, &self.opts.services);
+        if let Some(bpf) = &self.bpf {
+            // Which Service each mirrored member belongs to.
+            if let Ok(mut ids) = bpf.ids.lock() {
+                ids.clear();
+                for vs in &state.virtual_services {
+                    let service = vs.origin.split(" port ").next().unwrap_or_default();
+                    if let Some(key) =
+                        crate::bpf::mirror::key_of_member(&crate::desired::sets::ip_port_member(
+                            vs.key.addr,
+                            vs.key.proto,
+                            vs.key.port,
+                        ))
+                    {
+                        ids.insert(key, service_id(service));
+                    }
+                }
+            }
+        }
         let mut report = ReconcileReport {
             virtual_services: state.virtual_services.len(),
             problems: state.problems.clone(),
@@ -153,6 +186,9 @@ impl Reconciler {
         report.addresses = self
             .link
             .sync_addresses(names::DUMMY_INTERFACE, &state.vips)?;
+        if let Some(bpf) = &mut self.bpf {
+            bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
+        }
         for plan in &state.iptables {
             let r = iptables::apply(plan)?;
             report.chains_written.extend(

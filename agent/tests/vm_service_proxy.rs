@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use ipwarden::netns::{privileged, NetNs};
+use ipwarden::netns::{privileged, BpfFs, NetNs};
 
 const CLUSTER: &str = include_str!("fixtures/proxy/cluster.yaml");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +21,7 @@ struct Lab {
     client: NetNs,
     _pods: Vec<NetNs>,
     manifests: PathBuf,
+    bpffs: BpfFs,
 }
 
 /// Starts a backend in `pod`: TCP 8080 and UDP 5353 answer with its name.
@@ -79,7 +80,9 @@ fn lab() -> Lab {
     let dir = std::env::temp_dir().join(format!("ipw-manifests-{}", node.name()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cluster.yaml"), CLUSTER).unwrap();
+    let bpffs = BpfFs::new(node.name()).unwrap();
     Lab {
+        bpffs,
         node,
         client,
         _pods: pods,
@@ -87,19 +90,17 @@ fn lab() -> Lab {
     }
 }
 
-/// `ipwarden run --once --json` in the node namespace; its report.
-fn run_once(node: &NetNs, manifests: &Path) -> serde_json::Value {
-    let out = node
+/// `ipwarden run --once --json` in the node namespace; its report. The
+/// eBPF data plane runs too (mode log), pinned on a bpffs of the lab's own.
+fn run_once(lab: &Lab) -> serde_json::Value {
+    let out = lab
+        .node
         .command(env!("CARGO_BIN_EXE_ipwarden"))
-        .args([
-            "run",
-            "--once",
-            "--json",
-            "--node-name",
-            "node-a",
-            "--manifests",
-        ])
-        .arg(manifests)
+        .args(["run", "--once", "--json", "--node-name", "node-a"])
+        .arg("--bpf-pin-dir")
+        .arg(lab.bpffs.path())
+        .arg("--manifests")
+        .arg(&lab.manifests)
         .output()
         .unwrap();
     assert!(
@@ -158,7 +159,7 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
         return;
     }
     let lab = lab();
-    let report = run_once(&lab.node, &lab.manifests);
+    let report = run_once(&lab);
     // web: 2 ports x (ClusterIP, NodePort, externalIP); sticky: 1.
     assert_eq!(report["virtual_services"], 7, "{report}");
     assert_eq!(report["ipvs"]["services_added"], 7);
@@ -232,7 +233,7 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     );
 
     // Unchanged manifests: nothing is written.
-    let again = run_once(&lab.node, &lab.manifests);
+    let again = run_once(&lab);
     assert_eq!(again["ipvs"]["services_unchanged"], 7, "{again}");
     assert_eq!(again["ipvs"]["destinations_added"], 0);
     assert_eq!(again["sets"]["members_added"], 0);
@@ -250,7 +251,7 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     );
     assert_ne!(changed, CLUSTER);
     std::fs::write(lab.manifests.join("cluster.yaml"), changed).unwrap();
-    let diff = run_once(&lab.node, &lab.manifests);
+    let diff = run_once(&lab);
     assert_eq!(diff["ipvs"]["destinations_removed"], 6, "{diff}");
     assert_eq!(diff["ipvs"]["services_added"], 0);
     assert_eq!(diff["ipvs"]["services_removed"], 0);

@@ -9,4 +9,6 @@
 pub mod maps;
 pub mod names;
 
-pub use maps::{Config, HitCounter, Mode, ServiceKey, ServiceValue};
+pub use maps::{
+    Config, Event, HitCounter, Mode, ServiceKey, ServiceValue, Stats, VipKey, VipValue,
+};

@@ -51,6 +51,68 @@ impl ServiceKey {
 /// Set by the auditor: the kernel ipset lacks this member although it is desired.
 pub const FLAG_MISSING_FROM_KERNEL: u32 = 1;
 
+/// A VIP: what `ipset` writes as `10.0.0.1` in `ipwarden-svip`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct VipKey {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+impl VipKey {
+    pub const fn of(key: &ServiceKey) -> Self {
+        Self {
+            family: key.family,
+            _pad: [0; 3],
+            addr: key.addr,
+        }
+    }
+}
+
+/// What the mirror knows about one VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipValue {
+    /// `FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Kinds of [`Event`].
+pub const EVENT_WOULD_REJECT: u32 = 1;
+pub const EVENT_RESCUED: u32 = 2;
+
+/// A connection start to a mirrored service port that the kernel ipset
+/// lacks: refused by the REJECT rule (mode log) or accepted thanks to the
+/// mark (mode allow). Sent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    pub kind: u32,
+    pub ifindex: u32,
+    pub family: u8,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Per-CPU totals of the classifier, slot 0 of the stats array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Packets whose (daddr, proto, dport) is in the mirror.
+    pub mirror_hits: u64,
+    /// Of those, packets to a member flagged missing from the kernel set.
+    pub missing_hits: u64,
+    /// Packets to a VIP on a port the mirror does not hold (refused by design).
+    pub vip_other_port: u64,
+    /// Events lost because the ring buffer was full.
+    pub events_dropped: u64,
+}
+
 /// What the mirror knows about one service destination.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -81,8 +143,18 @@ pub enum Mode {
     Allow = 2,
 }
 
+/// Sizes of the maps (max_entries), shared so the agent can check a pinned
+/// map against the object before adopting it. Room for every service port
+/// of a large cluster (kube-router's biggest reported clusters have a few
+/// thousand services, each with a few ports times ClusterIP, externalIPs
+/// and LB IPs).
+pub const MAX_SERVICE_PORTS: u32 = 65_536;
+pub const MAX_VIPS: u32 = 65_536;
+/// Ring buffer bytes: thousands of events between two reads of the agent.
+pub const EVENTS_BYTES: u32 = 1 << 18;
+
 /// The layout version the agent checks before adopting pinned maps.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Runtime configuration, slot 0 of [`crate::names::MAP_CONFIG`].
 #[repr(C)]
@@ -101,13 +173,21 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
 const _: () = assert!(core::mem::size_of::<HitCounter>() == 16);
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+const _: () = assert!(core::mem::size_of::<VipValue>() == 4);
+const _: () = assert!(core::mem::size_of::<Event>() == 48);
+const _: () = assert!(core::mem::size_of::<Stats>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)], have no padding bytes (checked by the
+    // SAFETY: all are #[repr(C)], have no implicit padding (checked by the
     // size asserts above) and every bit pattern is valid.
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::ServiceValue {}
     unsafe impl aya::Pod for super::HitCounter {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipValue {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Stats {}
 }

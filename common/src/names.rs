@@ -7,6 +7,22 @@ pub const MAP_SERVICES: &str = "IPW_SVC_PORTS";
 pub const MAP_HITS: &str = "IPW_HITS";
 /// One-slot array holding [`crate::Config`].
 pub const MAP_CONFIG: &str = "IPW_CONFIG";
+/// Mirror of `ipwarden-svip`: [`crate::VipKey`] -> [`crate::VipValue`].
+pub const MAP_VIPS: &str = "IPW_VIPS";
+/// Ring buffer of [`crate::Event`].
+pub const MAP_EVENTS: &str = "IPW_EVENTS";
+/// One-slot per-CPU array of [`crate::Stats`].
+pub const MAP_STATS: &str = "IPW_STATS";
+
+/// Every map the agent pins, so a restarted agent adopts them all.
+pub const PINNED_MAPS: &[&str] = &[
+    MAP_SERVICES,
+    MAP_VIPS,
+    MAP_HITS,
+    MAP_CONFIG,
+    MAP_STATS,
+    MAP_EVENTS,
+];
 
 /// The tc ingress classifier.
 pub const PROG_INGRESS: &str = "ipwarden_ingress";

@@ -1,6 +1,13 @@
 //! Attaching the classifier: TCX (kernel 6.6+) or a clsact qdisc.
 
-use aya::programs::{tc, SchedClassifier, TcAttachType};
+use std::path::Path;
+
+use aya::programs::{
+    links::Link as _,
+    links::{FdLink, PinnedLink},
+    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+};
 
 use super::BpfError;
 
@@ -13,28 +20,131 @@ pub enum Attachment {
     Clsact,
 }
 
-pub(super) fn ingress(prog: &mut SchedClassifier, iface: &str) -> Result<Attachment, BpfError> {
-    let err = |source| BpfError::Attach {
+/// The two cls_bpf priorities ipwarden alternates between on kernels
+/// without TCX, so a new program is attached before the old one is
+/// removed (make-before-break across restarts).
+const CLSACT_PRIORITIES: [u16; 2] = [0x1e00, 0x1e01];
+const CLSACT_HANDLE: u16 = 1;
+
+fn has_tcx() -> bool {
+    // aya's attach() picks TCX on kernels >= 6.6; mirror its test.
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+}
+
+fn err(iface: &str) -> impl Fn(ProgramError) -> BpfError + '_ {
+    move |source| BpfError::Attach {
         iface: iface.to_string(),
         source,
-    };
-    // aya's attach() picks TCX itself on kernels >= 6.6; mirror its test.
-    let tcx = aya::util::KernelVersion::current()
-        .is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
-    let kind = if tcx {
+    }
+}
+
+fn add_clsact(iface: &str) -> Result<(), BpfError> {
+    // clsact may already be there (another program, or our last run).
+    match tc::qdisc_add_clsact(iface) {
+        Ok(()) => Ok(()),
+        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.to_string().contains("exists") => Ok(()),
+        Err(e) => Err(err(iface)(ProgramError::from(e))),
+    }
+}
+
+/// Attaches for the lifetime of `prog` (tests, the demo).
+pub(super) fn ingress(prog: &mut SchedClassifier, iface: &str) -> Result<Attachment, BpfError> {
+    let kind = if has_tcx() {
         Attachment::Tcx
     } else {
-        // clsact may already be there (another program, or our last run):
-        // that is fine, anything else is not.
-        if let Err(e) = tc::qdisc_add_clsact(iface) {
-            let exists = matches!(&e, tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists)
-                || e.to_string().contains("exists");
-            if !exists {
-                return Err(err(aya::programs::ProgramError::from(e)));
-            }
-        }
+        add_clsact(iface)?;
         Attachment::Clsact
     };
-    prog.attach(iface, TcAttachType::Ingress).map_err(err)?;
+    prog.attach(iface, TcAttachType::Ingress)
+        .map_err(err(iface))?;
     Ok(kind)
+}
+
+/// Attaches so that the attachment outlives this process: a TCX link
+/// pinned at `pin` (an existing pinned link gets the new program atomically,
+/// bpf_link_update), or a cls_bpf filter at the free one of two priorities,
+/// with the filter of the previous run removed only after the new one is in.
+pub(super) fn ingress_persistent(
+    prog: &mut SchedClassifier,
+    iface: &str,
+    pin: &Path,
+) -> Result<Attachment, BpfError> {
+    if has_tcx() {
+        let id = match PinnedLink::from_pin(pin) {
+            Ok(old) => {
+                let link = SchedClassifierLink::try_from(FdLink::from(old))
+                    .map_err(|e| BpfError::Pin(format!("{}: {e}", pin.display())))?;
+                prog.attach_to_link(link).map_err(err(iface))?
+            }
+            Err(_) => prog
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(err(iface))?,
+        };
+        let link = prog.take_link(id).map_err(err(iface))?;
+        let fd = FdLink::try_from(link).map_err(|e| BpfError::Pin(e.to_string()))?;
+        if !pin.exists() {
+            fd.pin(pin)
+                .map_err(|e| BpfError::Pin(format!("{}: {e}", pin.display())))?;
+        }
+        // Dropping the fd leaves the pinned link (and the program) in place.
+        return Ok(Attachment::Tcx);
+    }
+    add_clsact(iface)?;
+    let handle = TcHandle::new(0, CLSACT_HANDLE);
+    let mut attached = None;
+    for (new, old) in [(0, 1), (1, 0)] {
+        let opts = NlOptions {
+            priority: CLSACT_PRIORITIES[new],
+            handle,
+            classid: None,
+        };
+        match prog.attach_with_options(iface, TcAttachType::Ingress, TcAttachOptions::Netlink(opts))
+        {
+            Ok(id) => {
+                attached = Some((id, old));
+                break;
+            }
+            // That priority holds the previous run's filter: use the other.
+            Err(e) if e.to_string().contains("exists") => continue,
+            Err(e) => return Err(err(iface)(e)),
+        }
+    }
+    let (id, old) = attached.ok_or_else(|| {
+        BpfError::Pin(format!(
+            "{iface}: both ipwarden clsact priorities are taken"
+        ))
+    })?;
+    // The filter must survive this process: aya would remove it on drop.
+    std::mem::forget(prog.take_link(id).map_err(err(iface))?);
+    if let Ok(previous) = SchedClassifierLink::attached(
+        iface,
+        TcAttachType::Ingress,
+        CLSACT_PRIORITIES[old],
+        handle,
+        None,
+    ) {
+        // Not there on a first start: nothing to remove.
+        let _ = previous.detach();
+    }
+    Ok(Attachment::Clsact)
+}
+
+/// Removes both of ipwarden's clsact filters from `iface` (cleanup).
+pub fn detach_clsact(iface: &str) {
+    for priority in CLSACT_PRIORITIES {
+        if let Ok(link) = SchedClassifierLink::attached(
+            iface,
+            TcAttachType::Ingress,
+            priority,
+            TcHandle::new(0, CLSACT_HANDLE),
+            None,
+        ) {
+            let _ = link.detach();
+        }
+    }
 }

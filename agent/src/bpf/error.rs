@@ -34,4 +34,6 @@ pub enum BpfError {
     },
     #[error("starting the eBPF log reader: {0}")]
     Logger(String),
+    #[error("bpffs pins: {0}")]
+    Pin(String),
 }

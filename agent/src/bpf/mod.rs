@@ -6,16 +6,28 @@
 
 mod attach;
 mod error;
+pub mod events;
 mod maps;
+pub mod migrate;
+pub mod mirror;
+pub mod pins;
+pub mod runtime;
 
 use std::path::{Path, PathBuf};
 
-use aya::{programs::SchedClassifier, Ebpf, EbpfLoader};
+use aya::{
+    maps::{HashMap as BpfHashMap, RingBuf},
+    programs::SchedClassifier,
+    Ebpf, EbpfLoader,
+};
 use ipwarden_common::{maps::LAYOUT_VERSION, names, Config, Mode};
 
-pub use attach::Attachment;
+pub use attach::{detach_clsact, Attachment};
 pub use error::BpfError;
 pub use maps::{HitTotals, ServiceMirror};
+pub use migrate::Pinned;
+pub use mirror::{BpfMirror, ServiceIds};
+pub use pins::PinLayout;
 
 /// Where the container image installs the object; `cargo xtask` passes the
 /// freshly built one through IPWARDEN_BPF_OBJECT instead.
@@ -45,8 +57,40 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads `object`, with the program's log lines at `log_level`.
+    /// Loads `object` with private maps (tests, the demo), with the
+    /// program's log lines at `log_level`.
     pub fn load(object: &Path, log_level: ProgramLogLevel) -> Result<Self, BpfError> {
+        Self::load_with(object, log_level, None)
+    }
+
+    /// Loads `object` with its maps pinned under `pins`: maps pinned by a
+    /// previous run are adopted when they match this object (so counters
+    /// and the mirror survive a restart), replaced when they do not.
+    pub fn load_persistent(
+        object: &Path,
+        log_level: ProgramLogLevel,
+        pins: &PinLayout,
+    ) -> Result<(Self, Pinned), BpfError> {
+        pins.create().map_err(|e| BpfError::Pin(e.to_string()))?;
+        let pinned = migrate::check(pins)
+            .map_err(|e| BpfError::Pin(format!("{}: {e}", pins.maps_dir().display())))?;
+        match Self::load_with(object, log_level, Some(pins)) {
+            Ok(dp) => {
+                migrate::commit(pins);
+                Ok((dp, pinned))
+            }
+            Err(e) => {
+                migrate::revert(pins);
+                Err(e)
+            }
+        }
+    }
+
+    fn load_with(
+        object: &Path,
+        log_level: ProgramLogLevel,
+        pins: Option<&PinLayout>,
+    ) -> Result<Self, BpfError> {
         let level: u8 = match log_level {
             ProgramLogLevel::Off => 0,
             ProgramLogLevel::Error => 1,
@@ -54,13 +98,17 @@ impl Dataplane {
             ProgramLogLevel::Info => 3,
             ProgramLogLevel::Debug => 4,
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
-            .load_file(object)
-            .map_err(|source| BpfError::Load {
-                path: object.to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &level, true);
+        if let Some(pins) = pins {
+            for name in names::PINNED_MAPS {
+                loader.map_pin_path(name, pins.map(name));
+            }
+        }
+        let mut ebpf = loader.load_file(object).map_err(|source| BpfError::Load {
+            path: object.to_path_buf(),
+            source: Box::new(source),
+        })?;
         let prog: &mut SchedClassifier = ebpf
             .program_mut(names::PROG_INGRESS)
             .ok_or(BpfError::Missing {
@@ -119,6 +167,61 @@ impl Dataplane {
                 source,
             })?;
         attach::ingress(prog, iface)
+    }
+
+    /// Like [`Self::attach_ingress`], but the attachment outlives this
+    /// process (pinned TCX link, or a clsact filter left in place), and a
+    /// previous run's attachment is replaced make-before-break.
+    pub fn attach_ingress_persistent(
+        &mut self,
+        iface: &str,
+        pins: &PinLayout,
+    ) -> Result<Attachment, BpfError> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(names::PROG_INGRESS)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: names::PROG_INGRESS,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program {
+                name: names::PROG_INGRESS,
+                source,
+            })?;
+        attach::ingress_persistent(prog, iface, &pins.link(iface))
+    }
+
+    /// Hands the two mirror maps to a [`BpfMirror`] (the store's mirror
+    /// hook); [`Self::services`] is unavailable afterwards.
+    pub fn take_mirror(&mut self, ids: ServiceIds) -> Result<BpfMirror, BpfError> {
+        let services = self.take(names::MAP_SERVICES)?;
+        let vips = self.take(names::MAP_VIPS)?;
+        Ok(BpfMirror::new(
+            BpfHashMap::try_from(services).map_err(|source| BpfError::Map {
+                name: names::MAP_SERVICES,
+                source,
+            })?,
+            BpfHashMap::try_from(vips).map_err(|source| BpfError::Map {
+                name: names::MAP_VIPS,
+                source,
+            })?,
+            ids,
+        ))
+    }
+
+    /// The event ring buffer, for [`events::spawn_reader`].
+    pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>, BpfError> {
+        RingBuf::try_from(self.take(names::MAP_EVENTS)?).map_err(|source| BpfError::Map {
+            name: names::MAP_EVENTS,
+            source,
+        })
+    }
+
+    fn take(&mut self, name: &'static str) -> Result<aya::maps::Map, BpfError> {
+        self.ebpf
+            .take_map(name)
+            .ok_or(BpfError::Missing { what: "map", name })
     }
 
     /// The service mirror map (`IPW_SVC_PORTS`) with its hit counters.

@@ -8,8 +8,16 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use ipwarden_common::{names, Mode};
+
 use crate::{
+    bpf::{
+        self,
+        runtime::{BpfOptions, BpfRuntime},
+        PinLayout, ProgramLogLevel,
+    },
     cluster::{manifests, HostInfo, Snapshot},
+    controllers::services::{self, BpfRules},
     kernel::ipset::IpsetClient,
     reconcile::{ProxyOptions, ReconcileReport, Reconciler},
     store::SetStore,
@@ -36,6 +44,55 @@ pub struct Args {
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub bpf: BpfArgs,
+}
+
+/// The eBPF data plane (`--bpf-*`).
+#[derive(clap::Args, Debug)]
+pub struct BpfArgs {
+    /// off: no program; log: count and report mirrored traffic that an
+    /// inconsistent ipset refuses; allow: also accept it (the rescue).
+    #[arg(long, env = "IPWARDEN_BPF_MODE", default_value = "log")]
+    pub bpf_mode: BpfMode,
+    /// The eBPF object (built by `cargo xtask build-ebpf`).
+    #[arg(long, env = "IPWARDEN_BPF_OBJECT", default_value = bpf::DEFAULT_OBJECT)]
+    pub bpf_object: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    /// Comma-separated interfaces; default: every interface with a global
+    /// unicast address, plus ipwarden0.
+    #[arg(long, env = "IPWARDEN_BPF_INTERFACES", value_delimiter = ',')]
+    pub bpf_interfaces: Vec<String>,
+    /// The skb->mark bit the program sets on mirrored traffic.
+    #[arg(long, default_value_t = names::DEFAULT_MARK, value_parser = parse_mark)]
+    pub bpf_mark: u32,
+    /// Level of the program's own log lines.
+    #[arg(long, default_value = "info")]
+    pub bpf_log_level: ProgramLogLevel,
+    /// Append every event (5-tuple) as a JSON line to this file.
+    #[arg(long)]
+    pub bpf_events_log: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BpfMode {
+    Off,
+    Log,
+    Allow,
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let v = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s}: {e}"))?;
+    if v == 0 {
+        return Err("the mark must have at least one bit set".into());
+    }
+    Ok(v)
 }
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
@@ -57,13 +114,45 @@ pub fn run(args: &Args) -> Result<()> {
             .into_owned(),
     };
     let store = SetStore::new(IpsetClient::new().context("opening the ipset netlink socket")?);
+    let mode = match args.bpf.bpf_mode {
+        BpfMode::Off => None,
+        BpfMode::Log => Some(Mode::Log),
+        BpfMode::Allow => Some(Mode::Allow),
+    };
+    let bpf_runtime = match mode {
+        None => None,
+        Some(mode) => Some(
+            BpfRuntime::start(
+                BpfOptions {
+                    mode,
+                    mark: args.bpf.bpf_mark,
+                    object: args.bpf.bpf_object.clone(),
+                    pins: PinLayout::new(&args.bpf.bpf_pin_dir),
+                    interfaces: args.bpf.bpf_interfaces.clone(),
+                    log_level: args.bpf.bpf_log_level,
+                    events_log: args.bpf.bpf_events_log.clone(),
+                },
+                &store,
+            )
+            .context("starting the eBPF data plane (use --bpf-mode off to run without it)")?,
+        ),
+    };
     let mut reconciler = Reconciler::new(
         store,
         ProxyOptions {
             node_port_range: args.node_port_range,
+            services: services::Options {
+                bpf: mode.map(|mode| BpfRules {
+                    mode,
+                    mark: args.bpf.bpf_mark,
+                }),
+            },
         },
     )
     .context("starting the service proxy")?;
+    if let Some(rt) = bpf_runtime {
+        reconciler = reconciler.with_bpf(rt);
+    }
 
     let mut last_seen = modified(&args.manifests);
     pass(&mut reconciler, args, &node_name)?;

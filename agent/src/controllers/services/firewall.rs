@@ -6,6 +6,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
+use ipwarden_common::Mode;
 
 use crate::{
     desired::{
@@ -18,6 +19,13 @@ use crate::{
 use super::names::{
     CHAIN_POSTROUTING, CHAIN_SERVICES, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP, SET_SVIP_PRT,
 };
+
+/// What the tc program does, for the rules that work with its mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BpfRules {
+    pub mode: Mode,
+    pub mark: u32,
+}
 
 /// A LoadBalancer frontend restricted to `ranges` (loadBalancerSourceRanges).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,7 +77,11 @@ pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
 /// The filter-table plan of one family: the INPUT jump for VIP traffic and
 /// the chain that accepts ICMP and service ports and refuses the rest of
 /// the traffic to a VIP.
-pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TablePlan {
+pub fn filter_plan(
+    family: Family,
+    restrictions: &[SourceRestriction],
+    bpf: Option<BpfRules>,
+) -> TablePlan {
     let set_family = match family {
         Family::V4 => SetFamily::Inet,
         Family::V6 => SetFamily::Inet6,
@@ -91,7 +103,19 @@ pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TableP
             "icmp6-port-unreachable",
         ),
     };
-    let mut rules = icmp;
+    let mut rules = Vec::new();
+    if let Some(BpfRules {
+        mode: Mode::Allow,
+        mark,
+    }) = bpf
+    {
+        // The tc program marked traffic to a mirrored service port: accept
+        // it whatever the ipset holds (the rescue of kube-router #1732).
+        rules.push(format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"ipwarden:bpf-allow\" -j ACCEPT"
+        ));
+    }
+    rules.extend(icmp);
     for r in restrictions
         .iter()
         .filter(|r| SetFamily::of(&r.key.addr) == set_family)
@@ -109,6 +133,17 @@ pub fn filter_plan(family: Family, restrictions: &[SourceRestriction]) -> TableP
     let svip_prt = family_set_name(set_family, SET_SVIP_PRT);
     let local = family_set_name(set_family, SET_LOCAL_IPS);
     rules.push(format!("-m set --match-set {svip_prt} dst,dst -j ACCEPT"));
+    if let Some(BpfRules {
+        mode: Mode::Log,
+        mark,
+    }) = bpf
+    {
+        // Counts mirrored traffic that the ipset did not accept: what an
+        // inconsistent set is refusing, seen before the auditor notices.
+        rules.push(format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"ipwarden:bpf-refused\""
+        ));
+    }
     rules.push(format!(
         "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
     ));

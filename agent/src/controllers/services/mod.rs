@@ -21,7 +21,7 @@ use crate::{
     kernel::iptables::Family,
 };
 
-pub use firewall::SourceRestriction;
+pub use firewall::{BpfRules, SourceRestriction};
 
 #[cfg(test)]
 mod tests;
@@ -30,8 +30,20 @@ use frontends::Kind;
 /// Kubernetes' default ClientIP affinity timeout (3 hours).
 const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 
-/// The desired service state for `snapshot`. Pure: no I/O, no clock.
+/// Settings that shape the desired state beyond the snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The eBPF data plane's mode and mark, when it runs.
+    pub bpf: Option<BpfRules>,
+}
+
+/// The desired service state for `snapshot`, without eBPF rules.
 pub fn desired(snapshot: &Snapshot) -> ServiceState {
+    desired_with(snapshot, &Options::default())
+}
+
+/// The desired service state for `snapshot`. Pure: no I/O, no clock.
+pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
     let mut problems = Vec::new();
     let mut services: BTreeMap<VsKey, VirtualService> = BTreeMap::new();
     let mut vips = BTreeSet::new();
@@ -79,7 +91,7 @@ pub fn desired(snapshot: &Snapshot) -> ServiceState {
             .into_iter()
             .flat_map(|f| {
                 [
-                    firewall::filter_plan(f, &restrictions),
+                    firewall::filter_plan(f, &restrictions, opts.bpf),
                     firewall::nat_plan(f),
                 ]
             })

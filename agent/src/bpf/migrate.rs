@@ -1,0 +1,175 @@
+//! Before adopting pinned maps, check they are the maps this object
+//! defines (cilium's bpffs migration, in small): same type, key and value
+//! sizes and capacity, and the layout version in the config map. Anything
+//! else is moved aside, replaced by a fresh map, and removed once the new
+//! object loaded (or moved back if it did not).
+
+use std::path::PathBuf;
+
+use aya::maps::{Array, Map, MapData, MapInfo, MapType};
+use ipwarden_common::{
+    maps::{EVENTS_BYTES, LAYOUT_VERSION, MAX_SERVICE_PORTS, MAX_VIPS},
+    names, Config, HitCounter, ServiceKey, ServiceValue, Stats, VipKey, VipValue,
+};
+
+use super::pins::PinLayout;
+
+/// What a map must look like to be adopted.
+struct Expected {
+    name: &'static str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+fn size<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+fn expected() -> [Expected; 6] {
+    [
+        Expected {
+            name: names::MAP_SERVICES,
+            map_type: MapType::Hash,
+            key_size: size::<ServiceKey>(),
+            value_size: size::<ServiceValue>(),
+            max_entries: MAX_SERVICE_PORTS,
+        },
+        Expected {
+            name: names::MAP_VIPS,
+            map_type: MapType::Hash,
+            key_size: size::<VipKey>(),
+            value_size: size::<VipValue>(),
+            max_entries: MAX_VIPS,
+        },
+        Expected {
+            name: names::MAP_HITS,
+            map_type: MapType::PerCpuHash,
+            key_size: size::<ServiceKey>(),
+            value_size: size::<HitCounter>(),
+            max_entries: MAX_SERVICE_PORTS,
+        },
+        Expected {
+            name: names::MAP_CONFIG,
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: size::<Config>(),
+            max_entries: 1,
+        },
+        Expected {
+            name: names::MAP_STATS,
+            map_type: MapType::PerCpuArray,
+            key_size: 4,
+            value_size: size::<Stats>(),
+            max_entries: 1,
+        },
+        Expected {
+            name: names::MAP_EVENTS,
+            map_type: MapType::RingBuf,
+            key_size: 0,
+            value_size: 0,
+            max_entries: EVENTS_BYTES,
+        },
+    ]
+}
+
+/// What was found pinned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// Nothing pinned: a first start.
+    Nothing,
+    /// Every map matches: adopt them.
+    Compatible,
+    /// Some map differs; the reason names it. The old maps were moved to
+    /// `NAME.pending`.
+    Replaced(String),
+}
+
+/// Why a pinned map is not adoptable, or None if it is.
+fn mismatch(info: &MapInfo, e: &Expected) -> Option<String> {
+    let found = (
+        info.map_type().ok(),
+        info.key_size(),
+        info.value_size(),
+        info.max_entries(),
+    );
+    let want = (Some(e.map_type), e.key_size, e.value_size, e.max_entries);
+    (found != want).then(|| {
+        format!(
+            "{}: pinned (type {:?}, key {} B, value {} B, {} entries), object wants (type {:?}, key {} B, value {} B, {} entries)",
+            e.name, found.0, found.1, found.2, found.3, want.0, want.1, want.2, want.3
+        )
+    })
+}
+
+fn pinned_layout_version(pins: &PinLayout) -> Option<u32> {
+    let data = MapData::from_pin(pins.map(names::MAP_CONFIG)).ok()?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(data)).ok()?;
+    config.get(&0, 0).ok().map(|c| c.layout_version)
+}
+
+/// Checks the pinned maps and moves them aside when any is incompatible.
+pub fn check(pins: &PinLayout) -> std::io::Result<Pinned> {
+    let mut any = false;
+    let mut reason = None;
+    for e in expected() {
+        let path = pins.map(e.name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        match MapInfo::from_pin(&path) {
+            Ok(info) => {
+                if let Some(why) = mismatch(&info, &e) {
+                    reason.get_or_insert(why);
+                }
+            }
+            Err(err) => {
+                reason.get_or_insert(format!("{}: unreadable pin ({err})", e.name));
+            }
+        }
+    }
+    if !any {
+        return Ok(Pinned::Nothing);
+    }
+    if reason.is_none() {
+        // Same shapes but another meaning is still another layout; 0 is a
+        // config map never written (a crash before configure).
+        match pinned_layout_version(pins) {
+            Some(v) if v != LAYOUT_VERSION && v != 0 => {
+                reason = Some(format!(
+                    "{}: layout version {v}, this agent writes {LAYOUT_VERSION}",
+                    names::MAP_CONFIG
+                ));
+            }
+            _ => return Ok(Pinned::Compatible),
+        }
+    }
+    for name in names::PINNED_MAPS {
+        let path = pins.map(name);
+        if path.exists() {
+            std::fs::rename(&path, pins.pending_map(name))?;
+        }
+    }
+    Ok(Pinned::Replaced(reason.unwrap_or_default()))
+}
+
+/// After a successful load: drop the moved-aside maps.
+pub fn commit(pins: &PinLayout) {
+    for name in names::PINNED_MAPS {
+        let _ = std::fs::remove_file(pins.pending_map(name));
+    }
+}
+
+/// After a failed load: put the old maps back so the running data plane
+/// keeps its state.
+pub fn revert(pins: &PinLayout) {
+    for name in names::PINNED_MAPS {
+        let pending: PathBuf = pins.pending_map(name);
+        if pending.exists() {
+            let _ = std::fs::remove_file(pins.map(name));
+            let _ = std::fs::rename(&pending, pins.map(name));
+        }
+    }
+}

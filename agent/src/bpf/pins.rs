@@ -1,0 +1,78 @@
+//! Every bpffs path ipwarden uses, in one place.
+//!
+//!     <root>/maps/<MAP>        pinned maps (adopted by a restarted agent)
+//!     <root>/links/<iface>     pinned TCX links (they outlive the agent)
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+/// The pin layout under one bpffs directory (default /sys/fs/bpf/ipwarden).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn maps_dir(&self) -> PathBuf {
+        self.root.join("maps")
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(name)
+    }
+
+    /// Where a map is moved while a replacement is being loaded.
+    pub fn pending_map(&self, name: &str) -> PathBuf {
+        self.maps_dir().join(format!("{name}.pending"))
+    }
+
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.links_dir().join(iface)
+    }
+
+    /// Creates the directories, and checks they are on a bpffs mount (pins
+    /// anywhere else fail, or vanish with the process's mount namespace).
+    pub fn create(&self) -> io::Result<()> {
+        let hint = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: {e}; it must be on a bpffs mount (`mount -t bpf bpf /sys/fs/bpf`; \
+                     under `ip netns exec`, /sys is remounted: use --bpf-pin-dir on a bpffs mounted elsewhere)",
+                    self.root.display()
+                ),
+            )
+        };
+        std::fs::create_dir_all(self.maps_dir()).map_err(hint)?;
+        std::fs::create_dir_all(self.links_dir()).map_err(hint)?;
+        let fs = nix::sys::statfs::statfs(&self.root).map_err(|e| hint(e.into()))?;
+        if fs.filesystem_type() != nix::sys::statfs::BPF_FS_MAGIC {
+            return Err(hint(io::Error::other("not a bpffs")));
+        }
+        Ok(())
+    }
+
+    /// Removes every pin (`ipwarden cleanup`). Unpinning a TCX link
+    /// detaches it once nothing else holds it; unpinned maps go when their
+    /// last program does.
+    pub fn remove_all(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
