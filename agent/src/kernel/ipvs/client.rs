@@ -18,7 +18,7 @@ use super::{
         decode_destination, decode_family_id, decode_info, decode_service, decode_timeouts,
         encode_query, encode_request, encode_resolve, Query,
     },
-    netlink::{frames, Reply},
+    netlink::{frames, Frame, Reply},
     request::Request,
     types::{
         Destination, DestinationEntry, DestinationKey, Info, Service, ServiceEntry, ServiceKey,
@@ -68,7 +68,7 @@ impl IpvsClient {
         let mut client = IpvsClient {
             sock,
             family: 0,
-            seq: initial_seq(),
+            seq: 1,
             // Half the room the acks of a batch may take, for safety.
             batch: (rcvbuf / ACK_TRUESIZE / 2).clamp(16, MAX_BATCH),
             send_buf: Vec::with_capacity(MAX_BATCH_BYTES),
@@ -172,29 +172,14 @@ impl IpvsClient {
                         "malformed netlink message",
                     ));
                 };
-                let offset = frame.seq.wrapping_sub(first_seq) as usize;
-                let i = start + offset;
-                if offset >= end - start || results[i].is_some() {
-                    tracing::debug!(seq = frame.seq, "ipvs: ignoring a message for no request");
-                    continue;
+                if file_reply(
+                    &frame,
+                    &reqs[start..end],
+                    first_seq,
+                    &mut results[start..end],
+                ) {
+                    pending -= 1;
                 }
-                let outcome = match frame.reply() {
-                    Ok(Reply::Ack) => Ok(()),
-                    Ok(Reply::Error { errno, extack }) => Err(IpvsError::from_errno(
-                        reqs[i].op(),
-                        reqs[i].target(),
-                        errno,
-                        extack,
-                        reqs[i].scheduler(),
-                    )),
-                    Ok(_) => continue,
-                    Err(source) => Err(IpvsError::Decode {
-                        op: reqs[i].op(),
-                        source,
-                    }),
-                };
-                results[i] = Some(outcome);
-                pending -= 1;
             }
         }
         Ok(())
@@ -417,8 +402,8 @@ impl IpvsClient {
 
     fn next_seq(&mut self) -> u32 {
         let seq = self.seq;
-        // Never 0: some tools treat seq 0 as "unsolicited".
-        self.seq = self.seq.wrapping_add(1).max(1);
+        // Plain wrapping: `execute_all` relies on consecutive numbers.
+        self.seq = self.seq.wrapping_add(1);
         seq
     }
 
@@ -456,6 +441,39 @@ impl IpvsClient {
     }
 }
 
+/// Files the answer in `frame` under its request: the batch `reqs` went
+/// out with consecutive sequence numbers from `first_seq`. Returns whether
+/// it answered a request still waiting; anything else (a stale answer of
+/// an abandoned batch, a second answer) is ignored.
+fn file_reply(
+    frame: &Frame<'_>,
+    reqs: &[Request],
+    first_seq: u32,
+    results: &mut [Option<Result<(), IpvsError>>],
+) -> bool {
+    let i = frame.seq.wrapping_sub(first_seq) as usize;
+    let (Some(req), Some(slot @ None)) = (reqs.get(i), results.get_mut(i)) else {
+        tracing::debug!(seq = frame.seq, "ipvs: ignoring a message for no request");
+        return false;
+    };
+    *slot = Some(match frame.reply() {
+        Ok(Reply::Ack) => Ok(()),
+        Ok(Reply::Error { errno, extack }) => Err(IpvsError::from_errno(
+            req.op(),
+            req.target(),
+            errno,
+            extack,
+            req.scheduler(),
+        )),
+        Ok(_) => return false,
+        Err(source) => Err(IpvsError::Decode {
+            op: req.op(),
+            source,
+        }),
+    });
+    true
+}
+
 /// How a single transaction failed, before it is named.
 enum Failure {
     Errno(i32, Option<String>),
@@ -480,15 +498,6 @@ fn clone_io(e: &io::Error) -> io::Error {
         Some(errno) => io::Error::from_raw_os_error(errno),
         None => io::Error::new(e.kind(), e.to_string()),
     }
-}
-
-/// Sequence numbers start from the clock so that answers meant for an
-/// earlier client on a reused port id are not mistaken for ours.
-fn initial_seq() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() | 1)
-        .unwrap_or(1)
 }
 
 fn setsockopt_int(
@@ -560,5 +569,55 @@ fn set_recv_timeout(sock: &NlSocket, timeout: Duration) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::ipvs::{Scheduler, Service};
+
+    fn ack(seq: u32, errno: i32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&36u32.to_ne_bytes());
+        v.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+        v.extend_from_slice(&0u16.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&(-errno).to_ne_bytes());
+        v.extend_from_slice(&[0; 16]);
+        v
+    }
+
+    #[test]
+    fn answers_are_filed_by_sequence_number_across_wraparound() {
+        let reqs: Vec<Request> = (0..4u8)
+            .map(|i| {
+                let key = ServiceKey::tcp([10, 0, 0, i].into(), 80);
+                Request::AddService(Service::new(key, Scheduler::round_robin()))
+            })
+            .collect();
+        let first = u32::MAX - 1; // the batch is MAX-1, MAX, 0, 1
+        let mut results: Vec<Option<Result<(), IpvsError>>> = (0..4).map(|_| None).collect();
+        let mut buf = Vec::new();
+        for (seq, errno) in [(1, 0), (first, libc::EEXIST), (7, 0), (0, 0), (1, 0)] {
+            buf.extend(ack(seq, errno));
+        }
+        let filed: Vec<bool> = frames(&buf)
+            .map(|f| file_reply(&f.unwrap(), &reqs, first, &mut results))
+            .collect();
+        // seq 7 belongs to no request; the second answer for seq 1 is stale.
+        assert_eq!(filed, [true, true, false, true, false]);
+        assert!(results[0]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap_err()
+            .is_exists());
+        assert!(results[1].is_none(), "seq MAX was never answered");
+        assert!(matches!(results[2], Some(Ok(()))));
+        assert!(matches!(results[3], Some(Ok(()))));
+        let e = results[0].take().unwrap().unwrap_err();
+        assert_eq!(e.to_string(), "add service TCP 10.0.0.0:80: already exists");
     }
 }
