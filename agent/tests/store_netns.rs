@@ -386,6 +386,15 @@ fn the_auditor_counts_and_heals_outside_changes() {
             .unwrap();
         ns.output("ipset", &["destroy", "ipwarden-local-ips"])
             .unwrap();
+        // With a heal delay the drift is reported and flagged, not healed.
+        let hour = std::time::Duration::from_secs(3600);
+        let report = store.audit_healing_after(hour).unwrap();
+        assert_eq!(
+            report.missing_mirrored["ipwarden-svip-prt"],
+            set_of(&["10.96.0.10,tcp:443"])
+        );
+        assert!(!members(&ns, "ipwarden-svip-prt").contains("10.96.0.10,tcp:443"));
+        // At once: counted and healed.
         let report = store.audit().unwrap();
         assert_eq!(
             report.members_missing, 2,
@@ -393,9 +402,9 @@ fn the_auditor_counts_and_heals_outside_changes() {
         );
         assert_eq!(report.members_unexpected, 1);
         assert_eq!(report.sets_missing, 1);
-        assert_eq!(
-            report.missing_mirrored["ipwarden-svip-prt"],
-            set_of(&["10.96.0.10,tcp:443"])
+        assert!(
+            report.missing_mirrored.is_empty(),
+            "healed: nothing left flagged"
         );
         assert_eq!(
             members(&ns, "ipwarden-svip-prt"),
@@ -408,7 +417,7 @@ fn the_auditor_counts_and_heals_outside_changes() {
         let drift = store.drift();
         assert_eq!(
             (drift.audits, drift.heals, drift.members_missing),
-            (2, 1, 2)
+            (3, 1, 4)
         );
         assert!(!store.audit().unwrap().drifted());
     })

@@ -41,6 +41,14 @@ pub struct Args {
     /// Seconds between audits of the sets (drift is counted and healed).
     #[arg(long, default_value_t = 30)]
     pub audit_interval: u64,
+    /// Heal set drift only once it has lasted this many seconds; until then
+    /// the mirror flags the missing members, so the tc program reports (log)
+    /// or rescues (allow) traffic to them. 0 heals at once.
+    #[arg(long, default_value_t = 0)]
+    pub audit_heal_delay: u64,
+    /// Write this file once the first pass has programmed the kernel.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +164,10 @@ pub fn run(args: &Args) -> Result<()> {
 
     let mut last_seen = modified(&args.manifests);
     pass(&mut reconciler, args, &node_name)?;
+    if let Some(ready) = &args.ready_file {
+        std::fs::write(ready, b"ready\n")
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
     if args.once {
         return Ok(());
     }
@@ -173,7 +185,8 @@ pub fn run(args: &Args) -> Result<()> {
         }
         if last_audit.elapsed() >= Duration::from_secs(args.audit_interval) {
             last_audit = Instant::now();
-            match reconciler.store().audit() {
+            let delay = Duration::from_secs(args.audit_heal_delay);
+            match reconciler.store().audit_healing_after(delay) {
                 Ok(a) if a.drifted() => tracing::warn!(?a, "set drift found and healed"),
                 Ok(_) => {}
                 Err(e) => tracing::error!("audit failed: {e:#}"),

@@ -1,9 +1,12 @@
 //! The auditor: kernel vs desired vs mirror, on a timer. Drift is counted
 //! by kind and healed through the same plan-and-execute path as an apply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
-use super::{execute, plan_for, Inner, StoreError};
+use super::{execute, plan_for, Inner, Plan, StoreError};
 
 /// Running totals since start, exported as metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,7 +34,8 @@ pub struct AuditReport {
     pub sets_missing: usize,
     pub sets_wrong_type: usize,
     pub mirror_entries_wrong: usize,
-    /// Mirrored members missing from the kernel, by set.
+    /// Mirrored members missing from the kernel and not healed in this
+    /// pass (still flagged in the mirror), by set.
     pub missing_mirrored: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -46,9 +50,80 @@ impl AuditReport {
     }
 }
 
-pub(super) fn run(inner: &mut Inner) -> Result<AuditReport, StoreError> {
+/// One difference between kernel and desired state, as the auditor
+/// tracks it between passes: (set, member; None for the whole set).
+pub(super) type DriftItem = (String, Option<String>);
+
+/// Keeps the parts of `plan` whose drift was first seen at least
+/// `heal_after` ago, and records when new drift was first seen.
+fn aged(
+    plan: &Plan,
+    seen: &mut BTreeMap<DriftItem, Instant>,
+    now: Instant,
+    heal_after: Duration,
+) -> Plan {
+    let mut old_enough =
+        |item: DriftItem| now.duration_since(*seen.entry(item).or_insert(now)) >= heal_after;
+    let mut out = Plan {
+        types: plan.types.clone(),
+        ..Plan::default()
+    };
+    out.create = plan
+        .create
+        .iter()
+        .filter(|s| old_enough((s.name.clone(), None)))
+        .cloned()
+        .collect();
+    out.replace = plan
+        .replace
+        .iter()
+        .filter(|s| old_enough((s.name.clone(), None)))
+        .cloned()
+        .collect();
+    out.destroy = plan
+        .destroy
+        .iter()
+        .filter(|n| old_enough(((*n).clone(), None)))
+        .cloned()
+        .collect();
+    for (list, into) in [(&plan.add, &mut out.add), (&plan.delete, &mut out.delete)] {
+        for (set, members) in list {
+            let keep: Vec<String> = members
+                .iter()
+                .filter(|m| old_enough((set.clone(), Some((*m).clone()))))
+                .cloned()
+                .collect();
+            if !keep.is_empty() {
+                into.push((set.clone(), keep));
+            }
+        }
+    }
+    out
+}
+
+/// The drift items of `plan`, to forget those that are gone.
+fn items(plan: &Plan) -> BTreeSet<DriftItem> {
+    let mut out = BTreeSet::new();
+    for s in plan.create.iter().chain(&plan.replace) {
+        out.insert((s.name.clone(), None));
+    }
+    for n in &plan.destroy {
+        out.insert((n.clone(), None));
+    }
+    for (set, members) in plan.add.iter().chain(&plan.delete) {
+        out.extend(members.iter().map(|m| (set.clone(), Some(m.clone()))));
+    }
+    out
+}
+
+/// Audits every owner. Drift is healed once it has lasted `heal_after`
+/// (zero: at once); until then mirrored members missing from the kernel
+/// stay flagged in the mirror, so the tc program reports traffic to them.
+pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport, StoreError> {
     let mut report = AuditReport::default();
+    let now = Instant::now();
     let owners = inner.owners.clone();
+    let mut still_drifting = BTreeSet::new();
     for owner in &owners {
         let plan = plan_for(inner, owner)?;
         report.members_missing += plan.add.iter().map(|(_, m)| m.len()).sum::<usize>()
@@ -56,24 +131,33 @@ pub(super) fn run(inner: &mut Inner) -> Result<AuditReport, StoreError> {
         report.members_unexpected += plan.delete.iter().map(|(_, m)| m.len()).sum::<usize>();
         report.sets_missing += plan.create.len();
         report.sets_wrong_type += plan.replace.len();
+        let heal = aged(&plan, &mut inner.drift_seen, now, heal_after);
+        let healed = items(&heal);
         for (set, members) in &plan.add {
             if owner.mirrors(set) {
+                let left = members
+                    .iter()
+                    .filter(|m| !healed.contains(&(set.clone(), Some((*m).clone()))));
                 report
                     .missing_mirrored
                     .entry(set.clone())
                     .or_default()
-                    .extend(members.iter().cloned());
+                    .extend(left.cloned());
             }
         }
         for spec in plan.create.iter().filter(|s| owner.mirrors(&s.name)) {
-            report
-                .missing_mirrored
-                .entry(spec.name.clone())
-                .or_default()
-                .extend(spec.members.iter().cloned());
+            if !healed.contains(&(spec.name.clone(), None)) {
+                report
+                    .missing_mirrored
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .extend(spec.members.iter().cloned());
+            }
         }
-        if !plan.is_empty() {
-            execute::run(&mut inner.client, &plan)?;
+        report.missing_mirrored.retain(|_, m| !m.is_empty());
+        still_drifting.extend(items(&plan).difference(&healed).cloned());
+        if !heal.is_empty() {
+            execute::run(&mut inner.client, &heal)?;
             inner.drift.heals += 1;
         }
         if let Some(sink) = inner.mirror.as_mut() {
@@ -86,6 +170,9 @@ pub(super) fn run(inner: &mut Inner) -> Result<AuditReport, StoreError> {
             }
         }
     }
+    inner
+        .drift_seen
+        .retain(|item, _| still_drifting.contains(item));
     if let Some(sink) = inner.mirror.as_mut() {
         sink.missing_from_kernel(&report.missing_mirrored);
     }

@@ -93,6 +93,8 @@ struct Inner {
     desired: BTreeMap<&'static str, BTreeMap<String, SetSpec>>,
     mirror: Option<Box<dyn MirrorSink + Send>>,
     drift: DriftCounters,
+    /// When each piece of drift was first seen (for heal delays).
+    drift_seen: BTreeMap<audit::DriftItem, Instant>,
 }
 
 /// Shared by every controller; cheap to clone.
@@ -112,6 +114,7 @@ impl SetStore {
                 desired: BTreeMap::new(),
                 mirror: None,
                 drift: DriftCounters::default(),
+                drift_seen: BTreeMap::new(),
             })),
         }
     }
@@ -189,8 +192,14 @@ impl SetStore {
     /// Compares kernel, desired and mirror for every owner, counts drift
     /// and heals it through the same path as an apply.
     pub fn audit(&self) -> Result<AuditReport, StoreError> {
+        self.audit_healing_after(Duration::ZERO)
+    }
+
+    /// As [`Self::audit`], healing only drift that has lasted `heal_after`
+    /// (see audit::run).
+    pub fn audit_healing_after(&self, heal_after: Duration) -> Result<AuditReport, StoreError> {
         let mut guard = self.lock();
-        audit::run(&mut guard)
+        audit::run(&mut guard, heal_after)
     }
 
     pub fn drift(&self) -> DriftCounters {

@@ -255,7 +255,11 @@ fn restore_all(
 ) -> Result<(), StoreError> {
     for s in cache.values() {
         let name = execute::name(&s.name)?;
-        let tmp = execute::name(&format!("{}.tmp-{}", &s.name[..s.name.len().min(20)], &owner[..1]))?;
+        let tmp = execute::name(&format!(
+            "{}.tmp-{}",
+            &s.name[..s.name.len().min(20)],
+            &owner[..1]
+        ))?;
         let members: Vec<ipset::Member> = s
             .members
             .iter()

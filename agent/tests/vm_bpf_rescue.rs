@@ -1,0 +1,194 @@
+//! kube-router #1732 reproduced and survived, inside the IPVS VM: an
+//! ExternalIP service works; another process deletes its member from
+//! `ipwarden-svip-prt` (as kube-router's stale restore did). With the tc
+//! program off, new connections are refused: this proves the test can
+//! fail. In `allow` mode they succeed. In `log` mode they are refused and
+//! the event with its 5-tuple is recorded, then the auditor heals the set
+//! and the flag clears. Also: the agent killed with SIGKILL and restarted
+//! while a client connects in a loop loses no connection, and the pinned
+//! counters keep counting.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use ipwarden::netns::privileged;
+
+mod support;
+
+use support::*;
+
+const EXTERNAL: [u8; 4] = [203, 0, 113, 10];
+const MEMBER: &str = "203.0.113.10,tcp:80";
+
+fn delete_member(lab: &Lab) {
+    lab.node
+        .output("ipset", &["del", "ipwarden-svip-prt", MEMBER])
+        .unwrap();
+}
+
+fn member_present(lab: &Lab) -> bool {
+    lab.node
+        .output("ipset", &["test", "ipwarden-svip-prt", MEMBER])
+        .is_ok()
+}
+
+fn external_works(lab: &Lab) -> bool {
+    tcp_answer(&lab.client, addr("203.0.113.10", 80)).is_ok()
+}
+
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
+    if !privileged("vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported") {
+        return;
+    }
+    let lab = lab();
+
+    // Mode off: the seed's failure, as kube-router users saw it.
+    let agent = Agent::start(&lab, &["--bpf-mode", "off"]);
+    assert!(external_works(&lab), "the ExternalIP works to begin with");
+    delete_member(&lab);
+    assert!(
+        !external_works(&lab),
+        "without the program the REJECT rule refuses it"
+    );
+    agent.kill();
+
+    // Mode allow: the mark lets it through whatever the set holds.
+    let agent = Agent::start(&lab, &["--bpf-mode", "allow"]);
+    assert!(
+        member_present(&lab),
+        "the new agent's first pass put it back"
+    );
+    delete_member(&lab);
+    assert!(external_works(&lab), "allow mode rescues the connection");
+    lab.node
+        .output("ipset", &["flush", "ipwarden-svip-prt"])
+        .unwrap();
+    assert!(external_works(&lab), "even with the whole set flushed");
+    let hits = dump_pinned(&lab, "IPW_HITS");
+    assert!(hits.as_array().is_some_and(|a| !a.is_empty()), "{hits}");
+    agent.kill();
+
+    // Mode log: refused, reported with its 5-tuple, then healed.
+    let events = std::env::temp_dir().join(format!("ipw-events-{}", lab.node.name()));
+    let _ = std::fs::remove_file(&events);
+    let agent = Agent::start(
+        &lab,
+        &[
+            "--bpf-mode",
+            "log",
+            "--audit-interval",
+            "1",
+            "--audit-heal-delay",
+            "4",
+            "--bpf-events-log",
+            events.to_str().unwrap(),
+        ],
+    );
+    assert!(member_present(&lab));
+    delete_member(&lab);
+    wait_until(
+        "the auditor to flag the member",
+        Duration::from_secs(20),
+        || mirror_entry(&lab, "IPW_SVC_PORTS", EXTERNAL, 80).is_some_and(|v| v["flags"] == 1),
+    );
+    let refused_before = chain_counter(&lab.node, "ipwarden:bpf-refused");
+    assert!(
+        !external_works(&lab),
+        "log mode does not change the verdict"
+    );
+    assert!(
+        chain_counter(&lab.node, "ipwarden:bpf-refused") > refused_before,
+        "the counting rule saw mirrored traffic the ipset refused"
+    );
+    wait_until("the event", Duration::from_secs(10), || {
+        std::fs::read_to_string(&events).is_ok_and(|t| t.contains("would_be_rejected"))
+    });
+    let text = std::fs::read_to_string(&events).unwrap();
+    let event: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(event["kind"], "would_be_rejected");
+    assert_eq!(event["proto"], 6);
+    assert_eq!(event["destination"], "203.0.113.10:80");
+    assert!(
+        event["source"].as_str().unwrap().starts_with("10.0.1.2:"),
+        "{event}"
+    );
+    wait_until(
+        "the auditor to heal the set",
+        Duration::from_secs(30),
+        || member_present(&lab),
+    );
+    wait_until("the flag to clear", Duration::from_secs(20), || {
+        mirror_entry(&lab, "IPW_SVC_PORTS", EXTERNAL, 80).is_some_and(|v| v["flags"] == 0)
+    });
+    assert!(external_works(&lab));
+    agent.kill();
+}
+
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_a_killed_agent_restarts_without_losing_a_connection_or_a_count() {
+    if !privileged("vm_a_killed_agent_restarts_without_losing_a_connection_or_a_count") {
+        return;
+    }
+    let lab = lab();
+    let agent = Agent::start(&lab, &["--bpf-mode", "log"]);
+    let packets = |lab: &Lab| -> u64 {
+        dump_pinned(lab, "IPW_HITS")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["formatted"]["key"]["port"] == 80)
+            .flat_map(|e| {
+                e["formatted"]["values"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|v| v["value"]["packets"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let stop = AtomicBool::new(false);
+    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                match tcp_answer(&lab.client, addr("10.96.0.10", 80)) {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+        let mut agent = Some(agent);
+        let mut last = 0;
+        for round in 0..3 {
+            wait_until("traffic before the kill", Duration::from_secs(30), || {
+                ok.load(Ordering::Relaxed) > 5 * (round + 1)
+            });
+            let counted = packets(&lab);
+            assert!(
+                counted >= last,
+                "pinned counters went back: {counted} < {last}"
+            );
+            last = counted;
+            agent.take().unwrap().kill();
+            let start = ok.load(Ordering::Relaxed);
+            wait_until(
+                "traffic while the agent is down",
+                Duration::from_secs(30),
+                || ok.load(Ordering::Relaxed) > start + 3,
+            );
+            agent = Some(Agent::start(&lab, &["--bpf-mode", "log"]));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "connections failed across restarts"
+    );
+    assert!(packets(&lab) > 0);
+}
