@@ -1,10 +1,8 @@
 //! Before adopting pinned maps, check they are the maps this object
 //! defines (cilium's bpffs migration, in small): same type, key and value
 //! sizes and capacity, and the layout version in the config map. Anything
-//! else is moved aside, replaced by a fresh map, and removed once the new
-//! object loaded (or moved back if it did not).
-
-use std::path::PathBuf;
+//! else is unpinned (held open), replaced by a fresh map, and dropped once
+//! the new object loaded (or pinned back if it did not).
 
 use aya::maps::{Array, Map, MapData, MapInfo, MapType};
 use ipwarden_common::{
@@ -75,15 +73,32 @@ fn expected() -> [Expected; 6] {
 }
 
 /// What was found pinned.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Pinned {
     /// Nothing pinned: a first start.
     Nothing,
     /// Every map matches: adopt them.
     Compatible,
-    /// Some map differs; the reason names it. The old maps were moved to
-    /// `NAME.pending`.
+    /// Some map differs; the reason names it. The old maps were unpinned
+    /// and are held open in `Aside` until the new object loaded.
     Replaced(String),
+}
+
+impl PartialEq for Pinned {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Pinned::Nothing, Pinned::Nothing) | (Pinned::Compatible, Pinned::Compatible) => true,
+            (Pinned::Replaced(a), Pinned::Replaced(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Old maps taken out of bpffs for a replacement, kept open so they can be
+/// pinned back if the new object fails to load (bpffs cannot rename).
+#[derive(Default)]
+pub struct Aside {
+    maps: Vec<(&'static str, MapData)>,
 }
 
 /// Why a pinned map is not adoptable, or None if it is.
@@ -109,8 +124,9 @@ fn pinned_layout_version(pins: &PinLayout) -> Option<u32> {
     config.get(&0, 0).ok().map(|c| c.layout_version)
 }
 
-/// Checks the pinned maps and moves them aside when any is incompatible.
-pub fn check(pins: &PinLayout) -> std::io::Result<Pinned> {
+/// Checks the pinned maps; when any is incompatible, unpins them all
+/// (holding them open in the returned [`Aside`]).
+pub fn check(pins: &PinLayout) -> std::io::Result<(Pinned, Aside)> {
     let mut any = false;
     let mut reason = None;
     for e in expected() {
@@ -131,7 +147,7 @@ pub fn check(pins: &PinLayout) -> std::io::Result<Pinned> {
         }
     }
     if !any {
-        return Ok(Pinned::Nothing);
+        return Ok((Pinned::Nothing, Aside::default()));
     }
     if reason.is_none() {
         // Same shapes but another meaning is still another layout; 0 is a
@@ -143,33 +159,31 @@ pub fn check(pins: &PinLayout) -> std::io::Result<Pinned> {
                     names::MAP_CONFIG
                 ));
             }
-            _ => return Ok(Pinned::Compatible),
+            _ => return Ok((Pinned::Compatible, Aside::default())),
         }
     }
+    let mut aside = Aside::default();
     for name in names::PINNED_MAPS {
         let path = pins.map(name);
-        if path.exists() {
-            std::fs::rename(&path, pins.pending_map(name))?;
+        if !path.exists() {
+            continue;
         }
+        if let Ok(data) = MapData::from_pin(&path) {
+            aside.maps.push((name, data));
+        }
+        std::fs::remove_file(&path)?;
     }
-    Ok(Pinned::Replaced(reason.unwrap_or_default()))
+    Ok((Pinned::Replaced(reason.unwrap_or_default()), aside))
 }
 
-/// After a successful load: drop the moved-aside maps.
-pub fn commit(pins: &PinLayout) {
-    for name in names::PINNED_MAPS {
-        let _ = std::fs::remove_file(pins.pending_map(name));
-    }
-}
-
-/// After a failed load: put the old maps back so the running data plane
-/// keeps its state.
-pub fn revert(pins: &PinLayout) {
-    for name in names::PINNED_MAPS {
-        let pending: PathBuf = pins.pending_map(name);
-        if pending.exists() {
-            let _ = std::fs::remove_file(pins.map(name));
-            let _ = std::fs::rename(&pending, pins.map(name));
+/// After a failed load: pin the old maps back so the running data plane
+/// (attached programs still use them) keeps its state.
+pub fn revert(pins: &PinLayout, aside: Aside) {
+    for (name, data) in aside.maps {
+        let path = pins.map(name);
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = data.pin(&path) {
+            tracing::error!(map = name, "could not pin the old map back: {e}");
         }
     }
 }

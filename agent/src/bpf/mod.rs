@@ -72,15 +72,13 @@ impl Dataplane {
         pins: &PinLayout,
     ) -> Result<(Self, Pinned), BpfError> {
         pins.create().map_err(|e| BpfError::Pin(e.to_string()))?;
-        let pinned = migrate::check(pins)
+        let (pinned, aside) = migrate::check(pins)
             .map_err(|e| BpfError::Pin(format!("{}: {e}", pins.maps_dir().display())))?;
         match Self::load_with(object, log_level, Some(pins)) {
-            Ok(dp) => {
-                migrate::commit(pins);
-                Ok((dp, pinned))
-            }
+            // The old maps (if any) close with `aside`.
+            Ok(dp) => Ok((dp, pinned)),
             Err(e) => {
-                migrate::revert(pins);
+                migrate::revert(pins, aside);
                 Err(e)
             }
         }

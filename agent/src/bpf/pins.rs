@@ -31,11 +31,6 @@ impl PinLayout {
         self.maps_dir().join(name)
     }
 
-    /// Where a map is moved while a replacement is being loaded.
-    pub fn pending_map(&self, name: &str) -> PathBuf {
-        self.maps_dir().join(format!("{name}.pending"))
-    }
-
     pub fn links_dir(&self) -> PathBuf {
         self.root.join("links")
     }
