@@ -58,35 +58,14 @@ pub fn run(opts: &Options) -> Result<i32> {
     fs::create_dir_all(&cache).with_context(|| format!("could not create {}", cache.display()))?;
     let boot_image = vmlinux(&kernel, &cache)?;
     let initramfs = initramfs(&kernel, &cache)?;
-
-    let results = cache.join("runs").join(format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    ));
-    fs::create_dir_all(&results)
-        .with_context(|| format!("could not create {}", results.display()))?;
-    let cwd = std::env::current_dir().context("could not read the current directory")?;
-    if cwd.starts_with("/tmp") {
-        // Stage 1 then leaves the host's /tmp (through the overlay) in place.
-        fs::write(results.join("host-tmp"), "").context("could not write host-tmp")?;
-    }
-    let env = script::guest_env(std::env::vars_os());
-    let busybox = initramfs::busybox()?;
-    fs::write(
-        results.join("run.sh"),
-        script::render(&cwd, &env, &opts.command, &busybox),
-    )
-    .context("could not write run.sh")?;
+    let run_dir = RunDir::create(&cache, opts.keep)?;
+    write_run_script(&run_dir.0, &opts.command)?;
 
     let timeout = Duration::from_secs(opts.timeout);
     let mut vm = qemu::Vm {
         kernel: &boot_image,
         initramfs: &initramfs,
-        results: &results,
+        results: &run_dir.0,
         cpus: opts.cpus,
         memory_mib: opts.memory,
     };
@@ -101,28 +80,66 @@ pub fn run(opts: &Options) -> Result<i32> {
         outcome = qemu::run(&vm, timeout)?;
     }
 
-    let status = fs::read_to_string(results.join("status")).ok();
-    let code = match (&outcome, status.as_deref().map(str::trim)) {
-        (qemu::Outcome::Exited(_), Some(status)) => status
-            .parse()
-            .with_context(|| format!("the guest reported a strange status {status:?}"))?,
-        (qemu::Outcome::TimedOut, _) => {
+    // CMD's status when it reported one (even if powering off then hung).
+    let status = fs::read_to_string(run_dir.0.join("status")).unwrap_or_default();
+    if let Ok(code) = status.trim().parse() {
+        return Ok(code);
+    }
+    match outcome {
+        qemu::Outcome::TimedOut => {
             eprintln!("xtask: vm-test: timed out after {} s", opts.timeout);
             print_logs(&vm);
-            EXIT_TIMEOUT
+            Ok(EXIT_TIMEOUT)
         }
-        (qemu::Outcome::Exited(qemu_status), None) => {
+        qemu::Outcome::Exited(qemu_status) => {
             eprintln!("xtask: vm-test: the VM stopped without a status (qemu {qemu_status})");
             print_logs(&vm);
-            EXIT_DIED
+            Ok(EXIT_DIED)
         }
-    };
-    if opts.keep {
-        eprintln!("xtask: vm-test: kept {}", results.display());
-    } else {
-        let _ = fs::remove_dir_all(&results);
     }
-    Ok(code)
+}
+
+/// The host side of the results share, removed when the run ends unless kept.
+struct RunDir(PathBuf, bool);
+
+impl RunDir {
+    fn create(cache: &Path, keep: bool) -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir = cache
+            .join("runs")
+            .join(format!("{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+        Ok(RunDir(dir, keep))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.1 {
+            eprintln!("xtask: vm-test: kept {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Stage 2 for this run: the caller's cwd, environment and command.
+fn write_run_script(dir: &Path, command: &[String]) -> Result<()> {
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    if cwd.starts_with("/tmp") {
+        // Stage 1 then leaves the host's /tmp (through the overlay) in place.
+        fs::write(dir.join("host-tmp"), "").context("could not write host-tmp")?;
+    }
+    let env = script::guest_env(std::env::vars_os());
+    let busybox = initramfs::busybox()?;
+    fs::write(
+        dir.join("run.sh"),
+        script::render(&cwd, &env, command, &busybox),
+    )
+    .context("could not write run.sh")
 }
 
 /// `CARGO_TARGET_DIR` when set (as cargo reads it), else the workspace's target/.
