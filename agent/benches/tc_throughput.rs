@@ -40,7 +40,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -260,7 +260,10 @@ fn udp_send(sock: &UdpSocket, stop: &AtomicBool, sent: &AtomicU64) {
     }
 }
 
-/// Receives with `recvmmsg` until `stop`, counting datagrams.
+/// Receives with non-blocking `recvmmsg` in a busy loop until `stop`,
+/// counting datagrams. Spinning instead of sleeping keeps wake-ups (an IPI
+/// per sleep on a VM) out of the figure: the sender's CPU, which also runs
+/// the veth receive path (tc, netfilter, UDP), is then the bottleneck.
 fn udp_recv(sock: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
     let mut bufs = vec![[0u8; 2048]; BATCH];
     let mut iov: Vec<libc::iovec> = bufs
@@ -277,14 +280,13 @@ fn udp_recv(sock: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
         m.msg_hdr.msg_iovlen = 1;
     }
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: msgs and their buffers stay alive for the call; the
-        // socket has a read timeout, so the call returns to check `stop`.
+        // SAFETY: msgs and their buffers stay alive for the call.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 BATCH as u32,
-                libc::MSG_WAITFORONE,
+                libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
         };
@@ -294,16 +296,32 @@ fn udp_recv(sock: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
     }
 }
 
-/// (sent pps, received pps) over a `secs` window after a short warm-up.
-fn udp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> (f64, f64) {
+/// One UDP measurement: wall-clock rates, and the sending thread's CPU
+/// time per datagram. The veth receive path (tc, netfilter, UDP) runs in
+/// the sender's context (softirq on the way out of its xmit), and this
+/// kernel has no IRQ time accounting, so that time is the path's cost per
+/// packet whatever else the machine is running.
+struct Udp {
+    sent_pps: f64,
+    recv_pps: f64,
+    cpu_ns_per_packet: f64,
+}
+
+fn thread_cpu_ns(clock: libc::clockid_t) -> f64 {
+    // SAFETY: a zeroed timespec is valid; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { zeroed() };
+    // SAFETY: `ts` is a valid out pointer; `clock` is a live thread's clock.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// Datagram rates over a `secs` window after a short warm-up.
+fn udp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> Udp {
     let rsock = rx
         .ns
         .run(|| UdpSocket::bind((rx.addr, UDP_PORT)))
         .expect("netns")
         .expect("bind receiver");
-    rsock
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
     let ssock = sender
         .run(|| -> io::Result<UdpSocket> {
             let s = UdpSocket::bind("0.0.0.0:0")?;
@@ -314,6 +332,7 @@ fn udp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> (f64, f64) {
         .expect("sender socket");
     let stop = AtomicBool::new(false);
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
+    let clock = AtomicI32::new(i32::MIN);
     let pin = cpus() >= 2;
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -326,28 +345,51 @@ fn udp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> (f64, f64) {
             if pin {
                 pin_to_cpu(0);
             }
+            let mut id: libc::clockid_t = 0;
+            // SAFETY: pthread_self is this live thread; `id` is an out pointer.
+            let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+            assert_eq!(rc, 0, "pthread_getcpuclockid");
+            clock.store(id, Ordering::Release);
             udp_send(&ssock, &stop, &sent)
         });
         std::thread::sleep(Duration::from_millis(500));
-        let (t0, s0, r0) = (
-            Instant::now(),
-            sent.load(Ordering::Relaxed),
-            received.load(Ordering::Relaxed),
-        );
+        let clock = loop {
+            match clock.load(Ordering::Acquire) {
+                i32::MIN => std::thread::sleep(Duration::from_millis(10)),
+                id => break id,
+            }
+        };
+        let snapshot = || {
+            (
+                Instant::now(),
+                thread_cpu_ns(clock),
+                sent.load(Ordering::Relaxed),
+                received.load(Ordering::Relaxed),
+            )
+        };
+        let (t0, c0, s0, r0) = snapshot();
         std::thread::sleep(Duration::from_secs_f64(secs));
-        let (t1, s1, r1) = (
-            Instant::now(),
-            sent.load(Ordering::Relaxed),
-            received.load(Ordering::Relaxed),
-        );
+        let (t1, c1, s1, r1) = snapshot();
         stop.store(true, Ordering::Relaxed);
         let dt = (t1 - t0).as_secs_f64();
-        ((s1 - s0) as f64 / dt, (r1 - r0) as f64 / dt)
+        Udp {
+            sent_pps: (s1 - s0) as f64 / dt,
+            recv_pps: (r1 - r0) as f64 / dt,
+            cpu_ns_per_packet: (c1 - c0) / (s1 - s0).max(1) as f64,
+        }
     })
 }
 
-/// One iperf3 TCP stream from the sender namespace; receiver Gbit/s.
-fn tcp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> f64 {
+/// One iperf3 TCP measurement: receiver Gbit/s, and Gbit per CPU-second
+/// of both iperf3 processes (iperf3's own rusage figures; the receive path
+/// runs in their context, see [`Udp`]).
+struct Tcp {
+    gbps: f64,
+    gbps_per_cpu: f64,
+}
+
+/// One iperf3 TCP stream from the sender namespace.
+fn tcp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> Tcp {
     let mut args = vec![
         "-c".to_string(),
         rx.addr.to_string(),
@@ -371,10 +413,22 @@ fn tcp_rate(sender: &NetNs, rx: &Receiver, secs: f64) -> f64 {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_str(&text).expect("iperf3 -J output");
-            return v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .expect("end.sum_received.bits_per_second")
-                / 1e9;
+            let num = |x: &serde_json::Value, what: &str| {
+                x.as_f64()
+                    .unwrap_or_else(|| panic!("iperf3 -J without {what}:\n{text}"))
+            };
+            let gbps = num(
+                &v["end"]["sum_received"]["bits_per_second"],
+                "end.sum_received.bits_per_second",
+            ) / 1e9;
+            let cpu = &v["end"]["cpu_utilization_percent"];
+            let cpus = (num(&cpu["host_total"], "host_total")
+                + num(&cpu["remote_total"], "remote_total"))
+                / 100.0;
+            return Tcp {
+                gbps,
+                gbps_per_cpu: gbps / cpus.max(1e-6),
+            };
         }
         // The server may not be listening yet.
         last = text;
@@ -482,25 +536,35 @@ fn main() {
     }
 
     let k = receivers.len();
-    let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); k];
-    let mut sent: Vec<Vec<f64>> = vec![Vec::new(); k];
-    let mut recv: Vec<Vec<f64>> = vec![Vec::new(); k];
+    // Per config: TCP Gbit/s, TCP Gbit/CPU-s, UDP sent pps, received pps,
+    // sender CPU ns per packet.
+    let mut m: Vec<[Vec<f64>; 5]> = (0..k).map(|_| Default::default()).collect();
     for run in 0..runs {
         // Rotate the order each run, so drift does not favour a config.
         for j in 0..k {
             let i = (j + run) % k;
             let rx = &receivers[i];
-            let g = tcp_rate(&sender, rx, secs);
-            let (s, r) = udp_rate(&sender, rx, secs);
+            let t = tcp_rate(&sender, rx, secs);
+            let u = udp_rate(&sender, rx, secs);
             eprintln!(
-                "run {run} {:>20}: tcp {g:.2} Gbit/s, udp sent {:.0} kpps, received {:.0} kpps",
+                "run {run} {:>20}: tcp {:.2} Gbit/s ({:.2} per CPU-s), udp sent {:.0} kpps, \
+                 received {:.0} kpps, {:.0} ns sender CPU per packet",
                 rx.config.short(),
-                s / 1e3,
-                r / 1e3
+                t.gbps,
+                t.gbps_per_cpu,
+                u.sent_pps / 1e3,
+                u.recv_pps / 1e3,
+                u.cpu_ns_per_packet
             );
-            tcp[i].push(g);
-            sent[i].push(s);
-            recv[i].push(r);
+            for (v, x) in m[i].iter_mut().zip([
+                t.gbps,
+                t.gbps_per_cpu,
+                u.sent_pps,
+                u.recv_pps,
+                u.cpu_ns_per_packet,
+            ]) {
+                v.push(x);
+            }
         }
     }
 
@@ -561,15 +625,23 @@ fn main() {
         let _ = rx.iperf.wait();
     }
 
-    let tcp: Vec<f64> = tcp.into_iter().map(median).collect();
-    let sent: Vec<f64> = sent.into_iter().map(median).collect();
-    let recv: Vec<f64> = recv.into_iter().map(median).collect();
-    let (none, ipt) = (0, 3);
+    let med: Vec<[f64; 5]> = m.into_iter().map(|c| c.map(median)).collect();
+    let (none, ipt, tc) = (0, 3, 1);
+    // Higher is better in every column compared; the per-packet cost is
+    // compared as packets per CPU-second.
+    let rel = |i: usize, col: usize, base: usize| {
+        if col == 4 {
+            med[base][4] / med[i][4]
+        } else {
+            med[i][col] / med[base][col]
+        }
+    };
     println!(
-        "veth pair into a netns, medians of {runs} runs x {secs} s per config, configs interleaved; \
-         TCP: iperf3, 1 stream; UDP: {PAYLOAD}-byte payloads, sendmmsg/recvmmsg, sender and receiver \
-         pinned to CPUs 0 and 1\n"
+        "veth pair into a netns, medians of {runs} runs x {secs} s per configuration, \
+         configurations interleaved; TCP: iperf3, 1 stream; UDP: {PAYLOAD}-byte payloads, \
+         sendmmsg / busy recvmmsg; sender and receiver pinned to CPUs 0 and 1\n"
     );
+    println!("Wall clock (sensitive to whatever else the machine runs):\n");
     println!(
         "| configuration | TCP Gbit/s | vs none | vs iptables | UDP received kpps | vs none | vs iptables | UDP sent kpps |"
     );
@@ -578,16 +650,50 @@ fn main() {
         println!(
             "| {} | {:.2} | {:.3}x | {:.3}x | {:.0} | {:.3}x | {:.3}x | {:.0} |",
             rx.config.label(),
-            tcp[i],
-            tcp[i] / tcp[none],
-            tcp[i] / tcp[ipt],
-            recv[i] / 1e3,
-            recv[i] / recv[none],
-            recv[i] / recv[ipt],
-            sent[i] / 1e3,
+            med[i][0],
+            rel(i, 0, none),
+            rel(i, 0, ipt),
+            med[i][3] / 1e3,
+            rel(i, 3, none),
+            rel(i, 3, ipt),
+            med[i][2] / 1e3,
+        );
+    }
+    println!(
+        "\nCPU cost (CPU time of the processes doing the work, so other load on the machine \
+         matters far less; ratios are in work per CPU-second):\n"
+    );
+    println!(
+        "| configuration | TCP Gbit per CPU-second | vs none | vs iptables | UDP sender CPU ns per packet | vs none | vs iptables |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, rx) in receivers.iter().enumerate() {
+        println!(
+            "| {} | {:.2} | {:.3}x | {:.3}x | {:.0} | {:.3}x | {:.3}x |",
+            rx.config.label(),
+            med[i][1],
+            rel(i, 1, none),
+            rel(i, 1, ipt),
+            med[i][4],
+            rel(i, 4, none),
+            rel(i, 4, ipt),
         );
     }
     println!();
+    let verdict =
+        |x: f64, target: f64| format!("{x:.3}x ({})", if x >= target { "met" } else { "missed" });
+    for (base, target, what) in [
+        (none, 0.97, "0.97x of none"),
+        (ipt, 1.0, "1.0x of iptables + ipset"),
+    ] {
+        println!(
+            "- target tc allow >= {what}: wall clock TCP {}, UDP {}; CPU cost TCP {}, UDP {}",
+            verdict(rel(tc, 0, base), target),
+            verdict(rel(tc, 3, base), target),
+            verdict(rel(tc, 1, base), target),
+            verdict(rel(tc, 4, base), target),
+        );
+    }
     for c in checks {
         println!("- {c}");
     }

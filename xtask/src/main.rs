@@ -3,6 +3,7 @@
 //! Privilege stays here: plain `cargo test` never needs root; the tasks that
 //! do (set-up, privileged tests, the VM) check for it and say so.
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod process;
@@ -39,6 +40,8 @@ enum Task {
     Demo(demo::Options),
     /// The set-store race harness: prints lost=N applies=M.
     Race(race::Options),
+    /// Run the benchmarks and write BENCHMARKS.md.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Task::Test(o) => test::run(&o).map(|()| 0),
         Task::Demo(o) => demo::run(&o).map(|()| 0),
         Task::Race(o) => race::run(&o).map(|()| 0),
+        Task::Bench(o) => bench::run(&o).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -1,0 +1,463 @@
+//! `cargo xtask bench`: every benchmark in one go, written to BENCHMARKS.md.
+//!
+//! 1. the eBPF object is built (the tc bench loads it);
+//! 2. the bench binaries are built in release (`cargo bench --no-run`) and
+//!    found through `--message-format=json`;
+//! 3. each runs with its figures on stdout (markdown) and its progress on
+//!    stderr, shown as it goes: `ipset`, `store` and `tc_throughput` on the
+//!    host, each in network namespaces of its own; `ipvs` inside the IPVS VM
+//!    (`cargo xtask vm-test`);
+//! 4. BENCHMARKS.md gets one section per bench: what it does, the exact
+//!    command, its tables, and the target checks.
+//!
+//! Every bench measures its baseline in the same run, interleaved, and
+//! reports medians. Not part of `cargo xtask test`: it prints figures and
+//! asserts nothing about time.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    build_ebpf,
+    process::{self, require_root, workspace_root},
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Fewer runs and shorter windows (a few minutes less; figures noisier).
+    #[arg(long)]
+    pub quick: bool,
+    /// Skip the IPVS bench (it boots the VM).
+    #[arg(long)]
+    pub no_vm: bool,
+    /// Only these benches (ipset, ipvs, store, tc_throughput); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Where to write the report (default: BENCHMARKS.md at the repository root).
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+}
+
+/// One benchmark: its bench target, where it runs, its settings.
+struct Bench {
+    name: &'static str,
+    title: &'static str,
+    about: &'static str,
+    in_vm: bool,
+    /// Loads the eBPF object (IPWARDEN_BPF_OBJECT).
+    needs_object: bool,
+    /// (variable, full run, --quick)
+    env: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "ipset",
+        needs_object: false,
+        title: "ipset: our netlink client vs the ipset CLI",
+        about: "Creates a hash:ip,port set of N members and lists it back: our client \
+                (`IpsetClient::create` + `add` + `list`) against `ipset restore` and \
+                `ipset save` fed the same content, each run in a fresh network namespace \
+                on the host, alternating. Ratio = ipset time / ours (above 1: ours is faster).",
+        in_vm: false,
+        env: &[("IPWARDEN_BENCH_RUNS", "5", "3")],
+    },
+    Bench {
+        name: "ipvs",
+        needs_object: false,
+        title: "IPVS: our batched client vs `ipvsadm -R`",
+        about: "Programs N virtual services x 3 destinations in a fresh network namespace: \
+                our batched generic-netlink client against `ipvsadm -R` fed the same table \
+                (and our client with one request per sendmsg), then reads the table back \
+                (`list()` against `ipvsadm -Ln`). Runs inside the IPVS VM (Debian's 6.1 \
+                kernel under qemu TCG, because this host has no IPVS): absolute times are \
+                slow, the ratios are what matter.",
+        in_vm: true,
+        env: &[
+            ("IPWARDEN_BENCH_SIZES", "1000,10000", "1000,10000"),
+            ("IPWARDEN_BENCH_RUNS", "3", "1"),
+        ],
+    },
+    Bench {
+        name: "store",
+        needs_object: false,
+        title: "Set store: diff-and-apply vs kube-router's save + full restore",
+        about: "One hash:ip,port set (`ipwarden-svip-prt`) of N members in a fresh network \
+                namespace. The store (`SetStore::apply`: save, diff, write only the \
+                difference, read back) against kube-router's `ipset.Save` + `ipset.Restore` \
+                of the same state (save everything, fill a temporary set with every member, \
+                swap, destroy), once through the ipset CLI and once through our client, so \
+                that the second ratio isolates diff-vs-full-restore from CLI overhead. A \
+                no-op apply and a one-member change (the same member toggled) per round, \
+                all methods interleaved in every round. kube-router has no diff, so its \
+                no-op costs what a change costs. Ratio = baseline / store.",
+        in_vm: false,
+        env: &[
+            (
+                "IPWARDEN_BENCH_SIZES",
+                "1000,10000,100000",
+                "1000,10000,100000",
+            ),
+            ("IPWARDEN_BENCH_RUNS", "11", "5"),
+        ],
+    },
+    Bench {
+        name: "tc_throughput",
+        needs_object: true,
+        title: "tc program: throughput through a veth into a network namespace",
+        about: "One sender namespace joined by veth pairs to four receiver namespaces, one \
+                per configuration, so configurations are chosen by destination and \
+                interleaved run by run. TCP: iperf3, one stream. UDP: 64-byte datagrams, a \
+                Rust sender (sendmmsg) and busy-polling receiver (recvmmsg). The receive \
+                path (tc, netfilter, UDP) runs in the sending process's context, so besides \
+                wall-clock rates the bench reports work per CPU-second (iperf3's CPU figures; \
+                the UDP sender thread's CPU clock), which other load on the machine disturbs \
+                far less. The sanity lines come from iptables rule counters and the mirror's \
+                hit counters after the runs.",
+        in_vm: false,
+        env: &[
+            ("IPWARDEN_BENCH_RUNS", "5", "3"),
+            ("IPWARDEN_BENCH_SECS", "3", "2"),
+        ],
+    },
+];
+
+/// What one bench run produced.
+struct Outcome {
+    command: String,
+    markdown: String,
+    seconds: f64,
+    load_before: String,
+    load_after: String,
+    failed: Option<String>,
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    require_root("bench")?;
+    for name in &opts.only {
+        if !BENCHES.iter().any(|b| b.name == name) {
+            bail!(
+                "no bench named {name:?} (have: {})",
+                BENCHES
+                    .iter()
+                    .map(|b| b.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let selected: Vec<&Bench> = BENCHES
+        .iter()
+        .filter(|b| opts.only.is_empty() || opts.only.iter().any(|o| o == b.name))
+        .filter(|b| !(b.in_vm && opts.no_vm))
+        .collect();
+    let started = Instant::now();
+    let object = build_ebpf::run(&build_ebpf::Options::default())?;
+    let exes = bench_binaries(&selected)?;
+
+    let mut outcomes = Vec::new();
+    for bench in &selected {
+        let exe = exes
+            .iter()
+            .find(|(n, _)| n == bench.name)
+            .map(|(_, p)| p.clone())
+            .with_context(|| format!("cargo built no bench binary named {}", bench.name))?;
+        eprintln!("xtask bench: running {}", bench.name);
+        let outcome = run_one(bench, &exe, &object, opts.quick)?;
+        if let Some(e) = &outcome.failed {
+            eprintln!("xtask bench: {} failed: {e}", bench.name);
+        }
+        outcomes.push((*bench, outcome));
+    }
+
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
+    let report = render(opts, &outcomes, started.elapsed().as_secs_f64())?;
+    std::fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
+    println!("xtask bench: wrote {}", out.display());
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| o.failed.is_some())
+        .map(|(b, _)| b.name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("benches failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds the selected bench targets in release and returns (name, executable).
+fn bench_binaries(benches: &[&Bench]) -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "bench",
+        "-p",
+        "ipwarden",
+        "--no-run",
+        "--message-format=json",
+    ])
+    .current_dir(workspace_root())
+    .stderr(Stdio::inherit());
+    for b in benches {
+        cmd.args(["--bench", b.name]);
+    }
+    let shown = process::describe(&cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !out.status.success() {
+        bail!("`{shown}` failed with {}", out.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        else {
+            continue;
+        };
+        let is_bench = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "bench"));
+        if is_bench {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    Ok(found)
+}
+
+fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outcome> {
+    let env: Vec<(&str, &str)> = bench
+        .env
+        .iter()
+        .map(|&(k, full, q)| (k, if quick { q } else { full }))
+        .collect();
+    let exe_shown = relative(exe);
+    let mut cmd;
+    let mut shown = env
+        .iter()
+        .map(|(k, v)| format!("{k}={v} "))
+        .collect::<String>();
+    if bench.in_vm {
+        // `uname -r` first: the report names the guest's kernel.
+        let script = format!("echo \"guest kernel: $(uname -r)\"; exec {exe_shown}");
+        cmd = Command::new(std::env::current_exe().context("locating xtask")?);
+        cmd.args(["vm-test", "--", "sh", "-c", &script]);
+        shown.push_str(&format!("cargo xtask vm-test -- sh -c '{script}'"));
+    } else {
+        cmd = Command::new(exe);
+        if bench.needs_object {
+            shown.push_str(&format!("IPWARDEN_BPF_OBJECT={} ", relative(object)));
+        }
+        shown.push_str(&exe_shown);
+    }
+    cmd.current_dir(workspace_root())
+        .env("IPWARDEN_BPF_OBJECT", object)
+        .envs(env.iter().copied());
+    eprintln!("xtask bench: {shown}");
+    let load_before = loadavg();
+    let start = Instant::now();
+    let (stdout, status) = tee(&mut cmd)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let load_after = loadavg();
+    let mut failed = (!status.success()).then(|| format!("exited with {status}"));
+    if failed.is_none() && !stdout.lines().any(|l| l.starts_with('|')) {
+        // A bench that skips (no root, no IPVS) exits 0 without a table.
+        failed = Some("printed no table (skipped?)".to_string());
+    }
+    let markdown = if bench.in_vm {
+        // The VM merges the guest's stdout and stderr: keep the table and
+        // the guest kernel line, drop the progress lines.
+        let mut md = String::new();
+        for l in stdout.lines() {
+            if let Some(k) = l.strip_prefix("guest kernel: ") {
+                md.push_str(&format!("Guest kernel: {k} (qemu TCG, 2 vCPUs)\n\n"));
+            }
+        }
+        let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
+        md.push_str(&table.join("\n"));
+        md.push('\n');
+        if let Some(line) = ipvs_target(&table) {
+            md.push_str(&format!("\n{line}\n"));
+        }
+        md
+    } else {
+        stdout
+    };
+    Ok(Outcome {
+        command: shown,
+        markdown,
+        seconds,
+        load_before,
+        load_after,
+        failed,
+    })
+}
+
+/// Runs `cmd`, echoing its stdout to our stderr line by line as it comes
+/// (its stderr is inherited) and returning it.
+fn tee(cmd: &mut Command) -> Result<(String, std::process::ExitStatus)> {
+    let shown = process::describe(cmd);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut captured = String::new();
+    let reader = BufReader::new(child.stdout.take().context("child stdout")?);
+    for line in reader.lines() {
+        let line = line.with_context(|| format!("reading the output of `{shown}`"))?;
+        eprintln!("  {line}");
+        captured.push_str(&line);
+        captured.push('\n');
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
+    Ok((captured, status))
+}
+
+/// "- target ..." for the 10k row of the IPVS table (add speed-up >= 3x).
+fn ipvs_target(table: &[&str]) -> Option<String> {
+    let cells = |l: &str| -> Vec<String> {
+        l.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let header = cells(table.first()?);
+    let col = header.iter().position(|h| h == "speed-up")?;
+    let row = table
+        .iter()
+        .map(|l| cells(l))
+        .find(|c| c.first().is_some_and(|n| n == "10000"))?;
+    let speedup: f64 = row.get(col)?.trim_end_matches('x').parse().ok()?;
+    Some(format!(
+        "- target ours >= 3x faster than `ipvsadm -R` at 10k services: {speedup:.1}x ({})",
+        if speedup >= 3.0 { "met" } else { "missed" }
+    ))
+}
+
+fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<String> {
+    let mut md = String::new();
+    let date = sh("date -u '+%Y-%m-%d %H:%M UTC'");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = sh("git rev-parse --short HEAD");
+    let dirty = if sh("git status --porcelain --untracked-files=no").is_empty() {
+        ""
+    } else {
+        " (with uncommitted changes)"
+    };
+    let mut invocation = "cargo xtask bench".to_string();
+    if opts.quick {
+        invocation.push_str(" --quick");
+    }
+    if opts.no_vm {
+        invocation.push_str(" --no-vm");
+    }
+    if !opts.only.is_empty() {
+        invocation.push_str(&format!(" --only {}", opts.only.join(",")));
+    }
+
+    writeln!(md, "# Benchmarks\n")?;
+    writeln!(
+        md,
+        "Written by `{invocation}` (as root) on {date}, in {total:.0} s. Every figure is a \
+         median of several runs, and every baseline was measured in the same run as what it \
+         is compared with, interleaved. Re-run `cargo xtask bench` to refresh this file; \
+         `--quick` does fewer runs.\n"
+    )?;
+    writeln!(md, "| | |\n|---|---|")?;
+    writeln!(md, "| host kernel | {kernel} |")?;
+    writeln!(md, "| CPU | {cpus} x {cpu} |")?;
+    writeln!(md, "| commit | {commit}{dirty} |")?;
+    for (label, cmd) in [
+        ("ipset", "ipset version"),
+        ("iptables", "iptables -V"),
+        ("ipvsadm", "dpkg-query -W -f='${Version}' ipvsadm"),
+        ("iperf3", "iperf3 --version"),
+    ] {
+        let v = sh(&format!("{cmd} 2>&1 | head -1"));
+        if !v.is_empty() {
+            writeln!(md, "| {label} | {v} |")?;
+        }
+    }
+    writeln!(md)?;
+    writeln!(
+        md,
+        "Load average (1/5/15 min) before and after each bench is shown with it: this is a \
+         small shared machine, and anything else running on it moves wall-clock figures.\n"
+    )?;
+
+    for (bench, o) in outcomes {
+        writeln!(md, "## {}\n", bench.title)?;
+        writeln!(md, "{}\n", bench.about)?;
+        writeln!(md, "Command (from the repository root, as root):\n")?;
+        writeln!(md, "    {}\n", o.command)?;
+        writeln!(
+            md,
+            "Took {:.0} s; load average {} before, {} after.\n",
+            o.seconds, o.load_before, o.load_after
+        )?;
+        if let Some(e) = &o.failed {
+            writeln!(md, "**Failed: {e}.** Output so far:\n")?;
+        }
+        writeln!(md, "{}", o.markdown.trim_end())?;
+        writeln!(md)?;
+    }
+    for bench in BENCHES {
+        if !outcomes.iter().any(|(b, _)| b.name == bench.name) {
+            writeln!(md, "## {}\n\nNot run this time.\n", bench.title)?;
+        }
+    }
+    Ok(md)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A shell one-liner's trimmed stdout, empty on any failure (report details only).
+fn sh(script: &str) -> String {
+    Command::new("sh")
+        .args(["-c", script])
+        .current_dir(workspace_root())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `path` relative to the repository root when it is inside it.
+fn relative(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.display().to_string())
+}
