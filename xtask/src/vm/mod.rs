@@ -39,10 +39,11 @@ pub struct Options {
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub timeout: u64,
     /// Virtual CPUs.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: u32,
     /// Guest memory in MiB (the writable overlay is a tmpfs inside it).
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    #[arg(long, default_value_t = 2048, value_name = "MIB",
+          value_parser = clap::value_parser!(u32).range(256..))]
     pub memory: u32,
     /// Keep the run directory (run.sh, console.log, qemu.log) and print its path.
     #[arg(long)]

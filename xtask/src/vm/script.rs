@@ -5,14 +5,7 @@
 //! single-quoted shell words in this file, never through the kernel command
 //! line, so any byte but NUL arrives intact.
 
-use std::{
-    ffi::{OsStr, OsString},
-    os::unix::ffi::OsStrExt,
-    path::Path,
-};
-
-/// Where stage 1 mounts the results share in the guest.
-pub const GUEST_RESULTS: &str = "/run/ipwarden-vm";
+use std::{ffi::OsString, os::unix::ffi::OsStrExt, path::Path};
 
 /// `s` as one POSIX shell word: inside single quotes only `'` is special.
 pub fn quote(s: &[u8]) -> Vec<u8> {
@@ -94,6 +87,23 @@ pub fn guest_env(
     env
 }
 
+/// Before the caller's part. Stage 1 has waited for the output port; its
+/// number depends on the order of the virtio devices, hence the glob.
+const PRELUDE: &str = r#"# ipwarden vm-test, stage 2: one run, written by cargo xtask vm-test.
+for out in /dev/vport*p*; do :; done
+exec </dev/null >"$out" 2>&1
+# Progress on the console log, which is printed if the run fails.
+stamp() { read -r up _ </proc/uptime; echo "vm-run: $up s: $*" >/dev/console; }
+"#;
+
+/// After the command: hand its status to the host, then power off at once.
+const EPILOGUE: &str = r#"
+status=$?
+stamp "the command exited with $status"
+echo $status >/run/ipwarden-vm/status
+poweroff
+"#;
+
 /// The stage 2 script: cd, export, run `command` with its output on the
 /// virtio port, record its status, power off.
 pub fn render(
@@ -102,51 +112,48 @@ pub fn render(
     command: &[String],
     busybox: &Path,
 ) -> Vec<u8> {
-    let q = |s: &OsStr| quote(s.as_bytes());
-    let mut s: Vec<u8> = Vec::new();
-    let results = GUEST_RESULTS;
-    s.extend_from_slice(b"# ipwarden vm-test, stage 2: one run, written by cargo xtask vm-test.\n");
-    // The port shows up once the host has acknowledged it; stage 1 takes longer.
-    s.extend_from_slice(b"for out in /dev/vport*p*; do :; done\n");
-    s.extend_from_slice(b"exec </dev/null >\"$out\" 2>&1\n");
-    // Progress on the console log, which is printed if the run fails.
-    s.extend_from_slice(
-        b"stamp() { read -r up _ </proc/uptime; echo \"vm-run: $up s: $*\" >/dev/console; }\n",
-    );
-    s.extend_from_slice(b"poweroff() { exec ");
-    s.extend(q(busybox.as_os_str()));
-    s.extend_from_slice(b" poweroff -f; }\n");
-    s.extend_from_slice(b"cd -- ");
-    s.extend(q(cwd.as_os_str()));
-    s.extend_from_slice(
-        format!(" || {{ echo \"vm-test: no such directory in the guest\"; echo 125 >{results}/status; poweroff; }}\n")
-            .as_bytes(),
-    );
+    let mut s = PRELUDE.as_bytes().to_vec();
+    let mut put = |parts: &[&[u8]]| parts.iter().for_each(|p| s.extend_from_slice(p));
+    put(&[
+        b"poweroff() { exec ",
+        &quote(busybox.as_os_str().as_bytes()),
+        b" poweroff -f; }\n",
+    ]);
+    put(&[b"cd -- ", &quote(cwd.as_os_str().as_bytes())]);
+    put(&[b" || { echo 125 >/run/ipwarden-vm/status; poweroff; }\n"]);
     for (name, value) in env {
-        s.extend_from_slice(format!("export {name}=").as_bytes());
-        s.extend(q(value));
-        s.push(b'\n');
+        put(&[
+            b"export ",
+            name.as_bytes(),
+            b"=",
+            &quote(value.as_bytes()),
+            b"\n",
+        ]);
     }
-    s.extend_from_slice(b"stamp running the command\n");
-    for (i, arg) in command.iter().enumerate() {
-        if i > 0 {
-            s.push(b' ');
-        }
-        s.extend(q(OsStr::new(arg)));
-    }
-    s.extend_from_slice(
-        format!("\nstatus=$?\nstamp \"the command exited with $status\"\necho $status >{results}/status\npoweroff\n").as_bytes(),
-    );
+    put(&[b"stamp running the command\n"]);
+    let words: Vec<Vec<u8>> = command.iter().map(|a| quote(a.as_bytes())).collect();
+    put(&[&words.join(&b' ')]);
+    put(&[EPILOGUE.as_bytes()]);
     s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use std::{ffi::OsStr, process::Command};
+
+    /// Where stage 1 mounts the results share in the guest.
+    const GUEST_RESULTS: &str = "/run/ipwarden-vm";
 
     fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn stage_1_mounts_the_results_share_where_stage_2_writes() {
+        let init = include_str!("init.sh");
+        assert!(init.contains(&format!("results /root{GUEST_RESULTS}\n")));
+        assert!(EPILOGUE.contains(&format!(">{GUEST_RESULTS}/status")));
     }
 
     #[test]
