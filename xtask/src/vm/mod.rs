@@ -1,12 +1,17 @@
 //! `cargo xtask vm-test -- CMD...`: runs CMD as root in a Debian kernel under
 //! qemu (TCG: /dev/kvm here cannot run Debian's kernel).
 //!
-//! The guest boots the cached vmlinux with a small initramfs (`initramfs.rs`,
-//! `init.sh`), takes the host's / read-only over 9p under a tmpfs overlay,
-//! and runs a per-run script (`script.rs`) from a second, writable 9p share
-//! that also carries the exit status back. The command's output streams to
-//! our stdout through a virtio port; the kernel console goes to a log that is
-//! printed only when the VM fails.
+//! The guest boots the uncompressed vmlinux (`kernel.rs`) with a small
+//! initramfs (`initramfs.rs`, `modules.rs`, `init.sh`), both cached under
+//! `$CARGO_TARGET_DIR/vm/RELEASE/`. It takes the host's / read-only over 9p
+//! under a tmpfs overlay, so every host binary is there and nothing the
+//! guest writes survives, and runs a per-run script (`script.rs`) from a
+//! second, writable 9p share that also carries the exit status back. The
+//! command's output streams to our stdout through a virtio port; the kernel
+//! console goes to a log that is printed only when the VM fails.
+//!
+//! Exit status: CMD's; else 124 when `--timeout` ran out; else 125 (the VM
+//! died: boot failure, panic, or the cwd is missing in the guest).
 
 mod cpio;
 mod initramfs;
