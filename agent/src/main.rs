@@ -18,11 +18,23 @@ enum Command {
     /// Show the tc classifier counting and marking real packets between two
     /// throw-away network namespaces.
     Demo(cli::demo::Args),
+    /// Remove everything ipwarden created: pins, links, chains, sets, IPVS
+    /// services, VIPs and ipwarden0.
+    Cleanup(cli::cleanup::Args),
+    /// The eBPF data plane's pinned maps.
+    #[command(subcommand)]
+    Bpf(BpfCommand),
     /// The set-store race harness, in its own network namespace.
     Race(cli::race::Args),
     /// Read-only inspection of what the kernel holds.
     #[command(subcommand)]
     Kernel(KernelCommand),
+}
+
+#[derive(Subcommand)]
+enum BpfCommand {
+    /// The mirror with its hit counters, the config and the totals.
+    Dump(cli::bpf_dump::Args),
 }
 
 #[derive(Subcommand)]
@@ -46,6 +58,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),
         Command::Race(a) => cli::race::run(&a),
+        Command::Cleanup(a) => cli::cleanup::run(&a),
+        Command::Bpf(BpfCommand::Dump(a)) => cli::bpf_dump::run(&a),
         Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),
         Command::Kernel(KernelCommand::Ipvs(a)) => cli::kernel_ipvs::run(&a),
     };

@@ -95,6 +95,29 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         Duration::from_secs(20),
         || mirror_entry(&lab, "IPW_SVC_PORTS", EXTERNAL, 80).is_some_and(|v| v["flags"] == 1),
     );
+    // `ipwarden bpf dump` shows the flag too.
+    let dump = lab
+        .node
+        .output(
+            env!("CARGO_BIN_EXE_ipwarden"),
+            &[
+                "bpf",
+                "dump",
+                "--json",
+                "--bpf-pin-dir",
+                lab.bpffs.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert_eq!(dump["mode"], "log");
+    let row = dump["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["member"] == MEMBER)
+        .unwrap_or_else(|| panic!("{MEMBER} not in {dump}"));
+    assert_eq!(row["missing_from_kernel"], true);
     let refused_before = chain_counter(&lab.node, "ipwarden:bpf-refused");
     assert!(
         !external_works(&lab),
@@ -126,6 +149,44 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
     });
     assert!(external_works(&lab));
     agent.kill();
+
+    // `ipwarden cleanup` removes everything ipwarden made, and only that.
+    lab.node
+        .output(
+            env!("CARGO_BIN_EXE_ipwarden"),
+            &[
+                "cleanup",
+                "--bpf-pin-dir",
+                lab.bpffs.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    let sets = lab.node.output("ipset", &["list", "-n"]).unwrap();
+    assert!(!sets.contains("ipwarden"), "{sets}");
+    for table in ["filter", "nat"] {
+        let rules = lab.node.output("iptables-save", &["-t", table]).unwrap();
+        assert!(
+            !rules.contains("IPWARDEN") && !rules.contains("ipwarden:"),
+            "{rules}"
+        );
+    }
+    let ipvs = lab.node.output("ipvsadm", &["-Ln"]).unwrap();
+    assert!(
+        !ipvs
+            .lines()
+            .any(|l| l.starts_with("TCP") || l.starts_with("UDP")),
+        "{ipvs}"
+    );
+    assert!(lab
+        .node
+        .output("ip", &["link", "show", "ipwarden0"])
+        .is_err());
+    assert!(!lab.bpffs.path().join("maps").exists());
+    let tc = lab
+        .node
+        .output("tc", &["filter", "show", "dev", "eth0", "ingress"])
+        .unwrap();
+    assert!(!tc.contains("ipwarden"), "{tc}");
 }
 
 #[test]

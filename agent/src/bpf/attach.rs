@@ -42,9 +42,14 @@ fn add_clsact(iface: &str) -> Result<(), BpfError> {
     // clsact may already be there (another program, or our last run).
     match tc::qdisc_add_clsact(iface) {
         Ok(()) => Ok(()),
-        Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) if e.to_string().contains("exists") => Ok(()),
-        Err(e) => Err(err(iface)(ProgramError::from(e))),
+        Err(e) => {
+            let e = ProgramError::from(e);
+            if is_eexist(&e) {
+                Ok(())
+            } else {
+                Err(err(iface)(e))
+            }
+        }
     }
 }
 
@@ -110,7 +115,7 @@ pub(super) fn ingress_persistent(
                 break;
             }
             // That priority holds the previous run's filter: use the other.
-            Err(e) if e.to_string().contains("exists") => continue,
+            Err(e) if is_eexist(&e) => continue,
             Err(e) => return Err(err(iface)(e)),
         }
     }
@@ -132,6 +137,24 @@ pub(super) fn ingress_persistent(
         let _ = previous.detach();
     }
     Ok(Attachment::Clsact)
+}
+
+/// EEXIST (a qdisc or a filter priority already there), which aya may
+/// report with only the kernel's extack text ("Exclusivity flag on, cannot
+/// modify") and not the errno.
+fn is_eexist(e: &ProgramError) -> bool {
+    let errno = match e {
+        ProgramError::TcError(tc::TcError::NetlinkError(n)) | ProgramError::NetlinkError(n) => {
+            n.raw_os_error()
+        }
+        ProgramError::TcError(tc::TcError::IoError(io)) => io.raw_os_error(),
+        _ => None,
+    };
+    // The error's text, all the way down its sources.
+    let text = format!("{e} {e:?}");
+    errno == Some(libc::EEXIST)
+        || text.contains("Exclusivity flag on")
+        || text.contains("File exists")
 }
 
 /// Removes both of ipwarden's clsact filters from `iface` (cleanup).

@@ -63,11 +63,20 @@ impl PinLayout {
 
     /// Removes every pin (`ipwarden cleanup`). Unpinning a TCX link
     /// detaches it once nothing else holds it; unpinned maps go when their
-    /// last program does.
+    /// last program does. The root itself stays if it is a mount point.
     pub fn remove_all(&self) -> io::Result<()> {
-        match std::fs::remove_dir_all(&self.root) {
+        for dir in [self.maps_dir(), self.links_dir()] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        match std::fs::remove_dir(&self.root) {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
+            // EBUSY: a bpffs mounted right there; it is empty now.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }

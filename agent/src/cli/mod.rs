@@ -1,5 +1,7 @@
 //! Sub-commands of the `ipwarden` binary, one file each.
 
+pub mod bpf_dump;
+pub mod cleanup;
 pub mod demo;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;

@@ -103,7 +103,7 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
+pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
     let a: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
     let b: u16 = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;

@@ -1,0 +1,130 @@
+//! `ipwarden bpf dump [--json]`: the pinned mirror with its hit counters,
+//! the config and the classifier's totals.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use ipwarden_common::{
+    maps::{FAMILY_V4, FLAG_MISSING_FROM_KERNEL},
+    names, Config, HitCounter, ServiceKey, ServiceValue, Stats,
+};
+
+use crate::bpf::PinLayout;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn open(pins: &PinLayout, name: &str) -> Result<MapData> {
+    MapData::from_pin(pins.map(name))
+        .with_context(|| format!("opening pinned map {}", pins.map(name).display()))
+}
+
+fn addr(k: &ServiceKey) -> IpAddr {
+    if k.family == FAMILY_V4 {
+        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    } else {
+        IpAddr::from(k.addr)
+    }
+}
+
+fn proto(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let pins = PinLayout::new(&args.bpf_pin_dir);
+    let services: HashMap<_, ServiceKey, ServiceValue> =
+        HashMap::try_from(Map::HashMap(open(&pins, names::MAP_SERVICES)?))?;
+    let hits: PerCpuHashMap<_, ServiceKey, HitCounter> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(&pins, names::MAP_HITS)?))?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(open(&pins, names::MAP_CONFIG)?))?;
+    let stats: PerCpuArray<_, Stats> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, names::MAP_STATS)?))?;
+
+    let mut rows = Vec::new();
+    for entry in services.iter() {
+        let (k, v) = entry?;
+        let (packets, bytes) = hits
+            .get(&k, 0)
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+            })
+            .unwrap_or((0, 0));
+        rows.push(serde_json::json!({
+            "member": format!("{},{}:{}", addr(&k), proto(k.proto), k.port),
+            "missing_from_kernel": v.flags & FLAG_MISSING_FROM_KERNEL != 0,
+            "service_id": v.service_id,
+            "packets": packets,
+            "bytes": bytes,
+        }));
+    }
+    rows.sort_by(|a, b| a["member"].as_str().cmp(&b["member"].as_str()));
+    let c = config.get(&0, 0)?;
+    let totals = stats
+        .get(&0, 0)?
+        .iter()
+        .fold(Stats::default(), |t, s| Stats {
+            mirror_hits: t.mirror_hits + s.mirror_hits,
+            missing_hits: t.missing_hits + s.missing_hits,
+            vip_other_port: t.vip_other_port + s.vip_other_port,
+            events_dropped: t.events_dropped + s.events_dropped,
+        });
+    let mode = match c.mode {
+        0 => "off",
+        1 => "log",
+        2 => "allow",
+        _ => "unknown",
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": mode, "mark": c.mark, "layout_version": c.layout_version,
+                "stats": {"mirror_hits": totals.mirror_hits, "missing_hits": totals.missing_hits,
+                          "vip_other_port": totals.vip_other_port, "events_dropped": totals.events_dropped},
+                "services": rows,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "mode {mode}, mark {:#x}, layout {}",
+        c.mark, c.layout_version
+    );
+    println!(
+        "mirror hits {}, to members missing from the kernel {}, to other ports of a VIP {}, events dropped {}",
+        totals.mirror_hits, totals.missing_hits, totals.vip_other_port, totals.events_dropped
+    );
+    println!(
+        "{:<44} {:>8} {:>12} {:>14}  flags",
+        "member", "service", "packets", "bytes"
+    );
+    for r in &rows {
+        println!(
+            "{:<44} {:>8x} {:>12} {:>14}  {}",
+            r["member"].as_str().unwrap_or_default(),
+            r["service_id"].as_u64().unwrap_or(0),
+            r["packets"],
+            r["bytes"],
+            if r["missing_from_kernel"] == true {
+                "missing-from-kernel"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

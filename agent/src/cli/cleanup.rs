@@ -1,0 +1,122 @@
+//! `ipwarden cleanup`: removes everything ipwarden created in this network
+//! namespace and bpffs: pinned links and maps, clsact filters, our chains
+//! and the rules that jump to them, our sets, our IPVS services, the VIPs
+//! and `ipwarden0`. Nothing of other programs is touched.
+
+use std::{collections::BTreeSet, path::PathBuf};
+
+use anyhow::{Context, Result};
+use ipwarden_common::names;
+
+use crate::{
+    bpf::{self, PinLayout},
+    controllers::services::names::DUMMY_INTERFACE,
+    kernel::{
+        ipset::{IpsetClient, SetName},
+        iptables::{self, Family, Ownership, Table, TablePlan},
+        ipvs::IpvsClient,
+        ipvs_sync::{self, Ownership as IpvsOwnership},
+        link::LinkClient,
+    },
+    store::owners::has_our_prefix,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// bpffs directory of the pins to remove.
+    #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
+    /// The NodePort range the agent ran with (its IPVS services there, on
+    /// node addresses, are removed).
+    #[arg(long, default_value = "30000-32767", value_parser = super::run::parse_range)]
+    pub node_port_range: (u16, u16),
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let link = LinkClient::connect()?;
+
+    // eBPF first: unpinning a TCX link detaches it; clsact filters go by
+    // their two priorities.
+    let pins = PinLayout::new(&args.bpf_pin_dir);
+    for (_, iface) in link.links()? {
+        bpf::detach_clsact(&iface);
+    }
+    pins.remove_all()
+        .with_context(|| format!("removing {}", pins.root().display()))?;
+    println!(
+        "removed pins under {} and ipwarden's clsact filters",
+        pins.root().display()
+    );
+
+    // IPVS services on our VIPs and NodePorts, while ipwarden0 still
+    // tells which addresses are ours.
+    match IpvsClient::connect() {
+        Ok(mut ipvs) => {
+            let index = link.index_of(DUMMY_INTERFACE)?;
+            let addrs = link.addresses()?;
+            let ownership = IpvsOwnership {
+                vips: addrs
+                    .iter()
+                    .filter(|(i, _, _)| Some(*i) == index)
+                    .map(|(_, a, _)| *a)
+                    .collect(),
+                node_ips: addrs
+                    .iter()
+                    .filter(|(i, _, _)| Some(*i) != index)
+                    .map(|(_, a, _)| *a)
+                    .collect(),
+                node_port_range: args.node_port_range,
+            };
+            let report = ipvs_sync::sync(&mut ipvs, &[], &ownership).map_err(|errs| {
+                anyhow::anyhow!(errs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            })?;
+            println!("removed {} IPVS services", report.services_removed);
+        }
+        Err(e) => println!("IPVS: nothing to remove ({e})"),
+    }
+
+    // Chains and the tagged rules into them, in every table and family.
+    for family in [Family::V4, Family::V6] {
+        for table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
+            let plan = TablePlan {
+                family,
+                table,
+                owns: vec![
+                    Ownership::Prefix("IPWARDEN-".into()),
+                    Ownership::Prefix("IPW-".into()),
+                ],
+                tag: "ipwarden:".into(),
+                chains: Vec::new(),
+                jumps: Vec::new(),
+            };
+            let r = iptables::apply(&plan)?;
+            if !r.changes.is_empty() {
+                println!(
+                    "{table} ({family:?}): removed chains {:?}",
+                    r.changes.chains_deleted
+                );
+            }
+        }
+    }
+
+    // Sets, now that no rule references them.
+    let mut ipset = IpsetClient::new()?;
+    let ours: BTreeSet<String> = ipset
+        .list_names()?
+        .into_iter()
+        .filter(|n| has_our_prefix(n))
+        .collect();
+    for name in &ours {
+        ipset.destroy(&SetName::new(name.as_str())?, true)?;
+    }
+    println!("destroyed {} sets", ours.len());
+
+    if link.delete(DUMMY_INTERFACE)? {
+        println!("deleted {DUMMY_INTERFACE} and its addresses");
+    }
+    Ok(())
+}
