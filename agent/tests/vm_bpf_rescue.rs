@@ -252,4 +252,11 @@ fn vm_a_killed_agent_restarts_without_losing_a_connection_or_a_count() {
         "connections failed across restarts"
     );
     assert!(packets(&lab) > 0);
+    // Make-before-break left one filter per interface, not one per start.
+    let tc = lab
+        .node
+        .output("tc", &["filter", "show", "dev", "eth0", "ingress"])
+        .unwrap();
+    let filters = tc.lines().filter(|l| l.contains("ipwarden_ingres")).count();
+    assert_eq!(filters, 1, "{tc}");
 }
