@@ -12,5 +12,5 @@ pub mod controllers;
 pub mod desired;
 pub mod kernel;
 pub mod netns;
-pub mod store;
 pub mod reconcile;
+pub mod store;

@@ -88,8 +88,11 @@ fn set_of(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// One mirror call: (set, members) of each mirrored set.
+type MirrorCall = Vec<(String, BTreeSet<String>)>;
+
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<Vec<(String, BTreeSet<String>)>>>>);
+struct Recorder(Arc<Mutex<Vec<MirrorCall>>>);
 
 impl MirrorSink for Recorder {
     fn mirror(&mut self, sets: &[&SetSpec]) {

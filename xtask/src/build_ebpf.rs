@@ -117,7 +117,7 @@ pub fn llvm_major_of_linker(linker: &Path) -> Result<u32> {
     let ldd = process::output(Command::new("ldd").arg(linker))?;
     ldd.lines()
         .find_map(|l| {
-            let soname = l.trim().split_whitespace().next()?;
+            let soname = l.split_whitespace().next()?;
             soname
                 .strip_prefix("libLLVM.so.")
                 .or_else(|| soname.strip_prefix("libLLVM-"))?

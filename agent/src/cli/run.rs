@@ -187,7 +187,10 @@ pub fn run(args: &Args) -> Result<()> {
             last_audit = Instant::now();
             let delay = Duration::from_secs(args.audit_heal_delay);
             match reconciler.store().audit_healing_after(delay) {
-                Ok(a) if a.drifted() => tracing::warn!(?a, "set drift found (healed once older than --audit-heal-delay)"),
+                Ok(a) if a.drifted() => tracing::warn!(
+                    ?a,
+                    "set drift found (healed once older than --audit-heal-delay)"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::error!("audit failed: {e:#}"),
             }

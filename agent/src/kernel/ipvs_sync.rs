@@ -120,7 +120,7 @@ pub fn plan(
             for d in dests {
                 reqs.push(Request::AddDestination {
                     service: svc.key,
-                    destination: d.clone(),
+                    destination: *d,
                 });
                 r.destinations_added += 1;
             }
@@ -143,7 +143,7 @@ pub fn plan(
                 None => {
                     reqs.push(Request::AddDestination {
                         service: svc.key,
-                        destination: d.clone(),
+                        destination: *d,
                     });
                     r.destinations_added += 1;
                     touched = true;
@@ -151,7 +151,7 @@ pub fn plan(
                 Some(h) if *h != d => {
                     reqs.push(Request::EditDestination {
                         service: svc.key,
-                        destination: d.clone(),
+                        destination: *d,
                     });
                     r.destinations_edited += 1;
                     touched = true;

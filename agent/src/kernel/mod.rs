@@ -3,7 +3,7 @@
 
 pub mod ipset;
 pub mod iptables;
-pub mod link;
-pub mod sysctl;
 pub mod ipvs;
 pub mod ipvs_sync;
+pub mod link;
+pub mod sysctl;

@@ -10,13 +10,25 @@ pub const IPVS_SYSCTLS: &[(&str, &str, &str)] = &[
     ("net/ipv4/vs/conntrack", "1", "masquerade IPVS traffic"),
     // Drop connections to removed destinations at once instead of
     // black-holing them until they time out.
-    ("net/ipv4/vs/expire_nodest_conn", "1", "expire connections to removed backends"),
+    (
+        "net/ipv4/vs/expire_nodest_conn",
+        "1",
+        "expire connections to removed backends",
+    ),
     // Persistence templates of a quiesced (weight 0) destination expire,
     // so session affinity moves off a draining endpoint.
-    ("net/ipv4/vs/expire_quiescent_template", "1", "let affinity leave drained backends"),
+    (
+        "net/ipv4/vs/expire_quiescent_template",
+        "1",
+        "let affinity leave drained backends",
+    ),
     // Reuse of a port by a new connection is not scheduled to the old
     // (possibly gone) destination.
-    ("net/ipv4/vs/conn_reuse_mode", "0", "do not pin reused ports to old backends"),
+    (
+        "net/ipv4/vs/conn_reuse_mode",
+        "0",
+        "do not pin reused ports to old backends",
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]

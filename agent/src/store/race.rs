@@ -52,6 +52,9 @@ struct Confirmed {
 
 type Shared = Arc<Mutex<Confirmed>>;
 
+/// An owner's desired sets at step k.
+type Steps = fn(u64) -> Vec<SetSpec>;
+
 const SERVICE_SET: &str = "ipwarden-svip-prt";
 
 /// Service owner's sets at step `k`: fixed members plus a churning window
@@ -75,7 +78,7 @@ fn policies_at(k: u64) -> Vec<SetSpec> {
             spec(&format!("IPW-SRC-{s}"), SetType::HashIp, members)
         })
         .collect();
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         sets.push(spec(
             "IPW-DST-CHURN",
             SetType::HashIp,
@@ -126,7 +129,7 @@ pub fn run(opts: Options) -> Result<Outcome, StoreError> {
         vec![Claim::Name(SERVICE_SET.into())],
     ))?;
     store.register(Owner::new("policies", vec![Claim::Prefix("IPW-".into())]))?;
-    let owners: [(&'static str, fn(u64) -> Vec<SetSpec>, Shared); 2] = [
+    let owners: [(&'static str, Steps, Shared); 2] = [
         ("services", services_at, Shared::default()),
         ("policies", policies_at, Shared::default()),
     ];
@@ -138,7 +141,7 @@ pub fn run(opts: Options) -> Result<Outcome, StoreError> {
             let (store, stop, applies) = (&store, &stop, &applies);
             writers.push(s.spawn(move || -> Result<(), StoreError> {
                 let result = if opts.naive {
-                    naive_owner(*name, *at, shared, opts, applies)
+                    naive_owner(name, *at, shared, opts, applies)
                 } else {
                     store_owner(store, name, *at, shared, opts.iterations, applies)
                 };
