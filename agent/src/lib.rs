@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod desired;
 pub mod kernel;
+pub mod lab;
 pub mod netns;
 pub mod reconcile;
 pub mod store;

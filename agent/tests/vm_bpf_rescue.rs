@@ -35,7 +35,7 @@ fn member_present(lab: &Lab) -> bool {
 }
 
 fn external_works(lab: &Lab) -> bool {
-    tcp_answer(&lab.client, addr("203.0.113.10", 80)).is_ok()
+    tcp_answer(&lab, addr("203.0.113.10", 80)).is_ok()
 }
 
 #[test]
@@ -118,13 +118,13 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         .find(|r| r["member"] == MEMBER)
         .unwrap_or_else(|| panic!("{MEMBER} not in {dump}"));
     assert_eq!(row["missing_from_kernel"], true);
-    let refused_before = chain_counter(&lab.node, "ipwarden:bpf-refused");
+    let refused_before = chain_counter(&lab, "ipwarden:bpf-refused");
     assert!(
         !external_works(&lab),
         "log mode does not change the verdict"
     );
     assert!(
-        chain_counter(&lab.node, "ipwarden:bpf-refused") > refused_before,
+        chain_counter(&lab, "ipwarden:bpf-refused") > refused_before,
         "the counting rule saw mirrored traffic the ipset refused"
     );
     wait_until("the event", Duration::from_secs(10), || {
@@ -217,7 +217,7 @@ fn vm_a_killed_agent_restarts_without_losing_a_connection_or_a_count() {
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                match tcp_answer(&lab.client, addr("10.96.0.10", 80)) {
+                match tcp_answer(&lab, addr("10.96.0.10", 80)) {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };

@@ -63,31 +63,31 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     // Traffic: ClusterIP (both backends over a few connections), UDP,
     // NodePort, externalIP.
     let seen: BTreeSet<String> = (0..4)
-        .map(|_| tcp_answer(&lab.client, addr("10.96.0.10", 80)).unwrap())
+        .map(|_| tcp_answer(&lab, addr("10.96.0.10", 80)).unwrap())
         .collect();
     assert_eq!(
         seen,
         ["pod1", "pod2"].iter().map(|s| s.to_string()).collect()
     );
-    assert!(udp_answer(&lab.client, addr("10.96.0.10", 53)).starts_with("pod"));
-    assert!(tcp_answer(&lab.client, addr("10.0.1.1", 30080))
+    assert!(udp_answer(&lab, addr("10.96.0.10", 53)).starts_with("pod"));
+    assert!(tcp_answer(&lab, addr("10.0.1.1", 30080))
         .unwrap()
         .starts_with("pod"));
-    assert!(tcp_answer(&lab.client, addr("203.0.113.10", 80))
+    assert!(tcp_answer(&lab, addr("203.0.113.10", 80))
         .unwrap()
         .starts_with("pod"));
 
     // Session affinity: one client, one backend.
     let sticky: BTreeSet<String> = (0..6)
-        .map(|_| tcp_answer(&lab.client, addr("10.96.0.20", 80)).unwrap())
+        .map(|_| tcp_answer(&lab, addr("10.96.0.20", 80)).unwrap())
         .collect();
     assert_eq!(sticky.len(), 1, "{sticky:?}");
 
     // A VIP port that is no service port is refused by the firewall.
-    let before = chain_counter(&lab.node, "-j REJECT");
-    assert!(tcp_answer(&lab.client, addr("10.96.0.10", 81)).is_err());
+    let before = chain_counter(&lab, "-j REJECT");
+    assert!(tcp_answer(&lab, addr("10.96.0.10", 81)).is_err());
     assert!(
-        chain_counter(&lab.node, "-j REJECT") > before,
+        chain_counter(&lab, "-j REJECT") > before,
         "the REJECT rule did not fire"
     );
 
@@ -118,7 +118,7 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     assert_eq!(diff["sets"]["members_added"], 0);
     assert_eq!(diff["sets"]["members_deleted"], 0);
     let after: BTreeSet<String> = (0..3)
-        .map(|_| tcp_answer(&lab.client, addr("10.96.0.10", 80)).unwrap())
+        .map(|_| tcp_answer(&lab, addr("10.96.0.10", 80)).unwrap())
         .collect();
     assert_eq!(after, ["pod1".to_string()].into());
 }

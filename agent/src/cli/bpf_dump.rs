@@ -117,8 +117,8 @@ pub fn run(args: &Args) -> Result<()> {
             "{:<44} {:>8x} {:>12} {:>14}  {}",
             r["member"].as_str().unwrap_or_default(),
             r["service_id"].as_u64().unwrap_or(0),
-            r["packets"],
-            r["bytes"],
+            r["packets"].as_u64().unwrap_or(0),
+            r["bytes"].as_u64().unwrap_or(0),
             if r["missing_from_kernel"] == true {
                 "missing-from-kernel"
             } else {

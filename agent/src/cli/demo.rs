@@ -26,7 +26,22 @@ const NODE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const MEMBER_PORT: u16 = 8080;
 const OTHER_PORT: u16 = 9090;
 
+/// The tc classifier, then the rescue when the kernel has IPVS.
 pub fn run(args: &Args) -> Result<()> {
+    println!("== The tc classifier between two namespaces\n");
+    classifier(args)?;
+    println!();
+    if !std::path::Path::new("/proc/net/ip_vs").exists() {
+        println!("== The rescue needs IPVS, which this kernel lacks: `cargo xtask demo` runs it in the VM");
+        return Ok(());
+    }
+    println!("== The rescue of an ExternalIP missing from ipwarden-svip-prt\n");
+    // The agent runs as a child process, in the lab's node namespace.
+    std::env::set_var("IPWARDEN_BPF_OBJECT", &args.bpf_object);
+    super::demo_rescue::run(&std::env::current_exe()?)
+}
+
+fn classifier(args: &Args) -> Result<()> {
     let node = NetNs::new("ipw-demo-node").context("creating a network namespace")?;
     let peer = NetNs::new("ipw-demo-peer")?;
     node.veth_to(

@@ -3,6 +3,7 @@
 pub mod bpf_dump;
 pub mod cleanup;
 pub mod demo;
+mod demo_rescue;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
 pub mod race;

@@ -278,10 +278,29 @@ fn restore_all(
         client.execute(
             &Request::create(ipset::SetSpec::new(name.clone(), s.set_type, s.family)).exist_ok(),
         )?;
-        client.swap(&tmp, &name)?;
+        swap_retrying(client, &tmp, &name)?;
         client.destroy(&tmp, true)?;
     }
     Ok(())
+}
+
+/// Swap refuses sets that are being listed (EBUSY, what kube-router #1081
+/// saw as "Resource busy"); kube-router retried, so does this.
+fn swap_retrying(
+    client: &mut IpsetClient,
+    a: &ipset::SetName,
+    b: &ipset::SetName,
+) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        match client.swap(a, b) {
+            Err(IpsetError::InUse { .. }) if tries < 1000 => {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            other => return other.map_err(Into::into),
+        }
+    }
 }
 
 /// Dumps the kernel until told to stop; returns (lost, observations).

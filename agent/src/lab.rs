@@ -1,0 +1,217 @@
+//! A small cluster node in network namespaces, for the demo and the VM
+//! tests: a node namespace where ipwarden runs, a client namespace, and two
+//! backend "pods" behind veths (10.244.1.2 and 10.244.2.2) answering with
+//! their name on TCP 8080 and UDP 5353. Everything goes with the value.
+
+use std::{
+    io::{self, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use crate::netns::{BpfFs, NetNs};
+
+/// The cluster the lab serves, seen from node-a (10.0.1.1): Services web
+/// (ClusterIP 10.96.0.10, NodePort, externalIP 203.0.113.10) and sticky.
+pub const CLUSTER: &str = include_str!("../tests/fixtures/proxy/cluster.yaml");
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Lab {
+    pub node: NetNs,
+    pub client: NetNs,
+    _pods: Vec<NetNs>,
+    /// A folder holding cluster.yaml, for `ipwarden run --manifests`.
+    pub manifests: PathBuf,
+    /// A bpffs of the lab's own for the agent's pins (`ip netns exec`
+    /// hides /sys/fs/bpf).
+    pub bpffs: BpfFs,
+}
+
+/// Starts a backend in `pod`: TCP 8080 and UDP 5353 answer with its name.
+fn backend(pod: &NetNs, name: &'static str) -> io::Result<()> {
+    let tcp = pod.run(|| TcpListener::bind("0.0.0.0:8080"))??;
+    let udp = pod.run(|| UdpSocket::bind("0.0.0.0:5353"))??;
+    std::thread::spawn(move || {
+        for mut conn in tcp.incoming().flatten() {
+            let _ = conn.write_all(name.as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(name.as_bytes(), from);
+        }
+    });
+    Ok(())
+}
+
+impl Lab {
+    /// Builds the topology and writes `cluster` as the manifests.
+    pub fn new(cluster: &str) -> io::Result<Lab> {
+        let node = NetNs::new("ipw-node")?;
+        let client = NetNs::new("ipw-client")?;
+        node.veth_to(
+            &client,
+            ("eth0", &["10.0.1.1/24"]),
+            ("eth0", &["10.0.1.2/24"]),
+        )?;
+        client.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+        let mut pods = Vec::new();
+        for (i, name) in [(1, "pod1"), (2, "pod2")] {
+            let pod = NetNs::new(name)?;
+            let node_side = format!("10.244.{i}.1/24");
+            let pod_side = format!("10.244.{i}.2/24");
+            node.veth_to(
+                &pod,
+                (&format!("vp{i}"), &[&node_side]),
+                ("eth0", &[&pod_side]),
+            )?;
+            pod.ip(&["route", "add", "default", "via", &format!("10.244.{i}.1")])?;
+            backend(&pod, name)?;
+            pods.push(pod);
+        }
+        node.output("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        let manifests = std::env::temp_dir().join(format!("ipw-manifests-{}", node.name()));
+        std::fs::create_dir_all(&manifests)?;
+        std::fs::write(manifests.join("cluster.yaml"), cluster)?;
+        let bpffs = BpfFs::new(node.name())?;
+        Ok(Lab {
+            bpffs,
+            node,
+            client,
+            _pods: pods,
+            manifests,
+        })
+    }
+
+    /// A TCP connection from the client to `to`: the backend's name.
+    pub fn tcp(&self, to: SocketAddr) -> io::Result<String> {
+        self.client.run(|| {
+            let mut s = TcpStream::connect_timeout(&to, TIMEOUT)?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })?
+    }
+
+    /// A UDP question from the client to `to`: the backend's name.
+    pub fn udp(&self, to: SocketAddr) -> io::Result<String> {
+        self.client.run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(TIMEOUT))?;
+            s.send_to(b"q", to)?;
+            let mut buf = [0u8; 64];
+            let n = s.recv(&mut buf)?;
+            Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })?
+    }
+
+    /// Packet counter of the IPWARDEN-SERVICES rule containing `needle`.
+    pub fn chain_counter(&self, needle: &str) -> io::Result<u64> {
+        let save = self.node.output("iptables-save", &["-c", "-t", "filter"])?;
+        save.lines()
+            .find(|l| l.contains("-A IPWARDEN-SERVICES") && l.contains(needle))
+            .and_then(|l| l.get(1..)?.split(':').next()?.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("no rule with {needle} in\n{save}")))
+    }
+
+    /// `bpftool -j map dump pinned` of one of the agent's maps.
+    pub fn dump_pinned(&self, map: &str) -> io::Result<serde_json::Value> {
+        let path = self.bpffs.path().join("maps").join(map);
+        let out = self.node.output(
+            "bpftool",
+            &["-j", "map", "dump", "pinned", &path.to_string_lossy()],
+        )?;
+        serde_json::from_str(&out).map_err(io::Error::other)
+    }
+
+    /// The formatted value of the entry for (v4 `addr`, TCP, `port`) in `map`.
+    pub fn mirror_entry(&self, map: &str, addr: [u8; 4], port: u16) -> Option<serde_json::Value> {
+        self.dump_pinned(map)
+            .ok()?
+            .as_array()?
+            .iter()
+            .map(|e| &e["formatted"])
+            .find(|f| {
+                f["key"]["port"] == port
+                    && f["key"]["proto"] == 6
+                    && (0..4).all(|i| f["key"]["addr"][i] == addr[i])
+            })
+            .map(|f| f["value"].clone())
+    }
+}
+
+/// Polls `cond` every 100 ms until it holds, for at most `within`.
+/// Waiting for a condition, not for time.
+pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ipwarden run` as a daemon in the lab's node namespace; killed on drop.
+pub struct AgentProcess {
+    child: Child,
+}
+
+impl AgentProcess {
+    /// Starts `bin run` with `extra` flags and waits for its first pass.
+    pub fn start(lab: &Lab, bin: &Path, extra: &[&str]) -> io::Result<AgentProcess> {
+        let ready = std::env::temp_dir().join(format!("ipw-ready-{}", lab.node.name()));
+        let _ = std::fs::remove_file(&ready);
+        let child = lab
+            .node
+            .command(&bin.to_string_lossy())
+            .args(["run", "--node-name", "node-a"])
+            .arg("--bpf-pin-dir")
+            .arg(lab.bpffs.path())
+            .arg("--manifests")
+            .arg(&lab.manifests)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        let mut agent = AgentProcess { child };
+        let mut exited = None;
+        let up = wait_until(Duration::from_secs(60), || {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            ready.exists()
+        });
+        match (up, exited) {
+            (_, Some(status)) => Err(io::Error::other(format!(
+                "the agent exited early: {status}"
+            ))),
+            (false, _) => Err(io::Error::other(
+                "the agent did not finish its first pass in 60 s",
+            )),
+            (true, None) => Ok(agent),
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash or an OOM kill.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
