@@ -35,7 +35,7 @@ fn member_present(lab: &Lab) -> bool {
 }
 
 fn external_works(lab: &Lab) -> bool {
-    tcp_answer(&lab, addr("203.0.113.10", 80)).is_ok()
+    tcp_answer(lab, addr("203.0.113.10", 80)).is_ok()
 }
 
 #[test]
