@@ -1,7 +1,9 @@
 //! Every bpffs path ipwarden uses, in one place.
 //!
-//!     <root>/maps/<MAP>        pinned maps (adopted by a restarted agent)
-//!     <root>/links/<iface>     pinned TCX links (they outlive the agent)
+//! ```text
+//! <root>/maps/<MAP>        pinned maps (adopted by a restarted agent)
+//! <root>/links/<iface>     pinned TCX links (they outlive the agent)
+//! ```
 
 use std::{
     io,
