@@ -32,7 +32,8 @@ const APT_PACKAGES: &[&str] = &[
     "linux-image-amd64",
     "busybox-static",
     "xz-utils",
-    "cpio",
+    // Benchmarks (cargo xtask bench): throughput through a veth pair.
+    "iperf3",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
