@@ -19,7 +19,9 @@
 //!   change costs; both are measured;
 //! - **kube-router, our client**: the same save + full rebuild + swap through
 //!   our netlink client, so the ratio against the store isolates the design
-//!   (diff against full restore) from the cost of the CLI.
+//!   (diff against full restore) from the cost of the CLI;
+//! - **one save**: `IpsetClient::list` of the set, the floor under any
+//!   save-then-apply (the store saves before its diff and reads back after).
 //!
 //! `IPWARDEN_BENCH_SIZES` (default `1000,10000,100000`) and
 //! `IPWARDEN_BENCH_RUNS` (default 11; sizes above 50k use a third of it,
@@ -188,6 +190,7 @@ struct Row {
     cli_change: Duration,
     client_noop: Duration,
     client_change: Duration,
+    list: Duration,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -226,7 +229,7 @@ fn measure(n: usize, runs: usize) -> Row {
         assert!(r.verified);
 
         let mut present = false;
-        let mut t: [Vec<Duration>; 6] = Default::default();
+        let mut t: [Vec<Duration>; 7] = Default::default();
         for _ in 0..runs {
             // Store, no-op.
             let sets = vec![spec(with_toggled(&base, present))];
@@ -263,8 +266,15 @@ fn measure(n: usize, runs: usize) -> Row {
             let next = with_toggled(&base, present);
             t[5].push(kube_router_client(&mut client, &next, n));
             assert_eq!(entries(&mut client) as usize, n + present as usize);
+
+            // The floor under any save-then-apply: one save of the set.
+            let set = SetName::new(SET).expect("name");
+            let start = Instant::now();
+            let listed = client.list(&set).expect("list");
+            t[6].push(start.elapsed());
+            assert_eq!(listed.members.len(), n + present as usize);
         }
-        let [a, b, c, d, e, f] = t.map(median);
+        let [a, b, c, d, e, f, g] = t.map(median);
         Row {
             n,
             runs,
@@ -275,6 +285,7 @@ fn measure(n: usize, runs: usize) -> Row {
             cli_change: d,
             client_noop: e,
             client_change: f,
+            list: g,
         }
     })
     .expect("run in netns")
@@ -334,12 +345,12 @@ fn main() {
         "one hash:ip,port set, medians in ms; ratio = baseline / store (above 1: the store is faster)\n"
     );
     println!(
-        "| members | runs | store: no-op | store: 1 change | kube-router CLI: no-op | ratio | kube-router CLI: 1 change | ratio | kube-router via our client: no-op | ratio | kube-router via our client: 1 change | ratio | store: first fill |"
+        "| members | runs | store: no-op | store: 1 change | kube-router CLI: no-op | ratio | kube-router CLI: 1 change | ratio | kube-router via our client: no-op | ratio | kube-router via our client: 1 change | ratio | one save via our client | store: first fill |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.n,
             r.runs,
             ms(r.store_noop),
@@ -352,6 +363,7 @@ fn main() {
             ratio(r.client_noop, r.store_noop),
             ms(r.client_change),
             ratio(r.client_change, r.store_change),
+            ms(r.list),
             ms(r.initial),
         );
     }

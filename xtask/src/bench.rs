@@ -97,7 +97,11 @@ const BENCHES: &[Bench] = &[
                 that the second ratio isolates diff-vs-full-restore from CLI overhead. A \
                 no-op apply and a one-member change (the same member toggled) per round, \
                 all methods interleaved in every round. kube-router has no diff, so its \
-                no-op costs what a change costs. Ratio = baseline / store.",
+                no-op costs what a change costs. Ratio = baseline / store. The store reads \
+                the set twice per apply (the save its diff starts from, and the read-back \
+                that verifies it) and handles members as text, so \"one save via our \
+                client\" is the floor under its cost; only the write is proportional to \
+                the change.",
         in_vm: false,
         env: &[
             (
@@ -112,7 +116,7 @@ const BENCHES: &[Bench] = &[
         name: "tc_throughput",
         needs_object: true,
         title: "tc program: throughput through a veth into a network namespace",
-        about: "One sender namespace joined by veth pairs to four receiver namespaces, one \
+        about: "One sender namespace joined by veth pairs to five receiver namespaces, one \
                 per configuration, so configurations are chosen by destination and \
                 interleaved run by run. TCP: iperf3, one stream. UDP: 64-byte datagrams, a \
                 Rust sender (sendmmsg) and busy-polling receiver (recvmmsg). The receive \
@@ -406,6 +410,22 @@ fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<
         }
     }
     writeln!(md)?;
+    let targets: Vec<String> = outcomes
+        .iter()
+        .flat_map(|(b, o)| {
+            o.markdown
+                .lines()
+                .filter(|l| l.starts_with("- target"))
+                .map(move |l| format!("- {}: {}", b.name, &l[2..]))
+        })
+        .collect();
+    if !targets.is_empty() {
+        writeln!(md, "Targets, as checked by the benches below:\n")?;
+        for t in targets {
+            writeln!(md, "{t}")?;
+        }
+        writeln!(md)?;
+    }
     writeln!(
         md,
         "Load average (1/5/15 min) before and after each bench is shown with it: this is a \
