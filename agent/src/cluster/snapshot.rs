@@ -1,6 +1,6 @@
 //! An immutable, ordered view of the cluster as this node sees it.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod, Service},
@@ -33,6 +33,10 @@ pub struct Snapshot {
     /// This node's Node object, if the source has it.
     pub node: Option<Node>,
     pub host: HostInfo,
+    /// (namespace, service name) -> indexes into `endpoint_slices`, so a
+    /// Service finds its slices without scanning them all (10k Services
+    /// would otherwise cost 10k x 10k label comparisons).
+    slice_index: BTreeMap<(String, String), Vec<usize>>,
 }
 
 impl Snapshot {
@@ -77,22 +81,32 @@ impl Snapshot {
         self.pods.sort_by_key(|o| key(&o.metadata));
         self.namespaces.sort_by_key(|o| key(&o.metadata));
         self.network_policies.sort_by_key(|o| key(&o.metadata));
+        self.slice_index.clear();
+        for (i, s) in self.endpoint_slices.iter().enumerate() {
+            let service = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
+            if let (Some(ns), Some(service)) = (&s.metadata.namespace, service) {
+                self.slice_index
+                    .entry((ns.clone(), service.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
     }
 
     /// The EndpointSlices of one Service (label kubernetes.io/service-name).
     pub fn slices_of<'a>(
         &'a self,
-        namespace: &'a str,
-        service: &'a str,
+        namespace: &str,
+        service: &str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.endpoint_slices.iter().filter(move |s| {
-            s.metadata.namespace.as_deref() == Some(namespace)
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    .map(String::as_str)
-                    == Some(service)
-        })
+        self.slice_index
+            .get(&(namespace.to_string(), service.to_string()))
+            .into_iter()
+            .flatten()
+            .map(|i| &self.endpoint_slices[*i])
     }
 }
