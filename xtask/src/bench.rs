@@ -435,7 +435,12 @@ fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<
     for (bench, o) in outcomes {
         writeln!(md, "## {}\n", bench.title)?;
         writeln!(md, "{}\n", bench.about)?;
-        writeln!(md, "Command (from the repository root, as root):\n")?;
+        writeln!(
+            md,
+            "Command (from the repository root, as root; the binary is built by \
+             `cargo bench -p ipwarden --no-run --bench {}`):\n",
+            bench.name
+        )?;
         writeln!(md, "    {}\n", o.command)?;
         writeln!(
             md,
