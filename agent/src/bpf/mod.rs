@@ -51,6 +51,20 @@ pub enum ProgramLogLevel {
     Debug,
 }
 
+/// The tc classifier of `ebpf`.
+fn ingress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
+    ebpf.program_mut(names::PROG_INGRESS)
+        .ok_or(BpfError::Missing {
+            what: "program",
+            name: names::PROG_INGRESS,
+        })?
+        .try_into()
+        .map_err(|source| BpfError::Program {
+            name: names::PROG_INGRESS,
+            source,
+        })
+}
+
 /// The loaded object: programs verified and loaded, maps created.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -107,17 +121,7 @@ impl Dataplane {
             path: object.to_path_buf(),
             source: Box::new(source),
         })?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(names::PROG_INGRESS)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: names::PROG_INGRESS,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::Program {
-                name: names::PROG_INGRESS,
-                source,
-            })?;
+        let prog = ingress_program(&mut ebpf)?;
         prog.load().map_err(|source| BpfError::Program {
             name: names::PROG_INGRESS,
             source,
@@ -152,19 +156,7 @@ impl Dataplane {
     /// Attaches the ingress classifier to `iface` (TCX on kernels that have
     /// it, clsact otherwise) in the calling thread's network namespace.
     pub fn attach_ingress(&mut self, iface: &str) -> Result<Attachment, BpfError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(names::PROG_INGRESS)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: names::PROG_INGRESS,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::Program {
-                name: names::PROG_INGRESS,
-                source,
-            })?;
-        attach::ingress(prog, iface)
+        attach::ingress(ingress_program(&mut self.ebpf)?, iface)
     }
 
     /// Like [`Self::attach_ingress`], but the attachment outlives this
@@ -175,19 +167,7 @@ impl Dataplane {
         iface: &str,
         pins: &PinLayout,
     ) -> Result<Attachment, BpfError> {
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(names::PROG_INGRESS)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: names::PROG_INGRESS,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::Program {
-                name: names::PROG_INGRESS,
-                source,
-            })?;
-        attach::ingress_persistent(prog, iface, &pins.link(iface))
+        attach::ingress_persistent(ingress_program(&mut self.ebpf)?, iface, &pins.link(iface))
     }
 
     /// Hands the two mirror maps to a [`BpfMirror`] (the store's mirror

@@ -81,26 +81,14 @@ pub fn run(client: &mut IpsetClient, plan: &Plan) -> Result<Executed, StoreError
         replace(client, spec, &mut done)?;
     }
     for (set, add) in &plan.add {
-        let t = set_type_of(plan, set);
-        let m: Vec<Member> = add
-            .iter()
-            .map(|a| member(set, t, a))
-            .collect::<Result<_, _>>()?;
+        let m = parse_members(plan, set, add)?;
         done.members_added += m.len();
-        client
-            .execute(&Request::add(name(set)?, m).exist_ok())
-            .map_err(StoreError::Kernel)?;
+        client.execute(&Request::add(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete {
-        let t = set_type_of(plan, set);
-        let m: Vec<Member> = del
-            .iter()
-            .map(|d| member(set, t, d))
-            .collect::<Result<_, _>>()?;
+        let m = parse_members(plan, set, del)?;
         done.members_deleted += m.len();
-        client
-            .execute(&Request::del(name(set)?, m).exist_ok())
-            .map_err(StoreError::Kernel)?;
+        client.execute(&Request::del(name(set)?, m).exist_ok())?;
     }
     for set in &plan.destroy {
         destroy(client, set, &mut done)?;
@@ -168,6 +156,11 @@ fn destroy(client: &mut IpsetClient, set: &str, done: &mut Executed) -> Result<(
         }
         Err(e) => Err(StoreError::Kernel(e)),
     }
+}
+
+fn parse_members(plan: &Plan, set: &str, text: &[String]) -> Result<Vec<Member>, StoreError> {
+    let t = set_type_of(plan, set);
+    text.iter().map(|m| member(set, t, m)).collect()
 }
 
 fn set_type_of(plan: &Plan, set: &str) -> ipset::SetType {
