@@ -1,27 +1,32 @@
 //! Data-plane cost of the tc program: TCP throughput and small-packet UDP
-//! rate through a veth pair into a receiving network namespace, in four
+//! rate through a veth pair into a receiving network namespace, in five
 //! configurations measured in the same run, interleaved:
 //!
 //! - **none**: no program, no rules (the floor);
-//! - **tc allow**: the classifier in `allow` mode with 10k mirror entries,
-//!   and the service chain of allow mode: `INPUT -m set --match-set svip
-//!   dst -j SVC`, `SVC: -m mark --mark M/M -j ACCEPT; -m set --match-set
-//!   svip-prt dst,dst -j ACCEPT; -j REJECT`, so marked traffic skips the
-//!   hash:ip,port match;
+//! - **tc only**: the classifier in `allow` mode with 10k mirror entries
+//!   and no iptables rules: the program's own cost;
+//! - **tc allow**: the same program, and the service chain of allow mode:
+//!   `INPUT -m set --match-set svip dst -j SVC`, `SVC: -m mark --mark M/M
+//!   -j ACCEPT; -m set --match-set svip-prt dst,dst -j ACCEPT; -j REJECT`,
+//!   so marked traffic skips the hash:ip,port match;
 //! - **tc allow, mark first in INPUT**: the same, plus `-m mark --mark M/M
 //!   -j ACCEPT` at the top of INPUT, so marked traffic skips both set
 //!   matches (a variant, not what the agent installs today);
 //! - **iptables + ipset**: kube-router's path, no program: the same two
 //!   sets (10k members) and chain without the mark rule.
 //!
-//! One sender namespace is joined to four receiver namespaces (one per
-//! configuration) by four veth pairs, so configurations are switched by
-//! choosing a destination, never by re-plumbing. TCP: `iperf3`, one
-//! stream, receiver Gbit/s. UDP: 64-byte datagrams from a Rust sender
-//! (`sendmmsg`, 64 per call) to a Rust receiver (`recvmmsg`), each thread
-//! pinned to its own CPU; the receiver's datagrams per second (and the
-//! sender's) over the window. iperf3's own UDP mode tops out near 100k
-//! packets/s here, a limit of iperf3 rather than of the path.
+//! One sender namespace is joined to five receiver namespaces (one per
+//! configuration) by five veth pairs, so configurations are switched by
+//! choosing a destination, never by re-plumbing; the order rotates every
+//! run. TCP: `iperf3`, one stream: receiver Gbit/s, and Gbit per CPU-second
+//! of the two iperf3 processes. UDP: 64-byte datagrams from a Rust sender
+//! (`sendmmsg`, 64 per call) to a busy-polling Rust receiver (`recvmmsg`),
+//! pinned to CPUs 0 and 1: datagrams per second received and sent, and the
+//! sender thread's CPU time per datagram. The veth receive path (tc,
+//! netfilter, UDP) runs in the sender's context and this kernel has no IRQ
+//! time accounting, so the CPU figures are the path's cost, little moved
+//! by other load on the machine; the wall-clock ones are not. (iperf3's own
+//! UDP mode tops out near 100k datagrams/s here, its limit, not the path's.)
 //!
 //! Needs root, iperf3 and the eBPF object (IPWARDEN_BPF_OBJECT, set by
 //! `cargo xtask bench`):
@@ -31,8 +36,9 @@
 //! ```
 //!
 //! `IPWARDEN_BENCH_RUNS` (default 5) and `IPWARDEN_BENCH_SECS` (default 3)
-//! tune it. Prints one markdown table of medians and the ratios against
-//! "none" and against "iptables + ipset".
+//! tune it. Prints markdown tables of medians with the ratios against
+//! "none" and against "iptables + ipset", the target checks, and sanity
+//! counters (iptables rule counters, mirror hits).
 
 use std::{
     io::{self, Write},
@@ -67,14 +73,16 @@ const CHAIN: &str = "IPWARDEN-SERVICES";
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Config {
     None,
+    TcOnly,
     TcAllow,
     TcAllowInputMark,
     Iptables,
 }
 
 impl Config {
-    const ALL: [Config; 4] = [
+    const ALL: [Config; 5] = [
         Config::None,
+        Config::TcOnly,
         Config::TcAllow,
         Config::TcAllowInputMark,
         Config::Iptables,
@@ -83,6 +91,7 @@ impl Config {
     fn label(self) -> &'static str {
         match self {
             Config::None => "none (no program, no rules)",
+            Config::TcOnly => "tc allow, 10k mirror entries, no rules (the program alone)",
             Config::TcAllow => {
                 "tc allow, 10k mirror entries + service chain with mark ACCEPT first"
             }
@@ -96,6 +105,7 @@ impl Config {
     fn short(self) -> &'static str {
         match self {
             Config::None => "none",
+            Config::TcOnly => "tc-only",
             Config::TcAllow => "tc-allow",
             Config::TcAllowInputMark => "tc-allow-input-mark",
             Config::Iptables => "iptables",
@@ -103,7 +113,10 @@ impl Config {
     }
 
     fn has_program(self) -> bool {
-        matches!(self, Config::TcAllow | Config::TcAllowInputMark)
+        matches!(
+            self,
+            Config::TcOnly | Config::TcAllow | Config::TcAllowInputMark
+        )
     }
 }
 
@@ -471,7 +484,7 @@ fn main() {
                 ("veth0", &[&format!("{addr}/24")]),
             )
             .expect("veth pair");
-        if config != Config::None {
+        if !matches!(config, Config::None | Config::TcOnly) {
             fill_sets(&ns, addr);
             iptables_restore(&ns, &rules(config));
         }
@@ -573,7 +586,7 @@ fn main() {
     let mut checks = Vec::new();
     for rx in &receivers {
         // The plain receiver has no filter table at all.
-        let counters = if rx.config == Config::None {
+        let counters = if matches!(rx.config, Config::None | Config::TcOnly) {
             Vec::new()
         } else {
             rule_counters(&rx.ns)
@@ -592,7 +605,7 @@ fn main() {
         );
         assert_eq!(rejected, 0, "{}: packets were rejected", rx.config.short());
         match rx.config {
-            Config::None => {}
+            Config::None | Config::TcOnly => {}
             Config::TcAllow | Config::TcAllowInputMark => {
                 assert!(marked > 0, "{}: no marked packets", rx.config.short());
                 assert_eq!(set_accept, 0, "{}: set rule used", rx.config.short());
@@ -626,7 +639,8 @@ fn main() {
     }
 
     let med: Vec<[f64; 5]> = m.into_iter().map(|c| c.map(median)).collect();
-    let (none, ipt, tc) = (0, 3, 1);
+    let at = |c: Config| Config::ALL.iter().position(|&x| x == c).expect("config");
+    let (none, ipt, tc) = (at(Config::None), at(Config::Iptables), at(Config::TcAllow));
     // Higher is better in every column compared; the per-packet cost is
     // compared as packets per CPU-second.
     let rel = |i: usize, col: usize, base: usize| {
