@@ -5,6 +5,7 @@
 //! Layers (see DESIGN.md): `kernel/` is the only code that talks to the
 //! kernel; `bpf/` loads, pins and attaches the eBPF object.
 
+pub mod api;
 pub mod bpf;
 pub mod cli;
 pub mod cluster;

@@ -139,6 +139,14 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         event["source"].as_str().unwrap().starts_with("10.0.1.2:"),
         "{event}"
     );
+    // The same, counted in /metrics.
+    let metrics = http_get(&lab, "/metrics");
+    assert!(
+        metrics.contains("ipwarden_bpf_events_total{kind=\"would_be_rejected\"}")
+            && !metrics.contains("ipwarden_bpf_events_total{kind=\"would_be_rejected\"} 0"),
+        "{metrics}"
+    );
+    assert!(http_get(&lab, "/readyz").starts_with("HTTP/1.1 200"));
     wait_until(
         "the auditor to heal the set",
         Duration::from_secs(30),
@@ -259,4 +267,22 @@ fn vm_a_killed_agent_restarts_without_losing_a_connection_or_a_count() {
         .unwrap();
     let filters = tc.lines().filter(|l| l.contains("ipwarden_ingres")).count();
     assert_eq!(filters, 1, "{tc}");
+}
+
+/// A plain HTTP GET to the agent's API in the node namespace.
+fn http_get(lab: &Lab, path: &str) -> String {
+    use std::io::{Read, Write};
+    lab.node
+        .run(|| {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:20244").unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
 }

@@ -1,29 +1,15 @@
 //! The classifier's events: read from the ring buffer, logged with the
 //! 5-tuple, counted, and optionally appended to a JSON-lines file.
 
-use std::{
-    io::Write,
-    net::IpAddr,
-    os::fd::AsRawFd,
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-};
+use std::{io::Write, net::IpAddr, os::fd::AsRawFd, path::PathBuf};
 
 use aya::maps::{MapData, RingBuf};
+
+use crate::api::metrics::BpfEventCounters;
 use ipwarden_common::{
     maps::{EVENT_RESCUED, EVENT_WOULD_REJECT, FAMILY_V4},
     Event,
 };
-
-/// Totals since start, exported as metrics.
-#[derive(Debug, Default)]
-pub struct EventCounters {
-    pub would_reject: AtomicU64,
-    pub rescued: AtomicU64,
-}
 
 /// One event in readable form (also the JSON line).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -67,7 +53,7 @@ pub fn record(e: &Event) -> EventRecord {
 /// Reads events until the process ends, on a thread of its own.
 pub fn spawn_reader(
     mut ring: RingBuf<MapData>,
-    counters: Arc<EventCounters>,
+    counters: BpfEventCounters,
     log_file: Option<PathBuf>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || loop {
@@ -86,8 +72,8 @@ pub fn spawn_reader(
             let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             let r = record(&e);
             match e.kind {
-                EVENT_RESCUED => counters.rescued.fetch_add(1, Ordering::Relaxed),
-                _ => counters.would_reject.fetch_add(1, Ordering::Relaxed),
+                EVENT_RESCUED => counters.rescued.inc(),
+                _ => counters.would_be_rejected.inc(),
             };
             tracing::warn!(
                 kind = r.kind,

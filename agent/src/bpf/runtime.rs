@@ -2,15 +2,14 @@
 //! configured, attached to the node's interfaces as they appear, mirroring
 //! the service sets, and reading its events.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use ipwarden_common::Mode;
 
 use super::{
-    events::{self, EventCounters},
-    Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel, ServiceIds,
+    events, Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel, ServiceIds,
 };
-use crate::{kernel::link::LinkClient, store::SetStore};
+use crate::{api::metrics::BpfEventCounters, kernel::link::LinkClient, store::SetStore};
 
 /// Settings of the data plane (the `--bpf-*` flags).
 #[derive(Clone, Debug)]
@@ -24,6 +23,8 @@ pub struct BpfOptions {
     pub interfaces: Vec<String>,
     pub log_level: ProgramLogLevel,
     pub events_log: Option<PathBuf>,
+    /// Where the event reader counts what it reads.
+    pub counters: BpfEventCounters,
 }
 
 pub struct BpfRuntime {
@@ -31,7 +32,6 @@ pub struct BpfRuntime {
     opts: BpfOptions,
     attached: BTreeSet<String>,
     pub ids: ServiceIds,
-    pub counters: Arc<EventCounters>,
     pub pinned: Pinned,
 }
 
@@ -56,14 +56,16 @@ impl BpfRuntime {
         dp.configure(opts.mode, opts.mark)?;
         let ids = ServiceIds::default();
         store.set_mirror(Box::new(dp.take_mirror(ids.clone())?));
-        let counters = Arc::new(EventCounters::default());
-        events::spawn_reader(dp.take_events()?, counters.clone(), opts.events_log.clone());
+        events::spawn_reader(
+            dp.take_events()?,
+            opts.counters.clone(),
+            opts.events_log.clone(),
+        );
         Ok(Self {
             dp,
             opts,
             attached: BTreeSet::new(),
             ids,
-            counters,
             pinned,
         })
     }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use ipwarden_common::{names, Mode};
 
 use crate::{
+    api::{self, Metrics},
     bpf::{
         self,
         runtime::{BpfOptions, BpfRuntime},
@@ -49,6 +50,10 @@ pub struct Args {
     /// Write this file once the first pass has programmed the kernel.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz; "off" for none. Not
+    /// started with --once.
+    #[arg(long, env = "IPWARDEN_API_ADDR", default_value = "0.0.0.0:20244")]
+    pub api_addr: String,
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +132,7 @@ pub fn run(args: &Args) -> Result<()> {
         BpfMode::Log => Some(Mode::Log),
         BpfMode::Allow => Some(Mode::Allow),
     };
+    let metrics = Metrics::new();
     let bpf_runtime = match mode {
         None => None,
         Some(mode) => Some(
@@ -139,6 +145,7 @@ pub fn run(args: &Args) -> Result<()> {
                     interfaces: args.bpf.bpf_interfaces.clone(),
                     log_level: args.bpf.bpf_log_level,
                     events_log: args.bpf.bpf_events_log.clone(),
+                    counters: metrics.bpf_events.clone(),
                 },
                 &store,
             )
@@ -162,8 +169,17 @@ pub fn run(args: &Args) -> Result<()> {
         reconciler = reconciler.with_bpf(rt);
     }
 
+    if !args.once && args.api_addr != "off" {
+        let addr = args
+            .api_addr
+            .parse()
+            .with_context(|| format!("--api-addr {}", args.api_addr))?;
+        let bound =
+            api::serve(addr, metrics.clone()).with_context(|| format!("serving on {addr}"))?;
+        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    }
     let mut last_seen = modified(&args.manifests);
-    pass(&mut reconciler, args, &node_name)?;
+    pass(&mut reconciler, args, &node_name, &metrics)?;
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
@@ -179,7 +195,7 @@ pub fn run(args: &Args) -> Result<()> {
         let seen = modified(&args.manifests);
         if seen != last_seen {
             last_seen = seen;
-            if let Err(e) = pass(&mut reconciler, args, &node_name) {
+            if let Err(e) = pass(&mut reconciler, args, &node_name, &metrics) {
                 tracing::error!("reconcile failed: {e:#}");
             }
         }
@@ -187,11 +203,15 @@ pub fn run(args: &Args) -> Result<()> {
             last_audit = Instant::now();
             let delay = Duration::from_secs(args.audit_heal_delay);
             match reconciler.store().audit_healing_after(delay) {
-                Ok(a) if a.drifted() => tracing::warn!(
-                    ?a,
-                    "set drift found (healed once older than --audit-heal-delay)"
-                ),
-                Ok(_) => {}
+                Ok(a) => {
+                    metrics.record_audit(&a);
+                    if a.drifted() {
+                        tracing::warn!(
+                            ?a,
+                            "set drift found (healed once older than --audit-heal-delay)"
+                        );
+                    }
+                }
                 Err(e) => tracing::error!("audit failed: {e:#}"),
             }
         }
@@ -199,7 +219,12 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// Reads the manifests and reconciles once.
-fn pass(reconciler: &mut Reconciler, args: &Args, node_name: &str) -> Result<()> {
+fn pass(
+    reconciler: &mut Reconciler,
+    args: &Args,
+    node_name: &str,
+    metrics: &Metrics,
+) -> Result<()> {
     let loaded = manifests::load(&args.manifests)
         .with_context(|| format!("reading manifests from {}", args.manifests.display()))?;
     for p in &loaded.problems {
@@ -216,7 +241,16 @@ fn pass(reconciler: &mut Reconciler, args: &Args, node_name: &str) -> Result<()>
             "no Node object of this name: NodePorts have no address"
         );
     }
-    let report = reconciler.reconcile(&snapshot)?;
+    let report = match reconciler.reconcile(&snapshot) {
+        Ok(r) => {
+            metrics.record_reconcile(&Ok(&r));
+            r
+        }
+        Err(e) => {
+            metrics.record_reconcile(&Err(e.metric_label()));
+            return Err(e.into());
+        }
+    };
     for p in &report.problems {
         tracing::warn!("{p}");
     }

@@ -1,0 +1,234 @@
+//! The agent's metrics (prefix `ipwarden_`). kube-router exports none for
+//! ipset membership or drift; these are the ones its issue 1732 called for.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use crate::{reconcile::ReconcileReport, store::AuditReport};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// "ok", or the error's metric label.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// Every metric, cheap to clone (the values are shared).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    reconciles: Family<ResultLabel, Counter>,
+    reconcile_seconds: Histogram,
+    virtual_services: Gauge,
+    input_problems: Gauge,
+    ipvs_changes: Counter,
+    set_member_changes: Counter,
+    audits: Counter,
+    drift: Family<KindLabel, Counter>,
+    pub bpf_events: BpfEventCounters,
+    ready: Arc<AtomicBool>,
+}
+
+/// The event reader's counters, by event kind.
+#[derive(Clone, Debug, Default)]
+pub struct BpfEventCounters {
+    pub would_be_rejected: Counter,
+    pub rescued: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("ipwarden");
+        let m = Self {
+            registry: Arc::new(Registry::default()),
+            reconciles: Family::default(),
+            reconcile_seconds: Histogram::new([0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0]),
+            virtual_services: Gauge::default(),
+            input_problems: Gauge::default(),
+            ipvs_changes: Counter::default(),
+            set_member_changes: Counter::default(),
+            audits: Counter::default(),
+            drift: Family::default(),
+            bpf_events: BpfEventCounters::default(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        r.register(
+            "reconciles",
+            "Reconcile passes by result",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time to program one snapshot",
+            m.reconcile_seconds.clone(),
+        );
+        r.register(
+            "virtual_services",
+            "IPVS virtual services desired",
+            m.virtual_services.clone(),
+        );
+        r.register(
+            "input_problems",
+            "Objects or fields skipped or ignored in the last pass",
+            m.input_problems.clone(),
+        );
+        r.register(
+            "ipvs_changes",
+            "IPVS services and destinations added, edited or removed",
+            m.ipvs_changes.clone(),
+        );
+        r.register(
+            "set_member_changes",
+            "ipset members added or deleted by applies",
+            m.set_member_changes.clone(),
+        );
+        r.register(
+            "set_audits",
+            "Audits of kernel sets against desired state",
+            m.audits.clone(),
+        );
+        r.register(
+            "set_drift",
+            "Drift found by the auditor: members missing or unexpected, sets missing or of the wrong type, mirror entries wrong",
+            m.drift.clone(),
+        );
+        let events = Family::<KindLabel, Counter>::default();
+        r.register(
+            "bpf_events",
+            "Connections to a service port that the ipset lacked, by what happened",
+            events.clone(),
+        );
+        // The event reader increments these two directly. One statement
+        // each: get_or_create's read guard must be gone before the next
+        // call takes the write lock.
+        let would_be_rejected = events
+            .get_or_create(&KindLabel {
+                kind: "would_be_rejected".into(),
+            })
+            .clone();
+        let rescued = events
+            .get_or_create(&KindLabel {
+                kind: "rescued".into(),
+            })
+            .clone();
+        let mut m = m;
+        m.bpf_events = BpfEventCounters {
+            would_be_rejected,
+            rescued,
+        };
+        m.registry = Arc::new(r);
+        m
+    }
+
+    pub fn record_reconcile(&self, result: &Result<&ReconcileReport, &'static str>) {
+        let label = match result {
+            Ok(report) => {
+                self.reconcile_seconds
+                    .observe(report.duration.as_secs_f64());
+                self.virtual_services.set(report.virtual_services as i64);
+                self.input_problems.set(report.problems.len() as i64);
+                let i = &report.ipvs;
+                self.ipvs_changes.inc_by(
+                    (i.services_added
+                        + i.services_edited
+                        + i.services_removed
+                        + i.destinations_added
+                        + i.destinations_edited
+                        + i.destinations_removed) as u64,
+                );
+                if let Some(s) = &report.sets {
+                    self.set_member_changes
+                        .inc_by((s.executed.members_added + s.executed.members_deleted) as u64);
+                }
+                self.ready.store(true, Ordering::Relaxed);
+                "ok"
+            }
+            Err(label) => label,
+        };
+        self.reconciles
+            .get_or_create(&ResultLabel {
+                result: label.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn record_audit(&self, a: &AuditReport) {
+        self.audits.inc();
+        for (kind, n) in [
+            ("members_missing", a.members_missing),
+            ("members_unexpected", a.members_unexpected),
+            ("sets_missing", a.sets_missing),
+            ("sets_wrong_type", a.sets_wrong_type),
+            ("mirror_entries_wrong", a.mirror_entries_wrong),
+        ] {
+            self.drift
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// True once a pass has programmed the kernel.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_show_up_under_their_names() {
+        let m = Metrics::new();
+        m.bpf_events.would_be_rejected.inc();
+        m.record_audit(&AuditReport {
+            members_missing: 2,
+            ..AuditReport::default()
+        });
+        m.record_reconcile(&Err("ipvs"));
+        let text = m.encode();
+        assert!(
+            text.contains("ipwarden_bpf_events_total{kind=\"would_be_rejected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipwarden_bpf_events_total{kind=\"rescued\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipwarden_set_drift_total{kind=\"members_missing\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipwarden_reconciles_total{result=\"ipvs\"} 1"),
+            "{text}"
+        );
+        assert!(!m.ready(), "a failed pass is not ready");
+    }
+}

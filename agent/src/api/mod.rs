@@ -1,0 +1,7 @@
+//! /metrics (Prometheus text), /healthz and /readyz on one port.
+
+pub mod metrics;
+mod server;
+
+pub use metrics::{Metrics, ResultLabel};
+pub use server::serve;
