@@ -50,12 +50,20 @@ fn members(spec: &SetSpec) -> Result<Vec<Member>, StoreError> {
         .collect()
 }
 
+/// The kernel's default cap on members; ours is raised for big sets.
+const DEFAULT_MAXELEM: u32 = 65_536;
+
 fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<ipset::SetSpec, StoreError> {
-    Ok(ipset::SetSpec::new(
-        name(as_name)?,
-        spec.set_type,
-        spec.family,
-    ))
+    let n = u32::try_from(spec.members.len()).unwrap_or(u32::MAX);
+    // Room to double before "set full"; a hash table sized for the members
+    // from the start instead of resized again and again while filling.
+    let maxelem = DEFAULT_MAXELEM.max(n.saturating_mul(2).next_power_of_two());
+    let hashsize = n.next_power_of_two().clamp(1024, 1 << 20);
+    Ok(
+        ipset::SetSpec::new(name(as_name)?, spec.set_type, spec.family)
+            .maxelem(maxelem)
+            .hashsize(hashsize),
+    )
 }
 
 /// Runs `plan`. Members change one by one (never a flush of a set in use).

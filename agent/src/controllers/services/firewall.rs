@@ -103,23 +103,20 @@ pub fn filter_plan(
             "icmp6-port-unreachable",
         ),
     };
-    let mut rules = Vec::new();
-    if let Some(BpfRules {
-        mode: Mode::Allow,
-        mark,
-    }) = bpf
-    {
-        // The tc program marked traffic to a mirrored service port: accept
-        // it whatever the ipset holds (the rescue of kube-router #1732).
-        rules.push(format!(
-            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"ipwarden:bpf-allow\" -j ACCEPT"
-        ));
-    }
-    rules.extend(icmp);
-    for r in restrictions
+    let restricted: Vec<&SourceRestriction> = restrictions
         .iter()
         .filter(|r| SetFamily::of(&r.key.addr) == set_family)
-    {
+        .collect();
+    let allow_mark = match bpf {
+        Some(BpfRules {
+            mode: Mode::Allow,
+            mark,
+        }) => Some(mark),
+        _ => None,
+    };
+    let mut rules = Vec::new();
+    rules.extend(icmp);
+    for r in &restricted {
         let (host, proto, port) = (host_cidr(r.key.addr), r.key.proto, r.key.port);
         for range in &r.ranges {
             rules.push(format!(
@@ -129,6 +126,23 @@ pub fn filter_plan(
         rules.push(format!(
             "-d {host} -p {proto} -m {proto} --dport {port} -j REJECT --reject-with {reject}"
         ));
+    }
+    // Allow mode: the tc program marked traffic to a mirrored service port;
+    // accept it whatever the ipset holds (the rescue of kube-router #1732).
+    // Without source ranges to enforce this happens first thing in INPUT
+    // (no set lookups at all for service traffic); with them, only after
+    // the range rules, so a rescue can never open a restricted port.
+    let mark_accept = |mark: u32| {
+        format!("-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT")
+    };
+    let mut jumps = Vec::new();
+    match allow_mark {
+        Some(mark) if restricted.is_empty() => jumps.push(Jump {
+            from: "INPUT".into(),
+            rule: mark_accept(mark),
+        }),
+        Some(mark) => rules.push(mark_accept(mark)),
+        None => {}
     }
     let svip_prt = family_set_name(set_family, SET_SVIP_PRT);
     let local = family_set_name(set_family, SET_LOCAL_IPS);
@@ -147,6 +161,11 @@ pub fn filter_plan(
     rules.push(format!(
         "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
     ));
+    let svip = family_set_name(set_family, SET_SVIP);
+    jumps.push(Jump {
+        from: "INPUT".into(),
+        rule: format!("-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"),
+    });
     TablePlan {
         family,
         table: Table::Filter,
@@ -156,13 +175,7 @@ pub fn filter_plan(
             name: CHAIN_SERVICES.into(),
             rules,
         }],
-        jumps: vec![Jump {
-            from: "INPUT".into(),
-            rule: format!(
-                "-m set --match-set {} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}",
-                family_set_name(set_family, SET_SVIP)
-            ),
-        }],
+        jumps,
     }
 }
 

@@ -254,3 +254,58 @@ fn empty_cluster_keeps_the_firewall_and_empty_sets() {
     assert!(set(&st, "ipwarden-svip-prt").members.is_empty());
     assert_eq!(st.iptables.len(), 4);
 }
+
+fn filter_v4(st: &ServiceState) -> &crate::kernel::iptables::TablePlan {
+    st.iptables
+        .iter()
+        .find(|p| p.family == Family::V4 && p.table == Table::Filter)
+        .unwrap()
+}
+
+#[test]
+fn allow_mode_accepts_marked_traffic_first_in_input_when_no_port_is_restricted() {
+    use super::{desired_with, BpfRules, Options};
+    use ipwarden_common::Mode;
+    let bpf = Some(BpfRules {
+        mode: Mode::Allow,
+        mark: 0x40_0000,
+    });
+    let mark_accept =
+        "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
+    // Without source ranges: the first INPUT rule, before any set lookup.
+    let plain = CLUSTER.replace("  loadBalancerSourceRanges: [192.0.2.0/24]\n", "");
+    let st = desired_with(&snapshot_of(&plain), &Options { bpf });
+    let plan = filter_v4(&st);
+    assert_eq!(plan.jumps[0].rule, mark_accept);
+    assert!(plan.jumps[1].rule.contains("--match-set ipwarden-svip dst"));
+    assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
+    // With them: in the chain, after the range rules, never before.
+    let st = desired_with(&snapshot_of(CLUSTER), &Options { bpf });
+    let plan = filter_v4(&st);
+    assert_eq!(plan.jumps.len(), 1);
+    let rules = &plan.chains[0].rules;
+    let reject = rules
+        .iter()
+        .position(|r| r.contains("198.51.100.7/32") && r.contains("REJECT"))
+        .unwrap();
+    let accept = rules.iter().position(|r| r == mark_accept).unwrap();
+    assert!(reject < accept, "{rules:#?}");
+}
+
+#[test]
+fn log_mode_counts_marked_traffic_just_before_the_reject() {
+    use super::{desired_with, BpfRules, Options};
+    use ipwarden_common::Mode;
+    let bpf = Some(BpfRules {
+        mode: Mode::Log,
+        mark: 0x40_0000,
+    });
+    let st = desired_with(&snapshot_of(CLUSTER), &Options { bpf });
+    let rules = &filter_v4(&st).chains[0].rules;
+    let n = rules.len();
+    assert_eq!(
+        rules[n - 2],
+        "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:bpf-refused\""
+    );
+    assert!(rules[n - 1].contains("-j REJECT"));
+}
