@@ -10,6 +10,7 @@
 //!    exercised beside TCX and the bridge fallback on this host.
 
 use std::{
+    io::BufRead,
     path::PathBuf,
     process::{Command, Stdio},
 };
@@ -39,14 +40,18 @@ pub fn run(opts: &Options) -> Result<()> {
         ("IPWARDEN_PRIVILEGED", "1".to_string()),
     ];
 
+    let mut tally = Tally::default();
     let mut unit = Command::new("cargo");
     unit.args(["test", "--workspace"])
         .current_dir(workspace_root());
     unit.envs(env.iter().map(|(k, v)| (k, v)));
-    process::run(&mut unit).context("cargo test failed")?;
+    if !tally.run(&mut unit)?.success() {
+        bail!("cargo test --workspace failed ({})", tally.line());
+    }
 
     if opts.no_vm {
         println!("xtask test: VM suites skipped (--no-vm)");
+        println!("{}", tally.line());
         return Ok(());
     }
     let suites = test_binaries()?;
@@ -57,22 +62,73 @@ pub fn run(opts: &Options) -> Result<()> {
             args.push("--ignored".to_string());
         }
         println!("xtask test: running {name} inside the VM");
-        let status = Command::new(std::env::current_exe()?)
-            .arg("vm-test")
-            .arg("--")
-            .args(&args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .status()
-            .context("starting vm-test")?;
+        let status = tally.run(
+            Command::new(std::env::current_exe()?)
+                .arg("vm-test")
+                .arg("--")
+                .args(&args)
+                .envs(env.iter().map(|(k, v)| (k, v))),
+        )?;
         if !status.success() {
             failed.push(format!("{name} ({status})"));
         }
     }
     if !failed.is_empty() {
-        bail!("VM suites failed: {}", failed.join(", "));
+        bail!("VM suites failed: {} ({})", failed.join(", "), tally.line());
     }
     println!("xtask test: {} VM suites passed", suites.len());
+    // One closing line for every suite, host and VM together.
+    println!("{}", tally.line());
     Ok(())
+}
+
+/// Totals of every `test result:` line the suites print.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Runs `cmd`, echoing its stdout line by line as it comes, and adds up
+    /// the `test result: ok. N passed; M failed; ...` lines (a test ignored
+    /// on the host is counted when it runs in the VM).
+    fn run(&mut self, cmd: &mut Command) -> Result<std::process::ExitStatus> {
+        let shown = process::describe(cmd);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start `{shown}`"))?;
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufReader::new(out).lines() {
+                let line = line?;
+                println!("{line}");
+                if let Some(rest) = line.strip_prefix("test result: ") {
+                    self.add(rest);
+                }
+            }
+        }
+        Ok(child.wait()?)
+    }
+
+    fn add(&mut self, result: &str) {
+        // "ok. 12 passed; 0 failed; 3 ignored; 0 measured; ..."
+        for part in result.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn line(&self) -> String {
+        format!("{} passed, {} failed", self.passed, self.failed)
+    }
 }
 
 /// (target name, executable) of the test binaries that run in the VM.
@@ -104,4 +160,15 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
     }
     found.sort();
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn result_lines_add_up() {
+        let mut t = super::Tally::default();
+        t.add("ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 1.2s");
+        t.add("FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(t.line(), "14 passed, 1 failed");
+    }
 }
