@@ -209,35 +209,11 @@ fn bench_binaries(benches: &[&Bench]) -> Result<Vec<(String, PathBuf)>> {
         "--no-run",
         "--message-format=json",
     ])
-    .current_dir(workspace_root())
-    .stderr(Stdio::inherit());
+    .current_dir(workspace_root());
     for b in benches {
         cmd.args(["--bench", b.name]);
     }
-    let shown = process::describe(&cmd);
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{shown}`"))?;
-    if !out.status.success() {
-        bail!("`{shown}` failed with {}", out.status);
-    }
-    let mut found = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
-        else {
-            continue;
-        };
-        let is_bench = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "bench"));
-        if is_bench {
-            found.push((name.to_string(), PathBuf::from(exe)));
-        }
-    }
-    Ok(found)
+    process::cargo_executables(&mut cmd, "bench")
 }
 
 fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outcome> {

@@ -71,3 +71,33 @@ pub fn require_root(task: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// (target name, executable) of every artifact of `kind` ("test", "bench")
+/// that `cmd` (a cargo build with `--message-format=json`) produced.
+pub fn cargo_executables(cmd: &mut Command, kind: &str) -> Result<Vec<(String, PathBuf)>> {
+    let shown = describe(cmd);
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !out.status.success() {
+        bail!("`{shown}` failed with {}", out.status);
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
+        else {
+            continue;
+        };
+        if msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == kind))
+        {
+            found.push((name.to_string(), PathBuf::from(exe)));
+        }
+    }
+    Ok(found)
+}

@@ -133,31 +133,13 @@ impl Tally {
 
 /// (target name, executable) of the test binaries that run in the VM.
 fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
-    let out = Command::new("cargo")
-        .args(["test", "--workspace", "--no-run", "--message-format=json"])
-        .current_dir(workspace_root())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cargo test --no-run")?;
-    if !out.status.success() {
-        bail!("cargo test --no-run failed");
-    }
-    let mut found = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
-        else {
-            continue;
-        };
-        let is_test = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "test"));
-        if is_test && (name.starts_with("vm_") || ALSO_IN_VM.contains(&name)) {
-            found.push((name.to_string(), PathBuf::from(exe)));
-        }
-    }
+    let mut cmd = Command::new("cargo");
+    cmd.args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .current_dir(workspace_root());
+    let mut found: Vec<_> = process::cargo_executables(&mut cmd, "test")?
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("vm_") || ALSO_IN_VM.contains(&name.as_str()))
+        .collect();
     found.sort();
     Ok(found)
 }
