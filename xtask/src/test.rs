@@ -42,7 +42,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
     let mut tally = Tally::default();
     let mut unit = Command::new("cargo");
-    unit.args(["test", "--workspace"])
+    unit.args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(workspace_root());
     unit.envs(env.iter().map(|(k, v)| (k, v)));
     if !tally.run(&mut unit)?.success() {

@@ -268,7 +268,7 @@ fn restore_all(
             .iter()
             .map(|m| execute::member(&s.name, s.set_type, m))
             .collect::<Result<_, _>>()?;
-        client.destroy(&tmp, true)?;
+        retry_busy(|| client.destroy(&tmp, true))?;
         client.execute(&Request::create(ipset::SetSpec::new(
             tmp.clone(),
             s.set_type,
@@ -278,22 +278,19 @@ fn restore_all(
         client.execute(
             &Request::create(ipset::SetSpec::new(name.clone(), s.set_type, s.family)).exist_ok(),
         )?;
-        swap_retrying(client, &tmp, &name)?;
-        client.destroy(&tmp, true)?;
+        retry_busy(|| client.swap(&tmp, &name))?;
+        retry_busy(|| client.destroy(&tmp, true))?;
     }
     Ok(())
 }
 
-/// Swap refuses sets that are being listed (EBUSY, what kube-router #1081
-/// saw as "Resource busy"); kube-router retried, so does this.
-fn swap_retrying(
-    client: &mut IpsetClient,
-    a: &ipset::SetName,
-    b: &ipset::SetName,
-) -> Result<(), StoreError> {
+/// Runs `op` again while the kernel answers EBUSY: swap and destroy refuse
+/// a set that another process is listing at that moment (what kube-router
+/// #1081 saw as "Resource busy"); kube-router retried, so does this.
+fn retry_busy(mut op: impl FnMut() -> Result<(), IpsetError>) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {
-        match client.swap(a, b) {
+        match op() {
             Err(IpsetError::InUse { .. }) if tries < 1000 => {
                 tries += 1;
                 std::thread::yield_now();
