@@ -10,7 +10,10 @@ use std::{
 };
 
 use crate::{
-    bpf::{mirror::service_id, runtime::BpfRuntime},
+    bpf::{
+        mirror::{key_of, service_id},
+        runtime::BpfRuntime,
+    },
     cluster::Snapshot,
     controllers::services::{self, names},
     desired::{Problem, ServiceState},
@@ -164,15 +167,7 @@ impl Reconciler {
                 ids.clear();
                 for vs in &state.virtual_services {
                     let service = vs.origin.split(" port ").next().unwrap_or_default();
-                    if let Some(key) =
-                        crate::bpf::mirror::key_of_member(&crate::desired::sets::ip_port_member(
-                            vs.key.addr,
-                            vs.key.proto,
-                            vs.key.port,
-                        ))
-                    {
-                        ids.insert(key, service_id(service));
-                    }
+                    ids.insert(key_of(&vs.key), service_id(service));
                 }
             }
         }

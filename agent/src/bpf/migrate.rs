@@ -73,25 +73,15 @@ fn expected() -> [Expected; 6] {
 }
 
 /// What was found pinned.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pinned {
     /// Nothing pinned: a first start.
     Nothing,
     /// Every map matches: adopt them.
     Compatible,
     /// Some map differs; the reason names it. The old maps were unpinned
-    /// and are held open in `Aside` until the new object loaded.
+    /// and are held open in [`Aside`] until the new object loaded.
     Replaced(String),
-}
-
-impl PartialEq for Pinned {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Pinned::Nothing, Pinned::Nothing) | (Pinned::Compatible, Pinned::Compatible) => true,
-            (Pinned::Replaced(a), Pinned::Replaced(b)) => a == b,
-            _ => false,
-        }
-    }
 }
 
 /// Old maps taken out of bpffs for a replacement, kept open so they can be

@@ -17,7 +17,7 @@ use ipwarden_common::{
 };
 
 use crate::{
-    desired::{SetSpec, SetType},
+    desired::{SetSpec, SetType, VsKey},
     store::MirrorSink,
 };
 
@@ -31,6 +31,14 @@ pub fn service_id(service: &str) -> u32 {
     service.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
+}
+
+/// A virtual service's key as the mirror's map key.
+pub fn key_of(vs: &VsKey) -> ServiceKey {
+    match vs.addr {
+        IpAddr::V4(a) => ServiceKey::v4(a.octets(), vs.proto.number(), vs.port),
+        IpAddr::V6(a) => ServiceKey::v6(a.octets(), vs.proto.number(), vs.port),
+    }
 }
 
 /// `10.0.0.1,tcp:80` (ipset save text) as a map key.
@@ -196,6 +204,17 @@ mod tests {
         assert_eq!(key_of_member("10.0.0.1,sctp:3868").unwrap().proto, 132);
         assert!(key_of_member("10.0.0.1").is_none());
         assert!(key_of_member("nonsense,tcp:1").is_none());
+    }
+
+    #[test]
+    fn a_virtual_service_key_is_its_member_key() {
+        use crate::desired::Protocol;
+        let vs = VsKey {
+            addr: "fd00::10".parse().unwrap(),
+            proto: Protocol::Udp,
+            port: 53,
+        };
+        assert_eq!(Some(key_of(&vs)), key_of_member("fd00::10,udp:53"));
     }
 
     #[test]
