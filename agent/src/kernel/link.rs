@@ -12,7 +12,7 @@ use neli::{
     },
     err::RouterError,
     nl::{NlPayload, Nlmsghdr},
-    router::synchronous::NlRouter,
+    router::synchronous::{NlRouter, NlRouterReceiverHandle},
     rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder},
     types::{Buffer, RtBuffer},
     utils::Groups,
@@ -286,18 +286,50 @@ impl LinkClient {
             created_link,
             ..AddressReport::default()
         };
+        // Pipelined: every request is sent before the first answer is read
+        // (the router's reader thread files answers by sequence number), so
+        // 10k VIPs cost one round trip's wait, not 10k.
+        let mut pending = Vec::new();
         for addr in wanted.difference(&have) {
-            self.address(Rtm::Newaddr, index, *addr)?;
-            report.added.push(*addr);
+            pending.push((
+                Rtm::Newaddr,
+                *addr,
+                self.send_address(Rtm::Newaddr, index, *addr)?,
+            ));
         }
         for addr in have.difference(wanted) {
-            self.address(Rtm::Deladdr, index, *addr)?;
-            report.removed.push(*addr);
+            pending.push((
+                Rtm::Deladdr,
+                *addr,
+                self.send_address(Rtm::Deladdr, index, *addr)?,
+            ));
+        }
+        for (op, addr, answers) in pending {
+            let what = if op == Rtm::Newaddr {
+                "add address"
+            } else {
+                "delete address"
+            };
+            for r in answers {
+                r.map_err(err(what, addr))?;
+            }
+            if op == Rtm::Newaddr {
+                report.added.push(addr);
+            } else {
+                report.removed.push(addr);
+            }
         }
         Ok(report)
     }
 
-    fn address(&self, op: Rtm, index: u32, addr: IpAddr) -> Result<(), LinkError> {
+    /// Sends one address request with NLM_F_ACK; the answer comes through
+    /// the returned handle.
+    fn send_address(
+        &self,
+        op: Rtm,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
         let (family, prefix, bytes) = match addr {
             IpAddr::V4(a) => (RtAddrFamily::Inet, 32, a.octets().to_vec()),
             IpAddr::V6(a) => (RtAddrFamily::Inet6, 128, a.octets().to_vec()),
@@ -325,7 +357,9 @@ impl LinkClient {
             Rtm::Newaddr => (NlmF::CREATE | NlmF::REPLACE, "add address"),
             _ => (NlmF::empty(), "delete address"),
         };
-        self.ack(op, flags, msg, what, &target)
+        self.rtnl
+            .send::<Rtm, Ifaddrmsg, Rtm, Buffer>(op, flags | NlmF::ACK, NlPayload::Payload(msg))
+            .map_err(err(what, &target))
     }
 
     /// Sends one request with NLM_F_ACK and waits for the kernel's answer.
