@@ -10,6 +10,9 @@
 //! `IPWARDEN_BENCH_RUNS` (default 5) tune it. Prints a markdown table of
 //! medians and the ratios (ipset time / ours: above 1 means we are faster).
 
+mod common;
+
+use common::{env_list, median, ratio};
 use std::{
     io::Write,
     net::Ipv4Addr,
@@ -95,28 +98,8 @@ fn cli(script: &str, n: usize) -> Times {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
-}
-
-fn ratio(theirs: Duration, ours: Duration) -> String {
-    format!(
-        "{:.1}x",
-        theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9)
-    )
-}
-
-fn env_list(key: &str, default: &str) -> Vec<usize> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
 }
 
 fn main() {

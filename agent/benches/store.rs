@@ -28,6 +28,9 @@
 //! at least 3) tune it. Prints one markdown table of medians with ratios
 //! (baseline / store: above 1 means the store is faster).
 
+mod common;
+
+use common::{env_list, median, ratio};
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -193,11 +196,6 @@ struct Row {
     list: Duration,
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn measure(n: usize, runs: usize) -> Row {
     let ns = NetNs::new("ipw-bench-store").expect("netns");
     let base = members(n);
@@ -298,21 +296,6 @@ fn ms(d: Duration) -> String {
     } else {
         format!("{ms:.1}")
     }
-}
-
-fn ratio(theirs: Duration, ours: Duration) -> String {
-    format!(
-        "{:.1}x",
-        theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9)
-    )
-}
-
-fn env_list(key: &str, default: &str) -> Vec<usize> {
-    std::env::var(key)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
 }
 
 fn main() {
