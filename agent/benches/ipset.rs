@@ -21,21 +21,20 @@ use std::{
 };
 
 use ipwarden::{
-    kernel::ipset::{
-        Entry, Family, IpsetClient, Member, ProtoPort, Request, SetName, SetSpec, SetType,
-    },
+    desired::{Family, SetType},
+    kernel::ipset::{CreateSet, Element, Entry, IpsetClient, ProtoPort, Request, SetName},
     netns::{privileged, NetNs},
 };
 
-fn spec(n: usize) -> SetSpec {
+fn spec(n: usize) -> CreateSet {
     let name = SetName::new("bench").expect("valid name");
-    SetSpec::new(name, SetType::HashIpPort, Family::Inet).maxelem((n as u32).max(65_536))
+    CreateSet::new(name, SetType::HashIpPort, Family::V4).maxelem((n as u32).max(65_536))
 }
 
-fn members(n: usize) -> Vec<Member> {
+fn members(n: usize) -> Vec<Element> {
     (0..n as u32)
         .map(|i| {
-            Member::new(Entry::IpPort(
+            Element::new(Entry::IpPort(
                 Ipv4Addr::from(0x0a00_0000 + i).into(),
                 ProtoPort::tcp(1 + (i % 60_000) as u16),
             ))
@@ -49,7 +48,7 @@ struct Times {
 }
 
 /// Ours: open the socket, create, add all members, list them back.
-fn ours(spec: &SetSpec, ms: &[Member]) -> Times {
+fn ours(spec: &CreateSet, ms: &[Element]) -> Times {
     let ns = NetNs::new("ipw-bench").expect("netns");
     ns.run(|| {
         let t0 = Instant::now();

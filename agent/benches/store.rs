@@ -40,8 +40,8 @@ use std::{
 };
 
 use ipwarden::{
-    desired::{SetFamily, SetSpec, SetType},
-    kernel::ipset::{self, IpsetClient, Member, SetName},
+    desired::{Family, Member, Protocol, SetSpec, SetType},
+    kernel::ipset::{CreateSet, Element, IpsetClient, SetName},
     netns::{privileged, NetNs},
     store::{Claim, Owner, SetStore},
 };
@@ -49,19 +49,23 @@ use ipwarden::{
 const SET: &str = "ipwarden-svip-prt";
 const TMP: &str = "TMP-ipwarden-svip-prt";
 const OWNER: &str = "services";
-/// The member each round adds or removes (not among the N).
-const TOGGLED: &str = "10.255.255.254,tcp:8080";
+/// The member each round adds or removes (not among the N):
+/// `10.255.255.254,tcp:8080`.
+fn toggled() -> Member {
+    Member::ip_port([10, 255, 255, 254].into(), Protocol::Tcp, 8080)
+}
 
 /// N members: distinct addresses in 10.0.0.0/9, a spread of TCP/UDP ports.
-fn members(n: usize) -> BTreeSet<String> {
+fn members(n: usize) -> BTreeSet<Member> {
     (0..n as u32)
         .map(|i| {
-            let proto = if i % 4 == 3 { "udp" } else { "tcp" };
-            format!(
-                "{},{proto}:{}",
-                Ipv4Addr::from(0x0a00_0000 + i),
-                80 + (i % 1000)
-            )
+            let proto = if i % 4 == 3 {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            };
+            let port = 80 + (i % 1000) as u16;
+            Member::ip_port(Ipv4Addr::from(0x0a00_0000 + i).into(), proto, port)
         })
         .collect()
 }
@@ -72,19 +76,19 @@ fn maxelem(n: usize) -> u32 {
     (2 * n as u32).max(65_536)
 }
 
-fn with_toggled(base: &BTreeSet<String>, present: bool) -> BTreeSet<String> {
+fn with_toggled(base: &BTreeSet<Member>, present: bool) -> BTreeSet<Member> {
     let mut m = base.clone();
     if present {
-        m.insert(TOGGLED.to_string());
+        m.insert(toggled());
     }
     m
 }
 
-fn spec(members: BTreeSet<String>) -> SetSpec {
+fn spec(members: BTreeSet<Member>) -> SetSpec {
     SetSpec {
         name: SET.to_string(),
         set_type: SetType::HashIpPort,
-        family: SetFamily::Inet,
+        family: Family::V4,
         members,
     }
 }
@@ -100,7 +104,7 @@ fn entries(client: &mut IpsetClient) -> u32 {
 
 /// kube-router's `ipset.Restore` script for one set (pkg/utils/ipset.go,
 /// buildIPSetRestore): fill a temporary set, swap, flush and destroy it.
-fn kube_router_script(members: &BTreeSet<String>, n: usize) -> String {
+fn kube_router_script(members: &BTreeSet<Member>, n: usize) -> String {
     let opts = format!(
         "hash:ip,port family inet hashsize 1024 maxelem {}",
         maxelem(n)
@@ -111,7 +115,7 @@ fn kube_router_script(members: &BTreeSet<String>, n: usize) -> String {
         s.push_str("add ");
         s.push_str(TMP);
         s.push(' ');
-        s.push_str(m);
+        s.push_str(&m.to_string());
         s.push('\n');
     }
     s.push_str(&format!(
@@ -123,7 +127,7 @@ fn kube_router_script(members: &BTreeSet<String>, n: usize) -> String {
 /// `ipset save` (every set, parsed into lines as kube-router does), then
 /// `ipset restore -exist` of the full script. Runs on a thread inside the
 /// namespace, so no `ip netns exec` is counted.
-fn kube_router_cli(members: &BTreeSet<String>, n: usize) -> Duration {
+fn kube_router_cli(members: &BTreeSet<Member>, n: usize) -> Duration {
     let start = Instant::now();
     let save = Command::new("ipset")
         .arg("save")
@@ -155,18 +159,18 @@ fn kube_router_cli(members: &BTreeSet<String>, n: usize) -> Duration {
 }
 
 /// The same save + full rebuild + swap, through our netlink client.
-fn kube_router_client(client: &mut IpsetClient, members: &BTreeSet<String>, n: usize) -> Duration {
+fn kube_router_client(client: &mut IpsetClient, members: &BTreeSet<Member>, n: usize) -> Duration {
     let set = SetName::new(SET).expect("name");
     let tmp = SetName::new(TMP).expect("name");
     let start = Instant::now();
     let saved = client.list(&set).expect("list");
     assert!(saved.members.len() >= n, "listed members");
-    let ms: Vec<Member> = members
+    let ms: Vec<Element> = members
         .iter()
-        .map(|m| Member::parse(SetType::HashIpPort, m).expect("member"))
+        .map(|m| Element::try_from(m).expect("member"))
         .collect();
     let kspec = |name: SetName| {
-        ipset::SetSpec::new(name, SetType::HashIpPort, SetFamily::Inet)
+        CreateSet::new(name, SetType::HashIpPort, Family::V4)
             .hashsize(1024)
             .maxelem(maxelem(n))
     };
@@ -205,10 +209,10 @@ fn measure(n: usize, runs: usize) -> Row {
         // is created here with kube-router's options and adopted.
         client
             .create(
-                &ipset::SetSpec::new(
+                &CreateSet::new(
                     SetName::new(SET).expect("name"),
                     SetType::HashIpPort,
-                    SetFamily::Inet,
+                    Family::V4,
                 )
                 .hashsize(1024)
                 .maxelem(maxelem(n)),

@@ -52,7 +52,8 @@ use std::{
 
 use ipwarden::{
     bpf::{self, Dataplane, ProgramLogLevel},
-    kernel::ipset::{Entry, Family, IpsetClient, Member, ProtoPort, SetName, SetSpec, SetType},
+    desired::{Family, SetType},
+    kernel::ipset::{CreateSet, Element, Entry, IpsetClient, ProtoPort, SetName},
     netns::{privileged, NetNs},
 };
 use ipwarden_common::{
@@ -149,23 +150,23 @@ fn fill_sets(ns: &NetNs, target: Ipv4Addr) {
         let svip = SetName::new(SVIP).expect("name");
         let prt = SetName::new(SVIP_PRT).expect("name");
         c.create(
-            &SetSpec::new(svip.clone(), SetType::HashIp, Family::Inet),
+            &CreateSet::new(svip.clone(), SetType::HashIp, Family::V4),
             false,
         )
         .expect("create svip");
         c.create(
-            &SetSpec::new(prt.clone(), SetType::HashIpPort, Family::Inet),
+            &CreateSet::new(prt.clone(), SetType::HashIpPort, Family::V4),
             false,
         )
         .expect("create svip-prt");
         let mut ips: Vec<Ipv4Addr> = entries.iter().map(|e| e.0).collect();
         ips.sort();
         ips.dedup();
-        let vips: Vec<Member> = ips
+        let vips: Vec<Element> = ips
             .iter()
-            .map(|ip| Member::parse(SetType::HashIp, &ip.to_string()).expect("member"))
+            .map(|ip| Element::parse(SetType::HashIp, &ip.to_string()).expect("member"))
             .collect();
-        let ports: Vec<Member> = entries
+        let ports: Vec<Element> = entries
             .iter()
             .map(|&(ip, proto, port)| {
                 let pp = if proto == PROTO_TCP {
@@ -173,7 +174,7 @@ fn fill_sets(ns: &NetNs, target: Ipv4Addr) {
                 } else {
                     ProtoPort::udp(port)
                 };
-                Member::new(Entry::IpPort(ip.into(), pp))
+                Element::new(Entry::IpPort(ip.into(), pp))
             })
             .collect();
         c.add(&svip, &vips, false).expect("fill svip");

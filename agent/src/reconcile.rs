@@ -10,17 +10,14 @@ use std::{
 };
 
 use crate::{
-    bpf::{
-        mirror::{key_of, service_id},
-        runtime::BpfRuntime,
-    },
+    bpf::runtime::BpfRuntime,
     cluster::Snapshot,
     controllers::services::{self, names},
     desired::{Problem, ServiceState},
     kernel::{
         iptables::{self, IptablesError},
         ipvs::{IpvsClient, IpvsError},
-        ipvs_sync::{self, IpvsReport, Ownership},
+        ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, LinkClient, LinkError},
         sysctl::{self, SysctlError},
     },
@@ -161,22 +158,16 @@ impl Reconciler {
     pub fn reconcile(&mut self, snapshot: &Snapshot) -> Result<ReconcileReport, ReconcileError> {
         let start = Instant::now();
         let state = services::desired_with(snapshot, &self.opts.services);
-        if let Some(bpf) = &self.bpf {
-            // Which Service each mirrored member belongs to.
-            if let Ok(mut ids) = bpf.ids.lock() {
-                ids.clear();
-                for vs in &state.virtual_services {
-                    let service = vs.origin.split(" port ").next().unwrap_or_default();
-                    ids.insert(key_of(&vs.key), service_id(service));
-                }
-            }
-        }
         let mut report = ReconcileReport {
             virtual_services: state.virtual_services.len(),
             problems: state.problems.clone(),
             ..ReconcileReport::default()
         };
-        report.sets = Some(self.store.apply(SERVICES_OWNER, state.sets.clone())?);
+        report.sets = Some(self.store.apply_with_services(
+            SERVICES_OWNER,
+            state.sets.clone(),
+            state.member_services.clone(),
+        )?);
         report.ipvs = self.sync_ipvs(&state, snapshot, &mut report.problems)?;
         report.addresses = self
             .link
@@ -226,11 +217,11 @@ impl Reconciler {
                 .filter(|(i, _, _)| Some(*i) == index)
                 .map(|(_, a, _)| a),
         );
-        let ownership = Ownership {
+        let scope = IpvsScope {
             vips,
             node_ips: snapshot.host.local_addresses.iter().copied().collect(),
             node_port_range: self.opts.node_port_range,
         };
-        ipvs_sync::sync(&mut self.ipvs, &desired, &ownership).map_err(ReconcileError::Ipvs)
+        ipvs_sync::sync(&mut self.ipvs, &desired, &scope).map_err(ReconcileError::Ipvs)
     }
 }

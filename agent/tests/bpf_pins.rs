@@ -1,11 +1,11 @@
 //! The eBPF object, its pinned maps and links, checked with bpftool: BTF
 //! named fields, adoption across restarts, replacement of another layout.
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use ipwarden::{
     bpf::{self, Dataplane, PinLayout, Pinned, ProgramLogLevel},
-    desired::{SetFamily, SetSpec, SetType},
+    desired::{Family, Member, MemberServices, Protocol, ServiceRef, SetSpec, SetType},
     netns::{checked_output, privileged, BpfFs, NetNs},
     store::MirrorSink,
 };
@@ -31,16 +31,17 @@ fn dump(pins: &PinLayout, map: &str) -> serde_json::Value {
     .unwrap()
 }
 
-fn spec(name: &str, t: SetType, members: &[&str]) -> SetSpec {
+fn spec(name: &str, t: SetType, members: &[Member]) -> SetSpec {
     SetSpec {
         name: name.into(),
         set_type: t,
-        family: SetFamily::Inet,
-        members: members
-            .iter()
-            .map(|m| m.to_string())
-            .collect::<BTreeSet<_>>(),
+        family: Family::V4,
+        members: members.iter().copied().collect(),
     }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
 #[test]
@@ -89,14 +90,18 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
         Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Nothing);
     dp.configure(Mode::Allow, 0x40_0000).unwrap();
-    let mut mirror = dp.take_mirror(Default::default()).unwrap();
-    let prt = spec(
-        "ipwarden-svip-prt",
-        SetType::HashIpPort,
-        &["10.96.0.10,tcp:80", "10.96.0.10,udp:53"],
+    let mut mirror = dp.take_mirror().unwrap();
+    let http = Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80);
+    let dns = Member::ip_port(ip("10.96.0.10"), Protocol::Udp, 53);
+    let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &[http, dns]);
+    let svip = spec(
+        "ipwarden-svip",
+        SetType::HashIp,
+        &[Member::ip(ip("10.96.0.10"))],
     );
-    let svip = spec("ipwarden-svip", SetType::HashIp, &["10.96.0.10"]);
-    mirror.mirror(&[&prt, &svip]);
+    let web = ServiceRef::new("shop", "web");
+    let services: MemberServices = [(http, web.clone())].into();
+    mirror.mirror(&[&prt, &svip], &services);
 
     let services = dump(&pins, names::MAP_SERVICES);
     let keys: Vec<&serde_json::Value> = services
@@ -110,6 +115,21 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
         .iter()
         .any(|k| k["port"] == 53 && k["proto"] == 17 && k["family"] == 2 && k["addr"][1] == 96));
     assert_eq!(services[0]["formatted"]["value"]["flags"], 0);
+    let id_of = |port: u64| {
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["formatted"]["key"]["port"] == port)
+            .map(|e| e["formatted"]["value"]["service_id"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        id_of(80),
+        bpf::mirror::service_id(&web),
+        "the entry names the Service its member serves"
+    );
+    assert_eq!(id_of(53), 0, "no Service was named for the DNS member");
     let vips = dump(&pins, names::MAP_VIPS);
     assert_eq!(vips[0]["formatted"]["key"]["addr"][0], 10);
     let config = dump(&pins, names::MAP_CONFIG);

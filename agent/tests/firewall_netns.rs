@@ -8,10 +8,8 @@ use std::path::Path;
 use ipwarden::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services::{desired_with, BpfRules, Options},
-    kernel::{
-        ipset::IpsetClient,
-        iptables::{self, Table},
-    },
+    desired::Table,
+    kernel::{ipset::IpsetClient, iptables},
     netns::{privileged, NetNs},
     reconcile::services_owner,
     store::SetStore,

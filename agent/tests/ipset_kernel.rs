@@ -10,9 +10,9 @@ use std::{
 };
 
 use ipwarden::{
+    desired::{Family, SetType},
     kernel::ipset::{
-        parse_save, Family, IpSet, IpsetClient, IpsetError, Member, Op, Request, SetName, SetSpec,
-        SetType,
+        parse_save, CreateSet, Element, IpSet, IpsetClient, IpsetError, Op, Request, SetName,
     },
     netns::{privileged, NetNs},
 };
@@ -21,10 +21,10 @@ fn name(s: &str) -> SetName {
     SetName::new(s).unwrap()
 }
 
-fn members(t: SetType, lines: &[&str]) -> Vec<Member> {
+fn members(t: SetType, lines: &[&str]) -> Vec<Element> {
     lines
         .iter()
-        .map(|l| Member::parse(t, l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .map(|l| Element::parse(t, l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
 
@@ -85,18 +85,18 @@ fn text(sets: &[IpSet]) -> String {
 
 /// Every type in both families, with the options and member forms the
 /// agent uses (and some it does not).
-fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
-    let s = |n: &str, t, f| SetSpec::new(name(n), t, f);
+fn fixture() -> Vec<(CreateSet, Vec<Element>)> {
+    let s = |n: &str, t, f| CreateSet::new(name(n), t, f);
     vec![
         (
-            s("ip4", SetType::HashIp, Family::Inet).timeout(0),
+            s("ip4", SetType::HashIp, Family::V4).timeout(0),
             members(
                 SetType::HashIp,
                 &["10.0.0.1 timeout 0", "10.0.0.2 timeout 600"],
             ),
         ),
         (
-            s("ip6", SetType::HashIp, Family::Inet6)
+            s("ip6", SetType::HashIp, Family::V6)
                 .hashsize(64)
                 .maxelem(1000)
                 .comment(),
@@ -111,7 +111,7 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("ipport4", SetType::HashIpPort, Family::Inet).counters(),
+            s("ipport4", SetType::HashIpPort, Family::V4).counters(),
             members(
                 SetType::HashIpPort,
                 &[
@@ -127,7 +127,7 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("ipport6", SetType::HashIpPort, Family::Inet6).timeout(3600),
+            s("ipport6", SetType::HashIpPort, Family::V6).timeout(3600),
             members(
                 SetType::HashIpPort,
                 &[
@@ -138,7 +138,7 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("net4", SetType::HashNet, Family::Inet).comment(),
+            s("net4", SetType::HashNet, Family::V4).comment(),
             members(
                 SetType::HashNet,
                 &[
@@ -151,14 +151,14 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("net6", SetType::HashNet, Family::Inet6).maxelem(16),
+            s("net6", SetType::HashNet, Family::V6).maxelem(16),
             members(
                 SetType::HashNet,
                 &["2000::/3", "fd00::/8 nomatch", "2001:db8::1"],
             ),
         ),
         (
-            s("netport4", SetType::HashNetPort, Family::Inet),
+            s("netport4", SetType::HashNetPort, Family::V4),
             members(
                 SetType::HashNetPort,
                 &[
@@ -169,7 +169,7 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("netport6", SetType::HashNetPort, Family::Inet6).comment(),
+            s("netport6", SetType::HashNetPort, Family::V6).comment(),
             members(
                 SetType::HashNetPort,
                 &[
@@ -179,14 +179,14 @@ fn fixture() -> Vec<(SetSpec, Vec<Member>)> {
             ),
         ),
         (
-            s("ipportip4", SetType::HashIpPortIp, Family::Inet),
+            s("ipportip4", SetType::HashIpPortIp, Family::V4),
             members(
                 SetType::HashIpPortIp,
                 &["10.0.0.1,tcp:80,10.0.0.2", "10.0.0.1,udp:53,10.9.9.9"],
             ),
         ),
         (
-            s("ipportip6", SetType::HashIpPortIp, Family::Inet6).hashsize(128),
+            s("ipportip6", SetType::HashIpPortIp, Family::V6).hashsize(128),
             members(
                 SetType::HashIpPortIp,
                 &["2001:db8::1,tcp:1,::1", "2001:db8::1,sctp:2,2001:db8::2"],
@@ -305,8 +305,8 @@ fn privileged_flush_rename_swap_destroy() {
     let (a, b, c) = (name("a"), name("b"), name("c"));
     with_client(&ns, |cl| {
         let plan = [
-            Request::create(SetSpec::new(a.clone(), t, Family::Inet)),
-            Request::create(SetSpec::new(b.clone(), t, Family::Inet)),
+            Request::create(CreateSet::new(a.clone(), t, Family::V4)),
+            Request::create(CreateSet::new(b.clone(), t, Family::V4)),
             Request::add(a.clone(), members(t, &["10.0.0.1", "10.0.0.2"])),
             Request::add(b.clone(), members(t, &["10.0.0.3"])),
         ];
@@ -337,7 +337,7 @@ fn privileged_flush_rename_swap_destroy() {
     let errs = with_client(&ns, |cl| {
         let other = name("other");
         cl.create(
-            &SetSpec::new(other.clone(), SetType::HashNet, Family::Inet),
+            &CreateSet::new(other.clone(), SetType::HashNet, Family::V4),
             false,
         )
         .unwrap();
@@ -384,15 +384,15 @@ fn privileged_typed_errors_name_the_set() {
     let ns = NetNs::new("ipw-ipset").unwrap();
     let (s, full, v6) = (name("s"), name("full"), name("v6"));
     let errs = with_client(&ns, |c| {
-        let spec = SetSpec::new(s.clone(), SetType::HashIpPort, Family::Inet);
+        let spec = CreateSet::new(s.clone(), SetType::HashIpPort, Family::V4);
         c.create(&spec, false).unwrap();
         c.create(
-            &SetSpec::new(full.clone(), SetType::HashIp, Family::Inet).maxelem(4),
+            &CreateSet::new(full.clone(), SetType::HashIp, Family::V4).maxelem(4),
             false,
         )
         .unwrap();
         c.create(
-            &SetSpec::new(v6.clone(), SetType::HashIp, Family::Inet6),
+            &CreateSet::new(v6.clone(), SetType::HashIp, Family::V6),
             false,
         )
         .unwrap();
@@ -512,7 +512,7 @@ fn privileged_destroying_a_set_an_iptables_rule_uses_is_in_use() {
     let s = name("S");
     with_client(&ns, |c| {
         c.create(
-            &SetSpec::new(s.clone(), SetType::HashIp, Family::Inet),
+            &CreateSet::new(s.clone(), SetType::HashIp, Family::V4),
             false,
         )
         .unwrap()
@@ -599,7 +599,7 @@ fn privileged_without_cap_net_admin_is_permission() {
         .run(|| {
             drop_net_admin();
             let mut c = IpsetClient::new().unwrap();
-            let spec = SetSpec::new(name("p"), SetType::HashIp, Family::Inet);
+            let spec = CreateSet::new(name("p"), SetType::HashIp, Family::V4);
             vec![
                 c.list_all().unwrap_err(),
                 c.create(&spec, false).unwrap_err(),
@@ -622,15 +622,15 @@ fn privileged_adds_100k_members_in_one_call() {
     }
     let ns = NetNs::new("ipw-ipset").unwrap();
     let set = name("big");
-    let ms: Vec<Member> = (0..100_000u32)
+    let ms: Vec<Element> = (0..100_000u32)
         .map(|i| {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-            Member::parse(SetType::HashIpPort, &format!("{ip},tcp:{}", 1 + i % 60_000)).unwrap()
+            Element::parse(SetType::HashIpPort, &format!("{ip},tcp:{}", 1 + i % 60_000)).unwrap()
         })
         .collect();
     let listed = with_client(&ns, |c| {
         c.create(
-            &SetSpec::new(set.clone(), SetType::HashIpPort, Family::Inet).maxelem(200_000),
+            &CreateSet::new(set.clone(), SetType::HashIpPort, Family::V4).maxelem(200_000),
             false,
         )
         .unwrap();

@@ -11,9 +11,10 @@ use std::{
 };
 
 use ipwarden::{
+    desired::{Family, SetType},
     kernel::ipset::{
-        Comment, Counters, Entry, Family, IpSet, IpsetClient, Member, Net, ProtoPort, Request,
-        SetName, SetSpec, SetType,
+        Comment, Counters, CreateSet, Element, Entry, IpSet, IpsetClient, Net, ProtoPort, Request,
+        SetName,
     },
     netns::{privileged, NetNs},
 };
@@ -22,11 +23,11 @@ use proptest::prelude::*;
 fn arb_ip(family: Family) -> BoxedStrategy<IpAddr> {
     // The kernel refuses an all-zero address as a "null-valued element".
     match family {
-        Family::Inet => any::<[u8; 4]>()
+        Family::V4 => any::<[u8; 4]>()
             .prop_filter("non-zero", |a| *a != [0; 4])
             .prop_map(IpAddr::from)
             .boxed(),
-        Family::Inet6 => any::<[u8; 16]>()
+        Family::V6 => any::<[u8; 16]>()
             .prop_filter("non-zero", |a| *a != [0; 16])
             .prop_map(IpAddr::from)
             .boxed(),
@@ -35,10 +36,10 @@ fn arb_ip(family: Family) -> BoxedStrategy<IpAddr> {
 
 fn arb_proto_port(family: Family) -> BoxedStrategy<ProtoPort> {
     let icmp = match family {
-        Family::Inet => (any::<u8>(), any::<u8>())
+        Family::V4 => (any::<u8>(), any::<u8>())
             .prop_map(|(t, c)| ProtoPort::icmp(t, c))
             .boxed(),
-        Family::Inet6 => (any::<u8>(), any::<u8>())
+        Family::V6 => (any::<u8>(), any::<u8>())
             .prop_map(|(t, c)| ProtoPort::icmpv6(t, c))
             .boxed(),
     };
@@ -75,7 +76,7 @@ fn arb_entry(set_type: SetType, family: Family) -> BoxedStrategy<Entry> {
 }
 
 /// A member whose extensions the set `spec` accepts.
-fn arb_member(spec: &SetSpec) -> BoxedStrategy<Member> {
+fn arb_member(spec: &CreateSet) -> BoxedStrategy<Element> {
     let spec = spec.clone();
     (
         arb_entry(spec.set_type, spec.family),
@@ -84,31 +85,33 @@ fn arb_member(spec: &SetSpec) -> BoxedStrategy<Member> {
         proptest::option::of((any::<u64>(), any::<u64>())),
         proptest::option::of("[a-zA-Z0-9._:/-][a-zA-Z0-9 ._:/-]{0,30}[a-zA-Z0-9]"),
     )
-        .prop_map(move |(entry, nomatch, timeout, counters, comment)| Member {
-            entry,
-            nomatch: nomatch && spec.set_type.has_nomatch(),
-            timeout: timeout.filter(|_| spec.timeout.is_some()),
-            counters: counters
-                .filter(|_| spec.counters)
-                .map(|(packets, bytes)| Counters { packets, bytes }),
-            comment: comment
-                .filter(|_| spec.comment)
-                .map(|c| Comment::new(c).unwrap()),
-        })
+        .prop_map(
+            move |(entry, nomatch, timeout, counters, comment)| Element {
+                entry,
+                nomatch: nomatch && spec.set_type.has_nomatch(),
+                timeout: timeout.filter(|_| spec.timeout.is_some()),
+                counters: counters
+                    .filter(|_| spec.counters)
+                    .map(|(packets, bytes)| Counters { packets, bytes }),
+                comment: comment
+                    .filter(|_| spec.comment)
+                    .map(|c| Comment::new(c).unwrap()),
+            },
+        )
         .boxed()
 }
 
-fn arb_set() -> impl Strategy<Value = (SetSpec, Vec<Member>)> {
+fn arb_set() -> impl Strategy<Value = (CreateSet, Vec<Element>)> {
     (
         proptest::sample::select(SetType::ALL.to_vec()),
-        prop_oneof![Just(Family::Inet), Just(Family::Inet6)],
+        prop_oneof![Just(Family::V4), Just(Family::V6)],
         prop_oneof![Just(None), Just(Some(0)), Just(Some(600))],
         any::<(bool, bool)>(),
         proptest::option::of(prop_oneof![Just(64u32), Just(100), Just(1024), Just(4096)]),
         proptest::option::of(0u32..50),
     )
         .prop_map(|(t, f, timeout, (comment, counters), hashsize, extra)| {
-            let mut spec = SetSpec::new(SetName::new("prop").unwrap(), t, f);
+            let mut spec = CreateSet::new(SetName::new("prop").unwrap(), t, f);
             spec.timeout = timeout;
             spec.comment = comment;
             spec.counters = counters;
@@ -127,7 +130,7 @@ fn arb_set() -> impl Strategy<Value = (SetSpec, Vec<Member>)> {
             for m in members {
                 by_entry.entry(m.entry).or_insert(m);
             }
-            let members: Vec<Member> = by_entry.into_values().collect();
+            let members: Vec<Element> = by_entry.into_values().collect();
             spec.maxelem = spec.maxelem.map(|extra| members.len() as u32 + extra + 1);
             (spec, members)
         })
@@ -135,7 +138,7 @@ fn arb_set() -> impl Strategy<Value = (SetSpec, Vec<Member>)> {
 
 /// The `add` lines the kernel should list for what we wrote, with a
 /// ticking (non-zero) timeout written as `T`.
-fn expected(spec: &SetSpec, members: &[Member]) -> BTreeSet<String> {
+fn expected(spec: &CreateSet, members: &[Element]) -> BTreeSet<String> {
     members
         .iter()
         .map(|m| {

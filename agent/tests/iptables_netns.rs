@@ -2,7 +2,8 @@
 //! Oracle: `iptables-save` / `ip6tables-save`.
 
 use ipwarden::{
-    kernel::iptables::{self, Chain, Family, IptablesError, Jump, Ownership, Table, TablePlan},
+    desired::{Chain, Family, Jump, Ownership, Table, TablePlan},
+    kernel::iptables::{self, IptablesError},
     netns::{privileged, NetNs},
 };
 
@@ -33,7 +34,11 @@ fn plan(family: Family, rules: &[&str]) -> TablePlan {
 
 /// The table as iptables-save prints it, without comments and counters.
 fn save(ns: &NetNs, family: Family) -> Vec<String> {
-    ns.output(family.save_cmd(), &["-t", "filter"])
+    let cmd = match family {
+        Family::V4 => "iptables-save",
+        Family::V6 => "ip6tables-save",
+    };
+    ns.output(cmd, &["-t", "filter"])
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#'))

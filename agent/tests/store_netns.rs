@@ -7,19 +7,25 @@ use std::{
 };
 
 use ipwarden::{
-    desired::{SetFamily, SetSpec, SetType},
-    kernel::ipset::IpsetClient,
+    desired::{Family, Member, MemberServices, SetSpec, SetType},
+    kernel::ipset::{Element, IpsetClient},
     netns::{privileged, NetNs},
     store::{Claim, MirrorSink, Owner, SetStore, StoreError},
 };
 
-fn spec(name: &str, t: SetType, family: SetFamily, members: &[&str]) -> SetSpec {
+fn spec(name: &str, t: SetType, family: Family, members: &[&str]) -> SetSpec {
     SetSpec {
         name: name.into(),
         set_type: t,
         family,
-        members: members.iter().map(|m| m.to_string()).collect(),
+        members: members.iter().map(|m| member(t, m)).collect(),
     }
+}
+
+/// A desired member written as `ipset save` writes it (read with the
+/// kernel layer's parser, which the ipset tests check against `ipset`).
+fn member(t: SetType, text: &str) -> Member {
+    Element::parse(t, text).unwrap().to_desired().unwrap()
 }
 
 fn services_owner() -> Owner {
@@ -51,25 +57,20 @@ fn services_sets(prt: &[&str]) -> Vec<SetSpec> {
         spec(
             "ipwarden-svip",
             SetType::HashIp,
-            SetFamily::Inet,
+            Family::V4,
             &["10.96.0.10"],
         ),
-        spec(
-            "ipwarden-svip-prt",
-            SetType::HashIpPort,
-            SetFamily::Inet,
-            prt,
-        ),
+        spec("ipwarden-svip-prt", SetType::HashIpPort, Family::V4, prt),
         spec(
             "inet6:ipwarden-svip-prt",
             SetType::HashIpPort,
-            SetFamily::Inet6,
+            Family::V6,
             &["fd00::10,udp:53"],
         ),
         spec(
             "ipwarden-local-ips",
             SetType::HashIp,
-            SetFamily::Inet,
+            Family::V4,
             &["192.168.56.10"],
         ),
     ]
@@ -95,10 +96,13 @@ type MirrorCall = Vec<(String, BTreeSet<String>)>;
 struct Recorder(Arc<Mutex<Vec<MirrorCall>>>);
 
 impl MirrorSink for Recorder {
-    fn mirror(&mut self, sets: &[&SetSpec]) {
+    fn mirror(&mut self, sets: &[&SetSpec], _services: &MemberServices) {
         self.0.lock().unwrap().push(
             sets.iter()
-                .map(|s| (s.name.clone(), s.members.clone()))
+                .map(|s| {
+                    let members = s.members.iter().map(Member::to_string).collect();
+                    (s.name.clone(), members)
+                })
                 .collect(),
         );
     }
@@ -168,6 +172,29 @@ fn apply_writes_only_the_difference_and_starts_from_the_kernel() {
         assert_eq!(r.executed.members_added, 1);
         assert!(members(&ns, "ipwarden-svip-prt").contains("10.96.0.10,tcp:80"));
 
+        // Another process adds a member no desired member can stand for:
+        // it is drift like any other, and deleted.
+        ns.output(
+            "ipset",
+            &["add", "ipwarden-svip-prt", "10.96.0.10,icmp:echo-request"],
+        )
+        .unwrap();
+        let r = store
+            .apply(
+                "services",
+                services_sets(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:8443"]),
+            )
+            .unwrap();
+        assert_eq!(
+            (r.executed.members_added, r.executed.members_deleted),
+            (0, 1)
+        );
+        assert!(r.verified);
+        assert_eq!(
+            members(&ns, "ipwarden-svip-prt"),
+            set_of(&["10.96.0.10,tcp:80", "203.0.113.10,tcp:8443"])
+        );
+
         // The mirror got exactly the desired content of the mirrored sets, both families.
         let calls = mirror.0.lock().unwrap();
         let last = calls.last().unwrap();
@@ -195,7 +222,7 @@ fn owners_cannot_write_sets_they_do_not_own() {
             let err = store
                 .apply(
                     "services",
-                    vec![spec(name, SetType::HashIp, SetFamily::Inet, &[])],
+                    vec![spec(name, SetType::HashIp, Family::V4, &[])],
                 )
                 .unwrap_err();
             assert!(matches!(err, StoreError::NotOwned { .. }), "{err}");
@@ -240,7 +267,7 @@ fn foreign_sets_are_byte_identical_after_a_thousand_applies() {
             let policy = spec(
                 &format!("IPW-SRC-{}", i % 3),
                 SetType::HashNet,
-                SetFamily::Inet,
+                Family::V4,
                 &["10.244.0.0/16"],
             );
             store.apply("policies", vec![policy]).unwrap();
@@ -286,7 +313,7 @@ fn a_type_change_is_built_aside_and_the_old_set_outlives_its_rules() {
                 vec![spec(
                     "IPW-DST-X",
                     SetType::HashIp,
-                    SetFamily::Inet,
+                    Family::V4,
                     &["10.0.0.1"],
                 )],
             )
@@ -312,7 +339,7 @@ fn a_type_change_is_built_aside_and_the_old_set_outlives_its_rules() {
                 vec![spec(
                     "IPW-DST-X",
                     SetType::HashNet,
-                    SetFamily::Inet,
+                    Family::V4,
                     &["10.0.0.0/8"],
                 )],
             )
@@ -394,7 +421,7 @@ fn the_auditor_counts_and_heals_outside_changes() {
         let report = store.audit_healing_after(hour).unwrap();
         assert_eq!(
             report.missing_mirrored["ipwarden-svip-prt"],
-            set_of(&["10.96.0.10,tcp:443"])
+            [member(SetType::HashIpPort, "10.96.0.10,tcp:443")].into()
         );
         assert!(!members(&ns, "ipwarden-svip-prt").contains("10.96.0.10,tcp:443"));
         // At once: counted and healed.

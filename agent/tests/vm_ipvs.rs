@@ -13,9 +13,10 @@ use std::{
 };
 
 use ipwarden::{
+    desired::Family,
     kernel::ipvs::{
-        Destination, DestinationKey, Family, ForwardMethod, IpvsClient, IpvsError, Netmask,
-        Request, Scheduler, Service, ServiceFlags, ServiceKey, Timeouts,
+        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, Netmask, Request,
+        Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
     },
     netns::{privileged, NetNs},
 };
@@ -141,7 +142,7 @@ fn parse_service(t: &[&str], line: &str) -> Service {
     while i < rest.len() {
         match rest[i] {
             "persistent" => {
-                svc.flags |= ServiceFlags::PERSISTENT;
+                svc.flags |= ServiceFlagBits::PERSISTENT;
                 svc.timeout = rest[i + 1].parse().unwrap();
                 i += 1;
             }
@@ -152,13 +153,13 @@ fn parse_service(t: &[&str], line: &str) -> Service {
                 };
                 i += 1;
             }
-            "ops" => svc.flags |= ServiceFlags::ONE_PACKET,
+            "ops" => svc.flags |= ServiceFlagBits::ONE_PACKET,
             flags if flags.starts_with('(') => {
                 for f in flags.trim_matches(|c| c == '(' || c == ')').split(',') {
                     svc.flags |= match f {
-                        "flag-1" | "sh-fallback" | "mh-fallback" => ServiceFlags::SCHED1,
-                        "flag-2" | "sh-port" | "mh-port" => ServiceFlags::SCHED2,
-                        "flag-3" => ServiceFlags::SCHED3,
+                        "flag-1" | "sh-fallback" | "mh-fallback" => ServiceFlagBits::SCHED1,
+                        "flag-2" | "sh-port" | "mh-port" => ServiceFlagBits::SCHED2,
+                        "flag-3" => ServiceFlagBits::SCHED3,
                         other => panic!("scheduler flag {other} in {line:?}"),
                     };
                 }
@@ -242,7 +243,7 @@ fn variety() -> Vec<(Service, Vec<Destination>)> {
                 ServiceKey::tcp(ip("fd00::1"), 443),
                 Scheduler::source_hashing(),
             )
-            .with_flags(ServiceFlags::SCHED1 | ServiceFlags::SCHED2),
+            .with_flags(ServiceFlagBits::SCHED1 | ServiceFlagBits::SCHED2),
             vec![
                 Destination::new(ip("fd00:1::1"), 8443),
                 Destination::new(ip("fd00:1::2"), 443).forward(ForwardMethod::Route),
@@ -251,7 +252,7 @@ fn variety() -> Vec<(Service, Vec<Destination>)> {
         (
             Service::new(ServiceKey::udp(ip("fd00::2"), 5353), Scheduler::maglev())
                 .persistent(600, v6(64))
-                .with_flags(ServiceFlags::ONE_PACKET | ServiceFlags::SCHED1),
+                .with_flags(ServiceFlagBits::ONE_PACKET | ServiceFlagBits::SCHED1),
             vec![Destination::new(ip("fd00:1::3"), 5353).weight(7)],
         ),
         (
@@ -274,7 +275,7 @@ fn variety() -> Vec<(Service, Vec<Destination>)> {
                 ServiceKey::udp(ip("10.0.0.4"), 4789),
                 Scheduler::round_robin(),
             )
-            .with_flags(ServiceFlags::ONE_PACKET),
+            .with_flags(ServiceFlagBits::ONE_PACKET),
             vec![],
         ),
     ]
@@ -392,13 +393,13 @@ fn vm_services_ipvsadm_writes_are_what_we_read() {
                 ServiceKey::tcp(ip("fd00::1"), 443),
                 Scheduler::source_hashing(),
             )
-            .with_flags(ServiceFlags::SCHED1 | ServiceFlags::SCHED2),
+            .with_flags(ServiceFlagBits::SCHED1 | ServiceFlagBits::SCHED2),
             vec![Destination::new(ip("fd00:1::1"), 8443)],
         ),
         (
             Service::new(ServiceKey::udp(ip("fd00::2"), 5353), Scheduler::maglev())
                 .persistent(600, v6(64))
-                .with_flags(ServiceFlags::ONE_PACKET | ServiceFlags::SCHED1),
+                .with_flags(ServiceFlagBits::ONE_PACKET | ServiceFlagBits::SCHED1),
             vec![Destination::new(ip("fd00:1::3"), 5353).weight(7)],
         ),
         (
@@ -425,7 +426,7 @@ fn vm_services_ipvsadm_writes_are_what_we_read() {
     let key = ServiceKey::udp(ip("10.0.0.2"), 53);
     let one = ipvs.service(&key).unwrap();
     assert!(one.service.same_config(&table(&want)[&key].0));
-    assert!(one.service.flags.contains(ServiceFlags::HASHED));
+    assert!(one.service.flags.contains(ServiceFlagBits::HASHED));
 }
 
 #[test]

@@ -2,33 +2,26 @@
 //! desired content of `ipwarden-svip-prt` and `ipwarden-svip` (both
 //! families) into the BPF maps, in place (insert or update what is new,
 //! delete what is gone; never delete-all-then-add, which would leave the
-//! program a window with an empty mirror).
+//! program a window with an empty mirror). Each entry carries the id of the
+//! Service its member serves, handed over with the sets by the store.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    sync::{Arc, Mutex},
 };
 
 use aya::maps::{HashMap, MapData};
-use ipwarden_common::{
-    maps::{FLAG_MISSING_FROM_KERNEL, PROTO_SCTP, PROTO_TCP, PROTO_UDP},
-    ServiceKey, ServiceValue, VipKey, VipValue,
-};
+use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, ServiceKey, ServiceValue, VipKey, VipValue};
 
 use crate::{
-    desired::{SetSpec, SetType, VsKey},
+    desired::{Member, MemberServices, ServiceRef, SetSpec, VsKey},
     store::MirrorSink,
 };
 
-/// Service ids by key, set by the reconciler before each apply so the
-/// mirror can say which Service a member belongs to.
-pub type ServiceIds = Arc<Mutex<BTreeMap<ServiceKey, u32>>>;
-
-/// A stable id for a Service ("Service shop/web"): FNV-1a, so it is the
-/// same in every agent and across restarts.
-pub fn service_id(service: &str) -> u32 {
-    service.bytes().fold(0x811c_9dc5u32, |h, b| {
+/// A stable id for a Service: FNV-1a of "Service NAMESPACE/NAME", so it is
+/// the same in every agent and across restarts.
+pub fn service_id(service: &ServiceRef) -> u32 {
+    service.to_string().bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
 }
@@ -41,25 +34,21 @@ pub fn key_of(vs: &VsKey) -> ServiceKey {
     }
 }
 
-/// `10.0.0.1,tcp:80` (ipset save text) as a map key.
-pub fn key_of_member(member: &str) -> Option<ServiceKey> {
-    let (addr, rest) = member.split_once(',')?;
-    let (proto, port) = rest.split_once(':')?;
-    let proto = match proto {
-        "tcp" => PROTO_TCP,
-        "udp" => PROTO_UDP,
-        "sctp" => PROTO_SCTP,
-        n => n.parse().ok()?,
+/// A service port member (`10.0.0.1,tcp:80`) as a map key; None for
+/// members of other shapes.
+pub fn key_of_member(member: &Member) -> Option<ServiceKey> {
+    let Member::IpPort { addr, proto, port } = *member else {
+        return None;
     };
-    let port: u16 = port.trim().parse().ok()?;
-    Some(match addr.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) => ServiceKey::v4(a.octets(), proto, port),
-        IpAddr::V6(a) => ServiceKey::v6(a.octets(), proto, port),
-    })
+    Some(key_of(&VsKey { addr, proto, port }))
 }
 
-fn vip_of_member(member: &str) -> Option<VipKey> {
-    let key = match member.trim().parse::<IpAddr>().ok()? {
+/// A VIP member (`10.0.0.1`) as a map key.
+fn vip_of_member(member: &Member) -> Option<VipKey> {
+    let Member::Ip(addr) = *member else {
+        return None;
+    };
+    let key = match addr {
         IpAddr::V4(a) => ServiceKey::v4(a.octets(), 0, 0),
         IpAddr::V6(a) => ServiceKey::v6(a.octets(), 0, 0),
     };
@@ -70,7 +59,8 @@ fn vip_of_member(member: &str) -> Option<VipKey> {
 pub struct BpfMirror {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     vips: HashMap<MapData, VipKey, VipValue>,
-    ids: ServiceIds,
+    /// The Service id of each mirrored service port, from the last sync.
+    ids: BTreeMap<ServiceKey, u32>,
     /// Members the auditor found missing from the kernel set.
     missing: BTreeSet<ServiceKey>,
     /// The last desired content, to re-flag without a new apply.
@@ -83,12 +73,11 @@ impl BpfMirror {
     pub(super) fn new(
         services: HashMap<MapData, ServiceKey, ServiceValue>,
         vips: HashMap<MapData, VipKey, VipValue>,
-        ids: ServiceIds,
     ) -> Self {
         Self {
             services,
             vips,
-            ids,
+            ids: BTreeMap::new(),
             missing: BTreeSet::new(),
             want_services: BTreeSet::new(),
             write_errors: 0,
@@ -96,11 +85,8 @@ impl BpfMirror {
     }
 
     fn value(&self, key: &ServiceKey) -> ServiceValue {
-        let service_id = self
-            .ids
-            .lock()
-            .map(|ids| ids.get(key).copied().unwrap_or(0))
-            .unwrap_or(0);
+        // 0: a member no Service was named for.
+        let service_id = self.ids.get(key).copied().unwrap_or(0);
         let flags = if self.missing.contains(key) {
             FLAG_MISSING_FROM_KERNEL
         } else {
@@ -110,19 +96,14 @@ impl BpfMirror {
     }
 
     /// Brings the maps to `sets`; returns how many entries were wrong.
-    fn sync(&mut self, sets: &[&SetSpec]) -> usize {
-        let mut services = BTreeSet::new();
-        let mut vips = BTreeSet::new();
-        for s in sets {
-            match s.set_type {
-                SetType::HashIpPort => {
-                    services.extend(s.members.iter().filter_map(|m| key_of_member(m)))
-                }
-                SetType::HashIp => vips.extend(s.members.iter().filter_map(|m| vip_of_member(m))),
-                _ => {}
-            }
-        }
-        self.want_services = services;
+    fn sync(&mut self, sets: &[&SetSpec], services: &MemberServices) -> usize {
+        let members = sets.iter().flat_map(|s| &s.members);
+        self.want_services = members.clone().filter_map(key_of_member).collect();
+        let vips: BTreeSet<VipKey> = members.filter_map(vip_of_member).collect();
+        self.ids = services
+            .iter()
+            .filter_map(|(m, svc)| Some((key_of_member(m)?, service_id(svc))))
+            .collect();
         self.write_services() + self.write_vips(&vips)
     }
 
@@ -168,23 +149,23 @@ impl BpfMirror {
 }
 
 impl MirrorSink for BpfMirror {
-    fn mirror(&mut self, sets: &[&SetSpec]) {
+    fn mirror(&mut self, sets: &[&SetSpec], services: &MemberServices) {
         // Right after a verified apply the kernel holds every member.
         self.missing.clear();
-        self.sync(sets);
+        self.sync(sets, services);
     }
 
-    fn missing_from_kernel(&mut self, missing: &BTreeMap<String, BTreeSet<String>>) {
+    fn missing_from_kernel(&mut self, missing: &BTreeMap<String, BTreeSet<Member>>) {
         self.missing = missing
             .values()
             .flatten()
-            .filter_map(|m| key_of_member(m))
+            .filter_map(key_of_member)
             .collect();
         self.write_services();
     }
 
-    fn audit(&mut self, sets: &[&SetSpec]) -> usize {
-        self.sync(sets)
+    fn audit(&mut self, sets: &[&SetSpec], services: &MemberServices) -> usize {
+        self.sync(sets, services)
     }
 }
 
@@ -192,40 +173,56 @@ impl MirrorSink for BpfMirror {
 mod tests {
     use super::*;
 
+    use crate::desired::Protocol;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn members_parse_into_keys() {
-        let k = key_of_member("10.96.0.10,tcp:80").unwrap();
+    fn members_become_keys() {
+        let k = key_of_member(&Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80)).unwrap();
         assert_eq!(
             (k.family, k.proto, k.port, &k.addr[..4]),
             (2, 6, 80, &[10, 96, 0, 10][..])
         );
-        let k6 = key_of_member("fd00::10,udp:53").unwrap();
+        let k6 = key_of_member(&Member::ip_port(ip("fd00::10"), Protocol::Udp, 53)).unwrap();
         assert_eq!((k6.family, k6.proto, k6.port), (10, 17, 53));
-        assert_eq!(key_of_member("10.0.0.1,sctp:3868").unwrap().proto, 132);
-        assert!(key_of_member("10.0.0.1").is_none());
-        assert!(key_of_member("nonsense,tcp:1").is_none());
+        let sctp = Member::ip_port(ip("10.0.0.1"), Protocol::Sctp, 3868);
+        assert_eq!(key_of_member(&sctp).unwrap().proto, 132);
+        assert!(key_of_member(&Member::ip(ip("10.0.0.1"))).is_none());
+        // Text can no longer be malformed; a member of another shape is
+        // what has no key now.
+        assert!(key_of_member(&Member::net("10.0.0.0/8".parse().unwrap())).is_none());
+        assert!(vip_of_member(&Member::ip(ip("10.0.0.1"))).is_some());
+        assert!(vip_of_member(&sctp).is_none());
     }
 
     #[test]
     fn a_virtual_service_key_is_its_member_key() {
-        use crate::desired::Protocol;
         let vs = VsKey {
-            addr: "fd00::10".parse().unwrap(),
+            addr: ip("fd00::10"),
             proto: Protocol::Udp,
             port: 53,
         };
-        assert_eq!(Some(key_of(&vs)), key_of_member("fd00::10,udp:53"));
+        assert_eq!(
+            Some(key_of(&vs)),
+            key_of_member(&Member::ip_port(ip("fd00::10"), Protocol::Udp, 53))
+        );
     }
 
     #[test]
     fn service_ids_are_stable() {
-        assert_eq!(
-            service_id("Service shop/web"),
-            service_id("Service shop/web")
-        );
+        let web = ServiceRef::new("shop", "web");
+        assert_eq!(service_id(&web), service_id(&web.clone()));
         assert_ne!(
-            service_id("Service shop/web"),
-            service_id("Service shop/api")
+            service_id(&web),
+            service_id(&ServiceRef::new("shop", "api"))
         );
+        // The id of "Service shop/web" before ServiceRef existed (README).
+        let fnv = "Service shop/web".bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        assert_eq!(service_id(&web), fnv);
     }
 }

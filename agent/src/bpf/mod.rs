@@ -26,7 +26,7 @@ pub use attach::{detach_clsact, Attachment};
 pub use error::BpfError;
 pub use maps::{HitTotals, ServiceMirror};
 pub use migrate::Pinned;
-pub use mirror::{BpfMirror, ServiceIds};
+pub use mirror::BpfMirror;
 pub use pins::PinLayout;
 
 /// Where the container image installs the object; `cargo xtask` passes the
@@ -172,7 +172,7 @@ impl Dataplane {
 
     /// Hands the two mirror maps to a [`BpfMirror`] (the store's mirror
     /// hook); [`Self::services`] is unavailable afterwards.
-    pub fn take_mirror(&mut self, ids: ServiceIds) -> Result<BpfMirror, BpfError> {
+    pub fn take_mirror(&mut self) -> Result<BpfMirror, BpfError> {
         let services = self.take(names::MAP_SERVICES)?;
         let vips = self.take(names::MAP_VIPS)?;
         Ok(BpfMirror::new(
@@ -184,7 +184,6 @@ impl Dataplane {
                 name: names::MAP_VIPS,
                 source,
             })?,
-            ids,
         ))
     }
 

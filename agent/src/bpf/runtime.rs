@@ -6,9 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use ipwarden_common::Mode;
 
-use super::{
-    events, Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel, ServiceIds,
-};
+use super::{events, Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel};
 use crate::{api::metrics::BpfEventCounters, kernel::link::LinkClient, store::SetStore};
 
 /// Settings of the data plane (the `--bpf-*` flags).
@@ -31,7 +29,6 @@ pub struct BpfRuntime {
     dp: Dataplane,
     opts: BpfOptions,
     attached: BTreeSet<String>,
-    pub ids: ServiceIds,
     pub pinned: Pinned,
 }
 
@@ -54,8 +51,7 @@ impl BpfRuntime {
             }
         }
         dp.configure(opts.mode, opts.mark)?;
-        let ids = ServiceIds::default();
-        store.set_mirror(Box::new(dp.take_mirror(ids.clone())?));
+        store.set_mirror(Box::new(dp.take_mirror()?));
         events::spawn_reader(
             dp.take_events()?,
             opts.counters.clone(),
@@ -65,7 +61,6 @@ impl BpfRuntime {
             dp,
             opts,
             attached: BTreeSet::new(),
-            ids,
             pinned,
         })
     }

@@ -11,11 +11,12 @@ use ipwarden_common::names;
 use crate::{
     bpf::{self, PinLayout},
     controllers::services::names::DUMMY_INTERFACE,
+    desired::{Family, Ownership, Table, TablePlan},
     kernel::{
         ipset::{IpsetClient, SetName},
-        iptables::{self, Family, Ownership, Table, TablePlan},
+        iptables,
         ipvs::IpvsClient,
-        ipvs_sync::{self, Ownership as IpvsOwnership},
+        ipvs_sync::{self, IpvsScope},
         link::LinkClient,
     },
     store::owners::has_our_prefix,
@@ -54,7 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
         Ok(mut ipvs) => {
             let index = link.index_of(DUMMY_INTERFACE)?;
             let addrs = link.addresses()?;
-            let ownership = IpvsOwnership {
+            let ownership = IpvsScope {
                 vips: addrs
                     .iter()
                     .filter(|(i, _, _)| Some(*i) == index)
@@ -80,7 +81,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     // Chains and the tagged rules into them, in every table and family.
-    for family in [Family::V4, Family::V6] {
+    for family in Family::ALL {
         for table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
             let plan = TablePlan {
                 family,

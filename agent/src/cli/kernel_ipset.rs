@@ -9,7 +9,7 @@ use std::io::Write;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::kernel::ipset::{IpSet, IpsetClient, SetName};
+use crate::kernel::ipset::{family_name, IpSet, IpsetClient, SetName};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -64,7 +64,7 @@ pub fn to_json(sets: &[IpSet]) -> serde_json::Value {
             json!({
                 "name": s.name.as_str(),
                 "type": h.set_type.name(),
-                "family": h.family.to_string(),
+                "family": family_name(h.family),
                 "header": h.to_string(),
                 "hashsize": h.hashsize,
                 "maxelem": h.maxelem,

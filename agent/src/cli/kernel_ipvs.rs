@@ -7,8 +7,12 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::kernel::ipvs::{
-    DestinationEntry, Family, Info, IpvsClient, ServiceFlags, ServiceKey, VirtualServer,
+use crate::{
+    desired::Family,
+    kernel::ipvs::{
+        protocol_name, DestinationEntry, Info, IpvsClient, ServiceFlagBits, ServiceKey,
+        VirtualServer,
+    },
 };
 
 #[derive(clap::Args, Debug)]
@@ -49,7 +53,7 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
             ServiceKey::Addr { protocol, .. } => {
                 format!(
                     "{:<4} {}",
-                    protocol.name(),
+                    protocol_name(protocol),
                     address_of(&svc.key).unwrap_or_default()
                 )
             }
@@ -63,7 +67,7 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
         if !sched_flags.is_empty() {
             let _ = write!(out, " ({})", sched_flags.join(","));
         }
-        if svc.flags.contains(ServiceFlags::PERSISTENT) {
+        if svc.flags.contains(ServiceFlagBits::PERSISTENT) {
             let _ = write!(out, " persistent {}", svc.timeout);
             if svc.netmask != crate::kernel::ipvs::Netmask::host(svc.key.family()) {
                 let _ = write!(out, " mask {}", svc.netmask);
@@ -72,7 +76,7 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
                 let _ = write!(out, " pe {pe}");
             }
         }
-        if svc.flags.contains(ServiceFlags::ONE_PACKET) {
+        if svc.flags.contains(ServiceFlagBits::ONE_PACKET) {
             out.push_str(" ops");
         }
         out.push('\n');
@@ -93,16 +97,16 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
 }
 
 /// ipvsadm names the scheduler flags after what sh and mh do with them.
-fn sched_flag_names(scheduler: &str, flags: ServiceFlags) -> Vec<&'static str> {
+fn sched_flag_names(scheduler: &str, flags: ServiceFlagBits) -> Vec<&'static str> {
     let names: [&str; 3] = match scheduler {
         "sh" => ["sh-fallback", "sh-port", "flag-3"],
         "mh" => ["mh-fallback", "mh-port", "flag-3"],
         _ => ["flag-1", "flag-2", "flag-3"],
     };
     [
-        ServiceFlags::SCHED1,
-        ServiceFlags::SCHED2,
-        ServiceFlags::SCHED3,
+        ServiceFlagBits::SCHED1,
+        ServiceFlagBits::SCHED2,
+        ServiceFlagBits::SCHED3,
     ]
     .iter()
     .zip(names)
@@ -156,7 +160,7 @@ impl From<&VirtualServer> for JsonService {
                 addr,
                 port,
             } => (
-                Some(protocol.name()),
+                Some(protocol_name(protocol)),
                 Some(addr.to_string()),
                 Some(port),
                 None,
@@ -208,7 +212,7 @@ mod tests {
         let key = ServiceKey::tcp("10.0.0.1".parse().unwrap(), 80);
         let svc = Service::new(key, Scheduler::source_hashing())
             .persistent(300, Netmask::prefix(Family::V4, 24).unwrap())
-            .with_flags(ServiceFlags::HASHED | ServiceFlags::SCHED1);
+            .with_flags(ServiceFlagBits::HASHED | ServiceFlagBits::SCHED1);
         vec![
             VirtualServer {
                 entry: ServiceEntry {

@@ -2,48 +2,7 @@
 
 use std::{fmt, net::IpAddr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-            Protocol::Sctp => 132,
-        }
-    }
-
-    /// Lower case, as ipset and iptables write it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-
-    /// From a Kubernetes `protocol` field (`TCP`, `UDP`, `SCTP`).
-    pub fn from_kubernetes(s: &str) -> Option<Self> {
-        match s {
-            "TCP" => Some(Protocol::Tcp),
-            "UDP" => Some(Protocol::Udp),
-            "SCTP" => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use super::Protocol;
 
 /// A virtual service's identity: what `ipvsadm -Ln` prints first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,6 +62,32 @@ pub struct VirtualService {
     /// Persistence netmask: 32 (v4) or 128 (v6) prefix bits.
     pub netmask_bits: u8,
     pub destinations: Vec<RealServer>,
+    /// The Service this frontend belongs to (the eBPF mirror tags its
+    /// entries with it).
+    pub service: ServiceRef,
     /// "Service shop/web port http (ClusterIP)", for logs and metrics.
     pub origin: String,
+}
+
+/// A Kubernetes Service by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// `Service shop/web`, as problems and logs name it.
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Service {}/{}", self.namespace, self.name)
+    }
 }

@@ -1,15 +1,36 @@
 //! Desired state as plain values: what the controllers compute and the
-//! kernel layer programs. No I/O here.
+//! store and kernel layers program. One type per idea; no I/O, and nothing
+//! else from the crate is imported here (kernel/ converts these values to
+//! its wire forms).
+//!
+//! - `family`, `protocol`: the address family and transport protocol.
+//! - `sets`, `member`: ipsets (type, desired set, typed members).
+//! - `iptables`: one owner's chains and jump rules per table and family.
+//! - `ipvs`: virtual services, real servers and the Service they serve.
 
+pub mod family;
+pub mod iptables;
 pub mod ipvs;
+pub mod member;
+pub mod protocol;
 pub mod sets;
 
-use std::{collections::BTreeSet, fmt, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+};
 
-use crate::kernel::iptables::TablePlan;
+pub use family::Family;
+pub use iptables::{Chain, Jump, Ownership, PlanError, Table, TablePlan};
+pub use ipvs::{Forward, RealServer, ServiceFlags, ServiceRef, VirtualService, VsKey};
+pub use member::{Member, NtopAddr};
+pub use protocol::Protocol;
+pub use sets::{SetSpec, SetType};
 
-pub use ipvs::{Forward, Protocol, RealServer, ServiceFlags, VirtualService, VsKey};
-pub use sets::{SetFamily, SetSpec, SetType};
+/// Which Service each mirrored set member serves: the eBPF mirror tags a
+/// member's map entry with its Service, so an event can name it.
+pub type MemberServices = BTreeMap<Member, ServiceRef>;
 
 /// Something wrong with one object of the input. `skipped` says whether the
 /// object (or the part named by `field`) was left out; otherwise the value
@@ -45,6 +66,8 @@ pub struct ServiceState {
     /// ipwarden-svip, ipwarden-svip-prt, ipwarden-local-ips and their
     /// `inet6:` twins.
     pub sets: Vec<SetSpec>,
+    /// The Service of each member of ipwarden-svip-prt (both families).
+    pub member_services: MemberServices,
     /// The firewall chain and masquerade rules, per table and family.
     pub iptables: Vec<TablePlan>,
     pub problems: Vec<Problem>,

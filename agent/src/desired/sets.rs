@@ -1,37 +1,58 @@
-//! ipsets as values. Members are kept as the text `ipset save` writes
-//! (`10.0.0.1`, `10.0.0.1,tcp:80`, `10.1.0.0/16 nomatch`), which is
-//! unambiguous, ordered and what a person debugging compares against.
+//! ipsets as values: the set types we speak and one owner's desired set.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, fmt};
 
-use super::Protocol;
-// The set vocabulary is the kernel layer's: plain values, checked there.
-pub use crate::kernel::ipset::{Family as SetFamily, SetType};
+use super::{Family, Member};
 
-/// The name of a set in `family`: IPv6 twins get kube-router's `inet6:`
-/// prefix.
-pub fn family_set_name(family: SetFamily, base: &str) -> String {
-    match family {
-        SetFamily::Inet => base.to_string(),
-        SetFamily::Inet6 => format!("inet6:{base}"),
+/// The set types ipwarden speaks. The kernel's wire numbers and revisions
+/// stay in kernel/ipset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SetType {
+    HashIp,
+    HashIpPort,
+    HashNet,
+    HashNetPort,
+    HashIpPortIp,
+}
+
+impl SetType {
+    pub const ALL: [SetType; 5] = [
+        SetType::HashIp,
+        SetType::HashIpPort,
+        SetType::HashNet,
+        SetType::HashNetPort,
+        SetType::HashIpPortIp,
+    ];
+
+    /// The kernel's type name, as `ipset create` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetType::HashIp => "hash:ip",
+            SetType::HashIpPort => "hash:ip,port",
+            SetType::HashNet => "hash:net",
+            SetType::HashNetPort => "hash:net,port",
+            SetType::HashIpPortIp => "hash:ip,port,ip",
+        }
+    }
+
+    /// Types whose members may carry `nomatch` (IPSET_TYPE_NOMATCH).
+    pub fn has_nomatch(self) -> bool {
+        matches!(self, SetType::HashNet | SetType::HashNetPort)
     }
 }
 
-/// One set: name, type, family and every member.
+impl fmt::Display for SetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One desired set: name, type, family and every member. The store
+/// creates it with sizes fitted to the members.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SetSpec {
     pub name: String,
     pub set_type: SetType,
-    pub family: SetFamily,
-    pub members: BTreeSet<String>,
-}
-
-/// `10.0.0.1` / `fd00::1`.
-pub fn ip_member(addr: IpAddr) -> String {
-    addr.to_string()
-}
-
-/// `10.0.0.1,tcp:80` / `fd00::1,udp:53`.
-pub fn ip_port_member(addr: IpAddr, proto: Protocol, port: u16) -> String {
-    format!("{addr},{proto}:{port}")
+    pub family: Family,
+    pub members: BTreeSet<Member>,
 }

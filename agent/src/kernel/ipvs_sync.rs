@@ -8,10 +8,10 @@ use std::{
 };
 
 use super::ipvs::{
-    Destination, Family, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request,
-    Scheduler, Service, ServiceFlags, ServiceKey, VirtualServer,
+    Destination, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request, Scheduler,
+    Service, ServiceFlagBits, ServiceKey, VirtualServer,
 };
-use crate::desired::{Forward, Protocol, VirtualService};
+use crate::desired::{Family, Forward, Protocol, VirtualService};
 
 /// What a sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,13 +42,13 @@ impl IpvsReport {
 /// address and a port in the NodePort range). Anything else in the table
 /// belongs to somebody else and is left alone.
 #[derive(Clone, Debug, Default)]
-pub struct Ownership {
+pub struct IpvsScope {
     pub vips: BTreeSet<IpAddr>,
     pub node_ips: BTreeSet<IpAddr>,
     pub node_port_range: (u16, u16),
 }
 
-impl Ownership {
+impl IpvsScope {
     pub fn owns(&self, key: &ServiceKey) -> bool {
         match key {
             ServiceKey::Addr { addr, port, .. } => {
@@ -68,16 +68,7 @@ pub fn to_kernel(vs: &VirtualService) -> Result<(Service, Vec<Destination>), Inv
         Protocol::Udp => ServiceKey::udp(vs.key.addr, vs.key.port),
         Protocol::Sctp => ServiceKey::sctp(vs.key.addr, vs.key.port),
     };
-    let mut flags = ServiceFlags::empty();
-    for (on, bit) in [
-        (vs.flags.sched1, ServiceFlags::SCHED1),
-        (vs.flags.sched2, ServiceFlags::SCHED2),
-        (vs.flags.sched3, ServiceFlags::SCHED3),
-    ] {
-        if on {
-            flags |= bit;
-        }
-    }
+    let flags = ServiceFlagBits::from(vs.flags);
     let mut service = Service::new(key, Scheduler::new(&vs.scheduler)?).with_flags(flags);
     if vs.flags.persistent {
         let family = Family::of(&vs.key.addr);
@@ -104,7 +95,7 @@ pub fn to_kernel(vs: &VirtualService) -> Result<(Service, Vec<Destination>), Inv
 pub fn plan(
     desired: &[(Service, Vec<Destination>)],
     actual: &[VirtualServer],
-    ownership: &Ownership,
+    scope: &IpvsScope,
 ) -> (Vec<Request>, IpvsReport) {
     let actual: BTreeMap<ServiceKey, &VirtualServer> =
         actual.iter().map(|v| (v.entry.service.key, v)).collect();
@@ -172,7 +163,7 @@ pub fn plan(
         }
     }
     for key in actual.keys() {
-        if !wanted_keys.contains(key) && ownership.owns(key) {
+        if !wanted_keys.contains(key) && scope.owns(key) {
             deletes.push(Request::DeleteService(*key));
             r.services_removed += 1;
         }
@@ -186,10 +177,10 @@ pub fn plan(
 pub fn sync(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
-    ownership: &Ownership,
+    scope: &IpvsScope,
 ) -> Result<IpvsReport, Vec<IpvsError>> {
     let actual = client.list().map_err(|e| vec![e])?;
-    let (reqs, report) = plan(desired, &actual, ownership);
+    let (reqs, report) = plan(desired, &actual, scope);
     let errors: Vec<IpvsError> = client
         .execute_all(&reqs)
         .into_iter()
@@ -206,7 +197,7 @@ pub fn sync(
 mod tests {
     use super::*;
     use crate::{
-        desired::{RealServer, ServiceFlags as Flags, VsKey},
+        desired::{RealServer, ServiceFlags, ServiceRef, VsKey},
         kernel::ipvs::{DestinationEntry, ServiceEntry, Stats},
     };
 
@@ -222,7 +213,7 @@ mod tests {
                 port,
             },
             scheduler: "rr".into(),
-            flags: Flags::default(),
+            flags: ServiceFlags::default(),
             timeout: 0,
             netmask_bits: 32,
             destinations: dests
@@ -234,6 +225,7 @@ mod tests {
                     forward: Forward::Masq,
                 })
                 .collect(),
+            service: ServiceRef::default(),
             origin: String::new(),
         }
     }
@@ -241,7 +233,7 @@ mod tests {
     /// What the kernel would list after programming `v`.
     fn kernel(v: &VirtualService) -> VirtualServer {
         let (mut service, dests) = to_kernel(v).unwrap();
-        service.flags |= ServiceFlags::HASHED;
+        service.flags |= ServiceFlagBits::HASHED;
         VirtualServer {
             entry: ServiceEntry {
                 service,
@@ -261,8 +253,8 @@ mod tests {
         }
     }
 
-    fn ours() -> Ownership {
-        Ownership {
+    fn ours() -> IpvsScope {
+        IpvsScope {
             vips: [ip("10.96.0.10"), ip("10.96.0.11")].into(),
             node_ips: [ip("192.168.56.10")].into(),
             node_port_range: (30000, 32767),

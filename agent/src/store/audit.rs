@@ -3,10 +3,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt::Display,
     time::{Duration, Instant},
 };
 
 use super::{execute, plan_for, Inner, Plan, StoreError};
+use crate::desired::{Member, SetSpec};
 
 /// Running totals since start, exported as metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,7 +38,7 @@ pub struct AuditReport {
     pub mirror_entries_wrong: usize,
     /// Mirrored members missing from the kernel and not healed in this
     /// pass (still flagged in the mirror), by set.
-    pub missing_mirrored: BTreeMap<String, BTreeSet<String>>,
+    pub missing_mirrored: BTreeMap<String, BTreeSet<Member>>,
 }
 
 impl AuditReport {
@@ -51,8 +53,33 @@ impl AuditReport {
 }
 
 /// One difference between kernel and desired state, as the auditor
-/// tracks it between passes: (set, member; None for the whole set).
+/// tracks it between passes: (set, member as `ipset save` prints it; None
+/// for the whole set). Text, because a member no desired member stands
+/// for is drift too.
 pub(super) type DriftItem = (String, Option<String>);
+
+fn member_item(set: &str, member: &impl Display) -> DriftItem {
+    (set.to_string(), Some(member.to_string()))
+}
+
+/// The members of `list` for which `keep` holds, by set.
+fn keep_members<M: Clone + Display>(
+    list: &[(String, Vec<M>)],
+    mut keep: impl FnMut(DriftItem) -> bool,
+) -> Vec<(String, Vec<M>)> {
+    let mut out = Vec::new();
+    for (set, members) in list {
+        let kept: Vec<M> = members
+            .iter()
+            .filter(|m| keep(member_item(set, *m)))
+            .cloned()
+            .collect();
+        if !kept.is_empty() {
+            out.push((set.clone(), kept));
+        }
+    }
+    out
+}
 
 /// Keeps the parts of `plan` whose drift was first seen at least
 /// `heal_after` ago, and records when new drift was first seen.
@@ -64,41 +91,28 @@ fn aged(
 ) -> Plan {
     let mut old_enough =
         |item: DriftItem| now.duration_since(*seen.entry(item).or_insert(now)) >= heal_after;
-    let mut out = Plan {
-        types: plan.types.clone(),
-        ..Plan::default()
-    };
-    out.create = plan
-        .create
-        .iter()
-        .filter(|s| old_enough((s.name.clone(), None)))
-        .cloned()
-        .collect();
-    out.replace = plan
-        .replace
-        .iter()
-        .filter(|s| old_enough((s.name.clone(), None)))
-        .cloned()
-        .collect();
-    out.destroy = plan
+    let mut whole_set_aged = |name: &String| old_enough((name.clone(), None));
+    let create = aged_sets(&plan.create, &mut whole_set_aged);
+    let replace = aged_sets(&plan.replace, &mut whole_set_aged);
+    let destroy = plan
         .destroy
         .iter()
-        .filter(|n| old_enough(((*n).clone(), None)))
+        .filter(|n| whole_set_aged(n))
         .cloned()
         .collect();
-    for (list, into) in [(&plan.add, &mut out.add), (&plan.delete, &mut out.delete)] {
-        for (set, members) in list {
-            let keep: Vec<String> = members
-                .iter()
-                .filter(|m| old_enough((set.clone(), Some((*m).clone()))))
-                .cloned()
-                .collect();
-            if !keep.is_empty() {
-                into.push((set.clone(), keep));
-            }
-        }
+    Plan {
+        create,
+        replace,
+        destroy,
+        add: keep_members(&plan.add, &mut old_enough),
+        delete: keep_members(&plan.delete, &mut old_enough),
+        delete_unrepresentable: keep_members(&plan.delete_unrepresentable, &mut old_enough),
     }
-    out
+}
+
+/// The sets of `list` for which `keep` holds.
+fn aged_sets(list: &[SetSpec], keep: &mut impl FnMut(&String) -> bool) -> Vec<SetSpec> {
+    list.iter().filter(|s| keep(&s.name)).cloned().collect()
 }
 
 /// The drift items of `plan`, to forget those that are gone.
@@ -111,7 +125,10 @@ fn items(plan: &Plan) -> BTreeSet<DriftItem> {
         out.insert((n.clone(), None));
     }
     for (set, members) in plan.add.iter().chain(&plan.delete) {
-        out.extend(members.iter().map(|m| (set.clone(), Some(m.clone()))));
+        out.extend(members.iter().map(|m| member_item(set, m)));
+    }
+    for (set, members) in &plan.delete_unrepresentable {
+        out.extend(members.iter().map(|m| member_item(set, m)));
     }
     out
 }
@@ -128,7 +145,12 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
         let plan = plan_for(inner, owner)?;
         report.members_missing += plan.add.iter().map(|(_, m)| m.len()).sum::<usize>()
             + plan.create.iter().map(|s| s.members.len()).sum::<usize>();
-        report.members_unexpected += plan.delete.iter().map(|(_, m)| m.len()).sum::<usize>();
+        report.members_unexpected += plan
+            .delete
+            .iter()
+            .map(|(_, m)| m.len())
+            .chain(plan.delete_unrepresentable.iter().map(|(_, m)| m.len()))
+            .sum::<usize>();
         report.sets_missing += plan.create.len();
         report.sets_wrong_type += plan.replace.len();
         let heal = aged(&plan, &mut inner.drift_seen, now, heal_after);
@@ -137,7 +159,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
             if owner.mirrors(set) {
                 let left = members
                     .iter()
-                    .filter(|m| !healed.contains(&(set.clone(), Some((*m).clone()))));
+                    .filter(|m| !healed.contains(&member_item(set, *m)));
                 report
                     .missing_mirrored
                     .entry(set.clone())
@@ -166,7 +188,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
                 .filter(|s| owner.mirrors(&s.name))
                 .collect();
             if !mirrored.is_empty() {
-                report.mirror_entries_wrong += sink.audit(&mirrored);
+                report.mirror_entries_wrong += sink.audit(&mirrored, &inner.services[owner.name]);
             }
         }
     }

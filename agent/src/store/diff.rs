@@ -4,15 +4,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::desired::{SetFamily, SetSpec, SetType};
+use crate::{
+    desired::{Family, Member, SetSpec, SetType},
+    kernel::ipset::Element,
+};
 
 /// One set as the kernel holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActualSet {
     pub name: String,
     pub set_type: SetType,
-    pub family: SetFamily,
-    pub members: BTreeSet<String>,
+    pub family: Family,
+    pub members: BTreeSet<Member>,
+    /// Members no desired member can stand for (another program added
+    /// `10.0.0.1,icmp:echo-request`, say): nobody wants them, so they are
+    /// drift to delete, named in their kernel form.
+    pub unrepresentable: Vec<Element>,
 }
 
 /// What to do, in the order the store runs it.
@@ -24,13 +31,13 @@ pub struct Plan {
     /// then put in place of the old one (see store::apply).
     pub replace: Vec<SetSpec>,
     /// (set, members) to add to existing sets.
-    pub add: Vec<(String, Vec<String>)>,
+    pub add: Vec<(String, Vec<Member>)>,
     /// (set, members) to delete from existing sets.
-    pub delete: Vec<(String, Vec<String>)>,
+    pub delete: Vec<(String, Vec<Member>)>,
+    /// (set, kernel members) to delete that no desired member stands for.
+    pub delete_unrepresentable: Vec<(String, Vec<Element>)>,
     /// Sets of this scope that nobody wants any more.
     pub destroy: Vec<String>,
-    /// Type of every set named in `add` and `delete`, to parse members.
-    pub types: BTreeMap<String, SetType>,
 }
 
 impl Plan {
@@ -40,6 +47,7 @@ impl Plan {
             && self.replace.is_empty()
             && self.add.is_empty()
             && self.delete.is_empty()
+            && self.delete_unrepresentable.is_empty()
             && self.destroy.is_empty()
     }
 
@@ -57,7 +65,12 @@ impl Plan {
             .chain(&self.delete)
             .map(|(_, m)| m.len())
             .sum();
-        created + changed
+        let unrepresentable: usize = self
+            .delete_unrepresentable
+            .iter()
+            .map(|(_, m)| m.len())
+            .sum();
+        created + changed + unrepresentable
     }
 }
 
@@ -82,14 +95,17 @@ pub fn plan(
                 p.replace.push(want.clone())
             }
             Some(have) => {
-                p.types.insert(name.clone(), want.set_type);
-                let add: Vec<String> = want.members.difference(&have.members).cloned().collect();
-                let del: Vec<String> = have.members.difference(&want.members).cloned().collect();
+                let add: Vec<Member> = want.members.difference(&have.members).cloned().collect();
+                let del: Vec<Member> = have.members.difference(&want.members).cloned().collect();
                 if !add.is_empty() {
                     p.add.push((name.clone(), add));
                 }
                 if !del.is_empty() {
                     p.delete.push((name.clone(), del));
+                }
+                if !have.unrepresentable.is_empty() {
+                    p.delete_unrepresentable
+                        .push((name.clone(), have.unrepresentable.clone()));
                 }
             }
         }
@@ -106,21 +122,32 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    fn spec(name: &str, t: SetType, members: &[&str]) -> SetSpec {
+    /// A member as `ipset save` writes it, read with the kernel layer's
+    /// parser.
+    fn member(t: SetType, text: &str) -> Member {
+        Element::parse(t, text).unwrap().to_desired().unwrap()
+    }
+
+    fn members(t: SetType, texts: &[&str]) -> BTreeSet<Member> {
+        texts.iter().map(|m| member(t, m)).collect()
+    }
+
+    fn spec(name: &str, t: SetType, texts: &[&str]) -> SetSpec {
         SetSpec {
             name: name.into(),
             set_type: t,
-            family: SetFamily::Inet,
-            members: members.iter().map(|m| m.to_string()).collect(),
+            family: Family::V4,
+            members: members(t, texts),
         }
     }
 
-    fn actual(name: &str, t: SetType, members: &[&str]) -> ActualSet {
+    fn actual(name: &str, t: SetType, texts: &[&str]) -> ActualSet {
         ActualSet {
             name: name.into(),
             set_type: t,
-            family: SetFamily::Inet,
-            members: members.iter().map(|m| m.to_string()).collect(),
+            family: Family::V4,
+            members: members(t, texts),
+            unrepresentable: Vec::new(),
         }
     }
 
@@ -155,11 +182,17 @@ mod tests {
         assert_eq!(p.create[0].name, "ipwarden-new");
         assert_eq!(
             p.add,
-            [("ipwarden-svip-prt".into(), vec!["10.0.0.2,tcp:443".into()])]
+            [(
+                "ipwarden-svip-prt".into(),
+                vec![member(SetType::HashIpPort, "10.0.0.2,tcp:443")]
+            )]
         );
         assert_eq!(
             p.delete,
-            [("ipwarden-svip-prt".into(), vec!["10.0.0.3,udp:53".into()])]
+            [(
+                "ipwarden-svip-prt".into(),
+                vec![member(SetType::HashIpPort, "10.0.0.3,udp:53")]
+            )]
         );
         assert_eq!(p.destroy, ["ipwarden-stale"]);
         assert!(!format!("{p:?}").contains("istio"));
@@ -191,5 +224,29 @@ mod tests {
             ours
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_kernel_member_no_desired_member_stands_for_is_deleted() {
+        let s = spec(
+            "ipwarden-svip-prt",
+            SetType::HashIpPort,
+            &["10.0.0.1,tcp:80"],
+        );
+        let desired = [(s.name.clone(), s)].into_iter().collect();
+        let icmp = Element::parse(SetType::HashIpPort, "10.0.0.1,icmp:echo-request").unwrap();
+        let mut have = actual(
+            "ipwarden-svip-prt",
+            SetType::HashIpPort,
+            &["10.0.0.1,tcp:80"],
+        );
+        have.unrepresentable.push(icmp.clone());
+        let p = plan(&desired, &[have], ours);
+        assert_eq!(
+            p.delete_unrepresentable,
+            [("ipwarden-svip-prt".into(), vec![icmp])]
+        );
+        assert!(p.add.is_empty() && p.delete.is_empty());
+        assert_eq!(p.member_changes(), 1);
     }
 }

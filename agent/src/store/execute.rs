@@ -1,9 +1,9 @@
 //! Running a [`Plan`] through the ipset client, make-before-break.
 
 use crate::{
-    desired::SetSpec,
+    desired::{Member, SetSpec},
     kernel::{
-        ipset::{self, IpsetClient, IpsetError, Member, Request, SetName},
+        ipset::{CreateSet, Element, IpsetClient, IpsetError, Request, SetName},
         iptables,
     },
 };
@@ -34,36 +34,39 @@ pub fn name(s: &str) -> Result<SetName, StoreError> {
     })
 }
 
-/// The kernel form of a member written as `ipset save` writes it.
-pub fn member(spec_set: &str, set_type: ipset::SetType, text: &str) -> Result<Member, StoreError> {
-    Member::parse(set_type, text).map_err(|e| StoreError::BadMember {
-        set: spec_set.to_string(),
-        member: text.to_string(),
+/// The kernel form of a desired member of `set`.
+pub fn element(set: &str, member: &Member) -> Result<Element, StoreError> {
+    Element::try_from(member).map_err(|e| StoreError::BadMember {
+        set: set.to_string(),
+        member: member.to_string(),
         reason: e.to_string(),
     })
 }
 
-fn members(spec: &SetSpec) -> Result<Vec<Member>, StoreError> {
-    spec.members
-        .iter()
-        .map(|m| member(&spec.name, spec.set_type, m))
-        .collect()
+/// The kernel form of desired members of `set`.
+pub fn elements<'a>(
+    set: &str,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> Result<Vec<Element>, StoreError> {
+    members.into_iter().map(|m| element(set, m)).collect()
+}
+
+fn members(spec: &SetSpec) -> Result<Vec<Element>, StoreError> {
+    elements(&spec.name, &spec.members)
 }
 
 /// The kernel's default cap on members; ours is raised for big sets.
 const DEFAULT_MAXELEM: u32 = 65_536;
 
-fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<ipset::SetSpec, StoreError> {
+fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<CreateSet, StoreError> {
     let n = u32::try_from(spec.members.len()).unwrap_or(u32::MAX);
     // Room to double before "set full"; a hash table sized for the members
     // from the start instead of resized again and again while filling.
     let maxelem = DEFAULT_MAXELEM.max(n.saturating_mul(2).next_power_of_two());
     let hashsize = n.next_power_of_two().clamp(1024, 1 << 20);
-    Ok(
-        ipset::SetSpec::new(name(as_name)?, spec.set_type, spec.family)
-            .maxelem(maxelem)
-            .hashsize(hashsize),
-    )
+    Ok(CreateSet::new(name(as_name)?, spec.set_type, spec.family)
+        .maxelem(maxelem)
+        .hashsize(hashsize))
 }
 
 /// Runs `plan`. Members change one by one (never a flush of a set in use).
@@ -89,14 +92,18 @@ pub fn run(client: &mut IpsetClient, plan: &Plan) -> Result<Executed, StoreError
         replace(client, spec, &mut done)?;
     }
     for (set, add) in &plan.add {
-        let m = parse_members(plan, set, add)?;
+        let m = elements(set, add)?;
         done.members_added += m.len();
         client.execute(&Request::add(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete {
-        let m = parse_members(plan, set, del)?;
+        let m = elements(set, del)?;
         done.members_deleted += m.len();
         client.execute(&Request::del(name(set)?, m).exist_ok())?;
+    }
+    for (set, del) in &plan.delete_unrepresentable {
+        done.members_deleted += del.len();
+        client.execute(&Request::del(name(set)?, del.clone()).exist_ok())?;
     }
     for set in &plan.destroy {
         destroy(client, set, &mut done)?;
@@ -164,16 +171,4 @@ fn destroy(client: &mut IpsetClient, set: &str, done: &mut Executed) -> Result<(
         }
         Err(e) => Err(StoreError::Kernel(e)),
     }
-}
-
-fn parse_members(plan: &Plan, set: &str, text: &[String]) -> Result<Vec<Member>, StoreError> {
-    let t = set_type_of(plan, set);
-    text.iter().map(|m| member(set, t, m)).collect()
-}
-
-fn set_type_of(plan: &Plan, set: &str) -> ipset::SetType {
-    plan.types
-        .get(set)
-        .copied()
-        .unwrap_or(ipset::SetType::HashIp)
 }

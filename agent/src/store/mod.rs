@@ -22,8 +22,8 @@ use std::{
 };
 
 use crate::{
-    desired::SetSpec,
-    kernel::ipset::{IpsetClient, IpsetError},
+    desired::{Member, MemberServices, SetSpec},
+    kernel::ipset::{Element, IpsetClient, IpsetError},
 };
 
 pub use audit::{AuditReport, DriftCounters};
@@ -91,6 +91,8 @@ struct Inner {
     client: IpsetClient,
     owners: Vec<Owner>,
     desired: BTreeMap<&'static str, BTreeMap<String, SetSpec>>,
+    /// Per owner, the Service of each mirrored member, as last applied.
+    services: BTreeMap<&'static str, MemberServices>,
     mirror: Option<Box<dyn MirrorSink + Send>>,
     drift: DriftCounters,
     /// When each piece of drift was first seen (for heal delays).
@@ -112,6 +114,7 @@ impl SetStore {
                 client,
                 owners: Vec::new(),
                 desired: BTreeMap::new(),
+                services: BTreeMap::new(),
                 mirror: None,
                 drift: DriftCounters::default(),
                 drift_seen: BTreeMap::new(),
@@ -129,6 +132,7 @@ impl SetStore {
         let mut inner = self.lock();
         owners::check(&inner.owners, &owner)?;
         inner.desired.insert(owner.name, BTreeMap::new());
+        inner.services.insert(owner.name, MemberServices::new());
         inner.owners.push(owner);
         Ok(())
     }
@@ -140,6 +144,17 @@ impl SetStore {
 
     /// Replaces `owner`'s desired sets and brings the kernel to them.
     pub fn apply(&self, owner: &str, sets: Vec<SetSpec>) -> Result<ApplyReport, StoreError> {
+        self.apply_with_services(owner, sets, MemberServices::new())
+    }
+
+    /// As [`Self::apply`], also telling the mirror which Service each
+    /// mirrored member serves.
+    pub fn apply_with_services(
+        &self,
+        owner: &str,
+        sets: Vec<SetSpec>,
+        services: MemberServices,
+    ) -> Result<ApplyReport, StoreError> {
         let start = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -161,6 +176,7 @@ impl SetStore {
             wanted.insert(s.name.clone(), s);
         }
         inner.desired.insert(o.name, wanted);
+        inner.services.insert(o.name, services);
         let executed = sync_owner(inner, &o)?;
         // Read back what was written; a no-op apply just read the kernel.
         let verified = executed == Executed::default() || plan_for(inner, &o)?.is_empty();
@@ -170,7 +186,7 @@ impl SetStore {
                 .filter(|s| o.mirrors(&s.name))
                 .collect();
             if !mirrored.is_empty() {
-                sink.mirror(&mirrored);
+                sink.mirror(&mirrored, &inner.services[o.name]);
             }
         }
         Ok(ApplyReport {
@@ -208,11 +224,23 @@ impl SetStore {
     }
 }
 
-/// Members as the kernel prints them, so comparisons are exact.
-fn normalise(s: &SetSpec) -> Result<BTreeSet<String>, StoreError> {
+/// Members as the kernel will hold them (a network's host bits cleared),
+/// so comparisons with what it lists are exact; a member that does not fit
+/// the set's type, or that no set can hold, is refused.
+fn normalise(s: &SetSpec) -> Result<BTreeSet<Member>, StoreError> {
     s.members
         .iter()
-        .map(|m| execute::member(&s.name, s.set_type, m).map(|m| m.to_string()))
+        .map(|m| {
+            if m.set_type() != s.set_type {
+                return Err(StoreError::BadMember {
+                    set: s.name.clone(),
+                    member: m.to_string(),
+                    reason: format!("a {} member in a {} set", m.set_type(), s.set_type),
+                });
+            }
+            let element = execute::element(&s.name, m)?;
+            Ok(element.to_desired().unwrap_or(*m))
+        })
         .collect()
 }
 
@@ -233,14 +261,31 @@ fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreE
             Err(IpsetError::SetMissing { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
+        let (members, unrepresentable) = typed_members(set.members);
         out.push(ActualSet {
             name: n,
             set_type: set.header.set_type,
             family: set.header.family,
-            members: set.members.iter().map(ToString::to_string).collect(),
+            members,
+            unrepresentable,
         });
     }
     Ok(out)
+}
+
+/// The kernel's members as desired members, and those none stands for.
+fn typed_members(elements: Vec<Element>) -> (BTreeSet<Member>, Vec<Element>) {
+    let mut typed = BTreeSet::new();
+    let mut other = Vec::new();
+    for e in elements {
+        match e.to_desired() {
+            Some(m) => {
+                typed.insert(m);
+            }
+            None => other.push(e),
+        }
+    }
+    (typed, other)
 }
 
 fn plan_for(inner: &mut Inner, owner: &Owner) -> Result<Plan, StoreError> {

@@ -17,8 +17,8 @@ use std::{
 };
 
 use crate::{
-    desired::{SetFamily, SetSpec, SetType},
-    kernel::ipset::{self, IpsetClient, IpsetError, Request},
+    desired::{Family, Member, Protocol, SetSpec, SetType},
+    kernel::ipset::{CreateSet, Element, IpsetClient, IpsetError, Request},
 };
 
 use super::{execute, owners::Claim, Owner, SetStore, StoreError};
@@ -47,7 +47,7 @@ pub struct Outcome {
 #[derive(Default)]
 struct Confirmed {
     generation: u64,
-    sets: BTreeMap<String, BTreeSet<String>>,
+    sets: BTreeMap<String, BTreeSet<Member>>,
 }
 
 type Shared = Arc<Mutex<Confirmed>>;
@@ -60,9 +60,16 @@ const SERVICE_SET: &str = "ipwarden-svip-prt";
 /// Service owner's sets at step `k`: fixed members plus a churning window
 /// (an ExternalIP added, another removed, every step).
 fn services_at(k: u64) -> Vec<SetSpec> {
-    let mut members: BTreeSet<String> = (1..=20).map(|i| format!("10.96.0.{i},tcp:80")).collect();
+    let mut members: BTreeSet<Member> = (1..=20)
+        .map(|i| Member::ip_port([10, 96, 0, i].into(), Protocol::Tcp, 80))
+        .collect();
     for j in k..k + 3 {
-        members.insert(format!("203.0.113.{},tcp:443", j % 50 + 1));
+        let last = (j % 50 + 1) as u8;
+        members.insert(Member::ip_port(
+            [203, 0, 113, last].into(),
+            Protocol::Tcp,
+            443,
+        ));
     }
     vec![spec(SERVICE_SET, SetType::HashIpPort, members)]
 }
@@ -73,7 +80,7 @@ fn policies_at(k: u64) -> Vec<SetSpec> {
     let mut sets: Vec<SetSpec> = (0..3)
         .map(|s| {
             let members = (0..5)
-                .map(|m| format!("10.244.{s}.{}", (k + m) % 40 + 1))
+                .map(|m| Member::ip([10, 244, s, ((k + m) % 40 + 1) as u8].into()))
                 .collect();
             spec(&format!("IPW-SRC-{s}"), SetType::HashIp, members)
         })
@@ -82,31 +89,36 @@ fn policies_at(k: u64) -> Vec<SetSpec> {
         sets.push(spec(
             "IPW-DST-CHURN",
             SetType::HashIp,
-            ["10.244.9.9".to_string()].into(),
+            [Member::ip([10, 244, 9, 9].into())].into(),
         ));
     }
     sets
 }
 
-fn spec(name: &str, t: SetType, members: BTreeSet<String>) -> SetSpec {
+fn spec(name: &str, t: SetType, members: BTreeSet<Member>) -> SetSpec {
     SetSpec {
         name: name.into(),
         set_type: t,
-        family: SetFamily::Inet,
+        family: Family::V4,
         members,
     }
 }
 
-fn as_map(sets: &[SetSpec]) -> BTreeMap<String, BTreeSet<String>> {
+/// The kernel's members as desired members (the harness writes no other).
+fn typed(elements: &[Element]) -> BTreeSet<Member> {
+    elements.iter().filter_map(Element::to_desired).collect()
+}
+
+fn as_map(sets: &[SetSpec]) -> BTreeMap<String, BTreeSet<Member>> {
     sets.iter()
         .map(|s| (s.name.clone(), s.members.clone()))
         .collect()
 }
 
 fn intersect(
-    a: &BTreeMap<String, BTreeSet<String>>,
-    b: &BTreeMap<String, BTreeSet<String>>,
-) -> BTreeMap<String, BTreeSet<String>> {
+    a: &BTreeMap<String, BTreeSet<Member>>,
+    b: &BTreeMap<String, BTreeSet<Member>>,
+) -> BTreeMap<String, BTreeSet<Member>> {
     a.iter()
         .filter_map(|(n, m)| {
             b.get(n)
@@ -115,7 +127,7 @@ fn intersect(
         .collect()
 }
 
-fn publish(shared: &Shared, sets: BTreeMap<String, BTreeSet<String>>) {
+fn publish(shared: &Shared, sets: BTreeMap<String, BTreeSet<Member>>) {
     let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
     c.generation += 1;
     c.sets = sets;
@@ -244,8 +256,10 @@ fn save_all(client: &mut IpsetClient) -> Result<BTreeMap<String, SetSpec>, Store
         })
         .map(|s| {
             let name = s.name.to_string();
-            let members = s.members.iter().map(ToString::to_string).collect();
-            (name.clone(), spec(&name, s.header.set_type, members))
+            (
+                name.clone(),
+                spec(&name, s.header.set_type, typed(&s.members)),
+            )
         })
         .collect())
 }
@@ -263,20 +277,16 @@ fn restore_all(
             &s.name[..s.name.len().min(20)],
             &owner[..1]
         ))?;
-        let members: Vec<ipset::Member> = s
-            .members
-            .iter()
-            .map(|m| execute::member(&s.name, s.set_type, m))
-            .collect::<Result<_, _>>()?;
+        let members = execute::elements(&s.name, &s.members)?;
         retry_busy(|| client.destroy(&tmp, true))?;
-        client.execute(&Request::create(ipset::SetSpec::new(
+        client.execute(&Request::create(CreateSet::new(
             tmp.clone(),
             s.set_type,
             s.family,
         )))?;
         client.execute(&Request::add(tmp.clone(), members).exist_ok())?;
         client.execute(
-            &Request::create(ipset::SetSpec::new(name.clone(), s.set_type, s.family)).exist_ok(),
+            &Request::create(CreateSet::new(name.clone(), s.set_type, s.family)).exist_ok(),
         )?;
         retry_busy(|| client.swap(&tmp, &name))?;
         retry_busy(|| client.destroy(&tmp, true))?;
@@ -312,8 +322,8 @@ fn observe(owners: &[&Shared], stop: &AtomicBool) -> Result<(u64, u64), StoreErr
             };
             let mut missing = 0;
             for (set, members) in &wanted {
-                let have: BTreeSet<String> = match client.list(&execute::name(set)?) {
-                    Ok(s) => s.members.iter().map(ToString::to_string).collect(),
+                let have: BTreeSet<Member> = match client.list(&execute::name(set)?) {
+                    Ok(s) => typed(&s.members),
                     Err(IpsetError::SetMissing { .. }) => BTreeSet::new(),
                     Err(e) => return Err(e.into()),
                 };

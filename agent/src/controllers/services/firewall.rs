@@ -8,12 +8,9 @@ use std::{collections::BTreeSet, net::IpAddr};
 use ipnet::IpNet;
 use ipwarden_common::Mode;
 
-use crate::{
-    desired::{
-        sets::{family_set_name, ip_member, ip_port_member},
-        SetFamily, SetSpec, SetType, VsKey,
-    },
-    kernel::iptables::{Chain, Family, Jump, Ownership, Table, TablePlan},
+use crate::desired::{
+    Chain, Family, Jump, Member, MemberServices, Ownership, SetSpec, SetType, Table, TablePlan,
+    VirtualService, VsKey,
 };
 
 use super::names::{
@@ -38,40 +35,54 @@ pub struct SourceRestriction {
 /// empty family still has its sets and the chain's matches stay valid).
 pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
     let mut out = Vec::new();
-    for family in [SetFamily::Inet, SetFamily::Inet6] {
-        let of_family = |a: &IpAddr| SetFamily::of(a) == family;
+    for family in Family::ALL {
+        let of_family = |a: &IpAddr| Family::of(a) == family;
         out.push(SetSpec {
-            name: family_set_name(family, SET_SVIP),
+            name: family.set_name(SET_SVIP),
             set_type: SetType::HashIp,
             family,
             members: keys
                 .iter()
                 .filter(|k| of_family(&k.addr))
-                .map(|k| ip_member(k.addr))
+                .map(|k| Member::ip(k.addr))
                 .collect(),
         });
         out.push(SetSpec {
-            name: family_set_name(family, SET_SVIP_PRT),
+            name: family.set_name(SET_SVIP_PRT),
             set_type: SetType::HashIpPort,
             family,
             members: keys
                 .iter()
                 .filter(|k| of_family(&k.addr))
-                .map(|k| ip_port_member(k.addr, k.proto, k.port))
+                .map(svip_prt_member)
                 .collect(),
         });
         out.push(SetSpec {
-            name: family_set_name(family, SET_LOCAL_IPS),
+            name: family.set_name(SET_LOCAL_IPS),
             set_type: SetType::HashIp,
             family,
             members: local
                 .iter()
                 .filter(|a| of_family(a))
-                .map(|a| ip_member(*a))
+                .map(|a| Member::ip(*a))
                 .collect(),
         });
     }
     out
+}
+
+/// A frontend's member of ipwarden-svip-prt: `10.96.0.10,tcp:80`.
+fn svip_prt_member(key: &VsKey) -> Member {
+    Member::ip_port(key.addr, key.proto, key.port)
+}
+
+/// The Service behind every member of ipwarden-svip-prt (both families),
+/// so the eBPF mirror can tag its entries with it.
+pub fn member_services(services: &[VirtualService]) -> MemberServices {
+    services
+        .iter()
+        .map(|vs| (svip_prt_member(&vs.key), vs.service.clone()))
+        .collect()
 }
 
 /// The filter-table plan of one family: the INPUT jump for VIP traffic and
@@ -82,10 +93,6 @@ pub fn filter_plan(
     restrictions: &[SourceRestriction],
     bpf: Option<BpfRules>,
 ) -> TablePlan {
-    let set_family = match family {
-        Family::V4 => SetFamily::Inet,
-        Family::V6 => SetFamily::Inet6,
-    };
     let (icmp, reject) = match family {
         Family::V4 => (
             ["8", "3", "11"]
@@ -105,7 +112,7 @@ pub fn filter_plan(
     };
     let restricted: Vec<&SourceRestriction> = restrictions
         .iter()
-        .filter(|r| SetFamily::of(&r.key.addr) == set_family)
+        .filter(|r| Family::of(&r.key.addr) == family)
         .collect();
     let allow_mark = match bpf {
         Some(BpfRules {
@@ -144,8 +151,8 @@ pub fn filter_plan(
         Some(mark) => rules.push(mark_accept(mark)),
         None => {}
     }
-    let svip_prt = family_set_name(set_family, SET_SVIP_PRT);
-    let local = family_set_name(set_family, SET_LOCAL_IPS);
+    let svip_prt = family.set_name(SET_SVIP_PRT);
+    let local = family.set_name(SET_LOCAL_IPS);
     rules.push(format!("-m set --match-set {svip_prt} dst,dst -j ACCEPT"));
     if let Some(BpfRules {
         mode: Mode::Log,
@@ -161,7 +168,7 @@ pub fn filter_plan(
     rules.push(format!(
         "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
     ));
-    let svip = family_set_name(set_family, SET_SVIP);
+    let svip = family.set_name(SET_SVIP);
     jumps.push(Jump {
         from: "INPUT".into(),
         rule: format!("-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"),

@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::{
     cluster::Snapshot,
-    desired::{Problem, Protocol, ServiceFlags, ServiceState, VirtualService, VsKey},
-    kernel::iptables::Family,
+    desired::{
+        Family, Problem, Protocol, ServiceFlags, ServiceRef, ServiceState, VirtualService, VsKey,
+    },
 };
 
 pub use firewall::{BpfRules, SourceRestriction};
@@ -83,11 +84,13 @@ pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
     restrictions.sort();
     problems.sort();
     problems.dedup();
+    let virtual_services: Vec<VirtualService> = services.into_values().collect();
     ServiceState {
-        virtual_services: services.into_values().collect(),
+        member_services: firewall::member_services(&virtual_services),
+        virtual_services,
         vips,
         sets: firewall::sets(&keys, &local),
-        iptables: [Family::V4, Family::V6]
+        iptables: Family::ALL
             .into_iter()
             .flat_map(|f| {
                 [
@@ -102,9 +105,9 @@ pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
 
 /// Service-wide settings, read once per Service.
 struct ServiceCtx {
+    /// "Service shop/web", for problems and origins.
     object: String,
-    namespace: String,
-    name: String,
+    service: ServiceRef,
 }
 
 impl ServiceCtx {
@@ -115,10 +118,10 @@ impl ServiceCtx {
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
+        let service = ServiceRef::new(namespace, name);
         Self {
-            object: format!("Service {namespace}/{name}"),
-            namespace,
-            name,
+            object: service.to_string(),
+            service,
         }
     }
 
@@ -215,7 +218,7 @@ impl ServiceCtx {
             };
             let port_name = port.name.clone().unwrap_or_default();
             let backends = endpoints::backends(
-                snapshot.slices_of(&self.namespace, &self.name),
+                snapshot.slices_of(&self.service.namespace, &self.service.name),
                 &port_name,
                 proto,
                 problems,
@@ -290,6 +293,7 @@ impl ServiceCtx {
                         timeout,
                         netmask_bits: if addr.is_ipv4() { 32 } else { 128 },
                         destinations,
+                        service: self.service.clone(),
                         origin: format!(
                             "{} port {} ({})",
                             self.object,

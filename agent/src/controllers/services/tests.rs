@@ -1,13 +1,15 @@
 //! The service controller on a cluster written as a user would write it
 //! (tests/fixtures/services/cluster.yaml), seen from node-a.
 
-use std::{net::IpAddr, path::Path};
+use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
 use super::desired;
 use crate::{
     cluster::{manifests, HostInfo, Snapshot},
-    desired::{Forward, Protocol, RealServer, ServiceState, SetSpec, VirtualService},
-    kernel::iptables::{Family, Table},
+    desired::{
+        Family, Forward, Member, Protocol, RealServer, ServiceRef, ServiceState, SetSpec, Table,
+        TablePlan, VirtualService,
+    },
 };
 
 const CLUSTER: &str = include_str!("../../../tests/fixtures/services/cluster.yaml");
@@ -61,6 +63,15 @@ fn rs(addr: &str, port: u16, weight: u32) -> RealServer {
 
 fn set<'a>(st: &'a ServiceState, name: &str) -> &'a SetSpec {
     st.sets.iter().find(|s| s.name == name).unwrap()
+}
+
+/// A set's members as `ipset save` prints them.
+fn members(st: &ServiceState, name: &str) -> BTreeSet<String> {
+    set(st, name)
+        .members
+        .iter()
+        .map(Member::to_string)
+        .collect()
 }
 
 #[test]
@@ -207,7 +218,7 @@ fn bad_input_is_reported_by_object_and_field_and_everything_else_programmed() {
 #[test]
 fn sets_hold_every_frontend_and_local_ips_exclude_vips() {
     let st = state();
-    let prt = &set(&st, "ipwarden-svip-prt").members;
+    let prt = members(&st, "ipwarden-svip-prt");
     for m in [
         "10.96.0.10,tcp:80",
         "10.96.0.10,udp:53",
@@ -217,20 +228,38 @@ fn sets_hold_every_frontend_and_local_ips_exclude_vips() {
     ] {
         assert!(prt.contains(m), "{m} missing from {prt:?}");
     }
-    assert!(set(&st, "inet6:ipwarden-svip-prt")
+    assert!(members(&st, "inet6:ipwarden-svip-prt").contains("fd00:96::20,tcp:443"));
+    assert!(set(&st, "ipwarden-svip")
         .members
-        .contains("fd00:96::20,tcp:443"));
-    assert!(set(&st, "ipwarden-svip").members.contains("10.96.0.10"));
-    let local = &set(&st, "ipwarden-local-ips").members;
+        .contains(&Member::ip(ip("10.96.0.10"))));
+    let local = members(&st, "ipwarden-local-ips");
     assert!(local.contains("192.168.56.10") && local.contains("127.0.0.1"));
     assert!(
         !local.contains("10.96.0.10"),
         "a VIP is never a local IP: its REJECT must apply"
     );
-    assert!(set(&st, "inet6:ipwarden-local-ips")
-        .members
-        .contains("fd00:56::10"));
+    assert!(members(&st, "inet6:ipwarden-local-ips").contains("fd00:56::10"));
     assert_eq!(st.sets.len(), 6);
+}
+
+#[test]
+fn every_service_port_member_names_its_service() {
+    let st = state();
+    let web = ServiceRef::new("shop", "web");
+    let http = Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80);
+    assert_eq!(st.member_services.get(&http), Some(&web));
+    assert_eq!(vs(&st, "10.96.0.10", Protocol::Tcp, 80).service, web);
+    let prt: BTreeSet<&Member> = st
+        .sets
+        .iter()
+        .filter(|s| s.name.ends_with("ipwarden-svip-prt"))
+        .flat_map(|s| &s.members)
+        .collect();
+    assert_eq!(
+        st.member_services.keys().collect::<BTreeSet<_>>(),
+        prt,
+        "exactly the members of ipwarden-svip-prt, both families"
+    );
 }
 
 #[test]
@@ -255,7 +284,7 @@ fn empty_cluster_keeps_the_firewall_and_empty_sets() {
     assert_eq!(st.iptables.len(), 4);
 }
 
-fn filter_v4(st: &ServiceState) -> &crate::kernel::iptables::TablePlan {
+fn filter_v4(st: &ServiceState) -> &TablePlan {
     st.iptables
         .iter()
         .find(|p| p.family == Family::V4 && p.table == Table::Filter)

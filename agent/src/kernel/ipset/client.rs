@@ -18,12 +18,13 @@ use neli::{
 use super::{
     consts::cmd,
     error::{classify, IpsetError, KernelRefusal, Op, Target},
-    member::Member,
+    member::Element,
     message::{self, Adt, AdtMessage, ErrorReply, ListDecoder, ListDepth, Reply, UnsupportedSet},
     nla::DecodeError,
     request::Request,
-    types::{Family, IpSet, SetName, SetSpec, SetType},
+    types::{from_nfproto, parse_set_type, CreateSet, IpSet, SetName},
 };
+use crate::desired::{Family, SetType};
 
 /// Big enough for any reply: dump messages are at most 32 KiB, and the
 /// error reply to an ADT message echoes the whole request (<= 64 KiB).
@@ -128,7 +129,7 @@ impl IpsetClient {
 
     /// `ipset create` (`-exist` when `exist_ok`), at the highest revision
     /// of the type the kernel has, as the ipset CLI does.
-    pub fn create(&mut self, spec: &SetSpec, exist_ok: bool) -> Result<(), IpsetError> {
+    pub fn create(&mut self, spec: &CreateSet, exist_ok: bool) -> Result<(), IpsetError> {
         let t = Target {
             op: Op::Create,
             set: spec.name.as_str(),
@@ -171,7 +172,7 @@ impl IpsetClient {
     pub fn add(
         &mut self,
         set: &SetName,
-        members: &[Member],
+        members: &[Element],
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
         self.adt(Adt::Add, set, members, exist_ok)
@@ -182,7 +183,7 @@ impl IpsetClient {
     pub fn del(
         &mut self,
         set: &SetName,
-        members: &[Member],
+        members: &[Element],
         missing_ok: bool,
     ) -> Result<(), IpsetError> {
         self.adt(Adt::Del, set, members, missing_ok)
@@ -259,8 +260,8 @@ impl IpsetClient {
             detail: format!("set type {typename} family {fam} is not one ipwarden writes"),
             errno: None,
         };
-        let set_type = typename.parse().map_err(|_| unsupported())?;
-        let family = Family::from_nfproto(fam).ok_or_else(unsupported)?;
+        let set_type = parse_set_type(&typename).map_err(|_| unsupported())?;
+        let family = from_nfproto(fam).ok_or_else(unsupported)?;
         Ok((set_type, family))
     }
 
@@ -328,7 +329,7 @@ impl IpsetClient {
         &mut self,
         op: Adt,
         set: &SetName,
-        members: &[Member],
+        members: &[Element],
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
         let kind = match op {
@@ -384,7 +385,7 @@ impl IpsetClient {
         t: Target<'_>,
         buf: &[u8],
         msgs: &[AdtMessage],
-        members: &[Member],
+        members: &[Element],
     ) -> Result<(), IpsetError> {
         let mut i = 0;
         while i < msgs.len() {
@@ -570,7 +571,7 @@ fn target(op: Op, set: &str) -> Target<'_> {
     }
 }
 
-fn refused(t: Target<'_>, e: ErrorReply, member: Option<Box<Member>>) -> IpsetError {
+fn refused(t: Target<'_>, e: ErrorReply, member: Option<Box<Element>>) -> IpsetError {
     classify(
         t,
         KernelRefusal {

@@ -4,7 +4,8 @@
 
 use std::{fmt, io};
 
-use super::{consts::errno, member::Member, nla::DecodeError, types::SetType};
+use super::{consts::errno, member::Element, nla::DecodeError};
+use crate::desired::SetType;
 
 /// The operation that failed (`ipset` sub-command names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub enum IpsetError {
     SetFull {
         op: Op,
         set: String,
-        member: Option<Box<Member>>,
+        member: Option<Box<Element>>,
         errno: i32,
     },
 
@@ -82,7 +83,7 @@ pub enum IpsetError {
     MemberExists {
         op: Op,
         set: String,
-        member: Option<Box<Member>>,
+        member: Option<Box<Element>>,
         errno: i32,
     },
 
@@ -90,7 +91,7 @@ pub enum IpsetError {
     MemberMissing {
         op: Op,
         set: String,
-        member: Option<Box<Member>>,
+        member: Option<Box<Element>>,
         errno: i32,
     },
 
@@ -132,7 +133,7 @@ pub enum IpsetError {
     },
 }
 
-fn show(member: &Option<Box<Member>>) -> String {
+fn show(member: &Option<Box<Element>>) -> String {
     member
         .as_ref()
         .map_or_else(|| "(unknown)".to_owned(), |m| m.entry.to_string())
@@ -204,7 +205,7 @@ pub(crate) struct KernelRefusal {
     /// Positive errno.
     pub errno: i32,
     /// The member the kernel pointed at (ADT line number), if any.
-    pub member: Option<Box<Member>>,
+    pub member: Option<Box<Element>>,
     pub extack: Option<String>,
 }
 

@@ -15,10 +15,13 @@ use super::{
         attr, cadt_flag, cmd, data, ipaddr, list_flag, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
         NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLA_MAX_LEN, NLMSGERR_ATTR_MSG,
     },
-    member::{Comment, Counters, Entry, Member, Net, ProtoPort},
+    member::{Comment, Counters, Element, Entry, Net, ProtoPort},
     nla::{align4, Attr, Attrs, DecodeError, Writer},
-    types::{Family, IpSet, SetHeader, SetName, SetSpec, SetStats, SetType},
+    types::{
+        from_nfproto, nfproto, parse_set_type, CreateSet, IpSet, SetHeader, SetName, SetStats,
+    },
 };
+use crate::desired::{Family, SetType};
 
 /// `sizeof(struct nlmsghdr)`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -57,7 +60,7 @@ fn ack_flags(exist_ok: bool) -> u16 {
 }
 
 /// IPSET_CMD_CREATE at the given type revision.
-pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &SetSpec, revision: u8, exist_ok: bool) {
+pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
     let start = begin(
         buf,
         cmd::CREATE,
@@ -68,7 +71,7 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &SetSpec, revision: u8, exist_o
     w.put_str(attr::SETNAME, spec.name.as_str());
     w.put_str(attr::TYPENAME, spec.set_type.name());
     w.put_u8(attr::REVISION, revision);
-    w.put_u8(attr::FAMILY, spec.family.nfproto());
+    w.put_u8(attr::FAMILY, nfproto(spec.family));
     let nest = w.nest_start(attr::DATA);
     if let Some(t) = spec.timeout {
         w.put_be32(data::TIMEOUT, t);
@@ -114,7 +117,7 @@ pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family
     let start = begin(buf, cmd::TYPE, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(attr::TYPENAME, set_type.name());
-    w.put_u8(attr::FAMILY, family.nfproto());
+    w.put_u8(attr::FAMILY, nfproto(family));
     finish(buf, start);
 }
 
@@ -178,7 +181,7 @@ pub fn adt(
     buf: &mut Vec<u8>,
     op: Adt,
     set: &SetName,
-    members: &[Member],
+    members: &[Element],
     exist_ok: bool,
     first_seq: u32,
     max_nest: usize,
@@ -224,7 +227,7 @@ pub fn adt(
 /// One IPSET_ATTR_DATA element, attributes in libipset's order (by number,
 /// line number last) so our bytes equal the CLI's. Deletes carry only the
 /// element.
-fn put_member(w: &mut Writer<'_>, m: &Member, lineno: u32, extensions: bool) {
+fn put_member(w: &mut Writer<'_>, m: &Element, lineno: u32, extensions: bool) {
     let (ip, cidr, pp, ip2) = match &m.entry {
         Entry::Ip(a) => (*a, None, None, None),
         Entry::Net(n) => (n.addr(), Some(n.prefix()), None, None),
@@ -561,11 +564,9 @@ impl ListDecoder {
         revision: u8,
         header: Attr<'_>,
     ) -> Result<(), String> {
-        let set_type: SetType = typename
-            .parse()
-            .map_err(|_| "type not supported".to_owned())?;
+        let set_type = parse_set_type(typename).map_err(|_| "type not supported".to_owned())?;
         let fam = family
-            .and_then(Family::from_nfproto)
+            .and_then(from_nfproto)
             .ok_or_else(|| format!("family {family:?} not supported"))?;
         let name = SetName::new(name).map_err(|e| e.to_string())?;
         let (header, mut stats) =
@@ -641,8 +642,8 @@ fn decode_ip(a: &Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
     for inner in a.nested() {
         let inner = inner?;
         match (inner.ty, family) {
-            (ipaddr::IPV4, Family::Inet) => return Ok(IpAddr::from(inner.array::<4>()?)),
-            (ipaddr::IPV6, Family::Inet6) => return Ok(IpAddr::from(inner.array::<16>()?)),
+            (ipaddr::IPV4, Family::V4) => return Ok(IpAddr::from(inner.array::<4>()?)),
+            (ipaddr::IPV6, Family::V6) => return Ok(IpAddr::from(inner.array::<16>()?)),
             _ => {}
         }
     }
@@ -656,7 +657,7 @@ pub fn decode_member(
     set_type: SetType,
     family: Family,
     d: &Attr<'_>,
-) -> Result<Member, DecodeError> {
+) -> Result<Element, DecodeError> {
     let (mut ip, mut ip2, mut cidr, mut port, mut proto) = (None, None, None, None, None);
     let mut m_flags = 0;
     let (mut timeout, mut packets, mut bytes, mut comment) = (None, None, None, None);
@@ -698,7 +699,7 @@ pub fn decode_member(
             Entry::IpPortIp(ip, pp()?, ip2.ok_or(DecodeError::Missing { what: "IP2" })?)
         }
     };
-    let mut m = Member::new(entry);
+    let mut m = Element::new(entry);
     m.nomatch = m_flags & cadt_flag::NOMATCH != 0;
     m.timeout = timeout;
     if packets.is_some() || bytes.is_some() {

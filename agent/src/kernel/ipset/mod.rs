@@ -1,18 +1,22 @@
 //! ipset over nfnetlink (NFNL_SUBSYS_IPSET, protocol 7), spoken directly:
 //! no `ipset` process runs at run time.
 //!
-//! Layers above build plain values ([`SetSpec`], [`Member`], [`Request`]),
+//! Layers above build plain values ([`CreateSet`], [`Element`], [`Request`]),
 //! can log them as a plan (`Display` prints `ipset restore` syntax), and
 //! hand them to one [`IpsetClient`], which owns the socket. No attribute
-//! number leaves this module.
+//! number leaves this module. The set's type and family are desired/'s
+//! [`SetType`](crate::desired::SetType) and [`Family`](crate::desired::Family);
+//! a desired [`Member`](crate::desired::Member) converts to an [`Element`]
+//! (`Element::try_from`) and back (`Element::to_desired`).
 //!
 //! ```no_run
-//! use ipwarden::kernel::ipset::{Family, IpsetClient, Member, Request, SetName, SetSpec, SetType};
+//! use ipwarden::desired::{Family, SetType};
+//! use ipwarden::kernel::ipset::{CreateSet, Element, IpsetClient, Request, SetName};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let name = SetName::new("ipwarden-svip-prt")?;
 //! let plan = [
-//!     Request::create(SetSpec::new(name.clone(), SetType::HashIpPort, Family::Inet)).exist_ok(),
-//!     Request::add(name, [Member::parse(SetType::HashIpPort, "10.96.0.10,udp:53")?]).exist_ok(),
+//!     Request::create(CreateSet::new(name.clone(), SetType::HashIpPort, Family::V4)).exist_ok(),
+//!     Request::add(name, [Element::parse(SetType::HashIpPort, "10.96.0.10,udp:53")?]).exist_ok(),
 //! ];
 //! let mut client = IpsetClient::new()?;
 //! client.execute_all(&plan)?;
@@ -20,12 +24,14 @@
 //! ```
 //!
 //! Files: `consts` (wire numbers, ip_set.h), `nla` (attribute codec),
-//! `types` and `member` (typed values with `ipset save` text), `message`
+//! `types` and `member` (typed values with `ipset save` text), `desired`
+//! (desired members to elements and back), `message`
 //! (pure encode/decode), `request` (request values), `client` (socket),
 //! `error` (typed errors).
 
 mod client;
 mod consts;
+mod desired;
 mod error;
 mod member;
 mod message;
@@ -35,10 +41,10 @@ mod types;
 
 pub use client::{IpsetClient, Listing};
 pub use error::{IpsetError, Op};
-pub use member::{Comment, Counters, Entry, Member, Net, ProtoPort};
+pub use member::{Comment, Counters, Element, Entry, Net, ProtoPort};
 pub use message::UnsupportedSet;
 pub use nla::DecodeError;
 pub use request::Request;
 pub use types::{
-    parse_save, Family, IpSet, ParseError, SetHeader, SetName, SetSpec, SetStats, SetType,
+    family_name, parse_save, CreateSet, IpSet, ParseError, SetHeader, SetName, SetStats,
 };

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::{
-    member::Member,
-    types::{SetName, SetSpec},
+    member::Element,
+    types::{CreateSet, SetName},
 };
 
 /// One ipset operation. `exist_ok` / `missing_ok` are ipset's `-exist`:
@@ -15,7 +15,7 @@ use super::{
 pub enum Request {
     /// `ipset create`. With `exist_ok`, an existing set of the same type
     /// and options is success; one that differs is still an error.
-    Create { spec: SetSpec, exist_ok: bool },
+    Create { spec: CreateSet, exist_ok: bool },
     /// `ipset destroy NAME`.
     Destroy { set: SetName, missing_ok: bool },
     /// `ipset flush NAME`.
@@ -27,19 +27,19 @@ pub enum Request {
     /// `ipset add`, many members in as few netlink messages as fit.
     Add {
         set: SetName,
-        members: Vec<Member>,
+        members: Vec<Element>,
         exist_ok: bool,
     },
     /// `ipset del`, many members; only the element part is sent.
     Del {
         set: SetName,
-        members: Vec<Member>,
+        members: Vec<Element>,
         missing_ok: bool,
     },
 }
 
 impl Request {
-    pub fn create(spec: SetSpec) -> Self {
+    pub fn create(spec: CreateSet) -> Self {
         Request::Create {
             spec,
             exist_ok: false,
@@ -65,7 +65,7 @@ impl Request {
         Request::Swap { a, b }
     }
 
-    pub fn add(set: SetName, members: impl IntoIterator<Item = Member>) -> Self {
+    pub fn add(set: SetName, members: impl IntoIterator<Item = Element>) -> Self {
         Request::Add {
             set,
             members: members.into_iter().collect(),
@@ -73,7 +73,7 @@ impl Request {
         }
     }
 
-    pub fn del(set: SetName, members: impl IntoIterator<Item = Member>) -> Self {
+    pub fn del(set: SetName, members: impl IntoIterator<Item = Element>) -> Self {
         Request::Del {
             set,
             members: members.into_iter().collect(),
@@ -178,7 +178,7 @@ impl fmt::Display for Plan<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::ipset::{Family, SetType};
+    use crate::desired::{Family, SetType};
 
     fn name(s: &str) -> SetName {
         SetName::new(s).unwrap()
@@ -186,12 +186,12 @@ mod tests {
 
     #[test]
     fn requests_print_as_a_plan() {
-        let spec = SetSpec::new(name("s"), SetType::HashIp, Family::Inet).maxelem(4);
+        let spec = CreateSet::new(name("s"), SetType::HashIp, Family::V4).maxelem(4);
         assert_eq!(
             Request::create(spec).exist_ok().to_string(),
             "create s hash:ip family inet maxelem 4"
         );
-        let members = ["10.0.0.1", "10.0.0.2"].map(|m| Member::parse(SetType::HashIp, m).unwrap());
+        let members = ["10.0.0.1", "10.0.0.2"].map(|m| Element::parse(SetType::HashIp, m).unwrap());
         let add = Request::add(name("s"), members).exist_ok();
         assert_eq!(add.to_string(), "add s: 2 members (-exist)");
         assert_eq!(add.restore_lines(), "add s 10.0.0.1\nadd s 10.0.0.2\n");

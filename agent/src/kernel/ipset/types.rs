@@ -2,12 +2,13 @@
 //! kernel reports. Each checks its invariants when built and prints exactly
 //! as `ipset save` does.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{fmt, str::FromStr};
 
 use super::{
     consts::{IPSET_MAXNAMELEN, NFPROTO_IPV4, NFPROTO_IPV6},
-    member::Member,
+    member::Element,
 };
+use crate::desired::{Family, SetType};
 
 /// A string that is not a valid ipset value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -87,126 +88,54 @@ impl AsRef<str> for SetName {
     }
 }
 
-/// The set types ipwarden speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SetType {
-    HashIp,
-    HashIpPort,
-    HashNet,
-    HashNetPort,
-    HashIpPortIp,
+/// The set type named `s` (`hash:ip`, ...), if ipwarden speaks it.
+pub(crate) fn parse_set_type(s: &str) -> Result<SetType, ParseError> {
+    SetType::ALL
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| ParseError::new("set type", s, "not a type ipwarden supports"))
 }
 
-impl SetType {
-    pub const ALL: [SetType; 5] = [
-        SetType::HashIp,
-        SetType::HashIpPort,
-        SetType::HashNet,
-        SetType::HashNetPort,
-        SetType::HashIpPortIp,
-    ];
-
-    /// The kernel's type name (`IPSET_ATTR_TYPENAME`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SetType::HashIp => "hash:ip",
-            SetType::HashIpPort => "hash:ip,port",
-            SetType::HashNet => "hash:net",
-            SetType::HashNetPort => "hash:net,port",
-            SetType::HashIpPortIp => "hash:ip,port,ip",
-        }
-    }
-
-    /// Types whose members may carry `nomatch` (IPSET_TYPE_NOMATCH).
-    pub fn has_nomatch(self) -> bool {
-        matches!(self, SetType::HashNet | SetType::HashNetPort)
-    }
-
-    pub(crate) fn member_syntax(self) -> &'static str {
-        match self {
-            SetType::HashIp => "IP",
-            SetType::HashIpPort => "IP,PROTO:PORT",
-            SetType::HashNet => "IP[/CIDR]",
-            SetType::HashNetPort => "IP[/CIDR],PROTO:PORT",
-            SetType::HashIpPortIp => "IP,PROTO:PORT,IP",
-        }
+/// How a member of `set_type` is written, for error messages.
+pub(crate) fn member_syntax(set_type: SetType) -> &'static str {
+    match set_type {
+        SetType::HashIp => "IP",
+        SetType::HashIpPort => "IP,PROTO:PORT",
+        SetType::HashNet => "IP[/CIDR]",
+        SetType::HashNetPort => "IP[/CIDR],PROTO:PORT",
+        SetType::HashIpPortIp => "IP,PROTO:PORT,IP",
     }
 }
 
-impl fmt::Display for SetType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The family as `ipset save` writes it.
+pub fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "inet",
+        Family::V6 => "inet6",
     }
 }
 
-impl FromStr for SetType {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| ParseError::new("set type", s, "not a type ipwarden supports"))
+fn parse_family(s: &str) -> Result<Family, ParseError> {
+    match s {
+        "inet" => Ok(Family::V4),
+        "inet6" => Ok(Family::V6),
+        _ => Err(ParseError::new("family", s, "expected inet or inet6")),
     }
 }
 
-/// The address family of a set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    Inet,
-    Inet6,
-}
-
-impl Family {
-    pub fn of(addr: &IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::Inet,
-            IpAddr::V6(_) => Family::Inet6,
-        }
-    }
-
-    /// The prefix length of a single host.
-    pub fn host_prefix(self) -> u8 {
-        match self {
-            Family::Inet => 32,
-            Family::Inet6 => 128,
-        }
-    }
-
-    pub(crate) fn nfproto(self) -> u8 {
-        match self {
-            Family::Inet => NFPROTO_IPV4,
-            Family::Inet6 => NFPROTO_IPV6,
-        }
-    }
-
-    pub(crate) fn from_nfproto(v: u8) -> Option<Self> {
-        match v {
-            NFPROTO_IPV4 => Some(Family::Inet),
-            NFPROTO_IPV6 => Some(Family::Inet6),
-            _ => None,
-        }
+/// The family's `NFPROTO_*` number (IPSET_ATTR_FAMILY).
+pub(crate) fn nfproto(family: Family) -> u8 {
+    match family {
+        Family::V4 => NFPROTO_IPV4,
+        Family::V6 => NFPROTO_IPV6,
     }
 }
 
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Inet => "inet",
-            Family::Inet6 => "inet6",
-        })
-    }
-}
-
-impl FromStr for Family {
-    type Err = ParseError;
-
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        match s {
-            "inet" => Ok(Family::Inet),
-            "inet6" => Ok(Family::Inet6),
-            _ => Err(ParseError::new("family", s, "expected inet or inet6")),
-        }
+pub(crate) fn from_nfproto(v: u8) -> Option<Family> {
+    match v {
+        NFPROTO_IPV4 => Some(Family::V4),
+        NFPROTO_IPV6 => Some(Family::V6),
+        _ => None,
     }
 }
 
@@ -214,7 +143,7 @@ impl FromStr for Family {
 /// [maxelem N] [timeout N] [counters] [comment]`. Unset sizes take the
 /// kernel's defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SetSpec {
+pub struct CreateSet {
     pub name: SetName,
     pub set_type: SetType,
     pub family: Family,
@@ -227,7 +156,7 @@ pub struct SetSpec {
     pub comment: bool,
 }
 
-impl SetSpec {
+impl CreateSet {
     pub fn new(name: SetName, set_type: SetType, family: Family) -> Self {
         Self {
             name,
@@ -267,13 +196,15 @@ impl SetSpec {
     }
 }
 
-impl fmt::Display for SetSpec {
+impl fmt::Display for CreateSet {
     /// The `ipset restore` line that creates the same set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "create {} {} family {}",
-            self.name, self.set_type, self.family
+            self.name,
+            self.set_type,
+            family_name(self.family)
         )?;
         if let Some(n) = self.hashsize {
             write!(f, " hashsize {n}")?;
@@ -318,7 +249,7 @@ pub struct SetHeader {
 impl SetHeader {
     /// Whether a set with this header is what `spec` asked for (sizes the
     /// kernel rounds, like hashsize, are not compared).
-    pub fn satisfies(&self, spec: &SetSpec) -> bool {
+    pub fn satisfies(&self, spec: &CreateSet) -> bool {
         self.set_type == spec.set_type
             && self.family == spec.family
             && spec.maxelem.is_none_or(|m| m == self.maxelem)
@@ -333,7 +264,10 @@ impl fmt::Display for SetHeader {
         write!(
             f,
             "{} family {} hashsize {} maxelem {}",
-            self.set_type, self.family, self.hashsize, self.maxelem
+            self.set_type,
+            family_name(self.family),
+            self.hashsize,
+            self.maxelem
         )?;
         if let Some(n) = self.netmask {
             write!(f, " netmask {n}")?;
@@ -366,10 +300,10 @@ impl FromStr for SetHeader {
     /// Parses what follows `create NAME ` in `ipset save`.
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let mut words = s.split_whitespace();
-        let set_type: SetType = words.next().unwrap_or("").parse()?;
+        let set_type = parse_set_type(words.next().unwrap_or(""))?;
         let mut h = SetHeader {
             set_type,
-            family: Family::Inet,
+            family: Family::V4,
             hashsize: 1024,
             maxelem: 65536,
             netmask: None,
@@ -387,7 +321,7 @@ impl FromStr for SetHeader {
                     .ok_or_else(|| ParseError::new("create option", word, "missing value"))
             };
             match word {
-                "family" => h.family = value()?.parse()?,
+                "family" => h.family = parse_family(value()?)?,
                 "hashsize" => h.hashsize = number(value()?)?,
                 "maxelem" => h.maxelem = number(value()?)?,
                 "netmask" => h.netmask = Some(number(value()?)?),
@@ -434,7 +368,7 @@ pub struct IpSet {
     pub header: SetHeader,
     /// Present when read from the kernel.
     pub stats: Option<SetStats>,
-    pub members: Vec<Member>,
+    pub members: Vec<Element>,
 }
 
 impl fmt::Display for IpSet {
@@ -468,7 +402,7 @@ pub fn parse_save(text: &str) -> Result<Vec<IpSet>, ParseError> {
                     .rev()
                     .find(|s| s.name == name)
                     .ok_or_else(|| ParseError::new("save line", line, "add before create"))?;
-                let member = Member::parse(set.header.set_type, rest)?;
+                let member = Element::parse(set.header.set_type, rest)?;
                 set.members.push(member);
             }
             _ => return Err(ParseError::new("save line", line, "expected create or add")),
@@ -509,14 +443,10 @@ create a hash:ip family inet hashsize 1024 maxelem 65536 netmask 24 timeout 5 co
 
     #[test]
     fn spec_prints_a_restore_line() {
-        let spec = SetSpec::new(
-            SetName::new("x").unwrap(),
-            SetType::HashNetPort,
-            Family::Inet6,
-        )
-        .maxelem(4)
-        .timeout(0)
-        .comment();
+        let spec = CreateSet::new(SetName::new("x").unwrap(), SetType::HashNetPort, Family::V6)
+            .maxelem(4)
+            .timeout(0)
+            .comment();
         assert_eq!(
             spec.to_string(),
             "create x hash:net,port family inet6 maxelem 4 timeout 0 comment"

@@ -6,10 +6,10 @@ use std::{
 };
 
 use super::{
-    plan::{Family, PlanError, Table, TablePlan},
     render::{self, Changes},
-    SavedTable,
+    restore_cmd, save_cmd, SavedTable,
 };
+use crate::desired::{Family, PlanError, Table, TablePlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
@@ -44,7 +44,7 @@ pub struct Report {
 
 /// `iptables-save -t TABLE` (or ip6tables-save), parsed.
 pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesError> {
-    let cmd = family.save_cmd();
+    let cmd = save_cmd(family);
     let out = Command::new(cmd)
         .args(["-t", &table.to_string()])
         .output()
@@ -92,7 +92,7 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
 }
 
 pub(super) fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {
-    let cmd = family.restore_cmd();
+    let cmd = restore_cmd(family);
     // -w: wait for the xtables lock instead of failing when another
     // program (kubelet, a CNI) holds it.
     let mut child = Command::new(cmd)

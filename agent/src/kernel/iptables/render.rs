@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::{SavedTable, TablePlan};
+use super::SavedTable;
+use crate::desired::TablePlan;
 
 /// What a script changes, for reports and logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,7 +109,7 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::iptables::{Chain, Family, Jump, Ownership, Table};
+    use crate::desired::{Chain, Family, Jump, Ownership, Table};
 
     fn plan() -> TablePlan {
         TablePlan {

@@ -4,9 +4,9 @@
 
 use super::{
     apply::{read_table, restore},
-    plan::{Family, Table},
     IptablesError,
 };
+use crate::desired::{Family, Table};
 
 /// Rewrites, in place (`-R`), every rule of every table and both families
 /// that matches set `from`, to match `to`; returns how many moved. One
@@ -15,7 +15,7 @@ pub fn switch_set_references(from: &str, to: &str) -> Result<usize, IptablesErro
     let needle = format!("--match-set {from} ");
     let replacement = format!("--match-set {to} ");
     let mut moved = 0;
-    for family in [Family::V4, Family::V6] {
+    for family in Family::ALL {
         for table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
             let saved = read_table(family, table)?;
             let mut script = String::new();

@@ -18,10 +18,11 @@ use super::{
     netlink::{AttrTable, MsgWriter, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
     request::Request,
     types::{
-        Destination, DestinationEntry, Family, ForwardMethod, Info, InvalidValue, Netmask,
-        Protocol, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats, Timeouts,
+        Destination, DestinationEntry, ForwardMethod, Info, InvalidValue, Netmask, Scheduler,
+        Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
     },
 };
+use crate::desired::{Family, Protocol};
 
 /// A read of the kernel's state; each has its own reply shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,7 +374,7 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
     })?;
     // `struct ip_vs_flags`: the kernel sends the flags and a full mask.
     let flags_raw: [u8; 8] = fixed(svc.need(SvcAttr::Flags, "service flags")?, "service flags")?;
-    let flags = ServiceFlags::from_bits(u32::from_ne_bytes([
+    let flags = ServiceFlagBits::from_bits(u32::from_ne_bytes([
         flags_raw[0],
         flags_raw[1],
         flags_raw[2],

@@ -1,7 +1,8 @@
 //! IPVS over generic netlink (family "IPVS", `include/uapi/linux/ip_vs.h`).
 //!
 //! - [`types`]: the values (`ServiceKey`, `Service`, `Destination`, ...),
-//!   checked when built and free of wire details.
+//!   checked when built and free of wire details. Address family and
+//!   protocol are desired/'s `Family` and `Protocol`.
 //! - [`Request`]: a change as a plain value; log a plan, then run it.
 //! - [`IpvsClient`]: the one socket; batches changes (many requests per
 //!   `sendmsg`, an ack each) and reads the table back.
@@ -43,7 +44,7 @@ pub use client::IpvsClient;
 pub use error::{DecodeError, IpvsError};
 pub use request::Request;
 pub use types::{
-    Destination, DestinationEntry, DestinationKey, Family, ForwardMethod, Info, InvalidValue,
-    Netmask, Protocol, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats, Timeouts,
-    VirtualServer,
+    protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,
+    InvalidValue, Netmask, Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
+    Timeouts, VirtualServer,
 };

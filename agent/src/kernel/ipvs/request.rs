@@ -113,7 +113,8 @@ impl fmt::Display for Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::ipvs::types::{Family, ForwardMethod, Netmask, Scheduler};
+    use crate::desired::Family;
+    use crate::kernel::ipvs::types::{ForwardMethod, Netmask, Scheduler};
 
     #[test]
     fn plans_read_like_ipvsadm() {

@@ -8,45 +8,14 @@ use std::{
 };
 
 use super::consts::{fwd, svc_flags, SCHEDNAME_MAXLEN};
+use crate::desired::{Family, Protocol, ServiceFlags};
 
-/// Address family of a service or destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(addr: &IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-/// Transport protocol of an address-keyed service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    /// The name `ipvsadm -Ln` prints.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The name `ipvsadm -Ln` prints for a protocol (`TCP`, `UDP`, `SCTP`).
+pub fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+        Protocol::Sctp => "SCTP",
     }
 }
 
@@ -111,7 +80,7 @@ impl fmt::Display for ServiceKey {
                 protocol,
                 addr,
                 port,
-            } => write!(f, "{protocol} {}", SockAddr(*addr, *port)),
+            } => write!(f, "{} {}", protocol_name(*protocol), SockAddr(*addr, *port)),
             ServiceKey::Fwmark { family, mark } => {
                 write!(f, "FWM {mark}")?;
                 if *family == Family::V6 {
@@ -182,11 +151,13 @@ impl fmt::Display for Scheduler {
     }
 }
 
-/// `IP_VS_SVC_F_*` bits of a service.
+/// `IP_VS_SVC_F_*` bits of a service, as the kernel holds them (with its
+/// own bookkeeping bits). Desired state says what it wants with
+/// [`ServiceFlags`], which converts into these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct ServiceFlags(u32);
+pub struct ServiceFlagBits(u32);
 
-impl ServiceFlags {
+impl ServiceFlagBits {
     /// Clients stick to one destination for `Service::timeout` seconds.
     pub const PERSISTENT: Self = Self(svc_flags::PERSISTENT);
     /// Kernel bookkeeping: set on every service it holds. Ignored when sent.
@@ -247,14 +218,32 @@ impl ServiceFlags {
     }
 }
 
-impl std::ops::BitOr for ServiceFlags {
+impl From<ServiceFlags> for ServiceFlagBits {
+    /// The bits a desired service sets: persistence and the scheduler flags.
+    fn from(flags: ServiceFlags) -> Self {
+        let mut bits = Self::empty();
+        for (on, bit) in [
+            (flags.persistent, Self::PERSISTENT),
+            (flags.sched1, Self::SCHED1),
+            (flags.sched2, Self::SCHED2),
+            (flags.sched3, Self::SCHED3),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        bits
+    }
+}
+
+impl std::ops::BitOr for ServiceFlagBits {
     type Output = Self;
     fn bitor(self, rhs: Self) -> Self {
         Self(self.0 | rhs.0)
     }
 }
 
-impl std::ops::BitOrAssign for ServiceFlags {
+impl std::ops::BitOrAssign for ServiceFlagBits {
     fn bitor_assign(&mut self, rhs: Self) {
         self.0 |= rhs.0;
     }
@@ -312,7 +301,7 @@ impl fmt::Display for Netmask {
 pub struct Service {
     pub key: ServiceKey,
     pub scheduler: Scheduler,
-    pub flags: ServiceFlags,
+    pub flags: ServiceFlagBits,
     /// Persistence timeout in seconds (meaningful with `PERSISTENT`).
     pub timeout: u32,
     pub netmask: Netmask,
@@ -325,20 +314,20 @@ impl Service {
             netmask: Netmask::host(key.family()),
             key,
             scheduler,
-            flags: ServiceFlags::empty(),
+            flags: ServiceFlagBits::empty(),
             timeout: 0,
         }
     }
 
     /// Makes the service persistent (`ipvsadm -p timeout -M netmask`).
     pub fn persistent(mut self, timeout: u32, netmask: Netmask) -> Self {
-        self.flags |= ServiceFlags::PERSISTENT;
+        self.flags |= ServiceFlagBits::PERSISTENT;
         self.timeout = timeout;
         self.netmask = netmask;
         self
     }
 
-    pub fn with_flags(mut self, flags: ServiceFlags) -> Self {
+    pub fn with_flags(mut self, flags: ServiceFlagBits) -> Self {
         self.flags |= flags;
         self
     }
@@ -597,9 +586,11 @@ mod tests {
 
     #[test]
     fn flag_names() {
-        let f = ServiceFlags::PERSISTENT | ServiceFlags::HASHED | ServiceFlags::from_bits(0x400);
+        let f = ServiceFlagBits::PERSISTENT
+            | ServiceFlagBits::HASHED
+            | ServiceFlagBits::from_bits(0x400);
         assert_eq!(f.names(), ["persistent", "hashed", "0x400"]);
-        assert_eq!(f.settable(), ServiceFlags::from_bits(0x401));
+        assert_eq!(f.settable(), ServiceFlagBits::from_bits(0x401));
     }
 
     #[test]
@@ -607,7 +598,7 @@ mod tests {
         let key = ServiceKey::tcp("10.0.0.1".parse().unwrap(), 80);
         let want = Service::new(key, Scheduler::round_robin());
         let mut got = want.clone();
-        got.flags |= ServiceFlags::HASHED;
+        got.flags |= ServiceFlagBits::HASHED;
         assert!(want.same_config(&got));
         got.timeout = 1;
         assert!(!want.same_config(&got));

@@ -43,7 +43,7 @@ const CREATE_GOLDEN: &str = "
 
 #[test]
 fn create_matches_the_cli_byte_for_byte() {
-    let spec = SetSpec::new(name("g"), SetType::HashNetPort, Family::Inet6)
+    let spec = CreateSet::new(name("g"), SetType::HashNetPort, Family::V6)
         .hashsize(64)
         .maxelem(100)
         .timeout(30)
@@ -112,9 +112,9 @@ fn golden_without_cmd_lineno(s: &str) -> Vec<u8> {
 
 #[test]
 fn batched_add_matches_the_cli_byte_for_byte() {
-    let members: Vec<Member> = ["10.0.0.3,udp:1,10.0.0.4", "10.0.0.5,udp:2,10.0.0.6"]
+    let members: Vec<Element> = ["10.0.0.3,udp:1,10.0.0.4", "10.0.0.5,udp:2,10.0.0.6"]
         .iter()
-        .map(|m| Member::parse(SetType::HashIpPortIp, m).unwrap())
+        .map(|m| Element::parse(SetType::HashIpPortIp, m).unwrap())
         .collect();
     let mut buf = Vec::new();
     let msgs = adt(
@@ -130,7 +130,7 @@ fn batched_add_matches_the_cli_byte_for_byte() {
     assert_eq!(msgs[0].members, 0..2);
     assert_eq!(buf, golden_without_cmd_lineno(RESTORE_IPPORTIP_GOLDEN));
 
-    let m = Member::parse(
+    let m = Element::parse(
         SetType::HashNetPort,
         "2001:db8::/64,udp:53 timeout 5 nomatch comment \"hi\"",
     )
@@ -331,9 +331,9 @@ fn type_and_header_replies_decode() {
 
 #[test]
 fn many_members_split_under_the_nest_limit() {
-    let members: Vec<Member> = (0..100_000u32)
+    let members: Vec<Element> = (0..100_000u32)
         .map(|i| {
-            Member::new(Entry::IpPort(
+            Element::new(Entry::IpPort(
                 IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
                 ProtoPort::tcp((i % 65535) as u16 + 1),
             ))
@@ -371,7 +371,7 @@ fn many_members_split_under_the_nest_limit() {
 }
 
 /// Decodes the members of our own ADT messages back.
-fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Member> {
+fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Element> {
     let mut out = Vec::new();
     for r in replies(buf) {
         let Reply::Ipset { attrs, .. } = r.unwrap() else {
@@ -390,17 +390,17 @@ fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Member> {
 
 fn arb_ip(family: Family) -> BoxedStrategy<IpAddr> {
     match family {
-        Family::Inet => any::<[u8; 4]>().prop_map(IpAddr::from).boxed(),
-        Family::Inet6 => any::<[u8; 16]>().prop_map(IpAddr::from).boxed(),
+        Family::V4 => any::<[u8; 4]>().prop_map(IpAddr::from).boxed(),
+        Family::V6 => any::<[u8; 16]>().prop_map(IpAddr::from).boxed(),
     }
 }
 
 fn arb_proto_port(family: Family) -> BoxedStrategy<ProtoPort> {
     let icmp = match family {
-        Family::Inet => (any::<u8>(), any::<u8>())
+        Family::V4 => (any::<u8>(), any::<u8>())
             .prop_map(|(t, c)| ProtoPort::icmp(t, c))
             .boxed(),
-        Family::Inet6 => (any::<u8>(), any::<u8>())
+        Family::V6 => (any::<u8>(), any::<u8>())
             .prop_map(|(t, c)| ProtoPort::icmpv6(t, c))
             .boxed(),
     };
@@ -435,7 +435,7 @@ fn arb_entry(set_type: SetType, family: Family) -> BoxedStrategy<Entry> {
     }
 }
 
-fn arb_member(set_type: SetType, family: Family) -> BoxedStrategy<Member> {
+fn arb_member(set_type: SetType, family: Family) -> BoxedStrategy<Element> {
     (
         arb_entry(set_type, family),
         any::<bool>(),
@@ -443,20 +443,22 @@ fn arb_member(set_type: SetType, family: Family) -> BoxedStrategy<Member> {
         proptest::option::of((any::<u64>(), any::<u64>())),
         proptest::option::of("[a-zA-Z0-9 ._:-]{1,40}"),
     )
-        .prop_map(move |(entry, nomatch, timeout, counters, comment)| Member {
-            entry,
-            nomatch: nomatch && set_type.has_nomatch(),
-            timeout,
-            counters: counters.map(|(packets, bytes)| Counters { packets, bytes }),
-            comment: comment.map(|c| Comment::new(c).unwrap()),
-        })
+        .prop_map(
+            move |(entry, nomatch, timeout, counters, comment)| Element {
+                entry,
+                nomatch: nomatch && set_type.has_nomatch(),
+                timeout,
+                counters: counters.map(|(packets, bytes)| Counters { packets, bytes }),
+                comment: comment.map(|c| Comment::new(c).unwrap()),
+            },
+        )
         .boxed()
 }
 
-fn arb_typed_members() -> impl Strategy<Value = (SetType, Family, Vec<Member>)> {
+fn arb_typed_members() -> impl Strategy<Value = (SetType, Family, Vec<Element>)> {
     (
         proptest::sample::select(SetType::ALL.to_vec()),
-        prop_oneof![Just(Family::Inet), Just(Family::Inet6)],
+        prop_oneof![Just(Family::V4), Just(Family::V6)],
     )
         .prop_flat_map(|(t, f)| {
             (
@@ -480,7 +482,7 @@ proptest! {
         prop_assert_eq!(msgs.last().map(|m| m.members.end), Some(members.len()));
         prop_assert_eq!(decode_adt(&buf, set_type, family), members.clone());
         for m in &members {
-            let back = Member::parse(set_type, &m.to_string());
+            let back = Element::parse(set_type, &m.to_string());
             prop_assert_eq!(back.as_ref(), Ok(m));
         }
     }
@@ -496,8 +498,8 @@ proptest! {
         let _ = decode_header_reply(&bytes);
         for a in Attrs::new(&bytes).flatten() {
             for t in SetType::ALL {
-                let _ = decode_member(t, Family::Inet, &a);
-                let _ = decode_member(t, Family::Inet6, &a);
+                let _ = decode_member(t, Family::V4, &a);
+                let _ = decode_member(t, Family::V6, &a);
             }
             let _ = (a.u8(), a.be16(), a.be32(), a.be64(), a.str());
         }

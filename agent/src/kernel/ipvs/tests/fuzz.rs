@@ -5,14 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
+use crate::desired::{Family, Protocol};
 use crate::kernel::ipvs::{
     message::{
         decode_destination, decode_family_id, decode_info, decode_service, decode_timeouts,
         encode_request,
     },
     netlink::{frames, Reply},
-    Destination, Family, ForwardMethod, InvalidValue, Netmask, Protocol, Request, Scheduler,
-    Service, ServiceFlags, ServiceKey, Timeouts,
+    Destination, ForwardMethod, InvalidValue, Netmask, Request, Scheduler, Service,
+    ServiceFlagBits, ServiceKey, Timeouts,
 };
 
 /// Runs every decoder over `bytes`, as a datagram and as bare attributes.
@@ -89,7 +90,7 @@ fn any_service() -> impl Strategy<Value = Service> {
                 key,
                 scheduler: Scheduler::new(&sched).unwrap(),
                 // HASHED is never sent, so it cannot come back.
-                flags: ServiceFlags::from_bits(flags).settable(),
+                flags: ServiceFlagBits::from_bits(flags).settable(),
                 timeout,
                 netmask,
             }

@@ -8,14 +8,15 @@
 
 use std::net::IpAddr;
 
+use crate::desired::Family;
 use crate::kernel::ipvs::{
     message::{
         decode_destination, decode_family_id, decode_info, decode_service, decode_timeouts,
         encode_query, encode_request, encode_resolve, Query,
     },
     netlink::{frames, Reply},
-    Destination, DestinationEntry, DestinationKey, Family, ForwardMethod, IpvsError, Netmask,
-    Request, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats, Timeouts,
+    Destination, DestinationEntry, DestinationKey, ForwardMethod, IpvsError, Netmask, Request,
+    Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
 };
 
 /// An arbitrary id for the IPVS family (the kernel assigns it at load).
@@ -280,7 +281,7 @@ fn decode_service_dump_message() {
         service: Service {
             key: ServiceKey::tcp(ip("10.0.0.1"), 80),
             scheduler: Scheduler::weighted_round_robin(),
-            flags: ServiceFlags::PERSISTENT | ServiceFlags::HASHED,
+            flags: ServiceFlagBits::PERSISTENT | ServiceFlagBits::HASHED,
             timeout: 300,
             netmask: Netmask::prefix(Family::V4, 24).unwrap(),
         },
@@ -305,7 +306,7 @@ fn decode_service_dump_message() {
     .unwrap();
     let (_, sent) = attrs_of(&out);
     let back = decode_service(sent).unwrap().service;
-    assert_eq!(back.flags, ServiceFlags::PERSISTENT);
+    assert_eq!(back.flags, ServiceFlagBits::PERSISTENT);
     assert!(back.same_config(&want.service));
 }
 

@@ -1,29 +1,10 @@
-//! Desired iptables state of one owner, as values.
+//! Desired iptables state of one owner, as values: the chains it owns and
+//! the tagged rules it keeps in built-in chains, per table and family.
+//! kernel/iptables renders and applies them.
 
 use std::fmt;
 
-/// IPv4 (`iptables-*`) or IPv6 (`ip6tables-*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn save_cmd(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-save",
-            Family::V6 => "ip6tables-save",
-        }
-    }
-
-    pub fn restore_cmd(self) -> &'static str {
-        match self {
-            Family::V4 => "iptables-restore",
-            Family::V6 => "ip6tables-restore",
-        }
-    }
-}
+use super::Family;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
