@@ -12,7 +12,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{reconcile::ReconcileReport, store::AuditReport};
+use crate::{
+    bpf::events::{EventKind, EventSink},
+    reconcile::ReconcileReport,
+    store::AuditReport,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -46,6 +50,15 @@ pub struct Metrics {
 pub struct BpfEventCounters {
     pub would_be_rejected: Counter,
     pub rescued: Counter,
+}
+
+impl EventSink for BpfEventCounters {
+    fn event(&self, kind: EventKind) {
+        match kind {
+            EventKind::Rescued => self.rescued.inc(),
+            EventKind::WouldBeRejected => self.would_be_rejected.inc(),
+        };
+    }
 }
 
 impl Default for Metrics {
@@ -206,7 +219,7 @@ mod tests {
     #[test]
     fn counters_show_up_under_their_names() {
         let m = Metrics::new();
-        m.bpf_events.would_be_rejected.inc();
+        m.bpf_events.event(EventKind::WouldBeRejected);
         m.record_audit(&AuditReport {
             members_missing: 2,
             ..AuditReport::default()

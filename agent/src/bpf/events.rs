@@ -1,15 +1,41 @@
 //! The classifier's events: read from the ring buffer, logged with the
-//! 5-tuple, counted, and optionally appended to a JSON-lines file.
+//! 5-tuple, handed to an [`EventSink`] (the metrics count them), and
+//! optionally appended to a JSON-lines file.
 
-use std::{io::Write, net::IpAddr, os::fd::AsRawFd, path::PathBuf};
+use std::{fmt, io::Write, net::IpAddr, os::fd::AsRawFd, path::PathBuf, sync::Arc};
 
 use aya::maps::{MapData, RingBuf};
-
-use crate::api::metrics::BpfEventCounters;
 use ipwarden_common::{
     maps::{EVENT_RESCUED, EVENT_WOULD_REJECT, FAMILY_V4},
     Event,
 };
+
+/// What the classifier saw, as the metrics count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Traffic to a mirrored member the kernel set lacks, refused (log mode).
+    WouldBeRejected,
+    /// The same traffic, accepted thanks to the mark (allow mode).
+    Rescued,
+}
+
+impl EventKind {
+    /// An unknown kind counts as a refusal: the safe reading of an event
+    /// from a newer program.
+    fn of(e: &Event) -> Self {
+        match e.kind {
+            EVENT_RESCUED => EventKind::Rescued,
+            _ => EventKind::WouldBeRejected,
+        }
+    }
+}
+
+/// Where the event reader reports each event. The reader calls it, so this
+/// layer owns the trait; api/ implements it and cli/ wires it in, so bpf/
+/// never imports api/.
+pub trait EventSink: Send + Sync + fmt::Debug {
+    fn event(&self, kind: EventKind);
+}
 
 /// One event in readable form (also the JSON line).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -53,7 +79,7 @@ pub fn record(e: &Event) -> EventRecord {
 /// Reads events until the process ends, on a thread of its own.
 pub fn spawn_reader(
     mut ring: RingBuf<MapData>,
-    counters: BpfEventCounters,
+    sink: Arc<dyn EventSink>,
     log_file: Option<PathBuf>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || loop {
@@ -71,10 +97,7 @@ pub fn spawn_reader(
             // SAFETY: the program writes exactly one Event per entry.
             let e: Event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             let r = record(&e);
-            match e.kind {
-                EVENT_RESCUED => counters.rescued.inc(),
-                _ => counters.would_be_rejected.inc(),
-            };
+            sink.event(EventKind::of(&e));
             tracing::warn!(
                 kind = r.kind,
                 proto = r.proto,

@@ -2,12 +2,15 @@
 //! configured, attached to the node's interfaces as they appear, mirroring
 //! the service sets, and reading its events.
 
-use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf, sync::Arc};
 
 use ipwarden_common::Mode;
 
-use super::{events, Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel};
-use crate::{api::metrics::BpfEventCounters, kernel::link::LinkClient, store::SetStore};
+use super::{
+    events::{self, EventSink},
+    Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel,
+};
+use crate::{kernel::link::LinkClient, store::SetStore};
 
 /// Settings of the data plane (the `--bpf-*` flags).
 #[derive(Clone, Debug)]
@@ -21,8 +24,8 @@ pub struct BpfOptions {
     pub interfaces: Vec<String>,
     pub log_level: ProgramLogLevel,
     pub events_log: Option<PathBuf>,
-    /// Where the event reader counts what it reads.
-    pub counters: BpfEventCounters,
+    /// Where the event reader reports what it reads (the metrics).
+    pub events: Arc<dyn EventSink>,
 }
 
 pub struct BpfRuntime {
@@ -54,7 +57,7 @@ impl BpfRuntime {
         store.set_mirror(Box::new(dp.take_mirror()?));
         events::spawn_reader(
             dp.take_events()?,
-            opts.counters.clone(),
+            opts.events.clone(),
             opts.events_log.clone(),
         );
         Ok(Self {

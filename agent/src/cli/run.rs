@@ -3,6 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -145,7 +146,7 @@ pub fn run(args: &Args) -> Result<()> {
                     interfaces: args.bpf.bpf_interfaces.clone(),
                     log_level: args.bpf.bpf_log_level,
                     events_log: args.bpf.bpf_events_log.clone(),
-                    counters: metrics.bpf_events.clone(),
+                    events: Arc::new(metrics.bpf_events.clone()),
                 },
                 &store,
             )
