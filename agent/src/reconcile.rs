@@ -3,6 +3,8 @@
 //! first (rules match them), then IPVS, then the VIP addresses, then the
 //! iptables chains.
 
+pub mod policies;
+
 use std::{
     collections::BTreeSet,
     net::IpAddr,

@@ -1,4 +1,5 @@
 //! Pure functions from a cluster snapshot to desired state: no I/O, no
 //! clock, so the same snapshot always gives the same result.
 
+pub mod policies;
 pub mod services;

@@ -43,12 +43,17 @@ pub struct Plan {
 impl Plan {
     /// True when nothing needs to change.
     pub fn is_empty(&self) -> bool {
+        self.is_empty_but_destroying(&[])
+    }
+
+    /// True when all that is left to do is destroying some of `sets`.
+    pub fn is_empty_but_destroying(&self, sets: &[String]) -> bool {
         self.create.is_empty()
             && self.replace.is_empty()
             && self.add.is_empty()
             && self.delete.is_empty()
             && self.delete_unrepresentable.is_empty()
-            && self.destroy.is_empty()
+            && self.destroy.iter().all(|d| sets.contains(d))
     }
 
     /// Members added plus deleted, for reports and metrics.

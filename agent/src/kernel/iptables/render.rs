@@ -77,12 +77,7 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
             .collect();
         let current = saved.rules(host).unwrap_or_default();
         let ours: Vec<&String> = current.iter().filter(|r| r.contains(&plan.tag)).collect();
-        let in_place = ours.len() == wanted.len()
-            && current.len() >= wanted.len()
-            && current[..wanted.len()]
-                .iter()
-                .zip(&wanted)
-                .all(|(a, b)| a == b);
+        let in_place = jumps_in_place(current, &plan.tag, &wanted);
         if in_place {
             continue;
         }
@@ -104,6 +99,27 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
     }
     let script = format!("*{}\n{declare}{body}COMMIT\n", plan.table);
     (Some(script), changes)
+}
+
+/// Tag prefix shared by every ipwarden owner's rules in built-in chains.
+const ANY_OWNER_TAG: &str = "ipwarden:";
+
+/// Are this owner's rules in `current` exactly `wanted`, in order, inside
+/// the block of ipwarden rules at the top of the chain? Several owners
+/// (services, policies) each keep their rules there; requiring each to be
+/// first would make them push each other down forever.
+fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str]) -> bool {
+    let top = current
+        .iter()
+        .take_while(|r| r.contains(ANY_OWNER_TAG))
+        .count();
+    let ours_on_top: Vec<&str> = current[..top]
+        .iter()
+        .filter(|r| r.contains(tag))
+        .map(String::as_str)
+        .collect();
+    let ours_total = current.iter().filter(|r| r.contains(tag)).count();
+    ours_on_top == wanted && ours_total == wanted.len()
 }
 
 #[cfg(test)]
@@ -166,6 +182,20 @@ mod tests {
         );
         assert_eq!(changes.jumps_rewritten, ["INPUT"]);
         assert!(changes.chains_written.is_empty());
+    }
+
+    #[test]
+    fn two_owners_share_the_top_of_a_built_in_chain() {
+        let rules = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let svc = "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
+        let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
+        let current = rules(&[pol, svc, "-j OTHER"]);
+        assert!(jumps_in_place(&current, "ipwarden:services", &[svc]));
+        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol]));
+        let pushed_down = rules(&[pol, "-j OTHER", svc]);
+        assert!(!jumps_in_place(&pushed_down, "ipwarden:services", &[svc]));
+        let twice = rules(&[svc, pol, svc]);
+        assert!(!jumps_in_place(&twice, "ipwarden:services", &[svc]));
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! The per-pod firewall chains and the three chains that built-in INPUT,
+//! FORWARD and OUTPUT jump to.
+//!
+//! A packet to or from an isolated pod of this node goes through that
+//! pod's chain: replies of allowed connections pass, INVALID is dropped,
+//! the node itself may always reach its pods, then every policy that
+//! isolates the pod in that direction gets a chance to set the allow mark;
+//! what none marked is logged (NFLOG, rate limited) and REJECTed. The pod
+//! chain RETURNs what it allows, so a packet between two isolated pods is
+//! checked against the sender's egress and the receiver's ingress.
+
+use std::net::IpAddr;
+
+use super::{
+    model::{Direction, Policy},
+    names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT},
+    pods::PodView,
+    rules::ALLOW_MARK,
+    Options,
+};
+use crate::desired::{Chain, Family};
+
+/// A local pod with the policies that isolate it in each direction.
+pub struct IsolatedPod<'p, 'a> {
+    pub pod: &'p PodView<'a>,
+    pub ingress: Vec<&'p Policy>,
+    pub egress: Vec<&'p Policy>,
+}
+
+impl IsolatedPod<'_, '_> {
+    pub fn chain_name(&self) -> String {
+        names::pod_chain(self.pod.namespace, self.pod.name)
+    }
+
+    pub fn policies(&self, d: Direction) -> &[&Policy] {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    pub fn ips(&self, family: Family) -> impl Iterator<Item = &IpAddr> {
+        self.pod
+            .ips
+            .iter()
+            .filter(move |ip| Family::of(ip) == family)
+    }
+}
+
+const CLEAR_MARK: &str = "-j MARK --set-xmark 0x0/0x10000";
+
+/// The chain of one pod in one family.
+pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
+    let mut rules = vec![
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
+        "-m conntrack --ctstate INVALID -j DROP".to_string(),
+    ];
+    rules.extend(icmp_accepts(family));
+    rules.push(CLEAR_MARK.into());
+    for d in [Direction::Ingress, Direction::Egress] {
+        let policies = pod.policies(d);
+        if policies.is_empty() {
+            continue;
+        }
+        for ip in pod.ips(family) {
+            let at = match d {
+                Direction::Ingress => format!("-d {}", host(ip)),
+                Direction::Egress => format!("-s {}", host(ip)),
+            };
+            if d == Direction::Ingress {
+                // The node may always reach its own pods (kubelet probes).
+                rules.push(format!("{at} -m addrtype --src-type LOCAL -j ACCEPT"));
+            }
+            for p in policies {
+                let chain = names::policy_chain(&p.namespace, &p.name, d.as_str());
+                rules.push(format!("{at} -j {chain}"));
+            }
+            let denied = format!("{at} -m mark ! --mark {ALLOW_MARK:#x}/{ALLOW_MARK:#x}");
+            // Counting rules (no target): packets each isolating policy
+            // saw denied, for /metrics.
+            for p in policies {
+                rules.push(format!(
+                    "{denied} -m comment --comment \"{}\"",
+                    deny_comment(p, d)
+                ));
+            }
+            rules.push(format!(
+                "{denied} -m limit --limit 10/min --limit-burst 10 -j NFLOG --nflog-prefix \"{}\" --nflog-group {}",
+                nflog_prefix(pod.pod, d),
+                opts.nflog_group
+            ));
+            rules.push(format!(
+                "{denied} -j REJECT --reject-with {}",
+                reject_with(family)
+            ));
+        }
+        rules.push(CLEAR_MARK.into());
+    }
+    Chain {
+        name: pod.chain_name(),
+        rules,
+    }
+}
+
+/// `ipwarden:denied NS/POLICY DIRECTION`: the comment of a counting rule.
+pub fn deny_comment(p: &Policy, d: Direction) -> String {
+    format!("ipwarden:denied {}/{} {}", p.namespace, p.name, d.as_str())
+}
+
+fn nflog_prefix(pod: &PodView, d: Direction) -> String {
+    let mut s = format!(
+        "ipwarden deny {} {}/{}",
+        d.as_str(),
+        pod.namespace,
+        pod.name
+    );
+    // NFLOG prefixes are at most 64 bytes (with the NUL).
+    s.truncate(63);
+    s
+}
+
+fn icmp_accepts(family: Family) -> Vec<String> {
+    match family {
+        // echo-request, destination-unreachable, time-exceeded
+        Family::V4 => ["8", "3", "11"]
+            .iter()
+            .map(|t| format!("-p icmp -m icmp --icmp-type {t} -j ACCEPT"))
+            .collect(),
+        // echo-request, unreachable, packet too big, time exceeded, and
+        // neighbour discovery, without which no IPv6 traffic flows at all.
+        Family::V6 => ["128", "1", "2", "3", "135", "136"]
+            .iter()
+            .map(|t| format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"))
+            .collect(),
+    }
+}
+
+fn reject_with(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "icmp-port-unreachable",
+        Family::V6 => "icmp6-port-unreachable",
+    }
+}
+
+/// How iptables-save prints a host address.
+fn host(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
+/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family.
+///
+/// A jump per direction catches bridged traffic (br_netfilter hands
+/// bridged frames to FORWARD, where `-d`/`-s` match them as they match
+/// routed packets) and routed traffic alike. Service traffic to the node
+/// (ClusterIP and external ranges, NodePorts) RETURNs from INPUT: after
+/// IPVS it comes back through OUTPUT towards the chosen pod, where both
+/// the client pod's egress and the backend's ingress apply.
+pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<Chain> {
+    let mut input: Vec<String> = opts
+        .service_ranges
+        .iter()
+        .filter(|r| Family::of(&r.addr()) == family)
+        .map(|r| format!("-d {r} -j RETURN"))
+        .collect();
+    let (lo, hi) = opts.node_port_range;
+    for proto in ["tcp", "udp", "sctp"] {
+        input.push(format!(
+            "-p {proto} -m addrtype --dst-type LOCAL -m multiport --dports {lo}:{hi} -j RETURN"
+        ));
+    }
+    let mut forward = Vec::new();
+    let mut output = Vec::new();
+    for pod in pods {
+        let chain = pod.chain_name();
+        for ip in pod.ips(family) {
+            let ip = host(ip);
+            if !pod.ingress.is_empty() {
+                forward.push(format!("-d {ip} -j {chain}"));
+                output.push(format!("-d {ip} -j {chain}"));
+            }
+            if !pod.egress.is_empty() {
+                input.push(format!("-s {ip} -j {chain}"));
+                forward.push(format!("-s {ip} -j {chain}"));
+                output.push(format!("-s {ip} -j {chain}"));
+            }
+        }
+    }
+    vec![
+        Chain {
+            name: CHAIN_INPUT.into(),
+            rules: input,
+        },
+        Chain {
+            name: CHAIN_FORWARD.into(),
+            rules: forward,
+        },
+        Chain {
+            name: CHAIN_OUTPUT.into(),
+            rules: output,
+        },
+    ]
+}

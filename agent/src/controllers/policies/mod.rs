@@ -1,0 +1,169 @@
+//! The NetworkPolicy controller: snapshot -> desired policy chains and
+//! sets. Pure, like the service controller: same snapshot, same result.
+//!
+//! Only pods of this node get firewall chains; the sets hold the addresses
+//! of every selected peer pod in the cluster. Set and chain names are
+//! hashes of what identifies them (see [`names`]), so a pod that starts or
+//! stops matching a selector is an ipset add or del, never a chain rewrite.
+
+pub mod chains;
+pub mod model;
+pub mod names;
+pub mod pods;
+pub mod rules;
+pub mod selector;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
+
+use ipnet::IpNet;
+
+use crate::{
+    cluster::Snapshot,
+    desired::{Chain, Family, Jump, Ownership, Problem, SetSpec, Table, TablePlan},
+};
+
+use chains::IsolatedPod;
+use model::{Direction, Policy};
+use pods::Cluster;
+use rules::PolicyCtx;
+
+/// Settings of the policy controller (kube-router's flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// NFLOG group of denied packets (`tcpdump -i nflog:100`).
+    pub nflog_group: u16,
+    /// ClusterIP and external IP ranges: traffic to them is left to the
+    /// service firewall in INPUT and checked after IPVS instead.
+    pub service_ranges: Vec<IpNet>,
+    pub node_port_range: (u16, u16),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nflog_group: 100,
+            service_ranges: vec!["10.96.0.0/12".parse().expect("valid")],
+            node_port_range: (30000, 32767),
+        }
+    }
+}
+
+/// What the policy controller wants programmed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// Every `IPW-SRC-*` / `IPW-DST-*` set and `inet6:` twin, by name.
+    pub sets: Vec<SetSpec>,
+    /// The filter table of each family.
+    pub iptables: Vec<TablePlan>,
+    pub problems: Vec<Problem>,
+}
+
+/// The desired policy state of `snapshot`.
+pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
+    let mut problems = Vec::new();
+    let cluster = Cluster::new(snapshot, &mut problems);
+    let policies: Vec<Policy> = snapshot
+        .network_policies
+        .iter()
+        .filter_map(|np| model::read(np, &mut problems))
+        .collect();
+    let isolated = isolated_pods(&cluster, &policies);
+    let mut state = PolicyState {
+        problems,
+        ..PolicyState::default()
+    };
+    for family in [Family::V4, Family::V6] {
+        let mut chains = chains::top_chains(&isolated, family, opts);
+        chains.extend(
+            isolated
+                .iter()
+                .filter(|p| p.ips(family).next().is_some())
+                .map(|p| chains::pod_chain(p, family, opts)),
+        );
+        for policy in &policies {
+            for d in [Direction::Ingress, Direction::Egress] {
+                let Some(rules) = policy.rules(d) else {
+                    continue;
+                };
+                let local_targets: Vec<_> = isolated
+                    .iter()
+                    .filter(|p| p.policies(d).iter().any(|q| std::ptr::eq(*q, policy)))
+                    .map(|p| p.pod)
+                    .filter(|p| p.ips.iter().any(|ip| Family::of(ip) == family))
+                    .collect();
+                if local_targets.is_empty() {
+                    continue;
+                }
+                let ctx = PolicyCtx {
+                    cluster: &cluster,
+                    policy,
+                    direction: d,
+                    family,
+                    local_targets: &local_targets,
+                };
+                let rendered = ctx.render(rules);
+                chains.push(rendered.chain);
+                state.sets.extend(rendered.sets);
+            }
+        }
+        state.iptables.push(filter_plan(family, chains));
+    }
+    state.sets.sort_by(|a, b| a.name.cmp(&b.name));
+    state.sets.dedup_by(|a, b| a.name == b.name);
+    state
+}
+
+/// This node's pods that at least one policy isolates, in snapshot order.
+fn isolated_pods<'p, 'a>(
+    cluster: &'p Cluster<'a>,
+    policies: &'p [Policy],
+) -> Vec<IsolatedPod<'p, 'a>> {
+    let mut out = Vec::new();
+    for pod in cluster.pods.iter().filter(|p| p.local) {
+        let selecting = |d: Direction| -> Vec<&Policy> {
+            policies
+                .iter()
+                .filter(|p| p.rules(d).is_some())
+                .filter(|p| p.namespace == pod.namespace && p.pod_selector.matches(pod.labels))
+                .collect()
+        };
+        let (ingress, egress) = (selecting(Direction::Ingress), selecting(Direction::Egress));
+        if !ingress.is_empty() || !egress.is_empty() {
+            out.push(IsolatedPod {
+                pod,
+                ingress,
+                egress,
+            });
+        }
+    }
+    out
+}
+
+fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
+    let jump = |from: &str, to: &str| Jump {
+        from: from.into(),
+        rule: format!("-m comment --comment \"{}\" -j {to}", names::OWNER_TAG),
+    };
+    TablePlan {
+        family,
+        table: Table::Filter,
+        owns: vec![
+            Ownership::Names(vec![
+                names::CHAIN_INPUT.into(),
+                names::CHAIN_FORWARD.into(),
+                names::CHAIN_OUTPUT.into(),
+            ]),
+            Ownership::Prefix(names::PREFIX.into()),
+        ],
+        tag: names::OWNER_TAG.into(),
+        chains,
+        jumps: vec![
+            jump("INPUT", names::CHAIN_INPUT),
+            jump("FORWARD", names::CHAIN_FORWARD),
+            jump("OUTPUT", names::CHAIN_OUTPUT),
+        ],
+    }
+}

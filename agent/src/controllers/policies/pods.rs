@@ -1,0 +1,178 @@
+//! The pods and namespaces policies look at: which pods are actionable
+//! (have an IP, are not host-network, not finished), their addresses,
+//! labels and named ports, and which ones run on this node.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{
+    model::{Namespaces, Peer, Policy},
+    selector::Selector,
+};
+use crate::{
+    cluster::Snapshot,
+    desired::{Problem, Protocol},
+};
+
+/// Every namespace carries this label with its own name (the API server
+/// sets it), so policies can select a namespace by name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A container port with a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: String,
+    pub proto: Protocol,
+    pub port: u16,
+}
+
+/// One actionable pod.
+#[derive(Clone, Debug)]
+pub struct PodView<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    /// Both addresses of a dual-stack pod.
+    pub ips: Vec<IpAddr>,
+    pub local: bool,
+    pub ports: Vec<NamedPort>,
+}
+
+impl PodView<'_> {
+    pub fn named_port(&self, name: &str, proto: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.name == name && p.proto == proto)
+            .map(|p| p.port)
+    }
+}
+
+/// Pods and namespace labels of one snapshot.
+pub struct Cluster<'a> {
+    pub pods: Vec<PodView<'a>>,
+    namespace_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
+}
+
+impl<'a> Cluster<'a> {
+    pub fn new(snapshot: &'a Snapshot, problems: &mut Vec<Problem>) -> Self {
+        let mut namespace_labels = BTreeMap::new();
+        for ns in &snapshot.namespaces {
+            let Some(name) = ns.metadata.name.as_deref() else {
+                continue;
+            };
+            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+            labels.insert(NAME_LABEL.into(), name.into());
+            namespace_labels.insert(name, labels);
+        }
+        let pods = snapshot
+            .pods
+            .iter()
+            .filter_map(|p| view(p, &snapshot.host.node_name, problems))
+            .collect();
+        Self {
+            pods,
+            namespace_labels,
+        }
+    }
+
+    fn namespace_matches(&self, namespace: &str, selector: &Selector) -> bool {
+        match self.namespace_labels.get(namespace) {
+            Some(labels) => selector.matches(Some(labels)),
+            // No Namespace object: only its name label is known.
+            None => {
+                let labels = BTreeMap::from([(NAME_LABEL.to_string(), namespace.to_string())]);
+                selector.matches(Some(&labels))
+            }
+        }
+    }
+
+    /// The pods a policy applies to.
+    pub fn selected_by<'s>(
+        &'s self,
+        policy: &'s Policy,
+    ) -> impl Iterator<Item = &'s PodView<'a>> + 's {
+        self.pods.iter().filter(move |p| {
+            p.namespace == policy.namespace && policy.pod_selector.matches(p.labels)
+        })
+    }
+
+    /// Does `pod` match a pod peer of a policy in `policy_namespace`?
+    pub fn peer_matches(&self, peer: &Peer, policy_namespace: &str, pod: &PodView<'_>) -> bool {
+        match peer {
+            Peer::Block(_) => false,
+            Peer::Pods { namespaces, pods } => {
+                let ns_ok = match namespaces {
+                    Namespaces::Own => pod.namespace == policy_namespace,
+                    Namespaces::Matching(s) => self.namespace_matches(pod.namespace, s),
+                };
+                ns_ok && pods.matches(pod.labels)
+            }
+        }
+    }
+}
+
+/// A pod that policies act on, or None (host network, no IP, finished).
+fn view<'a>(pod: &'a Pod, node: &str, problems: &mut Vec<Problem>) -> Option<PodView<'a>> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut texts: Vec<(String, &str)> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, a)| (format!("status.podIPs[{i}].ip"), a.ip.as_str()))
+        .collect();
+    if texts.is_empty() {
+        texts.extend(
+            status
+                .pod_ip
+                .as_deref()
+                .map(|a| ("status.podIP".to_string(), a)),
+        );
+    }
+    let mut ips = Vec::new();
+    for (field, text) in texts {
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+            Ok(_) => {}
+            Err(_) => problems.push(Problem {
+                object: format!("Pod {namespace}/{name}"),
+                field,
+                message: format!("{text:?} is not an IP address"),
+                skipped: false,
+            }),
+        }
+    }
+    if ips.is_empty() {
+        return None;
+    }
+    let ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(NamedPort {
+                name: p.name.clone()?,
+                proto: Protocol::from_kubernetes(p.protocol.as_deref().unwrap_or("TCP"))?,
+                port: u16::try_from(p.container_port).ok()?,
+            })
+        })
+        .collect();
+    Some(PodView {
+        namespace,
+        name,
+        labels: pod.metadata.labels.as_ref(),
+        ips,
+        local: spec.node_name.as_deref() == Some(node),
+        ports,
+    })
+}

@@ -1,0 +1,81 @@
+//! The policy controller's part of a pass: its sets before any chain uses
+//! them, its chains, then the sets no chain references any more.
+
+use crate::{
+    controllers::policies::{names, PolicyState},
+    kernel::iptables,
+    store::{ApplyReport, Claim, Owner, SetStore},
+};
+
+use super::ReconcileError;
+
+/// The set-store owner name of the policy controller.
+pub const POLICIES_OWNER: &str = "policies";
+
+/// The policy controller's claim: every `IPW-` set, in both families.
+pub fn policies_owner() -> Owner {
+    Owner::new(POLICIES_OWNER, vec![Claim::Prefix(names::PREFIX.into())])
+}
+
+/// What the policy part of a pass changed.
+#[derive(Debug, Default)]
+pub struct PolicyReport {
+    pub sets: Option<ApplyReport>,
+    /// "filter/V4/IPW-POD-FW-..." for every chain created or rewritten.
+    pub chains_written: Vec<String>,
+    pub chains_deleted: Vec<String>,
+    /// Built-in chains whose jump into ours was (re)written.
+    pub jumps_rewritten: Vec<String>,
+    /// Sets destroyed after the chains stopped using them.
+    pub sets_destroyed: Vec<String>,
+}
+
+/// Step 1: every set the new chains use exists with its members. Sets the
+/// old chains still use cannot be destroyed yet; the store defers them.
+pub fn apply_sets(
+    store: &SetStore,
+    state: &PolicyState,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    report.sets = Some(store.apply(POLICIES_OWNER, state.sets.clone())?);
+    Ok(())
+}
+
+/// Step 2: the chains, one iptables-restore per family (so no packet
+/// meets a half-written chain), then step 3: the sets left over.
+pub fn apply_chains(
+    store: &SetStore,
+    state: &PolicyState,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    for plan in &state.iptables {
+        let r = iptables::apply(plan)?;
+        let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
+        report
+            .chains_written
+            .extend(r.changes.chains_written.iter().map(label));
+        report
+            .chains_deleted
+            .extend(r.changes.chains_deleted.iter().map(label));
+        report
+            .jumps_rewritten
+            .extend(r.changes.jumps_rewritten.iter().map(label));
+    }
+    let deferred = report
+        .sets
+        .as_ref()
+        .is_some_and(|s| !s.executed.destroy_deferred.is_empty());
+    if deferred {
+        let again = store.apply(POLICIES_OWNER, state.sets.clone())?;
+        report.sets_destroyed = again.executed.destroyed;
+    }
+    Ok(())
+}
+
+/// All three steps, for a pass of the policy controller alone.
+pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, ReconcileError> {
+    let mut report = PolicyReport::default();
+    apply_sets(store, state, &mut report)?;
+    apply_chains(store, state, &mut report)?;
+    Ok(report)
+}

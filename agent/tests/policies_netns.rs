@@ -1,0 +1,248 @@
+//! The policy controller's chains and sets in a real netns: rules written
+//! the way iptables-save prints them (a second apply writes nothing), an
+//! edit rewrites only what it changes, stale sets go once no chain uses
+//! them, and the service chain and the policy chains share INPUT without
+//! pushing each other around.
+
+use std::path::Path;
+
+use ipwarden::{
+    cluster::{manifests, HostInfo, Snapshot},
+    controllers::{
+        policies::{self, PolicyState},
+        services,
+    },
+    kernel::{ipset::IpsetClient, iptables},
+    netns::{privileged, NetNs},
+    reconcile::{policies as reconcile_policies, services_owner},
+    store::SetStore,
+};
+
+const SERVICES: &str = include_str!("fixtures/services/cluster.yaml");
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let mut loaded = manifests::Loaded::default();
+    manifests::parse_text(Path::new("case.yaml"), yaml, &mut loaded);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let host = HostInfo {
+        node_name: "node-a".into(),
+        local_addresses: vec!["192.168.56.10".parse().unwrap()],
+    };
+    Snapshot::from_objects(loaded.objects, host)
+}
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {ns: x}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {nodeName: node-a, containers: [{name: c, ports: [{name: serve-80-tcp, containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.244.1.2, podIPs: [{ip: 10.244.1.2}, {ip: "fd00:10:244:1::2"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+spec: {nodeName: node-a, containers: [{name: c}]}
+status: {phase: Running, podIP: 10.244.1.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: x, labels: {pod: c}}
+spec: {nodeName: node-b, containers: [{name: c}]}
+status: {phase: Running, podIP: 10.244.2.2}
+"#;
+
+fn policy(from_label: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: allow, namespace: x}}
+spec:
+  podSelector: {{matchLabels: {{pod: a}}}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{pod: {from_label}}}}}}}, {{ipBlock: {{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}}}]
+    ports: [{{port: serve-80-tcp}}, {{protocol: UDP, port: 53, endPort: 60}}, {{protocol: SCTP, port: 9}}]
+  egress:
+  - to: [{{namespaceSelector: {{}}}}, {{ipBlock: {{cidr: "::/0"}}}}]
+"#
+    )
+}
+
+fn desired(yaml: &str) -> PolicyState {
+    let st = policies::desired(&snapshot(yaml), &policies::Options::default());
+    assert!(st.problems.is_empty(), "{:?}", st.problems);
+    st
+}
+
+fn store() -> SetStore {
+    let store = SetStore::new(IpsetClient::new().unwrap());
+    store
+        .register(reconcile_policies::policies_owner())
+        .unwrap();
+    store
+}
+
+fn output(ns: &NetNs, cmd: &str, args: &[&str]) -> String {
+    let out = ns.command(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
+    if !privileged("policy_rules_are_canonical_and_a_second_apply_writes_nothing") {
+        return;
+    }
+    let ns = NetNs::new("ipw-pol").unwrap();
+    let state = desired(&format!("{PODS}{}", policy("b")));
+    ns.run(|| {
+        let store = store();
+        let first = reconcile_policies::apply(&store, &state).unwrap();
+        assert!(first.sets.as_ref().unwrap().changed());
+        assert!(!first.chains_written.is_empty());
+        for plan in &state.iptables {
+            let saved = iptables::read_table(plan.family, plan.table).unwrap();
+            let (script, _) = iptables::script(plan, &saved);
+            assert_eq!(
+                script, None,
+                "{:?}: iptables-save prints our rules differently",
+                plan.family
+            );
+        }
+        let second = reconcile_policies::apply(&store, &state).unwrap();
+        assert!(!second.sets.as_ref().unwrap().changed(), "{second:?}");
+        assert!(second.chains_written.is_empty(), "{second:?}");
+    })
+    .unwrap();
+    // What the tools nobody here wrote say.
+    let save = output(&ns, "iptables-save", &["-t", "filter"]);
+    assert!(
+        save.contains("-A FORWARD -m comment --comment \"ipwarden:policies\" -j IPWARDEN-FORWARD"),
+        "{save}"
+    );
+    assert!(
+        save.contains("-A IPWARDEN-FORWARD -d 10.244.1.2/32 -j IPW-POD-FW-"),
+        "{save}"
+    );
+    assert!(
+        save.contains("-j REJECT --reject-with icmp-port-unreachable"),
+        "{save}"
+    );
+    let save6 = output(&ns, "ip6tables-save", &["-t", "filter"]);
+    assert!(
+        save6.contains("-A IPWARDEN-FORWARD -d fd00:10:244:1::2/128 -j IPW-POD-FW-"),
+        "{save6}"
+    );
+    let sets = output(&ns, "ipset", &["list", "-n"]);
+    assert!(sets.lines().any(|l| l.starts_with("IPW-SRC-")), "{sets}");
+    assert!(
+        sets.lines().any(|l| l.starts_with("inet6:IPW-DST-")),
+        "{sets}"
+    );
+    let all = output(&ns, "ipset", &["save"]);
+    assert!(
+        all.contains(" 10.244.1.3\n"),
+        "x/b is the allowed peer:\n{all}"
+    );
+    assert!(all.contains(" 10.1.0.0/16 nomatch\n"), "{all}");
+    assert!(
+        all.contains(" 10.244.1.2,tcp:80\n"),
+        "the named port resolved on x/a:\n{all}"
+    );
+}
+
+#[test]
+fn an_edit_changes_members_and_stale_sets_go_after_their_chains() {
+    if !privileged("an_edit_changes_members_and_stale_sets_go_after_their_chains") {
+        return;
+    }
+    let ns = NetNs::new("ipw-pol").unwrap();
+    let with_b = desired(&format!("{PODS}{}", policy("b")));
+    let with_c = desired(&format!("{PODS}{}", policy("c")));
+    let without = desired(PODS);
+    ns.run(|| {
+        let store = store();
+        reconcile_policies::apply(&store, &with_b).unwrap();
+        let edit = reconcile_policies::apply(&store, &with_c).unwrap();
+        let sets = edit.sets.unwrap();
+        assert_eq!(
+            (sets.executed.members_added, sets.executed.members_deleted),
+            (1, 1),
+            "x/b out, x/c in"
+        );
+        assert!(
+            edit.chains_written.is_empty(),
+            "a peer change is a set change: {:?}",
+            edit.chains_written
+        );
+        let removed = reconcile_policies::apply(&store, &without).unwrap();
+        assert!(!removed.chains_deleted.is_empty());
+        assert!(
+            !removed
+                .sets
+                .as_ref()
+                .unwrap()
+                .executed
+                .destroy_deferred
+                .is_empty(),
+            "sets in use are kept until the chains are gone"
+        );
+        assert!(
+            removed.sets.as_ref().unwrap().verified,
+            "deferred destroys are expected"
+        );
+        assert!(!removed.sets_destroyed.is_empty());
+    })
+    .unwrap();
+    let sets = output(&ns, "ipset", &["list", "-n"]);
+    assert_eq!(sets.trim(), "", "nothing left: {sets}");
+}
+
+#[test]
+fn service_and_policy_chains_share_input_without_moving_each_other() {
+    if !privileged("service_and_policy_chains_share_input_without_moving_each_other") {
+        return;
+    }
+    let ns = NetNs::new("ipw-pol").unwrap();
+    let policy_state = desired(&format!("{PODS}{}", policy("b")));
+    let service_state =
+        services::desired_with(&snapshot(SERVICES), &services::Options { bpf: None });
+    ns.run(|| {
+        let store = store();
+        store.register(services_owner()).unwrap();
+        store.apply("services", service_state.sets.clone()).unwrap();
+        let filters = || {
+            service_state
+                .iptables
+                .iter()
+                .filter(|p| p.table == ipwarden::desired::Table::Filter)
+        };
+        for round in 0..2 {
+            let mut written = 0;
+            for plan in filters() {
+                written += iptables::apply(plan).unwrap().changes.jumps_rewritten.len();
+            }
+            let policies = reconcile_policies::apply(&store, &policy_state).unwrap();
+            written += policies.chains_written.len() + policies.jumps_rewritten.len();
+            if round == 1 {
+                assert_eq!(written, 0, "the second round finds everything in place");
+            }
+        }
+    })
+    .unwrap();
+    let save = output(&ns, "iptables-save", &["-t", "filter"]);
+    let input: Vec<&str> = save.lines().filter(|l| l.starts_with("-A INPUT")).collect();
+    assert_eq!(input.len(), 2, "{save}");
+    assert!(input.iter().any(|l| l.contains("IPWARDEN-SERVICES")));
+    assert!(input.iter().any(|l| l.contains("IPWARDEN-INPUT")));
+}
