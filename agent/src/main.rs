@@ -14,7 +14,7 @@ struct Cli {
 enum Command {
     /// Reconcile this network namespace's kernel with the cluster: IPVS
     /// services, VIPs on ipwarden0, the service sets and the VIP firewall.
-    Run(cli::run::Args),
+    Run(Box<cli::run::Args>),
     /// Show the tc classifier counting and marking real packets between two
     /// throw-away network namespaces.
     Demo(cli::demo::Args),

@@ -1,12 +1,13 @@
-//! One reconcile pass: snapshot -> desired service state -> kernel, in an
-//! order that never leaves a rule pointing at something missing: sets
-//! first (rules match them), then IPVS, then the VIP addresses, then the
-//! iptables chains.
+//! One reconcile pass of both controllers: snapshot -> desired state ->
+//! kernel, in an order that never leaves a rule pointing at something
+//! missing: every owner's sets first (rules match them), then IPVS, then
+//! the VIP addresses, then the iptables chains, then the policy sets no
+//! chain uses any more. Either controller can be switched off.
 
 pub mod policies;
+pub mod services;
 
 use std::{
-    collections::BTreeSet,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -14,20 +15,20 @@ use std::{
 use crate::{
     bpf::runtime::BpfRuntime,
     cluster::Snapshot,
-    controllers::services::{self, names},
-    desired::{Problem, ServiceState},
+    controllers::{policies as policy_controller, services::names},
+    desired::Problem,
     kernel::{
-        iptables::{self, IptablesError},
-        ipvs::{IpvsClient, IpvsError},
-        ipvs_sync::{self, IpvsReport, IpvsScope},
+        iptables::IptablesError,
+        ipvs::IpvsError,
+        ipvs_sync::IpvsReport,
         link::{AddressReport, LinkClient, LinkError},
-        sysctl::{self, SysctlError},
+        sysctl::SysctlError,
     },
-    store::{ApplyReport, Claim, Owner, SetStore, StoreError},
+    store::{ApplyReport, SetStore, StoreError},
 };
 
-/// The set-store owner name of the service controller.
-pub const SERVICES_OWNER: &str = "services";
+pub use policies::{policies_owner, PolicyReport, POLICIES_OWNER};
+pub use services::{services_owner, ProxyOptions, ServiceProxy, SERVICES_OWNER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -63,7 +64,9 @@ pub struct ReconcileReport {
     pub sets: Option<ApplyReport>,
     pub ipvs: IpvsReport,
     pub addresses: AddressReport,
+    /// Chains created or rewritten by either controller.
     pub chains_written: Vec<String>,
+    pub policies: Option<PolicyReport>,
     pub duration: Duration,
 }
 
@@ -88,63 +91,54 @@ impl ReconcileReport {
             self.chains_written,
             self.problems.len(),
             self.duration.as_secs_f64() * 1e3,
-        )
+        ) + &self
+            .policies
+            .as_ref()
+            .map(PolicyReport::summary)
+            .unwrap_or_default()
     }
-}
-
-/// Settings of the service proxy.
-#[derive(Clone, Debug)]
-pub struct ProxyOptions {
-    pub node_port_range: (u16, u16),
-    pub services: services::Options,
 }
 
 /// Owns the kernel clients of the calling thread's network namespace.
 pub struct Reconciler {
     store: SetStore,
-    ipvs: IpvsClient,
     link: LinkClient,
-    opts: ProxyOptions,
-    bpf: Option<BpfRuntime>,
-}
-
-/// The service controller's claims in the set store.
-pub fn services_owner() -> Owner {
-    Owner::new(
-        SERVICES_OWNER,
-        [names::SET_SVIP, names::SET_SVIP_PRT, names::SET_LOCAL_IPS]
-            .iter()
-            .map(|n| Claim::Name(n.to_string()))
-            .collect(),
-    )
-    .mirror(&[names::SET_SVIP_PRT, names::SET_SVIP])
+    proxy: Option<ServiceProxy>,
+    firewall: Option<policy_controller::Options>,
 }
 
 impl Reconciler {
-    pub fn new(store: SetStore, opts: ProxyOptions) -> Result<Self, ReconcileError> {
-        let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-        for path in sysctl::ensure_ipvs()? {
-            tracing::info!(sysctl = path, "set");
+    /// `proxy`: the service proxy (None: `--run-service-proxy=false`, no
+    /// IPVS needed); `firewall`: the policy controller (None:
+    /// `--run-firewall=false`).
+    pub fn new(
+        store: SetStore,
+        proxy: Option<ProxyOptions>,
+        firewall: Option<policy_controller::Options>,
+    ) -> Result<Self, ReconcileError> {
+        let proxy = proxy.map(|o| ServiceProxy::new(&store, o)).transpose()?;
+        if firewall.is_some() {
+            store.register(policies_owner())?;
         }
-        store.register(services_owner())?;
         Ok(Self {
             store,
-            ipvs,
             link: LinkClient::connect()?,
-            opts,
-            bpf: None,
+            proxy,
+            firewall,
         })
     }
 
     /// Runs the eBPF data plane beside the proxy: its mirror follows the
     /// service sets and it attaches to interfaces as they appear.
     pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
-        self.bpf = Some(bpf);
+        if let Some(proxy) = &mut self.proxy {
+            proxy.bpf = Some(bpf);
+        }
         self
     }
 
     pub fn bpf(&self) -> Option<&BpfRuntime> {
-        self.bpf.as_ref()
+        self.proxy.as_ref()?.bpf.as_ref()
     }
 
     pub fn store(&self) -> &SetStore {
@@ -159,71 +153,43 @@ impl Reconciler {
     /// Computes the desired state of `snapshot` and programs it.
     pub fn reconcile(&mut self, snapshot: &Snapshot) -> Result<ReconcileReport, ReconcileError> {
         let start = Instant::now();
-        let state = services::desired_with(snapshot, &self.opts.services);
-        let mut report = ReconcileReport {
-            virtual_services: state.virtual_services.len(),
-            problems: state.problems.clone(),
-            ..ReconcileReport::default()
-        };
-        report.sets = Some(self.store.apply_with_services(
-            SERVICES_OWNER,
-            state.sets.clone(),
-            state.member_services.clone(),
-        )?);
-        report.ipvs = self.sync_ipvs(&state, snapshot, &mut report.problems)?;
-        report.addresses = self
-            .link
-            .sync_addresses(names::DUMMY_INTERFACE, &state.vips)?;
-        if let Some(bpf) = &mut self.bpf {
-            bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
+        let services = self.proxy.as_ref().map(|p| p.desired(snapshot));
+        let policies = self
+            .firewall
+            .as_ref()
+            .map(|o| policy_controller::desired(snapshot, o));
+        let mut report = ReconcileReport::default();
+        let mut policy_report = PolicyReport::default();
+        if let Some(state) = &services {
+            report.virtual_services = state.virtual_services.len();
+            report.problems.extend(state.problems.iter().cloned());
         }
-        for plan in &state.iptables {
-            let r = iptables::apply(plan)?;
-            report.chains_written.extend(
-                r.changes
-                    .chains_written
-                    .iter()
-                    .map(|c| format!("{}/{:?}/{c}", plan.table, plan.family)),
-            );
+        if let Some(state) = &policies {
+            report.problems.extend(state.problems.iter().cloned());
+        }
+        // 1. Sets of every owner.
+        if let (Some(proxy), Some(state)) = (&self.proxy, &services) {
+            proxy.apply_sets(&self.store, state, &mut report)?;
+        }
+        if let Some(state) = &policies {
+            policies::apply_sets(&self.store, state, &mut policy_report)?;
+        }
+        // 2. IPVS and 3. the addresses it serves.
+        if let (Some(proxy), Some(state)) = (&mut self.proxy, &services) {
+            proxy.apply_ipvs_and_addresses(&self.link, state, snapshot, &mut report)?;
+        }
+        // 4. Chains, then the policy sets they no longer use.
+        if let (Some(proxy), Some(state)) = (&self.proxy, &services) {
+            proxy.apply_chains(state, &mut report)?;
+        }
+        if let Some(state) = &policies {
+            policies::apply_chains(&self.store, state, &mut policy_report)?;
+            report
+                .chains_written
+                .extend(policy_report.chains_written.iter().cloned());
+            report.policies = Some(policy_report);
         }
         report.duration = start.elapsed();
         Ok(report)
-    }
-
-    fn sync_ipvs(
-        &mut self,
-        state: &ServiceState,
-        snapshot: &Snapshot,
-        problems: &mut Vec<Problem>,
-    ) -> Result<IpvsReport, ReconcileError> {
-        let mut desired = Vec::with_capacity(state.virtual_services.len());
-        for vs in &state.virtual_services {
-            match ipvs_sync::to_kernel(vs) {
-                Ok(k) => desired.push(k),
-                Err(e) => problems.push(Problem {
-                    object: vs.origin.clone(),
-                    field: "ipvs".into(),
-                    message: e.to_string(),
-                    skipped: true,
-                }),
-            }
-        }
-        // Ours: services on addresses of our dummy interface (now or
-        // about to be) and NodePorts on the node's addresses.
-        let index = self.link.index_of(names::DUMMY_INTERFACE)?;
-        let mut vips: BTreeSet<IpAddr> = state.vips.clone();
-        vips.extend(
-            self.link
-                .addresses()?
-                .into_iter()
-                .filter(|(i, _, _)| Some(*i) == index)
-                .map(|(_, a, _)| a),
-        );
-        let scope = IpvsScope {
-            vips,
-            node_ips: snapshot.host.local_addresses.iter().copied().collect(),
-            node_port_range: self.opts.node_port_range,
-        };
-        ipvs_sync::sync(&mut self.ipvs, &desired, &scope).map_err(ReconcileError::Ipvs)
     }
 }

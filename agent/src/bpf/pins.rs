@@ -54,6 +54,7 @@ impl PinLayout {
                 ),
             )
         };
+        mount_bpffs_if_missing(&self.root).map_err(hint)?;
         std::fs::create_dir_all(self.maps_dir()).map_err(hint)?;
         std::fs::create_dir_all(self.links_dir()).map_err(hint)?;
         let fs = nix::sys::statfs::statfs(&self.root).map_err(|e| hint(e.into()))?;
@@ -81,4 +82,31 @@ impl PinLayout {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Where bpffs is normally mounted.
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs on /sys/fs/bpf when the pins go there and nothing is
+/// mounted (a fresh node, or `ip netns exec`, which remounts /sys), as
+/// Cilium does, instead of failing.
+fn mount_bpffs_if_missing(root: &Path) -> io::Result<()> {
+    let mount = Path::new(BPFFS_MOUNT);
+    if !root.starts_with(mount) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(mount)?;
+    let fs = nix::sys::statfs::statfs(mount)?;
+    if fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        mount,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )?;
+    tracing::info!(path = BPFFS_MOUNT, "mounted bpffs (it was not mounted)");
+    Ok(())
 }

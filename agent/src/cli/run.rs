@@ -19,7 +19,10 @@ use crate::{
         PinLayout, ProgramLogLevel,
     },
     cluster::{manifests, HostInfo, Snapshot},
-    controllers::services::{self, BpfRules},
+    controllers::{
+        policies,
+        services::{self, BpfRules},
+    },
     kernel::ipset::IpsetClient,
     reconcile::{ProxyOptions, ReconcileReport, Reconciler},
     store::SetStore,
@@ -38,8 +41,24 @@ pub struct Args {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// The NodePort range, as kube-apiserver's --service-node-port-range.
-    #[arg(long, default_value = "30000-32767", value_parser = parse_range)]
+    #[arg(long, alias = "service-node-port-range", default_value = "30000-32767", value_parser = parse_range)]
     pub node_port_range: (u16, u16),
+    /// Run the IPVS service proxy (kube-router's switch; `=false` turns it off).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub run_service_proxy: bool,
+    /// Enforce NetworkPolicies (kube-router's switch; `=false` turns it off).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub run_firewall: bool,
+    /// ClusterIP ranges (comma-separated, both families): pod traffic to them
+    /// is checked after IPVS, against the backend, not at the VIP.
+    #[arg(long, value_delimiter = ',', default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: Vec<ipnet::IpNet>,
+    /// External IP and LoadBalancer IP ranges, treated like ClusterIP ranges.
+    #[arg(long, value_delimiter = ',')]
+    pub service_external_ip_range: Vec<ipnet::IpNet>,
+    /// NFLOG group that denied packets are logged to (`tcpdump -i nflog:100`).
+    #[arg(long, default_value_t = 100)]
+    pub nflog_group: u16,
     /// Seconds between audits of the sets (drift is counted and healed).
     #[arg(long, default_value_t = 30)]
     pub audit_interval: u64,
@@ -134,7 +153,7 @@ pub fn run(args: &Args) -> Result<()> {
         BpfMode::Allow => Some(Mode::Allow),
     };
     let metrics = Metrics::new();
-    let bpf_runtime = match mode {
+    let bpf_runtime = match mode.filter(|_| args.run_service_proxy) {
         None => None,
         Some(mode) => Some(
             BpfRuntime::start(
@@ -153,19 +172,27 @@ pub fn run(args: &Args) -> Result<()> {
             .context("starting the eBPF data plane (use --bpf-mode off to run without it)")?,
         ),
     };
-    let mut reconciler = Reconciler::new(
-        store,
-        ProxyOptions {
-            node_port_range: args.node_port_range,
-            services: services::Options {
-                bpf: mode.map(|mode| BpfRules {
-                    mode,
-                    mark: args.bpf.bpf_mark,
-                }),
-            },
+    let proxy = args.run_service_proxy.then(|| ProxyOptions {
+        node_port_range: args.node_port_range,
+        services: services::Options {
+            bpf: mode.map(|mode| BpfRules {
+                mode,
+                mark: args.bpf.bpf_mark,
+            }),
         },
-    )
-    .context("starting the service proxy")?;
+    });
+    let firewall = args.run_firewall.then(|| policies::Options {
+        nflog_group: args.nflog_group,
+        service_ranges: args
+            .service_cluster_ip_range
+            .iter()
+            .chain(&args.service_external_ip_range)
+            .copied()
+            .collect(),
+        node_port_range: args.node_port_range,
+    });
+    let mut reconciler =
+        Reconciler::new(store, proxy, firewall).context("starting the controllers")?;
     if let Some(rt) = bpf_runtime {
         reconciler = reconciler.with_bpf(rt);
     }
@@ -236,7 +263,7 @@ fn pass(
         local_addresses: reconciler.local_addresses()?,
     };
     let snapshot = Snapshot::from_objects(loaded.objects, host);
-    if snapshot.node.is_none() {
+    if args.run_service_proxy && snapshot.node.is_none() {
         tracing::warn!(
             node = node_name,
             "no Node object of this name: NodePorts have no address"
@@ -261,7 +288,8 @@ fn pass(
     } else if args.once {
         println!("{}", report.summary());
     }
-    if report.sets.as_ref().is_some_and(|s| !s.verified) {
+    let policy_sets = report.policies.as_ref().and_then(|p| p.sets.as_ref());
+    if report.sets.iter().chain(policy_sets).any(|s| !s.verified) {
         bail!("the sets read back differently from what was written (another writer?)");
     }
     Ok(())
@@ -290,9 +318,22 @@ fn json(r: &ReconcileReport, skipped_documents: usize) -> serde_json::Value {
             "removed": r.addresses.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
         },
         "chains_written": r.chains_written,
+        "policies": r.policies.as_ref().map(policies_json),
         "problems": r.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "skipped_documents": skipped_documents,
         "duration_ms": r.duration.as_secs_f64() * 1e3,
+    })
+}
+
+fn policies_json(p: &crate::reconcile::PolicyReport) -> serde_json::Value {
+    let sets = p.sets.as_ref().map(|s| &s.executed);
+    serde_json::json!({
+        "sets_created": sets.map(|s| s.created.len()).unwrap_or_default(),
+        "members_added": sets.map_or(0, |s| s.members_added),
+        "members_deleted": sets.map_or(0, |s| s.members_deleted),
+        "sets_destroyed": p.sets_destroyed.len() + sets.map_or(0, |s| s.destroyed.len()),
+        "chains_written": p.chains_written,
+        "chains_deleted": p.chains_deleted,
     })
 }
 

@@ -30,6 +30,22 @@ pub struct PolicyReport {
     pub sets_destroyed: Vec<String>,
 }
 
+impl PolicyReport {
+    /// The policy part of the one-line summary.
+    pub fn summary(&self) -> String {
+        let sets = self.sets.as_ref().map(|s| &s.executed);
+        format!(
+            "; policies: sets +{} -{} members, {} created, {} destroyed; chains written {}, deleted {}",
+            sets.map_or(0, |s| s.members_added),
+            sets.map_or(0, |s| s.members_deleted),
+            sets.map_or(0, |s| s.created.len()),
+            sets.map_or(0, |s| s.destroyed.len()) + self.sets_destroyed.len(),
+            self.chains_written.len(),
+            self.chains_deleted.len(),
+        )
+    }
+}
+
 /// Step 1: every set the new chains use exists with its members. Sets the
 /// old chains still use cannot be destroyed yet; the store defers them.
 pub fn apply_sets(
