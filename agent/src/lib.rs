@@ -2,8 +2,11 @@
 //! service proxy, NetworkPolicy, VIP firewall) with one save-then-apply path
 //! for ipsets and an eBPF mirror of the service sets.
 //!
-//! Layers (see DESIGN.md): `kernel/` is the only code that talks to the
-//! kernel; `bpf/` loads, pins and attaches the eBPF object.
+//! Layers (see docs/ARCHITECTURE.md): `cluster/` -> `controllers/` (pure)
+//! -> `desired/` (the value types) -> `store/` (the one ipset path) and
+//! `kernel/` (the only code that talks to the kernel); `bpf/` loads, pins
+//! and attaches the eBPF object; `reconcile.rs` runs a pass; `api/` and
+//! `cli/` sit on top. Hooks that a lower layer calls are traits it owns.
 
 pub mod api;
 pub mod bpf;

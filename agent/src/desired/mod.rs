@@ -39,7 +39,7 @@ pub type MemberServices = BTreeMap<Member, ServiceRef>;
 pub struct Problem {
     /// "Service shop/web".
     pub object: String,
-    /// "spec.ports[1].protocol".
+    /// `spec.ports[1].protocol`.
     pub field: String,
     pub message: String,
     pub skipped: bool,

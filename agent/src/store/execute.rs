@@ -151,10 +151,10 @@ fn create_filled(
 fn switch(from: &str, to: &str) -> Result<(), StoreError> {
     iptables::switch_set_references(from, to)
         .map(drop)
-        .map_err(|e| StoreError::Switch {
+        .map_err(|source| StoreError::Switch {
             from: from.to_string(),
             to: to.to_string(),
-            reason: e.to_string(),
+            source: Box::new(source),
         })
 }
 

@@ -23,7 +23,10 @@ use std::{
 
 use crate::{
     desired::{Member, MemberServices, SetSpec},
-    kernel::ipset::{Element, IpsetClient, IpsetError},
+    kernel::{
+        ipset::{Element, IpsetClient, IpsetError},
+        iptables::IptablesError,
+    },
 };
 
 pub use audit::{AuditReport, DriftCounters};
@@ -48,11 +51,13 @@ pub enum StoreError {
         member: String,
         reason: String,
     },
-    #[error("moving rules from set {from} to {to}: {reason}")]
+    #[error("moving rules from set {from} to {to}: {source}")]
     Switch {
         from: String,
         to: String,
-        reason: String,
+        // Boxed: an iptables error is large and this variant is rare.
+        #[source]
+        source: Box<IptablesError>,
     },
     #[error(transparent)]
     Kernel(#[from] IpsetError),

@@ -395,7 +395,9 @@ pub struct Counters {
     pub bytes: u64,
 }
 
-/// One member with its extensions.
+/// One set member as the kernel writes and lists it: the [`Entry`] with
+/// its extensions. Desired state speaks [`crate::desired::Member`], which
+/// converts to and from this (kernel/ipset/desired.rs).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Element {
     pub entry: Entry,

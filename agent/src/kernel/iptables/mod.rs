@@ -2,10 +2,12 @@
 //! the jump rules we put into built-in chains are ever written; rules of
 //! other programs, and their order, stay as they are.
 //!
-//! A [`TablePlan`] (in desired/) is the desired state of one owner in one table and
-//! family. Applying it reads the table (`iptables-save -t`), renders a
-//! restore script that changes only what differs ([`render::script`], pure),
-//! runs it in one `iptables-restore` call (atomic per table), and reads back.
+//! A [`TablePlan`](crate::desired::TablePlan) (desired/iptables.rs) is the
+//! desired state of one owner in one table and family. Applying it reads
+//! the table (`iptables-save -t`), renders a restore script that changes
+//! only what differs ([`render::script`], pure), runs it in one
+//! `iptables-restore` call (atomic per table), and reads back. The family
+//! picks the commands (`save_cmd`, `restore_cmd`), privately.
 
 mod apply;
 mod render;
