@@ -1,9 +1,12 @@
 //! The agent's metrics (prefix `ipwarden_`). kube-router exports none for
 //! ipset membership or drift; these are the ones its issue 1732 called for.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use prometheus_client::{
@@ -29,6 +32,13 @@ struct KindLabel {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    /// "NAMESPACE/NAME".
+    policy: String,
+    direction: String,
+}
+
 /// Every metric, cheap to clone (the values are shared).
 #[derive(Clone)]
 pub struct Metrics {
@@ -42,6 +52,10 @@ pub struct Metrics {
     audits: Counter,
     drift: Family<KindLabel, Counter>,
     pub bpf_events: BpfEventCounters,
+    policy_denied: Family<PolicyLabel, Counter>,
+    /// The kernel's counters as last read, to add only what is new (a
+    /// rewritten chain starts again at 0).
+    policy_denied_seen: Arc<Mutex<BTreeMap<(String, String), u64>>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -81,6 +95,8 @@ impl Metrics {
             audits: Counter::default(),
             drift: Family::default(),
             bpf_events: BpfEventCounters::default(),
+            policy_denied: Family::default(),
+            policy_denied_seen: Arc::default(),
             ready: Arc::new(AtomicBool::new(false)),
         };
         r.register(
@@ -122,6 +138,11 @@ impl Metrics {
             "set_drift",
             "Drift found by the auditor: members missing or unexpected, sets missing or of the wrong type, mirror entries wrong",
             m.drift.clone(),
+        );
+        r.register(
+            "policy_denied_packets",
+            "Packets REJECTed by the pod firewall, per policy isolating the pod and direction",
+            m.policy_denied.clone(),
         );
         let events = Family::<KindLabel, Counter>::default();
         r.register(
@@ -181,6 +202,28 @@ impl Metrics {
                 result: label.to_string(),
             })
             .inc();
+    }
+
+    /// Takes the kernel's denied-packet counters per (policy, direction).
+    pub fn record_policy_denied(&self, now: &BTreeMap<(String, String), u64>) {
+        let mut seen = self
+            .policy_denied_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (key, &packets) in now {
+            let before = seen.insert(key.clone(), packets).unwrap_or(0);
+            let new = if packets >= before {
+                packets - before
+            } else {
+                packets
+            };
+            self.policy_denied
+                .get_or_create(&PolicyLabel {
+                    policy: key.0.clone(),
+                    direction: key.1.clone(),
+                })
+                .inc_by(new);
+        }
     }
 
     pub fn record_audit(&self, a: &AuditReport) {
@@ -243,5 +286,22 @@ mod tests {
             "{text}"
         );
         assert!(!m.ready(), "a failed pass is not ready");
+    }
+
+    #[test]
+    fn policy_denials_count_what_the_kernel_added_since_the_last_read() {
+        let m = Metrics::new();
+        let read = |n: u64| BTreeMap::from([(("x/deny".to_string(), "ingress".to_string()), n)]);
+        m.record_policy_denied(&read(3));
+        m.record_policy_denied(&read(5));
+        // The chain was rewritten: the kernel counts from 0 again.
+        m.record_policy_denied(&read(2));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "ipwarden_policy_denied_packets_total{policy=\"x/deny\",direction=\"ingress\"} 7"
+            ),
+            "{text}"
+        );
     }
 }

@@ -138,6 +138,9 @@ pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
+/// How often the denied-packet counters of the pod chains are read.
+const POLICY_COUNTERS_EVERY: Duration = Duration::from_secs(5);
+
 pub fn run(args: &Args) -> Result<()> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
@@ -216,6 +219,7 @@ pub fn run(args: &Args) -> Result<()> {
         return Ok(());
     }
     let mut last_audit = Instant::now();
+    let mut last_counters = Instant::now();
     loop {
         // Polling mtimes keeps the source dependency-free; a second is
         // well inside any resync period a proxy is expected to meet.
@@ -225,6 +229,13 @@ pub fn run(args: &Args) -> Result<()> {
             last_seen = seen;
             if let Err(e) = pass(&mut reconciler, args, &node_name, &metrics) {
                 tracing::error!("reconcile failed: {e:#}");
+            }
+        }
+        if args.run_firewall && last_counters.elapsed() >= POLICY_COUNTERS_EVERY {
+            last_counters = Instant::now();
+            match crate::reconcile::policies::denied_packets() {
+                Ok(c) => metrics.record_policy_denied(&c),
+                Err(e) => tracing::warn!("reading the policy counters: {e:#}"),
             }
         }
         if last_audit.elapsed() >= Duration::from_secs(args.audit_interval) {

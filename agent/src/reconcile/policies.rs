@@ -1,8 +1,11 @@
 //! The policy controller's part of a pass: its sets before any chain uses
 //! them, its chains, then the sets no chain references any more.
 
+use std::collections::BTreeMap;
+
 use crate::{
-    controllers::policies::{names, PolicyState},
+    controllers::policies::{chains::DENY_COMMENT, names, PolicyState},
+    desired::{Family, Table},
     kernel::iptables,
     store::{ApplyReport, Claim, Owner, SetStore},
 };
@@ -94,4 +97,19 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
     apply_sets(store, state, &mut report)?;
     apply_chains(store, state, &mut report)?;
     Ok(report)
+}
+
+/// Packets denied per (policy "NS/NAME", direction), both families, from
+/// the counting rules of the pod chains.
+pub fn denied_packets() -> Result<BTreeMap<(String, String), u64>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    for family in [Family::V4, Family::V6] {
+        for (text, packets) in iptables::comment_counters(family, Table::Filter, DENY_COMMENT)? {
+            if let Some((policy, direction)) = text.split_once(' ') {
+                *out.entry((policy.to_string(), direction.to_string()))
+                    .or_default() += packets;
+            }
+        }
+    }
+    Ok(out)
 }

@@ -102,9 +102,12 @@ pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
     }
 }
 
+/// How the comment of every counting rule starts.
+pub const DENY_COMMENT: &str = "ipwarden:denied ";
+
 /// `ipwarden:denied NS/POLICY DIRECTION`: the comment of a counting rule.
 pub fn deny_comment(p: &Policy, d: Direction) -> String {
-    format!("ipwarden:denied {}/{} {}", p.namespace, p.name, d.as_str())
+    format!("{DENY_COMMENT}{}/{} {}", p.namespace, p.name, d.as_str())
 }
 
 fn nflog_prefix(pod: &PodView, d: Direction) -> String {

@@ -10,11 +10,13 @@
 //! picks the commands (`save_cmd`, `restore_cmd`), privately.
 
 mod apply;
+mod counters;
 mod render;
 mod saved;
 mod switch;
 
 pub use apply::{apply, read_table, IptablesError, Report};
+pub use counters::comment_counters;
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;

@@ -1,0 +1,70 @@
+//! Packet counters of commented rules, from `iptables-save -c`: how the
+//! policy controller's counting rules become metrics.
+
+use std::{collections::BTreeMap, process::Command};
+
+use super::{save_cmd, IptablesError};
+use crate::desired::{Family, Table};
+
+/// Packets counted by every rule of `table` whose comment starts with
+/// `prefix`, summed per comment (the text after the prefix).
+pub fn comment_counters(
+    family: Family,
+    table: Table,
+    prefix: &str,
+) -> Result<BTreeMap<String, u64>, IptablesError> {
+    let cmd = save_cmd(family);
+    let out = Command::new(cmd)
+        .args(["-c", "-t", &table.to_string()])
+        .output()
+        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    if !out.status.success() {
+        return Err(IptablesError::Failed {
+            cmd,
+            table,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            failed_line: None,
+        });
+    }
+    Ok(parse(&String::from_utf8_lossy(&out.stdout), prefix))
+}
+
+/// `[12:720] -A CHAIN ... --comment "PREFIXtext" ...` -> {"text": 12}.
+fn parse(save: &str, prefix: &str) -> BTreeMap<String, u64> {
+    let needle = format!("--comment \"{prefix}");
+    let mut out = BTreeMap::new();
+    for line in save.lines() {
+        let Some(rest) = line.strip_prefix('[') else {
+            continue;
+        };
+        let Some(at) = line.find(&needle) else {
+            continue;
+        };
+        let Some(text) = line[at + needle.len()..].split('"').next() else {
+            continue;
+        };
+        let packets: u64 = rest
+            .split(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        *out.entry(text.to_string()).or_default() += packets;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counters_are_summed_per_comment() {
+        let save = "*filter\n:INPUT ACCEPT [5:300]\n\
+            [3:180] -A IPW-POD-FW-A -d 10.0.0.1/32 -m mark ! --mark 0x10000/0x10000 -m comment --comment \"ipwarden:denied x/p ingress\"\n\
+            [4:240] -A IPW-POD-FW-B -d 10.0.0.2/32 -m mark ! --mark 0x10000/0x10000 -m comment --comment \"ipwarden:denied x/p ingress\"\n\
+            [1:60] -A IPW-POD-FW-B -s 10.0.0.2/32 -m mark ! --mark 0x10000/0x10000 -m comment --comment \"ipwarden:denied x/q egress\"\n\
+            [9:9] -A INPUT -m comment --comment \"other\" -j ACCEPT\nCOMMIT\n";
+        let c = super::parse(save, "ipwarden:denied ");
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["x/p ingress"], 7);
+        assert_eq!(c["x/q egress"], 1);
+    }
+}
