@@ -1,6 +1,10 @@
-//! Servers in a network namespace: TCP and UDP on each port, IPv4 and IPv6
-//! (one dual-stack `[::]` socket per port and protocol), answering every
-//! connection or datagram with the endpoint's name ("x/a").
+//! Servers in a network namespace: TCP and UDP on each port, IPv4 and IPv6,
+//! answering every connection or datagram with the endpoint's name ("x/a").
+//! A pod binds dual-stack `[::]` sockets (its namespace has one address per
+//! family); a hostNetwork pod binds the node's addresses, so that a UDP
+//! answer leaves from the address the probe was sent to (from `[::]` the
+//! node would answer a bridged pod from the bridge's address, and the
+//! prober's connected socket would never see it).
 //!
 //! The sockets are bound inside the namespace before `start` returns, so the
 //! servers are ready when it does: no waiting before probing. Dropping the
@@ -9,7 +13,7 @@
 
 use std::{
     io::{self, Write},
-    net::{TcpListener, UdpSocket},
+    net::{IpAddr, Ipv6Addr, TcpListener, UdpSocket},
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -32,13 +36,26 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Servers on every port of `ports` on `[::]` (which, with bindv6only=0,
+    /// the namespace default, takes IPv4 too).
     pub fn start(ns: &NetNs, name: &str, ports: &[u16]) -> io::Result<Listeners> {
+        Listeners::start_on(ns, name, &[IpAddr::V6(Ipv6Addr::UNSPECIFIED)], ports)
+    }
+
+    /// Servers on every port of `ports` on each of `addrs`.
+    pub fn start_on(
+        ns: &NetNs,
+        name: &str,
+        addrs: &[IpAddr],
+        ports: &[u16],
+    ) -> io::Result<Listeners> {
         let bound = ns.run(|| -> io::Result<Vec<Socket>> {
             let mut sockets = Vec::new();
-            for &port in ports {
-                // [::] with bindv6only=0 (the namespace default) takes IPv4 too.
-                sockets.push(Socket::Tcp(Arc::new(TcpListener::bind(("::", port))?)));
-                sockets.push(Socket::Udp(Arc::new(UdpSocket::bind(("::", port))?)));
+            for &addr in addrs {
+                for &port in ports {
+                    sockets.push(Socket::Tcp(Arc::new(TcpListener::bind((addr, port))?)));
+                    sockets.push(Socket::Udp(Arc::new(UdpSocket::bind((addr, port))?)));
+                }
             }
             Ok(sockets)
         })??;

@@ -193,8 +193,9 @@ impl Topology {
                 Node::B => &topo.node_b,
             };
             if pod.host_network && pod.is_probed() {
+                let addrs = [pod.v4.into(), pod.v6.into()];
                 topo.listeners
-                    .push(Listeners::start(node, &pod.id(), &PORTS)?);
+                    .push(Listeners::start_on(node, &pod.id(), &addrs, &PORTS)?);
                 continue;
             }
             if !pod.has_own_netns() {
