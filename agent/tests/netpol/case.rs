@@ -4,12 +4,15 @@
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use ipwarden::netns::{privileged, NetNs};
+use ipwarden::{
+    cluster::manifests,
+    netns::{privileged, NetNs},
+};
 
 use super::{
     manifest::{Cluster, Node, Policy},
@@ -117,6 +120,58 @@ impl Case {
         }
     }
 
+    /// The expected matrix: sources are node-a and every pod with a
+    /// namespace of its own, destinations every running pod (hostNetwork
+    /// ones too), in the cluster's order; everything connects unless the
+    /// case's expectation says otherwise.
+    pub fn matrix(&self) -> Reachability {
+        let mut names = vec![NODE.to_string()];
+        names.extend(
+            self.cluster
+                .pods
+                .iter()
+                .filter(|p| p.has_own_netns())
+                .map(|p| p.id()),
+        );
+        let probed: Vec<_> = self.cluster.pods.iter().filter(|p| p.is_probed()).collect();
+        let mut skipped = BTreeSet::new();
+        for (s, source) in names.iter().enumerate() {
+            for (t, pod) in probed.iter().enumerate() {
+                let own_node = source == NODE && pod.host_network && pod.node == Node::A;
+                if *source == pod.id() || own_node {
+                    skipped.insert((s, t));
+                }
+            }
+        }
+        let mut matrix = Reachability::new(
+            names,
+            probed.iter().map(|p| p.id()).collect(),
+            matrix::traffic(&self.families),
+            skipped,
+        );
+        if let Some(expect) = &self.expect {
+            expect(&mut matrix);
+        }
+        matrix
+    }
+
+    /// The manifests parse with the agent's own reader, every object of
+    /// the case kept (no privileges needed).
+    pub fn check_manifests(&self) {
+        let mut loaded = manifests::Loaded::default();
+        manifests::parse_text(Path::new(self.name), &self.rendered(), &mut loaded);
+        assert!(
+            loaded.problems.is_empty(),
+            "{}: {:?}\n{}",
+            self.name,
+            loaded.problems,
+            self.rendered()
+        );
+        let expected =
+            self.cluster.namespaces.len() + self.cluster.pods.len() + self.policies.len();
+        assert_eq!(loaded.objects.len(), expected, "{}", self.name);
+    }
+
     /// The YAML the agent reads.
     pub fn rendered(&self) -> String {
         self.cluster.render(&self.policies)
@@ -140,43 +195,35 @@ impl Case {
             hook(&topology);
         }
 
-        let mut names = vec![NODE.to_string()];
-        let mut sources = vec![Source {
-            netns: netns_path(&topology.node_a),
-        }];
-        for (id, ns) in &topology.pods {
-            names.push(id.clone());
-            sources.push(Source {
-                netns: netns_path(ns),
-            });
-        }
-        let probed: Vec<_> = self.cluster.pods.iter().filter(|p| p.is_probed()).collect();
-        let targets: Vec<Target> = probed
+        let matrix = self.matrix();
+        let sources: Vec<Source> = matrix
+            .sources
             .iter()
-            .map(|p| Target {
-                name: p.id(),
-                v4: p.v4.into(),
-                v6: p.v6.into(),
+            .map(|name| {
+                let ns = if name == NODE {
+                    &topology.node_a
+                } else {
+                    topology
+                        .pod_netns(name)
+                        .expect("a source pod has a namespace")
+                };
+                Source {
+                    netns: netns_path(ns),
+                }
             })
             .collect();
-        let mut skipped = BTreeSet::new();
-        for (s, source) in names.iter().enumerate() {
-            for (t, pod) in probed.iter().enumerate() {
-                let own_node = source == NODE && pod.host_network && pod.node == Node::A;
-                if *source == pod.id() || own_node {
-                    skipped.insert((s, t));
+        let targets: Vec<Target> = matrix
+            .targets
+            .iter()
+            .map(|id| {
+                let pod = self.cluster.pod(id);
+                Target {
+                    name: pod.id(),
+                    v4: pod.v4.into(),
+                    v6: pod.v6.into(),
                 }
-            }
-        }
-        let mut matrix = Reachability::new(
-            names,
-            targets.iter().map(|t| t.name.clone()).collect(),
-            matrix::traffic(&self.families),
-            skipped,
-        );
-        if let Some(expect) = &self.expect {
-            expect(&mut matrix);
-        }
+            })
+            .collect();
         let observed = probe::probe_all(&matrix, &sources, &targets);
         let done = Instant::now();
         let timings = Timings {

@@ -179,13 +179,14 @@ impl Pod {
     }
 
     fn to_json(&self) -> Value {
-        // One container per port, like the upstream suite's agnhost pods.
+        // One container per port, like the upstream suite's agnhost pods
+        // (named after the port: a pod may name one number twice).
         let containers: Vec<Value> = self
             .ports
             .iter()
             .map(|p| {
                 json!({
-                    "name": format!("cont-{}-{}", p.port, p.protocol.to_lowercase()),
+                    "name": format!("cont-{}", p.name),
                     "image": "registry.k8s.io/e2e-test-images/agnhost:2.53",
                     "ports": [{"name": p.name, "containerPort": p.port, "protocol": p.protocol}],
                 })

@@ -26,7 +26,7 @@ use super::matrix::{Family, Observed, Outcome, Proto, Reachability, Traffic};
 /// No answer within this is "blocked" (a REJECT fails much faster).
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// Worker threads per matrix.
-pub const WORKERS: usize = 24;
+pub const WORKERS: usize = 48;
 
 /// Where a source's probes start: a network namespace by its /run/netns path.
 pub struct Source {
