@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    path::{Path, PathBuf},
+    path::Path,
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -275,7 +275,7 @@ fn agent_enforces_policies(test: &str) -> bool {
 /// --node-name node-a --run-service-proxy=false`, plus any arguments in
 /// IPWARDEN_NETPOL_AGENT_ARGS (split on whitespace).
 fn run_agent(test: &str, node: &NetNs, yaml: &str) {
-    let path = PathBuf::from(std::env::temp_dir()).join(format!("{}.yaml", node.name()));
+    let path = std::env::temp_dir().join(format!("{}.yaml", node.name()));
     std::fs::write(&path, yaml).unwrap();
     let extra = std::env::var("IPWARDEN_NETPOL_AGENT_ARGS").unwrap_or_default();
     let out = node
