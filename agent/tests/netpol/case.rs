@@ -15,7 +15,7 @@ use ipwarden::{
 };
 
 use super::{
-    manifest::{Cluster, Node, Policy},
+    manifest::{render_yaml, Cluster, Node, Policy},
     matrix::{self, Family, Observed, Reachability, NODE},
     probe::{self, Source, Target},
     topology::{netns_path, Mode, Topology},
@@ -111,12 +111,19 @@ impl Case {
 
     /// Runs the case and fails with the truth tables on any mismatch.
     pub fn run(self) {
-        let manifests = self.rendered();
+        let cluster = self.cluster.summary();
+        let policies = render_yaml(
+            &self
+                .policies
+                .iter()
+                .map(Policy::to_json)
+                .collect::<Vec<_>>(),
+        );
         let Some(run) = self.observe() else {
             return;
         };
         if let Err(report) = run.matrix.compare(&run.observed) {
-            panic!("{report}\nthe manifests:\n{manifests}");
+            panic!("{report}\nthe cluster:\n{cluster}\nthe policies:\n{policies}");
         }
     }
 

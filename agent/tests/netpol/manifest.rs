@@ -286,6 +286,40 @@ impl Cluster {
         self
     }
 
+    /// One line per namespace and pod (ports beyond the standard four only),
+    /// for failure reports.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for n in &self.namespaces {
+            out.push_str(&format!("namespace {} {:?}\n", n.name, n.labels));
+        }
+        let standard = standard_ports();
+        for p in &self.pods {
+            let extra: Vec<String> = p
+                .ports
+                .iter()
+                .filter(|port| !standard.contains(port))
+                .map(|port| format!("{}={}/{}", port.name, port.port, port.protocol))
+                .collect();
+            out.push_str(&format!(
+                "pod {} {} {} {} {}{} {:?}{}\n",
+                p.id(),
+                p.node.name(),
+                p.v4,
+                p.v6,
+                p.phase,
+                if p.host_network { " hostNetwork" } else { "" },
+                p.labels,
+                if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ports +{}", extra.join(","))
+                }
+            ));
+        }
+        out
+    }
+
     /// The multi-document YAML: namespaces, pods, then the policies.
     pub fn render(&self, policies: &[Policy]) -> String {
         let mut docs: Vec<Value> = self

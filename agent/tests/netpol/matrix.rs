@@ -309,8 +309,12 @@ impl Reachability {
                 }
             }));
         }
+        const LISTED: usize = 40;
         let _ = writeln!(out, "\nmismatches:");
-        for (s, t, tr) in &wrong {
+        if wrong.len() > LISTED {
+            let _ = writeln!(out, "  (the first {LISTED} of {})", wrong.len());
+        }
+        for (s, t, tr) in wrong.iter().take(LISTED) {
             let _ = writeln!(
                 out,
                 "  {} -> {} {tr}: expected {}, observed {}",
