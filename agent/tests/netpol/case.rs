@@ -1,0 +1,311 @@
+//! One case: a cluster and its policies, a fresh topology, the agent run
+//! once in node-a (a step a case can leave out), every cell probed, and
+//! the observation compared with the hand-written expectation.
+
+use std::{
+    collections::BTreeSet,
+    path::Path,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use ipwarden::{
+    cluster::manifests,
+    netns::{privileged, NetNs},
+};
+
+use super::{
+    manifest::{render_yaml, Cluster, Node, Policy},
+    matrix::{self, Family, Observed, Reachability, NODE},
+    probe::{self, Source, Target},
+    topology::{netns_path, Mode, Topology},
+};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
+
+type Hook = Box<dyn Fn(&Topology)>;
+type Expect = Box<dyn Fn(&mut Reachability)>;
+
+pub struct Case {
+    name: &'static str,
+    cluster: Cluster,
+    policies: Vec<Policy>,
+    mode: Mode,
+    families: Vec<Family>,
+    agent: bool,
+    before_probe: Option<Hook>,
+    expect: Option<Expect>,
+}
+
+/// What a case saw, for cases that check more than the matrix.
+pub struct Run {
+    pub matrix: Reachability,
+    pub observed: Observed,
+    pub topology: Topology,
+    pub timings: Timings,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    pub topology: Duration,
+    pub agent: Duration,
+    pub probes: Duration,
+    pub cells: usize,
+}
+
+impl Case {
+    /// The standard cluster (x, y, z x a, b, c on node-a), bridged, IPv4
+    /// probes, the agent run, everything expected to connect.
+    pub fn new(name: &'static str) -> Case {
+        Case {
+            name,
+            cluster: Cluster::xyz(),
+            policies: Vec::new(),
+            mode: Mode::Bridge,
+            families: vec![Family::V4],
+            agent: true,
+            before_probe: None,
+            expect: None,
+        }
+    }
+
+    pub fn cluster(mut self, cluster: Cluster) -> Case {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn policy(mut self, policy: Policy) -> Case {
+        self.policies.push(policy);
+        self
+    }
+
+    /// node-a without a bridge: routed pods with host routes.
+    pub fn routed(mut self) -> Case {
+        self.mode = Mode::Routed;
+        self
+    }
+
+    /// Probe IPv6 too.
+    pub fn dual_stack(mut self) -> Case {
+        self.families = vec![Family::V4, Family::V6];
+        self
+    }
+
+    /// Leave out `ipwarden run` (proves the harness on its own).
+    pub fn without_agent(mut self) -> Case {
+        self.agent = false;
+        self
+    }
+
+    /// Runs in node-a after the agent, before probing.
+    pub fn before_probe(mut self, hook: impl Fn(&Topology) + 'static) -> Case {
+        self.before_probe = Some(Box::new(hook));
+        self
+    }
+
+    /// The expected truth table, starting from "everything connects".
+    pub fn expect(mut self, expect: impl Fn(&mut Reachability) + 'static) -> Case {
+        self.expect = Some(Box::new(expect));
+        self
+    }
+
+    /// Runs the case and fails with the truth tables on any mismatch.
+    pub fn run(self) {
+        let cluster = self.cluster.summary();
+        let policies = render_yaml(
+            &self
+                .policies
+                .iter()
+                .map(Policy::to_json)
+                .collect::<Vec<_>>(),
+        );
+        let Some(run) = self.observe() else {
+            return;
+        };
+        if let Err(report) = run.matrix.compare(&run.observed) {
+            panic!("{report}\nthe cluster:\n{cluster}\nthe policies:\n{policies}");
+        }
+    }
+
+    /// The expected matrix: sources are node-a and every pod with a
+    /// namespace of its own, destinations every running pod (hostNetwork
+    /// ones too), in the cluster's order; everything connects unless the
+    /// case's expectation says otherwise.
+    pub fn matrix(&self) -> Reachability {
+        let mut names = vec![NODE.to_string()];
+        names.extend(
+            self.cluster
+                .pods
+                .iter()
+                .filter(|p| p.has_own_netns())
+                .map(|p| p.id()),
+        );
+        let probed: Vec<_> = self.cluster.pods.iter().filter(|p| p.is_probed()).collect();
+        let mut skipped = BTreeSet::new();
+        for (s, source) in names.iter().enumerate() {
+            for (t, pod) in probed.iter().enumerate() {
+                let own_node = source == NODE && pod.host_network && pod.node == Node::A;
+                if *source == pod.id() || own_node {
+                    skipped.insert((s, t));
+                }
+            }
+        }
+        let mut matrix = Reachability::new(
+            names,
+            probed.iter().map(|p| p.id()).collect(),
+            matrix::traffic(&self.families),
+            skipped,
+        );
+        if let Some(expect) = &self.expect {
+            expect(&mut matrix);
+        }
+        matrix
+    }
+
+    /// The manifests parse with the agent's own reader, every object of
+    /// the case kept (no privileges needed).
+    pub fn check_manifests(&self) {
+        let mut loaded = manifests::Loaded::default();
+        manifests::parse_text(Path::new(self.name), &self.rendered(), &mut loaded);
+        assert!(
+            loaded.problems.is_empty(),
+            "{}: {:?}\n{}",
+            self.name,
+            loaded.problems,
+            self.rendered()
+        );
+        let expected =
+            self.cluster.namespaces.len() + self.cluster.pods.len() + self.policies.len();
+        assert_eq!(loaded.objects.len(), expected, "{}", self.name);
+    }
+
+    /// The YAML the agent reads.
+    pub fn rendered(&self) -> String {
+        self.cluster.render(&self.policies)
+    }
+
+    /// Builds, runs and probes; `None` when the case is skipped (not root,
+    /// or no NetworkPolicy controller in the agent yet).
+    pub fn observe(self) -> Option<Run> {
+        if !privileged(self.name) || (self.agent && !agent_enforces_policies(self.name)) {
+            return None;
+        }
+        let start = Instant::now();
+        let topology = Topology::build(&self.cluster, self.mode)
+            .unwrap_or_else(|e| panic!("{}: building the topology: {e}", self.name));
+        let built = Instant::now();
+        if self.agent {
+            run_agent(self.name, &topology.node_a, &self.rendered());
+        }
+        let agent_done = Instant::now();
+        if let Some(hook) = &self.before_probe {
+            hook(&topology);
+        }
+
+        let matrix = self.matrix();
+        let sources: Vec<Source> = matrix
+            .sources
+            .iter()
+            .map(|name| {
+                let ns = if name == NODE {
+                    &topology.node_a
+                } else {
+                    topology
+                        .pod_netns(name)
+                        .expect("a source pod has a namespace")
+                };
+                Source {
+                    netns: netns_path(ns),
+                }
+            })
+            .collect();
+        let targets: Vec<Target> = matrix
+            .targets
+            .iter()
+            .map(|id| {
+                let pod = self.cluster.pod(id);
+                Target {
+                    name: pod.id(),
+                    v4: pod.v4.into(),
+                    v6: pod.v6.into(),
+                }
+            })
+            .collect();
+        let observed = probe::probe_all(&matrix, &sources, &targets);
+        let done = Instant::now();
+        let timings = Timings {
+            topology: built - start,
+            agent: agent_done - built,
+            probes: done - agent_done,
+            cells: observed.len(),
+        };
+        eprintln!(
+            "{}: topology {:?}, agent {:?}, {} probes {:?}, total {:?}",
+            self.name,
+            timings.topology,
+            timings.agent,
+            timings.cells,
+            timings.probes,
+            done - start
+        );
+        Some(Run {
+            matrix,
+            observed,
+            topology,
+            timings,
+        })
+    }
+}
+
+/// Does this agent binary have the NetworkPolicy controller (`run
+/// --run-service-proxy`)? Until it does, policy cases skip with a message;
+/// IPWARDEN_NETPOL_REQUIRE=1 makes that a failure.
+fn agent_enforces_policies(test: &str) -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    let has = *HAS.get_or_init(|| {
+        let out = std::process::Command::new(AGENT)
+            .args(["run", "--help"])
+            .output()
+            .expect("running ipwarden run --help");
+        String::from_utf8_lossy(&out.stdout).contains("--run-service-proxy")
+    });
+    if !has {
+        if std::env::var_os("IPWARDEN_NETPOL_REQUIRE").is_some_and(|v| v == "1") {
+            panic!("{test}: ipwarden run has no --run-service-proxy (no NetworkPolicy controller) and IPWARDEN_NETPOL_REQUIRE=1");
+        }
+        eprintln!("{test}: skipped, ipwarden run has no NetworkPolicy controller yet (no --run-service-proxy)");
+    }
+    has
+}
+
+/// `ip netns exec NODE ipwarden run --manifests CASE.yaml --once
+/// --node-name node-a --run-service-proxy=false`, plus any arguments in
+/// IPWARDEN_NETPOL_AGENT_ARGS (split on whitespace).
+fn run_agent(test: &str, node: &NetNs, yaml: &str) {
+    let path = std::env::temp_dir().join(format!("{}.yaml", node.name()));
+    std::fs::write(&path, yaml).unwrap();
+    let extra = std::env::var("IPWARDEN_NETPOL_AGENT_ARGS").unwrap_or_default();
+    let out = node
+        .command(AGENT)
+        .arg("run")
+        .arg("--manifests")
+        .arg(&path)
+        .args([
+            "--once",
+            "--node-name",
+            "node-a",
+            "--run-service-proxy=false",
+        ])
+        .args(extra.split_whitespace())
+        .output()
+        .expect("starting ipwarden run");
+    assert!(
+        out.status.success(),
+        "{test}: ipwarden run --once failed ({}), manifests kept in {}:\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,0 +1,17 @@
+//! The NetworkPolicy truth-table harness (see netpol_netns.rs): topology,
+//! listeners, prober, reachability matrix, cluster and policy builders,
+//! and the case runner.
+#![allow(dead_code)] // not every helper is used by every case
+
+pub mod case;
+pub mod listen;
+pub mod manifest;
+pub mod matrix;
+pub mod probe;
+pub mod topology;
+
+pub use case::Case;
+pub use manifest::{
+    all, any_port, expr, ip_block, named, namespaces, ns, number, pod, pods, pods_in, tcp, udp,
+    Cluster, Node, Op, Pod, Policy, Rule,
+};

@@ -1,0 +1,120 @@
+//! The prober: every probed cell of a matrix, in parallel on a bounded pool
+//! of threads. A worker enters the source's network namespace (setns on
+//! its own thread) and connects from there; a cell connects when the
+//! destination answers with its own name within the timeout.
+//!
+//! TCP: connect, read the answer to EOF. UDP: a connected socket (so an
+//! ICMP port unreachable comes back as ECONNREFUSED at once) sends one
+//! datagram and waits for the answer.
+
+use std::{
+    fs::File,
+    io::{self, Read},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use nix::sched::{setns, CloneFlags};
+
+use super::matrix::{Family, Observed, Outcome, Proto, Reachability, Traffic};
+
+/// No answer within this is "blocked" (a REJECT fails much faster).
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+/// Worker threads per matrix.
+pub const WORKERS: usize = 48;
+
+/// Where a source's probes start: a network namespace by its /run/netns path.
+pub struct Source {
+    pub netns: PathBuf,
+}
+
+/// A destination's addresses and the name it answers with.
+pub struct Target {
+    pub name: String,
+    pub v4: IpAddr,
+    pub v6: IpAddr,
+}
+
+/// Probes every cell `matrix` does not skip.
+pub fn probe_all(matrix: &Reachability, sources: &[Source], targets: &[Target]) -> Observed {
+    assert_eq!(matrix.sources.len(), sources.len());
+    assert_eq!(matrix.targets.len(), targets.len());
+    let handles: Vec<File> = sources
+        .iter()
+        .map(|s| File::open(&s.netns).unwrap_or_else(|e| panic!("{}: {e}", s.netns.display())))
+        .collect();
+    let cells: Vec<(usize, usize, Traffic)> = matrix.cells().collect();
+    let next = AtomicUsize::new(0);
+    let observed = Mutex::new(Observed::new());
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(cells.len()) {
+            scope.spawn(|| {
+                let mut entered = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(s, t, tr)) = cells.get(i) else {
+                        return;
+                    };
+                    if entered != Some(s) {
+                        setns(&handles[s], CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| {
+                            panic!("setns {}: {e}", sources[s].netns.display())
+                        });
+                        entered = Some(s);
+                    }
+                    let target = &targets[t];
+                    let ip = match tr.family {
+                        Family::V4 => target.v4,
+                        Family::V6 => target.v6,
+                    };
+                    let outcome = probe(SocketAddr::new(ip, tr.port), tr.proto, &target.name);
+                    observed.lock().unwrap().insert((s, t, tr), outcome);
+                }
+            });
+        }
+    });
+    observed.into_inner().unwrap()
+}
+
+/// One probe from the calling thread's network namespace.
+pub fn probe(to: SocketAddr, proto: Proto, expect: &str) -> Outcome {
+    let answer = match proto {
+        Proto::Tcp => tcp(to),
+        Proto::Udp => udp(to),
+    };
+    match answer {
+        Ok(a) if a == expect => Outcome::Connected,
+        Ok(a) => Outcome::WrongAnswer(a),
+        Err(e) => match e.kind() {
+            io::ErrorKind::ConnectionRefused => Outcome::Refused,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Outcome::Timeout,
+            _ => Outcome::Error(e.to_string()),
+        },
+    }
+}
+
+fn tcp(to: SocketAddr) -> io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&to, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+fn udp(to: SocketAddr) -> io::Result<String> {
+    let any: SocketAddr = match to {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
+        SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+    };
+    let socket = UdpSocket::bind(any)?;
+    socket.connect(to)?;
+    socket.set_read_timeout(Some(TIMEOUT))?;
+    socket.send(b"who are you?")?;
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
