@@ -14,10 +14,7 @@
 //! never probes itself. Pods on node-b are never selected by a policy: the
 //! agent under test programs node-a only.
 //!
-//! Until the agent has the NetworkPolicy controller (`run
-//! --run-service-proxy`), the policy cases skip with a message
-//! (IPWARDEN_NETPOL_REQUIRE=1 makes that a failure); the harness_* tests
-//! run without the agent and prove the harness itself.
+//! The harness_* tests run without the agent and prove the harness itself.
 //! IPWARDEN_NETPOL_AGENT_ARGS adds arguments to every `ipwarden run` (split
 //! on whitespace, e.g. `--bpf-mode off`).
 //!

@@ -5,7 +5,6 @@
 use std::{
     collections::BTreeSet,
     path::Path,
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -187,7 +186,7 @@ impl Case {
     /// Builds, runs and probes; `None` when the case is skipped (not root,
     /// or no NetworkPolicy controller in the agent yet).
     pub fn observe(self) -> Option<Run> {
-        if !privileged(self.name) || (self.agent && !agent_enforces_policies(self.name)) {
+        if !privileged(self.name) {
             return None;
         }
         let start = Instant::now();
@@ -255,27 +254,6 @@ impl Case {
             timings,
         })
     }
-}
-
-/// Does this agent binary have the NetworkPolicy controller (`run
-/// --run-service-proxy`)? Until it does, policy cases skip with a message;
-/// IPWARDEN_NETPOL_REQUIRE=1 makes that a failure.
-fn agent_enforces_policies(test: &str) -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    let has = *HAS.get_or_init(|| {
-        let out = std::process::Command::new(AGENT)
-            .args(["run", "--help"])
-            .output()
-            .expect("running ipwarden run --help");
-        String::from_utf8_lossy(&out.stdout).contains("--run-service-proxy")
-    });
-    if !has {
-        if std::env::var_os("IPWARDEN_NETPOL_REQUIRE").is_some_and(|v| v == "1") {
-            panic!("{test}: ipwarden run has no --run-service-proxy (no NetworkPolicy controller) and IPWARDEN_NETPOL_REQUIRE=1");
-        }
-        eprintln!("{test}: skipped, ipwarden run has no NetworkPolicy controller yet (no --run-service-proxy)");
-    }
-    has
 }
 
 /// `ip netns exec NODE ipwarden run --manifests CASE.yaml --once
