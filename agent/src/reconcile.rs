@@ -5,6 +5,7 @@
 //! chain uses any more. Either controller can be switched off.
 
 pub mod policies;
+pub mod schedule;
 pub mod services;
 
 use std::{
