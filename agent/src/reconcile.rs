@@ -4,7 +4,10 @@
 //! the VIP addresses, then the iptables chains, then the policy sets no
 //! chain uses any more. Either controller can be switched off.
 
+pub mod dataplane;
 pub mod policies;
+#[cfg(test)]
+mod recording;
 pub mod schedule;
 pub mod services;
 
@@ -28,8 +31,11 @@ use crate::{
     store::{ApplyReport, SetStore, StoreError},
 };
 
-pub use policies::{policies_owner, PolicyReport, POLICIES_OWNER};
-pub use services::{services_owner, ProxyOptions, ServiceProxy, SERVICES_OWNER};
+pub use policies::{policies_owner, PolicyReport, PolicySync, POLICIES_OWNER};
+pub use services::{services_owner, ProxyOptions, ServiceChanges, ServiceSync, SERVICES_OWNER};
+
+use dataplane::RealDataplane;
+use schedule::SyncKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -100,12 +106,14 @@ impl ReconcileReport {
     }
 }
 
-/// Owns the kernel clients of the calling thread's network namespace.
+/// Both controllers in one pass (`run --once`, and the first pass of the
+/// daemon), each with the kernel clients of the calling thread's network
+/// namespace.
 pub struct Reconciler {
     store: SetStore,
     link: LinkClient,
-    proxy: Option<ServiceProxy>,
-    firewall: Option<policy_controller::Options>,
+    proxy: Option<ServiceSync<RealDataplane>>,
+    firewall: Option<PolicySync<RealDataplane>>,
 }
 
 impl Reconciler {
@@ -117,10 +125,24 @@ impl Reconciler {
         proxy: Option<ProxyOptions>,
         firewall: Option<policy_controller::Options>,
     ) -> Result<Self, ReconcileError> {
-        let proxy = proxy.map(|o| ServiceProxy::new(&store, o)).transpose()?;
-        if firewall.is_some() {
-            store.register(policies_owner())?;
-        }
+        let proxy = match proxy {
+            Some(opts) => {
+                let dp = RealDataplane::connect_ipvs(store.clone(), opts.node_port_range)?;
+                store.register(services_owner())?;
+                Some(ServiceSync::new(dp, opts))
+            }
+            None => None,
+        };
+        let firewall = match firewall {
+            Some(opts) => {
+                store.register(policies_owner())?;
+                Some(PolicySync::new(
+                    RealDataplane::connect(store.clone())?,
+                    opts,
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             store,
             link: LinkClient::connect()?,
@@ -132,14 +154,12 @@ impl Reconciler {
     /// Runs the eBPF data plane beside the proxy: its mirror follows the
     /// service sets and it attaches to interfaces as they appear.
     pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
-        if let Some(proxy) = &mut self.proxy {
-            proxy.bpf = Some(bpf);
-        }
+        self.proxy = self.proxy.map(|p| p.map_dataplane(|dp| dp.with_bpf(bpf)));
         self
     }
 
     pub fn bpf(&self) -> Option<&BpfRuntime> {
-        self.proxy.as_ref()?.bpf.as_ref()
+        self.proxy.as_ref()?.dataplane().bpf()
     }
 
     pub fn store(&self) -> &SetStore {
@@ -151,40 +171,33 @@ impl Reconciler {
         Ok(self.link.local_addresses(names::DUMMY_INTERFACE)?)
     }
 
-    /// Computes the desired state of `snapshot` and programs it.
+    /// Computes the desired state of `snapshot` and programs all of it:
+    /// every owner's sets, IPVS, addresses, every owner's chains, then the
+    /// policy sets no chain uses any more.
     pub fn reconcile(&mut self, snapshot: &Snapshot) -> Result<ReconcileReport, ReconcileError> {
         let start = Instant::now();
-        let services = self.proxy.as_ref().map(|p| p.desired(snapshot));
-        let policies = self
-            .firewall
-            .as_ref()
-            .map(|o| policy_controller::desired(snapshot, o));
         let mut report = ReconcileReport::default();
+        let services = self
+            .proxy
+            .as_mut()
+            .map(|p| p.prepare(SyncKind::Full, snapshot, &ServiceChanges::default()));
+        let policies = self.firewall.as_ref().map(|f| f.prepare(snapshot));
         let mut policy_report = PolicyReport::default();
-        if let Some(state) = &services {
-            report.virtual_services = state.virtual_services.len();
-            report.problems.extend(state.problems.iter().cloned());
-        }
         if let Some(state) = &policies {
             report.problems.extend(state.problems.iter().cloned());
         }
-        // 1. Sets of every owner.
-        if let (Some(proxy), Some(state)) = (&self.proxy, &services) {
-            proxy.apply_sets(&self.store, state, &mut report)?;
+        if let (Some(proxy), Some(p)) = (&mut self.proxy, &services) {
+            proxy.apply_sets(p, &mut report)?;
         }
-        if let Some(state) = &policies {
-            policies::apply_sets(&self.store, state, &mut policy_report)?;
+        if let (Some(f), Some(state)) = (&mut self.firewall, &policies) {
+            f.apply_sets(state, &mut policy_report)?;
         }
-        // 2. IPVS and 3. the addresses it serves.
-        if let (Some(proxy), Some(state)) = (&mut self.proxy, &services) {
-            proxy.apply_ipvs_and_addresses(&self.link, state, snapshot, &mut report)?;
+        if let (Some(proxy), Some(p)) = (&mut self.proxy, &services) {
+            proxy.apply_ipvs_and_addresses(p, &mut report)?;
+            proxy.apply_chains(p, &mut report)?;
         }
-        // 4. Chains, then the policy sets they no longer use.
-        if let (Some(proxy), Some(state)) = (&self.proxy, &services) {
-            proxy.apply_chains(state, &mut report)?;
-        }
-        if let Some(state) = &policies {
-            policies::apply_chains(&self.store, state, &mut policy_report)?;
+        if let (Some(f), Some(state)) = (&mut self.firewall, &policies) {
+            f.apply_chains(state, &mut policy_report)?;
             report
                 .chains_written
                 .extend(policy_report.chains_written.iter().cloned());

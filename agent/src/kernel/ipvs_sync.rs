@@ -11,7 +11,7 @@ use super::ipvs::{
     Destination, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request, Scheduler,
     Service, ServiceFlagBits, ServiceKey, VirtualServer,
 };
-use crate::desired::{Family, Forward, Protocol, VirtualService};
+use crate::desired::{Family, Forward, Protocol, VirtualService, VsKey};
 
 /// What a sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -61,13 +61,18 @@ impl IpvsScope {
     }
 }
 
+/// The kernel key of a desired virtual service's key.
+pub fn kernel_key(key: &VsKey) -> ServiceKey {
+    match key.proto {
+        Protocol::Tcp => ServiceKey::tcp(key.addr, key.port),
+        Protocol::Udp => ServiceKey::udp(key.addr, key.port),
+        Protocol::Sctp => ServiceKey::sctp(key.addr, key.port),
+    }
+}
+
 /// The kernel form of a desired virtual service.
 pub fn to_kernel(vs: &VirtualService) -> Result<(Service, Vec<Destination>), InvalidValue> {
-    let key = match vs.key.proto {
-        Protocol::Tcp => ServiceKey::tcp(vs.key.addr, vs.key.port),
-        Protocol::Udp => ServiceKey::udp(vs.key.addr, vs.key.port),
-        Protocol::Sctp => ServiceKey::sctp(vs.key.addr, vs.key.port),
-    };
+    let key = kernel_key(&vs.key);
     let flags = ServiceFlagBits::from(vs.flags);
     let mut service = Service::new(key, Scheduler::new(&vs.scheduler)?).with_flags(flags);
     if vs.flags.persistent {
@@ -180,6 +185,42 @@ pub fn sync(
     scope: &IpvsScope,
 ) -> Result<IpvsReport, Vec<IpvsError>> {
     let actual = client.list().map_err(|e| vec![e])?;
+    let (reqs, report) = plan(desired, &actual, scope);
+    let errors: Vec<IpvsError> = client
+        .execute_all(&reqs)
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if errors.is_empty() {
+        Ok(report)
+    } else {
+        Err(errors)
+    }
+}
+
+/// A partial sync: reads back only the services in `keys` (those of the
+/// Services that changed), and brings just them to `desired` (which holds
+/// the desired services among `keys`; a key of `keys` missing from it is
+/// deleted if it is ours). The rest of the table is not even listed.
+pub fn sync_keys(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    keys: &BTreeSet<ServiceKey>,
+    scope: &IpvsScope,
+) -> Result<IpvsReport, Vec<IpvsError>> {
+    let mut actual = Vec::with_capacity(keys.len());
+    for key in keys {
+        let entry = match client.service(key) {
+            Ok(e) => e,
+            Err(IpvsError::NotFound { .. }) => continue,
+            Err(e) => return Err(vec![e]),
+        };
+        let destinations = client.destinations(key).map_err(|e| vec![e])?;
+        actual.push(VirtualServer {
+            entry,
+            destinations,
+        });
+    }
     let (reqs, report) = plan(desired, &actual, scope);
     let errors: Vec<IpvsError> = client
         .execute_all(&reqs)

@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    controllers::policies::{chains::DENY_COMMENT, names, PolicyState},
-    desired::{Family, Table},
+    cluster::Snapshot,
+    controllers::policies::{self, chains::DENY_COMMENT, names, PolicyState},
+    desired::{Family, MemberServices, Table},
     kernel::iptables,
     store::{ApplyReport, Claim, Owner, SetStore},
 };
 
-use super::ReconcileError;
+use super::{
+    dataplane::{Dataplane, RealDataplane},
+    ReconcileError,
+};
 
 /// The set-store owner name of the policy controller.
 pub const POLICIES_OWNER: &str = "policies";
@@ -52,51 +56,100 @@ impl PolicyReport {
 /// Step 1: every set the new chains use exists with its members. Sets the
 /// old chains still use cannot be destroyed yet; the store defers them.
 pub fn apply_sets(
-    store: &SetStore,
+    dp: &mut impl Dataplane,
     state: &PolicyState,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
-    report.sets = Some(store.apply(POLICIES_OWNER, state.sets.clone())?);
+    report.sets = Some(dp.apply_sets(POLICIES_OWNER, &state.sets, &MemberServices::new())?);
     Ok(())
 }
 
 /// Step 2: the chains, one iptables-restore per family (so no packet
 /// meets a half-written chain), then step 3: the sets left over.
 pub fn apply_chains(
-    store: &SetStore,
+    dp: &mut impl Dataplane,
     state: &PolicyState,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
     for plan in &state.iptables {
-        let r = iptables::apply(plan)?;
+        let changes = dp.apply_table(plan)?;
         let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
         report
             .chains_written
-            .extend(r.changes.chains_written.iter().map(label));
+            .extend(changes.chains_written.iter().map(label));
         report
             .chains_deleted
-            .extend(r.changes.chains_deleted.iter().map(label));
+            .extend(changes.chains_deleted.iter().map(label));
         report
             .jumps_rewritten
-            .extend(r.changes.jumps_rewritten.iter().map(label));
+            .extend(changes.jumps_rewritten.iter().map(label));
     }
     let deferred = report
         .sets
         .as_ref()
         .is_some_and(|s| !s.executed.destroy_deferred.is_empty());
     if deferred {
-        let again = store.apply(POLICIES_OWNER, state.sets.clone())?;
+        let again = dp.apply_sets(POLICIES_OWNER, &state.sets, &MemberServices::new())?;
         report.sets_destroyed = again.executed.destroyed;
     }
     Ok(())
 }
 
-/// All three steps, for a pass of the policy controller alone.
+/// All three steps through the kernel of the calling thread's namespace.
 pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, ReconcileError> {
+    let mut dp = RealDataplane::connect(store.clone())?;
     let mut report = PolicyReport::default();
-    apply_sets(store, state, &mut report)?;
-    apply_chains(store, state, &mut report)?;
+    apply_sets(&mut dp, state, &mut report)?;
+    apply_chains(&mut dp, state, &mut report)?;
     Ok(report)
+}
+
+/// The policy controller with its dataplane. Every sync recomputes the
+/// whole policy state (cheap next to the kernel work) and the kernel side
+/// writes only differences: a partial sync and a full one differ only in
+/// that the store and the applier read everything back either way.
+pub struct PolicySync<D> {
+    dataplane: D,
+    opts: policies::Options,
+}
+
+impl<D: Dataplane> PolicySync<D> {
+    pub fn new(dataplane: D, opts: policies::Options) -> Self {
+        Self { dataplane, opts }
+    }
+
+    pub fn prepare(&self, snapshot: &Snapshot) -> PolicyState {
+        policies::desired(snapshot, &self.opts)
+    }
+
+    pub fn apply_sets(
+        &mut self,
+        state: &PolicyState,
+        report: &mut PolicyReport,
+    ) -> Result<(), ReconcileError> {
+        apply_sets(&mut self.dataplane, state, report)
+    }
+
+    pub fn apply_chains(
+        &mut self,
+        state: &PolicyState,
+        report: &mut PolicyReport,
+    ) -> Result<(), ReconcileError> {
+        apply_chains(&mut self.dataplane, state, report)
+    }
+
+    /// One whole pass of the policy controller; its problems are in the
+    /// returned state.
+    pub fn sync(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<(PolicyState, PolicyReport), ReconcileError> {
+        let state = self.prepare(snapshot);
+        let mut report = PolicyReport::default();
+        self.apply_sets(&state, &mut report)?;
+        self.apply_chains(&state, &mut report)?;
+        Ok((state, report))
+    }
 }
 
 /// Packets denied per (policy "NS/NAME", direction), both families, from

@@ -223,7 +223,10 @@ mod tests {
         sch.started(s(t0, 1.0), SyncKind::Partial);
         assert_eq!(sch.queued_since(), None);
         sch.finished(s(t0, 1.01), s(t0, 1.0), SyncKind::Partial, true);
-        assert!(matches!(sch.next(s(t0, 1.02)), Next::WaitUntil(_)), "both changes were handled by one sync");
+        assert!(
+            matches!(sch.next(s(t0, 1.02)), Next::WaitUntil(_)),
+            "both changes were handled by one sync"
+        );
     }
 
     #[test]
@@ -258,11 +261,17 @@ mod tests {
             now = at;
         }
         assert_eq!(waits, [2, 4, 8, 8]);
-        let Next::Sync(kind) = sch.next(now) else { panic!() };
+        let Next::Sync(kind) = sch.next(now) else {
+            panic!()
+        };
         sch.started(now, kind);
         sch.finished(now, now, kind, true);
         sch.request(s(now, 0.0));
-        assert_eq!(sch.next(s(now, 1.0)), Next::Sync(SyncKind::Partial), "success resets the backoff");
+        assert_eq!(
+            sch.next(s(now, 1.0)),
+            Next::Sync(SyncKind::Partial),
+            "success resets the backoff"
+        );
     }
 
     #[test]

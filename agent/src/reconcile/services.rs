@@ -1,24 +1,25 @@
 //! The service proxy's part of a pass: its sets, IPVS, the VIP addresses
-//! on ipwarden0, the eBPF attachments and its chains.
+//! on ipwarden0, and its chains. It keeps each Service's share of the
+//! desired state, so a partial sync recomputes only the Services that
+//! changed and reads back and writes only their IPVS services.
 
-use std::{collections::BTreeSet, net::IpAddr};
-
-use crate::{
-    bpf::runtime::BpfRuntime,
-    cluster::Snapshot,
-    controllers::services::{self, names},
-    desired::{Problem, ServiceState},
-    kernel::{
-        iptables,
-        ipvs::IpvsClient,
-        ipvs_sync::{self, IpvsReport, IpvsScope},
-        link::LinkClient,
-        sysctl,
-    },
-    store::{Claim, Owner, SetStore},
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
 };
 
-use super::{ReconcileError, ReconcileReport};
+use crate::{
+    cluster::Snapshot,
+    controllers::services::{self, names, ServiceShare},
+    desired::{ServiceRef, ServiceState, VsKey},
+    store::{Claim, Owner},
+};
+
+use super::{
+    dataplane::{Dataplane, IpvsSelection},
+    schedule::SyncKind,
+    ReconcileError, ReconcileReport,
+};
 
 /// The set-store owner name of the service controller.
 pub const SERVICES_OWNER: &str = "services";
@@ -42,72 +43,201 @@ pub fn services_owner() -> Owner {
     .mirror(&[names::SET_SVIP_PRT, names::SET_SVIP])
 }
 
-/// The IPVS client and settings of the service proxy.
-pub struct ServiceProxy {
-    ipvs: IpvsClient,
-    pub(super) opts: ProxyOptions,
-    pub(super) bpf: Option<BpfRuntime>,
+/// What changed since the last sync, as far as Services are concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceChanges {
+    pub services: BTreeSet<ServiceRef>,
+    /// EndpointSlices by (namespace, name).
+    pub slices: BTreeSet<(String, String)>,
+    /// This node's Node changed (its addresses are the NodePorts').
+    pub node: bool,
 }
 
-impl ServiceProxy {
-    /// Connects to IPVS, sets its sysctls and registers the owner.
-    pub fn new(store: &SetStore, opts: ProxyOptions) -> Result<Self, ReconcileError> {
-        let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-        for path in sysctl::ensure_ipvs()? {
-            tracing::info!(sysctl = path, "set");
-        }
-        store.register(services_owner())?;
-        Ok(Self {
-            ipvs,
+impl ServiceChanges {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty() && !self.node
+    }
+}
+
+/// A computed pass, between its steps.
+pub struct Prepared {
+    pub state: ServiceState,
+    /// The IPVS keys a partial sync reads back; None: the whole table.
+    pub ipvs_keys: Option<BTreeSet<VsKey>>,
+    pub kind: SyncKind,
+}
+
+/// The service controller with its dataplane and the last shares.
+pub struct ServiceSync<D> {
+    dataplane: D,
+    opts: ProxyOptions,
+    shares: BTreeMap<ServiceRef, ServiceShare>,
+    /// Which Service each EndpointSlice served at the last sync, so a
+    /// deleted slice still names its Service.
+    slice_owners: BTreeMap<(String, String), ServiceRef>,
+    node_ips: Vec<IpAddr>,
+}
+
+impl<D: Dataplane> ServiceSync<D> {
+    pub fn new(dataplane: D, opts: ProxyOptions) -> Self {
+        Self {
+            dataplane,
             opts,
-            bpf: None,
-        })
+            shares: BTreeMap::new(),
+            slice_owners: BTreeMap::new(),
+            node_ips: Vec::new(),
+        }
     }
 
-    pub fn desired(&self, snapshot: &Snapshot) -> ServiceState {
-        services::desired_with(snapshot, &self.opts.services)
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
+    /// The same controller over a changed dataplane (e.g. with eBPF).
+    pub fn map_dataplane<E>(self, f: impl FnOnce(D) -> E) -> ServiceSync<E> {
+        ServiceSync {
+            dataplane: f(self.dataplane),
+            opts: self.opts,
+            shares: self.shares,
+            slice_owners: self.slice_owners,
+            node_ips: self.node_ips,
+        }
+    }
+
+    /// Computes the desired state: every Service for a full sync, only the
+    /// changed ones (and the Services of changed slices) for a partial one.
+    /// A partial sync becomes full when the node's addresses changed.
+    pub fn prepare(
+        &mut self,
+        kind: SyncKind,
+        snapshot: &Snapshot,
+        changes: &ServiceChanges,
+    ) -> Prepared {
+        let node_ips = services::node_ips(snapshot);
+        let kind = if node_ips != self.node_ips || changes.node {
+            SyncKind::Full
+        } else {
+            kind
+        };
+        self.node_ips = node_ips;
+        let ipvs_keys = match kind {
+            SyncKind::Full => {
+                self.shares = snapshot
+                    .services
+                    .iter()
+                    .map(|svc| {
+                        (
+                            service_ref(svc),
+                            services::share(svc, snapshot, &self.node_ips),
+                        )
+                    })
+                    .collect();
+                None
+            }
+            SyncKind::Partial => Some(self.recompute(snapshot, changes)),
+        };
+        self.slice_owners = slice_owners(snapshot);
+        let state = services::assemble(
+            self.shares.values(),
+            &snapshot.host.local_addresses,
+            &self.opts.services,
+        );
+        Prepared {
+            state,
+            ipvs_keys,
+            kind,
+        }
+    }
+
+    /// Recomputes the shares of the affected Services; returns their IPVS
+    /// keys before and after.
+    fn recompute(&mut self, snapshot: &Snapshot, changes: &ServiceChanges) -> BTreeSet<VsKey> {
+        let mut affected = changes.services.clone();
+        for slice in &changes.slices {
+            let owner = snapshot
+                .endpoint_slices
+                .iter()
+                .find(|s| {
+                    s.metadata.namespace.as_deref() == Some(&slice.0)
+                        && s.metadata.name.as_deref() == Some(&slice.1)
+                })
+                .and_then(|s| {
+                    s.metadata
+                        .labels
+                        .as_ref()?
+                        .get("kubernetes.io/service-name")
+                        .cloned()
+                })
+                .map(|svc| ServiceRef::new(slice.0.clone(), svc))
+                .or_else(|| self.slice_owners.get(slice).cloned());
+            affected.extend(owner);
+        }
+        let mut keys = BTreeSet::new();
+        for r in affected {
+            if let Some(old) = self.shares.remove(&r) {
+                keys.extend(old.keys());
+            }
+            let svc = snapshot.services.iter().find(|s| service_ref(s) == r);
+            if let Some(svc) = svc {
+                let share = services::share(svc, snapshot, &self.node_ips);
+                keys.extend(share.keys());
+                self.shares.insert(r, share);
+            }
+        }
+        keys
     }
 
     pub fn apply_sets(
-        &self,
-        store: &SetStore,
-        state: &ServiceState,
+        &mut self,
+        p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        report.sets = Some(store.apply_with_services(
+        report.virtual_services = p.state.virtual_services.len();
+        report.problems.extend(p.state.problems.iter().cloned());
+        report.sets = Some(self.dataplane.apply_sets(
             SERVICES_OWNER,
-            state.sets.clone(),
-            state.member_services.clone(),
+            &p.state.sets,
+            &p.state.member_services,
         )?);
         Ok(())
     }
 
-    /// IPVS, then the addresses IPVS services listen on, then the tc
-    /// program on interfaces that appeared.
+    /// IPVS, then the addresses its services listen on.
     pub fn apply_ipvs_and_addresses(
         &mut self,
-        link: &LinkClient,
-        state: &ServiceState,
-        snapshot: &Snapshot,
+        p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        report.ipvs = self.sync_ipvs(link, state, snapshot, &mut report.problems)?;
-        report.addresses = link.sync_addresses(names::DUMMY_INTERFACE, &state.vips)?;
-        if let Some(bpf) = &mut self.bpf {
-            bpf.attach_new(link, names::DUMMY_INTERFACE);
-        }
+        let desired: Vec<_> = match &p.ipvs_keys {
+            None => p.state.virtual_services.clone(),
+            Some(keys) => p
+                .state
+                .virtual_services
+                .iter()
+                .filter(|vs| keys.contains(&vs.key))
+                .cloned()
+                .collect(),
+        };
+        let selection = match &p.ipvs_keys {
+            None => IpvsSelection::All,
+            Some(keys) => IpvsSelection::Keys(keys),
+        };
+        report.ipvs =
+            self.dataplane
+                .sync_ipvs(&desired, selection, &p.state.vips, &self.node_ips)?;
+        report.addresses = self.dataplane.sync_addresses(&p.state.vips)?;
         Ok(())
     }
 
     pub fn apply_chains(
-        &self,
-        state: &ServiceState,
+        &mut self,
+        p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        for plan in &state.iptables {
-            let r = iptables::apply(plan)?;
+        for plan in &p.state.iptables {
+            let changes = self.dataplane.apply_table(plan)?;
             report.chains_written.extend(
-                r.changes
+                changes
                     .chains_written
                     .iter()
                     .map(|c| format!("{}/{:?}/{c}", plan.table, plan.family)),
@@ -116,40 +246,48 @@ impl ServiceProxy {
         Ok(())
     }
 
-    fn sync_ipvs(
+    /// One whole pass of the service controller.
+    pub fn sync(
         &mut self,
-        link: &LinkClient,
-        state: &ServiceState,
+        kind: SyncKind,
         snapshot: &Snapshot,
-        problems: &mut Vec<Problem>,
-    ) -> Result<IpvsReport, ReconcileError> {
-        let mut desired = Vec::with_capacity(state.virtual_services.len());
-        for vs in &state.virtual_services {
-            match ipvs_sync::to_kernel(vs) {
-                Ok(k) => desired.push(k),
-                Err(e) => problems.push(Problem {
-                    object: vs.origin.clone(),
-                    field: "ipvs".into(),
-                    message: e.to_string(),
-                    skipped: true,
-                }),
-            }
-        }
-        // Ours: services on addresses of our dummy interface (now or
-        // about to be) and NodePorts on the node's addresses.
-        let index = link.index_of(names::DUMMY_INTERFACE)?;
-        let mut vips: BTreeSet<IpAddr> = state.vips.clone();
-        vips.extend(
-            link.addresses()?
-                .into_iter()
-                .filter(|(i, _, _)| Some(*i) == index)
-                .map(|(_, a, _)| a),
-        );
-        let scope = IpvsScope {
-            vips,
-            node_ips: snapshot.host.local_addresses.iter().copied().collect(),
-            node_port_range: self.opts.node_port_range,
-        };
-        ipvs_sync::sync(&mut self.ipvs, &desired, &scope).map_err(ReconcileError::Ipvs)
+        changes: &ServiceChanges,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        let p = self.prepare(kind, snapshot, changes);
+        let mut report = ReconcileReport::default();
+        self.apply_sets(&p, &mut report)?;
+        self.apply_ipvs_and_addresses(&p, &mut report)?;
+        self.apply_chains(&p, &mut report)?;
+        Ok(report)
     }
+}
+
+fn service_ref(svc: &k8s_openapi::api::core::v1::Service) -> ServiceRef {
+    ServiceRef::new(
+        svc.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        svc.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn slice_owners(snapshot: &Snapshot) -> BTreeMap<(String, String), ServiceRef> {
+    snapshot
+        .endpoint_slices
+        .iter()
+        .filter_map(|s| {
+            let ns = s.metadata.namespace.clone()?;
+            let svc = s
+                .metadata
+                .labels
+                .as_ref()?
+                .get("kubernetes.io/service-name")?
+                .clone();
+            Some((
+                (ns.clone(), s.metadata.name.clone()?),
+                ServiceRef::new(ns, svc),
+            ))
+        })
+        .collect()
 }

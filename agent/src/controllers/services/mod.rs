@@ -45,38 +45,91 @@ pub fn desired(snapshot: &Snapshot) -> ServiceState {
 
 /// The desired service state for `snapshot`. Pure: no I/O, no clock.
 pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
+    let node_ips = frontends::node_ips(snapshot.node.as_ref());
+    let shares: Vec<ServiceShare> = snapshot
+        .services
+        .iter()
+        .map(|svc| share(svc, snapshot, &node_ips))
+        .collect();
+    assemble(shares.iter(), &snapshot.host.local_addresses, opts)
+}
+
+/// One Service's part of the desired state: what a partial sync recomputes
+/// when that Service or its EndpointSlices change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceShare {
+    /// Each virtual service, and whether its address is a VIP to hold on
+    /// ipwarden0 (not a NodePort on a node address).
+    pub virtual_services: Vec<(VirtualService, bool)>,
+    pub restrictions: Vec<SourceRestriction>,
+    pub problems: Vec<Problem>,
+}
+
+impl ServiceShare {
+    pub fn keys(&self) -> impl Iterator<Item = VsKey> + '_ {
+        self.virtual_services.iter().map(|(vs, _)| vs.key)
+    }
+}
+
+/// The node addresses NodePorts listen on (from this node's Node).
+pub fn node_ips(snapshot: &Snapshot) -> Vec<IpAddr> {
+    frontends::node_ips(snapshot.node.as_ref())
+}
+
+/// The share of one Service (empty when it is skipped).
+pub fn share(svc: &Service, snapshot: &Snapshot, node_ips: &[IpAddr]) -> ServiceShare {
+    let ctx = ServiceCtx::new(svc);
+    let mut out = ServiceShare::default();
+    if ctx.skipped(svc) {
+        return out;
+    }
+    out.virtual_services = ctx
+        .virtual_services(
+            svc,
+            snapshot,
+            node_ips,
+            &mut out.problems,
+            &mut out.restrictions,
+        )
+        .into_iter()
+        .map(|(vs, kind)| (vs, kind != Kind::NodePort))
+        .collect();
+    out
+}
+
+/// The whole desired state from every Service's share, in Service order
+/// (namespace, name): the first Service to claim a key keeps it.
+pub fn assemble<'a>(
+    shares: impl Iterator<Item = &'a ServiceShare>,
+    local_addresses: &[IpAddr],
+    opts: &Options,
+) -> ServiceState {
     let mut problems = Vec::new();
     let mut services: BTreeMap<VsKey, VirtualService> = BTreeMap::new();
     let mut vips = BTreeSet::new();
     let mut restrictions = Vec::new();
-    let node_ips = frontends::node_ips(snapshot.node.as_ref());
-
-    for svc in &snapshot.services {
-        let ctx = ServiceCtx::new(svc);
-        if ctx.skipped(svc) {
-            continue;
-        }
-        for vs in ctx.virtual_services(svc, snapshot, &node_ips, &mut problems, &mut restrictions) {
-            if let Some(existing) = services.get(&vs.0.key) {
+    for share in shares {
+        problems.extend(share.problems.iter().cloned());
+        restrictions.extend(share.restrictions.iter().cloned());
+        for (vs, is_vip) in &share.virtual_services {
+            if let Some(existing) = services.get(&vs.key) {
                 problems.push(Problem {
-                    object: ctx.object.clone(),
+                    object: vs.service.to_string(),
                     field: "spec".into(),
-                    message: format!("{} is already served by {}", vs.0.key, existing.origin),
+                    message: format!("{} is already served by {}", vs.key, existing.origin),
                     skipped: true,
                 });
                 continue;
             }
-            if vs.1 != Kind::NodePort {
-                vips.insert(vs.0.key.addr);
+            if *is_vip {
+                vips.insert(vs.key.addr);
             }
-            services.insert(vs.0.key, vs.0);
+            services.insert(vs.key, vs.clone());
         }
     }
 
     let keys: BTreeSet<VsKey> = services.keys().copied().collect();
-    let local: BTreeSet<IpAddr> = snapshot
-        .host
-        .local_addresses
+    let local: BTreeSet<IpAddr> = local_addresses
         .iter()
         .copied()
         .filter(|a| !vips.contains(a))

@@ -1,0 +1,194 @@
+//! The kernel as a reconcile pass sees it: one trait with a method per step,
+//! so the order of a pass and what a partial sync touches are tested
+//! against a recording fake (`recording.rs`), without root. The real
+//! implementation goes through the set store, the IPVS and link clients
+//! and the iptables applier.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use crate::{
+    bpf::runtime::BpfRuntime,
+    controllers::services::names,
+    desired::{MemberServices, SetSpec, TablePlan, VirtualService, VsKey},
+    kernel::{
+        iptables::{self, Changes},
+        ipvs::IpvsClient,
+        ipvs_sync::{self, IpvsReport, IpvsScope},
+        link::{AddressReport, LinkClient},
+        sysctl,
+    },
+    store::{ApplyReport, SetStore},
+};
+
+use super::ReconcileError;
+
+/// Which IPVS services a sync reads back and may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpvsSelection<'a> {
+    /// The whole table (a full sync).
+    All,
+    /// Only these keys (a partial sync: the keys of the changed Services,
+    /// before and after the change).
+    Keys(&'a BTreeSet<VsKey>),
+}
+
+/// One step each, in the order a pass calls them: sets, IPVS, addresses,
+/// chains.
+pub trait Dataplane: Send {
+    fn apply_sets(
+        &mut self,
+        owner: &'static str,
+        sets: &[SetSpec],
+        services: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError>;
+
+    /// Brings the selected IPVS services to `desired`; `node_ips` and the
+    /// NodePort range say which kernel services are ours to delete.
+    fn sync_ipvs(
+        &mut self,
+        desired: &[VirtualService],
+        selection: IpvsSelection<'_>,
+        vips: &BTreeSet<IpAddr>,
+        node_ips: &[IpAddr],
+    ) -> Result<IpvsReport, ReconcileError>;
+
+    fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError>;
+
+    fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
+
+    /// The node's own addresses (for local-ips), without the VIPs.
+    fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError>;
+}
+
+/// The kernel of the calling thread's network namespace. Netlink sockets
+/// belong to the namespace they were opened in: each controller's thread
+/// opens its own, and never leaves the agent's namespace.
+pub struct RealDataplane {
+    store: SetStore,
+    ipvs: Option<IpvsClient>,
+    link: LinkClient,
+    node_port_range: (u16, u16),
+    bpf: Option<BpfRuntime>,
+}
+
+impl RealDataplane {
+    /// Without IPVS (the policy controller, or a node without it).
+    pub fn connect(store: SetStore) -> Result<Self, ReconcileError> {
+        Ok(Self {
+            store,
+            ipvs: None,
+            link: LinkClient::connect()?,
+            node_port_range: (30000, 32767),
+            bpf: None,
+        })
+    }
+
+    /// With IPVS, its sysctls set (the service proxy).
+    pub fn connect_ipvs(
+        store: SetStore,
+        node_port_range: (u16, u16),
+    ) -> Result<Self, ReconcileError> {
+        let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
+        for path in sysctl::ensure_ipvs()? {
+            tracing::info!(sysctl = path, "set");
+        }
+        Ok(Self {
+            ipvs: Some(ipvs),
+            node_port_range,
+            ..Self::connect(store)?
+        })
+    }
+
+    /// Attaches the tc program to interfaces as they appear, after each
+    /// address sync.
+    pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
+        self.bpf = Some(bpf);
+        self
+    }
+
+    pub fn bpf(&self) -> Option<&BpfRuntime> {
+        self.bpf.as_ref()
+    }
+
+    pub fn store(&self) -> &SetStore {
+        &self.store
+    }
+
+    fn scope(
+        &self,
+        vips: &BTreeSet<IpAddr>,
+        node_ips: &[IpAddr],
+    ) -> Result<IpvsScope, ReconcileError> {
+        // Ours: services on addresses of our dummy interface (now or about
+        // to be) and NodePorts on the node's addresses.
+        let index = self.link.index_of(names::DUMMY_INTERFACE)?;
+        let mut owned = vips.clone();
+        owned.extend(
+            self.link
+                .addresses()?
+                .into_iter()
+                .filter(|(i, _, _)| Some(*i) == index)
+                .map(|(_, a, _)| a),
+        );
+        Ok(IpvsScope {
+            vips: owned,
+            node_ips: node_ips.iter().copied().collect(),
+            node_port_range: self.node_port_range,
+        })
+    }
+}
+
+impl Dataplane for RealDataplane {
+    fn apply_sets(
+        &mut self,
+        owner: &'static str,
+        sets: &[SetSpec],
+        services: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        Ok(self
+            .store
+            .apply_with_services(owner, sets.to_vec(), services.clone())?)
+    }
+
+    fn sync_ipvs(
+        &mut self,
+        desired: &[VirtualService],
+        selection: IpvsSelection<'_>,
+        vips: &BTreeSet<IpAddr>,
+        node_ips: &[IpAddr],
+    ) -> Result<IpvsReport, ReconcileError> {
+        let scope = self.scope(vips, node_ips)?;
+        let Some(ipvs) = self.ipvs.as_mut() else {
+            return Ok(IpvsReport::default());
+        };
+        // Invalid ones were reported by the controller's pass already.
+        let kernel: Vec<_> = desired
+            .iter()
+            .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
+            .collect();
+        match selection {
+            IpvsSelection::All => ipvs_sync::sync(ipvs, &kernel, &scope),
+            IpvsSelection::Keys(keys) => {
+                let keys = keys.iter().map(ipvs_sync::kernel_key).collect();
+                ipvs_sync::sync_keys(ipvs, &kernel, &keys, &scope)
+            }
+        }
+        .map_err(ReconcileError::Ipvs)
+    }
+
+    fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {
+        let report = self.link.sync_addresses(names::DUMMY_INTERFACE, vips)?;
+        if let Some(bpf) = &mut self.bpf {
+            bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
+        }
+        Ok(report)
+    }
+
+    fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError> {
+        Ok(iptables::apply(plan)?.changes)
+    }
+
+    fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
+        Ok(self.link.local_addresses(names::DUMMY_INTERFACE)?)
+    }
+}

@@ -1,0 +1,280 @@
+//! A recording fake of the dataplane: the order of a pass and what a
+//! partial sync touches, checked without root.
+
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use super::{
+    dataplane::{Dataplane, IpvsSelection},
+    schedule::SyncKind,
+    services::{ProxyOptions, ServiceChanges, ServiceSync},
+    ReconcileError,
+};
+use crate::{
+    cluster::{manifests, HostInfo, Snapshot},
+    controllers::services,
+    desired::{Family, MemberServices, SetSpec, Table, TablePlan, VirtualService, VsKey},
+    kernel::{iptables::Changes, ipvs_sync::IpvsReport, link::AddressReport},
+    store::{ApplyReport, Executed},
+};
+
+/// One call, as the fake saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    Sets(&'static str),
+    /// The keys written, and the keys read back (None: the whole table).
+    Ipvs {
+        desired: BTreeSet<VsKey>,
+        selection: Option<BTreeSet<VsKey>>,
+    },
+    Addresses(BTreeSet<IpAddr>),
+    Table(Family, Table),
+}
+
+#[derive(Clone, Default)]
+pub struct Recording {
+    pub calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Recording {
+    pub fn take(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn push(&self, c: Call) {
+        self.calls.lock().unwrap().push(c);
+    }
+}
+
+impl Dataplane for Recording {
+    fn apply_sets(
+        &mut self,
+        owner: &'static str,
+        _: &[SetSpec],
+        _: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        self.push(Call::Sets(owner));
+        Ok(ApplyReport {
+            owner: owner.into(),
+            executed: Executed::default(),
+            verified: true,
+            duration: Duration::ZERO,
+        })
+    }
+
+    fn sync_ipvs(
+        &mut self,
+        desired: &[VirtualService],
+        selection: IpvsSelection<'_>,
+        _: &BTreeSet<IpAddr>,
+        _: &[IpAddr],
+    ) -> Result<IpvsReport, ReconcileError> {
+        self.push(Call::Ipvs {
+            desired: desired.iter().map(|v| v.key).collect(),
+            selection: match selection {
+                IpvsSelection::All => None,
+                IpvsSelection::Keys(k) => Some(k.clone()),
+            },
+        });
+        Ok(IpvsReport::default())
+    }
+
+    fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {
+        self.push(Call::Addresses(vips.clone()));
+        Ok(AddressReport::default())
+    }
+
+    fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError> {
+        self.push(Call::Table(plan.family, plan.table));
+        Ok(Changes::default())
+    }
+
+    fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
+        Ok(Vec::new())
+    }
+}
+
+const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+    status: {addresses: [{type: InternalIP, address: 10.0.1.1}]}\n";
+
+fn service(name: &str, ip: &str, endpoint: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+         spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {name}-1, namespace: shop, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [{endpoint}], conditions: {{ready: true}}}}]\n"
+    )
+}
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let mut loaded = manifests::Loaded::default();
+    manifests::parse_text(Path::new("test.yaml"), yaml, &mut loaded);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let host = HostInfo {
+        node_name: "node-a".into(),
+        local_addresses: vec!["10.0.1.1".parse().unwrap()],
+    };
+    Snapshot::from_objects(loaded.objects, host)
+}
+
+fn key(ip: &str) -> VsKey {
+    VsKey {
+        addr: ip.parse().unwrap(),
+        proto: crate::desired::Protocol::Tcp,
+        port: 80,
+    }
+}
+
+fn sync() -> (ServiceSync<Recording>, Recording) {
+    let rec = Recording::default();
+    let opts = ProxyOptions {
+        node_port_range: (30000, 32767),
+        services: services::Options::default(),
+    };
+    (ServiceSync::new(rec.clone(), opts), rec)
+}
+
+#[test]
+fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
+    let (mut s, rec) = sync();
+    let snap = snapshot(&format!(
+        "{NODE}{}",
+        service("a", "10.96.0.1", "10.244.1.2")
+    ));
+    s.sync(SyncKind::Full, &snap, &ServiceChanges::default())
+        .unwrap();
+    let calls = rec.take();
+    let kinds: Vec<&str> = calls
+        .iter()
+        .map(|c| match c {
+            Call::Sets(_) => "sets",
+            Call::Ipvs { .. } => "ipvs",
+            Call::Addresses(_) => "addresses",
+            Call::Table(..) => "table",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sets",
+            "ipvs",
+            "addresses",
+            "table",
+            "table",
+            "table",
+            "table"
+        ]
+    );
+    assert!(
+        matches!(
+            &calls[1],
+            Call::Ipvs {
+                selection: None,
+                ..
+            }
+        ),
+        "a full sync reads the whole table"
+    );
+}
+
+#[test]
+fn a_partial_sync_reads_and_writes_only_the_changed_services_keys() {
+    let (mut s, rec) = sync();
+    let before = format!(
+        "{NODE}{}{}",
+        service("a", "10.96.0.1", "10.244.1.2"),
+        service("b", "10.96.0.2", "10.244.1.3")
+    );
+    s.sync(
+        SyncKind::Full,
+        &snapshot(&before),
+        &ServiceChanges::default(),
+    )
+    .unwrap();
+    rec.take();
+    // b's endpoint moves: only its slice changed.
+    let after = format!(
+        "{NODE}{}{}",
+        service("a", "10.96.0.1", "10.244.1.2"),
+        service("b", "10.96.0.2", "10.244.1.9")
+    );
+    let changes = ServiceChanges {
+        slices: BTreeSet::from([("shop".to_string(), "b-1".to_string())]),
+        ..ServiceChanges::default()
+    };
+    let report = s
+        .sync(SyncKind::Partial, &snapshot(&after), &changes)
+        .unwrap();
+    assert_eq!(
+        report.virtual_services, 2,
+        "the state still holds every Service"
+    );
+    let calls = rec.take();
+    assert_eq!(
+        calls[1],
+        Call::Ipvs {
+            desired: BTreeSet::from([key("10.96.0.2")]),
+            selection: Some(BTreeSet::from([key("10.96.0.2")])),
+        }
+    );
+    assert_eq!(
+        calls[2],
+        Call::Addresses(BTreeSet::from([
+            "10.96.0.1".parse().unwrap(),
+            "10.96.0.2".parse().unwrap()
+        ])),
+        "addresses are diffed whole (one dump)"
+    );
+}
+
+#[test]
+fn a_deleted_service_is_removed_by_key_and_a_node_change_makes_the_sync_full() {
+    let (mut s, rec) = sync();
+    let both = format!(
+        "{NODE}{}{}",
+        service("a", "10.96.0.1", "10.244.1.2"),
+        service("b", "10.96.0.2", "10.244.1.3")
+    );
+    s.sync(SyncKind::Full, &snapshot(&both), &ServiceChanges::default())
+        .unwrap();
+    rec.take();
+    let only_a = format!("{NODE}{}", service("a", "10.96.0.1", "10.244.1.2"));
+    let changes = ServiceChanges {
+        services: BTreeSet::from([crate::desired::ServiceRef::new("shop", "b")]),
+        slices: BTreeSet::from([("shop".to_string(), "b-1".to_string())]),
+        node: false,
+    };
+    s.sync(SyncKind::Partial, &snapshot(&only_a), &changes)
+        .unwrap();
+    assert_eq!(
+        rec.take()[1],
+        Call::Ipvs {
+            desired: BTreeSet::new(),
+            selection: Some(BTreeSet::from([key("10.96.0.2")])),
+        },
+        "b's key is read back and, being gone from the desired state, deleted"
+    );
+    let moved = only_a.replace("10.0.1.1", "10.0.1.5");
+    let node = ServiceChanges {
+        node: true,
+        ..ServiceChanges::default()
+    };
+    s.sync(SyncKind::Partial, &snapshot(&moved), &node).unwrap();
+    assert!(
+        matches!(
+            rec.take()[1],
+            Call::Ipvs {
+                selection: None,
+                ..
+            }
+        ),
+        "NodePorts moved: full"
+    );
+}
