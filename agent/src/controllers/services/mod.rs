@@ -49,7 +49,7 @@ pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
     let mut services: BTreeMap<VsKey, VirtualService> = BTreeMap::new();
     let mut vips = BTreeSet::new();
     let mut restrictions = Vec::new();
-    let node_ips = frontends::node_ips(snapshot.node.as_ref());
+    let node_ips = frontends::node_ips(snapshot.node.as_deref());
 
     for svc in &snapshot.services {
         let ctx = ServiceCtx::new(svc);
