@@ -18,7 +18,7 @@ use crate::{
         runtime::{BpfOptions, BpfRuntime},
         PinLayout, ProgramLogLevel,
     },
-    cluster::{manifests, HostInfo, Snapshot},
+    cluster::{kube::KubeSource, manifests, Change, HostInfo, Snapshot, Source},
     controllers::{
         policies,
         services::{self, BpfRules},
@@ -31,9 +31,17 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A file or folder of Kubernetes manifests (YAML or JSON, several
-    /// documents per file, `kind: List`), re-read when it changes.
-    #[arg(long, env = "IPWARDEN_MANIFESTS")]
-    pub manifests: PathBuf,
+    /// documents per file, `kind: List`), re-read when it changes. Without
+    /// it the cluster comes from the API server.
+    #[arg(long, env = "IPWARDEN_MANIFESTS", conflicts_with_all = ["kubeconfig", "master"])]
+    pub manifests: Option<PathBuf>,
+    /// The kubeconfig to reach the API server (kube-router's flag); default:
+    /// $KUBECONFIG, ~/.kube/config, then the pod's service account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The API server's URL (kube-router's flag); overrides the kubeconfig's.
+    #[arg(long)]
+    pub master: Option<String>,
     /// Apply once and exit: 0 on success, non-zero with the reason otherwise.
     #[arg(long)]
     pub once: bool,
@@ -209,8 +217,14 @@ pub fn run(args: &Args) -> Result<()> {
             api::serve(addr, metrics.clone()).with_context(|| format!("serving on {addr}"))?;
         tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     }
-    let mut last_seen = modified(&args.manifests);
-    pass(&mut reconciler, args, &node_name, &metrics)?;
+    let mut input = match &args.manifests {
+        Some(path) => Input::Manifests {
+            path: path.clone(),
+            last_seen: modified(path),
+        },
+        None => Input::Kube(KubeInput::start(args, &node_name)?),
+    };
+    pass(&mut reconciler, args, &node_name, &metrics, &input)?;
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
@@ -221,13 +235,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut last_audit = Instant::now();
     let mut last_counters = Instant::now();
     loop {
-        // Polling mtimes keeps the source dependency-free; a second is
-        // well inside any resync period a proxy is expected to meet.
-        std::thread::sleep(Duration::from_secs(1));
-        let seen = modified(&args.manifests);
-        if seen != last_seen {
-            last_seen = seen;
-            if let Err(e) = pass(&mut reconciler, args, &node_name, &metrics) {
+        if input.changed_within(Duration::from_secs(1)) {
+            if let Err(e) = pass(&mut reconciler, args, &node_name, &metrics, &input) {
                 tracing::error!("reconcile failed: {e:#}");
             }
         }
@@ -257,23 +266,146 @@ pub fn run(args: &Args) -> Result<()> {
     }
 }
 
-/// Reads the manifests and reconciles once.
+/// Where the cluster comes from: exactly one source.
+enum Input {
+    /// Polled for changes (mtimes).
+    Manifests {
+        path: PathBuf,
+        last_seen: Option<SystemTime>,
+    },
+    /// The API server's reflectors, on a runtime of their own.
+    Kube(KubeInput),
+}
+
+struct KubeInput {
+    // Dropped before the runtime: the reflector tasks are aborted first.
+    source: KubeSource,
+    changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// How long `--once` waits for the first complete list.
+const ONCE_READY_WITHIN: Duration = Duration::from_secs(60);
+
+impl KubeInput {
+    /// Connects, starts the reflectors and waits until every kind is listed
+    /// (never act on a cold cache).
+    fn start(args: &Args, node_name: &str) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ipwarden-kube")
+            .enable_all()
+            .build()
+            .context("starting the API client's runtime")?;
+        let client = runtime.block_on(crate::cluster::kube::client(
+            args.kubeconfig.as_deref(),
+            args.master.as_deref(),
+        ))?;
+        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let source = {
+            let _enter = runtime.enter();
+            KubeSource::start(client, node_name, tx)
+        };
+        tracing::info!("waiting until every kind is listed");
+        let within = args.once.then_some(ONCE_READY_WITHIN);
+        let ready = runtime.block_on(async {
+            let wait = async {
+                while let Some(change) = changes.recv().await {
+                    if change == Change::Ready {
+                        return true;
+                    }
+                }
+                false
+            };
+            match within {
+                Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(false),
+                None => wait.await,
+            }
+        });
+        if !ready {
+            let failing: Vec<String> = source
+                .failing()
+                .into_iter()
+                .map(|(r, e)| format!("{r}: {e}"))
+                .collect();
+            bail!(
+                "the API server's objects were not all listed within {}s{}",
+                ONCE_READY_WITHIN.as_secs(),
+                if failing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failing.join("; "))
+                }
+            );
+        }
+        Ok(Self {
+            source,
+            changes,
+            runtime,
+        })
+    }
+}
+
+impl Input {
+    /// Waits up to `within` for a change of the cluster.
+    fn changed_within(&mut self, within: Duration) -> bool {
+        match self {
+            Input::Manifests { path, last_seen } => {
+                // Polling mtimes; a second is well inside any resync
+                // period a proxy is expected to meet.
+                std::thread::sleep(within);
+                let seen = modified(path);
+                let changed = seen != *last_seen;
+                *last_seen = seen;
+                changed
+            }
+            Input::Kube(k) => {
+                let first = k
+                    .runtime
+                    .block_on(async { tokio::time::timeout(within, k.changes.recv()).await });
+                let mut changed = matches!(first, Ok(Some(_)));
+                while k.changes.try_recv().is_ok() {
+                    changed = true;
+                }
+                changed
+            }
+        }
+    }
+}
+
+/// Reads the cluster and reconciles once.
 fn pass(
     reconciler: &mut Reconciler,
     args: &Args,
     node_name: &str,
     metrics: &Metrics,
+    input: &Input,
 ) -> Result<()> {
-    let loaded = manifests::load(&args.manifests)
-        .with_context(|| format!("reading manifests from {}", args.manifests.display()))?;
-    for p in &loaded.problems {
-        tracing::warn!("skipped: {p}");
-    }
     let host = HostInfo {
         node_name: node_name.to_string(),
         local_addresses: reconciler.local_addresses()?,
     };
-    let snapshot = Snapshot::from_objects(loaded.objects, host);
+    let (snapshot, skipped) = match input {
+        Input::Manifests { path, .. } => {
+            let loaded = manifests::load(path)
+                .with_context(|| format!("reading manifests from {}", path.display()))?;
+            for p in &loaded.problems {
+                tracing::warn!("skipped: {p}");
+            }
+            let skipped = loaded.problems.len();
+            (Snapshot::from_objects(loaded.objects, host), skipped)
+        }
+        Input::Kube(k) => {
+            let snapshot = k
+                .source
+                .snapshot(&host)
+                .context("the API server's objects are not all listed")?;
+            // Skipped objects are logged as they come; this counts them
+            // since start.
+            let skipped = k.source.health().iter().map(|h| h.skipped_objects).sum::<u64>();
+            (snapshot, skipped as usize)
+        }
+    };
     if args.run_service_proxy && snapshot.node.is_none() {
         tracing::warn!(
             node = node_name,
@@ -295,7 +427,7 @@ fn pass(
     }
     tracing::info!("{}", report.summary());
     if args.json {
-        println!("{}", json(&report, loaded.problems.len()));
+        println!("{}", json(&report, skipped));
     } else if args.once {
         println!("{}", report.summary());
     }

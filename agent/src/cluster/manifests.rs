@@ -3,16 +3,28 @@
 //!
 //! An object that does not parse is reported with its file, document,
 //! kind/name and the field that failed, and skipped; the rest is kept.
+//!
+//! [`ManifestsSource`] serves a folder through the [`Source`] seam: it
+//! re-reads on inotify events, and a file that does not parse as a whole
+//! (truncated mid-document, replaced by garbage, unreadable) keeps its last
+//! good content in force and is reported failing until it reads again.
 
 use std::{
-    fmt,
+    collections::{BTreeMap, BTreeSet},
+    fmt, io,
     path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
 };
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 
-use super::KubeObject;
+use super::{
+    source::{Change, HealthBook, Kind, ResourceHealth, Source},
+    HostInfo, KubeObject, Snapshot,
+};
 
 /// One object that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +161,249 @@ fn typed<T: DeserializeOwned>(v: Value) -> Result<Box<T>, String> {
     serde_path_to_error::deserialize(v)
         .map(Box::new)
         .map_err(|e| format!("field {}: {}", e.path(), e.inner()))
+}
+
+/// One file's objects, or why the file as a whole cannot be used: it
+/// cannot be read, is not YAML/JSON (a truncated document), or holds a
+/// document that is not an object with a `kind` (garbage). Objects that
+/// fail on their own fields are in `problems` and skipped; the rest counts.
+pub fn read_file(file: &Path) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut loaded = Loaded::default();
+    parse_text(file, &text, &mut loaded);
+    if let Some(p) = loaded.problems.iter().find(|p| p.object.is_none()) {
+        return Err(p.to_string());
+    }
+    loaded.files.push(file.to_path_buf());
+    Ok(loaded)
+}
+
+/// How long the folder must stay quiet after an inotify event before it
+/// is read (an editor writes a file in several steps).
+const QUIET: Duration = Duration::from_millis(50);
+
+/// A folder (or one file) of manifests, re-read on inotify events.
+/// Dropping it stops watching.
+pub struct ManifestsSource {
+    inner: Arc<Inner>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+struct Inner {
+    root: PathBuf,
+    state: Mutex<State>,
+    health: HealthBook,
+    changes: UnboundedSender<Change>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last good content of each file; None until it first parsed.
+    files: BTreeMap<PathBuf, Option<Vec<KubeObject>>>,
+    ready: bool,
+}
+
+type Key = (Kind, Option<String>, String);
+
+fn key(o: &KubeObject) -> Key {
+    let m = o.meta();
+    (
+        o.source_kind(),
+        m.namespace.clone(),
+        m.name.clone().unwrap_or_default(),
+    )
+}
+
+impl ManifestsSource {
+    /// Reads `path` (a file, or a folder read recursively) and watches it.
+    /// Fails when `path` cannot be read or watched. `Ready` is sent once
+    /// every file has parsed (at once, when all do).
+    pub fn start(path: &Path, changes: UnboundedSender<Change>) -> io::Result<ManifestsSource> {
+        let root = std::fs::canonicalize(path)?;
+        if !root.is_dir() {
+            std::fs::metadata(&root)?;
+        } else {
+            std::fs::read_dir(&root)?;
+        }
+        let inner = Arc::new(Inner {
+            root: root.clone(),
+            state: Mutex::default(),
+            health: HealthBook::new(changes.clone()),
+            changes,
+        });
+        let (tx, rx) = mpsc::channel::<()>();
+        let file = (!root.is_dir()).then(|| root.clone());
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let relevant = match res {
+                // Our own reads show as Access events: ignore all but a
+                // write that closed.
+                Ok(ev) => {
+                    let kind_ok = match ev.kind {
+                        notify::EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write,
+                        )) => true,
+                        notify::EventKind::Access(_) => false,
+                        _ => true,
+                    };
+                    kind_ok
+                        && file
+                            .as_ref()
+                            .is_none_or(|f| ev.paths.is_empty() || ev.paths.contains(f))
+                }
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(io::Error::other)?;
+        {
+            use notify::Watcher;
+            let (watched, mode) = if root.is_dir() {
+                (root.as_path(), notify::RecursiveMode::Recursive)
+            } else {
+                // The folder, not the file: editors replace files by rename.
+                (
+                    root.parent().unwrap_or(Path::new("/")),
+                    notify::RecursiveMode::NonRecursive,
+                )
+            };
+            watcher.watch(watched, mode).map_err(io::Error::other)?;
+        }
+        inner.reload();
+        let worker = inner.clone();
+        std::thread::Builder::new()
+            .name("ipwarden-manifests".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Debounce: read once the folder is quiet.
+                    loop {
+                        match rx.recv_timeout(QUIET) {
+                            Ok(()) => continue,
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    worker.reload();
+                }
+            })?;
+        Ok(ManifestsSource {
+            inner,
+            _watcher: watcher,
+        })
+    }
+}
+
+impl Inner {
+    fn files(&self) -> io::Result<Vec<PathBuf>> {
+        if self.root.is_dir() {
+            let mut files = Vec::new();
+            collect(&self.root, &mut files)?;
+            Ok(files)
+        } else {
+            std::fs::metadata(&self.root)?;
+            Ok(vec![self.root.clone()])
+        }
+    }
+
+    /// Reads every file again; what changed is sent to the loop.
+    fn reload(&self) {
+        let root = self.root.display().to_string();
+        let files = match self.files() {
+            Ok(f) => {
+                if self.root.is_dir() {
+                    self.health.ok(&root);
+                }
+                f
+            }
+            Err(e) => {
+                // Nothing is known about the files: keep them all.
+                self.health.failed(&root, format!("{root}: {e}"));
+                return;
+            }
+        };
+        let mut state = self.state.lock().unwrap();
+        let mut changed: BTreeSet<Key> = BTreeSet::new();
+        let present: BTreeSet<&PathBuf> = files.iter().collect();
+        let gone: Vec<PathBuf> = state
+            .files
+            .keys()
+            .filter(|f| !present.contains(f))
+            .cloned()
+            .collect();
+        for f in gone {
+            // A file removed is content removed, not a failure.
+            if let Some(Some(old)) = state.files.remove(&f) {
+                changed.extend(old.iter().map(key));
+            }
+            if !self.root.is_dir() || f != self.root {
+                self.health.forget(&f.display().to_string());
+            }
+        }
+        for f in &files {
+            let resource = f.display().to_string();
+            match read_file(f) {
+                Ok(loaded) => {
+                    for p in &loaded.problems {
+                        tracing::warn!("skipped: {p}");
+                        self.health.skipped(&resource);
+                    }
+                    self.health.ok(&resource);
+                    let old = state.files.insert(f.clone(), Some(loaded.objects));
+                    let new = state.files[f].as_deref().unwrap_or_default();
+                    changed.extend(diff(old.flatten().as_deref().unwrap_or_default(), new));
+                }
+                Err(e) => {
+                    self.health.failed(&resource, e);
+                    state.files.entry(f.clone()).or_insert(None);
+                }
+            }
+        }
+        if !state.ready {
+            if state.files.values().all(Option::is_some) {
+                state.ready = true;
+                let _ = self.changes.send(Change::Ready);
+            }
+            return;
+        }
+        for (kind, namespace, name) in changed {
+            let _ = self.changes.send(Change::Object {
+                kind,
+                namespace,
+                name,
+            });
+        }
+    }
+}
+
+/// The keys of objects added, edited or removed between `old` and `new`.
+fn diff(old: &[KubeObject], new: &[KubeObject]) -> BTreeSet<Key> {
+    let index = |objects: &[KubeObject]| -> BTreeMap<Key, KubeObject> {
+        objects.iter().map(|o| (key(o), o.clone())).collect()
+    };
+    let (old, new) = (index(old), index(new));
+    let mut changed: BTreeSet<Key> = old
+        .iter()
+        .filter(|(k, o)| new.get(*k) != Some(*o))
+        .map(|(k, _)| k.clone())
+        .collect();
+    changed.extend(new.keys().filter(|k| !old.contains_key(*k)).cloned());
+    changed
+}
+
+impl Source for ManifestsSource {
+    fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
+        let state = self.inner.state.lock().unwrap();
+        if !state.ready {
+            return None;
+        }
+        let objects: Vec<KubeObject> = state.files.values().flatten().flatten().cloned().collect();
+        Some(Snapshot::from_objects(objects, host.clone()))
+    }
+
+    fn health(&self) -> Vec<ResourceHealth> {
+        self.inner.health.snapshot()
+    }
 }
 
 #[cfg(test)]

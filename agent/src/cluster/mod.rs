@@ -1,9 +1,15 @@
-//! Where the cluster comes from: a folder of manifests now, kube-rs
-//! watchers later. Every source produces the same immutable [`Snapshot`].
+//! Where the cluster comes from: the API server (`kube.rs`, kube-rs
+//! reflectors) or a folder of manifests (`manifests.rs`, for the demo and
+//! tests), behind one seam (`source.rs`). Every source produces the same
+//! immutable [`Snapshot`].
 
+pub mod kube;
 pub mod manifests;
 mod object;
 mod snapshot;
+pub mod source;
+mod trim;
 
 pub use object::{KubeObject, ObjectRef};
 pub use snapshot::{HostInfo, Snapshot};
+pub use source::{Change, Kind, ResourceHealth, Source};

@@ -12,7 +12,7 @@ use k8s_openapi::{
 };
 
 /// One object of a kind ipwarden uses.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum KubeObject {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
@@ -42,6 +42,18 @@ impl KubeObject {
             KubeObject::Namespace(_) => "Namespace",
             KubeObject::NetworkPolicy(_) => "NetworkPolicy",
             KubeObject::Node(_) => "Node",
+        }
+    }
+
+    pub fn source_kind(&self) -> super::Kind {
+        use super::Kind;
+        match self {
+            KubeObject::Service(_) => Kind::Service,
+            KubeObject::EndpointSlice(_) => Kind::EndpointSlice,
+            KubeObject::Pod(_) => Kind::Pod,
+            KubeObject::Namespace(_) => Kind::Namespace,
+            KubeObject::NetworkPolicy(_) => Kind::NetworkPolicy,
+            KubeObject::Node(_) => Kind::Node,
         }
     }
 

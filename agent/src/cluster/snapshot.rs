@@ -1,6 +1,9 @@
 //! An immutable, ordered view of the cluster as this node sees it.
+//!
+//! Objects are shared (`Arc`) with the source's stores, so a snapshot of a
+//! big cluster costs pointer copies and a sort, not a deep clone.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{cmp::Ordering, collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod, Service},
@@ -25,13 +28,13 @@ pub struct HostInfo {
 /// byte, whatever order the source delivered objects in.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub pods: Vec<Pod>,
-    pub namespaces: Vec<Namespace>,
-    pub network_policies: Vec<NetworkPolicy>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub namespaces: Vec<Arc<Namespace>>,
+    pub network_policies: Vec<Arc<NetworkPolicy>>,
     /// This node's Node object, if the source has it.
-    pub node: Option<Node>,
+    pub node: Option<Arc<Node>>,
     pub host: HostInfo,
     /// (namespace, service name) -> indexes into `endpoint_slices`, so a
     /// Service finds its slices without scanning them all (10k Services
@@ -54,33 +57,68 @@ impl Snapshot {
         s
     }
 
+    /// Builds a snapshot from shared objects in any order (what a source's
+    /// stores hold); `node` should already be this node's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_shared(
+        services: Vec<Arc<Service>>,
+        endpoint_slices: Vec<Arc<EndpointSlice>>,
+        pods: Vec<Arc<Pod>>,
+        namespaces: Vec<Arc<Namespace>>,
+        network_policies: Vec<Arc<NetworkPolicy>>,
+        node: Option<Arc<Node>>,
+        host: HostInfo,
+    ) -> Self {
+        let mut s = Snapshot {
+            services,
+            endpoint_slices,
+            pods,
+            namespaces,
+            network_policies,
+            node,
+            host,
+            slice_index: BTreeMap::new(),
+        };
+        s.sort();
+        s
+    }
+
     fn push(&mut self, o: KubeObject) {
         match o {
-            KubeObject::Service(x) => self.services.push(*x),
-            KubeObject::EndpointSlice(x) => self.endpoint_slices.push(*x),
-            KubeObject::Pod(x) => self.pods.push(*x),
-            KubeObject::Namespace(x) => self.namespaces.push(*x),
-            KubeObject::NetworkPolicy(x) => self.network_policies.push(*x),
+            KubeObject::Service(x) => self.services.push(Arc::new(*x)),
+            KubeObject::EndpointSlice(x) => self.endpoint_slices.push(Arc::new(*x)),
+            KubeObject::Pod(x) => self.pods.push(Arc::new(*x)),
+            KubeObject::Namespace(x) => self.namespaces.push(Arc::new(*x)),
+            KubeObject::NetworkPolicy(x) => self.network_policies.push(Arc::new(*x)),
             KubeObject::Node(x) => {
                 if x.metadata.name.as_deref() == Some(self.host.node_name.as_str()) {
-                    self.node = Some(*x);
+                    self.node = Some(Arc::new(*x));
                 }
             }
         }
     }
 
     fn sort(&mut self) {
-        fn key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        // Borrowed keys: no allocation per comparison.
+        fn key(m: &ObjectMeta) -> (&str, &str) {
             (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
             )
         }
-        self.services.sort_by_key(|o| key(&o.metadata));
-        self.endpoint_slices.sort_by_key(|o| key(&o.metadata));
-        self.pods.sort_by_key(|o| key(&o.metadata));
-        self.namespaces.sort_by_key(|o| key(&o.metadata));
-        self.network_policies.sort_by_key(|o| key(&o.metadata));
+        fn by_key(a: &ObjectMeta, b: &ObjectMeta) -> Ordering {
+            key(a).cmp(&key(b))
+        }
+        self.services
+            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.endpoint_slices
+            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.pods.sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.namespaces
+            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.network_policies
+            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
         self.slice_index.clear();
         for (i, s) in self.endpoint_slices.iter().enumerate() {
             let service = s
@@ -107,6 +145,6 @@ impl Snapshot {
             .get(&(namespace.to_string(), service.to_string()))
             .into_iter()
             .flatten()
-            .map(|i| &self.endpoint_slices[*i])
+            .map(|i| &*self.endpoint_slices[*i])
     }
 }

@@ -45,7 +45,7 @@ pub fn desired(snapshot: &Snapshot) -> ServiceState {
 
 /// The desired service state for `snapshot`. Pure: no I/O, no clock.
 pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
-    let node_ips = frontends::node_ips(snapshot.node.as_ref());
+    let node_ips = frontends::node_ips(snapshot.node.as_deref());
     let shares: Vec<ServiceShare> = snapshot
         .services
         .iter()
@@ -73,7 +73,7 @@ impl ServiceShare {
 
 /// The node addresses NodePorts listen on (from this node's Node).
 pub fn node_ips(snapshot: &Snapshot) -> Vec<IpAddr> {
-    frontends::node_ips(snapshot.node.as_ref())
+    frontends::node_ips(snapshot.node.as_deref())
 }
 
 /// The share of one Service (empty when it is skipped).

@@ -1,0 +1,417 @@
+//! The API server source: one kube-runtime reflector per kind the
+//! controllers read (Services, EndpointSlices, Pods, Namespaces,
+//! NetworkPolicies, and this node's Node), with the default backoff.
+//!
+//! - Objects are trimmed to what the controllers read before they are
+//!   stored ([`super::trim`]), and an update that changes nothing kept is
+//!   dropped before it reaches the store or the loop.
+//! - An object that does not deserialize is reported, counted and left out
+//!   (`DeserializeGuard`): it never fails a whole list.
+//! - The store of a kind swaps its content only when a (re)list is complete
+//!   (kube-runtime buffers `InitApply`s until `InitDone`), so a relist never
+//!   shows an empty or partial kind; objects deleted during a watch gap are
+//!   gone after it, and the loop hears [`Change::Relisted`].
+//! - `snapshot()` is `None` until every kind has finished its first list.
+//! - A failing list or watch keeps the last good content, logs and counts
+//!   the failure, and marks the kind failing until it reads again.
+
+use std::{
+    fmt::Debug,
+    path::Path,
+    pin::pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use ::kube::{
+    api::Api,
+    config::{Config, KubeConfigOptions, Kubeconfig},
+    core::{error_boundary::InvalidObject, DeserializeGuard},
+    runtime::{
+        reflector::{self, store::Writer, ObjectRef, Store},
+        watcher, WatchStreamExt,
+    },
+    Client, Resource,
+};
+use anyhow::{Context, Result};
+use futures::{future, StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::{
+        core::v1::{Namespace, Node, Pod, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::de::DeserializeOwned;
+use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
+
+use super::{
+    source::{Change, HealthBook, Kind, ResourceHealth, Source},
+    trim::Trim,
+    HostInfo, Snapshot,
+};
+
+/// A failure of the watch phase (the list worked) clears when the stream
+/// stays quiet this long: longer than the longest backoff (30 s, doubled
+/// by jitter) plus the connect timeout (30 s), so a retry that was going to
+/// fail would have. Any event clears it sooner.
+const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(100);
+
+/// A client as kube-router builds it: `--kubeconfig` (its cluster URL
+/// replaced by `--master` when both are given); `--master` alone (with the
+/// pod's service-account token and CA when running in a pod); else
+/// `Config::infer` ($KUBECONFIG, ~/.kube/config, then in-cluster).
+pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> Result<Client> {
+    let mut config = match (kubeconfig, master) {
+        (Some(path), _) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        (None, Some(url)) => match Config::incluster() {
+            Ok(c) => c,
+            Err(_) => Config::new(
+                url.parse()
+                    .with_context(|| format!("--master {url} is not a URL"))?,
+            ),
+        },
+        (None, None) => Config::infer().await.context(
+            "no --kubeconfig or --master, no $KUBECONFIG or ~/.kube/config, and not in a pod",
+        )?,
+    };
+    if let Some(url) = master {
+        config.cluster_url = url
+            .parse()
+            .with_context(|| format!("--master {url} is not a URL"))?;
+    }
+    Client::try_from(config).context("building the API client")
+}
+
+/// The running reflectors. Dropping it stops them.
+pub struct KubeSource {
+    services: Store<Service>,
+    endpoint_slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+    network_policies: Store<NetworkPolicy>,
+    nodes: Store<Node>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the per-kind tasks share.
+struct Shared {
+    /// Every kind has finished its first list and `Ready` was sent.
+    ready: AtomicBool,
+    listed: Mutex<Vec<Kind>>,
+    health: HealthBook,
+    changes: UnboundedSender<Change>,
+}
+
+impl Shared {
+    /// A kind finished a (re)list: sends Ready when it was the last kind to
+    /// finish its first, Relisted when it was listed again after Ready.
+    fn listed(&self, kind: Kind) {
+        let mut listed = self.listed.lock().unwrap();
+        let first = !listed.contains(&kind);
+        if first {
+            listed.push(kind);
+        }
+        if self.ready.load(Ordering::SeqCst) {
+            if !first {
+                tracing::info!(%kind, "listed again after a watch gap");
+                let _ = self.changes.send(Change::Relisted(kind));
+            }
+        } else if listed.len() == Kind::ALL.len() {
+            tracing::info!("every kind is listed: the cluster view is complete");
+            let _ = self.changes.send(Change::Ready);
+            // Set after the send: a task that sees `ready` has Ready queued
+            // ahead of its own changes.
+            self.ready.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn object(&self, kind: Kind, meta: &ObjectMeta) {
+        if self.ready.load(Ordering::SeqCst) {
+            let _ = self.changes.send(Change::Object {
+                kind,
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone().unwrap_or_default(),
+            });
+        }
+    }
+}
+
+/// What a kind's object type must offer to be watched here.
+trait Watched:
+    Resource<DynamicType = ()>
+    + Clone
+    + Debug
+    + Default
+    + DeserializeOwned
+    + PartialEq
+    + Trim
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + Default
+        + DeserializeOwned
+        + PartialEq
+        + Trim
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+impl KubeSource {
+    /// Starts one reflector per kind on the current tokio runtime; changes
+    /// go to `changes` (the first one is [`Change::Ready`], or Health while
+    /// a kind cannot be listed).
+    pub fn start(client: Client, node_name: &str, changes: UnboundedSender<Change>) -> KubeSource {
+        let health = HealthBook::new(changes.clone());
+        for kind in Kind::ALL {
+            health.register(kind.resource());
+        }
+        let shared = Arc::new(Shared {
+            ready: AtomicBool::new(false),
+            listed: Mutex::new(Vec::new()),
+            health,
+            changes,
+        });
+        let all = || watcher::Config::default().any_semantic();
+        let mut tasks = Vec::new();
+        let services = spawn::<Service>(Kind::Service, &client, all(), &shared, &mut tasks);
+        let endpoint_slices =
+            spawn::<EndpointSlice>(Kind::EndpointSlice, &client, all(), &shared, &mut tasks);
+        let pods = spawn::<Pod>(Kind::Pod, &client, all(), &shared, &mut tasks);
+        let namespaces = spawn::<Namespace>(Kind::Namespace, &client, all(), &shared, &mut tasks);
+        let network_policies =
+            spawn::<NetworkPolicy>(Kind::NetworkPolicy, &client, all(), &shared, &mut tasks);
+        let own_node = all().fields(&format!("metadata.name={node_name}"));
+        let nodes = spawn::<Node>(Kind::Node, &client, own_node, &shared, &mut tasks);
+        KubeSource {
+            services,
+            endpoint_slices,
+            pods,
+            namespaces,
+            network_policies,
+            nodes,
+            shared,
+            tasks,
+        }
+    }
+
+    /// Has every kind finished its first list?
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Source for KubeSource {
+    fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
+        if !self.is_ready() {
+            return None;
+        }
+        let node = self
+            .nodes
+            .find(|n| n.metadata.name.as_deref() == Some(host.node_name.as_str()));
+        Some(Snapshot::from_shared(
+            self.services.state(),
+            self.endpoint_slices.state(),
+            self.pods.state(),
+            self.namespaces.state(),
+            self.network_policies.state(),
+            node,
+            host.clone(),
+        ))
+    }
+
+    fn health(&self) -> Vec<ResourceHealth> {
+        self.shared.health.snapshot()
+    }
+}
+
+fn spawn<K: Watched>(
+    kind: Kind,
+    client: &Client,
+    config: watcher::Config,
+    shared: &Arc<Shared>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K> {
+    let writer = Writer::<K>::default();
+    let store = writer.as_reader();
+    let api = Api::<DeserializeGuard<K>>::all(client.clone());
+    tasks.push(tokio::spawn(run_kind(
+        kind,
+        api,
+        config,
+        writer,
+        shared.clone(),
+    )));
+    store
+}
+
+/// One kind: watch, unwrap the guard, trim, drop no-op updates, store, and
+/// tell the loop.
+async fn run_kind<K: Watched>(
+    kind: Kind,
+    api: Api<DeserializeGuard<K>>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    shared: Arc<Shared>,
+) {
+    let resource = kind.resource();
+    let reader = writer.as_reader();
+    let health = shared.health.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &health))))
+        .modify(K::trim)
+        .try_filter(move |event| future::ready(changes_store(&reader, event)));
+    let mut stream = pin!(reflector::reflector(writer, stream));
+    // Set by a failure of the watch phase, which only an event or a quiet
+    // stream can clear (a watch that started sends nothing until a change).
+    let mut watch_failing = false;
+    loop {
+        let next = if watch_failing {
+            match tokio::time::timeout(WATCH_RECOVERED_AFTER, stream.next()).await {
+                Ok(next) => next,
+                Err(_quiet) => {
+                    watch_failing = false;
+                    shared.health.ok(resource);
+                    continue;
+                }
+            }
+        } else {
+            stream.next().await
+        };
+        let Some(item) = next else { break };
+        match item {
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::debug!(%kind, "watch expired (410 Gone): listing again");
+            }
+            Err(e) => {
+                watch_failing = matches!(
+                    e,
+                    watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_)
+                );
+                shared
+                    .health
+                    .failed(resource, format!("{resource}: {}", describe(&e)));
+            }
+            Ok(event) => {
+                if !matches!(event, watcher::Event::Init) {
+                    watch_failing = false;
+                    shared.health.ok(resource);
+                }
+                match event {
+                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    watcher::Event::InitDone => shared.listed(kind),
+                    watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                        shared.object(kind, o.meta())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The object if it deserialized. A bad object is reported and left out:
+/// skipped from a list, and removed when an update made it bad (as a
+/// relist would leave it out).
+fn unguard<K: Watched>(
+    kind: Kind,
+    event: watcher::Event<DeserializeGuard<K>>,
+    health: &HealthBook,
+) -> Option<watcher::Event<K>> {
+    use watcher::Event::*;
+    let bad = |e: &InvalidObject| {
+        let m = &e.metadata;
+        tracing::warn!(
+            "skipped {kind} {}{}: {}",
+            m.namespace
+                .as_deref()
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default(),
+            m.name.as_deref().unwrap_or_default(),
+            e.error
+        );
+        health.skipped(kind.resource());
+    };
+    match event {
+        Init => Some(Init),
+        InitDone => Some(InitDone),
+        InitApply(DeserializeGuard(Ok(o))) => Some(InitApply(o)),
+        Apply(DeserializeGuard(Ok(o))) => Some(Apply(o)),
+        Delete(DeserializeGuard(Ok(o))) => Some(Delete(o)),
+        InitApply(DeserializeGuard(Err(e))) => {
+            bad(&e);
+            None
+        }
+        Apply(DeserializeGuard(Err(e))) => {
+            bad(&e);
+            Some(Delete(stub(e.metadata)))
+        }
+        Delete(DeserializeGuard(Err(e))) => Some(Delete(stub(e.metadata))),
+    }
+}
+
+/// An object that names `meta`'s object, to delete it from a store.
+fn stub<K: Watched>(meta: ObjectMeta) -> K {
+    let mut o = K::default();
+    *o.meta_mut() = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        ..ObjectMeta::default()
+    };
+    o
+}
+
+/// False for an update equal to what the store holds (after trimming) and
+/// for the delete of an object it does not hold: nothing changes.
+fn changes_store<K: Watched>(store: &Store<K>, event: &watcher::Event<K>) -> bool {
+    match event {
+        watcher::Event::Apply(o) => store
+            .get(&ObjectRef::from_obj(o))
+            .is_none_or(|held| *held != *o),
+        watcher::Event::Delete(o) => store.get(&ObjectRef::from_obj(o)).is_some(),
+        _ => true,
+    }
+}
+
+/// The error and its causes on one line.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
