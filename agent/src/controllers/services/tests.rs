@@ -234,7 +234,9 @@ fn services_of_other_proxies_headless_and_external_names_are_skipped() {
             .headless()
             .port("", 80, 80, "TCP")
             .build(),
-        service("shop", "alias").external_name("example.com").build(),
+        service("shop", "alias")
+            .external_name("example.com")
+            .build(),
         service("shop", "other-proxy")
             .label("service.kubernetes.io/service-proxy-name", "cilium")
             .cluster_ip("10.96.0.60")
@@ -250,7 +252,10 @@ fn services_of_other_proxies_headless_and_external_names_are_skipped() {
         .virtual_services
         .iter()
         .all(|v| !v.origin.contains("headless") && !v.origin.contains("alias")));
-    assert!(has_vs(&st, "10.96.0.10", 80), "an ordinary Service beside them");
+    assert!(
+        has_vs(&st, "10.96.0.10", 80),
+        "an ordinary Service beside them"
+    );
     assert!(st.problems.is_empty(), "skipping is not a problem");
 }
 
@@ -484,7 +489,9 @@ fn same_cluster_in_any_order_gives_the_same_state() {
     ];
     let a = state(objects.clone());
     assert!(
-        a.problems.iter().any(|p| p.message.contains("already served")),
+        a.problems
+            .iter()
+            .any(|p| p.message.contains("already served")),
         "the clash is in the cluster: {:?}",
         a.problems
     );
