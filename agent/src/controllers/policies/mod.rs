@@ -14,8 +14,6 @@ pub mod rules;
 pub mod selector;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
 mod tests;
 
 use ipnet::IpNet;

@@ -1,15 +1,16 @@
-//! The policy controller on small clusters built in each test.
+//! The policy controller on small clusters built in each test (builders
+//! in `controllers/fixtures.rs`).
 
 use serde_json::json;
 
-use super::{
-    desired,
-    fixtures::{namespace, pod, policy, snapshot},
-    names, Options, PolicyState,
+use super::{desired, names, Options, PolicyState};
+use crate::{
+    cluster::KubeObject,
+    controllers::fixtures::{namespace, pod, policy, reorderings, snapshot},
+    desired::{Family, Member, SetSpec, SetType},
 };
-use crate::desired::{Family, Member, SetSpec, SetType};
 
-fn state(objects: Vec<crate::cluster::KubeObject>) -> PolicyState {
+fn state(objects: Vec<KubeObject>) -> PolicyState {
     desired(&snapshot(objects), &Options::default())
 }
 
@@ -41,7 +42,7 @@ fn ingress_pods_set(ns: &str, policy: &str, rule: usize) -> String {
 }
 
 /// Namespaces x and y, pods x/a (local), x/b (local), y/a (remote).
-fn cluster() -> Vec<crate::cluster::KubeObject> {
+fn cluster() -> Vec<KubeObject> {
     vec![
         namespace("x", json!({"ns": "x"})),
         namespace("y", json!({"ns": "y"})),
@@ -419,4 +420,58 @@ fn the_same_snapshot_gives_the_same_state_and_a_label_change_only_changes_member
     let name = ingress_pods_set("x", "from-c", 0);
     assert!(set(&before, &name).members.is_empty());
     assert_eq!(members(set(&after, &name)), ["10.244.2.9"]);
+}
+
+#[test]
+fn same_objects_in_any_order_give_the_same_state() {
+    // Policies of every shape, with the cases where order could leak
+    // through: the same pod and policy names in two namespaces, several
+    // policies on one pod, a pod selected as a peer by several rules, a
+    // named port, an ipBlock with an except, and a bad rule.
+    let mut objects = cluster();
+    objects.extend([
+        pod("y", "b", json!({"pod": "b"}), &["10.244.1.4", "fd00::4"])
+            .port("http", 8081, "TCP")
+            .build(),
+        pod("y", "c", json!({"pod": "c", "role": "client"}), &["10.244.2.9"])
+            .on("node-b")
+            .port("dns", 53, "UDP")
+            .build(),
+        policy("x", "deny", json!({"podSelector": {}})),
+        policy("y", "deny", json!({"podSelector": {}})),
+        policy(
+            "x",
+            "from-clients",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+                {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}],
+                 "ports": [{"port": "http"}, {"protocol": "UDP", "port": 5000, "endPort": 5010}]},
+                {"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}
+            ]}),
+        ),
+        policy(
+            "y",
+            "from-clients",
+            json!({"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [
+                {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}], "ports": [{"port": "http"}]}
+            ]}),
+        ),
+        policy(
+            "x",
+            "dns",
+            json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [
+                {"to": [{"namespaceSelector": {}}], "ports": [{"protocol": "UDP", "port": "dns"}]},
+                {"ports": [{"port": 90, "endPort": 80}]}
+            ]}),
+        ),
+    ]);
+    let a = state(objects.clone());
+    assert!(
+        !a.sets.is_empty() && !a.problems.is_empty(),
+        "sets and problems are in the state: {a:?}"
+    );
+    for other in reorderings(&objects) {
+        let b = state(other);
+        assert_eq!(a, b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
 }

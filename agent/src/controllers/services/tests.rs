@@ -1,38 +1,29 @@
-//! The service controller on a cluster written as a user would write it
-//! (tests/fixtures/services/cluster.yaml), seen from node-a.
+//! The service controller, seen from node-a, on the few objects each test
+//! builds (builders in `controllers/fixtures.rs`).
 
-use std::{collections::BTreeSet, net::IpAddr, path::Path};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use super::desired;
 use crate::{
-    cluster::{manifests, HostInfo, Snapshot},
+    cluster::{KubeObject, Snapshot},
+    controllers::fixtures::{
+        node, reorderings, service, slice, snapshot, snapshot_with_addresses,
+        State::{NotServing, Ready, Terminating},
+        NODE,
+    },
     desired::{
         Family, Forward, Member, Protocol, RealServer, ServiceRef, ServiceState, SetSpec, Table,
         TablePlan, VirtualService,
     },
 };
 
-const CLUSTER: &str = include_str!("../../../tests/fixtures/services/cluster.yaml");
-
-fn host() -> HostInfo {
-    HostInfo {
-        node_name: "node-a".into(),
-        local_addresses: ["192.168.56.10", "fd00:56::10", "127.0.0.1", "10.96.0.10"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect(),
-    }
+/// This node with an address of each family, for NodePorts.
+fn node_a() -> KubeObject {
+    node(NODE, &["192.168.56.10", "fd00:56::10"])
 }
 
-fn snapshot_of(text: &str) -> Snapshot {
-    let mut loaded = manifests::Loaded::default();
-    manifests::parse_text(Path::new("cluster.yaml"), text, &mut loaded);
-    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-    Snapshot::from_objects(loaded.objects, host())
-}
-
-fn state() -> ServiceState {
-    desired(&snapshot_of(CLUSTER))
+fn state(objects: Vec<KubeObject>) -> ServiceState {
+    desired(&snapshot(objects))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -74,9 +65,34 @@ fn members(st: &ServiceState, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
+fn filter_v4(st: &ServiceState) -> &TablePlan {
+    st.iptables
+        .iter()
+        .find(|p| p.family == Family::V4 && p.table == Table::Filter)
+        .unwrap()
+}
+
 #[test]
 fn cluster_ip_ports_get_ready_and_serving_endpoints_with_terminating_drained() {
-    let st = state();
+    let st = state(vec![
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .port("dns", 53, 5353, "UDP")
+            .build(),
+        slice("shop", "web")
+            .port("http", 8080, "TCP")
+            .port("dns", 5353, "UDP")
+            .endpoint("10.244.1.5", Ready)
+            .on(NODE)
+            .endpoint("10.244.2.7", Ready)
+            .on("node-b")
+            .endpoint("10.244.1.9", Terminating)
+            .on(NODE)
+            .endpoint("10.244.2.8", NotServing)
+            .on("node-b")
+            .build(),
+    ]);
     let http = vs(&st, "10.96.0.10", Protocol::Tcp, 80);
     assert_eq!(http.scheduler, "rr");
     assert!(!http.flags.persistent);
@@ -96,7 +112,28 @@ fn cluster_ip_ports_get_ready_and_serving_endpoints_with_terminating_drained() {
 
 #[test]
 fn node_port_with_local_policy_uses_local_endpoints_and_skips_families_without_one() {
-    let st = state();
+    let st = state(vec![
+        node_a(),
+        service("shop", "api")
+            .cluster_ip("10.96.0.20")
+            .cluster_ip("fd00:96::20")
+            .port("https", 443, 8443, "TCP")
+            .node_port(30443)
+            .external_traffic_local()
+            .build(),
+        slice("shop", "api")
+            .port("https", 8443, "TCP")
+            .endpoint("10.244.1.20", Ready)
+            .on(NODE)
+            .endpoint("10.244.2.20", Ready)
+            .on("node-b")
+            .build(),
+        slice("shop", "api")
+            .port("https", 8443, "TCP")
+            .endpoint("fd00:244:2::20", Ready)
+            .on("node-b")
+            .build(),
+    ]);
     let np = vs(&st, "192.168.56.10", Protocol::Tcp, 30443);
     assert_eq!(np.destinations, [rs("10.244.1.20", 8443, 1)]);
     assert!(
@@ -117,7 +154,21 @@ fn node_port_with_local_policy_uses_local_endpoints_and_skips_families_without_o
 
 #[test]
 fn external_ip_gets_affinity_and_kube_router_scheduler_annotations() {
-    let st = state();
+    let st = state(vec![
+        service("shop", "ext")
+            .annotation("kube-router.io/service.scheduler", "sh")
+            .annotation("kube-router.io/service.schedflags", "flag-1,flag-2")
+            .cluster_ip("10.96.0.30")
+            .external_ip("203.0.113.10")
+            .affinity(600)
+            .port("", 8000, 8000, "TCP")
+            .build(),
+        slice("shop", "ext")
+            .port("", 8000, "TCP")
+            .endpoint("10.244.1.30", Ready)
+            .on(NODE)
+            .build(),
+    ]);
     for addr in ["10.96.0.30", "203.0.113.10"] {
         let v = vs(&st, addr, Protocol::Tcp, 8000);
         assert_eq!(v.scheduler, "sh");
@@ -129,7 +180,22 @@ fn external_ip_gets_affinity_and_kube_router_scheduler_annotations() {
 
 #[test]
 fn load_balancer_ip_is_served_unless_proxied_and_restricted_to_source_ranges() {
-    let st = state();
+    let st = state(vec![
+        node_a(),
+        service("shop", "lb")
+            .load_balancer("198.51.100.7")
+            .proxied_load_balancer("198.51.100.8")
+            .cluster_ip("10.96.0.40")
+            .source_range("192.0.2.0/24")
+            .port("sig", 3868, 3868, "SCTP")
+            .node_port(31868)
+            .build(),
+        slice("shop", "lb")
+            .port("sig", 3868, "SCTP")
+            .endpoint("10.244.2.40", Ready)
+            .on("node-b")
+            .build(),
+    ]);
     let lb = vs(&st, "198.51.100.7", Protocol::Sctp, 3868);
     assert_eq!(lb.destinations, [rs("10.244.2.40", 3868, 1)]);
     assert!(
@@ -141,12 +207,7 @@ fn load_balancer_ip_is_served_unless_proxied_and_restricted_to_source_ranges() {
         !has_vs(&st, "fd00:56::10", 31868),
         "an IPv4-only Service has no v6 NodePort"
     );
-    let filter_v4 = st
-        .iptables
-        .iter()
-        .find(|p| p.family == Family::V4 && p.table == Table::Filter)
-        .unwrap();
-    let rules = &filter_v4.chains[0].rules;
+    let rules = &filter_v4(&st).chains[0].rules;
     let accept = rules
         .iter()
         .position(|r| {
@@ -168,17 +229,56 @@ fn load_balancer_ip_is_served_unless_proxied_and_restricted_to_source_ranges() {
 
 #[test]
 fn services_of_other_proxies_headless_and_external_names_are_skipped() {
-    let st = state();
+    let st = state(vec![
+        service("shop", "headless")
+            .headless()
+            .port("", 80, 80, "TCP")
+            .build(),
+        service("shop", "alias")
+            .external_name("example.com")
+            .build(),
+        service("shop", "other-proxy")
+            .label("service.kubernetes.io/service-proxy-name", "cilium")
+            .cluster_ip("10.96.0.60")
+            .port("", 80, 80, "TCP")
+            .build(),
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .build(),
+    ]);
     assert!(!has_vs(&st, "10.96.0.60", 80));
     assert!(st
         .virtual_services
         .iter()
         .all(|v| !v.origin.contains("headless") && !v.origin.contains("alias")));
+    assert!(
+        has_vs(&st, "10.96.0.10", 80),
+        "an ordinary Service beside them"
+    );
+    assert!(st.problems.is_empty(), "skipping is not a problem");
 }
 
 #[test]
 fn bad_input_is_reported_by_object_and_field_and_everything_else_programmed() {
-    let st = state();
+    let st = state(vec![
+        service("shop", "badsched")
+            .annotation("ipwarden.io/service.scheduler", "fastest")
+            .cluster_ip("10.96.0.70")
+            .port("", 80, 80, "TCP")
+            .build(),
+        service("shop", "mixed")
+            .cluster_ip("10.96.0.80")
+            .external_ip("not-an-ip")
+            .external_ip("203.0.113.80")
+            .port("icmp", 1, 1, "ICMP")
+            .port("ok", 8080, 8080, "TCP")
+            .build(),
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .build(),
+    ]);
     let fields: Vec<(&str, &str, bool)> = st
         .problems
         .iter()
@@ -216,8 +316,31 @@ fn bad_input_is_reported_by_object_and_field_and_everything_else_programmed() {
 }
 
 #[test]
-fn sets_hold_every_frontend_and_local_ips_exclude_vips() {
-    let st = state();
+fn the_service_port_set_holds_every_kind_of_frontend_in_its_family() {
+    let st = state(vec![
+        node_a(),
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .port("dns", 53, 5353, "UDP")
+            .build(),
+        service("shop", "api")
+            .cluster_ip("10.96.0.20")
+            .cluster_ip("fd00:96::20")
+            .port("https", 443, 8443, "TCP")
+            .node_port(30443)
+            .build(),
+        service("shop", "ext")
+            .cluster_ip("10.96.0.30")
+            .external_ip("203.0.113.10")
+            .port("", 8000, 8000, "TCP")
+            .build(),
+        service("shop", "lb")
+            .load_balancer("198.51.100.7")
+            .cluster_ip("10.96.0.40")
+            .port("sig", 3868, 3868, "SCTP")
+            .build(),
+    ]);
     let prt = members(&st, "ipwarden-svip-prt");
     for m in [
         "10.96.0.10,tcp:80",
@@ -232,6 +355,19 @@ fn sets_hold_every_frontend_and_local_ips_exclude_vips() {
     assert!(set(&st, "ipwarden-svip")
         .members
         .contains(&Member::ip(ip("10.96.0.10"))));
+    assert_eq!(st.sets.len(), 6);
+}
+
+#[test]
+fn local_ips_are_the_node_addresses_except_vips() {
+    let addresses = ["192.168.56.10", "fd00:56::10", "127.0.0.1", "10.96.0.10"];
+    let st = desired(&snapshot_with_addresses(
+        &addresses,
+        [service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .build()],
+    ));
     let local = members(&st, "ipwarden-local-ips");
     assert!(local.contains("192.168.56.10") && local.contains("127.0.0.1"));
     assert!(
@@ -244,7 +380,17 @@ fn sets_hold_every_frontend_and_local_ips_exclude_vips() {
 
 #[test]
 fn every_service_port_member_names_its_service() {
-    let st = state();
+    let st = state(vec![
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .build(),
+        service("shop", "api")
+            .cluster_ip("10.96.0.20")
+            .cluster_ip("fd00:96::20")
+            .port("https", 443, 8443, "TCP")
+            .build(),
+    ]);
     let web = ServiceRef::new("shop", "web");
     let http = Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80);
     assert_eq!(st.member_services.get(&http), Some(&web));
@@ -264,31 +410,119 @@ fn every_service_port_member_names_its_service() {
 
 #[test]
 fn same_cluster_in_any_order_gives_the_same_state() {
-    let a = state();
-    let mut docs: Vec<&str> = CLUSTER.split("\n---\n").collect();
-    docs.reverse();
-    let b = desired(&snapshot_of(&docs.join("\n---\n")));
-    assert_eq!(a, b);
-    assert_eq!(
-        format!("{a:?}"),
-        format!("{:?}", desired(&snapshot_of(CLUSTER)))
+    // Something of every kind the controller reads, with the cases where
+    // order could leak through: the same name in two namespaces, one
+    // endpoint in two slices, two Services claiming one frontend, bad input.
+    let objects = vec![
+        node_a(),
+        node("node-b", &["192.168.56.11"]),
+        service("shop", "web")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .port("dns", 53, 5353, "UDP")
+            .build(),
+        slice("shop", "web")
+            .port("http", 8080, "TCP")
+            .port("dns", 5353, "UDP")
+            .endpoint("10.244.1.5", Ready)
+            .on(NODE)
+            .endpoint("10.244.1.9", Terminating)
+            .on(NODE)
+            .build(),
+        slice("shop", "web")
+            .named("web-2")
+            .port("http", 8080, "TCP")
+            .endpoint("10.244.1.9", Ready)
+            .on(NODE)
+            .endpoint("10.244.2.8", NotServing)
+            .on("node-b")
+            .build(),
+        service("blog", "web")
+            .cluster_ip("10.96.0.11")
+            .port("http", 80, 8080, "TCP")
+            .build(),
+        slice("blog", "web")
+            .port("http", 8080, "TCP")
+            .endpoint("10.244.2.7", Ready)
+            .on("node-b")
+            .build(),
+        service("shop", "copy")
+            .cluster_ip("10.96.0.10")
+            .port("http", 80, 8080, "TCP")
+            .build(),
+        service("shop", "api")
+            .cluster_ip("10.96.0.20")
+            .cluster_ip("fd00:96::20")
+            .port("https", 443, 8443, "TCP")
+            .node_port(30443)
+            .external_traffic_local()
+            .build(),
+        slice("shop", "api")
+            .port("https", 8443, "TCP")
+            .endpoint("10.244.1.20", Ready)
+            .on(NODE)
+            .build(),
+        slice("shop", "api")
+            .port("https", 8443, "TCP")
+            .endpoint("fd00:244:2::20", Ready)
+            .on("node-b")
+            .build(),
+        service("shop", "ext")
+            .annotation("kube-router.io/service.scheduler", "sh")
+            .cluster_ip("10.96.0.30")
+            .external_ip("203.0.113.10")
+            .affinity(600)
+            .port("", 8000, 8000, "TCP")
+            .build(),
+        service("shop", "lb")
+            .load_balancer("198.51.100.7")
+            .cluster_ip("10.96.0.40")
+            .source_range("192.0.2.0/24")
+            .port("sig", 3868, 3868, "SCTP")
+            .node_port(31868)
+            .build(),
+        service("shop", "mixed")
+            .cluster_ip("10.96.0.80")
+            .external_ip("not-an-ip")
+            .port("icmp", 1, 1, "ICMP")
+            .build(),
+    ];
+    let a = state(objects.clone());
+    assert!(
+        a.problems
+            .iter()
+            .any(|p| p.message.contains("already served")),
+        "the clash is in the cluster: {:?}",
+        a.problems
     );
+    for other in reorderings(&objects) {
+        let b = state(other);
+        assert_eq!(a, b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
 }
 
 #[test]
 fn empty_cluster_keeps_the_firewall_and_empty_sets() {
-    let st = desired(&Snapshot::from_objects(Vec::new(), host()));
+    let st = desired(&snapshot([]));
     assert!(st.virtual_services.is_empty() && st.vips.is_empty());
     assert_eq!(st.sets.len(), 6);
     assert!(set(&st, "ipwarden-svip-prt").members.is_empty());
     assert_eq!(st.iptables.len(), 4);
 }
 
-fn filter_v4(st: &ServiceState) -> &TablePlan {
-    st.iptables
-        .iter()
-        .find(|p| p.family == Family::V4 && p.table == Table::Filter)
-        .unwrap()
+/// A LoadBalancer on 198.51.100.7, restricted to 192.0.2.0/24 or not.
+fn load_balancer(restricted: bool) -> Snapshot {
+    let lb = service("shop", "lb")
+        .load_balancer("198.51.100.7")
+        .cluster_ip("10.96.0.40")
+        .port("sig", 3868, 3868, "SCTP");
+    let lb = if restricted {
+        lb.source_range("192.0.2.0/24")
+    } else {
+        lb
+    };
+    snapshot([lb.build()])
 }
 
 #[test]
@@ -302,14 +536,13 @@ fn allow_mode_accepts_marked_traffic_first_in_input_when_no_port_is_restricted()
     let mark_accept =
         "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
     // Without source ranges: the first INPUT rule, before any set lookup.
-    let plain = CLUSTER.replace("  loadBalancerSourceRanges: [192.0.2.0/24]\n", "");
-    let st = desired_with(&snapshot_of(&plain), &Options { bpf });
+    let st = desired_with(&load_balancer(false), &Options { bpf });
     let plan = filter_v4(&st);
     assert_eq!(plan.jumps[0].rule, mark_accept);
     assert!(plan.jumps[1].rule.contains("--match-set ipwarden-svip dst"));
     assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
     // With them: in the chain, after the range rules, never before.
-    let st = desired_with(&snapshot_of(CLUSTER), &Options { bpf });
+    let st = desired_with(&load_balancer(true), &Options { bpf });
     let plan = filter_v4(&st);
     assert_eq!(plan.jumps.len(), 1);
     let rules = &plan.chains[0].rules;
@@ -329,7 +562,7 @@ fn log_mode_counts_marked_traffic_just_before_the_reject() {
         mode: Mode::Log,
         mark: 0x40_0000,
     });
-    let st = desired_with(&snapshot_of(CLUSTER), &Options { bpf });
+    let st = desired_with(&load_balancer(true), &Options { bpf });
     let rules = &filter_v4(&st).chains[0].rules;
     let n = rules.len();
     assert_eq!(
