@@ -5,11 +5,13 @@
 //! chain uses any more. Either controller can be switched off.
 
 pub mod dataplane;
+pub mod driver;
 pub mod policies;
 #[cfg(test)]
 mod recording;
 pub mod schedule;
 pub mod services;
+pub mod workers;
 
 use std::{
     net::IpAddr,

@@ -7,6 +7,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -15,6 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::sync_metrics::SyncMetrics;
 use crate::{
     bpf::events::{EventKind, EventSink},
     reconcile::ReconcileReport,
@@ -56,6 +58,10 @@ pub struct Metrics {
     /// The kernel's counters as last read, to add only what is new (a
     /// rewritten chain starts again at 0).
     policy_denied_seen: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// The daemon loop's metrics, readiness and health.
+    pub sync: SyncMetrics,
+    /// How long work may wait unsynced before /healthz fails.
+    queued_limit: Arc<Mutex<Duration>>,
     ready: Arc<AtomicBool>,
 }
 
@@ -97,6 +103,8 @@ impl Metrics {
             bpf_events: BpfEventCounters::default(),
             policy_denied: Family::default(),
             policy_denied_seen: Arc::default(),
+            sync: SyncMetrics::new(&mut r),
+            queued_limit: Arc::new(Mutex::new(Duration::from_secs(60))),
             ready: Arc::new(AtomicBool::new(false)),
         };
         r.register(
@@ -241,9 +249,31 @@ impl Metrics {
         }
     }
 
-    /// True once a pass has programmed the kernel.
+    /// True once a pass has programmed the kernel (`--once`), or once every
+    /// controller of the daemon has finished a full sync.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) || self.sync.ready()
+    }
+
+    /// How long a controller may have work queued without syncing before
+    /// /healthz fails (kube-proxy's rule).
+    pub fn set_queued_limit(&self, limit: Duration) {
+        *self.queued_limit.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    /// Err names the controllers stuck with queued work.
+    pub fn health(&self) -> Result<(), String> {
+        let limit = *self.queued_limit.lock().unwrap_or_else(|p| p.into_inner());
+        let stuck = self.sync.stuck(limit);
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "work queued for more than {}s without a sync: {}",
+                limit.as_secs(),
+                stuck.join(", ")
+            ))
+        }
     }
 
     /// The Prometheus text exposition.

@@ -2,6 +2,7 @@
 
 pub mod metrics;
 mod server;
+pub mod sync_metrics;
 
 pub use metrics::{Metrics, ResultLabel};
 pub use server::serve;

@@ -22,7 +22,10 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> 
                     metrics.encode(),
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 ),
-                "/healthz" => (200, "ok\n".to_string(), "text/plain"),
+                "/healthz" => match metrics.health() {
+                    Ok(()) => (200, "ok\n".to_string(), "text/plain"),
+                    Err(e) => (503, format!("{e}\n"), "text/plain"),
+                },
                 "/readyz" if metrics.ready() => (200, "ready\n".to_string(), "text/plain"),
                 "/readyz" => (
                     503,

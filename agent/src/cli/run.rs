@@ -1,13 +1,9 @@
 //! `ipwarden run`: reconcile the kernel of this network namespace with the
 //! cluster, once (`--once`) or until stopped.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use ipwarden_common::{names, Mode};
 
@@ -18,15 +14,16 @@ use crate::{
         runtime::{BpfOptions, BpfRuntime},
         PinLayout, ProgramLogLevel,
     },
-    cluster::{kube::KubeSource, manifests, Change, HostInfo, Snapshot, Source},
     controllers::{
         policies,
         services::{self, BpfRules},
     },
     kernel::ipset::IpsetClient,
-    reconcile::{ProxyOptions, ReconcileReport, Reconciler},
+    reconcile::ProxyOptions,
     store::SetStore,
 };
+
+use super::duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -67,15 +64,32 @@ pub struct Args {
     /// NFLOG group that denied packets are logged to (`tcpdump -i nflog:100`).
     #[arg(long, default_value_t = 100)]
     pub nflog_group: u16,
-    /// Seconds between audits of the sets (drift is counted and healed).
-    #[arg(long, default_value_t = 30)]
-    pub audit_interval: u64,
-    /// Heal set drift only once it has lasted this many seconds; until then
-    /// the mirror flags the missing members, so the tc program reports (log)
-    /// or rescues (allow) traffic to them. 0 heals at once.
-    #[arg(long, default_value_t = 0)]
-    pub audit_heal_delay: u64,
-    /// Write this file once the first pass has programmed the kernel.
+    /// Between audits of the sets (drift is counted and healed). Durations
+    /// are written as kube-router's: `30s`, `5m`, `1h0m0s` (or bare seconds).
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    pub audit_interval: Duration,
+    /// Heal set drift only once it has lasted this long; until then the
+    /// mirror flags the missing members, so the tc program reports (log) or
+    /// rescues (allow) traffic to them. 0 heals at once.
+    #[arg(long, default_value = "0s", value_parser = duration::parse)]
+    pub audit_heal_delay: Duration,
+    /// The shortest time between two syncs of one controller: changes that
+    /// arrive meanwhile are handled together (kube-proxy's debounce).
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    pub min_sync_period: Duration,
+    /// Between full syncs of the service proxy, which read every IPVS
+    /// service, set and address back and repair drift (kube-router's flag).
+    #[arg(long, default_value = "5m", value_parser = duration::parse)]
+    pub ipvs_sync_period: Duration,
+    /// Between full syncs of the policy controller (kube-router's flag).
+    #[arg(long, default_value = "5m", value_parser = duration::parse)]
+    pub iptables_sync_period: Duration,
+    /// /healthz fails when a controller has had work queued this long
+    /// without a successful sync (kube-proxy's rule).
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
+    pub healthz_queued_limit: Duration,
+    /// Write this file once every controller has programmed the kernel (its
+    /// first full sync).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
     /// Address of /metrics, /healthz and /readyz; "off" for none. Not
@@ -146,10 +160,27 @@ pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// How often the denied-packet counters of the pod chains are read.
-const POLICY_COUNTERS_EVERY: Duration = Duration::from_secs(5);
+/// What both ways of running share: the node, the store, the eBPF data
+/// plane and the controllers' settings.
+pub(super) struct Setup {
+    pub node_name: String,
+    pub store: SetStore,
+    pub metrics: Metrics,
+    pub bpf: Option<BpfRuntime>,
+    pub proxy: Option<ProxyOptions>,
+    pub firewall: Option<policies::Options>,
+}
 
 pub fn run(args: &Args) -> Result<()> {
+    let setup = setup(args)?;
+    if args.once {
+        super::run_once::run(args, setup)
+    } else {
+        super::run_daemon::run(args, setup)
+    }
+}
+
+fn setup(args: &Args) -> Result<Setup> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
@@ -164,7 +195,7 @@ pub fn run(args: &Args) -> Result<()> {
         BpfMode::Allow => Some(Mode::Allow),
     };
     let metrics = Metrics::new();
-    let bpf_runtime = match mode.filter(|_| args.run_service_proxy) {
+    let bpf = match mode.filter(|_| args.run_service_proxy) {
         None => None,
         Some(mode) => Some(
             BpfRuntime::start(
@@ -202,294 +233,26 @@ pub fn run(args: &Args) -> Result<()> {
             .collect(),
         node_port_range: args.node_port_range,
     });
-    let mut reconciler =
-        Reconciler::new(store, proxy, firewall).context("starting the controllers")?;
-    if let Some(rt) = bpf_runtime {
-        reconciler = reconciler.with_bpf(rt);
-    }
+    Ok(Setup {
+        node_name,
+        store,
+        metrics,
+        bpf,
+        proxy,
+        firewall,
+    })
+}
 
-    if !args.once && args.api_addr != "off" {
-        let addr = args
-            .api_addr
-            .parse()
-            .with_context(|| format!("--api-addr {}", args.api_addr))?;
-        let bound =
-            api::serve(addr, metrics.clone()).with_context(|| format!("serving on {addr}"))?;
-        tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
-    }
-    let mut input = match &args.manifests {
-        Some(path) => Input::Manifests {
-            path: path.clone(),
-            last_seen: modified(path),
-        },
-        None => Input::Kube(KubeInput::start(args, &node_name)?),
-    };
-    pass(&mut reconciler, args, &node_name, &metrics, &input)?;
-    if let Some(ready) = &args.ready_file {
-        std::fs::write(ready, b"ready\n")
-            .with_context(|| format!("writing {}", ready.display()))?;
-    }
-    if args.once {
+/// Serves /metrics, /healthz and /readyz unless `--api-addr off`.
+pub(super) fn serve_api(args: &Args, metrics: &Metrics) -> Result<()> {
+    if args.api_addr == "off" {
         return Ok(());
     }
-    let mut last_audit = Instant::now();
-    let mut last_counters = Instant::now();
-    loop {
-        if input.changed_within(Duration::from_secs(1)) {
-            if let Err(e) = pass(&mut reconciler, args, &node_name, &metrics, &input) {
-                tracing::error!("reconcile failed: {e:#}");
-            }
-        }
-        if args.run_firewall && last_counters.elapsed() >= POLICY_COUNTERS_EVERY {
-            last_counters = Instant::now();
-            match crate::reconcile::policies::denied_packets() {
-                Ok(c) => metrics.record_policy_denied(&c),
-                Err(e) => tracing::warn!("reading the policy counters: {e:#}"),
-            }
-        }
-        if last_audit.elapsed() >= Duration::from_secs(args.audit_interval) {
-            last_audit = Instant::now();
-            let delay = Duration::from_secs(args.audit_heal_delay);
-            match reconciler.store().audit_healing_after(delay) {
-                Ok(a) => {
-                    metrics.record_audit(&a);
-                    if a.drifted() {
-                        tracing::warn!(
-                            ?a,
-                            "set drift found (healed once older than --audit-heal-delay)"
-                        );
-                    }
-                }
-                Err(e) => tracing::error!("audit failed: {e:#}"),
-            }
-        }
-    }
-}
-
-/// Where the cluster comes from: exactly one source.
-enum Input {
-    /// Polled for changes (mtimes).
-    Manifests {
-        path: PathBuf,
-        last_seen: Option<SystemTime>,
-    },
-    /// The API server's reflectors, on a runtime of their own.
-    Kube(KubeInput),
-}
-
-struct KubeInput {
-    // Dropped before the runtime: the reflector tasks are aborted first.
-    source: KubeSource,
-    changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// How long `--once` waits for the first complete list.
-const ONCE_READY_WITHIN: Duration = Duration::from_secs(60);
-
-impl KubeInput {
-    /// Connects, starts the reflectors and waits until every kind is listed
-    /// (never act on a cold cache).
-    fn start(args: &Args, node_name: &str) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ipwarden-kube")
-            .enable_all()
-            .build()
-            .context("starting the API client's runtime")?;
-        let client = runtime.block_on(crate::cluster::kube::client(
-            args.kubeconfig.as_deref(),
-            args.master.as_deref(),
-        ))?;
-        let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
-        let source = {
-            let _enter = runtime.enter();
-            KubeSource::start(client, node_name, tx)
-        };
-        tracing::info!("waiting until every kind is listed");
-        let within = args.once.then_some(ONCE_READY_WITHIN);
-        let ready = runtime.block_on(async {
-            let wait = async {
-                while let Some(change) = changes.recv().await {
-                    if change == Change::Ready {
-                        return true;
-                    }
-                }
-                false
-            };
-            match within {
-                Some(t) => tokio::time::timeout(t, wait).await.unwrap_or(false),
-                None => wait.await,
-            }
-        });
-        if !ready {
-            let failing: Vec<String> = source
-                .failing()
-                .into_iter()
-                .map(|(r, e)| format!("{r}: {e}"))
-                .collect();
-            bail!(
-                "the API server's objects were not all listed within {}s{}",
-                ONCE_READY_WITHIN.as_secs(),
-                if failing.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", failing.join("; "))
-                }
-            );
-        }
-        Ok(Self {
-            source,
-            changes,
-            runtime,
-        })
-    }
-}
-
-impl Input {
-    /// Waits up to `within` for a change of the cluster.
-    fn changed_within(&mut self, within: Duration) -> bool {
-        match self {
-            Input::Manifests { path, last_seen } => {
-                // Polling mtimes; a second is well inside any resync
-                // period a proxy is expected to meet.
-                std::thread::sleep(within);
-                let seen = modified(path);
-                let changed = seen != *last_seen;
-                *last_seen = seen;
-                changed
-            }
-            Input::Kube(k) => {
-                let first = k
-                    .runtime
-                    .block_on(async { tokio::time::timeout(within, k.changes.recv()).await });
-                let mut changed = matches!(first, Ok(Some(_)));
-                while k.changes.try_recv().is_ok() {
-                    changed = true;
-                }
-                changed
-            }
-        }
-    }
-}
-
-/// Reads the cluster and reconciles once.
-fn pass(
-    reconciler: &mut Reconciler,
-    args: &Args,
-    node_name: &str,
-    metrics: &Metrics,
-    input: &Input,
-) -> Result<()> {
-    let host = HostInfo {
-        node_name: node_name.to_string(),
-        local_addresses: reconciler.local_addresses()?,
-    };
-    let (snapshot, skipped) = match input {
-        Input::Manifests { path, .. } => {
-            let loaded = manifests::load(path)
-                .with_context(|| format!("reading manifests from {}", path.display()))?;
-            for p in &loaded.problems {
-                tracing::warn!("skipped: {p}");
-            }
-            let skipped = loaded.problems.len();
-            (Snapshot::from_objects(loaded.objects, host), skipped)
-        }
-        Input::Kube(k) => {
-            let snapshot = k
-                .source
-                .snapshot(&host)
-                .context("the API server's objects are not all listed")?;
-            // Skipped objects are logged as they come; this counts them
-            // since start.
-            let skipped = k.source.health().iter().map(|h| h.skipped_objects).sum::<u64>();
-            (snapshot, skipped as usize)
-        }
-    };
-    if args.run_service_proxy && snapshot.node.is_none() {
-        tracing::warn!(
-            node = node_name,
-            "no Node object of this name: NodePorts have no address"
-        );
-    }
-    let report = match reconciler.reconcile(&snapshot) {
-        Ok(r) => {
-            metrics.record_reconcile(&Ok(&r));
-            r
-        }
-        Err(e) => {
-            metrics.record_reconcile(&Err(e.metric_label()));
-            return Err(e.into());
-        }
-    };
-    for p in &report.problems {
-        tracing::warn!("{p}");
-    }
-    tracing::info!("{}", report.summary());
-    if args.json {
-        println!("{}", json(&report, skipped));
-    } else if args.once {
-        println!("{}", report.summary());
-    }
-    let policy_sets = report.policies.as_ref().and_then(|p| p.sets.as_ref());
-    if report.sets.iter().chain(policy_sets).any(|s| !s.verified) {
-        bail!("the sets read back differently from what was written (another writer?)");
-    }
+    let addr = args
+        .api_addr
+        .parse()
+        .with_context(|| format!("--api-addr {}", args.api_addr))?;
+    let bound = api::serve(addr, metrics.clone()).with_context(|| format!("serving on {addr}"))?;
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     Ok(())
-}
-
-fn json(r: &ReconcileReport, skipped_documents: usize) -> serde_json::Value {
-    let sets = r.sets.as_ref().map(|s| &s.executed);
-    serde_json::json!({
-        "virtual_services": r.virtual_services,
-        "ipvs": {
-            "services_added": r.ipvs.services_added,
-            "services_edited": r.ipvs.services_edited,
-            "services_removed": r.ipvs.services_removed,
-            "services_unchanged": r.ipvs.services_unchanged,
-            "destinations_added": r.ipvs.destinations_added,
-            "destinations_edited": r.ipvs.destinations_edited,
-            "destinations_removed": r.ipvs.destinations_removed,
-        },
-        "sets": {
-            "created": sets.map(|s| s.created.clone()).unwrap_or_default(),
-            "members_added": sets.map_or(0, |s| s.members_added),
-            "members_deleted": sets.map_or(0, |s| s.members_deleted),
-        },
-        "addresses": {
-            "added": r.addresses.added.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "removed": r.addresses.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        },
-        "chains_written": r.chains_written,
-        "policies": r.policies.as_ref().map(policies_json),
-        "problems": r.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "skipped_documents": skipped_documents,
-        "duration_ms": r.duration.as_secs_f64() * 1e3,
-    })
-}
-
-fn policies_json(p: &crate::reconcile::PolicyReport) -> serde_json::Value {
-    let sets = p.sets.as_ref().map(|s| &s.executed);
-    serde_json::json!({
-        "sets_created": sets.map(|s| s.created.len()).unwrap_or_default(),
-        "members_added": sets.map_or(0, |s| s.members_added),
-        "members_deleted": sets.map_or(0, |s| s.members_deleted),
-        "sets_destroyed": p.sets_destroyed.len() + sets.map_or(0, |s| s.destroyed.len()),
-        "chains_written": p.chains_written,
-        "chains_deleted": p.chains_deleted,
-    })
-}
-
-/// The newest modification time under `path`, to notice edits.
-fn modified(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_dir() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| modified(&e.path()))
-        .chain(meta.modified().ok())
-        .max()
 }

@@ -1,0 +1,213 @@
+//! `ipwarden run` as a daemon: the source (a manifests folder on inotify,
+//! or the API server's reflectors) feeds the event-driven loop
+//! (`reconcile::driver`), each controller syncing on its own schedule; the
+//! auditor and the policy counters run on timers. SIGTERM stops the watches
+//! and exits, leaving every kernel object and pin in place, so a rolling
+//! update never blinks the data plane.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use crate::{
+    api::Metrics,
+    cluster::{kube::KubeSource, manifests::ManifestsSource, Change, Source},
+    reconcile::{
+        dataplane::RealDataplane,
+        driver::{self, Controller, SyncDone, SyncError, SyncObserver},
+        policies, policies_owner,
+        schedule::{FullReason, Intervals, Schedule, SyncKind},
+        services_owner,
+        workers::{PolicyWorker, ServiceWorker},
+        PolicySync, ServiceSync,
+    },
+    store::SetStore,
+};
+
+use super::run::{serve_api, Args, Setup};
+
+/// How often the denied-packet counters of the pod chains are read.
+const POLICY_COUNTERS_EVERY: Duration = Duration::from_secs(5);
+
+pub fn run(args: &Args, setup: Setup) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ipwarden")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(daemon(args, setup))
+}
+
+async fn daemon(args: &Args, setup: Setup) -> Result<()> {
+    let Setup {
+        node_name,
+        store,
+        metrics,
+        bpf,
+        proxy,
+        firewall,
+    } = setup;
+    metrics.set_queued_limit(args.healthz_queued_limit);
+    let (tx, changes) = tokio::sync::mpsc::unbounded_channel::<Change>();
+    let source: Arc<dyn Source> = match &args.manifests {
+        Some(path) => Arc::new(
+            ManifestsSource::start(path, tx)
+                .with_context(|| format!("watching {}", path.display()))?,
+        ),
+        None => {
+            let client =
+                crate::cluster::kube::client(args.kubeconfig.as_deref(), args.master.as_deref())
+                    .await?;
+            Arc::new(KubeSource::start(client, &node_name, tx))
+        }
+    };
+    let intervals = |full: Duration| Intervals {
+        min_interval: args.min_sync_period,
+        full_interval: full,
+        ..Intervals::default()
+    };
+    let services = match proxy {
+        Some(opts) => {
+            let mut dp = RealDataplane::connect_ipvs(store.clone(), opts.node_port_range)
+                .context("starting the service proxy")?;
+            if let Some(bpf) = bpf {
+                dp = dp.with_bpf(bpf);
+            }
+            store.register(services_owner())?;
+            metrics.sync.register("services");
+            Some(Controller {
+                worker: ServiceWorker {
+                    sync: ServiceSync::new(dp, opts),
+                    node_name: node_name.clone(),
+                },
+                schedule: Schedule::new(intervals(args.ipvs_sync_period)),
+            })
+        }
+        None => None,
+    };
+    let policies = match firewall {
+        Some(opts) => {
+            store.register(policies_owner())?;
+            metrics.sync.register("policies");
+            Some(Controller {
+                worker: PolicyWorker {
+                    sync: PolicySync::new(RealDataplane::connect(store.clone())?, opts),
+                    node_name: node_name.clone(),
+                },
+                schedule: Schedule::new(intervals(args.iptables_sync_period)),
+            })
+        }
+        None => None,
+    };
+    serve_api(args, &metrics)?;
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop));
+    tokio::spawn(audit(
+        store.clone(),
+        metrics.clone(),
+        args.audit_interval,
+        args.audit_heal_delay,
+    ));
+    if args.run_firewall {
+        tokio::spawn(policy_counters(metrics.clone()));
+    }
+    let observer = Arc::new(Observer {
+        metrics: metrics.clone(),
+        ready_file: args.ready_file.clone(),
+    });
+    driver::run(source, changes, services, policies, observer, shutdown).await;
+    tracing::info!("stopped; every kernel object and pin stays in place");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop after the syncs under way.
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    let _ = stop.send(true);
+}
+
+/// The auditor on its timer: drift counted, healed after the delay.
+async fn audit(store: SetStore, metrics: Metrics, every: Duration, heal_after: Duration) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.audit_healing_after(heal_after)).await {
+            Ok(Ok(a)) => {
+                metrics.record_audit(&a);
+                if a.drifted() {
+                    tracing::warn!(
+                        ?a,
+                        "set drift found (healed once older than --audit-heal-delay)"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!("audit failed: {e:#}"),
+            Err(e) => tracing::error!("audit task failed: {e}"),
+        }
+    }
+}
+
+async fn policy_counters(metrics: Metrics) {
+    let mut tick = tokio::time::interval(POLICY_COUNTERS_EVERY);
+    loop {
+        tick.tick().await;
+        match tokio::task::spawn_blocking(policies::denied_packets).await {
+            Ok(Ok(c)) => metrics.record_policy_denied(&c),
+            Ok(Err(e)) => tracing::warn!("reading the policy counters: {e:#}"),
+            Err(e) => tracing::warn!("policy counter task failed: {e}"),
+        }
+    }
+}
+
+/// Metrics, plus the ready file once every controller has synced fully.
+struct Observer {
+    metrics: Metrics,
+    ready_file: Option<PathBuf>,
+}
+
+impl SyncObserver for Observer {
+    fn queued(&self, controller: &'static str) {
+        self.metrics.sync.queued(controller);
+    }
+
+    fn synced(
+        &self,
+        controller: &'static str,
+        kind: SyncKind,
+        reason: Option<FullReason>,
+        duration: Duration,
+        result: &Result<SyncDone, SyncError>,
+    ) {
+        let was_ready = self.metrics.ready();
+        self.metrics
+            .sync
+            .synced(controller, kind, reason, duration, result);
+        if !was_ready && self.metrics.ready() {
+            tracing::info!("every controller has programmed the kernel: ready");
+            if let Some(f) = &self.ready_file {
+                if let Err(e) = std::fs::write(f, b"ready\n") {
+                    tracing::error!("writing {}: {e}", f.display());
+                }
+            }
+        }
+    }
+
+    fn source_health(&self, resource: &str, error: Option<&str>) {
+        self.metrics.sync.source_health(resource, error);
+    }
+}

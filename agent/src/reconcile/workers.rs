@@ -1,0 +1,158 @@
+//! The two controllers as driver workers: each builds its snapshot from
+//! the source on its own thread and syncs through its own dataplane.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime},
+};
+
+use super::{
+    dataplane::{Dataplane, RealDataplane},
+    driver::{SyncDone, SyncError, Worker},
+    policies::PolicySync,
+    schedule::SyncKind,
+    services::{ServiceChanges, ServiceSync},
+};
+use crate::{
+    cluster::{source::Kind, HostInfo, Snapshot},
+    desired::ServiceRef,
+};
+
+/// The annotation kube-proxy measures programming latency from.
+const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+pub struct ServiceWorker {
+    pub sync: ServiceSync<RealDataplane>,
+    pub node_name: String,
+}
+
+impl Worker for ServiceWorker {
+    type Changes = ServiceChanges;
+
+    fn name(&self) -> &'static str {
+        "services"
+    }
+
+    fn concerns(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Service | Kind::EndpointSlice | Kind::Node)
+    }
+
+    fn note(c: &mut ServiceChanges, kind: Kind, namespace: Option<String>, name: String) {
+        let ns = namespace.unwrap_or_else(|| "default".into());
+        match kind {
+            Kind::Service => {
+                c.services.insert(ServiceRef::new(ns, name));
+            }
+            Kind::EndpointSlice => {
+                c.slices.insert((ns, name));
+            }
+            Kind::Node => c.node = true,
+            _ => {}
+        }
+    }
+
+    fn merge(into: &mut ServiceChanges, older: ServiceChanges) {
+        into.services.extend(older.services);
+        into.slices.extend(older.slices);
+        into.node |= older.node;
+    }
+
+    fn sync(
+        &mut self,
+        kind: SyncKind,
+        changes: &ServiceChanges,
+        source: &dyn crate::cluster::source::Source,
+    ) -> Result<SyncDone, SyncError> {
+        let host = HostInfo {
+            node_name: self.node_name.clone(),
+            local_addresses: self.sync.dataplane().local_addresses()?,
+        };
+        let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
+        let report = self.sync.sync(kind, &snapshot, changes)?;
+        for p in &report.problems {
+            tracing::warn!("{p}");
+        }
+        Ok(SyncDone {
+            noop: !report.ipvs.changed()
+                && report.addresses.added.is_empty()
+                && report.addresses.removed.is_empty()
+                && report.chains_written.is_empty()
+                && !report.sets.as_ref().is_some_and(|s| s.changed()),
+            summary: report.summary(),
+            programming_latencies: latencies(&snapshot, &changes.slices),
+        })
+    }
+}
+
+/// From each changed slice's trigger time to now.
+fn latencies(snapshot: &Snapshot, slices: &BTreeSet<(String, String)>) -> Vec<Duration> {
+    let now = SystemTime::now();
+    snapshot
+        .endpoint_slices
+        .iter()
+        .filter(|s| {
+            let key = (
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone().unwrap_or_default(),
+            );
+            slices.contains(&key)
+        })
+        .filter_map(|s| {
+            s.metadata
+                .annotations
+                .as_ref()?
+                .get(TRIGGER_TIME)?
+                .parse::<jiff::Timestamp>()
+                .ok()
+        })
+        .filter_map(|t| now.duration_since(SystemTime::from(t)).ok())
+        .collect()
+}
+
+pub struct PolicyWorker {
+    pub sync: PolicySync<RealDataplane>,
+    pub node_name: String,
+}
+
+impl Worker for PolicyWorker {
+    /// Every policy sync recomputes everything (the kernel side writes only
+    /// differences), so it only needs to know that something changed.
+    type Changes = ();
+
+    fn name(&self) -> &'static str {
+        "policies"
+    }
+
+    fn concerns(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Pod | Kind::Namespace | Kind::NetworkPolicy)
+    }
+
+    fn note(_: &mut (), _: Kind, _: Option<String>, _: String) {}
+
+    fn merge(_: &mut (), _: ()) {}
+
+    fn sync(
+        &mut self,
+        _: SyncKind,
+        _: &(),
+        source: &dyn crate::cluster::source::Source,
+    ) -> Result<SyncDone, SyncError> {
+        let host = HostInfo {
+            node_name: self.node_name.clone(),
+            local_addresses: Vec::new(),
+        };
+        let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
+        let (state, report) = self.sync.sync(&snapshot)?;
+        for p in &state.problems {
+            tracing::warn!("{p}");
+        }
+        let sets_changed = report.sets.as_ref().is_some_and(|s| s.changed());
+        Ok(SyncDone {
+            noop: !sets_changed
+                && report.chains_written.is_empty()
+                && report.chains_deleted.is_empty(),
+            summary: report.summary().trim_start_matches("; ").to_string(),
+            programming_latencies: Vec::new(),
+        })
+    }
+}
