@@ -202,6 +202,22 @@ impl AgentProcess {
         }
     }
 
+    /// SIGTERM, as a rolling update sends it; waits for the exit.
+    pub fn terminate(mut self) -> io::Result<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).map_err(io::Error::from)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other("the agent did not exit within 30 s of SIGTERM"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash or an OOM kill.
     pub fn kill(mut self) {
         let _ = self.child.kill();

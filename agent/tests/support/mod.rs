@@ -78,4 +78,23 @@ impl Agent {
     pub fn kill(self) {
         self.0.kill()
     }
+
+    /// SIGTERM; the agent's exit status.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.0.terminate().unwrap()
+    }
+}
+
+/// A plain HTTP GET to the agent's API in the node namespace.
+pub fn http_get(lab: &Lab, path: &str) -> String {
+    use std::io::{Read, Write};
+    lab.node
+        .run(|| {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:20244").unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
 }
