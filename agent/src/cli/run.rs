@@ -402,7 +402,12 @@ fn pass(
                 .context("the API server's objects are not all listed")?;
             // Skipped objects are logged as they come; this counts them
             // since start.
-            let skipped = k.source.health().iter().map(|h| h.skipped_objects).sum::<u64>();
+            let skipped = k
+                .source
+                .health()
+                .iter()
+                .map(|h| h.skipped_objects)
+                .sum::<u64>();
             (snapshot, skipped as usize)
         }
     };
