@@ -130,8 +130,10 @@ impl Stores {
 
 /// What the per-kind tasks share.
 struct Shared {
-    /// Every kind has finished its first list and `Ready` was sent.
+    /// Every kind has finished its first list (and Ready is sent).
     ready: AtomicBool,
+    /// The kinds that finished their first list. Held while a change is
+    /// sent, so no Object or Relisted can overtake Ready on the channel.
     listed: Mutex<Vec<Kind>>,
     health: HealthBook,
     changes: UnboundedSender<Change>,
@@ -153,14 +155,14 @@ impl Shared {
             }
         } else if listed.len() == Kind::ALL.len() {
             tracing::info!("every kind is listed: the cluster view is complete");
-            let _ = self.changes.send(Change::Ready);
-            // Set after the send: a task that sees `ready` has Ready queued
-            // ahead of its own changes.
+            // Ready before it is sent: whoever hears it can take a snapshot.
             self.ready.store(true, Ordering::SeqCst);
+            let _ = self.changes.send(Change::Ready);
         }
     }
 
     fn object(&self, kind: Kind, meta: &ObjectMeta) {
+        let _order = self.listed.lock().unwrap();
         if self.ready.load(Ordering::SeqCst) {
             let _ = self.changes.send(Change::Object {
                 kind,
@@ -215,7 +217,9 @@ impl KubeSource {
             health,
             changes,
         });
-        let all = || watcher::Config::default().any_semantic();
+        // Paginated consistent lists (500 a page): a relist after a 410
+        // is never older than what was already seen.
+        let all = watcher::Config::default;
         let mut tasks = Vec::new();
         let services = spawn::<Service>(Kind::Service, &client, all(), &shared, &mut tasks);
         let endpoint_slices =

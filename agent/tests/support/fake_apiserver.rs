@@ -128,8 +128,10 @@ struct State {
     requests: Vec<String>,
     /// While set, every connection is dropped at once.
     down: bool,
-    /// Bumped to drop every open watch mid-chunk.
+    /// Bumped to drop every open watch mid-chunk, once it has sent what
+    /// happened up to `kill_rv`.
     kill: u64,
+    kill_rv: u64,
 }
 
 struct Shared {
@@ -298,17 +300,25 @@ impl FakeApiServer {
         self.with(|st| st.collections.entry(res).or_default().held = false);
     }
 
-    /// Drops every open watch in the middle of a chunk.
+    /// Drops every open watch in the middle of a chunk, after the events
+    /// recorded so far (a test knows what the client saw).
     pub fn drop_watches(&self) {
-        self.with(|st| st.kill += 1);
+        self.with(|st| {
+            st.kill += 1;
+            st.kill_rv = st.rv;
+        });
     }
 
-    /// Gone: every open connection is dropped and new ones are closed at
-    /// once. `false` brings the server back.
+    /// Gone: every open watch is dropped (after the events recorded so
+    /// far), and every request and new connection is closed at once.
+    /// `false` brings the server back.
     pub fn set_down(&self, down: bool) {
         self.with(|st| {
+            if down && !st.down {
+                st.kill += 1;
+                st.kill_rv = st.rv;
+            }
             st.down = down;
-            st.kill += 1;
         });
     }
 
@@ -658,12 +668,13 @@ async fn serve_watch(
         bell.borrow_and_update();
         let (events, killed) = {
             let mut st = shared.state.lock().unwrap();
-            let killed = st.kill != kill || st.down;
+            let killed = st.kill != kill;
+            let until = if killed { st.kill_rv } else { u64::MAX };
             let coll = st.collections.entry(res).or_default();
             let events: Vec<Event> = coll
                 .events
                 .iter()
-                .filter(|e| e.rv > sent)
+                .filter(|e| e.rv > sent && e.rv <= until)
                 .filter(|e| e.kind == "BOOKMARK" || selected(&e.object, &name))
                 .cloned()
                 .collect();
