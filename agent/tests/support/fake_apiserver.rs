@@ -161,7 +161,16 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     /// Listens on 127.0.0.1 (a free port), empty, at resourceVersion 1.
     pub async fn start() -> FakeApiServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Serves on `listener` (bound, say, in another network namespace).
+    pub fn start_on_std(listener: std::net::TcpListener) -> FakeApiServer {
+        listener.set_nonblocking(true).unwrap();
+        Self::start_on(TcpListener::from_std(listener).unwrap())
+    }
+
+    fn start_on(listener: TcpListener) -> FakeApiServer {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
