@@ -333,7 +333,9 @@ async fn run_kind<K: Watched>(
             Err(e) => {
                 watch_failing = matches!(
                     e,
-                    watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_)
+                    watcher::Error::WatchStartFailed(_)
+                        | watcher::Error::WatchFailed(_)
+                        | watcher::Error::WatchError(_)
                 );
                 shared
                     .health
