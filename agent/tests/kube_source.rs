@@ -577,8 +577,12 @@ const GOOD_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, names
 const GOOD_B: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\n\
     spec: {clusterIP: 10.96.0.11, ports: [{port: 81}]}\n";
 
+/// Replaces a file at once (write aside, rename), as kubectl and ConfigMap
+/// volumes do: the source never reads it half written.
 fn write(path: &Path, text: impl AsRef<[u8]>) {
-    std::fs::write(path, text).unwrap();
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

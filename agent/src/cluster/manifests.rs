@@ -5,9 +5,12 @@
 //! kind/name and the field that failed, and skipped; the rest is kept.
 //!
 //! [`ManifestsSource`] serves a folder through the [`Source`] seam: it
-//! re-reads on inotify events, and a file that does not parse as a whole
-//! (truncated mid-document, replaced by garbage, unreadable) keeps its last
-//! good content in force and is reported failing until it reads again.
+//! re-reads on inotify events (once the folder has been quiet for 50 ms),
+//! and a file that does not parse as a whole (truncated mid-document,
+//! replaced by garbage, unreadable) keeps its last good content in force
+//! and is reported failing until it reads again. Writers should replace
+//! files at once (write aside, rename; ConfigMap volumes do): an empty
+//! file is a valid file with no objects.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
