@@ -212,7 +212,9 @@ impl AgentProcess {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                return Err(io::Error::other("the agent did not exit within 30 s of SIGTERM"));
+                return Err(io::Error::other(
+                    "the agent did not exit within 30 s of SIGTERM",
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -32,7 +32,9 @@ fn ipvs(lab: &ipwarden::lab::Lab) -> String {
 }
 
 fn metric(lab: &ipwarden::lab::Lab, needle: &str) -> bool {
-    http_get(lab, "/metrics").lines().any(|l| l.starts_with(needle))
+    http_get(lab, "/metrics")
+        .lines()
+        .any(|l| l.starts_with(needle))
 }
 
 /// The value of the first /metrics line that starts with `series`.
@@ -44,7 +46,8 @@ fn value(lab: &ipwarden::lab::Lab, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
-const FULL_SYNCS: &str = "ipwarden_syncs_total{controller=\"services\",kind=\"full\",result=\"ok\"}";
+const FULL_SYNCS: &str =
+    "ipwarden_syncs_total{controller=\"services\",kind=\"full\",result=\"ok\"}";
 
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
@@ -55,7 +58,10 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
     let lab = lab();
     let agent = Agent::start(&lab, FAST);
     let programmed = ipvs(&lab);
-    assert!(programmed.contains("TCP  203.0.113.10:80 rr"), "{programmed}");
+    assert!(
+        programmed.contains("TCP  203.0.113.10:80 rr"),
+        "{programmed}"
+    );
     let file = lab.manifests.join("cluster.yaml");
     let good = std::fs::read_to_string(&file).unwrap();
     let source = format!("ipwarden_source_failing{{resource=\"{}\"}}", file.display());
@@ -63,15 +69,23 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
     // A half-written save, then garbage: both reported, nothing removed.
     for bad in [good[..300].to_string(), "{{{ not yaml".to_string()] {
         std::fs::write(&file, &bad).unwrap();
-        wait_until("the source failure in /metrics", Duration::from_secs(20), || {
-            metric(&lab, &format!("{source} 1"))
-        });
+        wait_until(
+            "the source failure in /metrics",
+            Duration::from_secs(20),
+            || metric(&lab, &format!("{source} 1")),
+        );
         // A full sync has run since (periods of 2 s): still all there.
         let fulls = value(&lab, FULL_SYNCS);
-        wait_until("a full sync after the failure", Duration::from_secs(20), || {
-            value(&lab, FULL_SYNCS) > fulls
-        });
-        assert_eq!(ipvs(&lab), programmed, "a failing source keeps its last good content");
+        wait_until(
+            "a full sync after the failure",
+            Duration::from_secs(20),
+            || value(&lab, FULL_SYNCS) > fulls,
+        );
+        assert_eq!(
+            ipvs(&lab),
+            programmed,
+            "a failing source keeps its last good content"
+        );
         std::fs::write(&file, &good).unwrap();
         wait_until("the source to recover", Duration::from_secs(20), || {
             metric(&lab, &format!("{source} 0"))
@@ -80,42 +94,82 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
 
     // Drift made by others, repaired by the periodic full sync.
     lab.node.output("ipvsadm", &["-C"]).unwrap();
-    wait_until("IPVS repaired after ipvsadm -C", Duration::from_secs(20), || {
-        ipvs(&lab) == programmed
-    });
+    wait_until(
+        "IPVS repaired after ipvsadm -C",
+        Duration::from_secs(20),
+        || ipvs(&lab) == programmed,
+    );
     lab.node
-        .output("ipset", &["del", "ipwarden-svip-prt", "203.0.113.10,tcp:80"])
+        .output(
+            "ipset",
+            &["del", "ipwarden-svip-prt", "203.0.113.10,tcp:80"],
+        )
         .unwrap();
     wait_until("the set member put back", Duration::from_secs(20), || {
         lab.node
-            .output("ipset", &["test", "ipwarden-svip-prt", "203.0.113.10,tcp:80"])
+            .output(
+                "ipset",
+                &["test", "ipwarden-svip-prt", "203.0.113.10,tcp:80"],
+            )
             .is_ok()
     });
     lab.node
         .output("ip", &["addr", "flush", "dev", "ipwarden0"])
         .unwrap();
-    wait_until("the VIPs back on ipwarden0", Duration::from_secs(20), || {
-        lab.node
-            .output("ip", &["-o", "addr", "show", "dev", "ipwarden0"])
-            .unwrap()
-            .contains("203.0.113.10")
-    });
-    assert_eq!(tcp_answer(&lab, addr("203.0.113.10", 80)).map(|_| ()).ok(), Some(()));
+    wait_until(
+        "the VIPs back on ipwarden0",
+        Duration::from_secs(20),
+        || {
+            lab.node
+                .output("ip", &["-o", "addr", "show", "dev", "ipwarden0"])
+                .unwrap()
+                .contains("203.0.113.10")
+        },
+    );
+    assert_eq!(
+        tcp_answer(&lab, addr("203.0.113.10", 80)).map(|_| ()).ok(),
+        Some(())
+    );
 
     // An edit: a new externalIP is programmed (by a partial sync, or by a
     // full one if a period fell due first).
-    std::fs::write(&file, good.replace("externalIPs: [203.0.113.10]", "externalIPs: [203.0.113.10, 203.0.113.11]")).unwrap();
-    wait_until("the new externalIP in IPVS", Duration::from_secs(20), || {
-        ipvs(&lab).contains("TCP  203.0.113.11:80 rr")
-    });
+    std::fs::write(
+        &file,
+        good.replace(
+            "externalIPs: [203.0.113.10]",
+            "externalIPs: [203.0.113.10, 203.0.113.11]",
+        ),
+    )
+    .unwrap();
+    wait_until(
+        "the new externalIP in IPVS",
+        Duration::from_secs(20),
+        || ipvs(&lab).contains("TCP  203.0.113.11:80 rr"),
+    );
 
     // SIGTERM: the agent exits and the data plane stays.
-    let before = (ipvs(&lab), lab.node.output("ipset", &["list", "ipwarden-svip-prt"]).unwrap());
+    let before = (
+        ipvs(&lab),
+        lab.node
+            .output("ipset", &["list", "ipwarden-svip-prt"])
+            .unwrap(),
+    );
     let status = agent.terminate();
     assert!(status.success(), "{status}");
-    let after = (ipvs(&lab), lab.node.output("ipset", &["list", "ipwarden-svip-prt"]).unwrap());
-    assert_eq!(before, after, "SIGTERM leaves IPVS and the sets as they were");
+    let after = (
+        ipvs(&lab),
+        lab.node
+            .output("ipset", &["list", "ipwarden-svip-prt"])
+            .unwrap(),
+    );
+    assert_eq!(
+        before, after,
+        "SIGTERM leaves IPVS and the sets as they were"
+    );
     let rules = lab.node.output("iptables-save", &["-t", "filter"]).unwrap();
     assert!(rules.contains("-j IPWARDEN-SERVICES"), "{rules}");
-    assert_eq!(tcp_answer(&lab, addr("203.0.113.11", 80)).map(|_| ()).ok(), Some(()));
+    assert_eq!(
+        tcp_answer(&lab, addr("203.0.113.11", 80)).map(|_| ()).ok(),
+        Some(())
+    );
 }

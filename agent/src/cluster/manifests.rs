@@ -5,9 +5,12 @@
 //! kind/name and the field that failed, and skipped; the rest is kept.
 //!
 //! [`ManifestsSource`] serves a folder through the [`Source`] seam: it
-//! re-reads on inotify events, and a file that does not parse as a whole
-//! (truncated mid-document, replaced by garbage, unreadable) keeps its last
-//! good content in force and is reported failing until it reads again.
+//! re-reads on inotify events (once the folder has been quiet for 50 ms),
+//! and a file that does not parse as a whole (truncated mid-document,
+//! replaced by garbage, unreadable) keeps its last good content in force
+//! and is reported failing until it reads again. Writers should replace
+//! files at once (write aside, rename; ConfigMap volumes do): an empty
+//! file is a valid file with no objects.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -81,6 +84,15 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         .collect::<Result<_, _>>()?;
     entries.sort();
     for p in entries {
+        // Hidden entries are not manifests: editors' swap files, and a
+        // ConfigMap volume's `..data` and `..<timestamp>` folders (its
+        // files are symlinks into them, so they would be read twice).
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+        {
+            continue;
+        }
         if p.is_dir() {
             collect(&p, out)?;
         } else if matches!(
@@ -445,6 +457,24 @@ mod tests {
         assert!(p
             .to_string()
             .starts_with("t.yaml document 1 (Service shop/bad): field spec.ports[0].port"));
+    }
+
+    #[test]
+    fn a_configmap_volume_is_read_once_through_its_symlinks() {
+        let dir = std::env::temp_dir().join(format!("ipw-cm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = dir.join("..2026_11_29_10_00_00.000000001");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join("web.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(data.file_name().unwrap(), dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/web.yaml", dir.join("web.yaml")).unwrap();
+        let l = load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(l.objects.len(), 1, "{:?}", l.files);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Objects are shared (`Arc`) with the source's stores, so a snapshot of a
 //! big cluster costs pointer copies and a sort, not a deep clone.
 
-use std::{cmp::Ordering, collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{cmp::Ordering, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Node, Pod, Service},
@@ -36,10 +36,20 @@ pub struct Snapshot {
     /// This node's Node object, if the source has it.
     pub node: Option<Arc<Node>>,
     pub host: HostInfo,
-    /// (namespace, service name) -> indexes into `endpoint_slices`, so a
-    /// Service finds its slices without scanning them all (10k Services
-    /// would otherwise cost 10k x 10k label comparisons).
-    slice_index: BTreeMap<(String, String), Vec<usize>>,
+    /// Indexes into `endpoint_slices` of the slices that name a Service,
+    /// sorted by (namespace, service): a Service finds its slices by
+    /// binary search, without scanning them all (10k Services would
+    /// otherwise cost 10k x 10k label comparisons) and without a map of
+    /// owned keys to build on every snapshot.
+    slice_order: Vec<usize>,
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// (namespace, service) of a slice that names its Service.
+fn slice_key(s: &EndpointSlice) -> Option<(&str, &str)> {
+    let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((s.metadata.namespace.as_deref()?, service.as_str()))
 }
 
 impl Snapshot {
@@ -77,7 +87,7 @@ impl Snapshot {
             network_policies,
             node,
             host,
-            slice_index: BTreeMap::new(),
+            slice_order: Vec::new(),
         };
         s.sort();
         s
@@ -119,20 +129,15 @@ impl Snapshot {
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
         self.network_policies
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.slice_index.clear();
-        for (i, s) in self.endpoint_slices.iter().enumerate() {
-            let service = s
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"));
-            if let (Some(ns), Some(service)) = (&s.metadata.namespace, service) {
-                self.slice_index
-                    .entry((ns.clone(), service.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
+        let mut keyed: Vec<((&str, &str), usize)> = self
+            .endpoint_slices
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((slice_key(s)?, i)))
+            .collect();
+        // Stable: a Service's slices stay in name order.
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        self.slice_order = keyed.into_iter().map(|(_, i)| i).collect();
     }
 
     /// The EndpointSlices of one Service (label kubernetes.io/service-name).
@@ -141,10 +146,12 @@ impl Snapshot {
         namespace: &str,
         service: &str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.slice_index
-            .get(&(namespace.to_string(), service.to_string()))
-            .into_iter()
-            .flatten()
+        let want = Some((namespace, service));
+        let key = |i: &usize| slice_key(&self.endpoint_slices[*i]);
+        let lo = self.slice_order.partition_point(|i| key(i) < want);
+        let hi = self.slice_order.partition_point(|i| key(i) <= want);
+        self.slice_order[lo..hi]
+            .iter()
             .map(|i| &*self.endpoint_slices[*i])
     }
 }

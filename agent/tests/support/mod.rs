@@ -91,7 +91,11 @@ pub fn http_get(lab: &Lab, path: &str) -> String {
     lab.node
         .run(|| {
             let mut s = std::net::TcpStream::connect("127.0.0.1:20244").unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out

@@ -1,0 +1,96 @@
+//! `ipwarden run --once --kubeconfig K` end to end: the agent binary reads
+//! the cluster from a fake API server (tests/support/fake_apiserver.rs)
+//! and programs the policy chains of a throw-away network namespace. The
+//! server listens inside that namespace, so the agent reaches it on
+//! loopback. Needs root (skips without it unless IPWARDEN_PRIVILEGED=1);
+//! the service proxy is off because IPVS needs the VM's kernel.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use fake_apiserver::{FakeApiServer, Res};
+use ipwarden::netns::{privileged, NetNs};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_programs_what_the_api_server_holds() {
+    if !privileged("run_once_programs_what_the_api_server_holds") {
+        return;
+    }
+    let ns = NetNs::new("ipw-kube").unwrap();
+    let listener = ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let server = FakeApiServer::start_on_std(listener);
+    server.apply(Res::Namespaces, json!({"metadata": {"name": "x"}}));
+    server.apply(
+        Res::Pods,
+        json!({"metadata": {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.2", "podIPs": [{"ip": "10.244.1.2"}]}}),
+    );
+    server.apply(
+        Res::NetworkPolicies,
+        json!({"metadata": {"name": "deny-all", "namespace": "x"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    );
+    server.apply(
+        Res::Nodes,
+        json!({"metadata": {"name": "node-a"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.56.10"}]}}),
+    );
+    let dir = std::env::temp_dir().join(format!("ipw-kube-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = server.kubeconfig(&dir);
+
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_ipwarden"));
+    cmd.args(["run", "--once", "--json", "--node-name", "node-a"])
+        .args([
+            "--run-service-proxy=false",
+            "--bpf-mode",
+            "off",
+            "--api-addr",
+            "off",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "ipwarden run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["policies"]["chains_written"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{report}"
+    );
+    let save = ns.command("iptables-save").output().unwrap();
+    let save = String::from_utf8_lossy(&save.stdout);
+    assert!(
+        save.contains("-A IPWARDEN-FORWARD -d 10.244.1.2/32 -j IPW-POD-FW-"),
+        "{save}"
+    );
+    // Every kind was listed, the Node with its field selector.
+    let requests = server.requests();
+    for path in [
+        "/api/v1/services?",
+        "/apis/discovery.k8s.io/v1/endpointslices?",
+        "/api/v1/pods?",
+        "/api/v1/namespaces?",
+        "/apis/networking.k8s.io/v1/networkpolicies?",
+        "/api/v1/nodes?&fieldSelector=metadata.name=node-a",
+    ] {
+        assert!(
+            requests.iter().any(|r| r.contains(path)),
+            "{path}: {requests:#?}"
+        );
+    }
+}

@@ -1,0 +1,688 @@
+//! The cluster sources behind the `Source` seam.
+//!
+//! The kube source is driven by the real kube client against a fake API
+//! server on loopback (tests/support/fake_apiserver.rs) that answers as a
+//! real one writes: lists with resourceVersions, chunked watches,
+//! bookmarks, `410 Expired`, 403 and 500 Status answers, dropped
+//! connections. The manifests source is driven through real files and
+//! inotify. No root needed; every wait is on the channel of Changes (or the
+//! server's request log) with a timeout, never a sleep.
+
+#[path = "support/fake_apiserver.rs"]
+mod fake_apiserver;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use fake_apiserver::{FakeApiServer, Res};
+use ipwarden::cluster::{
+    kube::{client, KubeSource},
+    manifests::ManifestsSource,
+    Change, HostInfo, Kind, Snapshot, Source,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+const NODE: &str = "node-a";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn host() -> HostInfo {
+    HostInfo {
+        node_name: NODE.into(),
+        local_addresses: vec![],
+    }
+}
+
+/// A folder removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ipwarden-kube-source-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits for the change `pred` accepts; returns every change seen up to
+/// and including it.
+async fn until(
+    changes: &mut UnboundedReceiver<Change>,
+    what: &str,
+    mut pred: impl FnMut(&Change) -> bool,
+) -> Vec<Change> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(c) = changes.recv().await {
+            let hit = pred(&c);
+            seen.push(c);
+            if hit {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "no {what} within {WAIT:?}; changes seen: {seen:#?}");
+    seen
+}
+
+fn is_health(c: &Change, res: &str, failing: bool) -> bool {
+    matches!(c, Change::Health { resource, error } if resource == res && error.is_some() == failing)
+}
+
+fn is_object(c: &Change, k: Kind, n: &str) -> bool {
+    matches!(c, Change::Object { kind, name, .. } if *kind == k && name == n)
+}
+
+fn names<
+    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+>(
+    objects: &[std::sync::Arc<T>],
+) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| o.metadata().name.clone().unwrap_or_default())
+        .collect()
+}
+
+/// A query parameter of a logged request.
+fn param(request: &str, name: &str) -> Option<String> {
+    let query = request.split_once('?')?.1;
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn services(s: &Snapshot) -> Vec<String> {
+    names(&s.services)
+}
+
+// Objects as a user writes them; the server adds the rest.
+
+fn svc(name: &str, port: u16) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name},
+            "annotations": {"kube-router.io/service.scheduler": "lc",
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}"}},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+            "selector": {"app": name}, "sessionAffinity": "None",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": 8080}]},
+        "status": {"loadBalancer": {}}
+    })
+}
+
+fn slice(name: &str, service: &str, ip: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true,
+            "terminating": false}, "nodeName": NODE, "zone": "z1",
+            "targetRef": {"kind": "Pod", "namespace": "default", "name": "web-1"}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    })
+}
+
+fn pod(name: &str, ip: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+        "spec": {"nodeName": NODE, "containers": [{"name": "web", "image": "nginx",
+            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+}
+
+fn node(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": {"podCIDR": "10.244.1.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.56.10"},
+            {"type": "Hostname", "address": name}],
+            "images": [{"names": ["nginx"], "sizeBytes": 1000000}]}
+    })
+}
+
+fn policy(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}]}
+    })
+}
+
+/// One object of each kind, Service `web`, and another node's Node.
+fn seed(server: &FakeApiServer) {
+    server.apply(Res::Namespaces, namespace("default"));
+    server.apply(Res::Services, svc("web", 80));
+    server.apply(Res::EndpointSlices, slice("web-abcde", "web", "10.244.1.2"));
+    server.apply(Res::Pods, pod("web-1", "10.244.1.2"));
+    server.apply(Res::NetworkPolicies, policy("allow-same-namespace"));
+    server.apply(Res::Nodes, node(NODE));
+    server.apply(Res::Nodes, node("node-b"));
+}
+
+struct Agent {
+    source: KubeSource,
+    changes: UnboundedReceiver<Change>,
+    _dir: TempDir,
+}
+
+impl Agent {
+    /// The kube source, connected through a kubeconfig as `--kubeconfig`.
+    async fn start(server: &FakeApiServer) -> Agent {
+        let dir = TempDir::new();
+        let kubeconfig = server.kubeconfig(&dir.0);
+        let client = client(Some(&kubeconfig), None).await.unwrap();
+        let (tx, changes) = unbounded_channel();
+        Agent {
+            source: KubeSource::start(client, NODE, tx),
+            changes,
+            _dir: dir,
+        }
+    }
+
+    /// Started, and Ready seen.
+    async fn ready(server: &FakeApiServer) -> Agent {
+        let mut a = Agent::start(server).await;
+        let seen = until(&mut a.changes, "Ready", |c| *c == Change::Ready).await;
+        assert_eq!(seen, [Change::Ready], "Ready comes first");
+        a
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.source.snapshot(&host()).expect("ready")
+    }
+
+    async fn until(&mut self, what: &str, pred: impl FnMut(&Change) -> bool) -> Vec<Change> {
+        until(&mut self.changes, what, pred).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_snapshot_before_every_kind_has_finished_its_first_list() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.hold_lists(Res::Namespaces);
+    server.fail_lists(Res::Pods, 500, 2);
+    let mut agent = Agent::start(&server).await;
+
+    // Pods fail twice (500), then list; Namespaces wait.
+    let seen = agent
+        .until("pods failing", |c| is_health(c, "pods", true))
+        .await;
+    assert!(!seen.contains(&Change::Ready));
+    let failing = agent.source.failing();
+    assert!(
+        failing
+            .iter()
+            .any(|(r, e)| r == "pods" && e.contains("etcdserver: request timed out")),
+        "{failing:?}"
+    );
+    assert!(agent.source.snapshot(&host()).is_none());
+    let seen = agent
+        .until("pods listed", |c| is_health(c, "pods", false))
+        .await;
+    assert!(!seen.contains(&Change::Ready), "{seen:?}");
+    server
+        .wait_request("a list of namespaces", |r| {
+            r.starts_with("GET /api/v1/namespaces?") && !r.contains("watch=true")
+        })
+        .await;
+    assert!(
+        agent.source.snapshot(&host()).is_none(),
+        "no snapshot while Namespaces are not listed"
+    );
+    assert!(agent.changes.try_recv().is_err(), "nothing before Ready");
+    let pods = agent.source.health();
+    let pods = pods.iter().find(|h| h.resource == "pods").unwrap();
+    assert_eq!((pods.failures, pods.error.as_deref()), (2, None));
+
+    server.release(Res::Namespaces);
+    let seen = agent.until("Ready", |c| *c == Change::Ready).await;
+    assert_eq!(seen, [Change::Ready]);
+    let s = agent.snapshot();
+    assert_eq!(services(&s), ["web"]);
+    assert_eq!(names(&s.endpoint_slices), ["web-abcde"]);
+    assert_eq!(names(&s.pods), ["web-1"]);
+    assert_eq!(names(&s.namespaces), ["default"]);
+    assert_eq!(names(&s.network_policies), ["allow-same-namespace"]);
+    assert_eq!(
+        s.node.as_ref().and_then(|n| n.metadata.name.as_deref()),
+        Some(NODE)
+    );
+    // The Node is watched with a field selector: node-b is never listed.
+    assert!(server
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/nodes?"))
+        .all(|r| r.contains(&format!("fieldSelector=metadata.name={NODE}"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_list_is_reported_and_keeps_the_source_unready_until_it_lists() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.fail_lists(Res::NetworkPolicies, 403, 2);
+    let dir = TempDir::new();
+    // --master alone, as kube-router takes it.
+    let c = client(None, Some(&server.url())).await.unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start(c, NODE, tx);
+    let policies = "networkpolicies.networking.k8s.io";
+    until(&mut changes, "policies failing", |c| {
+        is_health(c, policies, true)
+    })
+    .await;
+    let failing = source.failing();
+    assert!(
+        failing.iter().any(|(r, e)| r == policies
+            && e.contains("403")
+            && e.contains("cannot list resource \"networkpolicies\"")),
+        "{failing:?}"
+    );
+    assert!(source.snapshot(&host()).is_none());
+    let seen = until(&mut changes, "Ready", |c| *c == Change::Ready).await;
+    assert!(
+        seen.iter().any(|c| is_health(c, policies, false)),
+        "{seen:?}"
+    );
+    assert!(source.failing().is_empty());
+    let h = source.health();
+    let h = h.iter().find(|h| h.resource == policies).unwrap();
+    assert_eq!(h.failures, 2);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_added_edited_and_deleted_reaches_the_snapshot_trimmed() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let mut agent = Agent::ready(&server).await;
+
+    server.apply(Res::Services, svc("api", 81));
+    agent
+        .until("api added", |c| is_object(c, Kind::Service, "api"))
+        .await;
+    let s = agent.snapshot();
+    assert_eq!(services(&s), ["api", "web"]);
+    let api = &s.services[0];
+    assert_eq!(
+        api.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        81
+    );
+    // Stored trimmed: what the controllers read, nothing else.
+    assert_eq!(api.metadata.managed_fields, None);
+    assert_eq!(api.metadata.resource_version, None);
+    assert_eq!(api.spec.as_ref().unwrap().selector, None);
+    let ann: Vec<&String> = api
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(ann, ["kube-router.io/service.scheduler"]);
+    assert!(s
+        .node
+        .as_ref()
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .images
+        .is_none());
+
+    // A change to nothing the controllers read reaches nobody: the next
+    // change is the Service edit after it.
+    let mut p = pod("web-1", "10.244.1.2");
+    p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    server.apply(Res::Pods, p);
+    server.apply(Res::Services, svc("api", 82));
+    let seen = agent
+        .until("api edited", |c| is_object(c, Kind::Service, "api"))
+        .await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "the pod's status churn was dropped: {seen:?}"
+    );
+    let s = agent.snapshot();
+    assert_eq!(
+        s.services[0].spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        82
+    );
+
+    server.delete(Res::Services, "default", "api");
+    agent
+        .until("api deleted", |c| is_object(c, Kind::Service, "api"))
+        .await;
+    assert_eq!(services(&agent.snapshot()), ["web"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_resumes_from_the_last_bookmark_without_a_relist() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let mut agent = Agent::ready(&server).await;
+
+    // Other kinds moved on; the bookmark tells the services watch so.
+    server.tick();
+    let bookmark = server.bookmark(Res::Services);
+    server.drop_watches(); // mid-chunk, after the bookmark was sent
+    let resumed = |r: &str| {
+        r.starts_with("GET /api/v1/services?")
+            && r.contains("watch=true")
+            && param(r, "resourceVersion") == Some(bookmark.to_string())
+    };
+    server
+        .wait_request("the services watch resumed from the bookmark", resumed)
+        .await;
+    server.apply(Res::Services, svc("api", 81));
+    let seen = agent
+        .until("api added", |c| is_object(c, Kind::Service, "api"))
+        .await;
+    assert!(
+        !seen.iter().any(|c| matches!(c, Change::Relisted(_))),
+        "{seen:?}"
+    );
+    assert_eq!(services(&agent.snapshot()), ["api", "web"]);
+    let requests = server.requests();
+    let svc_requests: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?"))
+        .collect();
+    assert_eq!(
+        svc_requests
+            .iter()
+            .filter(|r| !r.contains("watch=true"))
+            .count(),
+        1,
+        "one list, no relist: {svc_requests:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_gone_leaves_the_last_good_state_and_deletes_meanwhile_apply_after_the_relist() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.apply(Res::Services, svc("old", 81));
+    let mut agent = Agent::ready(&server).await;
+    let before = agent.snapshot();
+    assert_eq!(services(&before), ["old", "web"]);
+
+    server.set_down(true);
+    let mut failing = BTreeSet::new();
+    agent
+        .until("every kind failing", |c| {
+            if let Change::Health {
+                resource,
+                error: Some(_),
+            } = c
+            {
+                failing.insert(resource.clone());
+            }
+            failing.len() == Kind::ALL.len()
+        })
+        .await;
+    // Everything stays in force while the server is gone.
+    let during = agent.snapshot();
+    assert_eq!(services(&during), ["old", "web"]);
+    assert_eq!(names(&during.pods), ["web-1"]);
+    assert_eq!(names(&during.network_policies), ["allow-same-namespace"]);
+    assert!(during.node.is_some());
+    assert_eq!(agent.source.failing().len(), Kind::ALL.len());
+
+    // Meanwhile `old` goes, `new` comes, and history is compacted: the
+    // watches cannot resume (410) and must list again.
+    server.delete(Res::Services, "default", "old");
+    server.apply(Res::Services, svc("new", 82));
+    server.compact();
+    server.set_down(false);
+    let seen = agent
+        .until("services relisted", |c| {
+            *c == Change::Relisted(Kind::Service)
+        })
+        .await;
+    assert!(
+        seen.iter().any(|c| is_health(c, "services", false)),
+        "{seen:?}"
+    );
+    assert_eq!(services(&agent.snapshot()), ["new", "web"]);
+    let lists = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch=true"))
+        .count();
+    assert_eq!(lists, 2, "listed, then listed again after the 410");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_that_fails_keeps_the_last_good_content_until_it_succeeds() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.apply(Res::Services, svc("old", 81));
+    let mut agent = Agent::ready(&server).await;
+
+    // `old` goes while the server is away: the watch cannot tell.
+    server.set_down(true);
+    server.delete(Res::Services, "default", "old");
+    server.compact();
+    server.fail_lists(Res::Services, 500, 1);
+    server.hold_lists(Res::Services); // the retry waits
+    server.set_down(false);
+    agent
+        .until("the services relist failing", |c| {
+            matches!(c, Change::Health { resource, error: Some(e) }
+                if resource == "services" && e.contains("etcdserver"))
+        })
+        .await;
+    server
+        .wait_request("the services relist retried", |_| {
+            let lists = server
+                .requests()
+                .into_iter()
+                .filter(|r| r.starts_with("GET /api/v1/services?") && !r.contains("watch=true"))
+                .count();
+            lists == 3 // the first list, the failed relist, the held retry
+        })
+        .await;
+    // The relist failed: `old` (deleted upstream) stays until one succeeds.
+    assert_eq!(services(&agent.snapshot()), ["old", "web"]);
+
+    server.release(Res::Services);
+    let seen = agent
+        .until("services relisted", |c| {
+            *c == Change::Relisted(Kind::Service)
+        })
+        .await;
+    assert!(
+        seen.iter().any(|c| is_health(c, "services", false)),
+        "{seen:?}"
+    );
+    assert_eq!(services(&agent.snapshot()), ["web"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_object_is_skipped_and_the_rest_kept() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let mut bad = svc("bad", 80);
+    bad["spec"]["ports"][0]["port"] = json!("eighty");
+    server.apply(Res::Services, bad);
+    server.apply(Res::Services, svc("api", 81));
+    let mut agent = Agent::ready(&server).await;
+    assert_eq!(services(&agent.snapshot()), ["api", "web"]);
+    let skipped = |a: &Agent| {
+        a.source
+            .health()
+            .into_iter()
+            .find(|h| h.resource == "services")
+            .unwrap()
+            .skipped_objects
+    };
+    assert_eq!(skipped(&agent), 1);
+    assert!(
+        agent.source.failing().is_empty(),
+        "a bad object is no failure"
+    );
+
+    // An edit that makes `web` unreadable takes it out, as a relist would.
+    let mut broken = svc("web", 80);
+    broken["spec"]["ports"] = json!("all of them");
+    server.apply(Res::Services, broken);
+    agent
+        .until("web broken", |c| is_object(c, Kind::Service, "web"))
+        .await;
+    assert_eq!(services(&agent.snapshot()), ["api"]);
+    assert_eq!(skipped(&agent), 2);
+
+    server.apply(Res::Services, svc("web", 80));
+    agent
+        .until("web fixed", |c| is_object(c, Kind::Service, "web"))
+        .await;
+    assert_eq!(services(&agent.snapshot()), ["api", "web"]);
+}
+
+// The manifests source.
+
+const GOOD_A: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+    spec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n---\n\
+    apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n";
+const GOOD_B: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\n\
+    spec: {clusterIP: 10.96.0.11, ports: [{port: 81}]}\n";
+
+/// Replaces a file at once (write aside, rename), as kubectl and ConfigMap
+/// volumes do: the source never reads it half written.
+fn write(path: &Path, text: impl AsRef<[u8]>) {
+    let aside = path.with_extension("tmp");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_manifest_keeps_its_last_good_content_and_a_fix_is_picked_up_through_inotify() {
+    let dir = TempDir::new();
+    let (a, b) = (dir.0.join("a.yaml"), dir.0.join("b.yaml"));
+    write(&a, GOOD_A);
+    write(&b, GOOD_B);
+    let (tx, mut changes) = unbounded_channel();
+    let source = ManifestsSource::start(&dir.0, tx).unwrap();
+    assert_eq!(changes.try_recv().unwrap(), Change::Ready);
+    let snap = || source.snapshot(&host()).unwrap();
+    assert_eq!(services(&snap()), ["api", "web"]);
+    let a_name = std::fs::canonicalize(&a).unwrap().display().to_string();
+
+    // Truncated mid-document.
+    write(
+        &a,
+        &GOOD_A[..GOOD_A.find("namespace: default}").unwrap() + 14],
+    );
+    until(&mut changes, "a.yaml failing", |c| {
+        is_health(c, &a_name, true)
+    })
+    .await;
+    assert_eq!(services(&snap()), ["api", "web"]);
+    assert_eq!(names(&snap().namespaces), ["default"]);
+    let failing = source.failing();
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].0, a_name);
+
+    // Replaced by garbage (not even text).
+    write(&a, [0xff, 0xfe, 0x00, b'{', b'[']);
+    until(&mut changes, "a.yaml failing again", |c| {
+        matches!(c, Change::Health { resource, error: Some(e) } if *resource == a_name && e.contains("UTF-8"))
+    })
+    .await;
+    assert_eq!(services(&snap()), ["api", "web"]);
+
+    // Replaced by text that is YAML but no object.
+    write(&a, "just some words\n");
+    until(&mut changes, "a.yaml failing on garbage text", |c| {
+        matches!(c, Change::Health { resource, error: Some(e) } if *resource == a_name && e.contains("kind"))
+    })
+    .await;
+    assert_eq!(services(&snap()), ["api", "web"]);
+
+    // Fixed, with `web` renamed `shop`.
+    write(&a, GOOD_A.replace("name: web", "name: shop"));
+    let seen = until(&mut changes, "shop added", |c| {
+        is_object(c, Kind::Service, "shop")
+    })
+    .await;
+    assert!(
+        seen.iter().any(|c| is_health(c, &a_name, false)),
+        "{seen:?}"
+    );
+    // Changes are sent once the file is read, in key order: web may follow.
+    let mut all = seen;
+    if !all.iter().any(|c| is_object(c, Kind::Service, "web")) {
+        all.extend(
+            until(&mut changes, "web removed", |c| {
+                is_object(c, Kind::Service, "web")
+            })
+            .await,
+        );
+    }
+    assert_eq!(services(&snap()), ["api", "shop"]);
+    assert!(source.failing().is_empty());
+    let h = source.health();
+    let h = h.iter().find(|h| h.resource == a_name).unwrap();
+    assert!(h.failures >= 3, "{h:?}");
+
+    // A file removed is content removed, not a failure.
+    std::fs::remove_file(&b).unwrap();
+    until(&mut changes, "api removed", |c| {
+        is_object(c, Kind::Service, "api")
+    })
+    .await;
+    assert_eq!(services(&snap()), ["shop"]);
+    assert!(source.failing().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_never_parsed_keeps_the_source_unready_until_it_does() {
+    let dir = TempDir::new();
+    let (a, b) = (dir.0.join("a.yaml"), dir.0.join("b.yaml"));
+    write(&a, "apiVersion: v1\nkind: Service\nmetadata: {name: web");
+    write(&b, GOOD_B);
+    let (tx, mut changes) = unbounded_channel();
+    let source = ManifestsSource::start(&dir.0, tx).unwrap();
+    let first = changes.try_recv().unwrap();
+    assert!(
+        matches!(&first, Change::Health { error: Some(_), .. }),
+        "{first:?}"
+    );
+    assert!(
+        source.snapshot(&host()).is_none(),
+        "b.yaml alone is not the cluster"
+    );
+    write(&a, GOOD_A);
+    until(&mut changes, "Ready", |c| *c == Change::Ready).await;
+    assert_eq!(services(&source.snapshot(&host()).unwrap()), ["api", "web"]);
+}

@@ -1,0 +1,715 @@
+//! A fake kube-apiserver on loopback, for driving the real kube client.
+//!
+//! It speaks HTTP/1.1 on a plain tokio `TcpListener` and answers as a real
+//! API server writes: lists (`<Kind>List`, `metadata.resourceVersion`,
+//! items without apiVersion/kind), watches as chunked newline-delimited
+//! `{"type": ..., "object": ...}` events from a resourceVersion, BOOKMARKs,
+//! an `ERROR` event with a `410 Expired` Status for a compacted
+//! resourceVersion, and `Status` objects for 403/500 answers. Every object
+//! carries what a real server adds (uid, resourceVersion,
+//! creationTimestamp, managedFields).
+//!
+//! The test scripts it: objects added, edited and deleted (each one bumps
+//! one resourceVersion shared by all kinds, as etcd's), bookmarks, list
+//! failures, held lists, watches dropped mid-chunk, the server gone (every
+//! connection dropped) and back, compaction. It records each request.
+#![allow(dead_code)] // each test uses a different part
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{tcp::OwnedWriteHalf, TcpListener, TcpStream},
+    sync::watch,
+    task::JoinHandle,
+};
+
+/// The collections the agent watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Res {
+    Services,
+    EndpointSlices,
+    Pods,
+    Namespaces,
+    NetworkPolicies,
+    Nodes,
+}
+
+impl Res {
+    pub const ALL: [Res; 6] = [
+        Res::Services,
+        Res::EndpointSlices,
+        Res::Pods,
+        Res::Namespaces,
+        Res::NetworkPolicies,
+        Res::Nodes,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Res::Services => "/api/v1/services",
+            Res::EndpointSlices => "/apis/discovery.k8s.io/v1/endpointslices",
+            Res::Pods => "/api/v1/pods",
+            Res::Namespaces => "/api/v1/namespaces",
+            Res::NetworkPolicies => "/apis/networking.k8s.io/v1/networkpolicies",
+            Res::Nodes => "/api/v1/nodes",
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Res::Services => "Service",
+            Res::EndpointSlices => "EndpointSlice",
+            Res::Pods => "Pod",
+            Res::Namespaces => "Namespace",
+            Res::NetworkPolicies => "NetworkPolicy",
+            Res::Nodes => "Node",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Res::EndpointSlices => "discovery.k8s.io/v1",
+            Res::NetworkPolicies => "networking.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    /// The resource as RBAC names it, for Forbidden messages.
+    fn resource(self) -> (&'static str, &'static str) {
+        match self {
+            Res::Services => ("services", ""),
+            Res::EndpointSlices => ("endpointslices", "discovery.k8s.io"),
+            Res::Pods => ("pods", ""),
+            Res::Namespaces => ("namespaces", ""),
+            Res::NetworkPolicies => ("networkpolicies", "networking.k8s.io"),
+            Res::Nodes => ("nodes", ""),
+        }
+    }
+
+    fn from_path(path: &str) -> Option<Res> {
+        Res::ALL.into_iter().find(|r| r.path() == path)
+    }
+}
+
+type Key = (String, String); // namespace ("" when cluster-scoped), name
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    kind: &'static str, // ADDED, MODIFIED, DELETED, BOOKMARK
+    object: Value,
+}
+
+#[derive(Default)]
+struct Collection {
+    objects: BTreeMap<Key, Value>,
+    events: Vec<Event>,
+    /// Status codes the next list requests are answered with.
+    list_failures: VecDeque<u16>,
+    /// Lists wait while this is set.
+    held: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last resourceVersion given out (one counter for every kind).
+    rv: u64,
+    /// Watches from below this resourceVersion get `410 Expired`.
+    compacted: u64,
+    collections: HashMap<Res, Collection>,
+    requests: Vec<String>,
+    /// While set, every connection is dropped at once.
+    down: bool,
+    /// Bumped to drop every open watch mid-chunk, once it has sent what
+    /// happened up to `kill_rv`.
+    kill: u64,
+    kill_rv: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Bumped on every change, to wake watches and held lists.
+    bell: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn ring(&self) {
+        self.bell.send_modify(|n| *n += 1);
+    }
+}
+
+pub struct FakeApiServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeApiServer {
+    /// Listens on 127.0.0.1 (a free port), empty, at resourceVersion 1.
+    pub async fn start() -> FakeApiServer {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Serves on `listener` (bound, say, in another network namespace).
+    pub fn start_on_std(listener: std::net::TcpListener) -> FakeApiServer {
+        listener.set_nonblocking(true).unwrap();
+        Self::start_on(TcpListener::from_std(listener).unwrap())
+    }
+
+    fn start_on(listener: TcpListener) -> FakeApiServer {
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                rv: 1,
+                ..State::default()
+            }),
+            bell: watch::channel(0).0,
+        });
+        let accept = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if accept.state.lock().unwrap().down {
+                    drop(stream);
+                    continue;
+                }
+                tokio::spawn(connection(stream, accept.clone()));
+            }
+        });
+        FakeApiServer { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig for this server into `dir`.
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: agent\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: agent\n\
+             current-context: fake\n",
+            self.url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let out = f(&mut self.shared.state.lock().unwrap());
+        self.shared.ring();
+        out
+    }
+
+    /// Creates or replaces an object (`metadata.name`, and
+    /// `metadata.namespace` for namespaced kinds); returns its
+    /// resourceVersion.
+    pub fn apply(&self, res: Res, object: Value) -> u64 {
+        self.with(|st| {
+            st.rv += 1;
+            let rv = st.rv;
+            let key = key_of(&object);
+            let coll = st.collections.entry(res).or_default();
+            let old = coll.objects.get(&key).cloned();
+            let object = as_served(res, object, rv, old.as_ref());
+            coll.objects.insert(key, object.clone());
+            coll.events.push(Event {
+                rv,
+                kind: if old.is_some() { "MODIFIED" } else { "ADDED" },
+                object,
+            });
+            rv
+        })
+    }
+
+    /// Deletes an object; panics if there is none.
+    pub fn delete(&self, res: Res, namespace: &str, name: &str) -> u64 {
+        self.with(|st| {
+            st.rv += 1;
+            let rv = st.rv;
+            let coll = st.collections.entry(res).or_default();
+            let mut object = coll
+                .objects
+                .remove(&(namespace.to_string(), name.to_string()))
+                .unwrap_or_else(|| panic!("no {res:?} {namespace}/{name}"));
+            object["metadata"]["resourceVersion"] = json!(rv.to_string());
+            coll.events.push(Event {
+                rv,
+                kind: "DELETED",
+                object,
+            });
+            rv
+        })
+    }
+
+    /// Sends a BOOKMARK at the current resourceVersion to `res`'s watches;
+    /// returns that resourceVersion.
+    pub fn bookmark(&self, res: Res) -> u64 {
+        self.with(|st| {
+            let rv = st.rv;
+            st.collections.entry(res).or_default().events.push(Event {
+                rv,
+                kind: "BOOKMARK",
+                object: json!({
+                    "kind": res.kind(),
+                    "apiVersion": res.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                }),
+            });
+            rv
+        })
+    }
+
+    /// Bumps the resourceVersion without touching any object the agent
+    /// watches (another kind changed), so a bookmark carries news.
+    pub fn tick(&self) -> u64 {
+        self.with(|st| {
+            st.rv += 1;
+            st.rv
+        })
+    }
+
+    /// Forgets history: a watch from an older resourceVersion than now
+    /// gets `410 Expired` and must list again.
+    pub fn compact(&self) {
+        self.with(|st| st.compacted = st.rv);
+    }
+
+    /// Answers the next `times` lists of `res` with `code`.
+    pub fn fail_lists(&self, res: Res, code: u16, times: usize) {
+        self.with(|st| {
+            let coll = st.collections.entry(res).or_default();
+            coll.list_failures.extend(std::iter::repeat_n(code, times));
+        });
+    }
+
+    /// Lists of `res` wait until [`FakeApiServer::release`].
+    pub fn hold_lists(&self, res: Res) {
+        self.with(|st| st.collections.entry(res).or_default().held = true);
+    }
+
+    pub fn release(&self, res: Res) {
+        self.with(|st| st.collections.entry(res).or_default().held = false);
+    }
+
+    /// Drops every open watch in the middle of a chunk, after the events
+    /// recorded so far (a test knows what the client saw).
+    pub fn drop_watches(&self) {
+        self.with(|st| {
+            st.kill += 1;
+            st.kill_rv = st.rv;
+        });
+    }
+
+    /// Gone: every open watch is dropped (after the events recorded so
+    /// far), and every request and new connection is closed at once.
+    /// `false` brings the server back.
+    pub fn set_down(&self, down: bool) {
+        self.with(|st| {
+            if down && !st.down {
+                st.kill += 1;
+                st.kill_rv = st.rv;
+            }
+            st.down = down;
+        });
+    }
+
+    /// "GET /api/v1/services?..." for every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.state.lock().unwrap().requests.clone()
+    }
+
+    /// Waits until a request matching `pred` has arrived.
+    pub async fn wait_request(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let mut bell = self.shared.bell.subscribe();
+        let wait = async {
+            loop {
+                bell.borrow_and_update();
+                if self.requests().iter().any(|r| pred(r)) {
+                    return;
+                }
+                bell.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no request {what} within 20s; requests:\n{}",
+                    self.requests().join("\n")
+                )
+            });
+    }
+}
+
+fn key_of(object: &Value) -> Key {
+    let m = &object["metadata"];
+    (
+        m["namespace"].as_str().unwrap_or_default().to_string(),
+        m["name"].as_str().expect("metadata.name").to_string(),
+    )
+}
+
+/// The object as the server stores and sends it.
+fn as_served(res: Res, mut object: Value, rv: u64, old: Option<&Value>) -> Value {
+    object["apiVersion"] = json!(res.api_version());
+    object["kind"] = json!(res.kind());
+    let m = object["metadata"].as_object_mut().expect("metadata");
+    let uid = old
+        .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("00000000-0000-4000-8000-{rv:012}"));
+    m.insert("uid".into(), json!(uid));
+    m.insert("resourceVersion".into(), json!(rv.to_string()));
+    m.insert("creationTimestamp".into(), json!("2026-11-29T10:00:00Z"));
+    m.insert(
+        "managedFields".into(),
+        json!([{
+            "manager": "kubectl-client-side-apply",
+            "operation": "Update",
+            "apiVersion": res.api_version(),
+            "time": "2026-11-29T10:00:00Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}, "f:spec": {"f:ports": {}}}
+        }]),
+    );
+    object
+}
+
+/// The API server's Status for an error answer.
+fn status(code: u16, reason: &str, message: &str, res: Option<Res>) -> Value {
+    let mut s = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    if let Some(res) = res {
+        let (resource, group) = res.resource();
+        s["details"] = json!({"group": group, "kind": resource});
+    }
+    s
+}
+
+fn error_status(code: u16, res: Res) -> Value {
+    let (resource, group) = res.resource();
+    match code {
+        403 => status(
+            403,
+            "Forbidden",
+            &format!(
+                "{resource} is forbidden: User \"system:serviceaccount:kube-system:ipwarden\" \
+                 cannot list resource \"{resource}\" in API group \"{group}\" at the cluster scope"
+            ),
+            Some(res),
+        ),
+        500 => {
+            let mut s = status(
+                500,
+                "InternalError",
+                "Internal error occurred: etcdserver: request timed out",
+                Some(res),
+            );
+            s["details"]["causes"] = json!([{"message": "etcdserver: request timed out"}]);
+            s
+        }
+        code => status(
+            code,
+            "Unknown",
+            "the fake server was told to fail",
+            Some(res),
+        ),
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        403 => "Forbidden",
+        404 => "Not Found",
+        410 => "Gone",
+        500 => "Internal Server Error",
+        _ => "Error",
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// The name a `metadata.name=X` field selector asks for.
+fn name_selector(q: &HashMap<String, String>) -> Option<String> {
+    q.get("fieldSelector")?
+        .split(',')
+        .find_map(|s| s.strip_prefix("metadata.name=").map(str::to_string))
+}
+
+fn selected(object: &Value, name: &Option<String>) -> bool {
+    name.as_ref()
+        .is_none_or(|n| object["metadata"]["name"].as_str() == Some(n.as_str()))
+}
+
+/// One client connection: requests in turn (keep-alive) until it closes,
+/// a watch ends it, or the server goes down.
+async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match rd.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+            head.push(line);
+        }
+        let Some(request_line) = head.first() else {
+            return;
+        };
+        let mut parts = request_line.split_whitespace();
+        let (method, target) = (
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        );
+        {
+            let mut st = shared.state.lock().unwrap();
+            if st.down {
+                return;
+            }
+            st.requests
+                .push(format!("{method} {}", percent_decode(&target)));
+        }
+        shared.ring();
+        let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+        let q = query(q);
+        let Some(res) = Res::from_path(path) else {
+            let body = status(
+                404,
+                "NotFound",
+                &format!("the server could not find {path}"),
+                None,
+            );
+            if respond(&mut wr, 404, &body).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if q.get("watch").map(String::as_str) == Some("true") {
+            serve_watch(&mut wr, &shared, res, &q).await;
+            return;
+        }
+        let body = match list(&shared, res, &q).await {
+            Some(body) => body,
+            None => return, // the server went down while the list was held
+        };
+        let code = body["code"].as_u64().map(|c| c as u16).unwrap_or(200);
+        if respond(&mut wr, code, &body).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn respond(wr: &mut OwnedWriteHalf, code: u16, body: &Value) -> std::io::Result<()> {
+    let body = serde_json::to_vec(body).unwrap();
+    let head = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Audit-Id: fake\r\nCache-Control: no-cache, private\r\n\r\n",
+        reason(code),
+        body.len()
+    );
+    wr.write_all(head.as_bytes()).await?;
+    wr.write_all(&body).await?;
+    wr.flush().await
+}
+
+/// A list, or a Status with the failure's code; None if the server went
+/// down meanwhile.
+async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<Value> {
+    let mut bell = shared.bell.subscribe();
+    loop {
+        bell.borrow_and_update();
+        {
+            let mut st = shared.state.lock().unwrap();
+            if st.down {
+                return None;
+            }
+            let coll = st.collections.entry(res).or_default();
+            // Failures first: `fail_lists` then `hold_lists` fails one
+            // list and holds the retry.
+            if let Some(code) = coll.list_failures.pop_front() {
+                return Some(error_status(code, res));
+            }
+            if !coll.held {
+                let name = name_selector(q);
+                let items: Vec<Value> = coll
+                    .objects
+                    .values()
+                    .filter(|o| selected(o, &name))
+                    .map(|o| {
+                        // A list's items carry no apiVersion/kind.
+                        let mut o = o.clone();
+                        let m = o.as_object_mut().unwrap();
+                        m.remove("apiVersion");
+                        m.remove("kind");
+                        o
+                    })
+                    .collect();
+                return Some(json!({
+                    "kind": format!("{}List", res.kind()),
+                    "apiVersion": res.api_version(),
+                    "metadata": {"resourceVersion": st.rv.to_string()},
+                    "items": items,
+                }));
+            }
+        }
+        if bell.changed().await.is_err() {
+            return None;
+        }
+    }
+}
+
+fn chunk(event: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(event).unwrap();
+    line.push(b'\n');
+    let mut out = format!("{:x}\r\n", line.len()).into_bytes();
+    out.extend_from_slice(&line);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+async fn serve_watch(
+    wr: &mut OwnedWriteHalf,
+    shared: &Shared,
+    res: Res,
+    q: &HashMap<String, String>,
+) {
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let name = name_selector(q);
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                Audit-Id: fake\r\nCache-Control: no-cache, private\r\nConnection: close\r\n\r\n";
+    if wr.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let (compacted, kill) = {
+        let st = shared.state.lock().unwrap();
+        (st.compacted, st.kill)
+    };
+    if from < compacted {
+        // What a real server sends for a resourceVersion it no longer has.
+        let gone = json!({
+            "type": "ERROR",
+            "object": status(410, "Expired",
+                &format!("too old resource version: {from} ({compacted})"), None),
+        });
+        let _ = wr.write_all(&chunk(&gone)).await;
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+        let _ = wr.flush().await;
+        return;
+    }
+    let mut sent = from;
+    let mut bell = shared.bell.subscribe();
+    loop {
+        bell.borrow_and_update();
+        let (events, killed) = {
+            let mut st = shared.state.lock().unwrap();
+            let killed = st.kill != kill;
+            let until = if killed { st.kill_rv } else { u64::MAX };
+            let coll = st.collections.entry(res).or_default();
+            let events: Vec<Event> = coll
+                .events
+                .iter()
+                .filter(|e| e.rv > sent && e.rv <= until)
+                .filter(|e| e.kind == "BOOKMARK" || selected(&e.object, &name))
+                .cloned()
+                .collect();
+            (events, killed)
+        };
+        // What happened before a kill is still sent, so a test knows
+        // what the client saw before the connection went.
+        for e in events {
+            let ev = json!({"type": e.kind, "object": e.object});
+            if wr.write_all(&chunk(&ev)).await.is_err() {
+                return;
+            }
+            sent = sent.max(e.rv);
+        }
+        if killed {
+            // Half an event, then the connection goes: an EOF mid-chunk.
+            let half = chunk(&json!({"type": "MODIFIED", "object": {"metadata": {}}}));
+            let _ = wr.write_all(&half[..half.len() / 2]).await;
+            let _ = wr.flush().await;
+            return;
+        }
+        if wr.flush().await.is_err() {
+            return;
+        }
+        if bell.changed().await.is_err() {
+            return;
+        }
+    }
+}
