@@ -5,7 +5,8 @@
 //!
 //! TCP: connect, read the answer to EOF. UDP: a connected socket (so an
 //! ICMP port unreachable comes back as ECONNREFUSED at once) sends one
-//! datagram and waits for the answer.
+//! datagram and waits for the answer. SCTP (netpol/sctp.rs): like TCP,
+//! a refusal at once, no answer within the timeout blocked too.
 
 use std::{
     fs::File,
@@ -21,7 +22,10 @@ use std::{
 
 use nix::sched::{setns, CloneFlags};
 
-use super::matrix::{Family, Observed, Outcome, Proto, Reachability, Traffic};
+use super::{
+    matrix::{Family, Observed, Outcome, Proto, Reachability, Traffic},
+    sctp,
+};
 
 /// No answer within this is "blocked" (a REJECT fails much faster).
 pub const TIMEOUT: Duration = Duration::from_secs(1);
@@ -85,6 +89,7 @@ pub fn probe(to: SocketAddr, proto: Proto, expect: &str) -> Outcome {
     let answer = match proto {
         Proto::Tcp => tcp(to),
         Proto::Udp => udp(to),
+        Proto::Sctp => sctp::connect_and_read(to, TIMEOUT),
     };
     match answer {
         Ok(a) if a == expect => Outcome::Connected,
