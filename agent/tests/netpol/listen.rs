@@ -133,7 +133,7 @@ fn serve_tcp(listener: &TcpListener, answer: &[u8], stop: &AtomicBool) {
 fn serve_sctp(listener: &OwnedFd, answer: &[u8], stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         match sctp::accept(listener) {
-            Ok(Some(conn)) => sctp::answer(conn, answer),
+            Ok(Some(conn)) => sctp::answer(conn, answer, Duration::from_secs(1)),
             Ok(None) => {}
             // Not expected; do not spin on it.
             Err(_) => std::thread::sleep(SCTP_POLL),

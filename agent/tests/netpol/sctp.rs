@@ -182,9 +182,24 @@ pub fn accept(listener: &OwnedFd) -> io::Result<Option<File>> {
     Ok(Some(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
 }
 
-/// Writes `answer` on a connection and closes it (a graceful SHUTDOWN).
-pub fn answer(mut conn: File, answer: &[u8]) {
-    let _ = conn.write_all(answer);
+/// The question a probe asks once the association is up.
+pub const QUESTION: &[u8] = b"who are you?";
+
+/// Reads the probe's question, writes `answer` and closes (a graceful
+/// SHUTDOWN). The server speaks only when spoken to: a DATA chunk sent as
+/// soon as `accept` returns can overtake the COOKIE ACK (they leave from
+/// different CPUs, through veths), and the client, still in COOKIE-ECHOED,
+/// discards it; it would come again only when the retransmission timer
+/// runs out (3 s at first). The client's question comes after the COOKIE
+/// ACK, so the answer does too.
+pub fn answer(mut conn: File, answer: &[u8], patience: Duration) {
+    if set_timeval(conn.as_raw_fd(), libc::SO_RCVTIMEO, patience).is_err() {
+        return;
+    }
+    let mut buf = [0u8; 512];
+    if matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+        let _ = conn.write_all(answer);
+    }
 }
 
 /// Waits for `events` on `fd` until `deadline`; the events seen, or
@@ -193,7 +208,12 @@ fn wait(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<libc:
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer"));
+            let what = if events == libc::POLLOUT {
+                "no association"
+            } else {
+                "no answer on the association"
+            };
+            return Err(io::Error::new(io::ErrorKind::TimedOut, what));
         }
         let mut pfd = libc::pollfd {
             fd,
@@ -236,8 +256,8 @@ fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
 }
 
-/// Connects to `to` and reads what it says until it closes, all within
-/// `timeout`. A refusal (ICMP port unreachable or ABORT) is
+/// Connects to `to`, asks, and reads what it says until it closes, all
+/// within `timeout`. A refusal (ICMP port unreachable or ABORT) is
 /// ConnectionRefused; no answer in time is TimedOut.
 pub fn connect_and_read(to: SocketAddr, timeout: Duration) -> io::Result<String> {
     let deadline = Instant::now() + timeout;
@@ -271,6 +291,16 @@ pub fn connect_and_read(to: SocketAddr, timeout: Duration) -> io::Result<String>
     // other address, which a policy may block) must not fail the read.
     recverr(0)?;
     let mut conn = File::from(fd);
+    loop {
+        match conn.write(QUESTION) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait(raw, libc::POLLOUT, deadline)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     let mut answer = Vec::new();
     let mut buf = [0u8; 512];
     loop {
