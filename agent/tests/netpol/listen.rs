@@ -27,7 +27,7 @@ use std::{
 
 use ipwarden::netns::NetNs;
 
-use super::{matrix::Proto, sctp};
+use super::{matrix::Proto, probe, sctp};
 
 /// How often a blocked SCTP accept wakes to see whether it must stop.
 const SCTP_POLL: Duration = Duration::from_millis(100);
@@ -130,15 +130,21 @@ fn serve_tcp(listener: &TcpListener, answer: &[u8], stop: &AtomicBool) {
     }
 }
 
+/// A thread per association: the server waits for each probe's question,
+/// and one slow prober must not hold up the others.
 fn serve_sctp(listener: &OwnedFd, answer: &[u8], stop: &AtomicBool) {
-    while !stop.load(Ordering::SeqCst) {
-        match sctp::accept(listener) {
-            Ok(Some(conn)) => sctp::answer(conn, answer, Duration::from_secs(1)),
-            Ok(None) => {}
-            // Not expected; do not spin on it.
-            Err(_) => std::thread::sleep(SCTP_POLL),
+    std::thread::scope(|scope| {
+        while !stop.load(Ordering::SeqCst) {
+            match sctp::accept(listener) {
+                Ok(Some(conn)) => {
+                    scope.spawn(move || sctp::answer(conn, answer, probe::SCTP_TIMEOUT));
+                }
+                Ok(None) => {}
+                // Not expected; do not spin on it.
+                Err(_) => std::thread::sleep(SCTP_POLL),
+            }
         }
-    }
+    });
 }
 
 fn serve_udp(socket: &UdpSocket, answer: &[u8], stop: &AtomicBool) {
