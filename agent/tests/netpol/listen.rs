@@ -1,6 +1,7 @@
 //! Servers in a network namespace: TCP and UDP (and SCTP when a case
 //! probes it) on each port, IPv4 and IPv6, answering every connection or
-//! datagram with the endpoint's name ("x/a").
+//! datagram with the endpoint's name ("x/a"); an SCTP server answers the
+//! probe's question (see `sctp::answer`), on a thread per association.
 //! A pod binds dual-stack `[::]` sockets (its namespace has one address per
 //! family); a hostNetwork pod binds the node's addresses, so that a UDP
 //! answer leaves from the address the probe was sent to (from `[::]` the

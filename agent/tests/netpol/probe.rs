@@ -5,8 +5,10 @@
 //!
 //! TCP: connect, read the answer to EOF. UDP: a connected socket (so an
 //! ICMP port unreachable comes back as ECONNREFUSED at once) sends one
-//! datagram and waits for the answer. SCTP (netpol/sctp.rs): like TCP,
-//! a refusal at once, no answer within the timeout blocked too.
+//! datagram and waits for the answer. SCTP (netpol/sctp.rs, only in the
+//! cases that ask for it): associate, ask, read the answer to EOF; a
+//! REJECT's ICMP error fails the connect at once, and no answer within
+//! `SCTP_TIMEOUT` is blocked too.
 
 use std::{
     fs::File,

@@ -3,15 +3,19 @@
 //! writes like TCP.
 //!
 //! This host's kernel has no SCTP: `socket()` fails with
-//! EPROTONOSUPPORT, reported as `unavailable`. The Debian kernel in the VM
-//! has it (module `sctp`, loaded by cargo xtask vm-test).
+//! EPROTONOSUPPORT, reported as an Unsupported error that says where SCTP
+//! cases run. The Debian kernel in the VM has it (module `sctp`, loaded by
+//! cargo xtask vm-test).
 //!
 //! A refused SCTP connect: the REJECT answers the INIT with an ICMP port
 //! unreachable, which the kernel reports to the socket only with
 //! IP_RECVERR / IPV6_RECVERR set (else it keeps it as a soft error and
-//! retransmits the INIT until it gives up); `connect` sets it and polls a
-//! non-blocking connect, so a refusal shows at once as POLLERR with
-//! ECONNREFUSED. An ABORT (nothing listening) ends the same way.
+//! retransmits the INIT until it gives up); `connect_and_read` sets it and
+//! polls a non-blocking connect, so a refusal shows at once as POLLERR with
+//! ECONNREFUSED. An ABORT (nothing listening) ends the same way. An ICMP
+//! error that arrives while connect() still holds the socket's lock is
+//! kept as a soft error all the same: that probe ends in the timeout (4 of
+//! 32 refusals in the VM's self-test, blocked either way).
 
 use std::{
     fs::File,
