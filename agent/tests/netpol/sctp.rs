@@ -12,10 +12,11 @@
 //! IP_RECVERR / IPV6_RECVERR set (else it keeps it as a soft error and
 //! retransmits the INIT until it gives up); `connect_and_read` sets it and
 //! polls a non-blocking connect, so a refusal shows at once as POLLERR with
-//! ECONNREFUSED. An ABORT (nothing listening) ends the same way. An ICMP
-//! error that arrives while connect() still holds the socket's lock is
-//! kept as a soft error all the same: that probe ends in the timeout (4 of
-//! 32 refusals in the VM's self-test, blocked either way).
+//! ECONNREFUSED. An ABORT (nothing listening) ends the same way. A few
+//! refusals end in the timeout instead (4 of 32 in the VM's self-test,
+//! blocked either way), most likely an ICMP error that arrived while
+//! connect() still held the socket's lock, which the kernel keeps as a
+//! soft error whatever IP_RECVERR says.
 
 use std::{
     fs::File,
