@@ -15,7 +15,7 @@ use ipwarden::{
 
 use super::{
     manifest::{render_yaml, Cluster, Node, Policy},
-    matrix::{self, Family, Observed, Reachability, NODE},
+    matrix::{self, Family, Observed, Proto, Reachability, NODE},
     probe::{self, Source, Target},
     topology::{netns_path, Mode, Topology},
 };
@@ -31,6 +31,7 @@ pub struct Case {
     policies: Vec<Policy>,
     mode: Mode,
     families: Vec<Family>,
+    protos: Vec<Proto>,
     agent: bool,
     before_probe: Option<Hook>,
     expect: Option<Expect>,
@@ -54,7 +55,7 @@ pub struct Timings {
 
 impl Case {
     /// The standard cluster (x, y, z x a, b, c on node-a), bridged, IPv4
-    /// probes, the agent run, everything expected to connect.
+    /// probes on TCP and UDP, the agent run, everything expected to connect.
     pub fn new(name: &'static str) -> Case {
         Case {
             name,
@@ -62,6 +63,7 @@ impl Case {
             policies: Vec::new(),
             mode: Mode::Bridge,
             families: vec![Family::V4],
+            protos: Proto::TCP_UDP.to_vec(),
             agent: true,
             before_probe: None,
             expect: None,
@@ -69,7 +71,11 @@ impl Case {
     }
 
     pub fn cluster(mut self, cluster: Cluster) -> Case {
-        self.cluster = cluster;
+        self.cluster = if self.protos.contains(&Proto::Sctp) {
+            cluster.with_sctp_ports()
+        } else {
+            cluster
+        };
         self
     }
 
@@ -87,6 +93,18 @@ impl Case {
     /// Probe IPv6 too.
     pub fn dual_stack(mut self) -> Case {
         self.families = vec![Family::V4, Family::V6];
+        self
+    }
+
+    /// Probe SCTP 80 and 81 too (servers in every pod, container ports
+    /// serve-80-sctp and serve-81-sctp). Needs a kernel with SCTP sockets:
+    /// such cases run in the VM (vm_netpol_sctp.rs); on a kernel without,
+    /// building the topology fails and says so.
+    pub fn sctp(mut self) -> Case {
+        if !self.protos.contains(&Proto::Sctp) {
+            self.protos.push(Proto::Sctp);
+        }
+        self.cluster = self.cluster.with_sctp_ports();
         self
     }
 
@@ -152,7 +170,7 @@ impl Case {
         let mut matrix = Reachability::new(
             names,
             probed.iter().map(|p| p.id()).collect(),
-            matrix::traffic(&self.families),
+            matrix::traffic(&self.families, &self.protos),
             skipped,
         );
         if let Some(expect) = &self.expect {
@@ -190,7 +208,7 @@ impl Case {
             return None;
         }
         let start = Instant::now();
-        let topology = Topology::build(&self.cluster, self.mode)
+        let topology = Topology::build(&self.cluster, self.mode, &self.protos)
             .unwrap_or_else(|e| panic!("{}: building the topology: {e}", self.name));
         let built = Instant::now();
         if self.agent {

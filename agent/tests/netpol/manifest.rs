@@ -4,7 +4,9 @@
 //! The standard cluster is the upstream e2e suite's: namespaces x, y, z
 //! (labels `ns: <name>` and `kubernetes.io/metadata.name: <name>`), pods
 //! a, b, c in each (label `pod: <name>`), every pod serving TCP and UDP on
-//! 80 and 81 with container ports named `serve-80-tcp`, ... Addresses are
+//! 80 and 81 with container ports named `serve-80-tcp`, ... (plus
+//! `serve-80-sctp` and `serve-81-sctp` in the cases that probe SCTP, as
+//! upstream adds them when it tests SCTP). Addresses are
 //! fixed and readable: on node-a, x/a is 10.244.1.10 and fd00:10:244:1::10,
 //! x/b .11, y/a .20, z/c .32; on node-b the same numbers in 10.244.2.0/24
 //! and fd00:10:244:2::/64.
@@ -76,7 +78,7 @@ impl Node {
 pub struct ContainerPort {
     pub name: String,
     pub port: u16,
-    /// "TCP" or "UDP".
+    /// "TCP", "UDP" or "SCTP".
     pub protocol: &'static str,
 }
 
@@ -93,6 +95,18 @@ pub fn standard_ports() -> Vec<ContainerPort> {
         }
     }
     ports
+}
+
+/// serve-80-sctp, serve-81-sctp.
+pub fn sctp_ports() -> Vec<ContainerPort> {
+    PORTS
+        .iter()
+        .map(|&port| ContainerPort {
+            name: format!("serve-{port}-sctp"),
+            port,
+            protocol: "SCTP",
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -253,6 +267,18 @@ impl Cluster {
         self
     }
 
+    /// Gives every pod the SCTP container ports (once).
+    pub fn with_sctp_ports(mut self) -> Cluster {
+        for pod in &mut self.pods {
+            for port in sctp_ports() {
+                if !pod.ports.contains(&port) {
+                    pod.ports.push(port);
+                }
+            }
+        }
+        self
+    }
+
     pub fn pod(&self, id: &str) -> &Pod {
         self.pods
             .iter()
@@ -286,14 +312,15 @@ impl Cluster {
         self
     }
 
-    /// One line per namespace and pod (ports beyond the standard four only),
-    /// for failure reports.
+    /// One line per namespace and pod (ports beyond the standard TCP, UDP
+    /// and SCTP ones on 80 and 81 only), for failure reports.
     pub fn summary(&self) -> String {
         let mut out = String::new();
         for n in &self.namespaces {
             out.push_str(&format!("namespace {} {:?}\n", n.name, n.labels));
         }
-        let standard = standard_ports();
+        let mut standard = standard_ports();
+        standard.extend(sctp_ports());
         for p in &self.pods {
             let extra: Vec<String> = p
                 .ports
@@ -506,6 +533,11 @@ pub fn tcp(port: u16) -> Port {
 /// `{protocol: UDP, port: N}`.
 pub fn udp(port: u16) -> Port {
     number(port).protocol("UDP")
+}
+
+/// `{protocol: SCTP, port: N}`.
+pub fn sctp(port: u16) -> Port {
+    number(port).protocol("SCTP")
 }
 
 /// `{port: N}` without a protocol (TCP by default).

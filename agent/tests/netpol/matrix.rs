@@ -11,7 +11,10 @@
 //! Patterns name cells: `*` every pod (never "node"), `x/*` a namespace,
 //! `*/a` a pod name in every namespace, `x/a` one pod, `node`, or a
 //! comma-separated list of these. Traffic filters are tokens: `tcp`, `udp`,
-//! a port, `v4`, `v6`, e.g. `"tcp/81"`, `"udp v6"`, `"*"`.
+//! `sctp`, a port, `v4`, `v6`, e.g. `"tcp/81"`, `"udp v6"`, `"sctp/80"`, `"*"`.
+//!
+//! A matrix probes TCP and UDP; SCTP only in the cases that ask for it
+//! (`Case::sctp`), which run in the VM: this host's kernel has no SCTP.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,6 +27,21 @@ pub const NODE: &str = "node";
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
+}
+
+impl Proto {
+    /// What every case probes; `Case::sctp` adds SCTP.
+    pub const TCP_UDP: [Proto; 2] = [Proto::Tcp, Proto::Udp];
+
+    /// "tcp", "udp", "sctp".
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,10 +60,7 @@ pub struct Traffic {
 
 impl fmt::Display for Traffic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let proto = match self.proto {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        };
+        let proto = self.proto.name();
         let family = match self.family {
             Family::V4 => "v4",
             Family::V6 => "v6",
@@ -54,11 +69,11 @@ impl fmt::Display for Traffic {
     }
 }
 
-/// {tcp, udp} x {80, 81} for each of `families`.
-pub fn traffic(families: &[Family]) -> Vec<Traffic> {
+/// `protos` x {80, 81} for each of `families`.
+pub fn traffic(families: &[Family], protos: &[Proto]) -> Vec<Traffic> {
     let mut out = Vec::new();
     for &family in families {
-        for proto in [Proto::Tcp, Proto::Udp] {
+        for &proto in protos {
             for port in super::manifest::PORTS {
                 out.push(Traffic {
                     family,
@@ -90,6 +105,7 @@ impl Filter {
                 "*" => {}
                 "tcp" => f.proto = Some(Proto::Tcp),
                 "udp" => f.proto = Some(Proto::Udp),
+                "sctp" => f.proto = Some(Proto::Sctp),
                 "v4" => f.family = Some(Family::V4),
                 "v6" => f.family = Some(Family::V6),
                 port => {

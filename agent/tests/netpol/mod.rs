@@ -8,10 +8,12 @@ pub mod listen;
 pub mod manifest;
 pub mod matrix;
 pub mod probe;
+pub mod sctp;
 pub mod topology;
 
 pub use case::Case;
+#[allow(unused_imports)] // each test binary uses its own share of the builders
 pub use manifest::{
-    all, any_port, expr, ip_block, named, namespaces, ns, number, pod, pods, pods_in, tcp, udp,
-    Cluster, Node, Op, Pod, Policy, Rule,
+    all, any_port, expr, ip_block, named, namespaces, ns, number, pod, pods, pods_in, sctp, tcp,
+    udp, Cluster, Node, Op, Pod, Policy, Rule,
 };

@@ -21,6 +21,7 @@ use ipwarden::netns::NetNs;
 use super::{
     listen::Listeners,
     manifest::{Cluster, Node, PORTS},
+    matrix::Proto,
 };
 
 pub const BRIDGE: &str = "kube-bridge";
@@ -141,7 +142,8 @@ fn bridge(node: &NetNs, which: Node) -> io::Result<()> {
 }
 
 impl Topology {
-    pub fn build(cluster: &Cluster, mode: Mode) -> io::Result<Topology> {
+    /// The nodes, the pods, and in each probed pod servers of `protos`.
+    pub fn build(cluster: &Cluster, mode: Mode, protos: &[Proto]) -> io::Result<Topology> {
         let node_a = NetNs::new("np-node-a")?;
         let node_b = NetNs::new("np-node-b")?;
         node_setup(&node_a)?;
@@ -194,8 +196,13 @@ impl Topology {
             };
             if pod.host_network && pod.is_probed() {
                 let addrs = [pod.v4.into(), pod.v6.into()];
-                topo.listeners
-                    .push(Listeners::start_on(node, &pod.id(), &addrs, &PORTS)?);
+                topo.listeners.push(Listeners::start_on(
+                    node,
+                    &pod.id(),
+                    &addrs,
+                    &PORTS,
+                    protos,
+                )?);
                 continue;
             }
             if !pod.has_own_netns() {
@@ -263,7 +270,7 @@ impl Topology {
                 ])?;
             }
             topo.listeners
-                .push(Listeners::start(&ns, &pod.id(), &PORTS)?);
+                .push(Listeners::start(&ns, &pod.id(), &PORTS, protos)?);
             topo.pods.push((pod.id(), ns));
         }
         Ok(topo)

@@ -57,6 +57,7 @@ pub const TEST_MODULES: &[&str] = &[
     "xt_tcpudp",
     "xt_statistic",
     "xt_ipvs",
+    "xt_sctp",
     // IPVS and the schedulers the agent offers.
     "ip_vs",
     "ip_vs_rr",
@@ -65,6 +66,8 @@ pub const TEST_MODULES: &[&str] = &[
     "ip_vs_sh",
     "ip_vs_dh",
     "ip_vs_mh",
+    // SCTP sockets (the policy cases on SCTP traffic; this host has none).
+    "sctp",
     // ipset types kube-proxy style rules use.
     "ip_set",
     "ip_set_hash_ip",
