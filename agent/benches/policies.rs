@@ -42,7 +42,9 @@
 //! `IPWARDEN_BENCH_PODS` (default 5000), `IPWARDEN_BENCH_POLICIES` (1000),
 //! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (5) and
 //! `IPWARDEN_BENCH_SEED` (1) tune it. Prints markdown tables of medians
-//! and the target checks.
+//! and the target checks. `IPWARDEN_BENCH_COMPUTE_ONLY=N` only times N
+//! runs of `desired` on the generated cluster (no kernel, no root), for
+//! profiling the controller under `perf`.
 
 mod common;
 
@@ -60,8 +62,11 @@ use std::{
 use ipwarden::{
     cluster::{HostInfo, KubeObject, Snapshot},
     controllers::policies::{self, Options, PolicyState},
-    desired::{Family, SetSpec, TablePlan},
-    kernel::{ipset::IpsetClient, iptables},
+    desired::{Family, SetSpec, Table, TablePlan},
+    kernel::{
+        ipset::{IpsetClient, SetName},
+        iptables,
+    },
     netns::{privileged, NetNs},
     reconcile::policies::{apply_chains, apply_sets, policies_owner, PolicyReport},
     store::SetStore,
@@ -123,9 +128,7 @@ fn team(t: usize) -> String {
 
 /// Named container ports by tier (what policies' named ports resolve on).
 fn ports_of(tier: &str) -> Vec<Value> {
-    let p = |name: &str, port: u16, proto: &str| {
-        json!({"name": name, "containerPort": port, "protocol": proto})
-    };
+    let p = |name: &str, port: u16, proto: &str| json!({"name": name, "containerPort": port, "protocol": proto});
     match tier {
         "web" => vec![p("http", 8080, "TCP"), p("metrics", 9090, "TCP")],
         "api" => vec![
@@ -206,7 +209,9 @@ fn generate(pods: usize, policies: usize, namespaces: usize, seed: u64) -> Snaps
     let mut next_on_node = [2u32; NODES];
     for (i, &n) in node_of.iter().enumerate() {
         let (ns, k, labels) = pod_labels(i, namespaces, &mut rng);
-        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + n as u32 * 2048 + next_on_node[n]);
+        let ip = Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 244, 0, 0)) + n as u32 * 2048 + next_on_node[n],
+        );
         next_on_node[n] += 1;
         let node = if n == 0 {
             NODE.to_string()
@@ -261,7 +266,9 @@ fn policy_spec(rng: &mut Rng, namespaces: usize) -> Value {
             let ports = match rng.below(3) {
                 0 => json!([{"port": 8080}]),
                 1 => json!([{"port": "http"}]),
-                _ => json!([{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": "metrics"}]),
+                _ => {
+                    json!([{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": "metrics"}])
+                }
             };
             json!({
                 "podSelector": match_app(a),
@@ -437,7 +444,14 @@ fn local_pod_added(base: &Snapshot) -> (Snapshot, String) {
     let labels = serde_json::to_value(model.metadata.labels.clone()).expect("labels");
     let tier = label(model, "tier").unwrap_or("worker");
     let name = "added-0".to_string();
-    let v = pod_json(&ns, &name, &labels, NODE, Ipv4Addr::new(10, 244, 7, 250), tier);
+    let v = pod_json(
+        &ns,
+        &name,
+        &labels,
+        NODE,
+        Ipv4Addr::new(10, 244, 7, 250),
+        tier,
+    );
     let KubeObject::Pod(pod) = pod_object(v) else {
         unreachable!()
     };
@@ -667,6 +681,58 @@ struct OursRound {
     change: [Split; 2],
     added: Split,
     removed: Split,
+    floors: Floors,
+}
+
+/// The reads under every apply, each timed alone in the synced state.
+#[derive(Default, Clone, Copy)]
+struct Floors {
+    /// What the store reads per pass: the set names, then a dump of each
+    /// `IPW-` set.
+    store_read: Duration,
+    /// One dump of every set with its members, for comparison.
+    list_all: Duration,
+    save_v4: Duration,
+    save_v6: Duration,
+}
+
+fn floors() -> Floors {
+    let mut client = IpsetClient::new().expect("socket");
+    let start = Instant::now();
+    let names: Vec<String> = client
+        .list_names()
+        .expect("names")
+        .into_iter()
+        .filter(|n| n.starts_with("IPW-"))
+        .collect();
+    let mut members = 0;
+    for n in &names {
+        members += client
+            .list(&SetName::new(n).expect("name"))
+            .expect("list")
+            .members
+            .len();
+    }
+    let store_read = start.elapsed();
+    let start = Instant::now();
+    let all = client.list_all().expect("list all");
+    let list_all = start.elapsed();
+    let all_members: usize = all.sets.iter().map(|s| s.members.len()).sum();
+    assert_eq!(
+        all_members, members,
+        "one dump and the per-set dumps differ"
+    );
+    let save = |f| {
+        let start = Instant::now();
+        iptables::read_table(f, Table::Filter).expect("save");
+        start.elapsed()
+    };
+    Floors {
+        store_read,
+        list_all,
+        save_v4: save(Family::V4),
+        save_v6: save(Family::V6),
+    }
 }
 
 struct Scenario {
@@ -714,9 +780,16 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         assert_members_only(&r2);
 
         let (added, _, ra) = ours(&store, &sc.added, &sc.opts);
-        assert!(!ra.chains_written.is_empty(), "a new local pod wrote no chain");
+        assert!(
+            !ra.chains_written.is_empty(),
+            "a new local pod wrote no chain"
+        );
         let (removed, _, rr) = ours(&store, &sc.base, &sc.opts);
-        assert!(!rr.chains_deleted.is_empty(), "a removed local pod left its chain");
+        assert!(
+            !rr.chains_deleted.is_empty(),
+            "a removed local pod left its chain"
+        );
+        let floors = floors();
 
         if let Some(f) = facts {
             let (v4, v6) = filter_rules();
@@ -746,6 +819,7 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
             change: [c1, c2],
             added,
             removed,
+            floors,
         }
     })
     .expect("run in netns")
@@ -984,7 +1058,11 @@ fn met(ok: bool) -> &'static str {
 
 fn main() {
     // `cargo test --benches` runs this binary too: only measure on request.
-    if std::env::args().any(|a| a == "--test") || !privileged("policies bench") {
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let compute_only = std::env::var("IPWARDEN_BENCH_COMPUTE_ONLY").ok();
+    if compute_only.is_none() && !privileged("policies bench") {
         return;
     }
     let one = |key: &str, default: &str| {
@@ -1002,6 +1080,20 @@ fn main() {
     let start = Instant::now();
     let base = generate(pods, policies_n, namespaces, seed);
     let opts = Options::default();
+    if let Some(n) = compute_only {
+        // For profiling the controller: only `desired`, N times.
+        let n: usize = n.parse().unwrap_or(10);
+        let times: Vec<Duration> = (0..n)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(policies::desired(&base, &opts));
+                start.elapsed()
+            })
+            .collect();
+        let min = *times.iter().min().expect("runs");
+        println!("desired: median {:?}, min {min:?} of {n}", median(times));
+        return;
+    }
     let base_state = policies::desired(&base, &opts);
     let (changed, changed_pod) = pod_change(&base, &base_state, &opts);
     let (added, added_pod) = local_pod_added(&base);
@@ -1095,7 +1187,9 @@ fn main() {
         "| sync | ours: compute | ours: sets | ours: iptables | ours: total | kube-router's way: total | ratio | ours: kernel only | kube-router's way: kernel only | ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let print = |name: &str, r: (Duration, Duration, Duration, Duration, Duration), kr: Option<(Duration, Duration)>| {
+    let print = |name: &str,
+                 r: (Duration, Duration, Duration, Duration, Duration),
+                 kr: Option<(Duration, Duration)>| {
         let (c, s, i, t, k) = r;
         let (krt, krr, krk, krkr) = match kr {
             Some((kt, kk)) => (ms(kt), ratio(kt, t), ms(kk), ratio(kk, k)),
@@ -1142,7 +1236,10 @@ fn main() {
         "| sync | compute | iptables-save x2 | ipset save | ipset restore | iptables-restore x2 (whole table) | total |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (name, v) in [("full sync", &kr_fulls), ("one remote pod's label", &kr_changes)] {
+    for (name, v) in [
+        ("full sync", &kr_fulls),
+        ("one remote pod's label", &kr_changes),
+    ] {
         println!(
             "| {name} | {} | {} | {} | {} | {} | {} |",
             ms(med(v, |s| s.compute)),
@@ -1174,10 +1271,17 @@ fn main() {
         f.sets,
         f.sets + 1
     );
+    let fl: Vec<Floors> = ours_rounds.iter().map(|r| r.floors).collect();
     println!(
-        "- the local pod added wrote {}",
-        f.added_chains.join(", ")
+        "- the reads alone, in the synced state (medians): the store's read of the policy sets \
+         (names, then one dump per set) {} ms, against {} ms for one dump of every set with its \
+         members; `iptables-save -t filter` {} ms (v4) and {} ms (v6)",
+        ms(med(&fl, |f| f.store_read)),
+        ms(med(&fl, |f| f.list_all)),
+        ms(med(&fl, |f| f.save_v4)),
+        ms(med(&fl, |f| f.save_v6)),
     );
+    println!("- the local pod added wrote {}", f.added_chains.join(", "));
     println!();
     let full_total = full.3;
     let change_total = change.3;

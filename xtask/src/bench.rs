@@ -493,7 +493,10 @@ fn render(
     let sections: Vec<(&Bench, Option<&Outcome>, Option<String>)> = BENCHES
         .iter()
         .map(|b| {
-            let outcome = outcomes.iter().find(|(o, _)| o.name == b.name).map(|(_, o)| o);
+            let outcome = outcomes
+                .iter()
+                .find(|(o, _)| o.name == b.name)
+                .map(|(_, o)| o);
             let kept = outcome
                 .is_none()
                 .then(|| previous.and_then(|p| p.kept(b)))

@@ -140,7 +140,10 @@ fn isolated_pods<'p, 'a>(
     // A policy selects pods of its own namespace only.
     let mut by_namespace: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
     for p in policies {
-        by_namespace.entry(p.namespace.as_str()).or_default().push(p);
+        by_namespace
+            .entry(p.namespace.as_str())
+            .or_default()
+            .push(p);
     }
     let mut out = Vec::new();
     for pod in cluster.pods.iter().filter(|p| p.local) {
