@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: every benchmark in one go, written to BENCHMARKS.md.
 //!
-//! 1. the eBPF object is built (the tc bench loads it);
+//! 1. the eBPF object is built when a selected bench loads it (the tc bench);
 //! 2. the bench binaries are built in release (`cargo bench --no-run`) and
 //!    found through `--message-format=json`;
 //! 3. each runs with its figures on stdout (markdown) and its progress on
@@ -193,7 +193,11 @@ pub fn run(opts: &Options) -> Result<()> {
         .filter(|b| !(b.in_vm && opts.no_vm))
         .collect();
     let started = Instant::now();
-    let object = build_ebpf::run(&build_ebpf::Options::default())?;
+    let object = if selected.iter().any(|b| b.needs_object) {
+        Some(build_ebpf::run(&build_ebpf::Options::default())?)
+    } else {
+        None
+    };
     let exes = bench_binaries(&selected)?;
 
     let mut outcomes = Vec::new();
@@ -204,7 +208,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|(_, p)| p.clone())
             .with_context(|| format!("cargo built no bench binary named {}", bench.name))?;
         eprintln!("xtask bench: running {}", bench.name);
-        let outcome = run_one(bench, &exe, &object, opts.quick)?;
+        let outcome = run_one(bench, &exe, object.as_deref(), opts.quick)?;
         if let Some(e) = &outcome.failed {
             eprintln!("xtask bench: {} failed: {e}", bench.name);
         }
@@ -252,7 +256,7 @@ fn bench_binaries(benches: &[&Bench]) -> Result<Vec<(String, PathBuf)>> {
     process::cargo_executables(&mut cmd, "bench")
 }
 
-fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outcome> {
+fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Result<Outcome> {
     let env: Vec<(&str, &str)> = bench
         .env
         .iter()
@@ -272,14 +276,15 @@ fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outc
         shown.push_str(&format!("cargo xtask vm-test -- sh -c '{script}'"));
     } else {
         cmd = Command::new(exe);
-        if bench.needs_object {
+        if let (true, Some(object)) = (bench.needs_object, object) {
             shown.push_str(&format!("IPWARDEN_BPF_OBJECT={} ", relative(object)));
         }
         shown.push_str(&exe_shown);
     }
-    cmd.current_dir(workspace_root())
-        .env("IPWARDEN_BPF_OBJECT", object)
-        .envs(env.iter().copied());
+    cmd.current_dir(workspace_root()).envs(env.iter().copied());
+    if let Some(object) = object {
+        cmd.env("IPWARDEN_BPF_OBJECT", object);
+    }
     eprintln!("xtask bench: {shown}");
     let load_before = loadavg();
     let start = Instant::now();
