@@ -1,14 +1,16 @@
 //! `cargo xtask bench`: every benchmark in one go, written to BENCHMARKS.md.
 //!
-//! 1. the eBPF object is built (the tc bench loads it);
+//! 1. the eBPF object is built when a selected bench loads it (the tc bench);
 //! 2. the bench binaries are built in release (`cargo bench --no-run`) and
 //!    found through `--message-format=json`;
 //! 3. each runs with its figures on stdout (markdown) and its progress on
-//!    stderr, shown as it goes: `ipset`, `store` and `tc_throughput` on the
-//!    host, each in network namespaces of its own; `ipvs` inside the IPVS VM
-//!    (`cargo xtask vm-test`);
+//!    stderr, shown as it goes: `ipset`, `store`, `policies` and
+//!    `tc_throughput` on the host, each in network namespaces of its own;
+//!    `ipvs` inside the IPVS VM (`cargo xtask vm-test`);
 //! 4. BENCHMARKS.md gets one section per bench: what it does, the exact
-//!    command, its tables, and the target checks.
+//!    command, its tables, and the target checks. A bench not run this time
+//!    (`--only`, `--no-vm`) keeps its section from the previous report,
+//!    marked with the date and commit it was measured at.
 //!
 //! Every bench measures its baseline in the same run, interleaved, and
 //! reports medians. Not part of `cargo xtask test`: it prints figures and
@@ -37,7 +39,7 @@ pub struct Options {
     /// Skip the IPVS bench (it boots the VM).
     #[arg(long)]
     pub no_vm: bool,
-    /// Only these benches (ipset, ipvs, store, tc_throughput); default all.
+    /// Only these benches (ipset, ipvs, store, policies, tc_throughput); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where to write the report (default: BENCHMARKS.md at the repository root).
@@ -113,6 +115,34 @@ const BENCHES: &[Bench] = &[
         ],
     },
     Bench {
+        name: "policies",
+        needs_object: false,
+        title: "NetworkPolicy: the policy controller vs kube-router's save + full restore",
+        about: "A generated cluster (seeded): N pods in namespaces with labels, a tenth of them \
+                on this node, with app/tier/role labels and named container ports, and M \
+                NetworkPolicies of realistic variety (default deny, podSelector matchLabels \
+                and matchExpressions of every operator, namespaceSelector, both, ipBlock with \
+                except, numeric ports, endPort ranges, named ports, ingress and egress); both \
+                filter tables also hold a few foreign rules. Ours: `controllers::policies::desired` \
+                (compute) then `reconcile::policies` (the set store applies the sets, one \
+                `iptables-restore --noflush` per family writes the changed chains), for a full \
+                sync from an empty network namespace, a no-op sync, one remote pod's label \
+                change (asserted to write no chain, only ipset add/del) and one local pod added \
+                and removed (a new pod chain). Against it, in the same rounds, interleaved, on \
+                the same content: kube-router's network policy controller's way of syncing \
+                (the same compute, then `iptables-save -t filter` per family, `ipset save`, \
+                `ipset restore -exist` of every policy set through temporary sets and swaps, \
+                and an `iptables-restore` of the whole filter table of each family, foreign \
+                rules included). kube-router has no diff, so its no-op costs what a change \
+                costs. Ratio = kube-router's way / ours.",
+        in_vm: false,
+        env: &[
+            ("IPWARDEN_BENCH_PODS", "5000", "5000"),
+            ("IPWARDEN_BENCH_POLICIES", "1000", "1000"),
+            ("IPWARDEN_BENCH_RUNS", "5", "3"),
+        ],
+    },
+    Bench {
         name: "tc_throughput",
         needs_object: true,
         title: "tc program: throughput through a veth into a network namespace",
@@ -163,7 +193,11 @@ pub fn run(opts: &Options) -> Result<()> {
         .filter(|b| !(b.in_vm && opts.no_vm))
         .collect();
     let started = Instant::now();
-    let object = build_ebpf::run(&build_ebpf::Options::default())?;
+    let object = if selected.iter().any(|b| b.needs_object) {
+        Some(build_ebpf::run(&build_ebpf::Options::default())?)
+    } else {
+        None
+    };
     let exes = bench_binaries(&selected)?;
 
     let mut outcomes = Vec::new();
@@ -174,7 +208,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|(_, p)| p.clone())
             .with_context(|| format!("cargo built no bench binary named {}", bench.name))?;
         eprintln!("xtask bench: running {}", bench.name);
-        let outcome = run_one(bench, &exe, &object, opts.quick)?;
+        let outcome = run_one(bench, &exe, object.as_deref(), opts.quick)?;
         if let Some(e) = &outcome.failed {
             eprintln!("xtask bench: {} failed: {e}", bench.name);
         }
@@ -185,7 +219,13 @@ pub fn run(opts: &Options) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
-    let report = render(opts, &outcomes, started.elapsed().as_secs_f64())?;
+    let previous = Previous::read(&out);
+    let report = render(
+        opts,
+        &outcomes,
+        previous.as_ref(),
+        started.elapsed().as_secs_f64(),
+    )?;
     std::fs::write(&out, report).with_context(|| format!("writing {}", out.display()))?;
     println!("xtask bench: wrote {}", out.display());
     let failed: Vec<&str> = outcomes
@@ -216,7 +256,7 @@ fn bench_binaries(benches: &[&Bench]) -> Result<Vec<(String, PathBuf)>> {
     process::cargo_executables(&mut cmd, "bench")
 }
 
-fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outcome> {
+fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Result<Outcome> {
     let env: Vec<(&str, &str)> = bench
         .env
         .iter()
@@ -236,14 +276,15 @@ fn run_one(bench: &Bench, exe: &Path, object: &Path, quick: bool) -> Result<Outc
         shown.push_str(&format!("cargo xtask vm-test -- sh -c '{script}'"));
     } else {
         cmd = Command::new(exe);
-        if bench.needs_object {
+        if let (true, Some(object)) = (bench.needs_object, object) {
             shown.push_str(&format!("IPWARDEN_BPF_OBJECT={} ", relative(object)));
         }
         shown.push_str(&exe_shown);
     }
-    cmd.current_dir(workspace_root())
-        .env("IPWARDEN_BPF_OBJECT", object)
-        .envs(env.iter().copied());
+    cmd.current_dir(workspace_root()).envs(env.iter().copied());
+    if let Some(object) = object {
+        cmd.env("IPWARDEN_BPF_OBJECT", object);
+    }
     eprintln!("xtask bench: {shown}");
     let load_before = loadavg();
     let start = Instant::now();
@@ -329,7 +370,73 @@ fn ipvs_target(table: &[&str]) -> Option<String> {
     ))
 }
 
-fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<String> {
+/// How a section kept from an earlier report starts.
+const KEPT: &str = "Kept from an earlier run";
+
+/// The report being replaced: its sections, to keep those of benches not
+/// run this time, and when it was written.
+struct Previous {
+    date: String,
+    commit: String,
+    /// (title, body) in order.
+    sections: Vec<(String, String)>,
+}
+
+impl Previous {
+    fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let date = text
+            .lines()
+            .find_map(|l| l.split_once(") on ")?.1.split_once(", in "))
+            .map_or("?".to_string(), |(d, _)| d.to_string());
+        let commit = text
+            .lines()
+            .find_map(|l| l.strip_prefix("| commit | "))
+            .map_or("?".to_string(), |c| c.trim_end_matches(" |").to_string());
+        let mut sections = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(title) = line.strip_prefix("## ") {
+                sections.extend(current.take());
+                current = Some((title.to_string(), String::new()));
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        sections.extend(current);
+        Some(Self {
+            date,
+            commit,
+            sections,
+        })
+    }
+
+    /// The body of `bench`'s measured section (found by its build command,
+    /// which survives a change of title), marked as kept.
+    fn kept(&self, bench: &Bench) -> Option<String> {
+        let marker = format!("--bench {}`", bench.name);
+        let body = self
+            .sections
+            .iter()
+            .find(|(_, body)| body.contains(&marker))
+            .map(|(_, body)| body.trim())?;
+        if body.starts_with(KEPT) {
+            return Some(body.to_string());
+        }
+        Some(format!(
+            "{KEPT} (the report written on {}, commit {}): not run this time.\n\n{body}",
+            self.date, self.commit
+        ))
+    }
+}
+
+fn render(
+    opts: &Options,
+    outcomes: &[(&Bench, Outcome)],
+    previous: Option<&Previous>,
+    total: f64,
+) -> Result<String> {
     let mut md = String::new();
     let date = sh("date -u '+%Y-%m-%d %H:%M UTC'");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -386,13 +493,33 @@ fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<
         }
     }
     writeln!(md)?;
-    let targets: Vec<String> = outcomes
+    // Each bench's section: measured now, kept from the previous report,
+    // or neither.
+    let sections: Vec<(&Bench, Option<&Outcome>, Option<String>)> = BENCHES
         .iter()
-        .flat_map(|(b, o)| {
-            o.markdown
-                .lines()
+        .map(|b| {
+            let outcome = outcomes
+                .iter()
+                .find(|(o, _)| o.name == b.name)
+                .map(|(_, o)| o);
+            let kept = outcome
+                .is_none()
+                .then(|| previous.and_then(|p| p.kept(b)))
+                .flatten();
+            (b, outcome, kept)
+        })
+        .collect();
+    let targets: Vec<String> = sections
+        .iter()
+        .flat_map(|(b, o, kept)| {
+            let (text, suffix) = match (o, kept) {
+                (Some(o), _) => (o.markdown.as_str(), ""),
+                (None, Some(k)) => (k.as_str(), " (earlier run)"),
+                (None, None) => ("", ""),
+            };
+            text.lines()
                 .filter(|l| l.starts_with("- target"))
-                .map(move |l| format!("- {}: {}", b.name, &l[2..]))
+                .map(move |l| format!("- {}: {}{suffix}", b.name, &l[2..]))
         })
         .collect();
     if !targets.is_empty() {
@@ -408,7 +535,23 @@ fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<
          small shared machine, and anything else running on it moves wall-clock figures.\n"
     )?;
 
-    for (bench, o) in outcomes {
+    if sections.iter().any(|(_, _, kept)| kept.is_some()) {
+        writeln!(
+            md,
+            "Sections that start with \"{KEPT}\" were not re-measured by this run: they \
+             are copied from the report this one replaced, with the date and commit they \
+             were measured at.\n"
+        )?;
+    }
+
+    for (bench, o, kept) in &sections {
+        let Some(o) = o else {
+            match kept {
+                Some(body) => writeln!(md, "## {}\n\n{body}\n", bench.title)?,
+                None => writeln!(md, "## {}\n\nNot run this time.\n", bench.title)?,
+            }
+            continue;
+        };
         writeln!(md, "## {}\n", bench.title)?;
         writeln!(md, "{}\n", bench.about)?;
         writeln!(
@@ -428,11 +571,6 @@ fn render(opts: &Options, outcomes: &[(&Bench, Outcome)], total: f64) -> Result<
         }
         writeln!(md, "{}", o.markdown.trim_end())?;
         writeln!(md)?;
-    }
-    for bench in BENCHES {
-        if !outcomes.iter().any(|(b, _)| b.name == bench.name) {
-            writeln!(md, "## {}\n\nNot run this time.\n", bench.title)?;
-        }
     }
     Ok(md)
 }

@@ -52,6 +52,9 @@ impl PodView<'_> {
 pub struct Cluster<'a> {
     pub pods: Vec<PodView<'a>>,
     namespace_labels: BTreeMap<&'a str, BTreeMap<String, String>>,
+    /// Indexes into `pods` by namespace, in snapshot order: a peer only
+    /// looks at the namespaces it can match.
+    by_namespace: BTreeMap<&'a str, Vec<usize>>,
 }
 
 impl<'a> Cluster<'a> {
@@ -65,14 +68,19 @@ impl<'a> Cluster<'a> {
             labels.insert(NAME_LABEL.into(), name.into());
             namespace_labels.insert(name, labels);
         }
-        let pods = snapshot
+        let pods: Vec<PodView<'a>> = snapshot
             .pods
             .iter()
             .filter_map(|p| view(p, &snapshot.host.node_name, problems))
             .collect();
+        let mut by_namespace: BTreeMap<&'a str, Vec<usize>> = BTreeMap::new();
+        for (i, p) in pods.iter().enumerate() {
+            by_namespace.entry(p.namespace).or_default().push(i);
+        }
         Self {
             pods,
             namespace_labels,
+            by_namespace,
         }
     }
 
@@ -95,6 +103,44 @@ impl<'a> Cluster<'a> {
         self.pods.iter().filter(move |p| {
             p.namespace == policy.namespace && policy.pod_selector.matches(p.labels)
         })
+    }
+
+    /// The pods matching any pod peer in `peers` of a policy in
+    /// `policy_namespace`, in snapshot order. Each peer looks only at the
+    /// pods of the namespaces it can match (its namespace selector is
+    /// checked once per namespace, not once per pod).
+    pub fn peer_pods(&self, peers: &[Peer], policy_namespace: &str) -> Vec<&PodView<'a>> {
+        let mut found = Vec::new();
+        for peer in peers {
+            let Peer::Pods { namespaces, pods } = peer else {
+                continue;
+            };
+            let mut take = |indexes: &[usize]| {
+                found.extend(
+                    indexes
+                        .iter()
+                        .copied()
+                        .filter(|&i| pods.matches(self.pods[i].labels)),
+                )
+            };
+            match namespaces {
+                Namespaces::Own => {
+                    if let Some(indexes) = self.by_namespace.get(policy_namespace) {
+                        take(indexes);
+                    }
+                }
+                Namespaces::Matching(s) => {
+                    for (ns, indexes) in &self.by_namespace {
+                        if self.namespace_matches(ns, s) {
+                            take(indexes);
+                        }
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|i| &self.pods[i]).collect()
     }
 
     /// Does `pod` match a pod peer of a policy in `policy_namespace`?

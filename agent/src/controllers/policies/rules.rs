@@ -33,7 +33,7 @@ pub struct PolicyCtx<'c, 'a> {
     pub local_targets: &'c [&'c PodView<'a>],
 }
 
-impl PolicyCtx<'_, '_> {
+impl<'a> PolicyCtx<'_, 'a> {
     pub fn chain_name(&self) -> String {
         names::policy_chain(
             &self.policy.namespace,
@@ -102,6 +102,7 @@ impl PolicyCtx<'_, '_> {
             let name = self.set_name(rule, "pods", on_source);
             let members = self
                 .peer_pods(peers)
+                .into_iter()
                 .flat_map(|p| p.ips.iter())
                 .filter(|ip| Family::of(ip) == self.family)
                 .map(|ip| Member::ip(*ip))
@@ -124,12 +125,8 @@ impl PolicyCtx<'_, '_> {
     }
 
     /// Pods matching any pod peer of the rule.
-    fn peer_pods<'s>(&'s self, peers: &'s [Peer]) -> impl Iterator<Item = &'s PodView<'s>> + 's {
-        self.cluster.pods.iter().filter(move |pod| {
-            peers
-                .iter()
-                .any(|peer| self.cluster.peer_matches(peer, &self.policy.namespace, pod))
-        })
+    fn peer_pods(&self, peers: &[Peer]) -> Vec<&PodView<'a>> {
+        self.cluster.peer_pods(peers, &self.policy.namespace)
     }
 
     /// The protocol and port half of each line.
@@ -177,7 +174,7 @@ impl PolicyCtx<'_, '_> {
             (Direction::Egress, Some(peers))
                 if peers.iter().all(|p| matches!(p, Peer::Pods { .. })) =>
             {
-                self.peer_pods(peers).collect()
+                self.peer_pods(peers)
             }
             (Direction::Egress, _) => self.cluster.pods.iter().collect(),
         };
