@@ -68,7 +68,10 @@ use ipwarden::{
         iptables,
     },
     netns::{privileged, NetNs},
-    reconcile::policies::{apply_chains, apply_sets, policies_owner, PolicyReport},
+    reconcile::{
+        dataplane::RealDataplane,
+        policies::{apply_chains, apply_sets, policies_owner, PolicyReport},
+    },
     store::SetStore,
 };
 
@@ -420,7 +423,7 @@ fn pod_change(base: &Snapshot, base_state: &PolicyState, opts: &Options) -> (Sna
             continue;
         }
         let mut changed = base.clone();
-        changed.pods[i]
+        std::sync::Arc::make_mut(&mut changed.pods[i])
             .metadata
             .labels
             .as_mut()
@@ -462,7 +465,7 @@ fn local_pod_added(base: &Snapshot) -> (Snapshot, String) {
     let mut s = base.clone();
     let key = pod_key(&pod);
     let at = s.pods.partition_point(|p| pod_key(p) < key);
-    s.pods.insert(at, *pod);
+    s.pods.insert(at, std::sync::Arc::new(*pod));
     (s, format!("{ns}/{name}"))
 }
 
@@ -611,11 +614,12 @@ fn ours(store: &SetStore, snap: &Snapshot, opts: &Options) -> (Split, PolicyStat
     let state = policies::desired(snap, opts);
     let compute = start.elapsed();
     let mut report = PolicyReport::default();
+    let mut dp = RealDataplane::connect(store.clone()).expect("netlink sockets");
     let start = Instant::now();
-    apply_sets(store, &state, &mut report).expect("apply sets");
+    apply_sets(&mut dp, &state, &mut report).expect("apply sets");
     let sets = start.elapsed();
     let start = Instant::now();
-    apply_chains(store, &state, &mut report).expect("apply chains");
+    apply_chains(&mut dp, &state, &mut report).expect("apply chains");
     let chains = start.elapsed();
     (
         Split {
