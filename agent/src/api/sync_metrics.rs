@@ -59,6 +59,7 @@ pub struct SyncMetrics {
     last_synced: Family<ControllerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     programming: Histogram,
     source_failing: Family<ResourceLabel, Gauge>,
+    overlaps: Family<ControllerLabel, Counter>,
     standing: Arc<Mutex<BTreeMap<&'static str, Standing>>>,
 }
 
@@ -90,8 +91,14 @@ impl SyncMetrics {
             last_synced: Family::default(),
             programming: Histogram::new(programming_buckets()),
             source_failing: Family::default(),
+            overlaps: Family::default(),
             standing: Arc::default(),
         };
+        r.register(
+            "sync_overlaps",
+            "Syncs that started while another controller's sync was under way (both writing through the set store)",
+            m.overlaps.clone(),
+        );
         r.register(
             "sync_duration_seconds",
             "Duration of a controller's sync, by kind (full or partial)",
@@ -206,6 +213,14 @@ impl SyncObserver for SyncMetrics {
         let c = s.entry(controller).or_default();
         c.queued_since = None;
         c.full_synced |= kind == SyncKind::Full;
+    }
+
+    fn overlapped(&self, controller: &'static str) {
+        self.overlaps
+            .get_or_create(&ControllerLabel {
+                controller: controller.into(),
+            })
+            .inc();
     }
 
     fn source_health(&self, resource: &str, error: Option<&str>) {

@@ -210,4 +210,8 @@ impl SyncObserver for Observer {
     fn source_health(&self, resource: &str, error: Option<&str>) {
         self.metrics.sync.source_health(resource, error);
     }
+
+    fn overlapped(&self, controller: &'static str) {
+        self.metrics.sync.overlapped(controller);
+    }
 }

@@ -11,7 +11,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -95,6 +95,9 @@ pub trait SyncObserver: Send + Sync {
     );
     /// A source resource failed or recovered.
     fn source_health(&self, resource: &str, error: Option<&str>);
+    /// A sync started while another controller's sync was under way: both
+    /// write through the set store at the same time.
+    fn overlapped(&self, controller: &'static str);
 }
 
 /// A controller's schedule and changes, shared by the dispatcher and its
@@ -125,8 +128,16 @@ pub async fn run<S, P>(
     P: Worker,
 {
     let ready = Arc::new(AtomicBool::new(false));
-    let (s_shared, s_task) = start(services, &source, &observer, &ready, &shutdown);
-    let (p_shared, p_task) = start(policies, &source, &observer, &ready, &shutdown);
+    let running = Arc::new(AtomicUsize::new(0));
+    let ctx = RunnerCtx {
+        source,
+        observer: observer.clone(),
+        ready: ready.clone(),
+        running,
+        shutdown: shutdown.clone(),
+    };
+    let (s_shared, s_task) = start(services, &ctx);
+    let (p_shared, p_task) = start(policies, &ctx);
     loop {
         let change = tokio::select! {
             c = changes.recv() => c,
@@ -165,17 +176,22 @@ pub async fn run<S, P>(
     }
 }
 
+/// What every runner shares.
+#[derive(Clone)]
+struct RunnerCtx {
+    source: Arc<dyn Source>,
+    observer: Arc<dyn SyncObserver>,
+    ready: Arc<AtomicBool>,
+    /// Syncs under way, across controllers.
+    running: Arc<AtomicUsize>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The runner task of one controller, and what the dispatcher needs of it.
+type Started<C> = (Option<Routed<C>>, Option<tokio::task::JoinHandle<()>>);
+
 /// The shared state and runner task of one controller.
-fn start<W: Worker>(
-    controller: Option<Controller<W>>,
-    source: &Arc<dyn Source>,
-    observer: &Arc<dyn SyncObserver>,
-    ready: &Arc<AtomicBool>,
-    shutdown: &watch::Receiver<bool>,
-) -> (
-    Option<Routed<W::Changes>>,
-    Option<tokio::task::JoinHandle<()>>,
-) {
+fn start<W: Worker>(controller: Option<Controller<W>>, ctx: &RunnerCtx) -> Started<W::Changes> {
     let Some(Controller { worker, schedule }) = controller else {
         return (None, None);
     };
@@ -193,14 +209,7 @@ fn start<W: Worker>(
         note: W::note,
         name: worker.name(),
     };
-    let task = tokio::spawn(runner(
-        worker,
-        shared,
-        source.clone(),
-        observer.clone(),
-        ready.clone(),
-        shutdown.clone(),
-    ));
+    let task = tokio::spawn(runner(worker, shared, ctx.clone()));
     (Some(routed), Some(task))
 }
 
@@ -281,14 +290,14 @@ fn spawn_worker<W: Worker>(
 }
 
 /// A controller's loop: wait for its schedule, sync, record.
-async fn runner<W: Worker>(
-    worker: W,
-    shared: Arc<Shared<W::Changes>>,
-    source: Arc<dyn Source>,
-    observer: Arc<dyn SyncObserver>,
-    ready: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn runner<W: Worker>(worker: W, shared: Arc<Shared<W::Changes>>, ctx: RunnerCtx) {
+    let RunnerCtx {
+        source,
+        observer,
+        ready,
+        running,
+        mut shutdown,
+    } = ctx;
     let name = worker.name();
     let jobs = spawn_worker(worker, source);
     loop {
@@ -319,12 +328,16 @@ async fn runner<W: Worker>(
             st.0.started(now, kind);
             (std::mem::take(&mut st.1), reason)
         };
+        if running.fetch_add(1, Ordering::SeqCst) > 0 {
+            observer.overlapped(name);
+        }
         let (reply, result) = oneshot::channel();
         if jobs.send((kind, changes.clone(), reply)).is_err() {
             tracing::error!(controller = name, "the worker thread is gone");
             break;
         }
         let result = result.await.unwrap_or(Err(SyncError::NotReady));
+        running.fetch_sub(1, Ordering::SeqCst);
         let ended = Instant::now();
         {
             let mut st = lock(&shared.state);
