@@ -26,6 +26,11 @@ enum Command {
     Bpf(BpfCommand),
     /// The set-store race harness, in its own network namespace.
     Race(cli::race::Args),
+    /// Why a new connection to a VIP is accepted, rescued or refused, or
+    /// which NetworkPolicies isolate a pod and what they allow.
+    Explain(cli::explain::Args),
+    /// The running agent's controllers, syncs, drift and eBPF attachments.
+    Status(cli::status::Args),
     /// Read-only inspection of what the kernel holds.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -60,6 +65,8 @@ fn main() -> ExitCode {
         Command::Race(a) => cli::race::run(&a),
         Command::Cleanup(a) => cli::cleanup::run(&a),
         Command::Bpf(BpfCommand::Dump(a)) => cli::bpf_dump::run(&a),
+        Command::Explain(a) => cli::explain::run(&a),
+        Command::Status(a) => cli::status::run(&a),
         Command::Kernel(KernelCommand::Ipset(a)) => cli::kernel_ipset::run(&a),
         Command::Kernel(KernelCommand::Ipvs(a)) => cli::kernel_ipvs::run(&a),
     };

@@ -4,6 +4,7 @@
 //! the VIP addresses, then the iptables chains, then the policy sets no
 //! chain uses any more. Either controller can be switched off.
 
+pub mod board;
 pub mod dataplane;
 pub mod driver;
 pub mod policies;

@@ -38,6 +38,24 @@ fn external_works(lab: &Lab) -> bool {
     tcp_answer(lab, addr("203.0.113.10", 80)).is_ok()
 }
 
+/// `ipwarden explain 203.0.113.10:80 --json` in the node namespace.
+fn explain(lab: &Lab) -> serde_json::Value {
+    let out = lab
+        .node
+        .output(
+            env!("CARGO_BIN_EXE_ipwarden"),
+            &[
+                "explain",
+                "203.0.113.10:80/tcp",
+                "--json",
+                "--bpf-pin-dir",
+                lab.bpffs.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
@@ -54,6 +72,19 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         !external_works(&lab),
         "without the program the REJECT rule refuses it"
     );
+    let why = explain(&lab);
+    assert_eq!(why["in_svip_prt"], false, "{why}");
+    assert!(
+        why["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused by the REJECT: ipwarden-svip-prt lacks 203.0.113.10,tcp:80"),
+        "{why}"
+    );
+    assert_eq!(
+        why["desired"]["service"], "shop/web",
+        "explain names the Service: {why}"
+    );
     agent.kill();
 
     // Mode allow: the mark lets it through whatever the set holds.
@@ -64,6 +95,14 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
     );
     delete_member(&lab);
     assert!(external_works(&lab), "allow mode rescues the connection");
+    let why = explain(&lab);
+    assert!(
+        why["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("rescued by the mark"),
+        "{why}"
+    );
     lab.node
         .output("ipset", &["flush", "ipwarden-svip-prt"])
         .unwrap();
@@ -125,6 +164,15 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         !external_works(&lab),
         "log mode does not change the verdict"
     );
+    let why = explain(&lab);
+    assert!(
+        why["verdict"]
+            .as_str()
+            .unwrap()
+            .contains("mode log reports it"),
+        "{why}"
+    );
+    assert_eq!(why["mirror_entry"]["missing_from_kernel"], true, "{why}");
     assert!(
         chain_counter(&lab, "ipwarden:bpf-refused") > refused_before,
         "the counting rule saw mirrored traffic the ipset refused"

@@ -2,6 +2,7 @@
 
 pub mod metrics;
 mod server;
+pub mod state;
 pub mod sync_metrics;
 
 pub use metrics::{Metrics, ResultLabel};

@@ -6,9 +6,15 @@ use std::net::SocketAddr;
 use tiny_http::{Header, Response, Server};
 
 use super::Metrics;
+use crate::reconcile::board::Board;
 
-/// Serves /metrics, /healthz and /readyz on `addr` until the process ends.
-pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+/// Serves /metrics, /healthz, /readyz and (with a board) /state on `addr`
+/// until the process ends.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    board: Option<Board>,
+) -> std::io::Result<SocketAddr> {
     let server = Server::http(addr).map_err(std::io::Error::other)?;
     let bound = server
         .server_addr()
@@ -32,6 +38,14 @@ pub fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> 
                     "no pass has programmed the kernel yet\n".to_string(),
                     "text/plain",
                 ),
+                "/state" => match &board {
+                    Some(b) => (
+                        200,
+                        super::state::to_json(&b.read()).to_string(),
+                        "application/json",
+                    ),
+                    None => (404, "no state in this mode\n".to_string(), "text/plain"),
+                },
                 _ => (404, "not found\n".to_string(), "text/plain"),
             };
             let mut response = Response::from_string(body).with_status_code(status);

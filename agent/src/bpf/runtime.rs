@@ -68,6 +68,16 @@ impl BpfRuntime {
         })
     }
 
+    /// The interfaces the program is attached to.
+    pub fn attached(&self) -> &BTreeSet<String> {
+        &self.attached
+    }
+
+    /// `log` or `allow`.
+    pub fn mode(&self) -> ipwarden_common::Mode {
+        self.opts.mode
+    }
+
     /// Attaches to every wanted interface not yet attached; returns the
     /// new ones. Failures are logged per interface and retried next time.
     pub fn attach_new(

@@ -43,14 +43,25 @@ fn proto(p: u8) -> String {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let pins = PinLayout::new(&args.bpf_pin_dir);
+    let dump = read(&PinLayout::new(&args.bpf_pin_dir))?;
+    if args.json {
+        println!("{dump}");
+        return Ok(());
+    }
+    print(&dump);
+    Ok(())
+}
+
+/// The pinned mirror, config and totals as JSON (also what `explain`
+/// looks a member up in).
+pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
     let services: HashMap<_, ServiceKey, ServiceValue> =
-        HashMap::try_from(Map::HashMap(open(&pins, names::MAP_SERVICES)?))?;
+        HashMap::try_from(Map::HashMap(open(pins, names::MAP_SERVICES)?))?;
     let hits: PerCpuHashMap<_, ServiceKey, HitCounter> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(&pins, names::MAP_HITS)?))?;
-    let config: Array<_, Config> = Array::try_from(Map::Array(open(&pins, names::MAP_CONFIG)?))?;
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(pins, names::MAP_HITS)?))?;
+    let config: Array<_, Config> = Array::try_from(Map::Array(open(pins, names::MAP_CONFIG)?))?;
     let stats: PerCpuArray<_, Stats> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, names::MAP_STATS)?))?;
+        PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::MAP_STATS)?))?;
 
     let mut rows = Vec::new();
     for entry in services.iter() {
@@ -88,31 +99,31 @@ pub fn run(args: &Args) -> Result<()> {
         2 => "allow",
         _ => "unknown",
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "mode": mode, "mark": c.mark, "layout_version": c.layout_version,
-                "stats": {"mirror_hits": totals.mirror_hits, "missing_hits": totals.missing_hits,
-                          "vip_other_port": totals.vip_other_port, "events_dropped": totals.events_dropped},
-                "services": rows,
-            })
-        );
-        return Ok(());
-    }
+    Ok(serde_json::json!({
+        "mode": mode, "mark": c.mark, "layout_version": c.layout_version,
+        "stats": {"mirror_hits": totals.mirror_hits, "missing_hits": totals.missing_hits,
+                  "vip_other_port": totals.vip_other_port, "events_dropped": totals.events_dropped},
+        "services": rows,
+    }))
+}
+
+fn print(dump: &serde_json::Value) {
+    let stats = &dump["stats"];
     println!(
-        "mode {mode}, mark {:#x}, layout {}",
-        c.mark, c.layout_version
+        "mode {}, mark {:#x}, layout {}",
+        dump["mode"].as_str().unwrap_or_default(),
+        dump["mark"].as_u64().unwrap_or(0),
+        dump["layout_version"]
     );
     println!(
         "mirror hits {}, to members missing from the kernel {}, to other ports of a VIP {}, events dropped {}",
-        totals.mirror_hits, totals.missing_hits, totals.vip_other_port, totals.events_dropped
+        stats["mirror_hits"], stats["missing_hits"], stats["vip_other_port"], stats["events_dropped"]
     );
     println!(
         "{:<44} {:>8} {:>12} {:>14}  flags",
         "member", "service", "packets", "bytes"
     );
-    for r in &rows {
+    for r in dump["services"].as_array().into_iter().flatten() {
         println!(
             "{:<44} {:>8x} {:>12} {:>14}  {}",
             r["member"].as_str().unwrap_or_default(),
@@ -126,5 +137,4 @@ pub fn run(args: &Args) -> Result<()> {
             }
         );
     }
-    Ok(())
 }

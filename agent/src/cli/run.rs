@@ -19,7 +19,7 @@ use crate::{
         services::{self, BpfRules},
     },
     kernel::ipset::IpsetClient,
-    reconcile::ProxyOptions,
+    reconcile::{board::Board, ProxyOptions},
     store::SetStore,
 };
 
@@ -244,7 +244,7 @@ fn setup(args: &Args) -> Result<Setup> {
 }
 
 /// Serves /metrics, /healthz and /readyz unless `--api-addr off`.
-pub(super) fn serve_api(args: &Args, metrics: &Metrics) -> Result<()> {
+pub(super) fn serve_api(args: &Args, metrics: &Metrics, board: Option<Board>) -> Result<()> {
     if args.api_addr == "off" {
         return Ok(());
     }
@@ -252,7 +252,8 @@ pub(super) fn serve_api(args: &Args, metrics: &Metrics) -> Result<()> {
         .api_addr
         .parse()
         .with_context(|| format!("--api-addr {}", args.api_addr))?;
-    let bound = api::serve(addr, metrics.clone()).with_context(|| format!("serving on {addr}"))?;
+    let bound =
+        api::serve(addr, metrics.clone(), board).with_context(|| format!("serving on {addr}"))?;
     tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
     Ok(())
 }

@@ -5,7 +5,11 @@
 //! and exits, leaving every kernel object and pin in place, so a rolling
 //! update never blinks the data plane.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
@@ -14,6 +18,7 @@ use crate::{
     api::Metrics,
     cluster::{kube::KubeSource, manifests::ManifestsSource, Change, Source},
     reconcile::{
+        board::{Board, SyncRecord},
         dataplane::RealDataplane,
         driver::{self, Controller, SyncDone, SyncError, SyncObserver},
         policies, policies_owner,
@@ -50,6 +55,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         firewall,
     } = setup;
     metrics.set_queued_limit(args.healthz_queued_limit);
+    let board = Board::default();
     let (tx, changes) = tokio::sync::mpsc::unbounded_channel::<Change>();
     let source: Arc<dyn Source> = match &args.manifests {
         Some(path) => Arc::new(
@@ -81,6 +87,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
                 worker: ServiceWorker {
                     sync: ServiceSync::new(dp, opts),
                     node_name: node_name.clone(),
+                    board: board.clone(),
                 },
                 schedule: Schedule::new(intervals(args.ipvs_sync_period)),
             })
@@ -95,18 +102,20 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
                 worker: PolicyWorker {
                     sync: PolicySync::new(RealDataplane::connect(store.clone())?, opts),
                     node_name: node_name.clone(),
+                    board: board.clone(),
                 },
                 schedule: Schedule::new(intervals(args.iptables_sync_period)),
             })
         }
         None => None,
     };
-    serve_api(args, &metrics)?;
+    serve_api(args, &metrics, Some(board.clone()))?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop));
     tokio::spawn(audit(
         store.clone(),
         metrics.clone(),
+        board.clone(),
         args.audit_interval,
         args.audit_heal_delay,
     ));
@@ -116,6 +125,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
     let observer = Arc::new(Observer {
         metrics: metrics.clone(),
         ready_file: args.ready_file.clone(),
+        board,
     });
     driver::run(source, changes, services, policies, observer, shutdown).await;
     tracing::info!("stopped; every kernel object and pin stays in place");
@@ -140,7 +150,13 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
 }
 
 /// The auditor on its timer: drift counted, healed after the delay.
-async fn audit(store: SetStore, metrics: Metrics, every: Duration, heal_after: Duration) {
+async fn audit(
+    store: SetStore,
+    metrics: Metrics,
+    board: Board,
+    every: Duration,
+    heal_after: Duration,
+) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
     tick.tick().await;
     loop {
@@ -149,6 +165,16 @@ async fn audit(store: SetStore, metrics: Metrics, every: Duration, heal_after: D
         match tokio::task::spawn_blocking(move || store.audit_healing_after(heal_after)).await {
             Ok(Ok(a)) => {
                 metrics.record_audit(&a);
+                let found = (a.members_missing
+                    + a.members_unexpected
+                    + a.sets_missing
+                    + a.sets_wrong_type
+                    + a.mirror_entries_wrong) as u64;
+                let flagged: usize = a.missing_mirrored.values().map(|m| m.len()).sum();
+                board.update(|b| {
+                    b.drift_found += found;
+                    b.drift_healed += found.saturating_sub(flagged as u64);
+                });
                 if a.drifted() {
                     tracing::warn!(
                         ?a,
@@ -178,6 +204,7 @@ async fn policy_counters(metrics: Metrics) {
 struct Observer {
     metrics: Metrics,
     ready_file: Option<PathBuf>,
+    board: Board,
 }
 
 impl SyncObserver for Observer {
@@ -193,6 +220,28 @@ impl SyncObserver for Observer {
         duration: Duration,
         result: &Result<SyncDone, SyncError>,
     ) {
+        self.board.update(|b| {
+            let c = b.controllers.entry(controller).or_default();
+            c.syncs += 1;
+            match result {
+                Ok(done) => {
+                    let record = Some(SyncRecord {
+                        at: SystemTime::now(),
+                        duration,
+                        summary: done.summary.clone(),
+                    });
+                    match kind {
+                        SyncKind::Full => c.last_full = record,
+                        SyncKind::Partial => c.last_partial = record,
+                    }
+                    c.last_error = None;
+                }
+                Err(e) => {
+                    c.failures += 1;
+                    c.last_error = Some(e.to_string());
+                }
+            }
+        });
         let was_ready = self.metrics.ready();
         self.metrics
             .sync

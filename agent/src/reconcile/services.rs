@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use crate::{
@@ -76,6 +77,8 @@ pub struct ServiceSync<D> {
     /// deleted slice still names its Service.
     slice_owners: BTreeMap<(String, String), ServiceRef>,
     node_ips: Vec<IpAddr>,
+    /// The desired state of the last successful sync.
+    last_state: Option<Arc<ServiceState>>,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -86,7 +89,13 @@ impl<D: Dataplane> ServiceSync<D> {
             shares: BTreeMap::new(),
             slice_owners: BTreeMap::new(),
             node_ips: Vec::new(),
+            last_state: None,
         }
+    }
+
+    /// The desired state of the last successful sync.
+    pub fn last_state(&self) -> Option<Arc<ServiceState>> {
+        self.last_state.clone()
     }
 
     pub fn dataplane(&self) -> &D {
@@ -101,6 +110,7 @@ impl<D: Dataplane> ServiceSync<D> {
             shares: self.shares,
             slice_owners: self.slice_owners,
             node_ips: self.node_ips,
+            last_state: self.last_state,
         }
     }
 
@@ -258,6 +268,7 @@ impl<D: Dataplane> ServiceSync<D> {
         self.apply_sets(&p, &mut report)?;
         self.apply_ipvs_and_addresses(&p, &mut report)?;
         self.apply_chains(&p, &mut report)?;
+        self.last_state = Some(Arc::new(p.state));
         Ok(report)
     }
 }

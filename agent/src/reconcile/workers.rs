@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::{
+    board::{Board, BpfStatus},
     dataplane::{Dataplane, RealDataplane},
     driver::{SyncDone, SyncError, Worker},
     policies::PolicySync,
@@ -24,6 +25,7 @@ const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 pub struct ServiceWorker {
     pub sync: ServiceSync<RealDataplane>,
     pub node_name: String,
+    pub board: Board,
 }
 
 impl Worker for ServiceWorker {
@@ -72,6 +74,16 @@ impl Worker for ServiceWorker {
         for p in &report.problems {
             tracing::warn!("{p}");
         }
+        let bpf = self.sync.dataplane().bpf().map(|rt| BpfStatus {
+            mode: format!("{:?}", rt.mode()).to_lowercase(),
+            interfaces: rt.attached().clone(),
+        });
+        let state = self.sync.last_state();
+        self.board.update(|b| {
+            b.services = state;
+            b.bpf = bpf;
+            count_objects(&snapshot, &mut b.objects);
+        });
         Ok(SyncDone {
             noop: !report.ipvs.changed()
                 && report.addresses.added.is_empty()
@@ -81,6 +93,20 @@ impl Worker for ServiceWorker {
             summary: report.summary(),
             programming_latencies: latencies(&snapshot, &changes.slices),
         })
+    }
+}
+
+/// Objects of each kind in `snapshot`.
+fn count_objects(snapshot: &Snapshot, into: &mut std::collections::BTreeMap<String, usize>) {
+    for (kind, n) in [
+        ("Service", snapshot.services.len()),
+        ("EndpointSlice", snapshot.endpoint_slices.len()),
+        ("Pod", snapshot.pods.len()),
+        ("Namespace", snapshot.namespaces.len()),
+        ("NetworkPolicy", snapshot.network_policies.len()),
+        ("Node", usize::from(snapshot.node.is_some())),
+    ] {
+        into.insert(kind.to_string(), n);
     }
 }
 
@@ -112,6 +138,7 @@ fn latencies(snapshot: &Snapshot, slices: &BTreeSet<(String, String)>) -> Vec<Du
 pub struct PolicyWorker {
     pub sync: PolicySync<RealDataplane>,
     pub node_name: String,
+    pub board: Board,
 }
 
 impl Worker for PolicyWorker {
@@ -146,6 +173,10 @@ impl Worker for PolicyWorker {
         for p in &state.problems {
             tracing::warn!("{p}");
         }
+        self.board.update(|b| {
+            b.policies = Some(std::sync::Arc::new(state));
+            count_objects(&snapshot, &mut b.objects);
+        });
         let sets_changed = report.sets.as_ref().is_some_and(|s| s.changed());
         Ok(SyncDone {
             noop: !sets_changed

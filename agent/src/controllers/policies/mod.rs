@@ -7,6 +7,7 @@
 //! stops matching a selector is an ipset add or del, never a chain rewrite.
 
 pub mod chains;
+pub mod describe;
 pub mod model;
 pub mod names;
 pub mod pods;
@@ -59,6 +60,10 @@ pub struct PolicyState {
     /// The filter table of each family.
     pub iptables: Vec<TablePlan>,
     pub problems: Vec<Problem>,
+    /// This node's isolated pods and what isolates them (for explain).
+    pub isolated: Vec<describe::Isolation>,
+    /// Every policy read, in words (for explain).
+    pub policies: Vec<describe::PolicyDescription>,
 }
 
 /// The desired policy state of `snapshot`.
@@ -85,6 +90,8 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
     }
     let mut state = PolicyState {
         problems,
+        isolated: isolated.iter().map(describe::isolation).collect(),
+        policies: policies.iter().map(describe::policy).collect(),
         ..PolicyState::default()
     };
     for family in [Family::V4, Family::V6] {

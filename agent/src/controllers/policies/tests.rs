@@ -475,3 +475,36 @@ fn same_objects_in_any_order_give_the_same_state() {
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 }
+
+#[test]
+fn isolation_and_rules_are_described_in_words_for_explain() {
+    let mut objects = cluster();
+    objects.push(policy(
+        "x",
+        "web",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress", "Egress"], "ingress": [
+            {"from": [
+                {"namespaceSelector": {"matchLabels": {"ns": "y"}}, "podSelector": {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a", "b"]}]}},
+                {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}
+            ], "ports": [{"port": 80}, {"protocol": "UDP", "port": 5000, "endPort": 5010}, {"port": "http"}]}
+        ]}),
+    ));
+    let st = state(objects);
+    assert_eq!(st.isolated.len(), 1);
+    let a = &st.isolated[0];
+    assert_eq!(a.pod, "x/a");
+    assert_eq!(
+        (a.ingress.as_slice(), a.egress.as_slice()),
+        (&["x/web".to_string()][..], &["x/web".to_string()][..])
+    );
+    let d = st.policies.iter().find(|p| p.policy == "x/web").unwrap();
+    assert_eq!(
+        d.ingress.as_deref().unwrap(),
+        ["from pods {pod in (a,b)} in namespaces {ns=y} or 10.0.0.0/8 except 10.1.0.0/16, ports tcp 80, udp 5000-5010, tcp named \"http\""]
+    );
+    assert_eq!(
+        d.egress.as_deref(),
+        Some(&[][..]),
+        "egress isolated, nothing allowed"
+    );
+}

@@ -1,0 +1,85 @@
+//! `/state`: what the running agent knows, as JSON, for `ipwarden status`
+//! and `ipwarden explain`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::reconcile::board::{BoardState, SyncRecord};
+
+fn record(r: &Option<SyncRecord>) -> Value {
+    match r {
+        None => Value::Null,
+        Some(r) => json!({
+            "at_unix": r.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            "age_seconds": SystemTime::now().duration_since(r.at).map_or(0.0, |d| d.as_secs_f64()),
+            "duration_ms": r.duration.as_secs_f64() * 1e3,
+            "summary": r.summary,
+        }),
+    }
+}
+
+pub fn to_json(b: &BoardState) -> Value {
+    let controllers: serde_json::Map<String, Value> = b
+        .controllers
+        .iter()
+        .map(|(name, c)| {
+            (
+                name.to_string(),
+                json!({
+                    "last_full": record(&c.last_full),
+                    "last_partial": record(&c.last_partial),
+                    "syncs": c.syncs,
+                    "failures": c.failures,
+                    "last_error": c.last_error,
+                }),
+            )
+        })
+        .collect();
+    let services: Vec<Value> = b
+        .services
+        .iter()
+        .flat_map(|s| s.virtual_services.iter())
+        .map(|vs| {
+            json!({
+                "address": vs.key.addr.to_string(),
+                "protocol": vs.key.proto.as_str(),
+                "port": vs.key.port,
+                "service": format!("{}/{}", vs.service.namespace, vs.service.name),
+                "origin": vs.origin,
+                "scheduler": vs.scheduler,
+                "destinations": vs.destinations.iter().map(|d| json!({
+                    "address": d.addr.to_string(), "port": d.port, "weight": d.weight,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let pods: Vec<Value> = b
+        .policies
+        .iter()
+        .flat_map(|p| p.isolated.iter())
+        .map(|i| {
+            json!({
+                "pod": i.pod,
+                "ips": i.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "ingress": i.ingress,
+                "egress": i.egress,
+            })
+        })
+        .collect();
+    let policies: Vec<Value> = b
+        .policies
+        .iter()
+        .flat_map(|p| p.policies.iter())
+        .map(|d| json!({"policy": d.policy, "ingress": d.ingress, "egress": d.egress}))
+        .collect();
+    json!({
+        "controllers": controllers,
+        "objects": b.objects,
+        "bpf": b.bpf.as_ref().map(|s| json!({"mode": s.mode, "interfaces": s.interfaces})),
+        "drift": {"found": b.drift_found, "healed": b.drift_healed},
+        "virtual_services": services,
+        "isolated_pods": pods,
+        "policies": policies,
+    })
+}

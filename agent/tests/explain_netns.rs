@@ -1,0 +1,103 @@
+//! `ipwarden explain` for a pod and `ipwarden status`, against a running
+//! agent (the policy controller alone, so it runs on this host's kernel) in
+//! a throw-away network namespace.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use ipwarden::netns::{privileged, NetNs};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
+const API: &str = "127.0.0.1:20244";
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(ns: &NetNs, args: &[&str]) -> String {
+    let out = ns.command(AGENT).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ipwarden {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
+    if !privileged("explain_names_the_policies_isolating_a_pod_and_status_the_syncs") {
+        return;
+    }
+    let ns = NetNs::new("ipw-explain").unwrap();
+    let ready = std::env::temp_dir().join(format!("{}.ready", ns.name()));
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/netpol.yaml");
+    // No agent yet: explain says so.
+    let out = ns
+        .command(AGENT)
+        .args(["explain", "10.244.1.10"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no agent answers"),
+        "{out:?}"
+    );
+
+    let _daemon = Daemon(
+        ns.command(AGENT)
+            .args([
+                "run",
+                "--node-name",
+                "node-a",
+                "--run-service-proxy=false",
+                "--api-addr",
+                API,
+            ])
+            .arg("--manifests")
+            .arg(&manifests)
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the agent did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&ready);
+
+    let text = run(&ns, &["explain", "10.244.1.10"]);
+    assert!(text.contains("pod shop/api"), "{text}");
+    assert!(
+        text.contains("ingress: isolated by shop/api-ingress"),
+        "{text}"
+    );
+    assert!(
+        text.contains("from pods {role=frontend} in namespaces {team=front} or 192.168.0.0/16 except 192.168.66.0/24, ports tcp named \"http\""),
+        "{text}"
+    );
+    assert!(text.contains("egress: not isolated"), "{text}");
+    let other = run(&ns, &["explain", "10.244.9.9"]);
+    assert!(other.contains("is not restricted"), "{other}");
+
+    let status = run(&ns, &["status"]);
+    assert!(status.contains("policies: "), "{status}");
+    assert!(
+        status.contains("last full sync:    ") && !status.contains("last full sync:    never"),
+        "{status}"
+    );
+    assert!(status.contains("2 Pod"), "{status}");
+    assert!(status.contains("eBPF: off"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&run(&ns, &["status", "--json"])).unwrap();
+    assert_eq!(json["controllers"]["policies"]["failures"], 0, "{json}");
+}
