@@ -4,7 +4,7 @@
 
 use std::{
     path::Path,
-    process::{Child, Command},
+    process::Child,
     time::{Duration, Instant},
 };
 
