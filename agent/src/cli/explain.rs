@@ -141,9 +141,8 @@ fn vip(args: &Args, state: &Result<Value>, addr: IpAddr, proto: Protocol, port: 
                 });
             match vs {
                 Some(v) => lines.push(format!(
-                    "desired: {} (Service {}), scheduler {}, destinations {}",
+                    "desired: {}, scheduler {}, destinations {}",
                     v["origin"].as_str().unwrap_or_default(),
-                    v["service"].as_str().unwrap_or_default(),
                     v["scheduler"].as_str().unwrap_or_default(),
                     v["destinations"]
                         .as_array()
