@@ -42,6 +42,15 @@ pub trait Dataplane: Send {
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError>;
 
+    /// A partial sync's sets: only `changed` and `removed` are read and
+    /// written.
+    fn apply_changed_sets(
+        &mut self,
+        owner: &'static str,
+        changed: &[SetSpec],
+        removed: &[String],
+    ) -> Result<ApplyReport, ReconcileError>;
+
     /// Brings the selected IPVS services to `desired`; `node_ips` and the
     /// NodePort range say which kernel services are ours to delete.
     fn sync_ipvs(
@@ -148,6 +157,15 @@ impl Dataplane for RealDataplane {
         Ok(self
             .store
             .apply_with_services(owner, sets.to_vec(), services.clone())?)
+    }
+
+    fn apply_changed_sets(
+        &mut self,
+        owner: &'static str,
+        changed: &[SetSpec],
+        removed: &[String],
+    ) -> Result<ApplyReport, ReconcileError> {
+        Ok(self.store.apply_changed(owner, changed.to_vec(), removed)?)
     }
 
     fn sync_ipvs(

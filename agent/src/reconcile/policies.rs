@@ -1,18 +1,19 @@
 //! The policy controller's part of a pass: its sets before any chain uses
 //! them, its chains, then the sets no chain references any more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     cluster::Snapshot,
     controllers::policies::{self, chains::DENY_COMMENT, names, PolicyState},
-    desired::{Family, MemberServices, Table},
+    desired::{Family, MemberServices, SetSpec, Table},
     kernel::iptables,
     store::{ApplyReport, Claim, Owner, SetStore},
 };
 
 use super::{
     dataplane::{Dataplane, RealDataplane},
+    schedule::SyncKind,
     ReconcileError,
 };
 
@@ -105,17 +106,25 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
 }
 
 /// The policy controller with its dataplane. Every sync recomputes the
-/// whole policy state (cheap next to the kernel work) and the kernel side
-/// writes only differences: a partial sync and a full one differ only in
-/// that the store and the applier read everything back either way.
+/// whole policy state. A full sync reads every policy set and both filter
+/// tables back and repairs drift; a partial sync compares with what the
+/// last sync applied and reads and writes only the sets that changed, and
+/// touches iptables only when a chain changed (a pod that starts or stops
+/// matching a selector is a few ipset adds and dels).
 pub struct PolicySync<D> {
     dataplane: D,
     opts: policies::Options,
+    /// What the last successful sync applied.
+    applied: Option<PolicyState>,
 }
 
 impl<D: Dataplane> PolicySync<D> {
     pub fn new(dataplane: D, opts: policies::Options) -> Self {
-        Self { dataplane, opts }
+        Self {
+            dataplane,
+            opts,
+            applied: None,
+        }
     }
 
     pub fn prepare(&self, snapshot: &Snapshot) -> PolicyState {
@@ -138,17 +147,85 @@ impl<D: Dataplane> PolicySync<D> {
         apply_chains(&mut self.dataplane, state, report)
     }
 
-    /// One whole pass of the policy controller; its problems are in the
+    /// One pass of the policy controller; its problems are in the
     /// returned state.
     pub fn sync(
         &mut self,
+        kind: SyncKind,
         snapshot: &Snapshot,
     ) -> Result<(PolicyState, PolicyReport), ReconcileError> {
         let state = self.prepare(snapshot);
         let mut report = PolicyReport::default();
-        self.apply_sets(&state, &mut report)?;
-        self.apply_chains(&state, &mut report)?;
+        // Forget what was applied until this pass succeeds: a failure may
+        // have left anything half done (and the next sync is full anyway).
+        let applied = self.applied.take();
+        match (kind, applied) {
+            (SyncKind::Partial, Some(last)) => self.apply_partial(&last, &state, &mut report)?,
+            _ => {
+                self.apply_sets(&state, &mut report)?;
+                self.apply_chains(&state, &mut report)?;
+            }
+        }
+        self.applied = Some(state.clone());
         Ok((state, report))
+    }
+
+    /// The sets that differ from `last`, then the chains if any changed,
+    /// then the sets no chain uses any more.
+    fn apply_partial(
+        &mut self,
+        last: &PolicyState,
+        state: &PolicyState,
+        report: &mut PolicyReport,
+    ) -> Result<(), ReconcileError> {
+        let before: BTreeMap<&str, &SetSpec> =
+            last.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+        let changed: Vec<SetSpec> = state
+            .sets
+            .iter()
+            .filter(|s| before.get(s.name.as_str()) != Some(s))
+            .cloned()
+            .collect();
+        let now: BTreeSet<&str> = state.sets.iter().map(|s| s.name.as_str()).collect();
+        let removed: Vec<String> = before
+            .keys()
+            .filter(|n| !now.contains(*n))
+            .map(|n| n.to_string())
+            .collect();
+        if state.iptables == last.iptables {
+            // The chains reference the same sets as before: the removed
+            // ones are unused.
+            report.sets = Some(self.dataplane.apply_changed_sets(
+                POLICIES_OWNER,
+                &changed,
+                &removed,
+            )?);
+            return Ok(());
+        }
+        report.sets = Some(
+            self.dataplane
+                .apply_changed_sets(POLICIES_OWNER, &changed, &[])?,
+        );
+        for plan in state.iptables.iter().filter(|p| !last.iptables.contains(p)) {
+            let changes = self.dataplane.apply_table(plan)?;
+            let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
+            report
+                .chains_written
+                .extend(changes.chains_written.iter().map(label));
+            report
+                .chains_deleted
+                .extend(changes.chains_deleted.iter().map(label));
+            report
+                .jumps_rewritten
+                .extend(changes.jumps_rewritten.iter().map(label));
+        }
+        if !removed.is_empty() {
+            let gone = self
+                .dataplane
+                .apply_changed_sets(POLICIES_OWNER, &[], &removed)?;
+            report.sets_destroyed = gone.executed.destroyed;
+        }
+        Ok(())
     }
 }
 

@@ -27,6 +27,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
     Sets(&'static str),
+    /// A partial sets apply: the names written and the names removed.
+    ChangedSets(&'static str, Vec<String>, Vec<String>),
     /// The keys written, and the keys read back (None: the whole table).
     Ipvs {
         desired: BTreeSet<VsKey>,
@@ -59,6 +61,25 @@ impl Dataplane for Recording {
         _: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
         self.push(Call::Sets(owner));
+        Ok(ApplyReport {
+            owner: owner.into(),
+            executed: Executed::default(),
+            verified: true,
+            duration: Duration::ZERO,
+        })
+    }
+
+    fn apply_changed_sets(
+        &mut self,
+        owner: &'static str,
+        changed: &[SetSpec],
+        removed: &[String],
+    ) -> Result<ApplyReport, ReconcileError> {
+        self.push(Call::ChangedSets(
+            owner,
+            changed.iter().map(|s| s.name.clone()).collect(),
+            removed.to_vec(),
+        ));
         Ok(ApplyReport {
             owner: owner.into(),
             executed: Executed::default(),
@@ -154,7 +175,7 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
     let kinds: Vec<&str> = calls
         .iter()
         .map(|c| match c {
-            Call::Sets(_) => "sets",
+            Call::Sets(_) | Call::ChangedSets(..) => "sets",
             Call::Ipvs { .. } => "ipvs",
             Call::Addresses(_) => "addresses",
             Call::Table(..) => "table",
@@ -276,5 +297,53 @@ fn a_deleted_service_is_removed_by_key_and_a_node_change_makes_the_sync_full() {
             }
         ),
         "NodePorts moved: full"
+    );
+}
+
+fn policy_cluster(client_label: &str) -> Snapshot {
+    snapshot(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x, labels: {{app: db}}}}\n\
+         spec: {{nodeName: node-a, containers: [{{name: c}}]}}\n\
+         status: {{phase: Running, podIP: 10.244.1.2}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: b, namespace: x, labels: {{role: {client_label}}}}}\n\
+         spec: {{nodeName: node-b, containers: [{{name: c}}]}}\n\
+         status: {{phase: Running, podIP: 10.244.2.2}}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: db, namespace: x}}\n\
+         spec: {{podSelector: {{matchLabels: {{app: db}}}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]}}]}}\n"
+    ))
+}
+
+#[test]
+fn a_partial_policy_sync_writes_only_the_changed_sets_and_no_chain() {
+    use super::{policies::PolicySync, POLICIES_OWNER};
+    let rec = Recording::default();
+    let mut p = PolicySync::new(
+        rec.clone(),
+        crate::controllers::policies::Options::default(),
+    );
+    p.sync(SyncKind::Full, &policy_cluster("client")).unwrap();
+    let full = rec.take();
+    assert!(full.contains(&Call::Sets(POLICIES_OWNER)), "{full:?}");
+    assert_eq!(
+        full.iter().filter(|c| matches!(c, Call::Table(..))).count(),
+        2
+    );
+    // x/b stops matching role=client: one member leaves one set.
+    p.sync(SyncKind::Partial, &policy_cluster("other")).unwrap();
+    let calls = rec.take();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let Call::ChangedSets(_, changed, removed) = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        (changed.len(), removed.len()),
+        (1, 0),
+        "only the peer set changed"
+    );
+    // Nothing changed: nothing read, nothing written but an empty apply.
+    p.sync(SyncKind::Partial, &policy_cluster("other")).unwrap();
+    assert_eq!(
+        rec.take(),
+        [Call::ChangedSets(POLICIES_OWNER, vec![], vec![])]
     );
 }

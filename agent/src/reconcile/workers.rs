@@ -160,7 +160,7 @@ impl Worker for PolicyWorker {
 
     fn sync(
         &mut self,
-        _: SyncKind,
+        kind: SyncKind,
         _: &(),
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
@@ -169,7 +169,7 @@ impl Worker for PolicyWorker {
             local_addresses: Vec::new(),
         };
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
-        let (state, report) = self.sync.sync(&snapshot)?;
+        let (state, report) = self.sync.sync(kind, &snapshot)?;
         for p in &state.problems {
             tracing::warn!("{p}");
         }

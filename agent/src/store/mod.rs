@@ -205,6 +205,69 @@ impl SetStore {
         })
     }
 
+    /// A partial apply: replaces the desired content of the sets in
+    /// `changed` and drops the sets named in `removed` from `owner`'s
+    /// desired state, then reads, diffs and writes only those sets (a full
+    /// [`Self::apply`] reads every set of the owner). What is read is still
+    /// the kernel's content, never a cached copy; drift in the other sets
+    /// waits for the next full apply or audit.
+    pub fn apply_changed(
+        &self,
+        owner: &str,
+        changed: Vec<SetSpec>,
+        removed: &[String],
+    ) -> Result<ApplyReport, StoreError> {
+        let start = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let o = inner
+            .owners
+            .iter()
+            .find(|o| o.name == owner)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownOwner(owner.to_string()))?;
+        let mut only: BTreeSet<String> = removed.iter().cloned().collect();
+        let desired = inner.desired.entry(o.name).or_default();
+        for name in removed {
+            desired.remove(name);
+        }
+        for mut s in changed {
+            if !o.owns(&s.name) {
+                return Err(StoreError::NotOwned {
+                    owner: owner.to_string(),
+                    set: s.name,
+                });
+            }
+            s.members = normalise(&s)?;
+            only.insert(s.name.clone());
+            desired.insert(s.name.clone(), s);
+        }
+        let plan = plan_some(inner, &o, &only)?;
+        let executed = if plan.is_empty() {
+            Executed::default()
+        } else {
+            execute::run(&mut inner.client, &plan)?
+        };
+        let verified = executed == Executed::default()
+            || plan_some(inner, &o, &only)?.is_empty_but_destroying(&executed.destroy_deferred);
+        if let Some(sink) = inner.mirror.as_mut() {
+            let mirrored: Vec<&SetSpec> = inner.desired[o.name]
+                .values()
+                .filter(|s| o.mirrors(&s.name))
+                .collect();
+            if !mirrored.is_empty() && only.iter().any(|n| o.mirrors(n)) {
+                let services = inner.services.get(o.name).cloned().unwrap_or_default();
+                sink.mirror(&mirrored, &services);
+            }
+        }
+        Ok(ApplyReport {
+            owner: owner.to_string(),
+            executed,
+            verified,
+            duration: start.elapsed(),
+        })
+    }
+
     /// The desired sets of every owner, as last applied.
     pub fn desired(&self) -> Vec<SetSpec> {
         self.lock()
@@ -300,6 +363,39 @@ fn plan_for(inner: &mut Inner, owner: &Owner) -> Result<Plan, StoreError> {
     let actual = actual_for(inner, owner)?;
     Ok(diff::plan(&inner.desired[owner.name], &actual, |n| {
         owner.owns(n)
+    }))
+}
+
+/// The plan for just the sets named in `only` (a partial apply): each is
+/// listed by name, none of the others is read.
+fn plan_some(
+    inner: &mut Inner,
+    owner: &Owner,
+    only: &BTreeSet<String>,
+) -> Result<Plan, StoreError> {
+    let mut actual = Vec::with_capacity(only.len());
+    for n in only {
+        let set = match inner.client.list(&execute::name(n)?) {
+            Ok(s) => s,
+            Err(IpsetError::SetMissing { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let (members, unrepresentable) = typed_members(set.members);
+        actual.push(ActualSet {
+            name: n.clone(),
+            set_type: set.header.set_type,
+            family: set.header.family,
+            members,
+            unrepresentable,
+        });
+    }
+    let desired: BTreeMap<String, SetSpec> = inner.desired[owner.name]
+        .iter()
+        .filter(|(n, _)| only.contains(*n))
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    Ok(diff::plan(&desired, &actual, |n| {
+        owner.owns(n) && only.contains(n)
     }))
 }
 
