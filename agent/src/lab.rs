@@ -192,7 +192,11 @@ impl AgentProcess {
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // IPWARDEN_AGENT_LOG=info shows each sync (and reaches the VM).
+            .env(
+                "RUST_LOG",
+                std::env::var("IPWARDEN_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()?;
         Ok(AgentProcess { child, ready })
     }
