@@ -736,7 +736,7 @@ const FIRST_MEMBER: &str = "203.0.113.10,tcp:80";
 const SECOND: &str = "203.0.113.11";
 const SECOND_MEMBER: &str = "203.0.113.11,tcp:80";
 /// How long the churn runs, and how often a round of changes comes.
-const CHURN: Duration = Duration::from_secs(25);
+const CHURN: Duration = Duration::from_secs(30);
 const ROUND_EVERY: Duration = Duration::from_millis(200);
 const DB_PODS: usize = 4;
 const CLIENT_PODS: usize = 12;
@@ -940,7 +940,7 @@ fn vm_kube_the_seed_churn_never_loses_the_first_external_ip() {
         );
         let (n, overlapping) = during(c);
         eprintln!(
-            "{c}: {n} syncs during the churn, {overlapping} of them started while the other controller's ran; {:.2} s a sync on average",
+            "{c}: {n} syncs ended during the churn, {overlapping} started while the other controller's sync ran; {:.2} s a sync on average",
             took / count.max(1) as f64
         );
     }
