@@ -795,7 +795,7 @@ fn vm_kube_the_seed_churn_never_loses_the_first_external_ip() {
     }
     let mut client_role = [false; CLIENT_PODS];
     for (i, role) in client_role.iter_mut().enumerate() {
-        *role = i % 2 == 0;
+        *role = i.is_multiple_of(2);
         kube.apply(Res::Pods, client_pod(i, *role));
     }
     let mut present = [false; POLICIES];
@@ -882,7 +882,7 @@ fn vm_kube_the_seed_churn_never_loses_the_first_external_ip() {
         let end = Instant::now() + CHURN;
         while Instant::now() < end {
             let r = rounds as usize;
-            let external: &[&str] = if r % 2 == 0 {
+            let external: &[&str] = if r.is_multiple_of(2) {
                 &[FIRST, SECOND]
             } else {
                 &[FIRST]
@@ -905,7 +905,7 @@ fn vm_kube_the_seed_churn_never_loses_the_first_external_ip() {
             std::thread::sleep(ROUND_EVERY);
         }
         // The last round reaches the kernel while everyone still looks.
-        let second_wanted = rounds % 2 == 1;
+        let second_wanted = !rounds.is_multiple_of(2);
         wait_until("the last round programmed", WAIT, || {
             members(&lab, SVIP_PRT).contains(SECOND_MEMBER) == second_wanted
         });
