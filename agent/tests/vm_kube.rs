@@ -146,6 +146,15 @@ fn is_list(request: &str, res: Res) -> bool {
     request.starts_with(&format!("GET {}?", res.path())) && !request.contains("watch=true")
 }
 
+/// A query parameter of a logged request.
+fn param(request: &str, name: &str) -> Option<String> {
+    let query = request.split_once('?')?.1;
+    query.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
 fn is_watch(request: &str, res: Res) -> bool {
     request.starts_with(&format!("GET {}?", res.path())) && request.contains("watch=true")
 }
@@ -673,14 +682,31 @@ fn vm_kube_an_outage_keeps_the_kernel_and_the_relist_removes_what_went_meanwhile
     // resumes from a resourceVersion the server no longer has (410), so
     // the agent must list again to learn of the deletion.
     kube.delete(Res::Services, NS, "extra");
-    kube.delete(Res::EndpointSlices, NS, "extra-1");
+    let compacted = kube.delete(Res::EndpointSlices, NS, "extra-1");
     kube.compact();
-    let lists = kube.lists(Res::Services);
+    // Requests are logged only while the server is up.
+    let seen = kube.requests().len();
     kube.set_down(false);
     wait_until("the deleted Service gone after the relist", WAIT, || {
         ip_gone(&lab, "203.0.113.20") && ip_gone(&lab, "10.96.0.30")
     });
-    assert!(kube.lists(Res::Services) > lists, "no relist");
+    // What the Service reflector asked once the server was back: a watch
+    // from before the compaction (answered 410 Expired), then a list.
+    let after: Vec<String> = kube.requests()[seen..]
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {}?", Res::Services.path())))
+        .cloned()
+        .collect();
+    let stale_watch = after.iter().position(|r| {
+        is_watch(r, Res::Services)
+            && param(r, "resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|rv| rv < compacted)
+    });
+    assert!(
+        stale_watch.is_some_and(|i| after[i..].iter().any(|r| is_list(r, Res::Services))),
+        "no watch from before the compaction followed by a list: {after:#?}"
+    );
     wait_until("every source failure cleared", WAIT, || {
         let m = metrics(&lab);
         RESOURCES.iter().all(|r| series(&m, &failing(r)) == 0)
