@@ -162,11 +162,24 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// `ipwarden run` as a daemon in the lab's node namespace; killed on drop.
 pub struct AgentProcess {
     child: Child,
+    /// The `--ready-file`: written once every controller has synced fully.
+    ready: PathBuf,
 }
 
 impl AgentProcess {
-    /// Starts `bin run` with `extra` flags and waits for its first pass.
+    /// Starts `bin run --manifests` (the lab's cluster) with `extra` flags
+    /// and waits for its first pass.
     pub fn start(lab: &Lab, bin: &Path, extra: &[&str]) -> io::Result<AgentProcess> {
+        let manifests = lab.manifests.to_string_lossy();
+        let source = ["--manifests", manifests.as_ref()];
+        let mut agent = Self::spawn(lab, bin, &source, extra)?;
+        agent.wait_ready(Duration::from_secs(60))?;
+        Ok(agent)
+    }
+
+    /// Starts `bin run` with the `source` flags (`--manifests DIR`,
+    /// `--kubeconfig FILE`) and `extra`; does not wait for anything.
+    pub fn spawn(lab: &Lab, bin: &Path, source: &[&str], extra: &[&str]) -> io::Result<Self> {
         let ready = std::env::temp_dir().join(format!("ipw-ready-{}", lab.node.name()));
         let _ = std::fs::remove_file(&ready);
         let child = lab
@@ -175,30 +188,43 @@ impl AgentProcess {
             .args(["run", "--node-name", "node-a"])
             .arg("--bpf-pin-dir")
             .arg(lab.bpffs.path())
-            .arg("--manifests")
-            .arg(&lab.manifests)
+            .args(source)
             .arg("--ready-file")
             .arg(&ready)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // IPWARDEN_AGENT_LOG=info shows each sync (and reaches the VM).
+            .env(
+                "RUST_LOG",
+                std::env::var("IPWARDEN_AGENT_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()?;
-        let mut agent = AgentProcess { child };
+        Ok(AgentProcess { child, ready })
+    }
+
+    /// Has every controller programmed the kernel (the ready file)?
+    pub fn is_ready(&self) -> bool {
+        self.ready.exists()
+    }
+
+    /// Waits for the first full sync of every controller; an error if the
+    /// agent exits or `within` runs out first.
+    pub fn wait_ready(&mut self, within: Duration) -> io::Result<()> {
         let mut exited = None;
-        let up = wait_until(Duration::from_secs(60), || {
-            if let Ok(Some(status)) = agent.child.try_wait() {
+        let up = wait_until(within, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 exited = Some(status);
                 return true;
             }
-            ready.exists()
+            self.ready.exists()
         });
         match (up, exited) {
             (_, Some(status)) => Err(io::Error::other(format!(
                 "the agent exited early: {status}"
             ))),
-            (false, _) => Err(io::Error::other(
-                "the agent did not finish its first pass in 60 s",
-            )),
-            (true, None) => Ok(agent),
+            (false, _) => Err(io::Error::other(format!(
+                "the agent did not finish its first pass in {within:?}"
+            ))),
+            (true, None) => Ok(()),
         }
     }
 

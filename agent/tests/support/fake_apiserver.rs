@@ -338,6 +338,17 @@ impl FakeApiServer {
 
     /// Waits until a request matching `pred` has arrived.
     pub async fn wait_request(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        self.wait_request_within(what, Duration::from_secs(20), pred)
+            .await;
+    }
+
+    /// Waits at most `within` until a request matching `pred` has arrived.
+    pub async fn wait_request_within(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) {
         let mut bell = self.shared.bell.subscribe();
         let wait = async {
             loop {
@@ -348,11 +359,11 @@ impl FakeApiServer {
                 bell.changed().await.unwrap();
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), wait)
+        tokio::time::timeout(within, wait)
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "no request {what} within 20s; requests:\n{}",
+                    "no request {what} within {within:?}; requests:\n{}",
                     self.requests().join("\n")
                 )
             });

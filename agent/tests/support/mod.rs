@@ -75,6 +75,37 @@ impl Agent {
         Agent(AgentProcess::start(lab, Path::new(env!("CARGO_BIN_EXE_ipwarden")), extra).unwrap())
     }
 
+    /// The agent on the API server of `kubeconfig`; does not wait for its
+    /// first pass.
+    pub fn spawn_kube(lab: &Lab, kubeconfig: &Path, extra: &[&str]) -> Agent {
+        let kubeconfig = kubeconfig.to_string_lossy();
+        Agent(
+            AgentProcess::spawn(
+                lab,
+                Path::new(env!("CARGO_BIN_EXE_ipwarden")),
+                &["--kubeconfig", kubeconfig.as_ref()],
+                extra,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// The agent on the API server of `kubeconfig`, after its first pass.
+    pub fn start_kube(lab: &Lab, kubeconfig: &Path, extra: &[&str]) -> Agent {
+        let mut agent = Self::spawn_kube(lab, kubeconfig, extra);
+        agent.wait_ready(Duration::from_secs(90));
+        agent
+    }
+
+    /// Waits for the first full sync of every controller (the ready file).
+    pub fn wait_ready(&mut self, within: Duration) {
+        self.0.wait_ready(within).unwrap()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+
     pub fn kill(self) {
         self.0.kill()
     }
@@ -87,18 +118,20 @@ impl Agent {
 
 /// A plain HTTP GET to the agent's API in the node namespace.
 pub fn http_get(lab: &Lab, path: &str) -> String {
+    try_http_get(lab, path).unwrap()
+}
+
+/// The same, an error while the agent's API is not up.
+pub fn try_http_get(lab: &Lab, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    lab.node
-        .run(|| {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:20244").unwrap();
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .unwrap()
+    lab.node.run(|| {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:20244")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })?
 }
