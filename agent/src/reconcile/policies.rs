@@ -160,7 +160,9 @@ impl<D: Dataplane> PolicySync<D> {
         // have left anything half done (and the next sync is full anyway).
         let applied = self.applied.take();
         match (kind, applied) {
-            (SyncKind::Partial, Some(last)) => self.apply_partial(&last, &state, &mut report)?,
+            (SyncKind::Partial, Some(last)) => {
+                apply_changes(&mut self.dataplane, &last, &state, &mut report)?
+            }
             _ => {
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;
@@ -169,64 +171,55 @@ impl<D: Dataplane> PolicySync<D> {
         self.applied = Some(state.clone());
         Ok((state, report))
     }
+}
 
-    /// The sets that differ from `last`, then the chains if any changed,
-    /// then the sets no chain uses any more.
-    fn apply_partial(
-        &mut self,
-        last: &PolicyState,
-        state: &PolicyState,
-        report: &mut PolicyReport,
-    ) -> Result<(), ReconcileError> {
-        let before: BTreeMap<&str, &SetSpec> =
-            last.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-        let changed: Vec<SetSpec> = state
-            .sets
-            .iter()
-            .filter(|s| before.get(s.name.as_str()) != Some(s))
-            .cloned()
-            .collect();
-        let now: BTreeSet<&str> = state.sets.iter().map(|s| s.name.as_str()).collect();
-        let removed: Vec<String> = before
-            .keys()
-            .filter(|n| !now.contains(*n))
-            .map(|n| n.to_string())
-            .collect();
-        if state.iptables == last.iptables {
-            // The chains reference the same sets as before: the removed
-            // ones are unused.
-            report.sets = Some(self.dataplane.apply_changed_sets(
-                POLICIES_OWNER,
-                &changed,
-                &removed,
-            )?);
-            return Ok(());
-        }
-        report.sets = Some(
-            self.dataplane
-                .apply_changed_sets(POLICIES_OWNER, &changed, &[])?,
-        );
-        for plan in state.iptables.iter().filter(|p| !last.iptables.contains(p)) {
-            let changes = self.dataplane.apply_table(plan)?;
-            let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
-            report
-                .chains_written
-                .extend(changes.chains_written.iter().map(label));
-            report
-                .chains_deleted
-                .extend(changes.chains_deleted.iter().map(label));
-            report
-                .jumps_rewritten
-                .extend(changes.jumps_rewritten.iter().map(label));
-        }
-        if !removed.is_empty() {
-            let gone = self
-                .dataplane
-                .apply_changed_sets(POLICIES_OWNER, &[], &removed)?;
-            report.sets_destroyed = gone.executed.destroyed;
-        }
-        Ok(())
+/// A partial sync's kernel work: the sets that differ from `last` (what
+/// the previous sync applied), then the chains if any changed, then the
+/// sets no chain uses any more.
+pub fn apply_changes(
+    dp: &mut impl Dataplane,
+    last: &PolicyState,
+    state: &PolicyState,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    let before: BTreeMap<&str, &SetSpec> = last.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let changed: Vec<SetSpec> = state
+        .sets
+        .iter()
+        .filter(|s| before.get(s.name.as_str()) != Some(s))
+        .cloned()
+        .collect();
+    let now: BTreeSet<&str> = state.sets.iter().map(|s| s.name.as_str()).collect();
+    let removed: Vec<String> = before
+        .keys()
+        .filter(|n| !now.contains(*n))
+        .map(|n| n.to_string())
+        .collect();
+    if state.iptables == last.iptables {
+        // The chains reference the same sets as before: the removed
+        // ones are unused.
+        report.sets = Some(dp.apply_changed_sets(POLICIES_OWNER, &changed, &removed)?);
+        return Ok(());
     }
+    report.sets = Some(dp.apply_changed_sets(POLICIES_OWNER, &changed, &[])?);
+    for plan in state.iptables.iter().filter(|p| !last.iptables.contains(p)) {
+        let changes = dp.apply_table(plan)?;
+        let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
+        report
+            .chains_written
+            .extend(changes.chains_written.iter().map(label));
+        report
+            .chains_deleted
+            .extend(changes.chains_deleted.iter().map(label));
+        report
+            .jumps_rewritten
+            .extend(changes.jumps_rewritten.iter().map(label));
+    }
+    if !removed.is_empty() {
+        let gone = dp.apply_changed_sets(POLICIES_OWNER, &[], &removed)?;
+        report.sets_destroyed = gone.executed.destroyed;
+    }
+    Ok(())
 }
 
 /// Packets denied per (policy "NS/NAME", direction), both families, from
