@@ -40,7 +40,7 @@
 //!   measured.
 //!
 //! `IPWARDEN_BENCH_PODS` (default 5000), `IPWARDEN_BENCH_POLICIES` (1000),
-//! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (5) and
+//! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (7) and
 //! `IPWARDEN_BENCH_SEED` (1) tune it. Prints markdown tables of medians
 //! and the target checks. `IPWARDEN_BENCH_COMPUTE_ONLY=N` only times N
 //! runs of `desired` on the generated cluster (no kernel, no root), for
@@ -1125,7 +1125,7 @@ fn main() {
     let pods = one("IPWARDEN_BENCH_PODS", "5000").max(NODES);
     let policies_n = one("IPWARDEN_BENCH_POLICIES", "1000");
     let namespaces = one("IPWARDEN_BENCH_NAMESPACES", "50").clamp(3, 99);
-    let runs = one("IPWARDEN_BENCH_RUNS", "5").max(1);
+    let runs = one("IPWARDEN_BENCH_RUNS", "7").max(1);
     let seed = one("IPWARDEN_BENCH_SEED", "1") as u64;
 
     let start = Instant::now();

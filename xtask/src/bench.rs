@@ -139,7 +139,7 @@ const BENCHES: &[Bench] = &[
         env: &[
             ("IPWARDEN_BENCH_PODS", "5000", "5000"),
             ("IPWARDEN_BENCH_POLICIES", "1000", "1000"),
-            ("IPWARDEN_BENCH_RUNS", "5", "3"),
+            ("IPWARDEN_BENCH_RUNS", "7", "3"),
         ],
     },
     Bench {
