@@ -1,8 +1,8 @@
 //! `cargo xtask image`: the agent's OCI image, built on this machine from
 //! Debian packages only (no registry pulls).
 //!
-//! 1. the release binary (`cargo build --release -p ipwarden`) and the eBPF
-//!    object (`cargo xtask build-ebpf`);
+//! 1. the release binary (`cargo build --release -p ipwarden`, stripped of
+//!    its symbol table) and the eBPF object (`cargo xtask build-ebpf`);
 //! 2. a root filesystem from bookworm: `mmdebstrap --variant=extract` of
 //!    iptables (the agent runs iptables-save/-restore and their ip6tables
 //!    twins), ipset and iproute2 (for a person debugging a node), with their
@@ -84,7 +84,7 @@ const IPTABLES_LINKS: &[(&str, &str)] = &[
     ("ip6tables-restore", "ip6tables-nft-restore"),
 ];
 /// Bumped when the recipe changes, so `--cached` rebuilds.
-const RECIPE: &str = "ipwarden image recipe 1";
+const RECIPE: &str = "ipwarden image recipe 2";
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -118,18 +118,29 @@ pub fn default_archive() -> PathBuf {
 
 pub fn run(opts: &Options) -> Result<Image> {
     require_root("image")?;
-    for tool in ["mmdebstrap", "umoci", "tar", "ldconfig"] {
+    for tool in ["mmdebstrap", "umoci", "tar", "ldconfig", "strip"] {
         if process::which(tool).is_none() && !Path::new("/sbin").join(tool).is_file() {
             bail!("{tool} is not installed: run `cargo xtask setup`");
         }
     }
     let object = build_ebpf::run(&build_ebpf::Options::default())?;
-    process::run(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "ipwarden"])
-            .current_dir(workspace_root()),
-    )
-    .context("building the release binary")?;
+    let mut cargo = Command::new("cargo");
+    cargo
+        .args(["build", "--release", "-p", "ipwarden"])
+        .current_dir(workspace_root());
+    // What `cargo run` set for xtask itself would change the fingerprints
+    // of crates whose build scripts read it (ring), and a plain `cargo
+    // build --release` would build them again.
+    for (var, _) in std::env::vars_os() {
+        let var = var.to_string_lossy();
+        if var.starts_with("CARGO_PKG_")
+            || var.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*var)
+        {
+            cargo.env_remove(&*var);
+        }
+    }
+    process::run(&mut cargo).context("building the release binary")?;
     let binary = target_dir().join("release/ipwarden");
 
     let archive = opts.output.clone().unwrap_or_else(default_archive);
@@ -237,7 +248,15 @@ fn build(
 
     fs::create_dir_all(agent.join("usr/bin"))?;
     fs::create_dir_all(agent.join("usr/lib/ipwarden"))?;
-    fs::copy(binary, agent.join(BINARY_IN_IMAGE))?;
+    // Without its symbol table (a third of the file); panics still name
+    // their file and line.
+    process::run(
+        Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(agent.join(BINARY_IN_IMAGE))
+            .arg(binary),
+    )?;
     fs::set_permissions(
         agent.join(BINARY_IN_IMAGE),
         fs::Permissions::from_mode(0o755),

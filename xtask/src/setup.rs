@@ -39,6 +39,7 @@ const APT_PACKAGES: &[&str] = &[
     // (with runc: crun refuses a host whose cgroups are hybrid v1/v2).
     "mmdebstrap",
     "umoci",
+    "binutils",
     "podman",
     "runc",
     // The venv that holds kubernetes-validate (deploy/ manifests test).
