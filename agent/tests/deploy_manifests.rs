@@ -77,8 +77,9 @@ fn one_of_kind<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> T {
 /// The Kubernetes version k8s-openapi is built for: its `v1_NN` feature in
 /// the workspace's Cargo.toml.
 fn kubernetes_version() -> String {
-    let cargo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-        .unwrap();
+    let cargo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap();
     let line = cargo
         .lines()
         .find(|l| l.starts_with("k8s-openapi"))
@@ -130,7 +131,12 @@ fn every_manifest_validates_against_the_kubernetes_openapi_schema() {
         return;
     };
     let files = manifest_files();
-    for expected in ["daemonset.yaml", "rbac.yaml", "examples/netpol.yaml", "examples/web.yaml"] {
+    for expected in [
+        "daemonset.yaml",
+        "rbac.yaml",
+        "examples/netpol.yaml",
+        "examples/web.yaml",
+    ] {
         assert!(
             files.contains(&deploy_dir().join(expected)),
             "deploy/{expected} is missing: {files:?}"
@@ -151,7 +157,10 @@ fn every_manifest_validates_against_the_kubernetes_openapi_schema() {
     let daemonset = std::fs::read_to_string(deploy_dir().join("daemonset.yaml")).unwrap();
     std::fs::write(
         &bad,
-        daemonset.replace("hostNetwork: true", "hostNetwork: true\n      hostNetwrok: true"),
+        daemonset.replace(
+            "hostNetwork: true",
+            "hostNetwork: true\n      hostNetwrok: true",
+        ),
     )
     .unwrap();
     let (ok, text) = validate(&validator, std::slice::from_ref(&bad));
@@ -225,9 +234,15 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
         .filter(|w| w.starts_with("--"))
         .collect();
     for flag in substituted.iter().chain(&commented) {
-        assert!(flag.starts_with("--"), "{flag}: a flag, written --name=value");
+        assert!(
+            flag.starts_with("--"),
+            "{flag}: a flag, written --name=value"
+        );
         let name = flag.split('=').next().unwrap();
-        assert!(known.contains(name), "{name} is not in `ipwarden run --help`");
+        assert!(
+            known.contains(name),
+            "{name} is not in `ipwarden run --help`"
+        );
     }
     // With their values, they parse as `ipwarden run` parses them.
     for extra in [vec![], commented.clone()] {
@@ -235,14 +250,20 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
             .chain(substituted.iter().cloned())
             .chain(extra);
         let parsed = Run::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
-        assert!(parsed.args.manifests.is_none(), "the cluster comes from the API server");
+        assert!(
+            parsed.args.manifests.is_none(),
+            "the cluster comes from the API server"
+        );
         assert_eq!(parsed.args.node_name.as_deref(), Some("node-a"));
         assert_eq!(parsed.args.api_addr, "0.0.0.0:20244");
     }
 
     // Probes and the scrape annotation point at --api-addr's port.
     let port = 20244;
-    for (probe, path) in [(&c.readiness_probe, "/readyz"), (&c.liveness_probe, "/healthz")] {
+    for (probe, path) in [
+        (&c.readiness_probe, "/readyz"),
+        (&c.liveness_probe, "/healthz"),
+    ] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(get.path.as_deref(), Some(path));
         assert_eq!(
@@ -259,15 +280,15 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
 
     // What a node agent needs from its node.
     assert_eq!(pod.host_network, Some(true));
-    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
     let tolerations = pod.tolerations.unwrap();
     assert!(tolerations
         .iter()
         .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()));
-    assert_eq!(
-        c.security_context.as_ref().unwrap().privileged,
-        Some(true)
-    );
+    assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
     let mounts = c.volume_mounts.clone().unwrap();
     let volumes = pod.volumes.unwrap();
     let host_path_of = |mount: &str| {
@@ -283,7 +304,10 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
     assert_eq!(path, "/sys/fs/bpf");
     assert_eq!(bpffs.mount_propagation.as_deref(), Some("Bidirectional"));
     let (_, path, kind) = host_path_of("/run/xtables.lock");
-    assert_eq!((path.as_str(), kind.as_deref()), ("/run/xtables.lock", Some("FileOrCreate")));
+    assert_eq!(
+        (path.as_str(), kind.as_deref()),
+        ("/run/xtables.lock", Some("FileOrCreate"))
+    );
     let (modules, path, _) = host_path_of("/lib/modules");
     assert_eq!(path, "/lib/modules");
     assert_eq!(modules.read_only, Some(true));
@@ -306,7 +330,10 @@ fn the_cluster_role_grants_exactly_what_the_agent_reads() {
     let mut expected = BTreeSet::new();
     for kind in Kind::ALL {
         // "endpointslices.discovery.k8s.io": resource, then group.
-        let (resource, group) = kind.resource().split_once('.').unwrap_or((kind.resource(), ""));
+        let (resource, group) = kind
+            .resource()
+            .split_once('.')
+            .unwrap_or((kind.resource(), ""));
         for verb in ["get", "list", "watch"] {
             expected.insert((group.to_string(), resource.to_string(), verb.to_string()));
         }

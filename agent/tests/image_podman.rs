@@ -54,11 +54,15 @@ fn stdout(out: &Output) -> String {
 fn podman_run(ns: &NetNs, image: &str, volumes: &[(&Path, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new("podman");
     cmd.args(["--runtime", "runc", "run", "--rm", "--privileged"])
-        .args(["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"])
+        .args([
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+        ])
         .arg(format!("--network=ns:/run/netns/{}", ns.name()));
     for (host, inside) in volumes {
-        cmd.arg("-v")
-            .arg(format!("{}:{inside}:ro", host.display()));
+        cmd.arg("-v").arg(format!("{}:{inside}:ro", host.display()));
     }
     cmd.arg(image).args(args);
     cmd
@@ -69,7 +73,9 @@ struct Loaded(String);
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rmi", "--force", &self.0]).output();
+        let _ = Command::new("podman")
+            .args(["rmi", "--force", &self.0])
+            .output();
     }
 }
 
@@ -88,7 +94,9 @@ fn the_image_enforces_a_network_policy_under_podman() {
     };
     let image = std::env::var("IPWARDEN_IMAGE")
         .unwrap_or_else(|_| format!("localhost/ipwarden:{}", env!("CARGO_PKG_VERSION")));
-    let loaded = run(Command::new("podman").args(["load", "-q", "-i"]).arg(&archive));
+    let loaded = run(Command::new("podman")
+        .args(["load", "-q", "-i"])
+        .arg(&archive));
     let _loaded = Loaded(image.clone());
     assert!(
         stdout(&loaded).contains(&image),
@@ -101,7 +109,9 @@ fn the_image_enforces_a_network_policy_under_podman() {
         let mount = run(Command::new("podman").args(["image", "mount", &image]));
         let root = PathBuf::from(stdout(&mount).trim());
         let inside = std::fs::read(root.join("usr/lib/ipwarden/ipwarden.bpf.o"));
-        let _ = Command::new("podman").args(["image", "unmount", &image]).output();
+        let _ = Command::new("podman")
+            .args(["image", "unmount", &image])
+            .output();
         assert!(
             inside.unwrap() == std::fs::read(object).unwrap(),
             "the image's /usr/lib/ipwarden/ipwarden.bpf.o is not the object just built"
@@ -158,7 +168,8 @@ fn the_image_enforces_a_network_policy_under_podman() {
         "10.244.1.10,tcp:8080",
     ] {
         assert!(
-            sets.lines().any(|l| l.starts_with("add IPW-") && l.ends_with(member)),
+            sets.lines()
+                .any(|l| l.starts_with("add IPW-") && l.ends_with(member)),
             "no member {member} in:\n{sets}"
         );
     }
@@ -170,6 +181,10 @@ fn the_image_enforces_a_network_policy_under_podman() {
         &once,
     ));
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
-    assert_eq!(report["policies"]["chains_written"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["policies"]["chains_written"],
+        serde_json::json!([]),
+        "{report}"
+    );
     assert_eq!(report["policies"]["members_added"], 0, "{report}");
 }

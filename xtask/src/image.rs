@@ -135,7 +135,12 @@ pub fn run(opts: &Options) -> Result<Image> {
         let var = var.to_string_lossy();
         if var.starts_with("CARGO_PKG_")
             || var.starts_with("CARGO_MANIFEST_")
-            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*var)
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*var)
         {
             cargo.env_remove(&*var);
         }
@@ -215,7 +220,12 @@ fn build(
     let manifest = "usr/share/ipwarden/packages.txt";
     process::run(
         Command::new("mmdebstrap")
-            .args(["--variant=extract", "--mode=root", "--format=directory", "-q"])
+            .args([
+                "--variant=extract",
+                "--mode=root",
+                "--format=directory",
+                "-q",
+            ])
             .arg(format!("--include={}", PACKAGES.join(",")))
             // Extracted packages leave no dpkg status: name them in the
             // image (name and version), for whoever scans it.
@@ -273,10 +283,20 @@ fn build(
 
     let image = format!("{}:ipwarden", layout.display());
     let version = env!("CARGO_PKG_VERSION");
-    process::run(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
+    process::run(
+        Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout),
+    )?;
     process::run(Command::new("umoci").args(["new", "--image", &image]))?;
     for (dir, what) in [
-        (&debian, format!("mmdebstrap --variant=extract {SUITE}: {}", PACKAGES.join(" "))),
+        (
+            &debian,
+            format!(
+                "mmdebstrap --variant=extract {SUITE}: {}",
+                PACKAGES.join(" ")
+            ),
+        ),
         (&agent, format!("ipwarden {version} and its eBPF object")),
     ] {
         process::run(
@@ -303,8 +323,14 @@ fn build(
             "org.opencontainers.image.description",
             env!("CARGO_PKG_DESCRIPTION"),
         ),
-        ("org.opencontainers.image.licenses", env!("CARGO_PKG_LICENSE")),
-        ("org.opencontainers.image.base.name", "debian:bookworm (mmdebstrap)"),
+        (
+            "org.opencontainers.image.licenses",
+            env!("CARGO_PKG_LICENSE"),
+        ),
+        (
+            "org.opencontainers.image.base.name",
+            "debian:bookworm (mmdebstrap)",
+        ),
     ] {
         config.arg("--config.label").arg(format!("{k}={v}"));
     }
@@ -316,7 +342,12 @@ fn build(
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir)?;
         for layer in [&debian, &agent] {
-            process::run(Command::new("cp").arg("-a").arg(format!("{}/.", layer.display())).arg(dir))?;
+            process::run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(format!("{}/.", layer.display()))
+                    .arg(dir),
+            )?;
         }
         println!("image: root filesystem left in {}", dir.display());
     }
@@ -452,7 +483,12 @@ fn parse_one_line(text: &str) -> Vec<String> {
         };
         let words: Vec<&str> = rest.split_whitespace().collect();
         if words.len() >= 3 && is_our_suite(words[1]) && words[2..].contains(&"main") {
-            out.push(format!("deb {} {} {}", words[0], words[1], words[2..].join(" ")));
+            out.push(format!(
+                "deb {} {} {}",
+                words[0],
+                words[1],
+                words[2..].join(" ")
+            ));
         }
     }
     out
@@ -506,8 +542,7 @@ fn cache_key(binary: &Path, object: &Path, mirrors: &[String]) -> Result<String>
     h.update(RECIPE);
     h.update(PACKAGES.join(",") + "\n" + &mirrors.join("\n"));
     for file in [binary, object] {
-        let mut f =
-            fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+        let mut f = fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
         let mut buf = vec![0; 1 << 20];
         loop {
             let n = f.read(&mut buf)?;
@@ -579,7 +614,10 @@ mod tests {
         // Every machine the project builds on is Debian 12.
         if Path::new("/etc/debian_version").is_file() {
             let mirrors = debian_mirrors().unwrap();
-            assert!(mirrors.iter().any(|m| m.contains(" bookworm ")), "{mirrors:?}");
+            assert!(
+                mirrors.iter().any(|m| m.contains(" bookworm ")),
+                "{mirrors:?}"
+            );
         }
     }
 }

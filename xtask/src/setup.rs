@@ -197,13 +197,19 @@ fn kubernetes_validate() -> Result<()> {
     println!("setup: kubernetes-validate: installing {KUBERNETES_VALIDATE_VERSION} in {KUBERNETES_VALIDATE_VENV}");
     if !python.is_file() {
         // Debian's python3 (python3-venv), whatever else is first on PATH.
-        process::run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(venv))
-            .context("could not create the kubernetes-validate venv (python3-venv)")?;
+        process::run(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(venv),
+        )
+        .context("could not create the kubernetes-validate venv (python3-venv)")?;
     }
     process::run(
         Command::new(&python)
             .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}")),
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
     )
     .context("pip could not install kubernetes-validate: is PyPI reachable?")
 }

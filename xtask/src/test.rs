@@ -45,11 +45,17 @@ pub fn run(opts: &Options) -> Result<()> {
     let env = [
         ("IPWARDEN_BPF_OBJECT", object.display().to_string()),
         ("IPWARDEN_PRIVILEGED", "1".to_string()),
-        ("IPWARDEN_IMAGE_ARCHIVE", built.archive.display().to_string()),
+        (
+            "IPWARDEN_IMAGE_ARCHIVE",
+            built.archive.display().to_string(),
+        ),
         ("IPWARDEN_IMAGE", built.reference),
         (
             "IPWARDEN_KUBERNETES_VALIDATE",
-            format!("{}/bin/kubernetes-validate", setup::KUBERNETES_VALIDATE_VENV),
+            format!(
+                "{}/bin/kubernetes-validate",
+                setup::KUBERNETES_VALIDATE_VENV
+            ),
         ),
     ];
 
