@@ -6,6 +6,7 @@
 mod bench;
 mod build_ebpf;
 mod demo;
+mod image;
 mod process;
 mod race;
 mod setup;
@@ -42,6 +43,8 @@ enum Task {
     Race(race::Options),
     /// Run the benchmarks and write BENCHMARKS.md.
     Bench(bench::Options),
+    /// Build the agent's OCI image from Debian packages and print its size.
+    Image(image::Options),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Task::Demo(o) => demo::run(&o).map(|()| 0),
         Task::Race(o) => race::run(&o).map(|()| 0),
         Task::Bench(o) => bench::run(&o).map(|()| 0),
+        Task::Image(o) => image::run(&o).map(|_| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -34,7 +34,24 @@ const APT_PACKAGES: &[&str] = &[
     "xz-utils",
     // Benchmarks (cargo xtask bench): throughput through a veth pair.
     "iperf3",
+    // The OCI image (cargo xtask image): a Debian root filesystem without a
+    // registry, committed with umoci; podman runs it in the image test
+    // (with runc: crun refuses a host whose cgroups are hybrid v1/v2).
+    "mmdebstrap",
+    "umoci",
+    "binutils",
+    "podman",
+    "runc",
+    // The venv that holds kubernetes-validate (deploy/ manifests test).
+    "python3-venv",
 ];
+
+/// kubernetes-validate (PyPI) checks deploy/ against the OpenAPI schema of
+/// the Kubernetes that k8s-openapi targets (1.34); 1.37.0 ships the
+/// schemas of 1.34.0. In a venv of its own: Debian's python is
+/// externally managed (PEP 668).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+pub const KUBERNETES_VALIDATE_VENV: &str = "/opt/ipwarden/kubernetes-validate";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM major of the pinned rustc and of the llvm-22-dev package.
@@ -48,6 +65,7 @@ pub fn run(_: &Options) -> Result<()> {
     apt_packages()?;
     rust_src()?;
     bpf_linker()?;
+    kubernetes_validate()?;
     bpffs()?;
     println!("setup: done");
     Ok(())
@@ -156,6 +174,44 @@ fn bpf_linker() -> Result<()> {
             .env_remove("CARGO_TARGET_DIR"),
     )
     .context("cargo install bpf-linker failed (llvm-22-dev and libpolly-22-dev must be installed)")
+}
+
+/// kubernetes-validate at the pinned version in its venv, unless there.
+fn kubernetes_validate() -> Result<()> {
+    let venv = Path::new(KUBERNETES_VALIDATE_VENV);
+    let python = venv.join("bin/python3");
+    let installed = python.is_file()
+        && Command::new(&python)
+            .args(["-m", "pip", "show", "kubernetes-validate"])
+            .output()
+            .is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .any(|l| l == format!("Version: {KUBERNETES_VALIDATE_VERSION}"))
+            });
+    if installed {
+        println!("setup: kubernetes-validate: {KUBERNETES_VALIDATE_VERSION} present in {KUBERNETES_VALIDATE_VENV}");
+        return Ok(());
+    }
+    println!("setup: kubernetes-validate: installing {KUBERNETES_VALIDATE_VERSION} in {KUBERNETES_VALIDATE_VENV}");
+    if !python.is_file() {
+        // Debian's python3 (python3-venv), whatever else is first on PATH.
+        process::run(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(venv),
+        )
+        .context("could not create the kubernetes-validate venv (python3-venv)")?;
+    }
+    process::run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .arg(format!(
+                "kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"
+            )),
+    )
+    .context("pip could not install kubernetes-validate: is PyPI reachable?")
 }
 
 /// bpffs at /sys/fs/bpf, where the agent pins its maps and links.

@@ -1,6 +1,8 @@
 //! `cargo xtask test`: every test, as CI runs them.
 //!
-//! 1. the eBPF object is built (the privileged tests load it);
+//! 1. the eBPF object is built (the privileged tests load it), and the OCI
+//!    image (`cargo xtask image --cached`: rebuilt only when the release
+//!    binary or the eBPF object changed), which the image test runs;
 //! 2. `cargo test --workspace` as root: unit tests and the privileged
 //!    network-namespace tests (IPWARDEN_PRIVILEGED=1 turns a skip into a
 //!    failure, so nothing passes by being skipped);
@@ -18,8 +20,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    build_ebpf,
+    build_ebpf, image,
     process::{self, require_root, workspace_root},
+    setup,
 };
 
 #[derive(clap::Args)]
@@ -35,9 +38,25 @@ const ALSO_IN_VM: &[&str] = &["tc_classifier", "link_netns"];
 pub fn run(opts: &Options) -> Result<()> {
     require_root("test")?;
     let object = build_ebpf::run(&build_ebpf::Options::default())?;
+    let built = image::run(&image::Options {
+        cached: true,
+        ..Default::default()
+    })?;
     let env = [
         ("IPWARDEN_BPF_OBJECT", object.display().to_string()),
         ("IPWARDEN_PRIVILEGED", "1".to_string()),
+        (
+            "IPWARDEN_IMAGE_ARCHIVE",
+            built.archive.display().to_string(),
+        ),
+        ("IPWARDEN_IMAGE", built.reference),
+        (
+            "IPWARDEN_KUBERNETES_VALIDATE",
+            format!(
+                "{}/bin/kubernetes-validate",
+                setup::KUBERNETES_VALIDATE_VENV
+            ),
+        ),
     ];
 
     let mut tally = Tally::default();
