@@ -73,17 +73,7 @@ pub fn apply_chains(
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
     for plan in &state.iptables {
-        let changes = dp.apply_table(plan)?;
-        let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
-        report
-            .chains_written
-            .extend(changes.chains_written.iter().map(label));
-        report
-            .chains_deleted
-            .extend(changes.chains_deleted.iter().map(label));
-        report
-            .jumps_rewritten
-            .extend(changes.jumps_rewritten.iter().map(label));
+        apply_table(dp, plan, report)?;
     }
     let deferred = report
         .sets
@@ -93,6 +83,26 @@ pub fn apply_chains(
         let again = dp.apply_sets(POLICIES_OWNER, &state.sets, &MemberServices::new())?;
         report.sets_destroyed = again.executed.destroyed;
     }
+    Ok(())
+}
+
+/// One table of `plan`, its changes recorded as "filter/V4/CHAIN".
+fn apply_table(
+    dp: &mut impl Dataplane,
+    plan: &crate::desired::TablePlan,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    let changes = dp.apply_table(plan)?;
+    let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
+    report
+        .chains_written
+        .extend(changes.chains_written.iter().map(label));
+    report
+        .chains_deleted
+        .extend(changes.chains_deleted.iter().map(label));
+    report
+        .jumps_rewritten
+        .extend(changes.jumps_rewritten.iter().map(label));
     Ok(())
 }
 
@@ -203,17 +213,7 @@ pub fn apply_changes(
     }
     report.sets = Some(dp.apply_changed_sets(POLICIES_OWNER, &changed, &[])?);
     for plan in state.iptables.iter().filter(|p| !last.iptables.contains(p)) {
-        let changes = dp.apply_table(plan)?;
-        let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
-        report
-            .chains_written
-            .extend(changes.chains_written.iter().map(label));
-        report
-            .chains_deleted
-            .extend(changes.chains_deleted.iter().map(label));
-        report
-            .jumps_rewritten
-            .extend(changes.jumps_rewritten.iter().map(label));
+        apply_table(dp, plan, report)?;
     }
     if !removed.is_empty() {
         let gone = dp.apply_changed_sets(POLICIES_OWNER, &[], &removed)?;

@@ -163,12 +163,7 @@ impl SetStore {
         let start = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let o = inner
-            .owners
-            .iter()
-            .find(|o| o.name == owner)
-            .cloned()
-            .ok_or_else(|| StoreError::UnknownOwner(owner.to_string()))?;
+        let o = registered(inner, owner)?;
         let mut wanted = BTreeMap::new();
         for mut s in sets {
             if !o.owns(&s.name) {
@@ -220,12 +215,7 @@ impl SetStore {
         let start = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let o = inner
-            .owners
-            .iter()
-            .find(|o| o.name == owner)
-            .cloned()
-            .ok_or_else(|| StoreError::UnknownOwner(owner.to_string()))?;
+        let o = registered(inner, owner)?;
         let mut only: BTreeSet<String> = removed.iter().cloned().collect();
         let desired = inner.desired.entry(o.name).or_default();
         for name in removed {
@@ -364,6 +354,15 @@ fn plan_for(inner: &mut Inner, owner: &Owner) -> Result<Plan, StoreError> {
     Ok(diff::plan(&inner.desired[owner.name], &actual, |n| {
         owner.owns(n)
     }))
+}
+
+fn registered(inner: &Inner, owner: &str) -> Result<Owner, StoreError> {
+    inner
+        .owners
+        .iter()
+        .find(|o| o.name == owner)
+        .cloned()
+        .ok_or_else(|| StoreError::UnknownOwner(owner.to_string()))
 }
 
 /// The plan for just the sets named in `only` (a partial apply): each is
