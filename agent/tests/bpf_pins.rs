@@ -31,6 +31,22 @@ fn dump(pins: &PinLayout, map: &str) -> serde_json::Value {
     .unwrap()
 }
 
+/// One element of a pinned array map, as bpftool prints it.
+fn lookup(pins: &PinLayout, map: &str, index: u32) -> serde_json::Value {
+    let path = pins.map(map);
+    let key: Vec<String> = index.to_le_bytes().iter().map(|b| b.to_string()).collect();
+    let mut args = vec![
+        "-j",
+        "map",
+        "lookup",
+        "pinned",
+        path.to_str().unwrap(),
+        "key",
+    ];
+    args.extend(key.iter().map(String::as_str));
+    serde_json::from_str(&bpftool(&args)).unwrap()
+}
+
 fn spec(name: &str, t: SetType, members: &[Member]) -> SetSpec {
     SetSpec {
         name: name.into(),
@@ -146,8 +162,43 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
             .is_some(),
         "{stats}"
     );
+    // No traffic yet. Since layout 3 the counters are a per-CPU array,
+    // indexed by each member's slot in the classifier's table, so every
+    // slot is there, all zero (before, a per-CPU hash with no entry yet).
     let hits = dump(&pins, names::MAP_HITS);
-    assert!(hits.as_array().unwrap().is_empty());
+    let counted: u64 = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["formatted"]["values"].as_array().unwrap())
+        .map(|v| v["value"]["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 0, "no traffic, no hits");
+
+    // The classifier's table: both members in one of their two buckets
+    // of the active half, with named fields (and each its own slot).
+    let active = c["active"].as_u64().unwrap() as u32;
+    let seed = c["seeds"][active as usize].as_u64().unwrap() as u32;
+    let mut slots = Vec::new();
+    for (proto, port) in [(6, 80), (17, 53)] {
+        let key = ipwarden_common::ServiceKey::v4([10, 96, 0, 10], proto, port);
+        let (b1, b2) = bpf::table::buckets_of(&key, seed);
+        let found = [b1, b2]
+            .iter()
+            .flat_map(|b| {
+                let index = active * ipwarden_common::maps::TABLE_BUCKETS + b;
+                lookup(&pins, names::MAP_TABLE, index)["formatted"]["value"]["entries"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .find(|e| e["key"]["port"] == port && e["key"]["proto"] == proto)
+            .unwrap_or_else(|| panic!("{proto}/{port} is in neither of its buckets"));
+        assert_eq!(found["key"]["family"], 2);
+        assert_eq!(found["flags"], 0);
+        slots.push(found["slot"].as_u64().unwrap());
+    }
+    assert_ne!(slots[0], slots[1], "each member counts in its own slot");
 
     // A new agent adopts the pinned maps: the mirror is still there.
     drop(mirror);
