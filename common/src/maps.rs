@@ -103,7 +103,10 @@ pub struct Event {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Stats {
-    /// Packets whose (daddr, proto, dport) is in the mirror.
+    /// Packets whose (daddr, proto, dport) is in the mirror. Not counted
+    /// per packet since layout 3: the per-member counters
+    /// ([`crate::names::MAP_HITS`]) add up to it, and `ipwarden bpf dump`
+    /// shows their sum here.
     pub mirror_hits: u64,
     /// Of those, packets to a member flagged missing from the kernel set.
     pub missing_hits: u64,

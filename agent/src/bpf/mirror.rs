@@ -161,6 +161,11 @@ impl BpfMirror {
         wrong
     }
 
+    /// Hits for `key` summed over CPUs; zero when it is not mirrored.
+    pub fn hits(&self, key: &ServiceKey) -> Result<super::HitTotals, super::BpfError> {
+        self.maps.hits(key)
+    }
+
     /// Map and table writes that failed so far.
     pub fn errors(&self) -> u64 {
         self.write_errors + self.maps.write_errors

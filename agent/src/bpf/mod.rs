@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod pins;
 pub mod runtime;
 pub mod table;
+pub mod test_run;
 
 use std::path::{Path, PathBuf};
 
@@ -194,6 +195,29 @@ impl Dataplane {
             run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
             run_count: info.run_count(),
         })
+    }
+
+    /// Runs the classifier `repeat` times on `frame` (an Ethernet frame)
+    /// with BPF_PROG_TEST_RUN: its verdict and the mark it left.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<test_run::TestRun, BpfError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(names::PROG_INGRESS)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: names::PROG_INGRESS,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program {
+                name: names::PROG_INGRESS,
+                source,
+            })?;
+        let fd = prog.fd().map_err(|source| BpfError::Program {
+            name: names::PROG_INGRESS,
+            source,
+        })?;
+        test_run::run(std::os::fd::AsFd::as_fd(fd), frame, repeat)
+            .map_err(|e| BpfError::Pin(format!("BPF_PROG_TEST_RUN: {e}")))
     }
 
     /// Attaches the ingress classifier to `iface` (TCX on kernels that have

@@ -85,15 +85,21 @@ pub fn run(args: &Args) -> Result<()> {
         }));
     }
     rows.sort_by(|a, b| a["member"].as_str().cmp(&b["member"].as_str()));
-    let totals = stats
-        .get(&0, 0)?
-        .iter()
-        .fold(Stats::default(), |t, s| Stats {
+    // The classifier counts hits per member only (layout 3): their sum
+    // is the mirror's total.
+    let member_hits: u64 = rows.iter().filter_map(|r| r["packets"].as_u64()).sum();
+    let totals = stats.get(&0, 0)?.iter().fold(
+        Stats {
+            mirror_hits: member_hits,
+            ..Stats::default()
+        },
+        |t, s| Stats {
             mirror_hits: t.mirror_hits + s.mirror_hits,
             missing_hits: t.missing_hits + s.missing_hits,
             vip_other_port: t.vip_other_port + s.vip_other_port,
             events_dropped: t.events_dropped + s.events_dropped,
-        });
+        },
+    );
     let mode = match c.mode {
         0 => "off",
         1 => "log",
