@@ -308,3 +308,79 @@ fn a_pinned_tcx_link_is_reused_by_the_next_agent() {
         );
     }
 }
+
+/// An Ethernet frame carrying UDP to 10.96.0.10:`port` (for
+/// BPF_PROG_TEST_RUN: the program sees it as it would on the wire).
+fn udp_frame(port: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20u16 + 8 + 4).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    ip[16..20].copy_from_slice(&[10, 96, 0, 10]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&12u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 1, 2, 3, 4]);
+    f
+}
+
+#[test]
+fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
+    if !privileged("mirror_changes_reach_the_classifier_and_counts_survive_a_restart") {
+        return;
+    }
+    use ipwarden_common::{maps::PROTO_UDP, ServiceKey, ServiceValue};
+    const MARK: u32 = 0x40_0000;
+    let fs = BpfFs::new("flip").unwrap();
+    let pins = PinLayout::new(fs.path());
+    let key = |port: u16| ServiceKey::v4([10, 96, 0, 10], PROTO_UDP, port);
+    let marked =
+        |dp: &Dataplane, port: u16| dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0;
+
+    let (mut dp, _) = Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    dp.services()
+        .unwrap()
+        .insert_all([
+            (key(53), ServiceValue::default()),
+            (key(54), ServiceValue::default()),
+        ])
+        .unwrap();
+    assert!(marked(&dp, 53) && marked(&dp, 54) && !marked(&dp, 55));
+    for _ in 0..4 {
+        dp.test_run(&udp_frame(54), 1).unwrap();
+    }
+    // Each change is a new half of the table: a removed member stops
+    // being marked at once, the others keep their counts.
+    dp.services().unwrap().remove(&key(53)).unwrap();
+    assert!(!marked(&dp, 53) && marked(&dp, 54));
+    let m = dp.services().unwrap();
+    assert_eq!(m.hits(&key(53)).unwrap().packets, 0, "no longer mirrored");
+    assert_eq!(m.hits(&key(54)).unwrap().packets, 6);
+
+    // A new agent adopts the maps: same table, same counter slots.
+    drop(dp);
+    let (mut dp, pinned) =
+        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    assert_eq!(pinned, Pinned::Compatible);
+    dp.configure(Mode::Allow, MARK).unwrap();
+    assert!(marked(&dp, 54) && !marked(&dp, 53));
+    assert_eq!(dp.services().unwrap().hits(&key(54)).unwrap().packets, 7);
+    // A member added later counts from zero, whichever slot it gets.
+    for port in [55, 56] {
+        dp.services()
+            .unwrap()
+            .insert(key(port), ServiceValue::default())
+            .unwrap();
+    }
+    assert!(marked(&dp, 55) && marked(&dp, 56));
+    let m = dp.services().unwrap();
+    assert_eq!(m.hits(&key(55)).unwrap().packets, 1);
+    assert_eq!(m.hits(&key(56)).unwrap().packets, 1);
+    assert_eq!(m.hits(&key(54)).unwrap().packets, 7);
+}
