@@ -346,9 +346,12 @@ fn ext_header(kind: u8, next: u8, len8: u8, frag_offset: u16) -> Vec<u8> {
     h
 }
 
+/// An extension header: (kind, extra 8-byte units, fragment offset).
+type Ext = (u8, u8, u16);
+
 /// A chain of `kinds` (each header's next is the following one's kind,
 /// the last one's UDP): (first next-header value, bytes).
-fn chain(kinds: &[(u8, u8, u16)]) -> (u8, Vec<u8>) {
+fn chain(kinds: &[Ext]) -> (u8, Vec<u8>) {
     let mut bytes = Vec::new();
     for (i, &(kind, len8, frag)) in kinds.iter().enumerate() {
         let next = kinds.get(i + 1).map_or(PROTO_UDP, |k| k.0);
@@ -406,7 +409,7 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
     }
     let (node, peer) = topology();
     // One mirrored port per case, so each case has its own counter.
-    let cases: Vec<(&str, Vec<(u8, u8, u16)>, bool)> = vec![
+    let cases: Vec<(&str, Vec<Ext>, bool)> = vec![
         ("no extension header", vec![], true),
         ("hop-by-hop", vec![(HOP_BY_HOP, 0, 0)], true),
         (

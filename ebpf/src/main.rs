@@ -131,7 +131,7 @@ fn other_port(pkt: &parse::Packet, family: u8) {
         _pad: [0; 3],
         addr,
     };
-    if VIPS.get_ptr(&vip).is_some() {
+    if VIPS.get_ptr(vip).is_some() {
         if let Some(stats) = STATS.get_ptr_mut(0) {
             // SAFETY: this CPU's slot.
             unsafe { (*stats).vip_other_port += 1 };
