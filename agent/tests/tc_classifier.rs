@@ -509,6 +509,85 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
     }
 }
 
+/// An Ethernet frame carrying a TCP segment with `flags` from
+/// 10.200.0.2:40000 to `dst`:`port`.
+fn tcp_frame(dst: Ipv4Addr, port: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = PROTO_TCP;
+    ip[12..16].copy_from_slice(&[10, 200, 0, 2]);
+    ip[16..20].copy_from_slice(&dst.octets());
+    f.extend_from_slice(&ip);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    f.extend_from_slice(&tcp);
+    f
+}
+
+#[test]
+fn a_flagged_member_reports_connection_starts_with_their_five_tuple() {
+    if !privileged("a_flagged_member_reports_connection_starts_with_their_five_tuple") {
+        return;
+    }
+    use ipwarden_common::{
+        maps::{EVENT_RESCUED, EVENT_WOULD_REJECT, FAMILY_V4, FLAG_MISSING_FROM_KERNEL},
+        Event,
+    };
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let mut dp = Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Log, MARK).unwrap();
+    let key = ServiceKey::v4(vip.octets(), PROTO_TCP, 80);
+    let flagged = ServiceValue {
+        flags: FLAG_MISSING_FROM_KERNEL,
+        service_id: 7,
+    };
+    dp.services().unwrap().insert(key, flagged).unwrap();
+    let mut ring = dp.take_events().unwrap();
+    let mut next_event = || {
+        ring.next()
+            // SAFETY: the program writes exactly one Event per entry.
+            .map(|item| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
+    };
+    let (syn, ack) = (tcp_frame(vip, 80, 0x02), tcp_frame(vip, 80, 0x10));
+
+    for (mode, kind) in [
+        (Mode::Log, EVENT_WOULD_REJECT),
+        (Mode::Allow, EVENT_RESCUED),
+    ] {
+        dp.configure(mode, MARK).unwrap();
+        let run = dp.test_run(&syn, 1).unwrap();
+        assert_eq!(
+            (run.retval, run.mark),
+            (0, MARK),
+            "{mode:?}: marked, passed"
+        );
+        let e = next_event().unwrap_or_else(|| panic!("{mode:?}: no event for the SYN"));
+        assert_eq!(e.kind, kind, "{mode:?}");
+        assert_eq!((e.family, e.proto), (FAMILY_V4, PROTO_TCP));
+        assert_eq!((e.sport, e.dport), (40000, 80));
+        assert_eq!(&e.saddr[..4], &[10, 200, 0, 2]);
+        assert_eq!(&e.daddr[..4], &vip.octets());
+        // The rest of the connection is counted and marked, not reported.
+        assert_eq!(dp.test_run(&ack, 1).unwrap().mark, MARK);
+        assert!(next_event().is_none(), "{mode:?}: only connection starts");
+    }
+    // Unflagged, the same SYN is only counted.
+    dp.services()
+        .unwrap()
+        .insert(key, ServiceValue::default())
+        .unwrap();
+    dp.test_run(&syn, 1).unwrap();
+    assert!(next_event().is_none());
+    assert_eq!(dp.services().unwrap().hits(&key).unwrap().packets, 5);
+}
+
 fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
     let mut parts = release
         .trim()

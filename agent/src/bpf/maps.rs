@@ -57,6 +57,9 @@ pub struct MirrorMaps {
     released: Vec<u32>,
     /// The lowest slot never handed out by this process.
     next: u32,
+    /// What the last publish gave the classifier: the same content again
+    /// (an audit that found nothing) writes nothing and flips nothing.
+    published: Option<(BTreeMap<ServiceKey, u32>, BTreeSet<VipKey>)>,
     /// Map writes that failed (the map full, say), for metrics.
     pub write_errors: u64,
 }
@@ -124,6 +127,7 @@ impl MirrorMaps {
             free: Vec::new(),
             released: Vec::new(),
             next: 0,
+            published: None,
             write_errors: 0,
         };
         maps.recover_slots()?;
@@ -174,6 +178,13 @@ impl MirrorMaps {
         members: &BTreeMap<ServiceKey, u32>,
         vips: &BTreeSet<VipKey>,
     ) -> Result<Written, BpfError> {
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|(m, v)| m == members && v == vips)
+        {
+            return Ok(Written::default());
+        }
         self.table.wait_for_readers();
         // Removed at the previous publish: no program counts into them now.
         self.free.append(&mut self.released);
@@ -230,6 +241,7 @@ impl MirrorMaps {
         config.active = inactive;
         self.write_config(config)?;
         self.table.flipped();
+        self.published = Some((members.clone(), vips.clone()));
         Ok(written)
     }
 
