@@ -391,11 +391,13 @@ async fn a_dropped_watch_resumes_from_the_last_bookmark_without_a_relist() {
     seed(&server);
     let mut agent = Agent::ready(&server).await;
 
+    let watches = |r: &str| r.starts_with("GET /api/v1/services?") && r.contains("watch=true");
+    // The watch must be open before it can be dropped.
+    server.wait_request("the services watch", watches).await;
     // Other kinds moved on; the bookmark tells the services watch so.
     let before = server.tick() - 1;
     let bookmark = server.bookmark(Res::Services);
     server.drop_watches(); // mid-chunk, after the bookmark was sent
-    let watches = |r: &str| r.starts_with("GET /api/v1/services?") && r.contains("watch=true");
     server
         .wait_request("the services watch resumed", |_| {
             server.requests().iter().filter(|r| watches(r)).count() >= 2

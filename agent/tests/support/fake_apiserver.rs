@@ -543,14 +543,17 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
             parts.next().unwrap_or_default().to_string(),
             parts.next().unwrap_or_default().to_string(),
         );
-        {
+        // A watch is dropped by every drop_watches after its request is
+        // logged (tests wait for the request, then drop).
+        let kill_at_request = {
             let mut st = shared.state.lock().unwrap();
             if st.down {
                 return;
             }
             st.requests
                 .push(format!("{method} {}", percent_decode(&target)));
-        }
+            st.kill
+        };
         shared.ring();
         let (path, q) = target.split_once('?').unwrap_or((&target, ""));
         let q = query(q);
@@ -567,7 +570,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
             continue;
         };
         if q.get("watch").map(String::as_str) == Some("true") {
-            serve_watch(&mut wr, &shared, res, &q).await;
+            serve_watch(&mut wr, &shared, res, &q, kill_at_request).await;
             return;
         }
         let body = match list(&shared, res, &q).await {
@@ -654,6 +657,7 @@ async fn serve_watch(
     shared: &Shared,
     res: Res,
     q: &HashMap<String, String>,
+    kill: u64,
 ) {
     let from: u64 = q
         .get("resourceVersion")
@@ -666,10 +670,7 @@ async fn serve_watch(
     if wr.write_all(head.as_bytes()).await.is_err() {
         return;
     }
-    let (compacted, kill) = {
-        let st = shared.state.lock().unwrap();
-        (st.compacted, st.kill)
-    };
+    let compacted = shared.state.lock().unwrap().compacted;
     if from < compacted {
         // What a real server sends for a resourceVersion it no longer has.
         let gone = json!({
