@@ -185,17 +185,7 @@ pub fn sync(
     scope: &IpvsScope,
 ) -> Result<IpvsReport, Vec<IpvsError>> {
     let actual = client.list().map_err(|e| vec![e])?;
-    let (reqs, report) = plan(desired, &actual, scope);
-    let errors: Vec<IpvsError> = client
-        .execute_all(&reqs)
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
-    if errors.is_empty() {
-        Ok(report)
-    } else {
-        Err(errors)
-    }
+    apply_plan(client, desired, &actual, scope)
 }
 
 /// A partial sync: reads back only the services in `keys` (those of the
@@ -221,7 +211,18 @@ pub fn sync_keys(
             destinations,
         });
     }
-    let (reqs, report) = plan(desired, &actual, scope);
+    apply_plan(client, desired, &actual, scope)
+}
+
+/// Plans `actual` -> `desired` and runs it; every failed request is
+/// returned (the others still ran).
+fn apply_plan(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    actual: &[VirtualServer],
+    scope: &IpvsScope,
+) -> Result<IpvsReport, Vec<IpvsError>> {
+    let (reqs, report) = plan(desired, actual, scope);
     let errors: Vec<IpvsError> = client
         .execute_all(&reqs)
         .into_iter()
