@@ -243,7 +243,7 @@ impl Dataplane for RealDataplane {
             .link
             .change_addresses(names::DUMMY_INTERFACE, add, del)?;
         if let Some(bpf) = &mut self.bpf {
-            bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
+            bpf.attach_new_if_links_changed(&self.link, names::DUMMY_INTERFACE);
         }
         Ok(report)
     }
