@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         core::v1::{
-            Container, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeStatus, Pod,
-            PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
+            Container, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeSpec,
+            NodeStatus, Pod, PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
         },
         discovery::v1::{Endpoint, EndpointSlice},
         networking::v1::NetworkPolicy,
@@ -81,6 +81,7 @@ impl Trim for Service {
                 cluster_ips: spec.cluster_ips,
                 external_ips: spec.external_ips,
                 external_traffic_policy: spec.external_traffic_policy,
+                health_check_node_port: spec.health_check_node_port,
                 internal_traffic_policy: spec.internal_traffic_policy,
                 ip_families: spec.ip_families,
                 load_balancer_source_ranges: spec.load_balancer_source_ranges,
@@ -178,7 +179,14 @@ impl Trim for NetworkPolicy {
 impl Trim for Node {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata, |_| false);
-        self.spec = None;
+        // The pod CIDRs: traffic from them needs no masquerade.
+        self.spec = self.spec.take().and_then(|s| {
+            (s.pod_cidr.is_some() || s.pod_cidrs.is_some()).then(|| NodeSpec {
+                pod_cidr: s.pod_cidr,
+                pod_cidrs: s.pod_cidrs,
+                ..NodeSpec::default()
+            })
+        });
         let addresses = self.status.take().and_then(|s| s.addresses);
         self.status = addresses.map(|a| NodeStatus {
             addresses: Some(a),

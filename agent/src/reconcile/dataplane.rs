@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
-    desired::{MemberServices, SetSpec, TablePlan, VirtualService, VsKey},
+    desired::{HealthCheck, MemberServices, Problem, SetSpec, TablePlan, VirtualService, VsKey},
     kernel::{
         iptables::{self, Changes},
         ipvs::IpvsClient,
@@ -32,8 +32,17 @@ pub enum IpvsSelection<'a> {
     Keys(&'a BTreeSet<VsKey>),
 }
 
+/// Serves health-check node ports. The reconcile pass calls it; the HTTP
+/// side lives above (`api::health_checks`) and is wired in `cli/`.
+pub trait HealthCheckSink: Send {
+    /// Makes the listeners exactly `checks` (opened, answers updated,
+    /// closed); a port that cannot be listened on is a problem of its
+    /// Service, and the others are served all the same.
+    fn serve(&self, checks: &[HealthCheck]) -> Vec<Problem>;
+}
+
 /// One step each, in the order a pass calls them: sets, IPVS, addresses,
-/// chains.
+/// chains, health checks.
 pub trait Dataplane: Send {
     fn apply_sets(
         &mut self,
@@ -67,6 +76,10 @@ pub trait Dataplane: Send {
 
     /// The node's own addresses (for local-ips), without the VIPs.
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError>;
+
+    /// The health-check node ports to serve; the problems of those that
+    /// cannot be.
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem>;
 }
 
 /// The kernel of the calling thread's network namespace. Netlink sockets
@@ -78,6 +91,7 @@ pub struct RealDataplane {
     link: LinkClient,
     node_port_range: (u16, u16),
     bpf: Option<BpfRuntime>,
+    health: Option<Box<dyn HealthCheckSink>>,
 }
 
 impl RealDataplane {
@@ -89,6 +103,7 @@ impl RealDataplane {
             link: LinkClient::connect()?,
             node_port_range: (30000, 32767),
             bpf: None,
+            health: None,
         })
     }
 
@@ -112,6 +127,13 @@ impl RealDataplane {
     /// address sync.
     pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
         self.bpf = Some(bpf);
+        self
+    }
+
+    /// Serves health-check node ports through `sink` (the daemon; a
+    /// single pass serves none).
+    pub fn with_health_checks(mut self, sink: Box<dyn HealthCheckSink>) -> Self {
+        self.health = Some(sink);
         self
     }
 
@@ -208,5 +230,12 @@ impl Dataplane for RealDataplane {
 
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
         Ok(self.link.local_addresses(names::DUMMY_INTERFACE)?)
+    }
+
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem> {
+        match &self.health {
+            Some(sink) => sink.serve(checks),
+            None => Vec::new(),
+        }
     }
 }

@@ -18,7 +18,10 @@ use super::{
 use crate::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services,
-    desired::{Family, MemberServices, SetSpec, Table, TablePlan, VirtualService, VsKey},
+    desired::{
+        Family, HealthCheck, MemberServices, Problem, SetSpec, Table, TablePlan, VirtualService,
+        VsKey,
+    },
     kernel::{iptables::Changes, ipvs_sync::IpvsReport, link::AddressReport},
     store::{ApplyReport, Executed},
 };
@@ -36,6 +39,8 @@ pub enum Call {
     },
     Addresses(BTreeSet<IpAddr>),
     Table(Family, Table),
+    /// The health-check ports served.
+    HealthChecks(Vec<u16>),
 }
 
 #[derive(Clone, Default)]
@@ -118,6 +123,11 @@ impl Dataplane for Recording {
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
         Ok(Vec::new())
     }
+
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem> {
+        self.push(Call::HealthChecks(checks.iter().map(|c| c.port).collect()));
+        Vec::new()
+    }
 }
 
 const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
@@ -179,6 +189,7 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             Call::Ipvs { .. } => "ipvs",
             Call::Addresses(_) => "addresses",
             Call::Table(..) => "table",
+            Call::HealthChecks(_) => "health_checks",
         })
         .collect();
     assert_eq!(
@@ -190,7 +201,8 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             "table",
             "table",
             "table",
-            "table"
+            "table",
+            "health_checks"
         ]
     );
     assert!(

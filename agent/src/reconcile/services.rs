@@ -12,7 +12,8 @@ use std::{
 use crate::{
     cluster::Snapshot,
     controllers::services::{self, names, ServiceShare},
-    desired::{ServiceRef, ServiceState, VsKey},
+    desired::{Family, ServiceRef, ServiceState, Table, VsKey},
+    kernel::iptables,
     store::{Claim, Owner},
 };
 
@@ -123,7 +124,7 @@ impl<D: Dataplane> ServiceSync<D> {
         snapshot: &Snapshot,
         changes: &ServiceChanges,
     ) -> Prepared {
-        let node_ips = services::node_ips(snapshot);
+        let node_ips = services::node_ips(snapshot, &self.opts.services);
         let kind = if node_ips != self.node_ips || changes.node {
             SyncKind::Full
         } else {
@@ -138,7 +139,7 @@ impl<D: Dataplane> ServiceSync<D> {
                     .map(|svc| {
                         (
                             service_ref(svc),
-                            services::share(svc, snapshot, &self.node_ips),
+                            services::share(svc, snapshot, &self.node_ips, &self.opts.services),
                         )
                     })
                     .collect();
@@ -149,7 +150,7 @@ impl<D: Dataplane> ServiceSync<D> {
         self.slice_owners = slice_owners(snapshot);
         let state = services::assemble(
             self.shares.values(),
-            &snapshot.host.local_addresses,
+            &services::NodeView::of(snapshot),
             &self.opts.services,
         );
         Prepared {
@@ -189,7 +190,7 @@ impl<D: Dataplane> ServiceSync<D> {
             }
             let svc = snapshot.services.iter().find(|s| service_ref(s) == r);
             if let Some(svc) = svc {
-                let share = services::share(svc, snapshot, &self.node_ips);
+                let share = services::share(svc, snapshot, &self.node_ips, &self.opts.services);
                 keys.extend(share.keys());
                 self.shares.insert(r, share);
             }
@@ -256,6 +257,12 @@ impl<D: Dataplane> ServiceSync<D> {
         Ok(())
     }
 
+    /// Last: the health checks answer for what is programmed.
+    pub fn serve_health_checks(&mut self, p: &Prepared, report: &mut ReconcileReport) {
+        let problems = self.dataplane.serve_health_checks(&p.state.health_checks);
+        report.problems.extend(problems);
+    }
+
     /// One whole pass of the service controller.
     pub fn sync(
         &mut self,
@@ -268,9 +275,24 @@ impl<D: Dataplane> ServiceSync<D> {
         self.apply_sets(&p, &mut report)?;
         self.apply_ipvs_and_addresses(&p, &mut report)?;
         self.apply_chains(&p, &mut report)?;
+        self.serve_health_checks(&p, &mut report);
         self.last_state = Some(Arc::new(p.state));
         Ok(report)
     }
+}
+
+/// Packets refused at unserved frontends (traffic policy Local, no local
+/// endpoint) per Service "NAMESPACE/NAME", both families.
+pub fn no_local_endpoint_packets() -> Result<BTreeMap<String, u64>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    for family in Family::ALL {
+        for (service, packets) in
+            iptables::comment_counters(family, Table::Filter, names::NO_LOCAL_ENDPOINT)?
+        {
+            *out.entry(service).or_default() += packets;
+        }
+    }
+    Ok(out)
 }
 
 fn service_ref(svc: &k8s_openapi::api::core::v1::Service) -> ServiceRef {

@@ -96,6 +96,23 @@ pub fn backends<'a>(
     found.into_values().collect()
 }
 
+/// Ready, not terminating endpoints on `node`, each counted once (by its
+/// first address) whatever its family or slices: a health check's count.
+pub fn local_ready<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, node: &str) -> u32 {
+    let mut found = std::collections::BTreeSet::new();
+    for slice in slices.filter(|s| s.address_type != "FQDN") {
+        for ep in &slice.endpoints {
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            if ready && !terminating && ep.node_name.as_deref() == Some(node) {
+                found.extend(ep.addresses.first());
+            }
+        }
+    }
+    found.len() as u32
+}
+
 /// The slice's port number for the service port (matched by name, as the
 /// EndpointSlice controller names them after the Service's ports).
 fn slice_port(slice: &EndpointSlice, port_name: &str, proto: Protocol) -> Option<i32> {
