@@ -27,6 +27,8 @@ pub use firewall::{BpfRules, NatException, SourceRestriction, Unserved};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nat;
 use frontends::Kind;
 
 /// Kubernetes' default ClientIP affinity timeout (3 hours).
