@@ -161,9 +161,14 @@ impl RealDataplane {
                 .filter(|(i, _, _)| Some(*i) == index)
                 .map(|(_, a, _)| a),
         );
+        // NodePorts on any address of the node are ours, not only on those
+        // listened on now: turning --nodeport-bindon-all-ip off removes
+        // the ones on the other addresses.
+        let mut node_addrs: BTreeSet<IpAddr> = node_ips.iter().copied().collect();
+        node_addrs.extend(self.link.local_addresses(names::DUMMY_INTERFACE)?);
         Ok(IpvsScope {
             vips: owned,
-            node_ips: node_ips.iter().copied().collect(),
+            node_ips: node_addrs.into_iter().collect(),
             node_port_range: self.node_port_range,
         })
     }
