@@ -230,15 +230,16 @@ pub fn filter_plan(
 /// - frontends of externalTrafficPolicy Local keep the client's address.
 ///
 /// Rules are written as iptables-save prints them (libxt_ipvs prints
-/// `--vproto` before `--vaddr` before `--vport`, and drops `--ipvs` once
-/// another option is there).
+/// `--vproto` before `--vaddr` before `--vport`, a host `--vaddr` without
+/// its mask, and drops `--ipvs` once another option is there; checked by
+/// `tests/vm_client_source.rs`).
 pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]) -> TablePlan {
     let of_family = |k: &VsKey| Family::of(&k.addr) == family;
     let vs_match = |k: &VsKey| {
         format!(
             "-m ipvs --vproto {} --vaddr {} --vport {}",
             k.proto.number(),
-            host_cidr(k.addr),
+            k.addr,
             k.port
         )
     };

@@ -71,15 +71,15 @@ fn local_frontends_keep_the_client_source_and_the_rest_is_masqueraded() {
     assert_eq!(
         v4,
         [
-            "-m ipvs --vproto 6 --vaddr 192.168.56.10/32 --vport 30080 -j RETURN",
-            "-m ipvs --vproto 6 --vaddr 198.51.100.7/32 --vport 80 -j RETURN",
+            "-m ipvs --vproto 6 --vaddr 192.168.56.10 --vport 30080 -j RETURN",
+            "-m ipvs --vproto 6 --vaddr 198.51.100.7 --vport 80 -j RETURN",
             "-m ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE",
         ],
         "the ClusterIP is masqueraded as before"
     );
     let v6 = rules(&st, Family::V6, Table::Nat);
     assert!(
-        v6.contains(&"-m ipvs --vproto 6 --vaddr 2001:db8::7/128 --vport 80 -j RETURN".into()),
+        v6.contains(&"-m ipvs --vproto 6 --vaddr 2001:db8::7 --vport 80 -j RETURN".into()),
         "{v6:?}"
     );
     assert_eq!(
@@ -145,9 +145,9 @@ fn health_checks_count_ready_local_endpoints_of_local_load_balancers_only() {
     assert_eq!(st.health_checks.len(), 1, "{:?}", st.health_checks);
     let hc = &st.health_checks[0];
     assert_eq!(hc.service, ServiceRef::new("shop", "web"));
-    // 10.244.1.2 and fd00:244:1::2 (dual-stack slices of one pod count by
-    // address); the terminating one does not count.
-    assert_eq!(hc.local_endpoints, 2);
+    // 10.244.1.2 and fd00:244:1::2 are one dual-stack pod; the
+    // terminating one does not count.
+    assert_eq!(hc.local_endpoints, 1);
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn hairpin_web(annotation: Option<(&str, &str)>) -> Vec<KubeObject> {
 }
 
 const HAIRPIN_RULE: &str =
-    "-s 10.244.1.2/32 -d 10.244.1.2/32 -m ipvs --vproto 6 --vaddr 10.96.0.10/32 --vport 80 -j MASQUERADE";
+    "-s 10.244.1.2/32 -d 10.244.1.2/32 -m ipvs --vproto 6 --vaddr 10.96.0.10 --vport 80 -j MASQUERADE";
 
 #[test]
 fn pod_traffic_keeps_its_source_unless_it_hairpins() {
