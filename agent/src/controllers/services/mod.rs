@@ -281,13 +281,16 @@ impl ServiceCtx {
         let Some(template) = self.template(svc, &mut out.problems) else {
             return;
         };
-        let policy = Policy {
-            itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-            etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            hairpin: self.hairpin(svc, opts, &mut out.problems),
+        let svc_wide = ServiceWide {
+            template,
+            policy: Policy {
+                itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+                etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+                hairpin: self.hairpin(svc, opts, &mut out.problems),
+            },
+            ranges: self.source_ranges(svc, &mut out.problems),
         };
         let frontends = self.frontend_ips(svc, node_ips, &mut out.problems);
-        let ranges = self.source_ranges(svc, &mut out.problems);
         for (pi, port) in spec.ports.iter().flatten().enumerate() {
             let Some(p) = self.port(pi, port, &mut out.problems) else {
                 continue;
@@ -308,48 +311,60 @@ impl ServiceCtx {
                     proto: p.proto,
                     port: port_no,
                 };
-                let local_only = policy.local_only(kind);
-                let destinations = ports.pick(local_only, addr);
-                // Traffic policy Local and no local endpoint: refused (and
-                // counted), never sent to another node.
-                if local_only && destinations.is_empty() {
-                    out.unserved.push(Unserved {
-                        key,
-                        service: self.service.clone(),
-                        vip: kind != Kind::NodePort,
-                    });
-                    continue;
-                }
-                if kind.external() && policy.etp_local {
-                    out.nat.push(NatException::KeepSource { key });
-                }
-                if policy.hairpin {
-                    out.nat.extend(
-                        ports
-                            .local_addrs(addr)
-                            .map(|endpoint| NatException::Hairpin { key, endpoint }),
-                    );
-                }
-                if kind == Kind::LoadBalancer && !ranges.is_empty() {
-                    let ranges = ranges
-                        .iter()
-                        .filter(|r| r.addr().is_ipv4() == addr.is_ipv4())
-                        .copied()
-                        .collect();
-                    out.restrictions.push(SourceRestriction { key, ranges });
-                }
                 let origin = format!(
                     "{} port {} ({})",
                     self.object,
                     display_port(&p.name, p.port),
                     kind.label()
                 );
-                out.virtual_services.push((
-                    template.with(key, destinations, origin),
-                    kind != Kind::NodePort,
-                ));
+                self.frontend(&svc_wide, &ports, (key, kind, origin), out);
             }
         }
+    }
+
+    /// One frontend: its virtual service and masquerade exceptions, or,
+    /// with traffic policy Local and no local endpoint, an unserved
+    /// frontend (refused and counted, never sent to another node).
+    fn frontend(
+        &self,
+        svc: &ServiceWide,
+        ports: &PortBackends<'_>,
+        (key, kind, origin): (VsKey, Kind, String),
+        out: &mut ServiceShare,
+    ) {
+        let local_only = svc.policy.local_only(kind);
+        let destinations = ports.pick(local_only, key.addr);
+        if local_only && destinations.is_empty() {
+            out.unserved.push(Unserved {
+                key,
+                service: self.service.clone(),
+                vip: kind != Kind::NodePort,
+            });
+            return;
+        }
+        if kind.external() && svc.policy.etp_local {
+            out.nat.push(NatException::KeepSource { key });
+        }
+        if svc.policy.hairpin {
+            out.nat.extend(
+                ports
+                    .local_addrs(key.addr)
+                    .map(|endpoint| NatException::Hairpin { key, endpoint }),
+            );
+        }
+        if kind == Kind::LoadBalancer && !svc.ranges.is_empty() {
+            let ranges = svc
+                .ranges
+                .iter()
+                .filter(|r| r.addr().is_ipv4() == key.addr.is_ipv4())
+                .copied()
+                .collect();
+            out.restrictions.push(SourceRestriction { key, ranges });
+        }
+        out.virtual_services.push((
+            svc.template.with(key, destinations, origin),
+            kind != Kind::NodePort,
+        ));
     }
 
     /// Scheduler, flags and affinity: what every virtual service of the
@@ -584,6 +599,14 @@ impl ServiceCtx {
             skipped,
         }
     }
+}
+
+/// What every frontend of one Service shares.
+struct ServiceWide {
+    template: Template,
+    policy: Policy,
+    /// loadBalancerSourceRanges.
+    ranges: Vec<IpNet>,
 }
 
 /// Traffic policies and hairpin of one Service.
