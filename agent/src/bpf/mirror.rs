@@ -14,7 +14,7 @@ use aya::maps::{HashMap, MapData};
 use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, ServiceKey, ServiceValue, VipKey, VipValue};
 
 use crate::{
-    desired::{Member, MemberServices, ServiceRef, SetSpec, VsKey},
+    desired::{Member, MemberServices, ServiceRef, SetDelta, SetSpec, VsKey},
     store::MirrorSink,
 };
 
@@ -107,6 +107,49 @@ impl BpfMirror {
         self.write_services() + self.write_vips(&vips)
     }
 
+    /// One member gone from a mirrored set: its entry goes.
+    fn forget(&mut self, member: &Member) {
+        if let Some(key) = key_of_member(member) {
+            self.want_services.remove(&key);
+            self.ids.remove(&key);
+            self.missing.remove(&key);
+            self.remove_service(&key);
+        }
+        if let Some(vip) = vip_of_member(member) {
+            if self.vips.remove(&vip).is_err() && self.vips.get(&vip, 0).is_ok() {
+                self.write_errors += 1;
+            }
+        }
+    }
+
+    /// One member new in a mirrored set (or serving another Service): its
+    /// entry is written.
+    fn learn(&mut self, member: &Member, service: Option<&ServiceRef>) {
+        if let Some(key) = key_of_member(member) {
+            self.want_services.insert(key);
+            match service {
+                Some(svc) => self.ids.insert(key, service_id(svc)),
+                None => self.ids.remove(&key),
+            };
+            let value = self.value(&key);
+            if self.services.insert(key, value, 0).is_err() {
+                self.write_errors += 1;
+            }
+        }
+        if let Some(vip) = vip_of_member(member) {
+            if self.vips.insert(vip, VipValue::default(), 0).is_err() {
+                self.write_errors += 1;
+            }
+        }
+    }
+
+    /// Removes one service entry; one already gone is no error.
+    fn remove_service(&mut self, key: &ServiceKey) {
+        if self.services.remove(key).is_err() && self.services.get(key, 0).is_ok() {
+            self.write_errors += 1;
+        }
+    }
+
     fn write_services(&mut self) -> usize {
         let have: BTreeMap<ServiceKey, ServiceValue> =
             self.services.iter().filter_map(Result::ok).collect();
@@ -153,6 +196,17 @@ impl MirrorSink for BpfMirror {
         // Right after a verified apply the kernel holds every member.
         self.missing.clear();
         self.sync(sets, services);
+    }
+
+    fn mirror_changes(&mut self, deltas: &[&SetDelta], services: &MemberServices) {
+        for d in deltas {
+            for m in &d.del {
+                self.forget(m);
+            }
+            for m in &d.add {
+                self.learn(m, services.get(m));
+            }
+        }
     }
 
     fn missing_from_kernel(&mut self, missing: &BTreeMap<String, BTreeSet<Member>>) {

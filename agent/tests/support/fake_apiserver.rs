@@ -132,6 +132,9 @@ struct State {
     /// happened up to `kill_rv`.
     kill: u64,
     kill_rv: u64,
+    /// When each event was first written to a watch, by resourceVersion
+    /// (a bench times the agent from there).
+    sent_at: HashMap<u64, std::time::SystemTime>,
 }
 
 struct Shared {
@@ -329,6 +332,12 @@ impl FakeApiServer {
             }
             st.down = down;
         });
+    }
+
+    /// When the event of resourceVersion `rv` was first written to a
+    /// watch; None while no watch has sent it.
+    pub fn sent_at(&self, rv: u64) -> Option<std::time::SystemTime> {
+        self.shared.state.lock().unwrap().sent_at.get(&rv).copied()
     }
 
     /// "GET /api/v1/services?..." for every request so far.
@@ -643,6 +652,15 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
     }
 }
 
+/// Records when event `rv` first left the server (written, not yet flushed:
+/// the flush follows at once).
+fn note_sent(shared: &Shared, rv: u64) {
+    let mut st = shared.state.lock().unwrap();
+    st.sent_at
+        .entry(rv)
+        .or_insert_with(std::time::SystemTime::now);
+}
+
 fn chunk(event: &Value) -> Vec<u8> {
     let mut line = serde_json::to_vec(event).unwrap();
     line.push(b'\n');
@@ -692,10 +710,11 @@ async fn serve_watch(
             let killed = st.kill != kill;
             let until = if killed { st.kill_rv } else { u64::MAX };
             let coll = st.collections.entry(res).or_default();
-            let events: Vec<Event> = coll
-                .events
+            // Events are in resourceVersion order: start after the last sent.
+            let first = coll.events.partition_point(|e| e.rv <= sent);
+            let events: Vec<Event> = coll.events[first..]
                 .iter()
-                .filter(|e| e.rv > sent && e.rv <= until)
+                .filter(|e| e.rv <= until)
                 .filter(|e| e.kind == "BOOKMARK" || selected(&e.object, &name))
                 .cloned()
                 .collect();
@@ -709,6 +728,7 @@ async fn serve_watch(
                 return;
             }
             sent = sent.max(e.rv);
+            note_sent(shared, e.rv);
         }
         if killed {
             // Half an event, then the connection goes: an EOF mid-chunk.
