@@ -149,7 +149,11 @@ fn apply_members_writes_only_the_named_members_and_recreates_a_lost_set() {
             del: vec![prt("10.96.0.10,tcp:80")],
         };
         let r = store
-            .apply_members("services", &[delta.clone()], &MemberServices::new())
+            .apply_members(
+                "services",
+                std::slice::from_ref(&delta),
+                &MemberServices::new(),
+            )
             .unwrap();
         assert_eq!(
             (r.executed.members_added, r.executed.members_deleted),
