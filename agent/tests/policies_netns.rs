@@ -215,8 +215,7 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
     }
     let ns = NetNs::new("ipw-pol").unwrap();
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
-    let service_state =
-        services::desired_with(&snapshot(SERVICES), &services::Options { bpf: None });
+    let service_state = services::desired_with(&snapshot(SERVICES), &services::Options::default());
     ns.run(|| {
         let store = store();
         store.register(services_owner()).unwrap();
