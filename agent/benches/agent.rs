@@ -59,6 +59,8 @@ fn main() {
     let policies = one("IPWARDEN_BENCH_POLICIES", "1000");
     let namespaces = one("IPWARDEN_BENCH_NAMESPACES", "50");
     let changes = one("IPWARDEN_BENCH_CHANGES", "240");
+    println!("{pods} pods, {policies} NetworkPolicies; {changes} Service changes per size.\n");
+    print_header();
     let mut rows = Vec::new();
     for &services in &sizes {
         eprintln!("agent bench: {services} Services, {pods} pods, {policies} policies");
@@ -70,9 +72,13 @@ fn main() {
             changes,
         }
         .measure();
+        // Each row as soon as it is measured: a later size that fails
+        // leaves the earlier ones printed.
+        print_row(services, &figures);
         rows.push((services, figures));
     }
-    print_report(pods, policies, changes, &rows);
+    println!();
+    print_targets(&rows);
 }
 
 fn ms(d: Duration) -> String {
@@ -91,33 +97,31 @@ fn percent(part: Duration, whole: Duration) -> f64 {
     100.0 * part.as_secs_f64() / whole.as_secs_f64().max(1e-9)
 }
 
-fn print_report(pods: usize, policies: usize, changes: usize, rows: &[(usize, Figures)]) {
-    println!("{pods} pods, {policies} NetworkPolicies; {changes} Service changes per size.\n");
+fn print_header() {
     println!(
         "| Services | start to ready | full apply: services | full apply: policies | \
          change p50 | change p99 | change max | partial sync mean | \
          no-op resync: services | no-op resync: policies | peak RSS |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, f) in rows {
-        println!(
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} ({:.1}%) | {} ({:.1}%) | {} |",
-            secs(f.ready),
-            secs(f.full_services),
-            secs(f.full_policies),
-            ms(f.p50),
-            ms(f.p99),
-            ms(f.max),
-            ms(f.partial_mean),
-            ms(f.noop_services),
-            percent(f.noop_services, f.full_services),
-            ms(f.noop_policies),
-            percent(f.noop_policies, f.full_policies),
-            mib(f.peak_rss_kib),
-        );
-    }
-    println!();
-    print_targets(rows);
+}
+
+fn print_row(n: usize, f: &Figures) {
+    println!(
+        "| {n} | {} | {} | {} | {} | {} | {} | {} | {} ({:.1}%) | {} ({:.1}%) | {} |",
+        secs(f.ready),
+        secs(f.full_services),
+        secs(f.full_policies),
+        ms(f.p50),
+        ms(f.p99),
+        ms(f.max),
+        ms(f.partial_mean),
+        ms(f.noop_services),
+        percent(f.noop_services, f.full_services),
+        ms(f.noop_policies),
+        percent(f.noop_policies, f.full_policies),
+        mib(f.peak_rss_kib),
+    );
 }
 
 fn verdict(ok: bool) -> &'static str {

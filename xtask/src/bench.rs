@@ -306,8 +306,11 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
         // `uname -r` first: the report names the guest's kernel.
         let script = format!("echo \"guest kernel: $(uname -r)\"; exec {exe_shown}");
         cmd = Command::new(std::env::current_exe().context("locating xtask")?);
-        cmd.args(["vm-test", "--", "sh", "-c", &script]);
-        shown.push_str(&format!("cargo xtask vm-test -- sh -c '{script}'"));
+        // An hour: the agent bench programs 10k Services under TCG.
+        cmd.args(["vm-test", "--timeout", "3600", "--", "sh", "-c", &script]);
+        shown.push_str(&format!(
+            "cargo xtask vm-test --timeout 3600 -- sh -c '{script}'"
+        ));
     } else {
         cmd = Command::new(exe);
         shown.push_str(&exe_shown);
