@@ -246,3 +246,60 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
     assert!(input.iter().any(|l| l.contains("IPWARDEN-SERVICES")));
     assert!(input.iter().any(|l| l.contains("IPWARDEN-INPUT")));
 }
+
+#[test]
+fn the_allow_mark_is_the_first_rule_of_input_above_the_policy_jump() {
+    if !privileged("the_allow_mark_is_the_first_rule_of_input_above_the_policy_jump") {
+        return;
+    }
+    let ns = NetNs::new("ipw-pol").unwrap();
+    let policy_state = desired(&format!("{PODS}{}", policy("b")));
+    let bpf = Some(services::BpfRules {
+        mode: ipwarden_common::Mode::Allow,
+        mark: 0x40_0000,
+    });
+    // No loadBalancerSourceRanges: with them the mark ACCEPT goes into the
+    // service chain, after the range rules.
+    let web = r#"
+apiVersion: v1
+kind: Service
+metadata: {namespace: x, name: web}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP}]
+"#;
+    let service_state = services::desired_with(&snapshot(web), &services::Options { bpf });
+    ns.run(|| {
+        let store = store();
+        store.register(services_owner()).unwrap();
+        store.apply("services", service_state.sets.clone()).unwrap();
+        let filters = || {
+            service_state
+                .iptables
+                .iter()
+                .filter(|p| p.table == ipwarden::desired::Table::Filter)
+        };
+        // A pass applies the service chains, then the policy chains.
+        for round in 0..2 {
+            let mut written = 0;
+            for plan in filters() {
+                written += iptables::apply(plan).unwrap().changes.jumps_rewritten.len();
+            }
+            let policies = reconcile_policies::apply(&store, &policy_state).unwrap();
+            written += policies.chains_written.len() + policies.jumps_rewritten.len();
+            if round == 1 {
+                assert_eq!(written, 0, "the second round finds everything in place");
+            }
+        }
+    })
+    .unwrap();
+    let save = output(&ns, "iptables-save", &["-t", "filter"]);
+    let input: Vec<&str> = save.lines().filter(|l| l.starts_with("-A INPUT")).collect();
+    assert_eq!(input.len(), 3, "{save}");
+    assert!(
+        input[0].contains("--mark 0x400000/0x400000") && input[0].ends_with("-j ACCEPT"),
+        "the mark ACCEPT first: {save}"
+    );
+    assert!(input[1].contains("IPWARDEN-INPUT"), "{save}");
+    assert!(input[2].contains("IPWARDEN-SERVICES"), "{save}");
+}

@@ -136,9 +136,12 @@ pub fn filter_plan(
     }
     // Allow mode: the tc program marked traffic to a mirrored service port;
     // accept it whatever the ipset holds (the rescue of kube-router #1732).
-    // Without source ranges to enforce this happens first thing in INPUT
-    // (no set lookups at all for service traffic); with them, only after
-    // the range rules, so a rescue can never open a restricted port.
+    // Without source ranges to enforce this happens first thing in INPUT,
+    // above the policy controller's jump too (kernel::iptables keeps a
+    // verdict first): no set lookup and no policy rule for service
+    // traffic, which the policy chain would RETURN anyway (its policies
+    // apply after IPVS). With source ranges, only after the range rules,
+    // so a rescue can never open a restricted port.
     let mark_accept = |mark: u32| {
         format!("-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT")
     };

@@ -84,8 +84,19 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
         for rule in ours {
             let _ = writeln!(body, "-D {host} {rule}");
         }
+        // A block led by a verdict goes first; any other goes right below
+        // the other owners' verdicts, so it never pushes one down.
+        let at = if wanted.first().is_some_and(|r| is_verdict(r)) {
+            1
+        } else {
+            1 + current
+                .iter()
+                .filter(|r| !r.contains(&plan.tag))
+                .take_while(|r| r.contains(ANY_OWNER_TAG) && is_verdict(r))
+                .count()
+        };
         for rule in wanted.iter().rev() {
-            let _ = writeln!(body, "-I {host} 1 {rule}");
+            let _ = writeln!(body, "-I {host} {at} {rule}");
         }
         changes.jumps_rewritten.push(host.to_string());
     }
@@ -104,11 +115,27 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
 /// Tag prefix shared by every ipwarden owner's rules in built-in chains.
 const ANY_OWNER_TAG: &str = "ipwarden:";
 
+/// A rule of ours that decides the packet in the built-in chain (the
+/// allow mode's mark ACCEPT) rather than jumping into one of our chains.
+fn is_verdict(rule: &str) -> bool {
+    rule.ends_with("-j ACCEPT")
+}
+
 /// Are this owner's rules in `current` exactly `wanted`, in order, inside
 /// the block of ipwarden rules at the top of the chain? Several owners
 /// (services, policies) each keep their rules there; requiring each to be
-/// first would make them push each other down forever.
+/// first would make them push each other down forever. The one exception:
+/// an owner whose block starts with a verdict keeps that rule first of
+/// all (the mark ACCEPT of allow mode, so service traffic the classifier
+/// marked is accepted before any other rule is evaluated; the policy
+/// chain would RETURN it anyway, and policies apply to service traffic
+/// after IPVS). Other owners insert below it, so this settles at once.
 fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str]) -> bool {
+    if let Some(first) = wanted.first().filter(|r| is_verdict(r)) {
+        if current.first().map(String::as_str) != Some(*first) {
+            return false;
+        }
+    }
     let top = current
         .iter()
         .take_while(|r| r.contains(ANY_OWNER_TAG))
@@ -196,6 +223,56 @@ mod tests {
         assert!(!jumps_in_place(&pushed_down, "ipwarden:services", &[svc]));
         let twice = rules(&[svc, pol, svc]);
         assert!(!jumps_in_place(&twice, "ipwarden:services", &[svc]));
+    }
+
+    #[test]
+    fn the_allow_mark_stays_first_above_every_owners_jumps() {
+        let rules = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mark =
+            "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
+        let svc = "-m set --match-set ipwarden-svip dst -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
+        let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
+        // The policy block landed above the mark (an older agent's order).
+        let current = rules(&[pol, mark, svc, "-j OTHER"]);
+        assert!(!jumps_in_place(&current, "ipwarden:services", &[mark, svc]));
+        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol]));
+        let fixed = rules(&[mark, pol, svc, "-j OTHER"]);
+        assert!(jumps_in_place(&fixed, "ipwarden:services", &[mark, svc]));
+        assert!(jumps_in_place(&fixed, "ipwarden:policies", &[pol]));
+
+        // The services owner puts its block back on top.
+        let mut p = plan();
+        p.chains.clear();
+        p.jumps = [mark, svc]
+            .iter()
+            .map(|r| Jump {
+                from: "INPUT".into(),
+                rule: r.to_string(),
+            })
+            .collect();
+        let saved = SavedTable::parse(&format!(
+            ":INPUT ACCEPT [0:0]\n-A INPUT {pol}\n-A INPUT {mark}\n-A INPUT {svc}\n"
+        ));
+        let (text, _) = script(&p, &saved);
+        let text = text.unwrap();
+        assert!(
+            text.contains(&format!("-I INPUT 1 {svc}\n-I INPUT 1 {mark}\n")),
+            "{text}"
+        );
+        // The policy owner, first on a fresh node after the services
+        // owner, inserts below the mark.
+        let mut p = plan();
+        p.chains.clear();
+        p.tag = "ipwarden:policies".into();
+        p.jumps = vec![Jump {
+            from: "INPUT".into(),
+            rule: pol.to_string(),
+        }];
+        let saved = SavedTable::parse(&format!(
+            ":INPUT ACCEPT [0:0]\n-A INPUT {mark}\n-A INPUT {svc}\n"
+        ));
+        let (text, _) = script(&p, &saved);
+        assert!(text.unwrap().contains(&format!("-I INPUT 2 {pol}\n")));
     }
 
     #[test]
