@@ -66,6 +66,25 @@ fn send_udp(peer: &NetNs, rx: &UdpSocket, from: SocketAddr, to: SocketAddr, coun
     }
 }
 
+/// The next connection on `listener`, or a panic after `limit`.
+fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => return stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no connection accepted within {limit:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// Packet counter of the INPUT rule whose text contains `needle`, from
 /// `iptables-save -c`.
 fn iptables_counter(ns: &NetNs, ip6: bool, needle: &str) -> u64 {
@@ -163,11 +182,13 @@ fn classifier_counts_marks_and_logs_hits_on_a_veth() {
         .run(|| TcpListener::bind((NODE_V4, 7780)))
         .unwrap()
         .unwrap();
+    // Every wait here has a deadline: a lost packet fails the test, it
+    // never hangs it.
     let client = peer
-        .run(|| TcpStream::connect((NODE_V4, 7780)))
+        .run(|| TcpStream::connect_timeout(&(NODE_V4, 7780).into(), Duration::from_secs(30)))
         .unwrap()
-        .unwrap();
-    let (_server, _) = listener.accept().unwrap();
+        .expect("TCP connect to the node");
+    let _server = accept_within(&listener, Duration::from_secs(30));
     drop(client);
 
     let mirror = dp.services().unwrap();
