@@ -201,6 +201,11 @@ impl AgentProcess {
         Ok(AgentProcess { child, ready })
     }
 
+    /// The agent's process id (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Has every controller programmed the kernel (the ready file)?
     pub fn is_ready(&self) -> bool {
         self.ready.exists()

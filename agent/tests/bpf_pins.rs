@@ -384,3 +384,46 @@ fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
     assert_eq!(m.hits(&key(56)).unwrap().packets, 1);
     assert_eq!(m.hits(&key(54)).unwrap().packets, 7);
 }
+
+#[test]
+fn partial_mirror_changes_reach_the_classifiers_table() {
+    if !privileged("partial_mirror_changes_reach_the_classifiers_table") {
+        return;
+    }
+    use ipwarden::desired::SetDelta;
+    const MARK: u32 = 0x40_0000;
+    let mut dp = Dataplane::load(&object(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut mirror = dp.take_mirror().unwrap();
+    let vip = ip("10.96.0.10");
+    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
+    let marked = |dp: &Dataplane, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+
+    // A full sync of one member, then the store's partial path: one
+    // member in, one out, and the VIP with them.
+    let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &[port(53)]);
+    let svip = spec("ipwarden-svip", SetType::HashIp, &[Member::ip(vip)]);
+    mirror.mirror(&[&prt, &svip], &MemberServices::new());
+    assert!(marked(&dp, 53) && !marked(&dp, 54));
+    let delta = SetDelta {
+        set: "ipwarden-svip-prt".into(),
+        add: vec![port(54)],
+        del: vec![port(53)],
+    };
+    mirror.mirror_changes(&[&delta], &MemberServices::new());
+    assert!(!marked(&dp, 53), "a removed member is no longer marked");
+    assert!(marked(&dp, 54), "an added member is marked at once");
+    let gone = SetDelta {
+        set: "ipwarden-svip-prt".into(),
+        add: vec![],
+        del: vec![port(54)],
+    };
+    let vip_gone = SetDelta {
+        set: "ipwarden-svip".into(),
+        add: vec![],
+        del: vec![Member::ip(vip)],
+    };
+    mirror.mirror_changes(&[&gone, &vip_gone], &MemberServices::new());
+    assert!(!marked(&dp, 54) && !marked(&dp, 53));
+    assert_eq!(mirror.errors(), 0);
+}

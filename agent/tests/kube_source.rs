@@ -386,6 +386,27 @@ async fn a_service_added_edited_and_deleted_reaches_the_snapshot_trimmed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_collection_is_listed_in_pages_and_arrives_whole() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    // More than one page of the watcher's (500 items per list request).
+    for i in 0..1201 {
+        server.apply(Res::Pods, pod(&format!("p-{i:04}"), "10.244.3.3"));
+    }
+    let agent = Agent::ready(&server).await;
+    assert_eq!(agent.snapshot().pods.len(), 1201 + 1);
+    let pages: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("watch=true"))
+        .collect();
+    assert!(
+        pages.len() >= 3 && pages.iter().skip(1).all(|r| param(r, "continue").is_some()),
+        "the pods were not listed in pages: {pages:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_watch_resumes_from_the_last_bookmark_without_a_relist() {
     let server = FakeApiServer::start().await;
     seed(&server);

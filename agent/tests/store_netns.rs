@@ -7,7 +7,7 @@ use std::{
 };
 
 use ipwarden::{
-    desired::{Family, Member, MemberServices, SetSpec, SetType},
+    desired::{Family, Member, MemberServices, SetDelta, SetSpec, SetType},
     kernel::ipset::{Element, IpsetClient},
     netns::{privileged, NetNs},
     store::{Claim, MirrorSink, Owner, SetStore, StoreError},
@@ -106,6 +106,101 @@ impl MirrorSink for Recorder {
                 .collect(),
         );
     }
+
+    /// Recorded as ("+member"/"-member") per set.
+    fn mirror_changes(&mut self, deltas: &[&SetDelta], _services: &MemberServices) {
+        self.0.lock().unwrap().push(
+            deltas
+                .iter()
+                .map(|d| {
+                    let added = d.add.iter().map(|m| format!("+{m}"));
+                    let removed = d.del.iter().map(|m| format!("-{m}"));
+                    (d.set.clone(), added.chain(removed).collect())
+                })
+                .collect(),
+        );
+    }
+}
+
+#[test]
+fn apply_members_writes_only_the_named_members_and_recreates_a_lost_set() {
+    if !privileged("apply_members_writes_only_the_named_members_and_recreates_a_lost_set") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-members").unwrap();
+    ns.run(|| {
+        let store = store_in(&ns);
+        let mirror = Recorder::default();
+        store.set_mirror(Box::new(mirror.clone()));
+        store
+            .apply("services", services_sets(&["10.96.0.10,tcp:80"]))
+            .unwrap();
+        let prt = |m: &str| member(SetType::HashIpPort, m);
+        // Drift elsewhere in the set is not this apply's business.
+        ns.output("ipset", &["add", "ipwarden-svip-prt", "10.9.9.9,tcp:9"])
+            .unwrap();
+        // One member new, one already in the kernel (put there by another
+        // process), one gone.
+        ns.output("ipset", &["add", "ipwarden-svip-prt", "10.96.0.11,tcp:80"])
+            .unwrap();
+        let delta = SetDelta {
+            set: "ipwarden-svip-prt".into(),
+            add: vec![prt("203.0.113.10,tcp:80"), prt("10.96.0.11,tcp:80")],
+            del: vec![prt("10.96.0.10,tcp:80")],
+        };
+        let r = store
+            .apply_members("services", &[delta.clone()], &MemberServices::new())
+            .unwrap();
+        assert_eq!(
+            (r.executed.members_added, r.executed.members_deleted),
+            (1, 1),
+            "{r:?}"
+        );
+        assert_eq!(
+            members(&ns, "ipwarden-svip-prt"),
+            set_of(&["203.0.113.10,tcp:80", "10.96.0.11,tcp:80", "10.9.9.9,tcp:9"])
+        );
+        let last = mirror.0.lock().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last,
+            vec![(
+                "ipwarden-svip-prt".to_string(),
+                set_of(&["+203.0.113.10,tcp:80", "+10.96.0.11,tcp:80", "-10.96.0.10,tcp:80"])
+            )]
+        );
+        // The desired state followed: a full apply of it deletes only the drift.
+        let desired = store.desired();
+        let prt_set = desired.iter().find(|s| s.name == "ipwarden-svip-prt").unwrap();
+        assert_eq!(prt_set.members.len(), 2);
+
+        // The set destroyed behind our back: applied whole.
+        ns.output("ipset", &["destroy", "ipwarden-svip-prt"]).unwrap();
+        let again = SetDelta {
+            set: "ipwarden-svip-prt".into(),
+            add: vec![prt("198.51.100.1,tcp:80")],
+            del: vec![],
+        };
+        let r = store
+            .apply_members("services", &[again], &MemberServices::new())
+            .unwrap();
+        assert_eq!(r.executed.created, vec!["ipwarden-svip-prt".to_string()]);
+        assert_eq!(
+            members(&ns, "ipwarden-svip-prt"),
+            set_of(&["203.0.113.10,tcp:80", "10.96.0.11,tcp:80", "198.51.100.1,tcp:80"])
+        );
+
+        // A set the owner never applied is refused.
+        let unknown = SetDelta {
+            set: "ipwarden-svip".into(),
+            ..SetDelta::default()
+        };
+        store.apply("services", vec![]).unwrap();
+        assert!(matches!(
+            store.apply_members("services", &[unknown], &MemberServices::new()),
+            Err(StoreError::NotApplied { .. })
+        ));
+    })
+    .unwrap();
 }
 
 #[test]

@@ -19,12 +19,12 @@
 
 #[path = "support/fake_apiserver.rs"]
 mod fake_apiserver;
+#[path = "support/lab_apiserver.rs"]
+mod lab_apiserver;
 mod support;
 
 use std::{
     collections::BTreeSet,
-    ops::Deref,
-    path::PathBuf,
     process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -33,7 +33,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fake_apiserver::{FakeApiServer, Res};
+use fake_apiserver::Res;
+use lab_apiserver::{is_list, Kube, WAIT};
 use ipwarden::{
     kernel::ipset::{IpsetClient, SetName},
     netns::{checked_output, privileged},
@@ -71,80 +72,10 @@ const SEED: &[&str] = &[
     "1h",
 ];
 
-/// Generous: TCG, two tests at a time, and the kube client's backoff.
-const WAIT: Duration = Duration::from_secs(60);
 
 const NS: &str = "shop";
 const SVIP_PRT: &str = "ipwarden-svip-prt";
 
-// ---------------------------------------------------------------------
-// The fake API server, on the node namespace's loopback.
-
-/// The fake API server served from the lab node's loopback (the agent
-/// reaches it at 127.0.0.1), with a kubeconfig for it.
-struct Kube {
-    // Dropped before the runtime it runs on.
-    server: FakeApiServer,
-    rt: tokio::runtime::Runtime,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kube {
-    fn serve(lab: &Lab) -> Kube {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = lab
-            .node
-            .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap()
-            .unwrap();
-        let server = {
-            let _in = rt.enter();
-            FakeApiServer::start_on_std(listener)
-        };
-        let dir = std::env::temp_dir().join(format!("ipw-kube-{}", lab.node.name()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = server.kubeconfig(&dir);
-        Kube {
-            server,
-            rt,
-            dir,
-            kubeconfig,
-        }
-    }
-
-    /// Waits for a request `pred` accepts (the server's request log).
-    fn wait_request(&self, what: &str, pred: impl Fn(&str) -> bool) {
-        self.rt
-            .block_on(self.server.wait_request_within(what, WAIT, pred));
-    }
-
-    /// How many lists (not watches) of `res` the server has answered.
-    fn lists(&self, res: Res) -> usize {
-        self.requests().iter().filter(|r| is_list(r, res)).count()
-    }
-}
-
-impl Deref for Kube {
-    type Target = FakeApiServer;
-    fn deref(&self) -> &FakeApiServer {
-        &self.server
-    }
-}
-
-impl Drop for Kube {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn is_list(request: &str, res: Res) -> bool {
-    request.starts_with(&format!("GET {}?", res.path())) && !request.contains("watch=true")
-}
 
 /// A query parameter of a logged request.
 fn param(request: &str, name: &str) -> Option<String> {

@@ -1,12 +1,13 @@
 //! `cargo xtask bench`: every benchmark in one go, written to BENCHMARKS.md.
 //!
-//! 1. the eBPF object is built when a selected bench loads it (the tc bench);
+//! 1. the eBPF object is built when a selected bench loads it (the tc and
+//!    agent benches);
 //! 2. the bench binaries are built in release (`cargo bench --no-run`) and
 //!    found through `--message-format=json`;
 //! 3. each runs with its figures on stdout (markdown) and its progress on
 //!    stderr, shown as it goes: `ipset`, `store`, `policies` and
 //!    `tc_throughput` on the host, each in network namespaces of its own;
-//!    `ipvs` inside the IPVS VM (`cargo xtask vm-test`);
+//!    `ipvs` and `agent` inside the IPVS VM (`cargo xtask vm-test`);
 //! 4. BENCHMARKS.md gets one section per bench: what it does, the exact
 //!    command, its tables, and the target checks. A bench not run this time
 //!    (`--only`, `--no-vm`) keeps its section from the previous report,
@@ -39,7 +40,7 @@ pub struct Options {
     /// Skip the IPVS bench (it boots the VM).
     #[arg(long)]
     pub no_vm: bool,
-    /// Only these benches (ipset, ipvs, store, policies, tc_throughput); default all.
+    /// Only these benches (ipset, ipvs, store, policies, agent, tc_throughput); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where to write the report (default: BENCHMARKS.md at the repository root).
@@ -140,6 +141,36 @@ const BENCHES: &[Bench] = &[
             ("IPWARDEN_BENCH_PODS", "5000", "5000"),
             ("IPWARDEN_BENCH_POLICIES", "1000", "1000"),
             ("IPWARDEN_BENCH_RUNS", "7", "3"),
+        ],
+    },
+    Bench {
+        name: "agent",
+        needs_object: true,
+        title: "The agent on the API server: first sync, one change, no-op resync, memory",
+        about: "The `ipwarden run --kubeconfig` binary as a whole process inside the IPVS VM \
+                (Debian's 6.1 kernel under qemu TCG, 2 vCPUs: absolute times are several \
+                times the host's), in the lab's node namespace, its real kube client listing \
+                and watching the fake API server of the tests (real list/watch JSON, \
+                resourceVersions) served by the bench process on that namespace's loopback. \
+                The cluster: N Services of one TCP port with three ready endpoints each (one \
+                EndpointSlice each), 5000 pods and 1000 NetworkPolicies of the policies \
+                bench's generator, a tenth of the pods on this node. Start to ready: from the \
+                agent's start to its ready file (every list done, both controllers' first full \
+                sync from an empty kernel); full apply: that first full sync of each \
+                controller (its `ipwarden_sync_duration_seconds`). One change: a random \
+                Service gains or loses its externalIP (an IPVS service, set members, a mirror \
+                entry, a VIP), one at a time, 150 ms apart; the latency runs from the moment \
+                the fake server wrote the watch event to the service controller's \
+                `ipwarden_sync_last_timestamp_seconds` of the sync that applied it, and \
+                `ipvsadm` confirms every change. The agent runs with `--min-sync-period \
+                100ms` so that the debounce never holds a change back. No-op resync: the \
+                agent restarted on the programmed kernel with short sync periods, the median \
+                of three periodic full syncs after the first (percent of the full apply). \
+                Peak RSS: the agent's VmHWM over both runs.",
+        in_vm: true,
+        env: &[
+            ("IPWARDEN_BENCH_SIZES", "1000,10000", "1000,10000"),
+            ("IPWARDEN_BENCH_CHANGES", "240", "200"),
         ],
     },
     Bench {
@@ -280,6 +311,9 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
         .iter()
         .map(|(k, v)| format!("{k}={v} "))
         .collect::<String>();
+    if let (true, Some(object)) = (bench.needs_object, object) {
+        shown.push_str(&format!("IPWARDEN_BPF_OBJECT={} ", relative(object)));
+    }
     if bench.in_vm {
         // `uname -r` first: the report names the guest's kernel.
         let script = format!("echo \"guest kernel: $(uname -r)\"; exec {exe_shown}");
@@ -288,9 +322,6 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
         shown.push_str(&format!("cargo xtask vm-test -- sh -c '{script}'"));
     } else {
         cmd = Command::new(exe);
-        if let (true, Some(object)) = (bench.needs_object, object) {
-            shown.push_str(&format!("IPWARDEN_BPF_OBJECT={} ", relative(object)));
-        }
         shown.push_str(&exe_shown);
     }
     cmd.current_dir(workspace_root()).envs(env.iter().copied());
@@ -320,6 +351,13 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
         let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
         md.push_str(&table.join("\n"));
         md.push('\n');
+        let targets: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("- target"))
+            .collect();
+        if !targets.is_empty() {
+            md.push_str(&format!("\n{}\n", targets.join("\n")));
+        }
         if let Some(line) = ipvs_target(&table) {
             md.push_str(&format!("\n{line}\n"));
         }

@@ -7,9 +7,10 @@
 //!    network-namespace tests (IPWARDEN_PRIVILEGED=1 turns a skip into a
 //!    failure, so nothing passes by being skipped);
 //! 3. the VM suites: every test binary named `vm_*` runs with `--ignored`
-//!    inside the IPVS VM; `tc_classifier` and `link_netns` run there too,
-//!    so the clsact and dummy-interface paths of an older kernel (6.1) are
-//!    exercised beside TCX and the bridge fallback on this host.
+//!    inside the IPVS VM; `tc_classifier`, `link_netns` and `explain_netns`
+//!    run there too, so the clsact and dummy-interface paths of an older
+//!    kernel (6.1) are exercised beside TCX and the bridge fallback on this
+//!    host.
 
 use std::{
     io::BufRead,
@@ -32,8 +33,9 @@ pub struct Options {
     pub no_vm: bool,
 }
 
-/// Test binaries that run in the VM beside the `vm_*` ones.
-const ALSO_IN_VM: &[&str] = &["tc_classifier", "link_netns"];
+/// Test binaries that run in the VM beside the `vm_*` ones (`explain_netns`:
+/// `ipwarden explain` for a pod isolated by a policy, on 6.1 too).
+const ALSO_IN_VM: &[&str] = &["tc_classifier", "link_netns", "explain_netns"];
 
 pub fn run(opts: &Options) -> Result<()> {
     require_root("test")?;

@@ -2,6 +2,8 @@
 //! environment.
 #![allow(dead_code)] // each bench uses a different part
 
+pub mod cluster;
+
 use std::time::Duration;
 
 pub fn median(mut v: Vec<Duration>) -> Duration {

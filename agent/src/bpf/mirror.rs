@@ -16,7 +16,7 @@ use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, ServiceKey, ServiceValue, 
 
 use super::maps::MirrorMaps;
 use crate::{
-    desired::{Member, MemberServices, ServiceRef, SetSpec, VsKey},
+    desired::{Member, MemberServices, ServiceRef, SetDelta, SetSpec, VsKey},
     store::MirrorSink,
 };
 
@@ -121,6 +121,52 @@ impl BpfMirror {
         }
     }
 
+    /// One member gone from a mirrored set: its entry goes (from the
+    /// maps here; from the classifier's table at the next publish).
+    fn forget(&mut self, member: &Member) {
+        if let Some(key) = key_of_member(member) {
+            self.want_services.remove(&key);
+            self.ids.remove(&key);
+            self.missing.remove(&key);
+            self.remove_service(&key);
+        }
+        if let Some(vip) = vip_of_member(member) {
+            self.want_vips.remove(&vip);
+            if self.maps.vips.remove(&vip).is_err() && self.maps.vips.get(&vip, 0).is_ok() {
+                self.write_errors += 1;
+            }
+        }
+    }
+
+    /// One member new in a mirrored set (or serving another Service): its
+    /// entry is written (the table follows at the next publish).
+    fn learn(&mut self, member: &Member, service: Option<&ServiceRef>) {
+        if let Some(key) = key_of_member(member) {
+            self.want_services.insert(key);
+            match service {
+                Some(svc) => self.ids.insert(key, service_id(svc)),
+                None => self.ids.remove(&key),
+            };
+            let value = self.value(&key);
+            if self.maps.services.insert(key, value, 0).is_err() {
+                self.write_errors += 1;
+            }
+        }
+        if let Some(vip) = vip_of_member(member) {
+            self.want_vips.insert(vip);
+            if self.maps.vips.insert(vip, VipValue::default(), 0).is_err() {
+                self.write_errors += 1;
+            }
+        }
+    }
+
+    /// Removes one service entry; one already gone is no error.
+    fn remove_service(&mut self, key: &ServiceKey) {
+        if self.maps.services.remove(key).is_err() && self.maps.services.get(key, 0).is_ok() {
+            self.write_errors += 1;
+        }
+    }
+
     fn write_services(&mut self) -> usize {
         let have: BTreeMap<ServiceKey, ServiceValue> =
             self.maps.services.iter().filter_map(Result::ok).collect();
@@ -177,6 +223,24 @@ impl MirrorSink for BpfMirror {
         // Right after a verified apply the kernel holds every member.
         self.missing.clear();
         self.sync(sets, services);
+    }
+
+    fn mirror_changes(&mut self, deltas: &[&SetDelta], services: &MemberServices) {
+        for d in deltas {
+            for m in &d.del {
+                self.forget(m);
+            }
+            for m in &d.add {
+                self.learn(m, services.get(m));
+            }
+        }
+        // The classifier reads the fast table, not the maps: one publish
+        // for the whole change (it rebuilds the table from the desired
+        // content and writes only the buckets and bitmap words that differ,
+        // then flips; nothing at all when the content is unchanged).
+        if !deltas.is_empty() {
+            self.publish();
+        }
     }
 
     fn missing_from_kernel(&mut self, missing: &BTreeMap<String, BTreeSet<Member>>) {

@@ -32,6 +32,9 @@ pub struct BpfRuntime {
     dp: Dataplane,
     opts: BpfOptions,
     attached: BTreeSet<String>,
+    /// The interfaces seen at the last look, so that a partial sync on an
+    /// unchanged set of links dumps no addresses (10k VIPs on ipwarden0).
+    links_seen: Vec<(u32, String)>,
     pub pinned: Pinned,
 }
 
@@ -64,6 +67,7 @@ impl BpfRuntime {
             dp,
             opts,
             attached: BTreeSet::new(),
+            links_seen: Vec::new(),
             pinned,
         })
     }
@@ -85,6 +89,32 @@ impl BpfRuntime {
         link: &LinkClient,
         vip_interface: &str,
     ) -> Vec<(String, Attachment)> {
+        self.attach(link, vip_interface, true)
+    }
+
+    /// As [`Self::attach_new`], but looks at addresses only when the links
+    /// changed since the last look (an interface that gains its first
+    /// global address on an unchanged set of links waits for the next
+    /// full sync).
+    pub fn attach_new_if_links_changed(
+        &mut self,
+        link: &LinkClient,
+        vip_interface: &str,
+    ) -> Vec<(String, Attachment)> {
+        self.attach(link, vip_interface, false)
+    }
+
+    fn attach(
+        &mut self,
+        link: &LinkClient,
+        vip_interface: &str,
+        always: bool,
+    ) -> Vec<(String, Attachment)> {
+        match link.links() {
+            Ok(links) if !always && links == self.links_seen => return Vec::new(),
+            Ok(links) => self.links_seen = links,
+            Err(e) => tracing::error!("listing interfaces to attach to: {e}"),
+        }
         let wanted = match self.wanted(link, vip_interface) {
             Ok(w) => w,
             Err(e) => {

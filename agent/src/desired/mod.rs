@@ -26,7 +26,7 @@ pub use iptables::{Chain, Jump, Ownership, PlanError, Table, TablePlan};
 pub use ipvs::{Forward, RealServer, ServiceFlags, ServiceRef, VirtualService, VsKey};
 pub use member::{Member, NtopAddr};
 pub use protocol::Protocol;
-pub use sets::{SetSpec, SetType};
+pub use sets::{SetChanges, SetDelta, SetSpec, SetType};
 
 /// Which Service each mirrored set member serves: the eBPF mirror tags a
 /// member's map entry with its Service, so an event can name it.

@@ -322,11 +322,82 @@ impl LinkClient {
         Ok(report)
     }
 
+    /// Adds `add` to and deletes `del` from `name` (a dummy, created if
+    /// missing), reading nothing else: an address already there (EEXIST)
+    /// or already gone (EADDRNOTAVAIL) is left out of the report, so it
+    /// lists exactly what was written. For a partial sync; a full one uses
+    /// [`LinkClient::sync_addresses`].
+    pub fn change_addresses(
+        &self,
+        name: &str,
+        add: &BTreeSet<IpAddr>,
+        del: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, LinkError> {
+        let (index, created_link) = self.ensure_dummy(name)?;
+        let mut report = AddressReport {
+            created_link,
+            ..AddressReport::default()
+        };
+        let mut pending = Vec::new();
+        for addr in add {
+            pending.push((Rtm::Newaddr, *addr, self.send_new_address(index, *addr)?));
+        }
+        for addr in del {
+            let answers = self.send_address(Rtm::Deladdr, index, *addr)?;
+            pending.push((Rtm::Deladdr, *addr, answers));
+        }
+        for (op, addr, answers) in pending {
+            let (what, already) = match op {
+                Rtm::Newaddr => ("add address", libc::EEXIST),
+                _ => ("delete address", libc::EADDRNOTAVAIL),
+            };
+            let mut written = true;
+            for r in answers {
+                match r.map_err(err(what, addr)) {
+                    Ok(_) => {}
+                    Err(LinkError::Netlink {
+                        errno: Some(n), ..
+                    }) if n == already => written = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            match (written, op) {
+                (false, _) => {}
+                (true, Rtm::Newaddr) => report.added.push(addr),
+                (true, _) => report.removed.push(addr),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends one exclusive address add (EEXIST when it is there already).
+    fn send_new_address(
+        &self,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
+        self.send_address_with(Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, index, addr)
+    }
+
     /// Sends one address request with NLM_F_ACK; the answer comes through
     /// the returned handle.
     fn send_address(
         &self,
         op: Rtm,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
+        let flags = match op {
+            Rtm::Newaddr => NlmF::CREATE | NlmF::REPLACE,
+            _ => NlmF::empty(),
+        };
+        self.send_address_with(op, flags, index, addr)
+    }
+
+    fn send_address_with(
+        &self,
+        op: Rtm,
+        flags: NlmF,
         index: u32,
         addr: IpAddr,
     ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
@@ -353,9 +424,9 @@ impl LinkClient {
             .rtattrs(attrs)
             .build()
             .map_err(|e| build_err("address", &target, e))?;
-        let (flags, what) = match op {
-            Rtm::Newaddr => (NlmF::CREATE | NlmF::REPLACE, "add address"),
-            _ => (NlmF::empty(), "delete address"),
+        let what = match op {
+            Rtm::Newaddr => "add address",
+            _ => "delete address",
         };
         self.rtnl
             .send::<Rtm, Ifaddrmsg, Rtm, Buffer>(op, flags | NlmF::ACK, NlPayload::Payload(msg))

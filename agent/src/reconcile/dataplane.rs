@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
-    desired::{MemberServices, SetSpec, TablePlan, VirtualService, VsKey},
+    desired::{MemberServices, SetDelta, SetSpec, TablePlan, VirtualService, VsKey},
     kernel::{
         iptables::{self, Changes},
         ipvs::IpvsClient,
@@ -51,6 +51,14 @@ pub trait Dataplane: Send {
         removed: &[String],
     ) -> Result<ApplyReport, ReconcileError>;
 
+    /// A partial sync's members: `deltas` of sets the owner applied before.
+    fn apply_set_members(
+        &mut self,
+        owner: &'static str,
+        deltas: &[SetDelta],
+        services: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError>;
+
     /// Brings the selected IPVS services to `desired`; `node_ips` and the
     /// NodePort range say which kernel services are ours to delete.
     fn sync_ipvs(
@@ -62,6 +70,13 @@ pub trait Dataplane: Send {
     ) -> Result<IpvsReport, ReconcileError>;
 
     fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError>;
+
+    /// A partial sync's VIPs: adds and deletes just these on ipwarden0.
+    fn change_addresses(
+        &mut self,
+        add: &BTreeSet<IpAddr>,
+        del: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, ReconcileError>;
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
 
@@ -168,6 +183,15 @@ impl Dataplane for RealDataplane {
         Ok(self.store.apply_changed(owner, changed.to_vec(), removed)?)
     }
 
+    fn apply_set_members(
+        &mut self,
+        owner: &'static str,
+        deltas: &[SetDelta],
+        services: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        Ok(self.store.apply_members(owner, deltas, services)?)
+    }
+
     fn sync_ipvs(
         &mut self,
         desired: &[VirtualService],
@@ -175,7 +199,15 @@ impl Dataplane for RealDataplane {
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
     ) -> Result<IpvsReport, ReconcileError> {
-        let scope = self.scope(vips, node_ips)?;
+        let scope = match selection {
+            IpvsSelection::All => self.scope(vips, node_ips)?,
+            // The caller names every VIP the selected keys can be on.
+            IpvsSelection::Keys(_) => IpvsScope {
+                vips: vips.clone(),
+                node_ips: node_ips.iter().copied().collect(),
+                node_port_range: self.node_port_range,
+            },
+        };
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Ok(IpvsReport::default());
         };
@@ -198,6 +230,20 @@ impl Dataplane for RealDataplane {
         let report = self.link.sync_addresses(names::DUMMY_INTERFACE, vips)?;
         if let Some(bpf) = &mut self.bpf {
             bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
+        }
+        Ok(report)
+    }
+
+    fn change_addresses(
+        &mut self,
+        add: &BTreeSet<IpAddr>,
+        del: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, ReconcileError> {
+        let report = self
+            .link
+            .change_addresses(names::DUMMY_INTERFACE, add, del)?;
+        if let Some(bpf) = &mut self.bpf {
+            bpf.attach_new_if_links_changed(&self.link, names::DUMMY_INTERFACE);
         }
         Ok(report)
     }

@@ -6,7 +6,6 @@ use std::{
     net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use super::{
@@ -18,9 +17,11 @@ use super::{
 use crate::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services,
-    desired::{Family, MemberServices, SetSpec, Table, TablePlan, VirtualService, VsKey},
+    desired::{
+        Family, MemberServices, SetDelta, SetSpec, Table, TablePlan, VirtualService, VsKey,
+    },
     kernel::{iptables::Changes, ipvs_sync::IpvsReport, link::AddressReport},
-    store::{ApplyReport, Executed},
+    store::ApplyReport,
 };
 
 /// One call, as the fake saw it.
@@ -34,7 +35,11 @@ pub enum Call {
         desired: BTreeSet<VsKey>,
         selection: Option<BTreeSet<VsKey>>,
     },
+    /// A member-level sets apply.
+    Members(&'static str, Vec<SetDelta>),
     Addresses(BTreeSet<IpAddr>),
+    /// A partial address change: (added, deleted).
+    AddressChanges(BTreeSet<IpAddr>, BTreeSet<IpAddr>),
     Table(Family, Table),
 }
 
@@ -61,12 +66,7 @@ impl Dataplane for Recording {
         _: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
         self.push(Call::Sets(owner));
-        Ok(ApplyReport {
-            owner: owner.into(),
-            executed: Executed::default(),
-            verified: true,
-            duration: Duration::ZERO,
-        })
+        Ok(ApplyReport::nothing(owner))
     }
 
     fn apply_changed_sets(
@@ -80,12 +80,17 @@ impl Dataplane for Recording {
             changed.iter().map(|s| s.name.clone()).collect(),
             removed.to_vec(),
         ));
-        Ok(ApplyReport {
-            owner: owner.into(),
-            executed: Executed::default(),
-            verified: true,
-            duration: Duration::ZERO,
-        })
+        Ok(ApplyReport::nothing(owner))
+    }
+
+    fn apply_set_members(
+        &mut self,
+        owner: &'static str,
+        deltas: &[SetDelta],
+        _: &MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        self.push(Call::Members(owner, deltas.to_vec()));
+        Ok(ApplyReport::nothing(owner))
     }
 
     fn sync_ipvs(
@@ -107,6 +112,15 @@ impl Dataplane for Recording {
 
     fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {
         self.push(Call::Addresses(vips.clone()));
+        Ok(AddressReport::default())
+    }
+
+    fn change_addresses(
+        &mut self,
+        add: &BTreeSet<IpAddr>,
+        del: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, ReconcileError> {
+        self.push(Call::AddressChanges(add.clone(), del.clone()));
         Ok(AddressReport::default())
     }
 
@@ -175,9 +189,9 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
     let kinds: Vec<&str> = calls
         .iter()
         .map(|c| match c {
-            Call::Sets(_) | Call::ChangedSets(..) => "sets",
+            Call::Sets(_) | Call::ChangedSets(..) | Call::Members(..) => "sets",
             Call::Ipvs { .. } => "ipvs",
-            Call::Addresses(_) => "addresses",
+            Call::Addresses(_) | Call::AddressChanges(..) => "addresses",
             Call::Table(..) => "table",
         })
         .collect();
@@ -237,22 +251,66 @@ fn a_partial_sync_reads_and_writes_only_the_changed_services_keys() {
         report.virtual_services, 2,
         "the state still holds every Service"
     );
-    let calls = rec.take();
     assert_eq!(
-        calls[1],
-        Call::Ipvs {
-            desired: BTreeSet::from([key("10.96.0.2")]),
-            selection: Some(BTreeSet::from([key("10.96.0.2")])),
-        }
+        rec.take(),
+        [
+            Call::Ipvs {
+                desired: BTreeSet::from([key("10.96.0.2")]),
+                selection: Some(BTreeSet::from([key("10.96.0.2")])),
+            },
+            Call::AddressChanges(BTreeSet::new(), BTreeSet::new()),
+        ],
+        "no set member and no rule moved: only b's IPVS service is read and written"
     );
+}
+
+#[test]
+fn a_partial_sync_writes_only_the_members_and_vips_that_moved() {
+    let (mut s, rec) = sync();
+    let a = service("a", "10.96.0.1", "10.244.1.2");
+    s.sync(
+        SyncKind::Full,
+        &snapshot(&format!("{NODE}{a}")),
+        &ServiceChanges::default(),
+    )
+    .unwrap();
+    rec.take();
+    let changes = ServiceChanges {
+        services: BTreeSet::from([crate::desired::ServiceRef::new("shop", "b")]),
+        slices: BTreeSet::from([("shop".to_string(), "b-1".to_string())]),
+        node: false,
+    };
+    let b = service("b", "10.96.0.2", "10.244.1.3");
+    s.sync(
+        SyncKind::Partial,
+        &snapshot(&format!("{NODE}{a}{b}")),
+        &changes,
+    )
+    .unwrap();
+    let calls = rec.take();
+    let Call::Members(_, deltas) = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    let added: BTreeSet<String> = deltas
+        .iter()
+        .flat_map(|d| d.add.iter().map(|m| format!("{} {m}", d.set)))
+        .collect();
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            "ipwarden-svip 10.96.0.2".to_string(),
+            "ipwarden-svip-prt 10.96.0.2,tcp:80".to_string()
+        ])
+    );
+    assert!(deltas.iter().all(|d| d.del.is_empty()), "{deltas:?}");
     assert_eq!(
         calls[2],
-        Call::Addresses(BTreeSet::from([
-            "10.96.0.1".parse().unwrap(),
-            "10.96.0.2".parse().unwrap()
-        ])),
-        "addresses are diffed whole (one dump)"
+        Call::AddressChanges(
+            BTreeSet::from(["10.96.0.2".parse().unwrap()]),
+            BTreeSet::new()
+        )
     );
+    assert_eq!(calls.len(), 3, "no chain written: {calls:?}");
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::{
 use crate::{
     cluster::Snapshot,
     controllers::services::{self, names, ServiceShare},
-    desired::{ServiceRef, ServiceState, VsKey},
-    store::{Claim, Owner},
+    desired::{Member, ServiceRef, ServiceState, SetChanges, VsKey},
+    store::{ApplyReport, Claim, Owner},
 };
 
 use super::{
@@ -146,7 +146,10 @@ impl<D: Dataplane> ServiceSync<D> {
             }
             SyncKind::Partial => Some(self.recompute(snapshot, changes)),
         };
-        self.slice_owners = slice_owners(snapshot);
+        match kind {
+            SyncKind::Full => self.slice_owners = slice_owners(snapshot),
+            SyncKind::Partial => self.follow_slices(snapshot, &changes.slices),
+        }
         let state = services::assemble(
             self.shares.values(),
             &snapshot.host.local_addresses,
@@ -197,6 +200,38 @@ impl<D: Dataplane> ServiceSync<D> {
         keys
     }
 
+    /// Which Service each changed slice serves now (a deleted slice
+    /// leaves the map).
+    fn follow_slices(&mut self, snapshot: &Snapshot, changed: &BTreeSet<(String, String)>) {
+        for key in changed {
+            self.slice_owners.remove(key);
+        }
+        for slice in &snapshot.endpoint_slices {
+            let (Some(ns), Some(name)) = (&slice.metadata.namespace, &slice.metadata.name) else {
+                continue;
+            };
+            let key = (ns.clone(), name.clone());
+            if !changed.contains(&key) {
+                continue;
+            }
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name"));
+            if let Some(svc) = service {
+                self.slice_owners
+                    .insert(key, ServiceRef::new(ns.clone(), svc.clone()));
+            }
+        }
+    }
+
+    /// The last applied state, when `p` is a partial sync that can build
+    /// on it.
+    fn base(&self, p: &Prepared) -> Option<Arc<ServiceState>> {
+        p.ipvs_keys.as_ref().and(self.last_state.clone())
+    }
+
     pub fn apply_sets(
         &mut self,
         p: &Prepared,
@@ -204,12 +239,48 @@ impl<D: Dataplane> ServiceSync<D> {
     ) -> Result<(), ReconcileError> {
         report.virtual_services = p.state.virtual_services.len();
         report.problems.extend(p.state.problems.iter().cloned());
-        report.sets = Some(self.dataplane.apply_sets(
-            SERVICES_OWNER,
-            &p.state.sets,
-            &p.state.member_services,
-        )?);
+        let applied = match self.base(p) {
+            Some(last) => self.apply_set_changes(&last, &p.state)?,
+            None => self.dataplane.apply_sets(
+                SERVICES_OWNER,
+                &p.state.sets,
+                &p.state.member_services,
+            )?,
+        };
+        report.sets = Some(applied);
         Ok(())
+    }
+
+    /// A partial sync's sets: the members that moved since `last`, and
+    /// whole only the sets that appeared, changed type or went.
+    fn apply_set_changes(
+        &mut self,
+        last: &ServiceState,
+        now: &ServiceState,
+    ) -> Result<ApplyReport, ReconcileError> {
+        let touched: BTreeSet<Member> = now
+            .member_services
+            .iter()
+            .filter(|(m, svc)| last.member_services.get(m) != Some(svc))
+            .map(|(m, _)| *m)
+            .collect();
+        let changes = SetChanges::between(&last.sets, &now.sets, &touched);
+        let mut report = ApplyReport::nothing(SERVICES_OWNER);
+        if !changes.whole.is_empty() || !changes.removed.is_empty() {
+            report.absorb(self.dataplane.apply_changed_sets(
+                SERVICES_OWNER,
+                &changes.whole,
+                &changes.removed,
+            )?);
+        }
+        if !changes.deltas.is_empty() {
+            report.absorb(self.dataplane.apply_set_members(
+                SERVICES_OWNER,
+                &changes.deltas,
+                &now.member_services,
+            )?);
+        }
+        Ok(report)
     }
 
     /// IPVS, then the addresses its services listen on.
@@ -228,22 +299,39 @@ impl<D: Dataplane> ServiceSync<D> {
                 .cloned()
                 .collect(),
         };
-        let selection = match &p.ipvs_keys {
-            None => IpvsSelection::All,
-            Some(keys) => IpvsSelection::Keys(keys),
+        let Some(last) = self.base(p) else {
+            let all = IpvsSelection::All;
+            report.ipvs = self
+                .dataplane
+                .sync_ipvs(&desired, all, &p.state.vips, &self.node_ips)?;
+            report.addresses = self.dataplane.sync_addresses(&p.state.vips)?;
+            return Ok(());
         };
-        report.ipvs =
-            self.dataplane
-                .sync_ipvs(&desired, selection, &p.state.vips, &self.node_ips)?;
-        report.addresses = self.dataplane.sync_addresses(&p.state.vips)?;
+        // A key of a Service that went is on a VIP of the last state.
+        let vips: BTreeSet<IpAddr> = last.vips.union(&p.state.vips).copied().collect();
+        let keys = IpvsSelection::Keys(p.ipvs_keys.as_ref().expect("partial"));
+        report.ipvs = self
+            .dataplane
+            .sync_ipvs(&desired, keys, &vips, &self.node_ips)?;
+        let add: BTreeSet<IpAddr> = p.state.vips.difference(&last.vips).copied().collect();
+        let del: BTreeSet<IpAddr> = last.vips.difference(&p.state.vips).copied().collect();
+        report.addresses = self.dataplane.change_addresses(&add, &del)?;
         Ok(())
     }
 
+    /// The chains; a partial sync whose rules are those of the last state
+    /// writes none (drift in them waits for the next full sync).
     pub fn apply_chains(
         &mut self,
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
+        if self
+            .base(p)
+            .is_some_and(|last| last.iptables == p.state.iptables)
+        {
+            return Ok(());
+        }
         for plan in &p.state.iptables {
             let changes = self.dataplane.apply_table(plan)?;
             report.chains_written.extend(
@@ -263,13 +351,48 @@ impl<D: Dataplane> ServiceSync<D> {
         snapshot: &Snapshot,
         changes: &ServiceChanges,
     ) -> Result<ReconcileReport, ReconcileError> {
+        let mut step = Stopwatch::start();
         let p = self.prepare(kind, snapshot, changes);
+        step.lap("prepare");
         let mut report = ReconcileReport::default();
         self.apply_sets(&p, &mut report)?;
+        step.lap("sets");
         self.apply_ipvs_and_addresses(&p, &mut report)?;
+        step.lap("ipvs and addresses");
         self.apply_chains(&p, &mut report)?;
+        step.lap("chains");
+        tracing::debug!(kind = ?p.kind, "service sync steps: {}", step.laps());
         self.last_state = Some(Arc::new(p.state));
         Ok(report)
+    }
+}
+
+/// Step durations of one sync, for the debug log.
+struct Stopwatch {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Stopwatch {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((step, now - self.last));
+        self.last = now;
+    }
+
+    fn laps(&self) -> String {
+        self.laps
+            .iter()
+            .map(|(s, d)| format!("{s} {:.1} ms", d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::desired::{Member, MemberServices, SetSpec};
+use crate::desired::{Member, MemberServices, SetDelta, SetSpec};
 
 /// A subscriber to the mirrored sets (the BPF map writer).
 pub trait MirrorSink {
@@ -12,6 +12,11 @@ pub trait MirrorSink {
     /// of the owner's mirrored sets, and the Service each member serves
     /// (as the owner handed them to the store).
     fn mirror(&mut self, sets: &[&SetSpec], services: &MemberServices);
+
+    /// Called after a member-level apply with the members the owner's
+    /// mirrored sets gained and lost, and the owner's member -> Service map
+    /// as it now stands.
+    fn mirror_changes(&mut self, deltas: &[&SetDelta], services: &MemberServices);
 
     /// Called by the auditor with the mirrored members it found desired but
     /// missing from the kernel (set name -> members); an empty map means

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod diff;
 pub mod execute;
+mod members;
 pub mod mirror;
 pub mod owners;
 pub mod race;
@@ -59,6 +60,8 @@ pub enum StoreError {
         #[source]
         source: Box<IptablesError>,
     },
+    #[error("owner {owner} changed members of set {set} before applying the set")]
+    NotApplied { owner: String, set: String },
     #[error(transparent)]
     Kernel(#[from] IpsetError),
 }
@@ -68,6 +71,7 @@ impl StoreError {
         match self {
             StoreError::UnknownOwner(_) | StoreError::Ownership(_) => "ownership",
             StoreError::NotOwned { .. } => "not_owned",
+            StoreError::NotApplied { .. } => "not_applied",
             StoreError::BadName { .. } | StoreError::BadMember { .. } => "bad_input",
             StoreError::Switch { .. } => "switch_rules",
             StoreError::Kernel(e) => e.metric_label(),
@@ -89,6 +93,29 @@ pub struct ApplyReport {
 impl ApplyReport {
     pub fn changed(&self) -> bool {
         self.executed != Executed::default()
+    }
+
+    /// An apply that wrote and read nothing.
+    pub fn nothing(owner: &str) -> Self {
+        Self {
+            owner: owner.to_string(),
+            executed: Executed::default(),
+            verified: true,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// Folds in `other`, an apply of the same sync.
+    pub fn absorb(&mut self, other: ApplyReport) {
+        let (e, o) = (&mut self.executed, other.executed);
+        e.created.extend(o.created);
+        e.replaced.extend(o.replaced);
+        e.destroyed.extend(o.destroyed);
+        e.destroy_deferred.extend(o.destroy_deferred);
+        e.members_added += o.members_added;
+        e.members_deleted += o.members_deleted;
+        self.verified &= other.verified;
+        self.duration += other.duration;
     }
 }
 

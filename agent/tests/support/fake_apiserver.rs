@@ -132,6 +132,9 @@ struct State {
     /// happened up to `kill_rv`.
     kill: u64,
     kill_rv: u64,
+    /// When each event was first written to a watch, by resourceVersion
+    /// (a bench times the agent from there).
+    sent_at: HashMap<u64, std::time::SystemTime>,
 }
 
 struct Shared {
@@ -329,6 +332,12 @@ impl FakeApiServer {
             }
             st.down = down;
         });
+    }
+
+    /// When the event of resourceVersion `rv` was first written to a
+    /// watch; None while no watch has sent it.
+    pub fn sent_at(&self, rv: u64) -> Option<std::time::SystemTime> {
+        self.shared.state.lock().unwrap().sent_at.get(&rv).copied()
     }
 
     /// "GET /api/v1/services?..." for every request so far.
@@ -608,6 +617,7 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
             if st.down {
                 return None;
             }
+            let now = st.rv;
             let coll = st.collections.entry(res).or_default();
             // Failures first: `fail_lists` then `hold_lists` fails one
             // list and holds the retry.
@@ -615,30 +625,91 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
                 return Some(error_status(code, res));
             }
             if !coll.held {
+                let page = Page::of(q, now);
                 let name = name_selector(q);
-                let items: Vec<Value> = coll
+                let mut rest = coll
                     .objects
-                    .values()
-                    .filter(|o| selected(o, &name))
-                    .map(|o| {
-                        // A list's items carry no apiVersion/kind.
-                        let mut o = o.clone();
-                        let m = o.as_object_mut().unwrap();
-                        m.remove("apiVersion");
-                        m.remove("kind");
-                        o
-                    })
+                    .iter()
+                    .filter(|(k, _)| page.after.as_ref().is_none_or(|a| *k > a))
+                    .filter(|(_, o)| selected(o, &name));
+                let items: Vec<(Key, Value)> = rest
+                    .by_ref()
+                    .take(page.limit)
+                    .map(|(k, o)| (k.clone(), list_item(o)))
                     .collect();
+                let remaining = rest.count();
+                let mut metadata = json!({"resourceVersion": page.rv.to_string()});
+                if let (true, Some((last, _))) = (remaining > 0, items.last()) {
+                    metadata["continue"] = json!(format!("{}/{}/{}", page.rv, last.0, last.1));
+                    metadata["remainingItemCount"] = json!(remaining);
+                }
+                let items: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
                 return Some(json!({
                     "kind": format!("{}List", res.kind()),
                     "apiVersion": res.api_version(),
-                    "metadata": {"resourceVersion": st.rv.to_string()},
+                    "metadata": metadata,
                     "items": items,
                 }));
             }
         }
         if bell.changed().await.is_err() {
             return None;
+        }
+    }
+}
+
+/// Records when event `rv` first left the server (written, not yet flushed:
+/// the flush follows at once).
+fn note_sent(shared: &Shared, rv: u64) {
+    let mut st = shared.state.lock().unwrap();
+    st.sent_at
+        .entry(rv)
+        .or_insert_with(std::time::SystemTime::now);
+}
+
+/// A list item: no apiVersion/kind, as a real server writes them.
+fn list_item(object: &Value) -> Value {
+    let mut o = object.clone();
+    let m = o.as_object_mut().unwrap();
+    m.remove("apiVersion");
+    m.remove("kind");
+    o
+}
+
+/// One page of a list (`limit`, `continue`), as a real server pages:
+/// every page carries the resourceVersion of the first, so a watch from
+/// it misses nothing (it may replay a change made between pages).
+struct Page {
+    limit: usize,
+    /// The key of the last item of the previous page.
+    after: Option<Key>,
+    rv: u64,
+}
+
+impl Page {
+    fn of(q: &HashMap<String, String>, now: u64) -> Page {
+        let limit = q
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let token = q.get("continue").filter(|c| !c.is_empty());
+        let parsed = token.and_then(|t| {
+            let (rv, key) = t.split_once('/')?;
+            let (ns, name) = key.split_once('/')?;
+            Some((rv.parse().ok()?, (ns.to_string(), name.to_string())))
+        });
+        match parsed {
+            Some((rv, after)) => Page {
+                limit,
+                after: Some(after),
+                rv,
+            },
+            None => Page {
+                limit,
+                after: None,
+                rv: now,
+            },
         }
     }
 }
@@ -692,10 +763,11 @@ async fn serve_watch(
             let killed = st.kill != kill;
             let until = if killed { st.kill_rv } else { u64::MAX };
             let coll = st.collections.entry(res).or_default();
-            let events: Vec<Event> = coll
-                .events
+            // Events are in resourceVersion order: start after the last sent.
+            let first = coll.events.partition_point(|e| e.rv <= sent);
+            let events: Vec<Event> = coll.events[first..]
                 .iter()
-                .filter(|e| e.rv > sent && e.rv <= until)
+                .filter(|e| e.rv <= until)
                 .filter(|e| e.kind == "BOOKMARK" || selected(&e.object, &name))
                 .cloned()
                 .collect();
@@ -709,6 +781,7 @@ async fn serve_watch(
                 return;
             }
             sent = sent.max(e.rv);
+            note_sent(shared, e.rv);
         }
         if killed {
             // Half an event, then the connection goes: an EOF mid-chunk.

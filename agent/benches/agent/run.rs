@@ -1,0 +1,258 @@
+//! One size of the agent bench: a lab, the fake API server serving the
+//! cluster, the agent started twice (the measured run, then the no-op
+//! resync run), and the figures.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use ipwarden::lab::{AgentProcess, Lab, CLUSTER};
+
+use crate::{
+    common::cluster::Rng,
+    lab_apiserver::Kube,
+    objects::{external_ip, Cluster},
+    scrape::Scrape,
+};
+
+/// Every size's figures.
+pub struct Figures {
+    pub ready: Duration,
+    pub full_services: Duration,
+    pub full_policies: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub partial_mean: Duration,
+    pub noop_services: Duration,
+    pub noop_policies: Duration,
+    pub peak_rss_kib: u64,
+}
+
+pub struct SizeRun {
+    pub services: usize,
+    pub pods: usize,
+    pub policies: usize,
+    pub namespaces: usize,
+    pub changes: usize,
+}
+
+/// Waits for the first full sync; TCG and 10k Services are slow.
+const READY_WITHIN: Duration = Duration::from_secs(900);
+/// One change must be applied within this, or the bench fails.
+const APPLIED_WITHIN: Duration = Duration::from_secs(60);
+/// Periodic no-op full syncs timed per controller.
+const NOOP_SYNCS: usize = 3;
+
+fn agent(lab: &Lab, kube: &Kube, extra: &[&str]) -> AgentProcess {
+    let kubeconfig = kube.kubeconfig.to_string_lossy();
+    AgentProcess::spawn(
+        lab,
+        Path::new(env!("CARGO_BIN_EXE_ipwarden")),
+        &["--kubeconfig", kubeconfig.as_ref()],
+        extra,
+    )
+    .expect("starting the agent")
+}
+
+/// VmHWM of `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).expect("clock").as_secs_f64()
+}
+
+/// Polls `f` every 2 ms until it returns Some, for at most `within`.
+fn poll<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn scrape() -> Scrape {
+    Scrape::take().expect("scraping the agent's /metrics")
+}
+
+impl SizeRun {
+    pub fn measure(&self) -> Figures {
+        let lab = Lab::new(CLUSTER).expect("lab");
+        let kube = Kube::serve(&lab);
+        let cluster = Cluster::new(self.services, self.pods, self.policies, self.namespaces);
+        cluster.serve(&kube);
+        eprintln!("agent bench: cluster served; starting the agent");
+
+        let quiet = [
+            "--min-sync-period",
+            "100ms",
+            "--ipvs-sync-period",
+            "1h",
+            "--iptables-sync-period",
+            "1h",
+            "--audit-interval",
+            "1h",
+        ];
+        let started = Instant::now();
+        let mut first = agent(&lab, &kube, &quiet);
+        first.wait_ready(READY_WITHIN).expect("first full sync");
+        let ready = started.elapsed();
+        let (full_services, full_policies, changes) = lab
+            .node
+            .run(|| {
+                let s = scrape();
+                // The mean, should a relist have brought a second one.
+                let full = |c| {
+                    Duration::from_secs_f64(s.sync_seconds(c, "full") / s.syncs(c, "full").max(1.0))
+                };
+                let changes = self.changes_latency(&kube, &cluster);
+                (full("services"), full("policies"), changes)
+            })
+            .expect("node namespace");
+        let mut peak = peak_rss_kib(first.pid());
+        first.terminate().expect("SIGTERM");
+        eprintln!("agent bench: ready in {ready:?}; timing no-op full resyncs");
+
+        // One controller at a time with a short period (twice its full
+        // apply, at least 3 s), the other's an hour: the two would share
+        // the xtables lock and the CPUs, and each would time the other.
+        let mut noop = [Duration::ZERO; 2];
+        for (k, (controller, full)) in [("services", full_services), ("policies", full_policies)]
+            .into_iter()
+            .enumerate()
+        {
+            let short = format!("{}s", (full.as_secs_f64() * 2.0).ceil().max(3.0) as u64);
+            let (ipvs, iptables) = match controller {
+                "services" => (short.as_str(), "1h"),
+                _ => ("1h", short.as_str()),
+            };
+            let periodic = [
+                "--min-sync-period",
+                "100ms",
+                "--ipvs-sync-period",
+                ipvs,
+                "--iptables-sync-period",
+                iptables,
+                "--audit-interval",
+                "1h",
+            ];
+            let mut again = agent(&lab, &kube, &periodic);
+            again.wait_ready(READY_WITHIN).expect("restart full sync");
+            noop[k] = lab
+                .node
+                .run(|| noop_full_sync(controller, READY_WITHIN))
+                .expect("node namespace");
+            peak = peak.max(peak_rss_kib(again.pid()));
+            again.terminate().expect("SIGTERM");
+        }
+        let (latencies, partial_mean) = changes;
+        let pct = |p: f64| latencies[((p * latencies.len() as f64).ceil() as usize).max(1) - 1];
+        Figures {
+            ready,
+            full_services,
+            full_policies,
+            p50: pct(0.50),
+            p99: pct(0.99),
+            max: *latencies.last().expect("changes"),
+            partial_mean,
+            noop_services: noop[0],
+            noop_policies: noop[1],
+            peak_rss_kib: peak,
+        }
+    }
+
+    /// Sorted latencies of the changes, and the mean partial sync duration.
+    /// Runs inside the node namespace.
+    fn changes_latency(&self, kube: &Kube, cluster: &Cluster) -> (Vec<Duration>, Duration) {
+        let mut rng = Rng(7);
+        let mut external = vec![false; self.services];
+        let before = scrape();
+        let mut latencies = Vec::with_capacity(self.changes);
+        for k in 0..self.changes {
+            let i = rng.below(self.services);
+            external[i] = !external[i];
+            latencies.push(one_change(kube, cluster, i, external[i]));
+            confirm_in_ipvs(i, external[i]);
+            if k % 40 == 39 {
+                eprintln!("agent bench: {} changes applied", k + 1);
+            }
+            // Past the min-sync-period since the last sync: the next
+            // change is not held back by the debounce.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let after = scrape();
+        let partials = after.syncs("services", "partial") - before.syncs("services", "partial");
+        let seconds =
+            after.sync_seconds("services", "partial") - before.sync_seconds("services", "partial");
+        latencies.sort();
+        (latencies, Duration::from_secs_f64(seconds / partials.max(1.0)))
+    }
+}
+
+/// Serves Service `i` with or without its externalIP; the time from the
+/// watch event leaving the server to the service controller's sync after
+/// it.
+fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Duration {
+    let before = scrape();
+    let done = |s: &Scrape| s.syncs("services", "partial") + s.syncs("services", "full");
+    let rv = kube.apply(crate::fake_apiserver::Res::Services, cluster.service(i, external));
+    let sent = poll("the watch event", APPLIED_WITHIN, || kube.sent_at(rv));
+    let synced = poll("the sync of the change", APPLIED_WITHIN, || {
+        let s = scrape();
+        assert_eq!(
+            s.failed_syncs("services"),
+            before.failed_syncs("services"),
+            "a sync of the service controller failed"
+        );
+        (done(&s) > done(&before) && s.last_synced("services") >= unix(sent))
+            .then(|| s.last_synced("services"))
+    });
+    Duration::from_secs_f64((synced - unix(sent)).max(0.0))
+}
+
+/// `ipvsadm -Ln -t EXTERNAL:80` answers exactly when the externalIP is in
+/// the Service. Runs inside the node namespace (ipvsadm inherits it).
+fn confirm_in_ipvs(i: usize, external: bool) {
+    let vip = format!("{}:80", external_ip(i));
+    let found = Command::new("ipvsadm")
+        .args(["-Ln", "-t", &vip])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert_eq!(
+        found, external,
+        "IPVS does not agree with svc-{i} (externalIP {vip} {})",
+        if external { "added" } else { "removed" }
+    );
+}
+
+/// The median duration of `NOOP_SYNCS` periodic full syncs of
+/// `controller`, after the first (the restart's). Runs inside the node
+/// namespace.
+fn noop_full_sync(controller: &str, within: Duration) -> Duration {
+    let mut durations = Vec::new();
+    let mut last = scrape();
+    while durations.len() < NOOP_SYNCS {
+        let next = poll("a periodic full sync", within, || {
+            let s = scrape();
+            (s.syncs(controller, "full") > last.syncs(controller, "full")).then_some(s)
+        });
+        let count = next.syncs(controller, "full") - last.syncs(controller, "full");
+        let seconds = next.sync_seconds(controller, "full") - last.sync_seconds(controller, "full");
+        durations.push(Duration::from_secs_f64(seconds / count));
+        last = next;
+    }
+    durations.sort();
+    durations[durations.len() / 2]
+}
