@@ -92,9 +92,7 @@ fn percent(part: Duration, whole: Duration) -> f64 {
 }
 
 fn print_report(pods: usize, policies: usize, changes: usize, rows: &[(usize, Figures)]) {
-    println!(
-        "{pods} pods, {policies} NetworkPolicies; {changes} Service changes per size.\n"
-    );
+    println!("{pods} pods, {policies} NetworkPolicies; {changes} Service changes per size.\n");
     println!(
         "| Services | start to ready | full apply: services | full apply: policies | \
          change p50 | change p99 | change max | partial sync mean | \

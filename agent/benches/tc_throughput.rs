@@ -366,6 +366,7 @@ fn program_node(ns: &NetNs, config: Config, snap: &Snapshot) -> ipwarden::desire
         snap,
         &services::Options {
             bpf: config.bpf_rules(),
+            ..Default::default()
         },
     );
     assert!(

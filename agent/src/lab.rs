@@ -1,7 +1,10 @@
 //! A small cluster node in network namespaces, for the demo and the VM
 //! tests: a node namespace where ipwarden runs, a client namespace, and two
 //! backend "pods" behind veths (10.244.1.2 and 10.244.2.2) answering with
-//! their name on TCP 8080 and UDP 5353. Everything goes with the value.
+//! their name on TCP 8080 and UDP 5353, and with the address they see the
+//! connection come from on TCP 8081. `Lab::dual_stack` adds IPv6
+//! (node fd00:1::1, client fd00:1::2, pods fd00:244:N::2). Everything goes
+//! with the value.
 
 use std::{
     io::{self, Read, Write},
@@ -17,11 +20,13 @@ use crate::netns::{BpfFs, NetNs};
 /// (ClusterIP 10.96.0.10, NodePort, externalIP 203.0.113.10) and sticky.
 pub const CLUSTER: &str = include_str!("../tests/fixtures/proxy/cluster.yaml");
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// The backends' port that answers with the peer address it sees.
+pub const PEER_PORT: u16 = 8081;
 
 pub struct Lab {
     pub node: NetNs,
     pub client: NetNs,
-    _pods: Vec<NetNs>,
+    pods: Vec<NetNs>,
     /// A folder holding cluster.yaml, for `ipwarden run --manifests`.
     pub manifests: PathBuf,
     /// A bpffs of the lab's own for the agent's pins (`ip netns exec`
@@ -33,6 +38,15 @@ pub struct Lab {
 fn backend(pod: &NetNs, name: &'static str) -> io::Result<()> {
     let tcp = pod.run(|| TcpListener::bind("0.0.0.0:8080"))??;
     let udp = pod.run(|| UdpSocket::bind("0.0.0.0:5353"))??;
+    // [::] takes both families; an IPv4 peer shows as ::ffff:a.b.c.d.
+    let peer = pod.run(|| TcpListener::bind(("::", PEER_PORT)))??;
+    std::thread::spawn(move || {
+        for mut conn in peer.incoming().flatten() {
+            if let Ok(from) = conn.peer_addr() {
+                let _ = conn.write_all(from.ip().to_canonical().to_string().as_bytes());
+            }
+        }
+    });
     std::thread::spawn(move || {
         for mut conn in tcp.incoming().flatten() {
             let _ = conn.write_all(name.as_bytes());
@@ -48,31 +62,59 @@ fn backend(pod: &NetNs, name: &'static str) -> io::Result<()> {
 }
 
 impl Lab {
-    /// Builds the topology and writes `cluster` as the manifests.
+    /// Builds the topology (IPv4) and writes `cluster` as the manifests.
     pub fn new(cluster: &str) -> io::Result<Lab> {
+        Self::build(cluster, false)
+    }
+
+    /// The same topology with IPv6 addresses and routes as well.
+    pub fn dual_stack(cluster: &str) -> io::Result<Lab> {
+        Self::build(cluster, true)
+    }
+
+    fn build(cluster: &str, ipv6: bool) -> io::Result<Lab> {
+        let v6 = |a: &'static str| if ipv6 { vec![a] } else { vec![] };
         let node = NetNs::new("ipw-node")?;
         let client = NetNs::new("ipw-client")?;
-        node.veth_to(
-            &client,
-            ("eth0", &["10.0.1.1/24"]),
-            ("eth0", &["10.0.1.2/24"]),
-        )?;
+        let node_eth: Vec<&str> = [vec!["10.0.1.1/24"], v6("fd00:1::1/64")].concat();
+        let client_eth: Vec<&str> = [vec!["10.0.1.2/24"], v6("fd00:1::2/64")].concat();
+        node.veth_to(&client, ("eth0", &node_eth), ("eth0", &client_eth))?;
         client.ip(&["route", "add", "default", "via", "10.0.1.1"])?;
+        if ipv6 {
+            client.ip(&["-6", "route", "add", "default", "via", "fd00:1::1"])?;
+        }
         let mut pods = Vec::new();
         for (i, name) in [(1, "pod1"), (2, "pod2")] {
             let pod = NetNs::new(name)?;
-            let node_side = format!("10.244.{i}.1/24");
-            let pod_side = format!("10.244.{i}.2/24");
+            let mut node_side = vec![format!("10.244.{i}.1/24")];
+            let mut pod_side = vec![format!("10.244.{i}.2/24")];
+            if ipv6 {
+                node_side.push(format!("fd00:244:{i}::1/64"));
+                pod_side.push(format!("fd00:244:{i}::2/64"));
+            }
             node.veth_to(
                 &pod,
-                (&format!("vp{i}"), &[&node_side]),
-                ("eth0", &[&pod_side]),
+                (&format!("vp{i}"), &strs(&node_side)),
+                ("eth0", &strs(&pod_side)),
             )?;
             pod.ip(&["route", "add", "default", "via", &format!("10.244.{i}.1")])?;
+            if ipv6 {
+                pod.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("fd00:244:{i}::1"),
+                ])?;
+            }
             backend(&pod, name)?;
             pods.push(pod);
         }
         node.output("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        if ipv6 {
+            node.output("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        }
         let manifests = std::env::temp_dir().join(format!("ipw-manifests-{}", node.name()));
         std::fs::create_dir_all(&manifests)?;
         std::fs::write(manifests.join("cluster.yaml"), cluster)?;
@@ -81,20 +123,19 @@ impl Lab {
             bpffs,
             node,
             client,
-            _pods: pods,
+            pods,
             manifests,
         })
     }
 
     /// A TCP connection from the client to `to`: the backend's name.
     pub fn tcp(&self, to: SocketAddr) -> io::Result<String> {
-        self.client.run(|| {
-            let mut s = TcpStream::connect_timeout(&to, TIMEOUT)?;
-            s.set_read_timeout(Some(TIMEOUT))?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer)?;
-            Ok(answer)
-        })?
+        tcp_from(&self.client, to, TIMEOUT)
+    }
+
+    /// Backend pod `i` (1 or 2), e.g. to connect from it.
+    pub fn pod(&self, i: usize) -> &NetNs {
+        &self.pods[i - 1]
     }
 
     /// A UDP question from the client to `to`: the backend's name.
@@ -142,6 +183,46 @@ impl Lab {
             })
             .map(|f| f["value"].clone())
     }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A TCP connection from namespace `ns` to `to`, connecting and reading
+/// within `timeout` each: all the server wrote before closing.
+pub fn tcp_from(ns: &NetNs, to: SocketAddr, timeout: Duration) -> io::Result<String> {
+    ns.run(|| {
+        let mut s = TcpStream::connect_timeout(&to, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })?
+}
+
+/// A plain HTTP/1.1 GET from `ns` to `to`: the status code and the body.
+pub fn http_get_from(ns: &NetNs, to: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    ns.run(|| {
+        let mut s = TcpStream::connect_timeout(&to, TIMEOUT)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("not an HTTP answer: {out:?}")))?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    })?
 }
 
 /// Polls `cond` every 100 ms until it holds, for at most `within`.

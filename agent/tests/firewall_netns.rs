@@ -45,7 +45,13 @@ fn filter_rules_are_canonical_in_every_mode() {
         }),
     ] {
         let ns = NetNs::new("ipw-fw").unwrap();
-        let state = desired_with(&snapshot(), &Options { bpf });
+        let state = desired_with(
+            &snapshot(),
+            &Options {
+                bpf,
+                ..Options::default()
+            },
+        );
         ns.run(|| {
             let store = SetStore::new(IpsetClient::new().unwrap());
             store.register(services_owner()).unwrap();

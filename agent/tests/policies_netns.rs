@@ -215,8 +215,7 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
     }
     let ns = NetNs::new("ipw-pol").unwrap();
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
-    let service_state =
-        services::desired_with(&snapshot(SERVICES), &services::Options { bpf: None });
+    let service_state = services::desired_with(&snapshot(SERVICES), &services::Options::default());
     ns.run(|| {
         let store = store();
         store.register(services_owner()).unwrap();
@@ -267,7 +266,13 @@ spec:
   clusterIP: 10.96.0.10
   ports: [{name: http, port: 80, protocol: TCP}]
 "#;
-    let service_state = services::desired_with(&snapshot(web), &services::Options { bpf });
+    let service_state = services::desired_with(
+        &snapshot(web),
+        &services::Options {
+            bpf,
+            ..Default::default()
+        },
+    );
     // A pass applies the service chains, then the policy chains; an agent
     // whose policy controller started first (or an older build's order,
     // the mark above the policy jump) must end the same way.

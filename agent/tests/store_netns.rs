@@ -149,7 +149,11 @@ fn apply_members_writes_only_the_named_members_and_recreates_a_lost_set() {
             del: vec![prt("10.96.0.10,tcp:80")],
         };
         let r = store
-            .apply_members("services", &[delta.clone()], &MemberServices::new())
+            .apply_members(
+                "services",
+                std::slice::from_ref(&delta),
+                &MemberServices::new(),
+            )
             .unwrap();
         assert_eq!(
             (r.executed.members_added, r.executed.members_deleted),
@@ -165,16 +169,24 @@ fn apply_members_writes_only_the_named_members_and_recreates_a_lost_set() {
             last,
             vec![(
                 "ipwarden-svip-prt".to_string(),
-                set_of(&["+203.0.113.10,tcp:80", "+10.96.0.11,tcp:80", "-10.96.0.10,tcp:80"])
+                set_of(&[
+                    "+203.0.113.10,tcp:80",
+                    "+10.96.0.11,tcp:80",
+                    "-10.96.0.10,tcp:80"
+                ])
             )]
         );
         // The desired state followed: a full apply of it deletes only the drift.
         let desired = store.desired();
-        let prt_set = desired.iter().find(|s| s.name == "ipwarden-svip-prt").unwrap();
+        let prt_set = desired
+            .iter()
+            .find(|s| s.name == "ipwarden-svip-prt")
+            .unwrap();
         assert_eq!(prt_set.members.len(), 2);
 
         // The set destroyed behind our back: applied whole.
-        ns.output("ipset", &["destroy", "ipwarden-svip-prt"]).unwrap();
+        ns.output("ipset", &["destroy", "ipwarden-svip-prt"])
+            .unwrap();
         let again = SetDelta {
             set: "ipwarden-svip-prt".into(),
             add: vec![prt("198.51.100.1,tcp:80")],
@@ -186,7 +198,11 @@ fn apply_members_writes_only_the_named_members_and_recreates_a_lost_set() {
         assert_eq!(r.executed.created, vec!["ipwarden-svip-prt".to_string()]);
         assert_eq!(
             members(&ns, "ipwarden-svip-prt"),
-            set_of(&["203.0.113.10,tcp:80", "10.96.0.11,tcp:80", "198.51.100.1,tcp:80"])
+            set_of(&[
+                "203.0.113.10,tcp:80",
+                "10.96.0.11,tcp:80",
+                "198.51.100.1,tcp:80"
+            ])
         );
 
         // A set the owner never applied is refused.

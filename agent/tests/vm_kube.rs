@@ -34,11 +34,11 @@ use std::{
 };
 
 use fake_apiserver::Res;
-use lab_apiserver::{is_list, Kube, WAIT};
 use ipwarden::{
     kernel::ipset::{IpsetClient, SetName},
     netns::{checked_output, privileged},
 };
+use lab_apiserver::{is_list, Kube, WAIT};
 use serde_json::{json, Value};
 use support::*;
 
@@ -72,10 +72,8 @@ const SEED: &[&str] = &[
     "1h",
 ];
 
-
 const NS: &str = "shop";
 const SVIP_PRT: &str = "ipwarden-svip-prt";
-
 
 /// A query parameter of a logged request.
 fn param(request: &str, name: &str) -> Option<String> {

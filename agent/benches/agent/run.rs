@@ -197,7 +197,10 @@ impl SizeRun {
         let seconds =
             after.sync_seconds("services", "partial") - before.sync_seconds("services", "partial");
         latencies.sort();
-        (latencies, Duration::from_secs_f64(seconds / partials.max(1.0)))
+        (
+            latencies,
+            Duration::from_secs_f64(seconds / partials.max(1.0)),
+        )
     }
 }
 
@@ -207,7 +210,10 @@ impl SizeRun {
 fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Duration {
     let before = scrape();
     let done = |s: &Scrape| s.syncs("services", "partial") + s.syncs("services", "full");
-    let rv = kube.apply(crate::fake_apiserver::Res::Services, cluster.service(i, external));
+    let rv = kube.apply(
+        crate::fake_apiserver::Res::Services,
+        cluster.service(i, external),
+    );
     let sent = poll("the watch event", APPLIED_WITHIN, || kube.sent_at(rv));
     let synced = poll("the sync of the change", APPLIED_WITHIN, || {
         let s = scrape();
@@ -231,7 +237,8 @@ fn confirm_in_ipvs(i: usize, external: bool) {
         .output()
         .is_ok_and(|o| o.status.success());
     assert_eq!(
-        found, external,
+        found,
+        external,
         "IPVS does not agree with svc-{i} (externalIP {vip} {})",
         if external { "added" } else { "removed" }
     );

@@ -87,7 +87,14 @@ pub fn ports_of(tier: &str) -> Vec<Value> {
 }
 
 /// One pod as a manifest would have it.
-pub fn pod_json(ns: &str, name: &str, labels: &Value, node: &str, ip: Ipv4Addr, tier: &str) -> Value {
+pub fn pod_json(
+    ns: &str,
+    name: &str,
+    labels: &Value,
+    node: &str,
+    ip: Ipv4Addr,
+    tier: &str,
+) -> Value {
     json!({
         "metadata": {"namespace": ns, "name": name, "labels": labels},
         "spec": {"nodeName": node, "containers": [{"name": "main", "ports": ports_of(tier)}]},
@@ -141,9 +148,7 @@ impl Generated {
         });
         let pods = self.pods.iter().cloned().map(pod_object);
         let policies = self.policies.iter().map(|v| {
-            KubeObject::NetworkPolicy(Box::new(
-                serde_json::from_value(v.clone()).expect("policy"),
-            ))
+            KubeObject::NetworkPolicy(Box::new(serde_json::from_value(v.clone()).expect("policy")))
         });
         namespaces.chain(pods).chain(policies).collect()
     }

@@ -41,6 +41,24 @@ struct PolicyLabel {
     direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    /// "NAMESPACE/NAME".
+    service: String,
+}
+
+/// What a kernel counter added since the last read of `seen` (a rewritten
+/// rule counts from 0 again: all it holds is new).
+fn added<K: Ord + Clone>(seen: &Mutex<BTreeMap<K, u64>>, key: &K, now: u64) -> u64 {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let before = seen.insert(key.clone(), now).unwrap_or(0);
+    if now >= before {
+        now - before
+    } else {
+        now
+    }
+}
+
 /// Every metric, cheap to clone (the values are shared).
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +76,8 @@ pub struct Metrics {
     /// The kernel's counters as last read, to add only what is new (a
     /// rewritten chain starts again at 0).
     policy_denied_seen: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    no_local_endpoint: Family<ServiceLabel, Counter>,
+    no_local_endpoint_seen: Arc<Mutex<BTreeMap<String, u64>>>,
     /// The daemon loop's metrics, readiness and health.
     pub sync: SyncMetrics,
     /// How long work may wait unsynced before /healthz fails.
@@ -103,6 +123,8 @@ impl Metrics {
             bpf_events: BpfEventCounters::default(),
             policy_denied: Family::default(),
             policy_denied_seen: Arc::default(),
+            no_local_endpoint: Family::default(),
+            no_local_endpoint_seen: Arc::default(),
             sync: SyncMetrics::new(&mut r),
             queued_limit: Arc::new(Mutex::new(Duration::from_secs(60))),
             ready: Arc::new(AtomicBool::new(false)),
@@ -151,6 +173,11 @@ impl Metrics {
             "policy_denied_packets",
             "Packets REJECTed by the pod firewall, per policy isolating the pod and direction",
             m.policy_denied.clone(),
+        );
+        r.register(
+            "service_no_local_endpoint_rejected_packets",
+            "Packets REJECTed at a frontend of traffic policy Local without an endpoint on this node, per Service",
+            m.no_local_endpoint.clone(),
         );
         let events = Family::<KindLabel, Counter>::default();
         r.register(
@@ -214,21 +241,25 @@ impl Metrics {
 
     /// Takes the kernel's denied-packet counters per (policy, direction).
     pub fn record_policy_denied(&self, now: &BTreeMap<(String, String), u64>) {
-        let mut seen = self
-            .policy_denied_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         for (key, &packets) in now {
-            let before = seen.insert(key.clone(), packets).unwrap_or(0);
-            let new = if packets >= before {
-                packets - before
-            } else {
-                packets
-            };
+            let new = added(&self.policy_denied_seen, key, packets);
             self.policy_denied
                 .get_or_create(&PolicyLabel {
                     policy: key.0.clone(),
                     direction: key.1.clone(),
+                })
+                .inc_by(new);
+        }
+    }
+
+    /// Takes the kernel's counters of refused unserved frontends, per
+    /// Service "NAMESPACE/NAME".
+    pub fn record_no_local_endpoint(&self, now: &BTreeMap<String, u64>) {
+        for (service, &packets) in now {
+            let new = added(&self.no_local_endpoint_seen, service, packets);
+            self.no_local_endpoint
+                .get_or_create(&ServiceLabel {
+                    service: service.clone(),
                 })
                 .inc_by(new);
         }
@@ -330,6 +361,20 @@ mod tests {
         assert!(
             text.contains(
                 "ipwarden_policy_denied_packets_total{policy=\"x/deny\",direction=\"ingress\"} 7"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refusals_without_a_local_endpoint_count_per_service() {
+        let m = Metrics::new();
+        m.record_no_local_endpoint(&BTreeMap::from([("shop/web".to_string(), 2)]));
+        m.record_no_local_endpoint(&BTreeMap::from([("shop/web".to_string(), 5)]));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "ipwarden_service_no_local_endpoint_rejected_packets_total{service=\"shop/web\"} 5"
             ),
             "{text}"
         );

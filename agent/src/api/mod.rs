@@ -1,9 +1,12 @@
-//! /metrics (Prometheus text), /healthz and /readyz on one port.
+//! /metrics (Prometheus text), /healthz and /readyz on one port; the
+//! health-check node ports of Services.
 
+pub mod health_checks;
 pub mod metrics;
 mod server;
 pub mod state;
 pub mod sync_metrics;
 
+pub use health_checks::HealthChecks;
 pub use metrics::{Metrics, ResultLabel};
 pub use server::serve;

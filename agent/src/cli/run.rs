@@ -58,6 +58,16 @@ pub struct Args {
     /// is checked after IPVS, against the backend, not at the VIP.
     #[arg(long, value_delimiter = ',', default_value = "10.96.0.0/12")]
     pub service_cluster_ip_range: Vec<ipnet::IpNet>,
+    /// Hairpin for every Service (kube-router's flag): a pod reaching its
+    /// own Service and balanced to itself is masqueraded, so it answers.
+    /// Without it, per Service with the annotation
+    /// `kube-router.io/service.hairpin` (or `ipwarden.io/service.hairpin`).
+    #[arg(long)]
+    pub hairpin_mode: bool,
+    /// NodePorts on every address of the node (kube-router's flag), not
+    /// only its InternalIP (else ExternalIP) per family.
+    #[arg(long)]
+    pub nodeport_bindon_all_ip: bool,
     /// External IP and LoadBalancer IP ranges, treated like ClusterIP ranges.
     #[arg(long, value_delimiter = ',')]
     pub service_external_ip_range: Vec<ipnet::IpNet>,
@@ -221,6 +231,8 @@ fn setup(args: &Args) -> Result<Setup> {
                 mode,
                 mark: args.bpf.bpf_mark,
             }),
+            hairpin_all: args.hairpin_mode,
+            nodeport_bindon_all_ip: args.nodeport_bindon_all_ip,
         },
     });
     let firewall = args.run_firewall.then(|| policies::Options {

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::{
-    api::Metrics,
+    api::{HealthChecks, Metrics},
     cluster::{kube::KubeSource, manifests::ManifestsSource, Change, Source},
     reconcile::{
         board::{Board, SyncRecord},
@@ -23,7 +23,7 @@ use crate::{
         driver::{self, Controller, SyncDone, SyncError, SyncObserver},
         policies, policies_owner,
         schedule::{FullReason, Intervals, Schedule, SyncKind},
-        services_owner,
+        services, services_owner,
         workers::{PolicyWorker, ServiceWorker},
         PolicySync, ServiceSync,
     },
@@ -32,7 +32,8 @@ use crate::{
 
 use super::run::{serve_api, Args, Setup};
 
-/// How often the denied-packet counters of the pod chains are read.
+/// How often the denied-packet counters of the pod chains (and those of
+/// unserved frontends) are read.
 const POLICY_COUNTERS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(args: &Args, setup: Setup) -> Result<()> {
@@ -81,6 +82,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
             if let Some(bpf) = bpf {
                 dp = dp.with_bpf(bpf);
             }
+            dp = dp.with_health_checks(Box::new(HealthChecks::new()));
             store.register(services_owner())?;
             metrics.sync.register("services");
             Some(Controller {
@@ -121,6 +123,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
     ));
     if args.run_firewall {
         tokio::spawn(policy_counters(metrics.clone()));
+    }
+    if args.run_service_proxy {
+        tokio::spawn(no_local_endpoint_counters(metrics.clone()));
     }
     let observer = Arc::new(Observer {
         metrics: metrics.clone(),
@@ -196,6 +201,18 @@ async fn policy_counters(metrics: Metrics) {
             Ok(Ok(c)) => metrics.record_policy_denied(&c),
             Ok(Err(e)) => tracing::warn!("reading the policy counters: {e:#}"),
             Err(e) => tracing::warn!("policy counter task failed: {e}"),
+        }
+    }
+}
+
+async fn no_local_endpoint_counters(metrics: Metrics) {
+    let mut tick = tokio::time::interval(POLICY_COUNTERS_EVERY);
+    loop {
+        tick.tick().await;
+        match tokio::task::spawn_blocking(services::no_local_endpoint_packets).await {
+            Ok(Ok(c)) => metrics.record_no_local_endpoint(&c),
+            Ok(Err(e)) => tracing::warn!("reading the no-local-endpoint counters: {e:#}"),
+            Err(e) => tracing::warn!("no-local-endpoint counter task failed: {e}"),
         }
     }
 }

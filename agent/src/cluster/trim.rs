@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         core::v1::{
-            Container, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeStatus, Pod,
-            PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
+            Container, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeSpec,
+            NodeStatus, Pod, PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
         },
         discovery::v1::{Endpoint, EndpointSlice},
         networking::v1::NetworkPolicy,
@@ -81,6 +81,7 @@ impl Trim for Service {
                 cluster_ips: spec.cluster_ips,
                 external_ips: spec.external_ips,
                 external_traffic_policy: spec.external_traffic_policy,
+                health_check_node_port: spec.health_check_node_port,
                 internal_traffic_policy: spec.internal_traffic_policy,
                 ip_families: spec.ip_families,
                 load_balancer_source_ranges: spec.load_balancer_source_ranges,
@@ -178,7 +179,14 @@ impl Trim for NetworkPolicy {
 impl Trim for Node {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata, |_| false);
-        self.spec = None;
+        // The pod CIDRs: traffic from them needs no masquerade.
+        self.spec = self.spec.take().and_then(|s| {
+            (s.pod_cidr.is_some() || s.pod_cidrs.is_some()).then(|| NodeSpec {
+                pod_cidr: s.pod_cidr,
+                pod_cidrs: s.pod_cidrs,
+                ..NodeSpec::default()
+            })
+        });
         let addresses = self.status.take().and_then(|s| s.addresses);
         self.status = addresses.map(|a| NodeStatus {
             addresses: Some(a),
@@ -241,6 +249,7 @@ mod tests {
                 include_str!("../../tests/fixtures/proxy/cluster.yaml"),
             ),
             ("policies.yaml", POLICY_CLUSTER),
+            ("health.yaml", HEALTH_CHECKED),
         ] {
             let mut one = manifests::Loaded::default();
             manifests::parse_text(Path::new(name), text, &mut one);
@@ -282,6 +291,23 @@ mod tests {
             KubeObject::Node(_) => KubeObject::Node(serde_json::from_value(v).unwrap()),
         }
     }
+
+    /// A LoadBalancer of policy Local: its health check port must survive.
+    const HEALTH_CHECKED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.7.1
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32111
+  ports:
+  - {name: http, port: 80, targetPort: 8080, nodePort: 30111, protocol: TCP}
+status:
+  loadBalancer:
+    ingress: [{ip: 198.51.100.77}]
+"#;
 
     /// Pods with ports, host network, finished phases, dual-stack IPs, and
     /// policies with named ports and namespace selectors.
@@ -363,10 +389,29 @@ spec:
         let b = Snapshot::from_objects(trimmed, host());
         assert!(!a.services.is_empty() && !a.pods.is_empty() && a.node.is_some());
         assert_eq!(services::desired(&a), services::desired(&b));
+        let sa = services::desired(&a);
+        assert_eq!(sa.health_checks.len(), 1, "healthCheckNodePort survives");
         let opts = policies::Options::default();
         let (pa, pb) = (policies::desired(&a, &opts), policies::desired(&b, &opts));
         assert!(!pa.sets.is_empty(), "the policy cluster programs something");
         assert_eq!(pa, pb);
+    }
+
+    #[test]
+    fn a_node_keeps_its_pod_cidrs_and_addresses_only() {
+        let mut node: Node = serde_json::from_value(noise(json!({
+            "metadata": {"name": "node-a"},
+            "spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00:244:1::/64"],
+                "providerID": "cloud://x"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "10.0.1.1"}],
+                "capacity": {"cpu": "2"}}
+        })))
+        .unwrap();
+        node.trim();
+        let spec = node.spec.as_ref().unwrap();
+        assert_eq!(spec.pod_cidrs.as_ref().unwrap().len(), 2);
+        assert_eq!(spec.provider_id, None);
+        assert_eq!(node.status.as_ref().unwrap().capacity, None);
     }
 
     #[test]

@@ -92,6 +92,15 @@ pub fn node(name: &str, addresses: &[&str]) -> KubeObject {
     }))))
 }
 
+/// A Node with `addresses` and `spec.podCIDRs`.
+pub fn node_with_pod_cidrs(name: &str, addresses: &[&str], cidrs: &[&str]) -> KubeObject {
+    let KubeObject::Node(mut n) = node(name, addresses) else {
+        unreachable!("node() builds a Node")
+    };
+    n.spec = Some(from_json(json!({ "podCIDRs": cidrs })));
+    KubeObject::Node(n)
+}
+
 pub fn namespace(name: &str, labels: Value) -> KubeObject {
     KubeObject::Namespace(Box::new(from_json::<Namespace>(json!({
         "metadata": {"name": name, "labels": labels}
@@ -161,6 +170,12 @@ impl ServiceBuilder {
     /// `externalTrafficPolicy: Local`.
     pub fn external_traffic_local(mut self) -> Self {
         self.0["spec"]["externalTrafficPolicy"] = json!("Local");
+        self
+    }
+
+    /// `spec.healthCheckNodePort`.
+    pub fn health_check_node_port(mut self, port: u16) -> Self {
+        self.0["spec"]["healthCheckNodePort"] = json!(port);
         self
     }
 

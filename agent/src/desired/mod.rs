@@ -7,8 +7,10 @@
 //! - `sets`, `member`: ipsets (type, desired set, typed members).
 //! - `iptables`: one owner's chains and jump rules per table and family.
 //! - `ipvs`: virtual services, real servers and the Service they serve.
+//! - `health`: health-check node ports.
 
 pub mod family;
+pub mod health;
 pub mod iptables;
 pub mod ipvs;
 pub mod member;
@@ -22,6 +24,7 @@ use std::{
 };
 
 pub use family::Family;
+pub use health::HealthCheck;
 pub use iptables::{Chain, Jump, Ownership, PlanError, Table, TablePlan};
 pub use ipvs::{Forward, RealServer, ServiceFlags, ServiceRef, VirtualService, VsKey};
 pub use member::{Member, NtopAddr};
@@ -70,5 +73,7 @@ pub struct ServiceState {
     pub member_services: MemberServices,
     /// The firewall chain and masquerade rules, per table and family.
     pub iptables: Vec<TablePlan>,
+    /// Health-check node ports to serve, sorted by port.
+    pub health_checks: Vec<HealthCheck>,
     pub problems: Vec<Problem>,
 }

@@ -101,9 +101,11 @@ impl SetChanges {
                 add: spec
                     .members
                     .difference(&before.members)
-                    .chain(touched.iter().filter(|m| {
-                        spec.members.contains(m) && before.members.contains(m)
-                    }))
+                    .chain(
+                        touched
+                            .iter()
+                            .filter(|m| spec.members.contains(m) && before.members.contains(m)),
+                    )
                     .copied()
                     .collect(),
                 del: before.members.difference(&spec.members).copied().collect(),

@@ -355,9 +355,9 @@ impl LinkClient {
             for r in answers {
                 match r.map_err(err(what, addr)) {
                     Ok(_) => {}
-                    Err(LinkError::Netlink {
-                        errno: Some(n), ..
-                    }) if n == already => written = false,
+                    Err(LinkError::Netlink { errno: Some(n), .. }) if n == already => {
+                        written = false
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -9,7 +9,9 @@ use std::{collections::BTreeSet, net::IpAddr};
 use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
-    desired::{MemberServices, SetDelta, SetSpec, TablePlan, VirtualService, VsKey},
+    desired::{
+        HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
+    },
     kernel::{
         iptables::{self, Changes},
         ipvs::IpvsClient,
@@ -32,8 +34,17 @@ pub enum IpvsSelection<'a> {
     Keys(&'a BTreeSet<VsKey>),
 }
 
+/// Serves health-check node ports. The reconcile pass calls it; the HTTP
+/// side lives above (`api::health_checks`) and is wired in `cli/`.
+pub trait HealthCheckSink: Send {
+    /// Makes the listeners exactly `checks` (opened, answers updated,
+    /// closed); a port that cannot be listened on is a problem of its
+    /// Service, and the others are served all the same.
+    fn serve(&self, checks: &[HealthCheck]) -> Vec<Problem>;
+}
+
 /// One step each, in the order a pass calls them: sets, IPVS, addresses,
-/// chains.
+/// chains, health checks.
 pub trait Dataplane: Send {
     fn apply_sets(
         &mut self,
@@ -82,6 +93,10 @@ pub trait Dataplane: Send {
 
     /// The node's own addresses (for local-ips), without the VIPs.
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError>;
+
+    /// The health-check node ports to serve; the problems of those that
+    /// cannot be.
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem>;
 }
 
 /// The kernel of the calling thread's network namespace. Netlink sockets
@@ -93,6 +108,7 @@ pub struct RealDataplane {
     link: LinkClient,
     node_port_range: (u16, u16),
     bpf: Option<BpfRuntime>,
+    health: Option<Box<dyn HealthCheckSink>>,
 }
 
 impl RealDataplane {
@@ -104,6 +120,7 @@ impl RealDataplane {
             link: LinkClient::connect()?,
             node_port_range: (30000, 32767),
             bpf: None,
+            health: None,
         })
     }
 
@@ -127,6 +144,13 @@ impl RealDataplane {
     /// address sync.
     pub fn with_bpf(mut self, bpf: BpfRuntime) -> Self {
         self.bpf = Some(bpf);
+        self
+    }
+
+    /// Serves health-check node ports through `sink` (the daemon; a
+    /// single pass serves none).
+    pub fn with_health_checks(mut self, sink: Box<dyn HealthCheckSink>) -> Self {
+        self.health = Some(sink);
         self
     }
 
@@ -154,9 +178,14 @@ impl RealDataplane {
                 .filter(|(i, _, _)| Some(*i) == index)
                 .map(|(_, a, _)| a),
         );
+        // NodePorts on any address of the node are ours, not only on those
+        // listened on now: turning --nodeport-bindon-all-ip off removes
+        // the ones on the other addresses.
+        let mut node_addrs: BTreeSet<IpAddr> = node_ips.iter().copied().collect();
+        node_addrs.extend(self.link.local_addresses(names::DUMMY_INTERFACE)?);
         Ok(IpvsScope {
             vips: owned,
-            node_ips: node_ips.iter().copied().collect(),
+            node_ips: node_addrs.into_iter().collect(),
             node_port_range: self.node_port_range,
         })
     }
@@ -254,5 +283,12 @@ impl Dataplane for RealDataplane {
 
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
         Ok(self.link.local_addresses(names::DUMMY_INTERFACE)?)
+    }
+
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem> {
+        match &self.health {
+            Some(sink) => sink.serve(checks),
+            None => Vec::new(),
+        }
     }
 }

@@ -18,7 +18,8 @@ use crate::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services,
     desired::{
-        Family, MemberServices, SetDelta, SetSpec, Table, TablePlan, VirtualService, VsKey,
+        Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table, TablePlan,
+        VirtualService, VsKey,
     },
     kernel::{iptables::Changes, ipvs_sync::IpvsReport, link::AddressReport},
     store::ApplyReport,
@@ -41,6 +42,8 @@ pub enum Call {
     /// A partial address change: (added, deleted).
     AddressChanges(BTreeSet<IpAddr>, BTreeSet<IpAddr>),
     Table(Family, Table),
+    /// The health-check ports served.
+    HealthChecks(Vec<u16>),
 }
 
 #[derive(Clone, Default)]
@@ -132,6 +135,11 @@ impl Dataplane for Recording {
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
         Ok(Vec::new())
     }
+
+    fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem> {
+        self.push(Call::HealthChecks(checks.iter().map(|c| c.port).collect()));
+        Vec::new()
+    }
 }
 
 const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
@@ -193,6 +201,7 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             Call::Ipvs { .. } => "ipvs",
             Call::Addresses(_) | Call::AddressChanges(..) => "addresses",
             Call::Table(..) => "table",
+            Call::HealthChecks(_) => "health_checks",
         })
         .collect();
     assert_eq!(
@@ -204,7 +213,8 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             "table",
             "table",
             "table",
-            "table"
+            "table",
+            "health_checks"
         ]
     );
     assert!(

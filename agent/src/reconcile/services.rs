@@ -12,7 +12,8 @@ use std::{
 use crate::{
     cluster::Snapshot,
     controllers::services::{self, names, ServiceShare},
-    desired::{Member, ServiceRef, ServiceState, SetChanges, VsKey},
+    desired::{Family, Member, ServiceRef, ServiceState, SetChanges, Table, VsKey},
+    kernel::iptables,
     store::{ApplyReport, Claim, Owner},
 };
 
@@ -123,7 +124,7 @@ impl<D: Dataplane> ServiceSync<D> {
         snapshot: &Snapshot,
         changes: &ServiceChanges,
     ) -> Prepared {
-        let node_ips = services::node_ips(snapshot);
+        let node_ips = services::node_ips(snapshot, &self.opts.services);
         let kind = if node_ips != self.node_ips || changes.node {
             SyncKind::Full
         } else {
@@ -138,7 +139,7 @@ impl<D: Dataplane> ServiceSync<D> {
                     .map(|svc| {
                         (
                             service_ref(svc),
-                            services::share(svc, snapshot, &self.node_ips),
+                            services::share(svc, snapshot, &self.node_ips, &self.opts.services),
                         )
                     })
                     .collect();
@@ -152,7 +153,7 @@ impl<D: Dataplane> ServiceSync<D> {
         }
         let state = services::assemble(
             self.shares.values(),
-            &snapshot.host.local_addresses,
+            &services::NodeView::of(snapshot),
             &self.opts.services,
         );
         Prepared {
@@ -192,7 +193,7 @@ impl<D: Dataplane> ServiceSync<D> {
             }
             let svc = snapshot.services.iter().find(|s| service_ref(s) == r);
             if let Some(svc) = svc {
-                let share = services::share(svc, snapshot, &self.node_ips);
+                let share = services::share(svc, snapshot, &self.node_ips, &self.opts.services);
                 keys.extend(share.keys());
                 self.shares.insert(r, share);
             }
@@ -344,6 +345,23 @@ impl<D: Dataplane> ServiceSync<D> {
         Ok(())
     }
 
+    /// Last: the health checks answer for what is programmed.
+    /// A partial sync leaves them alone when they are those of the last
+    /// sync (a port that could not be bound is retried by the next full
+    /// sync).
+    pub fn serve_health_checks(&mut self, p: &Prepared, report: &mut ReconcileReport) {
+        let unchanged = p.kind == SyncKind::Partial
+            && self
+                .last_state
+                .as_ref()
+                .is_some_and(|last| last.health_checks == p.state.health_checks);
+        if unchanged {
+            return;
+        }
+        let problems = self.dataplane.serve_health_checks(&p.state.health_checks);
+        report.problems.extend(problems);
+    }
+
     /// One whole pass of the service controller.
     pub fn sync(
         &mut self,
@@ -361,10 +379,26 @@ impl<D: Dataplane> ServiceSync<D> {
         step.lap("ipvs and addresses");
         self.apply_chains(&p, &mut report)?;
         step.lap("chains");
+        self.serve_health_checks(&p, &mut report);
+        step.lap("health checks");
         tracing::debug!(kind = ?p.kind, "service sync steps: {}", step.laps());
         self.last_state = Some(Arc::new(p.state));
         Ok(report)
     }
+}
+
+/// Packets refused at unserved frontends (traffic policy Local, no local
+/// endpoint) per Service "NAMESPACE/NAME", both families.
+pub fn no_local_endpoint_packets() -> Result<BTreeMap<String, u64>, ReconcileError> {
+    let mut out = BTreeMap::new();
+    for family in Family::ALL {
+        for (service, packets) in
+            iptables::comment_counters(family, Table::Filter, names::NO_LOCAL_ENDPOINT)?
+        {
+            *out.entry(service).or_default() += packets;
+        }
+    }
+    Ok(out)
 }
 
 /// Step durations of one sync, for the debug log.

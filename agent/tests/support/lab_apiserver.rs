@@ -73,7 +73,6 @@ impl Drop for Kube {
     }
 }
 
-
 /// A list (not a watch) of `res` in the server's request log.
 pub fn is_list(request: &str, res: Res) -> bool {
     request.starts_with(&format!("GET {}?", res.path())) && !request.contains("watch=true")

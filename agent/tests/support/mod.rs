@@ -18,6 +18,11 @@ pub fn lab() -> Lab {
 /// `ipwarden run --once --json` in the node namespace; its report. The
 /// eBPF data plane runs too (mode log), pinned on a bpffs of the lab's own.
 pub fn run_once(lab: &Lab) -> serde_json::Value {
+    run_once_with(lab, &[])
+}
+
+/// The same with `extra` flags.
+pub fn run_once_with(lab: &Lab, extra: &[&str]) -> serde_json::Value {
     let out = lab
         .node
         .command(env!("CARGO_BIN_EXE_ipwarden"))
@@ -26,6 +31,7 @@ pub fn run_once(lab: &Lab) -> serde_json::Value {
         .arg(lab.bpffs.path())
         .arg("--manifests")
         .arg(&lab.manifests)
+        .args(extra)
         .output()
         .unwrap();
     assert!(

@@ -14,6 +14,11 @@ pub const SCHED_FLAGS: [&str; 2] = [
     "kube-router.io/service.schedflags",
 ];
 
+pub const HAIRPIN: [&str; 2] = [
+    "ipwarden.io/service.hairpin",
+    "kube-router.io/service.hairpin",
+];
+
 /// The schedulers of Linux IPVS.
 const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
@@ -75,6 +80,23 @@ pub fn sched_flags(
     Ok(Some((field, flags)))
 }
 
+/// Hairpin for this Service: Some(true) when the annotation is set (empty
+/// or "true", as kube-router reads its mere presence), Some(false) for
+/// "false", None when absent. Err(field, message) for another value.
+pub fn hairpin(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<bool>, (String, String)> {
+    match lookup(annotations, &HAIRPIN) {
+        None => Ok(None),
+        Some((_, "" | "true")) => Ok(Some(true)),
+        Some((_, "false")) => Ok(Some(false)),
+        Some((name, value)) => Err((
+            format!("metadata.annotations[{name}]"),
+            format!("{value:?} is not \"true\", \"false\" or empty"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +138,20 @@ mod tests {
         assert!(f.sched1 && f.sched2 && !f.sched3);
         let bad = ann(&[("ipwarden.io/service.schedflags", "flag-9")]);
         assert!(sched_flags(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn hairpin_is_on_when_present_and_ours_win() {
+        assert_eq!(hairpin(None).unwrap(), None);
+        let kr = ann(&[("kube-router.io/service.hairpin", "")]);
+        assert_eq!(hairpin(Some(&kr)).unwrap(), Some(true));
+        let both = ann(&[
+            ("kube-router.io/service.hairpin", "true"),
+            ("ipwarden.io/service.hairpin", "false"),
+        ]);
+        assert_eq!(hairpin(Some(&both)).unwrap(), Some(false));
+        let bad = ann(&[("ipwarden.io/service.hairpin", "yes")]);
+        let (field, _) = hairpin(Some(&bad)).unwrap_err();
+        assert_eq!(field, "metadata.annotations[ipwarden.io/service.hairpin]");
     }
 }

@@ -96,6 +96,25 @@ pub fn backends<'a>(
     found.into_values().collect()
 }
 
+/// Ready, not terminating endpoints on `node`: a health check's count.
+/// Counted per address family and the larger count taken, so a pod of a
+/// dual-stack Service (one address in each family's slices) counts once.
+pub fn local_ready<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, node: &str) -> u32 {
+    let mut found: [std::collections::BTreeSet<&str>; 2] = Default::default();
+    for slice in slices.filter(|s| s.address_type != "FQDN") {
+        let family = usize::from(slice.address_type == "IPv6");
+        for ep in &slice.endpoints {
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            if ready && !terminating && ep.node_name.as_deref() == Some(node) {
+                found[family].extend(ep.addresses.first().map(String::as_str));
+            }
+        }
+    }
+    found.iter().map(|f| f.len() as u32).max().unwrap_or(0)
+}
+
 /// The slice's port number for the service port (matched by name, as the
 /// EndpointSlice controller names them after the Service's ports).
 fn slice_port(slice: &EndpointSlice, port_name: &str, proto: Protocol) -> Option<i32> {

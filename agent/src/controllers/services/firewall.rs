@@ -9,12 +9,13 @@ use ipnet::IpNet;
 use ipwarden_common::Mode;
 
 use crate::desired::{
-    Chain, Family, Jump, Member, MemberServices, Ownership, SetSpec, SetType, Table, TablePlan,
-    VirtualService, VsKey,
+    Chain, Family, Jump, Member, MemberServices, Ownership, ServiceRef, SetSpec, SetType, Table,
+    TablePlan, VirtualService, VsKey,
 };
 
 use super::names::{
-    CHAIN_POSTROUTING, CHAIN_SERVICES, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP, SET_SVIP_PRT,
+    CHAIN_POSTROUTING, CHAIN_SERVICES, NO_LOCAL_ENDPOINT, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP,
+    SET_SVIP_PRT,
 };
 
 /// What the tc program does, for the rules that work with its mark.
@@ -31,9 +32,35 @@ pub struct SourceRestriction {
     pub ranges: Vec<IpNet>,
 }
 
+/// A frontend whose masquerade differs from the rest of IPVS traffic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NatException {
+    /// Hairpin: `endpoint`, a pod on this node, reaches itself through
+    /// `key`; masqueraded, or it would drop its own packets as martians.
+    Hairpin { key: VsKey, endpoint: IpAddr },
+    /// externalTrafficPolicy Local: the endpoint sees the client's address.
+    KeepSource { key: VsKey },
+}
+
+/// A frontend of traffic policy Local without an endpoint on this node:
+/// refused (as kube-proxy does) and counted, never sent to another node.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unserved {
+    pub key: VsKey,
+    pub service: ServiceRef,
+    /// Held on ipwarden0 (not a NodePort on a node address).
+    pub vip: bool,
+}
+
 /// svip, svip-prt and local-ips for both families (always all six, so an
 /// empty family still has its sets and the chain's matches stay valid).
-pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
+/// `refused` are addresses of unserved frontends: in svip, so their
+/// traffic meets the chain, but never in svip-prt.
+pub fn sets(
+    keys: &BTreeSet<VsKey>,
+    refused: &BTreeSet<IpAddr>,
+    local: &BTreeSet<IpAddr>,
+) -> Vec<SetSpec> {
     let mut out = Vec::new();
     for family in Family::ALL {
         let of_family = |a: &IpAddr| Family::of(a) == family;
@@ -43,8 +70,10 @@ pub fn sets(keys: &BTreeSet<VsKey>, local: &BTreeSet<IpAddr>) -> Vec<SetSpec> {
             family,
             members: keys
                 .iter()
-                .filter(|k| of_family(&k.addr))
-                .map(|k| Member::ip(k.addr))
+                .map(|k| &k.addr)
+                .chain(refused)
+                .filter(|a| of_family(a))
+                .map(|a| Member::ip(*a))
                 .collect(),
         });
         out.push(SetSpec {
@@ -91,6 +120,7 @@ pub fn member_services(services: &[VirtualService]) -> MemberServices {
 pub fn filter_plan(
     family: Family,
     restrictions: &[SourceRestriction],
+    unserved: &[Unserved],
     bpf: Option<BpfRules>,
 ) -> TablePlan {
     let (icmp, reject) = match family {
@@ -123,6 +153,12 @@ pub fn filter_plan(
     };
     let mut rules = Vec::new();
     rules.extend(icmp);
+    rules.extend(
+        unserved
+            .iter()
+            .filter(|u| Family::of(&u.key.addr) == family)
+            .map(|u| refuse_unserved(u, reject)),
+    );
     for r in &restricted {
         let (host, proto, port) = (host_cidr(r.key.addr), r.key.proto, r.key.port);
         for range in &r.ranges {
@@ -196,9 +232,51 @@ pub fn filter_plan(
 }
 
 /// Masquerade what IPVS forwards in NAT mode, so replies from backends on
-/// other nodes come back through this node (kube-router's
-/// `--masquerade-all`).
-pub fn nat_plan(family: Family) -> TablePlan {
+/// other nodes come back through this node, except:
+/// - hairpin connections are masqueraded first, whatever follows;
+/// - traffic from this node's pod CIDRs keeps its source (replies to a
+///   local pod come back through this node anyway);
+/// - frontends of externalTrafficPolicy Local keep the client's address.
+///
+/// Rules are written as iptables-save prints them (libxt_ipvs prints
+/// `--vproto` before `--vaddr` before `--vport`, a host `--vaddr` without
+/// its mask, and drops `--ipvs` once another option is there; checked by
+/// `tests/vm_client_source.rs`).
+pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]) -> TablePlan {
+    let of_family = |k: &VsKey| Family::of(&k.addr) == family;
+    let vs_match = |k: &VsKey| {
+        format!(
+            "-m ipvs --vproto {} --vaddr {} --vport {}",
+            k.proto.number(),
+            k.addr,
+            k.port
+        )
+    };
+    let mut rules = Vec::new();
+    for e in exceptions {
+        if let NatException::Hairpin { key, endpoint } = e {
+            if of_family(key) {
+                let ep = host_cidr(*endpoint);
+                rules.push(format!("-s {ep} -d {ep} {} -j MASQUERADE", vs_match(key)));
+            }
+        }
+    }
+    rules.extend(
+        pod_cidrs
+            .iter()
+            .filter(|c| Family::of(&c.addr()) == family)
+            .map(|c| format!("-s {c} -j RETURN")),
+    );
+    for e in exceptions {
+        if let NatException::KeepSource { key } = e {
+            if of_family(key) {
+                rules.push(format!("{} -j RETURN", vs_match(key)));
+            }
+        }
+    }
+    // iptables-save prints `--ipvs` away: --vdir/--vmethod only match IPVS
+    // connections anyway.
+    rules.push("-m ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE".into());
     TablePlan {
         family,
         table: Table::Nat,
@@ -206,9 +284,7 @@ pub fn nat_plan(family: Family) -> TablePlan {
         tag: OWNER_TAG.into(),
         chains: vec![Chain {
             name: CHAIN_POSTROUTING.into(),
-            // iptables-save prints `--ipvs` away: --vdir/--vmethod only
-            // match IPVS connections anyway.
-            rules: vec!["-m ipvs --vdir ORIGINAL --vmethod MASQ -j MASQUERADE".into()],
+            rules,
         }],
         jumps: vec![Jump {
             from: "POSTROUTING".into(),
@@ -216,6 +292,16 @@ pub fn nat_plan(family: Family) -> TablePlan {
         }],
         below_other_owners: false,
     }
+}
+
+/// REJECTs new connections to an unserved frontend; the comment names the
+/// Service so /metrics can count them per Service.
+fn refuse_unserved(u: &Unserved, reject: &str) -> String {
+    let (host, proto, port) = (host_cidr(u.key.addr), u.key.proto, u.key.port);
+    let (ns, name) = (&u.service.namespace, &u.service.name);
+    format!(
+        "-d {host} -p {proto} -m {proto} --dport {port} -m comment --comment \"{NO_LOCAL_ENDPOINT}{ns}/{name}\" -j REJECT --reject-with {reject}"
+    )
 }
 
 /// `10.0.0.1/32` / `fd00::1/128`: how iptables-save prints a host address.

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, Service};
 
 use crate::desired::Problem;
@@ -114,5 +115,41 @@ pub fn node_ips(node: Option<&Node>) -> Vec<IpAddr> {
             }
         }
     }
+    out
+}
+
+/// Every address of the node NodePorts may listen on with
+/// `--nodeport-bindon-all-ip`: not loopback, link-local or multicast.
+pub fn all_node_ips(local_addresses: &[IpAddr]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = local_addresses
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_loopback() && !ip.is_multicast() && !ip.is_unspecified())
+        .filter(|ip| match ip {
+            IpAddr::V4(v4) => !v4.is_link_local(),
+            IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The Node's spec.podCIDRs (else spec.podCIDR); bad ones are ignored
+/// (masquerading more is the safe side).
+pub fn pod_cidrs(node: Option<&Node>) -> Vec<IpNet> {
+    let Some(spec) = node.and_then(|n| n.spec.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpNet> = spec
+        .pod_cidrs
+        .iter()
+        .flatten()
+        .chain(spec.pod_cidr.iter())
+        .filter_map(|c| c.trim().parse::<IpNet>().ok())
+        .map(|c| c.trunc())
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }

@@ -18,14 +18,17 @@ use k8s_openapi::api::core::v1::Service;
 use crate::{
     cluster::Snapshot,
     desired::{
-        Family, Problem, Protocol, ServiceFlags, ServiceRef, ServiceState, VirtualService, VsKey,
+        Family, HealthCheck, Problem, Protocol, RealServer, ServiceFlags, ServiceRef, ServiceState,
+        VirtualService, VsKey,
     },
 };
 
-pub use firewall::{BpfRules, SourceRestriction};
+pub use firewall::{BpfRules, NatException, SourceRestriction, Unserved};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nat;
 use frontends::Kind;
 
 /// Kubernetes' default ClientIP affinity timeout (3 hours).
@@ -36,6 +39,12 @@ const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
 pub struct Options {
     /// The eBPF data plane's mode and mark, when it runs.
     pub bpf: Option<BpfRules>,
+    /// Hairpin for every Service (kube-router's `--hairpin-mode`), not
+    /// only those with the annotation.
+    pub hairpin_all: bool,
+    /// NodePorts on every address of the node (kube-router's
+    /// `--nodeport-bindon-all-ip`), not only its InternalIP per family.
+    pub nodeport_bindon_all_ip: bool,
 }
 
 /// The desired service state for `snapshot`, without eBPF rules.
@@ -45,13 +54,31 @@ pub fn desired(snapshot: &Snapshot) -> ServiceState {
 
 /// The desired service state for `snapshot`. Pure: no I/O, no clock.
 pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
-    let node_ips = frontends::node_ips(snapshot.node.as_deref());
+    let node_ips = node_ips(snapshot, opts);
     let shares: Vec<ServiceShare> = snapshot
         .services
         .iter()
-        .map(|svc| share(svc, snapshot, &node_ips))
+        .map(|svc| share(svc, snapshot, &node_ips, opts))
         .collect();
-    assemble(shares.iter(), &snapshot.host.local_addresses, opts)
+    assemble(shares.iter(), &NodeView::of(snapshot), opts)
+}
+
+/// What assembling needs to know of this node beyond the Services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// The node's addresses, except those of ipwarden0.
+    pub local_addresses: Vec<IpAddr>,
+    /// The Node's spec.podCIDRs: traffic from them is not masqueraded.
+    pub pod_cidrs: Vec<IpNet>,
+}
+
+impl NodeView {
+    pub fn of(snapshot: &Snapshot) -> Self {
+        Self {
+            local_addresses: snapshot.host.local_addresses.clone(),
+            pod_cidrs: frontends::pod_cidrs(snapshot.node.as_deref()),
+        }
+    }
 }
 
 /// One Service's part of the desired state: what a partial sync recomputes
@@ -62,6 +89,11 @@ pub struct ServiceShare {
     /// ipwarden0 (not a NodePort on a node address).
     pub virtual_services: Vec<(VirtualService, bool)>,
     pub restrictions: Vec<SourceRestriction>,
+    /// Frontends of traffic policy Local without a local endpoint.
+    pub unserved: Vec<Unserved>,
+    /// Hairpin and client-source exceptions to the masquerade.
+    pub nat: Vec<NatException>,
+    pub health_check: Option<HealthCheck>,
     pub problems: Vec<Problem>,
 }
 
@@ -71,29 +103,31 @@ impl ServiceShare {
     }
 }
 
-/// The node addresses NodePorts listen on (from this node's Node).
-pub fn node_ips(snapshot: &Snapshot) -> Vec<IpAddr> {
-    frontends::node_ips(snapshot.node.as_deref())
+/// The node addresses NodePorts listen on: this node's InternalIP (else
+/// ExternalIP) per family, or with `nodeport_bindon_all_ip` every address
+/// of the node (not loopback, link-local or ipwarden0's).
+pub fn node_ips(snapshot: &Snapshot, opts: &Options) -> Vec<IpAddr> {
+    if opts.nodeport_bindon_all_ip {
+        frontends::all_node_ips(&snapshot.host.local_addresses)
+    } else {
+        frontends::node_ips(snapshot.node.as_deref())
+    }
 }
 
 /// The share of one Service (empty when it is skipped).
-pub fn share(svc: &Service, snapshot: &Snapshot, node_ips: &[IpAddr]) -> ServiceShare {
+pub fn share(
+    svc: &Service,
+    snapshot: &Snapshot,
+    node_ips: &[IpAddr],
+    opts: &Options,
+) -> ServiceShare {
     let ctx = ServiceCtx::new(svc);
     let mut out = ServiceShare::default();
     if ctx.skipped(svc) {
         return out;
     }
-    out.virtual_services = ctx
-        .virtual_services(
-            svc,
-            snapshot,
-            node_ips,
-            &mut out.problems,
-            &mut out.restrictions,
-        )
-        .into_iter()
-        .map(|(vs, kind)| (vs, kind != Kind::NodePort))
-        .collect();
+    ctx.fill(svc, snapshot, node_ips, opts, &mut out);
+    out.health_check = ctx.health_check(svc, snapshot, &mut out.problems);
     out
 }
 
@@ -101,16 +135,22 @@ pub fn share(svc: &Service, snapshot: &Snapshot, node_ips: &[IpAddr]) -> Service
 /// (namespace, name): the first Service to claim a key keeps it.
 pub fn assemble<'a>(
     shares: impl Iterator<Item = &'a ServiceShare>,
-    local_addresses: &[IpAddr],
+    node: &NodeView,
     opts: &Options,
 ) -> ServiceState {
     let mut problems = Vec::new();
     let mut services: BTreeMap<VsKey, VirtualService> = BTreeMap::new();
     let mut vips = BTreeSet::new();
     let mut restrictions = Vec::new();
+    let mut unserved = Vec::new();
+    let mut nat = Vec::new();
+    let mut health = Vec::new();
     for share in shares {
         problems.extend(share.problems.iter().cloned());
         restrictions.extend(share.restrictions.iter().cloned());
+        unserved.extend(share.unserved.iter().cloned());
+        nat.extend(share.nat.iter().cloned());
+        health.extend(share.health_check.iter().cloned());
         for (vs, is_vip) in &share.virtual_services {
             if let Some(existing) = services.get(&vs.key) {
                 problems.push(Problem {
@@ -129,12 +169,22 @@ pub fn assemble<'a>(
     }
 
     let keys: BTreeSet<VsKey> = services.keys().copied().collect();
-    let local: BTreeSet<IpAddr> = local_addresses
+    // A key another Service serves is not refused.
+    unserved.retain(|u| !keys.contains(&u.key));
+    unserved.sort();
+    unserved.dedup();
+    vips.extend(unserved.iter().filter(|u| u.vip).map(|u| u.key.addr));
+    let refused: BTreeSet<IpAddr> = unserved.iter().map(|u| u.key.addr).collect();
+    let local: BTreeSet<IpAddr> = node
+        .local_addresses
         .iter()
         .copied()
         .filter(|a| !vips.contains(a))
         .collect();
     restrictions.sort();
+    nat.sort();
+    nat.dedup();
+    let health_checks = health_checks(health, &mut problems);
     problems.sort();
     problems.dedup();
     let virtual_services: Vec<VirtualService> = services.into_values().collect();
@@ -142,18 +192,41 @@ pub fn assemble<'a>(
         member_services: firewall::member_services(&virtual_services),
         virtual_services,
         vips,
-        sets: firewall::sets(&keys, &local),
+        sets: firewall::sets(&keys, &refused, &local),
         iptables: Family::ALL
             .into_iter()
             .flat_map(|f| {
                 [
-                    firewall::filter_plan(f, &restrictions, opts.bpf),
-                    firewall::nat_plan(f),
+                    firewall::filter_plan(f, &restrictions, &unserved, opts.bpf),
+                    firewall::nat_plan(f, &nat, &node.pod_cidrs),
                 ]
             })
             .collect(),
+        health_checks,
         problems,
     }
+}
+
+/// Health checks sorted by port; the first Service (in Service order) to
+/// claim a port keeps it.
+fn health_checks(mut all: Vec<HealthCheck>, problems: &mut Vec<Problem>) -> Vec<HealthCheck> {
+    all.sort_by(|a, b| (a.port, &a.service).cmp(&(b.port, &b.service)));
+    let mut out: Vec<HealthCheck> = Vec::new();
+    for hc in all {
+        match out.last() {
+            Some(prev) if prev.port == hc.port => problems.push(Problem {
+                object: hc.service.to_string(),
+                field: "spec.healthCheckNodePort".into(),
+                message: format!(
+                    "port {} is already the health check of {}",
+                    hc.port, prev.service
+                ),
+                skipped: true,
+            }),
+            _ => out.push(hc),
+        }
+    }
+    out
 }
 
 /// Service-wide settings, read once per Service.
@@ -194,31 +267,121 @@ impl ServiceCtx {
         spec.type_.as_deref() == Some("ExternalName") || spec.cluster_ip.as_deref() == Some("None")
     }
 
-    fn virtual_services(
+    /// Fills `out` with the Service's virtual services, its unserved
+    /// frontends, masquerade exceptions, restrictions and problems.
+    fn fill(
         &self,
         svc: &Service,
         snapshot: &Snapshot,
         node_ips: &[IpAddr],
-        problems: &mut Vec<Problem>,
-        restrictions: &mut Vec<SourceRestriction>,
-    ) -> Vec<(VirtualService, Kind)> {
-        let Some(spec) = &svc.spec else {
-            return Vec::new();
+        opts: &Options,
+        out: &mut ServiceShare,
+    ) {
+        let Some(spec) = &svc.spec else { return };
+        let Some(template) = self.template(svc, &mut out.problems) else {
+            return;
         };
+        let svc_wide = ServiceWide {
+            template,
+            policy: Policy {
+                itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+                etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+                hairpin: self.hairpin(svc, opts, &mut out.problems),
+            },
+            ranges: self.source_ranges(svc, &mut out.problems),
+        };
+        let frontends = self.frontend_ips(svc, node_ips, &mut out.problems);
+        for (pi, port) in spec.ports.iter().flatten().enumerate() {
+            let Some(p) = self.port(pi, port, &mut out.problems) else {
+                continue;
+            };
+            let backends = endpoints::backends(
+                snapshot.slices_of(&self.service.namespace, &self.service.name),
+                &p.name,
+                p.proto,
+                &mut out.problems,
+            );
+            let ports = PortBackends {
+                backends,
+                local_node: snapshot.host.node_name.as_str(),
+            };
+            for (addr, port_no, kind) in self.port_frontends(pi, port, &p, &frontends, out) {
+                let key = VsKey {
+                    addr,
+                    proto: p.proto,
+                    port: port_no,
+                };
+                let origin = format!(
+                    "{} port {} ({})",
+                    self.object,
+                    display_port(&p.name, p.port),
+                    kind.label()
+                );
+                self.frontend(&svc_wide, &ports, (key, kind, origin), out);
+            }
+        }
+    }
+
+    /// One frontend: its virtual service and masquerade exceptions, or,
+    /// with traffic policy Local and no local endpoint, an unserved
+    /// frontend (refused and counted, never sent to another node).
+    fn frontend(
+        &self,
+        svc: &ServiceWide,
+        ports: &PortBackends<'_>,
+        (key, kind, origin): (VsKey, Kind, String),
+        out: &mut ServiceShare,
+    ) {
+        let local_only = svc.policy.local_only(kind);
+        let destinations = ports.pick(local_only, key.addr);
+        if local_only && destinations.is_empty() {
+            out.unserved.push(Unserved {
+                key,
+                service: self.service.clone(),
+                vip: kind != Kind::NodePort,
+            });
+            return;
+        }
+        if kind.external() && svc.policy.etp_local {
+            out.nat.push(NatException::KeepSource { key });
+        }
+        if svc.policy.hairpin {
+            out.nat.extend(
+                ports
+                    .local_addrs(key.addr)
+                    .map(|endpoint| NatException::Hairpin { key, endpoint }),
+            );
+        }
+        if kind == Kind::LoadBalancer && !svc.ranges.is_empty() {
+            let ranges = svc
+                .ranges
+                .iter()
+                .filter(|r| r.addr().is_ipv4() == key.addr.is_ipv4())
+                .copied()
+                .collect();
+            out.restrictions.push(SourceRestriction { key, ranges });
+        }
+        out.virtual_services.push((
+            svc.template.with(key, destinations, origin),
+            kind != Kind::NodePort,
+        ));
+    }
+
+    /// Scheduler, flags and affinity: what every virtual service of the
+    /// Service shares. None when the scheduler is bad (the Service is
+    /// skipped).
+    fn template(&self, svc: &Service, problems: &mut Vec<Problem>) -> Option<Template> {
         let ann = svc.metadata.annotations.as_ref();
         let scheduler = match annotations::scheduler(ann) {
             Ok(s) => s,
             Err((field, message)) => {
                 problems.push(self.problem(field, message, true));
-                return Vec::new();
+                return None;
             }
         };
         let mut flags = ServiceFlags::default();
         match annotations::sched_flags(ann) {
-            Ok(Some((field, f))) if matches!(scheduler.as_str(), "sh" | "mh") => {
-                let _ = field;
-                flags = f;
-            }
+            Ok(Some((_, f))) if matches!(scheduler.as_str(), "sh" | "mh") => flags = f,
             Ok(Some((field, _))) => problems.push(self.problem(
                 field,
                 format!("scheduler flags only apply to sh and mh, not {scheduler}; ignored"),
@@ -229,136 +392,158 @@ impl ServiceCtx {
         }
         let timeout = self.affinity(svc, problems);
         flags.persistent = timeout > 0;
+        Some(Template {
+            scheduler,
+            flags,
+            timeout,
+            service: self.service.clone(),
+        })
+    }
 
-        let itp_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let etp_local = spec.external_traffic_policy.as_deref() == Some("Local");
-        let cluster_ips = frontends::cluster_ips(&self.object, svc, problems);
-        let external_ips = frontends::parse_ips(
-            &self.object,
-            "spec.externalIPs",
-            spec.external_ips.iter().flatten(),
-            problems,
-        );
-        let lb_ips = frontends::load_balancer_ips(&self.object, svc, problems);
-        let ranges = self.source_ranges(svc, problems);
-        let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-        // NodePorts only on node IPs of the families the Service has.
-        let families = service_families(spec, &cluster_ips);
-        let node_ips: Vec<IpAddr> = node_ips
-            .iter()
-            .copied()
-            .filter(|ip| families.contains(&ip.is_ipv4()))
-            .collect();
-
-        let mut out = Vec::new();
-        for (pi, port) in spec.ports.iter().flatten().enumerate() {
-            let proto_text = port.protocol.as_deref().unwrap_or("TCP");
-            let Some(proto) = Protocol::from_kubernetes(proto_text) else {
-                problems.push(self.problem(
-                    format!("spec.ports[{pi}].protocol"),
-                    format!("unknown protocol {proto_text:?} (TCP, UDP or SCTP)"),
-                    true,
-                ));
-                continue;
-            };
-            let Some(svc_port) = valid_port(port.port) else {
-                problems.push(self.problem(
-                    format!("spec.ports[{pi}].port"),
-                    format!("port {} is not in 1..65535", port.port),
-                    true,
-                ));
-                continue;
-            };
-            let port_name = port.name.clone().unwrap_or_default();
-            let backends = endpoints::backends(
-                snapshot.slices_of(&self.service.namespace, &self.service.name),
-                &port_name,
-                proto,
-                problems,
-            );
-            let local_node = snapshot.host.node_name.as_str();
-            let pick = |local_only: bool, vip: IpAddr| {
-                let mut ds: Vec<_> = backends
-                    .iter()
-                    .filter(|b| b.server.addr.is_ipv4() == vip.is_ipv4())
-                    .filter(|b| !local_only || b.node == Some(local_node))
-                    .map(|b| b.server)
-                    .collect();
-                ds.sort();
-                ds
-            };
-            let mut frontends: Vec<(IpAddr, u16, Kind)> = Vec::new();
-            frontends.extend(
-                cluster_ips
-                    .iter()
-                    .map(|ip| (*ip, svc_port, Kind::ClusterIp)),
-            );
-            if has_node_ports {
-                match port.node_port.map(valid_port) {
-                    Some(Some(np)) => {
-                        frontends.extend(node_ips.iter().map(|ip| (*ip, np, Kind::NodePort)))
-                    }
-                    Some(None) => problems.push(self.problem(
-                        format!("spec.ports[{pi}].nodePort"),
-                        format!("nodePort {:?} is not in 1..65535", port.node_port),
-                        true,
-                    )),
-                    None => {}
-                }
-            }
-            frontends.extend(
-                external_ips
-                    .iter()
-                    .map(|ip| (*ip, svc_port, Kind::ExternalIp)),
-            );
-            frontends.extend(lb_ips.iter().map(|ip| (*ip, svc_port, Kind::LoadBalancer)));
-
-            for (addr, port_no, kind) in frontends {
-                let local_only = if kind.external() {
-                    etp_local
-                } else {
-                    itp_local
-                };
-                let destinations = pick(local_only, addr);
-                // As kube-router: with traffic policy Local and no local
-                // endpoint, the frontend is not programmed (and so refused).
-                if local_only && destinations.is_empty() {
-                    continue;
-                }
-                let key = VsKey {
-                    addr,
-                    proto,
-                    port: port_no,
-                };
-                if kind == Kind::LoadBalancer && !ranges.is_empty() {
-                    let ranges = ranges
-                        .iter()
-                        .filter(|r| r.addr().is_ipv4() == addr.is_ipv4())
-                        .copied()
-                        .collect();
-                    restrictions.push(SourceRestriction { key, ranges });
-                }
-                out.push((
-                    VirtualService {
-                        key,
-                        scheduler: scheduler.clone(),
-                        flags,
-                        timeout,
-                        netmask_bits: if addr.is_ipv4() { 32 } else { 128 },
-                        destinations,
-                        service: self.service.clone(),
-                        origin: format!(
-                            "{} port {} ({})",
-                            self.object,
-                            display_port(&port_name, svc_port),
-                            kind.label()
-                        ),
-                    },
-                    kind,
-                ));
+    /// The flag, else the annotation; a bad annotation is reported and
+    /// leaves hairpin off.
+    fn hairpin(&self, svc: &Service, opts: &Options, problems: &mut Vec<Problem>) -> bool {
+        match annotations::hairpin(svc.metadata.annotations.as_ref()) {
+            Ok(Some(on)) => on,
+            Ok(None) => opts.hairpin_all,
+            Err((field, message)) => {
+                problems.push(self.problem(field, message, false));
+                opts.hairpin_all
             }
         }
-        out
+    }
+
+    /// The Service's addresses by kind (NodePorts: the node addresses of
+    /// the Service's families).
+    fn frontend_ips(
+        &self,
+        svc: &Service,
+        node_ips: &[IpAddr],
+        problems: &mut Vec<Problem>,
+    ) -> FrontendIps {
+        let Some(spec) = &svc.spec else {
+            return FrontendIps::default();
+        };
+        let cluster = frontends::cluster_ips(&self.object, svc, problems);
+        let families = service_families(spec, &cluster);
+        let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        FrontendIps {
+            node: node_ips
+                .iter()
+                .copied()
+                .filter(|ip| has_node_ports && families.contains(&ip.is_ipv4()))
+                .collect(),
+            external: frontends::parse_ips(
+                &self.object,
+                "spec.externalIPs",
+                spec.external_ips.iter().flatten(),
+                problems,
+            ),
+            load_balancer: frontends::load_balancer_ips(&self.object, svc, problems),
+            cluster,
+        }
+    }
+
+    /// Protocol, port and name of `spec.ports[pi]`; None (reported) when
+    /// the protocol or port is bad.
+    fn port(
+        &self,
+        pi: usize,
+        port: &k8s_openapi::api::core::v1::ServicePort,
+        problems: &mut Vec<Problem>,
+    ) -> Option<PortSpec> {
+        let proto_text = port.protocol.as_deref().unwrap_or("TCP");
+        let Some(proto) = Protocol::from_kubernetes(proto_text) else {
+            problems.push(self.problem(
+                format!("spec.ports[{pi}].protocol"),
+                format!("unknown protocol {proto_text:?} (TCP, UDP or SCTP)"),
+                true,
+            ));
+            return None;
+        };
+        let Some(svc_port) = valid_port(port.port) else {
+            problems.push(self.problem(
+                format!("spec.ports[{pi}].port"),
+                format!("port {} is not in 1..65535", port.port),
+                true,
+            ));
+            return None;
+        };
+        Some(PortSpec {
+            proto,
+            port: svc_port,
+            name: port.name.clone().unwrap_or_default(),
+        })
+    }
+
+    /// (address, port, kind) of every frontend of one Service port.
+    fn port_frontends(
+        &self,
+        pi: usize,
+        port: &k8s_openapi::api::core::v1::ServicePort,
+        p: &PortSpec,
+        ips: &FrontendIps,
+        out: &mut ServiceShare,
+    ) -> Vec<(IpAddr, u16, Kind)> {
+        let mut fronts: Vec<(IpAddr, u16, Kind)> = Vec::new();
+        fronts.extend(ips.cluster.iter().map(|ip| (*ip, p.port, Kind::ClusterIp)));
+        if !ips.node.is_empty() {
+            match port.node_port.map(valid_port) {
+                Some(Some(np)) => {
+                    fronts.extend(ips.node.iter().map(|ip| (*ip, np, Kind::NodePort)))
+                }
+                Some(None) => out.problems.push(self.problem(
+                    format!("spec.ports[{pi}].nodePort"),
+                    format!("nodePort {:?} is not in 1..65535", port.node_port),
+                    true,
+                )),
+                None => {}
+            }
+        }
+        fronts.extend(
+            ips.external
+                .iter()
+                .map(|ip| (*ip, p.port, Kind::ExternalIp)),
+        );
+        fronts.extend(
+            ips.load_balancer
+                .iter()
+                .map(|ip| (*ip, p.port, Kind::LoadBalancer)),
+        );
+        fronts
+    }
+
+    /// The health check of a LoadBalancer Service of external traffic
+    /// policy Local with a healthCheckNodePort.
+    fn health_check(
+        &self,
+        svc: &Service,
+        snapshot: &Snapshot,
+        problems: &mut Vec<Problem>,
+    ) -> Option<HealthCheck> {
+        let spec = svc.spec.as_ref()?;
+        if spec.type_.as_deref() != Some("LoadBalancer")
+            || spec.external_traffic_policy.as_deref() != Some("Local")
+        {
+            return None;
+        }
+        let raw = spec.health_check_node_port?;
+        let Some(port) = valid_port(raw) else {
+            problems.push(self.problem(
+                "spec.healthCheckNodePort".into(),
+                format!("{raw} is not in 1..65535"),
+                true,
+            ));
+            return None;
+        };
+        Some(HealthCheck {
+            port,
+            service: self.service.clone(),
+            local_endpoints: endpoints::local_ready(
+                snapshot.slices_of(&self.service.namespace, &self.service.name),
+                &snapshot.host.node_name,
+            ),
+        })
     }
 
     /// ClientIP affinity timeout in seconds, 0 without affinity.
@@ -413,6 +598,97 @@ impl ServiceCtx {
             message,
             skipped,
         }
+    }
+}
+
+/// What every frontend of one Service shares.
+struct ServiceWide {
+    template: Template,
+    policy: Policy,
+    /// loadBalancerSourceRanges.
+    ranges: Vec<IpNet>,
+}
+
+/// Traffic policies and hairpin of one Service.
+struct Policy {
+    itp_local: bool,
+    etp_local: bool,
+    hairpin: bool,
+}
+
+impl Policy {
+    /// Does a frontend of `kind` go to this node's endpoints only?
+    fn local_only(&self, kind: Kind) -> bool {
+        if kind.external() {
+            self.etp_local
+        } else {
+            self.itp_local
+        }
+    }
+}
+
+/// What every virtual service of a Service shares.
+struct Template {
+    scheduler: String,
+    flags: ServiceFlags,
+    timeout: u32,
+    service: ServiceRef,
+}
+
+impl Template {
+    fn with(&self, key: VsKey, destinations: Vec<RealServer>, origin: String) -> VirtualService {
+        VirtualService {
+            key,
+            scheduler: self.scheduler.clone(),
+            flags: self.flags,
+            timeout: self.timeout,
+            netmask_bits: if key.addr.is_ipv4() { 32 } else { 128 },
+            destinations,
+            service: self.service.clone(),
+            origin,
+        }
+    }
+}
+
+/// A Service's addresses by kind.
+#[derive(Default)]
+struct FrontendIps {
+    cluster: Vec<IpAddr>,
+    node: Vec<IpAddr>,
+    external: Vec<IpAddr>,
+    load_balancer: Vec<IpAddr>,
+}
+
+/// One valid Service port.
+struct PortSpec {
+    proto: Protocol,
+    port: u16,
+    name: String,
+}
+
+/// The backends of one Service port, seen from this node.
+struct PortBackends<'a> {
+    backends: Vec<endpoints::Backend<'a>>,
+    local_node: &'a str,
+}
+
+impl PortBackends<'_> {
+    /// Destinations of `vip`'s family, on this node only if `local_only`.
+    fn pick(&self, local_only: bool, vip: IpAddr) -> Vec<RealServer> {
+        let mut ds: Vec<_> = self
+            .backends
+            .iter()
+            .filter(|b| b.server.addr.is_ipv4() == vip.is_ipv4())
+            .filter(|b| !local_only || b.node == Some(self.local_node))
+            .map(|b| b.server)
+            .collect();
+        ds.sort();
+        ds
+    }
+
+    /// Addresses of this node's endpoints in `vip`'s family (hairpin).
+    fn local_addrs(&self, vip: IpAddr) -> impl Iterator<Item = IpAddr> + '_ {
+        self.pick(true, vip).into_iter().map(|rs| rs.addr)
     }
 }
 

@@ -6,6 +6,9 @@ pub const SET_SVIP: &str = "ipwarden-svip";
 pub const SET_SVIP_PRT: &str = "ipwarden-svip-prt";
 pub const SET_LOCAL_IPS: &str = "ipwarden-local-ips";
 pub const CHAIN_SERVICES: &str = "IPWARDEN-SERVICES";
+/// Comment prefix of the rules refusing traffic-policy-Local frontends
+/// without a local endpoint; the Service follows (`shop/web`).
+pub const NO_LOCAL_ENDPOINT: &str = "ipwarden:no-local-endpoint ";
 pub const CHAIN_POSTROUTING: &str = "IPWARDEN-POSTROUTING";
 /// The dummy interface that holds ClusterIPs, externalIPs and LB IPs.
 pub const DUMMY_INTERFACE: &str = "ipwarden0";

@@ -536,13 +536,25 @@ fn allow_mode_accepts_marked_traffic_first_in_input_when_no_port_is_restricted()
     let mark_accept =
         "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
     // Without source ranges: the first INPUT rule, before any set lookup.
-    let st = desired_with(&load_balancer(false), &Options { bpf });
+    let st = desired_with(
+        &load_balancer(false),
+        &Options {
+            bpf,
+            ..Options::default()
+        },
+    );
     let plan = filter_v4(&st);
     assert_eq!(plan.jumps[0].rule, mark_accept);
     assert!(plan.jumps[1].rule.contains("--match-set ipwarden-svip dst"));
     assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
     // With them: in the chain, after the range rules, never before.
-    let st = desired_with(&load_balancer(true), &Options { bpf });
+    let st = desired_with(
+        &load_balancer(true),
+        &Options {
+            bpf,
+            ..Options::default()
+        },
+    );
     let plan = filter_v4(&st);
     assert_eq!(plan.jumps.len(), 1);
     let rules = &plan.chains[0].rules;
@@ -562,7 +574,13 @@ fn log_mode_counts_marked_traffic_just_before_the_reject() {
         mode: Mode::Log,
         mark: 0x40_0000,
     });
-    let st = desired_with(&load_balancer(true), &Options { bpf });
+    let st = desired_with(
+        &load_balancer(true),
+        &Options {
+            bpf,
+            ..Options::default()
+        },
+    );
     let rules = &filter_v4(&st).chains[0].rules;
     let n = rules.len();
     assert_eq!(
