@@ -31,6 +31,22 @@ fn dump(pins: &PinLayout, map: &str) -> serde_json::Value {
     .unwrap()
 }
 
+/// One element of a pinned array map, as bpftool prints it.
+fn lookup(pins: &PinLayout, map: &str, index: u32) -> serde_json::Value {
+    let path = pins.map(map);
+    let key: Vec<String> = index.to_le_bytes().iter().map(|b| b.to_string()).collect();
+    let mut args = vec![
+        "-j",
+        "map",
+        "lookup",
+        "pinned",
+        path.to_str().unwrap(),
+        "key",
+    ];
+    args.extend(key.iter().map(String::as_str));
+    serde_json::from_str(&bpftool(&args)).unwrap()
+}
+
 fn spec(name: &str, t: SetType, members: &[Member]) -> SetSpec {
     SetSpec {
         name: name.into(),
@@ -146,8 +162,43 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
             .is_some(),
         "{stats}"
     );
+    // No traffic yet. Since layout 3 the counters are a per-CPU array,
+    // indexed by each member's slot in the classifier's table, so every
+    // slot is there, all zero (before, a per-CPU hash with no entry yet).
     let hits = dump(&pins, names::MAP_HITS);
-    assert!(hits.as_array().unwrap().is_empty());
+    let counted: u64 = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["formatted"]["values"].as_array().unwrap())
+        .map(|v| v["value"]["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 0, "no traffic, no hits");
+
+    // The classifier's table: both members in one of their two buckets
+    // of the active half, with named fields (and each its own slot).
+    let active = c["active"].as_u64().unwrap() as u32;
+    let seed = c["seeds"][active as usize].as_u64().unwrap() as u32;
+    let mut slots = Vec::new();
+    for (proto, port) in [(6, 80), (17, 53)] {
+        let key = ipwarden_common::ServiceKey::v4([10, 96, 0, 10], proto, port);
+        let (b1, b2) = bpf::table::buckets_of(&key, seed);
+        let found = [b1, b2]
+            .iter()
+            .flat_map(|b| {
+                let index = active * ipwarden_common::maps::TABLE_BUCKETS + b;
+                lookup(&pins, names::MAP_TABLE, index)["formatted"]["value"]["entries"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .find(|e| e["key"]["port"] == port && e["key"]["proto"] == proto)
+            .unwrap_or_else(|| panic!("{proto}/{port} is in neither of its buckets"));
+        assert_eq!(found["key"]["family"], 2);
+        assert_eq!(found["flags"], 0);
+        slots.push(found["slot"].as_u64().unwrap());
+    }
+    assert_ne!(slots[0], slots[1], "each member counts in its own slot");
 
     // A new agent adopts the pinned maps: the mirror is still there.
     drop(mirror);
@@ -256,4 +307,123 @@ fn a_pinned_tcx_link_is_reused_by_the_next_agent() {
             links_on_veth()
         );
     }
+}
+
+/// An Ethernet frame carrying UDP to 10.96.0.10:`port` (for
+/// BPF_PROG_TEST_RUN: the program sees it as it would on the wire).
+fn udp_frame(port: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20u16 + 8 + 4).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 2]);
+    ip[16..20].copy_from_slice(&[10, 96, 0, 10]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&12u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 1, 2, 3, 4]);
+    f
+}
+
+#[test]
+fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
+    if !privileged("mirror_changes_reach_the_classifier_and_counts_survive_a_restart") {
+        return;
+    }
+    use ipwarden_common::{maps::PROTO_UDP, ServiceKey, ServiceValue};
+    const MARK: u32 = 0x40_0000;
+    let fs = BpfFs::new("flip").unwrap();
+    let pins = PinLayout::new(fs.path());
+    let key = |port: u16| ServiceKey::v4([10, 96, 0, 10], PROTO_UDP, port);
+    let marked =
+        |dp: &Dataplane, port: u16| dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0;
+
+    let (mut dp, _) = Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    dp.services()
+        .unwrap()
+        .insert_all([
+            (key(53), ServiceValue::default()),
+            (key(54), ServiceValue::default()),
+        ])
+        .unwrap();
+    assert!(marked(&dp, 53) && marked(&dp, 54) && !marked(&dp, 55));
+    for _ in 0..4 {
+        dp.test_run(&udp_frame(54), 1).unwrap();
+    }
+    // Each change is a new half of the table: a removed member stops
+    // being marked at once, the others keep their counts.
+    dp.services().unwrap().remove(&key(53)).unwrap();
+    assert!(!marked(&dp, 53) && marked(&dp, 54));
+    let m = dp.services().unwrap();
+    assert_eq!(m.hits(&key(53)).unwrap().packets, 0, "no longer mirrored");
+    assert_eq!(m.hits(&key(54)).unwrap().packets, 6);
+
+    // A new agent adopts the maps: same table, same counter slots.
+    drop(dp);
+    let (mut dp, pinned) =
+        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    assert_eq!(pinned, Pinned::Compatible);
+    dp.configure(Mode::Allow, MARK).unwrap();
+    assert!(marked(&dp, 54) && !marked(&dp, 53));
+    assert_eq!(dp.services().unwrap().hits(&key(54)).unwrap().packets, 7);
+    // A member added later counts from zero, whichever slot it gets.
+    for port in [55, 56] {
+        dp.services()
+            .unwrap()
+            .insert(key(port), ServiceValue::default())
+            .unwrap();
+    }
+    assert!(marked(&dp, 55) && marked(&dp, 56));
+    let m = dp.services().unwrap();
+    assert_eq!(m.hits(&key(55)).unwrap().packets, 1);
+    assert_eq!(m.hits(&key(56)).unwrap().packets, 1);
+    assert_eq!(m.hits(&key(54)).unwrap().packets, 7);
+}
+
+#[test]
+fn partial_mirror_changes_reach_the_classifiers_table() {
+    if !privileged("partial_mirror_changes_reach_the_classifiers_table") {
+        return;
+    }
+    use ipwarden::desired::SetDelta;
+    const MARK: u32 = 0x40_0000;
+    let mut dp = Dataplane::load(&object(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut mirror = dp.take_mirror().unwrap();
+    let vip = ip("10.96.0.10");
+    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
+    let marked = |dp: &Dataplane, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+
+    // A full sync of one member, then the store's partial path: one
+    // member in, one out, and the VIP with them.
+    let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &[port(53)]);
+    let svip = spec("ipwarden-svip", SetType::HashIp, &[Member::ip(vip)]);
+    mirror.mirror(&[&prt, &svip], &MemberServices::new());
+    assert!(marked(&dp, 53) && !marked(&dp, 54));
+    let delta = SetDelta {
+        set: "ipwarden-svip-prt".into(),
+        add: vec![port(54)],
+        del: vec![port(53)],
+    };
+    mirror.mirror_changes(&[&delta], &MemberServices::new());
+    assert!(!marked(&dp, 53), "a removed member is no longer marked");
+    assert!(marked(&dp, 54), "an added member is marked at once");
+    let gone = SetDelta {
+        set: "ipwarden-svip-prt".into(),
+        add: vec![],
+        del: vec![port(54)],
+    };
+    let vip_gone = SetDelta {
+        set: "ipwarden-svip".into(),
+        add: vec![],
+        del: vec![Member::ip(vip)],
+    };
+    mirror.mirror_changes(&[&gone, &vip_gone], &MemberServices::new());
+    assert!(!marked(&dp, 54) && !marked(&dp, 53));
+    assert_eq!(mirror.errors(), 0);
 }

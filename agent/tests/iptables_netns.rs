@@ -29,6 +29,7 @@ fn plan(family: Family, rules: &[&str]) -> TablePlan {
             from: "INPUT".into(),
             rule: format!("-m comment --comment \"{TAG}\" -j IPWARDEN-SERVICES"),
         }],
+        below_other_owners: false,
     }
 }
 

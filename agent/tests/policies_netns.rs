@@ -245,3 +245,80 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
     assert!(input.iter().any(|l| l.contains("IPWARDEN-SERVICES")));
     assert!(input.iter().any(|l| l.contains("IPWARDEN-INPUT")));
 }
+
+#[test]
+fn the_allow_mark_is_below_the_policy_jump_whichever_owner_writes_first() {
+    if !privileged("the_allow_mark_is_below_the_policy_jump_whichever_owner_writes_first") {
+        return;
+    }
+    let policy_state = desired(&format!("{PODS}{}", policy("b")));
+    let bpf = Some(services::BpfRules {
+        mode: ipwarden_common::Mode::Allow,
+        mark: 0x40_0000,
+    });
+    // No loadBalancerSourceRanges: with them the mark ACCEPT goes into the
+    // service chain, after the range rules.
+    let web = r#"
+apiVersion: v1
+kind: Service
+metadata: {namespace: x, name: web}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP}]
+"#;
+    let service_state = services::desired_with(
+        &snapshot(web),
+        &services::Options {
+            bpf,
+            ..Default::default()
+        },
+    );
+    // A pass applies the service chains, then the policy chains; an agent
+    // whose policy controller started first (or an older build's order,
+    // the mark above the policy jump) must end the same way.
+    for services_first in [true, false] {
+        let ns = NetNs::new("ipw-pol").unwrap();
+        ns.run(|| {
+            let store = store();
+            store.register(services_owner()).unwrap();
+            store.apply("services", service_state.sets.clone()).unwrap();
+            let services = || {
+                service_state
+                    .iptables
+                    .iter()
+                    .filter(|p| p.table == ipwarden::desired::Table::Filter)
+                    .map(|plan| iptables::apply(plan).unwrap().changes.jumps_rewritten.len())
+                    .sum::<usize>()
+            };
+            let policies = || {
+                let p = reconcile_policies::apply(&store, &policy_state).unwrap();
+                p.chains_written.len() + p.jumps_rewritten.len()
+            };
+            for round in 0..3 {
+                let mut written = 0;
+                if services_first {
+                    written += services();
+                }
+                written += policies();
+                if !services_first {
+                    written += services();
+                }
+                if round > 0 {
+                    assert_eq!(written, 0, "settled in one round (round {round})");
+                }
+            }
+        })
+        .unwrap();
+        let save = output(&ns, "iptables-save", &["-t", "filter"]);
+        let input: Vec<&str> = save.lines().filter(|l| l.starts_with("-A INPUT")).collect();
+        assert_eq!(input.len(), 3, "{save}");
+        // The policy chain's egress rules for local pods see a marked
+        // packet before the mark ACCEPT can end its walk through INPUT.
+        assert!(input[0].contains("IPWARDEN-INPUT"), "{save}");
+        assert!(
+            input[1].contains("--mark 0x400000/0x400000") && input[1].ends_with("-j ACCEPT"),
+            "the mark ACCEPT right below the policy jump: {save}"
+        );
+        assert!(input[2].contains("IPWARDEN-SERVICES"), "{save}");
+    }
+}

@@ -66,6 +66,25 @@ fn send_udp(peer: &NetNs, rx: &UdpSocket, from: SocketAddr, to: SocketAddr, coun
     }
 }
 
+/// The next connection on `listener`, or a panic after `limit`.
+fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => return stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no connection accepted within {limit:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// Packet counter of the INPUT rule whose text contains `needle`, from
 /// `iptables-save -c`.
 fn iptables_counter(ns: &NetNs, ip6: bool, needle: &str) -> u64 {
@@ -163,11 +182,13 @@ fn classifier_counts_marks_and_logs_hits_on_a_veth() {
         .run(|| TcpListener::bind((NODE_V4, 7780)))
         .unwrap()
         .unwrap();
+    // Every wait here has a deadline: a lost packet fails the test, it
+    // never hangs it.
     let client = peer
-        .run(|| TcpStream::connect((NODE_V4, 7780)))
+        .run(|| TcpStream::connect_timeout(&(NODE_V4, 7780).into(), Duration::from_secs(30)))
         .unwrap()
-        .unwrap();
-    let (_server, _) = listener.accept().unwrap();
+        .expect("TCP connect to the node");
+    let _server = accept_within(&listener, Duration::from_secs(30));
     drop(client);
 
     let mirror = dp.services().unwrap();
@@ -295,6 +316,297 @@ fn mode_off_neither_counts_nor_marks() {
     );
     assert_eq!(dp.services().unwrap().hits(&udp4).unwrap().packets, 3);
     assert_eq!(iptables_counter(&node, false, "--dport 7777"), 3);
+}
+
+/// An Ethernet frame carrying IPv6 `ext` (a chain of extension headers
+/// whose first is `first`) then UDP from PEER_V6:40000 to NODE_V6:`port`.
+fn ipv6_udp_frame(first: u8, ext: &[u8], port: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6]; // broadcast: tc sees it either way
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&0x86DDu16.to_be_bytes());
+    let udp_len = (8 + PAYLOAD.len()) as u16;
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(ext.len() as u16 + udp_len).to_be_bytes());
+    ip[6] = first;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&PEER_V6.octets());
+    ip[24..40].copy_from_slice(&NODE_V6.octets());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(ext);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&udp_len.to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(PAYLOAD);
+    f
+}
+
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DEST_OPTS: u8 = 60;
+
+/// One extension header of 8 bytes (or `len8` more 8-byte units) whose
+/// next header is `next`; a fragment header carries `frag_offset` (in
+/// 8-byte units) instead of a length.
+fn ext_header(kind: u8, next: u8, len8: u8, frag_offset: u16) -> Vec<u8> {
+    let mut h = vec![next, 0, 0, 0, 0, 0, 0, 0];
+    if kind == FRAGMENT {
+        h[2..4].copy_from_slice(&(frag_offset << 3).to_be_bytes());
+        h[7] = 1; // identification
+    } else {
+        h[1] = len8;
+        h.extend(std::iter::repeat_n(0u8, usize::from(len8) * 8));
+        // PadN over the rest of the first 8 bytes (options headers).
+        if kind != ROUTING {
+            h[2] = 1;
+            h[3] = 4;
+        }
+    }
+    h
+}
+
+/// An extension header: (kind, extra 8-byte units, fragment offset).
+type Ext = (u8, u8, u16);
+
+/// A chain of `kinds` (each header's next is the following one's kind,
+/// the last one's UDP): (first next-header value, bytes).
+fn chain(kinds: &[Ext]) -> (u8, Vec<u8>) {
+    let mut bytes = Vec::new();
+    for (i, &(kind, len8, frag)) in kinds.iter().enumerate() {
+        let next = kinds.get(i + 1).map_or(PROTO_UDP, |k| k.0);
+        bytes.extend(ext_header(kind, next, len8, frag));
+    }
+    (kinds.first().map_or(PROTO_UDP, |k| k.0), bytes)
+}
+
+/// Sends raw `frames` out of `iface` in the calling thread's namespace.
+fn send_raw(iface: &str, frames: &[Vec<u8>]) {
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(ifindex, 0, "{iface}");
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields set make it an
+    // address on `ifindex`.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    for f in frames {
+        // SAFETY: `f` and `addr` are valid for the call.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                std::ptr::from_ref(&addr).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            n,
+            f.len() as isize,
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd) };
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_to_the_transport_header() {
+    if !privileged("ipv6_extension_headers_are_walked_to_the_transport_header") {
+        return;
+    }
+    let (node, peer) = topology();
+    // One mirrored port per case, so each case has its own counter.
+    let cases: Vec<(&str, Vec<Ext>, bool)> = vec![
+        ("no extension header", vec![], true),
+        ("hop-by-hop", vec![(HOP_BY_HOP, 0, 0)], true),
+        (
+            "destination options, 24 bytes",
+            vec![(DEST_OPTS, 2, 0)],
+            true,
+        ),
+        ("routing", vec![(ROUTING, 2, 0)], true),
+        ("first fragment", vec![(FRAGMENT, 0, 0)], true),
+        (
+            "hop-by-hop, destination options, routing, first fragment, destination options",
+            vec![
+                (HOP_BY_HOP, 0, 0),
+                (DEST_OPTS, 1, 0),
+                (ROUTING, 2, 0),
+                (FRAGMENT, 0, 0),
+                (DEST_OPTS, 0, 0),
+            ],
+            true,
+        ),
+        // No ports in a later fragment: never looked up.
+        ("a fragment at offset 8", vec![(FRAGMENT, 0, 1)], false),
+        // Longer than the walk goes (six headers): not ours, never a drop.
+        (
+            "seven destination options headers",
+            vec![(DEST_OPTS, 0, 0); 7],
+            false,
+        ),
+    ];
+    let port = |i: usize| 7800 + i as u16;
+    let keys: Vec<ServiceKey> = (0..cases.len())
+        .map(|i| ServiceKey::v6(NODE_V6.octets(), PROTO_UDP, port(i)))
+        .collect();
+    let barrier = ServiceKey::v6(NODE_V6.octets(), PROTO_UDP, 7899);
+    let mut dp = node
+        .run(|| {
+            let mut dp =
+                Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+            dp.configure(Mode::Log, MARK).unwrap();
+            dp.services()
+                .unwrap()
+                .insert_all(
+                    keys.iter()
+                        .chain([&barrier])
+                        .map(|k| (*k, ServiceValue::default())),
+                )
+                .unwrap();
+            dp.attach_ingress("veth0").unwrap();
+            dp
+        })
+        .unwrap();
+    let frames: Vec<Vec<u8>> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kinds, _))| {
+            let (first, ext) = chain(kinds);
+            ipv6_udp_frame(first, &ext, port(i))
+        })
+        .collect();
+
+    // The same frames through BPF_PROG_TEST_RUN: marked exactly when
+    // the walk reaches the UDP header.
+    for ((label, _, found), frame) in cases.iter().zip(&frames) {
+        let run = dp.test_run(frame, 1).unwrap();
+        assert_eq!(run.retval, 0, "{label}: never anything but TC_ACT_OK");
+        assert_eq!(run.mark & MARK != 0, *found, "{label}: marked");
+    }
+
+    // (The test runs counted too: the wire's counts are the differences.)
+    let before: Vec<u64> = {
+        let mirror = dp.services().unwrap();
+        keys.iter()
+            .map(|k| mirror.hits(k).unwrap().packets)
+            .collect()
+    };
+    // And on the wire, three of each, then a barrier frame whose count
+    // says the ones before it went through the program.
+    let mut wire: Vec<Vec<u8>> = frames
+        .iter()
+        .flat_map(|f| [f.clone(), f.clone(), f.clone()])
+        .collect();
+    wire.push(ipv6_udp_frame(PROTO_UDP, &[], 7899));
+    peer.run(|| send_raw("veth1", &wire)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dp.services().unwrap().hits(&barrier).unwrap().packets == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the barrier frame never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mirror = dp.services().unwrap();
+    for (i, (label, _, found)) in cases.iter().enumerate() {
+        let hits = mirror.hits(&keys[i]).unwrap().packets - before[i];
+        assert_eq!(hits, if *found { 3 } else { 0 }, "{label}: counted");
+    }
+}
+
+/// An Ethernet frame carrying a TCP segment with `flags` from
+/// 10.200.0.2:40000 to `dst`:`port`.
+fn tcp_frame(dst: Ipv4Addr, port: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = PROTO_TCP;
+    ip[12..16].copy_from_slice(&[10, 200, 0, 2]);
+    ip[16..20].copy_from_slice(&dst.octets());
+    f.extend_from_slice(&ip);
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&port.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    f.extend_from_slice(&tcp);
+    f
+}
+
+#[test]
+fn a_flagged_member_reports_connection_starts_with_their_five_tuple() {
+    if !privileged("a_flagged_member_reports_connection_starts_with_their_five_tuple") {
+        return;
+    }
+    use ipwarden_common::{
+        maps::{EVENT_RESCUED, EVENT_WOULD_REJECT, FAMILY_V4, FLAG_MISSING_FROM_KERNEL},
+        Event,
+    };
+    let vip = Ipv4Addr::new(10, 96, 0, 10);
+    let mut dp = Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Log, MARK).unwrap();
+    let key = ServiceKey::v4(vip.octets(), PROTO_TCP, 80);
+    let flagged = ServiceValue {
+        flags: FLAG_MISSING_FROM_KERNEL,
+        service_id: 7,
+    };
+    dp.services().unwrap().insert(key, flagged).unwrap();
+    let mut ring = dp.take_events().unwrap();
+    let mut next_event = || {
+        ring.next()
+            // SAFETY: the program writes exactly one Event per entry.
+            .map(|item| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
+    };
+    let (syn, ack) = (tcp_frame(vip, 80, 0x02), tcp_frame(vip, 80, 0x10));
+
+    for (mode, kind) in [
+        (Mode::Log, EVENT_WOULD_REJECT),
+        (Mode::Allow, EVENT_RESCUED),
+    ] {
+        dp.configure(mode, MARK).unwrap();
+        let run = dp.test_run(&syn, 1).unwrap();
+        assert_eq!(
+            (run.retval, run.mark),
+            (0, MARK),
+            "{mode:?}: marked, passed"
+        );
+        let e = next_event().unwrap_or_else(|| panic!("{mode:?}: no event for the SYN"));
+        assert_eq!(e.kind, kind, "{mode:?}");
+        assert_eq!((e.family, e.proto), (FAMILY_V4, PROTO_TCP));
+        assert_eq!((e.sport, e.dport), (40000, 80));
+        assert_eq!(&e.saddr[..4], &[10, 200, 0, 2]);
+        assert_eq!(&e.daddr[..4], &vip.octets());
+        // The rest of the connection is counted and marked, not reported.
+        assert_eq!(dp.test_run(&ack, 1).unwrap().mark, MARK);
+        assert!(next_event().is_none(), "{mode:?}: only connection starts");
+    }
+    // Unflagged, the same SYN is only counted.
+    dp.services()
+        .unwrap()
+        .insert(key, ServiceValue::default())
+        .unwrap();
+    dp.test_run(&syn, 1).unwrap();
+    assert!(next_event().is_none());
+    assert_eq!(dp.services().unwrap().hits(&key).unwrap().packets, 5);
 }
 
 fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {

@@ -103,7 +103,10 @@ pub struct Event {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Stats {
-    /// Packets whose (daddr, proto, dport) is in the mirror.
+    /// Packets whose (daddr, proto, dport) is in the mirror. Not counted
+    /// per packet since layout 3: the per-member counters
+    /// ([`crate::names::MAP_HITS`]) add up to it, and `ipwarden bpf dump`
+    /// shows their sum here.
     pub mirror_hits: u64,
     /// Of those, packets to a member flagged missing from the kernel set.
     pub missing_hits: u64,
@@ -123,7 +126,8 @@ pub struct ServiceValue {
     pub service_id: u32,
 }
 
-/// Per-CPU traffic seen for one [`ServiceKey`].
+/// Per-CPU traffic seen for one mirrored member, at the slot its
+/// [`TableEntry::slot`] names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HitCounter {
@@ -154,9 +158,16 @@ pub const MAX_VIPS: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 1 << 18;
 
 /// The layout version the agent checks before adopting pinned maps.
-pub const LAYOUT_VERSION: u32 = 2;
+///
+/// 3: the classifier's fast table ([`TableBucket`]) and VIP bitmap; the
+/// hit counters moved from a per-CPU hash keyed by [`ServiceKey`] to a
+/// per-CPU array indexed by [`TableEntry::slot`]; [`Config`] names the
+/// active half of the table and its seeds.
+pub const LAYOUT_VERSION: u32 = 3;
 
-/// Runtime configuration, slot 0 of [`crate::names::MAP_CONFIG`].
+/// Runtime configuration, slot 0 of [`crate::names::MAP_CONFIG`]. The
+/// classifier reads it first on every packet: one cache line with all it
+/// needs before the table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
@@ -166,13 +177,117 @@ pub struct Config {
     pub mark: u32,
     /// [`LAYOUT_VERSION`] of the agent that wrote the maps.
     pub layout_version: u32,
+    /// The half of the fast table and of the VIP bitmap the classifier
+    /// reads (0 or 1); the agent writes the other half, then flips this.
+    pub active: u32,
+    /// The hash seed of each half ([`vip_hash`], [`table_hash`]).
+    pub seeds: [u32; 2],
+}
+
+/// Entries per bucket of the fast table: two 32-byte entries, one cache line.
+pub const TABLE_WAYS: usize = 2;
+/// Buckets in each half of the fast table: room for [`MAX_SERVICE_PORTS`]
+/// members at half load, where two-choice cuckoo placement of two-entry
+/// buckets always succeeds in practice.
+pub const TABLE_BUCKETS: u32 = 65_536;
+/// u64 words of each half of the VIP bitmap: 2^20 bits, so 10k VIPs set
+/// about 1% of them (the share of other traffic that looks further).
+pub const VIP_BITMAP_WORDS: u32 = 16_384;
+
+/// One member in the fast table: the [`ServiceKey`] as the mirror holds it
+/// (an empty entry has family 0), and what the classifier needs on a hit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TableEntry {
+    pub key: ServiceKey,
+    /// `FLAG_*` bits, as in [`ServiceValue::flags`].
+    pub flags: u32,
+    /// This member's index in the per-CPU hit counters
+    /// ([`crate::names::MAP_HITS`]), kept while it stays mirrored.
+    pub slot: u32,
     pub _pad: u32,
+}
+
+/// One bucket of the fast table ([`crate::names::MAP_TABLE`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TableBucket {
+    pub entries: [TableEntry; TABLE_WAYS],
+}
+
+/// The first 32-bit word of a [`ServiceKey`] in memory (family, protocol,
+/// port in host order), as both sides read it: the classifier compares it
+/// with one load, and it feeds [`table_hash`].
+#[inline(always)]
+pub const fn key_meta(family: u8, proto: u8, port: u16) -> u32 {
+    family as u32 | (proto as u32) << 8 | (port as u32) << 16
+}
+
+/// The address of a [`ServiceKey`] as four little-endian words, which is
+/// how the classifier loads it from the packet (bpfel, and the hosts the
+/// agent runs on, are little-endian).
+#[inline(always)]
+pub const fn addr_words(addr: &[u8; 16]) -> [u32; 4] {
+    const fn w(a: &[u8; 16], i: usize) -> u32 {
+        u32::from_le_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]])
+    }
+    [w(addr, 0), w(addr, 4), w(addr, 8), w(addr, 12)]
+}
+
+const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline(always)]
+const fn mix(h: u64, w: u32) -> u64 {
+    (h ^ w as u64).wrapping_mul(HASH_MUL)
+}
+
+/// Hash of a destination address under `seed`: its top bits pick the bit
+/// of the VIP bitmap ([`vip_bit`]), and [`table_hash`] continues from it.
+/// Multiplicative: the high bits depend on every input bit, the low ones
+/// do not, so only high bits are used. An IPv4 address is one word.
+#[inline(always)]
+pub const fn vip_hash(addr: &[u32; 4], v6: bool, seed: u32) -> u64 {
+    let mut h = mix(seed as u64 | 1 << 32, addr[0]);
+    if v6 {
+        h = mix(h, addr[1]);
+        h = mix(h, addr[2]);
+        h = mix(h, addr[3]);
+    }
+    h
+}
+
+/// (word, bit) of the VIP bitmap half for an address hash.
+#[inline(always)]
+pub const fn vip_bit(vip_hash: u64) -> (u32, u32) {
+    let bit = (vip_hash >> 44) as u32; // 20 bits
+    (bit >> 6, bit & 63)
+}
+
+/// Hash of a whole key, from its address hash and [`key_meta`].
+#[inline(always)]
+pub const fn table_hash(vip_hash: u64, meta: u32) -> u64 {
+    mix(vip_hash, meta)
+}
+
+/// The two candidate buckets of a key (distinct).
+#[inline(always)]
+pub const fn table_buckets(table_hash: u64) -> (u32, u32) {
+    let mask = TABLE_BUCKETS - 1;
+    let b1 = (table_hash >> 48) as u32 & mask;
+    let mut b2 = (table_hash >> 32) as u32 & mask;
+    if b2 == b1 {
+        b2 ^= 1;
+    }
+    (b1, b2)
 }
 
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
 const _: () = assert!(core::mem::size_of::<HitCounter>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<TableEntry>() == 32);
+const _: () = assert!(core::mem::size_of::<TableBucket>() == 64);
+const _: () = assert!(TABLE_BUCKETS.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipValue>() == 4);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
@@ -190,4 +305,6 @@ mod pod {
     unsafe impl aya::Pod for super::VipValue {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::TableEntry {}
+    unsafe impl aya::Pod for super::TableBucket {}
 }

@@ -3,8 +3,12 @@
 
 /// Mirror of `ipwarden-svip-prt`: (address, protocol, port) -> [`crate::ServiceValue`].
 pub const MAP_SERVICES: &str = "IPW_SVC_PORTS";
-/// Per-CPU hit counters keyed like [`MAP_SERVICES`].
+/// Per-CPU hit counters, indexed by [`crate::TableEntry::slot`].
 pub const MAP_HITS: &str = "IPW_HITS";
+/// The classifier's fast table: two halves of [`crate::TableBucket`]s.
+pub const MAP_TABLE: &str = "IPW_SVC_TABLE";
+/// The classifier's VIP bitmap: two halves of u64 words.
+pub const MAP_VIP_BITS: &str = "IPW_VIP_BITS";
 /// One-slot array holding [`crate::Config`].
 pub const MAP_CONFIG: &str = "IPW_CONFIG";
 /// Mirror of `ipwarden-svip`: [`crate::VipKey`] -> [`crate::VipValue`].
@@ -22,6 +26,8 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_CONFIG,
     MAP_STATS,
     MAP_EVENTS,
+    MAP_TABLE,
+    MAP_VIP_BITS,
 ];
 
 /// The tc ingress classifier.

@@ -8,19 +8,30 @@ mod parse;
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use aya_log_ebpf::debug;
 use ipwarden_common::{
-    maps::{EVENT_RESCUED, EVENT_WOULD_REJECT, FLAG_MISSING_FROM_KERNEL},
-    Event, HitCounter, Mode, ServiceKey, Stats, VipKey,
+    maps::{
+        key_meta, table_buckets, table_hash, vip_bit, vip_hash, EVENT_RESCUED, EVENT_WOULD_REJECT,
+        FAMILY_V4, FAMILY_V6, FLAG_MISSING_FROM_KERNEL, TABLE_BUCKETS, TABLE_WAYS,
+        VIP_BITMAP_WORDS,
+    },
+    Event, Mode, Stats, TableEntry, VipKey,
 };
 
-use crate::maps::{CONFIG, EVENTS, HITS, SERVICES, STATS, VIPS};
+use crate::maps::{CONFIG, EVENTS, HITS, STATS, TABLE, VIPS, VIP_BITS};
 
 /// tc ingress: looks (daddr, proto, dport) up in the mirror of the service
 /// sets. On a hit it counts the packet and ORs the configured mark bit into
 /// skb->mark, so that iptables can see mirrored traffic: a counting rule
-/// before the REJECT (mode log), or an ACCEPT at the top of the service
-/// chain (mode allow). A hit on a member the auditor found missing from the
-/// kernel set is reported through the ring buffer. The program never drops:
-/// every path returns TC_ACT_OK.
+/// before the REJECT (mode log), or an ACCEPT at the top of INPUT (mode
+/// allow). A hit on a member the auditor found missing from the kernel set
+/// is reported through the ring buffer. The program never drops: every
+/// path returns TC_ACT_OK.
+///
+/// The fast path touches arrays only, each lookup of which the verifier
+/// inlines: the config, one bit of the VIP bitmap (a packet to anything
+/// but a VIP stops there), one or two buckets of the fast table, and this
+/// member's per-CPU counters. The hash maps the agent and bpftool read
+/// (`IPW_SVC_PORTS`, `IPW_VIPS`) cost a jhash and a bucket walk each, so
+/// the classifier looks at them only off the fast path.
 #[classifier]
 pub fn ipwarden_ingress(ctx: TcContext) -> i32 {
     let _ = try_ingress(&ctx);
@@ -34,61 +45,150 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
         return None;
     }
     let pkt = parse::packet(ctx)?;
-    let stats = STATS.get_ptr_mut(0)?;
-    let Some(value) = SERVICES.get_ptr(&pkt.key) else {
-        if VIPS.get_ptr(&VipKey::of(&pkt.key)).is_some() {
-            // SAFETY: this CPU's slot; nothing else writes it meanwhile.
-            unsafe { (*stats).vip_other_port += 1 };
-        }
+    let half = config.active & 1;
+    let seed = if half == 0 {
+        config.seeds[0]
+    } else {
+        config.seeds[1]
+    };
+    let vh = vip_hash(&pkt.daddr, pkt.v6, seed);
+    let (word, bit) = vip_bit(vh);
+    let bits = VIP_BITS.get(half * VIP_BITMAP_WORDS + word)?;
+    if (*bits >> bit) & 1 == 0 {
+        // Not a VIP: the common case for everything but service traffic.
+        return None;
+    }
+    let family = if pkt.v6 { FAMILY_V6 } else { FAMILY_V4 };
+    let port = u16::from_be(pkt.dport);
+    let meta = key_meta(family, pkt.proto, port);
+    let (b1, b2) = table_buckets(table_hash(vh, meta));
+    let base = half * TABLE_BUCKETS;
+    let Some(entry) = find(base + b1, meta, &pkt).or_else(|| find(base + b2, meta, &pkt)) else {
+        other_port(&pkt, family);
         return None;
     };
-    count_hit(&pkt.key, ctx.len());
-    // SAFETY: get_ptr points at the map slot, valid for this program run.
-    let flags = unsafe { (*value).flags };
+    // SAFETY: `entry` points into the table's value memory, valid for
+    // this run; the agent writes only the inactive half.
+    let (flags, slot) = unsafe { ((*entry).flags, (*entry).slot) };
+    let len = ctx.len();
+    if let Some(c) = HITS.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; nothing else writes it meanwhile.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += u64::from(len);
+        }
+    }
     // SAFETY: reading skb->mark of the packet we were handed.
     let mark = unsafe { (*ctx.skb.skb).mark };
     ctx.set_mark(mark | config.mark);
-    // SAFETY: this CPU's slot.
-    unsafe { (*stats).mirror_hits += 1 };
     // Per-packet lines cost a ring-buffer write each: the agent keeps the
-    // level at info unless asked, and AYA_LOG_LEVEL gates them here.
+    // level at info unless asked, and AYA_LOG_LEVEL (a load-time constant)
+    // lets the verifier drop this line altogether.
     debug!(
         ctx,
-        "mirror hit proto {} port {} len {}",
-        pkt.key.proto,
-        pkt.key.port,
-        ctx.len()
+        "mirror hit proto {} port {} len {}", pkt.proto, port, len
     );
     if flags & FLAG_MISSING_FROM_KERNEL != 0 {
-        // SAFETY: this CPU's slot.
-        unsafe { (*stats).missing_hits += 1 };
-        if pkt.starts_connection {
-            let kind = if config.mode == Mode::Allow as u32 {
-                EVENT_RESCUED
-            } else {
-                EVENT_WOULD_REJECT
-            };
-            // The agent logs each event: no aya-log line here, it would
-            // cost a second ring-buffer write per event.
-            report(ctx, &pkt, kind, stats);
-        }
+        missing(ctx, &pkt, family, port, config.mode);
     }
     Some(())
 }
 
+/// The entry of `meta` and the packet's address in bucket `index`.
 #[inline(always)]
-fn report(ctx: &TcContext, pkt: &parse::Packet, kind: u32, stats: *mut Stats) {
+fn find(index: u32, meta: u32, pkt: &parse::Packet) -> Option<*const TableEntry> {
+    let bucket = TABLE.get_ptr(index)?;
+    for i in 0..TABLE_WAYS {
+        // SAFETY: in bounds of the bucket the lookup returned; entries are
+        // 4-byte aligned (the map's values are 8-byte aligned), and the
+        // first five words of an entry are the key: meta, then the address.
+        unsafe {
+            let e = core::ptr::addr_of!((*bucket).entries[i]);
+            let w = e as *const u32;
+            if *w == meta
+                && *w.add(1) == pkt.daddr[0]
+                && (!pkt.v6
+                    || (*w.add(2) == pkt.daddr[1]
+                        && *w.add(3) == pkt.daddr[2]
+                        && *w.add(4) == pkt.daddr[3]))
+            {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
+
+/// A packet to a VIP (or to a false positive of the bitmap) on a port the
+/// mirror does not hold: counted when the address is a VIP indeed.
+#[inline(never)]
+fn other_port(pkt: &parse::Packet, family: u8) {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size; the words were
+    // loaded from the packet as they sit in memory.
+    let addr: [u8; 16] = unsafe { core::mem::transmute(pkt.daddr) };
+    let vip = VipKey {
+        family,
+        _pad: [0; 3],
+        addr,
+    };
+    if VIPS.get_ptr(vip).is_some() {
+        if let Some(stats) = STATS.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot.
+            unsafe { (*stats).vip_other_port += 1 };
+        }
+    }
+}
+
+/// A hit on a member the auditor found missing from the kernel set:
+/// counted, and reported when the packet starts a connection.
+#[inline(never)]
+fn missing(ctx: &TcContext, pkt: &parse::Packet, family: u8, port: u16, mode: u32) {
+    let Some(stats) = STATS.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot.
+    unsafe { (*stats).missing_hits += 1 };
+    let Some((sport, starts)) = parse::source_port_and_start(ctx, pkt) else {
+        return;
+    };
+    if !starts {
+        return;
+    }
+    let kind = if mode == Mode::Allow as u32 {
+        EVENT_RESCUED
+    } else {
+        EVENT_WOULD_REJECT
+    };
+    // The agent logs each event: no aya-log line here, it would cost a
+    // second ring-buffer write per event.
+    report(ctx, pkt, family, port, sport, kind, stats);
+}
+
+#[inline(always)]
+fn report(
+    ctx: &TcContext,
+    pkt: &parse::Packet,
+    family: u8,
+    dport: u16,
+    sport: u16,
+    kind: u32,
+    stats: *mut Stats,
+) {
+    let Some(saddr) = parse::source_addr(ctx, pkt.v6) else {
+        return;
+    };
     let event = Event {
         kind,
         // SAFETY: reading skb->ifindex of the packet we were handed.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        family: pkt.key.family,
-        proto: pkt.key.proto,
-        sport: pkt.sport,
-        dport: pkt.key.port,
+        family,
+        proto: pkt.proto,
+        sport,
+        dport,
         _pad: 0,
-        saddr: pkt.saddr,
-        daddr: pkt.key.addr,
+        saddr,
+        // SAFETY: as in other_port.
+        daddr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(pkt.daddr) },
     };
     match EVENTS.reserve_bytes(core::mem::size_of::<Event>(), 0) {
         Some(mut entry) => {
@@ -98,26 +198,6 @@ fn report(ctx: &TcContext, pkt: &parse::Packet, kind: u32, stats: *mut Stats) {
         }
         // SAFETY: this CPU's slot.
         None => unsafe { (*stats).events_dropped += 1 },
-    }
-}
-
-#[inline(always)]
-fn count_hit(key: &ServiceKey, len: u32) {
-    match HITS.get_ptr_mut(key) {
-        // SAFETY: per-CPU slot of this CPU, no concurrent writer.
-        Some(c) => unsafe {
-            (*c).packets += 1;
-            (*c).bytes += u64::from(len);
-        },
-        None => {
-            let first = HitCounter {
-                packets: 1,
-                bytes: u64::from(len),
-            };
-            // Racing inserts from two CPUs: the loser gets EEXIST and its
-            // packet goes uncounted in this rare first-hit case.
-            let _ = HITS.insert(key, &first, 0);
-        }
     }
 }
 

@@ -176,16 +176,28 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "tc_throughput",
         needs_object: true,
-        title: "tc program: throughput through a veth into a network namespace",
-        about: "One sender namespace joined by veth pairs to five receiver namespaces, one \
+        title: "tc program: per-packet cost, and throughput through a veth into a network namespace",
+        about: "One sender namespace joined by veth pairs to seven receiver namespaces, one \
                 per configuration, so configurations are chosen by destination and \
-                interleaved run by run. TCP: iperf3, one stream. UDP: 64-byte datagrams, a \
-                Rust sender (sendmmsg) and busy-polling receiver (recvmmsg). The receive \
-                path (tc, netfilter, UDP) runs in the sending process's context, so besides \
-                wall-clock rates the bench reports work per CPU-second (iperf3's CPU figures; \
-                the UDP sender thread's CPU clock), which other load on the machine disturbs \
-                far less. The sanity lines come from iptables rule counters and the mirror's \
-                hit counters after the runs.",
+                interleaved run by run: none; an empty tc program; the program alone; the \
+                program with the rules the agent ships in allow mode; kube-router's service \
+                firewall (ipsets, no program); a kube-router node (INPUT jumps first to the \
+                network-policy chain with its RETURN rules and the pod firewall chains of 100 \
+                local pods, then the service firewall with the svip / svip-prt sets at 10k \
+                members); and the same node with ipwarden in allow mode. Every node is \
+                programmed from one generated cluster by the controllers, the set store and \
+                `kernel::iptables`, in the order of a pass. TCP: iperf3, one stream. UDP: \
+                64-byte datagrams over IPv4 and IPv6, a Rust sender (sendmmsg) and \
+                busy-polling receiver (recvmmsg). The receive path (tc, netfilter, UDP) runs \
+                in the sending process's context, so besides wall-clock rates the bench \
+                reports work per CPU-second (iperf3's CPU figures; the UDP sender thread's \
+                CPU clock), which other load on the machine disturbs far less. The program's \
+                time per run comes from the kernel's BPF statistics (run_time_ns / run_cnt), \
+                on only in windows of their own since they cost every run two clock reads; \
+                the empty program shows what they report for a program that does nothing. \
+                Then fixed frames through BPF_PROG_TEST_RUN give the program's cost per kind \
+                of packet, IPv6 extension headers included. The sanity lines come from \
+                iptables rule counters and the mirror's hit counters after the runs.",
         in_vm: false,
         env: &[
             ("IPWARDEN_BENCH_RUNS", "5", "3"),

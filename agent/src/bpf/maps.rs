@@ -1,22 +1,35 @@
 //! Typed access to the maps named in `ipwarden_common::names`.
+//!
+//! [`MirrorMaps`] owns everything the mirror writes: the two hash maps the
+//! agent and bpftool read (`IPW_SVC_PORTS`, `IPW_VIPS`), the classifier's
+//! fast table and VIP bitmap (see [`super::table`]), the per-CPU hit
+//! counters and a handle on the config (whose `active` half it flips).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::AsFd,
+};
 
 use aya::{
-    maps::{Array, HashMap, IterableMap, MapData, MapError, PerCpuHashMap},
+    maps::{Array, HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
     Ebpf,
 };
-use ipwarden_common::{names, Config, HitCounter, ServiceKey, ServiceValue};
+use ipwarden_common::{
+    maps::{LAYOUT_VERSION, MAX_SERVICE_PORTS},
+    names, Config, HitCounter, ServiceKey, ServiceValue, VipKey, VipValue,
+};
 
-use super::BpfError;
+use super::{
+    table::{FastTable, Layout, Member, Written},
+    BpfError,
+};
 
 pub(super) fn config_mut(ebpf: &mut Ebpf) -> Result<Array<&mut MapData, Config>, BpfError> {
     let map = ebpf.map_mut(names::MAP_CONFIG).ok_or(BpfError::Missing {
         what: "map",
         name: names::MAP_CONFIG,
     })?;
-    Array::try_from(map).map_err(|source| BpfError::Map {
-        name: names::MAP_CONFIG,
-        source,
-    })
+    Array::try_from(map).map_err(map_err(names::MAP_CONFIG))
 }
 
 /// Packets and bytes for one key, summed over CPUs.
@@ -26,51 +39,219 @@ pub struct HitTotals {
     pub bytes: u64,
 }
 
-/// The service mirror (`IPW_SVC_PORTS`) and its per-CPU hit counters.
-pub struct ServiceMirror<'a> {
-    services: HashMap<&'a mut MapData, ServiceKey, ServiceValue>,
-    hits: PerCpuHashMap<&'a mut MapData, ServiceKey, HitCounter>,
+/// The mirror's maps, taken out of the loaded object.
+pub struct MirrorMaps {
+    pub(super) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(super) vips: HashMap<MapData, VipKey, VipValue>,
+    hits: PerCpuArray<MapData, HitCounter>,
+    config: Array<MapData, Config>,
+    table: FastTable,
+    /// Kept open with their mappings.
+    _table_maps: [MapData; 2],
+    /// The hit counter slot of every member in the table.
+    slots: BTreeMap<ServiceKey, u32>,
+    /// Slots free for a new member (their counters are zeroed first).
+    free: Vec<u32>,
+    /// Slots of members removed by the last publish: free once the
+    /// classifier can no longer be counting into them.
+    released: Vec<u32>,
+    /// The lowest slot never handed out by this process.
+    next: u32,
+    /// What the last publish gave the classifier: the same content again
+    /// (an audit that found nothing) writes nothing and flips nothing.
+    published: Option<(BTreeMap<ServiceKey, u32>, BTreeSet<VipKey>)>,
+    /// Map writes that failed (the map full, say), for metrics.
+    pub write_errors: u64,
 }
 
-impl<'a> ServiceMirror<'a> {
-    pub(super) fn new(ebpf: &'a mut Ebpf) -> Result<Self, BpfError> {
-        let [services, hits] = ebpf.maps_disjoint_mut([names::MAP_SERVICES, names::MAP_HITS]);
-        let services = services.ok_or(BpfError::Missing {
-            what: "map",
-            name: names::MAP_SERVICES,
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, BpfError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(BpfError::Missing { what: "map", name })?;
+    match map {
+        Map::Array(d) | Map::HashMap(d) | Map::PerCpuArray(d) => Ok(d),
+        _ => Err(BpfError::Map {
+            name,
+            source: MapError::InvalidName {
+                name: name.to_string(),
+            },
+        }),
+    }
+}
+
+impl MirrorMaps {
+    /// Takes the mirror's maps out of `ebpf` (the config stays, this holds
+    /// a second handle on it), and recovers the counter slots from the
+    /// table's active half, so counts survive an agent restart.
+    pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        let config_fd = match ebpf.map(names::MAP_CONFIG) {
+            Some(Map::Array(d)) => d
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| BpfError::Pin(format!("{}: {e}", names::MAP_CONFIG)))?,
+            _ => {
+                return Err(BpfError::Missing {
+                    what: "map",
+                    name: names::MAP_CONFIG,
+                })
+            }
+        };
+        let config = Array::try_from(Map::Array(
+            MapData::from_fd(config_fd).map_err(map_err(names::MAP_CONFIG))?,
+        ))
+        .map_err(map_err(names::MAP_CONFIG))?;
+        let services = HashMap::try_from(Map::HashMap(take(ebpf, names::MAP_SERVICES)?))
+            .map_err(map_err(names::MAP_SERVICES))?;
+        let vips = HashMap::try_from(Map::HashMap(take(ebpf, names::MAP_VIPS)?))
+            .map_err(map_err(names::MAP_VIPS))?;
+        let hits = PerCpuArray::try_from(Map::PerCpuArray(take(ebpf, names::MAP_HITS)?))
+            .map_err(map_err(names::MAP_HITS))?;
+        let table_map = take(ebpf, names::MAP_TABLE)?;
+        let bits_map = take(ebpf, names::MAP_VIP_BITS)?;
+        let table = FastTable::new(table_map.fd().as_fd(), bits_map.fd().as_fd()).map_err(|e| {
+            BpfError::Pin(format!(
+                "mapping {} and {}: {e}",
+                names::MAP_TABLE,
+                names::MAP_VIP_BITS
+            ))
         })?;
-        let hits = hits.ok_or(BpfError::Missing {
-            what: "map",
-            name: names::MAP_HITS,
-        })?;
-        Ok(Self {
-            services: HashMap::try_from(services).map_err(map_err(names::MAP_SERVICES))?,
-            hits: PerCpuHashMap::try_from(hits).map_err(map_err(names::MAP_HITS))?,
-        })
+        let mut maps = Self {
+            services,
+            vips,
+            hits,
+            config,
+            table,
+            _table_maps: [table_map, bits_map],
+            slots: BTreeMap::new(),
+            free: Vec::new(),
+            released: Vec::new(),
+            next: 0,
+            published: None,
+            write_errors: 0,
+        };
+        maps.recover_slots()?;
+        Ok(maps)
     }
 
-    /// Inserts or replaces one member in place (no delete-then-add window).
-    pub fn insert(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), BpfError> {
-        self.services
-            .insert(key, value, 0)
-            .map_err(map_err(names::MAP_SERVICES))
+    fn read_config(&self) -> Result<Config, BpfError> {
+        self.config.get(&0, 0).map_err(map_err(names::MAP_CONFIG))
     }
 
-    pub fn remove(&mut self, key: &ServiceKey) -> Result<(), BpfError> {
-        self.services
-            .remove(key)
-            .map_err(map_err(names::MAP_SERVICES))
+    fn recover_slots(&mut self) -> Result<(), BpfError> {
+        let active = self.read_config()?.active;
+        let mut used = BTreeSet::new();
+        for e in self.table.entries(active) {
+            if e.slot < MAX_SERVICE_PORTS && used.insert(e.slot) {
+                self.slots.insert(e.key, e.slot);
+            }
+        }
+        self.next = used.last().map_or(0, |s| s + 1);
+        self.free = (0..self.next).rev().filter(|s| !used.contains(s)).collect();
+        Ok(())
     }
 
-    /// The kernel's id of the mirror map, for `bpftool map dump id N`.
-    pub fn map_id(&self) -> Result<u32, BpfError> {
-        let data: &MapData = self.services.map();
-        data.info()
-            .map(|i| i.id())
-            .map_err(map_err(names::MAP_SERVICES))
+    /// A slot for a new member, its counters zeroed.
+    fn allocate(&mut self) -> Option<u32> {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None if self.next < MAX_SERVICE_PORTS => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return None,
+        };
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1));
+        let zero = PerCpuValues::try_from(vec![HitCounter::default(); cpus]);
+        if zero.is_err() || self.hits.set(slot, zero.expect("checked"), 0).is_err() {
+            self.write_errors += 1;
+        }
+        Some(slot)
     }
 
-    /// Every member of the mirror.
+    /// Makes the classifier see exactly `members` (key -> flags) and the
+    /// VIPs `vips`: slots for new members, the inactive half of the table
+    /// and bitmap written, then the flip. Members that do not fit keep the
+    /// previous table in force and count as write errors.
+    pub fn publish(
+        &mut self,
+        members: &BTreeMap<ServiceKey, u32>,
+        vips: &BTreeSet<VipKey>,
+    ) -> Result<Written, BpfError> {
+        if self
+            .published
+            .as_ref()
+            .is_some_and(|(m, v)| m == members && v == vips)
+        {
+            return Ok(Written::default());
+        }
+        self.table.wait_for_readers();
+        // Removed at the previous publish: no program counts into them now.
+        self.free.append(&mut self.released);
+        let gone: Vec<ServiceKey> = self
+            .slots
+            .keys()
+            .filter(|k| !members.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(slot) = self.slots.remove(&key) {
+                self.released.push(slot);
+            }
+        }
+        let mut table = BTreeMap::new();
+        for (key, &flags) in members {
+            let slot = match self.slots.get(key) {
+                Some(&s) => s,
+                None => match self.allocate() {
+                    Some(s) => {
+                        self.slots.insert(*key, s);
+                        s
+                    }
+                    None => {
+                        self.write_errors += 1;
+                        continue;
+                    }
+                },
+            };
+            table.insert(*key, Member { flags, slot });
+        }
+        let mut config = self.read_config()?;
+        let active = config.active & 1;
+        let inactive = active ^ 1;
+        let seed = match config.seeds[active as usize] {
+            0 => fresh_seed(),
+            s => s,
+        };
+        let Some(layout) = Layout::build(&table, vips, seed) else {
+            self.write_errors += 1;
+            return Err(BpfError::Pin(format!(
+                "{} members do not fit the classifier's table",
+                table.len()
+            )));
+        };
+        let written = self.table.write(inactive, &layout);
+        // The seed first (the classifier still reads the other half), then
+        // the flip; each write leaves every other field as it was.
+        config.seeds[inactive as usize] = layout.seed;
+        if config.layout_version == 0 {
+            config.layout_version = LAYOUT_VERSION;
+        }
+        self.write_config(config)?;
+        config.active = inactive;
+        self.write_config(config)?;
+        self.table.flipped();
+        self.published = Some((members.clone(), vips.clone()));
+        Ok(written)
+    }
+
+    fn write_config(&mut self, config: Config) -> Result<(), BpfError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(names::MAP_CONFIG))
+    }
+
+    /// Every member of the canonical mirror (`IPW_SVC_PORTS`).
     pub fn entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, BpfError> {
         self.services
             .iter()
@@ -78,22 +259,110 @@ impl<'a> ServiceMirror<'a> {
             .map_err(map_err(names::MAP_SERVICES))
     }
 
-    /// Hits for `key` summed over CPUs; zero when the key was never hit.
+    /// Every VIP of the canonical mirror (`IPW_VIPS`).
+    pub fn vip_keys(&self) -> Result<BTreeSet<VipKey>, BpfError> {
+        self.vips
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(names::MAP_VIPS))
+    }
+
+    /// Republishes the table from the canonical maps as they are.
+    fn publish_canonical(&mut self) -> Result<(), BpfError> {
+        let members = self
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| (k, v.flags))
+            .collect();
+        let vips = self.vip_keys()?;
+        self.publish(&members, &vips).map(|_| ())
+    }
+
+    /// Hits for `key` summed over CPUs; zero when it is not mirrored.
     pub fn hits(&self, key: &ServiceKey) -> Result<HitTotals, BpfError> {
-        match self.hits.get(key, 0) {
-            Ok(per_cpu) => Ok(per_cpu.iter().fold(HitTotals::default(), |t, c| HitTotals {
-                packets: t.packets + c.packets,
-                bytes: t.bytes + c.bytes,
-            })),
-            Err(MapError::KeyNotFound) => Ok(HitTotals::default()),
-            Err(source) => Err(BpfError::Map {
-                name: names::MAP_HITS,
-                source,
-            }),
-        }
+        let Some(&slot) = self.slots.get(key) else {
+            return Ok(HitTotals::default());
+        };
+        let per_cpu = self.hits.get(&slot, 0).map_err(map_err(names::MAP_HITS))?;
+        Ok(per_cpu.iter().fold(HitTotals::default(), |t, c| HitTotals {
+            packets: t.packets + c.packets,
+            bytes: t.bytes + c.bytes,
+        }))
+    }
+
+    /// The counter slot of `key`, if it is in the table.
+    pub fn slot(&self, key: &ServiceKey) -> Option<u32> {
+        self.slots.get(key).copied()
     }
 }
 
-fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
+/// A seed for a table half that has none yet.
+fn fresh_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    (h.finish() as u32) | 1
+}
+
+/// The service mirror (`IPW_SVC_PORTS`) with its hit counters, for tests,
+/// the demo and the benchmarks; the daemon writes through
+/// [`super::BpfMirror`]. Every change is published to the classifier
+/// before the call returns.
+pub struct ServiceMirror<'a> {
+    maps: &'a mut MirrorMaps,
+}
+
+impl<'a> ServiceMirror<'a> {
+    pub(super) fn new(maps: &'a mut MirrorMaps) -> Self {
+        Self { maps }
+    }
+
+    /// Inserts or replaces one member in place (no delete-then-add window).
+    pub fn insert(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), BpfError> {
+        self.insert_all([(key, value)])
+    }
+
+    /// Inserts or replaces many members, published once.
+    pub fn insert_all(
+        &mut self,
+        members: impl IntoIterator<Item = (ServiceKey, ServiceValue)>,
+    ) -> Result<(), BpfError> {
+        for (key, value) in members {
+            self.maps
+                .services
+                .insert(key, value, 0)
+                .map_err(map_err(names::MAP_SERVICES))?;
+        }
+        self.maps.publish_canonical()
+    }
+
+    pub fn remove(&mut self, key: &ServiceKey) -> Result<(), BpfError> {
+        self.maps
+            .services
+            .remove(key)
+            .map_err(map_err(names::MAP_SERVICES))?;
+        self.maps.publish_canonical()
+    }
+
+    /// The kernel's id of the mirror map, for `bpftool map dump id N`.
+    pub fn map_id(&self) -> Result<u32, BpfError> {
+        let data: &MapData = self.maps.services.map();
+        data.info()
+            .map(|i| i.id())
+            .map_err(map_err(names::MAP_SERVICES))
+    }
+
+    /// Every member of the mirror.
+    pub fn entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, BpfError> {
+        self.maps.entries()
+    }
+
+    /// Hits for `key` summed over CPUs; zero when it is not mirrored.
+    pub fn hits(&self, key: &ServiceKey) -> Result<HitTotals, BpfError> {
+        self.maps.hits(key)
+    }
+}
+
+pub(super) fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
     move |source| BpfError::Map { name, source }
 }

@@ -6,8 +6,10 @@
 
 use aya::maps::{Array, Map, MapData, MapInfo, MapType};
 use ipwarden_common::{
-    maps::{EVENTS_BYTES, LAYOUT_VERSION, MAX_SERVICE_PORTS, MAX_VIPS},
-    names, Config, HitCounter, ServiceKey, ServiceValue, Stats, VipKey, VipValue,
+    maps::{
+        EVENTS_BYTES, LAYOUT_VERSION, MAX_SERVICE_PORTS, MAX_VIPS, TABLE_BUCKETS, VIP_BITMAP_WORDS,
+    },
+    names, Config, HitCounter, ServiceKey, ServiceValue, Stats, TableBucket, VipKey, VipValue,
 };
 
 use super::pins::PinLayout;
@@ -19,13 +21,18 @@ struct Expected {
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    /// Creation flags that must be set (BPF_F_MMAPABLE for the table).
+    flags: u32,
 }
+
+/// BPF_F_MMAPABLE: the agent maps the table and bitmap into its memory.
+const MMAPABLE: u32 = 1 << 10;
 
 fn size<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
-fn expected() -> [Expected; 6] {
+fn expected() -> [Expected; 8] {
     [
         Expected {
             name: names::MAP_SERVICES,
@@ -33,6 +40,7 @@ fn expected() -> [Expected; 6] {
             key_size: size::<ServiceKey>(),
             value_size: size::<ServiceValue>(),
             max_entries: MAX_SERVICE_PORTS,
+            flags: 0,
         },
         Expected {
             name: names::MAP_VIPS,
@@ -40,13 +48,15 @@ fn expected() -> [Expected; 6] {
             key_size: size::<VipKey>(),
             value_size: size::<VipValue>(),
             max_entries: MAX_VIPS,
+            flags: 0,
         },
         Expected {
             name: names::MAP_HITS,
-            map_type: MapType::PerCpuHash,
-            key_size: size::<ServiceKey>(),
+            map_type: MapType::PerCpuArray,
+            key_size: 4,
             value_size: size::<HitCounter>(),
             max_entries: MAX_SERVICE_PORTS,
+            flags: 0,
         },
         Expected {
             name: names::MAP_CONFIG,
@@ -54,6 +64,7 @@ fn expected() -> [Expected; 6] {
             key_size: 4,
             value_size: size::<Config>(),
             max_entries: 1,
+            flags: 0,
         },
         Expected {
             name: names::MAP_STATS,
@@ -61,6 +72,7 @@ fn expected() -> [Expected; 6] {
             key_size: 4,
             value_size: size::<Stats>(),
             max_entries: 1,
+            flags: 0,
         },
         Expected {
             name: names::MAP_EVENTS,
@@ -68,6 +80,23 @@ fn expected() -> [Expected; 6] {
             key_size: 0,
             value_size: 0,
             max_entries: EVENTS_BYTES,
+            flags: 0,
+        },
+        Expected {
+            name: names::MAP_TABLE,
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: size::<TableBucket>(),
+            max_entries: 2 * TABLE_BUCKETS,
+            flags: MMAPABLE,
+        },
+        Expected {
+            name: names::MAP_VIP_BITS,
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 2 * VIP_BITMAP_WORDS,
+            flags: MMAPABLE,
         },
     ]
 }
@@ -100,10 +129,18 @@ fn mismatch(info: &MapInfo, e: &Expected) -> Option<String> {
         info.max_entries(),
     );
     let want = (Some(e.map_type), e.key_size, e.value_size, e.max_entries);
-    (found != want).then(|| {
-        format!(
+    if found != want {
+        return Some(format!(
             "{}: pinned (type {:?}, key {} B, value {} B, {} entries), object wants (type {:?}, key {} B, value {} B, {} entries)",
             e.name, found.0, found.1, found.2, found.3, want.0, want.1, want.2, want.3
+        ));
+    }
+    (info.map_flags() & e.flags != e.flags).then(|| {
+        format!(
+            "{}: pinned with flags {:#x}, object wants {:#x} set",
+            e.name,
+            info.map_flags(),
+            e.flags
         )
     })
 }

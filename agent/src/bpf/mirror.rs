@@ -3,16 +3,18 @@
 //! families) into the BPF maps, in place (insert or update what is new,
 //! delete what is gone; never delete-all-then-add, which would leave the
 //! program a window with an empty mirror). Each entry carries the id of the
-//! Service its member serves, handed over with the sets by the store.
+//! Service its member serves, handed over with the sets by the store. Then
+//! the classifier's fast table is published from the same content (the
+//! other half written, then flipped: see `table.rs`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use aya::maps::{HashMap, MapData};
 use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, ServiceKey, ServiceValue, VipKey, VipValue};
 
+use super::maps::MirrorMaps;
 use crate::{
     desired::{Member, MemberServices, ServiceRef, SetDelta, SetSpec, VsKey},
     store::MirrorSink,
@@ -55,31 +57,28 @@ fn vip_of_member(member: &Member) -> Option<VipKey> {
     Some(VipKey::of(&key))
 }
 
-/// Owns the two mirror maps.
+/// Owns the mirror maps.
 pub struct BpfMirror {
-    services: HashMap<MapData, ServiceKey, ServiceValue>,
-    vips: HashMap<MapData, VipKey, VipValue>,
+    maps: MirrorMaps,
     /// The Service id of each mirrored service port, from the last sync.
     ids: BTreeMap<ServiceKey, u32>,
     /// Members the auditor found missing from the kernel set.
     missing: BTreeSet<ServiceKey>,
     /// The last desired content, to re-flag without a new apply.
     want_services: BTreeSet<ServiceKey>,
+    want_vips: BTreeSet<VipKey>,
     /// Map writes that failed (the map full, say), for metrics.
     pub write_errors: u64,
 }
 
 impl BpfMirror {
-    pub(super) fn new(
-        services: HashMap<MapData, ServiceKey, ServiceValue>,
-        vips: HashMap<MapData, VipKey, VipValue>,
-    ) -> Self {
+    pub(super) fn new(maps: MirrorMaps) -> Self {
         Self {
-            services,
-            vips,
+            maps,
             ids: BTreeMap::new(),
             missing: BTreeSet::new(),
             want_services: BTreeSet::new(),
+            want_vips: BTreeSet::new(),
             write_errors: 0,
         }
     }
@@ -99,15 +98,31 @@ impl BpfMirror {
     fn sync(&mut self, sets: &[&SetSpec], services: &MemberServices) -> usize {
         let members = sets.iter().flat_map(|s| &s.members);
         self.want_services = members.clone().filter_map(key_of_member).collect();
-        let vips: BTreeSet<VipKey> = members.filter_map(vip_of_member).collect();
+        self.want_vips = members.filter_map(vip_of_member).collect();
         self.ids = services
             .iter()
             .filter_map(|(m, svc)| Some((key_of_member(m)?, service_id(svc))))
             .collect();
-        self.write_services() + self.write_vips(&vips)
+        let wrong = self.write_services() + self.write_vips();
+        self.publish();
+        wrong
     }
 
-    /// One member gone from a mirrored set: its entry goes.
+    /// The classifier's table from the desired content.
+    fn publish(&mut self) {
+        let members = self
+            .want_services
+            .iter()
+            .map(|k| (*k, self.value(k).flags))
+            .collect();
+        if let Err(e) = self.maps.publish(&members, &self.want_vips) {
+            tracing::error!("publishing the classifier's table: {e}");
+            self.write_errors += 1;
+        }
+    }
+
+    /// One member gone from a mirrored set: its entry goes (from the
+    /// maps here; from the classifier's table at the next publish).
     fn forget(&mut self, member: &Member) {
         if let Some(key) = key_of_member(member) {
             self.want_services.remove(&key);
@@ -116,14 +131,15 @@ impl BpfMirror {
             self.remove_service(&key);
         }
         if let Some(vip) = vip_of_member(member) {
-            if self.vips.remove(&vip).is_err() && self.vips.get(&vip, 0).is_ok() {
+            self.want_vips.remove(&vip);
+            if self.maps.vips.remove(&vip).is_err() && self.maps.vips.get(&vip, 0).is_ok() {
                 self.write_errors += 1;
             }
         }
     }
 
     /// One member new in a mirrored set (or serving another Service): its
-    /// entry is written.
+    /// entry is written (the table follows at the next publish).
     fn learn(&mut self, member: &Member, service: Option<&ServiceRef>) {
         if let Some(key) = key_of_member(member) {
             self.want_services.insert(key);
@@ -132,12 +148,13 @@ impl BpfMirror {
                 None => self.ids.remove(&key),
             };
             let value = self.value(&key);
-            if self.services.insert(key, value, 0).is_err() {
+            if self.maps.services.insert(key, value, 0).is_err() {
                 self.write_errors += 1;
             }
         }
         if let Some(vip) = vip_of_member(member) {
-            if self.vips.insert(vip, VipValue::default(), 0).is_err() {
+            self.want_vips.insert(vip);
+            if self.maps.vips.insert(vip, VipValue::default(), 0).is_err() {
                 self.write_errors += 1;
             }
         }
@@ -145,49 +162,59 @@ impl BpfMirror {
 
     /// Removes one service entry; one already gone is no error.
     fn remove_service(&mut self, key: &ServiceKey) {
-        if self.services.remove(key).is_err() && self.services.get(key, 0).is_ok() {
+        if self.maps.services.remove(key).is_err() && self.maps.services.get(key, 0).is_ok() {
             self.write_errors += 1;
         }
     }
 
     fn write_services(&mut self) -> usize {
         let have: BTreeMap<ServiceKey, ServiceValue> =
-            self.services.iter().filter_map(Result::ok).collect();
+            self.maps.services.iter().filter_map(Result::ok).collect();
         let mut wrong = 0;
         for key in self.want_services.clone() {
             let want = self.value(&key);
             if have.get(&key) != Some(&want) {
                 wrong += 1;
-                if self.services.insert(key, want, 0).is_err() {
+                if self.maps.services.insert(key, want, 0).is_err() {
                     self.write_errors += 1;
                 }
             }
         }
         for key in have.keys().filter(|k| !self.want_services.contains(k)) {
             wrong += 1;
-            if self.services.remove(key).is_err() {
+            if self.maps.services.remove(key).is_err() {
                 self.write_errors += 1;
             }
         }
         wrong
     }
 
-    fn write_vips(&mut self, want: &BTreeSet<VipKey>) -> usize {
-        let have: BTreeSet<VipKey> = self.vips.keys().filter_map(Result::ok).collect();
+    fn write_vips(&mut self) -> usize {
+        let have: BTreeSet<VipKey> = self.maps.vips.keys().filter_map(Result::ok).collect();
         let mut wrong = 0;
-        for key in want.difference(&have) {
+        for key in self.want_vips.difference(&have) {
             wrong += 1;
-            if self.vips.insert(key, VipValue::default(), 0).is_err() {
+            if self.maps.vips.insert(key, VipValue::default(), 0).is_err() {
                 self.write_errors += 1;
             }
         }
-        for key in have.difference(want) {
+        for key in have.difference(&self.want_vips) {
             wrong += 1;
-            if self.vips.remove(key).is_err() {
+            if self.maps.vips.remove(key).is_err() {
                 self.write_errors += 1;
             }
         }
         wrong
+    }
+
+    /// Hits for `key` summed over CPUs; zero when it is not mirrored.
+    pub fn hits(&self, key: &ServiceKey) -> Result<super::HitTotals, super::BpfError> {
+        self.maps.hits(key)
+    }
+
+    /// Map and table writes that failed so far.
+    pub fn errors(&self) -> u64 {
+        self.write_errors + self.maps.write_errors
     }
 }
 
@@ -207,6 +234,13 @@ impl MirrorSink for BpfMirror {
                 self.learn(m, services.get(m));
             }
         }
+        // The classifier reads the fast table, not the maps: one publish
+        // for the whole change (it rebuilds the table from the desired
+        // content and writes only the buckets and bitmap words that differ,
+        // then flips; nothing at all when the content is unchanged).
+        if !deltas.is_empty() {
+            self.publish();
+        }
     }
 
     fn missing_from_kernel(&mut self, missing: &BTreeMap<String, BTreeSet<Member>>) {
@@ -216,6 +250,7 @@ impl MirrorSink for BpfMirror {
             .filter_map(key_of_member)
             .collect();
         self.write_services();
+        self.publish();
     }
 
     fn audit(&mut self, sets: &[&SetSpec], services: &MemberServices) -> usize {

@@ -12,19 +12,17 @@ pub mod migrate;
 pub mod mirror;
 pub mod pins;
 pub mod runtime;
+pub mod table;
+pub mod test_run;
 
 use std::path::{Path, PathBuf};
 
-use aya::{
-    maps::{HashMap as BpfHashMap, RingBuf},
-    programs::SchedClassifier,
-    Ebpf, EbpfLoader,
-};
+use aya::{maps::RingBuf, programs::SchedClassifier, Ebpf, EbpfLoader};
 use ipwarden_common::{maps::LAYOUT_VERSION, names, Config, Mode};
 
 pub use attach::{detach_clsact, Attachment};
 pub use error::BpfError;
-pub use maps::{HitTotals, ServiceMirror};
+pub use maps::{HitTotals, MirrorMaps, ServiceMirror};
 pub use migrate::Pinned;
 pub use mirror::BpfMirror;
 pub use pins::PinLayout;
@@ -65,9 +63,30 @@ fn ingress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
         })
 }
 
+/// The kernel's run-time statistics of a program (counted only while BPF
+/// statistics are on: `sysctl kernel.bpf_stats_enabled=1`, or
+/// `aya::sys::enable_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+impl RunStats {
+    /// Nanoseconds per run between `earlier` and `self`.
+    pub fn ns_per_run_since(&self, earlier: &RunStats) -> Option<f64> {
+        let runs = self.run_count.checked_sub(earlier.run_count)?;
+        let ns = self.run_time_ns.checked_sub(earlier.run_time_ns)?;
+        (runs > 0).then(|| ns as f64 / runs as f64)
+    }
+}
+
 /// The loaded object: programs verified and loaded, maps created.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// The mirror's maps, once taken out of `ebpf` (first use of
+    /// [`Self::services`] or [`Self::take_mirror`]).
+    mirror: Option<MirrorMaps>,
 }
 
 impl Dataplane {
@@ -126,7 +145,7 @@ impl Dataplane {
             name: names::PROG_INGRESS,
             source,
         })?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, mirror: None })
     }
 
     /// A reader of the program's log lines (aya-log) that hands them to
@@ -137,20 +156,68 @@ impl Dataplane {
     }
 
     /// Sets mode and mark in the config map; the program reads it per packet,
-    /// so a change needs no reload.
+    /// so a change needs no reload. The table's half and seeds (written by
+    /// the mirror) stay as they are.
     pub fn configure(&mut self, mode: Mode, mark: u32) -> Result<(), BpfError> {
+        let mut map = maps::config_mut(&mut self.ebpf)?;
+        let old = map.get(&0, 0).unwrap_or_default();
         let config = Config {
             mode: mode as u32,
             mark,
             layout_version: LAYOUT_VERSION,
-            _pad: 0,
+            ..old
         };
-        maps::config_mut(&mut self.ebpf)?
-            .set(0, config, 0)
-            .map_err(|source| BpfError::Map {
-                name: names::MAP_CONFIG,
+        map.set(0, config, 0).map_err(|source| BpfError::Map {
+            name: names::MAP_CONFIG,
+            source,
+        })
+    }
+
+    /// The classifier's run time and run count so far.
+    pub fn run_stats(&self) -> Result<RunStats, BpfError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(names::PROG_INGRESS)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: names::PROG_INGRESS,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program {
+                name: names::PROG_INGRESS,
                 source,
-            })
+            })?;
+        let info = prog.info().map_err(|source| BpfError::Program {
+            name: names::PROG_INGRESS,
+            source,
+        })?;
+        Ok(RunStats {
+            run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            run_count: info.run_count(),
+        })
+    }
+
+    /// Runs the classifier `repeat` times on `frame` (an Ethernet frame)
+    /// with BPF_PROG_TEST_RUN: its verdict and the mark it left.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<test_run::TestRun, BpfError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(names::PROG_INGRESS)
+            .ok_or(BpfError::Missing {
+                what: "program",
+                name: names::PROG_INGRESS,
+            })?
+            .try_into()
+            .map_err(|source| BpfError::Program {
+                name: names::PROG_INGRESS,
+                source,
+            })?;
+        let fd = prog.fd().map_err(|source| BpfError::Program {
+            name: names::PROG_INGRESS,
+            source,
+        })?;
+        test_run::run(std::os::fd::AsFd::as_fd(fd), frame, repeat)
+            .map_err(|e| BpfError::Pin(format!("BPF_PROG_TEST_RUN: {e}")))
     }
 
     /// Attaches the ingress classifier to `iface` (TCX on kernels that have
@@ -170,21 +237,22 @@ impl Dataplane {
         attach::ingress_persistent(ingress_program(&mut self.ebpf)?, iface, &pins.link(iface))
     }
 
-    /// Hands the two mirror maps to a [`BpfMirror`] (the store's mirror
-    /// hook); [`Self::services`] is unavailable afterwards.
+    fn mirror_maps(&mut self) -> Result<&mut MirrorMaps, BpfError> {
+        if self.mirror.is_none() {
+            self.mirror = Some(MirrorMaps::take_from(&mut self.ebpf)?);
+        }
+        Ok(self.mirror.as_mut().expect("just set"))
+    }
+
+    /// Hands the mirror maps to a [`BpfMirror`] (the store's mirror hook);
+    /// [`Self::services`] is unavailable afterwards.
     pub fn take_mirror(&mut self) -> Result<BpfMirror, BpfError> {
-        let services = self.take(names::MAP_SERVICES)?;
-        let vips = self.take(names::MAP_VIPS)?;
-        Ok(BpfMirror::new(
-            BpfHashMap::try_from(services).map_err(|source| BpfError::Map {
-                name: names::MAP_SERVICES,
-                source,
-            })?,
-            BpfHashMap::try_from(vips).map_err(|source| BpfError::Map {
-                name: names::MAP_VIPS,
-                source,
-            })?,
-        ))
+        self.mirror_maps()?;
+        let maps = self.mirror.take().ok_or(BpfError::Missing {
+            what: "map",
+            name: names::MAP_SERVICES,
+        })?;
+        Ok(BpfMirror::new(maps))
     }
 
     /// The event ring buffer, for [`events::spawn_reader`].
@@ -201,8 +269,9 @@ impl Dataplane {
             .ok_or(BpfError::Missing { what: "map", name })
     }
 
-    /// The service mirror map (`IPW_SVC_PORTS`) with its hit counters.
+    /// The service mirror map (`IPW_SVC_PORTS`) with its hit counters;
+    /// every change is published to the classifier's table.
     pub fn services(&mut self) -> Result<ServiceMirror<'_>, BpfError> {
-        ServiceMirror::new(&mut self.ebpf)
+        Ok(ServiceMirror::new(self.mirror_maps()?))
     }
 }

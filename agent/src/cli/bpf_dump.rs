@@ -1,16 +1,16 @@
 //! `ipwarden bpf dump [--json]`: the pinned mirror with its hit counters,
 //! the config and the classifier's totals.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::PathBuf};
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipwarden_common::{
     maps::{FAMILY_V4, FLAG_MISSING_FROM_KERNEL},
     names, Config, HitCounter, ServiceKey, ServiceValue, Stats,
 };
 
-use crate::bpf::PinLayout;
+use crate::bpf::{table::FastTable, PinLayout};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,17 +57,30 @@ pub fn run(args: &Args) -> Result<()> {
 pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
     let services: HashMap<_, ServiceKey, ServiceValue> =
         HashMap::try_from(Map::HashMap(open(pins, names::MAP_SERVICES)?))?;
-    let hits: PerCpuHashMap<_, ServiceKey, HitCounter> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(open(pins, names::MAP_HITS)?))?;
+    let hits: PerCpuArray<_, HitCounter> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::MAP_HITS)?))?;
     let config: Array<_, Config> = Array::try_from(Map::Array(open(pins, names::MAP_CONFIG)?))?;
+    let c = config.get(&0, 0)?;
+    // The counter slot of each member, from the half the classifier reads.
+    let (table, bits) = (
+        open(pins, names::MAP_TABLE)?,
+        open(pins, names::MAP_VIP_BITS)?,
+    );
+    let slots: BTreeMap<ServiceKey, u32> = FastTable::new(table.fd().as_fd(), bits.fd().as_fd())
+        .context("mapping the classifier's table")?
+        .entries(c.active)
+        .into_iter()
+        .map(|e| (e.key, e.slot))
+        .collect();
     let stats: PerCpuArray<_, Stats> =
         PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::MAP_STATS)?))?;
 
     let mut rows = Vec::new();
     for entry in services.iter() {
         let (k, v) = entry?;
-        let (packets, bytes) = hits
-            .get(&k, 0)
+        let (packets, bytes) = slots
+            .get(&k)
+            .and_then(|slot| hits.get(slot, 0).ok())
             .map(|per_cpu| {
                 per_cpu
                     .iter()
@@ -83,16 +96,21 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
         }));
     }
     rows.sort_by(|a, b| a["member"].as_str().cmp(&b["member"].as_str()));
-    let c = config.get(&0, 0)?;
-    let totals = stats
-        .get(&0, 0)?
-        .iter()
-        .fold(Stats::default(), |t, s| Stats {
+    // The classifier counts hits per member only (layout 3): their sum
+    // is the mirror's total.
+    let member_hits: u64 = rows.iter().filter_map(|r| r["packets"].as_u64()).sum();
+    let totals = stats.get(&0, 0)?.iter().fold(
+        Stats {
+            mirror_hits: member_hits,
+            ..Stats::default()
+        },
+        |t, s| Stats {
             mirror_hits: t.mirror_hits + s.mirror_hits,
             missing_hits: t.missing_hits + s.missing_hits,
             vip_other_port: t.vip_other_port + s.vip_other_port,
             events_dropped: t.events_dropped + s.events_dropped,
-        });
+        },
+    );
     let mode = match c.mode {
         0 => "off",
         1 => "log",

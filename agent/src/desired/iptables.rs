@@ -76,6 +76,12 @@ pub struct TablePlan {
     pub tag: String,
     pub chains: Vec<Chain>,
     pub jumps: Vec<Jump>,
+    /// This owner's rules in built-in chains ACCEPT packets (directly, or
+    /// in the chain they jump to), so they go below every other owner's
+    /// rules at the top of the chain: an ACCEPT ends the packet's walk
+    /// through INPUT, and must never skip another owner's checks (the
+    /// policy chain's egress rules for local pods). The others go first.
+    pub below_other_owners: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -79,11 +79,19 @@ impl Vm<'_> {
             .args(["-device", "virtio-9p-pci,fsdev=results,mount_tag=results"])
             // The command's output: a virtio port wired to qemu's stdout, which
             // is ours, so it streams live and never mixes with the console.
+            // ioeventfd=off: with it (qemu's default) a guest write to the
+            // port can stall for good when the vCPUs outnumber the host CPUs
+            // free to run them (a loaded host): the guest's kick is left to
+            // an event notifier that never wakes the port again, the
+            // writer sleeps in wait_port_writable, and the suite looks hung
+            // with no output until the timeout (lmb/vimto#27, seen with
+            // two vCPUs pinned to one host CPU). Off, a kick is handled in
+            // the vCPU's own exit, synchronously.
             .args([
                 "-chardev",
                 "stdio,id=out,signal=off",
                 "-device",
-                "virtio-serial-pci",
+                "virtio-serial-pci,ioeventfd=off",
                 "-device",
                 "virtserialport,chardev=out,name=ipwarden.out",
             ]);

@@ -198,5 +198,6 @@ fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
             jump("FORWARD", names::CHAIN_FORWARD),
             jump("OUTPUT", names::CHAIN_OUTPUT),
         ],
+        below_other_owners: false,
     }
 }

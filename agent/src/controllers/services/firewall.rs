@@ -172,9 +172,14 @@ pub fn filter_plan(
     }
     // Allow mode: the tc program marked traffic to a mirrored service port;
     // accept it whatever the ipset holds (the rescue of kube-router #1732).
-    // Without source ranges to enforce this happens first thing in INPUT
-    // (no set lookups at all for service traffic); with them, only after
-    // the range rules, so a rescue can never open a restricted port.
+    // Without source ranges to enforce this happens first of our rules in
+    // INPUT (no set lookup for service traffic), but below the policy
+    // controller's jump (`below_other_owners`): the mark only says the
+    // destination is a mirrored VIP:port, and local pods' egress policies
+    // apply in that chain to whatever the range RETURNs there leave (an
+    // ExternalIP outside the external range, say). With source ranges,
+    // only after the range rules, so a rescue can never open a restricted
+    // port.
     let mark_accept = |mark: u32| {
         format!("-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT")
     };
@@ -219,6 +224,10 @@ pub fn filter_plan(
             rules,
         }],
         jumps,
+        // The service chain ACCEPTs, and so does the mark rule: below the
+        // policy controller's jump, whose egress rules for local pods must
+        // see the packet first.
+        below_other_owners: true,
     }
 }
 
@@ -281,6 +290,7 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
             from: "POSTROUTING".into(),
             rule: format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
         }],
+        below_other_owners: false,
     }
 }
 

@@ -77,15 +77,27 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
             .collect();
         let current = saved.rules(host).unwrap_or_default();
         let ours: Vec<&String> = current.iter().filter(|r| r.contains(&plan.tag)).collect();
-        let in_place = jumps_in_place(current, &plan.tag, &wanted);
+        let in_place = jumps_in_place(current, &plan.tag, &wanted, plan.below_other_owners);
         if in_place {
             continue;
         }
         for rule in ours {
             let _ = writeln!(body, "-D {host} {rule}");
         }
+        // An owner that ACCEPTs goes right below the other owners' rules at
+        // the top of the chain (as they stand once ours are deleted); any
+        // other goes first.
+        let at = if plan.below_other_owners {
+            1 + current
+                .iter()
+                .filter(|r| !r.contains(&plan.tag))
+                .take_while(|r| r.contains(ANY_OWNER_TAG))
+                .count()
+        } else {
+            1
+        };
         for rule in wanted.iter().rev() {
-            let _ = writeln!(body, "-I {host} 1 {rule}");
+            let _ = writeln!(body, "-I {host} {at} {rule}");
         }
         changes.jumps_rewritten.push(host.to_string());
     }
@@ -107,8 +119,13 @@ const ANY_OWNER_TAG: &str = "ipwarden:";
 /// Are this owner's rules in `current` exactly `wanted`, in order, inside
 /// the block of ipwarden rules at the top of the chain? Several owners
 /// (services, policies) each keep their rules there; requiring each to be
-/// first would make them push each other down forever.
-fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str]) -> bool {
+/// first would make them push each other down forever. An owner that
+/// ACCEPTs (`below`: the services owner, whose mark rule and service chain
+/// accept) must also be the last in that block, so that no other owner's
+/// rule (the policy chain's egress rules for local pods) is ever skipped
+/// by its ACCEPT. The other owners insert at the top, above it, so this
+/// settles at once.
+fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str], below: bool) -> bool {
     let top = current
         .iter()
         .take_while(|r| r.contains(ANY_OWNER_TAG))
@@ -119,7 +136,17 @@ fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str]) -> bool {
         .map(String::as_str)
         .collect();
     let ours_total = current.iter().filter(|r| r.contains(tag)).count();
-    ours_on_top == wanted && ours_total == wanted.len()
+    if ours_on_top != wanted || ours_total != wanted.len() {
+        return false;
+    }
+    if below {
+        let first = current[..top]
+            .iter()
+            .position(|r| r.contains(tag))
+            .unwrap_or(top);
+        return current[first..top].iter().all(|r| r.contains(tag));
+    }
+    true
 }
 
 #[cfg(test)]
@@ -141,6 +168,7 @@ mod tests {
                 from: "INPUT".into(),
                 rule: "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES".into(),
             }],
+            below_other_owners: false,
         }
     }
 
@@ -190,12 +218,100 @@ mod tests {
         let svc = "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
         let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
         let current = rules(&[pol, svc, "-j OTHER"]);
-        assert!(jumps_in_place(&current, "ipwarden:services", &[svc]));
-        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol]));
+        assert!(jumps_in_place(&current, "ipwarden:services", &[svc], false));
+        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol], false));
         let pushed_down = rules(&[pol, "-j OTHER", svc]);
-        assert!(!jumps_in_place(&pushed_down, "ipwarden:services", &[svc]));
+        assert!(!jumps_in_place(
+            &pushed_down,
+            "ipwarden:services",
+            &[svc],
+            false
+        ));
         let twice = rules(&[svc, pol, svc]);
-        assert!(!jumps_in_place(&twice, "ipwarden:services", &[svc]));
+        assert!(!jumps_in_place(&twice, "ipwarden:services", &[svc], false));
+    }
+
+    #[test]
+    fn the_accepting_owner_stays_below_the_policy_jump() {
+        let rules = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mark =
+            "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
+        let svc = "-m set --match-set ipwarden-svip dst -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
+        let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
+        // The mark ACCEPT above the policy jump (the order an earlier
+        // build kept): an egress-isolated pod's packet to a marked VIP
+        // would skip its egress rules. Not in place for services.
+        let current = rules(&[mark, svc, pol, "-j OTHER"]);
+        assert!(!jumps_in_place(
+            &current,
+            "ipwarden:services",
+            &[mark, svc],
+            true
+        ));
+        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol], false));
+        let split = rules(&[mark, pol, svc, "-j OTHER"]);
+        assert!(!jumps_in_place(
+            &split,
+            "ipwarden:services",
+            &[mark, svc],
+            true
+        ));
+        let fixed = rules(&[pol, mark, svc, "-j OTHER"]);
+        assert!(jumps_in_place(
+            &fixed,
+            "ipwarden:services",
+            &[mark, svc],
+            true
+        ));
+        assert!(jumps_in_place(&fixed, "ipwarden:policies", &[pol], false));
+        // Alone (no policy controller), the mark is first in INPUT.
+        let alone = rules(&[mark, svc, "-j OTHER"]);
+        assert!(jumps_in_place(
+            &alone,
+            "ipwarden:services",
+            &[mark, svc],
+            true
+        ));
+
+        // The services owner moves its block below the policy jump.
+        let mut p = plan();
+        p.chains.clear();
+        p.below_other_owners = true;
+        p.jumps = [mark, svc]
+            .iter()
+            .map(|r| Jump {
+                from: "INPUT".into(),
+                rule: r.to_string(),
+            })
+            .collect();
+        let saved = SavedTable::parse(&format!(
+            ":INPUT ACCEPT [0:0]\n-A INPUT {mark}\n-A INPUT {svc}\n-A INPUT {pol}\n"
+        ));
+        let (text, _) = script(&p, &saved);
+        let text = text.unwrap();
+        assert!(
+            text.contains(&format!("-I INPUT 2 {svc}\n-I INPUT 2 {mark}\n")),
+            "{text}"
+        );
+        // On a fresh node it goes first, and the policy owner, which
+        // writes after it in a pass, inserts above it.
+        let saved = SavedTable::parse(":INPUT ACCEPT [0:0]\n-A INPUT -j OTHER\n");
+        let (text, _) = script(&p, &saved);
+        assert!(text
+            .unwrap()
+            .contains(&format!("-I INPUT 1 {svc}\n-I INPUT 1 {mark}\n")));
+        let mut p = plan();
+        p.chains.clear();
+        p.tag = "ipwarden:policies".into();
+        p.jumps = vec![Jump {
+            from: "INPUT".into(),
+            rule: pol.to_string(),
+        }];
+        let saved = SavedTable::parse(&format!(
+            ":INPUT ACCEPT [0:0]\n-A INPUT {mark}\n-A INPUT {svc}\n"
+        ));
+        let (text, _) = script(&p, &saved);
+        assert!(text.unwrap().contains(&format!("-I INPUT 1 {pol}\n")));
     }
 
     #[test]

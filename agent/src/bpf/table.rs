@@ -1,0 +1,389 @@
+//! The classifier's fast path: a table of the mirrored members in a BPF
+//! array (two-choice cuckoo hashing, two entries a bucket) and a bitmap of
+//! the VIPs, each in two halves. The classifier reads the half that
+//! `Config::active` names; the agent writes the other one through a shared
+//! mapping of the map's memory (`BPF_F_MMAPABLE`), then flips `active`.
+//!
+//! So a packet costs a few inlined array loads instead of a jhash and a
+//! bucket walk per lookup, and the classifier never sees a half-written
+//! entry: a half is only written while no program reads it. After a flip
+//! the old half is left alone for [`GRACE`], longer than any program run
+//! that read `active` before the flip can take.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    ptr::NonNull,
+    time::{Duration, Instant},
+};
+
+use ipwarden_common::{
+    maps::{
+        addr_words, key_meta, table_buckets, table_hash, vip_bit, vip_hash, FAMILY_V6,
+        TABLE_BUCKETS, TABLE_WAYS, VIP_BITMAP_WORDS,
+    },
+    ServiceKey, TableBucket, TableEntry, VipKey,
+};
+
+/// How long a half stays untouched after the classifier stopped reading it.
+/// A program run takes well under a microsecond.
+pub const GRACE: Duration = Duration::from_millis(10);
+
+/// Cuckoo displacements tried per member before a new seed is drawn.
+const MAX_KICKS: usize = 500;
+/// Seeds tried before giving up (at the sizes allowed, one always does).
+const MAX_SEEDS: usize = 16;
+
+/// A shared, writable mapping of a `BPF_F_MMAPABLE` array's values.
+pub struct Mmap<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with the kernel; every access
+// goes through volatile reads and writes of whole `T`s.
+unsafe impl<T: Send> Send for Mmap<T> {}
+
+impl<T: Copy> Mmap<T> {
+    /// Maps `len` values of the array map behind `fd`.
+    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = (len * std::mem::size_of::<T>()).div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
+        // the size against the map and refuses maps without BPF_F_MMAPABLE.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr =
+            NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(Self { ptr, len, bytes })
+    }
+
+    pub fn get(&self, i: usize) -> T {
+        assert!(i < self.len);
+        // SAFETY: in bounds of the mapping; values of an array map are
+        // 8-byte aligned and T is a Pod of at most that alignment.
+        unsafe { self.ptr.as_ptr().add(i).read_volatile() }
+    }
+
+    pub fn set(&mut self, i: usize, v: T) {
+        assert!(i < self.len);
+        // SAFETY: as in get.
+        unsafe { self.ptr.as_ptr().add(i).write_volatile(v) }
+    }
+}
+
+impl<T> Drop for Mmap<T> {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// What the table holds for one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub flags: u32,
+    pub slot: u32,
+}
+
+/// One half's content, as built in user space before it is written.
+pub struct Layout {
+    pub seed: u32,
+    buckets: Vec<TableBucket>,
+    bits: Vec<u64>,
+}
+
+fn words(key: &ServiceKey) -> ([u32; 4], bool, u32) {
+    (
+        addr_words(&key.addr),
+        key.family == FAMILY_V6,
+        key_meta(key.family, key.proto, key.port),
+    )
+}
+
+/// The two candidate buckets of `key` under `seed`.
+pub fn buckets_of(key: &ServiceKey, seed: u32) -> (u32, u32) {
+    let (addr, v6, meta) = words(key);
+    table_buckets(table_hash(vip_hash(&addr, v6, seed), meta))
+}
+
+/// SplitMix64, for seeds and the choice of cuckoo victims.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Layout {
+    /// Places every member (cuckoo: a member goes to a free entry of one of
+    /// its two buckets, else evicts one there, which moves to its other
+    /// bucket, and so on), and sets the bit of every address in `vips` and
+    /// of every member's address. Tries `seed` first, then others; None if
+    /// no seed places them all, which at the map's sizes does not happen.
+    pub fn build(
+        members: &BTreeMap<ServiceKey, Member>,
+        vips: &BTreeSet<VipKey>,
+        seed: u32,
+    ) -> Option<Self> {
+        if members.len() > TABLE_BUCKETS as usize * TABLE_WAYS {
+            return None;
+        }
+        let mut rng = u64::from(seed) | 1 << 40;
+        let mut seed = seed;
+        for _ in 0..MAX_SEEDS {
+            if let Some(buckets) = place(members, seed, &mut rng) {
+                let mut bits = vec![0u64; VIP_BITMAP_WORDS as usize];
+                let addresses = members
+                    .keys()
+                    .map(|k| (addr_words(&k.addr), k.family == FAMILY_V6))
+                    .chain(
+                        vips.iter()
+                            .map(|v| (addr_words(&v.addr), v.family == FAMILY_V6)),
+                    );
+                for (addr, v6) in addresses {
+                    let (w, b) = vip_bit(vip_hash(&addr, v6, seed));
+                    bits[w as usize] |= 1 << b;
+                }
+                return Some(Self {
+                    seed,
+                    buckets,
+                    bits,
+                });
+            }
+            seed = splitmix(&mut rng) as u32;
+        }
+        None
+    }
+
+    /// The member stored for `key`, looked up as the classifier does.
+    pub fn find(&self, key: &ServiceKey) -> Option<Member> {
+        let (b1, b2) = buckets_of(key, self.seed);
+        [b1, b2]
+            .iter()
+            .flat_map(|&b| self.buckets[b as usize].entries)
+            .find(|e| e.key == *key && e.key.family != 0)
+            .map(|e| Member {
+                flags: e.flags,
+                slot: e.slot,
+            })
+    }
+}
+
+fn place(
+    members: &BTreeMap<ServiceKey, Member>,
+    seed: u32,
+    rng: &mut u64,
+) -> Option<Vec<TableBucket>> {
+    let mut buckets = vec![TableBucket::default(); TABLE_BUCKETS as usize];
+    for (key, m) in members {
+        let mut entry = TableEntry {
+            key: *key,
+            flags: m.flags,
+            slot: m.slot,
+            _pad: 0,
+        };
+        let mut at = buckets_of(key, seed).0;
+        let mut placed = false;
+        for _ in 0..MAX_KICKS {
+            let (b1, b2) = buckets_of(&entry.key, seed);
+            if let Some(free) = [b1, b2].into_iter().find_map(|b| {
+                buckets[b as usize]
+                    .entries
+                    .iter()
+                    .position(|e| e.key.family == 0)
+                    .map(|i| (b, i))
+            }) {
+                buckets[free.0 as usize].entries[free.1] = entry;
+                placed = true;
+                break;
+            }
+            // Both full: evict a random entry of the bucket we did not
+            // come from, and carry it on to its other bucket.
+            let victim = (splitmix(rng) % TABLE_WAYS as u64) as usize;
+            let b = if at == b1 { b2 } else { b1 };
+            std::mem::swap(&mut buckets[b as usize].entries[victim], &mut entry);
+            at = b;
+        }
+        if !placed {
+            return None;
+        }
+    }
+    Some(buckets)
+}
+
+/// What [`FastTable::write`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub buckets: usize,
+    pub words: usize,
+}
+
+/// The shared mappings of both halves of the table and the bitmap.
+pub struct FastTable {
+    table: Mmap<TableBucket>,
+    bits: Mmap<u64>,
+    /// When the classifier last switched halves (from this process).
+    last_flip: Option<Instant>,
+}
+
+impl FastTable {
+    pub fn new(table: BorrowedFd<'_>, bits: BorrowedFd<'_>) -> io::Result<Self> {
+        Ok(Self {
+            table: Mmap::new(table.as_fd(), 2 * TABLE_BUCKETS as usize)?,
+            bits: Mmap::new(bits.as_fd(), 2 * VIP_BITMAP_WORDS as usize)?,
+            last_flip: None,
+        })
+    }
+
+    /// Every member the given half holds (to recover the counter slots of
+    /// a previous agent), with its entry.
+    pub fn entries(&self, half: u32) -> Vec<TableEntry> {
+        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
+        (0..TABLE_BUCKETS as usize)
+            .flat_map(|b| self.table.get(base + b).entries)
+            .filter(|e| e.key.family != 0)
+            .collect()
+    }
+
+    /// Waits until the inactive half has been out of use for [`GRACE`].
+    pub fn wait_for_readers(&self) {
+        if let Some(t) = self.last_flip {
+            let since = t.elapsed();
+            if since < GRACE {
+                std::thread::sleep(GRACE - since);
+            }
+        }
+    }
+
+    /// Writes `layout` into `half` (which the classifier must not be
+    /// reading), touching only the buckets and words that differ.
+    pub fn write(&mut self, half: u32, layout: &Layout) -> Written {
+        let mut written = Written::default();
+        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
+        for (i, b) in layout.buckets.iter().enumerate() {
+            if self.table.get(base + i) != *b {
+                self.table.set(base + i, *b);
+                written.buckets += 1;
+            }
+        }
+        let base = (half & 1) as usize * VIP_BITMAP_WORDS as usize;
+        for (i, w) in layout.bits.iter().enumerate() {
+            if self.bits.get(base + i) != *w {
+                self.bits.set(base + i, *w);
+                written.words += 1;
+            }
+        }
+        // The flip that follows is a syscall, a full barrier as well; this
+        // one documents that every store above comes before it.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        written
+    }
+
+    /// Records that the classifier now reads the other half.
+    pub fn flipped(&mut self) {
+        self.last_flip = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipwarden_common::maps::{PROTO_TCP, PROTO_UDP};
+
+    fn members(n: u32) -> BTreeMap<ServiceKey, Member> {
+        (0..n)
+            .map(|i| {
+                let key = if i % 7 == 0 {
+                    let mut a = [0u8; 16];
+                    a[0] = 0xfd;
+                    a[12..].copy_from_slice(&i.to_be_bytes());
+                    ServiceKey::v6(a, PROTO_UDP, 53)
+                } else {
+                    ServiceKey::v4(
+                        [10, 96 + (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                        PROTO_TCP,
+                        80 + (i % 3) as u16,
+                    )
+                };
+                (
+                    key,
+                    Member {
+                        flags: i % 2,
+                        slot: i,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_member_is_found_in_one_of_its_buckets_and_nothing_else_is() {
+        let m = members(20_000);
+        let layout = Layout::build(&m, &BTreeSet::new(), 7).expect("placed");
+        for (k, v) in &m {
+            assert_eq!(layout.find(k), Some(*v), "{k:?}");
+        }
+        let absent = ServiceKey::v4([10, 96, 0, 1], PROTO_UDP, 80);
+        assert_eq!(layout.find(&absent), None);
+        let stored = layout
+            .buckets
+            .iter()
+            .flat_map(|b| b.entries)
+            .filter(|e| e.key.family != 0)
+            .count();
+        assert_eq!(stored, m.len());
+    }
+
+    #[test]
+    fn the_table_takes_the_largest_mirror_at_half_load() {
+        let m = members(ipwarden_common::maps::MAX_SERVICE_PORTS);
+        let layout = Layout::build(&m, &BTreeSet::new(), 1).expect("placed");
+        assert!(m.iter().all(|(k, v)| layout.find(k) == Some(*v)));
+        let too_many = members(TABLE_BUCKETS * TABLE_WAYS as u32 + 1);
+        assert!(Layout::build(&too_many, &BTreeSet::new(), 1).is_none());
+    }
+
+    #[test]
+    fn the_same_content_gives_the_same_layout() {
+        let m = members(1000);
+        let a = Layout::build(&m, &BTreeSet::new(), 42).unwrap();
+        let b = Layout::build(&m, &BTreeSet::new(), 42).unwrap();
+        assert_eq!(a.seed, b.seed);
+        assert!(a.buckets == b.buckets && a.bits == b.bits);
+    }
+
+    #[test]
+    fn member_and_vip_addresses_set_their_bits() {
+        let m = members(100);
+        let vip = VipKey::of(&ServiceKey::v4([192, 0, 2, 7], 0, 0));
+        let layout = Layout::build(&m, &[vip].into(), 3).unwrap();
+        let bit = |addr: [u8; 16], v6: bool| {
+            let (w, b) = vip_bit(vip_hash(&addr_words(&addr), v6, layout.seed));
+            layout.bits[w as usize] >> b & 1 == 1
+        };
+        for k in m.keys() {
+            assert!(bit(k.addr, k.family == FAMILY_V6));
+        }
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[192, 0, 2, 7]);
+        assert!(bit(a, false));
+        let set: u32 = layout.bits.iter().map(|w| w.count_ones()).sum();
+        assert!(set <= 101, "{set} bits for 101 addresses");
+    }
+}
