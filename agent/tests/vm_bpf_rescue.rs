@@ -34,10 +34,8 @@ fn member_present(lab: &Lab) -> bool {
         .is_ok()
 }
 
-/// Packets the classifier counted for the members `which` selects, as
-/// `ipwarden bpf dump --json` reports them (the pinned per-CPU counters at
-/// each member's slot in the classifier's table, summed over CPUs).
-fn counted_packets(lab: &Lab, which: impl Fn(&str) -> bool) -> u64 {
+/// `ipwarden bpf dump --json` of the lab's pins.
+fn bpf_dump(lab: &Lab) -> serde_json::Value {
     let dump = lab
         .node
         .output(
@@ -51,7 +49,14 @@ fn counted_packets(lab: &Lab, which: impl Fn(&str) -> bool) -> u64 {
             ],
         )
         .unwrap();
-    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    serde_json::from_str(&dump).unwrap()
+}
+
+/// Packets the classifier counted for the members `which` selects, as
+/// `ipwarden bpf dump --json` reports them (the pinned per-CPU counters at
+/// each member's slot in the classifier's table, summed over CPUs).
+fn counted_packets(lab: &Lab, which: impl Fn(&str) -> bool) -> u64 {
+    let dump = bpf_dump(lab);
     dump["services"]
         .as_array()
         .unwrap()
@@ -164,20 +169,7 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         || mirror_entry(&lab, "IPW_SVC_PORTS", EXTERNAL, 80).is_some_and(|v| v["flags"] == 1),
     );
     // `ipwarden bpf dump` shows the flag too.
-    let dump = lab
-        .node
-        .output(
-            env!("CARGO_BIN_EXE_ipwarden"),
-            &[
-                "bpf",
-                "dump",
-                "--json",
-                "--bpf-pin-dir",
-                lab.bpffs.path().to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let dump = bpf_dump(&lab);
     assert_eq!(dump["mode"], "log");
     let row = dump["services"]
         .as_array()

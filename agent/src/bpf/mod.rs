@@ -173,10 +173,9 @@ impl Dataplane {
         })
     }
 
-    /// The classifier's run time and run count so far.
-    pub fn run_stats(&self) -> Result<RunStats, BpfError> {
-        let prog: &SchedClassifier = self
-            .ebpf
+    /// The loaded ingress classifier.
+    fn classifier(&self) -> Result<&SchedClassifier, BpfError> {
+        self.ebpf
             .program(names::PROG_INGRESS)
             .ok_or(BpfError::Missing {
                 what: "program",
@@ -186,7 +185,12 @@ impl Dataplane {
             .map_err(|source| BpfError::Program {
                 name: names::PROG_INGRESS,
                 source,
-            })?;
+            })
+    }
+
+    /// The classifier's run time and run count so far.
+    pub fn run_stats(&self) -> Result<RunStats, BpfError> {
+        let prog = self.classifier()?;
         let info = prog.info().map_err(|source| BpfError::Program {
             name: names::PROG_INGRESS,
             source,
@@ -200,18 +204,7 @@ impl Dataplane {
     /// Runs the classifier `repeat` times on `frame` (an Ethernet frame)
     /// with BPF_PROG_TEST_RUN: its verdict and the mark it left.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<test_run::TestRun, BpfError> {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(names::PROG_INGRESS)
-            .ok_or(BpfError::Missing {
-                what: "program",
-                name: names::PROG_INGRESS,
-            })?
-            .try_into()
-            .map_err(|source| BpfError::Program {
-                name: names::PROG_INGRESS,
-                source,
-            })?;
+        let prog = self.classifier()?;
         let fd = prog.fd().map_err(|source| BpfError::Program {
             name: names::PROG_INGRESS,
             source,
