@@ -62,8 +62,16 @@ pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesEr
 
 /// Brings one table of the calling thread's network namespace to `plan`
 /// with a single `iptables-restore --noflush` call, then reads it back.
+/// Held for a whole read-render-restore: two owners (the service and the
+/// policy controller, on their own threads) share the built-in chains, and
+/// a script rendered from a save the other owner has since changed would
+/// insert at stale positions (a services jump above the policy jump) or
+/// delete a rule that is gone. The xtables lock only covers one command.
+static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     plan.validate()?;
+    let _one_at_a_time = APPLY.lock().unwrap_or_else(|p| p.into_inner());
     let saved = read_table(plan.family, plan.table)?;
     let (script, changes) = render::script(plan, &saved);
     let Some(script) = script else {
