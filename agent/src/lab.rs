@@ -20,6 +20,10 @@ use crate::netns::{BpfFs, NetNs};
 /// (ClusterIP 10.96.0.10, NodePort, externalIP 203.0.113.10) and sticky.
 pub const CLUSTER: &str = include_str!("../tests/fixtures/proxy/cluster.yaml");
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test waits for something the agent does (its first pass, a
+/// sync, an audit, a restart). One figure for all code that runs in the
+/// IPVS VM: qemu TCG, two tests at a time, each step a process.
+pub const VM_WAIT: Duration = Duration::from_secs(90);
 /// The backends' port that answers with the peer address it sees.
 pub const PEER_PORT: u16 = 8081;
 
@@ -118,7 +122,7 @@ impl Lab {
         let manifests = std::env::temp_dir().join(format!("ipw-manifests-{}", node.name()));
         std::fs::create_dir_all(&manifests)?;
         std::fs::write(manifests.join("cluster.yaml"), cluster)?;
-        let bpffs = BpfFs::new(node.name())?;
+        let bpffs = BpfFs::new("lab")?;
         Ok(Lab {
             bpffs,
             node,
@@ -254,7 +258,7 @@ impl AgentProcess {
         let manifests = lab.manifests.to_string_lossy();
         let source = ["--manifests", manifests.as_ref()];
         let mut agent = Self::spawn(lab, bin, &source, extra)?;
-        agent.wait_ready(Duration::from_secs(60))?;
+        agent.wait_ready(VM_WAIT)?;
         Ok(agent)
     }
 

@@ -135,15 +135,22 @@ pub fn checked_output(cmd: &mut Command) -> io::Result<String> {
 
 /// A bpffs of its own, mounted at a fresh directory under /run and
 /// unmounted on drop: pins for one test, visible to processes started with
-/// `ip netns exec` (which remounts /sys, hiding /sys/fs/bpf).
+/// `ip netns exec` (which remounts /sys, hiding /sys/fs/bpf). Named like a
+/// [`NetNs`] (prefix, pid, counter), so parallel tests and concurrent runs
+/// never share one.
 #[derive(Debug)]
 pub struct BpfFs {
     path: std::path::PathBuf,
 }
 
 impl BpfFs {
-    pub fn new(name: &str) -> io::Result<Self> {
-        let path = std::path::PathBuf::from(format!("/run/ipwarden-test-bpffs/{name}"));
+    pub fn new(prefix: &str) -> io::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::path::PathBuf::from(format!(
+            "/run/ipwarden-test-bpffs/{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&path)?;
         checked_output(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))?;
         Ok(Self { path })

@@ -69,7 +69,7 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + ipwarden::lab::VM_WAIT;
     while !ready.exists() {
         assert!(Instant::now() < deadline, "the agent did not become ready");
         std::thread::sleep(Duration::from_millis(50));

@@ -1,6 +1,7 @@
 //! The service controller's filter rules are written the way iptables-save
-//! prints them (so an unchanged chain is never rewritten), in every mode and
-//! with source ranges, IPv4 and IPv6. Host netns test: the nat plans need
+//! prints them (so an unchanged chain is never rewritten: the rule handles
+//! `nft -a list ruleset` shows stay), in every mode and with source ranges,
+//! IPv4 and IPv6. Host netns test: the nat plans need
 //! xt_ipvs and are covered in the VM.
 
 use std::path::Path;
@@ -64,6 +65,10 @@ fn filter_rules_are_canonical_in_every_mode() {
                     "{bpf:?} {:?}: iptables-save prints our rules differently",
                     plan.family
                 );
+                // The kernel's word, not only ours: nft numbers every rule
+                // it adds, so a rule or chain rewritten shows new handles.
+                let handles = || ns.output("nft", &["-a", "list", "ruleset"]).unwrap();
+                let before = handles();
                 let again = iptables::apply(plan).unwrap();
                 assert!(
                     again.changes.is_empty(),
@@ -71,6 +76,7 @@ fn filter_rules_are_canonical_in_every_mode() {
                     plan.family,
                     again.changes
                 );
+                assert_eq!(handles(), before, "{bpf:?} {:?}: rewritten", plan.family);
             }
         })
         .unwrap();

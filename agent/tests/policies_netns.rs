@@ -4,7 +4,13 @@
 //! them, and the service chain and the policy chains share INPUT without
 //! pushing each other around.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Barrier, Mutex,
+    },
+};
 
 use ipwarden::{
     cluster::{manifests, HostInfo, Snapshot},
@@ -119,9 +125,14 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
                 plan.family
             );
         }
+        // The kernel's word, not only ours: nft numbers every rule it
+        // adds, so a rule or chain rewritten shows new handles.
+        let rules = || output(&ns, "nft", &["-a", "list", "ruleset"]);
+        let before = rules();
         let second = reconcile_policies::apply(&store, &state).unwrap();
         assert!(!second.sets.as_ref().unwrap().changed(), "{second:?}");
         assert!(second.chains_written.is_empty(), "{second:?}");
+        assert_eq!(rules(), before, "the second apply rewrote a rule");
     })
     .unwrap();
     // What the tools nobody here wrote say.
@@ -321,4 +332,151 @@ spec:
         );
         assert!(input[2].contains("IPWARDEN-SERVICES"), "{save}");
     }
+}
+
+/// What each of INPUT's rules is, in order.
+fn input_order(input: &[String]) -> Vec<&'static str> {
+    input
+        .iter()
+        .map(|l| {
+            if l.contains("-j IPWARDEN-INPUT") {
+                "policy jump"
+            } else if l.contains("--mark 0x400000/0x400000") && l.ends_with("-j ACCEPT") {
+                "mark ACCEPT"
+            } else if l.contains("-j IPWARDEN-SERVICES") {
+                "services jump"
+            } else {
+                "other"
+            }
+        })
+        .collect()
+}
+
+/// One iptables apply at a time in the process: the service controller's
+/// filter plans (allow mode, so INPUT's order matters) and the policy
+/// controller's apply, each on its own thread as in the agent, started
+/// together after INPUT is emptied, so both have jumps to write in every
+/// round. A script rendered from a save the other thread has since changed
+/// puts a jump at a stale position; iptables-save after each round says
+/// whether that happened.
+#[test]
+fn concurrent_service_and_policy_applies_keep_input_in_order() {
+    if !privileged("concurrent_service_and_policy_applies_keep_input_in_order") {
+        return;
+    }
+    const ROUNDS: usize = 100;
+    let policy_state = desired(&format!("{PODS}{}", policy("b")));
+    let web = r#"
+apiVersion: v1
+kind: Service
+metadata: {namespace: x, name: web}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP}]
+"#;
+    let service_state = services::desired_with(
+        &snapshot(web),
+        &services::Options {
+            bpf: Some(services::BpfRules {
+                mode: ipwarden_common::Mode::Allow,
+                mark: 0x40_0000,
+            }),
+            ..Default::default()
+        },
+    );
+    let ns = NetNs::new("ipw-pol").unwrap();
+    let input_rules = || -> Vec<String> {
+        output(&ns, "iptables-save", &["-t", "filter"])
+            .lines()
+            .filter(|l| l.starts_with("-A INPUT"))
+            .map(str::to_owned)
+            .collect()
+    };
+    // Each round: main empties INPUT, both threads apply, main reads INPUT.
+    // Nothing in the threads panics (a panic would leave the others at a
+    // barrier): errors and the first bad round are recorded, then all stop.
+    let (start, done) = (Barrier::new(3), Barrier::new(3));
+    let stop = AtomicBool::new(false);
+    let errors = Mutex::new(Vec::<String>::new());
+    let mut first_bad = None;
+    ns.run(|| {
+        let store = store();
+        store.register(services_owner()).unwrap();
+        store.apply("services", service_state.sets.clone()).unwrap();
+        let each_round = |apply: &(dyn Fn() -> Result<(), String> + Sync)| loop {
+            start.wait();
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(e) = apply() {
+                errors.lock().unwrap().push(e);
+            }
+            done.wait();
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                each_round(&|| {
+                    for plan in service_state
+                        .iptables
+                        .iter()
+                        .filter(|p| p.table == ipwarden::desired::Table::Filter)
+                    {
+                        iptables::apply(plan).map_err(|e| format!("services: {e}"))?;
+                    }
+                    Ok(())
+                })
+            });
+            s.spawn(|| {
+                each_round(&|| {
+                    reconcile_policies::apply(&store, &policy_state)
+                        .map(|_| ())
+                        .map_err(|e| format!("policies: {e}"))
+                })
+            });
+            for round in 0..ROUNDS {
+                // Both owners find their INPUT jumps gone.
+                output(&ns, "iptables", &["-w", "-F", "INPUT"]);
+                start.wait();
+                done.wait();
+                let input = input_rules();
+                if input_order(&input) != ["policy jump", "mark ACCEPT", "services jump"] {
+                    first_bad = Some(format!("round {round}:\n{}", input.join("\n")));
+                }
+                if first_bad.is_some() || !errors.lock().unwrap().is_empty() {
+                    break;
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            start.wait();
+        });
+    })
+    .unwrap();
+    assert_eq!(errors.into_inner().unwrap(), Vec::<String>::new());
+    assert_eq!(
+        first_bad, None,
+        "INPUT as iptables-save prints it, out of order"
+    );
+    // Settled: one more sequential pass leaves the table as it was.
+    let before = output(&ns, "iptables-save", &["-t", "filter"]);
+    ns.run(|| {
+        let store = store();
+        store.register(services_owner()).unwrap();
+        for plan in service_state
+            .iptables
+            .iter()
+            .filter(|p| p.table == ipwarden::desired::Table::Filter)
+        {
+            iptables::apply(plan).unwrap();
+        }
+        reconcile_policies::apply(&store, &policy_state).unwrap();
+    })
+    .unwrap();
+    let after = output(&ns, "iptables-save", &["-t", "filter"]);
+    let rules = |save: &str| -> Vec<String> {
+        save.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rules(&before), rules(&after));
 }

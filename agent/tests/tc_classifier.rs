@@ -506,23 +506,31 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
             .map(|k| mirror.hits(k).unwrap().packets)
             .collect()
     };
-    // And on the wire, three of each, then a barrier frame whose count
-    // says the ones before it went through the program.
-    let mut wire: Vec<Vec<u8>> = frames
+    // And on the wire, three of each. Counts are polled, never slept on:
+    // first until every case that is looked up has counted its three, then
+    // a barrier frame, sent only after those, must be counted too, so the
+    // frames sent with them have gone through the program as well.
+    let wire: Vec<Vec<u8>> = frames
         .iter()
         .flat_map(|f| [f.clone(), f.clone(), f.clone()])
         .collect();
-    wire.push(ipv6_udp_frame(PROTO_UDP, &[], 7899));
     peer.run(|| send_raw("veth1", &wire)).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while dp.services().unwrap().hits(&barrier).unwrap().packets == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the barrier frame never arrived"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let mut counted = |i: usize| dp.services().unwrap().hits(&keys[i]).unwrap().packets - before[i];
+    let looked_up: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].2).collect();
+    assert!(
+        ipwarden::lab::wait_until(ipwarden::lab::VM_WAIT, || {
+            looked_up.iter().all(|&i| counted(i) >= 3)
+        }),
+        "the frames that are looked up were never all counted"
+    );
+    peer.run(|| send_raw("veth1", &[ipv6_udp_frame(PROTO_UDP, &[], 7899)]))
+        .unwrap();
+    assert!(
+        ipwarden::lab::wait_until(ipwarden::lab::VM_WAIT, || {
+            dp.services().unwrap().hits(&barrier).unwrap().packets > 0
+        }),
+        "the barrier frame never arrived"
+    );
     let mirror = dp.services().unwrap();
     for (i, (label, _, found)) in cases.iter().enumerate() {
         let hits = mirror.hits(&keys[i]).unwrap().packets - before[i];

@@ -5,8 +5,6 @@
 //! leaves every kernel object in place. Oracles: ipvsadm, ipset, ip,
 //! iptables-save and the agent's /metrics.
 
-use std::time::Duration;
-
 use ipwarden::netns::privileged;
 
 mod support;
@@ -69,43 +67,37 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
     // A half-written save, then garbage: both reported, nothing removed.
     for bad in [good[..300].to_string(), "{{{ not yaml".to_string()] {
         std::fs::write(&file, &bad).unwrap();
-        wait_until(
-            "the source failure in /metrics",
-            Duration::from_secs(20),
-            || metric(&lab, &format!("{source} 1")),
-        );
+        wait_until("the source failure in /metrics", VM_WAIT, || {
+            metric(&lab, &format!("{source} 1"))
+        });
         // A full sync has run since (periods of 2 s): still all there.
         let fulls = value(&lab, FULL_SYNCS);
-        wait_until(
-            "a full sync after the failure",
-            Duration::from_secs(20),
-            || value(&lab, FULL_SYNCS) > fulls,
-        );
+        wait_until("a full sync after the failure", VM_WAIT, || {
+            value(&lab, FULL_SYNCS) > fulls
+        });
         assert_eq!(
             ipvs(&lab),
             programmed,
             "a failing source keeps its last good content"
         );
         std::fs::write(&file, &good).unwrap();
-        wait_until("the source to recover", Duration::from_secs(20), || {
+        wait_until("the source to recover", VM_WAIT, || {
             metric(&lab, &format!("{source} 0"))
         });
     }
 
     // Drift made by others, repaired by the periodic full sync.
     lab.node.output("ipvsadm", &["-C"]).unwrap();
-    wait_until(
-        "IPVS repaired after ipvsadm -C",
-        Duration::from_secs(20),
-        || ipvs(&lab) == programmed,
-    );
+    wait_until("IPVS repaired after ipvsadm -C", VM_WAIT, || {
+        ipvs(&lab) == programmed
+    });
     lab.node
         .output(
             "ipset",
             &["del", "ipwarden-svip-prt", "203.0.113.10,tcp:80"],
         )
         .unwrap();
-    wait_until("the set member put back", Duration::from_secs(20), || {
+    wait_until("the set member put back", VM_WAIT, || {
         lab.node
             .output(
                 "ipset",
@@ -116,16 +108,12 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
     lab.node
         .output("ip", &["addr", "flush", "dev", "ipwarden0"])
         .unwrap();
-    wait_until(
-        "the VIPs back on ipwarden0",
-        Duration::from_secs(20),
-        || {
-            lab.node
-                .output("ip", &["-o", "addr", "show", "dev", "ipwarden0"])
-                .unwrap()
-                .contains("203.0.113.10")
-        },
-    );
+    wait_until("the VIPs back on ipwarden0", VM_WAIT, || {
+        lab.node
+            .output("ip", &["-o", "addr", "show", "dev", "ipwarden0"])
+            .unwrap()
+            .contains("203.0.113.10")
+    });
     assert_eq!(
         tcp_answer(&lab, addr("203.0.113.10", 80)).map(|_| ()).ok(),
         Some(())
@@ -141,11 +129,9 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
         ),
     )
     .unwrap();
-    wait_until(
-        "the new externalIP in IPVS",
-        Duration::from_secs(20),
-        || ipvs(&lab).contains("TCP  203.0.113.11:80 rr"),
-    );
+    wait_until("the new externalIP in IPVS", VM_WAIT, || {
+        ipvs(&lab).contains("TCP  203.0.113.11:80 rr")
+    });
 
     // SIGTERM: the agent exits and the data plane stays.
     let before = (

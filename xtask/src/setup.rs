@@ -23,15 +23,19 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "ipset",
     "iptables",
+    // nft -a: rule handles, which show whether a rule was rewritten.
+    "nftables",
     "ipvsadm",
     "iproute2",
     "kmod",
     // The IPVS test VM: a 6.1 kernel with IPVS as modules, qemu (TCG),
-    // a static busybox for the initramfs, xz to unpack the kernel.
+    // a static busybox for the initramfs, xz to unpack the kernel, cpio
+    // (the oracle of the initramfs writer's test).
     "qemu-system-x86",
     "linux-image-amd64",
     "busybox-static",
     "xz-utils",
+    "cpio",
     // Benchmarks (cargo xtask bench): throughput through a veth pair.
     "iperf3",
     // The OCI image (cargo xtask image): a Debian root filesystem without a

@@ -10,12 +10,14 @@
 //!    inside the IPVS VM; `tc_classifier`, `link_netns` and `explain_netns`
 //!    run there too, so the clsact and dummy-interface paths of an older
 //!    kernel (6.1) are exercised beside TCX and the bridge fallback on this
-//!    host.
+//!    host. The phase fails when it finds no `vm_*` suite, when a name in
+//!    [`ALSO_IN_VM`] has no binary, or when a suite passes having run no
+//!    test, so it can never pass by running nothing.
 
 use std::{
     io::BufRead,
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
 };
 
 use anyhow::{bail, Context, Result};
@@ -66,7 +68,7 @@ pub fn run(opts: &Options) -> Result<()> {
     unit.args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(workspace_root());
     unit.envs(env.iter().map(|(k, v)| (k, v)));
-    if !tally.run(&mut unit)?.success() {
+    if !tally.run(&mut unit)?.0.success() {
         bail!("cargo test --workspace failed ({})", tally.line());
     }
 
@@ -76,6 +78,7 @@ pub fn run(opts: &Options) -> Result<()> {
         return Ok(());
     }
     let suites = test_binaries()?;
+    check_suites(&suites)?;
     let mut failed = Vec::new();
     for (name, exe) in &suites {
         let mut args = vec![exe.display().to_string(), "--test-threads=2".to_string()];
@@ -83,15 +86,15 @@ pub fn run(opts: &Options) -> Result<()> {
             args.push("--ignored".to_string());
         }
         println!("xtask test: running {name} inside the VM");
-        let status = tally.run(
+        let (status, ran) = tally.run(
             Command::new(std::env::current_exe()?)
                 .arg("vm-test")
                 .arg("--")
                 .args(&args)
                 .envs(env.iter().map(|(k, v)| (k, v))),
         )?;
-        if !status.success() {
-            failed.push(format!("{name} ({status})"));
+        if let Some(why) = suite_failure(status, ran) {
+            failed.push(format!("{name} ({why})"));
         }
     }
     if !failed.is_empty() {
@@ -103,8 +106,45 @@ pub fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// A VM suite fails when its status says so, and also when it exits 0
+/// having run no test at all (a filter that matches nothing, a binary
+/// whose tests were all renamed away): a VM phase that ran nothing must
+/// not read as a pass.
+fn suite_failure(status: ExitStatus, ran: Tally) -> Option<String> {
+    if !status.success() {
+        Some(status.to_string())
+    } else if ran.passed == 0 {
+        Some("no test ran".to_string())
+    } else {
+        None
+    }
+}
+
+/// The VM phase must find what it is meant to run: at least one `vm_*`
+/// suite, every name in [`ALSO_IN_VM`], and an executable for each.
+fn check_suites(found: &[(String, PathBuf)]) -> Result<()> {
+    if !found.iter().any(|(name, _)| name.starts_with("vm_")) {
+        bail!("no vm_* test binary found: the VM phase would run nothing");
+    }
+    let missing: Vec<&str> = ALSO_IN_VM
+        .iter()
+        .copied()
+        .filter(|want| !found.iter().any(|(name, _)| name == want))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "test binaries listed in ALSO_IN_VM not found: {}",
+            missing.join(", ")
+        );
+    }
+    if let Some((name, exe)) = found.iter().find(|(_, exe)| !exe.is_file()) {
+        bail!("test binary of {name} missing: {}", exe.display());
+    }
+    Ok(())
+}
+
 /// Totals of every `test result:` line the suites print.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Tally {
     passed: u64,
     failed: u64,
@@ -113,23 +153,27 @@ struct Tally {
 impl Tally {
     /// Runs `cmd`, echoing its stdout line by line as it comes, and adds up
     /// the `test result: ok. N passed; M failed; ...` lines (a test ignored
-    /// on the host is counted when it runs in the VM).
-    fn run(&mut self, cmd: &mut Command) -> Result<std::process::ExitStatus> {
+    /// on the host is counted when it runs in the VM). Returns `cmd`'s
+    /// status and the totals of this run alone.
+    fn run(&mut self, cmd: &mut Command) -> Result<(ExitStatus, Tally)> {
         let shown = process::describe(cmd);
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("could not start `{shown}`"))?;
+        let mut this_run = Tally::default();
         if let Some(out) = child.stdout.take() {
             for line in std::io::BufReader::new(out).lines() {
                 let line = line?;
                 println!("{line}");
                 if let Some(rest) = line.strip_prefix("test result: ") {
-                    self.add(rest);
+                    this_run.add(rest);
                 }
             }
         }
-        Ok(child.wait()?)
+        self.passed += this_run.passed;
+        self.failed += this_run.failed;
+        Ok((child.wait()?, this_run))
     }
 
     fn add(&mut self, result: &str) {
@@ -167,11 +211,65 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
 
 #[cfg(test)]
 mod tests {
+    use std::{os::unix::process::ExitStatusExt, path::PathBuf, process::ExitStatus};
+
+    use super::*;
+
     #[test]
     fn result_lines_add_up() {
-        let mut t = super::Tally::default();
+        let mut t = Tally::default();
         t.add("ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 1.2s");
         t.add("FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
         assert_eq!(t.line(), "14 passed, 1 failed");
+    }
+
+    fn ran(line: &str) -> Tally {
+        let mut t = Tally::default();
+        t.add(line);
+        t
+    }
+
+    #[test]
+    fn a_suite_fails_on_its_status_or_when_it_ran_nothing() {
+        let ok = ExitStatus::from_raw(0);
+        let failed = ExitStatus::from_raw(101 << 8);
+        let passed = ran("ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        let nothing = ran("ok. 0 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out");
+        assert_eq!(suite_failure(ok, passed), None);
+        assert_eq!(suite_failure(ok, nothing).as_deref(), Some("no test ran"));
+        assert_eq!(
+            suite_failure(ok, Tally::default()).as_deref(),
+            Some("no test ran")
+        );
+        assert!(suite_failure(failed, passed).is_some());
+    }
+
+    /// `(name, an executable that exists)` for each name.
+    fn suites(names: &[&str]) -> Vec<(String, PathBuf)> {
+        let exe = std::env::current_exe().unwrap();
+        names.iter().map(|n| (n.to_string(), exe.clone())).collect()
+    }
+
+    #[test]
+    fn the_vm_phase_refuses_to_run_nothing_or_less_than_listed() {
+        let mut all = ALSO_IN_VM.to_vec();
+        all.push("vm_kube");
+        check_suites(&suites(&all)).unwrap();
+
+        let no_vm = check_suites(&suites(ALSO_IN_VM)).unwrap_err();
+        assert!(no_vm.to_string().contains("no vm_* test binary"), "{no_vm}");
+
+        let renamed: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|n| *n != "explain_netns")
+            .collect();
+        let missing = check_suites(&suites(&renamed)).unwrap_err();
+        assert!(missing.to_string().contains("explain_netns"), "{missing}");
+
+        let mut gone = suites(&all);
+        gone[0].1 = PathBuf::from("/nonexistent/vm_kube-0123");
+        let absent = check_suites(&gone).unwrap_err();
+        assert!(absent.to_string().contains("missing"), "{absent}");
     }
 }

@@ -438,8 +438,6 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use serde_json::json;
 
     use super::*;
@@ -457,9 +455,11 @@ mod tests {
     }
 
     /// 10k Services with a slice each, 5k Pods, 100 namespaces, 500
-    /// policies: the snapshot the loop takes after each debounce.
+    /// policies: the snapshot the loop takes after each debounce holds them
+    /// all and finds a Service's slice. What it costs is measured by the
+    /// `snapshot` bench (BENCHMARKS.md), not asserted here.
     #[test]
-    fn a_snapshot_of_ten_thousand_services_is_cheap() {
+    fn a_snapshot_of_ten_thousand_services_holds_them_all() {
         let ns = |i: usize| format!("ns-{}", i % 100);
         let stores = Stores {
             services: filled((0..10_000).map(|i| {
@@ -494,18 +494,12 @@ mod tests {
             node_name: "node-a".into(),
             local_addresses: vec![],
         };
-        let mut best = Duration::MAX;
-        for _ in 0..5 {
-            let t = Instant::now();
-            let s = stores.snapshot(&host);
-            best = best.min(t.elapsed());
-            assert_eq!(s.services.len(), 10_000);
-            assert_eq!(s.slices_of("ns-7", "svc-107").count(), 1);
-            assert!(s.node.is_some());
-        }
-        eprintln!("snapshot() of 10k Services, 10k slices, 5k Pods: {best:?}");
-        // Generous for an unoptimised build on a busy machine; the figure
-        // itself is printed (cargo test -- --nocapture).
-        assert!(best < Duration::from_millis(500), "{best:?}");
+        let s = stores.snapshot(&host);
+        assert_eq!(s.services.len(), 10_000);
+        assert_eq!(s.endpoint_slices.len(), 10_000);
+        assert_eq!(s.pods.len(), 5_000);
+        assert_eq!(s.network_policies.len(), 500);
+        assert_eq!(s.slices_of("ns-7", "svc-107").count(), 1);
+        assert!(s.node.is_some());
     }
 }

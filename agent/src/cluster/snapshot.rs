@@ -93,6 +93,25 @@ impl Snapshot {
         s
     }
 
+    /// The objects in exactly the order given, not sorted (the slice index
+    /// is built): for tests showing that a controller does not depend on
+    /// the order a snapshot holds its objects in.
+    #[cfg(test)]
+    pub(crate) fn in_given_order(
+        objects: impl IntoIterator<Item = KubeObject>,
+        host: HostInfo,
+    ) -> Self {
+        let mut s = Snapshot {
+            host,
+            ..Snapshot::default()
+        };
+        for o in objects {
+            s.push(o);
+        }
+        s.index_slices();
+        s
+    }
+
     fn push(&mut self, o: KubeObject) {
         match o {
             KubeObject::Service(x) => self.services.push(Arc::new(*x)),
@@ -129,6 +148,10 @@ impl Snapshot {
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
         self.network_policies
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.index_slices();
+    }
+
+    fn index_slices(&mut self) {
         let mut keyed: Vec<((&str, &str), usize)> = self
             .endpoint_slices
             .iter()

@@ -35,13 +35,56 @@ pub fn snapshot_with_addresses(
     addresses: &[&str],
     objects: impl IntoIterator<Item = KubeObject>,
 ) -> Snapshot {
-    Snapshot::from_objects(
-        objects,
-        HostInfo {
-            node_name: NODE.into(),
-            local_addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-        },
-    )
+    Snapshot::from_objects(objects, host(addresses))
+}
+
+fn host(addresses: &[&str]) -> HostInfo {
+    HostInfo {
+        node_name: NODE.into(),
+        local_addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    }
+}
+
+/// Snapshots of `objects` as given and in each of [`reorderings`], built
+/// without the sort `Snapshot::from_objects` does, so a controller run on
+/// them sees each order. Each must hold its objects in an order other than
+/// the sorted one, so a test on them cannot quietly check the sort again.
+pub fn unsorted_snapshots(objects: &[KubeObject]) -> Vec<Snapshot> {
+    let sorted = object_order(&snapshot(objects.to_vec()));
+    std::iter::once(objects.to_vec())
+        .chain(reorderings(objects))
+        .map(|order| {
+            let s = Snapshot::in_given_order(order, host(&["192.168.56.10"]));
+            assert_ne!(object_order(&s), sorted, "an order the sort would give");
+            s
+        })
+        .collect()
+}
+
+/// "kind namespace/name" of every object, in the order `s` holds them.
+pub fn object_order(s: &Snapshot) -> Vec<String> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    fn named<'a>(kind: &'a str, m: &'a ObjectMeta) -> String {
+        let ns = m.namespace.as_deref().unwrap_or_default();
+        format!("{kind} {ns}/{}", m.name.as_deref().unwrap_or_default())
+    }
+    let services = s.services.iter().map(|o| named("Service", &o.metadata));
+    let slices = s
+        .endpoint_slices
+        .iter()
+        .map(|o| named("EndpointSlice", &o.metadata));
+    let pods = s.pods.iter().map(|o| named("Pod", &o.metadata));
+    let namespaces = s.namespaces.iter().map(|o| named("Namespace", &o.metadata));
+    let policies = s
+        .network_policies
+        .iter()
+        .map(|o| named("NetworkPolicy", &o.metadata));
+    services
+        .chain(slices)
+        .chain(pods)
+        .chain(namespaces)
+        .chain(policies)
+        .collect()
 }
 
 /// The same objects in other orders: reversed, rotated by one, and every

@@ -9,7 +9,7 @@ use crate::fake_apiserver::{FakeApiServer, Res};
 use ipwarden::lab::Lab;
 
 /// Generous: TCG, two tests at a time, and the kube client's backoff.
-pub const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = ipwarden::lab::VM_WAIT;
 
 /// The fake API server served from the lab node's loopback (the agent
 /// reaches it at 127.0.0.1), with a kubeconfig for it.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use ipwarden::lab::{self, AgentProcess};
-pub use ipwarden::lab::{Lab, CLUSTER};
+pub use ipwarden::lab::{Lab, CLUSTER, VM_WAIT};
 
 pub fn lab() -> Lab {
     Lab::new(CLUSTER).unwrap()
@@ -99,7 +99,7 @@ impl Agent {
     /// The agent on the API server of `kubeconfig`, after its first pass.
     pub fn start_kube(lab: &Lab, kubeconfig: &Path, extra: &[&str]) -> Agent {
         let mut agent = Self::spawn_kube(lab, kubeconfig, extra);
-        agent.wait_ready(Duration::from_secs(90));
+        agent.wait_ready(VM_WAIT);
         agent
     }
 

@@ -86,22 +86,33 @@ pub fn run(opts: &Options) -> Result<i32> {
         outcome = qemu::run(&vm, timeout)?;
     }
 
-    // CMD's status when it reported one (even if powering off then hung).
     let status = fs::read_to_string(run_dir.0.join("status")).unwrap_or_default();
-    if let Ok(code) = status.trim().parse() {
-        return Ok(code);
+    let code = exit_code(&status, &outcome);
+    if code == EXIT_TIMEOUT || code == EXIT_DIED {
+        match outcome {
+            qemu::Outcome::TimedOut => {
+                eprintln!("xtask: vm-test: timed out after {} s", opts.timeout)
+            }
+            qemu::Outcome::Exited(qemu_status) => {
+                eprintln!("xtask: vm-test: the VM stopped without a status (qemu {qemu_status})")
+            }
+        }
+        print_logs(&vm);
+    }
+    Ok(code)
+}
+
+/// vm-test's exit status from the status file's text and how qemu ended:
+/// CMD's status when it reported one (even if powering off then hung),
+/// else [`EXIT_TIMEOUT`] or [`EXIT_DIED`], never 0. CI reads a non-zero
+/// status as a failed suite, so a VM that hangs or dies must not pass.
+fn exit_code(status_file: &str, outcome: &qemu::Outcome) -> i32 {
+    if let Ok(code) = status_file.trim().parse() {
+        return code;
     }
     match outcome {
-        qemu::Outcome::TimedOut => {
-            eprintln!("xtask: vm-test: timed out after {} s", opts.timeout);
-            print_logs(&vm);
-            Ok(EXIT_TIMEOUT)
-        }
-        qemu::Outcome::Exited(qemu_status) => {
-            eprintln!("xtask: vm-test: the VM stopped without a status (qemu {qemu_status})");
-            print_logs(&vm);
-            Ok(EXIT_DIED)
-        }
+        qemu::Outcome::TimedOut => EXIT_TIMEOUT,
+        qemu::Outcome::Exited(_) => EXIT_DIED,
     }
 }
 
@@ -247,4 +258,30 @@ fn print_logs(vm: &qemu::Vm) {
         };
     }
     let _ = writeln!(err, "----- end -----");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{os::unix::process::ExitStatusExt, process::ExitStatus};
+
+    use super::{exit_code, qemu::Outcome, EXIT_DIED, EXIT_TIMEOUT};
+
+    #[test]
+    fn the_guests_status_wins_and_a_hung_or_dead_vm_is_never_zero() {
+        let clean = Outcome::Exited(ExitStatus::from_raw(0));
+        let crashed = Outcome::Exited(ExitStatus::from_raw(1 << 8));
+        assert_eq!(exit_code("0\n", &clean), 0);
+        assert_eq!(exit_code("101\n", &clean), 101);
+        // Powered off, then hung: the status was written first.
+        assert_eq!(exit_code("0\n", &Outcome::TimedOut), 0);
+        assert_eq!(exit_code("101", &Outcome::TimedOut), 101);
+        // No status: a timeout, or a VM that stopped (a clean qemu exit
+        // after a guest panic too).
+        assert_eq!(exit_code("", &Outcome::TimedOut), EXIT_TIMEOUT);
+        assert_eq!(exit_code("", &clean), EXIT_DIED);
+        assert_eq!(exit_code("", &crashed), EXIT_DIED);
+        assert_eq!(exit_code("garbage", &clean), EXIT_DIED);
+        assert_ne!(EXIT_TIMEOUT, 0);
+        assert_ne!(EXIT_DIED, 0);
+    }
 }

@@ -6,7 +6,9 @@ use serde_json::json;
 use super::{desired, names, Options, PolicyState};
 use crate::{
     cluster::KubeObject,
-    controllers::fixtures::{namespace, pod, policy, reorderings, snapshot},
+    controllers::fixtures::{
+        namespace, object_order, pod, policy, reorderings, snapshot, unsorted_snapshots,
+    },
     desired::{Family, Member, SetSpec, SetType},
 };
 
@@ -422,12 +424,11 @@ fn the_same_snapshot_gives_the_same_state_and_a_label_change_only_changes_member
     assert_eq!(members(set(&after, &name)), ["10.244.2.9"]);
 }
 
-#[test]
-fn same_objects_in_any_order_give_the_same_state() {
-    // Policies of every shape, with the cases where order could leak
-    // through: the same pod and policy names in two namespaces, several
-    // policies on one pod, a pod selected as a peer by several rules, a
-    // named port, an ipBlock with an except, and a bad rule.
+/// Policies of every shape, with the cases where order could leak through:
+/// the same pod and policy names in two namespaces, several policies on one
+/// pod, a pod selected as a peer by several rules, a named port, an ipBlock
+/// with an except, and a bad rule.
+fn every_shape() -> Vec<KubeObject> {
     let mut objects = cluster();
     objects.extend([
         pod("y", "b", json!({"pod": "b"}), &["10.244.1.4", "fd00::4"])
@@ -464,6 +465,13 @@ fn same_objects_in_any_order_give_the_same_state() {
             ]}),
         ),
     ]);
+    objects
+}
+
+/// The source's order never reaches the controller: the snapshot sorts.
+#[test]
+fn same_objects_in_any_order_give_the_same_state() {
+    let objects = every_shape();
     let a = state(objects.clone());
     assert!(
         !a.sets.is_empty() && !a.problems.is_empty(),
@@ -472,6 +480,19 @@ fn same_objects_in_any_order_give_the_same_state() {
     for other in reorderings(&objects) {
         let b = state(other);
         assert_eq!(a, b);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+}
+
+/// The controller itself, on snapshots that really hold other orders.
+#[test]
+#[ignore = "known (issue 23): policy chains and descriptions come out in snapshot order"]
+fn the_controller_gives_the_same_state_whatever_order_the_snapshot_holds() {
+    let objects = every_shape();
+    let a = state(objects.clone());
+    for unsorted in unsorted_snapshots(&objects) {
+        let b = desired(&unsorted, &Options::default());
+        assert_eq!(a, b, "{:?}", object_order(&unsorted));
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 }

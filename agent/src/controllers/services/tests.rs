@@ -7,7 +7,8 @@ use super::desired;
 use crate::{
     cluster::{KubeObject, Snapshot},
     controllers::fixtures::{
-        node, reorderings, service, slice, snapshot, snapshot_with_addresses,
+        node, object_order, reorderings, service, slice, snapshot, snapshot_with_addresses,
+        unsorted_snapshots,
         State::{NotServing, Ready, Terminating},
         NODE,
     },
@@ -408,12 +409,11 @@ fn every_service_port_member_names_its_service() {
     );
 }
 
-#[test]
-fn same_cluster_in_any_order_gives_the_same_state() {
-    // Something of every kind the controller reads, with the cases where
-    // order could leak through: the same name in two namespaces, one
-    // endpoint in two slices, two Services claiming one frontend, bad input.
-    let objects = vec![
+/// Something of every kind the controller reads, with the cases where
+/// order could leak through: the same name in two namespaces, one endpoint
+/// in two slices, two Services claiming one frontend, bad input.
+fn every_kind() -> Vec<KubeObject> {
+    vec![
         node_a(),
         node("node-b", &["192.168.56.11"]),
         service("shop", "web")
@@ -486,7 +486,13 @@ fn same_cluster_in_any_order_gives_the_same_state() {
             .external_ip("not-an-ip")
             .port("icmp", 1, 1, "ICMP")
             .build(),
-    ];
+    ]
+}
+
+/// The source's order never reaches the controller: the snapshot sorts.
+#[test]
+fn same_cluster_in_any_order_gives_the_same_state() {
+    let objects = every_kind();
     let a = state(objects.clone());
     assert!(
         a.problems
@@ -499,6 +505,69 @@ fn same_cluster_in_any_order_gives_the_same_state() {
         let b = state(other);
         assert_eq!(a, b);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+}
+
+/// The controller itself, on snapshots that really hold other orders.
+#[test]
+#[ignore = "known (issue 23): a frontend two Services claim goes to the first in snapshot order"]
+fn the_controller_gives_the_same_state_whatever_order_the_snapshot_holds() {
+    let objects = every_kind();
+    let a = state(objects.clone());
+    for unsorted in unsorted_snapshots(&objects) {
+        let b = desired(&unsorted);
+        assert_eq!(a, b, "{:?}", object_order(&unsorted));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+}
+
+#[test]
+fn a_snapshot_holds_every_kind_sorted_whatever_order_it_is_given() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let objects = vec![
+        service("shop", "web").cluster_ip("10.96.0.10").build(),
+        slice("shop", "web")
+            .named("web-b")
+            .endpoint("10.244.1.5", Ready)
+            .build(),
+        service("blog", "web").cluster_ip("10.96.0.11").build(),
+        slice("shop", "web")
+            .named("web-a")
+            .endpoint("10.244.1.6", Ready)
+            .build(),
+        service("blog", "api").cluster_ip("10.96.0.12").build(),
+        slice("blog", "web").endpoint("10.244.2.7", Ready).build(),
+    ];
+    let sorted = [
+        "Service blog/api",
+        "Service blog/web",
+        "Service shop/web",
+        "EndpointSlice blog/web-ipv4",
+        "EndpointSlice shop/web-a",
+        "EndpointSlice shop/web-b",
+    ];
+    let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap();
+    for order in std::iter::once(objects.clone()).chain(reorderings(&objects)) {
+        let s = snapshot(order);
+        assert_eq!(object_order(&s), sorted);
+        assert_eq!(
+            s.slices_of("shop", "web").map(name).collect::<Vec<_>>(),
+            ["web-a", "web-b"]
+        );
+        // The stores' path: the same vectors, reversed.
+        fn rev<T: Clone>(v: &[T]) -> Vec<T> {
+            v.iter().rev().cloned().collect()
+        }
+        let shared = Snapshot::from_shared(
+            rev(&s.services),
+            rev(&s.endpoint_slices),
+            rev(&s.pods),
+            rev(&s.namespaces),
+            rev(&s.network_policies),
+            s.node.clone(),
+            s.host.clone(),
+        );
+        assert_eq!(format!("{shared:?}"), format!("{s:?}"));
     }
 }
 

@@ -1,0 +1,88 @@
+//! What the agent's loop pays for each snapshot of a big cluster: 10k
+//! Services with a slice each, 5k Pods, 100 namespaces and 500
+//! NetworkPolicies, shared (`Arc`) as the source's stores hold them, handed
+//! to `Snapshot::from_shared` in store order (pointer copies, a sort and
+//! the slice index). No kernel, no root:
+//!
+//! ```text
+//! cargo bench -p ipwarden --bench snapshot
+//! ```
+//!
+//! `IPWARDEN_BENCH_RUNS` (default 21) tunes it. Prints the median and the
+//! best run.
+
+mod common;
+
+use std::{sync::Arc, time::Instant};
+
+use common::median;
+use ipwarden::cluster::{HostInfo, Snapshot};
+use serde_json::{json, Value};
+
+fn objects<K: serde::de::DeserializeOwned>(values: impl Iterator<Item = Value>) -> Vec<Arc<K>> {
+    values
+        .map(|v| Arc::new(serde_json::from_value(v).unwrap()))
+        .collect()
+}
+
+fn main() {
+    let runs: usize = std::env::var("IPWARDEN_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(21);
+    let ns = |i: usize| format!("ns-{}", i % 100);
+    // Hashed names: the stores hand objects over in no particular order.
+    let mixed = |i: usize| (i * 7919) % 10_000;
+    let services = objects((0..10_000).map(mixed).map(|i| {
+        json!({"metadata": {"name": format!("svc-{i}"), "namespace": ns(i)},
+            "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250),
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
+    }));
+    let slices = objects((0..10_000).map(mixed).map(|i| {
+        json!({"metadata": {"name": format!("svc-{i}-abcde"), "namespace": ns(i),
+                "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [format!("10.244.{}.{}", i / 250, i % 250)],
+                "conditions": {"ready": true}, "nodeName": "node-a"}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+    }));
+    let pods = objects((0..5_000).map(|i| {
+        json!({"metadata": {"name": format!("pod-{i}"), "namespace": ns(i),
+                "labels": {"app": format!("app-{}", i % 50)}},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running",
+                "podIP": format!("10.244.{}.{}", i / 250, i % 250)}})
+    }));
+    let namespaces = objects((0..100).map(|i| json!({"metadata": {"name": ns(i)}})));
+    let policies = objects((0..500).map(|i| {
+        json!({"metadata": {"name": format!("np-{i}"), "namespace": ns(i)},
+            "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
+    }));
+    let node = objects(std::iter::once(json!({"metadata": {"name": "node-a"}}))).pop();
+    let host = HostInfo {
+        node_name: "node-a".into(),
+        local_addresses: vec![],
+    };
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let s = Snapshot::from_shared(
+            services.clone(),
+            slices.clone(),
+            pods.clone(),
+            namespaces.clone(),
+            policies.clone(),
+            node.clone(),
+            host.clone(),
+        );
+        times.push(t.elapsed());
+        assert_eq!(s.slices_of("ns-7", "svc-107").count(), 1);
+    }
+    let best = *times.iter().min().unwrap();
+    println!("| snapshot of 10k Services, 10k slices, 5k Pods, 500 policies | median | best |");
+    println!("|---|---|---|");
+    println!(
+        "| `Snapshot::from_shared` ({runs} runs) | {:.1?} | {best:.1?} |",
+        median(times)
+    );
+}
