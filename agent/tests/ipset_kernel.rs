@@ -520,6 +520,7 @@ fn privileged_destroying_a_set_an_iptables_rule_uses_is_in_use() {
     ns.output(
         "iptables",
         &[
+            "-w",
             "-A",
             "INPUT",
             "-m",

@@ -432,6 +432,7 @@ fn a_type_change_is_built_aside_and_the_old_set_outlives_its_rules() {
         ns.output(
             "iptables",
             &[
+                "-w",
                 "-A",
                 "INPUT",
                 "-m",
@@ -474,7 +475,7 @@ fn a_type_change_is_built_aside_and_the_old_set_outlives_its_rules() {
         );
         let count = |ns: &NetNs| -> u64 {
             let out = ns
-                .output("iptables", &["-L", "INPUT", "-v", "-x", "-n"])
+                .output("iptables", &["-w", "-L", "INPUT", "-v", "-x", "-n"])
                 .unwrap();
             out.lines()
                 .nth(2)

@@ -155,7 +155,7 @@ fn classifier_counts_marks_and_logs_hits_on_a_veth() {
         ("ip6tables", "7777"),
     ] {
         let rule = format!("-p udp --dport {port} -m mark --mark {MARK:#x}/{MARK:#x}");
-        let mut args = vec!["-A", "INPUT"];
+        let mut args = vec!["-w", "-A", "INPUT"];
         args.extend(rule.split(' '));
         node.output(cmd, &args).unwrap();
     }
@@ -278,6 +278,7 @@ fn mode_off_neither_counts_nor_marks() {
     node.output(
         "iptables",
         &[
+            "-w",
             "-A",
             "INPUT",
             "-p",

@@ -78,8 +78,8 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
     let mut rows = Vec::new();
     for entry in services.iter() {
         let (k, v) = entry?;
-        let (packets, bytes) = slots
-            .get(&k)
+        let slot = slots.get(&k);
+        let (packets, bytes) = slot
             .and_then(|slot| hits.get(slot, 0).ok())
             .map(|per_cpu| {
                 per_cpu
@@ -91,6 +91,8 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
             "member": format!("{},{}:{}", addr(&k), proto(k.proto), k.port),
             "missing_from_kernel": v.flags & FLAG_MISSING_FROM_KERNEL != 0,
             "service_id": v.service_id,
+            // Where its counters are in IPW_HITS (for `bpftool map lookup`).
+            "slot": slot,
             "packets": packets,
             "bytes": bytes,
         }));
