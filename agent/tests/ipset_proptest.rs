@@ -81,7 +81,8 @@ fn arb_member(spec: &CreateSet) -> BoxedStrategy<Element> {
     (
         arb_entry(spec.set_type, spec.family),
         any::<bool>(),
-        prop_oneof![Just(None), Just(Some(0)), (1u32..100_000).prop_map(Some)],
+        // No timeout that could run out between the add and `ipset save`.
+        prop_oneof![Just(None), Just(Some(0)), (300u32..100_000).prop_map(Some)],
         proptest::option::of((any::<u64>(), any::<u64>())),
         // No leading '-': the ipset CLI (the oracle) reads `comment "-o"`
         // as its option -o, whatever the quotes.

@@ -115,13 +115,14 @@ fn self_test(name: &'static str, routed: bool) {
             topo.node_a
                 .output(
                     "iptables",
-                    &["-I", "FORWARD", "-d", "10.244.1.10", "-j", "REJECT"],
+                    &["-w", "-I", "FORWARD", "-d", "10.244.1.10", "-j", "REJECT"],
                 )
                 .unwrap();
             topo.node_a
                 .output(
                     "iptables",
                     &[
+                        "-w",
                         "-I",
                         "FORWARD",
                         "-m",

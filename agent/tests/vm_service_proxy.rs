@@ -1,15 +1,164 @@
 //! The service proxy with real traffic, inside the IPVS VM: a client
 //! namespace, two backend "pods" behind veths, and `ipwarden run --once`
 //! in the node namespace. Oracles: the bytes the backends answer with,
-//! `ipvsadm -Ln`, `ipset list`, `iptables-save -c`.
+//! `ipvsadm -Ln` (with `--stats`: a service deleted and re-added starts
+//! counting again from zero), `ipset list`, `iptables-save -c`. IPVS
+//! services made by someone else (ipvsadm) share the table throughout.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use ipwarden::netns::privileged;
 
 mod support;
 
 use support::*;
+
+fn is_service_line(l: &str) -> bool {
+    ["TCP ", "UDP ", "SCTP ", "FWM "]
+        .iter()
+        .any(|p| l.starts_with(p))
+}
+
+/// `ipvsadm -Ln --stats --exact`: the connections each service counted,
+/// by "TCP 10.96.0.10:80" (or "FWM 7").
+fn ipvs_conns(lab: &Lab) -> BTreeMap<String, u64> {
+    let out = lab
+        .node
+        .output("ipvsadm", &["-Ln", "--stats", "--exact"])
+        .unwrap();
+    out.lines()
+        .filter(|l| is_service_line(l))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (format!("{} {}", w[0], w[1]), w[2].parse().unwrap())
+        })
+        .collect()
+}
+
+/// `ipvsadm -Ln --exact`: each service's line and its destinations
+/// (address, forwarding, weight; not the connection counts, which expire).
+fn ipvs_table(lab: &Lab) -> BTreeMap<String, Vec<String>> {
+    let out = lab.node.output("ipvsadm", &["-Ln", "--exact"]).unwrap();
+    let mut table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if is_service_line(line) {
+            let key = format!("{} {}", w[0], w[1]);
+            table.insert(key.clone(), vec![w.join(" ")]);
+            current = Some(key);
+        } else if let (Some(key), Some(&"->")) = (&current, w.first()) {
+            if w.get(1) != Some(&"RemoteAddress:Port") {
+                table
+                    .get_mut(key)
+                    .unwrap()
+                    .push(w[..4.min(w.len())].join(" "));
+            }
+        }
+    }
+    table
+}
+
+/// The members of `ipwarden-svip-prt` and its IPv6 twin as `ipset save`
+/// prints them ("10.96.0.10,tcp:80").
+fn svip_prt_members(lab: &Lab) -> BTreeSet<String> {
+    ["ipwarden-svip-prt", "inet6:ipwarden-svip-prt"]
+        .iter()
+        .flat_map(|set| {
+            let saved = lab.node.output("ipset", &["save", set]).unwrap();
+            saved
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("add {set} ")))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The keys of the pinned mirror `IPW_SVC_PORTS`, as bpftool dumps them,
+/// written the way `ipset save` writes a member.
+fn mirror_members(lab: &Lab) -> BTreeSet<String> {
+    let dump = dump_pinned(lab, "IPW_SVC_PORTS");
+    dump.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let k = &e["formatted"]["key"];
+            let byte = |i: usize| k["addr"][i].as_u64().unwrap() as u8;
+            let octets: [u8; 16] = std::array::from_fn(byte);
+            let addr: IpAddr = match k["family"].as_u64() {
+                Some(2) => [octets[0], octets[1], octets[2], octets[3]].into(),
+                _ => octets.into(),
+            };
+            let proto = match k["proto"].as_u64() {
+                Some(6) => "tcp",
+                Some(17) => "udp",
+                Some(132) => "sctp",
+                other => panic!("protocol {other:?} in {k}"),
+            };
+            format!("{addr},{proto}:{}", k["port"])
+        })
+        .collect()
+}
+
+/// The mirror holds exactly the service ports the kernel's sets hold.
+fn assert_mirror_is_the_set(lab: &Lab, when: &str) {
+    let set = svip_prt_members(lab);
+    assert!(!set.is_empty(), "{when}: ipwarden-svip-prt is empty");
+    assert_eq!(
+        mirror_members(lab),
+        set,
+        "{when}: IPW_SVC_PORTS against ipset save"
+    );
+}
+
+/// IPVS services of someone else's: one with a destination and traffic on
+/// an address of the node's own, one on the node's address outside the
+/// NodePort range, one by firewall mark.
+const FOREIGN: [&str; 3] = ["TCP 172.16.0.1:80", "TCP 10.0.1.1:8080", "FWM 7"];
+
+fn add_foreign_ipvs_services(lab: &Lab) {
+    lab.node
+        .output("ip", &["addr", "add", "172.16.0.1/32", "dev", "lo"])
+        .unwrap();
+    for args in [
+        &["-A", "-t", "172.16.0.1:80", "-s", "rr"][..],
+        &["-a", "-t", "172.16.0.1:80", "-r", "10.244.1.2:8080", "-m"],
+        &["-A", "-t", "10.0.1.1:8080", "-s", "wlc"],
+        &["-A", "-f", "7", "-s", "rr"],
+    ] {
+        lab.node.output("ipvsadm", args).unwrap();
+    }
+}
+
+/// The foreign services as they were, and the connection they counted
+/// still counted (a delete and re-add would start again from zero).
+fn assert_foreign_untouched(lab: &Lab, as_added: &BTreeMap<String, Vec<String>>, when: &str) {
+    let table = ipvs_table(lab);
+    for key in FOREIGN {
+        assert_eq!(table.get(key), as_added.get(key), "{when}: {key}");
+    }
+    assert!(
+        ipvs_conns(lab)["TCP 172.16.0.1:80"] >= 1,
+        "{when}: the foreign service was re-created"
+    );
+}
+
+/// None of our services with traffic was deleted and re-added: each
+/// counts at least what it counted `before`.
+fn assert_counts_kept(lab: &Lab, before: &BTreeMap<String, u64>, when: &str) {
+    let after = ipvs_conns(lab);
+    for (key, conns) in before {
+        let now = after.get(key).copied().unwrap_or(0);
+        assert!(
+            now >= *conns,
+            "{when}: {key} counts {now} connections, {conns} before: re-created"
+        );
+    }
+}
 
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
@@ -18,6 +167,8 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
         return;
     }
     let lab = lab();
+    add_foreign_ipvs_services(&lab);
+    let foreign = ipvs_table(&lab);
     let report = run_once(&lab);
     // web: 2 ports x (ClusterIP, NodePort, externalIP); sticky: 1.
     assert_eq!(report["virtual_services"], 7, "{report}");
@@ -82,6 +233,15 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
         .map(|_| tcp_answer(&lab, addr("10.96.0.20", 80)).unwrap())
         .collect();
     assert_eq!(sticky.len(), 1, "{sticky:?}");
+    // Our rules leave the foreign service working.
+    assert_eq!(tcp_answer(&lab, addr("172.16.0.1", 80)).unwrap(), "pod1");
+    // The kernel folds its per-CPU counters into what ipvsadm shows every
+    // two seconds.
+    wait_until("IPVS to count the foreign connection", VM_WAIT, || {
+        ipvs_conns(&lab)["TCP 172.16.0.1:80"] >= 1
+    });
+    assert_foreign_untouched(&lab, &foreign, "after the first run");
+    assert_mirror_is_the_set(&lab, "after the first run");
 
     // A VIP port that is no service port is refused by the firewall.
     let before = chain_counter(&lab, "-j REJECT");
@@ -92,7 +252,14 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     );
 
     // Unchanged manifests: nothing is written.
+    wait_until("IPVS to count web's connections", VM_WAIT, || {
+        ipvs_conns(&lab)["TCP 10.96.0.10:80"] >= 4
+    });
+    let counted = ipvs_conns(&lab);
     let again = run_once(&lab);
+    assert_counts_kept(&lab, &counted, "an unchanged run");
+    assert_foreign_untouched(&lab, &foreign, "an unchanged run");
+    assert_mirror_is_the_set(&lab, "an unchanged run");
     assert_eq!(again["ipvs"]["services_unchanged"], 7, "{again}");
     assert_eq!(again["ipvs"]["destinations_added"], 0);
     assert_eq!(again["sets"]["members_added"], 0);
@@ -111,6 +278,9 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
     assert_ne!(changed, CLUSTER);
     std::fs::write(lab.manifests.join("cluster.yaml"), changed).unwrap();
     let diff = run_once(&lab);
+    assert_counts_kept(&lab, &counted, "an edit of web's endpoints");
+    assert_foreign_untouched(&lab, &foreign, "an edit of web's endpoints");
+    assert_mirror_is_the_set(&lab, "an edit of web's endpoints");
     assert_eq!(diff["ipvs"]["destinations_removed"], 6, "{diff}");
     assert_eq!(diff["ipvs"]["services_added"], 0);
     assert_eq!(diff["ipvs"]["services_removed"], 0);
