@@ -29,7 +29,7 @@ pub struct Args {
     pub bpf_pin_dir: PathBuf,
     /// The NodePort range the agent ran with (its IPVS services there, on
     /// node addresses, are removed).
-    #[arg(long, default_value = "30000-32767", value_parser = super::run::parse_range)]
+    #[arg(long, default_value = "30000-32767", value_parser = super::flags::parse_range)]
     pub node_port_range: (u16, u16),
 }
 
