@@ -2,6 +2,7 @@
 
 pub mod bpf_dump;
 pub mod cleanup;
+mod cleanup_ipvs;
 pub mod demo;
 mod demo_rescue;
 pub mod duration;
