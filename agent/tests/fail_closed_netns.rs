@@ -282,3 +282,50 @@ fn flags_read_as_kube_router_and_client_go_read_them() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A manifest that never parses: /healthz fails once
+/// `--source-list-deadline` has passed, naming the file, and status says
+/// so; fixed, both clear.
+#[test]
+fn healthz_fails_while_the_source_has_not_listed_within_the_deadline() {
+    if !privileged("healthz_fails_while_the_source_has_not_listed_within_the_deadline") {
+        return;
+    }
+    let lab = Lab::new(CLUSTER).unwrap();
+    let broken = lab.manifests.join("broken.yaml");
+    write(
+        &broken,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web",
+    );
+    let source = ["--manifests", lab.manifests.to_str().unwrap()];
+    let extra = [
+        "--run-service-proxy=false",
+        "--bpf-mode",
+        "off",
+        "--api-addr",
+        "127.0.0.1:20244",
+        "--source-list-deadline",
+        "1s",
+    ];
+    let mut agent = AgentProcess::spawn(&lab, Path::new(BIN), &source, &extra).unwrap();
+    let health = || {
+        http_get_from(&lab.node, "127.0.0.1:20244".parse().unwrap(), "/healthz")
+            .unwrap_or((0, String::new()))
+    };
+    assert!(
+        wait_until(WAIT, || health().0 == 503),
+        "/healthz never failed: {:?}",
+        health()
+    );
+    let (_, why) = health();
+    assert!(why.contains("has not completed a list within 1s"), "{why}");
+    assert!(why.contains("broken.yaml"), "{why}");
+    assert!(get(&lab, "/state").contains("broken.yaml"));
+    write(
+        &broken,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n",
+    );
+    agent.wait_ready(Duration::from_secs(60)).unwrap();
+    assert!(wait_until(WAIT, || health().0 == 200), "{:?}", health());
+    agent.terminate().unwrap();
+}

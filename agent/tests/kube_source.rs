@@ -937,3 +937,24 @@ async fn a_manifest_object_that_stops_reading_keeps_its_last_good_version_per_do
     assert!(source.unreadable().is_empty());
     assert_eq!(names(&snap().network_policies), ["allow-web"]);
 }
+
+/// `--master 127.0.0.1:PORT`, as client-go users write it: https:// is put
+/// in front, so the plain-HTTP fake server fails the TLS handshake, which
+/// is reported as a failing list (the kube client panicked in a task
+/// before, and nothing was ever reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_without_a_scheme_is_read_as_https() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let hostport = server.url().trim_start_matches("http://").to_string();
+    let c = client(None, Some(&hostport)).await.unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start(c, NODE, tx);
+    until(&mut changes, "services failing", |c| {
+        is_health(c, "services", true)
+    })
+    .await;
+    let failing = source.failing();
+    assert!(failing.iter().any(|(r, _)| r == "services"), "{failing:?}");
+    assert!(source.snapshot(&host()).is_none());
+}
