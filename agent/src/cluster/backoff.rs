@@ -6,13 +6,15 @@
 //! Here the delay grows exponentially with jitter (0.8 s, doubling, each
 //! delay taken at random between one and two times its base, the base
 //! capped at 15 s so no delay exceeds 30 s) and resets only once a list
-//! completed (`InitDone`) or the watch delivered a change.
+//! completed (`InitDone`) or the watch delivered a change. A watch that
+//! expired (410 Gone) is no failure: the server answered, and the relist
+//! starts at once.
 
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::{Stream, StreamExt};
-use kube::runtime::watcher::Event;
+use kube::runtime::watcher::{self, Event};
 
 /// The first delay after a failure.
 pub const FIRST_DELAY: Duration = Duration::from_millis(800);
@@ -37,24 +39,41 @@ struct State<S> {
     wait: Option<Duration>,
 }
 
-/// `watcher` with its retries backed off (see the module's comment).
-pub fn backed_off<S, K, E>(watcher: S) -> impl Stream<Item = Result<Event<K>, E>> + Send
+/// kube-runtime's `watcher` with its retries backed off (see the module's
+/// comment).
+pub fn backed_off<S, K>(watcher: S) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    backed_off_with(
+        watcher,
+        |e| matches!(e, watcher::Error::WatchError(status) if status.code == 410),
+    )
+}
+
+/// `stream` with its errors backed off, except those `expired` accepts.
+fn backed_off_with<S, K, E>(
+    stream: S,
+    expired: fn(&E) -> bool,
+) -> impl Stream<Item = Result<Event<K>, E>> + Send
 where
     S: Stream<Item = Result<Event<K>, E>> + Send + 'static,
     K: Send + 'static,
     E: Send + 'static,
 {
     let state = State {
-        inner: Box::pin(watcher),
+        inner: Box::pin(stream),
         delays: None,
         wait: None,
     };
-    futures::stream::unfold(state, |mut s| async move {
+    futures::stream::unfold(state, move |mut s| async move {
         if let Some(wait) = s.wait.take() {
             tokio::time::sleep(wait).await;
         }
         let item = s.inner.next().await?;
         match &item {
+            Err(e) if expired(e) => s.delays = None,
             Err(_) => {
                 let next = s.delays.get_or_insert_with(delays).next();
                 s.wait = Some(next.unwrap_or(MAX_BASE_DELAY * 2));
@@ -83,7 +102,10 @@ mod tests {
             Err("dropped"),
             Ok(Event::Init),
         ];
-        let mut stream = std::pin::pin!(backed_off(futures::stream::iter(failing.chain(then_ok))));
+        let mut stream = std::pin::pin!(backed_off_with(
+            futures::stream::iter(failing.chain(then_ok)),
+            |e| *e == "expired"
+        ));
         let mut errors_at = Vec::new();
         let mut last_at = Duration::ZERO;
         let start = Instant::now();
@@ -106,5 +128,30 @@ mod tests {
             after_reset >= FIRST_DELAY && after_reset < FIRST_DELAY * 2,
             "{after_reset:?}"
         );
+    }
+
+    /// A watch that expired (410) is followed by the relist at once, and
+    /// forgets the delays of earlier failures.
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_watch_relists_at_once() {
+        let items = [
+            Err("down"),
+            Err("down"),
+            Err("down"),
+            Err("expired"),
+            Ok(Event::<u8>::Init),
+            Err("down"),
+            Ok(Event::Init),
+        ];
+        let mut stream =
+            std::pin::pin!(backed_off_with(futures::stream::iter(items), |e| *e == "expired"));
+        let start = Instant::now();
+        let mut at = Vec::new();
+        while stream.next().await.is_some() {
+            at.push(start.elapsed());
+        }
+        assert_eq!(at[4], at[3], "no wait after the 410");
+        let after = at[6] - at[5];
+        assert!(after >= FIRST_DELAY && after < FIRST_DELAY * 2, "{after:?}");
     }
 }
