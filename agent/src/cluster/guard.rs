@@ -33,6 +33,11 @@ pub struct Invalid {
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Guarded<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(d)?;
+        // The plain decode first: the path is tracked only to explain a
+        // failure.
+        if let Ok(o) = K::deserialize(&value) {
+            return Ok(Guarded(Ok(o)));
+        }
         match serde_path_to_error::deserialize::<_, K>(&value) {
             Ok(o) => Ok(Guarded(Ok(o))),
             Err(e) => {
