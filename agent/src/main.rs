@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    cli::panics::exit_on_panic();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cli::run::run(&a),
@@ -74,7 +75,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ipwarden: error: {e:#}");
-            ExitCode::FAILURE
+            // A bad flag, as clap's own errors.
+            if e.downcast_ref::<cli::flags::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -94,3 +94,58 @@ async fn run_once_programs_what_the_api_server_holds() {
         );
     }
 }
+
+/// `--once` is strict: a NetworkPolicy the API server serves but the agent
+/// cannot read (`port: {name: http}`) makes it exit non-zero before it
+/// writes anything; the namespace's kernel stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_refuses_an_object_it_cannot_read_and_writes_nothing() {
+    if !privileged("run_once_refuses_an_object_it_cannot_read_and_writes_nothing") {
+        return;
+    }
+    let ns = NetNs::new("ipw-kube").unwrap();
+    let listener = ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let server = FakeApiServer::start_on_std(listener);
+    server.apply(Res::Namespaces, json!({"metadata": {"name": "x"}}));
+    server.apply(
+        Res::NetworkPolicies,
+        json!({"metadata": {"name": "allow-web", "namespace": "x"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                "ingress": [{"ports": [{"protocol": "TCP", "port": {"name": "http"}}]}]}}),
+    );
+    server.apply(Res::Nodes, json!({"metadata": {"name": "node-a"}}));
+    let dir = std::env::temp_dir().join(format!("ipw-kube-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = server.kubeconfig(&dir);
+    // iptables-save's dated comment lines left out.
+    let rules = || {
+        let out = ns.command("iptables-save").output().unwrap().stdout;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = rules();
+
+    let mut cmd = ns.command(env!("CARGO_BIN_EXE_ipwarden"));
+    cmd.args(["run", "--once", "--node-name", "node-a"])
+        .args(["--run-service-proxy=false", "--bpf-mode", "off"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 problems: 1 object(s) cannot be read, nothing was changed: NetworkPolicy x/allow-web (field spec.ingress[0].ports[0].port"),
+        "{stderr}"
+    );
+    assert_eq!(rules(), before, "nothing was written");
+}

@@ -564,45 +564,195 @@ async fn a_relist_that_fails_keeps_the_last_good_content_until_it_succeeds() {
     assert_eq!(services(&agent.snapshot()), ["web"]);
 }
 
+fn is_unreadable(c: &Change, object: &str) -> bool {
+    matches!(c, Change::Health { resource, error: Some(_) } if resource == object)
+}
+
+/// A policy whose port is written `{name: http}` (a type error).
+fn typo(mut policy: Value) -> Value {
+    policy["spec"]["ingress"][0]["ports"] = json!([{"protocol": "TCP", "port": {"name": "http"}}]);
+    policy
+}
+
+fn ports(s: &Snapshot, name: &str) -> Vec<i32> {
+    let svc = s
+        .services
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(name));
+    let spec = svc.and_then(|o| o.spec.clone()).unwrap_or_default();
+    spec.ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect()
+}
+
+fn policy_spec(s: &Snapshot, name: &str) -> k8s_openapi::api::networking::v1::NetworkPolicySpec {
+    let p = s
+        .network_policies
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(name));
+    p.and_then(|o| o.spec.clone())
+        .unwrap_or_else(|| panic!("no policy {name}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_object_is_skipped_and_the_rest_kept() {
+async fn an_unreadable_object_keeps_its_last_good_version_and_a_policy_never_read_denies_all() {
     let server = FakeApiServer::start().await;
     seed(&server);
     let mut bad = svc("bad", 80);
     bad["spec"]["ports"][0]["port"] = json!("eighty");
     server.apply(Res::Services, bad);
     server.apply(Res::Services, svc("api", 81));
-    let mut agent = Agent::ready(&server).await;
-    assert_eq!(services(&agent.snapshot()), ["api", "web"]);
-    let skipped = |a: &Agent| {
-        a.source
-            .health()
-            .into_iter()
-            .find(|h| h.resource == "services")
-            .unwrap()
-            .skipped_objects
-    };
-    assert_eq!(skipped(&agent), 1);
+    server.apply(Res::NetworkPolicies, typo(policy("new-typo")));
+    let mut agent = Agent::start(&server).await;
+    let seen = agent.until("Ready", |c| *c == Change::Ready).await;
     assert!(
-        agent.source.failing().is_empty(),
-        "a bad object is no failure"
+        seen.iter()
+            .any(|c| is_unreadable(c, "NetworkPolicy default/new-typo")),
+        "{seen:?}"
     );
+    let snap = agent.snapshot();
+    assert_eq!(
+        services(&snap),
+        ["api", "web"],
+        "a new unreadable Service is not programmed"
+    );
+    // Never read: every pod of its namespace isolated both ways, nothing allowed.
+    let deny = policy_spec(&snap, "new-typo");
+    assert_eq!(deny.pod_selector, Some(Default::default()));
+    assert_eq!(
+        deny.policy_types.as_deref(),
+        Some(&["Ingress".to_string(), "Egress".to_string()][..])
+    );
+    assert!(deny.ingress.is_none() && deny.egress.is_none());
+    let unreadable: Vec<(String, String)> = agent
+        .source
+        .unreadable()
+        .iter()
+        .map(|u| (u.object(), u.error.clone()))
+        .collect();
+    assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+    assert!(
+        unreadable
+            .iter()
+            .any(|(o, e)| o == "NetworkPolicy default/new-typo"
+                && e.starts_with("field spec.ingress[0].ports[0].port")),
+        "{unreadable:?}"
+    );
+    assert!(unreadable
+        .iter()
+        .any(|(o, e)| o == "Service default/bad" && e.contains("spec.ports[0].port")));
 
-    // An edit that makes `web` unreadable takes it out, as a relist would.
+    // An edit that makes `web` and the seeded policy unreadable keeps both
+    // at their last good version.
     let mut broken = svc("web", 80);
     broken["spec"]["ports"] = json!("all of them");
     server.apply(Res::Services, broken);
+    server.apply(Res::NetworkPolicies, typo(policy("allow-same-namespace")));
     agent
-        .until("web broken", |c| is_object(c, Kind::Service, "web"))
+        .until("web unreadable", |c| {
+            is_unreadable(c, "Service default/web")
+        })
         .await;
-    assert_eq!(services(&agent.snapshot()), ["api"]);
-    assert_eq!(skipped(&agent), 2);
+    agent
+        .until("policy unreadable", |c| {
+            is_unreadable(c, "NetworkPolicy default/allow-same-namespace")
+        })
+        .await;
+    let snap = agent.snapshot();
+    assert_eq!(ports(&snap, "web"), [80]);
+    let kept = policy_spec(&snap, "allow-same-namespace");
+    assert_eq!(kept.ingress.unwrap().len(), 1, "the last good rules stay");
 
-    server.apply(Res::Services, svc("web", 80));
+    // Fixed: the new versions apply and the problems clear.
+    server.apply(Res::Services, svc("web", 82));
+    server.apply(Res::NetworkPolicies, policy("new-typo"));
     agent
         .until("web fixed", |c| is_object(c, Kind::Service, "web"))
         .await;
-    assert_eq!(services(&agent.snapshot()), ["api", "web"]);
+    agent
+        .until("new-typo fixed", |c| {
+            is_object(c, Kind::NetworkPolicy, "new-typo")
+        })
+        .await;
+    let snap = agent.snapshot();
+    assert_eq!(ports(&snap, "web"), [82]);
+    assert!(policy_spec(&snap, "new-typo").ingress.is_some());
+    let left: Vec<String> = agent
+        .source
+        .unreadable()
+        .iter()
+        .map(|u| u.object())
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "Service default/bad",
+            "NetworkPolicy default/allow-same-namespace"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_node_keeps_the_source_without_a_snapshot_and_says_so() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let dir = TempDir::new();
+    let c = client(Some(&server.kubeconfig(&dir.0)), None)
+        .await
+        .unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start(c, "no-such-node", tx);
+    until(&mut changes, "Ready", |c| *c == Change::Ready).await;
+    let host = HostInfo {
+        node_name: "no-such-node".into(),
+        local_addresses: vec![],
+    };
+    assert!(source.snapshot(&host).is_none(), "nothing is programmed");
+    let failing = source.failing();
+    assert!(
+        failing
+            .iter()
+            .any(|(r, e)| r == "nodes" && e.contains("no Node named \"no-such-node\"")),
+        "{failing:?}"
+    );
+    server.apply(Res::Nodes, node("no-such-node"));
+    until(&mut changes, "the Node", |c| {
+        is_object(c, Kind::Node, "no-such-node")
+    })
+    .await;
+    assert!(source.snapshot(&host).is_some());
+    assert!(source.failing().is_empty(), "{:?}", source.failing());
+}
+
+/// The API server answers every list with 500 for 40 s: list attempts
+/// back off (0.8 s doubling, jittered, at most 30 s) instead of once a
+/// second. Counted from the server's request log; the window is what the
+/// test measures, not a synchronisation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_retries_back_off_while_the_server_fails() {
+    const WINDOW: Duration = Duration::from_secs(40);
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.fail_lists(Res::Services, 500, 1000);
+    let agent = Agent::start(&server).await;
+    tokio::time::sleep(WINDOW).await;
+    let lists = server
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/api/v1/services") && !r.contains("watch=true"))
+        .count();
+    // Without backoff about 40; with it, the gaps sum 0.8 + 1.6 + 3.2 +
+    // 6.4 + 12.8 + 15 = 39.8 s at the least: at most 7 attempts.
+    assert!(
+        (3..=7).contains(&lists),
+        "{lists} list attempts in {WINDOW:?}"
+    );
+    assert!(agent.source.snapshot(&host()).is_none());
+    let h = agent.source.health();
+    let h = h.iter().find(|h| h.resource == "services").unwrap();
+    assert_eq!(h.failures as usize, lists);
 }
 
 // The manifests source.
@@ -721,4 +871,90 @@ async fn a_manifest_that_never_parsed_keeps_the_source_unready_until_it_does() {
     write(&a, GOOD_A);
     until(&mut changes, "Ready", |c| *c == Change::Ready).await;
     assert_eq!(services(&source.snapshot(&host()).unwrap()), ["api", "web"]);
+}
+
+const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+    metadata: {name: allow-web, namespace: shop}\n\
+    spec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n\
+    \x20 ingress:\n  - ports: [{protocol: TCP, port: http}]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_object_that_stops_reading_keeps_its_last_good_version_per_document() {
+    let dir = TempDir::new();
+    let (a, b) = (dir.0.join("a.yaml"), dir.0.join("b.yaml"));
+    write(&a, format!("{GOOD_A}---\n{POLICY}"));
+    write(&b, GOOD_B);
+    let (tx, mut changes) = unbounded_channel();
+    let source = ManifestsSource::start(&dir.0, tx).unwrap();
+    assert_eq!(changes.try_recv().unwrap(), Change::Ready);
+    let snap = || source.snapshot(&host()).unwrap();
+
+    // The port written `{name: http}`, and a second policy as new and as
+    // broken: the file parses, those two documents do not.
+    let typo = POLICY.replace("port: http", "port: {name: http}");
+    let new_typo = typo.replace("allow-web", "new-typo");
+    write(&a, format!("{GOOD_A}---\n{typo}---\n{new_typo}"));
+    until(&mut changes, "new-typo", |c| {
+        is_object(c, Kind::NetworkPolicy, "new-typo")
+    })
+    .await;
+    let s = snap();
+    assert_eq!(services(&s), ["api", "web"], "the rest of the file applies");
+    let kept = policy_spec(&s, "allow-web");
+    assert_eq!(
+        kept.ingress.unwrap().len(),
+        1,
+        "its last good version stays"
+    );
+    let deny = policy_spec(&s, "new-typo");
+    assert_eq!(deny.pod_selector, Some(Default::default()));
+    assert!(deny.ingress.is_none() && deny.egress.is_none());
+    let unreadable = source.unreadable();
+    assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+    assert!(
+        unreadable[0]
+            .error
+            .contains("document 3: field spec.ingress[0].ports[0].port"),
+        "{unreadable:?}"
+    );
+    assert_eq!(unreadable[0].object(), "NetworkPolicy shop/allow-web");
+
+    // The file rewritten again with the same typo: still the last good one
+    // (not a stand-in for the stand-in).
+    write(&a, format!("{typo}---\n{GOOD_A}"));
+    until(&mut changes, "new-typo removed", |c| {
+        is_object(c, Kind::NetworkPolicy, "new-typo")
+    })
+    .await;
+    assert_eq!(policy_spec(&snap(), "allow-web").ingress.unwrap().len(), 1);
+
+    // Fixed: the problems clear.
+    write(&a, format!("{GOOD_A}---\n{POLICY}"));
+    until(&mut changes, "allow-web reads", |c| {
+        is_health(c, "NetworkPolicy shop/allow-web", false)
+    })
+    .await;
+    assert!(source.unreadable().is_empty());
+    assert_eq!(names(&snap().network_policies), ["allow-web"]);
+}
+
+/// `--master 127.0.0.1:PORT`, as client-go users write it: https:// is put
+/// in front, so the plain-HTTP fake server fails the TLS handshake, which
+/// is reported as a failing list (the kube client panicked in a task
+/// before, and nothing was ever reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_without_a_scheme_is_read_as_https() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    let hostport = server.url().trim_start_matches("http://").to_string();
+    let c = client(None, Some(&hostport)).await.unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start(c, NODE, tx);
+    until(&mut changes, "services failing", |c| {
+        is_health(c, "services", true)
+    })
+    .await;
+    let failing = source.failing();
+    assert!(failing.iter().any(|(r, _)| r == "services"), "{failing:?}");
+    assert!(source.snapshot(&host()).is_none());
 }

@@ -83,6 +83,9 @@ pub struct Metrics {
     /// How long work may wait unsynced before /healthz fails.
     queued_limit: Arc<Mutex<Duration>>,
     ready: Arc<AtomicBool>,
+    unreadable_objects: Family<KindLabel, Gauge>,
+    /// Why the source is unhealthy (a kind not listed in time), if it is.
+    source_unhealthy: Arc<Mutex<Option<String>>>,
 }
 
 /// The event reader's counters, by event kind.
@@ -128,7 +131,14 @@ impl Metrics {
             sync: SyncMetrics::new(&mut r),
             queued_limit: Arc::new(Mutex::new(Duration::from_secs(60))),
             ready: Arc::new(AtomicBool::new(false)),
+            unreadable_objects: Family::default(),
+            source_unhealthy: Arc::default(),
         };
+        r.register(
+            "unreadable_objects",
+            "Objects that cannot be read, by kind: each keeps its last good version, or isolates its namespace (a NetworkPolicy never read)",
+            m.unreadable_objects.clone(),
+        );
         r.register(
             "reconciles",
             "Reconcile passes by result",
@@ -292,8 +302,41 @@ impl Metrics {
         *self.queued_limit.lock().unwrap_or_else(|p| p.into_inner()) = limit;
     }
 
-    /// Err names the controllers stuck with queued work.
+    /// The objects that cannot be read now, by kind.
+    pub fn set_unreadable(&self, by_kind: &BTreeMap<String, usize>) {
+        for kind in [
+            "Service",
+            "EndpointSlice",
+            "Pod",
+            "Namespace",
+            "NetworkPolicy",
+            "Node",
+        ] {
+            self.unreadable_objects
+                .get_or_create(&KindLabel { kind: kind.into() })
+                .set(by_kind.get(kind).copied().unwrap_or(0) as i64);
+        }
+    }
+
+    /// Makes /healthz fail with `why` (None: the source is healthy).
+    pub fn set_source_unhealthy(&self, why: Option<String>) {
+        *self
+            .source_unhealthy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Err names the controllers stuck with queued work, or the source's
+    /// resources not listed in time.
     pub fn health(&self) -> Result<(), String> {
+        if let Some(why) = self
+            .source_unhealthy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(why);
+        }
         let limit = *self.queued_limit.lock().unwrap_or_else(|p| p.into_inner());
         let stuck = self.sync.stuck(limit);
         if stuck.is_empty() {

@@ -78,6 +78,7 @@ pub fn to_json(b: &BoardState) -> Value {
         "objects": b.objects,
         "bpf": b.bpf.as_ref().map(|s| json!({"mode": s.mode, "interfaces": s.interfaces})),
         "drift": {"found": b.drift_found, "healed": b.drift_healed},
+        "source_problems": b.source_problems,
         "virtual_services": services,
         "isolated_pods": pods,
         "policies": policies,

@@ -1,13 +1,17 @@
 //! `ipwarden cleanup`: removes everything ipwarden created in this network
 //! namespace and bpffs: pinned links and maps, clsact filters, our chains
 //! and the rules that jump to them, our sets, our IPVS services, the VIPs
-//! and `ipwarden0`. Nothing of other programs is touched.
+//! and `ipwarden0`. Nothing of other programs is touched. IPVS services the
+//! agent recorded in `ipwarden-svip-prt` go too, wherever they are
+//! (`cleanup_ipvs.rs`); any of its services still there after it makes it
+//! exit non-zero, naming them.
 
 use std::{collections::BTreeSet, path::PathBuf};
 
 use anyhow::{Context, Result};
 use ipwarden_common::names;
 
+use super::cleanup_ipvs;
 use crate::{
     bpf::{self, PinLayout},
     controllers::services::names::DUMMY_INTERFACE,
@@ -29,7 +33,7 @@ pub struct Args {
     pub bpf_pin_dir: PathBuf,
     /// The NodePort range the agent ran with (its IPVS services there, on
     /// node addresses, are removed).
-    #[arg(long, default_value = "30000-32767", value_parser = super::run::parse_range)]
+    #[arg(long, default_value = "30000-32767", value_parser = super::flags::parse_range)]
     pub node_port_range: (u16, u16),
 }
 
@@ -50,7 +54,11 @@ pub fn run(args: &Args) -> Result<()> {
     );
 
     // IPVS services on our VIPs and NodePorts, while ipwarden0 still
-    // tells which addresses are ours.
+    // tells which addresses are ours and ipwarden-svip-prt which frontends
+    // the agent programmed.
+    let mut ipset = IpsetClient::new()?;
+    let recorded = cleanup_ipvs::recorded_frontends(&mut ipset)?;
+    let mut left = Vec::new();
     match IpvsClient::connect() {
         Ok(mut ipvs) => {
             let index = link.index_of(DUMMY_INTERFACE)?;
@@ -75,7 +83,9 @@ pub fn run(args: &Args) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join("; "))
             })?;
-            println!("removed {} IPVS services", report.services_removed);
+            let more = cleanup_ipvs::remove_recorded(&mut ipvs, &ownership, &recorded)?;
+            println!("removed {} IPVS services", report.services_removed + more);
+            left = cleanup_ipvs::remaining(&mut ipvs, &ownership, &recorded)?;
         }
         Err(e) => println!("IPVS: nothing to remove ({e})"),
     }
@@ -106,7 +116,6 @@ pub fn run(args: &Args) -> Result<()> {
     }
 
     // Sets, now that no rule references them.
-    let mut ipset = IpsetClient::new()?;
     let ours: BTreeSet<String> = ipset
         .list_names()?
         .into_iter()
@@ -119,6 +128,13 @@ pub fn run(args: &Args) -> Result<()> {
 
     if link.delete(DUMMY_INTERFACE)? {
         println!("deleted {DUMMY_INTERFACE} and its addresses");
+    }
+    if !left.is_empty() {
+        anyhow::bail!(
+            "{} IPVS services of ipwarden remain: {}",
+            left.len(),
+            left.join(", ")
+        );
     }
     Ok(())
 }

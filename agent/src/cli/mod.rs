@@ -2,14 +2,18 @@
 
 pub mod bpf_dump;
 pub mod cleanup;
+mod cleanup_ipvs;
 pub mod demo;
 mod demo_rescue;
 pub mod duration;
 pub mod explain;
+pub mod flags;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
+pub mod panics;
 pub mod race;
 pub mod run;
 mod run_daemon;
 mod run_once;
+mod source_deadline;
 pub mod status;

@@ -23,7 +23,7 @@ use crate::{
     store::SetStore,
 };
 
-use super::duration;
+use super::{duration, flags, flags::UsageError};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// The NodePort range, as kube-apiserver's --service-node-port-range.
-    #[arg(long, alias = "service-node-port-range", default_value = "30000-32767", value_parser = parse_range)]
+    /// `FIRST-LAST` or kube-router's `FIRST:LAST`.
+    #[arg(long, alias = "service-node-port-range", default_value = "30000-32767", value_parser = flags::parse_range)]
     pub node_port_range: (u16, u16),
     /// Run the IPVS service proxy (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -56,7 +57,7 @@ pub struct Args {
     pub run_firewall: bool,
     /// ClusterIP ranges (comma-separated, both families): pod traffic to them
     /// is checked after IPVS, against the backend, not at the VIP.
-    #[arg(long, value_delimiter = ',', default_value = "10.96.0.0/12")]
+    #[arg(long, value_delimiter = ',', default_value = "10.96.0.0/12", value_parser = flags::parse_cidr)]
     pub service_cluster_ip_range: Vec<ipnet::IpNet>,
     /// Hairpin for every Service (kube-router's flag): a pod reaching its
     /// own Service and balanced to itself is masqueraded, so it answers.
@@ -69,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     pub nodeport_bindon_all_ip: bool,
     /// External IP and LoadBalancer IP ranges, treated like ClusterIP ranges.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = flags::parse_cidr)]
     pub service_external_ip_range: Vec<ipnet::IpNet>,
     /// NFLOG group that denied packets are logged to (`tcpdump -i nflog:100`).
     #[arg(long, default_value_t = 100)]
@@ -98,6 +99,11 @@ pub struct Args {
     /// without a successful sync (kube-proxy's rule).
     #[arg(long, default_value = "60s", value_parser = duration::parse)]
     pub healthz_queued_limit: Duration,
+    /// /healthz fails while a resource of the source has not completed its
+    /// first list this long after start (RBAC missing, API server
+    /// unreachable, a manifest that never parsed), naming it and why.
+    #[arg(long, default_value = "5m", value_parser = duration::parse)]
+    pub source_list_deadline: Duration,
     /// Write this file once every controller has programmed the kernel (its
     /// first full sync).
     #[arg(long)]
@@ -160,16 +166,6 @@ fn parse_mark(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
-pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
-    let a: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
-    let b: u16 = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;
-    if a > b {
-        return Err(format!("{a} is above {b}"));
-    }
-    Ok((a, b))
-}
-
 /// What both ways of running share: the node, the store, the eBPF data
 /// plane and the controllers' settings.
 pub(super) struct Setup {
@@ -182,22 +178,44 @@ pub(super) struct Setup {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let setup = setup(args)?;
+    check(args)?;
     if args.once {
-        super::run_once::run(args, setup)
+        super::run_once::run(args)
     } else {
-        super::run_daemon::run(args, setup)
+        super::run_daemon::run(args, setup(args)?)
     }
 }
 
-fn setup(args: &Args) -> Result<Setup> {
-    let node_name = match &args.node_name {
+/// Combinations of flags that cannot work, refused before anything starts.
+fn check(args: &Args) -> Result<(), UsageError> {
+    if !args.run_service_proxy && !args.run_firewall {
+        return Err(UsageError(
+            "--run-service-proxy=false and --run-firewall=false leave nothing to run; keep at least one"
+                .into(),
+        ));
+    }
+    if args.api_addr != "off" {
+        flags::resolve_addr(&args.api_addr).map_err(|e| UsageError(format!("--api-addr {e}")))?;
+    }
+    if let Some(m) = &args.master {
+        flags::master_url(m).map_err(UsageError)?;
+    }
+    Ok(())
+}
+
+/// `--node-name`, else the hostname.
+pub(super) fn node_name(args: &Args) -> Result<String> {
+    Ok(match &args.node_name {
         Some(n) => n.clone(),
         None => nix::unistd::gethostname()
             .context("reading the hostname for --node-name")?
             .to_string_lossy()
             .into_owned(),
-    };
+    })
+}
+
+pub(super) fn setup(args: &Args) -> Result<Setup> {
+    let node_name = node_name(args)?;
     let store = SetStore::new(IpsetClient::new().context("opening the ipset netlink socket")?);
     let mode = match args.bpf.bpf_mode {
         BpfMode::Off => None,
@@ -233,6 +251,7 @@ fn setup(args: &Args) -> Result<Setup> {
             }),
             hairpin_all: args.hairpin_mode,
             nodeport_bindon_all_ip: args.nodeport_bindon_all_ip,
+            node_port_range: Some(args.node_port_range),
         },
     });
     let firewall = args.run_firewall.then(|| policies::Options {
@@ -260,10 +279,8 @@ pub(super) fn serve_api(args: &Args, metrics: &Metrics, board: Option<Board>) ->
     if args.api_addr == "off" {
         return Ok(());
     }
-    let addr = args
-        .api_addr
-        .parse()
-        .with_context(|| format!("--api-addr {}", args.api_addr))?;
+    let addr =
+        flags::resolve_addr(&args.api_addr).map_err(|e| UsageError(format!("--api-addr {e}")))?;
     let bound =
         api::serve(addr, metrics.clone(), board).with_context(|| format!("serving on {addr}"))?;
     tracing::info!(%bound, "serving /metrics, /healthz, /readyz");

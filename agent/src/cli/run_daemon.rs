@@ -127,10 +127,16 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
     if args.run_service_proxy {
         tokio::spawn(no_local_endpoint_counters(metrics.clone()));
     }
+    tokio::spawn(super::source_deadline::watch(
+        source.clone(),
+        metrics.clone(),
+        args.source_list_deadline,
+    ));
     let observer = Arc::new(Observer {
         metrics: metrics.clone(),
         ready_file: args.ready_file.clone(),
         board,
+        source: source.clone(),
     });
     driver::run(source, changes, services, policies, observer, shutdown).await;
     tracing::info!("stopped; every kernel object and pin stays in place");
@@ -222,6 +228,7 @@ struct Observer {
     metrics: Metrics,
     ready_file: Option<PathBuf>,
     board: Board,
+    source: Arc<dyn Source>,
 }
 
 impl SyncObserver for Observer {
@@ -275,6 +282,20 @@ impl SyncObserver for Observer {
 
     fn source_health(&self, resource: &str, error: Option<&str>) {
         self.metrics.sync.source_health(resource, error);
+        self.board.update(|b| match error {
+            Some(e) => {
+                b.source_problems
+                    .insert(resource.to_string(), e.to_string());
+            }
+            None => {
+                b.source_problems.remove(resource);
+            }
+        });
+        let mut by_kind = std::collections::BTreeMap::new();
+        for u in self.source.unreadable() {
+            *by_kind.entry(u.kind.to_string()).or_insert(0) += 1;
+        }
+        self.metrics.set_unreadable(&by_kind);
     }
 
     fn overlapped(&self, controller: &'static str) {

@@ -1,5 +1,9 @@
 //! `ipwarden run --once`: read the cluster, program both controllers in
 //! one pass, report and exit (0 on success).
+//!
+//! Strict: a document or object that cannot be read makes it exit non-zero
+//! before anything is started or written, so the kernel stays as the last
+//! run left it.
 
 use std::time::Duration;
 
@@ -7,13 +11,24 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     api::Metrics,
-    cluster::{kube::KubeSource, manifests, Change, HostInfo, Snapshot, Source},
+    cluster::{
+        kube::KubeSource, manifests, unreadable::Unreadable, Change, HostInfo, Snapshot, Source,
+    },
     reconcile::{ReconcileReport, Reconciler},
 };
 
 use super::run::{Args, Setup};
 
-pub fn run(args: &Args, setup: Setup) -> Result<()> {
+pub fn run(args: &Args) -> Result<()> {
+    let node_name = super::run::node_name(args)?;
+    let input = match &args.manifests {
+        Some(path) => Input::Manifests(read_manifests(path)?),
+        None => Input::Kube(KubeInput::start(args, &node_name)?),
+    };
+    if let Input::Kube(k) = &input {
+        refuse_unreadable(&k.source.unreadable())?;
+    }
+    let setup = super::run::setup(args)?;
     let Setup {
         node_name,
         store,
@@ -27,10 +42,6 @@ pub fn run(args: &Args, setup: Setup) -> Result<()> {
     if let Some(rt) = bpf {
         reconciler = reconciler.with_bpf(rt);
     }
-    let input = match &args.manifests {
-        Some(path) => Input::Manifests(path.clone()),
-        None => Input::Kube(KubeInput::start(args, &node_name)?),
-    };
     pass(&mut reconciler, args, &node_name, &metrics, &input)?;
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
@@ -39,9 +50,46 @@ pub fn run(args: &Args, setup: Setup) -> Result<()> {
     Ok(())
 }
 
+/// Every document of `path`, or an error naming each one that cannot be
+/// read.
+fn read_manifests(path: &std::path::Path) -> Result<manifests::Loaded> {
+    let loaded = manifests::load(path)
+        .with_context(|| format!("reading manifests from {}", path.display()))?;
+    if loaded.problems.is_empty() {
+        return Ok(loaded);
+    }
+    for p in &loaded.problems {
+        tracing::error!("{p}");
+    }
+    let list: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+    bail!(
+        "{} problems: {} document(s) cannot be read, nothing was changed: {}",
+        loaded.problems.len(),
+        loaded.problems.len(),
+        list.join("; ")
+    )
+}
+
+/// The API server served objects that cannot be read: nothing is changed.
+fn refuse_unreadable(unreadable: &[Unreadable]) -> Result<()> {
+    if unreadable.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unreadable
+        .iter()
+        .map(|u| format!("{} ({})", u.object(), u.error))
+        .collect();
+    bail!(
+        "{} problems: {} object(s) cannot be read, nothing was changed: {}",
+        unreadable.len(),
+        unreadable.len(),
+        list.join("; ")
+    )
+}
+
 /// Where the cluster comes from: exactly one source.
 enum Input {
-    Manifests(std::path::PathBuf),
+    Manifests(manifests::Loaded),
     /// The API server's reflectors, on a runtime of their own.
     Kube(KubeInput),
 }
@@ -125,31 +173,17 @@ fn pass(
         node_name: node_name.to_string(),
         local_addresses: reconciler.local_addresses()?,
     };
-    let (snapshot, skipped) = match input {
-        Input::Manifests(path) => {
-            let loaded = manifests::load(path)
-                .with_context(|| format!("reading manifests from {}", path.display()))?;
-            for p in &loaded.problems {
-                tracing::warn!("skipped: {p}");
-            }
-            let skipped = loaded.problems.len();
-            (Snapshot::from_objects(loaded.objects, host), skipped)
-        }
-        Input::Kube(k) => {
-            let snapshot = k
+    let snapshot = match input {
+        Input::Manifests(loaded) => Snapshot::from_objects(loaded.objects.clone(), host),
+        Input::Kube(k) => k.source.snapshot(&host).with_context(|| {
+            let failing: Vec<String> = k
                 .source
-                .snapshot(&host)
-                .context("the API server's objects are not all listed")?;
-            // Skipped objects are logged as they come; this counts them
-            // since start.
-            let skipped = k
-                .source
-                .health()
-                .iter()
-                .map(|h| h.skipped_objects)
-                .sum::<u64>();
-            (snapshot, skipped as usize)
-        }
+                .failing()
+                .into_iter()
+                .map(|(r, e)| format!("{r}: {e}"))
+                .collect();
+            format!("the cluster view is not complete ({})", failing.join("; "))
+        })?,
     };
     if args.run_service_proxy && snapshot.node.is_none() {
         tracing::warn!(
@@ -172,7 +206,7 @@ fn pass(
     }
     tracing::info!("{}", report.summary());
     if args.json {
-        println!("{}", json(&report, skipped));
+        println!("{}", json(&report));
     } else if args.once {
         println!("{}", report.summary());
     }
@@ -183,7 +217,7 @@ fn pass(
     Ok(())
 }
 
-fn json(r: &ReconcileReport, skipped_documents: usize) -> serde_json::Value {
+fn json(r: &ReconcileReport) -> serde_json::Value {
     let sets = r.sets.as_ref().map(|s| &s.executed);
     serde_json::json!({
         "virtual_services": r.virtual_services,
@@ -208,7 +242,6 @@ fn json(r: &ReconcileReport, skipped_documents: usize) -> serde_json::Value {
         "chains_written": r.chains_written,
         "policies": r.policies.as_ref().map(policies_json),
         "problems": r.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "skipped_documents": skipped_documents,
         "duration_ms": r.duration.as_secs_f64() * 1e3,
     })
 }

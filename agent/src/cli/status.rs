@@ -1,6 +1,7 @@
 //! `ipwarden status`: per controller the last full and partial sync and
 //! their durations, the objects watched, set drift found and healed, and
-//! the eBPF mode and attached interfaces, from the running agent's /state.
+//! the eBPF mode and attached interfaces, and every resource or object of
+//! the source that fails (and why), from the running agent's /state.
 
 use anyhow::Result;
 use serde_json::Value;
@@ -61,6 +62,16 @@ pub fn lines(state: &Value) -> Vec<String> {
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
     out.push(format!("watching: {}", objects.join(", ")));
+    let problems = state["source_problems"].as_object();
+    if problems.is_none_or(serde_json::Map::is_empty) {
+        out.push("source: every resource reads".into());
+    }
+    for (resource, why) in problems.into_iter().flatten() {
+        out.push(format!(
+            "source problem: {resource}: {}",
+            why.as_str().unwrap_or_default()
+        ));
+    }
     out.push(format!(
         "set drift: {} found, {} healed",
         state["drift"]["found"], state["drift"]["healed"]

@@ -1,12 +1,14 @@
 //! The API server source: one kube-runtime reflector per kind the
 //! controllers read (Services, EndpointSlices, Pods, Namespaces,
-//! NetworkPolicies, and this node's Node), with the default backoff.
+//! NetworkPolicies, and this node's Node), its retries backed off
+//! ([`super::backoff`]).
 //!
 //! - Objects are trimmed to what the controllers read before they are
 //!   stored ([`super::trim`]), and an update that changes nothing kept is
 //!   dropped before it reaches the store or the loop.
-//! - An object that does not deserialize is reported, counted and left out
-//!   (`DeserializeGuard`): it never fails a whole list.
+//! - An object that does not deserialize never fails a whole list and
+//!   never opens the firewall: it keeps its last good version, or stands
+//!   in as deny-all when a NetworkPolicy ([`super::unreadable`]).
 //! - The store of a kind swaps its content only when a (re)list is complete
 //!   (kube-runtime buffers `InitApply`s until `InitDone`), so a relist never
 //!   shows an empty or partial kind; objects deleted during a watch gap are
@@ -29,7 +31,6 @@ use std::{
 use ::kube::{
     api::Api,
     config::{Config, KubeConfigOptions, Kubeconfig},
-    core::{error_boundary::InvalidObject, DeserializeGuard},
     runtime::{
         reflector::{self, store::Writer, ObjectRef, Store},
         watcher, WatchStreamExt,
@@ -37,6 +38,8 @@ use ::kube::{
     Client, Resource,
 };
 use anyhow::{Context, Result};
+
+use crate::cli::flags::master_url;
 use futures::{future, StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::{
@@ -50,8 +53,11 @@ use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 
 use super::{
+    backoff::backed_off,
+    guard::{unguard, Guarded},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     trim::Trim,
+    unreadable::{NeverRead, Unreadable, UnreadableBook},
     HostInfo, Snapshot,
 };
 
@@ -64,7 +70,8 @@ const WATCH_RECOVERED_AFTER: Duration = Duration::from_secs(100);
 /// A client as kube-router builds it: `--kubeconfig` (its cluster URL
 /// replaced by `--master` when both are given); `--master` alone (with the
 /// pod's service-account token and CA when running in a pod); else
-/// `Config::infer` ($KUBECONFIG, ~/.kube/config, then in-cluster).
+/// `Config::infer` ($KUBECONFIG, ~/.kube/config, then in-cluster). A
+/// `--master` without a scheme gets `https://`, as client-go reads it.
 pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> Result<Client> {
     let mut config = match (kubeconfig, master) {
         (Some(path), _) => {
@@ -76,19 +83,14 @@ pub async fn client(kubeconfig: Option<&Path>, master: Option<&str>) -> Result<C
         }
         (None, Some(url)) => match Config::incluster() {
             Ok(c) => c,
-            Err(_) => Config::new(
-                url.parse()
-                    .with_context(|| format!("--master {url} is not a URL"))?,
-            ),
+            Err(_) => Config::new(master_url(url).map_err(anyhow::Error::msg)?),
         },
         (None, None) => Config::infer().await.context(
             "no --kubeconfig or --master, no $KUBECONFIG or ~/.kube/config, and not in a pod",
         )?,
     };
     if let Some(url) = master {
-        config.cluster_url = url
-            .parse()
-            .with_context(|| format!("--master {url} is not a URL"))?;
+        config.cluster_url = master_url(url).map_err(anyhow::Error::msg)?;
     }
     Client::try_from(config).context("building the API client")
 }
@@ -136,6 +138,7 @@ struct Shared {
     /// sent, so no Object or Relisted can overtake Ready on the channel.
     listed: Mutex<Vec<Kind>>,
     health: HealthBook,
+    unreadable: UnreadableBook,
     changes: UnboundedSender<Change>,
 }
 
@@ -182,6 +185,7 @@ trait Watched:
     + DeserializeOwned
     + PartialEq
     + Trim
+    + NeverRead
     + Send
     + Sync
     + 'static
@@ -196,6 +200,7 @@ impl<K> Watched for K where
         + DeserializeOwned
         + PartialEq
         + Trim
+        + NeverRead
         + Send
         + Sync
         + 'static
@@ -215,6 +220,7 @@ impl KubeSource {
             ready: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
             health,
+            unreadable: UnreadableBook::new(changes.clone()),
             changes,
         });
         // Paginated consistent lists (500 a page): a relist after a 410
@@ -259,15 +265,38 @@ impl Drop for KubeSource {
 }
 
 impl Source for KubeSource {
+    /// None too while this node's Node is missing: with no Node (a wrong
+    /// `--node-name`) nothing is programmed, rather than every local
+    /// endpoint and pod chain removed. Reported as a failure of `nodes`
+    /// until the Node is seen.
     fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
         if !self.is_ready() {
             return None;
         }
-        Some(self.stores.snapshot(host))
+        let snapshot = self.stores.snapshot(host);
+        if snapshot.node.is_none() {
+            self.shared.health.failed(
+                Kind::Node.resource(),
+                format!(
+                    "no Node named {:?} in the cluster (--node-name): nothing is programmed until it exists",
+                    host.node_name
+                ),
+            );
+            return None;
+        }
+        Some(snapshot)
     }
 
     fn health(&self) -> Vec<ResourceHealth> {
         self.shared.health.snapshot()
+    }
+
+    fn listed(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn unreadable(&self) -> Vec<Unreadable> {
+        self.shared.unreadable.list()
     }
 }
 
@@ -280,7 +309,7 @@ fn spawn<K: Watched>(
 ) -> Store<K> {
     let writer = Writer::<K>::default();
     let store = writer.as_reader();
-    let api = Api::<DeserializeGuard<K>>::all(client.clone());
+    let api = Api::<Guarded<K>>::all(client.clone());
     tasks.push(tokio::spawn(run_kind(
         kind,
         api,
@@ -295,17 +324,17 @@ fn spawn<K: Watched>(
 /// tell the loop.
 async fn run_kind<K: Watched>(
     kind: Kind,
-    api: Api<DeserializeGuard<K>>,
+    api: Api<Guarded<K>>,
     config: watcher::Config,
     writer: Writer<K>,
     shared: Arc<Shared>,
 ) {
     let resource = kind.resource();
     let reader = writer.as_reader();
-    let health = shared.health.clone();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &health))))
+    let held = writer.as_reader();
+    let unreadable = shared.unreadable.clone();
+    let stream = backed_off(watcher(api, config))
+        .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &held, &unreadable))))
         .modify(K::trim)
         .try_filter(move |event| future::ready(changes_store(&reader, event)));
     let mut stream = pin!(reflector::reflector(writer, stream));
@@ -356,57 +385,6 @@ async fn run_kind<K: Watched>(
             }
         }
     }
-}
-
-/// The object if it deserialized. A bad object is reported and left out:
-/// skipped from a list, and removed when an update made it bad (as a
-/// relist would leave it out).
-fn unguard<K: Watched>(
-    kind: Kind,
-    event: watcher::Event<DeserializeGuard<K>>,
-    health: &HealthBook,
-) -> Option<watcher::Event<K>> {
-    use watcher::Event::*;
-    let bad = |e: &InvalidObject| {
-        let m = &e.metadata;
-        tracing::warn!(
-            "skipped {kind} {}{}: {}",
-            m.namespace
-                .as_deref()
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default(),
-            m.name.as_deref().unwrap_or_default(),
-            e.error
-        );
-        health.skipped(kind.resource());
-    };
-    match event {
-        Init => Some(Init),
-        InitDone => Some(InitDone),
-        InitApply(DeserializeGuard(Ok(o))) => Some(InitApply(o)),
-        Apply(DeserializeGuard(Ok(o))) => Some(Apply(o)),
-        Delete(DeserializeGuard(Ok(o))) => Some(Delete(o)),
-        InitApply(DeserializeGuard(Err(e))) => {
-            bad(&e);
-            None
-        }
-        Apply(DeserializeGuard(Err(e))) => {
-            bad(&e);
-            Some(Delete(stub(e.metadata)))
-        }
-        Delete(DeserializeGuard(Err(e))) => Some(Delete(stub(e.metadata))),
-    }
-}
-
-/// An object that names `meta`'s object, to delete it from a store.
-fn stub<K: Watched>(meta: ObjectMeta) -> K {
-    let mut o = K::default();
-    *o.meta_mut() = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        ..ObjectMeta::default()
-    };
-    o
 }
 
 /// False for an update equal to what the store holds (after trimming) and

@@ -2,7 +2,9 @@
 //! (several documents per file, `kind: List` allowed).
 //!
 //! An object that does not parse is reported with its file, document,
-//! kind/name and the field that failed, and skipped; the rest is kept.
+//! kind/name and the field that failed; the rest is kept. In the running
+//! source it keeps its last good version, or its stand-in when it was never
+//! read ([`super::unreadable`]): a bad edit never opens the firewall.
 //!
 //! [`ManifestsSource`] serves a folder through the [`Source`] seam: it
 //! re-reads on inotify events (once the folder has been quiet for 50 ms),
@@ -26,6 +28,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
+    unreadable::{never_read_object, StandIn, Unreadable, UnreadableBook},
     HostInfo, KubeObject, Snapshot,
 };
 
@@ -37,6 +40,10 @@ pub struct Problem {
     pub document: usize,
     /// "Service default/web" when the document got that far.
     pub object: Option<String>,
+    /// The object's kind, namespace and name, when it is of a kind
+    /// ipwarden reads and has a name: its last good version (or its
+    /// stand-in) stays in force ([`super::unreadable`]).
+    pub key: Option<Key>,
     pub error: String,
 }
 
@@ -118,6 +125,7 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
                     file: file.to_path_buf(),
                     document,
                     object: None,
+                    key: None,
                     error: format!("not YAML/JSON: {e}"),
                 });
                 // The YAML stream cannot continue past a syntax error.
@@ -134,10 +142,11 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
             match object(item) {
                 Ok(Some(o)) => loaded.objects.push(o),
                 Ok(None) => {}
-                Err((object, error)) => loaded.problems.push(Problem {
+                Err((object, key, error)) => loaded.problems.push(Problem {
                     file: file.to_path_buf(),
                     document,
                     object,
+                    key,
                     error,
                 }),
             }
@@ -146,7 +155,8 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
 }
 
 /// A typed object, `None` for kinds ipwarden does not use.
-fn object(v: Value) -> Result<Option<KubeObject>, (Option<String>, String)> {
+#[allow(clippy::type_complexity)]
+fn object(v: Value) -> Result<Option<KubeObject>, (Option<String>, Option<Key>, String)> {
     let kind = v["kind"].as_str().unwrap_or_default().to_string();
     let api = v["apiVersion"].as_str().unwrap_or_default().to_string();
     let name = v["metadata"]["name"].as_str().unwrap_or_default();
@@ -154,22 +164,32 @@ fn object(v: Value) -> Result<Option<KubeObject>, (Option<String>, String)> {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     };
-    let typed = match (api.as_str(), kind.as_str()) {
-        ("v1", "Service") => typed(v).map(KubeObject::Service),
-        ("discovery.k8s.io/v1", "EndpointSlice") => typed(v).map(KubeObject::EndpointSlice),
-        ("v1", "Pod") => typed(v).map(KubeObject::Pod),
-        ("v1", "Namespace") => typed(v).map(KubeObject::Namespace),
-        ("networking.k8s.io/v1", "NetworkPolicy") => typed(v).map(KubeObject::NetworkPolicy),
-        ("v1", "Node") => typed(v).map(KubeObject::Node),
-        (_, "") => return Err((None, "no `kind`".into())),
+    let key = |k: Kind| {
+        let namespace = v["metadata"]["namespace"].as_str().map(str::to_string);
+        (!name.is_empty()).then(|| (k, namespace, name.to_string()))
+    };
+    let (typed, key) = match (api.as_str(), kind.as_str()) {
+        ("v1", "Service") => (typed(&v).map(KubeObject::Service), key(Kind::Service)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => (
+            typed(&v).map(KubeObject::EndpointSlice),
+            key(Kind::EndpointSlice),
+        ),
+        ("v1", "Pod") => (typed(&v).map(KubeObject::Pod), key(Kind::Pod)),
+        ("v1", "Namespace") => (typed(&v).map(KubeObject::Namespace), key(Kind::Namespace)),
+        ("networking.k8s.io/v1", "NetworkPolicy") => (
+            typed(&v).map(KubeObject::NetworkPolicy),
+            key(Kind::NetworkPolicy),
+        ),
+        ("v1", "Node") => (typed(&v).map(KubeObject::Node), key(Kind::Node)),
+        (_, "") => return Err((None, None, "no `kind`".into())),
         _ => return Ok(None),
     };
-    typed.map(Some).map_err(|e| (Some(label), e))
+    typed.map(Some).map_err(|e| (Some(label), key, e))
 }
 
 /// Deserialises with the failing field's path in the error
 /// ("spec.ports[0].port: invalid type: string ...").
-fn typed<T: DeserializeOwned>(v: Value) -> Result<Box<T>, String> {
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<Box<T>, String> {
     serde_path_to_error::deserialize(v)
         .map(Box::new)
         .map_err(|e| format!("field {}: {}", e.path(), e.inner()))
@@ -205,17 +225,65 @@ struct Inner {
     root: PathBuf,
     state: Mutex<State>,
     health: HealthBook,
+    unreadable: UnreadableBook,
     changes: UnboundedSender<Change>,
 }
 
 #[derive(Default)]
 struct State {
     /// The last good content of each file; None until it first parsed.
+    /// An object that does not read is there at its last good version (or
+    /// its stand-in).
     files: BTreeMap<PathBuf, Option<Vec<KubeObject>>>,
+    /// The objects of each file that do not read.
+    unreadable: BTreeMap<PathBuf, Vec<Unreadable>>,
     ready: bool,
 }
 
-type Key = (Kind, Option<String>, String);
+impl State {
+    /// What stands in for the objects of `problems` (their last good
+    /// version anywhere in the folder, else [`never_read_object`]), added
+    /// to `objects`; the unreadable objects, for the book.
+    fn stand_ins(&self, problems: &[Problem], objects: &mut Vec<KubeObject>) -> Vec<Unreadable> {
+        let mut out = Vec::new();
+        for p in problems {
+            let Some((kind, namespace, name)) = p.key.clone() else {
+                continue;
+            };
+            let k = (kind, namespace.clone(), name.clone());
+            let last = self
+                .files
+                .values()
+                .flatten()
+                .flatten()
+                .find(|o| key(o) == k);
+            let meta = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: namespace.clone(),
+                ..Default::default()
+            };
+            let (object, stand_in) = match last {
+                Some(o) => (Some(o.clone()), StandIn::LastGood),
+                None => match never_read_object(kind, &meta) {
+                    Some(o) => (Some(o), StandIn::DenyAll),
+                    None => (None, StandIn::Nothing),
+                },
+            };
+            objects.extend(object);
+            out.push(Unreadable {
+                kind,
+                namespace,
+                name,
+                error: format!("{} document {}: {}", p.file.display(), p.document, p.error),
+                stand_in,
+            });
+        }
+        out
+    }
+}
+
+/// An object's kind, namespace and name.
+pub type Key = (Kind, Option<String>, String);
 
 fn key(o: &KubeObject) -> Key {
     let m = o.meta();
@@ -241,6 +309,7 @@ impl ManifestsSource {
             root: root.clone(),
             state: Mutex::default(),
             health: HealthBook::new(changes.clone()),
+            unreadable: UnreadableBook::new(changes.clone()),
             changes,
         });
         let (tx, rx) = mpsc::channel::<()>();
@@ -348,6 +417,7 @@ impl Inner {
             if let Some(Some(old)) = state.files.remove(&f) {
                 changed.extend(old.iter().map(key));
             }
+            state.unreadable.remove(&f);
             if !self.root.is_dir() || f != self.root {
                 self.health.forget(&f.display().to_string());
             }
@@ -355,12 +425,16 @@ impl Inner {
         for f in &files {
             let resource = f.display().to_string();
             match read_file(f) {
-                Ok(loaded) => {
+                Ok(mut loaded) => {
                     for p in &loaded.problems {
-                        tracing::warn!("skipped: {p}");
                         self.health.skipped(&resource);
+                        if p.key.is_none() {
+                            tracing::warn!("skipped: {p}");
+                        }
                     }
                     self.health.ok(&resource);
+                    let unreadable = state.stand_ins(&loaded.problems, &mut loaded.objects);
+                    state.unreadable.insert(f.clone(), unreadable);
                     let old = state.files.insert(f.clone(), Some(loaded.objects));
                     let new = state.files[f].as_deref().unwrap_or_default();
                     changed.extend(diff(old.flatten().as_deref().unwrap_or_default(), new));
@@ -371,6 +445,8 @@ impl Inner {
                 }
             }
         }
+        self.unreadable
+            .replace(state.unreadable.values().flatten().cloned().collect());
         if !state.ready {
             if state.files.values().all(Option::is_some) {
                 state.ready = true;
@@ -415,6 +491,14 @@ impl Source for ManifestsSource {
 
     fn health(&self) -> Vec<ResourceHealth> {
         self.inner.health.snapshot()
+    }
+
+    fn listed(&self) -> bool {
+        self.inner.state.lock().unwrap().ready
+    }
+
+    fn unreadable(&self) -> Vec<Unreadable> {
+        self.inner.unreadable.list()
     }
 }
 

@@ -3,12 +3,15 @@
 //! tests), behind one seam (`source.rs`). Every source produces the same
 //! immutable [`Snapshot`].
 
+mod backoff;
+mod guard;
 pub mod kube;
 pub mod manifests;
 mod object;
 mod snapshot;
 pub mod source;
 mod trim;
+pub mod unreadable;
 
 pub use object::{KubeObject, ObjectRef};
 pub use snapshot::{HostInfo, Snapshot};

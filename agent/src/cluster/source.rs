@@ -99,6 +99,14 @@ pub trait Source: Send + Sync {
     /// /metrics (`failures` and `skipped_objects` are counters since start,
     /// `error.is_some()` a gauge).
     fn health(&self) -> Vec<ResourceHealth>;
+
+    /// Has every resource completed its first list (or read)?
+    fn listed(&self) -> bool;
+
+    /// Objects that cannot be read now, and what stands in for each.
+    fn unreadable(&self) -> Vec<super::unreadable::Unreadable> {
+        Vec::new()
+    }
 }
 
 /// The health of one resource (a kind of the API server, or a manifest file).
@@ -118,13 +126,26 @@ pub struct ResourceHealth {
 #[derive(Clone, Debug)]
 pub(crate) struct HealthBook {
     inner: Arc<Mutex<BTreeMap<String, ResourceHealth>>>,
+    logged: Arc<Mutex<BTreeMap<String, Logged>>>,
     changes: tokio::sync::mpsc::UnboundedSender<Change>,
 }
+
+/// What the log has said of a resource: one line when it starts failing,
+/// one when it recovers, a reminder at most once a minute in between.
+#[derive(Debug, Default)]
+struct Logged {
+    ever_read: bool,
+    failing_since_logged: Option<std::time::Instant>,
+}
+
+/// Between two reminders that a resource still fails.
+const REMIND_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl HealthBook {
     pub fn new(changes: tokio::sync::mpsc::UnboundedSender<Change>) -> Self {
         Self {
             inner: Arc::default(),
+            logged: Arc::default(),
             changes,
         }
     }
@@ -166,10 +187,7 @@ impl HealthBook {
             h.error = Some(error.clone());
             send
         };
-        tracing::warn!(
-            resource,
-            "{error}; the last good content of {resource} stays in force"
-        );
+        self.log_failure(resource, &error, send);
         if send {
             let _ = self.changes.send(Change::Health {
                 resource: resource.to_string(),
@@ -196,6 +214,11 @@ impl HealthBook {
                 }
             }
         };
+        let mut logged = self.logged.lock().unwrap();
+        let l = logged.entry(resource.to_string()).or_default();
+        l.ever_read = true;
+        l.failing_since_logged = None;
+        drop(logged);
         if cleared {
             tracing::info!(resource, "{resource} reads again");
             let _ = self.changes.send(Change::Health {
@@ -203,6 +226,28 @@ impl HealthBook {
                 error: None,
             });
         }
+    }
+
+    /// Logs a failure when it is new (or its error changed), else at most
+    /// once a minute.
+    fn log_failure(&self, resource: &str, error: &str, new: bool) {
+        let mut logged = self.logged.lock().unwrap();
+        let l = logged.entry(resource.to_string()).or_default();
+        let now = std::time::Instant::now();
+        let due = l
+            .failing_since_logged
+            .is_none_or(|at| now.duration_since(at) >= REMIND_EVERY);
+        if !(new || due) {
+            return;
+        }
+        l.failing_since_logged = Some(now);
+        let kept = if l.ever_read {
+            format!("the last good content of {resource} stays in force")
+        } else {
+            format!("{resource} was never read: nothing of it is in force yet")
+        };
+        let again = if new { "" } else { "still failing: " };
+        tracing::warn!(resource, "{again}{error}; {kept}");
     }
 
     /// Counts an object that was skipped (it did not deserialize).

@@ -46,6 +46,9 @@ pub struct BoardState {
     /// Set drift the auditor found, and how much of it was healed.
     pub drift_found: u64,
     pub drift_healed: u64,
+    /// The source's resources (API kinds, manifest files, unreadable
+    /// objects) failing now, with why.
+    pub source_problems: BTreeMap<String, String>,
 }
 
 /// Shared and cheap to clone.

@@ -54,6 +54,14 @@ pub fn parse_ips<'a>(
     ips
 }
 
+/// Why `node_port` is not programmed, when it lies outside `range`.
+pub fn outside_range(node_port: u16, range: Option<(u16, u16)>) -> Option<String> {
+    let (lo, hi) = range?;
+    (!(lo..=hi).contains(&node_port)).then(|| {
+        format!("nodePort {node_port} is outside --node-port-range {lo}-{hi}: not programmed")
+    })
+}
+
 /// ClusterIPs (dual-stack aware).
 pub fn cluster_ips(object: &str, svc: &Service, problems: &mut Vec<Problem>) -> Vec<IpAddr> {
     let Some(spec) = &svc.spec else {

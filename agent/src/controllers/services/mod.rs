@@ -45,6 +45,9 @@ pub struct Options {
     /// NodePorts on every address of the node (kube-router's
     /// `--nodeport-bindon-all-ip`), not only its InternalIP per family.
     pub nodeport_bindon_all_ip: bool,
+    /// `--node-port-range`: a nodePort outside it is a problem and is not
+    /// programmed (kube-proxy refuses it too). None: no check.
+    pub node_port_range: Option<(u16, u16)>,
 }
 
 /// The desired service state for `snapshot`, without eBPF rules.
@@ -305,7 +308,9 @@ impl ServiceCtx {
                 backends,
                 local_node: snapshot.host.node_name.as_str(),
             };
-            for (addr, port_no, kind) in self.port_frontends(pi, port, &p, &frontends, out) {
+            for (addr, port_no, kind) in
+                self.port_frontends(pi, port, &p, &frontends, opts.node_port_range, out)
+            {
                 let key = VsKey {
                     addr,
                     proto: p.proto,
@@ -483,15 +488,21 @@ impl ServiceCtx {
         port: &k8s_openapi::api::core::v1::ServicePort,
         p: &PortSpec,
         ips: &FrontendIps,
+        range: Option<(u16, u16)>,
         out: &mut ServiceShare,
     ) -> Vec<(IpAddr, u16, Kind)> {
         let mut fronts: Vec<(IpAddr, u16, Kind)> = Vec::new();
         fronts.extend(ips.cluster.iter().map(|ip| (*ip, p.port, Kind::ClusterIp)));
         if !ips.node.is_empty() {
             match port.node_port.map(valid_port) {
-                Some(Some(np)) => {
-                    fronts.extend(ips.node.iter().map(|ip| (*ip, np, Kind::NodePort)))
-                }
+                Some(Some(np)) => match frontends::outside_range(np, range) {
+                    None => fronts.extend(ips.node.iter().map(|ip| (*ip, np, Kind::NodePort))),
+                    Some(why) => out.problems.push(self.problem(
+                        format!("spec.ports[{pi}].nodePort"),
+                        why,
+                        true,
+                    )),
+                },
                 Some(None) => out.problems.push(self.problem(
                     format!("spec.ports[{pi}].nodePort"),
                     format!("nodePort {:?} is not in 1..65535", port.node_port),

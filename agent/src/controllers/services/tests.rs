@@ -658,3 +658,33 @@ fn log_mode_counts_marked_traffic_just_before_the_reject() {
     );
     assert!(rules[n - 1].contains("-j REJECT"));
 }
+
+#[test]
+fn a_node_port_outside_the_range_is_a_problem_and_not_programmed() {
+    let snap = snapshot(vec![
+        node_a(),
+        service("shop", "web")
+            .cluster_ip("10.96.0.30")
+            .port("http", 80, 8080, "TCP")
+            .node_port(80)
+            .build(),
+    ]);
+    let opts = super::Options {
+        node_port_range: Some((30000, 32767)),
+        ..super::Options::default()
+    };
+    let st = super::desired_with(&snap, &opts);
+    assert!(!has_vs(&st, "192.168.56.10", 80), "nodePort 80 is refused");
+    assert!(has_vs(&st, "10.96.0.30", 80), "the ClusterIP stays");
+    let p = st
+        .problems
+        .iter()
+        .find(|p| p.field == "spec.ports[0].nodePort")
+        .expect("a problem names the field");
+    assert!(
+        p.message.contains("outside --node-port-range 30000-32767"),
+        "{p:?}"
+    );
+    // Without a range (the default), as before.
+    assert!(has_vs(&desired(&snap), "192.168.56.10", 80));
+}
