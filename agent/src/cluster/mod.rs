@@ -13,3 +13,4 @@ mod trim;
 pub use object::{KubeObject, ObjectRef};
 pub use snapshot::{HostInfo, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};
+pub use trim::Trim;
