@@ -88,6 +88,40 @@ where
     w.as_reader()
 }
 
+/// The cluster as a manifests folder, for `ipwarden run --manifests` (an
+/// agent on the same cluster without an API server, to profile it).
+fn write_manifests(
+    dir: &std::path::Path,
+    services: &[Value],
+    slices: &[Value],
+    g: &common::cluster::Generated,
+) {
+    std::fs::create_dir_all(dir).expect("manifests folder");
+    let node = serde_json::json!({"metadata": {"name": "node-a"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.1.1"}]}});
+    let kinds: [(&str, &str, &[Value]); 6] = [
+        ("v1", "Namespace", &g.namespaces),
+        ("v1", "Node", std::slice::from_ref(&node)),
+        ("v1", "Pod", &g.pods),
+        ("networking.k8s.io/v1", "NetworkPolicy", &g.policies),
+        ("v1", "Service", services),
+        ("discovery.k8s.io/v1", "EndpointSlice", slices),
+    ];
+    for (api, kind, items) in kinds {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v["apiVersion"] = api.into();
+                v["kind"] = kind.into();
+                v
+            })
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        std::fs::write(dir.join(format!("{kind}.json")), list.to_string()).expect("manifest");
+    }
+}
+
 fn kib(b: usize) -> String {
     format!("{:.0} KiB", b as f64 / 1024.0)
 }
@@ -116,6 +150,9 @@ fn main() {
             (0..services_n).map(|i| cluster.service(i, false)).collect();
         let slices_json: Vec<Value> = (0..services_n).map(|i| cluster.slice(i)).collect();
         let g = &cluster.generated;
+        if let Ok(dir) = std::env::var("IPWARDEN_BENCH_MANIFESTS") {
+            write_manifests(dir.as_ref(), &services_json, &slices_json, g);
+        }
         println!("\n{services_n} Services ({} endpoints each), {pods} pods, {policies_n} NetworkPolicies, {namespaces} namespaces\n", objects::ENDPOINTS);
         println!("| held | objects | bytes kept | bytes per object | transient peak |");
         println!("|---|---:|---:|---:|---:|");
