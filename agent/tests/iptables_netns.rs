@@ -211,3 +211,85 @@ fn a_plan_cannot_name_a_chain_it_does_not_own() {
     assert!(matches!(err, IptablesError::Plan(_)), "{err}");
     assert!(err.to_string().contains("KUBE-SERVICES"));
 }
+
+/// A no-op apply does not read the table when nothing changed since the
+/// last one (nf_tables' ruleset generation says so); every change made
+/// behind our back must still be seen and repaired by the next apply.
+#[test]
+fn drift_after_a_no_op_apply_is_repaired() {
+    if !privileged("drift_after_a_no_op_apply_is_repaired") {
+        return;
+    }
+    let drifts: [(&str, &[&str]); 6] = [
+        ("rule deleted", &["-D", "IPWARDEN-SERVICES", "1"]),
+        ("chain flushed", &["-F", "IPWARDEN-SERVICES"]),
+        (
+            "rule replaced",
+            &["-R", "IPWARDEN-SERVICES", "1", "-p", "tcp", "-j", "DROP"],
+        ),
+        ("jump deleted", &["-D", "INPUT", "1"]),
+        (
+            "jump moved",
+            &[
+                "-I", "INPUT", "1", "-p", "tcp", "--dport", "22", "-j", "DROP",
+            ],
+        ),
+        (
+            "rule appended",
+            &["-A", "IPWARDEN-SERVICES", "-j", "ACCEPT"],
+        ),
+    ];
+    for family in [Family::V4, Family::V6] {
+        let ipt = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        let p = plan(family, &["-p tcp -m tcp --dport 80 -j ACCEPT"]);
+        for (what, args) in drifts {
+            let ns = NetNs::new("ipw-ipt-drift").unwrap();
+            add_foreign_rules(&ns, family);
+            in_ns(&ns, || iptables::apply(&p)).unwrap();
+            let programmed = save(&ns, family);
+            let noop = in_ns(&ns, || iptables::apply(&p)).unwrap();
+            assert!(noop.changes.is_empty(), "{family:?} {what}: {noop:?}");
+
+            ns.output(ipt, args).unwrap();
+            assert_ne!(save(&ns, family), programmed, "{family:?} {what}: no drift");
+            let repair = in_ns(&ns, || iptables::apply(&p)).unwrap();
+            assert!(!repair.changes.is_empty(), "{family:?} {what}: not seen");
+            let ours = |lines: Vec<String>| -> Vec<String> {
+                lines
+                    .into_iter()
+                    .filter(|l| l.contains("IPWARDEN-"))
+                    .collect()
+            };
+            assert_eq!(
+                ours(save(&ns, family)),
+                ours(programmed.clone()),
+                "{family:?} {what}: not repaired"
+            );
+            let again = in_ns(&ns, || iptables::apply(&p)).unwrap();
+            assert!(again.changes.is_empty(), "{family:?} {what}: {again:?}");
+        }
+    }
+}
+
+/// What was verified in one namespace says nothing about another, even
+/// one created later with the same plan and the same ruleset generation.
+#[test]
+fn a_new_namespace_is_written_even_with_a_plan_verified_elsewhere() {
+    if !privileged("a_new_namespace_is_written_even_with_a_plan_verified_elsewhere") {
+        return;
+    }
+    let p = plan(Family::V4, &["-p tcp -m tcp --dport 81 -j ACCEPT"]);
+    for _ in 0..3 {
+        let ns = NetNs::new("ipw-ipt-fresh").unwrap();
+        let report = in_ns(&ns, || iptables::apply(&p)).unwrap();
+        assert_eq!(report.changes.chains_written, ["IPWARDEN-SERVICES"]);
+        assert_eq!(
+            in_ns(&ns, || iptables::apply(&p)).unwrap().changes,
+            Default::default()
+        );
+        drop(ns);
+    }
+}

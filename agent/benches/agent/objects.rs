@@ -70,7 +70,7 @@ impl Cluster {
     }
 
     /// Service `i`'s slice: three pods (wherever they run), ready.
-    fn slice(&self, i: usize) -> Value {
+    pub fn slice(&self, i: usize) -> Value {
         let pods = &self.generated.pods;
         let endpoints: Vec<Value> = (0..ENDPOINTS)
             .map(|k| {

@@ -16,3 +16,4 @@ pub mod unreadable;
 pub use object::{KubeObject, ObjectRef};
 pub use snapshot::{HostInfo, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};
+pub use trim::Trim;

@@ -30,7 +30,7 @@ impl fmt::Display for Table {
 /// `-p tcp -m tcp --dport 80 -j ACCEPT`), so an unchanged chain is
 /// recognised and left alone; a rule written differently still works, it
 /// only makes the chain be rewritten on every apply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Chain {
     pub name: String,
     pub rules: Vec<String>,
@@ -40,7 +40,7 @@ pub struct Chain {
 /// usually a jump into one of our chains. It must carry a comment starting
 /// with the owner's tag so that it can be found again among other
 /// programs' rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Jump {
     pub from: String,
     pub rule: String,
@@ -48,7 +48,7 @@ pub struct Jump {
 
 /// Which chains belong to the owner: anything of ours that is in the
 /// kernel but not in the plan is deleted, nothing else ever is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Ownership {
     /// Exactly these chain names.
     Names(Vec<String>),
@@ -66,7 +66,7 @@ impl Ownership {
 }
 
 /// One owner's desired state in one table of one family.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TablePlan {
     pub family: Family,
     pub table: Table,

@@ -1,11 +1,15 @@
 //! Running iptables-save and iptables-restore.
 
 use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
     io::Write,
     process::{Command, Stdio},
+    sync::Mutex,
 };
 
 use super::{
+    generation::{self, Stamp},
     render::{self, Changes},
     restore_cmd, save_cmd, SavedTable,
 };
@@ -67,22 +71,51 @@ pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesEr
 /// a script rendered from a save the other owner has since changed would
 /// insert at stale positions (a services jump above the policy jump) or
 /// delete a rule that is gone. The xtables lock only covers one command.
-static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// It also guards what each owner last verified.
+static APPLY: Mutex<Option<Verified>> = Mutex::new(None);
+
+/// Per owner (family, table, tag): the plan (its hash) the kernel was
+/// last seen to match, and the ruleset's stamp taken before that read.
+/// The same plan on the same stamp needs no read: nothing changed since.
+type Verified = HashMap<(Family, Table, String), (u64, Stamp)>;
 
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     plan.validate()?;
-    let _one_at_a_time = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    let verified = guard.get_or_insert_with(HashMap::new);
+    let owner = (plan.family, plan.table, plan.tag.clone());
+    let fingerprint = fingerprint(plan);
+    let before = generation::current(plan.family);
+    if before.is_some() && verified.get(&owner) == before.map(|s| (fingerprint, s)).as_ref() {
+        return Ok(unchanged(plan));
+    }
+    verified.remove(&owner);
+    let (changes, canonical, stamp) = read_and_write(plan, before)?;
+    if let (true, Some(stamp)) = (canonical, stamp) {
+        verified.insert(owner, (fingerprint, stamp));
+    }
+    Ok(Report {
+        family: plan.family,
+        table: plan.table,
+        changes,
+        canonical,
+    })
+}
+
+/// Read the table, write what differs, read back. Returns the changes,
+/// whether the kernel now matches the plan, and the stamp taken before
+/// the read that showed it.
+fn read_and_write(
+    plan: &TablePlan,
+    before: Option<Stamp>,
+) -> Result<(Changes, bool, Option<Stamp>), IptablesError> {
     let saved = read_table(plan.family, plan.table)?;
     let (script, changes) = render::script(plan, &saved);
     let Some(script) = script else {
-        return Ok(Report {
-            family: plan.family,
-            table: plan.table,
-            changes,
-            canonical: true,
-        });
+        return Ok((changes, true, before));
     };
     restore(plan.family, plan.table, &script)?;
+    let stamp = generation::current(plan.family);
     let after = read_table(plan.family, plan.table)?;
     let (again, _) = render::script(plan, &after);
     if again.is_some() {
@@ -91,12 +124,23 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
             "iptables-save prints some of our rules differently from how we wrote them; they will be rewritten on every apply"
         );
     }
-    Ok(Report {
+    Ok((changes, again.is_none(), stamp))
+}
+
+fn unchanged(plan: &TablePlan) -> Report {
+    Report {
         family: plan.family,
         table: plan.table,
-        changes,
-        canonical: again.is_none(),
-    })
+        changes: Changes::default(),
+        canonical: true,
+    }
+}
+
+/// A hash of everything in the plan that decides what is written.
+fn fingerprint(plan: &TablePlan) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    plan.hash(&mut h);
+    h.finish()
 }
 
 pub(super) fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {

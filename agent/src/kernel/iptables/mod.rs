@@ -11,6 +11,7 @@
 
 mod apply;
 mod counters;
+mod generation;
 mod render;
 mod saved;
 mod switch;

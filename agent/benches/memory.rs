@@ -1,0 +1,195 @@
+//! Where the agent's bytes go: the agent bench's cluster (N Services of one
+//! port with a three-endpoint slice each, beside the generated pods and
+//! NetworkPolicies), decoded, trimmed and held in kube reflector stores as
+//! the agent holds it, then each controller's desired state computed from
+//! the snapshot. A counting allocator reports the bytes each step keeps
+//! (live after it, per object) and the transient peak while it runs. No
+//! kernel, no root.
+//!
+//! ```text
+//! IPWARDEN_BENCH_SIZES=10000 cargo bench -p ipwarden --bench memory
+//! ```
+
+#[path = "../tests/support/fake_apiserver.rs"]
+mod fake_apiserver;
+#[path = "../tests/support/lab_apiserver.rs"]
+mod lab_apiserver;
+
+mod common;
+#[path = "agent/objects.rs"]
+#[allow(dead_code)]
+mod objects;
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    sync::atomic::{AtomicUsize, Ordering::Relaxed},
+};
+
+use common::env_list;
+use ipwarden::{
+    cluster::{HostInfo, Snapshot, Trim},
+    controllers::{policies, services},
+};
+use kube::runtime::{
+    reflector::store::{Store, Writer},
+    watcher,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The system allocator, counting live bytes and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(l.size(), Relaxed) + l.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        LIVE.fetch_sub(l.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f`; returns its value, the bytes it left live and its peak above
+/// the start.
+fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
+    let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    let v = f();
+    let kept = LIVE.load(Relaxed).saturating_sub(before);
+    (v, kept, PEAK.load(Relaxed) - before)
+}
+
+/// A reflector store filled as the agent's watcher fills it: decoded,
+/// trimmed, applied.
+fn store<K>(values: &[Value]) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned + Trim + Clone + 'static,
+{
+    let mut w = Writer::<K>::default();
+    w.apply_watcher_event(&watcher::Event::Init);
+    for v in values {
+        let mut o: K = serde_json::from_value(v.clone()).expect("object");
+        o.trim();
+        w.apply_watcher_event(&watcher::Event::InitApply(o));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
+    w.as_reader()
+}
+
+/// The cluster as a manifests folder, for `ipwarden run --manifests` (an
+/// agent on the same cluster without an API server, to profile it).
+fn write_manifests(
+    dir: &std::path::Path,
+    services: &[Value],
+    slices: &[Value],
+    g: &common::cluster::Generated,
+) {
+    std::fs::create_dir_all(dir).expect("manifests folder");
+    let node = serde_json::json!({"metadata": {"name": "node-a"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.1.1"}]}});
+    let kinds: [(&str, &str, &[Value]); 6] = [
+        ("v1", "Namespace", &g.namespaces),
+        ("v1", "Node", std::slice::from_ref(&node)),
+        ("v1", "Pod", &g.pods),
+        ("networking.k8s.io/v1", "NetworkPolicy", &g.policies),
+        ("v1", "Service", services),
+        ("discovery.k8s.io/v1", "EndpointSlice", slices),
+    ];
+    for (api, kind, items) in kinds {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v["apiVersion"] = api.into();
+                v["kind"] = kind.into();
+                v
+            })
+            .collect();
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        std::fs::write(dir.join(format!("{kind}.json")), list.to_string()).expect("manifest");
+    }
+}
+
+fn kib(b: usize) -> String {
+    format!("{:.0} KiB", b as f64 / 1024.0)
+}
+
+fn row(what: &str, n: usize, kept: usize, peak: usize) {
+    println!(
+        "| {what} | {n} | {} | {} | {} |",
+        kib(kept),
+        if n > 0 {
+            format!("{:.0}", kept as f64 / n as f64)
+        } else {
+            String::new()
+        },
+        kib(peak)
+    );
+}
+
+fn main() {
+    let one = |key: &str, default: &str| env_list(key, default)[0];
+    let pods = one("IPWARDEN_BENCH_PODS", "5000");
+    let policies_n = one("IPWARDEN_BENCH_POLICIES", "1000");
+    let namespaces = one("IPWARDEN_BENCH_NAMESPACES", "50");
+    for services_n in env_list("IPWARDEN_BENCH_SIZES", "10000") {
+        let cluster = objects::Cluster::new(services_n, pods, policies_n, namespaces);
+        let services_json: Vec<Value> =
+            (0..services_n).map(|i| cluster.service(i, false)).collect();
+        let slices_json: Vec<Value> = (0..services_n).map(|i| cluster.slice(i)).collect();
+        let g = &cluster.generated;
+        if let Ok(dir) = std::env::var("IPWARDEN_BENCH_MANIFESTS") {
+            write_manifests(dir.as_ref(), &services_json, &slices_json, g);
+        }
+        println!("\n{services_n} Services ({} endpoints each), {pods} pods, {policies_n} NetworkPolicies, {namespaces} namespaces\n", objects::ENDPOINTS);
+        println!("| held | objects | bytes kept | bytes per object | transient peak |");
+        println!("|---|---:|---:|---:|---:|");
+        let (svc, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Service>(&services_json));
+        row("reflector store: Services", services_n, k, p);
+        let (eps, k, p) =
+            measured(|| store::<k8s_openapi::api::discovery::v1::EndpointSlice>(&slices_json));
+        row("reflector store: EndpointSlices", services_n, k, p);
+        let (pod, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Pod>(&g.pods));
+        row("reflector store: Pods", pods, k, p);
+        let (ns, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Namespace>(&g.namespaces));
+        row("reflector store: Namespaces", g.namespaces.len(), k, p);
+        let (pol, k, p) =
+            measured(|| store::<k8s_openapi::api::networking::v1::NetworkPolicy>(&g.policies));
+        row("reflector store: NetworkPolicies", policies_n, k, p);
+        let host = HostInfo {
+            node_name: "node-a".into(),
+            local_addresses: vec!["10.0.1.1".parse().expect("address")],
+        };
+        let (snapshot, k, p) = measured(|| {
+            Snapshot::from_shared(
+                svc.state(),
+                eps.state(),
+                pod.state(),
+                ns.state(),
+                pol.state(),
+                None,
+                host.clone(),
+            )
+        });
+        row("one snapshot (pointers, sorted)", 0, k, p);
+        let (service_state, k, p) = measured(|| services::desired(&snapshot));
+        row("services: desired state (per Service)", services_n, k, p);
+        let (policy_state, k, p) =
+            measured(|| policies::desired(&snapshot, &policies::Options::default()));
+        row("policies: desired state (per policy)", policies_n, k, p);
+        println!("\nlive at the end: {}", kib(LIVE.load(Relaxed)));
+        drop((service_state, policy_state, snapshot));
+    }
+}
