@@ -67,7 +67,7 @@ pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesEr
 /// a script rendered from a save the other owner has since changed would
 /// insert at stale positions (a services jump above the policy jump) or
 /// delete a rule that is gone. The xtables lock only covers one command.
-static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(super) static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     plan.validate()?;
