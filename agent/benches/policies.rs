@@ -60,7 +60,11 @@ use std::{
 
 use ipwarden::{
     cluster::{HostInfo, KubeObject, Snapshot},
-    controllers::policies::{self, Options, PolicyState},
+    controllers::policies::{
+        self,
+        incremental::{PolicyChanges, PolicyIndex},
+        Options, PolicyState,
+    },
     desired::{Family, SetSpec, Table, TablePlan},
     kernel::{
         ipset::{IpsetClient, SetName},
@@ -69,7 +73,10 @@ use ipwarden::{
     netns::{privileged, NetNs},
     reconcile::{
         dataplane::RealDataplane,
-        policies::{apply_chains, apply_changes, apply_sets, policies_owner, PolicyReport},
+        policies::{
+            apply_chains, apply_delta_chains, apply_delta_sets, apply_sets, destroy_unused_sets,
+            policies_owner, PolicyReport,
+        },
     },
     store::SetStore,
 };
@@ -324,35 +331,39 @@ fn ours(store: &SetStore, snap: &Snapshot, opts: &Options) -> (Split, PolicyStat
     )
 }
 
-/// A partial sync after `last`: what the daemon does for a change (the
-/// sets that changed, iptables only if a chain changed).
+/// A partial sync after the sync `index` describes: what the daemon does
+/// for a change of `changed` (one pod): the index updated with that pod
+/// alone (compute), then the delta written: members and new sets (sets),
+/// the moved chains and lines and the sets left unused (iptables).
 fn ours_partial(
     store: &SetStore,
-    last: &PolicyState,
+    index: &mut PolicyIndex,
     snap: &Snapshot,
-    opts: &Options,
-) -> (Split, PolicyState, PolicyReport) {
+    changed: &str,
+) -> (Split, PolicyReport) {
+    let (ns, name) = changed.split_once('/').expect("ns/name");
+    let changes = PolicyChanges {
+        pods: [(ns.to_string(), name.to_string())].into(),
+        ..PolicyChanges::default()
+    };
     let start = Instant::now();
-    let state = policies::desired(snap, opts);
+    let delta = index.update(snap, &changes);
     let compute = start.elapsed();
     let mut report = PolicyReport::default();
     let mut dp = RealDataplane::connect(store.clone()).expect("netlink sockets");
     let start = Instant::now();
-    apply_changes(&mut dp, last, &state, &mut report).expect("apply changes");
-    let kernel = start.elapsed();
-    // A peer's label change writes no chain: all of it is the sets'.
-    let (sets, chains) = if report.chains_written.is_empty() {
-        (kernel, Duration::ZERO)
-    } else {
-        (Duration::ZERO, kernel)
-    };
+    apply_delta_sets(&mut dp, &delta, &mut report).expect("apply sets");
+    let sets = start.elapsed();
+    let start = Instant::now();
+    apply_delta_chains(&mut dp, &delta, &mut report).expect("apply chains");
+    destroy_unused_sets(&mut dp, &delta, &mut report).expect("destroy sets");
+    let chains = start.elapsed();
     (
         Split {
             compute,
             sets,
             chains,
         },
-        state,
         report,
     )
 }
@@ -480,7 +491,11 @@ fn floors() -> Floors {
 struct Scenario {
     base: Snapshot,
     changed: Snapshot,
+    /// "namespace/name" of the pod `changed` relabels.
+    changed_pod: String,
     added: Snapshot,
+    /// "namespace/name" of the pod `added` adds.
+    added_pod: String,
     opts: Options,
 }
 
@@ -516,22 +531,29 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         let (noop, _, r) = ours(&store, &sc.base, &sc.opts);
         assert_noop(&r);
 
-        // The daemon's partial syncs, from what the last sync applied.
-        let (c1, changed_state, r1) = ours_partial(&store, &state, &sc.changed, &sc.opts);
+        // The daemon's partial syncs, from the index of what the last sync
+        // applied (built as a full sync builds it, untimed here).
+        let mut index = PolicyIndex::build(&sc.base, &sc.opts);
+        let (c1, r1) = ours_partial(&store, &mut index, &sc.changed, &sc.changed_pod);
         assert_members_only(&r1);
-        let (c2, _, r2) = ours_partial(&store, &changed_state, &sc.base, &sc.opts);
+        let (c2, r2) = ours_partial(&store, &mut index, &sc.base, &sc.changed_pod);
         assert_members_only(&r2);
 
-        let (added, _, ra) = ours(&store, &sc.added, &sc.opts);
+        let (added, ra) = ours_partial(&store, &mut index, &sc.added, &sc.added_pod);
         assert!(
             !ra.chains_written.is_empty(),
             "a new local pod wrote no chain"
         );
-        let (removed, _, rr) = ours(&store, &sc.base, &sc.opts);
+        // The partial writes left the kernel exactly as a full sync wants it.
+        let (_, _, r) = ours(&store, &sc.added, &sc.opts);
+        assert_noop(&r);
+        let (removed, rr) = ours_partial(&store, &mut index, &sc.base, &sc.added_pod);
         assert!(
             !rr.chains_deleted.is_empty(),
             "a removed local pod left its chain"
         );
+        let (_, _, r) = ours(&store, &sc.base, &sc.opts);
+        assert_noop(&r);
         let floors = floors();
 
         if let Some(f) = facts {
@@ -843,7 +865,9 @@ fn main() {
     let sc = Scenario {
         base,
         changed,
+        changed_pod: changed_pod.clone(),
         added,
+        added_pod: added_pod.clone(),
         opts,
     };
     eprintln!(
