@@ -10,10 +10,11 @@ use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
     desired::{
-        HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
+        ChainDelta, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan,
+        VirtualService, VsKey,
     },
     kernel::{
-        iptables::{self, ChainDelta, Changes},
+        iptables::{self, Changes},
         ipvs::IpvsClient,
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, LinkClient},

@@ -18,11 +18,11 @@ use crate::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services,
     desired::{
-        Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table, TablePlan,
-        VirtualService, VsKey,
+        ChainDelta, Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table,
+        TablePlan, VirtualService, VsKey,
     },
     kernel::{
-        iptables::{ChainDelta, Changes},
+        iptables::{partial_changes, Changes},
         ipvs_sync::IpvsReport,
         link::AddressReport,
     },
@@ -139,7 +139,7 @@ impl Dataplane for Recording {
     }
 
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
-        let changes = delta.changes();
+        let changes = partial_changes(delta);
         self.push(Call::Chains(
             delta.family,
             changes.chains_written.clone(),

@@ -20,7 +20,7 @@ mod switch;
 
 pub use apply::{apply, read_table, IptablesError, Report};
 pub use counters::comment_counters;
-pub use partial::{apply_partial, ChainDelta, ChainEdit};
+pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;

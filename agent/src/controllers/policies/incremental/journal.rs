@@ -4,10 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Direction, Key, PolicyIndex};
-use crate::{
-    desired::{Chain, Family, Member, SetDelta, SetSpec, Table},
-    kernel::iptables::{ChainDelta, ChainEdit},
-};
+use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
