@@ -181,7 +181,8 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "tc_throughput",
         needs_object: true,
-        title: "tc program: per-packet cost, and throughput through a veth into a network namespace",
+        title:
+            "tc program: per-packet cost, and throughput through a veth into a network namespace",
         about: "One sender namespace joined by veth pairs to seven receiver namespaces, one \
                 per configuration, so configurations are chosen by destination and \
                 interleaved run by run: none; an empty tc program; the program alone; the \
