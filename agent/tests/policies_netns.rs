@@ -480,3 +480,109 @@ spec:
     };
     assert_eq!(rules(&before), rules(&after));
 }
+
+/// Our chains and sets as iptables-save and ipset save print them (no
+/// counters, no comment lines, no hash seeds), both families.
+fn kernel_text(ns: &NetNs) -> String {
+    let mut text = String::new();
+    for cmd in ["iptables-save", "ip6tables-save"] {
+        let save = output(ns, cmd, &["-t", "filter"]);
+        text.extend(
+            save.lines()
+                .filter(|l| l.contains("IPW"))
+                .map(|l| format!("{l}\n")),
+        );
+    }
+    let mut sets: Vec<String> = output(ns, "ipset", &["save"])
+        .lines()
+        .filter(|l| l.contains("IPW-"))
+        // The hash seed differs from set to set.
+        .map(|l| l.split(" initval ").next().unwrap_or(l).to_string())
+        .collect();
+    sets.sort();
+    text + &sets.join("\n")
+}
+
+#[test]
+fn partial_syncs_leave_exactly_what_a_full_sync_writes() {
+    if !privileged("partial_syncs_leave_exactly_what_a_full_sync_writes") {
+        return;
+    }
+    use ipwarden::{
+        controllers::policies::incremental::PolicyChanges,
+        reconcile::{dataplane::RealDataplane, policies::PolicySync, schedule::SyncKind},
+    };
+    let base = format!("{PODS}{}", policy("b"));
+    // A new local pod the policy isolates, and the remote pod becoming a peer.
+    let added = format!(
+        "{base}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: x, labels: {{pod: a}}}}\n\
+         spec: {{nodeName: node-a, containers: [{{name: c}}]}}\n\
+         status: {{phase: Running, podIP: 10.244.1.9}}\n"
+    );
+    let relabelled = added.replace(
+        "{name: c, namespace: x, labels: {pod: c}}",
+        "{name: c, namespace: x, labels: {pod: b}}",
+    );
+    assert_ne!(relabelled, added);
+    let pod = |name: &str| PolicyChanges {
+        pods: [("x".to_string(), name.to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    let steps = [
+        (added.clone(), pod("d")),
+        (relabelled, pod("c")),
+        (added, pod("c")),
+        (base, pod("d")),
+    ];
+    let opts = policies::Options::default();
+    let fresh = NetNs::new("ipw-pol-full").unwrap();
+    let ns = NetNs::new("ipw-pol-part").unwrap();
+    let partial_store = ns.run(store).unwrap();
+    let mut sync = ns
+        .run(|| {
+            PolicySync::new(
+                RealDataplane::connect(partial_store.clone()).unwrap(),
+                opts.clone(),
+            )
+        })
+        .unwrap();
+    let first = snapshot(&format!("{PODS}{}", policy("b")));
+    ns.run(|| sync.sync(SyncKind::Full, &first, &PolicyChanges::default()))
+        .unwrap()
+        .unwrap();
+    for (i, (yaml, changes)) in steps.iter().enumerate() {
+        let snap = snapshot(yaml);
+        let (_, report) = ns
+            .run(|| sync.sync(SyncKind::Partial, &snap, changes))
+            .unwrap()
+            .unwrap();
+        if i == 0 {
+            assert_eq!(report.chains_written.len(), 1, "{report:?}");
+            assert!(report.chains_written[0].contains("IPW-POD-FW-"));
+        }
+        if i == 1 {
+            assert!(report.chains_written.is_empty(), "{report:?}");
+            assert!(report.sets.as_ref().unwrap().executed.members_added > 0);
+        }
+        // The same cluster written whole into a fresh netns.
+        let state = desired(yaml);
+        fresh
+            .run(|| {
+                let store = store();
+                reconcile_policies::apply(&store, &state).unwrap();
+            })
+            .unwrap();
+        assert_eq!(kernel_text(&ns), kernel_text(&fresh), "after step {i}");
+        // And a full sync of the partial netns finds nothing to do.
+        let again = ns
+            .run(|| reconcile_policies::apply(&partial_store, &state).unwrap())
+            .unwrap();
+        assert!(
+            again.chains_written.is_empty()
+                && again.chains_deleted.is_empty()
+                && again.jumps_rewritten.is_empty()
+                && !again.sets.as_ref().unwrap().changed(),
+            "step {i}: {again:?}"
+        );
+    }
+}

@@ -124,12 +124,17 @@ const BENCHES: &[Bench] = &[
                 NetworkPolicies of realistic variety (default deny, podSelector matchLabels \
                 and matchExpressions of every operator, namespaceSelector, both, ipBlock with \
                 except, numeric ports, endPort ranges, named ports, ingress and egress); both \
-                filter tables also hold a few foreign rules. Ours: `controllers::policies::desired` \
-                (compute) then `reconcile::policies` (the set store applies the sets, one \
-                `iptables-restore --noflush` per family writes the changed chains), for a full \
-                sync from an empty network namespace, a no-op sync, one remote pod's label \
-                change (asserted to write no chain, only ipset add/del) and one local pod added \
-                and removed (a new pod chain). Against it, in the same rounds, interleaved, on \
+                filter tables also hold a few foreign rules. Ours, full syncs: \
+                `controllers::policies::desired` (compute) then `reconcile::policies` (the set \
+                store applies the sets, one `iptables-restore --noflush` per family writes the \
+                changed chains), from an empty network namespace and again (no-op). Ours, \
+                partial syncs as the daemon runs them: the keyed `PolicyIndex` updated with the \
+                one changed pod (compute), then its delta (new sets and members through the \
+                store's member path; one `iptables-restore --noflush` per family naming only the \
+                moved chains and lines, no read of the table), for one remote pod's label change \
+                (asserted to write no chain, only ipset add/del) and one local pod added and \
+                removed (its chain and jump lines; a full sync after each must write nothing). \
+                Against it, in the same rounds, interleaved, on \
                 the same content: kube-router's network policy controller's way of syncing \
                 (the same compute, then `iptables-save -t filter` per family, `ipset save`, \
                 `ipset restore -exist` of every policy set through temporary sets and swaps, \
@@ -176,7 +181,8 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "tc_throughput",
         needs_object: true,
-        title: "tc program: per-packet cost, and throughput through a veth into a network namespace",
+        title:
+            "tc program: per-packet cost, and throughput through a veth into a network namespace",
         about: "One sender namespace joined by veth pairs to seven receiver namespaces, one \
                 per configuration, so configurations are chosen by destination and \
                 interleaved run by run: none; an empty tc program; the program alone; the \

@@ -140,3 +140,51 @@ impl TablePlan {
         Ok(())
     }
 }
+
+/// Lines moved inside one of our chains (a partial write, see
+/// `kernel/iptables/partial.rs`): `delete` by rule text first,
+/// then `insert` at 1-based positions of the final chain, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainEdit {
+    pub chain: String,
+    pub delete: Vec<String>,
+    pub insert: Vec<(usize, String)>,
+}
+
+impl ChainEdit {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.insert.is_empty()
+    }
+}
+
+/// The chain changes of one table and family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainDelta {
+    pub family: Family,
+    pub table: Table,
+    /// Chains created, or flushed and refilled.
+    pub written: Vec<Chain>,
+    /// Lines moved in chains that stay.
+    pub edits: Vec<ChainEdit>,
+    /// Chains flushed and deleted (after every edit and write, so nothing
+    /// references them any more).
+    pub deleted: Vec<String>,
+}
+
+impl Default for ChainDelta {
+    fn default() -> Self {
+        Self {
+            family: Family::V4,
+            table: Table::Filter,
+            written: Vec::new(),
+            edits: Vec::new(),
+            deleted: Vec::new(),
+        }
+    }
+}
+
+impl ChainDelta {
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.edits.is_empty() && self.deleted.is_empty()
+    }
+}

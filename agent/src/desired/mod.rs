@@ -25,7 +25,7 @@ use std::{
 
 pub use family::Family;
 pub use health::HealthCheck;
-pub use iptables::{Chain, Jump, Ownership, PlanError, Table, TablePlan};
+pub use iptables::{Chain, ChainDelta, ChainEdit, Jump, Ownership, PlanError, Table, TablePlan};
 pub use ipvs::{Forward, RealServer, ServiceFlags, ServiceRef, VirtualService, VsKey};
 pub use member::{Member, NtopAddr};
 pub use protocol::Protocol;

@@ -10,7 +10,8 @@ use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
     desired::{
-        HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
+        ChainDelta, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan,
+        VirtualService, VsKey,
     },
     kernel::{
         iptables::{self, Changes},
@@ -90,6 +91,9 @@ pub trait Dataplane: Send {
     ) -> Result<AddressReport, ReconcileError>;
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
+
+    /// A partial sync's chains: only those `delta` names, no read-back.
+    fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError>;
 
     /// The node's own addresses (for local-ips), without the VIPs.
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError>;
@@ -279,6 +283,10 @@ impl Dataplane for RealDataplane {
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply(plan)?.changes)
+    }
+
+    fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
+        Ok(iptables::apply_partial(delta)?)
     }
 
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {

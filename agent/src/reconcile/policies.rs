@@ -1,13 +1,18 @@
 //! The policy controller's part of a pass: its sets before any chain uses
 //! them, its chains, then the sets no chain references any more.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::{
     cluster::Snapshot,
-    controllers::policies::{self, chains::DENY_COMMENT, names, PolicyState},
-    desired::{Family, MemberServices, SetSpec, Table},
-    kernel::iptables,
+    controllers::policies::{
+        self,
+        chains::DENY_COMMENT,
+        incremental::{PolicyChanges, PolicyDelta, PolicyIndex},
+        names, PolicyState,
+    },
+    desired::{Family, MemberServices, Table},
+    kernel::iptables::{self, Changes},
     store::{ApplyReport, Claim, Owner, SetStore},
 };
 
@@ -93,7 +98,13 @@ fn apply_table(
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
     let changes = dp.apply_table(plan)?;
-    let label = |c: &String| format!("{}/{:?}/{c}", plan.table, plan.family);
+    record(report, plan.table, plan.family, &changes);
+    Ok(())
+}
+
+/// Records `changes` of one table as "filter/V4/CHAIN".
+fn record(report: &mut PolicyReport, table: Table, family: Family, changes: &Changes) {
+    let label = |c: &String| format!("{table}/{family:?}/{c}");
     report
         .chains_written
         .extend(changes.chains_written.iter().map(label));
@@ -103,7 +114,6 @@ fn apply_table(
     report
         .jumps_rewritten
         .extend(changes.jumps_rewritten.iter().map(label));
-    Ok(())
 }
 
 /// All three steps through the kernel of the calling thread's namespace.
@@ -115,17 +125,20 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
     Ok(report)
 }
 
-/// The policy controller with its dataplane. Every sync recomputes the
-/// whole policy state. A full sync reads every policy set and both filter
-/// tables back and repairs drift; a partial sync compares with what the
-/// last sync applied and reads and writes only the sets that changed, and
-/// touches iptables only when a chain changed (a pod that starts or stops
-/// matching a selector is a few ipset adds and dels).
+/// The policy controller with its dataplane. A full sync recomputes the
+/// whole policy state ([`policies::desired`]), reads every policy set and
+/// both filter tables back and repairs drift, then builds the keyed
+/// [`PolicyIndex`] of the cluster it applied. A partial sync updates that
+/// index with the changed objects only and writes its delta: set members
+/// through the store's member path, sets created before and destroyed
+/// after the chains, and the moved chains and lines through one
+/// `iptables-restore --noflush` per family that names only them (no read
+/// of the table).
 pub struct PolicySync<D> {
     dataplane: D,
     opts: policies::Options,
-    /// What the last successful sync applied.
-    applied: Option<PolicyState>,
+    /// The cluster the last successful sync applied, keyed.
+    applied: Option<PolicyIndex>,
 }
 
 impl<D: Dataplane> PolicySync<D> {
@@ -158,65 +171,87 @@ impl<D: Dataplane> PolicySync<D> {
     }
 
     /// One pass of the policy controller; its problems are in the
-    /// returned state.
+    /// returned state. A partial sync returns the state without its sets
+    /// and chains ([`PolicyIndex::summary`]).
     pub fn sync(
         &mut self,
         kind: SyncKind,
         snapshot: &Snapshot,
+        changes: &PolicyChanges,
     ) -> Result<(PolicyState, PolicyReport), ReconcileError> {
-        let state = self.prepare(snapshot);
         let mut report = PolicyReport::default();
         // Forget what was applied until this pass succeeds: a failure may
         // have left anything half done (and the next sync is full anyway).
-        let applied = self.applied.take();
-        match (kind, applied) {
-            (SyncKind::Partial, Some(last)) => {
-                apply_changes(&mut self.dataplane, &last, &state, &mut report)?
+        match (kind, self.applied.take()) {
+            (SyncKind::Partial, Some(mut index)) => {
+                let delta = index.update(snapshot, changes);
+                apply_delta(&mut self.dataplane, &delta, &mut report)?;
+                let state = index.summary();
+                self.applied = Some(index);
+                Ok((state, report))
             }
             _ => {
+                let state = self.prepare(snapshot);
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;
+                self.applied = Some(PolicyIndex::build(snapshot, &self.opts));
+                Ok((state, report))
             }
         }
-        self.applied = Some(state.clone());
-        Ok((state, report))
     }
 }
 
-/// A partial sync's kernel work: the sets that differ from `last` (what
-/// the previous sync applied), then the chains if any changed, then the
-/// sets no chain uses any more.
-pub fn apply_changes(
+/// A partial sync's kernel work: new sets and moved members, then the
+/// chains, then the sets no chain uses any more.
+pub fn apply_delta(
     dp: &mut impl Dataplane,
-    last: &PolicyState,
-    state: &PolicyState,
+    delta: &PolicyDelta,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
-    let before: BTreeMap<&str, &SetSpec> = last.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    let changed: Vec<SetSpec> = state
-        .sets
-        .iter()
-        .filter(|s| before.get(s.name.as_str()) != Some(s))
-        .cloned()
-        .collect();
-    let now: BTreeSet<&str> = state.sets.iter().map(|s| s.name.as_str()).collect();
-    let removed: Vec<String> = before
-        .keys()
-        .filter(|n| !now.contains(*n))
-        .map(|n| n.to_string())
-        .collect();
-    if state.iptables == last.iptables {
-        // The chains reference the same sets as before: the removed
-        // ones are unused.
-        report.sets = Some(dp.apply_changed_sets(POLICIES_OWNER, &changed, &removed)?);
-        return Ok(());
+    apply_delta_sets(dp, delta, report)?;
+    apply_delta_chains(dp, delta, report)?;
+    destroy_unused_sets(dp, delta, report)
+}
+
+/// Step 1 of [`apply_delta`]: sets created, members added and removed.
+pub fn apply_delta_sets(
+    dp: &mut impl Dataplane,
+    delta: &PolicyDelta,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    let mut sets = ApplyReport::nothing(POLICIES_OWNER);
+    if !delta.created.is_empty() {
+        sets.absorb(dp.apply_changed_sets(POLICIES_OWNER, &delta.created, &[])?);
     }
-    report.sets = Some(dp.apply_changed_sets(POLICIES_OWNER, &changed, &[])?);
-    for plan in state.iptables.iter().filter(|p| !last.iptables.contains(p)) {
-        apply_table(dp, plan, report)?;
+    if !delta.members.is_empty() {
+        let services = MemberServices::new();
+        sets.absorb(dp.apply_set_members(POLICIES_OWNER, &delta.members, &services)?);
     }
-    if !removed.is_empty() {
-        let gone = dp.apply_changed_sets(POLICIES_OWNER, &[], &removed)?;
+    report.sets = Some(sets);
+    Ok(())
+}
+
+/// Step 2: the chains and lines that moved, one restore per family.
+pub fn apply_delta_chains(
+    dp: &mut impl Dataplane,
+    delta: &PolicyDelta,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    for chains in &delta.chains {
+        let changes = dp.apply_chain_delta(chains)?;
+        record(report, chains.table, chains.family, &changes);
+    }
+    Ok(())
+}
+
+/// Step 3: the sets the old chains used and the new ones do not.
+pub fn destroy_unused_sets(
+    dp: &mut impl Dataplane,
+    delta: &PolicyDelta,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    if !delta.destroyed.is_empty() {
+        let gone = dp.apply_changed_sets(POLICIES_OWNER, &[], &delta.destroyed)?;
         report.sets_destroyed = gone.executed.destroyed;
     }
     Ok(())

@@ -18,10 +18,14 @@ use crate::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services,
     desired::{
-        Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table, TablePlan,
-        VirtualService, VsKey,
+        ChainDelta, Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table,
+        TablePlan, VirtualService, VsKey,
     },
-    kernel::{iptables::Changes, ipvs_sync::IpvsReport, link::AddressReport},
+    kernel::{
+        iptables::{partial_changes, Changes},
+        ipvs_sync::IpvsReport,
+        link::AddressReport,
+    },
     store::ApplyReport,
 };
 
@@ -42,6 +46,8 @@ pub enum Call {
     /// A partial address change: (added, deleted).
     AddressChanges(BTreeSet<IpAddr>, BTreeSet<IpAddr>),
     Table(Family, Table),
+    /// A partial chain write: (family, chains written, chains deleted).
+    Chains(Family, Vec<String>, Vec<String>),
     /// The health-check ports served.
     HealthChecks(Vec<u16>),
 }
@@ -132,6 +138,16 @@ impl Dataplane for Recording {
         Ok(Changes::default())
     }
 
+    fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
+        let changes = partial_changes(delta);
+        self.push(Call::Chains(
+            delta.family,
+            changes.chains_written.clone(),
+            changes.chains_deleted.clone(),
+        ));
+        Ok(changes)
+    }
+
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
         Ok(Vec::new())
     }
@@ -200,7 +216,7 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             Call::Sets(_) | Call::ChangedSets(..) | Call::Members(..) => "sets",
             Call::Ipvs { .. } => "ipvs",
             Call::Addresses(_) | Call::AddressChanges(..) => "addresses",
-            Call::Table(..) => "table",
+            Call::Table(..) | Call::Chains(..) => "table",
             Call::HealthChecks(_) => "health_checks",
         })
         .collect();
@@ -384,12 +400,18 @@ fn policy_cluster(client_label: &str) -> Snapshot {
 #[test]
 fn a_partial_policy_sync_writes_only_the_changed_sets_and_no_chain() {
     use super::{policies::PolicySync, POLICIES_OWNER};
+    use crate::controllers::policies::incremental::PolicyChanges;
     let rec = Recording::default();
     let mut p = PolicySync::new(
         rec.clone(),
         crate::controllers::policies::Options::default(),
     );
-    p.sync(SyncKind::Full, &policy_cluster("client")).unwrap();
+    p.sync(
+        SyncKind::Full,
+        &policy_cluster("client"),
+        &PolicyChanges::default(),
+    )
+    .unwrap();
     let full = rec.take();
     assert!(full.contains(&Call::Sets(POLICIES_OWNER)), "{full:?}");
     assert_eq!(
@@ -397,21 +419,21 @@ fn a_partial_policy_sync_writes_only_the_changed_sets_and_no_chain() {
         2
     );
     // x/b stops matching role=client: one member leaves one set.
-    p.sync(SyncKind::Partial, &policy_cluster("other")).unwrap();
+    let changed = PolicyChanges {
+        pods: [("x".to_string(), "b".to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    p.sync(SyncKind::Partial, &policy_cluster("other"), &changed)
+        .unwrap();
     let calls = rec.take();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    let Call::ChangedSets(_, changed, removed) = &calls[0] else {
+    let Call::Members(_, deltas) = &calls[0] else {
         panic!("{calls:?}")
     };
-    assert_eq!(
-        (changed.len(), removed.len()),
-        (1, 0),
-        "only the peer set changed"
-    );
-    // Nothing changed: nothing read, nothing written but an empty apply.
-    p.sync(SyncKind::Partial, &policy_cluster("other")).unwrap();
-    assert_eq!(
-        rec.take(),
-        [Call::ChangedSets(POLICIES_OWNER, vec![], vec![])]
-    );
+    assert_eq!(deltas.len(), 1, "only the peer set changed: {deltas:?}");
+    assert_eq!((deltas[0].add.len(), deltas[0].del.len()), (0, 1));
+    // Nothing changed: nothing read, nothing written.
+    p.sync(SyncKind::Partial, &policy_cluster("other"), &changed)
+        .unwrap();
+    assert_eq!(rec.take(), []);
 }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     cluster::{source::Kind, HostInfo, Snapshot},
+    controllers::policies::incremental::PolicyChanges,
     desired::ServiceRef,
 };
 
@@ -142,9 +143,8 @@ pub struct PolicyWorker {
 }
 
 impl Worker for PolicyWorker {
-    /// Every policy sync recomputes everything (the kernel side writes only
-    /// differences), so it only needs to know that something changed.
-    type Changes = ();
+    /// The changed objects: a partial sync looks only at them.
+    type Changes = PolicyChanges;
 
     fn name(&self) -> &'static str {
         "policies"
@@ -154,14 +154,30 @@ impl Worker for PolicyWorker {
         matches!(kind, Kind::Pod | Kind::Namespace | Kind::NetworkPolicy)
     }
 
-    fn note(_: &mut (), _: Kind, _: Option<String>, _: String) {}
+    fn note(c: &mut PolicyChanges, kind: Kind, namespace: Option<String>, name: String) {
+        let key = (namespace.unwrap_or_default(), name);
+        match kind {
+            Kind::Pod => {
+                c.pods.insert(key);
+            }
+            Kind::Namespace => {
+                c.namespaces.insert(key.1);
+            }
+            Kind::NetworkPolicy => {
+                c.policies.insert(key);
+            }
+            _ => {}
+        }
+    }
 
-    fn merge(_: &mut (), _: ()) {}
+    fn merge(into: &mut PolicyChanges, older: PolicyChanges) {
+        into.merge(older);
+    }
 
     fn sync(
         &mut self,
         kind: SyncKind,
-        _: &(),
+        changes: &PolicyChanges,
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
         let host = HostInfo {
@@ -169,7 +185,7 @@ impl Worker for PolicyWorker {
             local_addresses: Vec::new(),
         };
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
-        let (state, report) = self.sync.sync(kind, &snapshot)?;
+        let (state, report) = self.sync.sync(kind, &snapshot, changes)?;
         for p in &state.problems {
             tracing::warn!("{p}");
         }

@@ -162,6 +162,32 @@ fn host(ip: &IpAddr) -> String {
 /// IPVS it comes back through OUTPUT towards the chosen pod, where both
 /// the client pod's egress and the backend's ingress apply.
 pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<Chain> {
+    top_chains_of(
+        pods.iter().map(|p| TopEntry {
+            chain: p.chain_name(),
+            ips: &p.pod.ips,
+            ingress: !p.ingress.is_empty(),
+            egress: !p.egress.is_empty(),
+        }),
+        family,
+        opts,
+    )
+}
+
+/// What the top chains need of one isolated pod.
+pub struct TopEntry<'p> {
+    pub chain: String,
+    pub ips: &'p [IpAddr],
+    pub ingress: bool,
+    pub egress: bool,
+}
+
+/// [`top_chains`] from the isolated pods' entries, in pod order.
+pub fn top_chains_of<'p>(
+    pods: impl Iterator<Item = TopEntry<'p>>,
+    family: Family,
+    opts: &Options,
+) -> Vec<Chain> {
     let mut input: Vec<String> = opts
         .service_ranges
         .iter()
@@ -177,14 +203,14 @@ pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<C
     let mut forward = Vec::new();
     let mut output = Vec::new();
     for pod in pods {
-        let chain = pod.chain_name();
-        for ip in pod.ips(family) {
+        let chain = pod.chain;
+        for ip in pod.ips.iter().filter(|ip| Family::of(ip) == family) {
             let ip = host(ip);
-            if !pod.ingress.is_empty() {
+            if pod.ingress {
                 forward.push(format!("-d {ip} -j {chain}"));
                 output.push(format!("-d {ip} -j {chain}"));
             }
-            if !pod.egress.is_empty() {
+            if pod.egress {
                 input.push(format!("-s {ip} -j {chain}"));
                 forward.push(format!("-s {ip} -j {chain}"));
                 output.push(format!("-s {ip} -j {chain}"));

@@ -8,6 +8,7 @@
 
 pub mod chains;
 pub mod describe;
+pub mod incremental;
 pub mod model;
 pub mod names;
 pub mod pods;
@@ -175,7 +176,7 @@ fn isolated_pods<'p, 'a>(
     out
 }
 
-fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
+pub(super) fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
     let jump = |from: &str, to: &str| Jump {
         from: from.into(),
         rule: format!("-m comment --comment \"{}\" -j {to}", names::OWNER_TAG),

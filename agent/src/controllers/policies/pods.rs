@@ -17,7 +17,7 @@ use crate::{
 
 /// Every namespace carries this label with its own name (the API server
 /// sets it), so policies can select a namespace by name.
-const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+pub(super) const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// A container port with a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,15 +58,24 @@ pub struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
+    /// No pods, no namespaces: rendering a policy against it gives its
+    /// chain and its sets without pod members (the incremental index adds
+    /// those member by member).
+    pub fn empty() -> Self {
+        Self {
+            pods: Vec::new(),
+            namespace_labels: BTreeMap::new(),
+            by_namespace: BTreeMap::new(),
+        }
+    }
+
     pub fn new(snapshot: &'a Snapshot, problems: &mut Vec<Problem>) -> Self {
         let mut namespace_labels = BTreeMap::new();
         for ns in &snapshot.namespaces {
             let Some(name) = ns.metadata.name.as_deref() else {
                 continue;
             };
-            let mut labels = ns.metadata.labels.clone().unwrap_or_default();
-            labels.insert(NAME_LABEL.into(), name.into());
-            namespace_labels.insert(name, labels);
+            namespace_labels.insert(name, namespace_labels_of(ns, name));
         }
         let pods: Vec<PodView<'a>> = snapshot
             .pods
@@ -85,14 +94,7 @@ impl<'a> Cluster<'a> {
     }
 
     fn namespace_matches(&self, namespace: &str, selector: &Selector) -> bool {
-        match self.namespace_labels.get(namespace) {
-            Some(labels) => selector.matches(Some(labels)),
-            // No Namespace object: only its name label is known.
-            None => {
-                let labels = BTreeMap::from([(NAME_LABEL.to_string(), namespace.to_string())]);
-                selector.matches(Some(&labels))
-            }
-        }
+        namespace_matches(self.namespace_labels.get(namespace), namespace, selector)
     }
 
     /// The pods a policy applies to.
@@ -158,8 +160,38 @@ impl<'a> Cluster<'a> {
     }
 }
 
+/// A namespace's labels as selectors see them: with its name label.
+pub(super) fn namespace_labels_of(
+    ns: &k8s_openapi::api::core::v1::Namespace,
+    name: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = ns.metadata.labels.clone().unwrap_or_default();
+    labels.insert(NAME_LABEL.into(), name.into());
+    labels
+}
+
+/// Does a namespace with `labels` (None: no Namespace object) match?
+pub(super) fn namespace_matches(
+    labels: Option<&BTreeMap<String, String>>,
+    namespace: &str,
+    selector: &Selector,
+) -> bool {
+    match labels {
+        Some(labels) => selector.matches(Some(labels)),
+        // No Namespace object: only its name label is known.
+        None => {
+            let labels = BTreeMap::from([(NAME_LABEL.to_string(), namespace.to_string())]);
+            selector.matches(Some(&labels))
+        }
+    }
+}
+
 /// A pod that policies act on, or None (host network, no IP, finished).
-fn view<'a>(pod: &'a Pod, node: &str, problems: &mut Vec<Problem>) -> Option<PodView<'a>> {
+pub(super) fn view<'a>(
+    pod: &'a Pod,
+    node: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<PodView<'a>> {
     let spec = pod.spec.as_ref()?;
     if spec.host_network == Some(true) {
         return None;

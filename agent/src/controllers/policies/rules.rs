@@ -72,15 +72,14 @@ impl<'a> PolicyCtx<'_, 'a> {
     }
 
     fn set_name(&self, rule: &Rule, what: &str, on_source: bool) -> String {
-        let base = names::rule_set(
-            on_source,
-            &self.policy.namespace,
-            &self.policy.name,
-            self.direction.as_str(),
-            rule.index,
+        set_name(
+            self.policy,
+            self.direction,
+            self.family,
+            rule,
             what,
-        );
-        self.family.set_name(&base)
+            on_source,
+        )
     }
 
     /// The peer half of each line: None for "every peer"; an empty list
@@ -197,6 +196,26 @@ impl<'a> PolicyCtx<'_, 'a> {
             members,
         }
     }
+}
+
+/// The name of one set of `rule` in `family`.
+pub fn set_name(
+    policy: &Policy,
+    direction: Direction,
+    family: Family,
+    rule: &Rule,
+    what: &str,
+    on_source: bool,
+) -> String {
+    let base = names::rule_set(
+        on_source,
+        &policy.namespace,
+        &policy.name,
+        direction.as_str(),
+        rule.index,
+        what,
+    );
+    family.set_name(&base)
 }
 
 /// The block as hash:net members: the cidr (a /0 split in two halves,

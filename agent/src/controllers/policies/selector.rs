@@ -81,6 +81,23 @@ impl Selector {
         Ok(Self { requirements })
     }
 
+    /// Labels one of which every matching object carries: `(key, Some(value))`
+    /// for `key=value` or `key in (...)`, `(key, None)` for `key` exists.
+    /// `None` when the selector can match an object with none of them
+    /// (`{}`, only `notin` and `!key`). The incremental policy index files
+    /// a selector under these, so a pod change looks only at the selectors
+    /// its labels can meet.
+    pub fn anchors(&self) -> Option<Vec<(String, Option<String>)>> {
+        self.requirements.iter().find_map(|r| match r {
+            Requirement::Equals(k, v) => Some(vec![(k.clone(), Some(v.clone()))]),
+            Requirement::In(k, vs) => {
+                Some(vs.iter().map(|v| (k.clone(), Some(v.clone()))).collect())
+            }
+            Requirement::Exists(k) => Some(vec![(k.clone(), None)]),
+            Requirement::NotIn(..) | Requirement::DoesNotExist(_) => None,
+        })
+    }
+
     /// Does an object with `labels` match? (All requirements must hold.)
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k));

@@ -72,7 +72,7 @@ pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesEr
 /// insert at stale positions (a services jump above the policy jump) or
 /// delete a rule that is gone. The xtables lock only covers one command.
 /// It also guards what each owner last verified.
-static APPLY: Mutex<Option<Verified>> = Mutex::new(None);
+pub(super) static APPLY: Mutex<Option<Verified>> = Mutex::new(None);
 
 /// Per owner (family, table, tag): the plan (its hash) the kernel was
 /// last seen to match, and the ruleset's stamp taken before that read.

@@ -6,18 +6,22 @@
 //! desired state of one owner in one table and family. Applying it reads
 //! the table (`iptables-save -t`), renders a restore script that changes
 //! only what differs ([`render::script`], pure), runs it in one
-//! `iptables-restore` call (atomic per table), and reads back. The family
+//! `iptables-restore` call (atomic per table), and reads back. A
+//! [`ChainDelta`] (partial.rs) writes only named chains and lines, without
+//! reading the table: the policy controller's partial syncs. The family
 //! picks the commands (`save_cmd`, `restore_cmd`), privately.
 
 mod apply;
 mod counters;
 mod generation;
+mod partial;
 mod render;
 mod saved;
 mod switch;
 
 pub use apply::{apply, read_table, IptablesError, Report};
 pub use counters::comment_counters;
+pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;

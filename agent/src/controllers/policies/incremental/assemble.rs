@@ -1,0 +1,127 @@
+//! Chains rendered from the index, and the whole state put together in
+//! the order [`super::super::desired`] gives it.
+
+use super::{
+    super::{
+        chains::{self, IsolatedPod, TopEntry},
+        describe::Isolation,
+        filter_plan,
+        model::{Direction, Policy},
+        names,
+        pods::PodView,
+        PolicyState,
+    },
+    Isolated, Key, PolicyIndex,
+};
+use crate::desired::{Chain, Family};
+
+impl PolicyIndex {
+    fn policies_of(&self, keys: &[Key]) -> Vec<&Policy> {
+        keys.iter().map(|k| &*self.policies[k].policy).collect()
+    }
+
+    fn render_pod_chain(&self, iso: &Isolated, family: Family) -> Chain {
+        let view = PodView {
+            namespace: &iso.namespace,
+            name: &iso.name,
+            labels: None,
+            ips: iso.ips.clone(),
+            local: true,
+            ports: Vec::new(),
+        };
+        let pod = IsolatedPod {
+            pod: &view,
+            ingress: self.policies_of(&iso.ingress),
+            egress: self.policies_of(&iso.egress),
+        };
+        chains::pod_chain(&pod, family, &self.opts)
+    }
+
+    /// The firewall chain of the local pod `key` in `family`, if isolated.
+    pub(super) fn pod_chain(&self, key: &Key, family: Family) -> Option<Chain> {
+        let iso = self.isolated.get(key).filter(|i| i.has(family))?;
+        Some(self.render_pod_chain(iso, family))
+    }
+
+    /// IPWARDEN-INPUT, -FORWARD and -OUTPUT of `family`.
+    pub(super) fn top_chains(&self, family: Family) -> Vec<Chain> {
+        let entries = self.isolated.values().map(|i| TopEntry {
+            chain: names::pod_chain(&i.namespace, &i.name),
+            ips: &i.ips,
+            ingress: !i.ingress.is_empty(),
+            egress: !i.egress.is_empty(),
+        });
+        chains::top_chains_of(entries, family, &self.opts)
+    }
+
+    /// The whole policy state, as `desired` computes it from the cluster
+    /// the index holds.
+    pub fn state(&self) -> PolicyState {
+        let mut state = self.summary();
+        for family in [Family::V4, Family::V6] {
+            let mut chains = self.top_chains(family);
+            chains.extend(
+                self.isolated
+                    .values()
+                    .filter(|i| i.has(family))
+                    .map(|i| self.render_pod_chain(i, family)),
+            );
+            for (key, entry) in &self.policies {
+                for d in [Direction::Ingress, Direction::Egress] {
+                    let Some(shape) = entry.shapes.get(&(d, family)) else {
+                        continue;
+                    };
+                    if !self.active(key, d, family) {
+                        continue;
+                    }
+                    chains.push(shape.chain.clone());
+                    state
+                        .sets
+                        .extend(shape.sets.iter().map(|s| self.set_spec(s)));
+                }
+            }
+            state.iptables.push(filter_plan(family, chains));
+        }
+        state.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        state.sets.dedup_by(|a, b| a.name == b.name);
+        state
+    }
+
+    /// Problems, isolated pods and policies in words: the state without
+    /// its sets and chains (what `ipwarden explain` and the API show).
+    pub fn summary(&self) -> PolicyState {
+        let names = |keys: &[Key]| {
+            keys.iter()
+                .map(|k| {
+                    let p = &self.policies[k].policy;
+                    format!("{}/{}", p.namespace, p.name)
+                })
+                .collect()
+        };
+        PolicyState {
+            problems: self
+                .pod_problems
+                .values()
+                .chain(self.policy_problems.values())
+                .flatten()
+                .cloned()
+                .collect(),
+            isolated: self
+                .isolated
+                .values()
+                .map(|i| Isolation {
+                    pod: format!("{}/{}", i.namespace, i.name),
+                    ips: i.ips.clone(),
+                    ingress: names(&i.ingress),
+                    egress: names(&i.egress),
+                })
+                .collect(),
+            policies: self
+                .policies
+                .values()
+                .map(|e| e.description.clone())
+                .collect(),
+            ..PolicyState::default()
+        }
+    }
+}

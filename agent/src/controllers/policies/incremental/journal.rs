@@ -1,0 +1,242 @@
+//! The before-state of what one update touches, recorded on first touch,
+//! and the delta between it and the index after the update.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{Direction, Key, PolicyIndex};
+use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// A policy chain and its sets (members as the shape has them: blocks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct UnitView {
+    chain: Chain,
+    sets: Vec<SetSpec>,
+}
+
+#[derive(Default)]
+pub(super) struct Journal {
+    /// Whether each touched member was present before.
+    members: HashMap<String, HashMap<Member, bool>>,
+    units: BTreeMap<(Key, Direction), [Option<UnitView>; 2]>,
+    pods: BTreeMap<Key, [Option<Chain>; 2]>,
+    /// The top chains of each family.
+    top: Option<[Vec<Chain>; 2]>,
+}
+
+/// What an update moved, for the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyDelta {
+    /// Members of sets that existed before and still do.
+    pub members: Vec<SetDelta>,
+    /// Sets to create, or to rewrite whole (a block's members changed).
+    pub created: Vec<SetSpec>,
+    /// Sets to destroy once no chain uses them.
+    pub destroyed: Vec<String>,
+    /// The chain changes of each family that has some.
+    pub chains: Vec<ChainDelta>,
+}
+
+impl PolicyDelta {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+            && self.created.is_empty()
+            && self.destroyed.is_empty()
+            && self.chains.is_empty()
+    }
+}
+
+impl Journal {
+    pub(super) fn member(&mut self, set: &str, member: Member, present: bool) {
+        if let Some(m) = self.members.get_mut(set) {
+            m.entry(member).or_insert(present);
+        } else {
+            self.members
+                .insert(set.to_string(), HashMap::from([(member, present)]));
+        }
+    }
+
+    pub(super) fn unit(&mut self, index: &PolicyIndex, policy: &Key, d: Direction) {
+        self.units
+            .entry((policy.clone(), d))
+            .or_insert_with(|| FAMILIES.map(|f| index.unit_view(policy, d, f)));
+    }
+
+    pub(super) fn pod(&mut self, index: &PolicyIndex, key: &Key) {
+        self.pods
+            .entry(key.clone())
+            .or_insert_with(|| FAMILIES.map(|f| index.pod_chain(key, f)));
+        if self.top.is_none() {
+            self.top = Some(FAMILIES.map(|f| index.top_chains(f)));
+        }
+    }
+
+    pub(super) fn finish(self, index: &PolicyIndex) -> PolicyDelta {
+        let mut delta = PolicyDelta::default();
+        let mut chains = FAMILIES.map(|family| ChainDelta {
+            family,
+            table: Table::Filter,
+            ..ChainDelta::default()
+        });
+        for ((policy, d), before) in &self.units {
+            for (i, family) in FAMILIES.into_iter().enumerate() {
+                let now = index.unit_view(policy, *d, family);
+                unit_delta(index, before[i].as_ref(), now, &mut chains[i], &mut delta);
+            }
+        }
+        for (key, before) in &self.pods {
+            for (i, family) in FAMILIES.into_iter().enumerate() {
+                let now = index.pod_chain(key, family);
+                chain_delta(before[i].as_ref(), now, &mut chains[i]);
+            }
+        }
+        if let Some(top) = &self.top {
+            for (i, family) in FAMILIES.into_iter().enumerate() {
+                for (old, new) in top[i].iter().zip(index.top_chains(family)) {
+                    match edit(old, &new) {
+                        Some(e) if e.is_empty() => {}
+                        Some(e) => chains[i].edits.push(e),
+                        None => chains[i].written.push(new),
+                    }
+                }
+            }
+        }
+        self.member_deltas(index, &mut delta);
+        delta.chains = chains.into_iter().filter(|c| !c.is_empty()).collect();
+        delta
+    }
+
+    fn member_deltas(&self, index: &PolicyIndex, delta: &mut PolicyDelta) {
+        let created: BTreeSet<&str> = delta.created.iter().map(|s| s.name.as_str()).collect();
+        let mut sets: Vec<(&String, &HashMap<Member, bool>)> = self.members.iter().collect();
+        sets.sort_by(|a, b| a.0.cmp(b.0));
+        for (set, touched) in sets {
+            if created.contains(set.as_str()) {
+                continue;
+            }
+            let Some((policy, d, family)) = index.set_units.get(set) else {
+                continue;
+            };
+            let now_active = index.active(policy, *d, *family);
+            let before_active = match self.units.get(&(policy.clone(), *d)) {
+                Some(before) => before[family_index(*family)]
+                    .as_ref()
+                    .is_some_and(|u| u.sets.iter().any(|s| &s.name == set)),
+                None => now_active,
+            };
+            if !(now_active && before_active) {
+                continue;
+            }
+            let counts = index.members.get(set);
+            let mut d = SetDelta {
+                set: set.clone(),
+                ..SetDelta::default()
+            };
+            let mut touched: Vec<(&Member, &bool)> = touched.iter().collect();
+            touched.sort();
+            for (m, was) in touched {
+                let is = counts.is_some_and(|c| c.contains_key(m));
+                match (was, is) {
+                    (false, true) => d.add.push(*m),
+                    (true, false) => d.del.push(*m),
+                    _ => {}
+                }
+            }
+            if !d.is_empty() {
+                delta.members.push(d);
+            }
+        }
+    }
+}
+
+fn family_index(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+/// One policy chain's change in one family, and its sets'.
+fn unit_delta(
+    index: &PolicyIndex,
+    before: Option<&UnitView>,
+    now: Option<UnitView>,
+    chains: &mut ChainDelta,
+    delta: &mut PolicyDelta,
+) {
+    let none: &[SetSpec] = &[];
+    let old_sets = before.map_or(none, |u| u.sets.as_slice());
+    let new_sets = now.as_ref().map_or(none, |u| u.sets.as_slice());
+    for s in new_sets {
+        if !old_sets.contains(s) {
+            delta.created.push(index.set_spec(s));
+        }
+    }
+    for s in old_sets {
+        if !new_sets.iter().any(|n| n.name == s.name) {
+            delta.destroyed.push(s.name.clone());
+        }
+    }
+    chain_delta(before.map(|u| &u.chain), now.map(|u| u.chain), chains);
+}
+
+fn chain_delta(before: Option<&Chain>, now: Option<Chain>, chains: &mut ChainDelta) {
+    match (before, now) {
+        (None, None) => {}
+        (Some(b), None) => chains.deleted.push(b.name.clone()),
+        (Some(b), Some(n)) if *b == n => {}
+        (_, Some(n)) => chains.written.push(n),
+    }
+}
+
+/// The deletes and inserts that turn `old` into `new` (same name), or
+/// None when the rules that stay do not keep their order (or repeat):
+/// then the chain is rewritten.
+fn edit(old: &Chain, new: &Chain) -> Option<ChainEdit> {
+    let old_set: BTreeSet<&str> = old.rules.iter().map(String::as_str).collect();
+    let new_set: BTreeSet<&str> = new.rules.iter().map(String::as_str).collect();
+    if old_set.len() != old.rules.len() || new_set.len() != new.rules.len() {
+        return None;
+    }
+    let kept_old = old.rules.iter().filter(|r| new_set.contains(r.as_str()));
+    let kept_new = new.rules.iter().filter(|r| old_set.contains(r.as_str()));
+    if !kept_old.eq(kept_new) {
+        return None;
+    }
+    Some(ChainEdit {
+        chain: new.name.clone(),
+        delete: old
+            .rules
+            .iter()
+            .filter(|r| !new_set.contains(r.as_str()))
+            .cloned()
+            .collect(),
+        insert: new
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !old_set.contains(r.as_str()))
+            .map(|(i, r)| (i + 1, r.clone()))
+            .collect(),
+    })
+}
+
+impl PolicyIndex {
+    fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
+        let shape = self.policies.get(policy)?.shapes.get(&(d, family))?;
+        self.active(policy, d, family).then(|| UnitView {
+            chain: shape.chain.clone(),
+            sets: shape.sets.clone(),
+        })
+    }
+
+    /// A set as the shape has it, with its pod members.
+    pub(super) fn set_spec(&self, shape: &SetSpec) -> SetSpec {
+        let mut spec = shape.clone();
+        if let Some(counts) = self.members.get(&shape.name) {
+            spec.members.extend(counts.keys().copied());
+        }
+        spec
+    }
+}

@@ -1,0 +1,570 @@
+//! The policy state kept keyed, so a change costs what it touches.
+//!
+//! [`PolicyIndex`] holds the pods, namespaces and policies it was built
+//! from, the members of every policy set with a count of the pods that put
+//! each one there, which local pods each policy isolates, and each
+//! policy's chains and sets as rendered without pods (their "shape": the
+//! rules of a policy chain never depend on pods). Pods are indexed by key
+//! (the snapshot's order) and policies by namespace and by the labels
+//! their peer selectors require ([`Selector::anchors`]), so a pod change
+//! re-evaluates only the policies its old or new labels can meet, a
+//! namespace change only the policies with namespace selectors, and a
+//! policy change only that policy's sets and the local pods of its
+//! namespace.
+//!
+//! [`PolicyIndex::update`] applies changed objects and returns a
+//! [`PolicyDelta`]: members added and removed, sets created and destroyed,
+//! chains written and deleted and the moved lines of the top chains.
+//! [`PolicyIndex::state`] assembles the whole state, which equals
+//! [`super::desired`] of the same cluster (tested over random event
+//! sequences in `tests.rs`).
+//!
+//! [`Selector::anchors`]: super::selector::Selector::anchors
+
+mod assemble;
+mod contrib;
+mod journal;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
+
+use super::{
+    describe::{self, PolicyDescription},
+    model::{self, Direction, Policy},
+    pods::{namespace_labels_of, view},
+    rules::{PolicyChain, PolicyCtx},
+    Options,
+};
+use crate::{
+    cluster::Snapshot,
+    desired::{Family, Member, Problem},
+};
+
+pub use journal::PolicyDelta;
+
+use contrib::{Contribution, NamespaceLabels};
+
+/// (namespace, name) as the snapshot sorts objects (no namespace: "").
+pub type Key = (String, String);
+
+/// The objects a partial sync must look at again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyChanges {
+    pub pods: BTreeSet<Key>,
+    pub namespaces: BTreeSet<String>,
+    pub policies: BTreeSet<Key>,
+}
+
+impl PolicyChanges {
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty() && self.namespaces.is_empty() && self.policies.is_empty()
+    }
+
+    pub fn merge(&mut self, older: PolicyChanges) {
+        self.pods.extend(older.pods);
+        self.namespaces.extend(older.namespaces);
+        self.policies.extend(older.policies);
+    }
+}
+
+/// A local pod that policies isolate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Isolated {
+    namespace: String,
+    name: String,
+    ips: Vec<IpAddr>,
+    ingress: Vec<Key>,
+    egress: Vec<Key>,
+}
+
+impl Isolated {
+    fn policies(&self, d: Direction) -> &[Key] {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    fn has(&self, family: Family) -> bool {
+        self.ips.iter().any(|ip| Family::of(ip) == family)
+    }
+}
+
+/// A policy with what is derived from it alone.
+struct PolicyEntry {
+    policy: Arc<Policy>,
+    /// Its chain and pod-less sets per (direction, family).
+    shapes: BTreeMap<(Direction, Family), PolicyChain>,
+    anchors: Vec<(String, Option<String>)>,
+    description: PolicyDescription,
+}
+
+/// The keyed policy state; see the module documentation.
+pub struct PolicyIndex {
+    opts: Options,
+    node: String,
+    /// Actionable pods (an IP, not host network, not finished).
+    pods: BTreeMap<Key, Arc<Pod>>,
+    pod_problems: BTreeMap<Key, Vec<Problem>>,
+    namespaces: NamespaceLabels,
+    policies: BTreeMap<Key, PolicyEntry>,
+    policy_problems: BTreeMap<Key, Vec<Problem>>,
+    /// Policies by their own namespace.
+    by_namespace: BTreeMap<String, BTreeSet<Key>>,
+    /// Policies by a label one of their peer selectors requires.
+    by_anchor: HashMap<(String, Option<String>), BTreeSet<Key>>,
+    /// Policies any pod may reach (see `contrib::needs_every_pod`).
+    every_pod: BTreeSet<Key>,
+    /// Policies with a namespace selector.
+    by_namespace_labels: BTreeSet<Key>,
+    /// The (policy, direction, family) each policy set belongs to.
+    set_units: HashMap<String, (Key, Direction, Family)>,
+    /// Members of every pod-derived policy set, with how many pods put
+    /// each there (two pods may share an address).
+    members: HashMap<String, BTreeMap<Member, u32>>,
+    isolated: BTreeMap<Key, Isolated>,
+    /// The local pods each policy isolates, per direction.
+    targets: BTreeMap<(Key, Direction), BTreeSet<Key>>,
+    /// Before-state of what an update touches; None while building.
+    journal: Option<journal::Journal>,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+fn find<'s, T>(
+    objects: &'s [Arc<T>],
+    key: (&str, &str),
+    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&'s Arc<T>> {
+    objects
+        .binary_search_by(|o| key_of(meta(o)).cmp(&key))
+        .ok()
+        .map(|i| &objects[i])
+}
+
+impl PolicyIndex {
+    /// The index of `snapshot` (every object added).
+    pub fn build(snapshot: &Snapshot, opts: &Options) -> Self {
+        let mut index = PolicyIndex {
+            opts: opts.clone(),
+            node: snapshot.host.node_name.clone(),
+            pods: BTreeMap::new(),
+            pod_problems: BTreeMap::new(),
+            namespaces: NamespaceLabels::new(),
+            policies: BTreeMap::new(),
+            policy_problems: BTreeMap::new(),
+            by_namespace: BTreeMap::new(),
+            by_anchor: HashMap::new(),
+            every_pod: BTreeSet::new(),
+            by_namespace_labels: BTreeSet::new(),
+            set_units: HashMap::new(),
+            members: HashMap::new(),
+            isolated: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            journal: None,
+        };
+        for ns in &snapshot.namespaces {
+            if let Some(name) = ns.metadata.name.as_deref() {
+                index
+                    .namespaces
+                    .insert(name.to_string(), namespace_labels_of(ns, name));
+            }
+        }
+        for np in &snapshot.network_policies {
+            let (ns, name) = key_of(&np.metadata);
+            index.set_policy((ns.into(), name.into()), Some(np));
+        }
+        for pod in &snapshot.pods {
+            let (ns, name) = key_of(&pod.metadata);
+            index.set_pod((ns.into(), name.into()), Some(pod));
+        }
+        index
+    }
+
+    /// Brings the changed objects to what `snapshot` has of them, and
+    /// returns what moved.
+    pub fn update(&mut self, snapshot: &Snapshot, changes: &PolicyChanges) -> PolicyDelta {
+        self.journal = Some(journal::Journal::default());
+        for name in &changes.namespaces {
+            let ns = find(&snapshot.namespaces, ("", name), |n| &n.metadata);
+            self.set_namespace(name, ns.map(|ns| namespace_labels_of(ns, name)));
+        }
+        for key in &changes.policies {
+            let np = find(&snapshot.network_policies, (&key.0, &key.1), |n| {
+                &n.metadata
+            });
+            self.set_policy(key.clone(), np);
+        }
+        for key in &changes.pods {
+            let pod = find(&snapshot.pods, (&key.0, &key.1), |p| &p.metadata);
+            self.set_pod(key.clone(), pod);
+        }
+        let journal = self.journal.take().expect("set above");
+        journal.finish(self)
+    }
+
+    fn view_of<'p>(&self, pod: &'p Pod) -> Option<super::pods::PodView<'p>> {
+        view(pod, &self.node, &mut Vec::new())
+    }
+
+    /// Adds (+1) or removes (-1) a contribution's members.
+    fn count(&mut self, contribution: Contribution, add: bool) {
+        for (set, member) in contribution {
+            let counts = self.members.entry(set.clone()).or_default();
+            let before = counts.get(&member).copied().unwrap_or(0);
+            if let Some(j) = self.journal.as_mut() {
+                j.member(&set, member, before > 0);
+            }
+            if add {
+                counts.insert(member, before + 1);
+            } else if before <= 1 {
+                counts.remove(&member);
+            } else {
+                counts.insert(member, before - 1);
+            }
+        }
+    }
+
+    /// The policies whose sets `pod` may be in.
+    fn candidates(&self, pod: &super::pods::PodView, into: &mut BTreeSet<Key>) {
+        into.extend(self.every_pod.iter().cloned());
+        if let Some(own) = self.by_namespace.get(pod.namespace) {
+            into.extend(own.iter().cloned());
+        }
+        for (k, v) in pod.labels.into_iter().flatten() {
+            for anchor in [(k.clone(), Some(v.clone())), (k.clone(), None)] {
+                if let Some(ps) = self.by_anchor.get(&anchor) {
+                    into.extend(ps.iter().cloned());
+                }
+            }
+        }
+    }
+
+    /// What `pod` puts into the sets of `policies`.
+    fn contribution_of(&self, pod: &Pod, policies: &BTreeSet<Key>) -> Contribution {
+        let mut out = Vec::new();
+        if let Some(v) = self.view_of(pod) {
+            for key in policies {
+                if let Some(e) = self.policies.get(key) {
+                    contrib::contribution(&e.policy, &v, &self.namespaces, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn set_pod(&mut self, key: Key, new: Option<&Arc<Pod>>) {
+        let mut problems = Vec::new();
+        let new = new.filter(|p| view(p, &self.node, &mut problems).is_some());
+        let old = self.pods.get(&key).cloned();
+        let mut candidates = BTreeSet::new();
+        for pod in old.iter().chain(new) {
+            if let Some(v) = self.view_of(pod) {
+                self.candidates(&v, &mut candidates);
+            }
+        }
+        if let Some(old) = &old {
+            let c = self.contribution_of(old, &candidates);
+            self.count(c, false);
+        }
+        match new {
+            Some(p) => self.pods.insert(key.clone(), p.clone()),
+            None => self.pods.remove(&key),
+        };
+        if problems.is_empty() {
+            self.pod_problems.remove(&key);
+        } else {
+            self.pod_problems.insert(key.clone(), problems);
+        }
+        if let Some(new) = new {
+            let c = self.contribution_of(new, &candidates);
+            self.count(c, true);
+        }
+        self.isolate(&key);
+    }
+
+    /// Recomputes which policies isolate the pod `key` (if local).
+    fn isolate(&mut self, key: &Key) {
+        let now = self.pods.get(key).and_then(|p| {
+            let v = self.view_of(p)?;
+            if !v.local {
+                return None;
+            }
+            let own = self.by_namespace.get(v.namespace)?;
+            let selecting = |d: Direction| -> Vec<Key> {
+                own.iter()
+                    .filter(|k| contrib::is_target(&self.policies[*k].policy, d, &v))
+                    .cloned()
+                    .collect()
+            };
+            let (ingress, egress) = (selecting(Direction::Ingress), selecting(Direction::Egress));
+            (!ingress.is_empty() || !egress.is_empty()).then(|| Isolated {
+                namespace: v.namespace.to_string(),
+                name: v.name.to_string(),
+                ips: v.ips.clone(),
+                ingress,
+                egress,
+            })
+        });
+        if self.isolated.get(key) == now.as_ref() {
+            return;
+        }
+        self.touch_pod(key);
+        let mut units = BTreeSet::new();
+        for iso in self.isolated.get(key).into_iter().chain(now.as_ref()) {
+            for d in [Direction::Ingress, Direction::Egress] {
+                units.extend(iso.policies(d).iter().map(|p| (p.clone(), d)));
+            }
+        }
+        for (p, d) in &units {
+            self.touch_unit(p, *d);
+        }
+        if let Some(before) = self.isolated.remove(key) {
+            for d in [Direction::Ingress, Direction::Egress] {
+                for p in before.policies(d) {
+                    let unit = (p.clone(), d);
+                    if let Some(t) = self.targets.get_mut(&unit) {
+                        t.remove(key);
+                        if t.is_empty() {
+                            self.targets.remove(&unit);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(now) = now {
+            for d in [Direction::Ingress, Direction::Egress] {
+                for p in now.policies(d) {
+                    self.targets
+                        .entry((p.clone(), d))
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            self.isolated.insert(key.clone(), now);
+        }
+    }
+
+    fn set_namespace(&mut self, name: &str, labels: Option<BTreeMap<String, String>>) {
+        let old = self.namespaces.get(name).cloned();
+        if old == labels {
+            return;
+        }
+        // The policies whose namespace selectors answer differently.
+        let affected: BTreeSet<Key> = self
+            .by_namespace_labels
+            .iter()
+            .filter(|k| {
+                let p = &self.policies[*k].policy;
+                namespace_selectors(p).any(|s| {
+                    super::pods::namespace_matches(old.as_ref(), name, s)
+                        != super::pods::namespace_matches(labels.as_ref(), name, s)
+                })
+            })
+            .cloned()
+            .collect();
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .values()
+            .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == name)
+            .cloned()
+            .collect();
+        let before: Vec<Contribution> = pods
+            .iter()
+            .map(|p| self.contribution_of(p, &affected))
+            .collect();
+        for c in before {
+            self.count(c, false);
+        }
+        match labels {
+            Some(l) => self.namespaces.insert(name.to_string(), l),
+            None => self.namespaces.remove(name),
+        };
+        for p in &pods {
+            let c = self.contribution_of(p, &affected);
+            self.count(c, true);
+        }
+    }
+
+    fn set_policy(&mut self, key: Key, np: Option<&Arc<NetworkPolicy>>) {
+        let mut problems = Vec::new();
+        let new = np.and_then(|np| model::read(np, &mut problems));
+        if problems.is_empty() {
+            self.policy_problems.remove(&key);
+        } else {
+            self.policy_problems.insert(key.clone(), problems);
+        }
+        let old = self.policies.get(&key).map(|e| e.policy.clone());
+        if old.as_deref() == new.as_ref() {
+            return;
+        }
+        // The local pods of its namespace may be isolated differently (a
+        // policy selects pods of its own namespace only): their chains
+        // are recorded before the policy changes under them.
+        let namespace = old.as_deref().or(new.as_ref()).map(|p| p.namespace.clone());
+        let locals = namespace.map_or_else(Vec::new, |ns| self.local_pods_in(&ns));
+        for k in &locals {
+            self.touch_pod(k);
+        }
+        for d in [Direction::Ingress, Direction::Egress] {
+            self.touch_unit(&key, d);
+        }
+        let only: BTreeSet<Key> = BTreeSet::from([key.clone()]);
+        let pods: Vec<Arc<Pod>> = self.pods.values().cloned().collect();
+        if let Some(old) = &old {
+            for p in &pods {
+                let c = self.contribution_of(p, &only);
+                self.count(c, false);
+            }
+            self.unindex(&key, old);
+        }
+        if let Some(new) = new {
+            self.index(&key, Arc::new(new));
+            for p in &pods {
+                let c = self.contribution_of(p, &only);
+                self.count(c, true);
+            }
+        }
+        for k in &locals {
+            self.isolate(k);
+        }
+    }
+
+    /// This node's pods in `namespace`.
+    fn local_pods_in(&self, namespace: &str) -> Vec<Key> {
+        let node = Some(self.node.as_str());
+        self.pods
+            .iter()
+            .filter(|(_, p)| {
+                p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == node
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn index(&mut self, key: &Key, policy: Arc<Policy>) {
+        let mut shapes = BTreeMap::new();
+        let empty = super::pods::Cluster::empty();
+        for d in [Direction::Ingress, Direction::Egress] {
+            let Some(rules) = policy.rules(d) else {
+                continue;
+            };
+            for family in [Family::V4, Family::V6] {
+                let ctx = PolicyCtx {
+                    cluster: &empty,
+                    policy: &policy,
+                    direction: d,
+                    family,
+                    local_targets: &[],
+                };
+                let shape = ctx.render(rules);
+                for set in &shape.sets {
+                    self.set_units
+                        .insert(set.name.clone(), (key.clone(), d, family));
+                }
+                shapes.insert((d, family), shape);
+            }
+        }
+        let anchors = contrib::anchors(&policy);
+        for a in &anchors {
+            self.by_anchor
+                .entry(a.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        if contrib::needs_every_pod(&policy) {
+            self.every_pod.insert(key.clone());
+        }
+        if contrib::selects_namespaces(&policy) {
+            self.by_namespace_labels.insert(key.clone());
+        }
+        self.by_namespace
+            .entry(policy.namespace.clone())
+            .or_default()
+            .insert(key.clone());
+        let entry = PolicyEntry {
+            description: describe::policy(&policy),
+            policy,
+            shapes,
+            anchors,
+        };
+        self.policies.insert(key.clone(), entry);
+    }
+
+    fn unindex(&mut self, key: &Key, policy: &Policy) {
+        let Some(entry) = self.policies.remove(key) else {
+            return;
+        };
+        for a in &entry.anchors {
+            if let Some(ps) = self.by_anchor.get_mut(a) {
+                ps.remove(key);
+                if ps.is_empty() {
+                    self.by_anchor.remove(a);
+                }
+            }
+        }
+        self.every_pod.remove(key);
+        self.by_namespace_labels.remove(key);
+        if let Some(ps) = self.by_namespace.get_mut(&policy.namespace) {
+            ps.remove(key);
+            if ps.is_empty() {
+                self.by_namespace.remove(&policy.namespace);
+            }
+        }
+        // Its sets' names are its own (hashed from the policy's name).
+        for shape in entry.shapes.values() {
+            for s in &shape.sets {
+                self.members.remove(&s.name);
+                self.set_units.remove(&s.name);
+            }
+        }
+    }
+
+    /// Does the unit (policy, direction) have targets in `family`?
+    fn active(&self, policy: &Key, d: Direction, family: Family) -> bool {
+        self.targets
+            .get(&(policy.clone(), d))
+            .is_some_and(|t| t.iter().any(|k| self.isolated[k].has(family)))
+    }
+
+    fn touch_unit(&mut self, policy: &Key, d: Direction) {
+        if let Some(mut j) = self.journal.take() {
+            j.unit(self, policy, d);
+            self.journal = Some(j);
+        }
+    }
+
+    fn touch_pod(&mut self, key: &Key) {
+        if let Some(mut j) = self.journal.take() {
+            j.pod(self, key);
+            self.journal = Some(j);
+        }
+    }
+}
+
+fn namespace_selectors(p: &Policy) -> impl Iterator<Item = &super::selector::Selector> {
+    [Direction::Ingress, Direction::Egress]
+        .into_iter()
+        .flat_map(|d| p.rules(d).into_iter().flatten())
+        .flat_map(|r| r.peers.iter().flatten())
+        .filter_map(|peer| match peer {
+            model::Peer::Pods {
+                namespaces: model::Namespaces::Matching(s),
+                ..
+            } => Some(s),
+            _ => None,
+        })
+}
