@@ -11,5 +11,5 @@ pub mod source;
 mod trim;
 
 pub use object::{KubeObject, ObjectRef};
-pub use snapshot::{HostInfo, Snapshot};
+pub use snapshot::{slice_service, HostInfo, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};

@@ -78,7 +78,7 @@ impl Worker for ServiceWorker {
             mode: format!("{:?}", rt.mode()).to_lowercase(),
             interfaces: rt.attached().clone(),
         });
-        let state = self.sync.last_state();
+        let state = Some(self.sync.view());
         self.board.update(|b| {
             b.services = state;
             b.bpf = bpf;
