@@ -96,6 +96,8 @@ pub struct ServiceSync<D> {
     table: ServicesView,
     /// A full sync has been applied: partial syncs build on it.
     applied: bool,
+    /// How long each step of the last sync took.
+    steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -104,12 +106,18 @@ impl<D: Dataplane> ServiceSync<D> {
             dataplane,
             table: ServicesView(Arc::new(Mutex::new(ServiceTable::new(opts.services)))),
             applied: false,
+            steps: Vec::new(),
         }
     }
 
     /// The desired state, for `/state` (assembled when read).
     pub fn view(&self) -> ServicesView {
         self.table.clone()
+    }
+
+    /// How long each step of the last sync took.
+    pub fn last_steps(&self) -> &[(&'static str, std::time::Duration)] {
+        &self.steps
     }
 
     pub fn dataplane(&self) -> &D {
@@ -122,6 +130,7 @@ impl<D: Dataplane> ServiceSync<D> {
             dataplane: f(self.dataplane),
             table: self.table,
             applied: self.applied,
+            steps: self.steps,
         }
     }
 
@@ -287,6 +296,7 @@ impl<D: Dataplane> ServiceSync<D> {
             Prepared::Partial(_) => SyncKind::Partial,
         };
         tracing::debug!(?kind, "service sync steps: {}", step.laps());
+        self.steps = step.into_laps();
         self.applied = true;
         Ok(report)
     }
@@ -306,31 +316,44 @@ pub fn no_local_endpoint_packets() -> Result<BTreeMap<String, u64>, ReconcileErr
     Ok(out)
 }
 
-/// Step durations of one sync, for the debug log.
-struct Stopwatch {
+/// Step durations of one sync, for the debug log and the summary.
+pub(crate) struct Stopwatch {
     last: std::time::Instant,
     laps: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Stopwatch {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             last: std::time::Instant::now(),
             laps: Vec::new(),
         }
     }
 
-    fn lap(&mut self, step: &'static str) {
+    pub(crate) fn lap(&mut self, step: &'static str) {
         let now = std::time::Instant::now();
         self.laps.push((step, now - self.last));
         self.last = now;
     }
 
-    fn laps(&self) -> String {
-        self.laps
-            .iter()
-            .map(|(s, d)| format!("{s} {:.1} ms", d.as_secs_f64() * 1e3))
-            .collect::<Vec<_>>()
-            .join(", ")
+    pub(crate) fn laps(&self) -> String {
+        show_steps(&self.laps)
     }
+
+    pub(crate) fn extend(&mut self, laps: &[(&'static str, std::time::Duration)]) {
+        self.laps.extend_from_slice(laps);
+        self.last = std::time::Instant::now();
+    }
+
+    fn into_laps(self) -> Vec<(&'static str, std::time::Duration)> {
+        self.laps
+    }
+}
+
+/// "step 1.2 ms, step 0.3 ms".
+fn show_steps(laps: &[(&'static str, std::time::Duration)]) -> String {
+    laps.iter()
+        .map(|(s, d)| format!("{s} {:.1} ms", d.as_secs_f64() * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -258,3 +258,36 @@ proptest! {
         run(start, ops, opts)?;
     }
 }
+
+#[test]
+fn a_shared_vip_stays_until_its_last_service_goes() {
+    let port = |name: &str, p: u16| {
+        service("shop", name)
+            .cluster_ip("10.96.0.1")
+            .port("", p, 8080, "TCP")
+            .build()
+    };
+    let snap = |objects: Vec<KubeObject>| {
+        let mut objects = objects;
+        objects.push(node(NODE, &["192.168.56.10"]));
+        snapshot_with_addresses(&HOST_ADDRESSES, objects)
+    };
+    let mut table = ServiceTable::new(Options::default());
+    table.rebuild(&snap(vec![port("a", 80), port("b", 443)]));
+    let a = BTreeSet::from([ServiceRef::new("shop", "a")]);
+    let delta = table.update(&a, &snap(vec![port("b", 443)]));
+    assert!(delta.vips_removed.is_empty(), "b still holds it: {delta:?}");
+    let removed: Vec<String> = delta
+        .sets
+        .iter()
+        .flat_map(|d| d.del.iter().map(|m| format!("{} {m}", d.set)))
+        .collect();
+    assert_eq!(removed, ["ipwarden-svip-prt 10.96.0.1,tcp:80"]);
+    let b = BTreeSet::from([ServiceRef::new("shop", "b")]);
+    let delta = table.update(&b, &snap(vec![]));
+    assert_eq!(
+        delta.vips_removed,
+        BTreeSet::from(["10.96.0.1".parse().unwrap()])
+    );
+    assert_eq!(delta.ipvs.len(), 1, "only b's key is read back");
+}
