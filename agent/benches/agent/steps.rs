@@ -23,12 +23,36 @@ pub fn last_partial() -> Vec<(String, Duration)> {
     .expect("GET /state");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("reading /state");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let state: serde_json::Value = serde_json::from_str(body).expect("/state is JSON");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    let state: serde_json::Value = serde_json::from_str(&body).expect("/state is JSON");
     let summary = state["controllers"]["services"]["last_partial"]["summary"]
         .as_str()
         .unwrap_or_default();
     parse(summary)
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn unchunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// "…; steps: a 1.0 ms, b 0.2 ms" to [(a, 1 ms), (b, 0.2 ms)].
