@@ -99,3 +99,58 @@ fn vips_are_synced_onto_a_dummy_interface() {
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+#[test]
+fn watched_node_addresses_follow_changes_on_other_interfaces_only() {
+    if !privileged("watched_node_addresses_follow_changes_on_other_interfaces_only") {
+        return;
+    }
+    use ipwarden::kernel::link::AddressWatch;
+    let ns = NetNs::new("ipw-watch").unwrap();
+    ns.ip(&[
+        "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
+    ])
+    .unwrap();
+    ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
+        .unwrap();
+    let (client, mut watch) = ns
+        .run(|| {
+            (
+                LinkClient::connect().unwrap(),
+                AddressWatch::subscribe("ipwarden0").unwrap(),
+            )
+        })
+        .unwrap();
+    // Loopback's addresses are the node's too.
+    let read = |watch: &mut AddressWatch| -> BTreeSet<IpAddr> {
+        let mut all: BTreeSet<IpAddr> = client
+            .watched_addresses(watch)
+            .unwrap()
+            .into_iter()
+            .collect();
+        all.retain(|a| !a.is_loopback());
+        all
+    };
+    assert_eq!(read(&mut watch), ips(&["192.168.56.10"]));
+    ns.run(|| client.sync_addresses("ipwarden0", &ips(&["10.96.0.10"])))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read(&mut watch),
+        ips(&["192.168.56.10"]),
+        "VIPs are not node addresses"
+    );
+    ns.ip(&["addr", "add", "fd00:56::10/64", "dev", "eth9", "nodad"])
+        .unwrap();
+    ns.ip(&["addr", "del", "192.168.56.10/24", "dev", "eth9"])
+        .unwrap();
+    assert_eq!(
+        read(&mut watch),
+        ips(&["fd00:56::10"]),
+        "as `ip addr` changed them"
+    );
+    let listed = ns
+        .output("ip", &["-j", "addr", "show", "dev", "eth9"])
+        .unwrap();
+    assert!(listed.contains("fd00:56::10") && !listed.contains("192.168.56.10"));
+}

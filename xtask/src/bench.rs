@@ -306,10 +306,15 @@ fn bench_binaries(benches: &[&Bench]) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Result<Outcome> {
-    let env: Vec<(&str, &str)> = bench
+    // A variable already set (IPWARDEN_BENCH_SIZES=1000,10000,50000, say)
+    // is kept and shown.
+    let env: Vec<(&str, String)> = bench
         .env
         .iter()
-        .map(|&(k, full, q)| (k, if quick { q } else { full }))
+        .map(|&(k, full, q)| {
+            let default = if quick { q } else { full };
+            (k, std::env::var(k).unwrap_or_else(|_| default.to_string()))
+        })
         .collect();
     let exe_shown = relative(exe);
     let mut cmd;
@@ -333,7 +338,8 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
         cmd = Command::new(exe);
         shown.push_str(&exe_shown);
     }
-    cmd.current_dir(workspace_root()).envs(env.iter().copied());
+    cmd.current_dir(workspace_root())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     if let Some(object) = object {
         cmd.env("IPWARDEN_BPF_OBJECT", object);
     }
@@ -357,7 +363,19 @@ fn run_one(bench: &Bench, exe: &Path, object: Option<&Path>, quick: bool) -> Res
                 md.push_str(&format!("Guest kernel: {k} (qemu TCG, 2 vCPUs)\n\n"));
             }
         }
-        let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with('|')).collect();
+        // Tables apart: a line between two tables ends the first.
+        let mut table: Vec<&str> = Vec::new();
+        let mut in_table = false;
+        for l in stdout.lines() {
+            let row = l.starts_with('|');
+            if row && !in_table && !table.is_empty() {
+                table.push("");
+            }
+            if row {
+                table.push(l);
+            }
+            in_table = row;
+        }
         md.push_str(&table.join("\n"));
         md.push('\n');
         let targets: Vec<&str> = stdout

@@ -29,6 +29,8 @@ pub struct Figures {
     pub noop_services: Duration,
     pub noop_policies: Duration,
     pub peak_rss_kib: u64,
+    /// The median duration of each step of a partial sync.
+    pub steps: Vec<(String, Duration)>,
 }
 
 pub struct SizeRun {
@@ -45,6 +47,9 @@ const READY_WITHIN: Duration = Duration::from_secs(900);
 const APPLIED_WITHIN: Duration = Duration::from_secs(60);
 /// Periodic no-op full syncs timed per controller.
 const NOOP_SYNCS: usize = 3;
+/// Changes whose partial sync is broken down into steps (after the
+/// timed ones and the peak RSS reading: reading `/state` costs memory).
+const BREAKDOWN_CHANGES: usize = 21;
 
 fn agent(lab: &Lab, kube: &Kube, extra: &[&str]) -> AgentProcess {
     let kubeconfig = kube.kubeconfig.to_string_lossy();
@@ -105,6 +110,7 @@ impl SizeRun {
             "--audit-interval",
             "1h",
         ];
+        let mut external = vec![false; self.services];
         let started = Instant::now();
         let mut first = agent(&lab, &kube, &quiet);
         first.wait_ready(READY_WITHIN).expect("first full sync");
@@ -117,11 +123,15 @@ impl SizeRun {
                 let full = |c| {
                     Duration::from_secs_f64(s.sync_seconds(c, "full") / s.syncs(c, "full").max(1.0))
                 };
-                let changes = self.changes_latency(&kube, &cluster);
+                let changes = self.changes_latency(&kube, &cluster, &mut external);
                 (full("services"), full("policies"), changes)
             })
             .expect("node namespace");
         let mut peak = peak_rss_kib(first.pid());
+        let steps = lab
+            .node
+            .run(|| self.step_breakdown(&kube, &cluster, &mut external))
+            .expect("node namespace");
         first.terminate().expect("SIGTERM");
         eprintln!("agent bench: ready in {ready:?}; timing no-op full resyncs");
 
@@ -170,14 +180,40 @@ impl SizeRun {
             noop_services: noop[0],
             noop_policies: noop[1],
             peak_rss_kib: peak,
+            steps,
         }
+    }
+
+    /// The median of each step of the partial syncs of a few more changes,
+    /// read from `/state` after each. Runs inside the node namespace.
+    fn step_breakdown(
+        &self,
+        kube: &Kube,
+        cluster: &Cluster,
+        external: &mut [bool],
+    ) -> Vec<(String, Duration)> {
+        let mut rng = Rng(11);
+        let mut samples = Vec::with_capacity(BREAKDOWN_CHANGES);
+        for _ in 0..BREAKDOWN_CHANGES {
+            let i = rng.below(self.services);
+            external[i] = !external[i];
+            one_change(kube, cluster, i, external[i]);
+            confirm_in_ipvs(i, external[i]);
+            samples.push(crate::steps::last_partial());
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        crate::steps::medians(&samples)
     }
 
     /// Sorted latencies of the changes, and the mean partial sync duration.
     /// Runs inside the node namespace.
-    fn changes_latency(&self, kube: &Kube, cluster: &Cluster) -> (Vec<Duration>, Duration) {
+    fn changes_latency(
+        &self,
+        kube: &Kube,
+        cluster: &Cluster,
+        external: &mut [bool],
+    ) -> (Vec<Duration>, Duration) {
         let mut rng = Rng(7);
-        let mut external = vec![false; self.services];
         let before = scrape();
         let mut latencies = Vec::with_capacity(self.changes);
         for k in 0..self.changes {

@@ -36,8 +36,8 @@ pub fn to_json(b: &BoardState) -> Value {
             )
         })
         .collect();
-    let services: Vec<Value> = b
-        .services
+    let services = b.services.as_ref().map(|v| v.state());
+    let services: Vec<Value> = services
         .iter()
         .flat_map(|s| s.virtual_services.iter())
         .map(|vs| {

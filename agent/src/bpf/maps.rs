@@ -20,7 +20,7 @@ use ipwarden_common::{
 };
 
 use super::{
-    table::{FastTable, Layout, Member, Written},
+    table::{FastTable, Half, Layout, Member, Written},
     BpfError,
 };
 
@@ -60,6 +60,13 @@ pub struct MirrorMaps {
     /// What the last publish gave the classifier: the same content again
     /// (an audit that found nothing) writes nothing and flips nothing.
     published: Option<(BTreeMap<ServiceKey, u32>, BTreeSet<VipKey>)>,
+    /// How many published members are on each address (for the bitmap).
+    member_addrs: BTreeMap<VipKey, u32>,
+    /// Each half's seed and bitmap uses; None: written whole next time.
+    halves: [Option<Half>; 2],
+    /// The keys and addresses the inactive half has not had yet (the
+    /// last publish went to the other half).
+    behind: (BTreeSet<ServiceKey>, BTreeSet<VipKey>),
     /// Map writes that failed (the map full, say), for metrics.
     pub write_errors: u64,
 }
@@ -128,6 +135,9 @@ impl MirrorMaps {
             released: Vec::new(),
             next: 0,
             published: None,
+            member_addrs: BTreeMap::new(),
+            halves: [None, None],
+            behind: Default::default(),
             write_errors: 0,
         };
         maps.recover_slots()?;
@@ -171,77 +181,221 @@ impl MirrorMaps {
 
     /// Makes the classifier see exactly `members` (key -> flags) and the
     /// VIPs `vips`: slots for new members, the inactive half of the table
-    /// and bitmap written, then the flip. Members that do not fit keep the
-    /// previous table in force and count as write errors.
+    /// and bitmap brought up to date, then the flip. Members that do not
+    /// fit keep the previous table in force and count as write errors.
     pub fn publish(
         &mut self,
         members: &BTreeMap<ServiceKey, u32>,
         vips: &BTreeSet<VipKey>,
     ) -> Result<Written, BpfError> {
-        if self
-            .published
-            .as_ref()
-            .is_some_and(|(m, v)| m == members && v == vips)
-        {
+        let old = self.published.take();
+        let (keys, vip_keys) = match &old {
+            Some((m, v)) => (
+                changed_keys(m, members),
+                v.symmetric_difference(vips).copied().collect(),
+            ),
+            None => {
+                // Nothing known: both halves are written whole.
+                self.halves = [None, None];
+                self.member_addrs.clear();
+                (members.keys().copied().collect(), vips.clone())
+            }
+        };
+        if old.is_some() && keys.is_empty() && vip_keys.is_empty() {
+            self.published = old;
             return Ok(Written::default());
         }
+        let old_members = old.map(|(m, _)| m).unwrap_or_default();
+        for key in &keys {
+            self.count_addr(
+                key,
+                old_members.contains_key(key),
+                members.contains_key(key),
+            );
+        }
+        self.published = Some((members.clone(), vips.clone()));
+        self.write_published(keys, vip_keys)
+    }
+
+    /// Like [`Self::publish`], from the members (key -> flags, None: gone)
+    /// and VIPs (true: present) that changed since the last publish; with
+    /// nothing published yet, false (publish the whole content instead).
+    pub fn publish_changes(
+        &mut self,
+        members: &BTreeMap<ServiceKey, Option<u32>>,
+        vips: &BTreeMap<VipKey, bool>,
+    ) -> Option<Result<Written, BpfError>> {
+        let (published, published_vips) = self.published.as_mut()?;
+        let mut keys = BTreeSet::new();
+        let mut counts = Vec::new();
+        for (key, want) in members {
+            let had = published.contains_key(key);
+            let before = published.get(key).copied();
+            match want {
+                Some(flags) => published.insert(*key, *flags),
+                None => published.remove(key),
+            };
+            if before != *want {
+                keys.insert(*key);
+                counts.push((*key, had, want.is_some()));
+            }
+        }
+        let mut vip_keys = BTreeSet::new();
+        for (vip, want) in vips {
+            let changed = if *want {
+                published_vips.insert(*vip)
+            } else {
+                published_vips.remove(vip)
+            };
+            if changed {
+                vip_keys.insert(*vip);
+            }
+        }
+        for (key, had, has) in counts {
+            self.count_addr(&key, had, has);
+        }
+        if keys.is_empty() && vip_keys.is_empty() {
+            return Some(Ok(Written::default()));
+        }
+        Some(self.write_published(keys, vip_keys))
+    }
+
+    /// Follows how many members are on `key`'s address.
+    fn count_addr(&mut self, key: &ServiceKey, had: bool, has: bool) {
+        let addr = VipKey::of(key);
+        match (had, has) {
+            (false, true) => *self.member_addrs.entry(addr).or_insert(0) += 1,
+            (true, false) => {
+                let n = self.member_addrs.entry(addr).or_insert(1);
+                *n -= 1;
+                if *n == 0 {
+                    self.member_addrs.remove(&addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the published content at `keys` and `vips` (and what the
+    /// inactive half missed at the last publish) into the inactive half,
+    /// then flips.
+    fn write_published(
+        &mut self,
+        keys: BTreeSet<ServiceKey>,
+        vips: BTreeSet<VipKey>,
+    ) -> Result<Written, BpfError> {
         self.table.wait_for_readers();
         // Removed at the previous publish: no program counts into them now.
         self.free.append(&mut self.released);
-        let gone: Vec<ServiceKey> = self
-            .slots
-            .keys()
-            .filter(|k| !members.contains_key(k))
-            .copied()
-            .collect();
+        self.follow_slots(&keys);
+        let addrs: BTreeSet<VipKey> = keys.iter().map(VipKey::of).chain(vips).collect();
+        let mut config = self.read_config()?;
+        let active = (config.active & 1) as usize;
+        let inactive = active ^ 1;
+        let (mut all_keys, mut all_addrs) = std::mem::take(&mut self.behind);
+        all_keys.extend(keys.iter().copied());
+        all_addrs.extend(addrs.iter().copied());
+        let written = match self.write_changes(inactive, &all_keys, &all_addrs) {
+            Some(w) => w,
+            None => {
+                let seed = match config.seeds[active] {
+                    0 => fresh_seed(),
+                    s => s,
+                };
+                self.write_whole(inactive, seed)?
+            }
+        };
+        // The seed first (the classifier still reads the other half), then
+        // the flip; each write leaves every other field as it was.
+        config.seeds[inactive] = self.halves[inactive].as_ref().map_or(0, |h| h.seed);
+        if config.layout_version == 0 {
+            config.layout_version = LAYOUT_VERSION;
+        }
+        self.write_config(config)?;
+        config.active = inactive as u32;
+        self.write_config(config)?;
+        self.table.flipped();
+        // The half now inactive lacks this change.
+        self.behind = (keys, addrs);
+        Ok(written)
+    }
+
+    /// Slots released for members gone, allocated for new ones.
+    fn follow_slots(&mut self, keys: &BTreeSet<ServiceKey>) {
+        let members = self.published.as_ref().map(|(m, _)| m);
+        let (gone, new): (Vec<ServiceKey>, Vec<ServiceKey>) = keys
+            .iter()
+            .filter(|k| members.is_none_or(|m| m.contains_key(k)) != self.slots.contains_key(k))
+            .partition(|k| self.slots.contains_key(k));
         for key in gone {
             if let Some(slot) = self.slots.remove(&key) {
                 self.released.push(slot);
             }
         }
-        let mut table = BTreeMap::new();
-        for (key, &flags) in members {
-            let slot = match self.slots.get(key) {
-                Some(&s) => s,
-                None => match self.allocate() {
-                    Some(s) => {
-                        self.slots.insert(*key, s);
-                        s
-                    }
-                    None => {
-                        self.write_errors += 1;
-                        continue;
-                    }
-                },
-            };
-            table.insert(*key, Member { flags, slot });
+        for key in new {
+            match self.allocate() {
+                Some(s) => {
+                    self.slots.insert(key, s);
+                }
+                None => self.write_errors += 1,
+            }
         }
-        let mut config = self.read_config()?;
-        let active = config.active & 1;
-        let inactive = active ^ 1;
-        let seed = match config.seeds[active as usize] {
-            0 => fresh_seed(),
-            s => s,
-        };
+    }
+
+    /// The inactive half brought to the content at `keys` and `addrs`;
+    /// None when it must be written whole.
+    fn write_changes(
+        &mut self,
+        half: usize,
+        keys: &BTreeSet<ServiceKey>,
+        addrs: &BTreeSet<VipKey>,
+    ) -> Option<Written> {
+        let mut state = self.halves[half].take()?;
+        let (members, vips) = self.published.as_ref()?;
+        let slots = &self.slots;
+        let member_addrs = &self.member_addrs;
+        let written = self.table.write_changes(
+            half as u32,
+            &mut state,
+            keys,
+            |k| {
+                let flags = *members.get(k)?;
+                let slot = *slots.get(k)?;
+                Some(Member { flags, slot })
+            },
+            addrs,
+            |a| vips.contains(a) || member_addrs.contains_key(a),
+        )?;
+        self.halves[half] = Some(state);
+        Some(written)
+    }
+
+    /// The whole published content laid out anew into `half`.
+    fn write_whole(&mut self, half: usize, seed: u32) -> Result<Written, BpfError> {
+        let (members, vips) = self.published.as_ref().expect("published first");
+        let table: BTreeMap<ServiceKey, Member> = members
+            .iter()
+            .filter_map(|(k, &flags)| {
+                let slot = *self.slots.get(k)?;
+                Some((*k, Member { flags, slot }))
+            })
+            .collect();
         let Some(layout) = Layout::build(&table, vips, seed) else {
             self.write_errors += 1;
+            let n = table.len();
+            // Nothing known: the next publish starts over.
+            self.published = None;
             return Err(BpfError::Pin(format!(
-                "{} members do not fit the classifier's table",
-                table.len()
+                "{n} members do not fit the classifier's table"
             )));
         };
-        let written = self.table.write(inactive, &layout);
-        // The seed first (the classifier still reads the other half), then
-        // the flip; each write leaves every other field as it was.
-        config.seeds[inactive as usize] = layout.seed;
-        if config.layout_version == 0 {
-            config.layout_version = LAYOUT_VERSION;
-        }
-        self.write_config(config)?;
-        config.active = inactive;
-        self.write_config(config)?;
-        self.table.flipped();
-        self.published = Some((members.clone(), vips.clone()));
+        let addrs = table
+            .keys()
+            .map(VipKey::of)
+            .chain(vips.iter().copied())
+            .collect();
+        let (written, state) = self.table.write_full(half as u32, &layout, addrs);
+        self.halves[half] = Some(state);
         Ok(written)
     }
 
@@ -365,4 +519,18 @@ impl<'a> ServiceMirror<'a> {
 
 pub(super) fn map_err(name: &'static str) -> impl Fn(MapError) -> BpfError {
     move |source| BpfError::Map { name, source }
+}
+
+/// Keys added, removed or with other flags from `old` to `new`.
+fn changed_keys(
+    old: &BTreeMap<ServiceKey, u32>,
+    new: &BTreeMap<ServiceKey, u32>,
+) -> BTreeSet<ServiceKey> {
+    let mut out: BTreeSet<ServiceKey> = old
+        .iter()
+        .filter(|(k, f)| new.get(k) != Some(f))
+        .map(|(k, _)| *k)
+        .collect();
+    out.extend(new.keys().filter(|k| !old.contains_key(k)));
+    out
 }

@@ -121,6 +121,30 @@ impl BpfMirror {
         }
     }
 
+    /// The classifier's table at the members `deltas` name.
+    fn publish_changes(&mut self, deltas: &[&SetDelta]) {
+        let named = deltas.iter().flat_map(|d| d.add.iter().chain(&d.del));
+        let mut members = BTreeMap::new();
+        let mut vips = BTreeMap::new();
+        for m in named {
+            if let Some(key) = key_of_member(m) {
+                let want = self.want_services.contains(&key);
+                members.insert(key, want.then(|| self.value(&key).flags));
+            }
+            if let Some(vip) = vip_of_member(m) {
+                vips.insert(vip, self.want_vips.contains(&vip));
+            }
+        }
+        match self.maps.publish_changes(&members, &vips) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::error!("publishing the classifier's table: {e}");
+                self.write_errors += 1;
+            }
+            None => self.publish(),
+        }
+    }
+
     /// One member gone from a mirrored set: its entry goes (from the
     /// maps here; from the classifier's table at the next publish).
     fn forget(&mut self, member: &Member) {
@@ -235,11 +259,11 @@ impl MirrorSink for BpfMirror {
             }
         }
         // The classifier reads the fast table, not the maps: one publish
-        // for the whole change (it rebuilds the table from the desired
-        // content and writes only the buckets and bitmap words that differ,
-        // then flips; nothing at all when the content is unchanged).
+        // for the whole change, of the members and VIPs it names only
+        // (their buckets and bitmap words written into the inactive half,
+        // then the flip; nothing at all when the content is unchanged).
         if !deltas.is_empty() {
-            self.publish();
+            self.publish_changes(deltas);
         }
     }
 

@@ -240,6 +240,8 @@ pub struct FastTable {
     bits: Mmap<u64>,
     /// When the classifier last switched halves (from this process).
     last_flip: Option<Instant>,
+    /// Chooses cuckoo victims.
+    rng: u64,
 }
 
 impl FastTable {
@@ -248,6 +250,7 @@ impl FastTable {
             table: Mmap::new(table.as_fd(), 2 * TABLE_BUCKETS as usize)?,
             bits: Mmap::new(bits.as_fd(), 2 * VIP_BITMAP_WORDS as usize)?,
             last_flip: None,
+            rng: 0x5eed,
         })
     }
 
@@ -295,10 +298,194 @@ impl FastTable {
         written
     }
 
+    /// Writes a whole `layout` into `half`; returns what it wrote and the
+    /// half's state, for later changes. `addrs`: every address whose bit
+    /// the layout set.
+    pub fn write_full(
+        &mut self,
+        half: u32,
+        layout: &Layout,
+        addrs: BTreeSet<VipKey>,
+    ) -> (Written, Half) {
+        (self.write(half, layout), Half::of(layout.seed, addrs))
+    }
+
+    /// Brings `half` (which the classifier must not be reading) to the
+    /// content at `keys` and `addrs` only: each key to `member(key)`, each
+    /// address's bit to `used(address)`. Only the buckets and words that
+    /// move are written. None when a member found no place (the half is
+    /// then inconsistent and must be written whole).
+    pub fn write_changes(
+        &mut self,
+        half: u32,
+        state: &mut Half,
+        keys: &BTreeSet<ServiceKey>,
+        member: impl Fn(&ServiceKey) -> Option<Member>,
+        addrs: &BTreeSet<VipKey>,
+        used: impl Fn(&VipKey) -> bool,
+    ) -> Option<Written> {
+        let mut touched = Touched::default();
+        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
+        for key in keys {
+            self.set_member(base, state.seed, key, member(key), &mut touched)?;
+        }
+        let base = (half & 1) as usize * VIP_BITMAP_WORDS as usize;
+        for a in addrs {
+            let want = used(a);
+            if want == state.addrs.contains(a) {
+                continue;
+            }
+            let (w, b) = bit_of(a, state.seed);
+            let uses = state.bit_uses.entry(w * 64 + b).or_insert(0);
+            let word = self.bits.get(base + w as usize);
+            let new = if want {
+                state.addrs.insert(*a);
+                *uses += 1;
+                word | 1 << b
+            } else {
+                state.addrs.remove(a);
+                *uses -= 1;
+                if *uses == 0 {
+                    state.bit_uses.remove(&(w * 64 + b));
+                    word & !(1 << b)
+                } else {
+                    word
+                }
+            };
+            if new != word {
+                self.bits.set(base + w as usize, new);
+                touched.words.insert(w as usize);
+            }
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Some(Written {
+            buckets: touched.buckets.len(),
+            words: touched.words.len(),
+        })
+    }
+
+    /// Makes `key`'s entry in the half at `base` be `want` (None: absent).
+    fn set_member(
+        &mut self,
+        base: usize,
+        seed: u32,
+        key: &ServiceKey,
+        want: Option<Member>,
+        touched: &mut Touched,
+    ) -> Option<()> {
+        let (b1, b2) = buckets_of(key, seed);
+        let found = [b1, b2].into_iter().find_map(|b| {
+            let bucket = self.table.get(base + b as usize);
+            let i = bucket
+                .entries
+                .iter()
+                .position(|e| e.key == *key && e.key.family != 0)?;
+            Some((b as usize, i, bucket))
+        });
+        match (found, want) {
+            (None, None) => Some(()),
+            (Some((b, i, mut bucket)), None) => {
+                bucket.entries[i] = TableEntry::default();
+                self.table.set(base + b, bucket);
+                touched.buckets.insert(b);
+                Some(())
+            }
+            (Some((b, i, mut bucket)), Some(m)) => {
+                let e = &mut bucket.entries[i];
+                if (e.flags, e.slot) != (m.flags, m.slot) {
+                    (e.flags, e.slot) = (m.flags, m.slot);
+                    self.table.set(base + b, bucket);
+                    touched.buckets.insert(b);
+                }
+                Some(())
+            }
+            (None, Some(m)) => self.insert(base, seed, *key, m, touched),
+        }
+    }
+
+    /// Cuckoo insertion in place, as [`place`] does in user space.
+    fn insert(
+        &mut self,
+        base: usize,
+        seed: u32,
+        key: ServiceKey,
+        m: Member,
+        touched: &mut Touched,
+    ) -> Option<()> {
+        let mut entry = TableEntry {
+            key,
+            flags: m.flags,
+            slot: m.slot,
+            _pad: 0,
+        };
+        let mut at = buckets_of(&key, seed).0;
+        for _ in 0..MAX_KICKS {
+            let (b1, b2) = buckets_of(&entry.key, seed);
+            for b in [b1, b2] {
+                let mut bucket = self.table.get(base + b as usize);
+                if let Some(free) = bucket.entries.iter().position(|e| e.key.family == 0) {
+                    bucket.entries[free] = entry;
+                    self.table.set(base + b as usize, bucket);
+                    touched.buckets.insert(b as usize);
+                    return Some(());
+                }
+            }
+            let victim = (splitmix(&mut self.rng) % TABLE_WAYS as u64) as usize;
+            let b = if at == b1 { b2 } else { b1 };
+            let mut bucket = self.table.get(base + b as usize);
+            std::mem::swap(&mut bucket.entries[victim], &mut entry);
+            self.table.set(base + b as usize, bucket);
+            touched.buckets.insert(b as usize);
+            at = b;
+        }
+        None
+    }
+
     /// Records that the classifier now reads the other half.
     pub fn flipped(&mut self) {
         self.last_flip = Some(Instant::now());
     }
+}
+
+/// One half's state beyond its buckets: its seed and the addresses whose
+/// bits it set, counted per bit (addresses can share a bit), so a change
+/// clears a bit only when no address needs it any more.
+#[derive(Clone, Debug, Default)]
+pub struct Half {
+    pub seed: u32,
+    addrs: BTreeSet<VipKey>,
+    bit_uses: BTreeMap<u32, u32>,
+}
+
+fn bit_of(addr: &VipKey, seed: u32) -> (u32, u32) {
+    vip_bit(vip_hash(
+        &addr_words(&addr.addr),
+        addr.family == FAMILY_V6,
+        seed,
+    ))
+}
+
+impl Half {
+    /// The half a full write of a layout of these addresses leaves.
+    fn of(seed: u32, addrs: BTreeSet<VipKey>) -> Self {
+        let mut bit_uses = BTreeMap::new();
+        for a in &addrs {
+            let (w, b) = bit_of(a, seed);
+            *bit_uses.entry(w * 64 + b).or_insert(0) += 1;
+        }
+        Self {
+            seed,
+            addrs,
+            bit_uses,
+        }
+    }
+}
+
+/// Buckets and words one write touched.
+#[derive(Default)]
+struct Touched {
+    buckets: BTreeSet<usize>,
+    words: BTreeSet<usize>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,6 @@ mod trim;
 pub mod unreadable;
 
 pub use object::{KubeObject, ObjectRef};
-pub use snapshot::{HostInfo, Snapshot};
+pub use snapshot::{slice_service, HostInfo, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};
 pub use trim::Trim;

@@ -46,8 +46,9 @@ pub struct Snapshot {
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// (namespace, service) of a slice that names its Service.
-fn slice_key(s: &EndpointSlice) -> Option<(&str, &str)> {
+/// (namespace, service) of a slice that names its Service (label
+/// kubernetes.io/service-name).
+pub fn slice_service(s: &EndpointSlice) -> Option<(&str, &str)> {
     let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
     Some((s.metadata.namespace.as_deref()?, service.as_str()))
 }
@@ -156,11 +157,23 @@ impl Snapshot {
             .endpoint_slices
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| Some((slice_key(s)?, i)))
+            .filter_map(|(i, s)| Some((slice_service(s)?, i)))
             .collect();
         // Stable: a Service's slices stay in name order.
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         self.slice_order = keyed.into_iter().map(|(_, i)| i).collect();
+    }
+
+    /// The Service `namespace`/`name`, by binary search (a Service
+    /// without a namespace is in "default").
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        find(&self.services, namespace, name)
+            .or_else(|| find(&self.services, "", name).filter(|_| namespace == "default"))
+    }
+
+    /// The EndpointSlice `namespace`/`name`, by binary search.
+    pub fn endpoint_slice(&self, namespace: &str, name: &str) -> Option<&EndpointSlice> {
+        find(&self.endpoint_slices, namespace, name)
     }
 
     /// The EndpointSlices of one Service (label kubernetes.io/service-name).
@@ -170,11 +183,29 @@ impl Snapshot {
         service: &str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
         let want = Some((namespace, service));
-        let key = |i: &usize| slice_key(&self.endpoint_slices[*i]);
+        let key = |i: &usize| slice_service(&self.endpoint_slices[*i]);
         let lo = self.slice_order.partition_point(|i| key(i) < want);
         let hi = self.slice_order.partition_point(|i| key(i) <= want);
         self.slice_order[lo..hi]
             .iter()
             .map(|i| &*self.endpoint_slices[*i])
     }
+}
+
+/// The object `namespace`/`name` of a list sorted by (namespace, name).
+fn find<'a, K>(list: &'a [Arc<K>], namespace: &str, name: &str) -> Option<&'a K>
+where
+    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let i = list
+        .binary_search_by(|o| {
+            let m = o.metadata();
+            let key = (
+                m.namespace.as_deref().unwrap_or_default(),
+                m.name.as_deref().unwrap_or_default(),
+            );
+            key.cmp(&(namespace, name))
+        })
+        .ok()?;
+    Some(&list[i])
 }

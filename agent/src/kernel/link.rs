@@ -254,7 +254,10 @@ impl LinkClient {
 
     /// Addresses of every interface except `exclude` (the dummy).
     pub fn local_addresses(&self, exclude: &str) -> Result<Vec<IpAddr>, LinkError> {
-        let skip = self.index_of(exclude)?;
+        self.local_addresses_except(self.index_of(exclude)?)
+    }
+
+    fn local_addresses_except(&self, skip: Option<u32>) -> Result<Vec<IpAddr>, LinkError> {
         let mut out: Vec<IpAddr> = self
             .addresses()?
             .into_iter()
@@ -264,6 +267,23 @@ impl LinkClient {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+
+    /// The addresses of every interface but `watch`'s dummy, dumped only
+    /// when `watch` heard of a change on another interface (or lost
+    /// notifications): a sync need not dump the dummy's thousands of VIPs
+    /// to learn the few node addresses.
+    pub fn watched_addresses(&self, watch: &mut AddressWatch) -> Result<Vec<IpAddr>, LinkError> {
+        let stale = watch.drain();
+        match &watch.known {
+            Some((_, addrs)) if !stale => Ok(addrs.clone()),
+            _ => {
+                let skip = self.index_of(&watch.exclude)?;
+                let addrs = self.local_addresses_except(skip)?;
+                watch.known = Some((skip, addrs.clone()));
+                Ok(addrs)
+            }
+        }
     }
 
     /// Makes `name` (a dummy, created if missing) hold exactly `wanted`,
@@ -454,4 +474,78 @@ impl LinkClient {
         }
         Ok(())
     }
+}
+
+/// rtnetlink's address groups (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR).
+const ADDRESS_GROUPS: [u32; 2] = [5, 9];
+/// RTM_NEWADDR and RTM_DELADDR.
+const ADDRESS_MESSAGES: [u16; 2] = [20, 21];
+
+/// A subscription to the address notifications of this network
+/// namespace, with the addresses it last dumped.
+pub struct AddressWatch {
+    socket: neli::socket::NlSocket,
+    /// The interface whose addresses are not the node's (the dummy).
+    exclude: String,
+    /// The dummy's index at the last dump, and the node's addresses then.
+    known: Option<(Option<u32>, Vec<IpAddr>)>,
+}
+
+impl AddressWatch {
+    /// Subscribes (before any dump, so no change falls between the two).
+    pub fn subscribe(exclude: &str) -> Result<Self, LinkError> {
+        let socket = neli::socket::NlSocket::connect(
+            NlFamily::Route,
+            None,
+            Groups::new_groups(&ADDRESS_GROUPS),
+        )
+        .and_then(|s| s.nonblock().map(|()| s))
+        .map_err(|e| build_err("subscribe", "address notifications", e))?;
+        Ok(Self {
+            socket,
+            exclude: exclude.to_string(),
+            known: None,
+        })
+    }
+
+    /// Reads every pending notification; true when one concerns another
+    /// interface than the dummy, or some were lost (the buffer overflowed).
+    fn drain(&mut self) -> bool {
+        let dummy = self.known.as_ref().and_then(|(i, _)| *i);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut stale = false;
+        loop {
+            match self
+                .socket
+                .recv(&mut buf[..], neli::consts::socket::Msg::empty())
+            {
+                Ok((0, _)) => return stale,
+                Ok((n, _)) => stale |= address_indexes(&buf[..n]).any(|i| Some(i) != dummy),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return stale,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => stale = true,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// The interface index of each address message in one datagram.
+fn address_indexes(mut buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    const HEADER: usize = 16;
+    std::iter::from_fn(move || loop {
+        if buf.len() < HEADER {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[..4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(buf[4..6].try_into().ok()?);
+        if len < HEADER || len > buf.len() {
+            return None;
+        }
+        let msg = &buf[HEADER..len];
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+        // struct ifaddrmsg: family, prefixlen, flags, scope, then the index.
+        if ADDRESS_MESSAGES.contains(&kind) && msg.len() >= 8 {
+            return Some(u32::from_ne_bytes(msg[4..8].try_into().ok()?));
+        }
+    })
 }

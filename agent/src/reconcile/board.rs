@@ -9,7 +9,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::{controllers::policies::PolicyState, desired::ServiceState};
+use super::services::ServicesView;
+use crate::controllers::policies::PolicyState;
 
 /// One sync, as `status` shows it.
 #[derive(Clone, Debug)]
@@ -37,7 +38,7 @@ pub struct BpfStatus {
 
 #[derive(Clone, Debug, Default)]
 pub struct BoardState {
-    pub services: Option<Arc<ServiceState>>,
+    pub services: Option<ServicesView>,
     pub policies: Option<Arc<PolicyState>>,
     pub controllers: BTreeMap<&'static str, ControllerStatus>,
     /// Objects of each kind in the last snapshot.

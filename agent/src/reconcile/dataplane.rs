@@ -4,7 +4,7 @@
 //! implementation goes through the set store, the IPVS and link clients
 //! and the iptables applier.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
 
 use crate::{
     bpf::runtime::BpfRuntime,
@@ -17,7 +17,7 @@ use crate::{
         iptables::{self, Changes},
         ipvs::IpvsClient,
         ipvs_sync::{self, IpvsReport, IpvsScope},
-        link::{AddressReport, LinkClient},
+        link::{AddressReport, AddressWatch, LinkClient},
         sysctl,
     },
     store::{ApplyReport, SetStore},
@@ -113,6 +113,9 @@ pub struct RealDataplane {
     node_port_range: (u16, u16),
     bpf: Option<BpfRuntime>,
     health: Option<Box<dyn HealthCheckSink>>,
+    /// The node's addresses, followed from rtnetlink notifications (the
+    /// service proxy's; without it every call dumps them).
+    watch: Mutex<Option<AddressWatch>>,
 }
 
 impl RealDataplane {
@@ -125,6 +128,7 @@ impl RealDataplane {
             node_port_range: (30000, 32767),
             bpf: None,
             health: None,
+            watch: Mutex::new(None),
         })
     }
 
@@ -137,9 +141,13 @@ impl RealDataplane {
         for path in sysctl::ensure_ipvs()? {
             tracing::info!(sysctl = path, "set");
         }
+        let watch = AddressWatch::subscribe(names::DUMMY_INTERFACE)
+            .inspect_err(|e| tracing::warn!("{e}; node addresses are dumped on every sync"))
+            .ok();
         Ok(Self {
             ipvs: Some(ipvs),
             node_port_range,
+            watch: Mutex::new(watch),
             ..Self::connect(store)?
         })
     }
@@ -290,7 +298,11 @@ impl Dataplane for RealDataplane {
     }
 
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {
-        Ok(self.link.local_addresses(names::DUMMY_INTERFACE)?)
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match watch.as_mut() {
+            Some(w) => self.link.watched_addresses(w)?,
+            None => self.link.local_addresses(names::DUMMY_INTERFACE)?,
+        })
     }
 
     fn serve_health_checks(&mut self, checks: &[HealthCheck]) -> Vec<Problem> {

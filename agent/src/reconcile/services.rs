@@ -1,18 +1,19 @@
 //! The service proxy's part of a pass: its sets, IPVS, the VIP addresses
-//! on ipwarden0, and its chains. It keeps each Service's share of the
-//! desired state, so a partial sync recomputes only the Services that
-//! changed and reads back and writes only their IPVS services.
+//! on ipwarden0, and its chains. Its desired state is keyed
+//! ([`ServiceTable`]): a partial sync recomputes only the Services a
+//! change touches and writes the deltas at their keys, reading back only
+//! their IPVS services; a full sync recomputes and reads back everything.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use crate::{
     cluster::Snapshot,
-    controllers::services::{self, names, ServiceShare},
-    desired::{Family, Member, ServiceRef, ServiceState, SetChanges, Table, VsKey},
+    controllers::services::{self, names, ServiceDelta, ServiceTable},
+    desired::{Family, ServiceRef, ServiceState, Table, VirtualService, VsKey},
     kernel::iptables,
     store::{ApplyReport, Claim, Owner},
 };
@@ -61,42 +62,62 @@ impl ServiceChanges {
     }
 }
 
-/// A computed pass, between its steps.
-pub struct Prepared {
-    pub state: ServiceState,
-    /// The IPVS keys a partial sync reads back; None: the whole table.
-    pub ipvs_keys: Option<BTreeSet<VsKey>>,
-    pub kind: SyncKind,
+/// A computed pass, between its steps: the whole state (full) or what
+/// moved (partial).
+pub enum Prepared {
+    Full(ServiceState),
+    Partial(ServiceDelta),
 }
 
-/// The service controller with its dataplane and the last shares.
+/// The service controller's desired state as `/state` reads it: assembled
+/// on demand from the keyed table, never by a partial sync.
+#[derive(Clone, Default)]
+pub struct ServicesView(Arc<Mutex<ServiceTable>>);
+
+impl ServicesView {
+    pub fn state(&self) -> ServiceState {
+        self.lock().assemble()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ServiceTable> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ServicesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServicesView")
+    }
+}
+
+/// The service controller with its dataplane and its keyed desired state.
 pub struct ServiceSync<D> {
     dataplane: D,
-    opts: ProxyOptions,
-    shares: BTreeMap<ServiceRef, ServiceShare>,
-    /// Which Service each EndpointSlice served at the last sync, so a
-    /// deleted slice still names its Service.
-    slice_owners: BTreeMap<(String, String), ServiceRef>,
-    node_ips: Vec<IpAddr>,
-    /// The desired state of the last successful sync.
-    last_state: Option<Arc<ServiceState>>,
+    table: ServicesView,
+    /// A full sync has been applied: partial syncs build on it.
+    applied: bool,
+    /// How long each step of the last sync took.
+    steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
     pub fn new(dataplane: D, opts: ProxyOptions) -> Self {
         Self {
             dataplane,
-            opts,
-            shares: BTreeMap::new(),
-            slice_owners: BTreeMap::new(),
-            node_ips: Vec::new(),
-            last_state: None,
+            table: ServicesView(Arc::new(Mutex::new(ServiceTable::new(opts.services)))),
+            applied: false,
+            steps: Vec::new(),
         }
     }
 
-    /// The desired state of the last successful sync.
-    pub fn last_state(&self) -> Option<Arc<ServiceState>> {
-        self.last_state.clone()
+    /// The desired state, for `/state` (assembled when read).
+    pub fn view(&self) -> ServicesView {
+        self.table.clone()
+    }
+
+    /// How long each step of the last sync took.
+    pub fn last_steps(&self) -> &[(&'static str, std::time::Duration)] {
+        &self.steps
     }
 
     pub fn dataplane(&self) -> &D {
@@ -107,130 +128,37 @@ impl<D: Dataplane> ServiceSync<D> {
     pub fn map_dataplane<E>(self, f: impl FnOnce(D) -> E) -> ServiceSync<E> {
         ServiceSync {
             dataplane: f(self.dataplane),
-            opts: self.opts,
-            shares: self.shares,
-            slice_owners: self.slice_owners,
-            node_ips: self.node_ips,
-            last_state: self.last_state,
+            table: self.table,
+            applied: self.applied,
+            steps: self.steps,
         }
     }
 
-    /// Computes the desired state: every Service for a full sync, only the
-    /// changed ones (and the Services of changed slices) for a partial one.
-    /// A partial sync becomes full when the node's addresses changed.
+    /// Computes the desired state: every Service for a full sync; for a
+    /// partial one, only the changed Services and those of the changed
+    /// slices, read back at their keys. A partial sync becomes full when
+    /// the node's side changed, or before the first full sync.
     pub fn prepare(
         &mut self,
         kind: SyncKind,
         snapshot: &Snapshot,
         changes: &ServiceChanges,
     ) -> Prepared {
-        let node_ips = services::node_ips(snapshot, &self.opts.services);
-        let kind = if node_ips != self.node_ips || changes.node {
-            SyncKind::Full
-        } else {
-            kind
-        };
-        self.node_ips = node_ips;
-        let ipvs_keys = match kind {
-            SyncKind::Full => {
-                self.shares = snapshot
-                    .services
-                    .iter()
-                    .map(|svc| {
-                        (
-                            service_ref(svc),
-                            services::share(svc, snapshot, &self.node_ips, &self.opts.services),
-                        )
-                    })
-                    .collect();
-                None
-            }
-            SyncKind::Partial => Some(self.recompute(snapshot, changes)),
-        };
-        match kind {
-            SyncKind::Full => self.slice_owners = slice_owners(snapshot),
-            SyncKind::Partial => self.follow_slices(snapshot, &changes.slices),
+        let mut table = self.table.lock();
+        let partial = kind == SyncKind::Partial
+            && self.applied
+            && !changes.node
+            && !table.node_changed(snapshot);
+        if !partial {
+            return Prepared::Full(table.rebuild(snapshot));
         }
-        let state = services::assemble(
-            self.shares.values(),
-            &services::NodeView::of(snapshot),
-            &self.opts.services,
-        );
-        Prepared {
-            state,
-            ipvs_keys,
-            kind,
-        }
-    }
-
-    /// Recomputes the shares of the affected Services; returns their IPVS
-    /// keys before and after.
-    fn recompute(&mut self, snapshot: &Snapshot, changes: &ServiceChanges) -> BTreeSet<VsKey> {
         let mut affected = changes.services.clone();
-        for slice in &changes.slices {
-            let owner = snapshot
-                .endpoint_slices
-                .iter()
-                .find(|s| {
-                    s.metadata.namespace.as_deref() == Some(&slice.0)
-                        && s.metadata.name.as_deref() == Some(&slice.1)
-                })
-                .and_then(|s| {
-                    s.metadata
-                        .labels
-                        .as_ref()?
-                        .get("kubernetes.io/service-name")
-                        .cloned()
-                })
-                .map(|svc| ServiceRef::new(slice.0.clone(), svc))
-                .or_else(|| self.slice_owners.get(slice).cloned());
-            affected.extend(owner);
-        }
-        let mut keys = BTreeSet::new();
-        for r in affected {
-            if let Some(old) = self.shares.remove(&r) {
-                keys.extend(old.keys());
-            }
-            let svc = snapshot.services.iter().find(|s| service_ref(s) == r);
-            if let Some(svc) = svc {
-                let share = services::share(svc, snapshot, &self.node_ips, &self.opts.services);
-                keys.extend(share.keys());
-                self.shares.insert(r, share);
-            }
-        }
-        keys
+        affected.extend(table.slice_services(&changes.slices, snapshot));
+        Prepared::Partial(table.update(&affected, snapshot))
     }
 
-    /// Which Service each changed slice serves now (a deleted slice
-    /// leaves the map).
-    fn follow_slices(&mut self, snapshot: &Snapshot, changed: &BTreeSet<(String, String)>) {
-        for key in changed {
-            self.slice_owners.remove(key);
-        }
-        for slice in &snapshot.endpoint_slices {
-            let (Some(ns), Some(name)) = (&slice.metadata.namespace, &slice.metadata.name) else {
-                continue;
-            };
-            let key = (ns.clone(), name.clone());
-            if !changed.contains(&key) {
-                continue;
-            }
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name"));
-            if let Some(svc) = service {
-                self.slice_owners
-                    .insert(key, ServiceRef::new(ns.clone(), svc.clone()));
-            }
-        }
-    }
-
-    /// The last applied state, when `p` is a partial sync that can build
-    /// on it.
-    fn base(&self, p: &Prepared) -> Option<Arc<ServiceState>> {
-        p.ipvs_keys.as_ref().and(self.last_state.clone())
+    fn node_ips(&self) -> Vec<IpAddr> {
+        self.table.lock().node_ips().to_vec()
     }
 
     pub fn apply_sets(
@@ -238,50 +166,28 @@ impl<D: Dataplane> ServiceSync<D> {
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        report.virtual_services = p.state.virtual_services.len();
-        report.problems.extend(p.state.problems.iter().cloned());
-        let applied = match self.base(p) {
-            Some(last) => self.apply_set_changes(&last, &p.state)?,
-            None => self.dataplane.apply_sets(
-                SERVICES_OWNER,
-                &p.state.sets,
-                &p.state.member_services,
-            )?,
+        report.virtual_services = self.table.lock().len();
+        let applied = match p {
+            Prepared::Full(state) => {
+                report.problems.extend(state.problems.iter().cloned());
+                self.dataplane
+                    .apply_sets(SERVICES_OWNER, &state.sets, &state.member_services)?
+            }
+            Prepared::Partial(delta) => {
+                report.problems.extend(delta.problems.iter().cloned());
+                if delta.sets.is_empty() {
+                    ApplyReport::nothing(SERVICES_OWNER)
+                } else {
+                    self.dataplane.apply_set_members(
+                        SERVICES_OWNER,
+                        &delta.sets,
+                        &delta.member_services,
+                    )?
+                }
+            }
         };
         report.sets = Some(applied);
         Ok(())
-    }
-
-    /// A partial sync's sets: the members that moved since `last`, and
-    /// whole only the sets that appeared, changed type or went.
-    fn apply_set_changes(
-        &mut self,
-        last: &ServiceState,
-        now: &ServiceState,
-    ) -> Result<ApplyReport, ReconcileError> {
-        let touched: BTreeSet<Member> = now
-            .member_services
-            .iter()
-            .filter(|(m, svc)| last.member_services.get(m) != Some(svc))
-            .map(|(m, _)| *m)
-            .collect();
-        let changes = SetChanges::between(&last.sets, &now.sets, &touched);
-        let mut report = ApplyReport::nothing(SERVICES_OWNER);
-        if !changes.whole.is_empty() || !changes.removed.is_empty() {
-            report.absorb(self.dataplane.apply_changed_sets(
-                SERVICES_OWNER,
-                &changes.whole,
-                &changes.removed,
-            )?);
-        }
-        if !changes.deltas.is_empty() {
-            report.absorb(self.dataplane.apply_set_members(
-                SERVICES_OWNER,
-                &changes.deltas,
-                &now.member_services,
-            )?);
-        }
-        Ok(report)
     }
 
     /// IPVS, then the addresses its services listen on.
@@ -290,50 +196,53 @@ impl<D: Dataplane> ServiceSync<D> {
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        let desired: Vec<_> = match &p.ipvs_keys {
-            None => p.state.virtual_services.clone(),
-            Some(keys) => p
-                .state
-                .virtual_services
-                .iter()
-                .filter(|vs| keys.contains(&vs.key))
-                .cloned()
-                .collect(),
-        };
-        let Some(last) = self.base(p) else {
-            let all = IpvsSelection::All;
-            report.ipvs = self
-                .dataplane
-                .sync_ipvs(&desired, all, &p.state.vips, &self.node_ips)?;
-            report.addresses = self.dataplane.sync_addresses(&p.state.vips)?;
-            return Ok(());
-        };
-        // A key of a Service that went is on a VIP of the last state.
-        let vips: BTreeSet<IpAddr> = last.vips.union(&p.state.vips).copied().collect();
-        let keys = IpvsSelection::Keys(p.ipvs_keys.as_ref().expect("partial"));
-        report.ipvs = self
-            .dataplane
-            .sync_ipvs(&desired, keys, &vips, &self.node_ips)?;
-        let add: BTreeSet<IpAddr> = p.state.vips.difference(&last.vips).copied().collect();
-        let del: BTreeSet<IpAddr> = last.vips.difference(&p.state.vips).copied().collect();
-        report.addresses = self.dataplane.change_addresses(&add, &del)?;
+        let node_ips = self.node_ips();
+        match p {
+            Prepared::Full(state) => {
+                let all = IpvsSelection::All;
+                report.ipvs = self.dataplane.sync_ipvs(
+                    &state.virtual_services,
+                    all,
+                    &state.vips,
+                    &node_ips,
+                )?;
+                report.addresses = self.dataplane.sync_addresses(&state.vips)?;
+            }
+            Prepared::Partial(delta) => {
+                let desired: Vec<VirtualService> = delta.ipvs.values().flatten().cloned().collect();
+                let keys: BTreeSet<VsKey> = delta.ipvs.keys().copied().collect();
+                // Every address the keys are on (a key that went is on a
+                // VIP that may have gone too).
+                let vips = delta.addresses();
+                report.ipvs = self.dataplane.sync_ipvs(
+                    &desired,
+                    IpvsSelection::Keys(&keys),
+                    &vips,
+                    &node_ips,
+                )?;
+                report.addresses = self
+                    .dataplane
+                    .change_addresses(&delta.vips_added, &delta.vips_removed)?;
+            }
+        }
         Ok(())
     }
 
-    /// The chains; a partial sync whose rules are those of the last state
-    /// writes none (drift in them waits for the next full sync).
+    /// The chains; a partial sync whose rules did not move writes none
+    /// (drift in them waits for the next full sync).
     pub fn apply_chains(
         &mut self,
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        if self
-            .base(p)
-            .is_some_and(|last| last.iptables == p.state.iptables)
-        {
-            return Ok(());
-        }
-        for plan in &p.state.iptables {
+        let plans = match p {
+            Prepared::Full(state) => &state.iptables,
+            Prepared::Partial(delta) => match &delta.tables {
+                Some(plans) => plans,
+                None => return Ok(()),
+            },
+        };
+        for plan in plans {
             let changes = self.dataplane.apply_table(plan)?;
             report.chains_written.extend(
                 changes
@@ -346,19 +255,17 @@ impl<D: Dataplane> ServiceSync<D> {
     }
 
     /// Last: the health checks answer for what is programmed.
-    /// A partial sync leaves them alone when they are those of the last
-    /// sync (a port that could not be bound is retried by the next full
-    /// sync).
+    /// A partial sync leaves them alone when they did not move (a port
+    /// that could not be bound is retried by the next full sync).
     pub fn serve_health_checks(&mut self, p: &Prepared, report: &mut ReconcileReport) {
-        let unchanged = p.kind == SyncKind::Partial
-            && self
-                .last_state
-                .as_ref()
-                .is_some_and(|last| last.health_checks == p.state.health_checks);
-        if unchanged {
-            return;
-        }
-        let problems = self.dataplane.serve_health_checks(&p.state.health_checks);
+        let checks = match p {
+            Prepared::Full(state) => &state.health_checks,
+            Prepared::Partial(delta) => match &delta.health {
+                Some(checks) => checks,
+                None => return,
+            },
+        };
+        let problems = self.dataplane.serve_health_checks(checks);
         report.problems.extend(problems);
     }
 
@@ -373,6 +280,9 @@ impl<D: Dataplane> ServiceSync<D> {
         let p = self.prepare(kind, snapshot, changes);
         step.lap("prepare");
         let mut report = ReconcileReport::default();
+        // A failed full sync leaves the kernel partly programmed: the next
+        // sync must be full again.
+        self.applied = false;
         self.apply_sets(&p, &mut report)?;
         step.lap("sets");
         self.apply_ipvs_and_addresses(&p, &mut report)?;
@@ -381,8 +291,13 @@ impl<D: Dataplane> ServiceSync<D> {
         step.lap("chains");
         self.serve_health_checks(&p, &mut report);
         step.lap("health checks");
-        tracing::debug!(kind = ?p.kind, "service sync steps: {}", step.laps());
-        self.last_state = Some(Arc::new(p.state));
+        let kind = match p {
+            Prepared::Full(_) => SyncKind::Full,
+            Prepared::Partial(_) => SyncKind::Partial,
+        };
+        tracing::debug!(?kind, "service sync steps: {}", step.laps());
+        self.steps = step.into_laps();
+        self.applied = true;
         Ok(report)
     }
 }
@@ -401,61 +316,44 @@ pub fn no_local_endpoint_packets() -> Result<BTreeMap<String, u64>, ReconcileErr
     Ok(out)
 }
 
-/// Step durations of one sync, for the debug log.
-struct Stopwatch {
+/// Step durations of one sync, for the debug log and the summary.
+pub(crate) struct Stopwatch {
     last: std::time::Instant,
     laps: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Stopwatch {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             last: std::time::Instant::now(),
             laps: Vec::new(),
         }
     }
 
-    fn lap(&mut self, step: &'static str) {
+    pub(crate) fn lap(&mut self, step: &'static str) {
         let now = std::time::Instant::now();
         self.laps.push((step, now - self.last));
         self.last = now;
     }
 
-    fn laps(&self) -> String {
+    pub(crate) fn laps(&self) -> String {
+        show_steps(&self.laps)
+    }
+
+    pub(crate) fn extend(&mut self, laps: &[(&'static str, std::time::Duration)]) {
+        self.laps.extend_from_slice(laps);
+        self.last = std::time::Instant::now();
+    }
+
+    fn into_laps(self) -> Vec<(&'static str, std::time::Duration)> {
         self.laps
-            .iter()
-            .map(|(s, d)| format!("{s} {:.1} ms", d.as_secs_f64() * 1e3))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
-fn service_ref(svc: &k8s_openapi::api::core::v1::Service) -> ServiceRef {
-    ServiceRef::new(
-        svc.metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        svc.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-fn slice_owners(snapshot: &Snapshot) -> BTreeMap<(String, String), ServiceRef> {
-    snapshot
-        .endpoint_slices
-        .iter()
-        .filter_map(|s| {
-            let ns = s.metadata.namespace.clone()?;
-            let svc = s
-                .metadata
-                .labels
-                .as_ref()?
-                .get("kubernetes.io/service-name")?
-                .clone();
-            Some((
-                (ns.clone(), s.metadata.name.clone()?),
-                ServiceRef::new(ns, svc),
-            ))
-        })
-        .collect()
+/// "step 1.2 ms, step 0.3 ms".
+fn show_steps(laps: &[(&'static str, std::time::Duration)]) -> String {
+    laps.iter()
+        .map(|(s, d)| format!("{s} {:.1} ms", d.as_secs_f64() * 1e3))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -12,7 +12,7 @@ use super::{
     driver::{SyncDone, SyncError, Worker},
     policies::PolicySync,
     schedule::SyncKind,
-    services::{ServiceChanges, ServiceSync},
+    services::{ServiceChanges, ServiceSync, Stopwatch},
 };
 use crate::{
     cluster::{source::Kind, HostInfo, Snapshot},
@@ -66,12 +66,16 @@ impl Worker for ServiceWorker {
         changes: &ServiceChanges,
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
+        let mut steps = Stopwatch::start();
         let host = HostInfo {
             node_name: self.node_name.clone(),
             local_addresses: self.sync.dataplane().local_addresses()?,
         };
+        steps.lap("addresses");
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
+        steps.lap("snapshot");
         let report = self.sync.sync(kind, &snapshot, changes)?;
+        steps.extend(self.sync.last_steps());
         for p in &report.problems {
             tracing::warn!("{p}");
         }
@@ -79,20 +83,22 @@ impl Worker for ServiceWorker {
             mode: format!("{:?}", rt.mode()).to_lowercase(),
             interfaces: rt.attached().clone(),
         });
-        let state = self.sync.last_state();
+        let state = Some(self.sync.view());
         self.board.update(|b| {
             b.services = state;
             b.bpf = bpf;
             count_objects(&snapshot, &mut b.objects);
         });
+        let programming_latencies = latencies(&snapshot, &changes.slices);
+        steps.lap("board");
         Ok(SyncDone {
             noop: !report.ipvs.changed()
                 && report.addresses.added.is_empty()
                 && report.addresses.removed.is_empty()
                 && report.chains_written.is_empty()
                 && !report.sets.as_ref().is_some_and(|s| s.changed()),
-            summary: report.summary(),
-            programming_latencies: latencies(&snapshot, &changes.slices),
+            summary: format!("{}; steps: {}", report.summary(), steps.laps()),
+            programming_latencies,
         })
     }
 }
@@ -111,19 +117,12 @@ fn count_objects(snapshot: &Snapshot, into: &mut std::collections::BTreeMap<Stri
     }
 }
 
-/// From each changed slice's trigger time to now.
+/// From each changed slice's trigger time to now (slices found by key).
 fn latencies(snapshot: &Snapshot, slices: &BTreeSet<(String, String)>) -> Vec<Duration> {
     let now = SystemTime::now();
-    snapshot
-        .endpoint_slices
+    slices
         .iter()
-        .filter(|s| {
-            let key = (
-                s.metadata.namespace.clone().unwrap_or_default(),
-                s.metadata.name.clone().unwrap_or_default(),
-            );
-            slices.contains(&key)
-        })
+        .filter_map(|(ns, name)| snapshot.endpoint_slice(ns, name))
         .filter_map(|s| {
             s.metadata
                 .annotations

@@ -101,7 +101,7 @@ pub fn sets(
 }
 
 /// A frontend's member of ipwarden-svip-prt: `10.96.0.10,tcp:80`.
-fn svip_prt_member(key: &VsKey) -> Member {
+pub(super) fn svip_prt_member(key: &VsKey) -> Member {
     Member::ip_port(key.addr, key.proto, key.port)
 }
 

@@ -6,6 +6,7 @@ mod endpoints;
 mod firewall;
 mod frontends;
 pub mod names;
+mod table;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,11 +25,14 @@ use crate::{
 };
 
 pub use firewall::{BpfRules, NatException, SourceRestriction, Unserved};
+pub use table::{ServiceDelta, ServiceTable};
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_nat;
+#[cfg(test)]
+mod tests_table;
 use frontends::Kind;
 
 /// Kubernetes' default ClientIP affinity timeout (3 hours).
@@ -184,9 +188,6 @@ pub fn assemble<'a>(
         .copied()
         .filter(|a| !vips.contains(a))
         .collect();
-    restrictions.sort();
-    nat.sort();
-    nat.dedup();
     let health_checks = health_checks(health, &mut problems);
     problems.sort();
     problems.dedup();
@@ -196,18 +197,33 @@ pub fn assemble<'a>(
         virtual_services,
         vips,
         sets: firewall::sets(&keys, &refused, &local),
-        iptables: Family::ALL
-            .into_iter()
-            .flat_map(|f| {
-                [
-                    firewall::filter_plan(f, &restrictions, &unserved, opts.bpf),
-                    firewall::nat_plan(f, &nat, &node.pod_cidrs),
-                ]
-            })
-            .collect(),
+        iptables: plans(restrictions, unserved, nat, node, opts),
         health_checks,
         problems,
     }
+}
+
+/// The firewall and masquerade plans of both families; `unserved` are
+/// those no Service serves, sorted and without duplicates.
+fn plans(
+    mut restrictions: Vec<SourceRestriction>,
+    unserved: Vec<Unserved>,
+    mut nat: Vec<NatException>,
+    node: &NodeView,
+    opts: &Options,
+) -> Vec<crate::desired::TablePlan> {
+    restrictions.sort();
+    nat.sort();
+    nat.dedup();
+    Family::ALL
+        .into_iter()
+        .flat_map(|f| {
+            [
+                firewall::filter_plan(f, &restrictions, &unserved, opts.bpf),
+                firewall::nat_plan(f, &nat, &node.pod_cidrs),
+            ]
+        })
+        .collect()
 }
 
 /// Health checks sorted by port; the first Service (in Service order) to

@@ -1,0 +1,396 @@
+//! The service proxy's desired state, keyed: each Service's share, the
+//! claimants of every virtual-service key and the unserved frontends by
+//! key. A partial sync replaces the shares of the Services a change
+//! touches and reads the result back only at their keys and addresses,
+//! so its deltas cost what changed, not what the cluster holds.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use super::{assemble, firewall, health_checks, names, node_ips, plans, share, NodeView, Options};
+use crate::{
+    cluster::Snapshot,
+    desired::{
+        Family, HealthCheck, Member, MemberServices, Problem, Protocol, ServiceRef, ServiceState,
+        SetDelta, TablePlan, VirtualService, VsKey,
+    },
+};
+
+use super::ServiceShare;
+
+/// The desired state by key, with what a partial update needs to find
+/// its relations (which Service an EndpointSlice serves).
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTable {
+    opts: Options,
+    node_ips: Vec<IpAddr>,
+    node: NodeView,
+    shares: BTreeMap<ServiceRef, ServiceShare>,
+    /// The Services claiming each key; the first (in Service order) serves it.
+    claims: BTreeMap<VsKey, BTreeSet<ServiceRef>>,
+    /// Unserved frontends by key (refused unless some Service serves the key).
+    unserved: BTreeMap<VsKey, BTreeSet<firewall::Unserved>>,
+    /// The Service each EndpointSlice named at the last update, so a
+    /// slice that went or changed its label still names its old Service.
+    slice_owners: BTreeMap<(String, String), ServiceRef>,
+    plans: Vec<TablePlan>,
+    health: Vec<HealthCheck>,
+}
+
+/// What a partial update moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceDelta {
+    /// Every key the changed Services had or have, with the virtual
+    /// service that serves it now (None: gone). These are read back.
+    pub ipvs: BTreeMap<VsKey, Option<VirtualService>>,
+    pub vips_added: BTreeSet<IpAddr>,
+    pub vips_removed: BTreeSet<IpAddr>,
+    /// Member deltas; a svip-prt member whose Service changed is re-added
+    /// so the eBPF mirror's entry follows.
+    pub sets: Vec<SetDelta>,
+    /// The Service of each svip-prt member added.
+    pub member_services: MemberServices,
+    /// The plans, when they changed.
+    pub tables: Option<Vec<TablePlan>>,
+    /// The health checks, when they changed.
+    pub health: Option<Vec<HealthCheck>>,
+    /// The changed Services' problems.
+    pub problems: Vec<Problem>,
+}
+
+impl ServiceDelta {
+    pub fn addresses(&self) -> BTreeSet<IpAddr> {
+        self.ipvs.keys().map(|k| k.addr).collect()
+    }
+}
+
+/// What the sets and VIPs say of one address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct AddrView {
+    vip: bool,
+    svip: bool,
+    local: bool,
+}
+
+impl ServiceTable {
+    pub fn new(opts: Options) -> Self {
+        Self {
+            opts,
+            ..Self::default()
+        }
+    }
+
+    /// Virtual services in the state (keys some Service serves).
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+
+    pub fn node_ips(&self) -> &[IpAddr] {
+        &self.node_ips
+    }
+
+    /// Whether the node's side (NodePort addresses, local addresses, pod
+    /// CIDRs) differs from `snapshot`'s: only a full rebuild follows that.
+    pub fn node_changed(&self, snapshot: &Snapshot) -> bool {
+        node_ips(snapshot, &self.opts) != self.node_ips || NodeView::of(snapshot) != self.node
+    }
+
+    /// Recomputes everything from `snapshot`; returns the whole state.
+    pub fn rebuild(&mut self, snapshot: &Snapshot) -> ServiceState {
+        let opts = self.opts;
+        *self = Self::new(opts);
+        self.node_ips = node_ips(snapshot, &opts);
+        self.node = NodeView::of(snapshot);
+        for svc in &snapshot.services {
+            let s = share(svc, snapshot, &self.node_ips, &opts);
+            self.insert(super::ServiceCtx::new(svc).service, s);
+        }
+        self.slice_owners = snapshot
+            .endpoint_slices
+            .iter()
+            .filter_map(|s| Some((slice_key(s)?, slice_owner(s)?)))
+            .collect();
+        let state = self.assemble();
+        self.plans = state.iptables.clone();
+        self.health = state.health_checks.clone();
+        state
+    }
+
+    /// The whole desired state (full syncs and `/state`).
+    pub fn assemble(&self) -> ServiceState {
+        assemble(self.shares.values(), &self.node, &self.opts)
+    }
+
+    /// The Services `slices` (namespace, name) served before and serve in
+    /// `snapshot`; follows the slices' owners.
+    pub fn slice_services(
+        &mut self,
+        slices: &BTreeSet<(String, String)>,
+        snapshot: &Snapshot,
+    ) -> BTreeSet<ServiceRef> {
+        let mut out = BTreeSet::new();
+        for key in slices {
+            out.extend(self.slice_owners.remove(key));
+            let now = snapshot
+                .endpoint_slice(&key.0, &key.1)
+                .and_then(slice_owner);
+            if let Some(owner) = now {
+                out.insert(owner.clone());
+                self.slice_owners.insert(key.clone(), owner);
+            }
+        }
+        out
+    }
+
+    /// Replaces the shares of `services` with those of `snapshot`; returns
+    /// what moved. The node's side must be unchanged (see `node_changed`).
+    pub fn update(&mut self, services: &BTreeSet<ServiceRef>, snapshot: &Snapshot) -> ServiceDelta {
+        let new: Vec<(ServiceRef, Option<ServiceShare>)> = services
+            .iter()
+            .map(|r| {
+                let svc = snapshot.service(&r.namespace, &r.name);
+                let s = svc.map(|svc| share(svc, snapshot, &self.node_ips, &self.opts));
+                (r.clone(), s)
+            })
+            .collect();
+        let mut keys: BTreeSet<VsKey> = BTreeSet::new();
+        for r in services {
+            keys.extend(self.shares.get(r).into_iter().flat_map(share_keys));
+        }
+        keys.extend(
+            new.iter()
+                .filter_map(|(_, s)| s.as_ref())
+                .flat_map(share_keys),
+        );
+        let addrs: BTreeSet<IpAddr> = keys.iter().map(|k| k.addr).collect();
+        let before = self.view(&keys, &addrs);
+        let mut delta = ServiceDelta::default();
+        // Whether a key is refused depends on the Services claiming it.
+        let mut tables = keys.iter().any(|k| self.unserved.contains_key(k));
+        let mut health = false;
+        for (r, s) in new {
+            let old = self.remove(&r);
+            tables |= firewall_part(old.as_ref()) != firewall_part(s.as_ref());
+            health |= old.as_ref().and_then(|o| o.health_check.as_ref())
+                != s.as_ref().and_then(|n| n.health_check.as_ref());
+            if let Some(s) = s {
+                delta.problems.extend(s.problems.iter().cloned());
+                self.insert(r, s);
+            }
+        }
+        let after = self.view(&keys, &addrs);
+        self.fill_delta(&before, &after, &mut delta);
+        if tables {
+            let plans = self.plans();
+            if plans != self.plans {
+                self.plans = plans.clone();
+                delta.tables = Some(plans);
+            }
+        }
+        if health {
+            let checks = self.health_checks();
+            if checks != self.health {
+                self.health = checks.clone();
+                delta.health = Some(checks);
+            }
+        }
+        delta
+    }
+
+    fn insert(&mut self, r: ServiceRef, s: ServiceShare) {
+        for (vs, _) in &s.virtual_services {
+            self.claims.entry(vs.key).or_default().insert(r.clone());
+        }
+        for u in &s.unserved {
+            self.unserved.entry(u.key).or_default().insert(u.clone());
+        }
+        self.shares.insert(r, s);
+    }
+
+    fn remove(&mut self, r: &ServiceRef) -> Option<ServiceShare> {
+        let old = self.shares.remove(r)?;
+        for (vs, _) in &old.virtual_services {
+            forget(&mut self.claims, vs.key, r);
+        }
+        for u in &old.unserved {
+            forget(&mut self.unserved, u.key, u);
+        }
+        Some(old)
+    }
+
+    /// The virtual service serving `key`, and whether its address is a VIP.
+    fn winner(&self, key: &VsKey) -> Option<(&VirtualService, bool)> {
+        let first = self.claims.get(key)?.first()?;
+        self.shares[first]
+            .virtual_services
+            .iter()
+            .find(|(vs, _)| vs.key == *key)
+            .map(|(vs, vip)| (vs, *vip))
+    }
+
+    /// Unserved frontends at `key` that are refused (no Service serves it).
+    fn refused(&self, key: &VsKey) -> impl Iterator<Item = &firewall::Unserved> {
+        let served = self.claims.contains_key(key);
+        self.unserved
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(move |_| !served)
+    }
+
+    fn addr_view(&self, addr: IpAddr) -> AddrView {
+        let range = || {
+            let lo = VsKey {
+                addr,
+                proto: Protocol::Tcp,
+                port: 0,
+            };
+            let hi = VsKey {
+                addr,
+                proto: Protocol::Sctp,
+                port: u16::MAX,
+            };
+            lo..=hi
+        };
+        let served = self.claims.range(range()).map(|(k, _)| k);
+        let refused = self
+            .unserved
+            .range(range())
+            .flat_map(|(k, _)| self.refused(k));
+        let mut view = AddrView::default();
+        for k in served {
+            view.svip = true;
+            view.vip |= self.winner(k).is_some_and(|(_, vip)| vip);
+        }
+        for u in refused {
+            view.svip = true;
+            view.vip |= u.vip;
+        }
+        view.local = !view.vip && self.node.local_addresses.contains(&addr);
+        view
+    }
+
+    fn view(&self, keys: &BTreeSet<VsKey>, addrs: &BTreeSet<IpAddr>) -> View {
+        View {
+            keys: keys
+                .iter()
+                .map(|k| (*k, self.winner(k).map(|(vs, _)| vs.clone())))
+                .collect(),
+            addrs: addrs.iter().map(|a| (*a, self.addr_view(*a))).collect(),
+        }
+    }
+
+    fn fill_delta(&self, before: &View, after: &View, delta: &mut ServiceDelta) {
+        let mut sets: BTreeMap<String, SetDelta> = BTreeMap::new();
+        let mut moved = |set: String, member: Member, add: bool| {
+            let d = sets.entry(set.clone()).or_insert_with(|| SetDelta {
+                set,
+                ..SetDelta::default()
+            });
+            if add { &mut d.add } else { &mut d.del }.push(member);
+        };
+        for (key, now) in &after.keys {
+            let was = &before.keys[key];
+            let set = Family::of(&key.addr).set_name(names::SET_SVIP_PRT);
+            let member = firewall::svip_prt_member(key);
+            match (was, now) {
+                (Some(_), None) => moved(set, member, false),
+                (was, Some(vs)) if was.as_ref().map(|w| &w.service) != Some(&vs.service) => {
+                    delta.member_services.insert(member, vs.service.clone());
+                    moved(set, member, true);
+                }
+                _ => {}
+            }
+            delta.ipvs.insert(*key, now.clone());
+        }
+        for (addr, now) in &after.addrs {
+            let was = before.addrs[addr];
+            let family = Family::of(addr);
+            for (base, b, a) in [
+                (names::SET_SVIP, was.svip, now.svip),
+                (names::SET_LOCAL_IPS, was.local, now.local),
+            ] {
+                if a != b {
+                    moved(family.set_name(base), Member::ip(*addr), a);
+                }
+            }
+            match (was.vip, now.vip) {
+                (false, true) => delta.vips_added.insert(*addr),
+                (true, false) => delta.vips_removed.insert(*addr),
+                _ => false,
+            };
+        }
+        delta.sets = sets.into_values().filter(|d| !d.is_empty()).collect();
+    }
+
+    /// The plans from every share (only when a firewall part moved).
+    fn plans(&self) -> Vec<TablePlan> {
+        let mut restrictions = Vec::new();
+        let mut nat = Vec::new();
+        for s in self.shares.values() {
+            restrictions.extend(s.restrictions.iter().cloned());
+            nat.extend(s.nat.iter().cloned());
+        }
+        let unserved: Vec<firewall::Unserved> = self
+            .unserved
+            .keys()
+            .flat_map(|k| self.refused(k))
+            .cloned()
+            .collect();
+        plans(restrictions, unserved, nat, &self.node, &self.opts)
+    }
+
+    fn health_checks(&self) -> Vec<HealthCheck> {
+        let all = self
+            .shares
+            .values()
+            .filter_map(|s| s.health_check.clone())
+            .collect();
+        health_checks(all, &mut Vec::new())
+    }
+}
+
+/// Resolved content at the keys and addresses one update touches.
+struct View {
+    keys: BTreeMap<VsKey, Option<VirtualService>>,
+    addrs: BTreeMap<IpAddr, AddrView>,
+}
+
+type FirewallPart<'a> = (
+    &'a [super::SourceRestriction],
+    &'a [super::NatException],
+    &'a [firewall::Unserved],
+);
+
+fn firewall_part(s: Option<&ServiceShare>) -> Option<FirewallPart<'_>> {
+    s.map(|s| (&s.restrictions[..], &s.nat[..], &s.unserved[..]))
+        .filter(|(r, n, u)| !(r.is_empty() && n.is_empty() && u.is_empty()))
+}
+
+fn share_keys(s: &ServiceShare) -> impl Iterator<Item = VsKey> + '_ {
+    s.keys().chain(s.unserved.iter().map(|u| u.key))
+}
+
+fn forget<T: Ord>(map: &mut BTreeMap<VsKey, BTreeSet<T>>, key: VsKey, item: &T) {
+    if let Some(set) = map.get_mut(&key) {
+        set.remove(item);
+        if set.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
+fn slice_key(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<(String, String)> {
+    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+}
+
+fn slice_owner(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<ServiceRef> {
+    let (namespace, service) = crate::cluster::slice_service(s)?;
+    Some(ServiceRef::new(namespace.to_string(), service.to_string()))
+}
