@@ -650,14 +650,12 @@ async fn an_unreadable_object_keeps_its_last_good_version_and_a_policy_never_rea
     broken["spec"]["ports"] = json!("all of them");
     server.apply(Res::Services, broken);
     server.apply(Res::NetworkPolicies, typo(policy("allow-same-namespace")));
+    let (mut web_seen, mut policy_seen) = (false, false);
     agent
-        .until("web unreadable", |c| {
-            is_unreadable(c, "Service default/web")
-        })
-        .await;
-    agent
-        .until("policy unreadable", |c| {
-            is_unreadable(c, "NetworkPolicy default/allow-same-namespace")
+        .until("web and the policy unreadable", |c| {
+            web_seen |= is_unreadable(c, "Service default/web");
+            policy_seen |= is_unreadable(c, "NetworkPolicy default/allow-same-namespace");
+            web_seen && policy_seen
         })
         .await;
     let snap = agent.snapshot();
@@ -668,12 +666,13 @@ async fn an_unreadable_object_keeps_its_last_good_version_and_a_policy_never_rea
     // Fixed: the new versions apply and the problems clear.
     server.apply(Res::Services, svc("web", 82));
     server.apply(Res::NetworkPolicies, policy("new-typo"));
+    // The two kinds are watched by separate tasks: either may come first.
+    let (mut web_fixed, mut policy_fixed) = (false, false);
     agent
-        .until("web fixed", |c| is_object(c, Kind::Service, "web"))
-        .await;
-    agent
-        .until("new-typo fixed", |c| {
-            is_object(c, Kind::NetworkPolicy, "new-typo")
+        .until("web and new-typo fixed", |c| {
+            web_fixed |= is_object(c, Kind::Service, "web");
+            policy_fixed |= is_object(c, Kind::NetworkPolicy, "new-typo");
+            web_fixed && policy_fixed
         })
         .await;
     let snap = agent.snapshot();
