@@ -71,11 +71,13 @@ pub struct PolicyState {
 pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
     let mut problems = Vec::new();
     let cluster = Cluster::new(snapshot, &mut problems);
-    let policies: Vec<Policy> = snapshot
+    let mut policies: Vec<Policy> = snapshot
         .network_policies
         .iter()
         .filter_map(|np| model::read(np, &mut problems))
         .collect();
+    // Policy order (namespace, name), whatever order the snapshot holds.
+    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let isolated = isolated_pods(&cluster, &policies);
     // The local pods each policy isolates, by (policy address, direction),
     // in snapshot order: one pass instead of a scan of every isolated pod

@@ -77,11 +77,13 @@ impl<'a> Cluster<'a> {
             };
             namespace_labels.insert(name, namespace_labels_of(ns, name));
         }
-        let pods: Vec<PodView<'a>> = snapshot
+        let mut pods: Vec<PodView<'a>> = snapshot
             .pods
             .iter()
             .filter_map(|p| view(p, &snapshot.host.node_name, problems))
             .collect();
+        // Pod order (namespace, name), whatever order the snapshot holds.
+        pods.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
         let mut by_namespace: BTreeMap<&'a str, Vec<usize>> = BTreeMap::new();
         for (i, p) in pods.iter().enumerate() {
             by_namespace.entry(p.namespace).or_default().push(i);

@@ -486,7 +486,6 @@ fn same_objects_in_any_order_give_the_same_state() {
 
 /// The controller itself, on snapshots that really hold other orders.
 #[test]
-#[ignore = "known (issue 23): policy chains and descriptions come out in snapshot order"]
 fn the_controller_gives_the_same_state_whatever_order_the_snapshot_holds() {
     let objects = every_shape();
     let a = state(objects.clone());

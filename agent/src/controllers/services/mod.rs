@@ -62,12 +62,22 @@ pub fn desired(snapshot: &Snapshot) -> ServiceState {
 /// The desired service state for `snapshot`. Pure: no I/O, no clock.
 pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
     let node_ips = node_ips(snapshot, opts);
-    let shares: Vec<ServiceShare> = snapshot
-        .services
-        .iter()
+    // In Service order (namespace, name), whatever order the snapshot
+    // holds: the first Service to claim a key keeps it.
+    let mut services: Vec<&Service> = snapshot.services.iter().map(|s| &**s).collect();
+    services.sort_by(|a, b| object_key(a).cmp(&object_key(b)));
+    let shares: Vec<ServiceShare> = services
+        .into_iter()
         .map(|svc| share(svc, snapshot, &node_ips, opts))
         .collect();
     assemble(shares.iter(), &NodeView::of(snapshot), opts)
+}
+
+fn object_key(svc: &Service) -> (&str, &str) {
+    (
+        svc.metadata.namespace.as_deref().unwrap_or_default(),
+        svc.metadata.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// What assembling needs to know of this node beyond the Services.

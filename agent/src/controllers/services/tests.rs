@@ -510,7 +510,6 @@ fn same_cluster_in_any_order_gives_the_same_state() {
 
 /// The controller itself, on snapshots that really hold other orders.
 #[test]
-#[ignore = "known (issue 23): a frontend two Services claim goes to the first in snapshot order"]
 fn the_controller_gives_the_same_state_whatever_order_the_snapshot_holds() {
     let objects = every_kind();
     let a = state(objects.clone());
