@@ -12,7 +12,11 @@
 //! a client (10.0.1.2) routed through the node (10.0.1.1) to two pods
 //! (10.244.1.2, 10.244.2.2) answering on TCP 8080 and 8081.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use ipwarden::{
     lab::{http_get_from, tcp_from, wait_until, AgentProcess, Lab},
@@ -45,6 +49,15 @@ fn typo(policy: &str) -> String {
 
 /// Replaces a file at once (write aside, rename), as kubectl and ConfigMap
 /// volumes do.
+/// The lab's cluster with the readable policy in its own file, whose path
+/// is returned for the tests' edits.
+fn lab_allowing_web() -> (Lab, PathBuf) {
+    let lab = Lab::new(CLUSTER).unwrap();
+    let policy = lab.manifests.join("policy.yaml");
+    write(&policy, ALLOW_WEB);
+    (lab, policy)
+}
+
 fn write(path: &Path, text: &str) {
     let aside = path.with_extension("tmp");
     std::fs::write(&aside, text).unwrap();
@@ -67,9 +80,7 @@ fn a_policy_edited_into_a_type_error_keeps_the_pod_isolated() {
     if !privileged("a_policy_edited_into_a_type_error_keeps_the_pod_isolated") {
         return;
     }
-    let lab = Lab::new(CLUSTER).unwrap();
-    let policy = lab.manifests.join("policy.yaml");
-    write(&policy, ALLOW_WEB);
+    let (lab, policy) = lab_allowing_web();
     let source = ["--manifests", lab.manifests.to_str().unwrap()];
     let extra = [
         "--run-service-proxy=false",
@@ -149,9 +160,7 @@ fn run_once_with_a_broken_document_exits_non_zero_and_changes_nothing() {
     if !privileged("run_once_with_a_broken_document_exits_non_zero_and_changes_nothing") {
         return;
     }
-    let lab = Lab::new(CLUSTER).unwrap();
-    let policy = lab.manifests.join("policy.yaml");
-    write(&policy, ALLOW_WEB);
+    let (lab, policy) = lab_allowing_web();
     let once = || {
         lab.node
             .command(BIN)

@@ -12,11 +12,9 @@ use fake_apiserver::{FakeApiServer, Res};
 use ipwarden::netns::{privileged, NetNs};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_once_programs_what_the_api_server_holds() {
-    if !privileged("run_once_programs_what_the_api_server_holds") {
-        return;
-    }
+/// A fresh netns with the fake API server on its loopback, holding
+/// namespace `x`.
+fn server_in_a_netns() -> (NetNs, FakeApiServer) {
     let ns = NetNs::new("ipw-kube").unwrap();
     let listener = ns
         .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
@@ -24,6 +22,15 @@ async fn run_once_programs_what_the_api_server_holds() {
         .unwrap();
     let server = FakeApiServer::start_on_std(listener);
     server.apply(Res::Namespaces, json!({"metadata": {"name": "x"}}));
+    (ns, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_programs_what_the_api_server_holds() {
+    if !privileged("run_once_programs_what_the_api_server_holds") {
+        return;
+    }
+    let (ns, server) = server_in_a_netns();
     server.apply(
         Res::Pods,
         json!({"metadata": {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
@@ -103,13 +110,7 @@ async fn run_once_refuses_an_object_it_cannot_read_and_writes_nothing() {
     if !privileged("run_once_refuses_an_object_it_cannot_read_and_writes_nothing") {
         return;
     }
-    let ns = NetNs::new("ipw-kube").unwrap();
-    let listener = ns
-        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap()
-        .unwrap();
-    let server = FakeApiServer::start_on_std(listener);
-    server.apply(Res::Namespaces, json!({"metadata": {"name": "x"}}));
+    let (ns, server) = server_in_a_netns();
     server.apply(
         Res::NetworkPolicies,
         json!({"metadata": {"name": "allow-web", "namespace": "x"},
