@@ -33,8 +33,9 @@ mod netpol;
 use netpol::{
     all, any_port, expr, ip_block,
     matrix::{Family, Outcome, Proto},
-    named, namespaces, ns, number, pod, pods, pods_in, tcp, udp, Case, Cluster, Node, Op, Pod,
-    Policy, Rule,
+    named, namespaces, ns, number, pod, pods, pods_in, tcp,
+    topology::Topology,
+    udp, Case, Cluster, Node, Op, Pod, Policy, Rule,
 };
 
 // ---- the harness itself (no agent) ----
@@ -251,17 +252,44 @@ fn default_deny_ingress_and_egress_routed(case: Case) -> Case {
     default_deny_ingress_and_egress(case).routed()
 }
 
+/// x's pods on node-a (x/a, x/b, x/c of the standard cluster).
+const X_PODS: [&str; 3] = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
+
+/// For the cases whose matrix is "everything connects", which an agent
+/// that programmed nothing would pass too: node-a's iptables-save shows
+/// each of `pods` isolated (a jump from IPWARDEN-FORWARD to its pod chain,
+/// matched by destination for ingress, by source for egress), so it is
+/// the policies' allow rules that let the traffic through.
+fn isolated(direction: &'static str, pods: &'static [&'static str]) -> impl Fn(&Topology) {
+    let flag = if direction == "ingress" { "-d" } else { "-s" };
+    move |topo| {
+        let save = topo
+            .node_a
+            .output("iptables-save", &["-t", "filter"])
+            .unwrap();
+        for ip in pods {
+            let jump = format!("-A IPWARDEN-FORWARD {flag} {ip}/32 -j IPW-POD-FW-");
+            assert!(
+                save.contains(&jump),
+                "{ip} not isolated ({direction}):\n{save}"
+            );
+        }
+    }
+}
+
 /// An empty ingress rule allows everything, whatever another policy
 /// isolates (upstream "ingress allow-all policy taking precedence").
 fn allow_all_ingress_empty_rule_wins_over_deny(case: Case) -> Case {
     case.policy(Policy::ingress("x", "deny-ingress"))
         .policy(Policy::ingress("x", "allow-all").allow_all_ingress())
+        .before_probe(isolated("ingress", &X_PODS))
 }
 
 /// The same for egress.
 fn allow_all_egress_empty_rule_wins_over_deny(case: Case) -> Case {
     case.policy(Policy::egress("x", "deny-egress"))
         .policy(Policy::egress("x", "allow-all").allow_all_egress())
+        .before_probe(isolated("egress", &X_PODS))
 }
 
 /// A podSelector peer alone: pods of the policy's namespace (upstream
@@ -667,12 +695,25 @@ fn empty_pod_selector_peer_is_own_namespace(case: Case) -> Case {
 fn empty_namespace_selector_peer_is_every_pod(case: Case) -> Case {
     case.cluster(Cluster::xyz().on_node_b("z"))
         .policy(Policy::ingress("x", "from-every-pod").from(namespaces(all())))
+        .before_probe(isolated("ingress", &X_PODS))
 }
 
-/// Policies whose podSelector matches no pod change nothing.
+/// Policies whose podSelector matches no pod change nothing: the agent
+/// ran (its FORWARD jump is there) and isolated no pod.
 fn policy_selecting_no_pod_changes_nothing(case: Case) -> Case {
     case.policy(Policy::ingress_egress("x", "selects-nobody").select(pod("nobody")))
         .policy(Policy::ingress("y", "selects-nobody").select(expr("pod", Op::In, &["q", "r"])))
+        .before_probe(|topo| {
+            let save = topo
+                .node_a
+                .output("iptables-save", &["-t", "filter"])
+                .unwrap();
+            assert!(
+                save.contains("-j IPWARDEN-FORWARD"),
+                "the agent programmed nothing:\n{save}"
+            );
+            assert!(!save.contains("-j IPW-POD-FW-"), "a pod isolated:\n{save}");
+        })
 }
 
 /// A policy selects pods of its own namespace only: y/a and z/a carry the

@@ -161,6 +161,19 @@ impl Outcome {
     pub fn connected(&self) -> bool {
         *self == Outcome::Connected
     }
+
+    /// Does this observation agree with a cell expected to connect
+    /// (`allowed`) or to be blocked? The agent blocks with a REJECT, which
+    /// refuses TCP and UDP at once: a timeout or another error there is a
+    /// broken route or a missing answer, not a policy. SCTP reports some
+    /// refusals as a timeout (netpol/sctp.rs), so any failure counts there.
+    pub fn agrees(&self, allowed: bool, proto: Proto) -> bool {
+        match (allowed, proto) {
+            (true, _) => self.connected(),
+            (false, Proto::Sctp) => !self.connected() && !matches!(self, Outcome::WrongAnswer(_)),
+            (false, Proto::Tcp | Proto::Udp) => *self == Outcome::Refused,
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -279,7 +292,7 @@ impl Reachability {
                 let seen = observed
                     .get(&cell)
                     .unwrap_or_else(|| panic!("cell {cell:?} was not probed"));
-                seen.connected() != self.expected[&cell]
+                !seen.agrees(self.expected[&cell], cell.2.proto)
             })
             .collect()
     }
@@ -308,17 +321,19 @@ impl Reachability {
             let _ = writeln!(out, "\n=== {tr} ===");
             let _ = writeln!(out, "expected ('.' connects, 'X' blocked):");
             out.push_str(&self.table(|s, t| if self.expected(s, t, tr) { '.' } else { 'X' }));
-            let _ = writeln!(out, "observed ('.' connected, 'X' blocked):");
-            out.push_str(&self.table(|s, t| {
-                if observed[&(s, t, tr)].connected() {
-                    '.'
-                } else {
-                    'X'
-                }
+            let _ = writeln!(
+                out,
+                "observed ('.' connected, 'X' refused, 'T' timeout, '?' other):"
+            );
+            out.push_str(&self.table(|s, t| match observed[&(s, t, tr)] {
+                Outcome::Connected => '.',
+                Outcome::Refused => 'X',
+                Outcome::Timeout => 'T',
+                Outcome::WrongAnswer(_) | Outcome::Error(_) => '?',
             }));
             let _ = writeln!(out, "comparison ('.' as expected, 'X' mismatch):");
             out.push_str(&self.table(|s, t| {
-                if observed[&(s, t, tr)].connected() == self.expected(s, t, tr) {
+                if observed[&(s, t, tr)].agrees(self.expected(s, t, tr), tr.proto) {
                     '.'
                 } else {
                     'X'
@@ -336,10 +351,10 @@ impl Reachability {
                 "  {} -> {} {tr}: expected {}, observed {}",
                 self.sources[*s],
                 self.targets[*t],
-                if self.expected(*s, *t, *tr) {
-                    "to connect"
-                } else {
-                    "blocked"
+                match (self.expected(*s, *t, *tr), tr.proto) {
+                    (true, _) => "to connect",
+                    (false, Proto::Sctp) => "blocked",
+                    (false, _) => "refused",
                 },
                 observed[&(*s, *t, *tr)]
             );

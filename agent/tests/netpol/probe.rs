@@ -29,8 +29,11 @@ use super::{
     sctp,
 };
 
-/// No answer within this is "blocked" (a REJECT fails much faster).
-pub const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a TCP or UDP probe waits for an answer. A REJECT refuses at
+/// once and a blocked TCP or UDP cell must be refused, so a timeout is a
+/// failure and this wait costs nothing when a case passes: it is sized for
+/// a connection on a loaded host (TCG in the VM, two cases at a time).
+pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// The same for SCTP, which runs only in the VM: under TCG, with two
 /// cases probing at once, an association (four-way handshake) and the
 /// question and answer took up to 0.6 s, and 1 s was seen to run out.
