@@ -565,3 +565,143 @@ fn the_auditor_counts_and_heals_outside_changes() {
     })
     .unwrap();
 }
+
+/// A node, a pod on it and a policy isolating it: the policy controller
+/// owns one source set (`IPW-SRC-…`).
+const ONE_POLICY: &str = "\
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 10.0.1.1}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {kubernetes.io/metadata.name: x}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {nodeName: node-a, containers: [{name: c, image: i}]}
+status: {phase: Running, podIP: 10.244.1.10, podIPs: [{ip: 10.244.1.10}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-a, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {app: a}}}]}]
+";
+
+/// An ipset LIST or SAVE request, as strace decodes it: the set it names
+/// (IPSET_ATTR_SETNAME), and whether it asks for names only
+/// (IPSET_ATTR_FLAGS with IPSET_FLAG_LIST_SETNAME).
+#[derive(Debug)]
+struct Listing {
+    set: Option<String>,
+    names_only: bool,
+}
+
+/// The bytes of the first attribute of type `attr_type` in a strace line
+/// (`[{nla_len=.., nla_type=TYPE}, "\x..\x.."]`).
+fn attribute(line: &str, attr_type: &str) -> Option<Vec<u8>> {
+    let at = line.find(&format!("nla_type={attr_type}}}, \""))?;
+    let hex = line[at..].split('"').nth(1)?;
+    hex.split("\\x")
+        .filter(|b| !b.is_empty())
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
+}
+
+fn listings(trace: &str) -> Vec<Listing> {
+    trace
+        .lines()
+        .filter(|l| l.contains("IPSET_CMD_LIST,") || l.contains("IPSET_CMD_SAVE,"))
+        .map(|l| Listing {
+            set: attribute(l, "0x2").map(|name| {
+                String::from_utf8_lossy(&name)
+                    .trim_end_matches('\0')
+                    .to_string()
+            }),
+            // IPSET_FLAG_LIST_SETNAME, a u32 in network order.
+            names_only: attribute(l, "NLA_F_NET_BYTEORDER|0x6")
+                .is_some_and(|f| f.len() == 4 && f[3] & 2 != 0),
+        })
+        .collect()
+}
+
+/// Row "a foreign set is never listed with its members", with the
+/// kernel's side of the conversation as the witness: the agent
+/// (`run --once`, policy controller only) under strace, in a namespace
+/// holding a foreign set and a set of ours that this agent does not own
+/// (the service proxy's, which does not run here). Every ipset LIST or
+/// SAVE request it sends either asks for names only or names a set of its
+/// own; neither of the others is ever named, nor dumped unnamed.
+#[test]
+fn foreign_sets_are_never_listed_with_their_members() {
+    if !privileged("foreign_sets_are_never_listed_with_their_members") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-listing").unwrap();
+    for cmd in [
+        "create kube-foreign hash:ip",
+        "add kube-foreign 10.1.2.3",
+        "create ipwarden-svip-prt hash:ip,port",
+        "add ipwarden-svip-prt 10.96.0.10,tcp:80",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        ns.output("ipset", &args).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("ipw-listing-{}", ns.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cluster.yaml"), ONE_POLICY).unwrap();
+    let trace = dir.join("strace.txt");
+    let run = ns
+        .command("strace")
+        .args([
+            "-f",
+            "-xx",
+            "-s",
+            "4096",
+            "-e",
+            "trace=sendto,sendmsg",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_ipwarden"))
+        .args([
+            "run",
+            "--once",
+            "--run-service-proxy=false",
+            "--bpf-mode",
+            "off",
+        ])
+        .args(["--node-name", "node-a", "--manifests"])
+        .arg(&dir)
+        .output()
+        .expect("strace (cargo xtask setup installs it)");
+    let trace = std::fs::read_to_string(&trace).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let listings = listings(&trace);
+    let named: Vec<&String> = listings.iter().filter_map(|l| l.set.as_ref()).collect();
+    assert!(
+        named.iter().any(|n| n.starts_with("IPW-SRC-")),
+        "the agent never listed its own set: {listings:?}"
+    );
+    for l in &listings {
+        match &l.set {
+            Some(name) => assert!(name.starts_with("IPW-"), "{name} listed: {listings:?}"),
+            None => assert!(l.names_only, "every set dumped: {listings:?}"),
+        }
+    }
+    assert_eq!(
+        members(&ns, "kube-foreign"),
+        set_of(&["10.1.2.3"]),
+        "the foreign set changed"
+    );
+}

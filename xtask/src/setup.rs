@@ -36,6 +36,9 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "cpio",
+    // The witness that a foreign set is never listed (the agent's netlink
+    // requests, tests/store_netns.rs).
+    "strace",
     // Benchmarks (cargo xtask bench): throughput through a veth pair.
     "iperf3",
     // The OCI image (cargo xtask image): a Debian root filesystem without a
