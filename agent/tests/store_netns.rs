@@ -629,31 +629,12 @@ fn listings(trace: &str) -> Vec<Listing> {
         .collect()
 }
 
-/// Row "a foreign set is never listed with its members", with the
-/// kernel's side of the conversation as the witness: the agent
-/// (`run --once`, policy controller only) under strace, in a namespace
-/// holding a foreign set and a set of ours that this agent does not own
-/// (the service proxy's, which does not run here). Every ipset LIST or
-/// SAVE request it sends either asks for names only or names a set of its
-/// own; neither of the others is ever named, nor dumped unnamed.
-#[test]
-fn foreign_sets_are_never_listed_with_their_members() {
-    if !privileged("foreign_sets_are_never_listed_with_their_members") {
-        return;
-    }
-    let ns = NetNs::new("ipw-store-listing").unwrap();
-    for cmd in [
-        "create kube-foreign hash:ip",
-        "add kube-foreign 10.1.2.3",
-        "create ipwarden-svip-prt hash:ip,port",
-        "add ipwarden-svip-prt 10.96.0.10,tcp:80",
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        ns.output("ipset", &args).unwrap();
-    }
-    let dir = std::env::temp_dir().join(format!("ipw-listing-{}", ns.name()));
+/// `ipwarden run --once` (policy controller only) in `ns` on `cluster`,
+/// under strace: the netlink requests it sent, as strace decodes them.
+fn traced_run(ns: &NetNs, cluster: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("ipw-traced-{}", ns.name()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cluster.yaml"), ONE_POLICY).unwrap();
+    std::fs::write(dir.join("cluster.yaml"), cluster).unwrap();
     let trace = dir.join("strace.txt");
     let run = ns
         .command("strace")
@@ -686,7 +667,88 @@ fn foreign_sets_are_never_listed_with_their_members() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    trace
+}
 
+/// The ipset requests of a trace that write: "IPSET_CMD_ADD", ...
+fn ipset_writes(trace: &str) -> Vec<&'static str> {
+    const WRITES: [&str; 7] = [
+        "IPSET_CMD_CREATE",
+        "IPSET_CMD_DESTROY",
+        "IPSET_CMD_FLUSH",
+        "IPSET_CMD_RENAME",
+        "IPSET_CMD_SWAP",
+        "IPSET_CMD_ADD",
+        "IPSET_CMD_DEL",
+    ];
+    trace
+        .lines()
+        .filter_map(|l| {
+            WRITES
+                .into_iter()
+                .find(|w| l.contains(&format!("<<8|{w},")))
+        })
+        .collect()
+}
+
+/// Row "only the difference is written", with the requests the kernel
+/// received as the witness: a second run on the same cluster sends no
+/// ipset write at all, and a second client pod sends exactly one ADD.
+#[test]
+fn a_run_writes_only_the_difference_to_the_sets() {
+    if !privileged("a_run_writes_only_the_difference_to_the_sets") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-writes").unwrap();
+    let first = traced_run(&ns, ONE_POLICY);
+    assert!(
+        ipset_writes(&first).contains(&"IPSET_CMD_CREATE"),
+        "{first}"
+    );
+    let saved = ns.output("ipset", &["save"]).unwrap();
+
+    let again = traced_run(&ns, ONE_POLICY);
+    assert_eq!(ipset_writes(&again), Vec::<&str>::new());
+    assert_eq!(ns.output("ipset", &["save"]).unwrap(), saved);
+
+    let second_client = format!(
+        "{ONE_POLICY}---
+apiVersion: v1
+kind: Pod
+metadata: {{name: b, namespace: x, labels: {{app: a}}}}
+spec: {{nodeName: node-b, containers: [{{name: c, image: i}}]}}
+status: {{phase: Running, podIP: 10.244.2.10, podIPs: [{{ip: 10.244.2.10}}]}}
+"
+    );
+    let changed = traced_run(&ns, &second_client);
+    assert_eq!(ipset_writes(&changed), ["IPSET_CMD_ADD"]);
+    let save = ns.output("ipset", &["save"]).unwrap();
+    assert!(save.contains(" 10.244.2.10"), "{save}");
+}
+
+/// Row "a foreign set is never listed with its members", with the
+/// kernel's side of the conversation as the witness: the agent
+/// (`run --once`, policy controller only) under strace, in a namespace
+/// holding a foreign set and a set of ours that this agent does not own
+/// (the service proxy's, which does not run here). Every ipset LIST or
+/// SAVE request it sends either asks for names only or names a set of its
+/// own; neither of the others is ever named, nor dumped unnamed.
+#[test]
+fn foreign_sets_are_never_listed_with_their_members() {
+    if !privileged("foreign_sets_are_never_listed_with_their_members") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-listing").unwrap();
+    for cmd in [
+        "create kube-foreign hash:ip",
+        "add kube-foreign 10.1.2.3",
+        "create ipwarden-svip-prt hash:ip,port",
+        "add ipwarden-svip-prt 10.96.0.10,tcp:80",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        ns.output("ipset", &args).unwrap();
+    }
+    let trace = traced_run(&ns, ONE_POLICY);
     let listings = listings(&trace);
     let named: Vec<&String> = listings.iter().filter_map(|l| l.set.as_ref()).collect();
     assert!(
