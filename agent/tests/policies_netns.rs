@@ -196,6 +196,15 @@ fn an_edit_changes_members_and_stale_sets_go_after_their_chains() {
             "a peer change is a set change: {:?}",
             edit.chains_written
         );
+        // The kernel's word: x/c's address came into the source set and
+        // x/b's went.
+        let saved = output(&ns, "ipset", &["save"]);
+        let src: Vec<&str> = saved
+            .lines()
+            .filter(|l| l.starts_with("add IPW-SRC-"))
+            .collect();
+        assert!(src.iter().any(|l| l.ends_with(" 10.244.2.2")), "{saved}");
+        assert!(!src.iter().any(|l| l.ends_with(" 10.244.1.3")), "{saved}");
         let removed = reconcile_policies::apply(&store, &without).unwrap();
         assert!(!removed.chains_deleted.is_empty());
         assert!(
@@ -217,6 +226,13 @@ fn an_edit_changes_members_and_stale_sets_go_after_their_chains() {
     .unwrap();
     let sets = output(&ns, "ipset", &["list", "-n"]);
     assert_eq!(sets.trim(), "", "nothing left: {sets}");
+    // No pod or policy chain, no jump to one and no match on a policy set
+    // is left (the base chains stay, with their own rules).
+    for save in ["iptables-save", "ip6tables-save"] {
+        let rules = output(&ns, save, &["-t", "filter"]);
+        let left: Vec<&str> = rules.lines().filter(|l| l.contains("IPW-")).collect();
+        assert!(left.is_empty(), "{save}: rules left: {left:#?}");
+    }
 }
 
 #[test]
@@ -237,6 +253,12 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
                 .iter()
                 .filter(|p| p.table == ipwarden::desired::Table::Filter)
         };
+        let input = || {
+            let save = output(&ns, "iptables-save", &["-t", "filter"]);
+            let rules = save.lines().filter(|l| l.starts_with("-A INPUT"));
+            rules.map(str::to_string).collect::<Vec<_>>()
+        };
+        let mut printed = Vec::new();
         for round in 0..2 {
             let mut written = 0;
             for plan in filters() {
@@ -247,7 +269,9 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
             if round == 1 {
                 assert_eq!(written, 0, "the second round finds everything in place");
             }
+            printed.push(input());
         }
+        assert_eq!(printed[0], printed[1], "INPUT moved in the second round");
     })
     .unwrap();
     let save = output(&ns, "iptables-save", &["-t", "filter"]);

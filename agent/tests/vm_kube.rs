@@ -226,10 +226,20 @@ fn ipvs_services(lab: &Lab) -> BTreeSet<String> {
         .collect()
 }
 
+/// The output of `program args`, empty when it failed saying
+/// `absent` (no such set, no such device); any other failure panics, so
+/// that a broken tool never reads as "gone".
+fn tool_or_absent(lab: &Lab, program: &str, args: &[&str], absent: &str) -> String {
+    match tool(lab, program, args) {
+        Ok(out) => out,
+        Err(e) if e.to_string().contains(absent) => String::new(),
+        Err(e) => panic!("{program} {args:?}: {e}"),
+    }
+}
+
 /// `ipset save SET`'s members; empty when there is no such set.
 fn members(lab: &Lab, set: &str) -> BTreeSet<String> {
-    tool(lab, "ipset", &["save", set])
-        .unwrap_or_default()
+    tool_or_absent(lab, "ipset", &["save", set], "does not exist")
         .lines()
         .filter_map(|l| l.strip_prefix(&format!("add {set} ")))
         .map(str::to_string)
@@ -238,8 +248,8 @@ fn members(lab: &Lab, set: &str) -> BTreeSet<String> {
 
 /// The addresses on ipwarden0 (none when it does not exist).
 fn vips(lab: &Lab) -> BTreeSet<String> {
-    let out =
-        tool(lab, "ip", &["-o", "-4", "addr", "show", "dev", "ipwarden0"]).unwrap_or_default();
+    let args = ["-o", "-4", "addr", "show", "dev", "ipwarden0"];
+    let out = tool_or_absent(lab, "ip", &args, "does not exist");
     out.lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();
@@ -403,10 +413,13 @@ impl Drop for Timed {
 
 /// Asserts `check` on every look during `window`: an observation window
 /// for something that must not happen, not a wait for something that must.
+/// Looks at least `MIN_LOOKS` times however long each takes, so that a
+/// slow VM cannot turn the window into a single glance.
 fn holds_throughout(window: Duration, mut check: impl FnMut()) -> usize {
+    const MIN_LOOKS: usize = 3;
     let end = Instant::now() + window;
     let mut looks = 0;
-    while Instant::now() < end {
+    while Instant::now() < end || looks < MIN_LOOKS {
         check();
         looks += 1;
         std::thread::sleep(Duration::from_millis(100));

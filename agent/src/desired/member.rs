@@ -259,4 +259,48 @@ mod tests {
             assert_eq!(NtopAddr(ip(a)).to_string(), want, "{a}");
         }
     }
+
+    unsafe extern "C" {
+        // glibc's, declared here: the libc crate does not bind it.
+        fn inet_ntop(
+            af: libc::c_int,
+            src: *const libc::c_void,
+            dst: *mut libc::c_char,
+            size: libc::socklen_t,
+        ) -> *const libc::c_char;
+    }
+
+    /// glibc's inet_ntop, which ipset prints with: the oracle.
+    fn glibc_ntop(a: &Ipv6Addr) -> String {
+        let octets = a.octets();
+        let mut buf = [0 as libc::c_char; 46]; // INET6_ADDRSTRLEN
+                                               // SAFETY: `octets` is an in6_addr's 16 bytes; `buf` is as long as
+                                               // inet_ntop is told, and it writes a NUL-terminated string there.
+        let text = unsafe {
+            inet_ntop(
+                libc::AF_INET6,
+                octets.as_ptr().cast(),
+                buf.as_mut_ptr(),
+                buf.len() as libc::socklen_t,
+            )
+        };
+        assert!(!text.is_null(), "inet_ntop failed for {a:?}");
+        // SAFETY: inet_ntop returned `buf`, NUL-terminated.
+        let text = unsafe { std::ffi::CStr::from_ptr(text) };
+        text.to_str().unwrap().to_string()
+    }
+
+    proptest::proptest! {
+        /// Words drawn mostly 0 (runs of zeros to compress, IPv4-mapped and
+        /// -compatible forms) or 0xffff, else anything.
+        #[test]
+        fn ipv6_text_is_glibc_inet_ntop(words in proptest::array::uniform8(
+            proptest::prop_oneof![4 => proptest::strategy::Just(0u16),
+                1 => proptest::strategy::Just(0xffffu16),
+                2 => proptest::arbitrary::any::<u16>()],
+        )) {
+            let a = Ipv6Addr::from(words);
+            proptest::prop_assert_eq!(NtopAddr(IpAddr::V6(a)).to_string(), glibc_ntop(&a));
+        }
+    }
 }
