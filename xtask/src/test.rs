@@ -39,6 +39,11 @@ pub struct Options {
 /// `ipwarden explain` for a pod isolated by a policy, on 6.1 too).
 const ALSO_IN_VM: &[&str] = &["tc_classifier", "link_netns", "explain_netns"];
 
+/// The VM's timeout per suite, in seconds. Under TCG on a busy host the
+/// longest suites took 385 s (vm_kube) and 483 s (vm_netpol_sctp), close
+/// to vm-test's default of 600 s; a suite that hangs still ends, as 124.
+const SUITE_TIMEOUT_SECS: u64 = 1800;
+
 pub fn run(opts: &Options) -> Result<()> {
     require_root("test")?;
     let object = build_ebpf::run(&build_ebpf::Options::default())?;
@@ -86,13 +91,17 @@ pub fn run(opts: &Options) -> Result<()> {
             args.push("--ignored".to_string());
         }
         println!("xtask test: running {name} inside the VM");
+        let started = std::time::Instant::now();
         let (status, ran) = tally.run(
             Command::new(std::env::current_exe()?)
                 .arg("vm-test")
+                .args(["--timeout", &SUITE_TIMEOUT_SECS.to_string()])
                 .arg("--")
                 .args(&args)
                 .envs(env.iter().map(|(k, v)| (k, v))),
         )?;
+        let secs = started.elapsed().as_secs();
+        println!("xtask test: {name}: {} in {secs} s", status_text(status));
         if let Some(why) = suite_failure(status, ran) {
             failed.push(format!("{name} ({why})"));
         }
@@ -104,6 +113,14 @@ pub fn run(opts: &Options) -> Result<()> {
     // One closing line for every suite, host and VM together.
     println!("{}", tally.line());
     Ok(())
+}
+
+fn status_text(status: ExitStatus) -> &'static str {
+    if status.success() {
+        "passed"
+    } else {
+        "failed"
+    }
 }
 
 /// A VM suite fails when its status says so, and also when it exits 0
