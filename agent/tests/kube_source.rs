@@ -406,6 +406,50 @@ async fn a_big_collection_is_listed_in_pages_and_arrives_whole() {
     );
 }
 
+/// A paged relist never empties a kind in between: held after its first
+/// page (500 of 1201 pods), the snapshot still holds every pod, the one
+/// deleted meanwhile too; once the last page is in, exactly that one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_relist_caught_between_pages_keeps_every_pod() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    for i in 0..1201 {
+        server.apply(Res::Pods, pod(&format!("p-{i:04}"), "10.244.3.3"));
+    }
+    let mut agent = Agent::ready(&server).await;
+    assert_eq!(agent.snapshot().pods.len(), 1201 + 1);
+
+    server.set_down(true);
+    server.delete(Res::Pods, "default", "p-0600");
+    server.compact();
+    server.hold_after_first_page(Res::Pods);
+    let pages_before = server.requests().len();
+    server.set_down(false);
+    server
+        .wait_request("a held second page of the pods relist", |_| {
+            server.requests()[pages_before..].iter().any(|r| {
+                r.starts_with("GET /api/v1/pods?")
+                    && !r.contains("watch=true")
+                    && param(r, "continue").is_some()
+            })
+        })
+        .await;
+    let between = agent.snapshot();
+    assert_eq!(
+        between.pods.len(),
+        1201 + 1,
+        "the relist emptied or shrank the pods before its last page"
+    );
+
+    server.release(Res::Pods);
+    agent
+        .until("pods relisted", |c| *c == Change::Relisted(Kind::Pod))
+        .await;
+    let after = agent.snapshot();
+    assert_eq!(after.pods.len(), 1200 + 1);
+    assert!(!names(&after.pods).contains(&"p-0600".to_string()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_watch_resumes_from_the_last_bookmark_without_a_relist() {
     let server = FakeApiServer::start().await;

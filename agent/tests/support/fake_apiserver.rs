@@ -116,6 +116,9 @@ struct Collection {
     list_failures: VecDeque<u16>,
     /// Lists wait while this is set.
     held: bool,
+    /// Pages after a list's first (requests with a `continue` token) wait
+    /// while this is set.
+    held_after_first_page: bool,
 }
 
 #[derive(Default)]
@@ -309,7 +312,18 @@ impl FakeApiServer {
     }
 
     pub fn release(&self, res: Res) {
-        self.with(|st| st.collections.entry(res).or_default().held = false);
+        self.with(|st| {
+            let coll = st.collections.entry(res).or_default();
+            coll.held = false;
+            coll.held_after_first_page = false;
+        });
+    }
+
+    /// Lists of `res` are answered with their first page, and the next
+    /// pages wait until [`FakeApiServer::release`]: a relist caught between
+    /// two pages.
+    pub fn hold_after_first_page(&self, res: Res) {
+        self.with(|st| st.collections.entry(res).or_default().held_after_first_page = true);
     }
 
     /// Drops every open watch in the middle of a chunk, after the events
@@ -624,7 +638,8 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
             if let Some(code) = coll.list_failures.pop_front() {
                 return Some(error_status(code, res));
             }
-            if !coll.held {
+            let next_page = q.get("continue").is_some_and(|c| !c.is_empty());
+            if !coll.held && !(coll.held_after_first_page && next_page) {
                 let page = Page::of(q, now);
                 let name = name_selector(q);
                 let mut rest = coll
