@@ -639,7 +639,7 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
                 return Some(error_status(code, res));
             }
             let next_page = q.get("continue").is_some_and(|c| !c.is_empty());
-            if !coll.held && !(coll.held_after_first_page && next_page) {
+            if !(coll.held || coll.held_after_first_page && next_page) {
                 let page = Page::of(q, now);
                 let name = name_selector(q);
                 let mut rest = coll
