@@ -174,12 +174,22 @@ fn the_image_enforces_a_network_policy_under_podman() {
         );
     }
 
+    // The kernel's word on the second run: nft numbers every rule it adds,
+    // so a rewritten rule shows a new handle; the sets print the same.
+    let kernel = || {
+        (
+            ns.output("nft", &["-a", "list", "ruleset"]).unwrap(),
+            ns.output("ipset", &["save"]).unwrap(),
+        )
+    };
+    let before = kernel();
     let second = run(&mut podman_run(
         &ns,
         &image,
         &[(&netpol, "/etc/ipwarden/netpol.yaml")],
         &once,
     ));
+    assert!(before == kernel(), "the second run rewrote rules or sets");
     let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(
         report["policies"]["chains_written"],
