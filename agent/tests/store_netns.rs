@@ -767,3 +767,76 @@ fn foreign_sets_are_never_listed_with_their_members() {
         "the foreign set changed"
     );
 }
+
+/// Row "make-before-break", observed while it happens: a sender keeps
+/// sending to 10.0.0.1 (in the old hash:ip set and in every new one) while
+/// the set changes type back and forth; our rule accepts what the set
+/// matches and drops the rest, and the security table (after filter, and
+/// never rewritten by the store) counts what got through: every packet
+/// sent, once they have all been processed.
+#[test]
+fn a_type_change_keeps_the_rules_matching_while_it_happens() {
+    if !privileged("a_type_change_keeps_the_rules_matching_while_it_happens") {
+        return;
+    }
+    let ns = NetNs::new("ipw-store-mbb").unwrap();
+    let ip = |t: SetType, m: &str| vec![spec("IPW-DST-X", t, Family::V4, &[m])];
+    ns.run(|| {
+        let store = store_in(&ns);
+        store
+            .apply("policies", ip(SetType::HashIp, "10.0.0.1"))
+            .unwrap();
+        ns.ip(&["addr", "add", "10.0.0.1/32", "dev", "lo"]).unwrap();
+        for rule in [
+            "-t filter -A INPUT -p udp --dport 9 -m set --match-set IPW-DST-X dst -j ACCEPT",
+            "-t filter -A INPUT -p udp --dport 9 -j DROP",
+            "-t security -A INPUT -p udp --dport 9",
+        ] {
+            let mut args = vec!["-w"];
+            args.extend(rule.split(' '));
+            ns.output("iptables", &args).unwrap();
+        }
+        let _rx = std::net::UdpSocket::bind("10.0.0.1:9").unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let sent = std::thread::scope(|s| {
+            let sender = s.spawn(|| {
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sent += u64::from(tx.send_to(b"x", "10.0.0.1:9").is_ok());
+                }
+                sent
+            });
+            for round in 0..10 {
+                let next = if round % 2 == 0 {
+                    ip(SetType::HashNet, "10.0.0.0/8")
+                } else {
+                    ip(SetType::HashIp, "10.0.0.1")
+                };
+                let r = store.apply("policies", next).unwrap();
+                assert_eq!(r.executed.replaced, ["IPW-DST-X"]);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            sender.join().unwrap()
+        });
+        assert!(sent > 0);
+        let through = || -> u64 {
+            let out = ns
+                .output(
+                    "iptables",
+                    &["-w", "-t", "security", "-L", "INPUT", "-v", "-x", "-n"],
+                )
+                .unwrap();
+            let line = out.lines().nth(2).unwrap();
+            line.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let all_through =
+            ipwarden::lab::wait_until(std::time::Duration::from_secs(10), || through() >= sent);
+        assert!(
+            all_through,
+            "{} of {sent} packets sent during the replacements were dropped",
+            sent - through()
+        );
+    })
+    .unwrap();
+}
