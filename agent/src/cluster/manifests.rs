@@ -29,7 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     unreadable::{never_read_object, StandIn, Unreadable, UnreadableBook},
-    HostInfo, KubeObject, Snapshot,
+    HostInfo, KubeObject, Snapshot, Trim,
 };
 
 /// One object that could not be read.
@@ -133,7 +133,12 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
             }
         };
         let items = if value["kind"] == "List" {
-            value["items"].as_array().cloned().unwrap_or_default()
+            // Taken, not cloned: a List of 10k objects is held once.
+            let mut value = value;
+            match value["items"].take() {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            }
         } else {
             vec![value]
         };
@@ -238,6 +243,9 @@ struct State {
     /// The objects of each file that do not read.
     unreadable: BTreeMap<PathBuf, Vec<Unreadable>>,
     ready: bool,
+    /// The last snapshot taken, for the host it was taken for: until the
+    /// files change, the next one shares its objects (no deep copy).
+    taken: Option<Snapshot>,
 }
 
 impl State {
@@ -426,6 +434,8 @@ impl Inner {
             let resource = f.display().to_string();
             match read_file(f) {
                 Ok(mut loaded) => {
+                    // Held trimmed, as the API server's stores hold them.
+                    loaded.objects.iter_mut().for_each(Trim::trim);
                     for p in &loaded.problems {
                         self.health.skipped(&resource);
                         if p.key.is_none() {
@@ -445,6 +455,7 @@ impl Inner {
                 }
             }
         }
+        state.taken = None;
         self.unreadable
             .replace(state.unreadable.values().flatten().cloned().collect());
         if !state.ready {
@@ -466,9 +477,9 @@ impl Inner {
 
 /// The keys of objects added, edited or removed between `old` and `new`.
 fn diff(old: &[KubeObject], new: &[KubeObject]) -> BTreeSet<Key> {
-    let index = |objects: &[KubeObject]| -> BTreeMap<Key, KubeObject> {
-        objects.iter().map(|o| (key(o), o.clone())).collect()
-    };
+    fn index(objects: &[KubeObject]) -> BTreeMap<Key, &KubeObject> {
+        objects.iter().map(|o| (key(o), o)).collect()
+    }
     let (old, new) = (index(old), index(new));
     let mut changed: BTreeSet<Key> = old
         .iter()
@@ -481,12 +492,17 @@ fn diff(old: &[KubeObject], new: &[KubeObject]) -> BTreeSet<Key> {
 
 impl Source for ManifestsSource {
     fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
-        let state = self.inner.state.lock().unwrap();
+        let mut state = self.inner.state.lock().unwrap();
         if !state.ready {
             return None;
         }
+        if let Some(taken) = state.taken.as_ref().filter(|t| t.host == *host) {
+            return Some(taken.clone());
+        }
         let objects: Vec<KubeObject> = state.files.values().flatten().flatten().cloned().collect();
-        Some(Snapshot::from_objects(objects, host.clone()))
+        let snapshot = Snapshot::from_objects(objects, host.clone());
+        state.taken = Some(snapshot.clone());
+        Some(snapshot)
     }
 
     fn health(&self) -> Vec<ResourceHealth> {
