@@ -9,6 +9,10 @@
 //! ```text
 //! IPWARDEN_BENCH_SIZES=10000 cargo bench -p ipwarden --bench memory
 //! ```
+//!
+//! `IPWARDEN_BENCH_MANIFESTS=DIR` also writes the cluster as manifests;
+//! `IPWARDEN_BENCH_SERVE=DIR` serves it instead from the fake API server
+//! (kubeconfig in DIR, until DIR/stop exists), for an agent to profile.
 
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -117,6 +121,51 @@ fn write_manifests(
     }
 }
 
+/// Serves the cluster from the tests' fake API server on 127.0.0.1 of the
+/// network namespace the bench runs in, writes `dir/kubeconfig`, and
+/// serves until `dir/stop` exists: for `ipwarden run --kubeconfig` in the
+/// same namespace, to profile the agent on its real source.
+fn serve(
+    dir: &std::path::Path,
+    services: &[Value],
+    slices: &[Value],
+    g: &common::cluster::Generated,
+) {
+    use fake_apiserver::{FakeApiServer, Res};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let server = {
+        let _in = rt.enter();
+        FakeApiServer::start_on_std(listener)
+    };
+    let node = serde_json::json!({"metadata": {"name": "node-a"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.1.1"}]}});
+    let kinds: [(Res, &[Value]); 6] = [
+        (Res::Namespaces, &g.namespaces),
+        (Res::Nodes, std::slice::from_ref(&node)),
+        (Res::Pods, &g.pods),
+        (Res::NetworkPolicies, &g.policies),
+        (Res::Services, services),
+        (Res::EndpointSlices, slices),
+    ];
+    for (res, items) in kinds {
+        for v in items {
+            server.apply(res, v.clone());
+        }
+    }
+    std::fs::create_dir_all(dir).expect("serve folder");
+    let kubeconfig = server.kubeconfig(dir);
+    println!("serving: {}", kubeconfig.display());
+    while !dir.join("stop").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(server);
+}
+
 fn kib(b: usize) -> String {
     format!("{:.0} KiB", b as f64 / 1024.0)
 }
@@ -147,6 +196,10 @@ fn main() {
         let g = &cluster.generated;
         if let Ok(dir) = std::env::var("IPWARDEN_BENCH_MANIFESTS") {
             write_manifests(dir.as_ref(), &services_json, &slices_json, g);
+        }
+        if let Ok(dir) = std::env::var("IPWARDEN_BENCH_SERVE") {
+            serve(dir.as_ref(), &services_json, &slices_json, g);
+            return;
         }
         println!("\n{services_n} Services ({} endpoints each), {pods} pods, {policies_n} NetworkPolicies, {namespaces} namespaces\n", objects::ENDPOINTS);
         println!("| held | objects | bytes kept | bytes per object | transient peak |");
