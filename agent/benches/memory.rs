@@ -1,7 +1,7 @@
 //! Where the agent's bytes go: the agent bench's cluster (N Services of one
 //! port with a three-endpoint slice each, beside the generated pods and
-//! NetworkPolicies), decoded, trimmed and held in kube reflector stores as
-//! the agent holds it, then each controller's desired state computed from
+//! NetworkPolicies), decoded, trimmed and held in the source's ordered
+//! stores (`cluster/store.rs`) as the agent holds it, then each controller's desired state computed from
 //! the snapshot. A counting allocator reports the bytes each step keeps
 //! (live after it, per object) and the transient peak while it runs. No
 //! kernel, no root.
@@ -9,6 +9,10 @@
 //! ```text
 //! IPWARDEN_BENCH_SIZES=10000 cargo bench -p ipwarden --bench memory
 //! ```
+//!
+//! `IPWARDEN_BENCH_MANIFESTS=DIR` also writes the cluster as manifests;
+//! `IPWARDEN_BENCH_SERVE=DIR` serves it instead from the fake API server
+//! (kubeconfig in DIR, until DIR/stop exists), for an agent to profile.
 
 #[path = "../tests/support/fake_apiserver.rs"]
 mod fake_apiserver;
@@ -27,13 +31,10 @@ use std::{
 
 use common::env_list;
 use ipwarden::{
-    cluster::{HostInfo, Snapshot, Trim},
+    cluster::{Grouped, HostInfo, Ordered, Stores, Trim},
     controllers::{policies, services},
 };
-use kube::runtime::{
-    reflector::store::{Store, Writer},
-    watcher,
-};
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -71,21 +72,19 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
     (v, kept, PEAK.load(Relaxed) - before)
 }
 
-/// A reflector store filled as the agent's watcher fills it: decoded,
-/// trimmed, applied.
-fn store<K>(values: &[Value]) -> Store<K>
+/// A store filled as the agent's watcher fills it: decoded, trimmed,
+/// applied.
+fn fill<K>(store: &Ordered<K>, values: &[Value])
 where
-    K: kube::Resource<DynamicType = ()> + DeserializeOwned + Trim + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned + Trim + Grouped + PartialEq,
 {
-    let mut w = Writer::<K>::default();
-    w.apply_watcher_event(&watcher::Event::Init);
+    store.apply(watcher::Event::Init);
     for v in values {
         let mut o: K = serde_json::from_value(v.clone()).expect("object");
         o.trim();
-        w.apply_watcher_event(&watcher::Event::InitApply(o));
+        store.apply(watcher::Event::InitApply(o));
     }
-    w.apply_watcher_event(&watcher::Event::InitDone);
-    w.as_reader()
+    store.apply(watcher::Event::InitDone);
 }
 
 /// The cluster as a manifests folder, for `ipwarden run --manifests` (an
@@ -122,6 +121,51 @@ fn write_manifests(
     }
 }
 
+/// Serves the cluster from the tests' fake API server on 127.0.0.1 of the
+/// network namespace the bench runs in, writes `dir/kubeconfig`, and
+/// serves until `dir/stop` exists: for `ipwarden run --kubeconfig` in the
+/// same namespace, to profile the agent on its real source.
+fn serve(
+    dir: &std::path::Path,
+    services: &[Value],
+    slices: &[Value],
+    g: &common::cluster::Generated,
+) {
+    use fake_apiserver::{FakeApiServer, Res};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let server = {
+        let _in = rt.enter();
+        FakeApiServer::start_on_std(listener)
+    };
+    let node = serde_json::json!({"metadata": {"name": "node-a"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.0.1.1"}]}});
+    let kinds: [(Res, &[Value]); 6] = [
+        (Res::Namespaces, &g.namespaces),
+        (Res::Nodes, std::slice::from_ref(&node)),
+        (Res::Pods, &g.pods),
+        (Res::NetworkPolicies, &g.policies),
+        (Res::Services, services),
+        (Res::EndpointSlices, slices),
+    ];
+    for (res, items) in kinds {
+        for v in items {
+            server.apply(res, v.clone());
+        }
+    }
+    std::fs::create_dir_all(dir).expect("serve folder");
+    let kubeconfig = server.kubeconfig(dir);
+    println!("serving: {}", kubeconfig.display());
+    while !dir.join("stop").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(server);
+}
+
 fn kib(b: usize) -> String {
     format!("{:.0} KiB", b as f64 / 1024.0)
 }
@@ -153,43 +197,36 @@ fn main() {
         if let Ok(dir) = std::env::var("IPWARDEN_BENCH_MANIFESTS") {
             write_manifests(dir.as_ref(), &services_json, &slices_json, g);
         }
+        if let Ok(dir) = std::env::var("IPWARDEN_BENCH_SERVE") {
+            serve(dir.as_ref(), &services_json, &slices_json, g);
+            return;
+        }
         println!("\n{services_n} Services ({} endpoints each), {pods} pods, {policies_n} NetworkPolicies, {namespaces} namespaces\n", objects::ENDPOINTS);
         println!("| held | objects | bytes kept | bytes per object | transient peak |");
         println!("|---|---:|---:|---:|---:|");
-        let (svc, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Service>(&services_json));
-        row("reflector store: Services", services_n, k, p);
-        let (eps, k, p) =
-            measured(|| store::<k8s_openapi::api::discovery::v1::EndpointSlice>(&slices_json));
-        row("reflector store: EndpointSlices", services_n, k, p);
-        let (pod, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Pod>(&g.pods));
-        row("reflector store: Pods", pods, k, p);
-        let (ns, k, p) = measured(|| store::<k8s_openapi::api::core::v1::Namespace>(&g.namespaces));
-        row("reflector store: Namespaces", g.namespaces.len(), k, p);
-        let (pol, k, p) =
-            measured(|| store::<k8s_openapi::api::networking::v1::NetworkPolicy>(&g.policies));
-        row("reflector store: NetworkPolicies", policies_n, k, p);
+        let stores = Stores::default();
+        let ((), k, p) = measured(|| fill(&stores.services, &services_json));
+        row("store: Services", services_n, k, p);
+        let ((), k, p) = measured(|| fill(&stores.endpoint_slices, &slices_json));
+        row("store: EndpointSlices", services_n, k, p);
+        let ((), k, p) = measured(|| fill(&stores.pods, &g.pods));
+        row("store: Pods", pods, k, p);
+        let ((), k, p) = measured(|| fill(&stores.namespaces, &g.namespaces));
+        row("store: Namespaces", g.namespaces.len(), k, p);
+        let ((), k, p) = measured(|| fill(&stores.network_policies, &g.policies));
+        row("store: NetworkPolicies", policies_n, k, p);
         let host = HostInfo {
             node_name: "node-a".into(),
             local_addresses: vec!["10.0.1.1".parse().expect("address")],
         };
-        let (snapshot, k, p) = measured(|| {
-            Snapshot::from_shared(
-                svc.state(),
-                eps.state(),
-                pod.state(),
-                ns.state(),
-                pol.state(),
-                None,
-                host.clone(),
-            )
-        });
-        row("one snapshot (pointers, sorted)", 0, k, p);
+        let (snapshot, k, p) = measured(|| stores.snapshot(&host));
+        row("one snapshot (pointers, in store order)", 0, k, p);
         let (service_state, k, p) = measured(|| services::desired(&snapshot));
         row("services: desired state (per Service)", services_n, k, p);
         let (policy_state, k, p) =
             measured(|| policies::desired(&snapshot, &policies::Options::default()));
         row("policies: desired state (per policy)", policies_n, k, p);
         println!("\nlive at the end: {}", kib(LIVE.load(Relaxed)));
-        drop((service_state, policy_state, snapshot));
+        drop((service_state, policy_state, snapshot, stores));
     }
 }

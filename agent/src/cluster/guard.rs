@@ -6,16 +6,11 @@
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{
-    runtime::{
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
-    Resource,
-};
+use kube::{runtime::watcher, Resource};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 
 use super::{
+    store::{Grouped, Ordered},
     unreadable::{NeverRead, StandIn, Unreadable, UnreadableBook},
     Kind,
 };
@@ -89,11 +84,11 @@ impl<K: Resource> Resource for Guarded<K> {
 pub fn unguard<K>(
     kind: Kind,
     event: watcher::Event<Guarded<K>>,
-    store: &Store<K>,
+    store: &Ordered<K>,
     unreadable: &UnreadableBook,
 ) -> Option<watcher::Event<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + Default + NeverRead + 'static,
+    K: Resource<DynamicType = ()> + Clone + Default + NeverRead + Grouped + PartialEq + 'static,
 {
     use watcher::Event::*;
     let read = |o: &K| {
@@ -107,11 +102,7 @@ where
     // The last good version, else the stand-in; booked either way.
     let stand_in = |e: Invalid| -> (Option<K>, bool) {
         let name = e.metadata.name.as_deref().unwrap_or_default();
-        let mut at = ObjectRef::<K>::new(name);
-        if let Some(ns) = e.metadata.namespace.as_deref() {
-            at = at.within(ns);
-        }
-        let held = store.get(&at);
+        let held = store.get(e.metadata.namespace.as_deref(), name);
         let (object, how) = match held {
             Some(last) => (Some((*last).clone()), StandIn::LastGood),
             None => match K::never_read(&e.metadata) {

@@ -9,10 +9,12 @@
 //! - An object that does not deserialize never fails a whole list and
 //!   never opens the firewall: it keeps its last good version, or stands
 //!   in as deny-all when a NetworkPolicy ([`super::unreadable`]).
-//! - The store of a kind swaps its content only when a (re)list is complete
-//!   (kube-runtime buffers `InitApply`s until `InitDone`), so a relist never
-//!   shows an empty or partial kind; objects deleted during a watch gap are
-//!   gone after it, and the loop hears [`Change::Relisted`].
+//! - The store of a kind ([`super::store`]) keeps its objects in
+//!   (namespace, name) order as events arrive, so a snapshot is pointer
+//!   copies without a sort; it swaps its content only when a (re)list is
+//!   complete, so a relist never shows an empty or partial kind; objects
+//!   deleted during a watch gap are gone after it, and the loop hears
+//!   [`Change::Relisted`].
 //! - `snapshot()` is `None` until every kind has finished its first list.
 //! - A failing list or watch keeps the last good content, logs and counts
 //!   the failure, and marks the kind failing until it reads again.
@@ -31,23 +33,17 @@ use std::{
 use ::kube::{
     api::Api,
     config::{Config, KubeConfigOptions, Kubeconfig},
-    runtime::{
-        reflector::{self, store::Writer, ObjectRef, Store},
-        watcher, WatchStreamExt,
-    },
+    runtime::{watcher, WatchStreamExt},
     Client, Resource,
 };
 use anyhow::{Context, Result};
 
 use crate::cli::flags::master_url;
 use futures::{future, StreamExt, TryStreamExt};
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, Node, Pod, Service},
-        discovery::v1::EndpointSlice,
-        networking::v1::NetworkPolicy,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::NetworkPolicy,
 };
 use serde::de::DeserializeOwned;
 use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
@@ -56,6 +52,7 @@ use super::{
     backoff::backed_off,
     guard::{unguard, Guarded},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
+    store::{Applied, Grouped, Ordered, Stores},
     trim::Trim,
     unreadable::{NeverRead, Unreadable, UnreadableBook},
     HostInfo, Snapshot,
@@ -102,34 +99,6 @@ pub struct KubeSource {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// The reflectors' stores (trimmed objects behind `Arc`s).
-struct Stores {
-    services: Store<Service>,
-    endpoint_slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
-    namespaces: Store<Namespace>,
-    network_policies: Store<NetworkPolicy>,
-    nodes: Store<Node>,
-}
-
-impl Stores {
-    /// Pointer copies and a sort: no object is cloned.
-    fn snapshot(&self, host: &HostInfo) -> Snapshot {
-        let node = self
-            .nodes
-            .find(|n| n.metadata.name.as_deref() == Some(host.node_name.as_str()));
-        Snapshot::from_shared(
-            self.services.state(),
-            self.endpoint_slices.state(),
-            self.pods.state(),
-            self.namespaces.state(),
-            self.network_policies.state(),
-            node,
-            host.clone(),
-        )
-    }
-}
-
 /// What the per-kind tasks share.
 struct Shared {
     /// Every kind has finished its first list (and Ready is sent).
@@ -164,13 +133,13 @@ impl Shared {
         }
     }
 
-    fn object(&self, kind: Kind, meta: &ObjectMeta) {
+    fn object(&self, kind: Kind, namespace: Option<String>, name: String) {
         let _order = self.listed.lock().unwrap();
         if self.ready.load(Ordering::SeqCst) {
             let _ = self.changes.send(Change::Object {
                 kind,
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone().unwrap_or_default(),
+                namespace,
+                name,
             });
         }
     }
@@ -186,6 +155,7 @@ trait Watched:
     + PartialEq
     + Trim
     + NeverRead
+    + Grouped
     + Send
     + Sync
     + 'static
@@ -201,6 +171,7 @@ impl<K> Watched for K where
         + PartialEq
         + Trim
         + NeverRead
+        + Grouped
         + Send
         + Sync
         + 'static
@@ -306,15 +277,14 @@ fn spawn<K: Watched>(
     config: watcher::Config,
     shared: &Arc<Shared>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Store<K> {
-    let writer = Writer::<K>::default();
-    let store = writer.as_reader();
+) -> Ordered<K> {
+    let store = Ordered::<K>::default();
     let api = Api::<Guarded<K>>::all(client.clone());
     tasks.push(tokio::spawn(run_kind(
         kind,
         api,
         config,
-        writer,
+        store.clone(),
         shared.clone(),
     )));
     store
@@ -326,18 +296,16 @@ async fn run_kind<K: Watched>(
     kind: Kind,
     api: Api<Guarded<K>>,
     config: watcher::Config,
-    writer: Writer<K>,
+    store: Ordered<K>,
     shared: Arc<Shared>,
 ) {
     let resource = kind.resource();
-    let reader = writer.as_reader();
-    let held = writer.as_reader();
+    let held = store.clone();
     let unreadable = shared.unreadable.clone();
     let stream = backed_off(watcher(api, config))
         .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &held, &unreadable))))
-        .modify(K::trim)
-        .try_filter(move |event| future::ready(changes_store(&reader, event)));
-    let mut stream = pin!(reflector::reflector(writer, stream));
+        .modify(K::trim);
+    let mut stream = pin!(stream);
     // Set by a failure of the watch phase, which only an event or a quiet
     // stream can clear (a watch that started sends nothing until a change).
     let mut watch_failing = false;
@@ -375,27 +343,21 @@ async fn run_kind<K: Watched>(
                     watch_failing = false;
                     shared.health.ok(resource);
                 }
-                match event {
-                    watcher::Event::Init | watcher::Event::InitApply(_) => {}
-                    watcher::Event::InitDone => shared.listed(kind),
+                let named = match &event {
                     watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                        shared.object(kind, o.meta())
+                        Some((o.meta().namespace.clone(), o.meta().name.clone()))
                     }
+                    _ => None,
+                };
+                match (store.apply(event), named) {
+                    (Applied::Listed, _) => shared.listed(kind),
+                    (Applied::Changed, Some((namespace, name))) => {
+                        shared.object(kind, namespace, name.unwrap_or_default())
+                    }
+                    _ => {}
                 }
             }
         }
-    }
-}
-
-/// False for an update equal to what the store holds (after trimming) and
-/// for the delete of an object it does not hold: nothing changes.
-fn changes_store<K: Watched>(store: &Store<K>, event: &watcher::Event<K>) -> bool {
-    match event {
-        watcher::Event::Apply(o) => store
-            .get(&ObjectRef::from_obj(o))
-            .is_none_or(|held| *held != *o),
-        watcher::Event::Delete(o) => store.get(&ObjectRef::from_obj(o)).is_some(),
-        _ => true,
     }
 }
 
@@ -420,16 +382,16 @@ mod tests {
 
     use super::*;
 
-    fn filled<K: Watched>(objects: impl Iterator<Item = serde_json::Value>) -> Store<K> {
-        let mut w = Writer::<K>::default();
-        w.apply_watcher_event(&watcher::Event::Init);
+    fn filled<K: Watched>(objects: impl Iterator<Item = serde_json::Value>) -> Ordered<K> {
+        let store = Ordered::<K>::default();
+        store.apply(watcher::Event::Init);
         for v in objects {
             let mut o: K = serde_json::from_value(v).unwrap();
             o.trim();
-            w.apply_watcher_event(&watcher::Event::InitApply(o));
+            store.apply(watcher::Event::InitApply(o));
         }
-        w.apply_watcher_event(&watcher::Event::InitDone);
-        w.as_reader()
+        store.apply(watcher::Event::InitDone);
+        store
     }
 
     /// 10k Services with a slice each, 5k Pods, 100 namespaces, 500

@@ -10,10 +10,12 @@ pub mod manifests;
 mod object;
 mod snapshot;
 pub mod source;
+mod store;
 mod trim;
 pub mod unreadable;
 
 pub use object::{KubeObject, ObjectRef};
 pub use snapshot::{slice_service, HostInfo, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};
+pub use store::{Applied, Grouped, Ordered, Stores};
 pub use trim::Trim;

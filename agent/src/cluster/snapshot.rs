@@ -1,7 +1,9 @@
 //! An immutable, ordered view of the cluster as this node sees it.
 //!
 //! Objects are shared (`Arc`) with the source's stores, so a snapshot of a
-//! big cluster costs pointer copies and a sort, not a deep clone.
+//! big cluster costs pointer copies, not a deep clone. The API server's
+//! stores keep their kinds in order as events arrive ([`super::store`]),
+//! so its snapshots are not sorted either.
 
 use std::{cmp::Ordering, net::IpAddr, sync::Arc};
 
@@ -36,12 +38,12 @@ pub struct Snapshot {
     /// This node's Node object, if the source has it.
     pub node: Option<Arc<Node>>,
     pub host: HostInfo,
-    /// Indexes into `endpoint_slices` of the slices that name a Service,
-    /// sorted by (namespace, service): a Service finds its slices by
-    /// binary search, without scanning them all (10k Services would
-    /// otherwise cost 10k x 10k label comparisons) and without a map of
-    /// owned keys to build on every snapshot.
-    slice_order: Vec<usize>,
+    /// The slices that name a Service, sorted by (namespace, service): a
+    /// Service finds its slices by binary search, without scanning them
+    /// all (10k Services would otherwise cost 10k x 10k label
+    /// comparisons). The API server's store keeps this order as events
+    /// arrive.
+    pub(super) slices_by_service: Vec<Arc<EndpointSlice>>,
 }
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -88,7 +90,7 @@ impl Snapshot {
             network_policies,
             node,
             host,
-            slice_order: Vec::new(),
+            slices_by_service: Vec::new(),
         };
         s.sort();
         s
@@ -153,15 +155,15 @@ impl Snapshot {
     }
 
     fn index_slices(&mut self) {
-        let mut keyed: Vec<((&str, &str), usize)> = self
+        let mut by_service: Vec<Arc<EndpointSlice>> = self
             .endpoint_slices
             .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((slice_service(s)?, i)))
+            .filter(|s| slice_service(s).is_some())
+            .cloned()
             .collect();
-        // Stable: a Service's slices stay in name order.
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        self.slice_order = keyed.into_iter().map(|(_, i)| i).collect();
+        // Stable: a Service's slices stay in the order of `endpoint_slices`.
+        by_service.sort_by(|a, b| slice_service(a).cmp(&slice_service(b)));
+        self.slices_by_service = by_service;
     }
 
     /// The Service `namespace`/`name`, by binary search (a Service
@@ -183,12 +185,10 @@ impl Snapshot {
         service: &str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
         let want = Some((namespace, service));
-        let key = |i: &usize| slice_service(&self.endpoint_slices[*i]);
-        let lo = self.slice_order.partition_point(|i| key(i) < want);
-        let hi = self.slice_order.partition_point(|i| key(i) <= want);
-        self.slice_order[lo..hi]
-            .iter()
-            .map(|i| &*self.endpoint_slices[*i])
+        let list = &self.slices_by_service;
+        let lo = list.partition_point(|s| slice_service(s) < want);
+        let hi = list.partition_point(|s| slice_service(s) <= want);
+        list[lo..hi].iter().map(|s| &**s)
     }
 }
 

@@ -14,14 +14,16 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         core::v1::{
-            Container, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node, NodeSpec,
-            NodeStatus, Pod, PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
+            Container, ContainerPort, LoadBalancerIngress, LoadBalancerStatus, Namespace, Node,
+            NodeSpec, NodeStatus, Pod, PodSpec, PodStatus, Service, ServiceSpec, ServiceStatus,
         },
         discovery::v1::{Endpoint, EndpointSlice},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
+
+use super::KubeObject;
 
 /// Annotations a controller reads (a trailing `/` is a prefix).
 pub const KEPT_ANNOTATIONS: &[&str] = &[
@@ -136,18 +138,26 @@ impl Trim for Pod {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata, |_| true);
         if let Some(spec) = self.spec.take() {
+            // Policies read named ports only, from any container: they are
+            // kept in one container, as each `Container` is 2 KiB wide.
+            let named: Vec<ContainerPort> = spec
+                .containers
+                .into_iter()
+                .flat_map(|c| c.ports.unwrap_or_default())
+                .filter(|p| p.name.is_some())
+                .collect();
+            let containers = if named.is_empty() {
+                Vec::new()
+            } else {
+                vec![Container {
+                    ports: Some(named),
+                    ..Container::default()
+                }]
+            };
             self.spec = Some(PodSpec {
                 node_name: spec.node_name,
                 host_network: spec.host_network,
-                containers: spec
-                    .containers
-                    .into_iter()
-                    .filter(|c| c.ports.as_ref().is_some_and(|p| !p.is_empty()))
-                    .map(|c| Container {
-                        ports: c.ports,
-                        ..Container::default()
-                    })
-                    .collect(),
+                containers,
                 ..PodSpec::default()
             });
         }
@@ -158,6 +168,19 @@ impl Trim for Pod {
                 pod_ips: status.pod_ips,
                 ..PodStatus::default()
             });
+        }
+    }
+}
+
+impl Trim for KubeObject {
+    fn trim(&mut self) {
+        match self {
+            KubeObject::Service(o) => o.trim(),
+            KubeObject::EndpointSlice(o) => o.trim(),
+            KubeObject::Pod(o) => o.trim(),
+            KubeObject::Namespace(o) => o.trim(),
+            KubeObject::NetworkPolicy(o) => o.trim(),
+            KubeObject::Node(o) => o.trim(),
         }
     }
 }
@@ -209,14 +232,7 @@ mod tests {
 
     fn trim(o: &KubeObject) -> KubeObject {
         let mut o = o.clone();
-        match &mut o {
-            KubeObject::Service(x) => x.trim(),
-            KubeObject::EndpointSlice(x) => x.trim(),
-            KubeObject::Pod(x) => x.trim(),
-            KubeObject::Namespace(x) => x.trim(),
-            KubeObject::NetworkPolicy(x) => x.trim(),
-            KubeObject::Node(x) => x.trim(),
-        }
+        o.trim();
         o
     }
 
@@ -462,13 +478,15 @@ spec:
     }
 
     #[test]
-    fn a_pod_keeps_node_host_network_ports_phase_and_ips() {
+    fn a_pod_keeps_node_host_network_named_ports_in_one_container_phase_and_ips() {
         let mut pod: Pod = serde_json::from_value(noise(json!({
             "metadata": {"name": "p", "namespace": "a", "labels": {"app": "x"}},
             "spec": {"nodeName": "n", "hostNetwork": false, "serviceAccountName": "sa",
                 "containers": [{"name": "c", "image": "i", "env": [{"name": "A", "value": "b"}],
-                    "ports": [{"name": "http", "containerPort": 80}]},
-                    {"name": "side", "image": "j"}],
+                    "ports": [{"name": "http", "containerPort": 80}, {"containerPort": 81}]},
+                    {"name": "side", "image": "j"},
+                    {"name": "metrics", "image": "k",
+                        "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]}],
                 "volumes": [{"name": "v", "emptyDir": {}}]},
             "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}],
                 "hostIP": "192.168.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
@@ -482,7 +500,8 @@ spec:
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "p", "namespace": "a", "labels": {"app": "x"}},
                 "spec": {"nodeName": "n", "hostNetwork": false,
-                    "containers": [{"name": "", "ports": [{"name": "http", "containerPort": 80}]}]},
+                    "containers": [{"name": "", "ports": [{"name": "http", "containerPort": 80},
+                        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]}]},
                 "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}]}
             })
         );
