@@ -30,8 +30,9 @@ use crate::{
 pub struct Args {
     /// `10.96.0.10:80`, `10.96.0.10:53/udp`, `[fd00::10]:80/tcp`, or a pod IP.
     pub target: String,
-    /// The running agent's API (`--api-addr` of `ipwarden run`).
-    #[arg(long, default_value = "127.0.0.1:20244")]
+    /// The running agent's status address (`--status-bind-address` of
+    /// `ipwarden run`); `:PORT` and `localhost:PORT` are this host.
+    #[arg(long, default_value = super::run::STATUS_ADDR)]
     pub agent: String,
     #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
@@ -91,7 +92,8 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// The agent's `/state`, or why it could not be read.
 pub fn agent_state(addr: &str) -> Result<Value> {
-    let sock: SocketAddr = addr.parse().with_context(|| format!("--agent {addr}"))?;
+    let sock = super::flags::connect_addr(addr)
+        .map_err(|e| super::flags::UsageError(format!("--agent {e}")))?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .with_context(|| format!("no agent answers at {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -111,7 +111,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         }
         None => None,
     };
-    serve_api(args, &metrics, Some(board.clone()))?;
+    serve_api(args, &metrics, board.clone())?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop));
     tokio::spawn(audit(

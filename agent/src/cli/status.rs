@@ -8,8 +8,9 @@ use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The running agent's API (`--api-addr` of `ipwarden run`).
-    #[arg(long, default_value = "127.0.0.1:20244")]
+    /// The running agent's status address (`--status-bind-address` of
+    /// `ipwarden run`); `:PORT` and `localhost:PORT` are this host.
+    #[arg(long, default_value = super::run::STATUS_ADDR)]
     pub agent: String,
     #[arg(long)]
     pub json: bool,
