@@ -188,8 +188,13 @@ async fn audit(
                 });
                 if a.drifted() {
                     tracing::warn!(
-                        ?a,
-                        "set drift found (healed once older than --audit-heal-delay)"
+                        members_missing = a.members_missing,
+                        members_unexpected = a.members_unexpected,
+                        sets_missing = a.sets_missing,
+                        sets_wrong_type = a.sets_wrong_type,
+                        mirror_entries_wrong = a.mirror_entries_wrong,
+                        flagged_in_mirror = flagged,
+                        "set drift: {a} (healed once older than --audit-heal-delay)"
                     );
                 }
             }
