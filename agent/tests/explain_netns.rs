@@ -52,6 +52,12 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
         String::from_utf8_lossy(&out.stdout).contains("no agent answers"),
         "{out:?}"
     );
+    assert!(
+        !out.status.success(),
+        "the agent could not be asked: {out:?}"
+    );
+    let status = ns.command(AGENT).arg("status").output().unwrap();
+    assert!(!status.status.success(), "{status:?}");
 
     let _daemon = Daemon(
         ns.command(AGENT)
@@ -89,11 +95,31 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
         "{text}"
     );
     assert!(text.contains("egress: not isolated"), "{text}");
+    // By name, as kubectl names it: the same answer.
+    let by_name = run(&ns, &["explain", "shop/api"]);
+    assert!(
+        by_name.contains("ingress: isolated by shop/api-ingress"),
+        "{by_name}"
+    );
+    // No pod of this node: said, not "not restricted".
     let other = run(&ns, &["explain", "10.244.9.9"]);
-    assert!(other.contains("is not restricted"), "{other}");
+    assert!(
+        other.contains("no pod of node node-a is at 10.244.9.9"),
+        "{other}"
+    );
+    let elsewhere = run(&ns, &["explain", "front/web"]);
+    assert!(
+        elsewhere.contains("no pod of node node-a is named front/web"),
+        "{elsewhere}"
+    );
 
     let status = run(&ns, &["status"]);
     assert!(status.contains("policies: "), "{status}");
+    assert!(
+        status.starts_with("ready: yes, every controller has programmed the kernel"),
+        "{status}"
+    );
+    assert!(status.contains(": listed"), "{status}");
     assert!(
         status.contains("last full sync:    ") && !status.contains("last full sync:    never"),
         "{status}"

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 
 use tiny_http::{Header, Response, Server};
 
-use super::Metrics;
-use crate::reconcile::board::Board;
+use super::{state::StatusView, Metrics};
 
 /// What one listening address answers. `/state` describes the cluster
 /// (every Service, isolated pod and policy rule), so only the loopback
@@ -18,7 +17,7 @@ pub struct Routes {
     /// `/healthz` and `/readyz`.
     pub health: bool,
     /// `/state`, for `ipwarden status` and `ipwarden explain`.
-    pub state: Option<Board>,
+    pub state: Option<StatusView>,
 }
 
 impl Routes {
@@ -85,9 +84,9 @@ fn answer(url: &str, metrics: &Metrics, routes: &Routes) -> (u16, String, &'stat
             "text/plain",
         ),
         "/state" => match &routes.state {
-            Some(b) => (
+            Some(view) => (
                 200,
-                super::state::to_json(&b.read()).to_string(),
+                view.to_json(metrics.ready()).to_string(),
                 "application/json",
             ),
             None => (404, "not found\n".to_string(), "text/plain"),

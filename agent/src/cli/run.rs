@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ipwarden_common::{names, Mode};
 
 use crate::{
-    api::{self, Metrics, Routes},
+    api::{self, state::StatusView, Metrics, Routes},
     bpf::{
         self,
         runtime::{BpfOptions, BpfRuntime},
@@ -19,7 +19,7 @@ use crate::{
         services::{self, BpfRules},
     },
     kernel::ipset::IpsetClient,
-    reconcile::{board::Board, ProxyOptions},
+    reconcile::ProxyOptions,
     store::SetStore,
 };
 
@@ -216,7 +216,7 @@ fn check(args: &Args) -> Result<(), UsageError> {
                 .into(),
         ));
     }
-    listeners(args, Board::default())?;
+    listeners(args, None)?;
     if let Some(m) = &args.master {
         flags::master_url(m).map_err(UsageError)?;
     }
@@ -299,7 +299,10 @@ pub const STATUS_ADDR: &str = "127.0.0.1:20246";
 
 /// Each address to listen on with what it serves; two flags naming one
 /// address share a listener. A status address off loopback is refused.
-fn listeners(args: &Args, board: Board) -> Result<BTreeMap<SocketAddr, Routes>, UsageError> {
+fn listeners(
+    args: &Args,
+    view: Option<StatusView>,
+) -> Result<BTreeMap<SocketAddr, Routes>, UsageError> {
     let (metrics_at, healthz_at) = match &args.api_addr {
         Some(both) => (both, both),
         None => (&args.metrics_bind_address, &args.healthz_bind_address),
@@ -307,7 +310,7 @@ fn listeners(args: &Args, board: Board) -> Result<BTreeMap<SocketAddr, Routes>, 
     let state = Routes {
         metrics: true,
         health: true,
-        state: Some(board),
+        state: view,
     };
     let wanted = [
         (
@@ -334,7 +337,7 @@ fn listeners(args: &Args, board: Board) -> Result<BTreeMap<SocketAddr, Routes>, 
             continue;
         }
         let addr = flags::resolve_addr(at).map_err(|e| UsageError(format!("{flag} {e}")))?;
-        if routes.state.is_some() && !addr.ip().is_loopback() {
+        if flag == "--status-bind-address" && !addr.ip().is_loopback() {
             return Err(UsageError(format!(
                 "{flag} {at}: /state describes the cluster and is served on loopback only (such as {STATUS_ADDR})"
             )));
@@ -350,8 +353,8 @@ fn listeners(args: &Args, board: Board) -> Result<BTreeMap<SocketAddr, Routes>, 
 
 /// Starts the listeners of `--metrics-bind-address`,
 /// `--healthz-bind-address` and `--status-bind-address`.
-pub(super) fn serve_api(args: &Args, metrics: &Metrics, board: Board) -> Result<()> {
-    for (addr, routes) in listeners(args, board)? {
+pub(super) fn serve_api(args: &Args, metrics: &Metrics, view: StatusView) -> Result<()> {
+    for (addr, routes) in listeners(args, Some(view))? {
         let paths = routes.paths().join(", ");
         let bound = api::serve(addr, metrics.clone(), routes)
             .with_context(|| format!("serving {paths} on {addr}"))?;

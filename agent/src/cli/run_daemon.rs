@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::{
-    api::{HealthChecks, Metrics},
+    api::{state::StatusView, HealthChecks, Metrics},
     cluster::{kube::KubeSource, manifests::ManifestsSource, Change, Source},
     reconcile::{
         board::{Board, SyncRecord},
@@ -85,6 +85,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
             dp = dp.with_health_checks(Box::new(HealthChecks::new()));
             store.register(services_owner())?;
             metrics.sync.register("services");
+            board.update(|b| {
+                b.controllers.entry("services").or_default();
+            });
             Some(Controller {
                 worker: ServiceWorker {
                     sync: ServiceSync::new(dp, opts),
@@ -100,6 +103,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         Some(opts) => {
             store.register(policies_owner())?;
             metrics.sync.register("policies");
+            board.update(|b| {
+                b.controllers.entry("policies").or_default();
+            });
             Some(Controller {
                 worker: PolicyWorker {
                     sync: PolicySync::new(RealDataplane::connect(store.clone())?, opts),
@@ -111,7 +117,15 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         }
         None => None,
     };
-    serve_api(args, &metrics, board.clone())?;
+    serve_api(
+        args,
+        &metrics,
+        StatusView {
+            board: board.clone(),
+            source: source.clone(),
+            node_name: node_name.clone(),
+        },
+    )?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop));
     tokio::spawn(audit(

@@ -394,6 +394,7 @@ impl Inner {
             Ok(f) => {
                 if self.root.is_dir() {
                     self.health.ok(&root);
+                    self.health.listed(&root);
                 }
                 f
             }
@@ -433,6 +434,7 @@ impl Inner {
                         }
                     }
                     self.health.ok(&resource);
+                    self.health.listed(&resource);
                     let unreadable = state.stand_ins(&loaded.problems, &mut loaded.objects);
                     state.unreadable.insert(f.clone(), unreadable);
                     let old = state.files.insert(f.clone(), Some(loaded.objects));
