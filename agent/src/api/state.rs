@@ -62,6 +62,7 @@ fn source(h: &ResourceHealth) -> Value {
         "error": h.error,
         "failures": h.failures,
         "skipped_objects": h.skipped_objects,
+        "held_shrinks": h.held_shrinks,
     })
 }
 

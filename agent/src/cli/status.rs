@@ -55,6 +55,12 @@ pub fn lines(state: &Value) -> Vec<String> {
             ),
             None => format!("  {name}: {}", r["state"].as_str().unwrap_or_default()),
         });
+        out.extend(match r["held_shrinks"].as_u64() {
+            Some(n) if n > 0 => Some(format!(
+                "    {n} read(s) that shrank it held at its last good content"
+            )),
+            _ => None,
+        });
     }
     for (name, c) in state["controllers"].as_object().into_iter().flatten() {
         out.push(format!(

@@ -122,6 +122,9 @@ pub struct ResourceHealth {
     /// Its first list (or read) completed; until then `status` says it is
     /// waiting.
     pub listed: bool,
+    /// Reads that shrank a manifests file and were held at its last good
+    /// content, since start.
+    pub held_shrinks: u64,
 }
 
 /// The health book a source keeps, shared by its tasks. Transitions (failing
@@ -264,6 +267,19 @@ impl HealthBook {
                 ..ResourceHealth::default()
             })
             .listed = true;
+    }
+
+    /// Counts a read held at the file's last good content.
+    pub fn held(&self, resource: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .entry(resource.to_string())
+            .or_insert_with(|| ResourceHealth {
+                resource: resource.to_string(),
+                ..ResourceHealth::default()
+            })
+            .held_shrinks += 1;
     }
 
     /// Counts an object that was skipped (it did not deserialize).
