@@ -285,6 +285,13 @@ impl SyncObserver for Observer {
                 }
             }
         });
+        self.metrics.record_sync(
+            controller,
+            match result {
+                Ok(done) => Ok((&done.counts, duration)),
+                Err(e) => Err(e.metric_label()),
+            },
+        );
         let was_ready = self.metrics.ready();
         self.metrics
             .sync
