@@ -6,6 +6,16 @@ use ipwarden::cli;
 #[derive(Parser)]
 #[command(name = "ipwarden", version, about)]
 struct Cli {
+    /// `text` for people (colour only on a terminal), `json` for a log
+    /// pipeline: one object per line, the fields as fields.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "IPWARDEN_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,15 +79,9 @@ fn bound_malloc_arenas() {
 
 fn main() -> ExitCode {
     bound_malloc_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    cli::panics::exit_on_panic();
     let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
+    cli::panics::exit_on_panic();
     let result = match cli.command {
         Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),

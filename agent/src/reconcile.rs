@@ -81,6 +81,30 @@ pub struct ReconcileReport {
 }
 
 impl ReconcileReport {
+    /// What the metrics record of this pass.
+    pub fn counts(&self) -> driver::SyncCounts {
+        let i = &self.ipvs;
+        driver::SyncCounts {
+            virtual_services: Some(self.virtual_services),
+            problems: self.problems.len(),
+            ipvs_changes: (i.services_added
+                + i.services_edited
+                + i.services_removed
+                + i.destinations_added
+                + i.destinations_edited
+                + i.destinations_removed) as u64,
+            set_member_changes: self.sets.as_ref().map_or(0, |s| {
+                (s.executed.members_added + s.executed.members_deleted) as u64
+            }) + self
+                .policies
+                .as_ref()
+                .and_then(|p| p.sets.as_ref())
+                .map_or(0, |s| {
+                    (s.executed.members_added + s.executed.members_deleted) as u64
+                }),
+        }
+    }
+
     /// One line for logs and `run --once`.
     pub fn summary(&self) -> String {
         let sets = self.sets.as_ref().map(|s| &s.executed);

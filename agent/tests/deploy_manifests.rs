@@ -255,10 +255,15 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
             "the cluster comes from the API server"
         );
         assert_eq!(parsed.args.node_name.as_deref(), Some("node-a"));
-        assert_eq!(parsed.args.api_addr, "0.0.0.0:20244");
+        assert_eq!(parsed.args.metrics_bind_address, "0.0.0.0:20244");
+        assert_eq!(parsed.args.healthz_bind_address, "0.0.0.0:20244");
+        assert!(
+            parsed.args.api_addr.is_none(),
+            "the split flags, not the old one"
+        );
     }
 
-    // Probes and the scrape annotation point at --api-addr's port.
+    // Probes and the scrape annotation point at those flags' port.
     let port = 20244;
     for (probe, path) in [
         (&c.readiness_probe, "/readyz"),

@@ -8,10 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ipwarden::netns::{privileged, NetNs};
+use ipwarden::{
+    lab::{http_get_from, AgentProcess, Lab, CLUSTER, VM_WAIT},
+    netns::{privileged, NetNs},
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
-const API: &str = "127.0.0.1:20244";
 
 struct Daemon(Child);
 
@@ -50,6 +52,12 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
         String::from_utf8_lossy(&out.stdout).contains("no agent answers"),
         "{out:?}"
     );
+    assert!(
+        !out.status.success(),
+        "the agent could not be asked: {out:?}"
+    );
+    let status = ns.command(AGENT).arg("status").output().unwrap();
+    assert!(!status.status.success(), "{status:?}");
 
     let _daemon = Daemon(
         ns.command(AGENT)
@@ -58,8 +66,8 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
                 "--node-name",
                 "node-a",
                 "--run-service-proxy=false",
-                "--api-addr",
-                API,
+                "--bpf-mode",
+                "off",
             ])
             .arg("--manifests")
             .arg(&manifests)
@@ -87,11 +95,31 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
         "{text}"
     );
     assert!(text.contains("egress: not isolated"), "{text}");
+    // By name, as kubectl names it: the same answer.
+    let by_name = run(&ns, &["explain", "shop/api"]);
+    assert!(
+        by_name.contains("ingress: isolated by shop/api-ingress"),
+        "{by_name}"
+    );
+    // No pod of this node: said, not "not restricted".
     let other = run(&ns, &["explain", "10.244.9.9"]);
-    assert!(other.contains("is not restricted"), "{other}");
+    assert!(
+        other.contains("no pod of node node-a is at 10.244.9.9"),
+        "{other}"
+    );
+    let elsewhere = run(&ns, &["explain", "front/web"]);
+    assert!(
+        elsewhere.contains("no pod of node node-a is named front/web"),
+        "{elsewhere}"
+    );
 
     let status = run(&ns, &["status"]);
     assert!(status.contains("policies: "), "{status}");
+    assert!(
+        status.starts_with("ready: yes, every controller has programmed the kernel"),
+        "{status}"
+    );
+    assert!(status.contains(": listed"), "{status}");
     assert!(
         status.contains("last full sync:    ") && !status.contains("last full sync:    never"),
         "{status}"
@@ -100,4 +128,44 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
     assert!(status.contains("eBPF: off"), "{status}");
     let json: serde_json::Value = serde_json::from_str(&run(&ns, &["status", "--json"])).unwrap();
     assert_eq!(json["controllers"]["policies"]["failures"], 0, "{json}");
+}
+
+/// `/state` lists every Service, pod and rule: a pod that reaches the node
+/// on its address gets health and metrics, never that.
+#[test]
+fn state_is_answered_on_loopback_only() {
+    if !privileged("state_is_answered_on_loopback_only") {
+        return;
+    }
+    let lab = Lab::new(CLUSTER).unwrap();
+    let source = ["--manifests", lab.manifests.to_str().unwrap()];
+    let extra = ["--run-service-proxy=false", "--bpf-mode", "off"];
+    let mut agent = AgentProcess::spawn(&lab, Path::new(AGENT), &source, &extra).unwrap();
+    agent.wait_ready(VM_WAIT).unwrap();
+    // The node's address as the client namespace (a pod) reaches it.
+    let from_pod = |to: &str, path: &str| http_get_from(&lab.client, to.parse().unwrap(), path);
+
+    assert_eq!(from_pod("10.0.1.1:20244", "/healthz").unwrap().0, 200);
+    assert_eq!(from_pod("10.0.1.1:20244", "/readyz").unwrap().0, 200);
+    let (code, metrics) = from_pod("10.0.1.1:20244", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("ipwarden_"), "{metrics}");
+    let (code, body) = from_pod("10.0.1.1:20244", "/state").unwrap();
+    assert_eq!(code, 404, "/state on the node's address: {body}");
+    let refused = from_pod("10.0.1.1:20246", "/state");
+    assert!(
+        refused.is_err(),
+        "the status port on a node address: {refused:?}"
+    );
+
+    let (code, body) =
+        http_get_from(&lab.node, "127.0.0.1:20246".parse().unwrap(), "/state").unwrap();
+    assert_eq!(code, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(state["controllers"]["policies"].is_object(), "{state}");
+    // status finds it there by default, and at `:PORT` and `localhost:PORT`.
+    for agent in ["127.0.0.1:20246", ":20246", "localhost:20246"] {
+        let text = run(&lab.node, &["status", "--agent", agent]);
+        assert!(text.contains("policies: "), "{agent}: {text}");
+    }
 }

@@ -69,7 +69,7 @@ fn connects(from: &ipwarden::netns::NetNs, to: &str) -> bool {
 }
 
 fn get(lab: &Lab, path: &str) -> String {
-    let (status, body) = http_get_from(&lab.node, "127.0.0.1:20244".parse().unwrap(), path)
+    let (status, body) = http_get_from(&lab.node, "127.0.0.1:20246".parse().unwrap(), path)
         .unwrap_or((0, String::new()));
     assert!(status == 200 || status == 503, "{path}: {status} {body}");
     body
@@ -233,17 +233,21 @@ fn bad_flags_exit_2_with_a_sentence() {
             &["--node-port-range", "30000"],
             "expected FIRST-LAST or FIRST:LAST",
         ),
+        (
+            &["--status-bind-address", "0.0.0.0:20246"],
+            "/state describes the cluster and is served on loopback only",
+        ),
     ];
     for (flags, message) in cases {
         let (code, stderr) = run(flags);
         assert_eq!(code, Some(2), "{flags:?}: {stderr}");
         assert!(stderr.contains(message), "{flags:?}: {stderr}");
     }
-    // An --api-addr that does not resolve: refused before anything starts.
+    // An address that does not resolve: refused before anything starts.
     let out = Command::new(BIN)
         .args([
             "run",
-            "--api-addr",
+            "--metrics-bind-address",
             "no-such-host.invalid:1",
             "--bpf-mode",
             "off",
@@ -253,7 +257,7 @@ fn bad_flags_exit_2_with_a_sentence() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("--api-addr no-such-host.invalid:1"),
+        stderr.contains("--metrics-bind-address no-such-host.invalid:1"),
         "{stderr}"
     );
 }
@@ -280,7 +284,8 @@ fn flags_read_as_kube_router_and_client_go_read_them() {
             "--node-port-range",
             "30000:32767",
         ])
-        .args(["--api-addr", "localhost:20244"])
+        .args(["--metrics-bind-address", "localhost:20244"])
+        .args(["--healthz-bind-address", ":20245"])
         .arg("--manifests")
         .arg(&lab.manifests)
         .output()

@@ -150,3 +150,58 @@ async fn run_once_refuses_an_object_it_cannot_read_and_writes_nothing() {
     );
     assert_eq!(rules(), before, "nothing was written");
 }
+
+/// `ipwarden status` beside an agent whose API server refuses one kind:
+/// not ready, each resource listed or failing with its error, the
+/// controller never synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_beside_an_api_server_that_refuses_a_kind() {
+    if !privileged("status_beside_an_api_server_that_refuses_a_kind") {
+        return;
+    }
+    let (ns, server) = server_in_a_netns();
+    server.apply(Res::Nodes, json!({"metadata": {"name": "node-a"}}));
+    server.fail_lists(Res::Pods, 403, 100_000);
+    let dir = std::env::temp_dir().join(format!("ipw-kube-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = server.kubeconfig(&dir);
+    let mut agent = ns
+        .command(env!("CARGO_BIN_EXE_ipwarden"))
+        .args(["run", "--node-name", "node-a"])
+        .args(["--run-service-proxy=false", "--bpf-mode", "off"])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let status = || {
+        let out = ns
+            .command(env!("CARGO_BIN_EXE_ipwarden"))
+            .arg("status")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let done = tokio::task::block_in_place(|| {
+        ipwarden::lab::wait_until(ipwarden::lab::VM_WAIT, || {
+            let (ok, text) = status();
+            ok && text.contains("  pods: failing") && text.contains("  services: listed")
+        })
+    });
+    let (_, text) = status();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(done, "{text}");
+    assert!(
+        text.starts_with("ready: no, the source has not listed pods"),
+        "{text}"
+    );
+    assert!(text.contains("is forbidden"), "the last error: {text}");
+    assert!(text.contains("  nodes: listed"), "{text}");
+    assert!(text.contains("policies: 0 syncs"), "{text}");
+    assert!(text.contains("last full sync:    never"), "{text}");
+}

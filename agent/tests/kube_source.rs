@@ -1001,3 +1001,59 @@ async fn a_master_without_a_scheme_is_read_as_https() {
     assert!(failing.iter().any(|(r, _)| r == "services"), "{failing:?}");
     assert!(source.snapshot(&host()).is_none());
 }
+
+/// Polls `cond` every 20 ms until it holds (at most WAIT).
+async fn poll_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let found = tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "timed out waiting for {what}");
+}
+
+/// `kubectl get -o yaml > a.yaml`: the shell truncates the file, then the
+/// text arrives. A read in between must not empty the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_for_a_rewrite_in_place_is_held_at_its_last_good_content() {
+    let dir = TempDir::new();
+    let a = dir.0.join("a.yaml");
+    write(&a, GOOD_A);
+    let a_name = std::fs::canonicalize(&a).unwrap().display().to_string();
+    let held = |source: &ManifestsSource| {
+        source
+            .health()
+            .iter()
+            .find(|h| h.resource == a_name)
+            .map_or(0, |h| h.held_shrinks)
+    };
+    // A hold longer than the test: what is seen is the hold, not a timing.
+    let (tx, mut changes) = unbounded_channel();
+    let source = ManifestsSource::start_holding(&dir.0, tx, Duration::from_secs(3600)).unwrap();
+    assert_eq!(changes.try_recv().unwrap(), Change::Ready);
+    std::fs::File::create(&a).unwrap();
+    poll_until("the empty read held", || held(&source) == 1).await;
+    assert_eq!(services(&source.snapshot(&host()).unwrap()), ["web"]);
+    assert_eq!(source.failing(), vec![], "a held read is not a failure");
+    // The rest of the rewrite lands: taken at once.
+    std::fs::write(&a, GOOD_A.replace("name: web", "name: shop")).unwrap();
+    until(&mut changes, "shop", |c| {
+        is_object(c, Kind::Service, "shop")
+    })
+    .await;
+    assert_eq!(services(&source.snapshot(&host()).unwrap()), ["shop"]);
+    drop(source);
+
+    // Emptied on purpose: believed once it has read empty for the hold.
+    let (tx, mut changes) = unbounded_channel();
+    let source = ManifestsSource::start_holding(&dir.0, tx, Duration::from_millis(200)).unwrap();
+    assert_eq!(changes.try_recv().unwrap(), Change::Ready);
+    std::fs::File::create(&a).unwrap();
+    until(&mut changes, "shop removed", |c| {
+        is_object(c, Kind::Service, "shop")
+    })
+    .await;
+    assert!(services(&source.snapshot(&host()).unwrap()).is_empty());
+    assert_eq!(held(&source), 1, "held first, then believed");
+}

@@ -175,6 +175,7 @@ fn vm_an_external_ip_missing_from_the_set_is_refused_rescued_or_reported() {
         .find(|r| r["member"] == MEMBER)
         .unwrap_or_else(|| panic!("{MEMBER} not in {dump}"));
     assert_eq!(row["missing_from_kernel"], true);
+    assert_eq!(row["service"], "shop/web", "named, not hashed: {row}");
     let refused_before = chain_counter(&lab, "ipwarden:bpf-refused");
     assert!(
         !external_works(&lab),

@@ -73,6 +73,7 @@ pub fn run(_: &Options) -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     kubernetes_validate()?;
+    prometheus_client()?;
     bpffs()?;
     println!("setup: done");
     Ok(())
@@ -219,6 +220,21 @@ fn kubernetes_validate() -> Result<()> {
             )),
     )
     .context("pip could not install kubernetes-validate: is PyPI reachable?")
+}
+
+/// prometheus_client, whose strict OpenMetrics parser reads the agent's
+/// /metrics in tests/metrics_netns.rs, in the same venv.
+const PROMETHEUS_CLIENT_VERSION: &str = "0.21.1";
+
+fn prometheus_client() -> Result<()> {
+    let python = Path::new(KUBERNETES_VALIDATE_VENV).join("bin/python3");
+    println!("setup: prometheus-client {PROMETHEUS_CLIENT_VERSION} in {KUBERNETES_VALIDATE_VENV}");
+    process::run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .arg(format!("prometheus-client=={PROMETHEUS_CLIENT_VERSION}")),
+    )
+    .context("pip could not install prometheus-client: is PyPI reachable?")
 }
 
 /// bpffs at /sys/fs/bpf, where the agent pins its maps and links.

@@ -60,6 +60,10 @@ pub fn run(opts: &Options) -> Result<()> {
         ),
         ("IPWARDEN_IMAGE", built.reference),
         (
+            "IPWARDEN_PYTHON",
+            format!("{}/bin/python3", setup::KUBERNETES_VALIDATE_VENV),
+        ),
+        (
             "IPWARDEN_KUBERNETES_VALIDATE",
             format!(
                 "{}/bin/kubernetes-validate",

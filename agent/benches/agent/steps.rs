@@ -11,9 +11,9 @@ use std::{
 };
 
 /// The steps of the last partial sync of the service controller, from
-/// `/state` on 127.0.0.1:20244. Call it from inside the node namespace.
+/// `/state` on 127.0.0.1:20246. Call it from inside the node namespace.
 pub fn last_partial() -> Vec<(String, Duration)> {
-    let mut s = TcpStream::connect("127.0.0.1:20244").expect("connecting to the agent");
+    let mut s = TcpStream::connect("127.0.0.1:20246").expect("connecting to the agent");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     write!(

@@ -19,7 +19,7 @@ use prometheus_client::{
 use super::sync_metrics::SyncMetrics;
 use crate::{
     bpf::events::{EventKind, EventSink},
-    reconcile::ReconcileReport,
+    reconcile::{driver::SyncCounts, ReconcileReport},
     store::AuditReport,
 };
 
@@ -67,6 +67,9 @@ pub struct Metrics {
     reconcile_seconds: Histogram,
     virtual_services: Gauge,
     input_problems: Gauge,
+    /// The input's problems of each controller's last sync, summed into
+    /// `input_problems`.
+    problems: Arc<Mutex<BTreeMap<&'static str, usize>>>,
     ipvs_changes: Counter,
     set_member_changes: Counter,
     audits: Counter,
@@ -119,6 +122,7 @@ impl Metrics {
             reconcile_seconds: Histogram::new([0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 10.0, 60.0]),
             virtual_services: Gauge::default(),
             input_problems: Gauge::default(),
+            problems: Arc::default(),
             ipvs_changes: Counter::default(),
             set_member_changes: Counter::default(),
             audits: Counter::default(),
@@ -217,27 +221,37 @@ impl Metrics {
         m
     }
 
+    /// `run --once`'s pass: the same metrics as a daemon's sync, and ready.
     pub fn record_reconcile(&self, result: &Result<&ReconcileReport, &'static str>) {
-        let label = match result {
+        match result {
             Ok(report) => {
-                self.reconcile_seconds
-                    .observe(report.duration.as_secs_f64());
-                self.virtual_services.set(report.virtual_services as i64);
-                self.input_problems.set(report.problems.len() as i64);
-                let i = &report.ipvs;
-                self.ipvs_changes.inc_by(
-                    (i.services_added
-                        + i.services_edited
-                        + i.services_removed
-                        + i.destinations_added
-                        + i.destinations_edited
-                        + i.destinations_removed) as u64,
-                );
-                if let Some(s) = &report.sets {
-                    self.set_member_changes
-                        .inc_by((s.executed.members_added + s.executed.members_deleted) as u64);
-                }
+                self.record_sync("once", Ok((&report.counts(), report.duration)));
                 self.ready.store(true, Ordering::Relaxed);
+            }
+            Err(label) => self.record_sync("once", Err(label)),
+        }
+    }
+
+    /// One sync of `controller` (the daemon's observer, and `--once`):
+    /// reconciles by result, its duration, the virtual services desired,
+    /// the input's problems (summed over controllers), IPVS and set changes.
+    pub fn record_sync(
+        &self,
+        controller: &'static str,
+        result: Result<(&SyncCounts, Duration), &'static str>,
+    ) {
+        let label = match result {
+            Ok((counts, duration)) => {
+                self.reconcile_seconds.observe(duration.as_secs_f64());
+                if let Some(n) = counts.virtual_services {
+                    self.virtual_services.set(n as i64);
+                }
+                let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+                problems.insert(controller, counts.problems);
+                self.input_problems
+                    .set(problems.values().sum::<usize>() as i64);
+                self.ipvs_changes.inc_by(counts.ipvs_changes);
+                self.set_member_changes.inc_by(counts.set_member_changes);
                 "ok"
             }
             Err(label) => label,

@@ -1,4 +1,5 @@
-//! /metrics (Prometheus text), /healthz and /readyz on one port; the
+//! /metrics (OpenMetrics), /healthz and /readyz where Prometheus and the
+//! kubelet reach them, /state on loopback only; the
 //! health-check node ports of Services.
 
 pub mod health_checks;
@@ -9,4 +10,4 @@ pub mod sync_metrics;
 
 pub use health_checks::HealthChecks;
 pub use metrics::{Metrics, ResultLabel};
-pub use server::serve;
+pub use server::{serve, Routes};

@@ -1,11 +1,93 @@
 //! `/state`: what the running agent knows, as JSON, for `ipwarden status`
 //! and `ipwarden explain`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-use crate::reconcile::board::{BoardState, SyncRecord};
+use crate::{
+    cluster::{source::ResourceHealth, HostInfo, Source},
+    reconcile::board::{Board, BoardState, SyncRecord},
+};
+
+/// What `/state` reads: the board the controllers write, and the source
+/// (each resource's state, this node's pods) asked when the request comes.
+#[derive(Clone)]
+pub struct StatusView {
+    pub board: Board,
+    pub source: Arc<dyn Source>,
+    pub node_name: String,
+}
+
+impl StatusView {
+    pub fn to_json(&self, ready: bool) -> Value {
+        let mut out = to_json(&self.board.read());
+        out["ready"] = ready.into();
+        out["sources"] = self.source.health().iter().map(source).collect();
+        let host = HostInfo {
+            node_name: self.node_name.clone(),
+            local_addresses: Vec::new(),
+        };
+        out["node"] = self.node_name.clone().into();
+        out["node_pods"] = match self.source.snapshot(&host) {
+            Some(snapshot) => snapshot
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node_name)
+                })
+                .map(|p| node_pod(p))
+                .collect(),
+            None => Value::Null,
+        };
+        out
+    }
+}
+
+/// One resource of the source: listed, failing (with why) or waiting for
+/// its first list.
+fn source(h: &ResourceHealth) -> Value {
+    let state = match (&h.error, h.listed) {
+        (Some(_), _) => "failing",
+        (None, true) => "listed",
+        (None, false) => "waiting for the first list",
+    };
+    json!({
+        "resource": h.resource,
+        "state": state,
+        "error": h.error,
+        "failures": h.failures,
+        "skipped_objects": h.skipped_objects,
+        "held_shrinks": h.held_shrinks,
+    })
+}
+
+/// A pod of this node: `namespace/name` and its addresses.
+fn node_pod(p: &Pod) -> Value {
+    let status = p.status.as_ref();
+    let mut ips: Vec<&str> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|a| a.ip.as_str())
+        .collect();
+    if ips.is_empty() {
+        ips.extend(status.and_then(|s| s.pod_ip.as_deref()));
+    }
+    json!({
+        "pod": format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or("default"),
+            p.metadata.name.as_deref().unwrap_or_default()
+        ),
+        "ips": ips,
+        "host_network": p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+    })
+}
 
 fn record(r: &Option<SyncRecord>) -> Value {
     match r {

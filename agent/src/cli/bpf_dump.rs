@@ -1,5 +1,7 @@
 //! `ipwarden bpf dump [--json]`: the pinned mirror with its hit counters,
-//! the config and the classifier's totals.
+//! the config and the classifier's totals; each member's Service named
+//! `namespace/name` from the running agent's /state (the map holds only a
+//! hash of it).
 
 use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::PathBuf};
 
@@ -16,6 +18,9 @@ use crate::bpf::{table::FastTable, PinLayout};
 pub struct Args {
     #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
+    /// The running agent's status address, for the Services' names.
+    #[arg(long, default_value = super::run::STATUS_ADDR)]
+    pub agent: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -43,7 +48,11 @@ fn proto(p: u8) -> String {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let dump = read(&PinLayout::new(&args.bpf_pin_dir))?;
+    let mut dump = read(&PinLayout::new(&args.bpf_pin_dir))?;
+    match super::explain::agent_state(&args.agent) {
+        Ok(state) => name_services(&mut dump, &state),
+        Err(e) => eprintln!("Services shown by hash: {e:#}"),
+    }
     if args.json {
         println!("{dump}");
         return Ok(());
@@ -127,6 +136,30 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
     }))
 }
 
+/// Adds `service: "namespace/name"` to each member the agent's virtual
+/// services hold.
+pub fn name_services(dump: &mut serde_json::Value, state: &serde_json::Value) {
+    let names: BTreeMap<String, &str> = state["virtual_services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let member = format!(
+                "{},{}:{}",
+                v["address"].as_str()?,
+                v["protocol"].as_str()?,
+                v["port"]
+            );
+            Some((member, v["service"].as_str()?))
+        })
+        .collect();
+    for row in dump["services"].as_array_mut().into_iter().flatten() {
+        if let Some(name) = row["member"].as_str().and_then(|m| names.get(m)) {
+            row["service"] = (*name).into();
+        }
+    }
+}
+
 fn print(dump: &serde_json::Value) {
     let stats = &dump["stats"];
     println!(
@@ -140,14 +173,18 @@ fn print(dump: &serde_json::Value) {
         stats["mirror_hits"], stats["missing_hits"], stats["vip_other_port"], stats["events_dropped"]
     );
     println!(
-        "{:<44} {:>8} {:>12} {:>14}  flags",
+        "{:<44} {:<24} {:>12} {:>14}  flags",
         "member", "service", "packets", "bytes"
     );
     for r in dump["services"].as_array().into_iter().flatten() {
+        let service = match r["service"].as_str() {
+            Some(name) => name.to_string(),
+            None => format!("{:08x}", r["service_id"].as_u64().unwrap_or(0)),
+        };
         println!(
-            "{:<44} {:>8x} {:>12} {:>14}  {}",
+            "{:<44} {:<24} {:>12} {:>14}  {}",
             r["member"].as_str().unwrap_or_default(),
-            r["service_id"].as_u64().unwrap_or(0),
+            service,
             r["packets"].as_u64().unwrap_or(0),
             r["bytes"].as_u64().unwrap_or(0),
             if r["missing_from_kernel"] == true {
@@ -156,5 +193,25 @@ fn print(dump: &serde_json::Value) {
                 ""
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn members_get_their_service_name_from_the_agent() {
+        let mut dump = json!({"services": [
+            {"member": "203.0.113.10,tcp:80", "service_id": 0xaf9edad9u32},
+            {"member": "10.0.1.1,udp:53", "service_id": 1},
+        ]});
+        let state = json!({"virtual_services": [
+            {"address": "203.0.113.10", "protocol": "tcp", "port": 80, "service": "shop/web"},
+            {"address": "203.0.113.10", "protocol": "udp", "port": 80, "service": "shop/dns"},
+        ]});
+        super::name_services(&mut dump, &state);
+        assert_eq!(dump["services"][0]["service"], "shop/web");
+        assert!(dump["services"][1]["service"].is_null(), "{dump}");
     }
 }

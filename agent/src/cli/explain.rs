@@ -1,8 +1,9 @@
-//! `ipwarden explain ADDR:PORT[/PROTO] | POD-IP`: why a new connection to
-//! a VIP is accepted, rescued or refused today, or which NetworkPolicies
-//! isolate a pod and what they let through. It asks the running agent for
-//! its desired state (`/state`) and reads the kernel and the pinned mirror
-//! itself; with no agent answering it says so and still reports those.
+//! `ipwarden explain ADDR:PORT[/PROTO] | POD-IP | NAMESPACE/NAME`: why a
+//! new connection to a VIP is accepted, rescued or refused today, or which
+//! NetworkPolicies isolate a pod and what they let through. It asks the
+//! running agent for its desired state (`/state`) and reads the kernel and
+//! the pinned mirror itself; with no agent answering it says so, still
+//! reports those, and exits non-zero.
 
 use std::{
     io::{Read, Write},
@@ -28,10 +29,12 @@ use crate::{
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// `10.96.0.10:80`, `10.96.0.10:53/udp`, `[fd00::10]:80/tcp`, or a pod IP.
+    /// `10.96.0.10:80`, `10.96.0.10:53/udp`, `[fd00::10]:80/tcp`, a pod IP,
+    /// or a pod as `NAMESPACE/NAME`.
     pub target: String,
-    /// The running agent's API (`--api-addr` of `ipwarden run`).
-    #[arg(long, default_value = "127.0.0.1:20244")]
+    /// The running agent's status address (`--status-bind-address` of
+    /// `ipwarden run`); `:PORT` and `localhost:PORT` are this host.
+    #[arg(long, default_value = super::run::STATUS_ADDR)]
     pub agent: String,
     #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
@@ -40,7 +43,7 @@ pub struct Args {
 }
 
 /// What `explain` was asked about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Vip {
         addr: IpAddr,
@@ -48,11 +51,20 @@ pub enum Target {
         port: u16,
     },
     Pod(IpAddr),
+    /// `NAMESPACE/NAME`.
+    PodName(String),
 }
 
 pub fn parse_target(s: &str) -> Result<Target> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(Target::Pod(ip));
+    }
+    // An address has a colon; a pod's namespace and name cannot.
+    if let Some((namespace, name)) = s.split_once('/').filter(|_| !s.contains(':')) {
+        if namespace.is_empty() || name.is_empty() || name.contains('/') {
+            bail!("{s}: expected NAMESPACE/NAME, ADDR:PORT[/PROTO] or an IP address");
+        }
+        return Ok(Target::PodName(s.to_string()));
     }
     let (addr, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (
@@ -75,9 +87,10 @@ pub fn parse_target(s: &str) -> Result<Target> {
 pub fn run(args: &Args) -> Result<()> {
     let target = parse_target(&args.target)?;
     let state = agent_state(&args.agent);
-    let report = match target {
-        Target::Vip { addr, proto, port } => vip(args, &state, addr, proto, port),
-        Target::Pod(ip) => pod(&state, ip),
+    let report = match &target {
+        Target::Vip { addr, proto, port } => vip(args, &state, *addr, *proto, *port),
+        Target::Pod(ip) => pod(&state, &PodQuery::Address(ip.to_string())),
+        Target::PodName(name) => pod(&state, &PodQuery::Name(name.clone())),
     };
     if args.json {
         println!("{report}");
@@ -86,12 +99,16 @@ pub fn run(args: &Args) -> Result<()> {
             println!("{}", line.as_str().unwrap_or_default());
         }
     }
-    Ok(())
+    match state {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.context("the running agent could not be asked")),
+    }
 }
 
 /// The agent's `/state`, or why it could not be read.
 pub fn agent_state(addr: &str) -> Result<Value> {
-    let sock: SocketAddr = addr.parse().with_context(|| format!("--agent {addr}"))?;
+    let sock = super::flags::connect_addr(addr)
+        .map_err(|e| super::flags::UsageError(format!("--agent {e}")))?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .with_context(|| format!("no agent answers at {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -296,33 +313,79 @@ pub fn verdict(
     }
 }
 
-fn pod(state: &Result<Value>, ip: IpAddr) -> Value {
-    let mut lines = vec![format!("pod {ip}")];
+/// A pod asked about, by one of its addresses or by name.
+enum PodQuery {
+    Address(String),
+    Name(String),
+}
+
+impl PodQuery {
+    fn matches(&self, pod: &Value) -> bool {
+        match self {
+            PodQuery::Name(n) => pod["pod"] == n.as_str(),
+            PodQuery::Address(a) => pod["ips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|ip| ip == a.as_str()),
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            PodQuery::Address(t) | PodQuery::Name(t) => t,
+        }
+    }
+}
+
+fn find<'a>(state: &'a Value, list: &str, query: &PodQuery) -> Option<&'a Value> {
+    state[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| query.matches(p))
+}
+
+fn pod(state: &Result<Value>, query: &PodQuery) -> Value {
+    let target = query.text();
+    let mut lines = vec![format!("pod {target}")];
     let state = match state {
         Ok(s) => s,
         Err(e) => {
             lines.push(format!(
                 "agent: {e:#}; policies come from the agent, nothing to show"
             ));
-            return json!({"target": ip.to_string(), "lines": lines});
+            return json!({"target": target, "lines": lines});
         }
     };
-    let pod = state["isolated_pods"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| {
-            p["ips"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|a| a == &ip.to_string())
-        });
-    let Some(pod) = pod else {
-        lines.push("no NetworkPolicy isolates a pod of this node with this address: its traffic is not restricted".into());
-        return json!({"target": ip.to_string(), "isolated": false, "lines": lines});
+    let Some(pod) = find(state, "isolated_pods", query) else {
+        let node = state["node"].as_str().unwrap_or("this node");
+        let line = match find(state, "node_pods", query) {
+            Some(p) if p["host_network"] == true => format!(
+                "pod {} uses the node's network: NetworkPolicies do not apply to it",
+                p["pod"].as_str().unwrap_or_default()
+            ),
+            Some(p) => format!(
+                "pod {}: no NetworkPolicy selects it, its traffic is not restricted",
+                p["pod"].as_str().unwrap_or_default()
+            ),
+            None if state["node_pods"].is_null() => {
+                "no NetworkPolicy isolates a pod of this node with this address (the agent has not listed the pods yet)".into()
+            }
+            None => format!(
+                "no pod of node {node} is {}: the agent of the pod's own node enforces its policies",
+                match query {
+                    PodQuery::Address(a) => format!("at {a}"),
+                    PodQuery::Name(n) => format!("named {n}"),
+                }
+            ),
+        };
+        lines.push(line);
+        return json!({"target": target, "isolated": false, "lines": lines});
     };
-    lines.push(format!("pod {}", pod["pod"].as_str().unwrap_or_default()));
+    if matches!(query, PodQuery::Address(_)) {
+        lines.push(format!("pod {}", pod["pod"].as_str().unwrap_or_default()));
+    }
     for direction in ["ingress", "egress"] {
         let names: Vec<&str> = pod[direction]
             .as_array()
@@ -360,7 +423,7 @@ fn pod(state: &Result<Value>, ip: IpAddr) -> Value {
             lines.push("  nothing (every packet is REJECTed and logged to NFLOG)".into());
         }
     }
-    json!({"target": ip.to_string(), "isolated": true, "pod": pod, "lines": lines})
+    json!({"target": target, "isolated": true, "pod": pod, "lines": lines})
 }
 
 #[cfg(test)]
@@ -389,6 +452,11 @@ mod tests {
             parse_target("10.244.1.2").unwrap(),
             Target::Pod("10.244.1.2".parse().unwrap())
         );
+        assert_eq!(
+            parse_target("shop/api").unwrap(),
+            Target::PodName("shop/api".into())
+        );
+        assert!(parse_target("shop/").is_err());
         assert!(parse_target("10.96.0.10:80/icmp")
             .unwrap_err()
             .to_string()

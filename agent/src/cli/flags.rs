@@ -41,8 +41,26 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     Ok(net)
 }
 
-/// `HOST:PORT`, the host an address or a name (`localhost`) resolved now.
+/// `HOST:PORT` to listen on, the host an address or a name (`localhost`)
+/// resolved now; `:PORT` is every address, as Go's `net.Listen` reads it.
 pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    resolve_with(s, "0.0.0.0")
+}
+
+/// `HOST:PORT` to connect to; `:PORT` is this host (127.0.0.1).
+pub fn connect_addr(s: &str) -> Result<SocketAddr, String> {
+    resolve_with(s, "127.0.0.1")
+}
+
+fn resolve_with(s: &str, empty_host: &str) -> Result<SocketAddr, String> {
+    let full;
+    let s = match s.strip_prefix(':') {
+        Some(port) => {
+            full = format!("{empty_host}:{port}");
+            full.as_str()
+        }
+        None => s,
+    };
     if let Ok(a) = s.parse() {
         return Ok(a);
     }
@@ -102,6 +120,9 @@ mod tests {
             "0.0.0.0:1".parse().unwrap()
         );
         assert!(resolve_addr("nohost").is_err());
+        assert_eq!(resolve_addr(":9").unwrap(), "0.0.0.0:9".parse().unwrap());
+        assert_eq!(connect_addr(":9").unwrap(), "127.0.0.1:9".parse().unwrap());
+        assert!(connect_addr("localhost:9").unwrap().ip().is_loopback());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod flags;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
+pub mod logging;
 pub mod panics;
 pub mod race;
 pub mod run;

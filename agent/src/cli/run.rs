@@ -1,14 +1,14 @@
 //! `ipwarden run`: reconcile the kernel of this network namespace with the
 //! cluster, once (`--once`) or until stopped.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 
 use ipwarden_common::{names, Mode};
 
 use crate::{
-    api::{self, Metrics},
+    api::{self, state::StatusView, Metrics, Routes},
     bpf::{
         self,
         runtime::{BpfOptions, BpfRuntime},
@@ -19,7 +19,7 @@ use crate::{
         services::{self, BpfRules},
     },
     kernel::ipset::IpsetClient,
-    reconcile::{board::Board, ProxyOptions},
+    reconcile::ProxyOptions,
     store::SetStore,
 };
 
@@ -108,10 +108,32 @@ pub struct Args {
     /// first full sync).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
-    /// Address of /metrics, /healthz and /readyz; "off" for none. Not
-    /// started with --once.
-    #[arg(long, env = "IPWARDEN_API_ADDR", default_value = "0.0.0.0:20244")]
-    pub api_addr: String,
+    /// Address of /metrics (kube-proxy's flag), for Prometheus; "off" for
+    /// none. May equal --healthz-bind-address (one listener). Not started
+    /// with --once.
+    #[arg(
+        long,
+        env = "IPWARDEN_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:20244"
+    )]
+    pub metrics_bind_address: String,
+    /// Address of /healthz and /readyz (kube-proxy's flag), for the
+    /// kubelet's probes; "off" for none.
+    #[arg(
+        long,
+        env = "IPWARDEN_HEALTHZ_BIND_ADDRESS",
+        default_value = "0.0.0.0:20244"
+    )]
+    pub healthz_bind_address: String,
+    /// Address of /state (every Service, isolated pod and policy rule) and
+    /// of the rest, for `ipwarden status` and `ipwarden explain`: loopback
+    /// only, a node address is refused; "off" for none.
+    #[arg(long, env = "IPWARDEN_STATUS_BIND_ADDRESS", default_value = STATUS_ADDR)]
+    pub status_bind_address: String,
+    /// Sets both --metrics-bind-address and --healthz-bind-address (the
+    /// flag before they were split).
+    #[arg(long, env = "IPWARDEN_API_ADDR", hide = true)]
+    pub api_addr: Option<String>,
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -194,9 +216,7 @@ fn check(args: &Args) -> Result<(), UsageError> {
                 .into(),
         ));
     }
-    if args.api_addr != "off" {
-        flags::resolve_addr(&args.api_addr).map_err(|e| UsageError(format!("--api-addr {e}")))?;
-    }
+    listeners(args, None)?;
     if let Some(m) = &args.master {
         flags::master_url(m).map_err(UsageError)?;
     }
@@ -274,15 +294,71 @@ pub(super) fn setup(args: &Args) -> Result<Setup> {
     })
 }
 
-/// Serves /metrics, /healthz and /readyz unless `--api-addr off`.
-pub(super) fn serve_api(args: &Args, metrics: &Metrics, board: Option<Board>) -> Result<()> {
-    if args.api_addr == "off" {
-        return Ok(());
+/// The status address's default, which `status` and `explain` ask.
+pub const STATUS_ADDR: &str = "127.0.0.1:20246";
+
+/// Each address to listen on with what it serves; two flags naming one
+/// address share a listener. A status address off loopback is refused.
+fn listeners(
+    args: &Args,
+    view: Option<StatusView>,
+) -> Result<BTreeMap<SocketAddr, Routes>, UsageError> {
+    let (metrics_at, healthz_at) = match &args.api_addr {
+        Some(both) => (both, both),
+        None => (&args.metrics_bind_address, &args.healthz_bind_address),
+    };
+    let state = Routes {
+        metrics: true,
+        health: true,
+        state: view,
+    };
+    let wanted = [
+        (
+            "--metrics-bind-address",
+            metrics_at,
+            Routes {
+                metrics: true,
+                ..Routes::default()
+            },
+        ),
+        (
+            "--healthz-bind-address",
+            healthz_at,
+            Routes {
+                health: true,
+                ..Routes::default()
+            },
+        ),
+        ("--status-bind-address", &args.status_bind_address, state),
+    ];
+    let mut out: BTreeMap<SocketAddr, Routes> = BTreeMap::new();
+    for (flag, at, routes) in wanted {
+        if at == "off" {
+            continue;
+        }
+        let addr = flags::resolve_addr(at).map_err(|e| UsageError(format!("{flag} {e}")))?;
+        if flag == "--status-bind-address" && !addr.ip().is_loopback() {
+            return Err(UsageError(format!(
+                "{flag} {at}: /state describes the cluster and is served on loopback only (such as {STATUS_ADDR})"
+            )));
+        }
+        let merged = match out.remove(&addr) {
+            Some(before) => before.merge(routes),
+            None => routes,
+        };
+        out.insert(addr, merged);
     }
-    let addr =
-        flags::resolve_addr(&args.api_addr).map_err(|e| UsageError(format!("--api-addr {e}")))?;
-    let bound =
-        api::serve(addr, metrics.clone(), board).with_context(|| format!("serving on {addr}"))?;
-    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    Ok(out)
+}
+
+/// Starts the listeners of `--metrics-bind-address`,
+/// `--healthz-bind-address` and `--status-bind-address`.
+pub(super) fn serve_api(args: &Args, metrics: &Metrics, view: StatusView) -> Result<()> {
+    for (addr, routes) in listeners(args, Some(view))? {
+        let paths = routes.paths().join(", ");
+        let bound = api::serve(addr, metrics.clone(), routes)
+            .with_context(|| format!("serving {paths} on {addr}"))?;
+        tracing::info!(%bound, "serving {paths}");
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 
 use crate::{
-    api::{HealthChecks, Metrics},
+    api::{state::StatusView, HealthChecks, Metrics},
     cluster::{kube::KubeSource, manifests::ManifestsSource, Change, Source},
     reconcile::{
         board::{Board, SyncRecord},
@@ -85,6 +85,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
             dp = dp.with_health_checks(Box::new(HealthChecks::new()));
             store.register(services_owner())?;
             metrics.sync.register("services");
+            board.update(|b| {
+                b.controllers.entry("services").or_default();
+            });
             Some(Controller {
                 worker: ServiceWorker {
                     sync: ServiceSync::new(dp, opts),
@@ -100,6 +103,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         Some(opts) => {
             store.register(policies_owner())?;
             metrics.sync.register("policies");
+            board.update(|b| {
+                b.controllers.entry("policies").or_default();
+            });
             Some(Controller {
                 worker: PolicyWorker {
                     sync: PolicySync::new(RealDataplane::connect(store.clone())?, opts),
@@ -111,7 +117,15 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         }
         None => None,
     };
-    serve_api(args, &metrics, Some(board.clone()))?;
+    serve_api(
+        args,
+        &metrics,
+        StatusView {
+            board: board.clone(),
+            source: source.clone(),
+            node_name: node_name.clone(),
+        },
+    )?;
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(stop_on_signal(stop));
     tokio::spawn(audit(
@@ -188,8 +202,13 @@ async fn audit(
                 });
                 if a.drifted() {
                     tracing::warn!(
-                        ?a,
-                        "set drift found (healed once older than --audit-heal-delay)"
+                        members_missing = a.members_missing,
+                        members_unexpected = a.members_unexpected,
+                        sets_missing = a.sets_missing,
+                        sets_wrong_type = a.sets_wrong_type,
+                        mirror_entries_wrong = a.mirror_entries_wrong,
+                        flagged_in_mirror = flagged,
+                        "set drift: {a} (healed once older than --audit-heal-delay)"
                     );
                 }
             }
@@ -266,6 +285,13 @@ impl SyncObserver for Observer {
                 }
             }
         });
+        self.metrics.record_sync(
+            controller,
+            match result {
+                Ok(done) => Ok((&done.counts, duration)),
+                Err(e) => Err(e.metric_label()),
+            },
+        );
         let was_ready = self.metrics.ready();
         self.metrics
             .sync

@@ -1,15 +1,18 @@
-//! `ipwarden status`: per controller the last full and partial sync and
-//! their durations, the objects watched, set drift found and healed, and
-//! the eBPF mode and attached interfaces, and every resource or object of
-//! the source that fails (and why), from the running agent's /state.
+//! `ipwarden status`: readiness, each resource of the source (listed,
+//! failing with its last error, waiting for its first list), per
+//! controller the last full and partial sync and their durations, the
+//! objects watched, set drift found and healed, the eBPF mode and attached
+//! interfaces, and every object of the source that cannot be read, from
+//! the running agent's /state. Exits non-zero when no agent answers.
 
 use anyhow::Result;
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The running agent's API (`--api-addr` of `ipwarden run`).
-    #[arg(long, default_value = "127.0.0.1:20244")]
+    /// The running agent's status address (`--status-bind-address` of
+    /// `ipwarden run`); `:PORT` and `localhost:PORT` are this host.
+    #[arg(long, default_value = super::run::STATUS_ADDR)]
     pub agent: String,
     #[arg(long)]
     pub json: bool,
@@ -41,7 +44,24 @@ fn sync(v: &Value) -> String {
 
 /// The report, one line each.
 pub fn lines(state: &Value) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = vec![ready(state)];
+    out.push("source:".into());
+    for r in state["sources"].as_array().into_iter().flatten() {
+        let name = r["resource"].as_str().unwrap_or_default();
+        out.push(match r["error"].as_str() {
+            Some(e) => format!(
+                "  {name}: failing ({} failures), last error: {e}",
+                r["failures"]
+            ),
+            None => format!("  {name}: {}", r["state"].as_str().unwrap_or_default()),
+        });
+        out.extend(match r["held_shrinks"].as_u64() {
+            Some(n) if n > 0 => Some(format!(
+                "    {n} read(s) that shrank it held at its last good content"
+            )),
+            _ => None,
+        });
+    }
     for (name, c) in state["controllers"].as_object().into_iter().flatten() {
         out.push(format!(
             "{name}: {} syncs, {} failed{}",
@@ -61,12 +81,10 @@ pub fn lines(state: &Value) -> Vec<String> {
         .flatten()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
-    out.push(format!("watching: {}", objects.join(", ")));
-    let problems = state["source_problems"].as_object();
-    if problems.is_none_or(serde_json::Map::is_empty) {
-        out.push("source: every resource reads".into());
+    if !objects.is_empty() {
+        out.push(format!("watching: {}", objects.join(", ")));
     }
-    for (resource, why) in problems.into_iter().flatten() {
+    for (resource, why) in state["source_problems"].as_object().into_iter().flatten() {
         out.push(format!(
             "source problem: {resource}: {}",
             why.as_str().unwrap_or_default()
@@ -91,4 +109,36 @@ pub fn lines(state: &Value) -> Vec<String> {
         ),
     });
     out
+}
+
+/// Ready, or what it waits for: the source's first list, or a controller's
+/// first full sync.
+fn ready(state: &Value) -> String {
+    if state["ready"] == true {
+        return "ready: yes, every controller has programmed the kernel".into();
+    }
+    let waiting: Vec<&str> = state["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["state"] != "listed")
+        .filter_map(|r| r["resource"].as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return format!(
+            "ready: no, the source has not listed {} (no sync runs on a partial view)",
+            waiting.join(", ")
+        );
+    }
+    let unsynced: Vec<&str> = state["controllers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c["last_full"].is_null())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    format!(
+        "ready: no, waiting for the first full sync of {}",
+        unsynced.join(", ")
+    )
 }

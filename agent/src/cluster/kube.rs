@@ -115,6 +115,7 @@ impl Shared {
     /// A kind finished a (re)list: sends Ready when it was the last kind to
     /// finish its first, Relisted when it was listed again after Ready.
     fn listed(&self, kind: Kind) {
+        self.health.listed(kind.resource());
         let mut listed = self.listed.lock().unwrap();
         let first = !listed.contains(&kind);
         if first {

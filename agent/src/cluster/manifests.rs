@@ -11,15 +11,16 @@
 //! and a file that does not parse as a whole (truncated mid-document,
 //! replaced by garbage, unreadable) keeps its last good content in force
 //! and is reported failing until it reads again. Writers should replace
-//! files at once (write aside, rename; ConfigMap volumes do): an empty
-//! file is a valid file with no objects.
+//! files at once (write aside, rename; ConfigMap volumes do); a file
+//! rewritten in place that reads empty or far smaller is held at its last
+//! good content until it has read the same for 2 s ([`super::shrink_hold`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt, io,
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use serde::de::DeserializeOwned;
@@ -27,6 +28,7 @@ use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
+    shrink_hold::{ShrinkHolds, Verdict},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     unreadable::{never_read_object, StandIn, Unreadable, UnreadableBook},
     HostInfo, KubeObject, Snapshot, Trim,
@@ -261,6 +263,8 @@ struct State {
     files: BTreeMap<PathBuf, Option<Vec<KubeObject>>>,
     /// The objects of each file that do not read.
     unreadable: BTreeMap<PathBuf, Vec<Unreadable>>,
+    /// Files whose last read shrank them, held at their last good content.
+    holds: ShrinkHolds,
     ready: bool,
     /// The last snapshot taken, for the host it was taken for: until the
     /// files change, the next one shares its objects (no deep copy).
@@ -326,6 +330,16 @@ impl ManifestsSource {
     /// Fails when `path` cannot be read or watched. `Ready` is sent once
     /// every file has parsed (at once, when all do).
     pub fn start(path: &Path, changes: UnboundedSender<Change>) -> io::Result<ManifestsSource> {
+        Self::start_holding(path, changes, super::shrink_hold::HOLD)
+    }
+
+    /// The same, holding a file that shrank until it has read the same for
+    /// `hold` (tests choose it; the agent holds 2 s).
+    pub fn start_holding(
+        path: &Path,
+        changes: UnboundedSender<Change>,
+        hold: Duration,
+    ) -> io::Result<ManifestsSource> {
         let root = std::fs::canonicalize(path)?;
         if !root.is_dir() {
             std::fs::metadata(&root)?;
@@ -334,7 +348,10 @@ impl ManifestsSource {
         }
         let inner = Arc::new(Inner {
             root: root.clone(),
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                holds: ShrinkHolds::new(hold),
+                ..State::default()
+            }),
             health: HealthBook::new(changes.clone()),
             unreadable: UnreadableBook::new(changes.clone()),
             changes,
@@ -382,18 +399,31 @@ impl ManifestsSource {
         let worker = inner.clone();
         std::thread::Builder::new()
             .name("ipwarden-manifests".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    // Debounce: read once the folder is quiet.
-                    loop {
+            .spawn(move || loop {
+                // A change, or a held file due to be read again.
+                let hold = worker
+                    .state
+                    .lock()
+                    .unwrap()
+                    .holds
+                    .next_check(Instant::now());
+                let event = match hold {
+                    Some(due) => rx.recv_timeout(due),
+                    None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                };
+                match event {
+                    Ok(()) => loop {
+                        // Debounce: read once the folder is quiet.
                         match rx.recv_timeout(QUIET) {
                             Ok(()) => continue,
                             Err(mpsc::RecvTimeoutError::Timeout) => break,
                             Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         }
-                    }
-                    worker.reload();
+                    },
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
+                worker.reload();
             })?;
         Ok(ManifestsSource {
             inner,
@@ -421,6 +451,7 @@ impl Inner {
             Ok(f) => {
                 if self.root.is_dir() {
                     self.health.ok(&root);
+                    self.health.listed(&root);
                 }
                 f
             }
@@ -445,6 +476,7 @@ impl Inner {
                 changed.extend(old.iter().map(key));
             }
             state.unreadable.remove(&f);
+            state.holds.forget(&f);
             if !self.root.is_dir() || f != self.root {
                 self.health.forget(&f.display().to_string());
             }
@@ -453,6 +485,9 @@ impl Inner {
             let resource = f.display().to_string();
             match read_file(f) {
                 Ok(mut loaded) => {
+                    if self.held(&mut state, f, &loaded.objects) {
+                        continue;
+                    }
                     // Held trimmed, as the API server's stores hold them.
                     loaded.objects.iter_mut().for_each(Trim::trim);
                     for p in &loaded.problems {
@@ -462,6 +497,7 @@ impl Inner {
                         }
                     }
                     self.health.ok(&resource);
+                    self.health.listed(&resource);
                     let unreadable = state.stand_ins(&loaded.problems, &mut loaded.objects);
                     state.unreadable.insert(f.clone(), unreadable);
                     let old = state.files.insert(f.clone(), Some(loaded.objects));
@@ -490,6 +526,34 @@ impl Inner {
                 namespace,
                 name,
             });
+        }
+    }
+}
+
+impl Inner {
+    /// Is `file`, read as `objects`, held at its last good content (a
+    /// rewrite caught half-written)? Logged and counted when a hold starts.
+    fn held(&self, state: &mut State, file: &Path, objects: &[KubeObject]) -> bool {
+        let in_force = match state.files.get(file) {
+            Some(Some(old)) if state.ready => old.len(),
+            _ => return false,
+        };
+        let resource = file.display().to_string();
+        match state.holds.check(file, in_force, objects, Instant::now()) {
+            Verdict::Accept => false,
+            Verdict::Holding => true,
+            Verdict::HoldNew => {
+                tracing::warn!(
+                    resource,
+                    objects_in_force = in_force,
+                    objects_read = objects.len(),
+                    "{resource} shrank from {in_force} objects to {}: its last good content stays in force until it reads the same for {}s (a rewrite in place caught half-written?)",
+                    objects.len(),
+                    state.holds.hold().as_secs_f64()
+                );
+                self.health.held(&resource);
+                true
+            }
         }
     }
 }

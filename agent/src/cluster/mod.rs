@@ -8,6 +8,7 @@ mod guard;
 pub mod kube;
 pub mod manifests;
 mod object;
+mod shrink_hold;
 mod snapshot;
 pub mod source;
 mod store;

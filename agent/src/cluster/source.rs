@@ -119,6 +119,12 @@ pub struct ResourceHealth {
     pub failures: u64,
     /// Objects skipped because they did not deserialize, since start.
     pub skipped_objects: u64,
+    /// Its first list (or read) completed; until then `status` says it is
+    /// waiting.
+    pub listed: bool,
+    /// Reads that shrank a manifests file and were held at its last good
+    /// content, since start.
+    pub held_shrinks: u64,
 }
 
 /// The health book a source keeps, shared by its tasks. Transitions (failing
@@ -248,6 +254,32 @@ impl HealthBook {
         };
         let again = if new { "" } else { "still failing: " };
         tracing::warn!(resource, "{again}{error}; {kept}");
+    }
+
+    /// Records that a resource completed a list (or a whole read).
+    pub fn listed(&self, resource: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .entry(resource.to_string())
+            .or_insert_with(|| ResourceHealth {
+                resource: resource.to_string(),
+                ..ResourceHealth::default()
+            })
+            .listed = true;
+    }
+
+    /// Counts a read held at the file's last good content.
+    pub fn held(&self, resource: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .entry(resource.to_string())
+            .or_insert_with(|| ResourceHealth {
+                resource: resource.to_string(),
+                ..ResourceHealth::default()
+            })
+            .held_shrinks += 1;
     }
 
     /// Counts an object that was skipped (it did not deserialize).

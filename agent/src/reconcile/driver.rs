@@ -60,6 +60,22 @@ pub struct SyncDone {
     pub programming_latencies: Vec<Duration>,
     /// The sync found the kernel already right (nothing written).
     pub noop: bool,
+    /// What it changed, for the metrics (`run --once` records the same).
+    pub counts: SyncCounts,
+}
+
+/// What one sync (or `run --once`'s pass) desired and changed: the
+/// metrics both ways of running record alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Virtual services desired; None from the policy controller.
+    pub virtual_services: Option<usize>,
+    /// Problems of the input (bad fields skipped).
+    pub problems: usize,
+    /// IPVS services and destinations added, edited or removed.
+    pub ipvs_changes: u64,
+    /// Set members added or deleted.
+    pub set_member_changes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -99,6 +99,7 @@ impl Worker for ServiceWorker {
                 && !report.sets.as_ref().is_some_and(|s| s.changed()),
             summary: format!("{}; steps: {}", report.summary(), steps.laps()),
             programming_latencies,
+            counts: report.counts(),
         })
     }
 }
@@ -188,6 +189,7 @@ impl Worker for PolicyWorker {
         for p in &state.problems {
             tracing::warn!("{p}");
         }
+        let problems = state.problems.len();
         self.board.update(|b| {
             b.policies = Some(std::sync::Arc::new(state));
             count_objects(&snapshot, &mut b.objects);
@@ -199,6 +201,14 @@ impl Worker for PolicyWorker {
                 && report.chains_deleted.is_empty(),
             summary: report.summary().trim_start_matches("; ").to_string(),
             programming_latencies: Vec::new(),
+            counts: super::driver::SyncCounts {
+                virtual_services: None,
+                problems,
+                ipvs_changes: 0,
+                set_member_changes: report.sets.as_ref().map_or(0, |s| {
+                    (s.executed.members_added + s.executed.members_deleted) as u64
+                }),
+            },
         })
     }
 }

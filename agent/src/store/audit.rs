@@ -52,6 +52,64 @@ impl AuditReport {
     }
 }
 
+/// In words, for the log: only what drifted, and the mirrored members
+/// still missing by set ("1 member missing from its set; flagged in the
+/// mirror until healed: ipwarden-svip-prt 203.0.113.10,tcp:80").
+impl Display for AuditReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = [
+            (
+                self.members_missing,
+                "member missing from its set",
+                "members missing from their sets",
+            ),
+            (
+                self.members_unexpected,
+                "member in a set that should not hold it",
+                "members in sets that should not hold them",
+            ),
+            (self.sets_missing, "set missing", "sets missing"),
+            (
+                self.sets_wrong_type,
+                "set of the wrong type",
+                "sets of the wrong type",
+            ),
+            (
+                self.mirror_entries_wrong,
+                "mirror entry wrong",
+                "mirror entries wrong",
+            ),
+        ];
+        let parts: Vec<String> = counts
+            .iter()
+            .filter(|(n, ..)| *n > 0)
+            .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+            .collect();
+        if parts.is_empty() {
+            f.write_str("no drift")?;
+        } else {
+            f.write_str(&parts.join(", "))?;
+        }
+        let flagged: Vec<String> = self
+            .missing_mirrored
+            .iter()
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(set, members)| {
+                let list: Vec<String> = members.iter().map(ToString::to_string).collect();
+                format!("{set} {}", list.join(" "))
+            })
+            .collect();
+        if !flagged.is_empty() {
+            write!(
+                f,
+                "; flagged in the mirror until healed: {}",
+                flagged.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// One difference between kernel and desired state, as the auditor
 /// tracks it between passes: (set, member as `ipset save` prints it; None
 /// for the whole set). Text, because a member no desired member stands
@@ -206,4 +264,37 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
     d.sets_wrong_type += report.sets_wrong_type as u64;
     d.mirror_entries_wrong += report.mirror_entries_wrong as u64;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Protocol;
+
+    #[test]
+    fn the_report_says_what_drifted_in_words() {
+        let mut a = AuditReport {
+            members_missing: 1,
+            sets_missing: 2,
+            ..AuditReport::default()
+        };
+        assert_eq!(
+            a.to_string(),
+            "1 member missing from its set, 2 sets missing"
+        );
+        a.missing_mirrored.insert(
+            "ipwarden-svip-prt".into(),
+            [Member::ip_port(
+                "203.0.113.10".parse().unwrap(),
+                Protocol::Tcp,
+                80,
+            )]
+            .into(),
+        );
+        assert_eq!(
+            a.to_string(),
+            "1 member missing from its set, 2 sets missing; flagged in the mirror until healed: ipwarden-svip-prt 203.0.113.10,tcp:80"
+        );
+        assert_eq!(AuditReport::default().to_string(), "no drift");
+    }
 }
