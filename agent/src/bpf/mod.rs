@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod mirror;
 pub mod pins;
 pub mod runtime;
+pub mod sources;
 pub mod table;
 pub mod test_run;
 
@@ -26,6 +27,7 @@ pub use maps::{HitTotals, MirrorMaps, ServiceMirror};
 pub use migrate::Pinned;
 pub use mirror::BpfMirror;
 pub use pins::PinLayout;
+pub use sources::EgressSources;
 
 /// Where the container image installs the object; `cargo xtask` passes the
 /// freshly built one through IPWARDEN_BPF_OBJECT instead.
@@ -246,6 +248,11 @@ impl Dataplane {
             name: names::MAP_SERVICES,
         })?;
         Ok(BpfMirror::new(maps))
+    }
+
+    /// The egress-restricted sources (the store's source hook).
+    pub fn take_sources(&mut self) -> Result<EgressSources, BpfError> {
+        EgressSources::take_from(&mut self.ebpf)
     }
 
     /// The event ring buffer, for [`events::spawn_reader`].

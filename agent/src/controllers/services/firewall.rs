@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use ipwarden_common::Mode;
 
 use crate::desired::{
-    Chain, Family, Jump, Member, MemberServices, Ownership, ServiceRef, SetSpec, SetType, Table,
-    TablePlan, VirtualService, VsKey,
+    Chain, Family, Jump, Member, MemberServices, MirroredMember, Ownership, Place, ServiceRef,
+    SetSpec, SetType, Table, TablePlan, VirtualService, VsKey, FIRST_TAG,
 };
 
 use super::names::{
@@ -110,7 +110,7 @@ pub(super) fn svip_prt_member(key: &VsKey) -> Member {
 pub fn member_services(services: &[VirtualService]) -> MemberServices {
     services
         .iter()
-        .map(|vs| (svip_prt_member(&vs.key), vs.service.clone()))
+        .map(|vs| (svip_prt_member(&vs.key), MirroredMember::of(vs)))
         .collect()
 }
 
@@ -171,26 +171,18 @@ pub fn filter_plan(
         ));
     }
     // Allow mode: the tc program marked traffic to a mirrored service port;
-    // accept it whatever the ipset holds (the rescue of kube-router #1732).
-    // Without source ranges to enforce this happens first of our rules in
-    // INPUT (no set lookup for service traffic), but below the policy
-    // controller's jump (`below_other_owners`): the mark only says the
-    // destination is a mirrored VIP:port, and local pods' egress policies
-    // apply in that chain to whatever the range RETURNs there leave (an
-    // ExternalIP outside the external range, say). With source ranges,
-    // only after the range rules, so a rescue can never open a restricted
-    // port.
-    let mark_accept = |mark: u32| {
-        format!("-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT")
-    };
+    // accept it whatever the ipset holds (the rescue of kube-router #1732),
+    // as the first rule of INPUT: service traffic meets no other rule. The
+    // mark says the chains would accept the packet: the program never
+    // marks a member restricted by source ranges (the rules above decide),
+    // nor a packet from a local pod whose egress a policy restricts (its
+    // chain below decides); docs/ARCHITECTURE.md goes rule by rule.
     let mut jumps = Vec::new();
-    match allow_mark {
-        Some(mark) if restricted.is_empty() => jumps.push(Jump {
-            from: "INPUT".into(),
-            rule: mark_accept(mark),
-        }),
-        Some(mark) => rules.push(mark_accept(mark)),
-        None => {}
+    if let Some(mark) = allow_mark {
+        let rule = format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG} {FIRST_TAG}\" -j ACCEPT"
+        );
+        jumps.push(Jump::new("INPUT", rule).at(Place::First));
     }
     let svip_prt = family.set_name(SET_SVIP_PRT);
     let local = family.set_name(SET_LOCAL_IPS);
@@ -210,10 +202,13 @@ pub fn filter_plan(
         "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
     ));
     let svip = family.set_name(SET_SVIP);
-    jumps.push(Jump {
-        from: "INPUT".into(),
-        rule: format!("-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"),
-    });
+    // The service chain ACCEPTs: last of our block in INPUT, below the
+    // policy controller's jump, whose egress rules for local pods must see
+    // the packet first.
+    let rule = format!(
+        "-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"
+    );
+    jumps.push(Jump::new("INPUT", rule).at(Place::Last));
     TablePlan {
         family,
         table: Table::Filter,
@@ -224,10 +219,6 @@ pub fn filter_plan(
             rules,
         }],
         jumps,
-        // The service chain ACCEPTs, and so does the mark rule: below the
-        // policy controller's jump, whose egress rules for local pods must
-        // see the packet first.
-        below_other_owners: true,
     }
 }
 
@@ -286,11 +277,10 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
             name: CHAIN_POSTROUTING.into(),
             rules,
         }],
-        jumps: vec![Jump {
-            from: "POSTROUTING".into(),
-            rule: format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
-        }],
-        below_other_owners: false,
+        jumps: vec![Jump::new(
+            "POSTROUTING",
+            format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
+        )],
     }
 }
 
