@@ -335,7 +335,13 @@ spec:
         );
         // The kernel's word that a further pass of either owner, in either
         // order, writes nothing: every rule keeps its nft handle.
-        let handles = || output(&ns, "nft", &["-a", "list", "chain", "ip", "filter", "INPUT"]);
+        let handles = || {
+            output(
+                &ns,
+                "nft",
+                &["-a", "list", "chain", "ip", "filter", "INPUT"],
+            )
+        };
         let before = handles();
         ns.run(|| {
             let store = store();
