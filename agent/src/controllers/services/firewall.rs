@@ -13,6 +13,8 @@ use crate::desired::{
     SetSpec, SetType, Table, TablePlan, VirtualService, VsKey, FIRST_TAG,
 };
 
+use crate::controllers::fragments::{self, Args};
+
 use super::names::{
     CHAIN_POSTROUTING, CHAIN_SERVICES, NO_LOCAL_ENDPOINT, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP,
     SET_SVIP_PRT,
@@ -123,23 +125,7 @@ pub fn filter_plan(
     unserved: &[Unserved],
     bpf: Option<BpfRules>,
 ) -> TablePlan {
-    let (icmp, reject) = match family {
-        Family::V4 => (
-            ["8", "3", "11"]
-                .iter()
-                .map(|t| format!("-p icmp -m icmp --icmp-type {t} -j ACCEPT"))
-                .collect::<Vec<_>>(),
-            "icmp-port-unreachable",
-        ),
-        Family::V6 => (
-            // echo-request, unreachable, time-exceeded, neighbour solicitation/advertisement
-            ["128", "1", "3", "135", "136"]
-                .iter()
-                .map(|t| format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"))
-                .collect(),
-            "icmp6-port-unreachable",
-        ),
-    };
+    let reject = fragments::reject(family);
     let restricted: Vec<&SourceRestriction> = restrictions
         .iter()
         .filter(|r| Family::of(&r.key.addr) == family)
@@ -151,24 +137,23 @@ pub fn filter_plan(
         }) => Some(mark),
         _ => None,
     };
-    let mut rules = Vec::new();
-    rules.extend(icmp);
+    let mut rules: Vec<String> = fragments::icmp_accepts(family)
+        .iter()
+        .map(Args::render)
+        .collect();
     rules.extend(
         unserved
             .iter()
             .filter(|u| Family::of(&u.key.addr) == family)
-            .map(|u| refuse_unserved(u, reject)),
+            .map(|u| refuse_unserved(u, &reject)),
     );
     for r in &restricted {
-        let (host, proto, port) = (host_cidr(r.key.addr), r.key.proto, r.key.port);
         for range in &r.ranges {
-            rules.push(format!(
-                "-s {range} -d {host} -p {proto} -m {proto} --dport {port} -j ACCEPT"
-            ));
+            let accept = Args::new().args(&["-s", &range.to_string()]);
+            let accept = accept.then(frontend(&r.key)).args(&["-j", "ACCEPT"]);
+            rules.push(accept.render());
         }
-        rules.push(format!(
-            "-d {host} -p {proto} -m {proto} --dport {port} -j REJECT --reject-with {reject}"
-        ));
+        rules.push(frontend(&r.key).then(reject.clone()).render());
     }
     // Allow mode: the tc program marked traffic to a mirrored service port;
     // accept it whatever the ipset holds (the rescue of kube-router #1732),
@@ -198,9 +183,8 @@ pub fn filter_plan(
             "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"ipwarden:bpf-refused\""
         ));
     }
-    rules.push(format!(
-        "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
-    ));
+    let not_local = Args::new().args(&["-m", "set", "!", "--match-set", &local, "dst"]);
+    rules.push(not_local.then(reject).render());
     let svip = family.set_name(SET_SVIP);
     // The service chain ACCEPTs: last of our block in INPUT, below the
     // policy controller's jump, whose egress rules for local pods must see
@@ -247,7 +231,7 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
     for e in exceptions {
         if let NatException::Hairpin { key, endpoint } = e {
             if of_family(key) {
-                let ep = host_cidr(*endpoint);
+                let ep = fragments::host(endpoint);
                 rules.push(format!("-s {ep} -d {ep} {} -j MASQUERADE", vs_match(key)));
             }
         }
@@ -286,18 +270,19 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
 
 /// REJECTs new connections to an unserved frontend; the comment names the
 /// Service so /metrics can count them per Service.
-fn refuse_unserved(u: &Unserved, reject: &str) -> String {
-    let (host, proto, port) = (host_cidr(u.key.addr), u.key.proto, u.key.port);
+fn refuse_unserved(u: &Unserved, reject: &Args) -> String {
     let (ns, name) = (&u.service.namespace, &u.service.name);
-    format!(
-        "-d {host} -p {proto} -m {proto} --dport {port} -m comment --comment \"{NO_LOCAL_ENDPOINT}{ns}/{name}\" -j REJECT --reject-with {reject}"
-    )
+    frontend(&u.key)
+        .args(&["-m", "comment", "--comment"])
+        .arg(format!("{NO_LOCAL_ENDPOINT}{ns}/{name}"))
+        .then(reject.clone())
+        .render()
 }
 
-/// `10.0.0.1/32` / `fd00::1/128`: how iptables-save prints a host address.
-fn host_cidr(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
+/// `-d 10.0.0.1/32 -p tcp -m tcp --dport 80`: one frontend.
+fn frontend(key: &VsKey) -> Args {
+    let proto = key.proto.to_string();
+    Args::new()
+        .args(&["-d", &fragments::host(&key.addr)])
+        .args(&["-p", &proto, "-m", &proto, "--dport", &key.port.to_string()])
 }

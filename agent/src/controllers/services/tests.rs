@@ -688,3 +688,28 @@ fn a_node_port_outside_the_range_is_a_problem_and_not_programmed() {
     // Without a range (the default), as before.
     assert!(has_vs(&desired(&snap), "192.168.56.10", 80));
 }
+
+#[test]
+fn the_service_chain_accepts_the_icmp_the_pod_chains_accept_packet_too_big_included() {
+    let st = desired(&load_balancer(false));
+    for family in Family::ALL {
+        let plan = st
+            .iptables
+            .iter()
+            .find(|p| p.family == family && p.table == Table::Filter)
+            .unwrap();
+        let accepts: Vec<String> = crate::controllers::fragments::icmp_accepts(family)
+            .iter()
+            .map(|a| a.render())
+            .collect();
+        assert_eq!(plan.chains[0].rules[..accepts.len()], accepts[..]);
+    }
+    let v6 = st
+        .iptables
+        .iter()
+        .find(|p| p.family == Family::V6 && p.table == Table::Filter)
+        .unwrap();
+    assert!(v6.chains[0]
+        .rules
+        .contains(&"-p ipv6-icmp -m icmp6 --icmpv6-type 2 -j ACCEPT".to_string()));
+}
