@@ -67,10 +67,26 @@ fn tcp_frame(src: IpAddr, dst: IpAddr, port: u16) -> Vec<u8> {
     f
 }
 
-fn marked(dp: &Dataplane, src: &str, dst: &str) -> bool {
+/// The mark a restricted source's hit gets instead (accepted in INPUT
+/// only below the policy chain).
+const CHECKED: u32 = MARK << 1;
+
+fn mark_of(dp: &Dataplane, src: &str, dst: &str) -> u32 {
     let run = dp.test_run(&tcp_frame(ip(src), ip(dst), 80), 1).unwrap();
     assert_eq!(run.retval, 0, "never anything but TC_ACT_OK");
-    run.mark & MARK != 0
+    run.mark
+}
+
+/// Marked for the first rule of INPUT; a hit that is not gets the checked
+/// mark (a restricted source) or none (a range member).
+fn marked(dp: &Dataplane, src: &str, dst: &str) -> bool {
+    let mark = mark_of(dp, src, dst);
+    match mark {
+        MARK => true,
+        CHECKED => false,
+        0 => dst == "198.51.100.7" || panic!("no mark at all from {src} to {dst}"),
+        other => panic!("mark {other:#x} from {src} to {dst}"),
+    }
 }
 
 fn bpftool_dump(pins: &PinLayout, map: &str) -> serde_json::Value {
@@ -181,15 +197,20 @@ fn restricted_sources_and_range_members_are_never_marked_and_survive_a_restart()
     assert!(marked(&dp, "10.244.1.2", "10.96.0.10"));
     assert!(marked(&dp, "fd00:244::2", "fd00:96::10"));
     // Source ranges: the chain decides, from any source; still counted.
-    assert!(!marked(&dp, "192.0.2.1", "198.51.100.7"));
+    assert_eq!(mark_of(&dp, "192.0.2.1", "198.51.100.7"), 0);
     let lb_key =
         bpf::mirror::key_of_member(&Member::ip_port(ip("198.51.100.7"), Protocol::Tcp, 80))
             .unwrap();
     assert_eq!(mirror.hits(&lb_key).unwrap().packets, 1);
 
     sources.add(&ips(&["10.244.1.2", "fd00:244::2"]));
-    assert!(!marked(&dp, "10.244.1.2", "10.96.0.10"));
-    assert!(!marked(&dp, "fd00:244::2", "fd00:96::10"));
+    assert_eq!(mark_of(&dp, "10.244.1.2", "10.96.0.10"), CHECKED);
+    assert_eq!(mark_of(&dp, "fd00:244::2", "fd00:96::10"), CHECKED);
+    assert_eq!(
+        mark_of(&dp, "10.244.1.2", "198.51.100.7"),
+        0,
+        "a range member stays unmarked from any source"
+    );
     assert!(marked(&dp, "10.244.1.3", "10.96.0.10"), "another pod");
     assert!(marked(&dp, "fd00:244::3", "fd00:96::10"), "another pod");
     assert_eq!(pinned_sources(&pins), ips(&["10.244.1.2", "fd00:244::2"]));

@@ -330,7 +330,12 @@ spec:
         // rules for local pods.
         assert_eq!(
             input_order(&input),
-            ["mark ACCEPT", "policy jump", "services jump"],
+            [
+                "mark ACCEPT",
+                "policy jump",
+                "checked mark ACCEPT",
+                "services jump"
+            ],
             "{save}"
         );
         // The kernel's word that a further pass of either owner, in either
@@ -370,6 +375,8 @@ fn input_order(input: &[String]) -> Vec<&'static str> {
                 "policy jump"
             } else if l.contains("--mark 0x400000/0x400000") && l.ends_with("-j ACCEPT") {
                 "mark ACCEPT"
+            } else if l.contains("--mark 0x800000/0x800000") && l.ends_with("-j ACCEPT") {
+                "checked mark ACCEPT"
             } else if l.contains("-j IPWARDEN-SERVICES") {
                 "services jump"
             } else {
@@ -466,7 +473,13 @@ spec:
                 start.wait();
                 done.wait();
                 let input = input_rules();
-                if input_order(&input) != ["mark ACCEPT", "policy jump", "services jump"] {
+                let want = [
+                    "mark ACCEPT",
+                    "policy jump",
+                    "checked mark ACCEPT",
+                    "services jump",
+                ];
+                if input_order(&input) != want {
                     first_bad = Some(format!("round {round}:\n{}", input.join("\n")));
                 }
                 if first_bad.is_some() || !errors.lock().unwrap().is_empty() {

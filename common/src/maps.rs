@@ -198,7 +198,7 @@ pub const SOURCE_SEED: u32 = 0x5EED_0001;
 /// The layout version the agent checks before adopting pinned maps.
 ///
 /// 4: the egress-restricted sources ([`SourceKey`]) and their bitmap;
-/// [`FLAG_CHAIN_DECIDES`].
+/// [`FLAG_CHAIN_DECIDES`]; [`Config::checked_mark`].
 ///
 /// 3: the classifier's fast table ([`TableBucket`]) and VIP bitmap; the
 /// hit counters moved from a per-CPU hash keyed by [`ServiceKey`] to a
@@ -223,6 +223,18 @@ pub struct Config {
     pub active: u32,
     /// The hash seed of each half ([`vip_hash`], [`table_hash`]).
     pub seeds: [u32; 2],
+    /// Bit(s) OR-ed into skb->mark instead of `mark` on a hit from an
+    /// egress-restricted source ([`checked_mark`]): accepted in INPUT only
+    /// below the policy chain, so the rescue still works for those pods
+    /// once their policies let the packet through.
+    pub checked_mark: u32,
+}
+
+/// The mark a hit from an egress-restricted source gets: the bit above
+/// `mark` (none when `mark` is the top bit).
+#[inline(always)]
+pub const fn checked_mark(mark: u32) -> u32 {
+    mark.wrapping_shl(1)
 }
 
 /// Entries per bucket of the fast table: two 32-byte entries, one cache line.
@@ -333,7 +345,7 @@ pub const fn table_buckets(table_hash: u64) -> (u32, u32) {
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
 const _: () = assert!(core::mem::size_of::<HitCounter>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<Config>() == 28);
 const _: () = assert!(core::mem::size_of::<TableEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<TableBucket>() == 64);
 const _: () = assert!(TABLE_BUCKETS.is_power_of_two());

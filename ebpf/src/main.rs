@@ -24,8 +24,9 @@ use crate::maps::{CONFIG, EVENTS, HITS, SOURCE_BITS, STATS, TABLE, VIPS, VIP_BIT
 /// before the REJECT (mode log), or an ACCEPT at the top of INPUT (mode
 /// allow). The mark means "the chains would accept this": it is never set
 /// on a member whose sources only the chain checks
-/// (`loadBalancerSourceRanges`), nor on a packet from a source in the
-/// bitmap of egress-restricted local pods (a bit shared with another
+/// (`loadBalancerSourceRanges`), and a packet from a source in the bitmap
+/// of egress-restricted local pods gets the checked mark instead, which
+/// INPUT accepts only after the policy chain (a bit shared with another
 /// address only costs that address the fast path). A hit on a member the auditor found missing from the kernel set
 /// is reported through the ring buffer. The program never drops: every
 /// path returns TC_ACT_OK.
@@ -82,11 +83,18 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
             (*c).bytes += u64::from(len);
         }
     }
-    let marked = flags & FLAG_CHAIN_DECIDES == 0 && !restricted_source(ctx, &pkt);
+    let marked = flags & FLAG_CHAIN_DECIDES == 0;
     if marked {
+        // A restricted source gets the checked mark, which INPUT accepts
+        // only below the policy chain.
+        let bit = if restricted_source(ctx, &pkt) {
+            config.checked_mark
+        } else {
+            config.mark
+        };
         // SAFETY: reading skb->mark of the packet we were handed.
         let mark = unsafe { (*ctx.skb.skb).mark };
-        ctx.set_mark(mark | config.mark);
+        ctx.set_mark(mark | bit);
     }
     // Per-packet lines cost a ring-buffer write each: the agent keeps the
     // level at info unless asked, and AYA_LOG_LEVEL (a load-time constant)

@@ -19,7 +19,10 @@ pub mod test_run;
 use std::path::{Path, PathBuf};
 
 use aya::{maps::RingBuf, programs::SchedClassifier, Ebpf, EbpfLoader};
-use ipwarden_common::{maps::LAYOUT_VERSION, names, Config, Mode};
+use ipwarden_common::{
+    maps::{checked_mark, LAYOUT_VERSION},
+    names, Config, Mode,
+};
 
 pub use attach::{detach_clsact, Attachment};
 pub use error::BpfError;
@@ -166,6 +169,7 @@ impl Dataplane {
         let config = Config {
             mode: mode as u32,
             mark,
+            checked_mark: checked_mark(mark),
             layout_version: LAYOUT_VERSION,
             ..old
         };

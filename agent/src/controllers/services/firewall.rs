@@ -6,7 +6,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
-use ipwarden_common::Mode;
+use ipwarden_common::{maps::checked_mark, Mode};
 
 use crate::desired::{
     Chain, Family, Jump, Member, MemberServices, MirroredMember, Ownership, Place, ServiceRef,
@@ -189,6 +189,15 @@ pub fn filter_plan(
     // The service chain ACCEPTs: last of our block in INPUT, below the
     // policy controller's jump, whose egress rules for local pods must see
     // the packet first.
+    if let Some(mark) = allow_mark.map(checked_mark).filter(|m| *m != 0) {
+        // What the program marked from an egress-restricted local pod:
+        // accepted once the policy chain above let it through (the rescue
+        // for those pods too).
+        let rule = format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT"
+        );
+        jumps.push(Jump::new("INPUT", rule).at(Place::Last));
+    }
     let rule = format!(
         "-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"
     );

@@ -622,8 +622,17 @@ fn allow_mode_accepts_marked_traffic_first_in_input_and_never_marks_restricted_m
             (plan.jumps[0].rule.as_str(), plan.jumps[0].place),
             (mark_accept, Place::First)
         );
-        assert!(plan.jumps[1].rule.contains("--match-set ipwarden-svip dst"));
-        assert_eq!(plan.jumps[1].place, Place::Last);
+        // Below the policy jump: what the program marked from an
+        // egress-restricted pod, then the service chain.
+        assert_eq!(
+            (plan.jumps[1].rule.as_str(), plan.jumps[1].place),
+            (
+                "-m mark --mark 0x800000/0x800000 -m comment --comment \"ipwarden:services\" -j ACCEPT",
+                Place::Last
+            )
+        );
+        assert!(plan.jumps[2].rule.contains("--match-set ipwarden-svip dst"));
+        assert_eq!(plan.jumps[2].place, Place::Last);
         assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
         let lb = Member::ip_port(ip("198.51.100.7"), Protocol::Sctp, 3868);
         let cluster_ip = Member::ip_port(ip("10.96.0.40"), Protocol::Sctp, 3868);
