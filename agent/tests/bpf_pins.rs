@@ -5,7 +5,9 @@ use std::{net::IpAddr, path::PathBuf};
 
 use ipwarden::{
     bpf::{self, Dataplane, PinLayout, Pinned, ProgramLogLevel},
-    desired::{Family, Member, MemberServices, Protocol, ServiceRef, SetSpec, SetType},
+    desired::{
+        Family, Member, MemberServices, MirroredMember, Protocol, ServiceRef, SetSpec, SetType,
+    },
     netns::{checked_output, privileged, BpfFs, NetNs},
     store::MirrorSink,
 };
@@ -127,7 +129,14 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
         &[Member::ip(ip("10.96.0.10"))],
     );
     let web = ServiceRef::new("shop", "web");
-    let services: MemberServices = [(http, web.clone())].into();
+    let services: MemberServices = [(
+        http,
+        MirroredMember {
+            service: web.clone(),
+            chain_decides: false,
+        },
+    )]
+    .into();
     mirror.mirror(&[&prt, &svip], &services);
 
     let services = dump(&pins, names::MAP_SERVICES);

@@ -1,8 +1,8 @@
 //! The service controller's filter rules are written the way iptables-save
 //! prints them (so an unchanged chain is never rewritten: the rule handles
 //! `nft -a list ruleset` shows stay), in every mode and with source ranges,
-//! IPv4 and IPv6. Host netns test: the nat plans need
-//! xt_ipvs and are covered in the VM.
+//! IPv4 and IPv6; and an ICMPv6 Packet Too Big to an IPv6 VIP is accepted.
+//! Host netns test: the nat plans need xt_ipvs and are covered in the VM.
 
 use std::path::Path;
 
@@ -83,4 +83,123 @@ fn filter_rules_are_canonical_in_every_mode() {
         let save = ns.output("iptables-save", &["-t", "filter"]).unwrap();
         assert!(save.contains("--dport 3868 -j ACCEPT"), "{save}");
     }
+}
+
+/// Sends one ICMPv6 Packet Too Big (MTU 1280) to `dst` from the calling
+/// thread's namespace, through a raw socket (the kernel fills in the
+/// checksum), quoting a TCP packet the VIP would have sent.
+fn send_packet_too_big(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) {
+    let mut msg = vec![2u8, 0, 0, 0];
+    msg.extend_from_slice(&1280u32.to_be_bytes());
+    // The invoking packet: an IPv6 header from the VIP back to the sender.
+    let mut quoted = [0u8; 40];
+    quoted[0] = 0x60;
+    quoted[4..6].copy_from_slice(&20u16.to_be_bytes());
+    quoted[6] = 6;
+    quoted[7] = 64;
+    quoted[8..24].copy_from_slice(&dst.octets());
+    quoted[24..40].copy_from_slice(&src.octets());
+    msg.extend_from_slice(&quoted);
+    msg.extend_from_slice(&[0u8; 20]);
+    // SAFETY: plain socket calls on a buffer and address we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let mut to: libc::sockaddr_in6 = std::mem::zeroed();
+        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        to.sin6_addr.s6_addr = dst.octets();
+        let sent = libc::sendto(
+            fd,
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            std::ptr::addr_of!(to).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(sent, msg.len() as isize, "{err}");
+    }
+}
+
+/// The packets counted by the rule of ip6tables-save -c that `matches`.
+fn packets(save: &str, matches: &str) -> u64 {
+    let line = save
+        .lines()
+        .find(|l| l.contains(matches))
+        .unwrap_or_else(|| panic!("no rule with {matches}: {save}"));
+    let counters = line.trim_start_matches('[');
+    counters.split(':').next().unwrap().parse().unwrap()
+}
+
+/// Path MTU discovery to an IPv6 VIP: a real Packet Too Big, sent from
+/// another namespace to a ClusterIP held on ipwarden0, meets the service
+/// chain's ICMPv6 accept, not its REJECT (before, the chain had no type 2
+/// and refused it: a black hole for IPv6 LoadBalancer and external IPs).
+#[test]
+fn an_icmpv6_packet_too_big_to_an_ipv6_vip_is_accepted() {
+    if !privileged("an_icmpv6_packet_too_big_to_an_ipv6_vip_is_accepted") {
+        return;
+    }
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {namespace: shop, name: web}\n\
+        spec: {clusterIP: 'fd00:96::10', clusterIPs: ['fd00:96::10'], ipFamilies: [IPv6],\n\
+        ports: [{name: http, port: 80, protocol: TCP}]}\n";
+    let mut loaded = manifests::Loaded::default();
+    manifests::parse_text(Path::new("web.yaml"), yaml, &mut loaded);
+    let host = HostInfo {
+        node_name: "node-a".into(),
+        local_addresses: vec!["fd00:1::1".parse().unwrap()],
+    };
+    let state = desired_with(
+        &Snapshot::from_objects(loaded.objects, host),
+        &Options::default(),
+    );
+    let node = NetNs::new("ipw-ptb").unwrap();
+    let peer = NetNs::new("ipw-ptb-peer").unwrap();
+    node.veth_to(
+        &peer,
+        ("eth0", &["fd00:1::1/64"]),
+        ("eth0", &["fd00:1::2/64"]),
+    )
+    .unwrap();
+    // A port-less bridge, as the agent makes where the dummy driver is
+    // missing.
+    node.ip(&["link", "add", "ipwarden0", "type", "bridge"])
+        .unwrap();
+    node.ip(&[
+        "addr",
+        "add",
+        "fd00:96::10/128",
+        "dev",
+        "ipwarden0",
+        "nodad",
+    ])
+    .unwrap();
+    node.ip(&["link", "set", "ipwarden0", "up"]).unwrap();
+    peer.ip(&["route", "add", "fd00:96::10/128", "via", "fd00:1::1"])
+        .unwrap();
+    node.run(|| {
+        let store = SetStore::new(IpsetClient::new().unwrap());
+        store.register(services_owner()).unwrap();
+        store.apply("services", state.sets.clone()).unwrap();
+        for plan in state.iptables.iter().filter(|p| p.table == Table::Filter) {
+            iptables::apply(plan).unwrap();
+        }
+    })
+    .unwrap();
+    peer.run(|| send_packet_too_big("fd00:1::2".parse().unwrap(), "fd00:96::10".parse().unwrap()))
+        .unwrap();
+    let save = node
+        .output("ip6tables-save", &["-c", "-t", "filter"])
+        .unwrap();
+    assert_eq!(
+        packets(&save, "-j REJECT --reject-with icmp6-port-unreachable"),
+        0,
+        "the Packet Too Big is not refused: {save}"
+    );
+    assert_eq!(
+        packets(&save, "--icmpv6-type 2 -j ACCEPT"),
+        1,
+        "the Packet Too Big is accepted: {save}"
+    );
 }

@@ -25,11 +25,10 @@ fn plan(family: Family, rules: &[&str]) -> TablePlan {
             name: "IPWARDEN-SERVICES".into(),
             rules: chain_rules,
         }],
-        jumps: vec![Jump {
-            from: "INPUT".into(),
-            rule: format!("-m comment --comment \"{TAG}\" -j IPWARDEN-SERVICES"),
-        }],
-        below_other_owners: false,
+        jumps: vec![Jump::new(
+            "INPUT",
+            format!("-m comment --comment \"{TAG}\" -j IPWARDEN-SERVICES"),
+        )],
     }
 }
 

@@ -282,8 +282,9 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
 }
 
 #[test]
-fn the_allow_mark_is_below_the_policy_jump_whichever_owner_writes_first() {
-    if !privileged("the_allow_mark_is_below_the_policy_jump_whichever_owner_writes_first") {
+fn the_allow_mark_is_first_and_the_service_chain_below_the_policy_jump_whichever_owner_writes_first(
+) {
+    if !privileged("the_allow_mark_is_first_and_the_service_chain_below_the_policy_jump") {
         return;
     }
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
@@ -291,8 +292,6 @@ fn the_allow_mark_is_below_the_policy_jump_whichever_owner_writes_first() {
         mode: ipwarden_common::Mode::Allow,
         mark: 0x40_0000,
     });
-    // No loadBalancerSourceRanges: with them the mark ACCEPT goes into the
-    // service chain, after the range rules.
     let web = r#"
 apiVersion: v1
 kind: Service
@@ -310,7 +309,7 @@ spec:
     );
     // A pass applies the service chains, then the policy chains; an agent
     // whose policy controller started first (or an older build's order,
-    // the mark above the policy jump) must end the same way.
+    // the mark below the policy jump) must end the same way.
     for services_first in [true, false] {
         let ns = NetNs::new("ipw-pol").unwrap();
         ns.run(|| {
@@ -345,16 +344,49 @@ spec:
         })
         .unwrap();
         let save = output(&ns, "iptables-save", &["-t", "filter"]);
-        let input: Vec<&str> = save.lines().filter(|l| l.starts_with("-A INPUT")).collect();
-        assert_eq!(input.len(), 3, "{save}");
-        // The policy chain's egress rules for local pods see a marked
-        // packet before the mark ACCEPT can end its walk through INPUT.
-        assert!(input[0].contains("IPWARDEN-INPUT"), "{save}");
-        assert!(
-            input[1].contains("--mark 0x400000/0x400000") && input[1].ends_with("-j ACCEPT"),
-            "the mark ACCEPT right below the policy jump: {save}"
+        let input: Vec<String> = save
+            .lines()
+            .filter(|l| l.starts_with("-A INPUT"))
+            .map(str::to_owned)
+            .collect();
+        // Service traffic the tc program marked meets one rule; the
+        // service chain's own ACCEPTs stay below the policy chain's egress
+        // rules for local pods.
+        assert_eq!(
+            input_order(&input),
+            [
+                "mark ACCEPT",
+                "policy jump",
+                "checked mark ACCEPT",
+                "services jump"
+            ],
+            "{save}"
         );
-        assert!(input[2].contains("IPWARDEN-SERVICES"), "{save}");
+        // The kernel's word that a further pass of either owner, in either
+        // order, writes nothing: every rule keeps its nft handle.
+        let handles = || {
+            output(
+                &ns,
+                "nft",
+                &["-a", "list", "chain", "ip", "filter", "INPUT"],
+            )
+        };
+        let before = handles();
+        ns.run(|| {
+            let store = store();
+            store.register(services_owner()).unwrap();
+            for plan in service_state
+                .iptables
+                .iter()
+                .filter(|p| p.table == ipwarden::desired::Table::Filter)
+            {
+                iptables::apply(plan).unwrap();
+            }
+            reconcile_policies::apply(&store, &policy_state).unwrap();
+        })
+        .unwrap();
+        assert_eq!(handles(), before);
+        assert!(before.contains("# handle"), "{before}");
     }
 }
 
@@ -367,6 +399,8 @@ fn input_order(input: &[String]) -> Vec<&'static str> {
                 "policy jump"
             } else if l.contains("--mark 0x400000/0x400000") && l.ends_with("-j ACCEPT") {
                 "mark ACCEPT"
+            } else if l.contains("--mark 0x800000/0x800000") && l.ends_with("-j ACCEPT") {
+                "checked mark ACCEPT"
             } else if l.contains("-j IPWARDEN-SERVICES") {
                 "services jump"
             } else {
@@ -463,7 +497,13 @@ spec:
                 start.wait();
                 done.wait();
                 let input = input_rules();
-                if input_order(&input) != ["policy jump", "mark ACCEPT", "services jump"] {
+                let want = [
+                    "mark ACCEPT",
+                    "policy jump",
+                    "checked mark ACCEPT",
+                    "services jump",
+                ];
+                if input_order(&input) != want {
                     first_bad = Some(format!("round {round}:\n{}", input.join("\n")));
                 }
                 if first_bad.is_some() || !errors.lock().unwrap().is_empty() {

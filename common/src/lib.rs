@@ -10,6 +10,6 @@ pub mod maps;
 pub mod names;
 
 pub use maps::{
-    Config, Event, HitCounter, Mode, ServiceKey, ServiceValue, Stats, TableBucket, TableEntry,
-    VipKey, VipValue,
+    Config, Event, HitCounter, Mode, ServiceKey, ServiceValue, SourceKey, SourceValue, Stats,
+    TableBucket, TableEntry, VipKey, VipValue,
 };

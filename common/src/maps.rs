@@ -50,6 +50,10 @@ impl ServiceKey {
 
 /// Set by the auditor: the kernel ipset lacks this member although it is desired.
 pub const FLAG_MISSING_FROM_KERNEL: u32 = 1;
+/// A member the classifier counts but never marks: the chain decides on
+/// every packet (a frontend restricted by `loadBalancerSourceRanges`,
+/// whose sources only the chain checks).
+pub const FLAG_CHAIN_DECIDES: u32 = 2;
 
 /// A VIP: what `ipset` writes as `10.0.0.1` in `ipwarden-svip`.
 #[repr(C)]
@@ -77,6 +81,28 @@ pub struct VipValue {
     /// `FLAG_*` bits.
     pub flags: u32,
 }
+
+/// A source address the classifier never marks traffic from: this node's
+/// pods whose egress a policy restricts (their packets to the node's own
+/// addresses must meet the policy chain in INPUT).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SourceKey {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+/// Why a source is in [`crate::names::MAP_EGRESS_SOURCES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SourceValue {
+    /// `SOURCE_*` bits.
+    pub reasons: u32,
+}
+
+/// A NetworkPolicy (or ClusterNetworkPolicy) restricts this pod's egress.
+pub const SOURCE_EGRESS_RESTRICTED: u32 = 1;
 
 /// Kinds of [`Event`].
 pub const EVENT_WOULD_REJECT: u32 = 1;
@@ -157,13 +183,28 @@ pub const MAX_VIPS: u32 = 65_536;
 /// Ring buffer bytes: thousands of events between two reads of the agent.
 pub const EVENTS_BYTES: u32 = 1 << 18;
 
+/// u64 words of the source bitmap ([`crate::names::MAP_SOURCE_BITS`]):
+/// 2^18 bits, so 1k restricted sources set 0.4% of them (the share of
+/// other sources' service traffic the classifier leaves to the chains).
+pub const SOURCE_BITMAP_WORDS: u32 = 4_096;
+/// Room for the egress-restricted pods of one node (a few hundred pods,
+/// two families each).
+pub const MAX_SOURCES: u32 = 16_384;
+/// The source bitmap's fixed seed: the bitmap has no halves (a word only
+/// ever gains the bits of sources added and loses those of sources gone,
+/// so the classifier reading it mid-update never misses a source).
+pub const SOURCE_SEED: u32 = 0x5EED_0001;
+
 /// The layout version the agent checks before adopting pinned maps.
+///
+/// 4: the egress-restricted sources ([`SourceKey`]) and their bitmap;
+/// [`FLAG_CHAIN_DECIDES`]; [`Config::checked_mark`].
 ///
 /// 3: the classifier's fast table ([`TableBucket`]) and VIP bitmap; the
 /// hit counters moved from a per-CPU hash keyed by [`ServiceKey`] to a
 /// per-CPU array indexed by [`TableEntry::slot`]; [`Config`] names the
 /// active half of the table and its seeds.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Runtime configuration, slot 0 of [`crate::names::MAP_CONFIG`]. The
 /// classifier reads it first on every packet: one cache line with all it
@@ -182,6 +223,18 @@ pub struct Config {
     pub active: u32,
     /// The hash seed of each half ([`vip_hash`], [`table_hash`]).
     pub seeds: [u32; 2],
+    /// Bit(s) OR-ed into skb->mark instead of `mark` on a hit from an
+    /// egress-restricted source ([`checked_mark`]): accepted in INPUT only
+    /// below the policy chain, so the rescue still works for those pods
+    /// once their policies let the packet through.
+    pub checked_mark: u32,
+}
+
+/// The mark a hit from an egress-restricted source gets: the bit above
+/// `mark` (none when `mark` is the top bit).
+#[inline(always)]
+pub const fn checked_mark(mark: u32) -> u32 {
+    mark.wrapping_shl(1)
 }
 
 /// Entries per bucket of the fast table: two 32-byte entries, one cache line.
@@ -263,6 +316,14 @@ pub const fn vip_bit(vip_hash: u64) -> (u32, u32) {
     (bit >> 6, bit & 63)
 }
 
+/// (word, bit) of the source bitmap for a source address (as
+/// [`addr_words`] gives it).
+#[inline(always)]
+pub const fn source_bit(addr: &[u32; 4], v6: bool) -> (u32, u32) {
+    let bit = (vip_hash(addr, v6, SOURCE_SEED) >> 46) as u32; // 18 bits
+    (bit >> 6, bit & 63)
+}
+
 /// Hash of a whole key, from its address hash and [`key_meta`].
 #[inline(always)]
 pub const fn table_hash(vip_hash: u64, meta: u32) -> u64 {
@@ -284,7 +345,7 @@ pub const fn table_buckets(table_hash: u64) -> (u32, u32) {
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 8);
 const _: () = assert!(core::mem::size_of::<HitCounter>() == 16);
-const _: () = assert!(core::mem::size_of::<Config>() == 24);
+const _: () = assert!(core::mem::size_of::<Config>() == 28);
 const _: () = assert!(core::mem::size_of::<TableEntry>() == 32);
 const _: () = assert!(core::mem::size_of::<TableBucket>() == 64);
 const _: () = assert!(TABLE_BUCKETS.is_power_of_two());
@@ -292,6 +353,9 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 const _: () = assert!(core::mem::size_of::<VipValue>() == 4);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
 const _: () = assert!(core::mem::size_of::<Stats>() == 32);
+const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<SourceValue>() == 4);
+const _: () = assert!(SOURCE_BITMAP_WORDS * 64 == 1 << 18);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -307,4 +371,6 @@ mod pod {
     unsafe impl aya::Pod for super::Stats {}
     unsafe impl aya::Pod for super::TableEntry {}
     unsafe impl aya::Pod for super::TableBucket {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceValue {}
 }

@@ -9,6 +9,11 @@ pub const MAP_HITS: &str = "IPW_HITS";
 pub const MAP_TABLE: &str = "IPW_SVC_TABLE";
 /// The classifier's VIP bitmap: two halves of u64 words.
 pub const MAP_VIP_BITS: &str = "IPW_VIP_BITS";
+/// This node's pods whose egress a policy restricts: [`crate::SourceKey`]
+/// -> [`crate::SourceValue`], as the agent and bpftool read it.
+pub const MAP_EGRESS_SOURCES: &str = "IPW_EGRESS_SRC";
+/// The classifier's bitmap of those sources: u64 words, one half.
+pub const MAP_SOURCE_BITS: &str = "IPW_SRC_BITS";
 /// One-slot array holding [`crate::Config`].
 pub const MAP_CONFIG: &str = "IPW_CONFIG";
 /// Mirror of `ipwarden-svip`: [`crate::VipKey`] -> [`crate::VipValue`].
@@ -28,6 +33,8 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_EVENTS,
     MAP_TABLE,
     MAP_VIP_BITS,
+    MAP_EGRESS_SOURCES,
+    MAP_SOURCE_BITS,
 ];
 
 /// The tc ingress classifier.

@@ -9,20 +9,25 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use aya_log_ebpf::debug;
 use ipwarden_common::{
     maps::{
-        key_meta, table_buckets, table_hash, vip_bit, vip_hash, EVENT_RESCUED, EVENT_WOULD_REJECT,
-        FAMILY_V4, FAMILY_V6, FLAG_MISSING_FROM_KERNEL, TABLE_BUCKETS, TABLE_WAYS,
-        VIP_BITMAP_WORDS,
+        key_meta, source_bit, table_buckets, table_hash, vip_bit, vip_hash, EVENT_RESCUED,
+        EVENT_WOULD_REJECT, FAMILY_V4, FAMILY_V6, FLAG_CHAIN_DECIDES, FLAG_MISSING_FROM_KERNEL,
+        TABLE_BUCKETS, TABLE_WAYS, VIP_BITMAP_WORDS,
     },
     Event, Mode, Stats, TableEntry, VipKey,
 };
 
-use crate::maps::{CONFIG, EVENTS, HITS, STATS, TABLE, VIPS, VIP_BITS};
+use crate::maps::{CONFIG, EVENTS, HITS, SOURCE_BITS, STATS, TABLE, VIPS, VIP_BITS};
 
 /// tc ingress: looks (daddr, proto, dport) up in the mirror of the service
 /// sets. On a hit it counts the packet and ORs the configured mark bit into
 /// skb->mark, so that iptables can see mirrored traffic: a counting rule
 /// before the REJECT (mode log), or an ACCEPT at the top of INPUT (mode
-/// allow). A hit on a member the auditor found missing from the kernel set
+/// allow). The mark means "the chains would accept this": it is never set
+/// on a member whose sources only the chain checks
+/// (`loadBalancerSourceRanges`), and a packet from a source in the bitmap
+/// of egress-restricted local pods gets the checked mark instead, which
+/// INPUT accepts only after the policy chain (a bit shared with another
+/// address only costs that address the fast path). A hit on a member the auditor found missing from the kernel set
 /// is reported through the ring buffer. The program never drops: every
 /// path returns TC_ACT_OK.
 ///
@@ -78,9 +83,19 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
             (*c).bytes += u64::from(len);
         }
     }
-    // SAFETY: reading skb->mark of the packet we were handed.
-    let mark = unsafe { (*ctx.skb.skb).mark };
-    ctx.set_mark(mark | config.mark);
+    let marked = flags & FLAG_CHAIN_DECIDES == 0;
+    if marked {
+        // A restricted source gets the checked mark, which INPUT accepts
+        // only below the policy chain.
+        let bit = if restricted_source(ctx, &pkt) {
+            config.checked_mark
+        } else {
+            config.mark
+        };
+        // SAFETY: reading skb->mark of the packet we were handed.
+        let mark = unsafe { (*ctx.skb.skb).mark };
+        ctx.set_mark(mark | bit);
+    }
     // Per-packet lines cost a ring-buffer write each: the agent keeps the
     // level at info unless asked, and AYA_LOG_LEVEL (a load-time constant)
     // lets the verifier drop this line altogether.
@@ -89,9 +104,22 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
         "mirror hit proto {} port {} len {}", pkt.proto, port, len
     );
     if flags & FLAG_MISSING_FROM_KERNEL != 0 {
-        missing(ctx, &pkt, family, port, config.mode);
+        let rescued = marked && config.mode == Mode::Allow as u32;
+        missing(ctx, &pkt, family, port, rescued);
     }
     Some(())
+}
+
+/// Is the packet's source (maybe) one whose egress a policy restricts?
+/// One bit of the source bitmap; a packet too short to tell counts as
+/// restricted (unmarked, the chains decide).
+#[inline(always)]
+fn restricted_source(ctx: &TcContext, pkt: &parse::Packet) -> bool {
+    let Some(words) = parse::source_words(ctx, pkt.v6) else {
+        return true;
+    };
+    let (word, bit) = source_bit(&words, pkt.v6);
+    SOURCE_BITS.get(word).is_none_or(|w| (*w >> bit) & 1 == 1)
 }
 
 /// The entry of `meta` and the packet's address in bucket `index`.
@@ -140,9 +168,10 @@ fn other_port(pkt: &parse::Packet, family: u8) {
 }
 
 /// A hit on a member the auditor found missing from the kernel set:
-/// counted, and reported when the packet starts a connection.
+/// counted, and reported when the packet starts a connection (rescued
+/// only when marked in allow mode; otherwise the REJECT refuses it).
 #[inline(never)]
-fn missing(ctx: &TcContext, pkt: &parse::Packet, family: u8, port: u16, mode: u32) {
+fn missing(ctx: &TcContext, pkt: &parse::Packet, family: u8, port: u16, rescued: bool) {
     let Some(stats) = STATS.get_ptr_mut(0) else {
         return;
     };
@@ -154,7 +183,7 @@ fn missing(ctx: &TcContext, pkt: &parse::Packet, family: u8, port: u16, mode: u3
     if !starts {
         return;
     }
-    let kind = if mode == Mode::Allow as u32 {
+    let kind = if rescued {
         EVENT_RESCUED
     } else {
         EVENT_WOULD_REJECT

@@ -7,11 +7,14 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ipwarden_common::{
-    Config, HitCounter, ServiceKey, ServiceValue, Stats, TableBucket, VipKey, VipValue,
+    Config, HitCounter, ServiceKey, ServiceValue, SourceKey, SourceValue, Stats, TableBucket,
+    VipKey, VipValue,
 };
 
 const MAX_SERVICE_PORTS: usize = ipwarden_common::maps::MAX_SERVICE_PORTS as usize;
 const MAX_VIPS: usize = ipwarden_common::maps::MAX_VIPS as usize;
+const MAX_SOURCES: usize = ipwarden_common::maps::MAX_SOURCES as usize;
+const SOURCE_BITMAP_WORDS: usize = ipwarden_common::maps::SOURCE_BITMAP_WORDS as usize;
 const EVENTS_BYTES: usize = ipwarden_common::maps::EVENTS_BYTES as usize;
 /// Both halves of the fast table and of the VIP bitmap.
 const TABLE_BUCKETS: usize = 2 * ipwarden_common::maps::TABLE_BUCKETS as usize;
@@ -46,3 +49,13 @@ pub static TABLE: Array<TableBucket, TABLE_BUCKETS, MMAPABLE> = Array::new();
 
 #[btf_map(name = "IPW_VIP_BITS")]
 pub static VIP_BITS: Array<u64, VIP_BITMAP_WORDS, MMAPABLE> = Array::new();
+
+/// This node's pods whose egress a policy restricts, as the agent and
+/// bpftool read it; the classifier reads the bitmap instead.
+#[btf_map(name = "IPW_EGRESS_SRC")]
+pub static EGRESS_SOURCES: HashMap<SourceKey, SourceValue, MAX_SOURCES> = HashMap::new();
+
+/// One bit per hash of those sources: a set bit means "maybe restricted",
+/// and the classifier leaves the packet to the chains.
+#[btf_map(name = "IPW_SRC_BITS")]
+pub static SOURCE_BITS: Array<u64, SOURCE_BITMAP_WORDS> = Array::new();

@@ -221,3 +221,14 @@ pub fn source_addr(ctx: &TcContext, v6: bool) -> Option<[u8; 16]> {
     }
     Some(saddr)
 }
+
+/// The source address as four words, loaded as they sit in memory (the
+/// form [`ipwarden_common::maps::source_bit`] hashes); IPv4 in the first.
+#[inline(always)]
+pub fn source_words(ctx: &TcContext, v6: bool) -> Option<[u32; 4]> {
+    if v6 {
+        read::<[u32; 4]>(ctx, ETH_HLEN + 8)
+    } else {
+        Some([read::<u32>(ctx, ETH_HLEN + 12)?, 0, 0, 0])
+    }
+}

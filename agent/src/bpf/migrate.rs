@@ -7,9 +7,11 @@
 use aya::maps::{Array, Map, MapData, MapInfo, MapType};
 use ipwarden_common::{
     maps::{
-        EVENTS_BYTES, LAYOUT_VERSION, MAX_SERVICE_PORTS, MAX_VIPS, TABLE_BUCKETS, VIP_BITMAP_WORDS,
+        EVENTS_BYTES, LAYOUT_VERSION, MAX_SERVICE_PORTS, MAX_SOURCES, MAX_VIPS,
+        SOURCE_BITMAP_WORDS, TABLE_BUCKETS, VIP_BITMAP_WORDS,
     },
-    names, Config, HitCounter, ServiceKey, ServiceValue, Stats, TableBucket, VipKey, VipValue,
+    names, Config, HitCounter, ServiceKey, ServiceValue, SourceKey, SourceValue, Stats,
+    TableBucket, VipKey, VipValue,
 };
 
 use super::pins::PinLayout;
@@ -32,7 +34,7 @@ fn size<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
-fn expected() -> [Expected; 8] {
+fn expected() -> [Expected; 10] {
     [
         Expected {
             name: names::MAP_SERVICES,
@@ -97,6 +99,22 @@ fn expected() -> [Expected; 8] {
             value_size: 8,
             max_entries: 2 * VIP_BITMAP_WORDS,
             flags: MMAPABLE,
+        },
+        Expected {
+            name: names::MAP_EGRESS_SOURCES,
+            map_type: MapType::Hash,
+            key_size: size::<SourceKey>(),
+            value_size: size::<SourceValue>(),
+            max_entries: MAX_SOURCES,
+            flags: 0,
+        },
+        Expected {
+            name: names::MAP_SOURCE_BITS,
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: 8,
+            max_entries: SOURCE_BITMAP_WORDS,
+            flags: 0,
         },
     ]
 }

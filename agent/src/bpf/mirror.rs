@@ -12,11 +12,14 @@ use std::{
     net::IpAddr,
 };
 
-use ipwarden_common::{maps::FLAG_MISSING_FROM_KERNEL, ServiceKey, ServiceValue, VipKey, VipValue};
+use ipwarden_common::{
+    maps::{FLAG_CHAIN_DECIDES, FLAG_MISSING_FROM_KERNEL},
+    ServiceKey, ServiceValue, VipKey, VipValue,
+};
 
 use super::maps::MirrorMaps;
 use crate::{
-    desired::{Member, MemberServices, ServiceRef, SetDelta, SetSpec, VsKey},
+    desired::{Member, MemberServices, MirroredMember, ServiceRef, SetDelta, SetSpec, VsKey},
     store::MirrorSink,
 };
 
@@ -62,6 +65,8 @@ pub struct BpfMirror {
     maps: MirrorMaps,
     /// The Service id of each mirrored service port, from the last sync.
     ids: BTreeMap<ServiceKey, u32>,
+    /// Members only the chain may accept (never marked).
+    chain_decides: BTreeSet<ServiceKey>,
     /// Members the auditor found missing from the kernel set.
     missing: BTreeSet<ServiceKey>,
     /// The last desired content, to re-flag without a new apply.
@@ -76,6 +81,7 @@ impl BpfMirror {
         Self {
             maps,
             ids: BTreeMap::new(),
+            chain_decides: BTreeSet::new(),
             missing: BTreeSet::new(),
             want_services: BTreeSet::new(),
             want_vips: BTreeSet::new(),
@@ -86,11 +92,13 @@ impl BpfMirror {
     fn value(&self, key: &ServiceKey) -> ServiceValue {
         // 0: a member no Service was named for.
         let service_id = self.ids.get(key).copied().unwrap_or(0);
-        let flags = if self.missing.contains(key) {
-            FLAG_MISSING_FROM_KERNEL
-        } else {
-            0
-        };
+        let mut flags = 0;
+        if self.missing.contains(key) {
+            flags |= FLAG_MISSING_FROM_KERNEL;
+        }
+        if self.chain_decides.contains(key) {
+            flags |= FLAG_CHAIN_DECIDES;
+        }
         ServiceValue { flags, service_id }
     }
 
@@ -101,7 +109,12 @@ impl BpfMirror {
         self.want_vips = members.filter_map(vip_of_member).collect();
         self.ids = services
             .iter()
-            .filter_map(|(m, svc)| Some((key_of_member(m)?, service_id(svc))))
+            .filter_map(|(m, info)| Some((key_of_member(m)?, service_id(&info.service))))
+            .collect();
+        self.chain_decides = services
+            .iter()
+            .filter(|(_, info)| info.chain_decides)
+            .filter_map(|(m, _)| key_of_member(m))
             .collect();
         let wrong = self.write_services() + self.write_vips();
         self.publish();
@@ -151,6 +164,7 @@ impl BpfMirror {
         if let Some(key) = key_of_member(member) {
             self.want_services.remove(&key);
             self.ids.remove(&key);
+            self.chain_decides.remove(&key);
             self.missing.remove(&key);
             self.remove_service(&key);
         }
@@ -164,13 +178,18 @@ impl BpfMirror {
 
     /// One member new in a mirrored set (or serving another Service): its
     /// entry is written (the table follows at the next publish).
-    fn learn(&mut self, member: &Member, service: Option<&ServiceRef>) {
+    fn learn(&mut self, member: &Member, info: Option<&MirroredMember>) {
         if let Some(key) = key_of_member(member) {
             self.want_services.insert(key);
-            match service {
-                Some(svc) => self.ids.insert(key, service_id(svc)),
+            match info {
+                Some(info) => self.ids.insert(key, service_id(&info.service)),
                 None => self.ids.remove(&key),
             };
+            if info.is_some_and(|i| i.chain_decides) {
+                self.chain_decides.insert(key);
+            } else {
+                self.chain_decides.remove(&key);
+            }
             let value = self.value(&key);
             if self.maps.services.insert(key, value, 0).is_err() {
                 self.write_errors += 1;

@@ -12,13 +12,17 @@ pub mod migrate;
 pub mod mirror;
 pub mod pins;
 pub mod runtime;
+pub mod sources;
 pub mod table;
 pub mod test_run;
 
 use std::path::{Path, PathBuf};
 
 use aya::{maps::RingBuf, programs::SchedClassifier, Ebpf, EbpfLoader};
-use ipwarden_common::{maps::LAYOUT_VERSION, names, Config, Mode};
+use ipwarden_common::{
+    maps::{checked_mark, LAYOUT_VERSION},
+    names, Config, Mode,
+};
 
 pub use attach::{detach_clsact, Attachment};
 pub use error::BpfError;
@@ -26,6 +30,7 @@ pub use maps::{HitTotals, MirrorMaps, ServiceMirror};
 pub use migrate::Pinned;
 pub use mirror::BpfMirror;
 pub use pins::PinLayout;
+pub use sources::EgressSources;
 
 /// Where the container image installs the object; `cargo xtask` passes the
 /// freshly built one through IPWARDEN_BPF_OBJECT instead.
@@ -164,6 +169,7 @@ impl Dataplane {
         let config = Config {
             mode: mode as u32,
             mark,
+            checked_mark: checked_mark(mark),
             layout_version: LAYOUT_VERSION,
             ..old
         };
@@ -246,6 +252,11 @@ impl Dataplane {
             name: names::MAP_SERVICES,
         })?;
         Ok(BpfMirror::new(maps))
+    }
+
+    /// The egress-restricted sources (the store's source hook).
+    pub fn take_sources(&mut self) -> Result<EgressSources, BpfError> {
+        EgressSources::take_from(&mut self.ebpf)
     }
 
     /// The event ring buffer, for [`events::spawn_reader`].

@@ -39,8 +39,8 @@ pub struct BpfRuntime {
 }
 
 impl BpfRuntime {
-    /// Loads (adopting pinned maps), configures, hooks the mirror into the
-    /// store and starts the event reader. Attaching comes with
+    /// Loads (adopting pinned maps), configures, hooks the mirror and the
+    /// restricted sources into the store and starts the event reader. Attaching comes with
     /// [`Self::attach_new`], once interfaces exist.
     pub fn start(opts: BpfOptions, store: &SetStore) -> Result<Self, BpfError> {
         let (mut dp, pinned) =
@@ -58,6 +58,7 @@ impl BpfRuntime {
         }
         dp.configure(opts.mode, opts.mark)?;
         store.set_mirror(Box::new(dp.take_mirror()?));
+        store.set_source_sink(Box::new(dp.take_sources()?));
         events::spawn_reader(
             dp.take_events()?,
             opts.events.clone(),

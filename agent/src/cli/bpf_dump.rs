@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::PathBuf};
 use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipwarden_common::{
-    maps::{FAMILY_V4, FLAG_MISSING_FROM_KERNEL},
-    names, Config, HitCounter, ServiceKey, ServiceValue, Stats,
+    maps::{FAMILY_V4, FLAG_CHAIN_DECIDES, FLAG_MISSING_FROM_KERNEL},
+    names, Config, HitCounter, ServiceKey, ServiceValue, SourceKey, SourceValue, Stats,
 };
 
 use crate::bpf::{table::FastTable, PinLayout};
@@ -31,11 +31,28 @@ fn open(pins: &PinLayout, name: &str) -> Result<MapData> {
 }
 
 fn addr(k: &ServiceKey) -> IpAddr {
-    if k.family == FAMILY_V4 {
-        IpAddr::from([k.addr[0], k.addr[1], k.addr[2], k.addr[3]])
+    ip(k.family, &k.addr)
+}
+
+fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from([a[0], a[1], a[2], a[3]])
     } else {
-        IpAddr::from(k.addr)
+        IpAddr::from(*a)
     }
+}
+
+/// The egress-restricted sources, sorted as text.
+fn restricted_sources(pins: &PinLayout) -> Result<Vec<String>> {
+    let map: HashMap<_, SourceKey, SourceValue> =
+        HashMap::try_from(Map::HashMap(open(pins, names::MAP_EGRESS_SOURCES)?))?;
+    let mut out = Vec::new();
+    for key in map.keys() {
+        let k = key?;
+        out.push(ip(k.family, &k.addr).to_string());
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn proto(p: u8) -> String {
@@ -99,6 +116,7 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
         rows.push(serde_json::json!({
             "member": format!("{},{}:{}", addr(&k), proto(k.proto), k.port),
             "missing_from_kernel": v.flags & FLAG_MISSING_FROM_KERNEL != 0,
+            "chain_decides": v.flags & FLAG_CHAIN_DECIDES != 0,
             "service_id": v.service_id,
             // Where its counters are in IPW_HITS (for `bpftool map lookup`).
             "slot": slot,
@@ -133,6 +151,7 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
         "stats": {"mirror_hits": totals.mirror_hits, "missing_hits": totals.missing_hits,
                   "vip_other_port": totals.vip_other_port, "events_dropped": totals.events_dropped},
         "services": rows,
+        "egress_restricted_sources": restricted_sources(pins)?,
     }))
 }
 
@@ -187,13 +206,28 @@ fn print(dump: &serde_json::Value) {
             service,
             r["packets"].as_u64().unwrap_or(0),
             r["bytes"].as_u64().unwrap_or(0),
-            if r["missing_from_kernel"] == true {
-                "missing-from-kernel"
-            } else {
-                ""
-            }
+            flags_text(r)
         );
     }
+    let sources = dump["egress_restricted_sources"].as_array();
+    println!(
+        "egress-restricted sources (never marked): {}",
+        sources.map_or(0, Vec::len)
+    );
+    for s in sources.into_iter().flatten() {
+        println!("  {}", s.as_str().unwrap_or_default());
+    }
+}
+
+fn flags_text(r: &serde_json::Value) -> String {
+    let mut flags = Vec::new();
+    if r["missing_from_kernel"] == true {
+        flags.push("missing-from-kernel");
+    }
+    if r["chain_decides"] == true {
+        flags.push("chain-decides");
+    }
+    flags.join(",")
 }
 
 #[cfg(test)]

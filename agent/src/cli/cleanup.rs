@@ -103,7 +103,6 @@ pub fn run(args: &Args) -> Result<()> {
                 tag: "ipwarden:".into(),
                 chains: Vec::new(),
                 jumps: Vec::new(),
-                below_other_owners: false,
             };
             let r = iptables::apply(&plan)?;
             if !r.changes.is_empty() {

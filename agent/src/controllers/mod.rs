@@ -3,5 +3,6 @@
 
 #[cfg(test)]
 mod fixtures;
+pub mod fragments;
 pub mod policies;
 pub mod services;

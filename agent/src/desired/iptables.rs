@@ -44,6 +44,43 @@ pub struct Chain {
 pub struct Jump {
     pub from: String,
     pub rule: String,
+    pub place: Place,
+}
+
+impl Jump {
+    /// A jump anywhere in the block of ipwarden rules ([`Place::Block`]).
+    pub fn new(from: impl Into<String>, rule: impl Into<String>) -> Self {
+        Self {
+            from: from.into(),
+            rule: rule.into(),
+            place: Place::Block,
+        }
+    }
+
+    pub fn at(self, place: Place) -> Self {
+        Self { place, ..self }
+    }
+}
+
+/// In the comment of every rule at [`Place::First`], so that the other
+/// owners insert theirs below it.
+pub const FIRST_TAG: &str = "ipwarden:first";
+
+/// Where a [`Jump`] sits in the block of ipwarden rules at the top of its
+/// built-in chain. Several owners keep rules there; each places its own,
+/// and an order that holds is never rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Place {
+    /// The first rules of the chain, above every other owner's: the mark
+    /// ACCEPT of allow mode, which accepts only what every chain below
+    /// would (its comment carries [`FIRST_TAG`]).
+    First,
+    /// Anywhere in the block, below the first rules (the policy jumps).
+    Block,
+    /// Last of the block: it ACCEPTs (the service chain), so it must
+    /// never skip another owner's rules (the policy chain's egress
+    /// rules for local pods).
+    Last,
 }
 
 /// Which chains belong to the owner: anything of ours that is in the
@@ -76,12 +113,6 @@ pub struct TablePlan {
     pub tag: String,
     pub chains: Vec<Chain>,
     pub jumps: Vec<Jump>,
-    /// This owner's rules in built-in chains ACCEPT packets (directly, or
-    /// in the chain they jump to), so they go below every other owner's
-    /// rules at the top of the chain: an ACCEPT ends the packet's walk
-    /// through INPUT, and must never skip another owner's checks (the
-    /// policy chain's egress rules for local pods). The others go first.
-    pub below_other_owners: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,7 +123,7 @@ pub enum PlanError {
         chain: String,
         tag: String,
     },
-    #[error("{table} rule in {from}: jump rule {rule:?} lacks the owner tag {tag:?}")]
+    #[error("{table} rule in {from}: jump rule {rule:?} lacks the owner tag {tag:?} (or, placed first, ipwarden:first)")]
     Untagged {
         table: Table,
         from: String,
@@ -128,7 +159,9 @@ impl TablePlan {
             }
         }
         for j in &self.jumps {
-            if !j.rule.contains(&self.tag) {
+            if !j.rule.contains(&self.tag)
+                || (j.place == Place::First && !j.rule.contains(FIRST_TAG))
+            {
                 return Err(PlanError::Untagged {
                     table: self.table,
                     from: j.from.clone(),

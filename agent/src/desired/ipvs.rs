@@ -67,6 +67,9 @@ pub struct VirtualService {
     pub service: ServiceRef,
     /// "Service shop/web port http (ClusterIP)", for logs and metrics.
     pub origin: String,
+    /// Its sources are restricted (`loadBalancerSourceRanges`): only the
+    /// service chain checks them, so the tc program never marks it.
+    pub source_ranges: bool,
 }
 
 /// A Kubernetes Service by namespace and name.

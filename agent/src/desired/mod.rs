@@ -25,15 +25,36 @@ use std::{
 
 pub use family::Family;
 pub use health::HealthCheck;
-pub use iptables::{Chain, ChainDelta, ChainEdit, Jump, Ownership, PlanError, Table, TablePlan};
+pub use iptables::{
+    Chain, ChainDelta, ChainEdit, Jump, Ownership, Place, PlanError, Table, TablePlan, FIRST_TAG,
+};
 pub use ipvs::{Forward, RealServer, ServiceFlags, ServiceRef, VirtualService, VsKey};
 pub use member::{Member, NtopAddr};
 pub use protocol::Protocol;
 pub use sets::{SetChanges, SetDelta, SetSpec, SetType};
 
-/// Which Service each mirrored set member serves: the eBPF mirror tags a
-/// member's map entry with its Service, so an event can name it.
-pub type MemberServices = BTreeMap<Member, ServiceRef>;
+/// What the eBPF mirror needs to know of one member of ipwarden-svip-prt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirroredMember {
+    /// The Service it serves: the mirror tags the member's map entry with
+    /// it, so an event can name it.
+    pub service: ServiceRef,
+    /// Only the chain may accept it (`loadBalancerSourceRanges`): the tc
+    /// program counts it but never marks it.
+    pub chain_decides: bool,
+}
+
+impl MirroredMember {
+    pub fn of(vs: &VirtualService) -> Self {
+        Self {
+            service: vs.service.clone(),
+            chain_decides: vs.source_ranges,
+        }
+    }
+}
+
+/// What the mirror knows of each mirrored set member.
+pub type MemberServices = BTreeMap<Member, MirroredMember>;
 
 /// Something wrong with one object of the input. `skipped` says whether the
 /// object (or the part named by `field`) was left out; otherwise the value

@@ -269,6 +269,7 @@ mod tests {
                 .collect(),
             service: ServiceRef::default(),
             origin: String::new(),
+            source_ranges: false,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::{
         link::{AddressReport, AddressWatch, LinkClient},
         sysctl,
     },
-    store::{ApplyReport, SetStore},
+    store::{ApplyReport, SetStore, SourcePhase},
 };
 
 use super::ReconcileError;
@@ -91,6 +91,11 @@ pub trait Dataplane: Send {
     ) -> Result<AddressReport, ReconcileError>;
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
+
+    /// The sources whose traffic the tc program must never mark (the
+    /// policy controller's egress-restricted pods), before or after the
+    /// chains that restrict them (`store::SourcePhase`).
+    fn restrict_sources(&mut self, sources: &BTreeSet<IpAddr>, phase: SourcePhase);
 
     /// A partial sync's chains: only those `delta` names, no read-back.
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError>;
@@ -295,6 +300,10 @@ impl Dataplane for RealDataplane {
 
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply_partial(delta)?)
+    }
+
+    fn restrict_sources(&mut self, sources: &BTreeSet<IpAddr>, phase: SourcePhase) {
+        self.store.restrict_sources(sources, phase);
     }
 
     fn local_addresses(&self) -> Result<Vec<IpAddr>, ReconcileError> {

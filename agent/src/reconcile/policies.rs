@@ -1,7 +1,10 @@
 //! The policy controller's part of a pass: its sets before any chain uses
 //! them, its chains, then the sets no chain references any more.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use crate::{
     cluster::Snapshot,
@@ -13,7 +16,7 @@ use crate::{
     },
     desired::{Family, MemberServices, Table},
     kernel::iptables::{self, Changes},
-    store::{ApplyReport, Claim, Owner, SetStore},
+    store::{ApplyReport, Claim, Owner, SetStore, SourcePhase},
 };
 
 use super::{
@@ -71,15 +74,21 @@ pub fn apply_sets(
 }
 
 /// Step 2: the chains, one iptables-restore per family (so no packet
-/// meets a half-written chain), then step 3: the sets left over.
+/// meets a half-written chain), between the two phases of the restricted
+/// sources (the tc program stops marking a newly restricted pod before its
+/// chain is relied on, and marks a released one only after its chain is
+/// gone), then step 3: the sets left over.
 pub fn apply_chains(
     dp: &mut impl Dataplane,
     state: &PolicyState,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
+    let sources = state.egress_restricted_sources();
+    dp.restrict_sources(&sources, SourcePhase::BeforeChains);
     for plan in &state.iptables {
         apply_table(dp, plan, report)?;
     }
+    dp.restrict_sources(&sources, SourcePhase::AfterChains);
     let deferred = report
         .sets
         .as_ref()
@@ -139,6 +148,8 @@ pub struct PolicySync<D> {
     opts: policies::Options,
     /// The cluster the last successful sync applied, keyed.
     applied: Option<PolicyIndex>,
+    /// The restricted sources that sync published.
+    sources: BTreeSet<IpAddr>,
 }
 
 impl<D: Dataplane> PolicySync<D> {
@@ -147,6 +158,7 @@ impl<D: Dataplane> PolicySync<D> {
             dataplane,
             opts,
             applied: None,
+            sources: BTreeSet::new(),
         }
     }
 
@@ -185,8 +197,21 @@ impl<D: Dataplane> PolicySync<D> {
         match (kind, self.applied.take()) {
             (SyncKind::Partial, Some(mut index)) => {
                 let delta = index.update(snapshot, changes);
-                apply_delta(&mut self.dataplane, &delta, &mut report)?;
                 let state = index.summary();
+                let sources = state.egress_restricted_sources();
+                // Published only when they moved: an unchanged partial
+                // sync writes nothing.
+                let moved = sources != self.sources;
+                if moved {
+                    self.dataplane
+                        .restrict_sources(&sources, SourcePhase::BeforeChains);
+                }
+                apply_delta(&mut self.dataplane, &delta, &mut report)?;
+                if moved {
+                    self.dataplane
+                        .restrict_sources(&sources, SourcePhase::AfterChains);
+                }
+                self.sources = sources;
                 self.applied = Some(index);
                 Ok((state, report))
             }
@@ -194,6 +219,7 @@ impl<D: Dataplane> PolicySync<D> {
                 let state = self.prepare(snapshot);
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;
+                self.sources = state.egress_restricted_sources();
                 self.applied = Some(PolicyIndex::build(snapshot, &self.opts));
                 Ok((state, report))
             }

@@ -26,7 +26,7 @@ use crate::{
         ipvs_sync::IpvsReport,
         link::AddressReport,
     },
-    store::ApplyReport,
+    store::{ApplyReport, SourcePhase},
 };
 
 /// One call, as the fake saw it.
@@ -50,6 +50,8 @@ pub enum Call {
     Chains(Family, Vec<String>, Vec<String>),
     /// The health-check ports served.
     HealthChecks(Vec<u16>),
+    /// The sources the tc program must not mark, and when.
+    Sources(BTreeSet<IpAddr>, SourcePhase),
 }
 
 #[derive(Clone, Default)]
@@ -138,6 +140,10 @@ impl Dataplane for Recording {
         Ok(Changes::default())
     }
 
+    fn restrict_sources(&mut self, sources: &BTreeSet<IpAddr>, phase: SourcePhase) {
+        self.push(Call::Sources(sources.clone(), phase));
+    }
+
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
         let changes = partial_changes(delta);
         self.push(Call::Chains(
@@ -218,6 +224,7 @@ fn a_pass_writes_sets_then_ipvs_then_addresses_then_chains() {
             Call::Addresses(_) | Call::AddressChanges(..) => "addresses",
             Call::Table(..) | Call::Chains(..) => "table",
             Call::HealthChecks(_) => "health_checks",
+            Call::Sources(..) => "sources",
         })
         .collect();
     assert_eq!(
@@ -436,4 +443,81 @@ fn a_partial_policy_sync_writes_only_the_changed_sets_and_no_chain() {
     p.sync(SyncKind::Partial, &policy_cluster("other"), &changed)
         .unwrap();
     assert_eq!(rec.take(), []);
+}
+
+/// Pod x/a on this node, labelled `app: {app}`, and a policy that
+/// restricts the egress of `app: db` pods.
+fn egress_cluster(app: &str) -> Snapshot {
+    snapshot(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: x, labels: {{app: {app}}}}}\n\
+         spec: {{nodeName: node-a, containers: [{{name: c}}]}}\n\
+         status: {{phase: Running, podIP: 10.244.1.2, podIPs: [{{ip: 10.244.1.2}}, {{ip: 'fd00:244::2'}}]}}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: db-out, namespace: x}}\n\
+         spec: {{podSelector: {{matchLabels: {{app: db}}}}, policyTypes: [Egress], egress: []}}\n"
+    ))
+}
+
+/// The calls' kinds: "before", "after" (the restricted sources' two
+/// phases, with how many sources) and "chains".
+fn source_order(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Sources(s, SourcePhase::BeforeChains) => Some(format!("before {}", s.len())),
+            Call::Sources(s, SourcePhase::AfterChains) => Some(format!("after {}", s.len())),
+            Call::Table(..) | Call::Chains(..) => Some("chains".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pod_is_restricted_before_its_chain_and_released_after_it() {
+    use super::policies::PolicySync;
+    use crate::controllers::policies::incremental::PolicyChanges;
+    let rec = Recording::default();
+    let opts = crate::controllers::policies::Options::default();
+    let mut p = PolicySync::new(rec.clone(), opts);
+    p.sync(SyncKind::Full, &egress_cluster("web"), &Default::default())
+        .unwrap();
+    assert_eq!(
+        source_order(&rec.take()),
+        ["before 0", "chains", "chains", "after 0"]
+    );
+    let changed = PolicyChanges {
+        pods: [("x".to_string(), "a".to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    // x/a becomes egress-isolated: both its addresses are published
+    // before the chains that isolate it are written.
+    p.sync(SyncKind::Partial, &egress_cluster("db"), &changed)
+        .unwrap();
+    let calls = rec.take();
+    assert_eq!(
+        source_order(&calls),
+        ["before 2", "chains", "chains", "after 2"],
+        "{calls:?}"
+    );
+    let Some(Call::Sources(sources, _)) = calls.first() else {
+        panic!("{calls:?}")
+    };
+    let want: BTreeSet<IpAddr> = ["10.244.1.2", "fd00:244::2"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(sources, &want);
+    // Released: the sources leave only after the chains are gone.
+    p.sync(SyncKind::Partial, &egress_cluster("web"), &changed)
+        .unwrap();
+    assert_eq!(
+        source_order(&rec.take()),
+        ["before 0", "chains", "chains", "after 0"]
+    );
+    // A full sync of the same cluster publishes them around its chains too.
+    p.sync(SyncKind::Full, &egress_cluster("db"), &Default::default())
+        .unwrap();
+    assert_eq!(
+        source_order(&rec.take()),
+        ["before 2", "chains", "chains", "after 2"]
+    );
 }

@@ -22,7 +22,8 @@ pub struct DriftCounters {
     pub sets_missing: u64,
     /// Sets of the wrong type or family.
     pub sets_wrong_type: u64,
-    /// Mirror entries that differed from the desired sets.
+    /// Mirror entries that differed from the desired sets (and restricted
+    /// sources that differed from the policy controller's).
     pub mirror_entries_wrong: u64,
     /// Drift repaired.
     pub heals: u64,
@@ -256,6 +257,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
     if let Some(sink) = inner.mirror.as_mut() {
         sink.missing_from_kernel(&report.missing_mirrored);
     }
+    report.mirror_entries_wrong += inner.sources.audit();
     let d = &mut inner.drift;
     d.audits += 1;
     d.members_missing += report.members_missing as u64;

@@ -15,6 +15,7 @@ mod members;
 pub mod mirror;
 pub mod owners;
 pub mod race;
+mod sources;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -35,6 +36,7 @@ pub use diff::{ActualSet, Plan};
 pub use execute::Executed;
 pub use mirror::MirrorSink;
 pub use owners::{Claim, Owner, OwnershipError};
+pub use sources::{SourcePhase, SourceSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -126,6 +128,8 @@ struct Inner {
     /// Per owner, the Service of each mirrored member, as last applied.
     services: BTreeMap<&'static str, MemberServices>,
     mirror: Option<Box<dyn MirrorSink + Send>>,
+    /// The sources the tc program must never mark.
+    sources: sources::Sources,
     drift: DriftCounters,
     /// When each piece of drift was first seen (for heal delays).
     drift_seen: BTreeMap<audit::DriftItem, Instant>,
@@ -148,6 +152,7 @@ impl SetStore {
                 desired: BTreeMap::new(),
                 services: BTreeMap::new(),
                 mirror: None,
+                sources: sources::Sources::default(),
                 drift: DriftCounters::default(),
                 drift_seen: BTreeMap::new(),
             })),

@@ -18,7 +18,10 @@ use super::{
     rules::ALLOW_MARK,
     Options,
 };
-use crate::desired::{Chain, Family};
+use crate::{
+    controllers::fragments::{self, host},
+    desired::{Chain, Family},
+};
 
 /// A local pod with the policies that isolate it in each direction.
 pub struct IsolatedPod<'p, 'a> {
@@ -89,10 +92,7 @@ pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
                 nflog_prefix(pod.pod, d),
                 opts.nflog_group
             ));
-            rules.push(format!(
-                "{denied} -j REJECT --reject-with {}",
-                reject_with(family)
-            ));
+            rules.push(format!("{denied} {}", fragments::reject(family).render()));
         }
         rules.push(CLEAR_MARK.into());
     }
@@ -123,34 +123,10 @@ fn nflog_prefix(pod: &PodView, d: Direction) -> String {
 }
 
 fn icmp_accepts(family: Family) -> Vec<String> {
-    match family {
-        // echo-request, destination-unreachable, time-exceeded
-        Family::V4 => ["8", "3", "11"]
-            .iter()
-            .map(|t| format!("-p icmp -m icmp --icmp-type {t} -j ACCEPT"))
-            .collect(),
-        // echo-request, unreachable, packet too big, time exceeded, and
-        // neighbour discovery, without which no IPv6 traffic flows at all.
-        Family::V6 => ["128", "1", "2", "3", "135", "136"]
-            .iter()
-            .map(|t| format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"))
-            .collect(),
-    }
-}
-
-fn reject_with(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "icmp-port-unreachable",
-        Family::V6 => "icmp6-port-unreachable",
-    }
-}
-
-/// How iptables-save prints a host address.
-fn host(ip: &IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
+    fragments::icmp_accepts(family)
+        .iter()
+        .map(fragments::Args::render)
+        .collect()
 }
 
 /// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family.

@@ -18,7 +18,10 @@ pub mod selector;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use ipnet::IpNet;
 
@@ -65,6 +68,21 @@ pub struct PolicyState {
     pub isolated: Vec<describe::Isolation>,
     /// Every policy read, in words (for explain).
     pub policies: Vec<describe::PolicyDescription>,
+}
+
+impl PolicyState {
+    /// This node's pods whose egress a policy restricts, every address:
+    /// the sources the tc program must never mark (their packets to the
+    /// node's own addresses must meet their chain in INPUT). The one
+    /// place that says which local pods are egress-isolated for the eBPF
+    /// data plane; another isolating kind adds its pods here.
+    pub fn egress_restricted_sources(&self) -> BTreeSet<IpAddr> {
+        self.isolated
+            .iter()
+            .filter(|i| !i.egress.is_empty())
+            .flat_map(|i| i.ips.iter().copied())
+            .collect()
+    }
 }
 
 /// The desired policy state of `snapshot`.
@@ -179,9 +197,11 @@ fn isolated_pods<'p, 'a>(
 }
 
 pub(super) fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
-    let jump = |from: &str, to: &str| Jump {
-        from: from.into(),
-        rule: format!("-m comment --comment \"{}\" -j {to}", names::OWNER_TAG),
+    let jump = |from: &str, to: &str| {
+        Jump::new(
+            from,
+            format!("-m comment --comment \"{}\" -j {to}", names::OWNER_TAG),
+        )
     };
     TablePlan {
         family,
@@ -201,6 +221,5 @@ pub(super) fn filter_plan(family: Family, chains: Vec<Chain>) -> TablePlan {
             jump("FORWARD", names::CHAIN_FORWARD),
             jump("OUTPUT", names::CHAIN_OUTPUT),
         ],
-        below_other_owners: false,
     }
 }

@@ -6,12 +6,14 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use ipnet::IpNet;
-use ipwarden_common::Mode;
+use ipwarden_common::{maps::checked_mark, Mode};
 
 use crate::desired::{
-    Chain, Family, Jump, Member, MemberServices, Ownership, ServiceRef, SetSpec, SetType, Table,
-    TablePlan, VirtualService, VsKey,
+    Chain, Family, Jump, Member, MemberServices, MirroredMember, Ownership, Place, ServiceRef,
+    SetSpec, SetType, Table, TablePlan, VirtualService, VsKey, FIRST_TAG,
 };
+
+use crate::controllers::fragments::{self, Args};
 
 use super::names::{
     CHAIN_POSTROUTING, CHAIN_SERVICES, NO_LOCAL_ENDPOINT, OWNER_TAG, SET_LOCAL_IPS, SET_SVIP,
@@ -110,7 +112,7 @@ pub(super) fn svip_prt_member(key: &VsKey) -> Member {
 pub fn member_services(services: &[VirtualService]) -> MemberServices {
     services
         .iter()
-        .map(|vs| (svip_prt_member(&vs.key), vs.service.clone()))
+        .map(|vs| (svip_prt_member(&vs.key), MirroredMember::of(vs)))
         .collect()
 }
 
@@ -123,23 +125,7 @@ pub fn filter_plan(
     unserved: &[Unserved],
     bpf: Option<BpfRules>,
 ) -> TablePlan {
-    let (icmp, reject) = match family {
-        Family::V4 => (
-            ["8", "3", "11"]
-                .iter()
-                .map(|t| format!("-p icmp -m icmp --icmp-type {t} -j ACCEPT"))
-                .collect::<Vec<_>>(),
-            "icmp-port-unreachable",
-        ),
-        Family::V6 => (
-            // echo-request, unreachable, time-exceeded, neighbour solicitation/advertisement
-            ["128", "1", "3", "135", "136"]
-                .iter()
-                .map(|t| format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"))
-                .collect(),
-            "icmp6-port-unreachable",
-        ),
-    };
+    let reject = fragments::reject(family);
     let restricted: Vec<&SourceRestriction> = restrictions
         .iter()
         .filter(|r| Family::of(&r.key.addr) == family)
@@ -151,46 +137,37 @@ pub fn filter_plan(
         }) => Some(mark),
         _ => None,
     };
-    let mut rules = Vec::new();
-    rules.extend(icmp);
+    let mut rules: Vec<String> = fragments::icmp_accepts(family)
+        .iter()
+        .map(Args::render)
+        .collect();
     rules.extend(
         unserved
             .iter()
             .filter(|u| Family::of(&u.key.addr) == family)
-            .map(|u| refuse_unserved(u, reject)),
+            .map(|u| refuse_unserved(u, &reject)),
     );
     for r in &restricted {
-        let (host, proto, port) = (host_cidr(r.key.addr), r.key.proto, r.key.port);
         for range in &r.ranges {
-            rules.push(format!(
-                "-s {range} -d {host} -p {proto} -m {proto} --dport {port} -j ACCEPT"
-            ));
+            let accept = Args::new().args(&["-s", &range.to_string()]);
+            let accept = accept.then(frontend(&r.key)).args(&["-j", "ACCEPT"]);
+            rules.push(accept.render());
         }
-        rules.push(format!(
-            "-d {host} -p {proto} -m {proto} --dport {port} -j REJECT --reject-with {reject}"
-        ));
+        rules.push(frontend(&r.key).then(reject.clone()).render());
     }
     // Allow mode: the tc program marked traffic to a mirrored service port;
-    // accept it whatever the ipset holds (the rescue of kube-router #1732).
-    // Without source ranges to enforce this happens first of our rules in
-    // INPUT (no set lookup for service traffic), but below the policy
-    // controller's jump (`below_other_owners`): the mark only says the
-    // destination is a mirrored VIP:port, and local pods' egress policies
-    // apply in that chain to whatever the range RETURNs there leave (an
-    // ExternalIP outside the external range, say). With source ranges,
-    // only after the range rules, so a rescue can never open a restricted
-    // port.
-    let mark_accept = |mark: u32| {
-        format!("-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT")
-    };
+    // accept it whatever the ipset holds (the rescue of kube-router #1732),
+    // as the first rule of INPUT: service traffic meets no other rule. The
+    // mark says the chains would accept the packet: the program never
+    // marks a member restricted by source ranges (the rules above decide),
+    // nor a packet from a local pod whose egress a policy restricts (its
+    // chain below decides); docs/ARCHITECTURE.md goes rule by rule.
     let mut jumps = Vec::new();
-    match allow_mark {
-        Some(mark) if restricted.is_empty() => jumps.push(Jump {
-            from: "INPUT".into(),
-            rule: mark_accept(mark),
-        }),
-        Some(mark) => rules.push(mark_accept(mark)),
-        None => {}
+    if let Some(mark) = allow_mark {
+        let rule = format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG} {FIRST_TAG}\" -j ACCEPT"
+        );
+        jumps.push(Jump::new("INPUT", rule).at(Place::First));
     }
     let svip_prt = family.set_name(SET_SVIP_PRT);
     let local = family.set_name(SET_LOCAL_IPS);
@@ -206,14 +183,25 @@ pub fn filter_plan(
             "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"ipwarden:bpf-refused\""
         ));
     }
-    rules.push(format!(
-        "-m set ! --match-set {local} dst -j REJECT --reject-with {reject}"
-    ));
+    let not_local = Args::new().args(&["-m", "set", "!", "--match-set", &local, "dst"]);
+    rules.push(not_local.then(reject).render());
     let svip = family.set_name(SET_SVIP);
-    jumps.push(Jump {
-        from: "INPUT".into(),
-        rule: format!("-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"),
-    });
+    // The service chain ACCEPTs: last of our block in INPUT, below the
+    // policy controller's jump, whose egress rules for local pods must see
+    // the packet first.
+    if let Some(mark) = allow_mark.map(checked_mark).filter(|m| *m != 0) {
+        // What the program marked from an egress-restricted local pod:
+        // accepted once the policy chain above let it through (the rescue
+        // for those pods too).
+        let rule = format!(
+            "-m mark --mark {mark:#x}/{mark:#x} -m comment --comment \"{OWNER_TAG}\" -j ACCEPT"
+        );
+        jumps.push(Jump::new("INPUT", rule).at(Place::Last));
+    }
+    let rule = format!(
+        "-m set --match-set {svip} dst -m comment --comment \"{OWNER_TAG}\" -j {CHAIN_SERVICES}"
+    );
+    jumps.push(Jump::new("INPUT", rule).at(Place::Last));
     TablePlan {
         family,
         table: Table::Filter,
@@ -224,10 +212,6 @@ pub fn filter_plan(
             rules,
         }],
         jumps,
-        // The service chain ACCEPTs, and so does the mark rule: below the
-        // policy controller's jump, whose egress rules for local pods must
-        // see the packet first.
-        below_other_owners: true,
     }
 }
 
@@ -256,7 +240,7 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
     for e in exceptions {
         if let NatException::Hairpin { key, endpoint } = e {
             if of_family(key) {
-                let ep = host_cidr(*endpoint);
+                let ep = fragments::host(endpoint);
                 rules.push(format!("-s {ep} -d {ep} {} -j MASQUERADE", vs_match(key)));
             }
         }
@@ -286,28 +270,28 @@ pub fn nat_plan(family: Family, exceptions: &[NatException], pod_cidrs: &[IpNet]
             name: CHAIN_POSTROUTING.into(),
             rules,
         }],
-        jumps: vec![Jump {
-            from: "POSTROUTING".into(),
-            rule: format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
-        }],
-        below_other_owners: false,
+        jumps: vec![Jump::new(
+            "POSTROUTING",
+            format!("-m comment --comment \"{OWNER_TAG}\" -j {CHAIN_POSTROUTING}"),
+        )],
     }
 }
 
 /// REJECTs new connections to an unserved frontend; the comment names the
 /// Service so /metrics can count them per Service.
-fn refuse_unserved(u: &Unserved, reject: &str) -> String {
-    let (host, proto, port) = (host_cidr(u.key.addr), u.key.proto, u.key.port);
+fn refuse_unserved(u: &Unserved, reject: &Args) -> String {
     let (ns, name) = (&u.service.namespace, &u.service.name);
-    format!(
-        "-d {host} -p {proto} -m {proto} --dport {port} -m comment --comment \"{NO_LOCAL_ENDPOINT}{ns}/{name}\" -j REJECT --reject-with {reject}"
-    )
+    frontend(&u.key)
+        .args(&["-m", "comment", "--comment"])
+        .arg(format!("{NO_LOCAL_ENDPOINT}{ns}/{name}"))
+        .then(reject.clone())
+        .render()
 }
 
-/// `10.0.0.1/32` / `fd00::1/128`: how iptables-save prints a host address.
-fn host_cidr(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
+/// `-d 10.0.0.1/32 -p tcp -m tcp --dport 80`: one frontend.
+fn frontend(key: &VsKey) -> Args {
+    let proto = key.proto.to_string();
+    Args::new()
+        .args(&["-d", &fragments::host(&key.addr)])
+        .args(&["-p", &proto, "-m", &proto, "--dport", &key.port.to_string()])
 }

@@ -383,7 +383,8 @@ impl ServiceCtx {
                     .map(|endpoint| NatException::Hairpin { key, endpoint }),
             );
         }
-        if kind == Kind::LoadBalancer && !svc.ranges.is_empty() {
+        let source_ranges = kind == Kind::LoadBalancer && !svc.ranges.is_empty();
+        if source_ranges {
             let ranges = svc
                 .ranges
                 .iter()
@@ -392,10 +393,11 @@ impl ServiceCtx {
                 .collect();
             out.restrictions.push(SourceRestriction { key, ranges });
         }
-        out.virtual_services.push((
-            svc.template.with(key, destinations, origin),
-            kind != Kind::NodePort,
-        ));
+        let vs = VirtualService {
+            source_ranges,
+            ..svc.template.with(key, destinations, origin)
+        };
+        out.virtual_services.push((vs, kind != Kind::NodePort));
     }
 
     /// Scheduler, flags and affinity: what every virtual service of the
@@ -683,6 +685,7 @@ impl Template {
             destinations,
             service: self.service.clone(),
             origin,
+            source_ranges: false,
         }
     }
 }

@@ -13,8 +13,8 @@ use super::{assemble, firewall, health_checks, names, node_ips, plans, share, No
 use crate::{
     cluster::Snapshot,
     desired::{
-        Family, HealthCheck, Member, MemberServices, Problem, Protocol, ServiceRef, ServiceState,
-        SetDelta, TablePlan, VirtualService, VsKey,
+        Family, HealthCheck, Member, MemberServices, MirroredMember, Problem, Protocol, ServiceRef,
+        ServiceState, SetDelta, TablePlan, VirtualService, VsKey,
     },
 };
 
@@ -301,8 +301,10 @@ impl ServiceTable {
             let member = firewall::svip_prt_member(key);
             match (was, now) {
                 (Some(_), None) => moved(set, member, false),
-                (was, Some(vs)) if was.as_ref().map(|w| &w.service) != Some(&vs.service) => {
-                    delta.member_services.insert(member, vs.service.clone());
+                (was, Some(vs))
+                    if was.as_ref().map(MirroredMember::of) != Some(MirroredMember::of(vs)) =>
+                {
+                    delta.member_services.insert(member, MirroredMember::of(vs));
                     moved(set, member, true);
                 }
                 _ => {}

@@ -394,7 +394,11 @@ fn every_service_port_member_names_its_service() {
     ]);
     let web = ServiceRef::new("shop", "web");
     let http = Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80);
-    assert_eq!(st.member_services.get(&http), Some(&web));
+    assert_eq!(
+        st.member_services.get(&http).map(|m| &m.service),
+        Some(&web)
+    );
+    assert!(st.member_services.values().all(|m| !m.chain_decides));
     assert_eq!(vs(&st, "10.96.0.10", Protocol::Tcp, 80).service, web);
     let prt: BTreeSet<&Member> = st
         .sets
@@ -594,44 +598,50 @@ fn load_balancer(restricted: bool) -> Snapshot {
 }
 
 #[test]
-fn allow_mode_accepts_marked_traffic_first_in_input_when_no_port_is_restricted() {
+fn allow_mode_accepts_marked_traffic_first_in_input_and_never_marks_restricted_members() {
     use super::{desired_with, BpfRules, Options};
+    use crate::desired::Place;
     use ipwarden_common::Mode;
     let bpf = Some(BpfRules {
         mode: Mode::Allow,
         mark: 0x40_0000,
     });
-    let mark_accept =
-        "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
-    // Without source ranges: the first INPUT rule, before any set lookup.
-    let st = desired_with(
-        &load_balancer(false),
-        &Options {
-            bpf,
-            ..Options::default()
-        },
-    );
-    let plan = filter_v4(&st);
-    assert_eq!(plan.jumps[0].rule, mark_accept);
-    assert!(plan.jumps[1].rule.contains("--match-set ipwarden-svip dst"));
-    assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
-    // With them: in the chain, after the range rules, never before.
-    let st = desired_with(
-        &load_balancer(true),
-        &Options {
-            bpf,
-            ..Options::default()
-        },
-    );
-    let plan = filter_v4(&st);
-    assert_eq!(plan.jumps.len(), 1);
-    let rules = &plan.chains[0].rules;
-    let reject = rules
-        .iter()
-        .position(|r| r.contains("198.51.100.7/32") && r.contains("REJECT"))
-        .unwrap();
-    let accept = rules.iter().position(|r| r == mark_accept).unwrap();
-    assert!(reject < accept, "{rules:#?}");
+    let mark_accept = "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services ipwarden:first\" -j ACCEPT";
+    for restricted in [false, true] {
+        let st = desired_with(
+            &load_balancer(restricted),
+            &Options {
+                bpf,
+                ..Options::default()
+            },
+        );
+        let plan = filter_v4(&st);
+        // The first rule of INPUT, before any set lookup, with or without
+        // source ranges: the program never marks a restricted member.
+        assert_eq!(
+            (plan.jumps[0].rule.as_str(), plan.jumps[0].place),
+            (mark_accept, Place::First)
+        );
+        // Below the policy jump: what the program marked from an
+        // egress-restricted pod, then the service chain.
+        assert_eq!(
+            (plan.jumps[1].rule.as_str(), plan.jumps[1].place),
+            (
+                "-m mark --mark 0x800000/0x800000 -m comment --comment \"ipwarden:services\" -j ACCEPT",
+                Place::Last
+            )
+        );
+        assert!(plan.jumps[2].rule.contains("--match-set ipwarden-svip dst"));
+        assert_eq!(plan.jumps[2].place, Place::Last);
+        assert!(!plan.chains[0].rules.iter().any(|r| r.contains("--mark")));
+        let lb = Member::ip_port(ip("198.51.100.7"), Protocol::Sctp, 3868);
+        let cluster_ip = Member::ip_port(ip("10.96.0.40"), Protocol::Sctp, 3868);
+        assert_eq!(st.member_services[&lb].chain_decides, restricted);
+        assert!(
+            !st.member_services[&cluster_ip].chain_decides,
+            "the ClusterIP has no source ranges"
+        );
+    }
 }
 
 #[test]
@@ -686,4 +696,29 @@ fn a_node_port_outside_the_range_is_a_problem_and_not_programmed() {
     );
     // Without a range (the default), as before.
     assert!(has_vs(&desired(&snap), "192.168.56.10", 80));
+}
+
+#[test]
+fn the_service_chain_accepts_the_icmp_the_pod_chains_accept_packet_too_big_included() {
+    let st = desired(&load_balancer(false));
+    for family in Family::ALL {
+        let plan = st
+            .iptables
+            .iter()
+            .find(|p| p.family == family && p.table == Table::Filter)
+            .unwrap();
+        let accepts: Vec<String> = crate::controllers::fragments::icmp_accepts(family)
+            .iter()
+            .map(|a| a.render())
+            .collect();
+        assert_eq!(plan.chains[0].rules[..accepts.len()], accepts[..]);
+    }
+    let v6 = st
+        .iptables
+        .iter()
+        .find(|p| p.family == Family::V6 && p.table == Table::Filter)
+        .unwrap();
+    assert!(v6.chains[0]
+        .rules
+        .contains(&"-p ipv6-icmp -m icmp6 --icmpv6-type 2 -j ACCEPT".to_string()));
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::SavedTable;
-use crate::desired::TablePlan;
+use crate::desired::{Jump, Place, TablePlan, FIRST_TAG};
 
 /// What a script changes, for reports and logs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,34 +69,17 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
     hosts.sort_unstable();
     hosts.dedup();
     for host in hosts {
-        let wanted: Vec<&str> = plan
-            .jumps
-            .iter()
-            .filter(|j| j.from == host)
-            .map(|j| j.rule.as_str())
-            .collect();
+        let mut wanted: Vec<&Jump> = plan.jumps.iter().filter(|j| j.from == host).collect();
+        // Stable: the plan's order within each place.
+        wanted.sort_by_key(|j| j.place);
         let current = saved.rules(host).unwrap_or_default();
-        let ours: Vec<&String> = current.iter().filter(|r| r.contains(&plan.tag)).collect();
-        let in_place = jumps_in_place(current, &plan.tag, &wanted, plan.below_other_owners);
-        if in_place {
+        if jumps_in_place(current, &plan.tag, &wanted) {
             continue;
         }
-        for rule in ours {
+        for rule in current.iter().filter(|r| r.contains(&plan.tag)) {
             let _ = writeln!(body, "-D {host} {rule}");
         }
-        // An owner that ACCEPTs goes right below the other owners' rules at
-        // the top of the chain (as they stand once ours are deleted); any
-        // other goes first.
-        let at = if plan.below_other_owners {
-            1 + current
-                .iter()
-                .filter(|r| !r.contains(&plan.tag))
-                .take_while(|r| r.contains(ANY_OWNER_TAG))
-                .count()
-        } else {
-            1
-        };
-        for rule in wanted.iter().rev() {
+        for (at, rule) in insert_positions(current, &plan.tag, &wanted) {
             let _ = writeln!(body, "-I {host} {at} {rule}");
         }
         changes.jumps_rewritten.push(host.to_string());
@@ -116,16 +99,46 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
 /// Tag prefix shared by every ipwarden owner's rules in built-in chains.
 const ANY_OWNER_TAG: &str = "ipwarden:";
 
-/// Are this owner's rules in `current` exactly `wanted`, in order, inside
-/// the block of ipwarden rules at the top of the chain? Several owners
-/// (services, policies) each keep their rules there; requiring each to be
-/// first would make them push each other down forever. An owner that
-/// ACCEPTs (`below`: the services owner, whose mark rule and service chain
-/// accept) must also be the last in that block, so that no other owner's
-/// rule (the policy chain's egress rules for local pods) is ever skipped
-/// by its ACCEPT. The other owners insert at the top, above it, so this
-/// settles at once.
-fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str], below: bool) -> bool {
+/// Where each of `wanted` (sorted by place) is inserted, 1-based and in
+/// order, once this owner's rules are deleted from `current`: its first
+/// rules at the top, its block rules below the other owners' first rules,
+/// its last rules below the whole block of ipwarden rules.
+fn insert_positions<'a>(
+    current: &[String],
+    tag: &str,
+    wanted: &[&'a Jump],
+) -> Vec<(usize, &'a str)> {
+    let rest = current.iter().filter(|r| !r.contains(tag));
+    let rest_first = rest.clone().take_while(|r| r.contains(FIRST_TAG)).count();
+    let rest_top = rest.take_while(|r| r.contains(ANY_OWNER_TAG)).count();
+    let mut at = 1;
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut place = Place::First;
+    for j in wanted {
+        if j.place != place {
+            // Skip the other owners' rules that go between.
+            if place == Place::First {
+                at += rest_first;
+            }
+            if j.place == Place::Last {
+                at += rest_top - rest_first;
+            }
+            place = j.place;
+        }
+        out.push((at, j.rule.as_str()));
+        at += 1;
+    }
+    out
+}
+
+/// Are this owner's rules in `current` exactly `wanted` (sorted by place),
+/// in order, inside the block of ipwarden rules at the top of the chain,
+/// each where its [`Place`] says? Several owners (services, policies) each
+/// keep their rules there; a place is checked for the owner's own rules
+/// only (its first ones are the chain's first rules; its last ones end
+/// the block), so the owners never push each other around: an order that
+/// holds is left alone, whichever owner wrote first.
+fn jumps_in_place(current: &[String], tag: &str, wanted: &[&Jump]) -> bool {
     let top = current
         .iter()
         .take_while(|r| r.contains(ANY_OWNER_TAG))
@@ -135,24 +148,29 @@ fn jumps_in_place(current: &[String], tag: &str, wanted: &[&str], below: bool) -
         .filter(|r| r.contains(tag))
         .map(String::as_str)
         .collect();
+    let texts: Vec<&str> = wanted.iter().map(|j| j.rule.as_str()).collect();
     let ours_total = current.iter().filter(|r| r.contains(tag)).count();
-    if ours_on_top != wanted || ours_total != wanted.len() {
+    if ours_on_top != texts || ours_total != wanted.len() {
         return false;
     }
-    if below {
-        let first = current[..top]
-            .iter()
-            .position(|r| r.contains(tag))
-            .unwrap_or(top);
-        return current[first..top].iter().all(|r| r.contains(tag));
+    let first = wanted.iter().filter(|j| j.place == Place::First).count();
+    if current[..first].iter().any(|r| !r.contains(tag)) {
+        return false;
     }
-    true
+    let Some(last) = wanted.iter().position(|j| j.place == Place::Last) else {
+        return true;
+    };
+    let from = current[..top]
+        .iter()
+        .position(|r| r == wanted[last].rule.as_str())
+        .unwrap_or(top);
+    current[from..top].iter().all(|r| r.contains(tag))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{Chain, Family, Jump, Ownership, Table};
+    use crate::desired::{Chain, Family, Ownership, Table};
 
     fn plan() -> TablePlan {
         TablePlan {
@@ -164,11 +182,10 @@ mod tests {
                 name: "IPWARDEN-SERVICES".into(),
                 rules: vec!["-p icmp -j ACCEPT".into(), "-j REJECT".into()],
             }],
-            jumps: vec![Jump {
-                from: "INPUT".into(),
-                rule: "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES".into(),
-            }],
-            below_other_owners: false,
+            jumps: vec![Jump::new(
+                "INPUT",
+                "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES",
+            )],
         }
     }
 
@@ -212,106 +229,86 @@ mod tests {
         assert!(changes.chains_written.is_empty());
     }
 
+    fn jumps(rules: &[(&str, Place)]) -> Vec<Jump> {
+        rules
+            .iter()
+            .map(|(r, place)| Jump::new("INPUT", *r).at(*place))
+            .collect()
+    }
+
+    fn in_place(current: &[&str], tag: &str, wanted: &[(&str, Place)]) -> bool {
+        let current: Vec<String> = current.iter().map(|s| s.to_string()).collect();
+        let wanted = jumps(wanted);
+        jumps_in_place(&current, tag, &wanted.iter().collect::<Vec<_>>())
+    }
+
+    const SVC: &str = "-m set --match-set ipwarden-svip dst -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
+    const MARK: &str = "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services ipwarden:first\" -j ACCEPT";
+    const POL: &str = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
+    const SERVICES: &str = "ipwarden:services";
+    const POLICIES: &str = "ipwarden:policies";
+
     #[test]
     fn two_owners_share_the_top_of_a_built_in_chain() {
-        let rules = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let svc = "-m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
-        let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
-        let current = rules(&[pol, svc, "-j OTHER"]);
-        assert!(jumps_in_place(&current, "ipwarden:services", &[svc], false));
-        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol], false));
-        let pushed_down = rules(&[pol, "-j OTHER", svc]);
-        assert!(!jumps_in_place(
-            &pushed_down,
-            "ipwarden:services",
-            &[svc],
-            false
-        ));
-        let twice = rules(&[svc, pol, svc]);
-        assert!(!jumps_in_place(&twice, "ipwarden:services", &[svc], false));
+        let svc = [(SVC, Place::Block)];
+        let pol = [(POL, Place::Block)];
+        assert!(in_place(&[POL, SVC, "-j OTHER"], SERVICES, &svc));
+        assert!(in_place(&[POL, SVC, "-j OTHER"], POLICIES, &pol));
+        assert!(!in_place(&[POL, "-j OTHER", SVC], SERVICES, &svc));
+        assert!(!in_place(&[SVC, POL, SVC], SERVICES, &svc));
     }
 
     #[test]
-    fn the_accepting_owner_stays_below_the_policy_jump() {
-        let rules = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let mark =
-            "-m mark --mark 0x400000/0x400000 -m comment --comment \"ipwarden:services\" -j ACCEPT";
-        let svc = "-m set --match-set ipwarden-svip dst -m comment --comment \"ipwarden:services\" -j IPWARDEN-SERVICES";
-        let pol = "-m comment --comment \"ipwarden:policies\" -j IPWARDEN-INPUT";
-        // The mark ACCEPT above the policy jump (the order an earlier
-        // build kept): an egress-isolated pod's packet to a marked VIP
-        // would skip its egress rules. Not in place for services.
-        let current = rules(&[mark, svc, pol, "-j OTHER"]);
-        assert!(!jumps_in_place(
-            &current,
-            "ipwarden:services",
-            &[mark, svc],
-            true
-        ));
-        assert!(jumps_in_place(&current, "ipwarden:policies", &[pol], false));
-        let split = rules(&[mark, pol, svc, "-j OTHER"]);
-        assert!(!jumps_in_place(
-            &split,
-            "ipwarden:services",
-            &[mark, svc],
-            true
-        ));
-        let fixed = rules(&[pol, mark, svc, "-j OTHER"]);
-        assert!(jumps_in_place(
-            &fixed,
-            "ipwarden:services",
-            &[mark, svc],
-            true
-        ));
-        assert!(jumps_in_place(&fixed, "ipwarden:policies", &[pol], false));
-        // Alone (no policy controller), the mark is first in INPUT.
-        let alone = rules(&[mark, svc, "-j OTHER"]);
-        assert!(jumps_in_place(
-            &alone,
-            "ipwarden:services",
-            &[mark, svc],
-            true
-        ));
+    fn the_mark_is_first_and_the_service_chain_below_the_policy_jump() {
+        let svc = [(MARK, Place::First), (SVC, Place::Last)];
+        let pol = [(POL, Place::Block)];
+        // The order both owners want: each finds its rules in place.
+        let fixed = [MARK, POL, SVC, "-j OTHER"];
+        assert!(in_place(&fixed, SERVICES, &svc));
+        assert!(in_place(&fixed, POLICIES, &pol));
+        // The policy jump above the mark: the mark must move.
+        assert!(!in_place(&[POL, MARK, SVC, "-j OTHER"], SERVICES, &svc));
+        // The service chain above the policy jump: its ACCEPTs would skip
+        // the egress rules of local pods.
+        assert!(!in_place(&[MARK, SVC, POL, "-j OTHER"], SERVICES, &svc));
+        // Alone (no policy controller).
+        assert!(in_place(&[MARK, SVC, "-j OTHER"], SERVICES, &svc));
 
-        // The services owner moves its block below the policy jump.
         let mut p = plan();
         p.chains.clear();
-        p.below_other_owners = true;
-        p.jumps = [mark, svc]
-            .iter()
-            .map(|r| Jump {
-                from: "INPUT".into(),
-                rule: r.to_string(),
-            })
-            .collect();
-        let saved = SavedTable::parse(&format!(
-            ":INPUT ACCEPT [0:0]\n-A INPUT {mark}\n-A INPUT {svc}\n-A INPUT {pol}\n"
-        ));
-        let (text, _) = script(&p, &saved);
-        let text = text.unwrap();
+        p.jumps = jumps(&svc);
+        let rewrite = |current: &[&str]| {
+            let text: String = current.iter().map(|r| format!("-A INPUT {r}\n")).collect();
+            let saved = SavedTable::parse(&format!(":INPUT ACCEPT [0:0]\n{text}"));
+            script(&p, &saved).0.unwrap()
+        };
+        // Services after the policy owner wrote above its rules.
+        let text = rewrite(&[POL, MARK, SVC, "-j OTHER"]);
         assert!(
-            text.contains(&format!("-I INPUT 2 {svc}\n-I INPUT 2 {mark}\n")),
+            text.ends_with(&format!(
+                "-D INPUT {MARK}\n-D INPUT {SVC}\n-I INPUT 1 {MARK}\n-I INPUT 3 {SVC}\nCOMMIT\n"
+            )),
             "{text}"
         );
-        // On a fresh node it goes first, and the policy owner, which
-        // writes after it in a pass, inserts above it.
-        let saved = SavedTable::parse(":INPUT ACCEPT [0:0]\n-A INPUT -j OTHER\n");
-        let (text, _) = script(&p, &saved);
-        assert!(text
-            .unwrap()
-            .contains(&format!("-I INPUT 1 {svc}\n-I INPUT 1 {mark}\n")));
+        // On a fresh node.
+        let text = rewrite(&["-j OTHER"]);
+        assert!(
+            text.ends_with(&format!("-I INPUT 1 {MARK}\n-I INPUT 2 {SVC}\nCOMMIT\n")),
+            "{text}"
+        );
+        // The policy owner, writing after it, goes between the two.
         let mut p = plan();
         p.chains.clear();
-        p.tag = "ipwarden:policies".into();
-        p.jumps = vec![Jump {
-            from: "INPUT".into(),
-            rule: pol.to_string(),
-        }];
+        p.tag = POLICIES.into();
+        p.jumps = jumps(&pol);
         let saved = SavedTable::parse(&format!(
-            ":INPUT ACCEPT [0:0]\n-A INPUT {mark}\n-A INPUT {svc}\n"
+            ":INPUT ACCEPT [0:0]\n-A INPUT {MARK}\n-A INPUT {SVC}\n"
         ));
         let (text, _) = script(&p, &saved);
-        assert!(text.unwrap().contains(&format!("-I INPUT 1 {pol}\n")));
+        assert!(text.unwrap().contains(&format!("-I INPUT 2 {POL}\n")));
+        // And the result is in place for both.
+        let after = [MARK, POL, SVC];
+        assert!(in_place(&after, SERVICES, &svc) && in_place(&after, POLICIES, &pol));
     }
 
     #[test]
