@@ -483,7 +483,7 @@ async fn the_server_gone_leaves_the_last_good_state_and_deletes_meanwhile_apply_
             {
                 failing.insert(resource.clone());
             }
-            failing.len() == Kind::ALL.len()
+            failing.len() == Kind::REQUIRED.len()
         })
         .await;
     // Everything stays in force while the server is gone.
@@ -492,7 +492,7 @@ async fn the_server_gone_leaves_the_last_good_state_and_deletes_meanwhile_apply_
     assert_eq!(names(&during.pods), ["web-1"]);
     assert_eq!(names(&during.network_policies), ["allow-same-namespace"]);
     assert!(during.node.is_some());
-    assert_eq!(agent.source.failing().len(), Kind::ALL.len());
+    assert_eq!(agent.source.failing().len(), Kind::REQUIRED.len());
 
     // Meanwhile `old` goes, `new` comes, and history is compacted: the
     // watches cannot resume (410) and must list again.

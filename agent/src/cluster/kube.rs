@@ -156,7 +156,7 @@ impl Shared {
                 tracing::info!(%kind, "listed again after a watch gap");
                 let _ = self.changes.send(Change::Relisted(kind));
             }
-        } else if listed.len() == Kind::ALL.len() {
+        } else if Kind::REQUIRED.iter().all(|k| listed.contains(k)) {
             tracing::info!("every kind is listed: the cluster view is complete");
             // Ready before it is sent: whoever hears it can take a snapshot.
             self.ready.store(true, Ordering::SeqCst);
@@ -213,7 +213,7 @@ impl KubeSource {
     /// a kind cannot be listed).
     pub fn start(client: Client, node_name: &str, changes: UnboundedSender<Change>) -> KubeSource {
         let health = HealthBook::new(changes.clone());
-        for kind in Kind::ALL {
+        for kind in Kind::REQUIRED {
             health.register(kind.resource());
         }
         let shared = Arc::new(Shared {

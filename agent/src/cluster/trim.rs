@@ -176,6 +176,12 @@ impl Trim for NetworkPolicy {
     }
 }
 
+impl Trim for super::cnp::ClusterNetworkPolicy {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata, |_| false);
+    }
+}
+
 impl Trim for Node {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata, |_| false);
@@ -215,6 +221,7 @@ mod tests {
             KubeObject::Pod(x) => x.trim(),
             KubeObject::Namespace(x) => x.trim(),
             KubeObject::NetworkPolicy(x) => x.trim(),
+            KubeObject::ClusterNetworkPolicy(x) => x.trim(),
             KubeObject::Node(x) => x.trim(),
         }
         o
@@ -273,6 +280,7 @@ mod tests {
             KubeObject::Pod(x) => serde_json::to_value(x).unwrap(),
             KubeObject::Namespace(x) => serde_json::to_value(x).unwrap(),
             KubeObject::NetworkPolicy(x) => serde_json::to_value(x).unwrap(),
+            KubeObject::ClusterNetworkPolicy(x) => serde_json::to_value(x).unwrap(),
             KubeObject::Node(x) => serde_json::to_value(x).unwrap(),
         }
     }
@@ -287,6 +295,9 @@ mod tests {
             KubeObject::Namespace(_) => KubeObject::Namespace(serde_json::from_value(v).unwrap()),
             KubeObject::NetworkPolicy(_) => {
                 KubeObject::NetworkPolicy(serde_json::from_value(v).unwrap())
+            }
+            KubeObject::ClusterNetworkPolicy(_) => {
+                KubeObject::ClusterNetworkPolicy(serde_json::from_value(v).unwrap())
             }
             KubeObject::Node(_) => KubeObject::Node(serde_json::from_value(v).unwrap()),
         }

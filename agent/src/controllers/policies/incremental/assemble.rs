@@ -33,6 +33,7 @@ impl PolicyIndex {
             pod: &view,
             ingress: self.policies_of(&iso.ingress),
             egress: self.policies_of(&iso.egress),
+            tiers: Default::default(),
         };
         chains::pod_chain(&pod, family, &self.opts)
     }
