@@ -957,3 +957,90 @@ async fn a_master_without_a_scheme_is_read_as_https() {
     assert!(failing.iter().any(|(r, _)| r == "services"), "{failing:?}");
     assert!(source.snapshot(&host()).is_none());
 }
+
+fn cluster_policy(name: &str, priority: i32, action: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"tier": "Admin", "priority": priority,
+            "subject": {"namespaces": {}},
+            "egress": [{"name": "imds", "action": action,
+                "to": [{"networks": ["169.254.169.254/32"]}]}]}
+    })
+}
+
+/// ClusterNetworkPolicy is a CRD: absent at start, the source is Ready
+/// without it and reports nothing failing; once installed, its first list
+/// arrives as Relisted (a full policy sync), an edit as a change, and an
+/// unreadable one is reported by name and field and left out while the
+/// others apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policies_are_picked_up_once_their_crd_is_installed() {
+    let server = FakeApiServer::start().await;
+    server.apply(Res::Nodes, node(NODE));
+    let dir = TempDir::new();
+    let c = client(Some(&server.kubeconfig(&dir.0)), None)
+        .await
+        .unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start_polling_crds(c, NODE, tx, Duration::from_millis(200));
+    until(&mut changes, "Ready", |c| *c == Change::Ready).await;
+    assert!(source.failing().is_empty(), "{:?}", source.failing());
+    let s = source.snapshot(&host()).unwrap();
+    assert!(s.cluster_network_policies.is_empty());
+    let path = Res::ClusterNetworkPolicies.path();
+    assert!(
+        server.requests().iter().any(|r| r.contains(path)),
+        "the CRD was looked for"
+    );
+
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 10, "Deny"),
+    );
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("typo", 1, "Allow"),
+    );
+    server.install_crd();
+    let kind = Kind::ClusterNetworkPolicy;
+    until(&mut changes, "the first list", |c| {
+        *c == Change::Relisted(kind)
+    })
+    .await;
+    let s = source.snapshot(&host()).unwrap();
+    assert_eq!(names(&s.cluster_network_policies), ["deny-imds"]);
+    let unreadable = source.unreadable();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0].name, "typo");
+    assert!(
+        unreadable[0].error.contains("spec.egress[0].action"),
+        "{unreadable:?}"
+    );
+
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 20, "Deny"),
+    );
+    until(&mut changes, "the edit", |c| {
+        is_object(c, kind, "deny-imds")
+    })
+    .await;
+    let s = source.snapshot(&host()).unwrap();
+    assert_eq!(s.cluster_network_policies[0].spec.priority, 20);
+}
+
+/// Installed at start: Ready waits for its first list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_crd_is_listed_before_ready() {
+    let server = FakeApiServer::start().await;
+    server.apply(Res::Nodes, node(NODE));
+    server.install_crd();
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 10, "Deny"),
+    );
+    let mut agent = Agent::start(&server).await;
+    agent.until("Ready", |c| *c == Change::Ready).await;
+    let s = agent.snapshot();
+    assert_eq!(names(&s.cluster_network_policies), ["deny-imds"]);
+}
