@@ -296,6 +296,38 @@ pub fn verdict(
     }
 }
 
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The ClusterNetworkPolicies of one tier deciding `direction`, in
+/// evaluation order, each rule in written order: the first that matches
+/// decides (Accept allows, Deny drops, Pass goes on to the next tier).
+fn tier_lines(state: &Value, tier: &str, direction: &str, names: &[&str], lines: &mut Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    lines.push(format!(
+        "{direction}: {tier} tier ({}), first matching rule decides:",
+        names.join(", ")
+    ));
+    for name in names {
+        let p = state["cluster_policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["policy"] == *name);
+        let priority = p.map(|p| p["priority"].to_string()).unwrap_or_default();
+        for rule in p.map(|p| strings(&p[direction])).unwrap_or_default() {
+            lines.push(format!("  {name} (priority {priority}): {rule}"));
+        }
+    }
+}
+
 fn pod(state: &Result<Value>, ip: IpAddr) -> Value {
     let mut lines = vec![format!("pod {ip}")];
     let state = match state {
@@ -319,18 +351,22 @@ fn pod(state: &Result<Value>, ip: IpAddr) -> Value {
                 .any(|a| a == &ip.to_string())
         });
     let Some(pod) = pod else {
-        lines.push("no NetworkPolicy isolates a pod of this node with this address: its traffic is not restricted".into());
+        lines.push("no NetworkPolicy or ClusterNetworkPolicy selects a pod of this node with this address: its traffic is not restricted".into());
         return json!({"target": ip.to_string(), "isolated": false, "lines": lines});
     };
     lines.push(format!("pod {}", pod["pod"].as_str().unwrap_or_default()));
     for direction in ["ingress", "egress"] {
-        let names: Vec<&str> = pod[direction]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let names = strings(&pod[direction]);
+        let admin = strings(&pod["admin"][direction]);
+        let baseline = strings(&pod["baseline"][direction]);
+        tier_lines(state, "Admin", direction, &admin, &mut lines);
         if names.is_empty() {
+            if !admin.is_empty() || !baseline.is_empty() {
+                lines.push(format!("{direction}: no NetworkPolicy selects it"));
+                tier_lines(state, "Baseline", direction, &baseline, &mut lines);
+                lines.push(format!("{direction}: whatever no tier decided is allowed"));
+                continue;
+            }
             lines.push(format!(
                 "{direction}: not isolated (no policy selects it for {direction})"
             ));

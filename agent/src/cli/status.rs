@@ -62,6 +62,19 @@ pub fn lines(state: &Value) -> Vec<String> {
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
     out.push(format!("watching: {}", objects.join(", ")));
+    let tiers: Vec<&str> = state["cluster_policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["tier"].as_str())
+        .collect();
+    let count = |tier: &str| tiers.iter().filter(|t| **t == tier).count();
+    out.push(format!(
+        "ClusterNetworkPolicies in force: {} (Admin {}, Baseline {})",
+        tiers.len(),
+        count("Admin"),
+        count("Baseline")
+    ));
     let problems = state["source_problems"].as_object();
     if problems.is_none_or(serde_json::Map::is_empty) {
         out.push("source: every resource reads".into());

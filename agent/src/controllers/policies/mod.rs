@@ -66,6 +66,8 @@ pub struct PolicyState {
     pub isolated: Vec<describe::Isolation>,
     /// Every policy read, in words (for explain).
     pub policies: Vec<describe::PolicyDescription>,
+    /// Every ClusterNetworkPolicy read, in evaluation order, in words.
+    pub cluster_policies: Vec<describe::TierDescription>,
 }
 
 /// The desired policy state of `snapshot`.
@@ -101,6 +103,10 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
         problems,
         isolated: isolated.iter().map(describe::isolation).collect(),
         policies: policies.iter().map(describe::policy).collect(),
+        cluster_policies: cluster_policies
+            .iter()
+            .map(describe::cluster_policy)
+            .collect(),
         ..PolicyState::default()
     };
     for family in [Family::V4, Family::V6] {

@@ -115,6 +115,7 @@ impl PolicyIndex {
                     ips: i.ips.clone(),
                     ingress: names(&i.ingress),
                     egress: names(&i.egress),
+                    ..Isolation::default()
                 })
                 .collect(),
             policies: self
