@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::super::{desired, names, Options, PolicyState};
 use crate::{
     cluster::KubeObject,
+    cluster::Snapshot,
     controllers::fixtures::{namespace, pod, policy, snapshot},
     desired::Family,
 };
@@ -155,4 +156,32 @@ fn a_priority_out_of_range_skips_the_policy() {
     assert_eq!(st.problems.len(), 1);
     assert_eq!(st.problems[0].field, "spec.priority");
     assert!(chain(&st, &names::pod_chain("x", "a")).is_none());
+}
+
+/// Pure: the same cluster gives the same state byte for byte, whatever
+/// order the snapshot holds its objects (and ClusterNetworkPolicies) in.
+#[test]
+fn the_tiers_do_not_depend_on_the_snapshot_order() {
+    let np = policy(
+        "x",
+        "np",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    );
+    let objects = cluster(vec![
+        deny_from_y("b", "Admin", 2),
+        deny_from_y("a", "Admin", 2),
+        deny_from_y("base", "Baseline", 1),
+        np,
+    ]);
+    let a = state(objects.clone());
+    assert!(!a.cluster_policies.is_empty());
+    let host = snapshot(Vec::new()).host;
+    for k in 1..objects.len() {
+        let mut order = objects.clone();
+        order.rotate_left(k);
+        order.reverse();
+        let unsorted = Snapshot::in_given_order(order, host.clone());
+        let b = desired(&unsorted, &Options::default());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "rotation {k}");
+    }
 }
