@@ -110,3 +110,7 @@ fn rule(index: usize, action: &str, key: &str, peers: &[Value], protocols: &[Val
     }
     r
 }
+
+pub fn sctp_port(n: u16) -> Value {
+    json!({"sctp": {"destinationPort": {"number": n}}})
+}
