@@ -43,6 +43,9 @@ impl IsolatedPod<'_, '_> {
     }
 
     /// Does anything act on this pod's traffic in direction `d`?
+    /// TODO(fastpath): `guarded(Egress)` is what the tc fast path's map of
+    /// egress-restricted sources must hold once it lands (ClusterNetwork-
+    /// Policy egress included), so such a pod never gets the mark ACCEPT.
     pub fn guarded(&self, d: Direction) -> bool {
         !self.policies(d).is_empty() || !self.tiers.get(d).is_empty()
     }
