@@ -46,6 +46,13 @@
 //!   costs what a change costs; the full sync and the pod change are
 //!   measured.
 //!
+//! `IPWARDEN_BENCH_CLUSTER_POLICIES=N` adds N ClusterNetworkPolicies
+//! (Admin and Baseline, namespace and pod subjects, Accept/Deny/Pass,
+//! networks and ports) to the cluster and measures only ours: a full sync
+//! from empty, the no-op, and one pod label change and back, each a whole
+//! recompute and apply, since while a ClusterNetworkPolicy exists the
+//! daemon's policy syncs are full (`PolicySync::sync`).
+//!
 //! `IPWARDEN_BENCH_PODS` (default 5000), `IPWARDEN_BENCH_POLICIES` (1000),
 //! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (7) and
 //! `IPWARDEN_BENCH_SEED` (1) tune it. Prints markdown tables of medians
@@ -871,6 +878,14 @@ fn main() {
         println!("desired: median {:?}, min {min:?} of {n}", median(times));
         return;
     }
+    let cluster_policies = one("IPWARDEN_BENCH_CLUSTER_POLICIES", "0");
+    if cluster_policies > 0 {
+        let base = base.with_cluster_network_policies(cluster_policy_objects(cluster_policies));
+        let state = policies::desired(&base, &opts);
+        let (changed, pod) = pod_change(&base, &state, &opts);
+        cluster_policy_rounds(&base, &changed, &pod, &opts, runs);
+        return;
+    }
     let base_state = policies::desired(&base, &opts);
     let (changed, changed_pod) = pod_change(&base, &base_state, &opts);
     let (added, added_pod) = local_pod_added(&base);
@@ -1120,5 +1135,113 @@ fn main() {
     println!(
         "- target >= 5x faster than kube-router's way on the one pod change: {change_ratio:.1}x ({}); full sync {full_ratio:.1}x",
         met(change_ratio >= 5.0)
+    );
+}
+
+// ---------------------------------------------------------------------
+// ClusterNetworkPolicies beside the NetworkPolicies
+
+/// `n` ClusterNetworkPolicies of the shapes the API overview's stories
+/// have, over the generated namespaces' `team`/`env` labels.
+fn cluster_policy_objects(
+    n: usize,
+) -> Vec<std::sync::Arc<ipwarden::cluster::cnp::ClusterNetworkPolicy>> {
+    use common::cluster::{team, ENVS, TEAMS};
+    use serde_json::json;
+    (0..n)
+        .map(|i| {
+            let env = ENVS[i % ENVS.len()];
+            let team = team(i % TEAMS);
+            let tier = if i % 3 == 2 { "Baseline" } else { "Admin" };
+            let subject = if i % 2 == 0 {
+                json!({"namespaces": {"matchLabels": {"env": env}}})
+            } else {
+                json!({"pods": {"namespaceSelector": {"matchLabels": {"team": team}},
+                    "podSelector": {"matchLabels": {"tier": "web"}}}})
+            };
+            let spec = json!({
+                "tier": tier, "priority": i % 1000, "subject": subject,
+                "ingress": [
+                    {"name": "monitoring", "action": "Accept",
+                     "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                     "protocols": [{"destinationNamedPort": "metrics"}]},
+                    {"name": "same-env", "action": "Pass",
+                     "from": [{"namespaces": {"matchLabels": {"env": env}}}]},
+                    {"name": "other-teams", "action": "Deny",
+                     "from": [{"pods": {"namespaceSelector": {"matchExpressions": [
+                        {"key": "team", "operator": "NotIn", "values": [team]}]},
+                        "podSelector": {}}}],
+                     "protocols": [{"tcp": {"destinationPort": {"range": {"start": 1, "end": 1023}}}}]}
+                ],
+                "egress": [
+                    {"name": "imds", "action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]},
+                    {"name": "dns", "action": "Accept",
+                     "to": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+                     "protocols": [{"udp": {"destinationPort": {"number": 53}}}]}
+                ]
+            });
+            let p = json!({"metadata": {"name": format!("cnp-{i}")}, "spec": spec});
+            std::sync::Arc::new(serde_json::from_value(p).expect("a ClusterNetworkPolicy"))
+        })
+        .collect()
+}
+
+/// Ours on the cluster with ClusterNetworkPolicies, `runs` rounds in fresh
+/// namespaces: full sync, no-op, one pod label change and back.
+fn cluster_policy_rounds(
+    base: &Snapshot,
+    changed: &Snapshot,
+    pod: &str,
+    opts: &Options,
+    runs: usize,
+) {
+    let mut full = Vec::new();
+    let mut noop = Vec::new();
+    let mut change = Vec::new();
+    for _ in 0..runs {
+        let ns = NetNs::new("ipw-bench-cnp").expect("netns");
+        ns.run(|| {
+            add_foreign_rules();
+            let store = SetStore::new(IpsetClient::new().expect("socket"));
+            store.register(policies_owner()).expect("register");
+            let (f, state, r) = ours(&store, base, opts);
+            assert!(
+                state.problems.is_empty(),
+                "{:?}",
+                &state.problems[..state.problems.len().min(5)]
+            );
+            assert!(!r.chains_written.is_empty());
+            full.push(f);
+            let (n, _, r) = ours(&store, base, opts);
+            assert_noop(&r);
+            noop.push(n);
+            let (c, _, _) = ours(&store, changed, opts);
+            let (b, _, _) = ours(&store, base, opts);
+            change.push(c);
+            change.push(b);
+        })
+        .expect("netns");
+    }
+    let row = |what: &str, v: &[Split]| {
+        println!(
+            "| {what} | {} | {} | {} | {} |",
+            ms(med(v, |s| s.compute)),
+            ms(med(v, |s| s.sets)),
+            ms(med(v, |s| s.chains)),
+            ms(med(v, Split::total))
+        );
+    };
+    let cnps = base.cluster_network_policies.len();
+    println!(
+        "{} pods, {} NetworkPolicies, {cnps} ClusterNetworkPolicies; pod change: {pod}; medians of {runs} rounds, ms\n",
+        base.pods.len(),
+        base.network_policies.len()
+    );
+    println!("| sync | compute | sets | iptables | total |\n|---|---|---|---|---|");
+    row("full, from empty", &full);
+    row("no-op", &noop);
+    row(
+        "one pod label change (whole, while any ClusterNetworkPolicy exists)",
+        &change,
     );
 }

@@ -527,7 +527,7 @@ async fn the_server_gone_leaves_the_last_good_state_and_deletes_meanwhile_apply_
             {
                 failing.insert(resource.clone());
             }
-            failing.len() == Kind::ALL.len()
+            failing.len() == Kind::REQUIRED.len()
         })
         .await;
     // Everything stays in force while the server is gone.
@@ -536,7 +536,7 @@ async fn the_server_gone_leaves_the_last_good_state_and_deletes_meanwhile_apply_
     assert_eq!(names(&during.pods), ["web-1"]);
     assert_eq!(names(&during.network_policies), ["allow-same-namespace"]);
     assert!(during.node.is_some());
-    assert_eq!(agent.source.failing().len(), Kind::ALL.len());
+    assert_eq!(agent.source.failing().len(), Kind::REQUIRED.len());
 
     // Meanwhile `old` goes, `new` comes, and history is compacted: the
     // watches cannot resume (410) and must list again.
@@ -1056,4 +1056,91 @@ async fn a_file_truncated_for_a_rewrite_in_place_is_held_at_its_last_good_conten
     .await;
     assert!(services(&source.snapshot(&host()).unwrap()).is_empty());
     assert_eq!(held(&source), 1, "held first, then believed");
+}
+
+fn cluster_policy(name: &str, priority: i32, action: &str) -> Value {
+    json!({
+        "metadata": {"name": name},
+        "spec": {"tier": "Admin", "priority": priority,
+            "subject": {"namespaces": {}},
+            "egress": [{"name": "imds", "action": action,
+                "to": [{"networks": ["169.254.169.254/32"]}]}]}
+    })
+}
+
+/// ClusterNetworkPolicy is a CRD: absent at start, the source is Ready
+/// without it and reports nothing failing; once installed, its first list
+/// arrives as Relisted (a full policy sync), an edit as a change, and an
+/// unreadable one is reported by name and field and left out while the
+/// others apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_network_policies_are_picked_up_once_their_crd_is_installed() {
+    let server = FakeApiServer::start().await;
+    server.apply(Res::Nodes, node(NODE));
+    let dir = TempDir::new();
+    let c = client(Some(&server.kubeconfig(&dir.0)), None)
+        .await
+        .unwrap();
+    let (tx, mut changes) = unbounded_channel();
+    let source = KubeSource::start_polling_crds(c, NODE, tx, Duration::from_millis(200));
+    until(&mut changes, "Ready", |c| *c == Change::Ready).await;
+    assert!(source.failing().is_empty(), "{:?}", source.failing());
+    let s = source.snapshot(&host()).unwrap();
+    assert!(s.cluster_network_policies.is_empty());
+    let path = Res::ClusterNetworkPolicies.path();
+    assert!(
+        server.requests().iter().any(|r| r.contains(path)),
+        "the CRD was looked for"
+    );
+
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 10, "Deny"),
+    );
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("typo", 1, "Allow"),
+    );
+    server.install_crd();
+    let kind = Kind::ClusterNetworkPolicy;
+    until(&mut changes, "the first list", |c| {
+        *c == Change::Relisted(kind)
+    })
+    .await;
+    let s = source.snapshot(&host()).unwrap();
+    assert_eq!(names(&s.cluster_network_policies), ["deny-imds"]);
+    let unreadable = source.unreadable();
+    assert_eq!(unreadable.len(), 1, "{unreadable:?}");
+    assert_eq!(unreadable[0].name, "typo");
+    assert!(
+        unreadable[0].error.contains("spec.egress[0].action"),
+        "{unreadable:?}"
+    );
+
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 20, "Deny"),
+    );
+    until(&mut changes, "the edit", |c| {
+        is_object(c, kind, "deny-imds")
+    })
+    .await;
+    let s = source.snapshot(&host()).unwrap();
+    assert_eq!(s.cluster_network_policies[0].spec.priority, 20);
+}
+
+/// Installed at start: Ready waits for its first list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installed_crd_is_listed_before_ready() {
+    let server = FakeApiServer::start().await;
+    server.apply(Res::Nodes, node(NODE));
+    server.install_crd();
+    server.apply(
+        Res::ClusterNetworkPolicies,
+        cluster_policy("deny-imds", 10, "Deny"),
+    );
+    let mut agent = Agent::start(&server).await;
+    agent.until("Ready", |c| *c == Change::Ready).await;
+    let s = agent.snapshot();
+    assert_eq!(names(&s.cluster_network_policies), ["deny-imds"]);
 }

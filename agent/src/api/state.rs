@@ -146,6 +146,8 @@ pub fn to_json(b: &BoardState) -> Value {
                 "ips": i.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "ingress": i.ingress,
                 "egress": i.egress,
+                "admin": {"ingress": i.admin_ingress, "egress": i.admin_egress},
+                "baseline": {"ingress": i.baseline_ingress, "egress": i.baseline_egress},
             })
         })
         .collect();
@@ -154,6 +156,15 @@ pub fn to_json(b: &BoardState) -> Value {
         .iter()
         .flat_map(|p| p.policies.iter())
         .map(|d| json!({"policy": d.policy, "ingress": d.ingress, "egress": d.egress}))
+        .collect();
+    let cluster_policies: Vec<Value> = b
+        .policies
+        .iter()
+        .flat_map(|p| p.cluster_policies.iter())
+        .map(|d| {
+            json!({"policy": d.policy, "tier": d.tier, "priority": d.priority,
+                "ingress": d.ingress, "egress": d.egress})
+        })
         .collect();
     json!({
         "controllers": controllers,
@@ -164,5 +175,6 @@ pub fn to_json(b: &BoardState) -> Value {
         "virtual_services": services,
         "isolated_pods": pods,
         "policies": policies,
+        "cluster_policies": cluster_policies,
     })
 }

@@ -313,6 +313,38 @@ pub fn verdict(
     }
 }
 
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// The ClusterNetworkPolicies of one tier deciding `direction`, in
+/// evaluation order, each rule in written order: the first that matches
+/// decides (Accept allows, Deny drops, Pass goes on to the next tier).
+fn tier_lines(state: &Value, tier: &str, direction: &str, names: &[&str], lines: &mut Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    lines.push(format!(
+        "{direction}: {tier} tier ({}), first matching rule decides:",
+        names.join(", ")
+    ));
+    for name in names {
+        let p = state["cluster_policies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["policy"] == *name);
+        let priority = p.map(|p| p["priority"].to_string()).unwrap_or_default();
+        for rule in p.map(|p| strings(&p[direction])).unwrap_or_default() {
+            lines.push(format!("  {name} (priority {priority}): {rule}"));
+        }
+    }
+}
+
 /// A pod asked about, by one of its addresses or by name.
 enum PodQuery {
     Address(String),
@@ -366,11 +398,11 @@ fn pod(state: &Result<Value>, query: &PodQuery) -> Value {
                 p["pod"].as_str().unwrap_or_default()
             ),
             Some(p) => format!(
-                "pod {}: no NetworkPolicy selects it, its traffic is not restricted",
+                "pod {}: no NetworkPolicy or ClusterNetworkPolicy selects it, its traffic is not restricted",
                 p["pod"].as_str().unwrap_or_default()
             ),
             None if state["node_pods"].is_null() => {
-                "no NetworkPolicy isolates a pod of this node with this address (the agent has not listed the pods yet)".into()
+                "no NetworkPolicy or ClusterNetworkPolicy isolates a pod of this node with this address (the agent has not listed the pods yet)".into()
             }
             None => format!(
                 "no pod of node {node} is {}: the agent of the pod's own node enforces its policies",
@@ -387,13 +419,17 @@ fn pod(state: &Result<Value>, query: &PodQuery) -> Value {
         lines.push(format!("pod {}", pod["pod"].as_str().unwrap_or_default()));
     }
     for direction in ["ingress", "egress"] {
-        let names: Vec<&str> = pod[direction]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let names = strings(&pod[direction]);
+        let admin = strings(&pod["admin"][direction]);
+        let baseline = strings(&pod["baseline"][direction]);
+        tier_lines(state, "Admin", direction, &admin, &mut lines);
         if names.is_empty() {
+            if !admin.is_empty() || !baseline.is_empty() {
+                lines.push(format!("{direction}: no NetworkPolicy selects it"));
+                tier_lines(state, "Baseline", direction, &baseline, &mut lines);
+                lines.push(format!("{direction}: whatever no tier decided is allowed"));
+                continue;
+            }
             lines.push(format!(
                 "{direction}: not isolated (no policy selects it for {direction})"
             ));

@@ -84,6 +84,19 @@ pub fn lines(state: &Value) -> Vec<String> {
     if !objects.is_empty() {
         out.push(format!("watching: {}", objects.join(", ")));
     }
+    let tiers: Vec<&str> = state["cluster_policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["tier"].as_str())
+        .collect();
+    let count = |tier: &str| tiers.iter().filter(|t| **t == tier).count();
+    out.push(format!(
+        "ClusterNetworkPolicies in force: {} (Admin {}, Baseline {})",
+        tiers.len(),
+        count("Admin"),
+        count("Baseline")
+    ));
     for (resource, why) in state["source_problems"].as_object().into_iter().flatten() {
         out.push(format!(
             "source problem: {resource}: {}",

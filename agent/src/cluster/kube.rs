@@ -16,6 +16,12 @@
 //!   deleted during a watch gap are gone after it, and the loop hears
 //!   [`Change::Relisted`].
 //! - `snapshot()` is `None` until every kind has finished its first list.
+//! - ClusterNetworkPolicy is a CRD that may be absent: its task asks the
+//!   API server for the resource first. Absent (404): the source does not
+//!   wait for it, the snapshot holds none, and the task asks again every
+//!   `crd_poll`; once installed, its reflector starts and its first list
+//!   is sent as [`Change::Relisted`] (a full policy sync). Present at
+//!   start: Ready waits for its first list like every other kind's.
 //! - A failing list or watch keeps the last good content, logs and counts
 //!   the failure, and marks the kind failing until it reads again.
 
@@ -50,6 +56,7 @@ use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 
 use super::{
     backoff::backed_off,
+    cnp::ClusterNetworkPolicy,
     guard::{unguard, Guarded},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     store::{Applied, Grouped, Ordered, Stores},
@@ -106,6 +113,9 @@ struct Shared {
     /// The kinds that finished their first list. Held while a change is
     /// sent, so no Object or Relisted can overtake Ready on the channel.
     listed: Mutex<Vec<Kind>>,
+    /// Ready waits for ClusterNetworkPolicy's first list too (its CRD was
+    /// found, or has not been looked for yet).
+    cluster_policies_awaited: AtomicBool,
     health: HealthBook,
     unreadable: UnreadableBook,
     changes: UnboundedSender<Change>,
@@ -125,12 +135,34 @@ impl Shared {
             if !first {
                 tracing::info!(%kind, "listed again after a watch gap");
                 let _ = self.changes.send(Change::Relisted(kind));
+            } else if kind == Kind::ClusterNetworkPolicy {
+                tracing::info!(%kind, "its CRD was installed: listed");
+                let _ = self.changes.send(Change::Relisted(kind));
             }
-        } else if listed.len() == Kind::ALL.len() {
+        } else {
+            self.ready_if_complete(&listed);
+        }
+    }
+
+    /// Sends Ready when every kind the source waits for has listed.
+    fn ready_if_complete(&self, listed: &[Kind]) {
+        let awaited = self.cluster_policies_awaited.load(Ordering::SeqCst);
+        let optional_done = !awaited || listed.contains(&Kind::ClusterNetworkPolicy);
+        if Kind::REQUIRED.iter().all(|k| listed.contains(k)) && optional_done {
             tracing::info!("every kind is listed: the cluster view is complete");
             // Ready before it is sent: whoever hears it can take a snapshot.
             self.ready.store(true, Ordering::SeqCst);
             let _ = self.changes.send(Change::Ready);
+        }
+    }
+
+    /// The ClusterNetworkPolicy CRD is not there (yet): stop waiting for it.
+    fn cluster_policies_absent(&self) {
+        let listed = self.listed.lock().unwrap();
+        if self.cluster_policies_awaited.swap(false, Ordering::SeqCst)
+            && !self.ready.load(Ordering::SeqCst)
+        {
+            self.ready_if_complete(&listed);
         }
     }
 
@@ -184,13 +216,25 @@ impl KubeSource {
     /// go to `changes` (the first one is [`Change::Ready`], or Health while
     /// a kind cannot be listed).
     pub fn start(client: Client, node_name: &str, changes: UnboundedSender<Change>) -> KubeSource {
+        Self::start_polling_crds(client, node_name, changes, CRD_POLL)
+    }
+
+    /// [`KubeSource::start`], asking for an absent ClusterNetworkPolicy
+    /// CRD every `crd_poll`.
+    pub fn start_polling_crds(
+        client: Client,
+        node_name: &str,
+        changes: UnboundedSender<Change>,
+        crd_poll: Duration,
+    ) -> KubeSource {
         let health = HealthBook::new(changes.clone());
-        for kind in Kind::ALL {
+        for kind in Kind::REQUIRED {
             health.register(kind.resource());
         }
         let shared = Arc::new(Shared {
             ready: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
+            cluster_policies_awaited: AtomicBool::new(true),
             health,
             unreadable: UnreadableBook::new(changes.clone()),
             changes,
@@ -208,6 +252,13 @@ impl KubeSource {
             spawn::<NetworkPolicy>(Kind::NetworkPolicy, &client, all(), &shared, &mut tasks);
         let own_node = all().fields(&format!("metadata.name={node_name}"));
         let nodes = spawn::<Node>(Kind::Node, &client, own_node, &shared, &mut tasks);
+        let cluster_network_policies = Ordered::<ClusterNetworkPolicy>::default();
+        tasks.push(tokio::spawn(watch_once_installed(
+            client.clone(),
+            cluster_network_policies.clone(),
+            shared.clone(),
+            crd_poll,
+        )));
         KubeSource {
             stores: Stores {
                 services,
@@ -216,6 +267,7 @@ impl KubeSource {
                 namespaces,
                 network_policies,
                 nodes,
+                cluster_network_policies,
             },
             shared,
             tasks,
@@ -289,6 +341,41 @@ fn spawn<K: Watched>(
         shared.clone(),
     )));
     store
+}
+
+/// How often an absent ClusterNetworkPolicy CRD is looked for.
+pub const CRD_POLL: Duration = Duration::from_secs(30);
+
+/// Waits until the API server serves ClusterNetworkPolicies (a list of
+/// one answers), then watches them like every other kind. Any answer but
+/// a list counts as absent for readiness (an optional kind never holds the
+/// agent back) and is asked again after `poll`.
+async fn watch_once_installed(
+    client: Client,
+    store: Ordered<ClusterNetworkPolicy>,
+    shared: Arc<Shared>,
+    poll: Duration,
+) {
+    let kind = Kind::ClusterNetworkPolicy;
+    let probe = Api::<Guarded<ClusterNetworkPolicy>>::all(client.clone());
+    loop {
+        match probe
+            .list(&::kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => break,
+            Err(::kube::Error::Api(s)) if s.code == 404 => {
+                tracing::debug!(%kind, "not served (CRD not installed): asking again later");
+            }
+            Err(e) => {
+                tracing::warn!(%kind, "cannot tell whether it is served: {}", describe(&e));
+            }
+        }
+        shared.cluster_policies_absent();
+        tokio::time::sleep(poll).await;
+    }
+    let api = Api::<Guarded<ClusterNetworkPolicy>>::all(client);
+    run_kind(kind, api, watcher::Config::default(), store, shared).await;
 }
 
 /// One kind: watch, unwrap the guard, trim, drop no-op updates, store, and
@@ -430,6 +517,7 @@ mod tests {
                     "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
             })),
             nodes: filled(std::iter::once(json!({"metadata": {"name": "node-a"}}))),
+            cluster_network_policies: filled(std::iter::empty()),
         };
         let host = HostInfo {
             node_name: "node-a".into(),

@@ -4,6 +4,7 @@
 //! immutable [`Snapshot`].
 
 mod backoff;
+pub mod cnp;
 mod guard;
 pub mod kube;
 pub mod manifests;

@@ -19,6 +19,7 @@ pub enum KubeObject {
     Pod(Box<Pod>),
     Namespace(Box<Namespace>),
     NetworkPolicy(Box<NetworkPolicy>),
+    ClusterNetworkPolicy(Box<super::cnp::ClusterNetworkPolicy>),
     Node(Box<Node>),
 }
 
@@ -30,6 +31,7 @@ impl KubeObject {
             KubeObject::Pod(o) => &o.metadata,
             KubeObject::Namespace(o) => &o.metadata,
             KubeObject::NetworkPolicy(o) => &o.metadata,
+            KubeObject::ClusterNetworkPolicy(o) => &o.metadata,
             KubeObject::Node(o) => &o.metadata,
         }
     }
@@ -41,6 +43,7 @@ impl KubeObject {
             KubeObject::Pod(_) => "Pod",
             KubeObject::Namespace(_) => "Namespace",
             KubeObject::NetworkPolicy(_) => "NetworkPolicy",
+            KubeObject::ClusterNetworkPolicy(_) => super::cnp::KIND,
             KubeObject::Node(_) => "Node",
         }
     }
@@ -53,6 +56,7 @@ impl KubeObject {
             KubeObject::Pod(_) => Kind::Pod,
             KubeObject::Namespace(_) => Kind::Namespace,
             KubeObject::NetworkPolicy(_) => Kind::NetworkPolicy,
+            KubeObject::ClusterNetworkPolicy(_) => Kind::ClusterNetworkPolicy,
             KubeObject::Node(_) => Kind::Node,
         }
     }

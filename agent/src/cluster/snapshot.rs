@@ -13,7 +13,7 @@ use k8s_openapi::api::{
     networking::v1::NetworkPolicy,
 };
 
-use super::KubeObject;
+use super::{cnp::ClusterNetworkPolicy, KubeObject};
 
 /// Facts about this node that do not come from the API server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub pods: Vec<Arc<Pod>>,
     pub namespaces: Vec<Arc<Namespace>>,
     pub network_policies: Vec<Arc<NetworkPolicy>>,
+    /// Sorted by name (cluster-scoped).
+    pub cluster_network_policies: Vec<Arc<ClusterNetworkPolicy>>,
     /// This node's Node object, if the source has it.
     pub node: Option<Arc<Node>>,
     pub host: HostInfo,
@@ -88,12 +90,25 @@ impl Snapshot {
             pods,
             namespaces,
             network_policies,
+            cluster_network_policies: Vec::new(),
             node,
             host,
             slices_by_service: Vec::new(),
         };
         s.sort();
         s
+    }
+
+    /// The same snapshot with `policies` as its ClusterNetworkPolicies
+    /// (a source that has them; sorted here).
+    pub fn with_cluster_network_policies(
+        mut self,
+        policies: Vec<Arc<ClusterNetworkPolicy>>,
+    ) -> Self {
+        self.cluster_network_policies = policies;
+        self.cluster_network_policies
+            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self
     }
 
     /// The objects in exactly the order given, not sorted (the slice index
@@ -122,6 +137,7 @@ impl Snapshot {
             KubeObject::Pod(x) => self.pods.push(Arc::new(*x)),
             KubeObject::Namespace(x) => self.namespaces.push(Arc::new(*x)),
             KubeObject::NetworkPolicy(x) => self.network_policies.push(Arc::new(*x)),
+            KubeObject::ClusterNetworkPolicy(x) => self.cluster_network_policies.push(Arc::new(*x)),
             KubeObject::Node(x) => {
                 if x.metadata.name.as_deref() == Some(self.host.node_name.as_str()) {
                     self.node = Some(Arc::new(*x));
@@ -150,6 +166,8 @@ impl Snapshot {
         self.namespaces
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
         self.network_policies
+            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.cluster_network_policies
             .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
         self.index_slices();
     }

@@ -28,10 +28,24 @@ pub enum Kind {
     Namespace,
     NetworkPolicy,
     Node,
+    /// Optional: its CRD may not be installed (see [`Kind::REQUIRED`]).
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+        Kind::Namespace,
+        Kind::NetworkPolicy,
+        Kind::Node,
+        Kind::ClusterNetworkPolicy,
+    ];
+
+    /// The kinds every cluster has; a source is ready when these have
+    /// listed. `ClusterNetworkPolicy` is a CRD that may be absent.
+    pub const REQUIRED: [Kind; 6] = [
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Pod,
@@ -49,6 +63,7 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::NetworkPolicy => "networkpolicies.networking.k8s.io",
             Kind::Node => "nodes",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicies.policy.networking.k8s.io",
         }
     }
 }

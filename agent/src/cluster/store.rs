@@ -25,7 +25,7 @@ use k8s_openapi::{
 };
 use kube::{runtime::watcher, Resource};
 
-use super::{slice_service, HostInfo, Snapshot};
+use super::{cnp::ClusterNetworkPolicy, slice_service, HostInfo, Snapshot};
 
 /// The group an object belongs to, for the kinds read by group (the
 /// Service an EndpointSlice serves); `None` for the rest.
@@ -46,6 +46,7 @@ impl Grouped for Pod {}
 impl Grouped for Namespace {}
 impl Grouped for NetworkPolicy {}
 impl Grouped for Node {}
+impl Grouped for ClusterNetworkPolicy {}
 
 /// One store per kind the controllers read (adding a kind is a field here
 /// and in [`Snapshot`]). Clones share.
@@ -57,6 +58,8 @@ pub struct Stores {
     pub namespaces: Ordered<Namespace>,
     pub network_policies: Ordered<NetworkPolicy>,
     pub nodes: Ordered<Node>,
+    /// Empty while its CRD is absent.
+    pub cluster_network_policies: Ordered<ClusterNetworkPolicy>,
 }
 
 impl Stores {
@@ -73,6 +76,7 @@ impl Stores {
             pods: self.pods.all(),
             namespaces: self.namespaces.all(),
             network_policies: self.network_policies.all(),
+            cluster_network_policies: self.cluster_network_policies.all(),
             node,
             host: host.clone(),
         }

@@ -180,6 +180,7 @@ impl Trim for KubeObject {
             KubeObject::Pod(o) => o.trim(),
             KubeObject::Namespace(o) => o.trim(),
             KubeObject::NetworkPolicy(o) => o.trim(),
+            KubeObject::ClusterNetworkPolicy(o) => o.trim(),
             KubeObject::Node(o) => o.trim(),
         }
     }
@@ -194,6 +195,12 @@ impl Trim for Namespace {
 }
 
 impl Trim for NetworkPolicy {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata, |_| false);
+    }
+}
+
+impl Trim for super::cnp::ClusterNetworkPolicy {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata, |_| false);
     }
@@ -289,6 +296,7 @@ mod tests {
             KubeObject::Pod(x) => serde_json::to_value(x).unwrap(),
             KubeObject::Namespace(x) => serde_json::to_value(x).unwrap(),
             KubeObject::NetworkPolicy(x) => serde_json::to_value(x).unwrap(),
+            KubeObject::ClusterNetworkPolicy(x) => serde_json::to_value(x).unwrap(),
             KubeObject::Node(x) => serde_json::to_value(x).unwrap(),
         }
     }
@@ -303,6 +311,9 @@ mod tests {
             KubeObject::Namespace(_) => KubeObject::Namespace(serde_json::from_value(v).unwrap()),
             KubeObject::NetworkPolicy(_) => {
                 KubeObject::NetworkPolicy(serde_json::from_value(v).unwrap())
+            }
+            KubeObject::ClusterNetworkPolicy(_) => {
+                KubeObject::ClusterNetworkPolicy(serde_json::from_value(v).unwrap())
             }
             KubeObject::Node(_) => KubeObject::Node(serde_json::from_value(v).unwrap()),
         }

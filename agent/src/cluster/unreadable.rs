@@ -117,6 +117,9 @@ impl NeverRead for EndpointSlice {}
 impl NeverRead for Pod {}
 impl NeverRead for Namespace {}
 impl NeverRead for Node {}
+/// A ClusterNetworkPolicy never read is left out (and reported): which
+/// pods it was meant for is unknown.
+impl NeverRead for super::cnp::ClusterNetworkPolicy {}
 
 /// The stand-in for a manifest object never read.
 pub fn never_read_object(kind: Kind, meta: &ObjectMeta) -> Option<KubeObject> {

@@ -194,8 +194,12 @@ impl<D: Dataplane> PolicySync<D> {
         let mut report = PolicyReport::default();
         // Forget what was applied until this pass succeeds: a failure may
         // have left anything half done (and the next sync is full anyway).
+        // The index does not know ClusterNetworkPolicies yet: while any
+        // exists (or one just went), every sync recomputes the whole state.
+        let tiers =
+            !snapshot.cluster_network_policies.is_empty() || !changes.cluster_policies.is_empty();
         match (kind, self.applied.take()) {
-            (SyncKind::Partial, Some(mut index)) => {
+            (SyncKind::Partial, Some(mut index)) if !tiers => {
                 let delta = index.update(snapshot, changes);
                 let state = index.summary();
                 let sources = state.egress_restricted_sources();

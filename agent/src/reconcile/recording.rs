@@ -521,3 +521,60 @@ fn a_pod_is_restricted_before_its_chain_and_released_after_it() {
         ["before 2", "chains", "chains", "after 2"]
     );
 }
+
+/// While a ClusterNetworkPolicy exists (or one just went), a partial
+/// policy sync recomputes and applies the whole state: the keyed index
+/// does not know the tiers.
+#[test]
+fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
+    use super::{policies::PolicySync, POLICIES_OWNER};
+    use crate::controllers::policies::incremental::PolicyChanges;
+    let admin = "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+        metadata: {name: deny-y}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}},\n\
+        ingress: [{action: Deny, from: [{namespaces: {matchLabels: {ns: y}}}]}]}\n";
+    let with_admin = |client: &str| {
+        let mut loaded = crate::cluster::manifests::Loaded::default();
+        crate::cluster::manifests::parse_text(std::path::Path::new("cnp.yaml"), admin, &mut loaded);
+        let Some(crate::cluster::KubeObject::ClusterNetworkPolicy(p)) = loaded.objects.pop() else {
+            panic!("{:?}", loaded.problems)
+        };
+        policy_cluster(client).with_cluster_network_policies(vec![std::sync::Arc::new(*p)])
+    };
+    let rec = Recording::default();
+    let mut p = PolicySync::new(
+        rec.clone(),
+        crate::controllers::policies::Options::default(),
+    );
+    p.sync(
+        SyncKind::Full,
+        &with_admin("client"),
+        &PolicyChanges::default(),
+    )
+    .unwrap();
+    rec.take();
+    let changed = PolicyChanges {
+        pods: [("x".to_string(), "b".to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    p.sync(SyncKind::Partial, &with_admin("other"), &changed)
+        .unwrap();
+    let calls = rec.take();
+    assert!(calls.contains(&Call::Sets(POLICIES_OWNER)), "{calls:?}");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Table(..)))
+            .count(),
+        2,
+        "{calls:?}"
+    );
+    // The policy deleted: the sync that hears it is whole too.
+    let gone = PolicyChanges {
+        cluster_policies: ["deny-y".to_string()].into(),
+        ..PolicyChanges::default()
+    };
+    p.sync(SyncKind::Partial, &policy_cluster("other"), &gone)
+        .unwrap();
+    let calls = rec.take();
+    assert!(calls.contains(&Call::Sets(POLICIES_OWNER)), "{calls:?}");
+}

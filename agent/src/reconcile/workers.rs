@@ -112,6 +112,10 @@ fn count_objects(snapshot: &Snapshot, into: &mut std::collections::BTreeMap<Stri
         ("Pod", snapshot.pods.len()),
         ("Namespace", snapshot.namespaces.len()),
         ("NetworkPolicy", snapshot.network_policies.len()),
+        (
+            "ClusterNetworkPolicy",
+            snapshot.cluster_network_policies.len(),
+        ),
         ("Node", usize::from(snapshot.node.is_some())),
     ] {
         into.insert(kind.to_string(), n);
@@ -151,7 +155,10 @@ impl Worker for PolicyWorker {
     }
 
     fn concerns(&self, kind: Kind) -> bool {
-        matches!(kind, Kind::Pod | Kind::Namespace | Kind::NetworkPolicy)
+        matches!(
+            kind,
+            Kind::Pod | Kind::Namespace | Kind::NetworkPolicy | Kind::ClusterNetworkPolicy
+        )
     }
 
     fn note(c: &mut PolicyChanges, kind: Kind, namespace: Option<String>, name: String) {
@@ -165,6 +172,9 @@ impl Worker for PolicyWorker {
             }
             Kind::NetworkPolicy => {
                 c.policies.insert(key);
+            }
+            Kind::ClusterNetworkPolicy => {
+                c.cluster_policies.insert(key.1);
             }
             _ => {}
         }

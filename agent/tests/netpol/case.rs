@@ -29,6 +29,8 @@ pub struct Case {
     name: &'static str,
     cluster: Cluster,
     policies: Vec<Policy>,
+    /// ClusterNetworkPolicies (and any other document) after the policies.
+    extra: Vec<serde_json::Value>,
     mode: Mode,
     families: Vec<Family>,
     protos: Vec<Proto>,
@@ -61,6 +63,7 @@ impl Case {
             name,
             cluster: Cluster::xyz(),
             policies: Vec::new(),
+            extra: Vec::new(),
             mode: Mode::Bridge,
             families: vec![Family::V4],
             protos: Proto::TCP_UDP.to_vec(),
@@ -81,6 +84,16 @@ impl Case {
 
     pub fn policy(mut self, policy: Policy) -> Case {
         self.policies.push(policy);
+        self
+    }
+
+    pub fn cluster_policy(self, policy: super::cluster_policy::ClusterPolicy) -> Case {
+        self.cluster_policy_json(policy.to_json())
+    }
+
+    /// A ClusterNetworkPolicy as written (a broken one, say).
+    pub fn cluster_policy_json(mut self, policy: serde_json::Value) -> Case {
+        self.extra.push(policy);
         self
     }
 
@@ -129,13 +142,9 @@ impl Case {
     /// Runs the case and fails with the truth tables on any mismatch.
     pub fn run(self) {
         let cluster = self.cluster.summary();
-        let policies = render_yaml(
-            &self
-                .policies
-                .iter()
-                .map(Policy::to_json)
-                .collect::<Vec<_>>(),
-        );
+        let mut docs: Vec<_> = self.policies.iter().map(Policy::to_json).collect();
+        docs.extend(self.extra.iter().cloned());
+        let policies = render_yaml(&docs);
         let Some(run) = self.observe() else {
             return;
         };
@@ -191,14 +200,21 @@ impl Case {
             loaded.problems,
             self.rendered()
         );
-        let expected =
-            self.cluster.namespaces.len() + self.cluster.pods.len() + self.policies.len();
+        let expected = self.cluster.namespaces.len()
+            + self.cluster.pods.len()
+            + self.policies.len()
+            + self.extra.len();
         assert_eq!(loaded.objects.len(), expected, "{}", self.name);
     }
 
     /// The YAML the agent reads.
     pub fn rendered(&self) -> String {
-        self.cluster.render(&self.policies)
+        let mut yaml = self.cluster.render(&self.policies);
+        if !self.extra.is_empty() {
+            yaml.push_str("---\n");
+            yaml.push_str(&render_yaml(&self.extra));
+        }
+        yaml
     }
 
     /// Builds, runs and probes; `None` when the case is skipped (not root,

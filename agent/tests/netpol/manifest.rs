@@ -403,7 +403,7 @@ impl Selector {
         self
     }
 
-    fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         if !self.labels.is_empty() {
             m.insert("matchLabels".into(), json!(self.labels));

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // not every helper is used by every case
 
 pub mod case;
+pub mod cluster_policy;
 pub mod listen;
 pub mod manifest;
 pub mod matrix;

@@ -40,6 +40,8 @@ pub enum Res {
     Namespaces,
     NetworkPolicies,
     Nodes,
+    /// A CRD: served only once `install_crd` was called (404 before).
+    ClusterNetworkPolicies,
 }
 
 impl Res {
@@ -60,6 +62,9 @@ impl Res {
             Res::Namespaces => "/api/v1/namespaces",
             Res::NetworkPolicies => "/apis/networking.k8s.io/v1/networkpolicies",
             Res::Nodes => "/api/v1/nodes",
+            Res::ClusterNetworkPolicies => {
+                "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+            }
         }
     }
 
@@ -71,6 +76,7 @@ impl Res {
             Res::Namespaces => "Namespace",
             Res::NetworkPolicies => "NetworkPolicy",
             Res::Nodes => "Node",
+            Res::ClusterNetworkPolicies => "ClusterNetworkPolicy",
         }
     }
 
@@ -78,6 +84,7 @@ impl Res {
         match self {
             Res::EndpointSlices => "discovery.k8s.io/v1",
             Res::NetworkPolicies => "networking.k8s.io/v1",
+            Res::ClusterNetworkPolicies => "policy.networking.k8s.io/v1alpha2",
             _ => "v1",
         }
     }
@@ -91,11 +98,15 @@ impl Res {
             Res::Namespaces => ("namespaces", ""),
             Res::NetworkPolicies => ("networkpolicies", "networking.k8s.io"),
             Res::Nodes => ("nodes", ""),
+            Res::ClusterNetworkPolicies => ("clusternetworkpolicies", "policy.networking.k8s.io"),
         }
     }
 
     fn from_path(path: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.path() == path)
+        Res::ALL
+            .into_iter()
+            .chain([Res::ClusterNetworkPolicies])
+            .find(|r| r.path() == path)
     }
 }
 
@@ -131,6 +142,8 @@ struct State {
     requests: Vec<String>,
     /// While set, every connection is dropped at once.
     down: bool,
+    /// The ClusterNetworkPolicy CRD is installed.
+    crd_installed: bool,
     /// Bumped to drop every open watch mid-chunk, once it has sent what
     /// happened up to `kill_rv`.
     kill: u64,
@@ -338,6 +351,11 @@ impl FakeApiServer {
     /// Gone: every open watch is dropped (after the events recorded so
     /// far), and every request and new connection is closed at once.
     /// `false` brings the server back.
+    /// Serves ClusterNetworkPolicies from now on.
+    pub fn install_crd(&self) {
+        self.shared.state.lock().unwrap().crd_installed = true;
+    }
+
     pub fn set_down(&self, down: bool) {
         self.with(|st| {
             if down && !st.down {
@@ -580,7 +598,10 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         shared.ring();
         let (path, q) = target.split_once('?').unwrap_or((&target, ""));
         let q = query(q);
-        let Some(res) = Res::from_path(path) else {
+        let crd_missing = |r: &Res| {
+            *r == Res::ClusterNetworkPolicies && !shared.state.lock().unwrap().crd_installed
+        };
+        let Some(res) = Res::from_path(path).filter(|r| !crd_missing(r)) else {
             let body = status(
                 404,
                 "NotFound",

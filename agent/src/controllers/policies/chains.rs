@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 
 use super::{
+    cnp::{self, PodTiers},
     model::{Direction, Policy},
     names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT},
     pods::PodView,
@@ -28,6 +29,8 @@ pub struct IsolatedPod<'p, 'a> {
     pub pod: &'p PodView<'a>,
     pub ingress: Vec<&'p Policy>,
     pub egress: Vec<&'p Policy>,
+    /// The ClusterNetworkPolicies that apply to it.
+    pub tiers: PodTiers<'p>,
 }
 
 impl IsolatedPod<'_, '_> {
@@ -40,6 +43,13 @@ impl IsolatedPod<'_, '_> {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         }
+    }
+
+    /// Does anything act on this pod's traffic in direction `d`? (For
+    /// egress, these are the sources the tc fast path never marks:
+    /// [`super::PolicyState::egress_restricted_sources`].)
+    pub fn guarded(&self, d: Direction) -> bool {
+        !self.policies(d).is_empty() || !self.tiers.get(d).is_empty()
     }
 
     pub fn ips(&self, family: Family) -> impl Iterator<Item = &IpAddr> {
@@ -59,12 +69,20 @@ pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
         "-m conntrack --ctstate INVALID -j DROP".to_string(),
     ];
     rules.extend(icmp_accepts(family));
-    rules.push(CLEAR_MARK.into());
+    // Pods no ClusterNetworkPolicy selects keep the chain they had.
+    let clear = if pod.tiers.is_empty() {
+        CLEAR_MARK.to_string()
+    } else {
+        format!("-j MARK --set-xmark 0x0/{:#x}", cnp::render::TIER_MARKS)
+    };
+    rules.push(clear.clone());
     for d in [Direction::Ingress, Direction::Egress] {
-        let policies = pod.policies(d);
-        if policies.is_empty() {
+        if !pod.guarded(d) {
             continue;
         }
+        let policies = pod.policies(d);
+        let tiers = pod.tiers.get(d);
+        let log = nflog_prefix(pod.pod, d);
         for ip in pod.ips(family) {
             let at = match d {
                 Direction::Ingress => format!("-d {}", host(ip)),
@@ -73,6 +91,11 @@ pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
             if d == Direction::Ingress {
                 // The node may always reach its own pods (kubelet probes).
                 rules.push(format!("{at} -m addrtype --src-type LOCAL -j ACCEPT"));
+            }
+            rules.extend(cnp::render::admin_lines(tiers, &at, d, &log, opts));
+            if policies.is_empty() {
+                rules.extend(cnp::render::baseline_lines(tiers, &at, d, &log, opts));
+                continue;
             }
             for p in policies {
                 let chain = names::policy_chain(&p.namespace, &p.name, d.as_str());
@@ -89,12 +112,11 @@ pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
             }
             rules.push(format!(
                 "{denied} -m limit --limit 10/min --limit-burst 10 -j NFLOG --nflog-prefix \"{}\" --nflog-group {}",
-                nflog_prefix(pod.pod, d),
-                opts.nflog_group
+                log, opts.nflog_group
             ));
             rules.push(format!("{denied} {}", fragments::reject(family).render()));
         }
-        rules.push(CLEAR_MARK.into());
+        rules.push(clear.clone());
     }
     Chain {
         name: pod.chain_name(),
@@ -142,8 +164,8 @@ pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<C
         pods.iter().map(|p| TopEntry {
             chain: p.chain_name(),
             ips: &p.pod.ips,
-            ingress: !p.ingress.is_empty(),
-            egress: !p.egress.is_empty(),
+            ingress: p.guarded(Direction::Ingress),
+            egress: p.guarded(Direction::Egress),
         }),
         family,
         opts,

@@ -5,11 +5,12 @@ use std::{fmt, net::IpAddr};
 
 use super::{
     chains::IsolatedPod,
+    cnp::model::ClusterPolicy,
     model::{Direction, Namespaces, Peer, Policy, PortMatch, Rule},
 };
 
 /// A pod of this node that policies isolate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Isolation {
     /// "namespace/name".
     pub pod: String,
@@ -17,6 +18,45 @@ pub struct Isolation {
     /// "namespace/policy" of every policy isolating it, per direction.
     pub ingress: Vec<String>,
     pub egress: Vec<String>,
+    /// The ClusterNetworkPolicies deciding before (Admin) and after
+    /// (Baseline) them, in evaluation order, per direction.
+    pub admin_ingress: Vec<String>,
+    pub admin_egress: Vec<String>,
+    pub baseline_ingress: Vec<String>,
+    pub baseline_egress: Vec<String>,
+}
+
+/// One ClusterNetworkPolicy, its rules in words, in written order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierDescription {
+    pub policy: String,
+    /// "Admin" or "Baseline".
+    pub tier: &'static str,
+    pub priority: u16,
+    pub ingress: Vec<String>,
+    pub egress: Vec<String>,
+}
+
+pub fn cluster_policy(p: &ClusterPolicy) -> TierDescription {
+    let rules = |d: Direction| {
+        p.rules(d)
+            .iter()
+            .map(|r| {
+                let text = RuleText {
+                    rule: &r.rule,
+                    direction: d,
+                };
+                format!("{} {}: {text}", r.action.as_str(), r.name)
+            })
+            .collect()
+    };
+    TierDescription {
+        policy: p.name.clone(),
+        tier: p.tier.as_str(),
+        priority: p.priority,
+        ingress: rules(Direction::Ingress),
+        egress: rules(Direction::Egress),
+    }
 }
 
 /// One policy, its rules in words ("None": the direction is not isolated).
@@ -34,11 +74,16 @@ pub fn isolation(p: &IsolatedPod) -> Isolation {
             .map(|q| format!("{}/{}", q.namespace, q.name))
             .collect()
     };
+    let tier_names = |list: &[&ClusterPolicy]| list.iter().map(|q| q.name.clone()).collect();
     Isolation {
         pod: format!("{}/{}", p.pod.namespace, p.pod.name),
         ips: p.pod.ips.clone(),
         ingress: names(Direction::Ingress),
         egress: names(Direction::Egress),
+        admin_ingress: tier_names(&p.tiers.ingress.admin),
+        admin_egress: tier_names(&p.tiers.egress.admin),
+        baseline_ingress: tier_names(&p.tiers.ingress.baseline),
+        baseline_egress: tier_names(&p.tiers.egress.baseline),
     }
 }
 
@@ -77,6 +122,7 @@ impl fmt::Display for RuleText<'_> {
         };
         match &self.rule.peers {
             None => write!(f, "{word} anywhere")?,
+            Some(peers) if peers.is_empty() => write!(f, "{word} no peer")?,
             Some(peers) => {
                 let texts: Vec<String> = peers.iter().map(peer).collect();
                 write!(f, "{word} {}", texts.join(" or "))?;

@@ -7,6 +7,7 @@
 //! stops matching a selector is an ipset add or del, never a chain rewrite.
 
 pub mod chains;
+pub mod cnp;
 pub mod describe;
 pub mod incremental;
 pub mod model;
@@ -68,6 +69,8 @@ pub struct PolicyState {
     pub isolated: Vec<describe::Isolation>,
     /// Every policy read, in words (for explain).
     pub policies: Vec<describe::PolicyDescription>,
+    /// Every ClusterNetworkPolicy read, in evaluation order, in words.
+    pub cluster_policies: Vec<describe::TierDescription>,
 }
 
 impl PolicyState {
@@ -79,7 +82,9 @@ impl PolicyState {
     pub fn egress_restricted_sources(&self) -> BTreeSet<IpAddr> {
         self.isolated
             .iter()
-            .filter(|i| !i.egress.is_empty())
+            .filter(|i| {
+                !i.egress.is_empty() || !i.admin_egress.is_empty() || !i.baseline_egress.is_empty()
+            })
             .flat_map(|i| i.ips.iter().copied())
             .collect()
     }
@@ -88,6 +93,7 @@ impl PolicyState {
 /// The desired policy state of `snapshot`.
 pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
     let mut problems = Vec::new();
+    let cluster_policies = cnp::read_all(snapshot, &mut problems);
     let cluster = Cluster::new(snapshot, &mut problems);
     let mut policies: Vec<Policy> = snapshot
         .network_policies
@@ -96,7 +102,11 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
         .collect();
     // Policy order (namespace, name), whatever order the snapshot holds.
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let isolated = isolated_pods(&cluster, &policies);
+    let isolated = isolated_pods(&cluster, &policies, &cluster_policies);
+    let tier_targets = cnp::targets(
+        &cluster_policies,
+        isolated.iter().map(|p| (p.pod, &p.tiers)),
+    );
     // The local pods each policy isolates, by (policy address, direction),
     // in snapshot order: one pass instead of a scan of every isolated pod
     // per policy.
@@ -113,6 +123,10 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
         problems,
         isolated: isolated.iter().map(describe::isolation).collect(),
         policies: policies.iter().map(describe::policy).collect(),
+        cluster_policies: cluster_policies
+            .iter()
+            .map(describe::cluster_policy)
+            .collect(),
         ..PolicyState::default()
     };
     for family in [Family::V4, Family::V6] {
@@ -151,6 +165,20 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
                 state.sets.extend(rendered.sets);
             }
         }
+        for ((at, d), pods) in &tier_targets {
+            let local: Vec<&PodView> = pods
+                .iter()
+                .copied()
+                .filter(|p| p.ips.iter().any(|ip| Family::of(ip) == family))
+                .collect();
+            if local.is_empty() {
+                continue;
+            }
+            let policy = &cluster_policies[*at];
+            let rendered = cnp::render::policy_chain(&cluster, policy, *d, family, &local);
+            chains.push(rendered.chain);
+            state.sets.extend(rendered.sets);
+        }
         state.iptables.push(filter_plan(family, chains));
     }
     state.sets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -162,6 +190,7 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
 fn isolated_pods<'p, 'a>(
     cluster: &'p Cluster<'a>,
     policies: &'p [Policy],
+    cluster_policies: &'p [cnp::model::ClusterPolicy],
 ) -> Vec<IsolatedPod<'p, 'a>> {
     // A policy selects pods of its own namespace only.
     let mut by_namespace: BTreeMap<&str, Vec<&Policy>> = BTreeMap::new();
@@ -185,11 +214,16 @@ fn isolated_pods<'p, 'a>(
                 .collect()
         };
         let (ingress, egress) = (selecting(Direction::Ingress), selecting(Direction::Egress));
-        if !ingress.is_empty() || !egress.is_empty() {
+        let tiers = cnp::tiers_of(cluster, cluster_policies, pod, |d| match d {
+            Direction::Ingress => !ingress.is_empty(),
+            Direction::Egress => !egress.is_empty(),
+        });
+        if !ingress.is_empty() || !egress.is_empty() || !tiers.is_empty() {
             out.push(IsolatedPod {
                 pod,
                 ingress,
                 egress,
+                tiers,
             });
         }
     }

@@ -14,6 +14,7 @@ pub const CHAIN_OUTPUT: &str = "IPWARDEN-OUTPUT";
 pub const PREFIX: &str = "IPW-";
 const POD_CHAIN: &str = "IPW-POD-FW-";
 const POLICY_CHAIN: &str = "IPW-NWPLCY-";
+const CLUSTER_POLICY_CHAIN: &str = "IPW-CNP-";
 /// Sets matched on the source address (ingress peers).
 const SRC_SET: &str = "IPW-SRC-";
 /// Sets matched on the destination (egress peers, named ports).
@@ -43,6 +44,14 @@ pub fn policy_chain(namespace: &str, policy: &str, direction: &str) -> String {
     format!(
         "{POLICY_CHAIN}{}",
         hash(&["policy", namespace, policy, direction])
+    )
+}
+
+/// The chain of one ClusterNetworkPolicy in one direction.
+pub fn cluster_policy_chain(policy: &str, direction: &str) -> String {
+    format!(
+        "{CLUSTER_POLICY_CHAIN}{}",
+        hash(&["cluster-policy", policy, direction])
     )
 }
 

@@ -95,7 +95,7 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    fn namespace_matches(&self, namespace: &str, selector: &Selector) -> bool {
+    pub(super) fn namespace_matches(&self, namespace: &str, selector: &Selector) -> bool {
         namespace_matches(self.namespace_labels.get(namespace), namespace, selector)
     }
 

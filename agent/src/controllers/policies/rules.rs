@@ -43,14 +43,25 @@ impl<'a> PolicyCtx<'_, 'a> {
     }
 
     pub fn render(&self, rules: &[Rule]) -> PolicyChain {
+        let allow = format!("-j MARK --set-xmark {ALLOW_MARK:#x}/{ALLOW_MARK:#x}");
+        self.render_as(self.chain_name(), rules.iter().map(|r| (r, allow.as_str())))
+    }
+
+    /// The chain `name` with, for each rule, its matches followed by its
+    /// own `tail` (the target, and any match that must come last).
+    pub fn render_as<'r>(
+        &self,
+        name: String,
+        rules: impl Iterator<Item = (&'r Rule, &'r str)>,
+    ) -> PolicyChain {
         let mut out = PolicyChain {
             chain: Chain {
-                name: self.chain_name(),
+                name,
                 rules: Vec::new(),
             },
             sets: Vec::new(),
         };
-        for rule in rules {
+        for (rule, target) in rules {
             let peers = self.peer_matches(rule, &mut out.sets);
             let ports = self.port_matches(rule, &mut out.sets);
             for peer in &peers {
@@ -61,9 +72,7 @@ impl<'a> PolicyCtx<'_, 'a> {
                     }
                     line.extend(peer.iter().cloned());
                     line.extend(tail.iter().cloned());
-                    line.push(format!(
-                        "-j MARK --set-xmark {ALLOW_MARK:#x}/{ALLOW_MARK:#x}"
-                    ));
+                    line.push(target.to_string());
                     out.chain.rules.push(line.join(" "));
                 }
             }

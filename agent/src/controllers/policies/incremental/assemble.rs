@@ -33,6 +33,7 @@ impl PolicyIndex {
             pod: &view,
             ingress: self.policies_of(&iso.ingress),
             egress: self.policies_of(&iso.egress),
+            tiers: Default::default(),
         };
         chains::pod_chain(&pod, family, &self.opts)
     }
@@ -114,6 +115,7 @@ impl PolicyIndex {
                     ips: i.ips.clone(),
                     ingress: names(&i.ingress),
                     egress: names(&i.egress),
+                    ..Isolation::default()
                 })
                 .collect(),
             policies: self

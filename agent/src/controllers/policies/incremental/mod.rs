@@ -60,17 +60,23 @@ pub struct PolicyChanges {
     pub pods: BTreeSet<Key>,
     pub namespaces: BTreeSet<String>,
     pub policies: BTreeSet<Key>,
+    /// ClusterNetworkPolicies by name: any makes the sync whole.
+    pub cluster_policies: BTreeSet<String>,
 }
 
 impl PolicyChanges {
     pub fn is_empty(&self) -> bool {
-        self.pods.is_empty() && self.namespaces.is_empty() && self.policies.is_empty()
+        self.pods.is_empty()
+            && self.namespaces.is_empty()
+            && self.policies.is_empty()
+            && self.cluster_policies.is_empty()
     }
 
     pub fn merge(&mut self, older: PolicyChanges) {
         self.pods.extend(older.pods);
         self.namespaces.extend(older.namespaces);
         self.policies.extend(older.policies);
+        self.cluster_policies.extend(older.cluster_policies);
     }
 }
 

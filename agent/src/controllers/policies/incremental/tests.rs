@@ -41,6 +41,9 @@ enum Event {
     Namespace(usize, Option<usize>),
     Policy(usize, usize, usize),
     RemovePolicy(usize, usize),
+    /// A ClusterNetworkPolicy `cnpN` of a template.
+    ClusterPolicy(usize, usize),
+    RemoveClusterPolicy(usize),
 }
 
 fn pod_spec() -> impl Strategy<Value = PodSpec> {
@@ -73,7 +76,28 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0..3usize, proptest::option::of(0..2usize)).prop_map(|(n, l)| Event::Namespace(n, l)),
         2 => (0..3usize, 0..3usize, 0..TEMPLATES).prop_map(|(n, p, t)| Event::Policy(n, p, t)),
         1 => (0..3usize, 0..3usize).prop_map(|(n, p)| Event::RemovePolicy(n, p)),
+        1 => (0..2usize, 0..2usize).prop_map(|(n, t)| Event::ClusterPolicy(n, t)),
+        1 => (0..2usize).prop_map(Event::RemoveClusterPolicy),
     ]
+}
+
+/// Two ClusterNetworkPolicy shapes: an Admin ingress Deny from team=a
+/// namespaces into app=web pods, a Baseline egress Accept then Deny.
+fn cluster_policy_object(name: &str, template: usize) -> KubeObject {
+    let spec = match template {
+        0 => json!({"tier": "Admin", "priority": 1,
+            "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "a"}}}]}]}),
+        _ => json!({"tier": "Baseline", "priority": 5, "subject": {"namespaces": {}},
+            "egress": [{"action": "Accept", "to": [{"pods": {"namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"role": "client"}}}}],
+                        "protocols": [{"destinationNamedPort": "http"}]},
+                       {"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}]}),
+    };
+    KubeObject::ClusterNetworkPolicy(Box::new(
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+            .expect("a ClusterNetworkPolicy"),
+    ))
 }
 
 fn pod_object(p: &PodSpec) -> KubeObject {
@@ -177,6 +201,17 @@ impl Cluster {
                 self.objects.remove(&(2, k.0.clone(), k.1.clone()));
                 c.policies.insert(k);
             }
+            Event::ClusterPolicy(n, t) => {
+                let name = format!("cnp{n}");
+                let o = cluster_policy_object(&name, *t);
+                self.objects.insert((3, String::new(), name.clone()), o);
+                c.cluster_policies.insert(name);
+            }
+            Event::RemoveClusterPolicy(n) => {
+                let name = format!("cnp{n}");
+                self.objects.remove(&(3, String::new(), name.clone()));
+                c.cluster_policies.insert(name);
+            }
         }
         c
     }
@@ -279,7 +314,10 @@ proptest! {
         }
         let mut index = PolicyIndex::build(&cluster.snapshot(), &opts);
         let start = desired(&cluster.snapshot(), &opts);
-        prop_assert_eq!(&index.state(), &start);
+        let no_tiers = |s: &crate::cluster::Snapshot| s.cluster_network_policies.is_empty();
+        if no_tiers(&cluster.snapshot()) {
+            prop_assert_eq!(&index.state(), &start);
+        }
         let mut kernel = Kernel::of(&start);
         for batch in &events {
             let mut changes = PolicyChanges::default();
@@ -287,9 +325,16 @@ proptest! {
                 changes.merge(cluster.apply(e));
             }
             let snap = cluster.snapshot();
+            let full = desired(&snap, &opts);
+            // As `PolicySync::sync`: while a ClusterNetworkPolicy exists or
+            // one changed, the sync is whole (apply, then a fresh index).
+            if !no_tiers(&snap) || !changes.cluster_policies.is_empty() {
+                kernel = Kernel::of(&full);
+                index = PolicyIndex::build(&snap, &opts);
+                continue;
+            }
             let delta = index.update(&snap, &changes);
             kernel.apply(&delta);
-            let full = desired(&snap, &opts);
             let ours = index.state();
             prop_assert_eq!(&ours.sets, &full.sets);
             prop_assert_eq!(&ours.iptables, &full.iptables);
