@@ -185,3 +185,31 @@ fn the_tiers_do_not_depend_on_the_snapshot_order() {
         assert_eq!(format!("{a:?}"), format!("{b:?}"), "rotation {k}");
     }
 }
+
+/// A pod whose egress either tier restricts is a source the tc fast path
+/// must never mark; one only an ingress rule selects is not.
+#[test]
+fn egress_tiers_make_the_pod_an_egress_restricted_source() {
+    let egress_deny = |tier: &str| {
+        cnp(
+            "out",
+            json!({"tier": tier, "priority": 1,
+                   "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
+                   "egress": [{"name": "no-imds", "action": "Deny",
+                               "to": [{"networks": ["169.254.169.254/32"]}]}]}),
+        )
+    };
+    let a: std::net::IpAddr = "10.244.1.2".parse().unwrap();
+    for tier in ["Admin", "Baseline"] {
+        let st = state(cluster(vec![egress_deny(tier)]));
+        assert_eq!(
+            st.egress_restricted_sources()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [a],
+            "{tier}"
+        );
+    }
+    let st = state(cluster(vec![deny_from_y("d", "Admin", 5)]));
+    assert!(st.egress_restricted_sources().is_empty());
+}
