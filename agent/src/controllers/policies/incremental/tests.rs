@@ -301,6 +301,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A full sync's path: the index, told of nothing, compares itself
+    /// with the final snapshot and updates; it then equals a full
+    /// recompute and finds no pod different any more.
+    #[test]
+    fn catching_up_with_a_snapshot_equals_a_full_recompute(
+        initial in proptest::collection::vec(event(), 0..12),
+        events in proptest::collection::vec(event(), 1..24),
+    ) {
+        let opts = Options::default();
+        let mut cluster = Cluster::default();
+        for e in &initial {
+            cluster.apply(e);
+        }
+        let mut index = PolicyIndex::build(&cluster.snapshot(), &opts);
+        for e in &events {
+            cluster.apply(e);
+        }
+        let snap = cluster.snapshot();
+        let changes = index.changes_since(&snap);
+        index.update(&snap, &changes);
+        prop_assert_eq!(&index.state(), &desired(&snap, &opts));
+        let again = index.changes_since(&snap);
+        prop_assert!(again.pods.is_empty(), "{:?}", again.pods);
+        prop_assert!(index.update(&snap, &again).is_empty());
+    }
+}
+
 #[test]
 fn a_local_pod_added_writes_its_chain_and_jump_lines_only() {
     let opts = Options::default();
