@@ -50,10 +50,11 @@
 //! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (7) and
 //! `IPWARDEN_BENCH_SEED` (1) tune it. Prints markdown tables of medians
 //! and the target checks. `IPWARDEN_BENCH_COMPUTE_ONLY=N` only times N
-//! runs each of `desired`, `PolicyIndex::build` and `PolicyIndex::state`
-//! on the generated cluster (no kernel, no root), for profiling the
-//! controller under `perf`; `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or
-//! `desired`, `state`) times that step alone.
+//! runs each of `desired`, `PolicyIndex::build`, `PolicyIndex::state` and
+//! the catch-up of a no-op full sync (`changes_since` + `update`) on the
+//! generated cluster (no kernel, no root), for profiling the controller
+//! under `perf`; `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`,
+//! `state`, `catch_up`) times that step alone.
 
 mod common;
 
@@ -836,8 +837,8 @@ fn met(ok: bool) -> &'static str {
 }
 
 /// For profiling the controller without a kernel: N runs each of
-/// `desired`, `PolicyIndex::build` and `PolicyIndex::state`
-/// (`IPWARDEN_BENCH_COMPUTE_ONLY_STEP` picks one of them alone).
+/// `desired`, `PolicyIndex::build`, `PolicyIndex::state` and a no-op
+/// catch-up (`IPWARDEN_BENCH_COMPUTE_ONLY_STEP` picks one of them alone).
 fn compute_only_runs(base: &Snapshot, opts: &Options, n: usize) {
     let step = std::env::var("IPWARDEN_BENCH_COMPUTE_ONLY_STEP").ok();
     let wanted = |name: &str| step.as_deref().is_none_or(|s| s == name);
@@ -861,9 +862,15 @@ fn compute_only_runs(base: &Snapshot, opts: &Options, n: usize) {
     time("build", &|| {
         std::hint::black_box(PolicyIndex::build(base, opts));
     });
-    let index = PolicyIndex::build(base, opts);
+    let index = std::cell::RefCell::new(PolicyIndex::build(base, opts));
     time("state", &|| {
-        std::hint::black_box(index.state());
+        std::hint::black_box(index.borrow().state());
+    });
+    // What a no-op full sync computes besides `state`.
+    time("catch_up", &|| {
+        let mut index = index.borrow_mut();
+        let changes = index.changes_since(base);
+        std::hint::black_box(index.update(base, &changes));
     });
 }
 
