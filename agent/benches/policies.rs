@@ -57,8 +57,11 @@
 //! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (7) and
 //! `IPWARDEN_BENCH_SEED` (1) tune it. Prints markdown tables of medians
 //! and the target checks. `IPWARDEN_BENCH_COMPUTE_ONLY=N` only times N
-//! runs of `desired` on the generated cluster (no kernel, no root), for
-//! profiling the controller under `perf`.
+//! runs each of `desired`, `PolicyIndex::build`, `PolicyIndex::state` and
+//! the catch-up of a no-op full sync (`changes_since` + `update`) on the
+//! generated cluster (no kernel, no root), for profiling the controller
+//! under `perf`; `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`,
+//! `state`, `catch_up`) times that step alone.
 
 mod common;
 
@@ -840,6 +843,44 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// For profiling the controller without a kernel: N runs each of
+/// `desired`, `PolicyIndex::build`, `PolicyIndex::state` and a no-op
+/// catch-up (`IPWARDEN_BENCH_COMPUTE_ONLY_STEP` picks one of them alone).
+fn compute_only_runs(base: &Snapshot, opts: &Options, n: usize) {
+    let step = std::env::var("IPWARDEN_BENCH_COMPUTE_ONLY_STEP").ok();
+    let wanted = |name: &str| step.as_deref().is_none_or(|s| s == name);
+    let time = |name: &str, f: &dyn Fn()| {
+        if !wanted(name) {
+            return;
+        }
+        let times: Vec<Duration> = (0..n)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect();
+        let min = *times.iter().min().expect("runs");
+        println!("{name}: median {:?}, min {min:?} of {n}", median(times));
+    };
+    time("desired", &|| {
+        std::hint::black_box(policies::desired(base, opts));
+    });
+    time("build", &|| {
+        std::hint::black_box(PolicyIndex::build(base, opts));
+    });
+    let index = std::cell::RefCell::new(PolicyIndex::build(base, opts));
+    time("state", &|| {
+        std::hint::black_box(index.borrow().state());
+    });
+    // What a no-op full sync computes besides `state`.
+    time("catch_up", &|| {
+        let mut index = index.borrow_mut();
+        let changes = index.changes_since(base);
+        std::hint::black_box(index.update(base, &changes));
+    });
+}
+
 fn main() {
     // `cargo test --benches` runs this binary too: only measure on request.
     if std::env::args().any(|a| a == "--test") {
@@ -865,17 +906,7 @@ fn main() {
     let base = generate(pods, policies_n, namespaces, seed);
     let opts = Options::default();
     if let Some(n) = compute_only {
-        // For profiling the controller: only `desired`, N times.
-        let n: usize = n.parse().unwrap_or(10);
-        let times: Vec<Duration> = (0..n)
-            .map(|_| {
-                let start = Instant::now();
-                std::hint::black_box(policies::desired(&base, &opts));
-                start.elapsed()
-            })
-            .collect();
-        let min = *times.iter().min().expect("runs");
-        println!("desired: median {:?}, min {min:?} of {n}", median(times));
+        compute_only_runs(&base, &opts, n.parse().unwrap_or(10));
         return;
     }
     let cluster_policies = one("IPWARDEN_BENCH_CLUSTER_POLICIES", "0");

@@ -134,15 +134,18 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
     Ok(report)
 }
 
-/// The policy controller with its dataplane. A full sync recomputes the
-/// whole policy state ([`policies::desired`]), reads every policy set and
-/// both filter tables back and repairs drift, then builds the keyed
-/// [`PolicyIndex`] of the cluster it applied. A partial sync updates that
-/// index with the changed objects only and writes its delta: set members
-/// through the store's member path, sets created before and destroyed
-/// after the chains, and the moved chains and lines through one
-/// `iptables-restore --noflush` per family that names only them (no read
-/// of the table).
+/// The policy controller with its dataplane. It keeps the keyed
+/// [`PolicyIndex`] of the cluster it last applied. A full sync brings that
+/// index up to date with the whole snapshot ([`PolicyIndex::changes_since`]
+/// compares every object; the first sync, and the first after a failure,
+/// builds it), assembles the whole policy state from it
+/// ([`PolicyIndex::state`], equal to [`policies::desired`] of the same
+/// cluster), reads every policy set and both filter tables back and
+/// repairs drift. A partial sync updates the index with the changed
+/// objects only and writes its delta: set members through the store's
+/// member path, sets created before and destroyed after the chains, and
+/// the moved chains and lines through one `iptables-restore --noflush`
+/// per family that names only them (no read of the table).
 pub struct PolicySync<D> {
     dataplane: D,
     opts: policies::Options,
@@ -162,6 +165,9 @@ impl<D: Dataplane> PolicySync<D> {
         }
     }
 
+    /// The whole desired state of `snapshot`, computed from scratch (a
+    /// one-off pass, or while ClusterNetworkPolicies exist; otherwise the
+    /// daemon's syncs assemble it from the index).
     pub fn prepare(&self, snapshot: &Snapshot) -> PolicyState {
         policies::desired(snapshot, &self.opts)
     }
@@ -219,14 +225,36 @@ impl<D: Dataplane> PolicySync<D> {
                 self.applied = Some(index);
                 Ok((state, report))
             }
-            _ => {
-                let state = self.prepare(snapshot);
+            (_, held) => {
+                let index = self.caught_up(held, snapshot);
+                // The index does not know the tiers: with any, the state
+                // is computed whole (the index is still kept up to date
+                // for the partial syncs after the last one goes).
+                let state = if tiers {
+                    self.prepare(snapshot)
+                } else {
+                    index.state()
+                };
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;
                 self.sources = state.egress_restricted_sources();
-                self.applied = Some(PolicyIndex::build(snapshot, &self.opts));
+                self.applied = Some(index);
                 Ok((state, report))
             }
+        }
+    }
+
+    /// `held` brought up to date with every object of `snapshot`, or the
+    /// index of `snapshot` built anew when there is none.
+    fn caught_up(&self, held: Option<PolicyIndex>, snapshot: &Snapshot) -> PolicyIndex {
+        match held {
+            Some(mut index) => {
+                let changes = index.changes_since(snapshot);
+                // The full sync writes the whole state: its delta is moot.
+                index.update(snapshot, &changes);
+                index
+            }
+            None => PolicyIndex::build(snapshot, &self.opts),
         }
     }
 }

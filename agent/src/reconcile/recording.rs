@@ -578,3 +578,31 @@ fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
     let calls = rec.take();
     assert!(calls.contains(&Call::Sets(POLICIES_OWNER)), "{calls:?}");
 }
+
+#[test]
+fn a_full_policy_sync_finds_the_changes_no_one_named() {
+    use super::policies::PolicySync;
+    use crate::controllers::policies::{desired, incremental::PolicyChanges, Options};
+    let rec = Recording::default();
+    let mut p = PolicySync::new(rec.clone(), Options::default());
+    p.sync(
+        SyncKind::Full,
+        &policy_cluster("client"),
+        &PolicyChanges::default(),
+    )
+    .unwrap();
+    // x/b relabelled while the watch was down (a relist names nothing).
+    let other = policy_cluster("other");
+    let (state, _) = p
+        .sync(SyncKind::Full, &other, &PolicyChanges::default())
+        .unwrap();
+    assert_eq!(state, desired(&other, &Options::default()));
+    rec.take();
+    // The index holds x/b as relabelled: setting it again moves nothing.
+    let b = PolicyChanges {
+        pods: [("x".to_string(), "b".to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    p.sync(SyncKind::Partial, &other, &b).unwrap();
+    assert_eq!(rec.take(), []);
+}

@@ -204,29 +204,29 @@ pub(super) fn view<'a>(
     }
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let mut texts: Vec<(String, &str)> = status
+    // (index in podIPs, or None for podIP; the text): the field's name
+    // is only written out for a problem (views are taken per pod change).
+    let mut texts: Vec<(Option<usize>, &str)> = status
         .pod_ips
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, a)| (format!("status.podIPs[{i}].ip"), a.ip.as_str()))
+        .map(|(i, a)| (Some(i), a.ip.as_str()))
         .collect();
     if texts.is_empty() {
-        texts.extend(
-            status
-                .pod_ip
-                .as_deref()
-                .map(|a| ("status.podIP".to_string(), a)),
-        );
+        texts.extend(status.pod_ip.as_deref().map(|a| (None, a)));
     }
-    let mut ips = Vec::new();
-    for (field, text) in texts {
+    let mut ips = Vec::with_capacity(texts.len());
+    for (at, text) in texts {
         match text.parse::<IpAddr>() {
             Ok(ip) if !ips.contains(&ip) => ips.push(ip),
             Ok(_) => {}
             Err(_) => problems.push(Problem {
                 object: format!("Pod {namespace}/{name}"),
-                field,
+                field: at.map_or_else(
+                    || "status.podIP".to_string(),
+                    |i| format!("status.podIPs[{i}].ip"),
+                ),
                 message: format!("{text:?} is not an IP address"),
                 skipped: false,
             }),

@@ -1,14 +1,41 @@
-//! Packet counters of commented rules, from `iptables-save -c`: how the
-//! policy controller's counting rules become metrics.
+//! Packet counters of commented rules: how the policy controller's
+//! counting rules (and the service proxy's) become metrics. Under
+//! iptables-nft they come from one netlink dump of the table's rules
+//! (nft_rules.rs); under the legacy backend, or if that dump fails, from
+//! `iptables-save -c`.
 
 use std::{collections::BTreeMap, process::Command};
 
-use super::{save_cmd, IptablesError};
+use super::{generation::nft_backend, nft_rules, save_cmd, IptablesError};
 use crate::desired::{Family, Table};
 
 /// Packets counted by every rule of `table` whose comment starts with
 /// `prefix`, summed per comment (the text after the prefix).
 pub fn comment_counters(
+    family: Family,
+    table: Table,
+    prefix: &str,
+) -> Result<BTreeMap<String, u64>, IptablesError> {
+    if nft_backend(family) {
+        let mut out = BTreeMap::new();
+        let read = nft_rules::visit_comments(family, table, |comment, packets| {
+            if let Some(text) = comment.strip_prefix(prefix) {
+                *out.entry(text.to_string()).or_default() += packets;
+            }
+        });
+        match read {
+            Ok(()) => return Ok(out),
+            Err(e) => {
+                tracing::debug!(error = %e, "no nf_tables rule dump; reading counters with iptables-save -c")
+            }
+        }
+    }
+    comment_counters_from_save(family, table, prefix)
+}
+
+/// [`comment_counters`] read from `iptables-save -c`, whatever the
+/// backend.
+pub fn comment_counters_from_save(
     family: Family,
     table: Table,
     prefix: &str,

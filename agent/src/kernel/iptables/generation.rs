@@ -44,7 +44,7 @@ pub fn current(family: Family) -> Option<Stamp> {
 
 /// Does `iptables-save` (or ip6tables-save) talk to nf_tables? Asked once
 /// per process: the binary does not change under us.
-fn nft_backend(family: Family) -> bool {
+pub(super) fn nft_backend(family: Family) -> bool {
     static V4: OnceLock<bool> = OnceLock::new();
     static V6: OnceLock<bool> = OnceLock::new();
     let cell = match family {
@@ -126,7 +126,7 @@ fn parse_reply(reply: &[u8]) -> io::Result<u32> {
     Err(bad("no NFTA_GEN_ID in the reply"))
 }
 
-fn set_recv_timeout(fd: i32) -> io::Result<()> {
+pub(super) fn set_recv_timeout(fd: i32) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: 0,

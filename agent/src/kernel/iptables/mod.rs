@@ -14,13 +14,14 @@
 mod apply;
 mod counters;
 mod generation;
+mod nft_rules;
 mod partial;
 mod render;
 mod saved;
 mod switch;
 
 pub use apply::{apply, read_table, IptablesError, Report};
-pub use counters::comment_counters;
+pub use counters::{comment_counters, comment_counters_from_save};
 pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
 pub use render::{script, Changes};
 pub use saved::SavedTable;

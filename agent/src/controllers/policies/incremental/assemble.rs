@@ -17,7 +17,9 @@ use crate::desired::{Chain, Family};
 
 impl PolicyIndex {
     fn policies_of(&self, keys: &[Key]) -> Vec<&Policy> {
-        keys.iter().map(|k| &*self.policies[k].policy).collect()
+        keys.iter()
+            .map(|k| &self.policies[k].compiled.policy)
+            .collect()
     }
 
     fn render_pod_chain(&self, iso: &Isolated, family: Family) -> Chain {
@@ -94,7 +96,7 @@ impl PolicyIndex {
         let names = |keys: &[Key]| {
             keys.iter()
                 .map(|k| {
-                    let p = &self.policies[k].policy;
+                    let p = &self.policies[k].compiled.policy;
                     format!("{}/{}", p.namespace, p.name)
                 })
                 .collect()

@@ -2,10 +2,10 @@
 //! `rules.rs` computes for the whole cluster, for a single pod, so a pod
 //! change is the difference of two small lists.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use super::super::{
-    model::{Direction, Namespaces, Peer, Policy, PortMatch},
+    model::{Direction, Namespaces, Peer, Policy, PortMatch, Rule},
     pods::{namespace_matches, PodView},
     rules::set_name,
 };
@@ -15,7 +15,69 @@ use crate::desired::{Family, Member};
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// (set name, member) pairs.
-pub type Contribution = Vec<(String, Member)>;
+pub type Contribution = Vec<(Arc<str>, Member)>;
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// A set name in each family (v4, v6).
+type Names = [Arc<str>; 2];
+
+/// The names of one rule's pod-derived sets.
+struct RuleNames {
+    /// The set of its pod peers, if it has any.
+    pods: Option<Names>,
+    /// The set of each named port, by position in `ports`.
+    ports: Vec<Option<Names>>,
+}
+
+/// A policy with the names of its pod-derived sets hashed once: every
+/// pod a rule matches names them again (a SHA-256 each).
+pub struct Compiled {
+    pub policy: Policy,
+    /// Per direction (ingress, egress), per rule in order.
+    names: [Vec<RuleNames>; 2],
+}
+
+impl Compiled {
+    pub fn new(policy: Policy) -> Self {
+        let names = [Direction::Ingress, Direction::Egress].map(|d| {
+            let rules = policy.rules(d).unwrap_or_default();
+            rules.iter().map(|r| rule_names(&policy, d, r)).collect()
+        });
+        Self { policy, names }
+    }
+
+    fn rule(&self, d: Direction, position: usize) -> &RuleNames {
+        let slot = match d {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        };
+        &self.names[slot][position]
+    }
+}
+
+fn rule_names(policy: &Policy, d: Direction, rule: &Rule) -> RuleNames {
+    let names = |what: &str, on_source: bool| {
+        FAMILIES.map(|f| Arc::from(set_name(policy, d, f, rule, what, on_source)))
+    };
+    let has_pod_peers = rule
+        .peers
+        .iter()
+        .flatten()
+        .any(|p| matches!(p, Peer::Pods { .. }));
+    RuleNames {
+        pods: has_pod_peers.then(|| names("pods", d == Direction::Ingress)),
+        ports: rule
+            .ports
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| {
+                matches!(p, PortMatch::Named { .. }).then(|| names(&format!("port-{i}"), false))
+            })
+            .collect(),
+    }
+}
 
 fn peer_matches(peer: &Peer, policy: &Policy, pod: &PodView, ns: &NamespaceLabels) -> bool {
     match peer {
@@ -40,27 +102,29 @@ pub fn is_target(policy: &Policy, d: Direction, pod: &PodView) -> bool {
         && policy.pod_selector.matches(pod.labels)
 }
 
-/// The members `pod` adds to the sets of `policy`, in both families.
-pub fn contribution(policy: &Policy, pod: &PodView, ns: &NamespaceLabels, out: &mut Contribution) {
+/// The members `pod` adds to the sets of `compiled`, in both families.
+pub fn contribution(
+    compiled: &Compiled,
+    pod: &PodView,
+    ns: &NamespaceLabels,
+    out: &mut Contribution,
+) {
+    let policy = &compiled.policy;
     for d in [Direction::Ingress, Direction::Egress] {
         let Some(rules) = policy.rules(d) else {
             continue;
         };
         let target = is_target(policy, d, pod);
-        for rule in rules {
+        for (position, rule) in rules.iter().enumerate() {
+            let names = compiled.rule(d, position);
             let peer_match = rule
                 .peers
                 .as_ref()
                 .map(|peers| peers.iter().any(|p| peer_matches(p, policy, pod, ns)));
-            let has_pod_peers = rule
-                .peers
-                .as_ref()
-                .is_some_and(|peers| peers.iter().any(|p| matches!(p, Peer::Pods { .. })));
-            for family in [Family::V4, Family::V6] {
+            for (f, family) in FAMILIES.into_iter().enumerate() {
                 let ips = || pod.ips.iter().filter(move |ip| Family::of(ip) == family);
-                if has_pod_peers && peer_match == Some(true) {
-                    let set = set_name(policy, d, family, rule, "pods", d == Direction::Ingress);
-                    out.extend(ips().map(|ip| (set.clone(), Member::ip(*ip))));
+                if let (Some(set), Some(true)) = (&names.pods, peer_match) {
+                    out.extend(ips().map(|ip| (set[f].clone(), Member::ip(*ip))));
                 }
                 let Some(ports) = &rule.ports else { continue };
                 // Whose named ports the rule resolves (rules.rs,
@@ -77,34 +141,39 @@ pub fn contribution(policy: &Policy, pod: &PodView, ns: &NamespaceLabels, out: &
                 if !included {
                     continue;
                 }
-                for (i, port) in ports.iter().enumerate() {
-                    let PortMatch::Named { proto, name } = port else {
+                for (port, set) in ports.iter().zip(&names.ports) {
+                    let (PortMatch::Named { proto, name }, Some(set)) = (port, set) else {
                         continue;
                     };
                     let Some(number) = pod.named_port(name, *proto) else {
                         continue;
                     };
-                    let set = set_name(policy, d, family, rule, &format!("port-{i}"), false);
-                    out.extend(ips().map(|ip| (set.clone(), Member::ip_port(*ip, *proto, number))));
+                    let member =
+                        |ip: &IpAddr| (set[f].clone(), Member::ip_port(*ip, *proto, number));
+                    out.extend(ips().map(member));
                 }
             }
         }
     }
 }
 
-/// Does a pod with no label any of the policy's anchors name still reach
-/// its sets? (A pod peer whose selector has no anchor, or an egress rule
-/// whose named ports resolve on every pod.)
+/// Does a pod with no label any of the policy's anchors name, outside the
+/// policy's namespace, still reach its sets? (A pod peer of other
+/// namespaces whose selector has no anchor, or an egress rule whose named
+/// ports resolve on every pod.) The pods of the policy's own namespace
+/// always have it among their candidates.
 pub fn needs_every_pod(policy: &Policy) -> bool {
     [Direction::Ingress, Direction::Egress]
         .into_iter()
         .any(|d| {
             policy.rules(d).into_iter().flatten().any(|rule| {
-                let pod_peers = rule.peers.iter().flatten().filter_map(|p| match p {
-                    Peer::Pods { pods, .. } => Some(pods),
-                    Peer::Block(_) => None,
+                let unanchored = rule.peers.iter().flatten().any(|p| match p {
+                    Peer::Pods {
+                        namespaces: Namespaces::Matching(_),
+                        pods,
+                    } => pods.anchors().is_none(),
+                    Peer::Pods { .. } | Peer::Block(_) => false,
                 });
-                let unanchored = pod_peers.clone().any(|s| s.anchors().is_none());
                 let named = rule
                     .ports
                     .iter()

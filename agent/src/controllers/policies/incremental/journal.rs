@@ -128,7 +128,7 @@ impl Journal {
             if !(now_active && before_active) {
                 continue;
             }
-            let counts = index.members.get(set);
+            let counts = index.members.get(set.as_str());
             let mut d = SetDelta {
                 set: set.clone(),
                 ..SetDelta::default()
@@ -234,7 +234,7 @@ impl PolicyIndex {
     /// A set as the shape has it, with its pod members.
     pub(super) fn set_spec(&self, shape: &SetSpec) -> SetSpec {
         let mut spec = shape.clone();
-        if let Some(counts) = self.members.get(&shape.name) {
+        if let Some(counts) = self.members.get(shape.name.as_str()) {
             spec.members.extend(counts.keys().copied());
         }
         spec

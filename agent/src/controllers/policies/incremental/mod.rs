@@ -17,11 +17,14 @@
 //! chains written and deleted and the moved lines of the top chains.
 //! [`PolicyIndex::state`] assembles the whole state, which equals
 //! [`super::desired`] of the same cluster (tested over random event
-//! sequences in `tests.rs`).
+//! sequences in `tests.rs`). [`PolicyIndex::changes_since`] compares the
+//! index with a whole snapshot, so a full sync updates the index instead
+//! of rebuilding it.
 //!
 //! [`Selector::anchors`]: super::selector::Selector::anchors
 
 mod assemble;
+mod catch_up;
 mod contrib;
 mod journal;
 #[cfg(test)]
@@ -38,7 +41,7 @@ use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
 use super::{
     describe::{self, PolicyDescription},
     model::{self, Direction, Policy},
-    pods::{namespace_labels_of, view},
+    pods::{namespace_labels_of, view, PodView},
     rules::{PolicyChain, PolicyCtx},
     Options,
 };
@@ -49,7 +52,25 @@ use crate::{
 
 pub use journal::PolicyDelta;
 
-use contrib::{Contribution, NamespaceLabels};
+use contrib::{Compiled, Contribution, NamespaceLabels};
+
+/// Policies by key, each with its compiled form: a pod's candidates are
+/// gathered from several of these and told apart by pointer.
+type Listed = BTreeMap<Key, Arc<Compiled>>;
+
+/// The policies filed under one label key ([`Selector::anchors`]).
+#[derive(Default)]
+struct ByLabel {
+    /// Anchored on the key alone (`Exists`).
+    any_value: Listed,
+    by_value: HashMap<String, Listed>,
+}
+
+impl ByLabel {
+    fn is_empty(&self) -> bool {
+        self.any_value.is_empty() && self.by_value.is_empty()
+    }
+}
 
 /// (namespace, name) as the snapshot sorts objects (no namespace: "").
 pub type Key = (String, String);
@@ -105,7 +126,7 @@ impl Isolated {
 
 /// A policy with what is derived from it alone.
 struct PolicyEntry {
-    policy: Arc<Policy>,
+    compiled: Arc<Compiled>,
     /// Its chain and pod-less sets per (direction, family).
     shapes: BTreeMap<(Direction, Family), PolicyChain>,
     anchors: Vec<(String, Option<String>)>,
@@ -123,18 +144,19 @@ pub struct PolicyIndex {
     policies: BTreeMap<Key, PolicyEntry>,
     policy_problems: BTreeMap<Key, Vec<Problem>>,
     /// Policies by their own namespace.
-    by_namespace: BTreeMap<String, BTreeSet<Key>>,
-    /// Policies by a label one of their peer selectors requires.
-    by_anchor: HashMap<(String, Option<String>), BTreeSet<Key>>,
+    by_namespace: BTreeMap<String, Listed>,
+    /// Policies by a label one of their peer selectors requires, by the
+    /// label's key.
+    by_anchor: HashMap<String, ByLabel>,
     /// Policies any pod may reach (see `contrib::needs_every_pod`).
-    every_pod: BTreeSet<Key>,
+    every_pod: Listed,
     /// Policies with a namespace selector.
     by_namespace_labels: BTreeSet<Key>,
     /// The (policy, direction, family) each policy set belongs to.
     set_units: HashMap<String, (Key, Direction, Family)>,
     /// Members of every pod-derived policy set, with how many pods put
     /// each there (two pods may share an address).
-    members: HashMap<String, BTreeMap<Member, u32>>,
+    members: HashMap<Arc<str>, BTreeMap<Member, u32>>,
     isolated: BTreeMap<Key, Isolated>,
     /// The local pods each policy isolates, per direction.
     targets: BTreeMap<(Key, Direction), BTreeSet<Key>>,
@@ -173,7 +195,7 @@ impl PolicyIndex {
             policy_problems: BTreeMap::new(),
             by_namespace: BTreeMap::new(),
             by_anchor: HashMap::new(),
-            every_pod: BTreeSet::new(),
+            every_pod: Listed::new(),
             by_namespace_labels: BTreeSet::new(),
             set_units: HashMap::new(),
             members: HashMap::new(),
@@ -228,7 +250,10 @@ impl PolicyIndex {
     /// Adds (+1) or removes (-1) a contribution's members.
     fn count(&mut self, contribution: Contribution, add: bool) {
         for (set, member) in contribution {
-            let counts = self.members.entry(set.clone()).or_default();
+            if !self.members.contains_key(&set) {
+                self.members.insert(set.clone(), BTreeMap::new());
+            }
+            let counts = self.members.get_mut(&set).expect("inserted above");
             let before = counts.get(&member).copied().unwrap_or(0);
             if let Some(j) = self.journal.as_mut() {
                 j.member(&set, member, before > 0);
@@ -243,48 +268,56 @@ impl PolicyIndex {
         }
     }
 
-    /// The policies whose sets `pod` may be in.
-    fn candidates(&self, pod: &super::pods::PodView, into: &mut BTreeSet<Key>) {
-        into.extend(self.every_pod.iter().cloned());
+    /// The policies whose sets `pod` may be in, each once.
+    fn candidates(&self, pod: &PodView) -> Vec<&Arc<Compiled>> {
+        let mut into: Vec<&Arc<Compiled>> = self.every_pod.values().collect();
         if let Some(own) = self.by_namespace.get(pod.namespace) {
-            into.extend(own.iter().cloned());
+            into.extend(own.values());
         }
         for (k, v) in pod.labels.into_iter().flatten() {
-            for anchor in [(k.clone(), Some(v.clone())), (k.clone(), None)] {
-                if let Some(ps) = self.by_anchor.get(&anchor) {
-                    into.extend(ps.iter().cloned());
+            if let Some(by_label) = self.by_anchor.get(k) {
+                into.extend(by_label.any_value.values());
+                if let Some(ps) = by_label.by_value.get(v) {
+                    into.extend(ps.values());
                 }
             }
         }
+        into.sort_unstable_by_key(|c| Arc::as_ptr(c));
+        into.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        into
+    }
+
+    /// What the actionable `pod` puts into the sets of `policies`.
+    fn pod_contribution(&self, pod: &Pod, policies: &[&Arc<Compiled>]) -> Contribution {
+        self.view_of(pod)
+            .map_or_else(Vec::new, |v| self.contribution_of(&v, policies))
     }
 
     /// What `pod` puts into the sets of `policies`.
-    fn contribution_of(&self, pod: &Pod, policies: &BTreeSet<Key>) -> Contribution {
+    fn contribution_of(&self, pod: &PodView, policies: &[&Arc<Compiled>]) -> Contribution {
         let mut out = Vec::new();
-        if let Some(v) = self.view_of(pod) {
-            for key in policies {
-                if let Some(e) = self.policies.get(key) {
-                    contrib::contribution(&e.policy, &v, &self.namespaces, &mut out);
-                }
-            }
+        for compiled in policies {
+            contrib::contribution(compiled, pod, &self.namespaces, &mut out);
         }
         out
     }
 
+    /// What `pod` puts into the sets of the policies it may meet.
+    fn contribution_to_candidates(&self, pod: Option<&PodView>) -> Contribution {
+        pod.map_or_else(Vec::new, |v| self.contribution_of(v, &self.candidates(v)))
+    }
+
     fn set_pod(&mut self, key: Key, new: Option<&Arc<Pod>>) {
         let mut problems = Vec::new();
-        let new = new.filter(|p| view(p, &self.node, &mut problems).is_some());
+        let new_view = new.and_then(|p| view(p, &self.node, &mut problems));
+        let new = new.filter(|_| new_view.is_some());
         let old = self.pods.get(&key).cloned();
-        let mut candidates = BTreeSet::new();
-        for pod in old.iter().chain(new) {
-            if let Some(v) = self.view_of(pod) {
-                self.candidates(&v, &mut candidates);
-            }
-        }
-        if let Some(old) = &old {
-            let c = self.contribution_of(old, &candidates);
-            self.count(c, false);
-        }
+        let old_view = old.as_deref().and_then(|p| self.view_of(p));
+        // Old and new each against their own candidates: a policy that
+        // is no candidate of some labels gets nothing from them.
+        let removed = self.contribution_to_candidates(old_view.as_ref());
+        let added = self.contribution_to_candidates(new_view.as_ref());
+        self.count(removed, false);
         match new {
             Some(p) => self.pods.insert(key.clone(), p.clone()),
             None => self.pods.remove(&key),
@@ -294,10 +327,7 @@ impl PolicyIndex {
         } else {
             self.pod_problems.insert(key.clone(), problems);
         }
-        if let Some(new) = new {
-            let c = self.contribution_of(new, &candidates);
-            self.count(c, true);
-        }
+        self.count(added, true);
         self.isolate(&key);
     }
 
@@ -311,8 +341,8 @@ impl PolicyIndex {
             let own = self.by_namespace.get(v.namespace)?;
             let selecting = |d: Direction| -> Vec<Key> {
                 own.iter()
-                    .filter(|k| contrib::is_target(&self.policies[*k].policy, d, &v))
-                    .cloned()
+                    .filter(|(_, c)| contrib::is_target(&c.policy, d, &v))
+                    .map(|(k, _)| k.clone())
                     .collect()
             };
             let (ingress, egress) = (selecting(Direction::Ingress), selecting(Direction::Egress));
@@ -369,18 +399,19 @@ impl PolicyIndex {
             return;
         }
         // The policies whose namespace selectors answer differently.
-        let affected: BTreeSet<Key> = self
+        let affected: Vec<Arc<Compiled>> = self
             .by_namespace_labels
             .iter()
-            .filter(|k| {
-                let p = &self.policies[*k].policy;
-                namespace_selectors(p).any(|s| {
+            .map(|k| &self.policies[k].compiled)
+            .filter(|c| {
+                namespace_selectors(&c.policy).any(|s| {
                     super::pods::namespace_matches(old.as_ref(), name, s)
                         != super::pods::namespace_matches(labels.as_ref(), name, s)
                 })
             })
             .cloned()
             .collect();
+        let affected: Vec<&Arc<Compiled>> = affected.iter().collect();
         let pods: Vec<Arc<Pod>> = self
             .pods
             .values()
@@ -389,7 +420,7 @@ impl PolicyIndex {
             .collect();
         let before: Vec<Contribution> = pods
             .iter()
-            .map(|p| self.contribution_of(p, &affected))
+            .map(|p| self.pod_contribution(p, &affected))
             .collect();
         for c in before {
             self.count(c, false);
@@ -399,7 +430,7 @@ impl PolicyIndex {
             None => self.namespaces.remove(name),
         };
         for p in &pods {
-            let c = self.contribution_of(p, &affected);
+            let c = self.pod_contribution(p, &affected);
             self.count(c, true);
         }
     }
@@ -412,14 +443,18 @@ impl PolicyIndex {
         } else {
             self.policy_problems.insert(key.clone(), problems);
         }
-        let old = self.policies.get(&key).map(|e| e.policy.clone());
-        if old.as_deref() == new.as_ref() {
+        let old = self.policies.get(&key).map(|e| e.compiled.clone());
+        if old.as_ref().map(|c| &c.policy) == new.as_ref() {
             return;
         }
         // The local pods of its namespace may be isolated differently (a
         // policy selects pods of its own namespace only): their chains
         // are recorded before the policy changes under them.
-        let namespace = old.as_deref().or(new.as_ref()).map(|p| p.namespace.clone());
+        let namespace = old
+            .as_ref()
+            .map(|c| &c.policy)
+            .or(new.as_ref())
+            .map(|p| p.namespace.clone());
         let locals = namespace.map_or_else(Vec::new, |ns| self.local_pods_in(&ns));
         for k in &locals {
             self.touch_pod(k);
@@ -427,19 +462,19 @@ impl PolicyIndex {
         for d in [Direction::Ingress, Direction::Egress] {
             self.touch_unit(&key, d);
         }
-        let only: BTreeSet<Key> = BTreeSet::from([key.clone()]);
         let pods: Vec<Arc<Pod>> = self.pods.values().cloned().collect();
         if let Some(old) = &old {
             for p in &pods {
-                let c = self.contribution_of(p, &only);
+                let c = self.pod_contribution(p, &[old]);
                 self.count(c, false);
             }
-            self.unindex(&key, old);
+            self.unindex(&key, &old.policy);
         }
         if let Some(new) = new {
-            self.index(&key, Arc::new(new));
+            let new = Arc::new(Compiled::new(new));
+            self.index(&key, new.clone());
             for p in &pods {
-                let c = self.contribution_of(p, &only);
+                let c = self.pod_contribution(p, &[&new]);
                 self.count(c, true);
             }
         }
@@ -461,7 +496,8 @@ impl PolicyIndex {
             .collect()
     }
 
-    fn index(&mut self, key: &Key, policy: Arc<Policy>) {
+    fn index(&mut self, key: &Key, compiled: Arc<Compiled>) {
+        let policy = &compiled.policy;
         let mut shapes = BTreeMap::new();
         let empty = super::pods::Cluster::empty();
         for d in [Direction::Ingress, Direction::Egress] {
@@ -471,7 +507,7 @@ impl PolicyIndex {
             for family in [Family::V4, Family::V6] {
                 let ctx = PolicyCtx {
                     cluster: &empty,
-                    policy: &policy,
+                    policy,
                     direction: d,
                     family,
                     local_targets: &[],
@@ -484,26 +520,28 @@ impl PolicyIndex {
                 shapes.insert((d, family), shape);
             }
         }
-        let anchors = contrib::anchors(&policy);
-        for a in &anchors {
-            self.by_anchor
-                .entry(a.clone())
-                .or_default()
-                .insert(key.clone());
+        let anchors = contrib::anchors(policy);
+        for (label, value) in &anchors {
+            let by_label = self.by_anchor.entry(label.clone()).or_default();
+            let listed = match value {
+                Some(v) => by_label.by_value.entry(v.clone()).or_default(),
+                None => &mut by_label.any_value,
+            };
+            listed.insert(key.clone(), compiled.clone());
         }
-        if contrib::needs_every_pod(&policy) {
-            self.every_pod.insert(key.clone());
+        if contrib::needs_every_pod(policy) {
+            self.every_pod.insert(key.clone(), compiled.clone());
         }
-        if contrib::selects_namespaces(&policy) {
+        if contrib::selects_namespaces(policy) {
             self.by_namespace_labels.insert(key.clone());
         }
         self.by_namespace
             .entry(policy.namespace.clone())
             .or_default()
-            .insert(key.clone());
+            .insert(key.clone(), compiled.clone());
         let entry = PolicyEntry {
-            description: describe::policy(&policy),
-            policy,
+            description: describe::policy(policy),
+            compiled,
             shapes,
             anchors,
         };
@@ -514,12 +552,25 @@ impl PolicyIndex {
         let Some(entry) = self.policies.remove(key) else {
             return;
         };
-        for a in &entry.anchors {
-            if let Some(ps) = self.by_anchor.get_mut(a) {
-                ps.remove(key);
-                if ps.is_empty() {
-                    self.by_anchor.remove(a);
+        for (label, value) in &entry.anchors {
+            let Some(by_label) = self.by_anchor.get_mut(label) else {
+                continue;
+            };
+            match value {
+                Some(v) => {
+                    if let Some(ps) = by_label.by_value.get_mut(v) {
+                        ps.remove(key);
+                        if ps.is_empty() {
+                            by_label.by_value.remove(v);
+                        }
+                    }
                 }
+                None => {
+                    by_label.any_value.remove(key);
+                }
+            }
+            if by_label.is_empty() {
+                self.by_anchor.remove(label);
             }
         }
         self.every_pod.remove(key);
@@ -533,7 +584,7 @@ impl PolicyIndex {
         // Its sets' names are its own (hashed from the policy's name).
         for shape in entry.shapes.values() {
             for s in &shape.sets {
-                self.members.remove(&s.name);
+                self.members.remove(s.name.as_str());
                 self.set_units.remove(&s.name);
             }
         }
