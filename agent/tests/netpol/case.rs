@@ -182,6 +182,10 @@ impl Case {
             matrix::traffic(&self.families, &self.protos),
             skipped,
         );
+        matrix.denials_may_drop = self
+            .extra
+            .iter()
+            .any(|d| d["kind"] == "ClusterNetworkPolicy");
         if let Some(expect) = &self.expect {
             expect(&mut matrix);
         }

@@ -167,11 +167,16 @@ impl Outcome {
     /// refuses TCP and UDP at once: a timeout or another error there is a
     /// broken route or a missing answer, not a policy. SCTP reports some
     /// refusals as a timeout (netpol/sctp.rs), so any failure counts there.
-    pub fn agrees(&self, allowed: bool, proto: Proto) -> bool {
+    /// A ClusterNetworkPolicy Deny drops (`may_drop`): a timeout is a
+    /// denial there too (which rule decided is checked where it matters,
+    /// in cnp_netns's drop-versus-refuse test).
+    pub fn agrees(&self, allowed: bool, proto: Proto, may_drop: bool) -> bool {
         match (allowed, proto) {
             (true, _) => self.connected(),
             (false, Proto::Sctp) => !self.connected() && !matches!(self, Outcome::WrongAnswer(_)),
-            (false, Proto::Tcp | Proto::Udp) => *self == Outcome::Refused,
+            (false, Proto::Tcp | Proto::Udp) => {
+                *self == Outcome::Refused || (may_drop && *self == Outcome::Timeout)
+            }
         }
     }
 }
@@ -200,6 +205,9 @@ pub struct Reachability {
     /// Pairs that are not probed (a pod to itself, node-a to its hostNetwork pods).
     pub skipped: BTreeSet<(usize, usize)>,
     expected: BTreeMap<(usize, usize, Traffic), bool>,
+    /// Blocked cells may time out as well as be refused (a
+    /// ClusterNetworkPolicy Deny drops).
+    pub denials_may_drop: bool,
 }
 
 impl Reachability {
@@ -224,6 +232,7 @@ impl Reachability {
             traffic,
             skipped,
             expected,
+            denials_may_drop: false,
         }
     }
 
@@ -292,7 +301,7 @@ impl Reachability {
                 let seen = observed
                     .get(&cell)
                     .unwrap_or_else(|| panic!("cell {cell:?} was not probed"));
-                !seen.agrees(self.expected[&cell], cell.2.proto)
+                !seen.agrees(self.expected[&cell], cell.2.proto, self.denials_may_drop)
             })
             .collect()
     }
@@ -333,7 +342,11 @@ impl Reachability {
             }));
             let _ = writeln!(out, "comparison ('.' as expected, 'X' mismatch):");
             out.push_str(&self.table(|s, t| {
-                if observed[&(s, t, tr)].agrees(self.expected(s, t, tr), tr.proto) {
+                if observed[&(s, t, tr)].agrees(
+                    self.expected(s, t, tr),
+                    tr.proto,
+                    self.denials_may_drop,
+                ) {
                     '.'
                 } else {
                     'X'
@@ -354,6 +367,7 @@ impl Reachability {
                 match (self.expected(*s, *t, *tr), tr.proto) {
                     (true, _) => "to connect",
                     (false, Proto::Sctp) => "blocked",
+                    (false, _) if self.denials_may_drop => "refused or dropped",
                     (false, _) => "refused",
                 },
                 observed[&(*s, *t, *tr)]
