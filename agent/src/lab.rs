@@ -349,5 +349,14 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+/// The lab's manifests folder goes with it (its namespaces and bpffs
+/// clean themselves up).
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.manifests);
     }
 }

@@ -162,6 +162,8 @@ mod tests {
         Ok(out)
     }
 
+    /// A port the OS just gave out. Another test may take it before the
+    /// code under test binds it: the caller retries with a new one.
     fn free_port() -> u16 {
         std::net::TcpListener::bind("[::]:0")
             .unwrap()
@@ -170,16 +172,28 @@ mod tests {
             .port()
     }
 
+    /// `check` served on a free port (another one if the first was taken
+    /// in between).
+    fn serve_on_a_free_port(hc: &HealthChecks, check: &mut HealthCheck) {
+        for _ in 0..10 {
+            check.port = free_port();
+            if hc.serve(std::slice::from_ref(check)).is_empty() {
+                return;
+            }
+        }
+        panic!("no free port in 10 tries");
+    }
+
     #[test]
     fn listeners_open_answer_and_close_with_the_checks() {
-        let port = free_port();
         let mut check = HealthCheck {
-            port,
+            port: 0,
             service: ServiceRef::new("shop", "web"),
             local_endpoints: 1,
         };
         let hc = HealthChecks::new();
-        assert!(hc.serve(std::slice::from_ref(&check)).is_empty());
+        serve_on_a_free_port(&hc, &mut check);
+        let port = check.port;
         let ok = get(port).unwrap();
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("\"localEndpoints\":1"), "{ok}");
