@@ -57,7 +57,7 @@ fn harness_baseline_everything_connects() {
         .cluster(full_cluster())
         .dual_stack()
         .without_agent()
-        .before_probe(|topo| {
+        .before_probe(move |topo| {
             // The topology's in-process sysctl writes land in the node's
             // namespace, not the host's.
             let sysctl = |key: &str| topo.node_a.output("sysctl", &["-n", key]).unwrap();
@@ -65,7 +65,11 @@ fn harness_baseline_everything_connects() {
             assert_eq!(sysctl("net.ipv6.conf.all.forwarding").trim(), "1");
             assert_eq!(sysctl("net.bridge.bridge-nf-call-ip6tables").trim(), "1");
             // The host's own value, whatever it is, is left as it was.
-            assert_eq!(ratelimit(), host_before, "the host's own setting was changed");
+            assert_eq!(
+                ratelimit(),
+                host_before,
+                "the host's own setting was changed"
+            );
         })
         .run();
 }
