@@ -9,6 +9,7 @@
 //! starts from "everything connects"; node-a's own traffic to its pods is
 //! always allowed.
 
+#[macro_use]
 mod netpol;
 
 use netpol::{
@@ -269,22 +270,6 @@ fn cnp_bad_deny_rule_fails_closed(case: Case) -> Case {
         .expect(|r| {
             r.deny_to("x/a").expect("z/*", "y/*", false);
         })
-}
-
-/// Every case, as a #[test] in module `run`, and in the list `CASES`.
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        mod run {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(Case::new(stringify!($name))).run();
-                }
-            )*
-        }
-        const CASES: &[(&str, fn(Case) -> Case)] = &[$((stringify!($name), $name)),*];
-    };
 }
 
 cases!(

@@ -28,6 +28,7 @@
 //! cells 20-60 ms; the whole file about 17 s, plus the agent's own time
 //! per case.
 
+#[macro_use]
 mod netpol;
 
 use netpol::{
@@ -868,22 +869,6 @@ fn ip_block_egress_to_remote_pod_cidr(case: Case) -> Case {
         .expect(|r| {
             r.deny_from("x/a").allow("x/a", "z/a,z/b");
         })
-}
-
-/// Every case, as a #[test] in module `run`, and in the list `CASES`.
-macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
-        mod run {
-            use super::*;
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(Case::new(stringify!($name))).run();
-                }
-            )*
-        }
-        const CASES: &[(&str, fn(Case) -> Case)] = &[$((stringify!($name), $name)),*];
-    };
 }
 
 cases!(

@@ -3,6 +3,24 @@
 //! and the case runner.
 #![allow(dead_code)] // not every helper is used by every case
 
+/// Every case, as a #[test] in module `run`, and in the list `CASES`
+/// (for the test binaries that `#[macro_use] mod netpol;`).
+#[allow(unused_macros)]
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        mod run {
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(Case::new(stringify!($name))).run();
+                }
+            )*
+        }
+        const CASES: &[(&str, fn(Case) -> Case)] = &[$((stringify!($name), $name)),*];
+    };
+}
+
 pub mod case;
 pub mod cluster_policy;
 pub mod listen;
