@@ -121,13 +121,11 @@ pub fn admin_lines(
     log: &str,
     opts: &Options,
 ) -> Vec<String> {
-    if tiers.admin.is_empty() {
-        return Vec::new();
+    let mut lines = tier_lines(&tiers.admin, at, d, log, opts);
+    if !lines.is_empty() {
+        // The next tier starts without a verdict (an Accept keeps its allow).
+        lines.push(format!("{at} -j MARK --set-xmark 0x0/{VERDICT_MASK:#x}"));
     }
-    let mut lines = jumps(&tiers.admin, at, d);
-    lines.extend(drop_denied(at, log, opts));
-    // The next tier starts without a verdict (an Accept keeps its allow).
-    lines.push(format!("{at} -j MARK --set-xmark 0x0/{VERDICT_MASK:#x}"));
     lines
 }
 
@@ -139,10 +137,22 @@ pub fn baseline_lines(
     log: &str,
     opts: &Options,
 ) -> Vec<String> {
-    if tiers.baseline.is_empty() {
+    tier_lines(&tiers.baseline, at, d, log, opts)
+}
+
+/// One tier: a jump to each of its policies' chains, then its denies
+/// dropped; nothing when the tier has no policy for this pod.
+fn tier_lines(
+    policies: &[&ClusterPolicy],
+    at: &str,
+    d: Direction,
+    log: &str,
+    opts: &Options,
+) -> Vec<String> {
+    if policies.is_empty() {
         return Vec::new();
     }
-    let mut lines = jumps(&tiers.baseline, at, d);
+    let mut lines = jumps(policies, at, d);
     lines.extend(drop_denied(at, log, opts));
     lines
 }
