@@ -173,12 +173,19 @@ impl HealthBook {
 
     /// Registers a resource, so it shows in [`Source::health`] from the start.
     pub fn register(&self, resource: &str) {
+        self.update(resource, |_| ());
+    }
+
+    /// Runs `f` on the resource's entry (created when new) under the lock.
+    fn update<T>(&self, resource: &str, f: impl FnOnce(&mut ResourceHealth) -> T) -> T {
         let mut book = self.inner.lock().unwrap();
-        book.entry(resource.to_string())
+        let entry = book
+            .entry(resource.to_string())
             .or_insert_with(|| ResourceHealth {
                 resource: resource.to_string(),
                 ..ResourceHealth::default()
             });
+        f(entry)
     }
 
     /// Forgets a resource (a manifest file that was removed).
@@ -195,19 +202,12 @@ impl HealthBook {
     /// Records a failure: logged and counted every time, sent to the loop
     /// when the resource was healthy before (or the error changed).
     pub fn failed(&self, resource: &str, error: String) {
-        let send = {
-            let mut book = self.inner.lock().unwrap();
-            let h = book
-                .entry(resource.to_string())
-                .or_insert_with(|| ResourceHealth {
-                    resource: resource.to_string(),
-                    ..ResourceHealth::default()
-                });
+        let send = self.update(resource, |h| {
             h.failures += 1;
             let send = h.error.as_deref() != Some(error.as_str());
             h.error = Some(error.clone());
             send
-        };
+        });
         self.log_failure(resource, &error, send);
         if send {
             let _ = self.changes.send(Change::Health {
@@ -273,39 +273,17 @@ impl HealthBook {
 
     /// Records that a resource completed a list (or a whole read).
     pub fn listed(&self, resource: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .entry(resource.to_string())
-            .or_insert_with(|| ResourceHealth {
-                resource: resource.to_string(),
-                ..ResourceHealth::default()
-            })
-            .listed = true;
+        self.update(resource, |h| h.listed = true);
     }
 
     /// Counts a read held at the file's last good content.
     pub fn held(&self, resource: &str) {
-        self.inner
-            .lock()
-            .unwrap()
-            .entry(resource.to_string())
-            .or_insert_with(|| ResourceHealth {
-                resource: resource.to_string(),
-                ..ResourceHealth::default()
-            })
-            .held_shrinks += 1;
+        self.update(resource, |h| h.held_shrinks += 1);
     }
 
     /// Counts an object that was skipped (it did not deserialize).
     pub fn skipped(&self, resource: &str) {
-        let mut book = self.inner.lock().unwrap();
-        book.entry(resource.to_string())
-            .or_insert_with(|| ResourceHealth {
-                resource: resource.to_string(),
-                ..ResourceHealth::default()
-            })
-            .skipped_objects += 1;
+        self.update(resource, |h| h.skipped_objects += 1);
     }
 
     pub fn snapshot(&self) -> Vec<ResourceHealth> {
