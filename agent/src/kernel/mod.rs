@@ -1,9 +1,11 @@
 //! The only code that talks to the kernel: IPVS over generic netlink,
-//! ipset over nfnetlink, iptables through iptables-restore.
+//! ipset over nfnetlink, iptables through iptables-restore. All netlink
+//! goes through [`netlink`].
 
 pub mod ipset;
 pub mod iptables;
 pub mod ipvs;
 pub mod ipvs_sync;
 pub mod link;
+pub mod netlink;
 pub mod sysctl;

@@ -122,17 +122,6 @@ pub mod errno {
     pub const MISSING_PROTO: i32 = 4355;
 }
 
-/// Netlink attribute header flags (linux/netlink.h).
-pub const NLA_F_NESTED: u16 = 1 << 15;
-pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-/// `nla_len` is a u16, so one attribute (the ADT nest of a batch included)
-/// holds at most this many bytes: the kernel's real per-message limit.
-pub const NLA_MAX_LEN: usize = u16::MAX as usize;
-
-/// `NLMSGERR_ATTR_MSG` (linux/netlink.h): the extack text TLV.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
-
 /// IP protocol numbers with special meaning for ipset ports.
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
