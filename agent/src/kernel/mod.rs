@@ -5,7 +5,9 @@
 pub mod ipset;
 pub mod iptables;
 pub mod ipvs;
-pub mod ipvs_sync;
 pub mod link;
 pub mod netlink;
 pub mod sysctl;
+
+/// The IPVS sync under the name its callers know.
+pub use ipvs::sync as ipvs_sync;

@@ -54,7 +54,7 @@ impl IpsetClient {
     /// namespace.
     pub fn new() -> Result<Self, IpsetError> {
         let opts = Options {
-            rcvbuf: WANT_RCVBUF,
+            rcvbuf: Some(WANT_RCVBUF),
             sndbuf: Some(WANT_SNDBUF),
             timeout: REPLY_TIMEOUT,
             datagram: RECV_BUF,

@@ -48,7 +48,7 @@ impl IpvsClient {
     /// Fails with [`IpvsError::NoIpvs`] when the kernel has no IPVS.
     pub fn connect() -> Result<Self, IpvsError> {
         let opts = Options {
-            rcvbuf: WANT_RCVBUF,
+            rcvbuf: Some(WANT_RCVBUF),
             sndbuf: None,
             timeout: RECV_TIMEOUT,
             datagram: RECV_BUF_LEN,
@@ -322,6 +322,7 @@ impl IpvsClient {
         encode_query(q, self.family, seq, &mut self.send_buf);
         self.sock
             .transact(&self.send_buf, seq, !q.is_dump(), |_, attrs| on_data(attrs))
+            .map(drop)
             .map_err(|f| into_ipvs(f, op, target.into()))
     }
 

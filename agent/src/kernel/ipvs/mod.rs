@@ -10,6 +10,8 @@
 //!   [`crate::kernel::netlink`]'s codec, tested with golden bytes and
 //!   arbitrary input, without root.
 //!
+//! - [`sync`]: desired virtual services to a minimal list of requests.
+//!
 //! No code outside this module sees an attribute number.
 //!
 //! ```no_run
@@ -35,6 +37,7 @@ mod consts;
 mod error;
 mod message;
 mod request;
+pub mod sync;
 pub mod types;
 
 #[cfg(test)]

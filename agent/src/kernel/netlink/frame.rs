@@ -24,6 +24,8 @@ pub const NLM_F_ACK: u16 = 0x004;
 pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_DUMP: u16 = 0x300;
+/// The dump met a concurrent change: what it read may be mixed.
+pub const NLM_F_DUMP_INTR: u16 = 0x010;
 /// On an error message: the echoed request was cut to its header.
 pub const NLM_F_CAPPED: u16 = 0x100;
 /// On an error message: extended-ack attributes follow.

@@ -1,7 +1,8 @@
 //! The one netlink socket type of kernel/: requests go out as byte
 //! batches, answers are filed back by sequence number, the kernel's
 //! extended-ack text travels with its errno, and dumps are read to their
-//! end. Socket options go through `nix` and netlink-sys: no `unsafe` here.
+//! end. Socket options go through `nix` and netlink-sys, whose safe calls
+//! replace the hand-written setsockopt blocks kernel/ had.
 //!
 //! A socket belongs to the network namespace of the thread that opened it.
 
@@ -13,15 +14,16 @@ use nix::sys::{
     time::TimeVal,
 };
 
-use super::{frames, DecodeError, Frame, Reply};
+use super::{frame::NLM_F_DUMP_INTR, frames, DecodeError, Frame, Reply};
 
 pub use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER};
 
 /// What a socket asks of the kernel when it opens.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Receive buffer wanted: a batch's answers are queued before we read.
-    pub rcvbuf: usize,
+    /// Receive buffer wanted, if the default is too small: a batch's
+    /// answers are queued before we read.
+    pub rcvbuf: Option<usize>,
     /// Send buffer wanted, if the default (about 200 KiB) is too small.
     pub sndbuf: Option<usize>,
     /// A kernel that has not answered by then is not going to.
@@ -65,8 +67,10 @@ impl Socket {
         let _ = sock.set_cap_ack(true);
         // FORCE needs CAP_NET_ADMIN, which every family here needs anyway;
         // the plain option is capped by net.core.[rw]mem_max.
-        if setsockopt(&sock, sockopt::RcvBufForce, &opts.rcvbuf).is_err() {
-            let _ = setsockopt(&sock, sockopt::RcvBuf, &opts.rcvbuf);
+        if let Some(want) = opts.rcvbuf {
+            if setsockopt(&sock, sockopt::RcvBufForce, &want).is_err() {
+                let _ = setsockopt(&sock, sockopt::RcvBuf, &want);
+            }
         }
         if let Some(want) = opts.sndbuf {
             if setsockopt(&sock, sockopt::SndBufForce, &want).is_err() {
@@ -152,16 +156,18 @@ impl Socket {
     /// when `single`, the first message (a query without an ack). A dump
     /// is read to its end even after `on_data` fails, so the next dump on
     /// this socket is not refused as busy; the first such error is
-    /// returned.
+    /// returned. `Ok(true)` says a dump met a concurrent change
+    /// (`NLM_F_DUMP_INTR`): what it read may be mixed.
     pub fn transact(
         &mut self,
         request: &[u8],
         seq: u32,
         single: bool,
         mut on_data: impl FnMut(&Frame<'_>, &[u8]) -> Result<(), DecodeError>,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         self.send(request).map_err(Failure::Io)?;
         let mut first_err = None;
+        let mut interrupted = false;
         loop {
             let n = self.recv().map_err(Failure::Io)?;
             for frame in frames(&self.recv_buf[..n]) {
@@ -173,6 +179,7 @@ impl Socket {
                     );
                     continue;
                 }
+                interrupted |= frame.flags & NLM_F_DUMP_INTR != 0;
                 let done = match frame.reply().map_err(Failure::Decode)? {
                     Reply::Data { attrs, .. } => {
                         if let Err(e) = on_data(&frame, attrs) {
@@ -187,7 +194,7 @@ impl Socket {
                     Reply::Ignore => false,
                 };
                 if done {
-                    return first_err.map_or(Ok(()), |e| Err(Failure::Decode(e)));
+                    return first_err.map_or(Ok(interrupted), |e| Err(Failure::Decode(e)));
                 }
             }
         }
