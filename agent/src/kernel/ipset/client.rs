@@ -4,7 +4,7 @@
 use std::{collections::HashMap, io, time::Duration};
 
 use super::{
-    consts::{cmd, NFNL_SUBSYS_IPSET},
+    consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
     error::{classify, IpsetError, KernelRefusal, Op, Target},
     member::Element,
     message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
@@ -119,22 +119,22 @@ impl IpsetClient {
 
     /// `ipset destroy NAME` (`-exist` when `missing_ok`).
     pub fn destroy(&mut self, set: &SetName, missing_ok: bool) -> Result<(), IpsetError> {
-        self.named(Op::Destroy, cmd::DESTROY, set, missing_ok)
+        self.named(Op::Destroy, IpsetCmd::Destroy, set, missing_ok)
     }
 
     /// `ipset flush NAME`.
     pub fn flush(&mut self, set: &SetName) -> Result<(), IpsetError> {
-        self.named(Op::Flush, cmd::FLUSH, set, false)
+        self.named(Op::Flush, IpsetCmd::Flush, set, false)
     }
 
     /// `ipset rename FROM TO`.
     pub fn rename(&mut self, from: &SetName, to: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Rename, cmd::RENAME, from, to)
+        self.two_names(Op::Rename, IpsetCmd::Rename, from, to)
     }
 
     /// `ipset swap A B`.
     pub fn swap(&mut self, a: &SetName, b: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Swap, cmd::SWAP, a, b)
+        self.two_names(Op::Swap, IpsetCmd::Swap, a, b)
     }
 
     /// `ipset add` of many members (`-exist` when `exist_ok`). Members are
@@ -221,7 +221,7 @@ impl IpsetClient {
         let t = target(Op::Header, set.as_str());
         let seq = self.next_seq(1);
         let mut buf = Vec::new();
-        message::named(&mut buf, seq, cmd::HEADER, set, false);
+        message::named(&mut buf, seq, IpsetCmd::Header, set, false);
         let replies = self.transact(t, &buf, seq)?;
         let attrs = replies
             .first()
@@ -246,7 +246,7 @@ impl IpsetClient {
     fn named(
         &mut self,
         op: Op,
-        command: u8,
+        command: IpsetCmd,
         set: &SetName,
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
@@ -259,7 +259,7 @@ impl IpsetClient {
     fn two_names(
         &mut self,
         op: Op,
-        command: u8,
+        command: IpsetCmd,
         a: &SetName,
         b: &SetName,
     ) -> Result<(), IpsetError> {
@@ -441,7 +441,7 @@ impl IpsetClient {
         let mut d = ListDecoder::default();
         self.sock
             .transact(&buf, seq, false, |f, attrs| {
-                if is_ipset(f) && f.ty & 0xff == u16::from(cmd::LIST) {
+                if is_ipset(f) && IpsetCmd::from(f.ty as u8) == IpsetCmd::List {
                     d.feed(attrs)?;
                 }
                 Ok(())

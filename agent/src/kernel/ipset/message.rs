@@ -10,7 +10,7 @@ use std::{net::IpAddr, ops::Range};
 
 use super::{
     consts::{
-        attr, cadt_flag, cmd, data, ipaddr, list_flag, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
+        attr, cadt_flag, data, ipaddr, list_flag, IpsetCmd, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
         NFNL_SUBSYS_IPSET,
     },
     member::{Comment, Counters, Element, Entry, Net, ProtoPort},
@@ -36,8 +36,8 @@ use crate::kernel::netlink::{
 use neli::consts::nl::NlmF;
 
 /// Starts a message: header with a placeholder length, nfgenmsg, protocol.
-fn begin(buf: &mut Vec<u8>, command: u8, nl_flags: u16, seq: u32) -> usize {
-    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(command);
+fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize {
+    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(command));
     let start =
         crate::kernel::netlink::begin(buf, ty, nl_flags, seq, [AF_INET, NFNETLINK_V0, 0, 0]);
     Writer::new(buf).put_u8(attr::PROTOCOL, IPSET_PROTOCOL);
@@ -57,7 +57,12 @@ fn ack_flags(exist_ok: bool) -> u16 {
 
 /// IPSET_CMD_CREATE at the given type revision.
 pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
-    let start = begin(buf, cmd::CREATE, ack_flags(exist_ok) | NLM_F_CREATE, seq);
+    let start = begin(
+        buf,
+        IpsetCmd::Create,
+        ack_flags(exist_ok) | NLM_F_CREATE,
+        seq,
+    );
     let mut w = Writer::new(buf);
     w.put_str(attr::SETNAME, spec.name.as_str());
     w.put_str(attr::TYPENAME, spec.set_type.name());
@@ -88,14 +93,14 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist
 }
 
 /// A command that takes one set name: destroy, flush, header.
-pub fn named(buf: &mut Vec<u8>, seq: u32, command: u8, name: &SetName, exist_ok: bool) {
+pub fn named(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, name: &SetName, exist_ok: bool) {
     let start = begin(buf, command, ack_flags(exist_ok), seq);
     Writer::new(buf).put_str(attr::SETNAME, name.as_str());
     finish(buf, start);
 }
 
 /// Rename or swap: SETNAME and SETNAME2.
-pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: u8, a: &SetName, b: &SetName) {
+pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
     let start = begin(buf, command, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(attr::SETNAME, a.as_str());
@@ -105,7 +110,7 @@ pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: u8, a: &SetName, b: &SetN
 
 /// IPSET_CMD_TYPE: which revisions of `set_type` the kernel has.
 pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
-    let start = begin(buf, cmd::TYPE, ack_flags(false), seq);
+    let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(attr::TYPENAME, set_type.name());
     w.put_u8(attr::FAMILY, nfproto(family));
@@ -126,7 +131,7 @@ pub enum ListDepth {
 /// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
 /// cannot start already answers with one error.
 pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
-    let start = begin(buf, cmd::LIST, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    let start = begin(buf, IpsetCmd::List, NLM_F_REQUEST | NLM_F_DUMP, seq);
     let mut w = Writer::new(buf);
     if let Some(n) = name {
         w.put_str(attr::SETNAME, n.as_str());
@@ -178,8 +183,8 @@ pub fn adt(
     max_nest: usize,
 ) -> Vec<AdtMessage> {
     let command = match op {
-        Adt::Add => cmd::ADD,
-        Adt::Del => cmd::DEL,
+        Adt::Add => IpsetCmd::Add,
+        Adt::Del => IpsetCmd::Del,
     };
     let max_nest = max_nest.min(MAX_ADT_NEST);
     let mut out = Vec::new();
@@ -286,7 +291,7 @@ pub enum Reply<'a> {
     /// An ipset message (list/header/type reply): its attributes.
     Ipset {
         seq: u32,
-        cmd: u8,
+        cmd: IpsetCmd,
         attrs: &'a [u8],
     },
     /// Anything else (NLMSG_NOOP, other subsystems): ignored by callers.
@@ -347,7 +352,7 @@ fn reply<'a>(f: &Frame<'a>) -> Result<Reply<'a>, DecodeError> {
         {
             Reply::Ipset {
                 seq,
-                cmd: (f.ty & 0xff) as u8,
+                cmd: IpsetCmd::from(f.ty as u8),
                 attrs,
             }
         }
