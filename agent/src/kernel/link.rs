@@ -1,8 +1,12 @@
 //! The dummy interface `ipwarden0` and the VIP addresses on it, over
 //! rtnetlink (neli), plus the node's own addresses for `ipwarden-local-ips`.
 //! Equivalent to `ip link add ipwarden0 type dummy`, `ip addr add/del`.
+//! Still neli's router rather than [`crate::kernel::netlink`]'s socket: it
+//! pipelines 10k address requests through its reader thread.
 
 use std::{collections::BTreeSet, net::IpAddr};
+
+use crate::kernel::netlink::frames;
 
 use neli::{
     consts::{
@@ -530,22 +534,10 @@ impl AddressWatch {
 }
 
 /// The interface index of each address message in one datagram.
-fn address_indexes(mut buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    const HEADER: usize = 16;
-    std::iter::from_fn(move || loop {
-        if buf.len() < HEADER {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[..4].try_into().ok()?) as usize;
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().ok()?);
-        if len < HEADER || len > buf.len() {
-            return None;
-        }
-        let msg = &buf[HEADER..len];
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+fn address_indexes(buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    frames(buf)
+        .map_while(Result::ok)
+        .filter(|f| ADDRESS_MESSAGES.contains(&f.ty))
         // struct ifaddrmsg: family, prefixlen, flags, scope, then the index.
-        if ADDRESS_MESSAGES.contains(&kind) && msg.len() >= 8 {
-            return Some(u32::from_ne_bytes(msg[4..8].try_into().ok()?));
-        }
-    })
+        .filter_map(|f| Some(u32::from_ne_bytes(f.payload.get(4..8)?.try_into().ok()?)))
 }

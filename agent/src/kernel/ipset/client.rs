@@ -1,30 +1,20 @@
 //! The socket side: one nfnetlink socket, requests sent in batches (many
 //! messages per sendmsg), replies matched to requests by sequence number.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    io,
-    mem::size_of,
-    os::fd::{AsRawFd, RawFd},
-    time::Duration,
-};
-
-use neli::{
-    consts::socket::{Msg, NlFamily},
-    socket::NlSocket,
-    utils::Groups,
-};
+use std::{collections::HashMap, io, time::Duration};
 
 use super::{
-    consts::cmd,
+    consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
     error::{classify, IpsetError, KernelRefusal, Op, Target},
     member::Element,
-    message::{self, Adt, AdtMessage, ErrorReply, ListDecoder, ListDepth, Reply, UnsupportedSet},
-    nla::DecodeError,
+    message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
     types::{from_nfproto, parse_set_type, CreateSet, IpSet, SetName},
 };
 use crate::desired::{Family, SetType};
+use crate::kernel::netlink::{
+    socket::NETLINK_NETFILTER, DecodeError, Failure, Frame, Options, Refusal, Socket,
+};
 
 /// Big enough for any reply: dump messages are at most 32 KiB, and the
 /// error reply to an ADT message echoes the whole request (<= 64 KiB).
@@ -32,8 +22,8 @@ const RECV_BUF: usize = 256 * 1024;
 /// Socket buffers asked for (the kernel doubles them). A batch's replies
 /// must all fit in the receive buffer: the kernel queues them before
 /// sendmsg returns.
-const WANT_SNDBUF: libc::c_int = 4 << 20;
-const WANT_RCVBUF: libc::c_int = 8 << 20;
+const WANT_SNDBUF: usize = 4 << 20;
+const WANT_RCVBUF: usize = 8 << 20;
 /// Upper bound of one sendmsg; larger buys nothing measurable.
 const MAX_BATCH: usize = 1 << 20;
 /// A kernel that never answers must not hang the agent.
@@ -50,9 +40,7 @@ pub struct Listing {
 /// The ipset client: owns one netlink socket. Each method is one ipset
 /// command; [`IpsetClient::execute`] runs a [`Request`] value.
 pub struct IpsetClient {
-    sock: NlSocket,
-    seq: u32,
-    recv_buf: Vec<u8>,
+    sock: Socket,
     send_buf: Vec<u8>,
     /// Bytes per sendmsg, from the socket buffers we actually got.
     batch_bytes: usize,
@@ -65,35 +53,21 @@ impl IpsetClient {
     /// Opens a NETLINK_NETFILTER socket in the calling thread's network
     /// namespace.
     pub fn new() -> Result<Self, IpsetError> {
-        let io_err = |source| IpsetError::Io {
+        let opts = Options {
+            rcvbuf: Some(WANT_RCVBUF),
+            sndbuf: Some(WANT_SNDBUF),
+            timeout: REPLY_TIMEOUT,
+            datagram: RECV_BUF,
+        };
+        let sock = Socket::open(NETLINK_NETFILTER, &opts).map_err(|source| IpsetError::Io {
             op: Op::Connect,
             set: String::new(),
             source,
-        };
-        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(io_err)?;
-        sock.block().map_err(io_err)?;
-        let fd = sock.as_raw_fd();
-        // Best effort: errors without these still work, just less precisely
-        // (no extack text; CAP_ACK keeps refusals from echoing requests).
-        let _ = sock.enable_ext_ack(true);
-        let _ = set_int(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1);
-        // FORCE variants need CAP_NET_ADMIN, which ipset needs anyway; the
-        // plain ones are capped by net.core.[rw]mem_max.
-        if set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, WANT_SNDBUF).is_err() {
-            let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, WANT_SNDBUF);
-        }
-        if set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, WANT_RCVBUF).is_err() {
-            let _ = set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, WANT_RCVBUF);
-        }
-        set_timeout(fd, REPLY_TIMEOUT).map_err(io_err)?;
-        let sndbuf = get_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).map_err(io_err)?;
-        let rcvbuf = get_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(io_err)?;
+        })?;
         Ok(Self {
+            batch_bytes: batch_bytes(sock.sndbuf(), sock.rcvbuf()),
             sock,
-            seq: 1,
-            recv_buf: vec![0; RECV_BUF],
             send_buf: Vec::new(),
-            batch_bytes: batch_bytes(sndbuf, rcvbuf),
             revisions: HashMap::new(),
         })
     }
@@ -145,22 +119,22 @@ impl IpsetClient {
 
     /// `ipset destroy NAME` (`-exist` when `missing_ok`).
     pub fn destroy(&mut self, set: &SetName, missing_ok: bool) -> Result<(), IpsetError> {
-        self.named(Op::Destroy, cmd::DESTROY, set, missing_ok)
+        self.named(Op::Destroy, IpsetCmd::Destroy, set, missing_ok)
     }
 
     /// `ipset flush NAME`.
     pub fn flush(&mut self, set: &SetName) -> Result<(), IpsetError> {
-        self.named(Op::Flush, cmd::FLUSH, set, false)
+        self.named(Op::Flush, IpsetCmd::Flush, set, false)
     }
 
     /// `ipset rename FROM TO`.
     pub fn rename(&mut self, from: &SetName, to: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Rename, cmd::RENAME, from, to)
+        self.two_names(Op::Rename, IpsetCmd::Rename, from, to)
     }
 
     /// `ipset swap A B`.
     pub fn swap(&mut self, a: &SetName, b: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Swap, cmd::SWAP, a, b)
+        self.two_names(Op::Swap, IpsetCmd::Swap, a, b)
     }
 
     /// `ipset add` of many members (`-exist` when `exist_ok`). Members are
@@ -247,7 +221,7 @@ impl IpsetClient {
         let t = target(Op::Header, set.as_str());
         let seq = self.next_seq(1);
         let mut buf = Vec::new();
-        message::named(&mut buf, seq, cmd::HEADER, set, false);
+        message::named(&mut buf, seq, IpsetCmd::Header, set, false);
         let replies = self.transact(t, &buf, seq)?;
         let attrs = replies
             .first()
@@ -266,15 +240,13 @@ impl IpsetClient {
     }
 
     fn next_seq(&mut self, n: usize) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(n as u32);
-        s
+        self.sock.next_seq(n)
     }
 
     fn named(
         &mut self,
         op: Op,
-        command: u8,
+        command: IpsetCmd,
         set: &SetName,
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
@@ -287,7 +259,7 @@ impl IpsetClient {
     fn two_names(
         &mut self,
         op: Op,
-        command: u8,
+        command: IpsetCmd,
         a: &SetName,
         b: &SetName,
     ) -> Result<(), IpsetError> {
@@ -362,7 +334,7 @@ impl IpsetClient {
         };
         let mut buf = std::mem::take(&mut self.send_buf);
         buf.clear();
-        let first_seq = self.seq;
+        let first_seq = self.next_seq(0);
         let msgs = message::adt(
             &mut buf,
             op,
@@ -394,61 +366,46 @@ impl IpsetClient {
             while j < msgs.len() && msgs[j].bytes.end - start <= self.batch_bytes {
                 j += 1;
             }
-            self.send(t, &buf[start..msgs[j - 1].bytes.end])?;
-            let seqs: Vec<u32> = msgs[i..j].iter().map(|m| m.seq).collect();
-            if let Some((seq, e)) = self.collect_acks(t, &seqs)? {
-                let member = msgs[i..j]
-                    .iter()
-                    .find(|m| m.seq == seq)
-                    .zip(e.lineno)
-                    .and_then(|(m, line)| {
-                        let idx = m.members.start + (line as usize).checked_sub(1)?;
-                        m.members
-                            .contains(&idx)
-                            .then(|| Box::new(members[idx].clone()))
-                    });
-                return Err(refused(t, e, member));
+            let batch = &msgs[i..j];
+            if let Some((k, e)) = self.collect_acks(t, &buf[start..msgs[j - 1].bytes.end], batch)? {
+                let member = e.lineno.and_then(|line| {
+                    let idx = batch[k].members.start + (line as usize).checked_sub(1)?;
+                    batch[k]
+                        .members
+                        .contains(&idx)
+                        .then(|| Box::new(members[idx].clone()))
+                });
+                return Err(refused(t, e.refusal, member));
             }
             i = j;
         }
         Ok(())
     }
 
-    /// Waits for one ACK or error per sequence number; returns the first
-    /// error in message order.
+    /// Sends one batch and waits for one ACK or error per message; returns
+    /// the first error in message order, with the message's index.
     fn collect_acks(
         &mut self,
         t: Target<'_>,
-        seqs: &[u32],
-    ) -> Result<Option<(u32, ErrorReply)>, IpsetError> {
-        let mut pending: BTreeMap<u32, usize> =
-            seqs.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-        let mut first: Option<(usize, u32, ErrorReply)> = None;
-        while !pending.is_empty() {
-            let n = self.recv(t)?;
-            for r in message::replies(&self.recv_buf[..n]) {
-                let (seq, err) = match r.map_err(|e| decode_err(t, e))? {
-                    Reply::Ack { seq } => (seq, None),
-                    Reply::Error(e) => (e.seq, Some(e)),
-                    _ => continue,
-                };
-                let Some(pos) = pending.remove(&seq) else {
-                    continue;
-                };
-                if let Some(e) = err {
-                    // nfnetlink refuses a whole sendmsg without CAP_NET_ADMIN
-                    // with one EPERM: no other reply will come.
-                    let fatal = e.errno == libc::EPERM;
-                    if first.as_ref().is_none_or(|(p, _, _)| pos < *p) {
-                        first = Some((pos, seq, e));
-                    }
-                    if fatal {
-                        pending.clear();
-                    }
-                }
+        bytes: &[u8],
+        batch: &[AdtMessage],
+    ) -> Result<Option<(usize, AdtRefusal)>, IpsetError> {
+        let mut first: Option<(usize, AdtRefusal)> = None;
+        let file = |k: usize, frame: &Frame<'_>, answer: Result<(), Refusal>| {
+            let Err(refusal) = answer else { return true };
+            // nfnetlink refuses a whole sendmsg without CAP_NET_ADMIN with
+            // one EPERM: no other reply will come.
+            let fatal = refusal.errno == libc::EPERM;
+            if first.as_ref().is_none_or(|(p, _)| k < *p) {
+                let lineno = message::lineno(frame.echoed());
+                first = Some((k, AdtRefusal { refusal, lineno }));
             }
-        }
-        Ok(first.map(|(_, seq, e)| (seq, e)))
+            !fatal
+        };
+        self.sock
+            .batch(bytes, batch[0].seq, vec![true; batch.len()], file)
+            .map_err(|f| failed(t, f))?;
+        Ok(first)
     }
 
     /// Sends one request, waits for its ACK; returns the attributes of the
@@ -459,19 +416,16 @@ impl IpsetClient {
         msg: &[u8],
         seq: u32,
     ) -> Result<Vec<Vec<u8>>, IpsetError> {
-        self.send(t, msg)?;
         let mut out = Vec::new();
-        loop {
-            let n = self.recv(t)?;
-            for r in message::replies(&self.recv_buf[..n]) {
-                match r.map_err(|e| decode_err(t, e))? {
-                    Reply::Ack { seq: s } if s == seq => return Ok(out),
-                    Reply::Error(e) if e.seq == seq => return Err(refused(t, e, None)),
-                    Reply::Ipset { seq: s, attrs, .. } if s == seq => out.push(attrs.to_vec()),
-                    _ => {}
+        self.sock
+            .transact(msg, seq, false, |f, attrs| {
+                if is_ipset(f) {
+                    out.push(attrs.to_vec());
                 }
-            }
-        }
+                Ok(())
+            })
+            .map_err(|f| failed(t, f))?;
+        Ok(out)
     }
 
     /// A LIST dump: every message until NLMSG_DONE.
@@ -484,82 +438,27 @@ impl IpsetClient {
         let seq = self.next_seq(1);
         let mut buf = Vec::new();
         message::list(&mut buf, seq, set, depth);
-        self.send(t, &buf)?;
         let mut d = ListDecoder::default();
-        loop {
-            let n = self.recv(t)?;
-            for r in message::replies(&self.recv_buf[..n]) {
-                match r.map_err(|e| decode_err(t, e))? {
-                    Reply::Ipset {
-                        seq: s,
-                        cmd: cmd::LIST,
-                        attrs,
-                    } if s == seq => d.feed(attrs).map_err(|e| decode_err(t, e))?,
-                    Reply::Done { seq: s, errno } if s == seq => {
-                        if errno < 0 {
-                            let e = ErrorReply {
-                                seq,
-                                errno: -errno,
-                                lineno: None,
-                                extack: None,
-                            };
-                            return Err(refused(t, e, None));
-                        }
-                        return Ok(d);
-                    }
-                    Reply::Error(e) if e.seq == seq => return Err(refused(t, e, None)),
-                    _ => {}
+        self.sock
+            .transact(&buf, seq, false, |f, attrs| {
+                if is_ipset(f) && IpsetCmd::from(f.ty as u8) == IpsetCmd::List {
+                    d.feed(attrs)?;
                 }
-            }
-        }
+                Ok(())
+            })
+            .map_err(|f| failed(t, f))?;
+        Ok(d)
     }
+}
 
-    fn send(&mut self, t: Target<'_>, bytes: &[u8]) -> Result<(), IpsetError> {
-        loop {
-            match self.sock.send(bytes, Msg::empty()) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => {
-                    return Err(io_error(
-                        t,
-                        io::Error::other(format!("short send: {n} of {} bytes", bytes.len())),
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(t, e)),
-            }
-        }
-    }
+/// A refused ADT message and the line its failing member was on.
+struct AdtRefusal {
+    refusal: Refusal,
+    lineno: Option<u32>,
+}
 
-    /// Receives one datagram into `recv_buf`; MSG_TRUNC makes a reply too
-    /// big for the buffer an error instead of a silently cut message.
-    fn recv(&mut self, t: Target<'_>) -> Result<usize, IpsetError> {
-        loop {
-            match self.sock.recv(&mut self.recv_buf[..], Msg::TRUNC) {
-                Ok((n, _)) if n > self.recv_buf.len() => {
-                    return Err(decode_err(
-                        t,
-                        DecodeError::Truncated {
-                            what: "datagram",
-                            need: n,
-                            have: self.recv_buf.len(),
-                        },
-                    ))
-                }
-                Ok((n, _)) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(io_error(
-                        t,
-                        io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("no reply from the kernel within {REPLY_TIMEOUT:?}"),
-                        ),
-                    ))
-                }
-                Err(e) => return Err(io_error(t, e)),
-            }
-        }
-    }
+fn is_ipset(f: &Frame<'_>) -> bool {
+    f.ty >> 8 == u16::from(NFNL_SUBSYS_IPSET)
 }
 
 fn target(op: Op, set: &str) -> Target<'_> {
@@ -571,7 +470,7 @@ fn target(op: Op, set: &str) -> Target<'_> {
     }
 }
 
-fn refused(t: Target<'_>, e: ErrorReply, member: Option<Box<Element>>) -> IpsetError {
+fn refused(t: Target<'_>, e: Refusal, member: Option<Box<Element>>) -> IpsetError {
     classify(
         t,
         KernelRefusal {
@@ -580,6 +479,14 @@ fn refused(t: Target<'_>, e: ErrorReply, member: Option<Box<Element>>) -> IpsetE
             extack: e.extack,
         },
     )
+}
+
+fn failed(t: Target<'_>, f: Failure) -> IpsetError {
+    match f {
+        Failure::Refused(e) => refused(t, e, None),
+        Failure::Io(e) => io_error(t, e),
+        Failure::Decode(e) => decode_err(t, e),
+    }
 }
 
 fn decode_err(t: Target<'_>, source: DecodeError) -> IpsetError {
@@ -619,68 +526,10 @@ fn retag(e: IpsetError, op: Op) -> IpsetError {
 /// (netlink_sendmsg refuses more than sk_sndbuf - 32) and under half the
 /// receive buffer (every message may be answered by an error echoing it),
 /// and never less than one full message.
-fn batch_bytes(sndbuf: libc::c_int, rcvbuf: libc::c_int) -> usize {
-    let snd = usize::try_from(sndbuf).unwrap_or(0).saturating_sub(1024);
-    let rcv = usize::try_from(rcvbuf).unwrap_or(0) / 2;
+fn batch_bytes(sndbuf: usize, rcvbuf: usize) -> usize {
+    let snd = sndbuf.saturating_sub(1024);
+    let rcv = rcvbuf / 2;
     snd.min(rcv).clamp(message::MAX_ADT_NEST + 1024, MAX_BATCH)
-}
-
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `fd` is the open socket owned by the caller; the option value
-    // points at a live c_int of the size passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as in set_int; the kernel writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
-fn set_timeout(fd: RawFd, d: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: as in set_int, with a timeval.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! the hash type errors) unless its comment says otherwise; nothing outside
 //! `kernel/ipset/` ever sees one of them.
 
+use neli::neli_enum;
+
 /// `NFNL_SUBSYS_IPSET` (linux/netfilter/nfnetlink.h): the high byte of
 /// `nlmsg_type`; the low byte is the command.
 pub const NFNL_SUBSYS_IPSET: u8 = 6;
@@ -21,18 +23,20 @@ pub const NFPROTO_IPV6: u8 = 10;
 /// `AF_INET`: the nfgenmsg family libipset sends; the ipset core ignores it.
 pub const AF_INET: u8 = 2;
 
-/// `enum ipset_cmd`.
-pub mod cmd {
-    pub const CREATE: u8 = 2;
-    pub const DESTROY: u8 = 3;
-    pub const FLUSH: u8 = 4;
-    pub const RENAME: u8 = 5;
-    pub const SWAP: u8 = 6;
-    pub const LIST: u8 = 7;
-    pub const ADD: u8 = 9;
-    pub const DEL: u8 = 10;
-    pub const HEADER: u8 = 12;
-    pub const TYPE: u8 = 13;
+/// `enum ipset_cmd`: the low byte of `nlmsg_type`. Commands we never send
+/// (SAVE, TEST, GET_BYNAME, ...) decode as `UnrecognizedConst`.
+#[neli_enum(serialized_type = "u8")]
+pub enum IpsetCmd {
+    Create = 2,
+    Destroy = 3,
+    Flush = 4,
+    Rename = 5,
+    Swap = 6,
+    List = 7,
+    Add = 9,
+    Del = 10,
+    Header = 12,
+    Type = 13,
 }
 
 /// Attributes at command level (first enum of ip_set.h).
@@ -121,17 +125,6 @@ pub mod errno {
     pub const INVALID_PROTO: i32 = 4354;
     pub const MISSING_PROTO: i32 = 4355;
 }
-
-/// Netlink attribute header flags (linux/netlink.h).
-pub const NLA_F_NESTED: u16 = 1 << 15;
-pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-/// `nla_len` is a u16, so one attribute (the ADT nest of a batch included)
-/// holds at most this many bytes: the kernel's real per-message limit.
-pub const NLA_MAX_LEN: usize = u16::MAX as usize;
-
-/// `NLMSGERR_ATTR_MSG` (linux/netlink.h): the extack text TLV.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// IP protocol numbers with special meaning for ipset ports.
 pub const IPPROTO_ICMP: u8 = 1;

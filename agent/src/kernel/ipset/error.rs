@@ -4,8 +4,9 @@
 
 use std::{fmt, io};
 
-use super::{consts::errno, member::Element, nla::DecodeError};
+use super::{consts::errno, member::Element};
 use crate::desired::SetType;
+use crate::kernel::netlink::DecodeError;
 
 /// The operation that failed (`ipset` sub-command names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,63 +8,59 @@
 
 use std::{net::IpAddr, ops::Range};
 
-use neli::consts::nl::{NlmF, Nlmsg};
-
 use super::{
     consts::{
-        attr, cadt_flag, cmd, data, ipaddr, list_flag, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
-        NFNL_SUBSYS_IPSET, NLA_F_NET_BYTEORDER, NLA_MAX_LEN, NLMSGERR_ATTR_MSG,
+        attr, cadt_flag, data, ipaddr, list_flag, IpsetCmd, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
+        NFNL_SUBSYS_IPSET,
     },
     member::{Comment, Counters, Element, Entry, Net, ProtoPort},
-    nla::{align4, Attr, Attrs, DecodeError, Writer},
     types::{
         from_nfproto, nfproto, parse_set_type, CreateSet, IpSet, SetHeader, SetName, SetStats,
     },
 };
 use crate::desired::{Family, SetType};
-
-/// `sizeof(struct nlmsghdr)`.
-pub const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct nfgenmsg)`.
-pub const NFGENMSG_LEN: usize = 4;
-
-fn flags(f: NlmF) -> u16 {
-    f.bits()
-}
+use crate::kernel::netlink::{
+    finish,
+    frame::{
+        FAMILY_HDRLEN, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    },
+    nla::{NLA_F_NET_BYTEORDER, NLA_MAX_LEN},
+    Attr, Attrs, DecodeError, Writer,
+};
+#[cfg(test)]
+use crate::kernel::netlink::{
+    frame::{NLMSGERR_ATTR_MSG, NLMSG_ERROR},
+    frames, Frame,
+};
+#[cfg(test)]
+use neli::consts::nl::NlmF;
 
 /// Starts a message: header with a placeholder length, nfgenmsg, protocol.
-fn begin(buf: &mut Vec<u8>, command: u8, nl_flags: u16, seq: u32) -> usize {
-    let start = buf.len();
-    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(command);
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(&nl_flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes()); // pid 0: the kernel
-    buf.extend_from_slice(&[AF_INET, NFNETLINK_V0, 0, 0]);
+fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize {
+    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(command));
+    let start =
+        crate::kernel::netlink::begin(buf, ty, nl_flags, seq, [AF_INET, NFNETLINK_V0, 0, 0]);
     Writer::new(buf).put_u8(attr::PROTOCOL, IPSET_PROTOCOL);
     start
-}
-
-/// Writes the message's length.
-fn finish(buf: &mut [u8], start: usize) {
-    let len = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
 /// NLM_F_EXCL unset is ipset's `-exist`: the kernel then ignores "already
 /// exists" (create, add) and "does not exist" (destroy, del).
 fn ack_flags(exist_ok: bool) -> u16 {
-    let f = NlmF::REQUEST | NlmF::ACK;
-    flags(if exist_ok { f } else { f | NlmF::EXCL })
+    let f = NLM_F_REQUEST | NLM_F_ACK;
+    if exist_ok {
+        f
+    } else {
+        f | NLM_F_EXCL
+    }
 }
 
 /// IPSET_CMD_CREATE at the given type revision.
 pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
     let start = begin(
         buf,
-        cmd::CREATE,
-        ack_flags(exist_ok) | flags(NlmF::CREATE),
+        IpsetCmd::Create,
+        ack_flags(exist_ok) | NLM_F_CREATE,
         seq,
     );
     let mut w = Writer::new(buf);
@@ -97,14 +93,14 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist
 }
 
 /// A command that takes one set name: destroy, flush, header.
-pub fn named(buf: &mut Vec<u8>, seq: u32, command: u8, name: &SetName, exist_ok: bool) {
+pub fn named(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, name: &SetName, exist_ok: bool) {
     let start = begin(buf, command, ack_flags(exist_ok), seq);
     Writer::new(buf).put_str(attr::SETNAME, name.as_str());
     finish(buf, start);
 }
 
 /// Rename or swap: SETNAME and SETNAME2.
-pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: u8, a: &SetName, b: &SetName) {
+pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
     let start = begin(buf, command, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(attr::SETNAME, a.as_str());
@@ -114,7 +110,7 @@ pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: u8, a: &SetName, b: &SetN
 
 /// IPSET_CMD_TYPE: which revisions of `set_type` the kernel has.
 pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
-    let start = begin(buf, cmd::TYPE, ack_flags(false), seq);
+    let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(attr::TYPENAME, set_type.name());
     w.put_u8(attr::FAMILY, nfproto(family));
@@ -135,7 +131,7 @@ pub enum ListDepth {
 /// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
 /// cannot start already answers with one error.
 pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
-    let start = begin(buf, cmd::LIST, flags(NlmF::REQUEST | NlmF::DUMP), seq);
+    let start = begin(buf, IpsetCmd::List, NLM_F_REQUEST | NLM_F_DUMP, seq);
     let mut w = Writer::new(buf);
     if let Some(n) = name {
         w.put_str(attr::SETNAME, n.as_str());
@@ -187,8 +183,8 @@ pub fn adt(
     max_nest: usize,
 ) -> Vec<AdtMessage> {
     let command = match op {
-        Adt::Add => cmd::ADD,
-        Adt::Del => cmd::DEL,
+        Adt::Add => IpsetCmd::Add,
+        Adt::Del => IpsetCmd::Del,
     };
     let max_nest = max_nest.min(MAX_ADT_NEST);
     let mut out = Vec::new();
@@ -278,7 +274,8 @@ fn put_ip(w: &mut Writer<'_>, ty: u16, a: &IpAddr) {
 
 // ---- replies ----
 
-/// One message of a reply buffer.
+/// One message of a reply buffer, as the tests read them.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply<'a> {
     /// NLMSG_ERROR with error 0.
@@ -294,7 +291,7 @@ pub enum Reply<'a> {
     /// An ipset message (list/header/type reply): its attributes.
     Ipset {
         seq: u32,
-        cmd: u8,
+        cmd: IpsetCmd,
         attrs: &'a [u8],
     },
     /// Anything else (NLMSG_NOOP, other subsystems): ignored by callers.
@@ -305,6 +302,7 @@ pub enum Reply<'a> {
 }
 
 /// An NLMSG_ERROR carrying a refusal.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
     pub seq: u32,
@@ -318,122 +316,60 @@ pub struct ErrorReply {
 }
 
 /// Iterates the messages of one received datagram.
-pub struct Replies<'a> {
-    rest: &'a [u8],
-}
-
-pub fn replies(buf: &[u8]) -> Replies<'_> {
-    Replies { rest: buf }
-}
-
-impl<'a> Iterator for Replies<'a> {
-    type Item = Result<Reply<'a>, DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let r = parse_one(self.rest);
-        match &r {
-            Ok((_, used)) => self.rest = self.rest.get(*used..).unwrap_or(&[]),
-            Err(_) => self.rest = &[],
-        }
-        Some(r.map(|(reply, _)| reply))
-    }
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn truncated(what: &'static str, need: usize, have: usize) -> DecodeError {
-    DecodeError::Truncated { what, need, have }
+#[cfg(test)]
+pub fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
+    frames(buf).map(|f| f.and_then(|f| reply(&f)))
 }
 
 /// Parses the message at the start of `b`; returns it and the bytes used.
+#[cfg(test)]
 fn parse_one(b: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
-    let hdr = |at| u32_at(b, at).ok_or_else(|| truncated("nlmsghdr", NLMSG_HDRLEN, b.len()));
-    let len = hdr(0)? as usize;
-    let ty = u16_at(b, 4).ok_or_else(|| truncated("nlmsghdr", NLMSG_HDRLEN, b.len()))?;
-    let nl_flags = u16_at(b, 6).unwrap_or(0);
-    let seq = hdr(8)?;
-    if len < NLMSG_HDRLEN || len > b.len() {
-        return Err(truncated("message", len.max(NLMSG_HDRLEN), b.len()));
-    }
-    let payload = &b[NLMSG_HDRLEN..len];
-    let used = align4(len).min(b.len());
-    let reply = if ty == u16::from(Nlmsg::Error) {
-        parse_error(seq, nl_flags, payload)?
-    } else if ty == u16::from(Nlmsg::Done) {
-        // With a payload, DONE carries the dump's final status (an int).
-        let errno = match payload.get(..4) {
-            Some(v) => i32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
-            None => 0,
-        };
-        Reply::Done { seq, errno }
-    } else if ty >> 8 == u16::from(NFNL_SUBSYS_IPSET) {
-        let attrs = payload
-            .get(NFGENMSG_LEN..)
-            .ok_or_else(|| truncated("nfgenmsg", NFGENMSG_LEN, payload.len()))?;
-        Reply::Ipset {
-            seq,
-            cmd: (ty & 0xff) as u8,
-            attrs,
-        }
-    } else {
-        Reply::Other { seq, ty }
-    };
-    Ok((reply, used))
+    let frame = frames(b).next().unwrap_or(Err(DecodeError::Truncated {
+        what: "nlmsghdr",
+        need: NLMSG_HDRLEN,
+        have: 0,
+    }))?;
+    Ok((reply(&frame)?, frame.wire_len().min(b.len())))
 }
 
-fn parse_error(seq: u32, nl_flags: u16, p: &[u8]) -> Result<Reply<'_>, DecodeError> {
-    let code = p
-        .get(..4)
-        .map(|v| i32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
-        .ok_or_else(|| truncated("nlmsgerr", 4, p.len()))?;
-    if code == 0 {
-        return Ok(Reply::Ack { seq });
-    }
-    let echoed = p.get(4..).unwrap_or(&[]);
-    let capped = nl_flags & NlmF::CAPPED.bits() != 0;
-    // The echoed request: its header, and its payload unless capped.
-    let echoed_len = if capped {
-        NLMSG_HDRLEN.min(echoed.len())
-    } else {
-        (u32_at(echoed, 0).unwrap_or(0) as usize).clamp(0, echoed.len())
-    };
-    let lineno = echoed
-        .get(NLMSG_HDRLEN + NFGENMSG_LEN..echoed_len)
-        .and_then(|attrs| {
-            Attrs::new(attrs)
-                .filter_map(Result::ok)
-                .find(|a| a.ty == attr::LINENO)
-        })
+#[cfg(test)]
+fn reply<'a>(f: &Frame<'a>) -> Result<Reply<'a>, DecodeError> {
+    let seq = f.seq;
+    Ok(match f.reply()? {
+        crate::kernel::netlink::Reply::Ack => Reply::Ack { seq },
+        crate::kernel::netlink::Reply::Error { errno, extack } if f.ty == NLMSG_ERROR => {
+            Reply::Error(ErrorReply {
+                seq,
+                errno,
+                lineno: lineno(f.echoed()),
+                extack,
+            })
+        }
+        crate::kernel::netlink::Reply::Error { errno, .. } => Reply::Done { seq, errno: -errno },
+        crate::kernel::netlink::Reply::Done => Reply::Done { seq, errno: 0 },
+        crate::kernel::netlink::Reply::Data { attrs, .. }
+            if f.ty >> 8 == u16::from(NFNL_SUBSYS_IPSET) =>
+        {
+            Reply::Ipset {
+                seq,
+                cmd: IpsetCmd::from(f.ty as u8),
+                attrs,
+            }
+        }
+        _ => Reply::Other { seq, ty: f.ty },
+    })
+}
+
+/// The failing element's line number in an echoed ADT request: ipset's
+/// kernel side writes it into IPSET_ATTR_LINENO of its error reply.
+pub fn lineno(echoed: &[u8]) -> Option<u32> {
+    let attrs = echoed.get(NLMSG_HDRLEN + FAMILY_HDRLEN..)?;
+    Attrs::new(attrs)
+        .filter_map(Result::ok)
+        .find(|a| a.ty == attr::LINENO)
         // Sent big-endian (as libipset does); the kernel copies it back.
         .and_then(|a| a.be32().ok())
-        .filter(|n| *n != 0);
-    let extack = if nl_flags & NlmF::ACK_TLVS.bits() != 0 {
-        echoed
-            .get(align4(echoed_len).min(echoed.len())..)
-            .and_then(|tlvs| {
-                Attrs::new(tlvs)
-                    .filter_map(Result::ok)
-                    .find(|a| a.ty == NLMSGERR_ATTR_MSG)
-            })
-            .and_then(|a| a.str().ok().map(str::to_owned))
-    } else {
-        None
-    };
-    Ok(Reply::Error(ErrorReply {
-        seq,
-        errno: code.checked_neg().unwrap_or(i32::MAX),
-        lineno,
-        extack,
-    }))
+        .filter(|n| *n != 0)
 }
 
 /// The kernel's answer to IPSET_CMD_TYPE: (highest, lowest) revision.

@@ -23,7 +23,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Files: `consts` (wire numbers, ip_set.h), `nla` (attribute codec),
+//! Files: `consts` (wire numbers, ip_set.h; the attribute codec and the
+//! socket are [`crate::kernel::netlink`]'s),
 //! `types` and `member` (typed values with `ipset save` text), `desired`
 //! (desired members to elements and back), `message`
 //! (pure encode/decode), `request` (request values), `client` (socket),
@@ -35,15 +36,14 @@ mod desired;
 mod error;
 mod member;
 mod message;
-mod nla;
 mod request;
 mod types;
 
+pub use crate::kernel::netlink::DecodeError;
 pub use client::{IpsetClient, Listing};
 pub use error::{IpsetError, Op};
 pub use member::{Comment, Counters, Element, Entry, Net, ProtoPort};
 pub use message::UnsupportedSet;
-pub use nla::DecodeError;
 pub use request::Request;
 pub use types::{
     family_name, parse_save, CreateSet, IpSet, ParseError, SetHeader, SetName, SetStats,

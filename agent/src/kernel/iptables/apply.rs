@@ -86,7 +86,8 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     let owner = (plan.family, plan.table, plan.tag.clone());
     let fingerprint = fingerprint(plan);
     let before = generation::current(plan.family);
-    if before.is_some() && verified.get(&owner) == before.map(|s| (fingerprint, s)).as_ref() {
+    if before.is_some() && verified.get(&owner) == before.clone().map(|s| (fingerprint, s)).as_ref()
+    {
         return Ok(unchanged(plan));
     }
     verified.remove(&owner);

@@ -7,27 +7,60 @@
 //! iptables back"). The legacy backend has no such counter: there every
 //! apply reads the table.
 
-use std::{io, mem::size_of, os::fd::AsRawFd, process::Command, sync::OnceLock, time::Duration};
-
-use neli::{
-    consts::socket::{Msg, NlFamily},
-    socket::NlSocket,
-    utils::Groups,
+use std::{
+    fs::File,
+    io,
+    os::unix::fs::MetadataExt,
+    process::Command,
+    sync::{Arc, OnceLock},
+    time::Duration,
 };
 
 use super::save_cmd;
 use crate::desired::Family;
+use crate::kernel::netlink::{
+    begin, frame::NLM_F_REQUEST, socket::NETLINK_NETFILTER, Attrs, DecodeError, Failure, Options,
+    Socket,
+};
 
-/// Where and when a table was read: the network namespace (its cookie,
-/// never reused, unlike its inode number) and the ruleset generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where and when a table was read: the network namespace and the
+/// ruleset generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stamp {
-    netns: u64,
+    netns: Netns,
     generation: u32,
 }
 
+/// A network namespace by device and inode number, held open: a namespace
+/// that a stamp names cannot die, so a new one cannot reuse its inode.
+#[derive(Clone, Debug)]
+struct Netns {
+    id: (u64, u64),
+    _pinned: Arc<File>,
+}
+
+impl PartialEq for Netns {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Netns {}
+
+impl Netns {
+    /// The calling thread's.
+    fn current() -> io::Result<Self> {
+        let file = File::open("/proc/thread-self/ns/net")?;
+        let meta = file.metadata()?;
+        Ok(Netns {
+            id: (meta.dev(), meta.ino()),
+            _pinned: Arc::new(file),
+        })
+    }
+}
+
 /// The calling thread's stamp, or `None` when it cannot tell a change
-/// (the legacy backend, a kernel without netns cookies): then the caller
+/// (the legacy backend, a kernel without nf_tables): then the caller
 /// reads the table every time, as it always did.
 pub fn current(family: Family) -> Option<Stamp> {
     if !nft_backend(family) {
@@ -60,131 +93,87 @@ pub(super) fn nft_backend(family: Family) -> bool {
     })
 }
 
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-/// nlmsghdr (16 bytes) + nfgenmsg (4 bytes).
-const HEADER: usize = 20;
 /// A kernel that never answers must not hang an apply.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A NETLINK_NETFILTER socket for one nf_tables read.
+pub(super) fn nfnetlink(datagram: usize) -> io::Result<Socket> {
+    let opts = Options {
+        rcvbuf: None,
+        sndbuf: None,
+        timeout: REPLY_TIMEOUT,
+        datagram,
+    };
+    Socket::open(NETLINK_NETFILTER, &opts)
+}
+
+pub(super) fn io_error(f: Failure) -> io::Error {
+    match f {
+        Failure::Refused(r) => io::Error::from_raw_os_error(r.errno),
+        Failure::Io(e) => e,
+        Failure::Decode(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+    }
+}
+
 fn read() -> io::Result<Stamp> {
-    let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())?;
-    set_recv_timeout(sock.as_raw_fd())?;
-    let netns = netns_cookie(sock.as_raw_fd())?;
-    sock.send(request(), Msg::empty())?;
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = sock.recv(&mut buf[..], Msg::empty())?;
-    let generation = parse_reply(&buf[..n])?;
+    let netns = Netns::current()?;
+    let mut sock = nfnetlink(4096)?;
+    let seq = sock.next_seq(1);
+    let mut generation = None;
+    sock.transact(&request(seq), seq, true, |_, attrs| {
+        generation = Some(generation_of(attrs)?);
+        Ok(())
+    })
+    .map_err(io_error)?;
+    let generation = generation.ok_or_else(|| io_error(Failure::Decode(MISSING_GEN_ID)))?;
     Ok(Stamp { netns, generation })
 }
 
-fn request() -> [u8; HEADER] {
-    let mut msg = [0u8; HEADER];
-    msg[0..4].copy_from_slice(&(HEADER as u32).to_ne_bytes());
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN;
-    msg[4..6].copy_from_slice(&kind.to_ne_bytes());
-    msg[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // nfgenmsg: AF_UNSPEC, version 0, resource id 0.
+const MISSING_GEN_ID: DecodeError = DecodeError::Missing {
+    what: "NFTA_GEN_ID",
+};
+
+/// NFT_MSG_GETGEN: nfgenmsg AF_UNSPEC, version 0, resource id 0.
+fn request(seq: u32) -> Vec<u8> {
+    let mut msg = Vec::new();
+    let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN;
+    let start = begin(&mut msg, ty, NLM_F_REQUEST, seq, [0; 4]);
+    crate::kernel::netlink::finish(&mut msg, start);
     msg
 }
 
 /// The NFTA_GEN_ID attribute (big-endian u32) of a NFT_MSG_NEWGEN reply.
-fn parse_reply(reply: &[u8]) -> io::Result<u32> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let kind = u16::from_ne_bytes(
-        reply
-            .get(4..6)
-            .ok_or_else(|| bad("short reply"))?
-            .try_into()
-            .unwrap(),
-    );
-    if kind == NLMSG_ERROR {
-        let errno = i32::from_ne_bytes(
-            reply
-                .get(16..20)
-                .ok_or_else(|| bad("short error"))?
-                .try_into()
-                .unwrap(),
-        );
-        return Err(io::Error::from_raw_os_error(-errno));
-    }
-    let mut attrs = reply.get(HEADER..).ok_or_else(|| bad("short reply"))?;
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            break;
+fn generation_of(attrs: &[u8]) -> Result<u32, DecodeError> {
+    for a in Attrs::new(attrs) {
+        let a = a?;
+        if a.ty == NFTA_GEN_ID {
+            return a.be32();
         }
-        if kind == NFTA_GEN_ID && len >= 8 {
-            return Ok(u32::from_be_bytes(attrs[4..8].try_into().unwrap()));
-        }
-        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
     }
-    Err(bad("no NFTA_GEN_ID in the reply"))
-}
-
-pub(super) fn set_recv_timeout(fd: i32) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: fd is an open socket; tv lives across the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// SO_NETNS_COOKIE (Linux 5.14): a 64-bit id of the socket's network
-/// namespace that is never reused.
-fn netns_cookie(fd: i32) -> io::Result<u64> {
-    let mut cookie = 0u64;
-    let mut len = size_of::<u64>() as libc::socklen_t;
-    // SAFETY: fd is an open socket; cookie and len outlive the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok(cookie)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Err(MISSING_GEN_ID)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn the_generation_is_read_from_its_attribute() {
-        let mut reply = super::request().to_vec();
         // NFTA_GEN_ID = 0x01020304, then NFTA_GEN_PROC_PID.
-        reply.extend_from_slice(&[8, 0, 1, 0, 1, 2, 3, 4, 8, 0, 2, 0, 0, 0, 0, 9]);
-        reply[4..6].copy_from_slice(&((10u16 << 8) | 15).to_ne_bytes());
-        assert_eq!(super::parse_reply(&reply).unwrap(), 0x0102_0304);
-        let mut error = vec![0u8; 36];
-        error[4..6].copy_from_slice(&2u16.to_ne_bytes());
-        error[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        let attrs = [8, 0, 1, 0, 1, 2, 3, 4, 8, 0, 2, 0, 0, 0, 0, 9];
+        assert_eq!(super::generation_of(&attrs).unwrap(), 0x0102_0304);
         assert_eq!(
-            super::parse_reply(&error).unwrap_err().raw_os_error(),
-            Some(libc::EPERM)
+            super::generation_of(&attrs[8..]),
+            Err(super::MISSING_GEN_ID)
         );
+    }
+
+    #[test]
+    fn the_request_is_a_bare_getgen() {
+        let msg = super::request(7);
+        assert_eq!(msg.len(), 20);
+        assert_eq!(msg[4..6], ((10u16 << 8) | 16).to_ne_bytes());
+        assert_eq!(msg[8..12], 7u32.to_ne_bytes());
     }
 }

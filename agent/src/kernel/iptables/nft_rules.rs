@@ -8,24 +8,18 @@
 //! expression named "comment" (or, in some versions, as the rule's user
 //! data) and its counter as a `counter` expression.
 
-use std::{io, os::fd::AsRawFd};
+use std::io;
 
-use neli::{
-    consts::socket::{Msg, NlFamily},
-    socket::NlSocket,
-    utils::Groups,
+use super::generation::{nfnetlink, NFNL_SUBSYS_NFTABLES};
+use crate::desired::{Family, Table};
+use crate::kernel::netlink::{
+    begin, finish,
+    frame::{NLM_F_DUMP, NLM_F_REQUEST},
+    Attr, Attrs, Writer,
 };
 
-use super::generation::set_recv_timeout;
-use crate::desired::{Family, Table};
-
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWRULE: u16 = 6;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-/// The dump met a ruleset change: what it read may be mixed.
-const NLM_F_DUMP_INTR: u16 = 0x10;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
 
@@ -40,8 +34,6 @@ const NFTA_MATCH_INFO: u16 = 3;
 /// The comment's type in a rule's user data (libnftnl's udata TLVs).
 const UDATA_RULE_COMMENT: u8 = 0;
 
-/// nlmsghdr (16 bytes) + nfgenmsg (4 bytes).
-const HEADER: usize = 20;
 /// Dumps interrupted by a concurrent change are read again, this often.
 const ATTEMPTS: usize = 3;
 
@@ -68,61 +60,37 @@ pub fn visit_comments(
 /// Reads every commented rule into `out`; false if the dump was
 /// interrupted by a change.
 fn dump(family: Family, table: Table, out: &mut Vec<(String, u64)>) -> io::Result<bool> {
-    let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())?;
-    set_recv_timeout(sock.as_raw_fd())?;
-    sock.send(request(family, table), Msg::empty())?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut whole = true;
-    loop {
-        let (n, _) = sock.recv(&mut buf[..], Msg::empty())?;
-        if n == 0 {
-            return Err(bad("the dump ended without NLMSG_DONE"));
-        }
-        let mut msgs = &buf[..n];
-        while msgs.len() >= HEADER - 4 {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-            let flags = u16::from_ne_bytes([msgs[6], msgs[7]]);
-            if len < 16 || len > msgs.len() {
-                return Err(bad("truncated netlink message"));
+    let mut sock = nfnetlink(256 * 1024)?;
+    let seq = sock.next_seq(1);
+    let newrule = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
+    let interrupted = sock
+        .transact(&request(family, table, seq), seq, false, |f, attrs| {
+            if f.ty == newrule {
+                out.extend(commented_rule(attrs));
             }
-            let msg = &msgs[..len];
-            whole &= flags & NLM_F_DUMP_INTR == 0;
-            match kind {
-                NLMSG_DONE => return Ok(whole),
-                NLMSG_ERROR => return Err(error_of(msg)),
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE => {
-                    if let Some(rule) = msg.get(HEADER..).and_then(commented_rule) {
-                        out.push(rule);
-                    }
-                }
-                _ => {}
-            }
-            msgs = &msgs[align(len).min(msgs.len())..];
-        }
-    }
+            Ok(())
+        })
+        .map_err(super::generation::io_error)?;
+    Ok(!interrupted)
 }
 
-fn request(family: Family, table: Table) -> Vec<u8> {
-    let mut msg = vec![0u8; HEADER];
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
-    msg[4..6].copy_from_slice(&kind.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    // nfgenmsg: the family, NFNETLINK_V0, resource id 0.
-    msg[16] = match family {
+fn request(family: Family, table: Table, seq: u32) -> Vec<u8> {
+    let mut msg = Vec::new();
+    let nfproto = match family {
         Family::V4 => NFPROTO_IPV4,
         Family::V6 => NFPROTO_IPV6,
     };
-    let name = format!("{table}\0");
-    let attr_len = 4 + name.len();
-    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    msg.extend_from_slice(&NFTA_RULE_TABLE.to_ne_bytes());
-    msg.extend_from_slice(name.as_bytes());
-    msg.resize(align(msg.len()), 0);
-    let total = msg.len() as u32;
-    msg[0..4].copy_from_slice(&total.to_ne_bytes());
+    let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
+    // nfgenmsg: the family, NFNETLINK_V0, resource id 0.
+    let start = begin(
+        &mut msg,
+        ty,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        [nfproto, 0, 0, 0],
+    );
+    Writer::new(&mut msg).put_str(NFTA_RULE_TABLE, &table.to_string());
+    finish(&mut msg, start);
     msg
 }
 
@@ -130,18 +98,18 @@ fn request(family: Family, table: Table) -> Vec<u8> {
 fn commented_rule(attrs: &[u8]) -> Option<(String, u64)> {
     let mut comment = None;
     let mut packets = 0;
-    for (kind, value) in Attrs(attrs) {
-        match kind {
+    for a in attrs_of(attrs) {
+        match a.ty {
             NFTA_RULE_EXPRESSIONS => {
-                for (_, expr) in Attrs(value) {
-                    match expression(expr) {
+                for expr in attrs_of(a.payload) {
+                    match expression(expr.payload) {
                         Some(Expr::Counter(p)) => packets = p,
                         Some(Expr::Comment(c)) => comment = comment.or(Some(c)),
                         None => {}
                     }
                 }
             }
-            NFTA_RULE_USERDATA if comment.is_none() => comment = udata_comment(value),
+            NFTA_RULE_USERDATA if comment.is_none() => comment = udata_comment(a.payload),
             _ => {}
         }
     }
@@ -157,23 +125,20 @@ enum Expr {
 fn expression(expr: &[u8]) -> Option<Expr> {
     let mut name: &[u8] = &[];
     let mut data: &[u8] = &[];
-    for (kind, value) in Attrs(expr) {
-        match kind {
-            NFTA_EXPR_NAME => name = value,
-            NFTA_EXPR_DATA => data = value,
+    for a in attrs_of(expr) {
+        match a.ty {
+            NFTA_EXPR_NAME => name = a.payload,
+            NFTA_EXPR_DATA => data = a.payload,
             _ => {}
         }
     }
+    let find = |ty| attrs_of(data).find(|a| a.ty == ty);
     match c_str(name) {
-        "counter" => Attrs(data)
-            .find(|(k, _)| *k == NFTA_COUNTER_PACKETS)
-            .and_then(|(_, v)| Some(Expr::Counter(u64::from_be_bytes(v.try_into().ok()?)))),
+        "counter" => Some(Expr::Counter(find(NFTA_COUNTER_PACKETS)?.be64().ok()?)),
         "match" => {
-            let mut attrs = Attrs(data);
-            let is_comment =
-                Attrs(data).any(|(k, v)| k == NFTA_MATCH_NAME && c_str(v) == "comment");
-            let info = attrs.find(|(k, _)| *k == NFTA_MATCH_INFO)?.1;
-            is_comment.then(|| Expr::Comment(c_str(info).to_string()))
+            let is_comment = find(NFTA_MATCH_NAME).is_some_and(|a| c_str(a.payload) == "comment");
+            let info = find(NFTA_MATCH_INFO)?;
+            is_comment.then(|| Expr::Comment(c_str(info.payload).to_string()))
         }
         _ => None,
     }
@@ -198,43 +163,9 @@ fn c_str(bytes: &[u8]) -> &str {
     std::str::from_utf8(&bytes[..end]).unwrap_or_default()
 }
 
-/// Netlink attributes: (type without its flags, payload).
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let b = self.0;
-        if b.len() < 4 {
-            return None;
-        }
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            self.0 = &[];
-            return None;
-        }
-        self.0 = &b[align(len).min(b.len())..];
-        Some((kind, &b[4..len]))
-    }
-}
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
-
-fn error_of(msg: &[u8]) -> io::Error {
-    match msg.get(16..20) {
-        Some(e) => {
-            io::Error::from_raw_os_error(-i32::from_ne_bytes(e.try_into().expect("4 bytes")))
-        }
-        None => bad("short netlink error"),
-    }
-}
-
-fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+/// The well-formed attributes of `bytes`, up to a malformed one.
+fn attrs_of(bytes: &[u8]) -> impl Iterator<Item = Attr<'_>> {
+    Attrs::new(bytes).map_while(Result::ok)
 }
 
 #[cfg(test)]
@@ -246,7 +177,7 @@ mod tests {
         a.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
         a.extend_from_slice(&kind.to_ne_bytes());
         a.extend_from_slice(value);
-        a.resize(align(a.len()), 0);
+        a.resize(crate::kernel::netlink::align4(a.len()), 0);
         a
     }
 

@@ -5,6 +5,7 @@
 use std::io;
 
 use super::types::InvalidValue;
+use crate::kernel::netlink::DecodeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsError {
@@ -150,19 +151,6 @@ impl IpvsError {
             IpvsError::Decode { .. } => "decode",
         }
     }
-}
-
-/// Why a reply from the kernel did not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("{what}: truncated")]
-    Truncated { what: &'static str },
-    #[error("{what}: missing")]
-    Missing { what: &'static str },
-    #[error("{what}: unexpected length {len}")]
-    Length { what: &'static str, len: usize },
-    #[error("{what}: unexpected value {value}")]
-    Value { what: &'static str, value: u64 },
 }
 
 #[cfg(test)]

@@ -14,8 +14,6 @@ use super::{
         CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, AF_INET, AF_INET6, CTRL_VERSION,
         FAMILY_NAME, FAMILY_VERSION, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
     },
-    error::DecodeError,
-    netlink::{AttrTable, MsgWriter, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
     request::Request,
     types::{
         Destination, DestinationEntry, ForwardMethod, Info, InvalidValue, Netmask, Scheduler,
@@ -23,6 +21,11 @@ use super::{
     },
 };
 use crate::desired::{Family, Protocol};
+use crate::kernel::netlink::{
+    begin, finish,
+    frame::{GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
+    Attr, AttrTable, DecodeError, Writer,
+};
 
 /// A read of the kernel's state; each has its own reply shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,14 +82,14 @@ pub(crate) fn encode_request(
         Request::SetTimeouts(_) => IpvsCmd::SetConfig,
         Request::Flush => IpvsCmd::Flush,
     };
-    let mut w = MsgWriter::begin(
+    let start = begin(
         out,
         family,
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
-        cmd.into(),
-        FAMILY_VERSION,
+        [cmd.into(), FAMILY_VERSION, 0, 0],
     );
+    let mut w = Writer::new(out);
     match req {
         Request::AddService(s) | Request::EditService(s) => service_attr(&mut w, &s.key, Some(s)),
         Request::DeleteService(k) => service_attr(&mut w, k, None),
@@ -114,13 +117,13 @@ pub(crate) fn encode_request(
             dest_attr(&mut w, &destination.addr, destination.port, None);
         }
         Request::SetTimeouts(t) => {
-            w.u32(CmdAttr::TimeoutTcp, t.tcp);
-            w.u32(CmdAttr::TimeoutTcpFin, t.tcp_fin);
-            w.u32(CmdAttr::TimeoutUdp, t.udp);
+            w.put_u32(CmdAttr::TimeoutTcp, t.tcp);
+            w.put_u32(CmdAttr::TimeoutTcpFin, t.tcp_fin);
+            w.put_u32(CmdAttr::TimeoutUdp, t.udp);
         }
         Request::Flush => {}
     }
-    w.finish();
+    finish(out, start);
     Ok(())
 }
 
@@ -139,25 +142,24 @@ pub(crate) fn encode_query(q: &Query<'_>, family: u16, seq: u32, out: &mut Vec<u
     } else {
         NLM_F_REQUEST
     };
-    let mut w = MsgWriter::begin(out, family, flags, seq, cmd.into(), FAMILY_VERSION);
+    let start = begin(out, family, flags, seq, [cmd.into(), FAMILY_VERSION, 0, 0]);
     if let Some(k) = key {
-        service_attr(&mut w, k, None);
+        service_attr(&mut Writer::new(out), k, None);
     }
-    w.finish();
+    finish(out, start);
 }
 
 /// Appends the controller's "which id has family IPVS?" request.
 pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
-    let mut w = MsgWriter::begin(
+    let start = begin(
         out,
         GENL_ID_CTRL,
         NLM_F_REQUEST,
         seq,
-        CtrlCmd::Getfamily.into(),
-        CTRL_VERSION,
+        [CtrlCmd::Getfamily.into(), CTRL_VERSION, 0, 0],
     );
-    w.str(CtrlAttr::FamilyName, FAMILY_NAME);
-    w.finish();
+    Writer::new(out).put_str(CtrlAttr::FamilyName, FAMILY_NAME);
+    finish(out, start);
 }
 
 fn af(family: Family) -> u16 {
@@ -189,19 +191,19 @@ fn inet_addr(addr: &IpAddr) -> [u8; 16] {
 
 /// `IPVS_CMD_ATTR_SERVICE`: the key, plus the settings when `full` is
 /// given (add and edit need them all: the kernel refuses a partial one).
-fn service_attr(w: &mut MsgWriter<'_>, key: &ServiceKey, full: Option<&Service>) {
-    let nest = w.begin_nest(CmdAttr::Service);
-    w.u16(SvcAttr::Af, af(key.family()));
+fn service_attr(w: &mut Writer<'_>, key: &ServiceKey, full: Option<&Service>) {
+    let nest = w.nest_start(CmdAttr::Service);
+    w.put_u16(SvcAttr::Af, af(key.family()));
     match key {
-        ServiceKey::Fwmark { mark, .. } => w.u32(SvcAttr::Fwmark, *mark),
+        ServiceKey::Fwmark { mark, .. } => w.put_u32(SvcAttr::Fwmark, *mark),
         ServiceKey::Addr {
             protocol,
             addr,
             port,
         } => {
-            w.u16(SvcAttr::Protocol, proto(*protocol));
-            w.attr(SvcAttr::Addr, &inet_addr(addr));
-            w.attr(SvcAttr::Port, &port.to_be_bytes());
+            w.put_u16(SvcAttr::Protocol, proto(*protocol));
+            w.put(SvcAttr::Addr, &inet_addr(addr));
+            w.put(SvcAttr::Port, &port.to_be_bytes());
         }
     }
     if let Some(s) = full {
@@ -210,12 +212,12 @@ fn service_attr(w: &mut MsgWriter<'_>, key: &ServiceKey, full: Option<&Service>)
         let mut flags = [0u8; 8];
         flags[..4].copy_from_slice(&s.flags.settable().bits().to_ne_bytes());
         flags[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
-        w.str(SvcAttr::SchedName, s.scheduler.as_str());
-        w.attr(SvcAttr::Flags, &flags);
-        w.u32(SvcAttr::Timeout, s.timeout);
-        w.attr(SvcAttr::Netmask, &netmask_bytes(&s.netmask));
+        w.put_str(SvcAttr::SchedName, s.scheduler.as_str());
+        w.put(SvcAttr::Flags, &flags);
+        w.put_u32(SvcAttr::Timeout, s.timeout);
+        w.put(SvcAttr::Netmask, &netmask_bytes(&s.netmask));
     }
-    w.end_nest(nest);
+    w.nest_end(nest);
 }
 
 /// The netmask must be of the service's family, and an IPv6 prefix 1..=128
@@ -242,60 +244,33 @@ fn netmask_bytes(netmask: &Netmask) -> [u8; 4] {
 }
 
 /// `IPVS_CMD_ATTR_DEST`: address and port, plus the settings when `full`.
-fn dest_attr(w: &mut MsgWriter<'_>, addr: &IpAddr, port: u16, full: Option<&Destination>) {
-    let nest = w.begin_nest(CmdAttr::Dest);
-    w.attr(DestAttr::Addr, &inet_addr(addr));
-    w.attr(DestAttr::Port, &port.to_be_bytes());
+fn dest_attr(w: &mut Writer<'_>, addr: &IpAddr, port: u16, full: Option<&Destination>) {
+    let nest = w.nest_start(CmdAttr::Dest);
+    w.put(DestAttr::Addr, &inet_addr(addr));
+    w.put(DestAttr::Port, &port.to_be_bytes());
     if let Some(d) = full {
-        w.u32(DestAttr::FwdMethod, d.forward.to_wire());
-        w.u32(DestAttr::Weight, d.weight);
-        w.u32(DestAttr::UThresh, d.upper_threshold);
-        w.u32(DestAttr::LThresh, d.lower_threshold);
+        w.put_u32(DestAttr::FwdMethod, d.forward.to_wire());
+        w.put_u32(DestAttr::Weight, d.weight);
+        w.put_u32(DestAttr::UThresh, d.upper_threshold);
+        w.put_u32(DestAttr::LThresh, d.lower_threshold);
     }
     // Explicit, since a destination's family may differ from its service's.
-    w.u16(DestAttr::AddrFamily, af(Family::of(addr)));
-    w.end_nest(nest);
+    w.put_u16(DestAttr::AddrFamily, af(Family::of(addr)));
+    w.nest_end(nest);
 }
 
 // ---- decoding ----
 
-fn fixed<const N: usize>(p: &[u8], what: &'static str) -> Result<[u8; N], DecodeError> {
-    p.try_into()
-        .map_err(|_| DecodeError::Length { what, len: p.len() })
-}
-
-fn get_u16(p: &[u8], what: &'static str) -> Result<u16, DecodeError> {
-    fixed(p, what).map(u16::from_ne_bytes)
-}
-
-fn get_u32(p: &[u8], what: &'static str) -> Result<u32, DecodeError> {
-    fixed(p, what).map(u32::from_ne_bytes)
-}
-
-fn get_be16(p: &[u8], what: &'static str) -> Result<u16, DecodeError> {
-    fixed(p, what).map(u16::from_be_bytes)
-}
-
 /// A counter: `IPVS_SVC_ATTR_STATS` mixes u32 and u64, `STATS64` is all u64.
-fn get_counter(p: &[u8], what: &'static str) -> Result<u64, DecodeError> {
-    match p.len() {
-        4 => get_u32(p, what).map(u64::from),
-        _ => fixed(p, what).map(u64::from_ne_bytes),
+fn counter(a: Attr<'_>) -> Result<u64, DecodeError> {
+    match a.payload.len() {
+        4 => a.u32().map(u64::from),
+        _ => a.u64(),
     }
 }
 
-fn get_string(p: &[u8], what: &'static str) -> Result<String, DecodeError> {
-    let text = p.split(|&b| b == 0).next().unwrap_or(&[]);
-    std::str::from_utf8(text)
-        .map(str::to_owned)
-        .map_err(|_| DecodeError::Value {
-            what,
-            value: text.len() as u64,
-        })
-}
-
-fn family_from(af: u16, what: &'static str) -> Result<Family, DecodeError> {
-    match af {
+fn family_from(a: Attr<'_>, what: &'static str) -> Result<Family, DecodeError> {
+    match a.u16()? {
         AF_INET => Ok(Family::V4),
         AF_INET6 => Ok(Family::V6),
         other => Err(DecodeError::Value {
@@ -305,22 +280,22 @@ fn family_from(af: u16, what: &'static str) -> Result<Family, DecodeError> {
     }
 }
 
-fn addr_from(family: Family, p: &[u8], what: &'static str) -> Result<IpAddr, DecodeError> {
-    match family {
-        Family::V4 => {
-            let b: [u8; 4] = p
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(DecodeError::Length { what, len: p.len() })?;
-            Ok(IpAddr::V4(Ipv4Addr::from(b)))
-        }
-        Family::V6 => {
-            let b: [u8; 16] = p
-                .get(..16)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(DecodeError::Length { what, len: p.len() })?;
-            Ok(IpAddr::V6(Ipv6Addr::from(b)))
-        }
+fn addr_from(family: Family, a: Attr<'_>) -> Result<IpAddr, DecodeError> {
+    Ok(match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(a.array::<4>()?)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(a.array::<16>()?)),
+    })
+}
+
+fn protocol_from(a: Attr<'_>) -> Result<Protocol, DecodeError> {
+    match a.u16()? {
+        IPPROTO_TCP => Ok(Protocol::Tcp),
+        IPPROTO_UDP => Ok(Protocol::Udp),
+        IPPROTO_SCTP => Ok(Protocol::Sctp),
+        other => Err(DecodeError::Value {
+            what: "service protocol",
+            value: u64::from(other),
+        }),
     }
 }
 
@@ -328,70 +303,31 @@ fn addr_from(family: Family, p: &[u8], what: &'static str) -> Result<IpAddr, Dec
 /// answer).
 pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> {
     let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
-    let svc: AttrTable<SvcAttr> = AttrTable::parse(top.need(CmdAttr::Service, "service")?)?;
-
-    let family = family_from(
-        get_u16(svc.need(SvcAttr::Af, "service af")?, "service af")?,
-        "service af",
-    )?;
+    let svc: AttrTable<SvcAttr> = AttrTable::parse(top.need(CmdAttr::Service, "service")?.payload)?;
+    let family = family_from(svc.need(SvcAttr::Af, "service af")?, "service af")?;
     let key = match svc.get(SvcAttr::Fwmark) {
         Some(mark) => ServiceKey::Fwmark {
             family,
-            mark: get_u32(mark, "service fwmark")?,
+            mark: mark.u32()?,
         },
-        None => {
-            let p = get_u16(
-                svc.need(SvcAttr::Protocol, "service protocol")?,
-                "service protocol",
-            )?;
-            let protocol = match p {
-                IPPROTO_TCP => Protocol::Tcp,
-                IPPROTO_UDP => Protocol::Udp,
-                IPPROTO_SCTP => Protocol::Sctp,
-                other => {
-                    return Err(DecodeError::Value {
-                        what: "service protocol",
-                        value: u64::from(other),
-                    })
-                }
-            };
-            ServiceKey::Addr {
-                protocol,
-                addr: addr_from(
-                    family,
-                    svc.need(SvcAttr::Addr, "service address")?,
-                    "service address",
-                )?,
-                port: get_be16(svc.need(SvcAttr::Port, "service port")?, "service port")?,
-            }
-        }
+        None => ServiceKey::Addr {
+            protocol: protocol_from(svc.need(SvcAttr::Protocol, "service protocol")?)?,
+            addr: addr_from(family, svc.need(SvcAttr::Addr, "service address")?)?,
+            port: svc.need(SvcAttr::Port, "service port")?.be16()?,
+        },
     };
-
-    let sched = get_string(svc.need(SvcAttr::SchedName, "scheduler")?, "scheduler")?;
-    let scheduler = Scheduler::new(&sched).map_err(|_| DecodeError::Value {
+    let sched = svc.need(SvcAttr::SchedName, "scheduler")?.str()?;
+    let scheduler = Scheduler::new(sched).map_err(|_| DecodeError::Value {
         what: "scheduler name length",
         value: sched.len() as u64,
     })?;
     // `struct ip_vs_flags`: the kernel sends the flags and a full mask.
-    let flags_raw: [u8; 8] = fixed(svc.need(SvcAttr::Flags, "service flags")?, "service flags")?;
-    let flags = ServiceFlagBits::from_bits(u32::from_ne_bytes([
-        flags_raw[0],
-        flags_raw[1],
-        flags_raw[2],
-        flags_raw[3],
-    ]));
-    let timeout = get_u32(
-        svc.need(SvcAttr::Timeout, "service timeout")?,
-        "service timeout",
-    )?;
-    let mask: [u8; 4] = fixed(
-        svc.need(SvcAttr::Netmask, "service netmask")?,
-        "service netmask",
-    )?;
+    let flags = ServiceFlagBits::from_bits(svc.need(SvcAttr::Flags, "service flags")?.u32()?);
+    let mask = svc.need(SvcAttr::Netmask, "service netmask")?;
     let netmask = match family {
-        Family::V4 => Netmask::V4(Ipv4Addr::from(mask)),
+        Family::V4 => Netmask::V4(Ipv4Addr::from(mask.array::<4>()?)),
         Family::V6 => {
-            let len = u32::from_ne_bytes(mask);
+            let len = mask.u32()?;
             Netmask::V6(u8::try_from(len).map_err(|_| DecodeError::Value {
                 what: "service netmask",
                 value: u64::from(len),
@@ -400,19 +336,18 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
     };
     let pe_name = svc
         .get(SvcAttr::PeName)
-        .map(|p| get_string(p, "persistence engine"))
+        .map(|a| a.str().map(str::to_owned))
         .transpose()?;
-
     Ok(ServiceEntry {
         service: Service {
             key,
             scheduler,
             flags,
-            timeout,
+            timeout: svc.need(SvcAttr::Timeout, "service timeout")?.u32()?,
             netmask,
         },
         pe_name,
-        stats: stats(svc.get(SvcAttr::Stats64), svc.get(SvcAttr::Stats))?,
+        stats: stats(svc.get(SvcAttr::Stats64).or(svc.get(SvcAttr::Stats)))?,
     })
 }
 
@@ -423,55 +358,42 @@ pub(crate) fn decode_destination(
     service_family: Family,
 ) -> Result<DestinationEntry, DecodeError> {
     let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
-    let d: AttrTable<DestAttr> = AttrTable::parse(top.need(CmdAttr::Dest, "destination")?)?;
+    let d: AttrTable<DestAttr> = AttrTable::parse(top.need(CmdAttr::Dest, "destination")?.payload)?;
     let family = match d.get(DestAttr::AddrFamily) {
-        Some(p) => family_from(get_u16(p, "destination af")?, "destination af")?,
+        Some(a) => family_from(a, "destination af")?,
         None => service_family,
     };
-    let fwd = get_u32(
-        d.need(DestAttr::FwdMethod, "forward method")?,
-        "forward method",
-    )?;
+    let fwd = d.need(DestAttr::FwdMethod, "forward method")?.u32()?;
     let forward = ForwardMethod::from_wire(fwd).ok_or(DecodeError::Value {
         what: "forward method",
         value: u64::from(fwd),
     })?;
-    let u32_of = |ty, what| -> Result<u32, DecodeError> { get_u32(d.need(ty, what)?, what) };
-    let opt_u32 = |ty, what| -> Result<u32, DecodeError> {
-        d.get(ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
-    };
+    let u32_of = |ty, what| d.need(ty, what)?.u32();
+    let opt_u32 = |ty| d.get(ty).map_or(Ok(0), |a| a.u32());
     Ok(DestinationEntry {
         destination: Destination {
-            addr: addr_from(
-                family,
-                d.need(DestAttr::Addr, "destination address")?,
-                "destination address",
-            )?,
-            port: get_be16(
-                d.need(DestAttr::Port, "destination port")?,
-                "destination port",
-            )?,
+            addr: addr_from(family, d.need(DestAttr::Addr, "destination address")?)?,
+            port: d.need(DestAttr::Port, "destination port")?.be16()?,
             forward,
             weight: u32_of(DestAttr::Weight, "weight")?,
             upper_threshold: u32_of(DestAttr::UThresh, "upper threshold")?,
             lower_threshold: u32_of(DestAttr::LThresh, "lower threshold")?,
         },
-        active_conns: opt_u32(DestAttr::ActiveConns, "active connections")?,
-        inactive_conns: opt_u32(DestAttr::InactConns, "inactive connections")?,
-        persistent_conns: opt_u32(DestAttr::PersistConns, "persistent connections")?,
-        stats: stats(d.get(DestAttr::Stats64), d.get(DestAttr::Stats))?,
+        active_conns: opt_u32(DestAttr::ActiveConns)?,
+        inactive_conns: opt_u32(DestAttr::InactConns)?,
+        persistent_conns: opt_u32(DestAttr::PersistConns)?,
+        stats: stats(d.get(DestAttr::Stats64).or(d.get(DestAttr::Stats)))?,
     })
 }
 
-/// Prefers the 64-bit counters; older kernels only send the mixed set.
-fn stats(stats64: Option<&[u8]>, stats32: Option<&[u8]>) -> Result<Stats, DecodeError> {
-    let Some(bytes) = stats64.or(stats32) else {
+/// The counters of a service or destination; callers prefer the 64-bit
+/// nest, which older kernels lack.
+fn stats(nest: Option<Attr<'_>>) -> Result<Stats, DecodeError> {
+    let Some(nest) = nest else {
         return Ok(Stats::default());
     };
-    let t: AttrTable<StatsAttr> = AttrTable::parse(bytes)?;
-    let get = |ty| -> Result<u64, DecodeError> {
-        t.get(ty).map_or(Ok(0), |p| get_counter(p, "stats counter"))
-    };
+    let t: AttrTable<StatsAttr> = AttrTable::parse(nest.payload)?;
+    let get = |ty| t.get(ty).map_or(Ok(0), counter);
     Ok(Stats {
         conns: get(StatsAttr::Conns)?,
         in_packets: get(StatsAttr::InPkts)?,
@@ -490,13 +412,11 @@ fn stats(stats64: Option<&[u8]>, stats32: Option<&[u8]>) -> Result<Stats, Decode
 /// support omits those; they read as 0.
 pub(crate) fn decode_timeouts(attrs: &[u8]) -> Result<Timeouts, DecodeError> {
     let top: AttrTable<CmdAttr> = AttrTable::parse(attrs)?;
-    let get = |ty, what| -> Result<u32, DecodeError> {
-        top.get(ty).map(|p| get_u32(p, what)).unwrap_or(Ok(0))
-    };
+    let get = |ty| top.get(ty).map_or(Ok(0), |a| a.u32());
     Ok(Timeouts {
-        tcp: get(CmdAttr::TimeoutTcp, "tcp timeout")?,
-        tcp_fin: get(CmdAttr::TimeoutTcpFin, "tcpfin timeout")?,
-        udp: get(CmdAttr::TimeoutUdp, "udp timeout")?,
+        tcp: get(CmdAttr::TimeoutTcp)?,
+        tcp_fin: get(CmdAttr::TimeoutTcpFin)?,
+        udp: get(CmdAttr::TimeoutUdp)?,
     })
 }
 
@@ -504,16 +424,15 @@ pub(crate) fn decode_timeouts(attrs: &[u8]) -> Result<Timeouts, DecodeError> {
 pub(crate) fn decode_info(attrs: &[u8]) -> Result<Info, DecodeError> {
     let top: AttrTable<InfoAttr> = AttrTable::parse(attrs)?;
     Ok(Info {
-        version: get_u32(top.need(InfoAttr::Version, "version")?, "version")?,
-        conn_tab_size: get_u32(
-            top.need(InfoAttr::ConnTabSize, "connection table size")?,
-            "connection table size",
-        )?,
+        version: top.need(InfoAttr::Version, "version")?.u32()?,
+        conn_tab_size: top
+            .need(InfoAttr::ConnTabSize, "connection table size")?
+            .u32()?,
     })
 }
 
 /// Decodes the controller's reply to `encode_resolve`: the family id.
 pub(crate) fn decode_family_id(attrs: &[u8]) -> Result<u16, DecodeError> {
     let top: AttrTable<CtrlAttr> = AttrTable::parse(attrs)?;
-    get_u16(top.need(CtrlAttr::FamilyId, "family id")?, "family id")
+    top.need(CtrlAttr::FamilyId, "family id")?.u16()
 }

@@ -6,8 +6,11 @@
 //! - [`Request`]: a change as a plain value; log a plan, then run it.
 //! - [`IpvsClient`]: the one socket; batches changes (many requests per
 //!   `sendmsg`, an ack each) and reads the table back.
-//! - `message` / `netlink` (private): pure encode and decode, tested with
-//!   golden bytes and arbitrary input, without root.
+//! - `message` (private): pure encode and decode on
+//!   [`crate::kernel::netlink`]'s codec, tested with golden bytes and
+//!   arbitrary input, without root.
+//!
+//! - [`sync`]: desired virtual services to a minimal list of requests.
 //!
 //! No code outside this module sees an attribute number.
 //!
@@ -33,15 +36,16 @@ mod client;
 mod consts;
 mod error;
 mod message;
-mod netlink;
 mod request;
+pub mod sync;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::kernel::netlink::DecodeError;
 pub use client::IpvsClient;
-pub use error::{DecodeError, IpvsError};
+pub use error::IpvsError;
 pub use request::Request;
 pub use types::{
     protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,

@@ -202,7 +202,7 @@ fn a_list_reply_decodes_to_what_ipset_save_prints() {
         match r.unwrap() {
             Reply::Ipset {
                 seq,
-                cmd: cmd::LIST,
+                cmd: IpsetCmd::List,
                 attrs,
             } => {
                 assert_eq!(seq, 0x6b06_093e);
@@ -529,7 +529,7 @@ proptest! {
         w.put(attr::ADT, &attrs);
         let _ = d.feed(&b);
         let mut msg = Vec::new();
-        let start = begin(&mut msg, cmd::LIST, 0, 1);
+        let start = begin(&mut msg, IpsetCmd::List, 0, 1);
         msg.extend_from_slice(&attrs);
         finish(&mut msg, start);
         for r in replies(&msg) {

@@ -11,10 +11,10 @@ use crate::kernel::ipvs::{
         decode_destination, decode_family_id, decode_info, decode_service, decode_timeouts,
         encode_request,
     },
-    netlink::{frames, Reply},
     Destination, ForwardMethod, InvalidValue, Netmask, Request, Scheduler, Service,
     ServiceFlagBits, ServiceKey, Timeouts,
 };
+use crate::kernel::netlink::{frames, Reply};
 
 /// Runs every decoder over `bytes`, as a datagram and as bare attributes.
 fn decode_everything(bytes: &[u8]) {

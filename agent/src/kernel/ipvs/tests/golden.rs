@@ -16,10 +16,10 @@ use crate::kernel::ipvs::{
         decode_destination, decode_family_id, decode_info, decode_service, encode_query,
         encode_request, encode_resolve, Query,
     },
-    netlink::{frames, Reply},
     Destination, DestinationEntry, DestinationKey, ForwardMethod, IpvsError, Netmask, Request,
     Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
 };
+use crate::kernel::netlink::{frames, Reply};
 
 /// An arbitrary id for the IPVS family (the kernel assigns it at load).
 const FAMILY: u16 = 0x1234;

@@ -1,16 +1,20 @@
 //! Netlink attributes (`struct nlattr`): a writer that appends them to a
-//! message buffer and a reader that walks them without ever indexing out of
-//! bounds. Pure byte code, no socket.
+//! message buffer, a reader that walks them without ever indexing out of
+//! bounds, and a table that indexes one level by a family's typed enum.
 
-use super::consts::{NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_TYPE_MASK};
+use std::marker::PhantomData;
+
+use super::{align4, DecodeError};
 
 /// `NLA_HDRLEN`: nla_len (u16) + nla_type (u16).
 pub const NLA_HDRLEN: usize = 4;
-
-/// Netlink aligns every attribute to 4 bytes (`NLA_ALIGN`).
-pub const fn align4(len: usize) -> usize {
-    (len + 3) & !3
-}
+/// Netlink attribute header flags (linux/netlink.h).
+pub const NLA_F_NESTED: u16 = 1 << 15;
+pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+/// `nla_len` is a u16, so one attribute (a nest included) holds at most
+/// this many bytes.
+pub const NLA_MAX_LEN: usize = u16::MAX as usize;
 
 /// Appends attributes to `buf`. Nests are closed with the offset that
 /// [`Writer::nest_start`] returned.
@@ -23,51 +27,61 @@ impl<'a> Writer<'a> {
         Self { buf }
     }
 
-    pub fn put(&mut self, ty: u16, payload: &[u8]) {
+    pub fn put(&mut self, ty: impl Into<u16>, payload: &[u8]) {
+        // Payloads are at most a comment (255 bytes); nests are bounded by
+        // their writers, so the u16 length cannot truncate.
         let len = NLA_HDRLEN + payload.len();
-        // Callers never pass more than a comment (255 bytes); the nest
-        // limit is checked by the batcher, so this cannot truncate.
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.into().to_ne_bytes());
         self.buf.extend_from_slice(payload);
         self.pad();
     }
 
-    pub fn put_u8(&mut self, ty: u16, v: u8) {
+    pub fn put_u8(&mut self, ty: impl Into<u16>, v: u8) {
         self.put(ty, &[v]);
     }
 
+    /// A host-order u16.
+    pub fn put_u16(&mut self, ty: impl Into<u16>, v: u16) {
+        self.put(ty, &v.to_ne_bytes());
+    }
+
+    /// A host-order u32.
+    pub fn put_u32(&mut self, ty: impl Into<u16>, v: u32) {
+        self.put(ty, &v.to_ne_bytes());
+    }
+
     /// A big-endian u16 flagged `NLA_F_NET_BYTEORDER` (ports).
-    pub fn put_be16(&mut self, ty: u16, v: u16) {
-        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    pub fn put_be16(&mut self, ty: impl Into<u16>, v: u16) {
+        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A big-endian u32 flagged `NLA_F_NET_BYTEORDER` (timeouts, sizes, flags).
-    pub fn put_be32(&mut self, ty: u16, v: u32) {
-        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    pub fn put_be32(&mut self, ty: impl Into<u16>, v: u32) {
+        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A big-endian u64 flagged `NLA_F_NET_BYTEORDER` (counters).
-    pub fn put_be64(&mut self, ty: u16, v: u64) {
-        self.put(ty | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+    pub fn put_be64(&mut self, ty: impl Into<u16>, v: u64) {
+        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A NUL-terminated string (`NLA_NUL_STRING`).
-    pub fn put_str(&mut self, ty: u16, s: &str) {
+    pub fn put_str(&mut self, ty: impl Into<u16>, s: &str) {
         let len = NLA_HDRLEN + s.len() + 1;
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.into().to_ne_bytes());
         self.buf.extend_from_slice(s.as_bytes());
         self.buf.push(0);
         self.pad();
     }
 
     /// Opens a nest flagged `NLA_F_NESTED`; returns its offset for `nest_end`.
-    pub fn nest_start(&mut self, ty: u16) -> usize {
+    pub fn nest_start(&mut self, ty: impl Into<u16>) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
         self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+            .extend_from_slice(&(ty.into() | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
@@ -83,29 +97,6 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Why a byte string is not a well-formed ipset message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("truncated {what}: need {need} bytes, have {have}")]
-    Truncated {
-        what: &'static str,
-        need: usize,
-        have: usize,
-    },
-    #[error("attribute {ty}: expected {expected} bytes of payload, got {got}")]
-    BadLength {
-        ty: u16,
-        expected: usize,
-        got: usize,
-    },
-    #[error("attribute {ty}: {reason}")]
-    BadValue { ty: u16, reason: String },
-    #[error("missing attribute {what}")]
-    Missing { what: &'static str },
-    #[error("set {set}: members arrived before the set's header")]
-    Orphan { set: String },
-}
-
 /// One attribute as read: its type without the flag bits, its payload.
 #[derive(Debug, Clone, Copy)]
 pub struct Attr<'a> {
@@ -119,6 +110,21 @@ impl<'a> Attr<'a> {
             [v, ..] => Ok(*v),
             [] => Err(self.bad_len(1)),
         }
+    }
+
+    /// Host-order u16.
+    pub fn u16(&self) -> Result<u16, DecodeError> {
+        Ok(u16::from_ne_bytes(self.array::<2>()?))
+    }
+
+    /// Host-order u32.
+    pub fn u32(&self) -> Result<u32, DecodeError> {
+        Ok(u32::from_ne_bytes(self.array::<4>()?))
+    }
+
+    /// Host-order u64.
+    pub fn u64(&self) -> Result<u64, DecodeError> {
+        Ok(u64::from_ne_bytes(self.array::<8>()?))
     }
 
     /// Big-endian u16 (the kernel writes ports with nla_put_net16).
@@ -215,6 +221,38 @@ impl<'a> Iterator for Attrs<'a> {
     }
 }
 
+/// Attributes of one level, indexed by a family's typed enum like the
+/// kernel's `nla_parse`: the last of a type wins, types past the table
+/// are ignored (newer kernels may add them).
+pub struct AttrTable<'a, T> {
+    slots: [Option<Attr<'a>>; 32],
+    _type: PhantomData<T>,
+}
+
+impl<'a, T: Into<u16>> AttrTable<'a, T> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut slots = [None; 32];
+        for a in Attrs::new(bytes) {
+            let a = a?;
+            if let Some(slot) = slots.get_mut(usize::from(a.ty)) {
+                *slot = Some(a);
+            }
+        }
+        Ok(AttrTable {
+            slots,
+            _type: PhantomData,
+        })
+    }
+
+    pub fn get(&self, ty: T) -> Option<Attr<'a>> {
+        self.slots.get(usize::from(ty.into())).copied().flatten()
+    }
+
+    pub fn need(&self, ty: T, what: &'static str) -> Result<Attr<'a>, DecodeError> {
+        self.get(ty).ok_or(DecodeError::Missing { what })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,9 +261,9 @@ mod tests {
     fn writer_pads_and_nests() {
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf);
-        let at = w.nest_start(7);
-        w.put_u8(3, 24);
-        w.put_be16(4, 80);
+        let at = w.nest_start(7u16);
+        w.put_u8(3u16, 24);
+        w.put_be16(4u16, 80);
         w.nest_end(at);
         assert_eq!(
             buf,
@@ -247,7 +285,7 @@ mod tests {
     #[test]
     fn strings_carry_their_nul() {
         let mut buf = Vec::new();
-        Writer::new(&mut buf).put_str(2, "abc");
+        Writer::new(&mut buf).put_str(2u16, "abc");
         assert_eq!(buf, [8, 0, 2, 0, b'a', b'b', b'c', 0]);
         let a = Attrs::new(&buf).next().unwrap().unwrap();
         assert_eq!(a.str().unwrap(), "abc");
@@ -269,5 +307,20 @@ mod tests {
         assert!(matches!(a.be32(), Err(DecodeError::BadLength { .. })));
         assert!(a.array::<16>().is_err());
         assert_eq!(a.u8().unwrap(), 1);
+    }
+
+    #[test]
+    fn the_table_keeps_the_last_of_a_type_and_ignores_unknown_ones() {
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf);
+        w.put_u32(1u16, 5);
+        w.put_u32(1u16, 6);
+        w.put_u32(40u16, 7);
+        let t: AttrTable<u16> = AttrTable::parse(&buf).unwrap();
+        assert_eq!(t.need(1, "one").unwrap().u32().unwrap(), 6);
+        assert!(matches!(
+            t.need(2, "two"),
+            Err(DecodeError::Missing { what: "two" })
+        ));
     }
 }

@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
 };
 
-use super::ipvs::{
+use super::{
     Destination, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request, Scheduler,
     Service, ServiceFlagBits, ServiceKey, VirtualServer,
 };
