@@ -18,7 +18,7 @@ use crate::{
         policies,
         services::{self, BpfRules},
     },
-    kernel::ipset::IpsetClient,
+    kernel::{ipset::IpsetClient, iptables::backend},
     reconcile::ProxyOptions,
     store::SetStore,
 };
@@ -134,6 +134,11 @@ pub struct Args {
     /// flag before they were split).
     #[arg(long, env = "IPWARDEN_API_ADDR", hide = true)]
     pub api_addr: Option<String>,
+    /// The iptables backend our chains go to: auto (the one the node's
+    /// rules are in, as Kubernetes' iptables-wrapper finds it), nft or
+    /// legacy.
+    #[arg(long, env = "IPWARDEN_IPTABLES_BACKEND", default_value = "auto")]
+    pub iptables_backend: backend::Choice,
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +206,8 @@ pub(super) struct Setup {
 
 pub fn run(args: &Args) -> Result<()> {
     check(args)?;
+    let iptables = backend::select(args.iptables_backend);
+    tracing::info!(backend = %iptables.backend, why = %iptables.why, "iptables backend");
     if args.once {
         super::run_once::run(args)
     } else {

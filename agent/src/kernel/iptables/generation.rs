@@ -7,7 +7,7 @@
 //! iptables back"). The legacy backend has no such counter: there every
 //! apply reads the table.
 
-use std::{io, mem::size_of, os::fd::AsRawFd, process::Command, sync::OnceLock, time::Duration};
+use std::{io, mem::size_of, os::fd::AsRawFd, time::Duration};
 
 use neli::{
     consts::socket::{Msg, NlFamily},
@@ -15,8 +15,7 @@ use neli::{
     utils::Groups,
 };
 
-use super::save_cmd;
-use crate::desired::Family;
+use super::nft_backend;
 
 /// Where and when a table was read: the network namespace (its cookie,
 /// never reused, unlike its inode number) and the ruleset generation.
@@ -29,8 +28,8 @@ pub struct Stamp {
 /// The calling thread's stamp, or `None` when it cannot tell a change
 /// (the legacy backend, a kernel without netns cookies): then the caller
 /// reads the table every time, as it always did.
-pub fn current(family: Family) -> Option<Stamp> {
-    if !nft_backend(family) {
+pub fn current() -> Option<Stamp> {
+    if !nft_backend() {
         return None;
     }
     match read() {
@@ -40,24 +39,6 @@ pub fn current(family: Family) -> Option<Stamp> {
             None
         }
     }
-}
-
-/// Does `iptables-save` (or ip6tables-save) talk to nf_tables? Asked once
-/// per process: the binary does not change under us.
-pub(super) fn nft_backend(family: Family) -> bool {
-    static V4: OnceLock<bool> = OnceLock::new();
-    static V6: OnceLock<bool> = OnceLock::new();
-    let cell = match family {
-        Family::V4 => &V4,
-        Family::V6 => &V6,
-    };
-    *cell.get_or_init(|| {
-        Command::new(save_cmd(family))
-            .arg("--version")
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
-            .unwrap_or(false)
-    })
 }
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
