@@ -65,14 +65,13 @@ fn podman_run(ns: &NetNs, image: &str, volumes: &[(&Path, &str)], args: &[&str])
     for cap in FIREWALL_CAPS {
         cmd.arg(format!("--cap-add={cap}"));
     }
-    cmd
-        .args([
-            "--ulimit",
-            "nofile=4096:4096",
-            "--ulimit",
-            "nproc=4096:4096",
-        ])
-        .arg(format!("--network=ns:/run/netns/{}", ns.name()));
+    cmd.args([
+        "--ulimit",
+        "nofile=4096:4096",
+        "--ulimit",
+        "nproc=4096:4096",
+    ])
+    .arg(format!("--network=ns:/run/netns/{}", ns.name()));
     for (host, inside) in volumes {
         cmd.arg("-v").arg(format!("{}:{inside}:ro", host.display()));
     }
