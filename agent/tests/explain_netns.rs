@@ -126,6 +126,11 @@ fn explain_names_the_policies_isolating_a_pod_and_status_the_syncs() {
     );
     assert!(status.contains("2 Pod"), "{status}");
     assert!(status.contains("eBPF: off"), "{status}");
+    // A fresh namespace holds no rules: nft, said with the counts.
+    assert!(
+        status.contains("iptables: nft backend (detected: 0 legacy rules, "),
+        "{status}"
+    );
     let json: serde_json::Value = serde_json::from_str(&run(&ns, &["status", "--json"])).unwrap();
     assert_eq!(json["controllers"]["policies"]["failures"], 0, "{json}");
 }

@@ -1,5 +1,6 @@
 //! The OCI image of `cargo xtask image`, as a node runs it: loaded with
-//! `podman load`, run privileged in a network namespace of the test's own
+//! `podman load`, run with every capability dropped but NET_ADMIN and
+//! NET_RAW in a network namespace of the test's own
 //! (the node's, here), `ipwarden run --once` enforces
 //! deploy/examples/netpol.yaml (mounted into the container; the service
 //! proxy is off: IPVS needs the VM's kernel), and iptables-save and ipset
@@ -50,17 +51,27 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `podman run` of the image in `ns`, as privileged as the DaemonSet's pod.
+/// What the policy controller needs: NET_ADMIN for ipset, iptables and
+/// netlink; NET_RAW for iptables' set match and iptables-legacy (a raw
+/// socket). Found by dropping each: without NET_ADMIN `ipset list` is
+/// refused, without NET_RAW iptables-restore "Can't open socket to ipset".
+const FIREWALL_CAPS: [&str; 2] = ["NET_ADMIN", "NET_RAW"];
+
+/// `podman run` of the image in `ns`, every capability dropped but
+/// [`FIREWALL_CAPS`].
 fn podman_run(ns: &NetNs, image: &str, volumes: &[(&Path, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new("podman");
-    cmd.args(["--runtime", "runc", "run", "--rm", "--privileged"])
-        .args([
-            "--ulimit",
-            "nofile=4096:4096",
-            "--ulimit",
-            "nproc=4096:4096",
-        ])
-        .arg(format!("--network=ns:/run/netns/{}", ns.name()));
+    cmd.args(["--runtime", "runc", "run", "--rm", "--cap-drop=all"]);
+    for cap in FIREWALL_CAPS {
+        cmd.arg(format!("--cap-add={cap}"));
+    }
+    cmd.args([
+        "--ulimit",
+        "nofile=4096:4096",
+        "--ulimit",
+        "nproc=4096:4096",
+    ])
+    .arg(format!("--network=ns:/run/netns/{}", ns.name()));
     for (host, inside) in volumes {
         cmd.arg("-v").arg(format!("{}:{inside}:ro", host.display()));
     }

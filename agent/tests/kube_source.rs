@@ -737,6 +737,68 @@ async fn an_unreadable_object_keeps_its_last_good_version_and_a_policy_never_rea
     );
 }
 
+/// A skipped object reaches its owner as `kubectl describe` shows it: a
+/// Warning Event (events.k8s.io/v1) regarding it, naming the field; the
+/// same failure again soon after posts nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_policy_gets_one_warning_event_naming_it_and_the_field() {
+    let server = FakeApiServer::start().await;
+    seed(&server);
+    server.apply(Res::NetworkPolicies, typo(policy("new-typo")));
+    let mut agent = Agent::start(&server).await;
+    agent.until("Ready", |c| *c == Change::Ready).await;
+    let events = server.wait_posted_events("Warning on new-typo", 1).await;
+    let e = &events[0];
+    assert_eq!(e["type"], "Warning", "{e}");
+    assert_eq!(e["reason"], "Unreadable", "{e}");
+    assert_eq!(e["action"], "DenyAll", "{e}");
+    assert_eq!(e["reportingController"], "ipwarden", "{e}");
+    assert_eq!(e["reportingInstance"], format!("ipwarden-{NODE}"), "{e}");
+    assert_eq!(e["metadata"]["namespace"], "default", "{e}");
+    let regarding = &e["regarding"];
+    assert_eq!(regarding["apiVersion"], "networking.k8s.io/v1", "{e}");
+    assert_eq!(regarding["kind"], "NetworkPolicy", "{e}");
+    assert_eq!(regarding["namespace"], "default", "{e}");
+    assert_eq!(regarding["name"], "new-typo", "{e}");
+    assert!(regarding["uid"].is_string(), "{e}");
+    let note = e["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "NetworkPolicy default/new-typo cannot be read (field spec.ingress[0].ports[0].port"
+        ),
+        "{note}"
+    );
+
+    // Fixed, then broken the same way again: reported, but no new Event.
+    server.apply(Res::NetworkPolicies, policy("new-typo"));
+    agent
+        .until("new-typo reads", |c| {
+            is_object(c, Kind::NetworkPolicy, "new-typo")
+        })
+        .await;
+    server.apply(Res::NetworkPolicies, typo(policy("new-typo")));
+    agent
+        .until("new-typo unreadable again", |c| {
+            is_unreadable(c, "NetworkPolicy default/new-typo")
+        })
+        .await;
+    // Events leave in order through one queue: once another object's is
+    // in, a second one for new-typo would have been too.
+    server.apply(Res::NetworkPolicies, typo(policy("other-typo")));
+    let events = server.wait_posted_events("Warning on other-typo", 2).await;
+    let regarding: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["regarding"]["name"].as_str())
+        .collect();
+    assert_eq!(regarding.len(), 2, "{events:?}");
+    assert!(regarding.contains(&"other-typo"), "{events:?}");
+    assert!(
+        !server.requests().iter().any(|r| r.starts_with("PATCH ")),
+        "no series update either: {:?}",
+        server.requests()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_node_keeps_the_source_without_a_snapshot_and_says_so() {
     let server = FakeApiServer::start().await;

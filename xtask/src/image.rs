@@ -13,8 +13,10 @@
 //!    machine uses (/etc/apt/sources.list*), so only the package registry
 //!    is needed. Extracted packages run no maintainer scripts, so what
 //!    those would have done for us is done here: the iptables alternatives
-//!    point at the nft backend (Debian 12's default) and the linker cache
-//!    is built;
+//!    (for a person) point at the nft backend (Debian 12's default) and the
+//!    linker cache is built. The agent itself runs `iptables-nft-*` or
+//!    `iptables-legacy-*` by name, whichever backend the node's rules are
+//!    in (`--iptables-backend`), so the image fixes no backend for it;
 //! 3. two layers (Debian, then the agent) committed with umoci into an OCI
 //!    layout, tarred as an OCI archive named `localhost/ipwarden:VERSION`,
 //!    which `podman load -i` and `ctr -n k8s.io image import` accept.
@@ -73,8 +75,8 @@ const TRIM: &[&str] = &[
     "var/cache",
     "var/log",
 ];
-/// The iptables commands the agent (and a person) runs, as the package's
-/// maintainer script would have set its alternatives: the nft backend.
+/// The iptables commands a person runs, as the package's maintainer script
+/// would have set its alternatives: the nft backend.
 const IPTABLES_LINKS: &[(&str, &str)] = &[
     ("iptables", "iptables-nft"),
     ("iptables-save", "iptables-nft-save"),
@@ -240,6 +242,16 @@ fn build(
     )
     .context("mmdebstrap failed (is the Debian mirror of /etc/apt/sources.list* reachable?)")?;
     trim(&debian)?;
+    for backend in ["nft", "legacy"] {
+        for cmd in ["iptables", "ip6tables"] {
+            for verb in ["save", "restore"] {
+                let name = format!("{cmd}-{backend}-{verb}");
+                if !debian.join("usr/sbin").join(&name).exists() {
+                    bail!("the iptables package has no {name}, which the agent runs");
+                }
+            }
+        }
+    }
     for (link, target) in IPTABLES_LINKS {
         let at = debian.join("usr/sbin").join(link);
         if !debian.join("usr/sbin").join(target).exists() {

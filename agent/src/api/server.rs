@@ -56,7 +56,12 @@ pub fn serve(addr: SocketAddr, metrics: Metrics, routes: Routes) -> std::io::Res
     std::thread::spawn(move || {
         for request in server.incoming_requests() {
             let (status, body, content_type) = answer(request.url(), &metrics, &routes);
-            let mut response = Response::from_string(body).with_status_code(status);
+            // Never chunked (tiny_http chunks bodies over 32 KiB): the body
+            // is in memory anyway, and `status`/`explain` read a plain
+            // answer (a /state of 150 Services was cut into chunks).
+            let mut response = Response::from_string(body)
+                .with_status_code(status)
+                .with_chunked_threshold(usize::MAX);
             if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
                 response = response.with_header(h);
             }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::{
     cluster::{source::ResourceHealth, HostInfo, Source},
+    kernel::iptables::backend,
     reconcile::board::{Board, BoardState, SyncRecord},
 };
 
@@ -33,6 +34,8 @@ impl StatusView {
             local_addresses: Vec::new(),
         };
         out["node"] = self.node_name.clone().into();
+        let iptables = backend::current();
+        out["iptables"] = json!({"backend": iptables.backend.to_string(), "why": iptables.why});
         out["node_pods"] = match self.source.snapshot(&host) {
             Some(snapshot) => snapshot
                 .pods

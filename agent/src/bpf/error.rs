@@ -9,6 +9,8 @@ pub enum BpfError {
         #[source]
         source: Box<aya::EbpfError>,
     },
+    #[error("no eBPF object at {} (build it with `cargo xtask build-ebpf`, or name it with --bpf-object / IPWARDEN_BPF_OBJECT)", tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" or "))]
+    ObjectNotFound { tried: Vec<PathBuf> },
     #[error("the eBPF object has no {what} named {name}")]
     Missing {
         what: &'static str,

@@ -32,15 +32,38 @@ pub use mirror::BpfMirror;
 pub use pins::PinLayout;
 pub use sources::EgressSources;
 
-/// Where the container image installs the object; `cargo xtask` passes the
-/// freshly built one through IPWARDEN_BPF_OBJECT instead.
+/// Where the container image installs the object.
 pub const DEFAULT_OBJECT: &str = "/usr/lib/ipwarden/ipwarden.bpf.o";
 
-/// The object path from IPWARDEN_BPF_OBJECT, else [`DEFAULT_OBJECT`].
+/// Where `cargo xtask build-ebpf` leaves the object in the checkout this
+/// binary was built from (a host build, outside the image).
+pub fn built_object() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("ebpf/target/bpfel-unknown-none/release/ipwarden")
+}
+
+/// The object to load: `explicit` (`--bpf-object`, IPWARDEN_BPF_OBJECT)
+/// as given, else the image's, else the checkout's; the error names every
+/// path tried.
+pub fn find_object(explicit: Option<&Path>) -> Result<PathBuf, BpfError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let tried = vec![PathBuf::from(DEFAULT_OBJECT), built_object()];
+    match tried.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(BpfError::ObjectNotFound { tried }),
+    }
+}
+
+/// The object path from IPWARDEN_BPF_OBJECT, else [`find_object`]'s
+/// (tests and benches; [`DEFAULT_OBJECT`] when none exists, so the load
+/// names it).
 pub fn object_path_from_env() -> PathBuf {
-    std::env::var_os("IPWARDEN_BPF_OBJECT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_OBJECT))
+    let explicit = std::env::var_os("IPWARDEN_BPF_OBJECT").map(PathBuf::from);
+    find_object(explicit.as_deref()).unwrap_or_else(|_| PathBuf::from(DEFAULT_OBJECT))
 }
 
 /// Level of the program's own aya-log lines (AYA_LOG_LEVEL global).

@@ -3,7 +3,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr, UdpSocket},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -17,9 +17,10 @@ use crate::{
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The eBPF object built by `cargo xtask build-ebpf`.
-    #[arg(long, env = "IPWARDEN_BPF_OBJECT", default_value = bpf::DEFAULT_OBJECT)]
-    pub bpf_object: PathBuf,
+    /// The eBPF object; default: the image's, else where `cargo xtask
+    /// build-ebpf` puts it in this checkout.
+    #[arg(long, env = "IPWARDEN_BPF_OBJECT")]
+    pub bpf_object: Option<PathBuf>,
 }
 
 const NODE: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
@@ -28,20 +29,21 @@ const OTHER_PORT: u16 = 9090;
 
 /// The tc classifier, then the rescue when the kernel has IPVS.
 pub fn run(args: &Args) -> Result<()> {
+    let object = bpf::find_object(args.bpf_object.as_deref())?;
     println!("== The tc classifier between two namespaces\n");
-    classifier(args)?;
+    classifier(&object)?;
     println!();
-    if !std::path::Path::new("/proc/net/ip_vs").exists() {
+    if !Path::new("/proc/net/ip_vs").exists() {
         println!("== The rescue needs IPVS, which this kernel lacks: `cargo xtask demo` runs it in the VM");
         return Ok(());
     }
     println!("== The rescue of an ExternalIP missing from ipwarden-svip-prt\n");
     // The agent runs as a child process, in the lab's node namespace.
-    std::env::set_var("IPWARDEN_BPF_OBJECT", &args.bpf_object);
+    std::env::set_var("IPWARDEN_BPF_OBJECT", &object);
     super::demo_rescue::run(&std::env::current_exe()?)
 }
 
-fn classifier(args: &Args) -> Result<()> {
+fn classifier(object: &Path) -> Result<()> {
     let node = NetNs::new("ipw-demo-node").context("creating a network namespace")?;
     let peer = NetNs::new("ipw-demo-peer")?;
     node.veth_to(
@@ -58,7 +60,7 @@ fn classifier(args: &Args) -> Result<()> {
     let member = ServiceKey::v4(NODE.octets(), PROTO_UDP, MEMBER_PORT);
     let other = ServiceKey::v4(NODE.octets(), PROTO_UDP, OTHER_PORT);
     let mut dp = node.run(|| -> Result<_> {
-        let mut dp = Dataplane::load(&args.bpf_object, ProgramLogLevel::Info)?;
+        let mut dp = Dataplane::load(object, ProgramLogLevel::Info)?;
         dp.configure(Mode::Log, DEFAULT_MARK)?;
         dp.services()?.insert(
             member,
@@ -70,7 +72,7 @@ fn classifier(args: &Args) -> Result<()> {
         let how = dp.attach_ingress("veth0")?;
         println!(
             "classifier loaded from {} and attached to veth0 ingress ({how:?})",
-            args.bpf_object.display()
+            object.display()
         );
         Ok(dp)
     })??;

@@ -18,7 +18,7 @@ use crate::{
         policies,
         services::{self, BpfRules},
     },
-    kernel::ipset::IpsetClient,
+    kernel::{ipset::IpsetClient, iptables::backend},
     reconcile::ProxyOptions,
     store::SetStore,
 };
@@ -134,6 +134,11 @@ pub struct Args {
     /// flag before they were split).
     #[arg(long, env = "IPWARDEN_API_ADDR", hide = true)]
     pub api_addr: Option<String>,
+    /// The iptables backend our chains go to: auto (the one the node's
+    /// rules are in, as Kubernetes' iptables-wrapper finds it), nft or
+    /// legacy.
+    #[arg(long, env = "IPWARDEN_IPTABLES_BACKEND", default_value = "auto")]
+    pub iptables_backend: backend::Choice,
     /// Print the report of each pass as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -148,9 +153,11 @@ pub struct BpfArgs {
     /// inconsistent ipset refuses; allow: also accept it (the rescue).
     #[arg(long, env = "IPWARDEN_BPF_MODE", default_value = "log")]
     pub bpf_mode: BpfMode,
-    /// The eBPF object (built by `cargo xtask build-ebpf`).
-    #[arg(long, env = "IPWARDEN_BPF_OBJECT", default_value = bpf::DEFAULT_OBJECT)]
-    pub bpf_object: PathBuf,
+    /// The eBPF object; default: the image's
+    /// (/usr/lib/ipwarden/ipwarden.bpf.o), else where `cargo xtask
+    /// build-ebpf` puts it in the checkout this binary was built from.
+    #[arg(long, env = "IPWARDEN_BPF_OBJECT")]
+    pub bpf_object: Option<PathBuf>,
     /// bpffs directory for pinned maps and links.
     #[arg(long, env = "IPWARDEN_BPF_PIN_DIR", default_value = names::DEFAULT_PIN_DIR)]
     pub bpf_pin_dir: PathBuf,
@@ -201,6 +208,8 @@ pub(super) struct Setup {
 
 pub fn run(args: &Args) -> Result<()> {
     check(args)?;
+    let iptables = backend::select(args.iptables_backend);
+    tracing::info!(backend = %iptables.backend, why = %iptables.why, "iptables backend");
     if args.once {
         super::run_once::run(args)
     } else {
@@ -250,7 +259,9 @@ pub(super) fn setup(args: &Args) -> Result<Setup> {
                 BpfOptions {
                     mode,
                     mark: args.bpf.bpf_mark,
-                    object: args.bpf.bpf_object.clone(),
+                    object: bpf::find_object(args.bpf.bpf_object.as_deref()).context(
+                        "finding the eBPF object (use --bpf-mode off to run without it)",
+                    )?,
                     pins: PinLayout::new(&args.bpf.bpf_pin_dir),
                     interfaces: args.bpf.bpf_interfaces.clone(),
                     log_level: args.bpf.bpf_log_level,

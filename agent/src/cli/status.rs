@@ -1,9 +1,9 @@
 //! `ipwarden status`: readiness, each resource of the source (listed,
 //! failing with its last error, waiting for its first list), per
 //! controller the last full and partial sync and their durations, the
-//! objects watched, set drift found and healed, the eBPF mode and attached
-//! interfaces, and every object of the source that cannot be read, from
-//! the running agent's /state. Exits non-zero when no agent answers.
+//! objects watched, set drift found and healed, the iptables backend, the
+//! eBPF mode and attached interfaces, and every object of the source that
+//! cannot be read, from the running agent's /state. Exits non-zero when no agent answers.
 
 use anyhow::Result;
 use serde_json::Value;
@@ -107,6 +107,12 @@ pub fn lines(state: &Value) -> Vec<String> {
         "set drift: {} found, {} healed",
         state["drift"]["found"], state["drift"]["healed"]
     ));
+    if let Some(b) = state["iptables"]["backend"].as_str() {
+        out.push(format!(
+            "iptables: {b} backend ({})",
+            state["iptables"]["why"].as_str().unwrap_or_default()
+        ));
+    }
     out.push(match state["bpf"].as_object() {
         None => "eBPF: off".into(),
         Some(b) => format!(

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{runtime::watcher, Resource};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 
@@ -110,13 +110,24 @@ where
                 None => (None, StandIn::Nothing),
             },
         };
-        unreadable.set(Unreadable {
+        let regarding = ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            namespace: e.metadata.namespace.clone(),
+            name: e.metadata.name.clone(),
+            uid: e.metadata.uid.clone(),
+            // Left out: kube's recorder matches repeats on the whole reference.
+            resource_version: None,
+            field_path: None,
+        };
+        let u = Unreadable {
             kind,
             namespace: e.metadata.namespace.clone(),
             name: e.metadata.name.clone().unwrap_or_default(),
             error: e.error,
             stand_in: how,
-        });
+        };
+        unreadable.set_regarding(u, regarding);
         (object, how == StandIn::LastGood)
     };
     match event {

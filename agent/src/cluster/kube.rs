@@ -22,6 +22,8 @@
 //!   `crd_poll`; once installed, its reflector starts and its first list
 //!   is sent as [`Change::Relisted`] (a full policy sync). Present at
 //!   start: Ready waits for its first list like every other kind's.
+//! - Each object reported unreadable also gets a Warning Event naming the
+//!   field ([`super::events`]; one per object and reason per 5 minutes).
 //! - A failing list or watch keeps the last good content, logs and counts
 //!   the failure, and marks the kind failing until it reads again.
 
@@ -57,6 +59,7 @@ use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 use super::{
     backoff::backed_off,
     cnp::ClusterNetworkPolicy,
+    events::EventPoster,
     guard::{unguard, Guarded},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     store::{Applied, Grouped, Ordered, Stores},
@@ -236,7 +239,8 @@ impl KubeSource {
             listed: Mutex::new(Vec::new()),
             cluster_policies_awaited: AtomicBool::new(true),
             health,
-            unreadable: UnreadableBook::new(changes.clone()),
+            unreadable: UnreadableBook::new(changes.clone())
+                .with_events(EventPoster::start(client.clone(), node_name)),
             changes,
         });
         // Paginated consistent lists (500 a page): a relist after a 410

@@ -21,7 +21,7 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, Node, Pod, Service},
+        core::v1::{Namespace, Node, ObjectReference, Pod, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{NetworkPolicy, NetworkPolicySpec},
     },
@@ -29,7 +29,11 @@ use k8s_openapi::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{source::Change, Kind, KubeObject};
+use super::{
+    events::{EventPoster, Warning},
+    source::Change,
+    Kind, KubeObject,
+};
 
 /// One object that cannot be read, and what stands in for it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,6 +60,17 @@ impl Unreadable {
         match &self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
             None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+impl StandIn {
+    /// What the agent did, as an Event's action.
+    pub fn action(self) -> &'static str {
+        match self {
+            StandIn::LastGood => "KeepLastGood",
+            StandIn::DenyAll => "DenyAll",
+            StandIn::Nothing => "Skip",
         }
     }
 }
@@ -135,10 +150,11 @@ type Key = (Kind, Option<String>, String);
 
 /// The objects of a source that cannot be read now. Transitions are logged
 /// and sent as [`Change::Health`] under the object's name.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UnreadableBook {
     inner: Arc<Mutex<BTreeMap<Key, Unreadable>>>,
     changes: UnboundedSender<Change>,
+    events: Option<EventPoster>,
 }
 
 impl UnreadableBook {
@@ -146,15 +162,26 @@ impl UnreadableBook {
         Self {
             inner: Arc::default(),
             changes,
+            events: None,
         }
     }
 
-    /// Records `u`; reported when it is new or its error changed.
-    pub fn set(&self, u: Unreadable) {
+    /// Also posts a Warning Event on each object as it is reported (the
+    /// API server source).
+    pub fn with_events(self, events: EventPoster) -> Self {
+        Self {
+            events: Some(events),
+            ..self
+        }
+    }
+
+    /// Records `u`; reported when it is new or its error changed. Returns
+    /// whether it was.
+    pub fn set(&self, u: Unreadable) -> bool {
         let key = (u.kind, u.namespace.clone(), u.name.clone());
         let mut book = self.inner.lock().unwrap();
         if book.get(&key) == Some(&u) {
-            return;
+            return false;
         }
         tracing::error!("{u}");
         let _ = self.changes.send(Change::Health {
@@ -162,6 +189,23 @@ impl UnreadableBook {
             error: Some(format!("cannot be read ({}); {}", u.error, u.stand_in)),
         });
         book.insert(key, u);
+        true
+    }
+
+    /// [`UnreadableBook::set`], and a Warning Event on `regarding` when
+    /// reported, naming the field.
+    pub fn set_regarding(&self, u: Unreadable, regarding: ObjectReference) {
+        let warning = self.events.as_ref().map(|_| Warning {
+            regarding,
+            reason: "Unreadable",
+            action: u.stand_in.action(),
+            note: u.to_string(),
+        });
+        if self.set(u) {
+            if let (Some(events), Some(w)) = (&self.events, warning) {
+                events.warn(w);
+            }
+        }
     }
 
     /// The object reads again (or is gone).

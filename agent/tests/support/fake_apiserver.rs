@@ -5,7 +5,8 @@
 //! items without apiVersion/kind), watches as chunked newline-delimited
 //! `{"type": ..., "object": ...}` events from a resourceVersion, BOOKMARKs,
 //! an `ERROR` event with a `410 Expired` Status for a compacted
-//! resourceVersion, and `Status` objects for 403/500 answers. Every object
+//! resourceVersion, `Status` objects for 403/500 answers, and Events
+//! (events.k8s.io/v1) created and merge-patched. Every object
 //! carries what a real server adds (uid, resourceVersion,
 //! creationTimestamp, managedFields).
 //!
@@ -25,7 +26,7 @@ use std::{
 
 use serde_json::{json, Value};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{tcp::OwnedWriteHalf, TcpListener, TcpStream},
     sync::watch,
     task::JoinHandle,
@@ -148,6 +149,8 @@ struct State {
     /// happened up to `kill_rv`.
     kill: u64,
     kill_rv: u64,
+    /// Events (events.k8s.io/v1) created by the client, by namespace and name.
+    posted_events: BTreeMap<Key, Value>,
     /// When each event was first written to a watch, by resourceVersion
     /// (a bench times the agent from there).
     sent_at: HashMap<u64, std::time::SystemTime>,
@@ -372,6 +375,36 @@ impl FakeApiServer {
         self.shared.state.lock().unwrap().sent_at.get(&rv).copied()
     }
 
+    /// The Events the client created (events.k8s.io/v1), as stored.
+    pub fn posted_events(&self) -> Vec<Value> {
+        let st = self.shared.state.lock().unwrap();
+        st.posted_events.values().cloned().collect()
+    }
+
+    /// Waits until the client has created `n` Events; returns them.
+    pub async fn wait_posted_events(&self, what: &str, n: usize) -> Vec<Value> {
+        let mut bell = self.shared.bell.subscribe();
+        let wait = async {
+            loop {
+                bell.borrow_and_update();
+                let events = self.posted_events();
+                if events.len() >= n {
+                    return events;
+                }
+                bell.changed().await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {what}: {} Events created, requests:\n{}",
+                    self.posted_events().len(),
+                    self.requests().join("\n")
+                )
+            })
+    }
+
     /// "GET /api/v1/services?..." for every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.shared.state.lock().unwrap().requests.clone()
@@ -496,9 +529,14 @@ fn error_status(code: u16, res: Res) -> Value {
 fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
         410 => "Gone",
+        422 => "Unprocessable Entity",
         500 => "Internal Server Error",
         _ => "Error",
     }
@@ -597,6 +635,18 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         };
         shared.ring();
         let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+        if method == "POST" || method == "PATCH" {
+            let mut body = vec![0u8; content_length(&head)];
+            if rd.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let (code, answer) = write_event(&shared, &method, path, &body);
+            shared.ring();
+            if respond(&mut wr, code, &answer).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let q = query(q);
         let crd_missing = |r: &Res| {
             *r == Res::ClusterNetworkPolicies && !shared.state.lock().unwrap().crd_installed
@@ -624,6 +674,101 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         let code = body["code"].as_u64().map(|c| c as u16).unwrap_or(200);
         if respond(&mut wr, code, &body).await.is_err() {
             return;
+        }
+    }
+}
+
+fn content_length(head: &[String]) -> usize {
+    head.iter()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// A create (POST) or merge patch (PATCH) of an events.k8s.io/v1 Event,
+/// checked and answered as the API server does: 201 or 200 with the
+/// stored object, 422 without the fields v1 requires, 409 on a taken
+/// name, 404 for a patch of an unknown one, 405 for other resources.
+fn write_event(shared: &Shared, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (namespace, name) = match parts[..] {
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] => (ns, None),
+        ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name] => (ns, Some(name)),
+        _ => {
+            let message = format!("the server does not allow this method on {path}");
+            return (405, status(405, "MethodNotAllowed", &message, None));
+        }
+    };
+    let Ok(mut event) = serde_json::from_slice::<Value>(body) else {
+        return (400, status(400, "BadRequest", "the body is not JSON", None));
+    };
+    let mut st = shared.state.lock().unwrap();
+    st.rv += 1;
+    let rv = st.rv;
+    if method == "PATCH" {
+        let key = (namespace.to_string(), name.unwrap_or_default().to_string());
+        let Some(stored) = st.posted_events.get_mut(&key) else {
+            let message = format!("events.events.k8s.io \"{}\" not found", key.1);
+            return (404, status(404, "NotFound", &message, None));
+        };
+        merge_patch(stored, &event);
+        stored["metadata"]["resourceVersion"] = json!(rv.to_string());
+        return (200, stored.clone());
+    }
+    let missing: Vec<&str> = [
+        "eventTime",
+        "reportingController",
+        "reportingInstance",
+        "action",
+        "reason",
+    ]
+    .into_iter()
+    .filter(|f| event[*f].is_null())
+    .collect();
+    if !missing.is_empty() || event["metadata"]["name"].is_null() {
+        let message = format!("Event is invalid: missing {missing:?} or metadata.name");
+        return (422, status(422, "Invalid", &message, None));
+    }
+    let key = (
+        namespace.to_string(),
+        event["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    if st.posted_events.contains_key(&key) {
+        let message = format!("events.events.k8s.io \"{}\" already exists", key.1);
+        return (409, status(409, "AlreadyExists", &message, None));
+    }
+    event["apiVersion"] = json!("events.k8s.io/v1");
+    event["kind"] = json!("Event");
+    let m = &mut event["metadata"];
+    m["namespace"] = json!(namespace);
+    m["uid"] = json!(format!("00000000-0000-4000-9000-{rv:012}"));
+    m["resourceVersion"] = json!(rv.to_string());
+    m["creationTimestamp"] = json!("2026-11-29T10:00:00Z");
+    st.posted_events.insert(key, event.clone());
+    (201, event)
+}
+
+/// RFC 7386: objects merge key by key, null deletes, the rest replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let object = target.as_object_mut().unwrap();
+    for (k, v) in fields {
+        if v.is_null() {
+            object.remove(k);
+        } else {
+            merge_patch(object.entry(k.clone()).or_insert(Value::Null), v);
         }
     }
 }

@@ -85,7 +85,7 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     let verified = guard.get_or_insert_with(HashMap::new);
     let owner = (plan.family, plan.table, plan.tag.clone());
     let fingerprint = fingerprint(plan);
-    let before = generation::current(plan.family);
+    let before = generation::current();
     if before.is_some() && verified.get(&owner) == before.clone().map(|s| (fingerprint, s)).as_ref()
     {
         return Ok(unchanged(plan));
@@ -116,7 +116,7 @@ fn read_and_write(
         return Ok((changes, true, before));
     };
     restore(plan.family, plan.table, &script)?;
-    let stamp = generation::current(plan.family);
+    let stamp = generation::current();
     let after = read_table(plan.family, plan.table)?;
     let (again, _) = render::script(plan, &after);
     if again.is_some() {

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, process::Command};
 
-use super::{generation::nft_backend, nft_rules, save_cmd, IptablesError};
+use super::{nft_backend, nft_rules, save_cmd, IptablesError};
 use crate::desired::{Family, Table};
 
 /// Packets counted by every rule of `table` whose comment starts with
@@ -16,7 +16,7 @@ pub fn comment_counters(
     table: Table,
     prefix: &str,
 ) -> Result<BTreeMap<String, u64>, IptablesError> {
-    if nft_backend(family) {
+    if nft_backend() {
         let mut out = BTreeMap::new();
         let read = nft_rules::visit_comments(family, table, |comment, packets| {
             if let Some(text) = comment.strip_prefix(prefix) {

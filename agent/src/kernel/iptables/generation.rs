@@ -7,17 +7,9 @@
 //! iptables back"). The legacy backend has no such counter: there every
 //! apply reads the table.
 
-use std::{
-    fs::File,
-    io,
-    os::unix::fs::MetadataExt,
-    process::Command,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{fs::File, io, os::unix::fs::MetadataExt, sync::Arc, time::Duration};
 
-use super::save_cmd;
-use crate::desired::Family;
+use super::nft_backend;
 use crate::kernel::netlink::{
     begin, frame::NLM_F_REQUEST, socket::NETLINK_NETFILTER, Attrs, DecodeError, Failure, Options,
     Socket,
@@ -62,8 +54,8 @@ impl Netns {
 /// The calling thread's stamp, or `None` when it cannot tell a change
 /// (the legacy backend, a kernel without nf_tables): then the caller
 /// reads the table every time, as it always did.
-pub fn current(family: Family) -> Option<Stamp> {
-    if !nft_backend(family) {
+pub fn current() -> Option<Stamp> {
+    if !nft_backend() {
         return None;
     }
     match read() {
@@ -73,24 +65,6 @@ pub fn current(family: Family) -> Option<Stamp> {
             None
         }
     }
-}
-
-/// Does `iptables-save` (or ip6tables-save) talk to nf_tables? Asked once
-/// per process: the binary does not change under us.
-pub(super) fn nft_backend(family: Family) -> bool {
-    static V4: OnceLock<bool> = OnceLock::new();
-    static V6: OnceLock<bool> = OnceLock::new();
-    let cell = match family {
-        Family::V4 => &V4,
-        Family::V6 => &V6,
-    };
-    *cell.get_or_init(|| {
-        Command::new(save_cmd(family))
-            .arg("--version")
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
-            .unwrap_or(false)
-    })
 }
 
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;

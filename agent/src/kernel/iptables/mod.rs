@@ -9,9 +9,11 @@
 //! `iptables-restore` call (atomic per table), and reads back. A
 //! [`ChainDelta`] (partial.rs) writes only named chains and lines, without
 //! reading the table: the policy controller's partial syncs. The family
-//! picks the commands (`save_cmd`, `restore_cmd`), privately.
+//! picks the commands (`save_cmd`, `restore_cmd`), privately, of the
+//! backend the node uses (backend.rs: nft or legacy).
 
 mod apply;
+pub mod backend;
 mod counters;
 mod generation;
 mod nft_rules;
@@ -29,18 +31,18 @@ pub use switch::switch_set_references;
 
 use crate::desired::Family;
 
-/// `iptables-save` or `ip6tables-save`.
+/// `iptables-save` or `ip6tables-save` of the backend in force.
 fn save_cmd(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "iptables-save",
-        Family::V6 => "ip6tables-save",
-    }
+    backend::current().backend.save_cmd(family)
 }
 
-/// `iptables-restore` or `ip6tables-restore`.
+/// `iptables-restore` or `ip6tables-restore` of the backend in force.
 fn restore_cmd(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "iptables-restore",
-        Family::V6 => "ip6tables-restore",
-    }
+    backend::current().backend.restore_cmd(family)
+}
+
+/// Is the backend in force nf_tables (whose generation and rule counters
+/// netlink reads)?
+fn nft_backend() -> bool {
+    backend::current().backend == backend::Backend::Nft
 }
