@@ -33,7 +33,11 @@
 //! configuration) by six veth pairs, so configurations are switched by
 //! choosing a destination, never by re-plumbing; the order rotates every
 //! run. TCP: `iperf3`, one stream over IPv4: receiver Gbit/s, and Gbit per
-//! CPU-second of the two iperf3 processes. UDP, IPv4 then IPv6: 64-byte
+//! CPU-second of the two iperf3 processes, and the bytes per packet the
+//! accepting rule counted meanwhile (a stream crosses INPUT in TSO-sized
+//! segments, so it measures copying more than the chain walk); and TCP
+//! request/response (`tcp_rr.rs`: 64 bytes each way, one segment through
+//! INPUT per request): transactions per CPU-second. UDP, IPv4 then IPv6: 64-byte
 //! datagrams from a Rust sender (`sendmmsg`, 64 per call) to a
 //! busy-polling Rust receiver (`recvmmsg`), pinned to CPUs 0 and 1:
 //! datagrams per second received and sent, and the sender thread's CPU
@@ -89,6 +93,9 @@ use ipwarden_common::{
     Mode, ServiceKey,
 };
 use serde_json::{json, Value};
+
+#[path = "tc_throughput/tcp_rr.rs"]
+mod tcp_rr;
 
 const TCP_PORT: u16 = 5201;
 const UDP_PORT: u16 = 9000;
@@ -225,13 +232,14 @@ fn services(receivers: usize) -> Vec<KubeObject> {
                 "externalIPs": [v4.to_string(), v6.to_string()],
                 "ports": [
                     {"name": "iperf", "port": TCP_PORT, "protocol": "TCP"},
+                    {"name": "rr", "port": tcp_rr::RR_PORT, "protocol": "TCP"},
                     {"name": "udp", "port": UDP_PORT, "protocol": "UDP"},
                 ],
             },
         })))));
     }
-    // Each target Service is 2 ports x 4 addresses.
-    let plain = (MEMBERS - receivers * 8) / 2;
+    // Each target Service is 3 ports x 4 addresses.
+    let plain = (MEMBERS - receivers * 12) / 2;
     for k in 0..plain {
         let ip = if k % 10 == 9 {
             format!("fd00:96::{:x}", k + 1)
@@ -455,6 +463,31 @@ fn rule_counters(ns: &NetNs, v6: bool) -> Vec<(String, u64)> {
             Some((rule.to_string(), packets))
         })
         .collect()
+}
+
+/// (packets, bytes) the rules that accept service traffic counted (the
+/// mark ACCEPTs and the svip-prt ACCEPT, IPv4); None without rules.
+fn accepted(rx: &Receiver) -> Option<(u64, u64)> {
+    if !rx.config.has_service_rules() {
+        return None;
+    }
+    let save = rx
+        .ns
+        .output("iptables-save", &["-c", "-t", "filter"])
+        .expect("iptables-save");
+    let mut sum = (0, 0);
+    for line in save.lines().filter(|l| l.starts_with('[')) {
+        let Some((counters, rule)) = line[1..].split_once("] ") else {
+            continue;
+        };
+        let accepts = rule.contains("-j ACCEPT")
+            && (rule.contains("--mark") || rule.contains("ipwarden-svip-prt dst,dst"));
+        if let (true, Some((p, b))) = (accepts, counters.split_once(':')) {
+            sum.0 += p.parse::<u64>().unwrap_or(0);
+            sum.1 += b.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Some(sum)
 }
 
 /// The rules of INPUT in order, for the report.
@@ -845,6 +878,14 @@ fn spread(v: Vec<f64>) -> String {
     format!("{lo:.2}-{hi:.2} ({:.1}%)", 100.0 * (hi - lo) / mid)
 }
 
+/// The median of `v` to a whole number, or nothing when `v` is empty.
+fn median_text(v: &[f64]) -> String {
+    if v.is_empty() {
+        return String::new();
+    }
+    format!("{:.0}", median(v.to_vec()))
+}
+
 fn median_opt(v: &[Option<f64>]) -> Option<f64> {
     let v: Vec<f64> = v.iter().flatten().copied().collect();
     (!v.is_empty()).then(|| median(v))
@@ -865,6 +906,9 @@ fn ns(x: Option<f64>) -> String {
 #[derive(Default)]
 struct Samples {
     tcp: Vec<Tcp>,
+    /// Bytes per packet the accepting rule counted during the stream.
+    tcp_skb_bytes: Vec<f64>,
+    rr: Vec<tcp_rr::Rr>,
     /// Statistics off: what the CPU and rate ratios compare.
     udp4: Vec<Udp>,
     udp6: Vec<Udp>,
@@ -1080,7 +1124,12 @@ fn main() {
                 c if c.has_program() => Some(&ours),
                 _ => None,
             };
+            let accepted_before = accepted(rx);
             let t = tcp_rate(&sender, rx, secs);
+            let skb_bytes = accepted(rx)
+                .zip(accepted_before)
+                .map(|((p1, b1), (p0, b0))| (b1 - b0) as f64 / (p1 - p0).max(1) as f64);
+            let rr = tcp_rr::tcp_rr(&sender, &rx.ns, rx.v4, secs, cpus() >= 2);
             let u4 = udp_rate(&sender, rx, rx.v4.into(), secs, None);
             let u6 = udp_rate(&sender, rx, rx.v6.into(), secs, None);
             let (s4, s6) = match stats {
@@ -1091,10 +1140,13 @@ fn main() {
                 None => (None, None),
             };
             eprintln!(
-                "run {run} {:>16}: tcp {:.2} Gbit/s ({:.2} per CPU-s); udp4 {:.0}/{:.0} kpps {:.0} ns CPU, prog {} ns; udp6 {:.0}/{:.0} kpps {:.0} ns CPU, prog {} ns",
+                "run {run} {:>16}: tcp {:.2} Gbit/s ({:.2} per CPU-s, {:.0} bytes per packet); rr {:.0}/s ({:.0} per CPU-s); udp4 {:.0}/{:.0} kpps {:.0} ns CPU, prog {} ns; udp6 {:.0}/{:.0} kpps {:.0} ns CPU, prog {} ns",
                 rx.config.short(),
                 t.gbps,
                 t.gbps_per_cpu,
+                skb_bytes.unwrap_or(f64::NAN),
+                rr.per_sec,
+                rr.per_cpu_sec,
                 u4.recv_pps / 1e3,
                 u4.sent_pps / 1e3,
                 u4.cpu_ns_per_packet,
@@ -1106,6 +1158,8 @@ fn main() {
             );
             let m = &mut samples[i];
             m.tcp.push(t);
+            m.tcp_skb_bytes.extend(skb_bytes);
+            m.rr.push(rr);
             m.udp4.push(u4);
             m.udp6.push(u6);
             m.udp4_stats.extend(s4);
@@ -1184,16 +1238,18 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let policy_rules = rx
+        let save = rx
             .ns
             .output("iptables-save", &["-t", "filter"])
-            .expect("save")
-            .lines()
-            .filter(|l| l.starts_with("-A IPW"))
-            .count();
+            .expect("save");
+        let count = |prefix: &str| save.lines().filter(|l| l.starts_with(prefix)).count();
+        // Every answer and ACK the receiver sends walks IPWARDEN-OUTPUT,
+        // in both nodes alike: the program sees only ingress.
         checks.push(format!(
-            "{}: {policy_rules} IPv4 rules in the policy chains",
-            config.short()
+            "{}: {} IPv4 rules in the policy chains, {} of them in IPWARDEN-OUTPUT",
+            config.short(),
+            count("-A IPW"),
+            count("-A IPWARDEN-OUTPUT "),
         ));
     }
     let hits: u64 = receivers
@@ -1240,6 +1296,15 @@ fn main() {
             (
                 median(s.tcp.iter().map(|t| t.gbps).collect()),
                 median(s.tcp.iter().map(|t| t.gbps_per_cpu).collect()),
+            )
+        })
+        .collect();
+    let rr: Vec<(f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            (
+                median(s.rr.iter().map(|r| r.per_sec).collect()),
+                median(s.rr.iter().map(|r| r.per_cpu_sec).collect()),
             )
         })
         .collect();
@@ -1298,28 +1363,30 @@ fn main() {
         "Spread over the {runs} runs (min-max, and (max-min)/median) of each configuration's \
          CPU per packet and TCP work per CPU-second:\n"
     );
-    println!("| configuration | UDP IPv4 CPU ns per packet | UDP IPv6 CPU ns per packet | TCP Gbit per CPU-second |");
-    println!("|---|---:|---:|---:|");
+    println!("| configuration | UDP IPv4 CPU ns per packet | UDP IPv6 CPU ns per packet | TCP Gbit per CPU-second | TCP request/response per CPU-second |");
+    println!("|---|---:|---:|---:|---:|");
     for (i, rx) in receivers.iter().enumerate() {
         let s = &samples[i];
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             rx.config.short(),
             spread(s.udp4.iter().map(|u| u.cpu_ns_per_packet).collect()),
             spread(s.udp6.iter().map(|u| u.cpu_ns_per_packet).collect()),
             spread(s.tcp.iter().map(|t| t.gbps_per_cpu).collect()),
+            spread(s.rr.iter().map(|r| r.per_cpu_sec).collect()),
         );
     }
     println!();
     println!("TCP over IPv4, iperf3 (statistics off):\n");
     println!(
-        "| configuration | Gbit per CPU-second | vs none | vs kube-router node | Gbit/s | vs none | vs kube-router node |"
+        "| configuration | Gbit per CPU-second | vs none | vs kube-router node | Gbit/s | vs none | vs kube-router node | bytes per packet through INPUT's accepting rule |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (i, rx) in receivers.iter().enumerate() {
         let (g, gc) = tcp[i];
+        let skb = &samples[i].tcp_skb_bytes;
         println!(
-            "| {} | {:.2} | {:.3}x | {:.3}x | {:.2} | {:.3}x | {:.3}x |",
+            "| {} | {:.2} | {:.3}x | {:.3}x | {:.2} | {:.3}x | {:.3}x | {} |",
             rx.config.label(),
             gc,
             gc / tcp[none].1,
@@ -1327,6 +1394,31 @@ fn main() {
             g,
             g / tcp[none].0,
             g / tcp[kr].0,
+            median_text(skb),
+        );
+    }
+    println!();
+    println!(
+        "TCP request/response over IPv4 ({}-byte request and answer, one connection, blocking, \
+         client and server threads pinned to CPUs 0 and 1; transactions per CPU-second of both \
+         threads):\n",
+        tcp_rr::MESSAGE
+    );
+    println!(
+        "| configuration | transactions per CPU-second | vs none | vs kube-router node | transactions/s | vs none | vs kube-router node |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, rx) in receivers.iter().enumerate() {
+        let (t, tc) = rr[i];
+        println!(
+            "| {} | {:.0} | {:.3}x | {:.3}x | {:.0} | {:.3}x | {:.3}x |",
+            rx.config.label(),
+            tc,
+            tc / rr[none].1,
+            tc / rr[kr].1,
+            t,
+            t / rr[none].0,
+            t / rr[kr].0,
         );
     }
     println!();
@@ -1402,13 +1494,17 @@ fn main() {
     let n4 = udp4[kr].cpu_ns / udp4[ipw].cpu_ns;
     let n6 = udp6[kr].cpu_ns / udp6[ipw].cpu_ns;
     let nt = tcp[ipw].1 / tcp[kr].1;
+    let nr = rr[ipw].1 / rr[kr].1;
     println!(
         "- target ipwarden node >= 1.2x packets per CPU-second of the kube-router node for \
          service traffic ({RESTRICTED_SOURCES} restricted sources in the egress map): UDP IPv4 \
-         {n4:.3}x ({}), UDP IPv6 {n6:.3}x ({}); TCP {nt:.3}x Gbit per CPU-second ({})",
+         {n4:.3}x ({}), UDP IPv6 {n6:.3}x ({}); TCP request/response {nr:.3}x transactions per \
+         CPU-second ({}); the TCP stream {nt:.3}x Gbit per CPU-second (its segments cross INPUT \
+         at about {} bytes each, so the chain walk is not what it measures)",
         verdict(n4 >= 1.2),
         verdict(n6 >= 1.2),
-        verdict(nt >= 1.2),
+        verdict(nr >= 1.2),
+        median_text(&samples[kr].tcp_skb_bytes),
     );
     for c in checks {
         println!("- {c}");
