@@ -8,11 +8,13 @@ use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, Set
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
-/// A policy chain and its sets (members as the shape has them: blocks).
+/// A policy chain and its sets (members as the shape has them: blocks,
+/// and the named ingress ports of a ClusterNetworkPolicy's targets; not
+/// the members counted per pod).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct UnitView {
-    chain: Chain,
-    sets: Vec<SetSpec>,
+pub(super) struct UnitView {
+    pub chain: Chain,
+    pub sets: Vec<SetSpec>,
 }
 
 #[derive(Default)]
@@ -223,11 +225,18 @@ fn edit(old: &Chain, new: &Chain) -> Option<ChainEdit> {
 }
 
 impl PolicyIndex {
-    fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
-        let shape = self.policies.get(policy)?.shapes.get(&(d, family))?;
-        self.active(policy, d, family).then(|| UnitView {
+    /// The chain and sets of the unit (policy of either kind, direction)
+    /// in `family`, if any local pod it applies to has an address there.
+    pub(super) fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
+        let shape = self.shapes(policy)?.get(&(d, family))?;
+        if !self.active(policy, d, family) {
+            return None;
+        }
+        let mut sets = shape.sets.clone();
+        self.add_target_members(policy, d, &mut sets);
+        Some(UnitView {
             chain: shape.chain.clone(),
-            sets: shape.sets.clone(),
+            sets,
         })
     }
 
