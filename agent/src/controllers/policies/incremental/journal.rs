@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Direction, Key, PolicyIndex};
-use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
+use crate::desired::{
+    Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, SetType, Table,
+};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
@@ -171,8 +173,18 @@ fn unit_delta(
     let old_sets = before.map_or(none, |u| u.sets.as_slice());
     let new_sets = now.as_ref().map_or(none, |u| u.sets.as_slice());
     for s in new_sets {
-        if !old_sets.contains(s) {
-            delta.created.push(index.set_spec(s));
+        match old_sets.iter().find(|o| o.name == s.name) {
+            Some(o) if o == s => {}
+            // Named ports of a ClusterNetworkPolicy's targets (no
+            // `nomatch` in hash:ip,port): the members that moved.
+            Some(o) if o.set_type == SetType::HashIpPort && s.set_type == SetType::HashIpPort => {
+                delta.members.push(SetDelta {
+                    set: s.name.clone(),
+                    add: s.members.difference(&o.members).copied().collect(),
+                    del: o.members.difference(&s.members).copied().collect(),
+                });
+            }
+            _ => delta.created.push(index.set_spec(s)),
         }
     }
     for s in old_sets {
