@@ -49,9 +49,12 @@
 //! `IPWARDEN_BENCH_CLUSTER_POLICIES=N` adds N ClusterNetworkPolicies
 //! (Admin and Baseline, namespace and pod subjects, Accept/Deny/Pass,
 //! networks and ports) to the cluster and measures only ours: a full sync
-//! from empty, the no-op, and one pod label change and back, each a whole
-//! recompute and apply, since while a ClusterNetworkPolicy exists the
-//! daemon's policy syncs are full (`PolicySync::sync`).
+//! from empty, the no-op, then one pod label change and back and one local
+//! pod added and removed, each twice in the same round: as a whole
+//! recompute and apply (what the daemon did while the index did not know
+//! the tiers) and as the partial sync it does now (`PolicyIndex::update`
+//! and the delta), a full sync after each partial one finding nothing to
+//! write.
 //!
 //! `IPWARDEN_BENCH_PODS` (default 5000), `IPWARDEN_BENCH_POLICIES` (1000),
 //! `IPWARDEN_BENCH_NAMESPACES` (50), `IPWARDEN_BENCH_RUNS` (7) and
@@ -913,8 +916,17 @@ fn main() {
     if cluster_policies > 0 {
         let base = base.with_cluster_network_policies(cluster_policy_objects(cluster_policies));
         let state = policies::desired(&base, &opts);
-        let (changed, pod) = pod_change(&base, &state, &opts);
-        cluster_policy_rounds(&base, &changed, &pod, &opts, runs);
+        let (changed, changed_pod) = pod_change(&base, &state, &opts);
+        let (added, added_pod) = local_pod_added(&base);
+        let sc = Scenario {
+            base,
+            changed,
+            changed_pod,
+            added,
+            added_pod,
+            opts,
+        };
+        cluster_policy_rounds(&sc, runs);
         return;
     }
     let base_state = policies::desired(&base, &opts);
@@ -1218,24 +1230,21 @@ fn cluster_policy_objects(
 }
 
 /// Ours on the cluster with ClusterNetworkPolicies, `runs` rounds in fresh
-/// namespaces: full sync, no-op, one pod label change and back.
-fn cluster_policy_rounds(
-    base: &Snapshot,
-    changed: &Snapshot,
-    pod: &str,
-    opts: &Options,
-    runs: usize,
-) {
-    let mut full = Vec::new();
-    let mut noop = Vec::new();
-    let mut change = Vec::new();
+/// namespaces: full sync, no-op, then the pod change and the local pod
+/// added and removed, whole and partial.
+fn cluster_policy_rounds(sc: &Scenario, runs: usize) {
+    let opts = &sc.opts;
+    let (mut full, mut noop) = (Vec::new(), Vec::new());
+    let (mut whole_change, mut whole_added, mut whole_removed) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let (mut change, mut added, mut removed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let ns = NetNs::new("ipw-bench-cnp").expect("netns");
         ns.run(|| {
             add_foreign_rules();
             let store = SetStore::new(IpsetClient::new().expect("socket"));
             store.register(policies_owner()).expect("register");
-            let (f, state, r) = ours(&store, base, opts);
+            let (f, state, r) = ours(&store, &sc.base, opts);
             assert!(
                 state.problems.is_empty(),
                 "{:?}",
@@ -1243,13 +1252,36 @@ fn cluster_policy_rounds(
             );
             assert!(!r.chains_written.is_empty());
             full.push(f);
-            let (n, _, r) = ours(&store, base, opts);
+            let (n, _, r) = ours(&store, &sc.base, opts);
             assert_noop(&r);
             noop.push(n);
-            let (c, _, _) = ours(&store, changed, opts);
-            let (b, _, _) = ours(&store, base, opts);
-            change.push(c);
-            change.push(b);
+            // Whole: the daemon's syncs while the index left the tiers out.
+            whole_change.push(ours(&store, &sc.changed, opts).0);
+            whole_change.push(ours(&store, &sc.base, opts).0);
+            whole_added.push(ours(&store, &sc.added, opts).0);
+            whole_removed.push(ours(&store, &sc.base, opts).0);
+            // Partial, from the index of what the last sync applied; a
+            // full sync after each finds the kernel as it wants it.
+            let mut index = PolicyIndex::build(&sc.base, opts);
+            let mut partial = |snap: &Snapshot, pod: &str| {
+                let (split, report) = ours_partial(&store, &mut index, snap, pod);
+                assert_noop(&ours(&store, snap, opts).2);
+                (split, report)
+            };
+            change.push(partial(&sc.changed, &sc.changed_pod).0);
+            change.push(partial(&sc.base, &sc.changed_pod).0);
+            let (a, ra) = partial(&sc.added, &sc.added_pod);
+            assert!(
+                !ra.chains_written.is_empty(),
+                "a new local pod wrote no chain"
+            );
+            added.push(a);
+            let (d, rd) = partial(&sc.base, &sc.added_pod);
+            assert!(
+                !rd.chains_deleted.is_empty(),
+                "a removed local pod left its chain"
+            );
+            removed.push(d);
         })
         .expect("netns");
     }
@@ -1262,17 +1294,21 @@ fn cluster_policy_rounds(
             ms(med(v, Split::total))
         );
     };
-    let cnps = base.cluster_network_policies.len();
+    let cnps = sc.base.cluster_network_policies.len();
     println!(
-        "{} pods, {} NetworkPolicies, {cnps} ClusterNetworkPolicies; pod change: {pod}; medians of {runs} rounds, ms\n",
-        base.pods.len(),
-        base.network_policies.len()
+        "{} pods, {} NetworkPolicies, {cnps} ClusterNetworkPolicies; pod change: {}; local pod added: {}; medians of {runs} rounds, ms\n",
+        sc.base.pods.len(),
+        sc.base.network_policies.len(),
+        sc.changed_pod,
+        sc.added_pod,
     );
     println!("| sync | compute | sets | iptables | total |\n|---|---|---|---|---|");
     row("full, from empty", &full);
     row("no-op", &noop);
-    row(
-        "one pod label change (whole, while any ClusterNetworkPolicy exists)",
-        &change,
-    );
+    row("one pod label change, whole (before)", &whole_change);
+    row("one pod label change, partial", &change);
+    row("local pod added, whole (before)", &whole_added);
+    row("local pod added, partial", &added);
+    row("local pod removed, whole (before)", &whole_removed);
+    row("local pod removed, partial", &removed);
 }

@@ -153,3 +153,197 @@ fn cluster_policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
     );
     assert!(sets.contains(" 10.244.1.2,tcp:8080\n"), "{sets}");
 }
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let mut loaded = manifests::Loaded::default();
+    manifests::parse_text(Path::new("cnp.yaml"), yaml, &mut loaded);
+    assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
+    let host = HostInfo {
+        node_name: "node-a".into(),
+        local_addresses: Vec::new(),
+    };
+    Snapshot::from_objects(loaded.objects, host)
+}
+
+/// Our chains and sets as iptables-save and ipset save print them (no
+/// counters, no hash seeds), both families.
+fn kernel_text(ns: &NetNs) -> String {
+    let mut text = String::new();
+    for cmd in ["iptables-save", "ip6tables-save"] {
+        let save = output(ns, cmd, &["-t", "filter"]);
+        text.extend(
+            save.lines()
+                .filter(|l| l.contains("IPW") && !l.starts_with('#'))
+                .map(|l| format!("{l}\n")),
+        );
+    }
+    let mut sets: Vec<String> = output(ns, "ipset", &["save"])
+        .lines()
+        .filter(|l| l.contains("IPW-"))
+        .map(|l| l.split(" initval ").next().unwrap_or(l).to_string())
+        .collect();
+    sets.sort();
+    text + &sets.join("\n")
+}
+
+/// The daemon's partial syncs with both tiers present (a peer relabelled,
+/// a local pod added, a NetworkPolicy deleted under a Baseline policy, a
+/// namespace relabelled, a ClusterNetworkPolicy edited, one deleted)
+/// leave exactly what a whole apply of the same cluster writes into a
+/// fresh netns, and a full sync after each finds nothing to do.
+#[test]
+fn partial_syncs_with_cluster_policies_leave_exactly_what_a_full_sync_writes() {
+    if !privileged("partial_syncs_with_cluster_policies_leave_exactly_what_a_full_sync_writes") {
+        return;
+    }
+    use ipwarden::{
+        controllers::policies::incremental::PolicyChanges,
+        reconcile::{dataplane::RealDataplane, policies::PolicySync, schedule::SyncKind},
+    };
+    let relabelled = CLUSTER.replace(
+        "{name: b, namespace: y, labels: {pod: b}}",
+        "{name: b, namespace: y, labels: {pod: z}}",
+    );
+    let added = format!(
+        "{relabelled}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: d, namespace: x, labels: {{pod: b}}}}\n\
+         spec: {{nodeName: node-a, containers: [{{name: c, ports: [{{name: web, containerPort: 8081}}]}}]}}\n\
+         status: {{phase: Running, podIP: 10.244.1.9}}\n"
+    );
+    let np = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: y}\n\
+              spec: {podSelector: {}, policyTypes: [Ingress]}\n";
+    assert!(added.contains(np));
+    let no_np = added.replace(np, "");
+    let ns_relabelled = no_np.replace("{name: y, labels: {ns: y}}", "{name: y, labels: {ns: q}}");
+    let edited = ns_relabelled
+        .replace("priority: 10", "priority: 20")
+        .replace(
+            "  - {name: pass-y, action: Pass, from: [{namespaces: {matchLabels: {ns: y}}}]}\n",
+            "",
+        );
+    let baseline_at = edited
+        .find("---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: baseline}")
+        .expect("the baseline policy");
+    // Up to the next document (the pod added after it) or the end.
+    let baseline_end = edited[baseline_at + 3..]
+        .find("---")
+        .map_or(edited.len(), |i| baseline_at + 3 + i);
+    let no_baseline = format!("{}{}", &edited[..baseline_at], &edited[baseline_end..]);
+    assert!(no_baseline.contains("name: d,"));
+    for (before, after) in [
+        (CLUSTER, &relabelled),
+        (&relabelled, &added),
+        (&added, &no_np),
+        (&no_np, &ns_relabelled),
+        (&ns_relabelled, &edited),
+        (&edited, &no_baseline),
+    ] {
+        assert_ne!(before, after.as_str());
+    }
+    let keyed = |ns: &str, name: &str| (ns.to_string(), name.to_string());
+    let steps = [
+        (
+            relabelled.clone(),
+            PolicyChanges {
+                pods: [keyed("y", "b")].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+        (
+            added.clone(),
+            PolicyChanges {
+                pods: [keyed("x", "d")].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+        (
+            no_np.clone(),
+            PolicyChanges {
+                policies: [keyed("y", "np")].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+        (
+            ns_relabelled.clone(),
+            PolicyChanges {
+                namespaces: ["y".to_string()].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+        (
+            edited.clone(),
+            PolicyChanges {
+                cluster_policies: ["admin".to_string()].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+        (
+            no_baseline.clone(),
+            PolicyChanges {
+                cluster_policies: ["baseline".to_string()].into(),
+                ..PolicyChanges::default()
+            },
+        ),
+    ];
+    let opts = policies::Options::default();
+    let fresh = NetNs::new("ipw-cnp-full").unwrap();
+    let ns = NetNs::new("ipw-cnp-part").unwrap();
+    let store = || SetStore::new(IpsetClient::new().unwrap());
+    let partial_store = ns
+        .run(|| {
+            let s = store();
+            s.register(reconcile_policies::policies_owner()).unwrap();
+            s
+        })
+        .unwrap();
+    let mut sync = ns
+        .run(|| {
+            PolicySync::new(
+                RealDataplane::connect(partial_store.clone()).unwrap(),
+                opts.clone(),
+            )
+        })
+        .unwrap();
+    ns.run(|| {
+        sync.sync(
+            SyncKind::Full,
+            &snapshot(CLUSTER),
+            &PolicyChanges::default(),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    for (i, (yaml, changes)) in steps.iter().enumerate() {
+        let snap = snapshot(yaml);
+        let (_, report) = ns
+            .run(|| sync.sync(SyncKind::Partial, &snap, changes))
+            .unwrap()
+            .unwrap();
+        if i == 0 {
+            // A peer relabelled: members only.
+            assert!(report.chains_written.is_empty(), "{report:?}");
+            assert!(report.sets.as_ref().unwrap().executed.members_deleted > 0);
+        }
+        let state = policies::desired(&snap, &opts);
+        assert!(state.problems.is_empty(), "{:?}", state.problems);
+        fresh
+            .run(|| {
+                let store = store();
+                store
+                    .register(reconcile_policies::policies_owner())
+                    .unwrap();
+                reconcile_policies::apply(&store, &state).unwrap();
+            })
+            .unwrap();
+        assert_eq!(kernel_text(&ns), kernel_text(&fresh), "after step {i}");
+        let again = ns
+            .run(|| reconcile_policies::apply(&partial_store, &state).unwrap())
+            .unwrap();
+        assert!(
+            again.chains_written.is_empty()
+                && again.chains_deleted.is_empty()
+                && again.jumps_rewritten.is_empty()
+                && !again.sets.as_ref().unwrap().changed(),
+            "step {i}: {again:?}"
+        );
+    }
+}

@@ -166,8 +166,7 @@ impl<D: Dataplane> PolicySync<D> {
     }
 
     /// The whole desired state of `snapshot`, computed from scratch (a
-    /// one-off pass, or while ClusterNetworkPolicies exist; otherwise the
-    /// daemon's syncs assemble it from the index).
+    /// one-off pass; the daemon's syncs assemble it from the index).
     pub fn prepare(&self, snapshot: &Snapshot) -> PolicyState {
         policies::desired(snapshot, &self.opts)
     }
@@ -200,12 +199,8 @@ impl<D: Dataplane> PolicySync<D> {
         let mut report = PolicyReport::default();
         // Forget what was applied until this pass succeeds: a failure may
         // have left anything half done (and the next sync is full anyway).
-        // The index does not know ClusterNetworkPolicies yet: while any
-        // exists (or one just went), every sync recomputes the whole state.
-        let tiers =
-            !snapshot.cluster_network_policies.is_empty() || !changes.cluster_policies.is_empty();
         match (kind, self.applied.take()) {
-            (SyncKind::Partial, Some(mut index)) if !tiers => {
+            (SyncKind::Partial, Some(mut index)) => {
                 let delta = index.update(snapshot, changes);
                 let state = index.summary();
                 let sources = state.egress_restricted_sources();
@@ -227,14 +222,7 @@ impl<D: Dataplane> PolicySync<D> {
             }
             (_, held) => {
                 let index = self.caught_up(held, snapshot);
-                // The index does not know the tiers: with any, the state
-                // is computed whole (the index is still kept up to date
-                // for the partial syncs after the last one goes).
-                let state = if tiers {
-                    self.prepare(snapshot)
-                } else {
-                    index.state()
-                };
+                let state = index.state();
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;
                 self.sources = state.egress_restricted_sources();

@@ -522,11 +522,12 @@ fn a_pod_is_restricted_before_its_chain_and_released_after_it() {
     );
 }
 
-/// While a ClusterNetworkPolicy exists (or one just went), a partial
-/// policy sync recomputes and applies the whole state: the keyed index
-/// does not know the tiers.
+/// With a ClusterNetworkPolicy present, a partial policy sync still
+/// writes only what moved: a pod label change is members only, the policy
+/// deleted is its chain deleted and the pod chain that jumped to it
+/// rewritten, never a whole table or the whole set state.
 #[test]
-fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
+fn a_partial_policy_sync_with_a_cluster_policy_writes_only_what_moved() {
     use super::{policies::PolicySync, POLICIES_OWNER};
     use crate::controllers::policies::incremental::PolicyChanges;
     let admin = "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
@@ -552,6 +553,7 @@ fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
     )
     .unwrap();
     rec.take();
+    let whole = |c: &Call| matches!(c, Call::Table(..) | Call::Sets(_));
     let changed = PolicyChanges {
         pods: [("x".to_string(), "b".to_string())].into(),
         ..PolicyChanges::default()
@@ -559,16 +561,12 @@ fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
     p.sync(SyncKind::Partial, &with_admin("other"), &changed)
         .unwrap();
     let calls = rec.take();
-    assert!(calls.contains(&Call::Sets(POLICIES_OWNER)), "{calls:?}");
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| matches!(c, Call::Table(..)))
-            .count(),
-        2,
+    assert!(!calls.iter().any(whole), "{calls:?}");
+    assert!(
+        matches!(calls.as_slice(), [Call::Members(POLICIES_OWNER, d)] if d.len() == 1),
         "{calls:?}"
     );
-    // The policy deleted: the sync that hears it is whole too.
+    // The policy deleted: its chain goes, the pod's chain is rewritten.
     let gone = PolicyChanges {
         cluster_policies: ["deny-y".to_string()].into(),
         ..PolicyChanges::default()
@@ -576,7 +574,20 @@ fn a_partial_policy_sync_with_a_cluster_policy_applies_the_whole_state() {
     p.sync(SyncKind::Partial, &policy_cluster("other"), &gone)
         .unwrap();
     let calls = rec.take();
-    assert!(calls.contains(&Call::Sets(POLICIES_OWNER)), "{calls:?}");
+    assert!(!calls.iter().any(whole), "{calls:?}");
+    let chains: Vec<_> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Chains(Family::V4, written, deleted) => Some((written, deleted)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chains.len(), 1, "{calls:?}");
+    let (written, deleted) = chains[0];
+    assert_eq!(written.len(), 1, "{calls:?}");
+    assert!(written[0].starts_with("IPW-POD-FW-"), "{calls:?}");
+    assert_eq!(deleted.len(), 1, "{calls:?}");
+    assert!(deleted[0].starts_with("IPW-CNP-"), "{calls:?}");
 }
 
 #[test]

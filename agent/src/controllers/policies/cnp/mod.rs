@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use super::{
     model::Direction,
     pods::{Cluster, PodView},
+    selector::Selector,
 };
 use crate::{
     cluster::{cnp::Tier, Snapshot},
@@ -84,10 +85,22 @@ pub fn read_all(snapshot: &Snapshot, problems: &mut Vec<Problem>) -> Vec<Cluster
 
 /// Does `policy` apply to `pod`?
 pub fn selects(cluster: &Cluster, policy: &ClusterPolicy, pod: &PodView) -> bool {
-    match &policy.subject {
-        Subject::Namespaces(ns) => cluster.namespace_matches(pod.namespace, ns),
+    subject_selects(&policy.subject, pod, |s| {
+        cluster.namespace_matches(pod.namespace, s)
+    })
+}
+
+/// Does `subject` select `pod`, whose namespace `namespace_matches` a
+/// selector or not?
+pub fn subject_selects(
+    subject: &Subject,
+    pod: &PodView,
+    namespace_matches: impl Fn(&Selector) -> bool,
+) -> bool {
+    match subject {
+        Subject::Namespaces(ns) => namespace_matches(ns),
         Subject::Pods { namespaces, pods } => {
-            pods.matches(pod.labels) && cluster.namespace_matches(pod.namespace, namespaces)
+            pods.matches(pod.labels) && namespace_matches(namespaces)
         }
     }
 }

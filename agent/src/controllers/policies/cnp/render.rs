@@ -32,14 +32,17 @@ pub fn chain_name(policy: &ClusterPolicy, d: Direction) -> String {
 }
 
 /// The NetworkPolicy shape the shared renderer names sets after: no
-/// namespace (no NetworkPolicy lacks one, so no set name is shared).
-fn as_policy(policy: &ClusterPolicy) -> Policy {
+/// namespace (no NetworkPolicy lacks one, so no set name is shared), and
+/// the rules' peers and ports (the incremental index computes set members
+/// from it as it does for NetworkPolicies).
+pub fn as_policy(policy: &ClusterPolicy) -> Policy {
+    let rules = |d: Direction| Some(policy.rules(d).iter().map(|r| r.rule.clone()).collect());
     Policy {
         namespace: String::new(),
         name: format!("{}/{}", api::KIND, policy.name),
         pod_selector: Default::default(),
-        ingress: None,
-        egress: None,
+        ingress: rules(Direction::Ingress),
+        egress: rules(Direction::Egress),
     }
 }
 

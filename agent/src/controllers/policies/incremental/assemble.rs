@@ -35,7 +35,7 @@ impl PolicyIndex {
             pod: &view,
             ingress: self.policies_of(&iso.ingress),
             egress: self.policies_of(&iso.egress),
-            tiers: Default::default(),
+            tiers: self.pod_tiers(iso),
         };
         chains::pod_chain(&pod, family, &self.opts)
     }
@@ -51,8 +51,8 @@ impl PolicyIndex {
         let entries = self.isolated.values().map(|i| TopEntry {
             chain: names::pod_chain(&i.namespace, &i.name),
             ips: &i.ips,
-            ingress: !i.ingress.is_empty(),
-            egress: !i.egress.is_empty(),
+            ingress: i.guarded(Direction::Ingress),
+            egress: i.guarded(Direction::Egress),
         });
         chains::top_chains_of(entries, family, &self.opts)
     }
@@ -69,18 +69,17 @@ impl PolicyIndex {
                     .filter(|i| i.has(family))
                     .map(|i| self.render_pod_chain(i, family)),
             );
-            for (key, entry) in &self.policies {
+            // NetworkPolicies by key, then the tiers in evaluation order.
+            let tier_keys = self.tier_keys();
+            for key in self.policies.keys().chain(&tier_keys) {
                 for d in [Direction::Ingress, Direction::Egress] {
-                    let Some(shape) = entry.shapes.get(&(d, family)) else {
+                    let Some(unit) = self.unit_view(key, d, family) else {
                         continue;
                     };
-                    if !self.active(key, d, family) {
-                        continue;
-                    }
-                    chains.push(shape.chain.clone());
+                    chains.push(unit.chain);
                     state
                         .sets
-                        .extend(shape.sets.iter().map(|s| self.set_spec(s)));
+                        .extend(unit.sets.iter().map(|s| self.set_spec(s)));
                 }
             }
             state.iptables.push(filter_plan(family, chains));
@@ -103,8 +102,9 @@ impl PolicyIndex {
         };
         PolicyState {
             problems: self
-                .pod_problems
+                .tier_problems
                 .values()
+                .chain(self.pod_problems.values())
                 .chain(self.policy_problems.values())
                 .flatten()
                 .cloned()
@@ -117,7 +117,10 @@ impl PolicyIndex {
                     ips: i.ips.clone(),
                     ingress: names(&i.ingress),
                     egress: names(&i.egress),
-                    ..Isolation::default()
+                    admin_ingress: i.tiers(Direction::Ingress).admin.clone(),
+                    admin_egress: i.tiers(Direction::Egress).admin.clone(),
+                    baseline_ingress: i.tiers(Direction::Ingress).baseline.clone(),
+                    baseline_egress: i.tiers(Direction::Egress).baseline.clone(),
                 })
                 .collect(),
             policies: self
@@ -125,6 +128,7 @@ impl PolicyIndex {
                 .values()
                 .map(|e| e.description.clone())
                 .collect(),
+            cluster_policies: self.tier_descriptions(),
             ..PolicyState::default()
         }
     }

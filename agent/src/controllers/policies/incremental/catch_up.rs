@@ -12,8 +12,9 @@ impl PolicyIndex {
     /// The objects of `snapshot` that differ from what the index holds,
     /// and the ones it holds that `snapshot` no longer has. Pods are
     /// compared (by pointer first: a source hands out the same `Arc` for
-    /// an object that did not change); every namespace and policy is
-    /// named, since setting one that did not change is a comparison.
+    /// an object that did not change); every namespace and policy (of
+    /// both kinds) is named, since setting one that did not change is a
+    /// comparison.
     pub fn changes_since(&self, snapshot: &Snapshot) -> PolicyChanges {
         let mut changes = PolicyChanges::default();
         for pod in &snapshot.pods {
@@ -49,6 +50,16 @@ impl PolicyIndex {
         changes
             .policies
             .extend(self.policy_problems.keys().cloned());
+        changes.cluster_policies.extend(
+            snapshot
+                .cluster_network_policies
+                .iter()
+                .map(|p| key_of(&p.metadata).1.to_string()),
+        );
+        changes.cluster_policies.extend(self.tiers.keys().cloned());
+        changes
+            .cluster_policies
+            .extend(self.tier_problems.keys().cloned());
         changes
     }
 

@@ -157,6 +157,30 @@ pub fn contribution(
     }
 }
 
+/// The members the local `pod` puts into the ingress named-port sets of
+/// `compiled` as a pod the policy applies to. For a NetworkPolicy that is
+/// part of [`contribution`]; for a ClusterNetworkPolicy it depends on the
+/// NetworkPolicies too (a Baseline policy does not apply to a pod one
+/// selects), so the index adds these from the policy's targets instead.
+pub fn target_members(compiled: &Compiled, pod: &PodView, out: &mut Contribution) {
+    let d = Direction::Ingress;
+    for (position, rule) in compiled.policy.rules(d).into_iter().flatten().enumerate() {
+        let names = compiled.rule(d, position);
+        for (port, set) in rule.ports.iter().flatten().zip(&names.ports) {
+            let (PortMatch::Named { proto, name }, Some(set)) = (port, set) else {
+                continue;
+            };
+            let Some(number) = pod.named_port(name, *proto) else {
+                continue;
+            };
+            for ip in &pod.ips {
+                let f = usize::from(Family::of(ip) == Family::V6);
+                out.push((set[f].clone(), Member::ip_port(*ip, *proto, number)));
+            }
+        }
+    }
+}
+
 /// Does a pod with no label any of the policy's anchors name, outside the
 /// policy's namespace, still reach its sets? (A pod peer of other
 /// namespaces whose selector has no anchor, or an egress rule whose named

@@ -4,15 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Direction, Key, PolicyIndex};
-use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
+use crate::desired::{
+    Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, SetType, Table,
+};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
-/// A policy chain and its sets (members as the shape has them: blocks).
+/// A policy chain and its sets (members as the shape has them: blocks,
+/// and the named ingress ports of a ClusterNetworkPolicy's targets; not
+/// the members counted per pod).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct UnitView {
-    chain: Chain,
-    sets: Vec<SetSpec>,
+pub(super) struct UnitView {
+    pub chain: Chain,
+    pub sets: Vec<SetSpec>,
 }
 
 #[derive(Default)]
@@ -169,8 +173,18 @@ fn unit_delta(
     let old_sets = before.map_or(none, |u| u.sets.as_slice());
     let new_sets = now.as_ref().map_or(none, |u| u.sets.as_slice());
     for s in new_sets {
-        if !old_sets.contains(s) {
-            delta.created.push(index.set_spec(s));
+        match old_sets.iter().find(|o| o.name == s.name) {
+            Some(o) if o == s => {}
+            // Named ports of a ClusterNetworkPolicy's targets (no
+            // `nomatch` in hash:ip,port): the members that moved.
+            Some(o) if o.set_type == SetType::HashIpPort && s.set_type == SetType::HashIpPort => {
+                delta.members.push(SetDelta {
+                    set: s.name.clone(),
+                    add: s.members.difference(&o.members).copied().collect(),
+                    del: o.members.difference(&s.members).copied().collect(),
+                });
+            }
+            _ => delta.created.push(index.set_spec(s)),
         }
     }
     for s in old_sets {
@@ -223,11 +237,18 @@ fn edit(old: &Chain, new: &Chain) -> Option<ChainEdit> {
 }
 
 impl PolicyIndex {
-    fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
-        let shape = self.policies.get(policy)?.shapes.get(&(d, family))?;
-        self.active(policy, d, family).then(|| UnitView {
+    /// The chain and sets of the unit (policy of either kind, direction)
+    /// in `family`, if any local pod it applies to has an address there.
+    pub(super) fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
+        let shape = self.shapes(policy)?.get(&(d, family))?;
+        if !self.active(policy, d, family) {
+            return None;
+        }
+        let mut sets = shape.sets.clone();
+        self.add_target_members(policy, d, &mut sets);
+        Some(UnitView {
             chain: shape.chain.clone(),
-            sets: shape.sets.clone(),
+            sets,
         })
     }
 

@@ -10,7 +10,9 @@
 //! re-evaluates only the policies its old or new labels can meet, a
 //! namespace change only the policies with namespace selectors, and a
 //! policy change only that policy's sets and the local pods of its
-//! namespace.
+//! namespace. ClusterNetworkPolicies are held the same way, their peers
+//! filed beside the NetworkPolicies' and their subjects evaluated per
+//! local pod (see `tiers.rs`).
 //!
 //! [`PolicyIndex::update`] applies changed objects and returns a
 //! [`PolicyDelta`]: members added and removed, sets created and destroyed,
@@ -29,6 +31,7 @@ mod contrib;
 mod journal;
 #[cfg(test)]
 mod tests;
+mod tiers;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -41,7 +44,7 @@ use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
 use super::{
     describe::{self, PolicyDescription},
     model::{self, Direction, Policy},
-    pods::{namespace_labels_of, view, PodView},
+    pods::{namespace_labels_of, view, NamedPort, PodView},
     rules::{PolicyChain, PolicyCtx},
     Options,
 };
@@ -53,6 +56,10 @@ use crate::{
 pub use journal::PolicyDelta;
 
 use contrib::{Compiled, Contribution, NamespaceLabels};
+use tiers::{TierEntry, TierNames, TierOrder};
+
+/// A policy's chain and pod-less sets per (direction, family).
+type Shapes = BTreeMap<(Direction, Family), PolicyChain>;
 
 /// Policies by key, each with its compiled form: a pod's candidates are
 /// gathered from several of these and told apart by pointer.
@@ -81,7 +88,7 @@ pub struct PolicyChanges {
     pub pods: BTreeSet<Key>,
     pub namespaces: BTreeSet<String>,
     pub policies: BTreeSet<Key>,
-    /// ClusterNetworkPolicies by name: any makes the sync whole.
+    /// ClusterNetworkPolicies by name.
     pub cluster_policies: BTreeSet<String>,
 }
 
@@ -107,8 +114,12 @@ struct Isolated {
     namespace: String,
     name: String,
     ips: Vec<IpAddr>,
+    /// Named ingress ports of the ClusterNetworkPolicies resolve on it.
+    ports: Vec<NamedPort>,
     ingress: Vec<Key>,
     egress: Vec<Key>,
+    /// The ClusterNetworkPolicies that apply to it (ingress, egress).
+    tiers: [TierNames; 2],
 }
 
 impl Isolated {
@@ -119,6 +130,20 @@ impl Isolated {
         }
     }
 
+    fn tiers(&self, d: Direction) -> &TierNames {
+        &self.tiers[usize::from(d == Direction::Egress)]
+    }
+
+    /// Does anything act on its traffic in `d`?
+    fn guarded(&self, d: Direction) -> bool {
+        !self.policies(d).is_empty() || !self.tiers(d).is_empty()
+    }
+
+    /// The policies of both kinds that apply to it in `d`.
+    fn units(&self, d: Direction) -> impl Iterator<Item = Key> + '_ {
+        self.policies(d).iter().cloned().chain(self.tiers(d).keys())
+    }
+
     fn has(&self, family: Family) -> bool {
         self.ips.iter().any(|ip| Family::of(ip) == family)
     }
@@ -127,8 +152,7 @@ impl Isolated {
 /// A policy with what is derived from it alone.
 struct PolicyEntry {
     compiled: Arc<Compiled>,
-    /// Its chain and pod-less sets per (direction, family).
-    shapes: BTreeMap<(Direction, Family), PolicyChain>,
+    shapes: Shapes,
     anchors: Vec<(String, Option<String>)>,
     description: PolicyDescription,
 }
@@ -143,12 +167,17 @@ pub struct PolicyIndex {
     namespaces: NamespaceLabels,
     policies: BTreeMap<Key, PolicyEntry>,
     policy_problems: BTreeMap<Key, Vec<Problem>>,
+    /// ClusterNetworkPolicies by name, and in evaluation order.
+    tiers: BTreeMap<String, TierEntry>,
+    tier_order: TierOrder,
+    tier_problems: BTreeMap<String, Vec<Problem>>,
     /// Policies by their own namespace.
     by_namespace: BTreeMap<String, Listed>,
     /// Policies by a label one of their peer selectors requires, by the
     /// label's key.
     by_anchor: HashMap<String, ByLabel>,
-    /// Policies any pod may reach (see `contrib::needs_every_pod`).
+    /// Policies (of both kinds: see `tiers.rs`) any pod may reach (see
+    /// `contrib::needs_every_pod`).
     every_pod: Listed,
     /// Policies with a namespace selector.
     by_namespace_labels: BTreeSet<Key>,
@@ -193,6 +222,9 @@ impl PolicyIndex {
             namespaces: NamespaceLabels::new(),
             policies: BTreeMap::new(),
             policy_problems: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            tier_order: TierOrder::new(),
+            tier_problems: BTreeMap::new(),
             by_namespace: BTreeMap::new(),
             by_anchor: HashMap::new(),
             every_pod: Listed::new(),
@@ -214,6 +246,10 @@ impl PolicyIndex {
             let (ns, name) = key_of(&np.metadata);
             index.set_policy((ns.into(), name.into()), Some(np));
         }
+        for p in &snapshot.cluster_network_policies {
+            let (_, name) = key_of(&p.metadata);
+            index.set_cluster_policy(name, Some(p));
+        }
         for pod in &snapshot.pods {
             let (ns, name) = key_of(&pod.metadata);
             index.set_pod((ns.into(), name.into()), Some(pod));
@@ -234,6 +270,10 @@ impl PolicyIndex {
                 &n.metadata
             });
             self.set_policy(key.clone(), np);
+        }
+        for name in &changes.cluster_policies {
+            let p = Self::find_tier(snapshot, name);
+            self.set_cluster_policy(name, p.map(|p| &**p));
         }
         for key in &changes.pods {
             let pod = find(&snapshot.pods, (&key.0, &key.1), |p| &p.metadata);
@@ -338,21 +378,29 @@ impl PolicyIndex {
             if !v.local {
                 return None;
             }
-            let own = self.by_namespace.get(v.namespace)?;
+            let own = self.by_namespace.get(v.namespace);
             let selecting = |d: Direction| -> Vec<Key> {
-                own.iter()
+                own.into_iter()
+                    .flatten()
                     .filter(|(_, c)| contrib::is_target(&c.policy, d, &v))
                     .map(|(k, _)| k.clone())
                     .collect()
             };
             let (ingress, egress) = (selecting(Direction::Ingress), selecting(Direction::Egress));
-            (!ingress.is_empty() || !egress.is_empty()).then(|| Isolated {
+            let tiers = [
+                self.tier_names(&v, Direction::Ingress, !ingress.is_empty()),
+                self.tier_names(&v, Direction::Egress, !egress.is_empty()),
+            ];
+            let iso = Isolated {
                 namespace: v.namespace.to_string(),
                 name: v.name.to_string(),
                 ips: v.ips.clone(),
+                ports: v.ports.clone(),
                 ingress,
                 egress,
-            })
+                tiers,
+            };
+            (iso.guarded(Direction::Ingress) || iso.guarded(Direction::Egress)).then_some(iso)
         });
         if self.isolated.get(key) == now.as_ref() {
             return;
@@ -361,7 +409,7 @@ impl PolicyIndex {
         let mut units = BTreeSet::new();
         for iso in self.isolated.get(key).into_iter().chain(now.as_ref()) {
             for d in [Direction::Ingress, Direction::Egress] {
-                units.extend(iso.policies(d).iter().map(|p| (p.clone(), d)));
+                units.extend(iso.units(d).map(|p| (p, d)));
             }
         }
         for (p, d) in &units {
@@ -369,8 +417,8 @@ impl PolicyIndex {
         }
         if let Some(before) = self.isolated.remove(key) {
             for d in [Direction::Ingress, Direction::Egress] {
-                for p in before.policies(d) {
-                    let unit = (p.clone(), d);
+                for p in before.units(d) {
+                    let unit = (p, d);
                     if let Some(t) = self.targets.get_mut(&unit) {
                         t.remove(key);
                         if t.is_empty() {
@@ -382,11 +430,8 @@ impl PolicyIndex {
         }
         if let Some(now) = now {
             for d in [Direction::Ingress, Direction::Egress] {
-                for p in now.policies(d) {
-                    self.targets
-                        .entry((p.clone(), d))
-                        .or_default()
-                        .insert(key.clone());
+                for p in now.units(d) {
+                    self.targets.entry((p, d)).or_default().insert(key.clone());
                 }
             }
             self.isolated.insert(key.clone(), now);
@@ -402,7 +447,7 @@ impl PolicyIndex {
         let affected: Vec<Arc<Compiled>> = self
             .by_namespace_labels
             .iter()
-            .map(|k| &self.policies[k].compiled)
+            .map(|k| self.compiled(k))
             .filter(|c| {
                 namespace_selectors(&c.policy).any(|s| {
                     super::pods::namespace_matches(old.as_ref(), name, s)
@@ -432,6 +477,12 @@ impl PolicyIndex {
         for p in &pods {
             let c = self.pod_contribution(p, &affected);
             self.count(c, true);
+        }
+        // The subjects of ClusterNetworkPolicies select by namespace.
+        if !self.tiers.is_empty() {
+            for k in self.local_pods_in(name) {
+                self.isolate(&k);
+            }
         }
     }
 
@@ -512,14 +563,38 @@ impl PolicyIndex {
                     family,
                     local_targets: &[],
                 };
-                let shape = ctx.render(rules);
-                for set in &shape.sets {
-                    self.set_units
-                        .insert(set.name.clone(), (key.clone(), d, family));
-                }
-                shapes.insert((d, family), shape);
+                shapes.insert((d, family), ctx.render(rules));
             }
         }
+        let anchors = self.file(key, &compiled, &shapes);
+        self.by_namespace
+            .entry(policy.namespace.clone())
+            .or_default()
+            .insert(key.clone(), compiled.clone());
+        let entry = PolicyEntry {
+            description: describe::policy(policy),
+            compiled,
+            shapes,
+            anchors,
+        };
+        self.policies.insert(key.clone(), entry);
+    }
+
+    /// Files a policy of either kind where pods find it, and its sets
+    /// under it; returns its anchors.
+    fn file(
+        &mut self,
+        key: &Key,
+        compiled: &Arc<Compiled>,
+        shapes: &Shapes,
+    ) -> Vec<(String, Option<String>)> {
+        for ((d, family), shape) in shapes {
+            for set in &shape.sets {
+                self.set_units
+                    .insert(set.name.clone(), (key.clone(), *d, *family));
+            }
+        }
+        let policy = &compiled.policy;
         let anchors = contrib::anchors(policy);
         for (label, value) in &anchors {
             let by_label = self.by_anchor.entry(label.clone()).or_default();
@@ -535,24 +610,25 @@ impl PolicyIndex {
         if contrib::selects_namespaces(policy) {
             self.by_namespace_labels.insert(key.clone());
         }
-        self.by_namespace
-            .entry(policy.namespace.clone())
-            .or_default()
-            .insert(key.clone(), compiled.clone());
-        let entry = PolicyEntry {
-            description: describe::policy(policy),
-            compiled,
-            shapes,
-            anchors,
-        };
-        self.policies.insert(key.clone(), entry);
+        anchors
     }
 
     fn unindex(&mut self, key: &Key, policy: &Policy) {
         let Some(entry) = self.policies.remove(key) else {
             return;
         };
-        for (label, value) in &entry.anchors {
+        if let Some(ps) = self.by_namespace.get_mut(&policy.namespace) {
+            ps.remove(key);
+            if ps.is_empty() {
+                self.by_namespace.remove(&policy.namespace);
+            }
+        }
+        self.unfile(key, &entry.anchors, &entry.shapes);
+    }
+
+    /// Undoes [`Self::file`].
+    fn unfile(&mut self, key: &Key, anchors: &[(String, Option<String>)], shapes: &Shapes) {
+        for (label, value) in anchors {
             let Some(by_label) = self.by_anchor.get_mut(label) else {
                 continue;
             };
@@ -575,14 +651,8 @@ impl PolicyIndex {
         }
         self.every_pod.remove(key);
         self.by_namespace_labels.remove(key);
-        if let Some(ps) = self.by_namespace.get_mut(&policy.namespace) {
-            ps.remove(key);
-            if ps.is_empty() {
-                self.by_namespace.remove(&policy.namespace);
-            }
-        }
         // Its sets' names are its own (hashed from the policy's name).
-        for shape in entry.shapes.values() {
+        for shape in shapes.values() {
             for s in &shape.sets {
                 self.members.remove(s.name.as_str());
                 self.set_units.remove(&s.name);

@@ -76,23 +76,59 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0..3usize, proptest::option::of(0..2usize)).prop_map(|(n, l)| Event::Namespace(n, l)),
         2 => (0..3usize, 0..3usize, 0..TEMPLATES).prop_map(|(n, p, t)| Event::Policy(n, p, t)),
         1 => (0..3usize, 0..3usize).prop_map(|(n, p)| Event::RemovePolicy(n, p)),
-        1 => (0..2usize, 0..2usize).prop_map(|(n, t)| Event::ClusterPolicy(n, t)),
-        1 => (0..2usize).prop_map(Event::RemoveClusterPolicy),
+        2 => (0..3usize, 0..CLUSTER_TEMPLATES).prop_map(|(n, t)| Event::ClusterPolicy(n, t)),
+        1 => (0..3usize).prop_map(Event::RemoveClusterPolicy),
     ]
 }
 
-/// Two ClusterNetworkPolicy shapes: an Admin ingress Deny from team=a
-/// namespaces into app=web pods, a Baseline egress Accept then Deny.
+const CLUSTER_TEMPLATES: usize = 7;
+
+/// ClusterNetworkPolicy shapes: both tiers, equal and different
+/// priorities, namespace and pod subjects, Accept/Deny/Pass, pod,
+/// namespace and network peers, port numbers, ranges and named ports in
+/// both directions (named ingress ports resolve on the pods a policy
+/// applies to, which a NetworkPolicy changes for Baseline), and a broken
+/// rule that fails closed.
 fn cluster_policy_object(name: &str, template: usize) -> KubeObject {
     let spec = match template {
         0 => json!({"tier": "Admin", "priority": 1,
             "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
             "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "a"}}}]}]}),
-        _ => json!({"tier": "Baseline", "priority": 5, "subject": {"namespaces": {}},
+        1 => json!({"tier": "Baseline", "priority": 5, "subject": {"namespaces": {}},
             "egress": [{"action": "Accept", "to": [{"pods": {"namespaceSelector": {},
                             "podSelector": {"matchLabels": {"role": "client"}}}}],
                         "protocols": [{"destinationNamedPort": "http"}]},
                        {"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}]}),
+        2 => json!({"tier": "Admin", "priority": 1,
+            "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+            "ingress": [{"action": "Pass", "from": [{"pods": {"namespaceSelector": {},
+                            "podSelector": {"matchExpressions": [{"key": "role", "operator": "Exists"}]}}}]},
+                        {"action": "Accept", "from": [{"namespaces": {}}],
+                         "protocols": [{"destinationNamedPort": "http"}]}],
+            "egress": [{"action": "Deny", "to": [{"networks": ["fd00::/8"]}]}]}),
+        3 => json!({"tier": "Baseline", "priority": 2,
+            "subject": {"pods": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["b"]}]},
+                                 "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "api"]}]}}},
+            "ingress": [{"action": "Accept", "from": [{"pods": {"namespaceSelector": {"matchLabels": {"team": "a"}},
+                            "podSelector": {"matchLabels": {"app": "api"}}}}],
+                         "protocols": [{"tcp": {"destinationPort": {"number": 8080}}}]},
+                        {"action": "Deny", "from": [{"namespaces": {}}]}]}),
+        4 => json!({"tier": "Admin", "priority": 0,
+            "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "admin"}}}},
+            "egress": [{"action": "Accept", "to": [{"pods": {"namespaceSelector": {},
+                            "podSelector": {"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}}}],
+                        "protocols": [{"udp": {"destinationPort": {"range": {"start": 53, "end": 60}}}}]},
+                       {"action": "Pass", "to": [{"networks": ["10.244.0.0/16"]}]}],
+            "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}],
+                         "protocols": [{"destinationNamedPort": "http"}]}]}),
+        5 => json!({"tier": "Baseline", "priority": 5,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}},
+            "ingress": [{"action": "Deny", "from": [{"pods": {"namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"app": "web"}}}}],
+                         "protocols": [{"destinationNamedPort": "http"}]}]}),
+        _ => json!({"tier": "Admin", "priority": 3, "subject": {"namespaces": {}},
+            "egress": [{"action": "Pass", "to": [{"nodes": {}}]},
+                       {"action": "Accept", "to": [{"namespaces": {"matchLabels": {"team": "b"}}}]}]}),
     };
     KubeObject::ClusterNetworkPolicy(Box::new(
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
@@ -314,10 +350,7 @@ proptest! {
         }
         let mut index = PolicyIndex::build(&cluster.snapshot(), &opts);
         let start = desired(&cluster.snapshot(), &opts);
-        let no_tiers = |s: &crate::cluster::Snapshot| s.cluster_network_policies.is_empty();
-        if no_tiers(&cluster.snapshot()) {
-            prop_assert_eq!(&index.state(), &start);
-        }
+        prop_assert_eq!(&index.state(), &start);
         let mut kernel = Kernel::of(&start);
         for batch in &events {
             let mut changes = PolicyChanges::default();
@@ -326,15 +359,6 @@ proptest! {
             }
             let snap = cluster.snapshot();
             let full = desired(&snap, &opts);
-            // As `PolicySync::sync`: while a ClusterNetworkPolicy exists or
-            // one changed, the sync is whole (apply, then the index catches
-            // up with the snapshot).
-            if !no_tiers(&snap) || !changes.cluster_policies.is_empty() {
-                kernel = Kernel::of(&full);
-                let missed = index.changes_since(&snap);
-                index.update(&snap, &missed);
-                continue;
-            }
             let delta = index.update(&snap, &changes);
             kernel.apply(&delta);
             let ours = index.state();
@@ -343,6 +367,8 @@ proptest! {
             prop_assert_eq!(&ours.problems, &full.problems);
             prop_assert_eq!(&ours.isolated, &full.isolated);
             prop_assert_eq!(&ours.policies, &full.policies);
+            prop_assert_eq!(&ours.cluster_policies, &full.cluster_policies);
+            prop_assert_eq!(&ours, &full);
             prop_assert_eq!(&kernel, &Kernel::of(&full));
         }
     }
@@ -371,10 +397,7 @@ proptest! {
         let snap = cluster.snapshot();
         let changes = index.changes_since(&snap);
         index.update(&snap, &changes);
-        // The index leaves ClusterNetworkPolicies out (with any, the sync
-        // computes the whole state instead).
-        let without_tiers = snap.clone().with_cluster_network_policies(Vec::new());
-        prop_assert_eq!(&index.state(), &desired(&without_tiers, &opts));
+        prop_assert_eq!(&index.state(), &desired(&snap, &opts));
         let again = index.changes_since(&snap);
         prop_assert!(again.pods.is_empty(), "{:?}", again.pods);
         prop_assert!(index.update(&snap, &again).is_empty());

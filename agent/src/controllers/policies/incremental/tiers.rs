@@ -1,0 +1,291 @@
+//! The ClusterNetworkPolicy tiers in the index. A policy's peers are
+//! filed like a NetworkPolicy's (its [`cnp::render::as_policy`] shape, so
+//! a pod change re-evaluates only the peers its labels can meet); which
+//! policies of each tier apply to a local pod is part of the pod's
+//! [`Isolated`] record, recomputed when the pod, its namespace, a
+//! NetworkPolicy of its namespace (Baseline steps aside for a pod one
+//! selects) or a ClusterNetworkPolicy changes.
+//!
+//! A ClusterNetworkPolicy is keyed by its kind where a namespace would be
+//! ([`tier_key`]; no namespace can be named so), so its units (policy,
+//! direction), targets and set owners share the NetworkPolicies' maps.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use super::{
+    super::{
+        cnp::{self, model::ClusterPolicy, PodTiers, Tiers},
+        describe::{self, TierDescription},
+        model::Direction,
+        pods::{namespace_matches, PodView},
+    },
+    contrib::{self, Compiled, Contribution},
+    find, Isolated, Key, PolicyIndex, Shapes,
+};
+use crate::{
+    cluster::{
+        cnp::{ClusterNetworkPolicy, Tier, KIND},
+        Snapshot,
+    },
+    desired::{Family, SetSpec},
+};
+
+/// The index key of the ClusterNetworkPolicy `name`.
+pub(super) fn tier_key(name: &str) -> Key {
+    (KIND.to_string(), name.to_string())
+}
+
+/// The ClusterNetworkPolicy a key names, if it names one.
+fn tier_name(key: &Key) -> Option<&str> {
+    (key.0 == KIND).then_some(key.1.as_str())
+}
+
+/// The ClusterNetworkPolicies of each tier that apply to one local pod in
+/// one direction, by name, in evaluation order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct TierNames {
+    pub admin: Vec<String>,
+    /// Empty when a NetworkPolicy selects the pod in this direction.
+    pub baseline: Vec<String>,
+}
+
+impl TierNames {
+    pub fn is_empty(&self) -> bool {
+        self.admin.is_empty() && self.baseline.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.admin.iter().chain(&self.baseline).map(|n| tier_key(n))
+    }
+}
+
+/// A ClusterNetworkPolicy with what is derived from it alone.
+pub(super) struct TierEntry {
+    pub policy: ClusterPolicy,
+    /// Its peers as a NetworkPolicy, with set names hashed once.
+    pub compiled: Arc<Compiled>,
+    /// Its chain and pod-less sets per (direction, family), for the
+    /// directions it has rules in.
+    pub shapes: Shapes,
+    pub anchors: Vec<(String, Option<String>)>,
+    pub description: TierDescription,
+}
+
+/// The ClusterNetworkPolicies in evaluation order (tier, priority, name).
+pub(super) type TierOrder = BTreeSet<(Tier, u16, String)>;
+
+impl PolicyIndex {
+    /// The ClusterNetworkPolicy `name` of `snapshot`.
+    pub(super) fn find_tier<'s>(
+        snapshot: &'s Snapshot,
+        name: &str,
+    ) -> Option<&'s Arc<ClusterNetworkPolicy>> {
+        find(&snapshot.cluster_network_policies, ("", name), |p| {
+            &p.metadata
+        })
+    }
+
+    pub(super) fn set_cluster_policy(&mut self, name: &str, object: Option<&ClusterNetworkPolicy>) {
+        let mut problems = Vec::new();
+        let new = object.and_then(|o| cnp::model::read(o, &mut problems));
+        if problems.is_empty() {
+            self.tier_problems.remove(name);
+        } else {
+            self.tier_problems.insert(name.to_string(), problems);
+        }
+        if self.tiers.get(name).map(|e| &e.policy) == new.as_ref() {
+            return;
+        }
+        let key = tier_key(name);
+        // The pods it applies to now: their chains are recorded before the
+        // policy changes under them (pods it starts to apply to do not
+        // name it yet).
+        let applied: BTreeSet<Key> = [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .filter_map(|d| self.targets.get(&(key.clone(), d)))
+            .flatten()
+            .cloned()
+            .collect();
+        for k in &applied {
+            self.touch_pod(k);
+        }
+        for d in [Direction::Ingress, Direction::Egress] {
+            self.touch_unit(&key, d);
+        }
+        let pods: Vec<_> = self.pods.values().cloned().collect();
+        if let Some(old) = self.tiers.get(name).map(|e| e.compiled.clone()) {
+            for p in &pods {
+                let c = self.pod_contribution(p, &[&old]);
+                self.count(c, false);
+            }
+            self.unindex_tier(name);
+        }
+        if let Some(new) = new {
+            let compiled = self.index_tier(new);
+            for p in &pods {
+                let c = self.pod_contribution(p, &[&compiled]);
+                self.count(c, true);
+            }
+        }
+        for k in self.local_pods() {
+            self.isolate(&k);
+        }
+    }
+
+    fn index_tier(&mut self, policy: ClusterPolicy) -> Arc<Compiled> {
+        let key = tier_key(&policy.name);
+        let compiled = Arc::new(Compiled::new(cnp::render::as_policy(&policy)));
+        let empty = super::super::pods::Cluster::empty();
+        let mut shapes = Shapes::new();
+        for d in [Direction::Ingress, Direction::Egress] {
+            if policy.rules(d).is_empty() {
+                continue;
+            }
+            for family in [Family::V4, Family::V6] {
+                let shape = cnp::render::policy_chain(&empty, &policy, d, family, &[]);
+                shapes.insert((d, family), shape);
+            }
+        }
+        let anchors = self.file(&key, &compiled, &shapes);
+        let (tier, priority) = (policy.tier, policy.priority);
+        self.tier_order
+            .insert((tier, priority, policy.name.clone()));
+        let entry = TierEntry {
+            description: describe::cluster_policy(&policy),
+            compiled: compiled.clone(),
+            shapes,
+            anchors,
+            policy,
+        };
+        self.tiers.insert(key.1, entry);
+        compiled
+    }
+
+    fn unindex_tier(&mut self, name: &str) {
+        let Some(entry) = self.tiers.remove(name) else {
+            return;
+        };
+        let p = &entry.policy;
+        self.tier_order
+            .remove(&(p.tier, p.priority, p.name.clone()));
+        self.unfile(&tier_key(name), &entry.anchors, &entry.shapes);
+    }
+
+    /// The keys of this node's pods.
+    pub(super) fn local_pods(&self) -> Vec<Key> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| self.view_of(p).is_some_and(|v| v.local))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The ClusterNetworkPolicies that apply to the local `pod` in `d`;
+    /// `np_selects`: a NetworkPolicy selects it in `d`.
+    pub(super) fn tier_names(&self, pod: &PodView, d: Direction, np_selects: bool) -> TierNames {
+        let labels = self.namespaces.get(pod.namespace);
+        let mut out = TierNames::default();
+        for (tier, _, name) in &self.tier_order {
+            let policy = &self.tiers[name].policy;
+            if policy.rules(d).is_empty() || (*tier == Tier::Baseline && np_selects) {
+                continue;
+            }
+            let selects = cnp::subject_selects(&policy.subject, pod, |s| {
+                namespace_matches(labels, pod.namespace, s)
+            });
+            if selects {
+                match tier {
+                    Tier::Admin => out.admin.push(name.clone()),
+                    Tier::Baseline => out.baseline.push(name.clone()),
+                }
+            }
+        }
+        out
+    }
+
+    /// A local pod's tiers as the chain renderer takes them.
+    pub(super) fn pod_tiers(&self, iso: &Isolated) -> PodTiers<'_> {
+        let policies = |names: &[String]| {
+            names
+                .iter()
+                .filter_map(|n| self.tiers.get(n).map(|e| &e.policy))
+                .collect()
+        };
+        let tiers = |t: &TierNames| Tiers {
+            admin: policies(&t.admin),
+            baseline: policies(&t.baseline),
+        };
+        PodTiers {
+            ingress: tiers(iso.tiers(Direction::Ingress)),
+            egress: tiers(iso.tiers(Direction::Egress)),
+        }
+    }
+
+    /// The shapes of the policy (of either kind) `key` names.
+    pub(super) fn shapes(&self, key: &Key) -> Option<&Shapes> {
+        match tier_name(key) {
+            Some(name) => self.tiers.get(name).map(|e| &e.shapes),
+            None => self.policies.get(key).map(|e| &e.shapes),
+        }
+    }
+
+    /// The compiled form of the policy (of either kind) `key` names.
+    pub(super) fn compiled(&self, key: &Key) -> &Arc<Compiled> {
+        match tier_name(key) {
+            Some(name) => &self.tiers[name].compiled,
+            None => &self.policies[key].compiled,
+        }
+    }
+
+    /// Adds to `sets` (a unit's sets in `family`) the named ingress ports
+    /// of the local pods the ClusterNetworkPolicy `key` applies to.
+    pub(super) fn add_target_members(&self, key: &Key, d: Direction, sets: &mut [SetSpec]) {
+        let Some(entry) = tier_name(key).and_then(|n| self.tiers.get(n)) else {
+            return;
+        };
+        if d != Direction::Ingress {
+            return;
+        }
+        let mut found = Contribution::new();
+        for k in self.targets.get(&(key.clone(), d)).into_iter().flatten() {
+            let iso = &self.isolated[k];
+            let view = PodView {
+                namespace: &iso.namespace,
+                name: &iso.name,
+                labels: None,
+                ips: iso.ips.clone(),
+                local: true,
+                ports: iso.ports.clone(),
+            };
+            contrib::target_members(&entry.compiled, &view, &mut found);
+        }
+        let mut by_set: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for (set, member) in &found {
+            by_set.entry(set).or_default().push(*member);
+        }
+        for s in sets {
+            if let Some(members) = by_set.get(s.name.as_str()) {
+                s.members.extend(members.iter().copied());
+            }
+        }
+    }
+
+    /// The ClusterNetworkPolicies in words, in evaluation order.
+    pub(super) fn tier_descriptions(&self) -> Vec<TierDescription> {
+        self.tier_order
+            .iter()
+            .map(|(_, _, name)| self.tiers[name].description.clone())
+            .collect()
+    }
+
+    /// The keys of the ClusterNetworkPolicies in evaluation order.
+    pub(super) fn tier_keys(&self) -> Vec<Key> {
+        self.tier_order
+            .iter()
+            .map(|(_, _, name)| tier_key(name))
+            .collect()
+    }
+}
