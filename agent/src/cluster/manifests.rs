@@ -15,6 +15,7 @@
 //! rewritten in place that reads empty or far smaller is held at its last
 //! good content until it has read the same for 2 s ([`super::shrink_hold`]).
 
+use crate::locks::LockOrRecover;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt, io,
@@ -465,7 +466,7 @@ impl Inner {
                 return;
             }
         };
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock_or_recover();
         let mut changed: BTreeSet<Key> = BTreeSet::new();
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         let gone: Vec<PathBuf> = state
@@ -579,7 +580,7 @@ fn diff(old: &[KubeObject], new: &[KubeObject]) -> BTreeSet<Key> {
 
 impl Source for ManifestsSource {
     fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
-        let mut state = self.inner.state.lock().unwrap();
+        let mut state = self.inner.state.lock_or_recover();
         if !state.ready {
             return None;
         }
@@ -597,7 +598,7 @@ impl Source for ManifestsSource {
     }
 
     fn listed(&self) -> bool {
-        self.inner.state.lock().unwrap().ready
+        self.inner.state.lock_or_recover().ready
     }
 
     fn unreadable(&self) -> Vec<Unreadable> {

@@ -18,6 +18,7 @@ use crate::{
         ipset::{CreateSet, Element, Entry, IpSet, IpsetError, Op, Request, SetHeader, SetName},
         iptables::IptablesError,
     },
+    locks::LockOrRecover,
 };
 
 /// ipset's own errnos (the kernel's `enum ipset_errno`).
@@ -69,7 +70,7 @@ pub struct FakeKernel {
 
 impl FakeKernel {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 
     /// A set another program made, as `ipset create NAME TYPE` would.

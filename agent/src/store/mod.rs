@@ -34,6 +34,7 @@ use crate::{
         ipset::{Element, IpsetError},
         iptables::IptablesError,
     },
+    locks::LockOrRecover,
 };
 
 pub use audit::{AuditReport, DriftCounters};
@@ -169,7 +170,7 @@ impl SetStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in another apply leaves the kernel, not this state,
         // possibly half-written: the next apply starts from the kernel.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_or_recover()
     }
 
     pub fn register(&self, owner: Owner) -> Result<(), StoreError> {
