@@ -106,7 +106,7 @@ use std::{
 };
 
 use ipwarden::{
-    bpf::{self, test_run, BpfMirror, Dataplane, ProgramLogLevel, RunStats},
+    bpf::{self, test_run, BpfMirror, ProgramLogLevel, RunStats, TcProgram},
     cluster::{HostInfo, KubeObject, Snapshot},
     controllers::{
         policies,

@@ -61,7 +61,7 @@ pub(super) struct FrameCost {
 
 /// The program's time per frame, from the kernel's statistics, over
 /// `repeat` runs of each (best of three calls).
-pub(super) fn frame_costs(dp: &Dataplane, target: usize, repeat: u32) -> (Vec<FrameCost>, f64) {
+pub(super) fn frame_costs(dp: &TcProgram, target: usize, repeat: u32) -> (Vec<FrameCost>, f64) {
     let (ext, first) = four_extension_headers();
     let frames: Vec<(&'static str, Vec<u8>)> = vec![
         (

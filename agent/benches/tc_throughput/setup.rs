@@ -10,7 +10,7 @@ pub(super) struct Bench {
     pub(super) empty: std::os::fd::OwnedFd,
     pub(super) _sources: bpf::EgressSources,
     pub(super) mirror: BpfMirror,
-    pub(super) dp: Dataplane,
+    pub(super) dp: TcProgram,
     pub(super) receivers: Vec<Receiver>,
     pub(super) sender: NetNs,
 }
@@ -29,7 +29,7 @@ impl Bench {
         let mut dp = receivers[0]
             .ns
             .run(|| {
-                Dataplane::load(&object, ProgramLogLevel::Info).unwrap_or_else(|e| {
+                TcProgram::load(&object, ProgramLogLevel::Info).unwrap_or_else(|e| {
                     panic!(
                         "loading {}: {e} (set IPWARDEN_BPF_OBJECT or run `cargo xtask build-ebpf`)",
                         object.display()

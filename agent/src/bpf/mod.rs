@@ -87,14 +87,14 @@ impl RunStats {
 }
 
 /// The loaded object: programs verified and loaded, maps created.
-pub struct Dataplane {
+pub struct TcProgram {
     ebpf: Ebpf,
     /// The mirror's maps, once taken out of `ebpf` (first use of
     /// [`Self::services`] or [`Self::take_mirror`]).
     mirror: Option<MirrorMaps>,
 }
 
-impl Dataplane {
+impl TcProgram {
     /// Loads `object` with private maps (tests, the demo), with the
     /// program's log lines at `log_level`.
     pub fn load(object: &Path, log_level: ProgramLogLevel) -> Result<Self, BpfError> {
