@@ -312,7 +312,7 @@ impl ServiceCtx {
         };
         let svc_wide = ServiceWide {
             template,
-            policy: Policy {
+            policy: TrafficPolicy {
                 itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
                 etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
                 hairpin: self.hairpin(svc, opts, &mut out.problems),
@@ -650,19 +650,19 @@ impl ServiceCtx {
 /// What every frontend of one Service shares.
 struct ServiceWide {
     template: Template,
-    policy: Policy,
+    policy: TrafficPolicy,
     /// loadBalancerSourceRanges.
     ranges: Vec<IpNet>,
 }
 
 /// Traffic policies and hairpin of one Service.
-struct Policy {
+struct TrafficPolicy {
     itp_local: bool,
     etp_local: bool,
     hairpin: bool,
 }
 
-impl Policy {
+impl TrafficPolicy {
     /// Does a frontend of `kind` go to this node's endpoints only?
     fn local_only(&self, kind: FrontendKind) -> bool {
         if kind.external() {
