@@ -20,7 +20,7 @@ use ipwarden_common::{
 };
 
 use super::{
-    table::{FastTable, Half, Layout, Member, Written},
+    table::{FastTable, Half, Layout, MemberSlot, Written},
     BpfError,
 };
 
@@ -366,7 +366,7 @@ impl MirrorMaps {
             |k| {
                 let flags = *members.get(k)?;
                 let slot = *slots.get(k)?;
-                Some(Member { flags, slot })
+                Some(MemberSlot { flags, slot })
             },
             addrs,
             |a| vips.contains(a) || member_addrs.contains_key(a),
@@ -378,11 +378,11 @@ impl MirrorMaps {
     /// The whole published content laid out anew into `half`.
     fn write_whole(&mut self, half: usize, seed: u32) -> Result<Written, BpfError> {
         let (members, vips) = self.published.as_ref().expect("published first");
-        let table: BTreeMap<ServiceKey, Member> = members
+        let table: BTreeMap<ServiceKey, MemberSlot> = members
             .iter()
             .filter_map(|(k, &flags)| {
                 let slot = *self.slots.get(k)?;
-                Some((*k, Member { flags, slot }))
+                Some((*k, MemberSlot { flags, slot }))
             })
             .collect();
         let Some(layout) = Layout::build(&table, vips, seed) else {
