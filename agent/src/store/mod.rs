@@ -17,6 +17,7 @@ mod kernel;
 mod members;
 pub mod mirror;
 pub mod owners;
+#[cfg(feature = "lab")]
 pub mod race;
 mod sources;
 #[cfg(test)]
