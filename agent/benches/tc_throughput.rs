@@ -75,7 +75,7 @@ use std::{
 };
 
 use ipwarden::{
-    bpf::{self, test_run, BpfMirror, Dataplane, ProgramLogLevel, RunStats},
+    bpf::{self, test_run, BpfMirror, ProgramLogLevel, RunStats, TcProgram},
     cluster::{HostInfo, KubeObject, Snapshot},
     controllers::{
         policies,
@@ -801,7 +801,7 @@ struct FrameCost {
 
 /// The program's time per frame, from the kernel's statistics, over
 /// `repeat` runs of each (best of three calls).
-fn frame_costs(dp: &Dataplane, target: usize, repeat: u32) -> (Vec<FrameCost>, f64) {
+fn frame_costs(dp: &TcProgram, target: usize, repeat: u32) -> (Vec<FrameCost>, f64) {
     let (ext, first) = four_extension_headers();
     let frames: Vec<(&'static str, Vec<u8>)> = vec![
         (
@@ -1058,7 +1058,7 @@ fn main() {
     let mut dp = receivers[0]
         .ns
         .run(|| {
-            Dataplane::load(&object, ProgramLogLevel::Info).unwrap_or_else(|e| {
+            TcProgram::load(&object, ProgramLogLevel::Info).unwrap_or_else(|e| {
                 panic!(
                     "loading {}: {e} (set IPWARDEN_BPF_OBJECT or run `cargo xtask build-ebpf`)",
                     object.display()

@@ -16,6 +16,7 @@ pub mod controllers;
 pub mod desired;
 pub mod kernel;
 pub mod lab;
+pub mod locks;
 pub mod netns;
 pub mod reconcile;
 pub mod store;

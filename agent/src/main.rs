@@ -34,7 +34,9 @@ enum Command {
     /// The eBPF data plane's pinned maps.
     #[command(subcommand)]
     Bpf(BpfCommand),
-    /// The set-store race harness, in its own network namespace.
+    /// The set-store race harness, in its own network namespace (built
+    /// with the `lab` feature only).
+    #[cfg(feature = "lab")]
     Race(cli::race::Args),
     /// Why a new connection to a VIP is accepted, rescued or refused, or
     /// which NetworkPolicies isolate a pod and what they allow.
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),
+        #[cfg(feature = "lab")]
         Command::Race(a) => cli::race::run(&a),
         Command::Cleanup(a) => cli::cleanup::run(&a),
         Command::Bpf(BpfCommand::Dump(a)) => cli::bpf_dump::run(&a),

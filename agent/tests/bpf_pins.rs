@@ -4,7 +4,7 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use ipwarden::{
-    bpf::{self, Dataplane, PinLayout, Pinned, ProgramLogLevel},
+    bpf::{self, PinLayout, Pinned, ProgramLogLevel, TcProgram},
     desired::{
         Family, Member, MemberServices, MirroredMember, Protocol, ServiceRef, SetSpec, SetType,
     },
@@ -116,7 +116,7 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
     let fs = BpfFs::new("adopt").unwrap();
     let pins = PinLayout::new(fs.path());
     let (mut dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Nothing);
     dp.configure(Mode::Allow, 0x40_0000).unwrap();
     let mut mirror = dp.take_mirror().unwrap();
@@ -224,7 +224,7 @@ fn pinned_maps_dump_with_named_fields_and_are_adopted_on_restart() {
     drop(mirror);
     drop(dp);
     let (_dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Compatible);
     assert_eq!(
         dump(&pins, names::MAP_SERVICES).as_array().unwrap().len(),
@@ -258,7 +258,7 @@ fn a_pinned_map_of_another_layout_is_replaced_not_misread() {
         "IPW_SVC_PORTS",
     ]);
     let (_dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     match &pinned {
         Pinned::Replaced(why) => assert!(
             why.contains("IPW_SVC_PORTS") && why.contains("value 4 B"),
@@ -313,7 +313,7 @@ fn a_pinned_tcx_link_is_reused_by_the_next_agent() {
         let attachment = ns
             .run(|| {
                 let (mut dp, _) =
-                    Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+                    TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
                 dp.attach_ingress_persistent("veth0", &pins).unwrap()
                 // dp dropped here: the agent is gone, the link stays.
             })
@@ -360,9 +360,9 @@ fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
     let pins = PinLayout::new(fs.path());
     let key = |port: u16| ServiceKey::v4([10, 96, 0, 10], PROTO_UDP, port);
     let marked =
-        |dp: &Dataplane, port: u16| dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0;
+        |dp: &TcProgram, port: u16| dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0;
 
-    let (mut dp, _) = Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    let (mut dp, _) = TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     dp.configure(Mode::Allow, MARK).unwrap();
     dp.services()
         .unwrap()
@@ -386,7 +386,7 @@ fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
     // A new agent adopts the maps: same table, same counter slots.
     drop(dp);
     let (mut dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Compatible);
     dp.configure(Mode::Allow, MARK).unwrap();
     assert!(marked(&dp, 54) && !marked(&dp, 53));
@@ -412,12 +412,12 @@ fn partial_mirror_changes_reach_the_classifiers_table() {
     }
     use ipwarden::desired::SetDelta;
     const MARK: u32 = 0x40_0000;
-    let mut dp = Dataplane::load(&object(), ProgramLogLevel::Info).unwrap();
+    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
     dp.configure(Mode::Allow, MARK).unwrap();
     let mut mirror = dp.take_mirror().unwrap();
     let vip = ip("10.96.0.10");
     let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
-    let marked = |dp: &Dataplane, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+    let marked = |dp: &TcProgram, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
 
     // A full sync of one member, then the store's partial path: one
     // member in, one out, and the VIP with them.
@@ -456,12 +456,12 @@ fn many_rounds_of_member_changes_keep_both_halves_exact() {
     use ipwarden::desired::SetDelta;
     use std::collections::BTreeSet;
     const MARK: u32 = 0x40_0000;
-    let mut dp = Dataplane::load(&object(), ProgramLogLevel::Info).unwrap();
+    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
     dp.configure(Mode::Allow, MARK).unwrap();
     let mut mirror = dp.take_mirror().unwrap();
     let vip = ip("10.96.0.10");
     let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
-    let marked = |dp: &Dataplane, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+    let marked = |dp: &TcProgram, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
     let ports = 1000u16..1300;
 
     let mut present: BTreeSet<u16> = ports.clone().step_by(2).collect();

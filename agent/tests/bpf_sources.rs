@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 use ipwarden::{
-    bpf::{self, Dataplane, PinLayout, Pinned, ProgramLogLevel},
+    bpf::{self, PinLayout, Pinned, ProgramLogLevel, TcProgram},
     desired::SetType,
     desired::{Family, Member, MemberServices, MirroredMember, Protocol, ServiceRef, SetSpec},
     kernel::ipset::IpsetClient,
@@ -71,7 +71,7 @@ fn tcp_frame(src: IpAddr, dst: IpAddr, port: u16) -> Vec<u8> {
 /// only below the policy chain).
 const CHECKED: u32 = MARK << 1;
 
-fn mark_of(dp: &Dataplane, src: &str, dst: &str) -> u32 {
+fn mark_of(dp: &TcProgram, src: &str, dst: &str) -> u32 {
     let run = dp.test_run(&tcp_frame(ip(src), ip(dst), 80), 1).unwrap();
     assert_eq!(run.retval, 0, "never anything but TC_ACT_OK");
     run.mark
@@ -79,7 +79,7 @@ fn mark_of(dp: &Dataplane, src: &str, dst: &str) -> u32 {
 
 /// Marked for the first rule of INPUT; a hit that is not gets the checked
 /// mark (a restricted source) or none (a range member).
-fn marked(dp: &Dataplane, src: &str, dst: &str) -> bool {
+fn marked(dp: &TcProgram, src: &str, dst: &str) -> bool {
     let mark = mark_of(dp, src, dst);
     match mark {
         MARK => true,
@@ -137,7 +137,7 @@ fn set(name: &str, family: Family, t: SetType, members: &[Member]) -> SetSpec {
 
 /// Mirrors 10.96.0.10:80 and fd00:96::10:80 (a ClusterIP) and
 /// 198.51.100.7:80 (a LoadBalancer IP with source ranges).
-fn mirror_members(dp: &mut Dataplane) -> bpf::BpfMirror {
+fn mirror_members(dp: &mut TcProgram) -> bpf::BpfMirror {
     let mut mirror = dp.take_mirror().unwrap();
     let cluster = Member::ip_port(ip("10.96.0.10"), Protocol::Tcp, 80);
     let cluster6 = Member::ip_port(ip("fd00:96::10"), Protocol::Tcp, 80);
@@ -188,7 +188,7 @@ fn restricted_sources_and_range_members_are_never_marked_and_survive_a_restart()
     let fs = BpfFs::new("sources").unwrap();
     let pins = PinLayout::new(fs.path());
     let (mut dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Nothing);
     dp.configure(Mode::Allow, MARK).unwrap();
     let mirror = mirror_members(&mut dp);
@@ -219,7 +219,7 @@ fn restricted_sources_and_range_members_are_never_marked_and_survive_a_restart()
     // new agent writes anything the restricted pods stay unmarked.
     drop((mirror, sources, dp));
     let (mut dp, pinned) =
-        Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+        TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     assert_eq!(pinned, Pinned::Compatible);
     dp.configure(Mode::Allow, MARK).unwrap();
     let _mirror = mirror_members(&mut dp);
@@ -254,7 +254,7 @@ fn the_store_adds_before_the_chains_and_removes_after_them() {
     let pins = PinLayout::new(fs.path());
     ns.run(|| {
         let (mut dp, _) =
-            Dataplane::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+            TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
         dp.configure(Mode::Allow, MARK).unwrap();
         let _mirror = mirror_members(&mut dp);
         let store = SetStore::new(IpsetClient::new().unwrap());

@@ -17,7 +17,7 @@ use std::{
 };
 
 use ipwarden::{
-    bpf::{Dataplane, PinLayout, ProgramLogLevel},
+    bpf::{PinLayout, ProgramLogLevel, TcProgram},
     cluster::{manifests, HostInfo, Snapshot},
     controllers::{policies, services},
     desired::Table,
@@ -173,10 +173,10 @@ fn lab() -> Lab {
 /// An agent's start: the maps adopted from the pins (or created), the
 /// program attached to the client-facing veths (a pinned attachment
 /// replaced make-before-break), the store with the mirror and the sources.
-fn start(lab: &Lab) -> (Dataplane, SetStore) {
+fn start(lab: &Lab) -> (TcProgram, SetStore) {
     lab.node
         .run(|| {
-            let (mut dp, _) = Dataplane::load_persistent(
+            let (mut dp, _) = TcProgram::load_persistent(
                 &ipwarden::bpf::object_path_from_env(),
                 ProgramLogLevel::Info,
                 &lab.pins,

@@ -10,7 +10,7 @@ use std::{
 };
 
 use ipwarden::{
-    bpf::{self, Attachment, Dataplane, ProgramLogLevel},
+    bpf::{self, Attachment, ProgramLogLevel, TcProgram},
     netns::{privileged, NetNs},
 };
 use ipwarden_common::{
@@ -120,7 +120,7 @@ fn classifier_counts_marks_and_logs_hits_on_a_veth() {
     // Load, configure and attach inside the node namespace.
     let (mut dp, attachment) = node
         .run(|| {
-            let mut dp = Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Debug)
+            let mut dp = TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Debug)
                 .expect("load: set IPWARDEN_BPF_OBJECT or run `cargo xtask build-ebpf`");
             dp.configure(Mode::Log, MARK).unwrap();
             let mut mirror = dp.services().unwrap();
@@ -265,7 +265,7 @@ fn mode_off_neither_counts_nor_marks() {
     let mut dp = node
         .run(|| {
             let mut dp =
-                Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+                TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
             dp.configure(Mode::Off, MARK).unwrap();
             dp.services()
                 .unwrap()
@@ -469,7 +469,7 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
     let mut dp = node
         .run(|| {
             let mut dp =
-                Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+                TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
             dp.configure(Mode::Log, MARK).unwrap();
             dp.services()
                 .unwrap()
@@ -571,7 +571,7 @@ fn a_flagged_member_reports_connection_starts_with_their_five_tuple() {
         Event,
     };
     let vip = Ipv4Addr::new(10, 96, 0, 10);
-    let mut dp = Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+    let mut dp = TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
     dp.configure(Mode::Log, MARK).unwrap();
     let key = ServiceKey::v4(vip.octets(), PROTO_TCP, 80);
     let flagged = ServiceValue {
@@ -647,7 +647,7 @@ fn the_kernel_finds_every_published_member_and_no_other() {
         return;
     }
     const MEMBERS: usize = 4096;
-    let mut dp = Dataplane::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
+    let mut dp = TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
     dp.configure(Mode::Log, MARK).unwrap();
     let members = spread(0, MEMBERS);
     dp.services()
@@ -659,7 +659,7 @@ fn the_kernel_finds_every_published_member_and_no_other() {
             )
         }))
         .unwrap();
-    let marked = |dp: &mut Dataplane, (a, port): &(Ipv4Addr, u16)| {
+    let marked = |dp: &mut TcProgram, (a, port): &(Ipv4Addr, u16)| {
         dp.test_run(&tcp_frame(*a, *port, 0x10), 1).unwrap().mark == MARK
     };
     let missed: Vec<_> = members.iter().filter(|m| !marked(&mut dp, m)).collect();

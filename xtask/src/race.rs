@@ -20,7 +20,15 @@ pub fn run(opts: &Options) -> Result<()> {
     require_root("race")?;
     process::run(
         Command::new("cargo")
-            .args(["build", "--quiet", "--release", "-p", "ipwarden"])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "ipwarden",
+                "--features",
+                "lab",
+            ])
             .current_dir(workspace_root()),
     )
     .context("building the agent")?;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use aya::programs::{
     links::Link as _,
-    links::{FdLink, PinnedLink},
+    links::{FdLink, LinkError, PinnedLink},
     tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     LinkOrder, ProgramError, SchedClassifier, TcAttachType,
 };
@@ -34,6 +34,14 @@ fn has_tcx() -> bool {
 fn err(iface: &str) -> impl Fn(ProgramError) -> BpfError + '_ {
     move |source| BpfError::Attach {
         iface: iface.to_string(),
+        source,
+    }
+}
+
+fn link_err<'a>(iface: &'a str, what: &'static str) -> impl Fn(LinkError) -> BpfError + 'a {
+    move |source| BpfError::Link {
+        iface: iface.to_string(),
+        what,
         source,
     }
 }
@@ -79,7 +87,7 @@ pub(super) fn ingress_persistent(
         let id = match PinnedLink::from_pin(pin) {
             Ok(old) => {
                 let link = SchedClassifierLink::try_from(FdLink::from(old))
-                    .map_err(|e| BpfError::Pin(format!("{}: {e}", pin.display())))?;
+                    .map_err(link_err(iface, "adopting the pinned one"))?;
                 prog.attach_to_link(link).map_err(err(iface))?
             }
             Err(_) => prog
@@ -91,10 +99,13 @@ pub(super) fn ingress_persistent(
                 .map_err(err(iface))?,
         };
         let link = prog.take_link(id).map_err(err(iface))?;
-        let fd = FdLink::try_from(link).map_err(|e| BpfError::Pin(e.to_string()))?;
+        let fd = FdLink::try_from(link).map_err(link_err(iface, "taking its fd"))?;
         if !pin.exists() {
-            fd.pin(pin)
-                .map_err(|e| BpfError::Pin(format!("{}: {e}", pin.display())))?;
+            fd.pin(pin).map_err(|source| BpfError::PinLink {
+                iface: iface.to_string(),
+                path: pin.to_path_buf(),
+                source,
+            })?;
         }
         // Dropping the fd leaves the pinned link (and the program) in place.
         return Ok(Attachment::Tcx);
@@ -119,10 +130,8 @@ pub(super) fn ingress_persistent(
             Err(e) => return Err(err(iface)(e)),
         }
     }
-    let (id, old) = attached.ok_or_else(|| {
-        BpfError::Pin(format!(
-            "{iface}: both ipwarden clsact priorities are taken"
-        ))
+    let (id, old) = attached.ok_or_else(|| BpfError::PrioritiesTaken {
+        iface: iface.to_string(),
     })?;
     // The filter must survive this process: aya would remove it on drop.
     std::mem::forget(prog.take_link(id).map_err(err(iface))?);

@@ -20,7 +20,7 @@ use ipwarden_common::{
 };
 
 use super::{
-    table::{FastTable, Half, Layout, Member, Written},
+    table::{FastTable, Half, Layout, MemberSlot, Written},
     BpfError,
 };
 
@@ -92,11 +92,15 @@ impl MirrorMaps {
     /// table's active half, so counts survive an agent restart.
     pub(super) fn take_from(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
         let config_fd = match ebpf.map(names::MAP_CONFIG) {
-            Some(Map::Array(d)) => d
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| BpfError::Pin(format!("{}: {e}", names::MAP_CONFIG)))?,
+            Some(Map::Array(d)) => {
+                d.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| BpfError::MapFd {
+                        name: names::MAP_CONFIG,
+                        source,
+                    })?
+            }
             _ => {
                 return Err(BpfError::Missing {
                     what: "map",
@@ -116,13 +120,14 @@ impl MirrorMaps {
             .map_err(map_err(names::MAP_HITS))?;
         let table_map = take(ebpf, names::MAP_TABLE)?;
         let bits_map = take(ebpf, names::MAP_VIP_BITS)?;
-        let table = FastTable::new(table_map.fd().as_fd(), bits_map.fd().as_fd()).map_err(|e| {
-            BpfError::Pin(format!(
-                "mapping {} and {}: {e}",
-                names::MAP_TABLE,
-                names::MAP_VIP_BITS
-            ))
-        })?;
+        let table =
+            FastTable::new(table_map.fd().as_fd(), bits_map.fd().as_fd()).map_err(|source| {
+                BpfError::Mmap {
+                    table: names::MAP_TABLE,
+                    bits: names::MAP_VIP_BITS,
+                    source,
+                }
+            })?;
         let mut maps = Self {
             services,
             vips,
@@ -361,7 +366,7 @@ impl MirrorMaps {
             |k| {
                 let flags = *members.get(k)?;
                 let slot = *slots.get(k)?;
-                Some(Member { flags, slot })
+                Some(MemberSlot { flags, slot })
             },
             addrs,
             |a| vips.contains(a) || member_addrs.contains_key(a),
@@ -373,21 +378,19 @@ impl MirrorMaps {
     /// The whole published content laid out anew into `half`.
     fn write_whole(&mut self, half: usize, seed: u32) -> Result<Written, BpfError> {
         let (members, vips) = self.published.as_ref().expect("published first");
-        let table: BTreeMap<ServiceKey, Member> = members
+        let table: BTreeMap<ServiceKey, MemberSlot> = members
             .iter()
             .filter_map(|(k, &flags)| {
                 let slot = *self.slots.get(k)?;
-                Some((*k, Member { flags, slot }))
+                Some((*k, MemberSlot { flags, slot }))
             })
             .collect();
         let Some(layout) = Layout::build(&table, vips, seed) else {
             self.write_errors += 1;
-            let n = table.len();
+            let members = table.len();
             // Nothing known: the next publish starts over.
             self.published = None;
-            return Err(BpfError::Pin(format!(
-                "{n} members do not fit the classifier's table"
-            )));
+            return Err(BpfError::TableFull { members });
         };
         let addrs = table
             .keys()

@@ -110,14 +110,14 @@ impl RunStats {
 }
 
 /// The loaded object: programs verified and loaded, maps created.
-pub struct Dataplane {
+pub struct TcProgram {
     ebpf: Ebpf,
     /// The mirror's maps, once taken out of `ebpf` (first use of
     /// [`Self::services`] or [`Self::take_mirror`]).
     mirror: Option<MirrorMaps>,
 }
 
-impl Dataplane {
+impl TcProgram {
     /// Loads `object` with private maps (tests, the demo), with the
     /// program's log lines at `log_level`.
     pub fn load(object: &Path, log_level: ProgramLogLevel) -> Result<Self, BpfError> {
@@ -132,9 +132,11 @@ impl Dataplane {
         log_level: ProgramLogLevel,
         pins: &PinLayout,
     ) -> Result<(Self, Pinned), BpfError> {
-        pins.create().map_err(|e| BpfError::Pin(e.to_string()))?;
-        let (pinned, aside) = migrate::check(pins)
-            .map_err(|e| BpfError::Pin(format!("{}: {e}", pins.maps_dir().display())))?;
+        pins.create().map_err(BpfError::PinDirs)?;
+        let (pinned, aside) = migrate::check(pins).map_err(|source| BpfError::PinnedMaps {
+            dir: pins.maps_dir(),
+            source,
+        })?;
         match Self::load_with(object, log_level, Some(pins)) {
             // The old maps (if any) close with `aside`.
             Ok(dp) => Ok((dp, pinned)),
@@ -179,8 +181,7 @@ impl Dataplane {
     /// A reader of the program's log lines (aya-log) that hands them to
     /// `sink`; poll it when its fd is readable, then call `flush`.
     pub fn logger<T: log::Log>(&mut self, sink: T) -> Result<aya_log::EbpfLogger<T>, BpfError> {
-        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, sink)
-            .map_err(|e| BpfError::Logger(e.to_string()))
+        aya_log::EbpfLogger::init_with_logger(&mut self.ebpf, sink).map_err(BpfError::Logger)
     }
 
     /// Sets mode and mark in the config map; the program reads it per packet,
@@ -238,8 +239,7 @@ impl Dataplane {
             name: names::PROG_INGRESS,
             source,
         })?;
-        test_run::run(std::os::fd::AsFd::as_fd(fd), frame, repeat)
-            .map_err(|e| BpfError::Pin(format!("BPF_PROG_TEST_RUN: {e}")))
+        test_run::run(std::os::fd::AsFd::as_fd(fd), frame, repeat).map_err(BpfError::TestRun)
     }
 
     /// Attaches the ingress classifier to `iface` (TCX on kernels that have

@@ -8,7 +8,7 @@ use ipwarden_common::Mode;
 
 use super::{
     events::{self, EventSink},
-    Attachment, BpfError, Dataplane, PinLayout, Pinned, ProgramLogLevel,
+    Attachment, BpfError, PinLayout, Pinned, ProgramLogLevel, TcProgram,
 };
 use crate::{kernel::link::LinkClient, store::SetStore};
 
@@ -29,7 +29,7 @@ pub struct BpfOptions {
 }
 
 pub struct BpfRuntime {
-    dp: Dataplane,
+    dp: TcProgram,
     opts: BpfOptions,
     attached: BTreeSet<String>,
     /// The interfaces seen at the last look, so that a partial sync on an
@@ -44,7 +44,7 @@ impl BpfRuntime {
     /// [`Self::attach_new`], once interfaces exist.
     pub fn start(opts: BpfOptions, store: &SetStore) -> Result<Self, BpfError> {
         let (mut dp, pinned) =
-            Dataplane::load_persistent(&opts.object, opts.log_level, &opts.pins)?;
+            TcProgram::load_persistent(&opts.object, opts.log_level, &opts.pins)?;
         match &pinned {
             Pinned::Nothing => {
                 tracing::info!(pins = %opts.pins.root().display(), "first start: maps created and pinned")

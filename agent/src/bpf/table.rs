@@ -95,7 +95,7 @@ impl<T> Drop for Mmap<T> {
 
 /// What the table holds for one member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Member {
+pub struct MemberSlot {
     pub flags: u32,
     pub slot: u32,
 }
@@ -137,7 +137,7 @@ impl Layout {
     /// of every member's address. Tries `seed` first, then others; None if
     /// no seed places them all, which at the map's sizes does not happen.
     pub fn build(
-        members: &BTreeMap<ServiceKey, Member>,
+        members: &BTreeMap<ServiceKey, MemberSlot>,
         vips: &BTreeSet<VipKey>,
         seed: u32,
     ) -> Option<Self> {
@@ -172,13 +172,13 @@ impl Layout {
     }
 
     /// The member stored for `key`, looked up as the classifier does.
-    pub fn find(&self, key: &ServiceKey) -> Option<Member> {
+    pub fn find(&self, key: &ServiceKey) -> Option<MemberSlot> {
         let (b1, b2) = buckets_of(key, self.seed);
         [b1, b2]
             .iter()
             .flat_map(|&b| self.buckets[b as usize].entries)
             .find(|e| e.key == *key && e.key.family != 0)
-            .map(|e| Member {
+            .map(|e| MemberSlot {
                 flags: e.flags,
                 slot: e.slot,
             })
@@ -186,7 +186,7 @@ impl Layout {
 }
 
 fn place(
-    members: &BTreeMap<ServiceKey, Member>,
+    members: &BTreeMap<ServiceKey, MemberSlot>,
     seed: u32,
     rng: &mut u64,
 ) -> Option<Vec<TableBucket>> {
@@ -320,7 +320,7 @@ impl FastTable {
         half: u32,
         state: &mut Half,
         keys: &BTreeSet<ServiceKey>,
-        member: impl Fn(&ServiceKey) -> Option<Member>,
+        member: impl Fn(&ServiceKey) -> Option<MemberSlot>,
         addrs: &BTreeSet<VipKey>,
         used: impl Fn(&VipKey) -> bool,
     ) -> Option<Written> {
@@ -370,7 +370,7 @@ impl FastTable {
         base: usize,
         seed: u32,
         key: &ServiceKey,
-        want: Option<Member>,
+        want: Option<MemberSlot>,
         touched: &mut Touched,
     ) -> Option<()> {
         let (b1, b2) = buckets_of(key, seed);
@@ -409,7 +409,7 @@ impl FastTable {
         base: usize,
         seed: u32,
         key: ServiceKey,
-        m: Member,
+        m: MemberSlot,
         touched: &mut Touched,
     ) -> Option<()> {
         let mut entry = TableEntry {
@@ -493,7 +493,7 @@ mod tests {
     use super::*;
     use ipwarden_common::maps::{PROTO_TCP, PROTO_UDP};
 
-    fn members(n: u32) -> BTreeMap<ServiceKey, Member> {
+    fn members(n: u32) -> BTreeMap<ServiceKey, MemberSlot> {
         (0..n)
             .map(|i| {
                 let key = if i % 7 == 0 {
@@ -510,7 +510,7 @@ mod tests {
                 };
                 (
                     key,
-                    Member {
+                    MemberSlot {
                         flags: i % 2,
                         slot: i,
                     },

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use ipwarden_common::{maps::PROTO_UDP, names::DEFAULT_MARK, Mode, ServiceKey, ServiceValue};
 
 use crate::{
-    bpf::{self, Dataplane, ProgramLogLevel},
+    bpf::{self, ProgramLogLevel, TcProgram},
     netns::NetNs,
 };
 
@@ -60,7 +60,7 @@ fn classifier(object: &Path) -> Result<()> {
     let member = ServiceKey::v4(NODE.octets(), PROTO_UDP, MEMBER_PORT);
     let other = ServiceKey::v4(NODE.octets(), PROTO_UDP, OTHER_PORT);
     let mut dp = node.run(|| -> Result<_> {
-        let mut dp = Dataplane::load(object, ProgramLogLevel::Info)?;
+        let mut dp = TcProgram::load(object, ProgramLogLevel::Info)?;
         dp.configure(Mode::Log, DEFAULT_MARK)?;
         dp.services()?.insert(
             member,

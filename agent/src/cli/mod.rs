@@ -12,6 +12,7 @@ pub mod kernel_ipset;
 pub mod kernel_ipvs;
 pub mod logging;
 pub mod panics;
+#[cfg(feature = "lab")]
 pub mod race;
 pub mod run;
 mod run_daemon;

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::locks::LockOrRecover;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
@@ -78,7 +79,7 @@ impl EventPoster {
         let key = (object_key(&w.regarding), w.reason);
         let now = Instant::now();
         {
-            let mut sent = self.last_sent.lock().unwrap();
+            let mut sent = self.last_sent.lock_or_recover();
             sent.retain(|_, at| now.duration_since(*at) < INTERVAL);
             if sent.contains_key(&key) {
                 tracing::debug!(

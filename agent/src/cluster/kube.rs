@@ -27,6 +27,7 @@
 //! - A failing list or watch keeps the last good content, logs and counts
 //!   the failure, and marks the kind failing until it reads again.
 
+use crate::locks::LockOrRecover;
 use std::{
     fmt::Debug,
     path::Path,
@@ -129,7 +130,7 @@ impl Shared {
     /// finish its first, Relisted when it was listed again after Ready.
     fn listed(&self, kind: Kind) {
         self.health.listed(kind.resource());
-        let mut listed = self.listed.lock().unwrap();
+        let mut listed = self.listed.lock_or_recover();
         let first = !listed.contains(&kind);
         if first {
             listed.push(kind);
@@ -161,7 +162,7 @@ impl Shared {
 
     /// The ClusterNetworkPolicy CRD is not there (yet): stop waiting for it.
     fn cluster_policies_absent(&self) {
-        let listed = self.listed.lock().unwrap();
+        let listed = self.listed.lock_or_recover();
         if self.cluster_policies_awaited.swap(false, Ordering::SeqCst)
             && !self.ready.load(Ordering::SeqCst)
         {
@@ -170,7 +171,7 @@ impl Shared {
     }
 
     fn object(&self, kind: Kind, namespace: Option<String>, name: String) {
-        let _order = self.listed.lock().unwrap();
+        let _order = self.listed.lock_or_recover();
         if self.ready.load(Ordering::SeqCst) {
             let _ = self.changes.send(Change::Object {
                 kind,

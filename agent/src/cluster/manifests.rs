@@ -15,6 +15,7 @@
 //! rewritten in place that reads empty or far smaller is held at its last
 //! good content until it has read the same for 2 s ([`super::shrink_hold`]).
 
+use crate::locks::LockOrRecover;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt, io,
@@ -36,7 +37,7 @@ use super::{
 
 /// One object that could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
+pub struct DocumentProblem {
     pub file: PathBuf,
     /// 1-based document number in the file (items of a List count apart).
     pub document: usize,
@@ -49,7 +50,7 @@ pub struct Problem {
     pub error: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for DocumentProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} document {}", self.file.display(), self.document)?;
         if let Some(o) = &self.object {
@@ -63,7 +64,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub objects: Vec<KubeObject>,
-    pub problems: Vec<Problem>,
+    pub problems: Vec<DocumentProblem>,
     /// Files read, for change detection.
     pub files: Vec<PathBuf>,
 }
@@ -142,7 +143,7 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
             Ok(v) => v,
             Err(e) => {
                 document += 1;
-                loaded.problems.push(Problem {
+                loaded.problems.push(DocumentProblem {
                     file: file.to_path_buf(),
                     document,
                     object: None,
@@ -168,7 +169,7 @@ pub fn parse_text(file: &Path, text: &str, loaded: &mut Loaded) {
             match object(item) {
                 Ok(Some(o)) => loaded.objects.push(o),
                 Ok(None) => {}
-                Err((object, key, error)) => loaded.problems.push(Problem {
+                Err((object, key, error)) => loaded.problems.push(DocumentProblem {
                     file: file.to_path_buf(),
                     document,
                     object,
@@ -279,7 +280,11 @@ impl State {
     /// What stands in for the objects of `problems` (their last good
     /// version anywhere in the folder, else [`never_read_object`]), added
     /// to `objects`; the unreadable objects, for the book.
-    fn stand_ins(&self, problems: &[Problem], objects: &mut Vec<KubeObject>) -> Vec<Unreadable> {
+    fn stand_ins(
+        &self,
+        problems: &[DocumentProblem],
+        objects: &mut Vec<KubeObject>,
+    ) -> Vec<Unreadable> {
         let mut out = Vec::new();
         for p in problems {
             let Some((kind, namespace, name)) = p.key.clone() else {
@@ -465,7 +470,7 @@ impl Inner {
                 return;
             }
         };
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock_or_recover();
         let mut changed: BTreeSet<Key> = BTreeSet::new();
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         let gone: Vec<PathBuf> = state
@@ -579,7 +584,7 @@ fn diff(old: &[KubeObject], new: &[KubeObject]) -> BTreeSet<Key> {
 
 impl Source for ManifestsSource {
     fn snapshot(&self, host: &HostInfo) -> Option<Snapshot> {
-        let mut state = self.inner.state.lock().unwrap();
+        let mut state = self.inner.state.lock_or_recover();
         if !state.ready {
             return None;
         }
@@ -597,7 +602,7 @@ impl Source for ManifestsSource {
     }
 
     fn listed(&self) -> bool {
-        self.inner.state.lock().unwrap().ready
+        self.inner.state.lock_or_recover().ready
     }
 
     fn unreadable(&self) -> Vec<Unreadable> {

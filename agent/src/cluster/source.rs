@@ -11,6 +11,7 @@
 //!   in force; the failure is logged, counted and reported by
 //!   [`Source::failing`] (and a [`Change::Health`]) until it clears.
 
+use crate::locks::LockOrRecover;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -178,7 +179,7 @@ impl HealthBook {
 
     /// Runs `f` on the resource's entry (created when new) under the lock.
     fn update<T>(&self, resource: &str, f: impl FnOnce(&mut ResourceHealth) -> T) -> T {
-        let mut book = self.inner.lock().unwrap();
+        let mut book = self.inner.lock_or_recover();
         let entry = book
             .entry(resource.to_string())
             .or_insert_with(|| ResourceHealth {
@@ -190,7 +191,7 @@ impl HealthBook {
 
     /// Forgets a resource (a manifest file that was removed).
     pub fn forget(&self, resource: &str) {
-        let removed = self.inner.lock().unwrap().remove(resource);
+        let removed = self.inner.lock_or_recover().remove(resource);
         if removed.is_some_and(|h| h.error.is_some()) {
             let _ = self.changes.send(Change::Health {
                 resource: resource.to_string(),
@@ -220,7 +221,7 @@ impl HealthBook {
     /// Records a success: clears the failure, if any, and tells the loop.
     pub fn ok(&self, resource: &str) {
         let cleared = {
-            let mut book = self.inner.lock().unwrap();
+            let mut book = self.inner.lock_or_recover();
             match book.get_mut(resource) {
                 Some(h) => h.error.take().is_some(),
                 None => {
@@ -235,7 +236,7 @@ impl HealthBook {
                 }
             }
         };
-        let mut logged = self.logged.lock().unwrap();
+        let mut logged = self.logged.lock_or_recover();
         let l = logged.entry(resource.to_string()).or_default();
         l.ever_read = true;
         l.failing_since_logged = None;
@@ -252,7 +253,7 @@ impl HealthBook {
     /// Logs a failure when it is new (or its error changed), else at most
     /// once a minute.
     fn log_failure(&self, resource: &str, error: &str, new: bool) {
-        let mut logged = self.logged.lock().unwrap();
+        let mut logged = self.logged.lock_or_recover();
         let l = logged.entry(resource.to_string()).or_default();
         let now = std::time::Instant::now();
         let due = l
@@ -287,7 +288,7 @@ impl HealthBook {
     }
 
     pub fn snapshot(&self) -> Vec<ResourceHealth> {
-        self.inner.lock().unwrap().values().cloned().collect()
+        self.inner.lock_or_recover().values().cloned().collect()
     }
 }
 

@@ -10,6 +10,7 @@
 //! that replaces the content only when complete, so a relist never shows
 //! an empty or partial kind.
 
+use crate::locks::RwLockOrRecover;
 use std::{
     cmp::Ordering,
     sync::{Arc, RwLock},
@@ -155,7 +156,7 @@ fn group_key<K: Resource + Grouped>(o: &K) -> Option<(&str, &str, &str)> {
 impl<K: Resource + Grouped + PartialEq> Ordered<K> {
     /// Applies one watch event (objects already trimmed and unguarded).
     pub fn apply(&self, event: watcher::Event<K>) -> Applied {
-        let mut lists = self.lists.write().unwrap();
+        let mut lists = self.lists.write_or_recover();
         match event {
             watcher::Event::Init => {
                 lists.relist = Some(Vec::new());
@@ -177,7 +178,7 @@ impl<K: Resource + Grouped + PartialEq> Ordered<K> {
 
     /// The object `namespace`/`name`, by binary search.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        let lists = self.lists.read().unwrap();
+        let lists = self.lists.read_or_recover();
         let want = (namespace.unwrap_or_default(), name);
         let i = lists
             .by_name
@@ -188,17 +189,17 @@ impl<K: Resource + Grouped + PartialEq> Ordered<K> {
 
     /// Every object, in (namespace, name) order: pointer copies.
     pub fn all(&self) -> Vec<Arc<K>> {
-        self.lists.read().unwrap().by_name.clone()
+        self.lists.read_or_recover().by_name.clone()
     }
 
     /// The objects that have a group, in (namespace, group, name) order.
     pub fn all_by_group(&self) -> Vec<Arc<K>> {
-        self.lists.read().unwrap().by_group.clone()
+        self.lists.read_or_recover().by_group.clone()
     }
 
     /// The first object (in name order) for which `pred` holds.
     pub fn find(&self, pred: impl Fn(&K) -> bool) -> Option<Arc<K>> {
-        let lists = self.lists.read().unwrap();
+        let lists = self.lists.read_or_recover();
         lists.by_name.iter().find(|o| pred(o)).cloned()
     }
 }

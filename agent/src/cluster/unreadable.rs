@@ -13,6 +13,7 @@
 //! Each one is reported (log, `Change::Health` under the object's name,
 //! `ipwarden_unreadable_objects{kind}`, `ipwarden status`) until it reads.
 
+use crate::locks::LockOrRecover;
 use std::{
     collections::BTreeMap,
     fmt,
@@ -179,7 +180,7 @@ impl UnreadableBook {
     /// whether it was.
     pub fn set(&self, u: Unreadable) -> bool {
         let key = (u.kind, u.namespace.clone(), u.name.clone());
-        let mut book = self.inner.lock().unwrap();
+        let mut book = self.inner.lock_or_recover();
         if book.get(&key) == Some(&u) {
             return false;
         }
@@ -211,7 +212,7 @@ impl UnreadableBook {
     /// The object reads again (or is gone).
     pub fn clear(&self, kind: Kind, namespace: Option<&str>, name: &str) {
         let key = (kind, namespace.map(str::to_string), name.to_string());
-        let Some(u) = self.inner.lock().unwrap().remove(&key) else {
+        let Some(u) = self.inner.lock_or_recover().remove(&key) else {
             return;
         };
         tracing::info!("{} reads again", u.object());
@@ -224,7 +225,7 @@ impl UnreadableBook {
     /// Replaces the whole book (a source that re-reads everything).
     pub fn replace(&self, now: Vec<Unreadable>) {
         let gone: Vec<Key> = {
-            let book = self.inner.lock().unwrap();
+            let book = self.inner.lock_or_recover();
             book.keys()
                 .filter(|k| {
                     !now.iter()
@@ -242,7 +243,7 @@ impl UnreadableBook {
     }
 
     pub fn list(&self) -> Vec<Unreadable> {
-        self.inner.lock().unwrap().values().cloned().collect()
+        self.inner.lock_or_recover().values().cloned().collect()
     }
 }
 

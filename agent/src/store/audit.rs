@@ -238,7 +238,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
         report.missing_mirrored.retain(|_, m| !m.is_empty());
         still_drifting.extend(items(&plan).difference(&healed).cloned());
         if !heal.is_empty() {
-            execute::run(&mut inner.client, &heal)?;
+            execute::run(inner.kernel.as_mut(), &heal)?;
             inner.drift.heals += 1;
         }
         if let Some(sink) = inner.mirror.as_mut() {

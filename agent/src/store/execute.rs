@@ -1,14 +1,11 @@
-//! Running a [`Plan`] through the ipset client, make-before-break.
+//! Running a [`Plan`] through the kernel, make-before-break.
 
 use crate::{
     desired::{Member, SetSpec},
-    kernel::{
-        ipset::{CreateSet, Element, IpsetClient, IpsetError, Request, SetName},
-        iptables,
-    },
+    kernel::ipset::{CreateSet, Element, IpsetError, Request, SetName},
 };
 
-use super::{diff::Plan, StoreError};
+use super::{diff::Plan, SetKernel, StoreError};
 
 /// Suffix of the name a replacement uses for a moment; it stays within
 /// the owner's claim (see owners::Claim::covers).
@@ -74,82 +71,79 @@ fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<CreateSet, StoreError> {
 /// destroyed while a rule uses it, so it is replaced make-before-break:
 /// built under `NAME.new`, the rules moved to it, the old set destroyed,
 /// the set rebuilt as `NAME`, the rules moved back, `NAME.new` destroyed.
-pub fn run(client: &mut IpsetClient, plan: &Plan) -> Result<Executed, StoreError> {
+pub fn run(kernel: &mut dyn SetKernel, plan: &Plan) -> Result<Executed, StoreError> {
     let mut done = Executed::default();
     for spec in &plan.create {
         // Another writer may have created it since we listed: -exist.
-        client
-            .execute(&Request::create(kernel_spec(spec, &spec.name)?).exist_ok())
-            .map_err(StoreError::Kernel)?;
+        kernel.execute(&Request::create(kernel_spec(spec, &spec.name)?).exist_ok())?;
         let m = members(spec)?;
         done.members_added += m.len();
-        client
-            .execute(&Request::add(name(&spec.name)?, m).exist_ok())
-            .map_err(StoreError::Kernel)?;
+        kernel.execute(&Request::add(name(&spec.name)?, m).exist_ok())?;
         done.created.push(spec.name.clone());
     }
     for spec in &plan.replace {
-        replace(client, spec, &mut done)?;
+        replace(kernel, spec, &mut done)?;
     }
     for (set, add) in &plan.add {
         let m = elements(set, add)?;
         done.members_added += m.len();
-        client.execute(&Request::add(name(set)?, m).exist_ok())?;
+        kernel.execute(&Request::add(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete {
         let m = elements(set, del)?;
         done.members_deleted += m.len();
-        client.execute(&Request::del(name(set)?, m).exist_ok())?;
+        kernel.execute(&Request::del(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete_unrepresentable {
         done.members_deleted += del.len();
-        client.execute(&Request::del(name(set)?, del.clone()).exist_ok())?;
+        kernel.execute(&Request::del(name(set)?, del.clone()).exist_ok())?;
     }
     for set in &plan.destroy {
-        destroy(client, set, &mut done)?;
+        destroy(kernel, set, &mut done)?;
     }
     Ok(done)
 }
 
 fn replace(
-    client: &mut IpsetClient,
+    kernel: &mut dyn SetKernel,
     spec: &SetSpec,
     done: &mut Executed,
 ) -> Result<(), StoreError> {
     let new = format!("{}{NEW_SUFFIX}", spec.name);
     // Leftovers of an interrupted replacement.
-    if client.destroy(&name(&new)?, true).is_err() {
-        switch(&new, &spec.name)?;
-        client.destroy(&name(&new)?, true)?;
+    if destroy_if_there(kernel, &new).is_err() {
+        switch(kernel, &new, &spec.name)?;
+        destroy_if_there(kernel, &new)?;
     }
     // Make: the new content under a fresh name; rules move to it.
-    create_filled(client, spec, &new, done)?;
-    switch(&spec.name, &new)?;
+    create_filled(kernel, spec, &new, done)?;
+    switch(kernel, &spec.name, &new)?;
     // Break: nothing references the old set now.
-    client.destroy(&name(&spec.name)?, true)?;
+    destroy_if_there(kernel, &spec.name)?;
     // And back under the real name, so rules and names stay stable.
-    create_filled(client, spec, &spec.name, done)?;
-    switch(&new, &spec.name)?;
-    client.destroy(&name(&new)?, true)?;
+    create_filled(kernel, spec, &spec.name, done)?;
+    switch(kernel, &new, &spec.name)?;
+    destroy_if_there(kernel, &new)?;
     done.replaced.push(spec.name.clone());
     Ok(())
 }
 
 fn create_filled(
-    client: &mut IpsetClient,
+    kernel: &mut dyn SetKernel,
     spec: &SetSpec,
     as_name: &str,
     done: &mut Executed,
 ) -> Result<(), StoreError> {
-    client.execute(&Request::create(kernel_spec(spec, as_name)?))?;
+    kernel.execute(&Request::create(kernel_spec(spec, as_name)?))?;
     let m = members(spec)?;
     done.members_added += m.len();
-    client.execute(&Request::add(name(as_name)?, m).exist_ok())?;
+    kernel.execute(&Request::add(name(as_name)?, m).exist_ok())?;
     Ok(())
 }
 
-fn switch(from: &str, to: &str) -> Result<(), StoreError> {
-    iptables::switch_set_references(from, to)
+fn switch(kernel: &mut dyn SetKernel, from: &str, to: &str) -> Result<(), StoreError> {
+    kernel
+        .switch_references(from, to)
         .map(drop)
         .map_err(|source| StoreError::Switch {
             from: from.to_string(),
@@ -158,9 +152,14 @@ fn switch(from: &str, to: &str) -> Result<(), StoreError> {
         })
 }
 
+/// `ipset -exist destroy`: a set already gone is success.
+fn destroy_if_there(kernel: &mut dyn SetKernel, set: &str) -> Result<(), StoreError> {
+    Ok(kernel.execute(&Request::destroy(name(set)?).exist_ok())?)
+}
+
 /// Destroys `set`; a set still referenced by a rule is left for later.
-fn destroy(client: &mut IpsetClient, set: &str, done: &mut Executed) -> Result<(), StoreError> {
-    match client.destroy(&name(set)?, true) {
+fn destroy(kernel: &mut dyn SetKernel, set: &str, done: &mut Executed) -> Result<(), StoreError> {
+    match kernel.execute(&Request::destroy(name(set)?).exist_ok()) {
         Ok(()) => {
             done.destroyed.push(set.to_string());
             Ok(())

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Instant};
 
 use crate::{
     desired::{Member, MemberServices, SetDelta},
-    kernel::ipset::IpsetError,
+    kernel::ipset::{IpsetError, Request},
 };
 
 use super::{
@@ -28,12 +28,12 @@ enum Outcome {
 fn write(inner: &mut Inner, set: &str, member: &Member, add: bool) -> Result<Outcome, StoreError> {
     let name = execute::name(set)?;
     let element = [execute::element(set, member)?];
-    let result = if add {
-        inner.client.add(&name, &element, false)
+    let request = if add {
+        Request::add(name, element)
     } else {
-        inner.client.del(&name, &element, false)
+        Request::del(name, element)
     };
-    match result {
+    match inner.kernel.execute(&request) {
         Ok(()) => Ok(Outcome::Written),
         Err(IpsetError::MemberExists { .. }) if add => Ok(Outcome::AlreadySo),
         Err(IpsetError::MemberMissing { .. }) if !add => Ok(Outcome::AlreadySo),
@@ -89,7 +89,7 @@ impl SetStore {
         }
         if !missing.is_empty() {
             let plan = plan_some(inner, &o, &missing)?;
-            let whole = execute::run(&mut inner.client, &plan)?;
+            let whole = execute::run(inner.kernel.as_mut(), &plan)?;
             executed.created.extend(whole.created);
             executed.members_added += whole.members_added;
         }

@@ -11,11 +11,17 @@
 pub mod audit;
 pub mod diff;
 pub mod execute;
+#[cfg(test)]
+mod fake_kernel;
+mod kernel;
 mod members;
 pub mod mirror;
 pub mod owners;
+#[cfg(feature = "lab")]
 pub mod race;
 mod sources;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,14 +32,16 @@ use std::{
 use crate::{
     desired::{Member, MemberServices, SetSpec},
     kernel::{
-        ipset::{Element, IpsetClient, IpsetError},
+        ipset::{Element, IpsetError},
         iptables::IptablesError,
     },
+    locks::LockOrRecover,
 };
 
 pub use audit::{AuditReport, DriftCounters};
 pub use diff::{ActualSet, Plan};
 pub use execute::Executed;
+pub use kernel::SetKernel;
 pub use mirror::MirrorSink;
 pub use owners::{Claim, Owner, OwnershipError};
 pub use sources::{SourcePhase, SourceSink};
@@ -122,7 +130,7 @@ impl ApplyReport {
 }
 
 struct Inner {
-    client: IpsetClient,
+    kernel: Box<dyn SetKernel>,
     owners: Vec<Owner>,
     desired: BTreeMap<&'static str, BTreeMap<String, SetSpec>>,
     /// Per owner, the Service of each mirrored member, as last applied.
@@ -142,12 +150,13 @@ pub struct SetStore {
 }
 
 impl SetStore {
-    /// A store writing through `client` (which must live in the network
-    /// namespace to program).
-    pub fn new(client: IpsetClient) -> Self {
+    /// A store writing through `kernel` (an
+    /// [`IpsetClient`](crate::kernel::ipset::IpsetClient), which must live
+    /// in the network namespace to program).
+    pub fn new(kernel: impl SetKernel + 'static) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                client,
+                kernel: Box::new(kernel),
                 owners: Vec::new(),
                 desired: BTreeMap::new(),
                 services: BTreeMap::new(),
@@ -162,7 +171,7 @@ impl SetStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in another apply leaves the kernel, not this state,
         // possibly half-written: the next apply starts from the kernel.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_or_recover()
     }
 
     pub fn register(&self, owner: Owner) -> Result<(), StoreError> {
@@ -268,7 +277,7 @@ impl SetStore {
         let executed = if plan.is_empty() {
             Executed::default()
         } else {
-            execute::run(&mut inner.client, &plan)?
+            execute::run(inner.kernel.as_mut(), &plan)?
         };
         let verified = executed == Executed::default()
             || plan_some(inner, &o, &only)?.is_empty_but_destroying(&executed.destroy_deferred);
@@ -341,14 +350,14 @@ fn normalise(s: &SetSpec) -> Result<BTreeSet<Member>, StoreError> {
 /// set is never even listed with its members).
 fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreError> {
     let names: Vec<String> = inner
-        .client
+        .kernel
         .list_names()?
         .into_iter()
         .filter(|n| owner.owns(n))
         .collect();
     let mut out = Vec::with_capacity(names.len());
     for n in names {
-        let set = match inner.client.list(&execute::name(&n)?) {
+        let set = match inner.kernel.list(&execute::name(&n)?) {
             Ok(s) => s,
             // Destroyed by someone between the two dumps: it is missing.
             Err(IpsetError::SetMissing { .. }) => continue,
@@ -406,7 +415,7 @@ fn plan_some(
 ) -> Result<Plan, StoreError> {
     let mut actual = Vec::with_capacity(only.len());
     for n in only {
-        let set = match inner.client.list(&execute::name(n)?) {
+        let set = match inner.kernel.list(&execute::name(n)?) {
             Ok(s) => s,
             Err(IpsetError::SetMissing { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -435,5 +444,5 @@ fn sync_owner(inner: &mut Inner, owner: &Owner) -> Result<Executed, StoreError> 
     if plan.is_empty() {
         return Ok(Executed::default());
     }
-    execute::run(&mut inner.client, &plan)
+    execute::run(inner.kernel.as_mut(), &plan)
 }

@@ -19,6 +19,7 @@ use std::{
 use crate::{
     desired::{Family, Member, Protocol, SetSpec, SetType},
     kernel::ipset::{CreateSet, Element, IpsetClient, IpsetError, Request},
+    locks::LockOrRecover,
 };
 
 use super::{execute, owners::Claim, Owner, SetStore, StoreError};
@@ -128,7 +129,7 @@ fn intersect(
 }
 
 fn publish(shared: &Shared, sets: BTreeMap<String, BTreeSet<Member>>) {
-    let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = shared.lock_or_recover();
     c.generation += 1;
     c.sets = sets;
 }
@@ -317,7 +318,7 @@ fn observe(owners: &[&Shared], stop: &AtomicBool) -> Result<(u64, u64), StoreErr
     while !stop.load(Ordering::Relaxed) {
         for shared in owners {
             let (gen, wanted) = {
-                let c = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let c = shared.lock_or_recover();
                 (c.generation, c.sets.clone())
             };
             let mut missing = 0;
@@ -331,7 +332,7 @@ fn observe(owners: &[&Shared], stop: &AtomicBool) -> Result<(u64, u64), StoreErr
             }
             // Only a dump during which the owner published nothing counts:
             // then everything in `wanted` had to be there throughout.
-            let still = shared.lock().unwrap_or_else(|p| p.into_inner()).generation;
+            let still = shared.lock_or_recover().generation;
             if still == gen {
                 observations += 1;
                 lost += missing;

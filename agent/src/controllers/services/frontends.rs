@@ -9,26 +9,26 @@ use crate::desired::Problem;
 
 /// Why a virtual service exists; traffic policy and naming depend on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum FrontendKind {
     ClusterIp,
     NodePort,
     ExternalIp,
     LoadBalancer,
 }
 
-impl Kind {
+impl FrontendKind {
     pub fn label(self) -> &'static str {
         match self {
-            Kind::ClusterIp => "ClusterIP",
-            Kind::NodePort => "NodePort",
-            Kind::ExternalIp => "externalIP",
-            Kind::LoadBalancer => "LoadBalancer",
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::ExternalIp => "externalIP",
+            FrontendKind::LoadBalancer => "LoadBalancer",
         }
     }
 
     /// Is this reached from outside the cluster (externalTrafficPolicy applies)?
     pub fn external(self) -> bool {
-        !matches!(self, Kind::ClusterIp)
+        !matches!(self, FrontendKind::ClusterIp)
     }
 }
 

@@ -33,7 +33,7 @@ mod tests;
 mod tests_nat;
 #[cfg(test)]
 mod tests_table;
-use frontends::Kind;
+use frontends::FrontendKind;
 
 /// Kubernetes' default ClientIP affinity timeout (3 hours).
 const DEFAULT_AFFINITY_SECONDS: u32 = 10_800;
@@ -312,7 +312,7 @@ impl ServiceCtx {
         };
         let svc_wide = ServiceWide {
             template,
-            policy: Policy {
+            policy: TrafficPolicy {
                 itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
                 etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
                 hairpin: self.hairpin(svc, opts, &mut out.problems),
@@ -360,7 +360,7 @@ impl ServiceCtx {
         &self,
         svc: &ServiceWide,
         ports: &PortBackends<'_>,
-        (key, kind, origin): (VsKey, Kind, String),
+        (key, kind, origin): (VsKey, FrontendKind, String),
         out: &mut ServiceShare,
     ) {
         let local_only = svc.policy.local_only(kind);
@@ -369,7 +369,7 @@ impl ServiceCtx {
             out.unserved.push(Unserved {
                 key,
                 service: self.service.clone(),
-                vip: kind != Kind::NodePort,
+                vip: kind != FrontendKind::NodePort,
             });
             return;
         }
@@ -383,7 +383,7 @@ impl ServiceCtx {
                     .map(|endpoint| NatException::Hairpin { key, endpoint }),
             );
         }
-        let source_ranges = kind == Kind::LoadBalancer && !svc.ranges.is_empty();
+        let source_ranges = kind == FrontendKind::LoadBalancer && !svc.ranges.is_empty();
         if source_ranges {
             let ranges = svc
                 .ranges
@@ -397,7 +397,8 @@ impl ServiceCtx {
             source_ranges,
             ..svc.template.with(key, destinations, origin)
         };
-        out.virtual_services.push((vs, kind != Kind::NodePort));
+        out.virtual_services
+            .push((vs, kind != FrontendKind::NodePort));
     }
 
     /// Scheduler, flags and affinity: what every virtual service of the
@@ -518,13 +519,19 @@ impl ServiceCtx {
         ips: &FrontendIps,
         range: Option<(u16, u16)>,
         out: &mut ServiceShare,
-    ) -> Vec<(IpAddr, u16, Kind)> {
-        let mut fronts: Vec<(IpAddr, u16, Kind)> = Vec::new();
-        fronts.extend(ips.cluster.iter().map(|ip| (*ip, p.port, Kind::ClusterIp)));
+    ) -> Vec<(IpAddr, u16, FrontendKind)> {
+        let mut fronts: Vec<(IpAddr, u16, FrontendKind)> = Vec::new();
+        fronts.extend(
+            ips.cluster
+                .iter()
+                .map(|ip| (*ip, p.port, FrontendKind::ClusterIp)),
+        );
         if !ips.node.is_empty() {
             match port.node_port.map(valid_port) {
                 Some(Some(np)) => match frontends::outside_range(np, range) {
-                    None => fronts.extend(ips.node.iter().map(|ip| (*ip, np, Kind::NodePort))),
+                    None => {
+                        fronts.extend(ips.node.iter().map(|ip| (*ip, np, FrontendKind::NodePort)))
+                    }
                     Some(why) => out.problems.push(self.problem(
                         format!("spec.ports[{pi}].nodePort"),
                         why,
@@ -542,12 +549,12 @@ impl ServiceCtx {
         fronts.extend(
             ips.external
                 .iter()
-                .map(|ip| (*ip, p.port, Kind::ExternalIp)),
+                .map(|ip| (*ip, p.port, FrontendKind::ExternalIp)),
         );
         fronts.extend(
             ips.load_balancer
                 .iter()
-                .map(|ip| (*ip, p.port, Kind::LoadBalancer)),
+                .map(|ip| (*ip, p.port, FrontendKind::LoadBalancer)),
         );
         fronts
     }
@@ -643,21 +650,21 @@ impl ServiceCtx {
 /// What every frontend of one Service shares.
 struct ServiceWide {
     template: Template,
-    policy: Policy,
+    policy: TrafficPolicy,
     /// loadBalancerSourceRanges.
     ranges: Vec<IpNet>,
 }
 
 /// Traffic policies and hairpin of one Service.
-struct Policy {
+struct TrafficPolicy {
     itp_local: bool,
     etp_local: bool,
     hairpin: bool,
 }
 
-impl Policy {
+impl TrafficPolicy {
     /// Does a frontend of `kind` go to this node's endpoints only?
-    fn local_only(&self, kind: Kind) -> bool {
+    fn local_only(&self, kind: FrontendKind) -> bool {
         if kind.external() {
             self.etp_local
         } else {
