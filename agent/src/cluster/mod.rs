@@ -5,6 +5,7 @@
 
 mod backoff;
 pub mod cnp;
+pub mod compact;
 mod guard;
 pub mod kube;
 pub mod manifests;

@@ -43,6 +43,11 @@ pub trait Trim {
     fn trim(&mut self);
 }
 
+/// Is `key` an annotation a controller reads?
+pub fn kept_annotation(key: &str) -> bool {
+    kept(KEPT_ANNOTATIONS, key)
+}
+
 fn kept(names: &[&str], key: &str) -> bool {
     names.iter().any(|n| match n.strip_suffix('/') {
         Some(prefix) => key.starts_with(prefix) && key[prefix.len()..].starts_with('/'),
