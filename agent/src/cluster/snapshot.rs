@@ -8,13 +8,13 @@
 use std::{cmp::Ordering, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{Namespace, Node},
     networking::v1::NetworkPolicy,
 };
 
 use super::{
     cnp::ClusterNetworkPolicy,
-    compact::{EndpointSlice, Keep, Service, Stored},
+    compact::{EndpointSlice, Keep, Pod, Service, Stored},
     KubeObject,
 };
 

@@ -16,14 +16,14 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Node, Pod},
+    core::v1::{Namespace, Node},
     networking::v1::NetworkPolicy,
 };
 use kube::runtime::watcher;
 
 use super::{
     cnp::ClusterNetworkPolicy,
-    compact::{EndpointSlice, Service, Stored},
+    compact::{EndpointSlice, Pod, Service, Stored},
     slice_service, HostInfo, Snapshot,
 };
 

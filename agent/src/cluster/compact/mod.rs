@@ -8,6 +8,7 @@
 //! **A controller that starts reading a field must keep it here** (and in
 //! [`super::trim`] for the kinds still held as k8s-openapi types).
 
+mod pod;
 mod service;
 mod slice;
 
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+pub use pod::{ContainerPort, Pod, PodSpec, PodStatus};
 pub use service::{LoadBalancerIngress, Service, ServicePort, ServiceSpec};
 pub use slice::{Conditions, Endpoint, EndpointPort, EndpointSlice};
 
@@ -62,6 +64,46 @@ impl Labels {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Sets `key` to `value` (tests and benches edit objects in place).
+    pub fn insert(&mut self, key: &str, value: &str) {
+        let mut pairs = std::mem::take(&mut self.0).into_vec();
+        match pairs.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            Ok(i) => pairs[i].1 = value.into(),
+            Err(i) => pairs.insert(i, (key.into(), value.into())),
+        }
+        self.0 = pairs.into_boxed_slice();
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a str, &'a str);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (Text, Text)>,
+        fn(&'a (Text, Text)) -> (&'a str, &'a str),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+/// Labels a selector can read: a compact object's, or a map built for a
+/// namespace.
+pub trait LabelMap {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelMap for Labels {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key)
+    }
+}
+
+impl LabelMap for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
     }
 }
 
@@ -152,7 +194,8 @@ macro_rules! compact_kind {
 
 compact_kind!(
     k8s_openapi::api::core::v1::Service => Service,
-    k8s_openapi::api::discovery::v1::EndpointSlice => EndpointSlice
+    k8s_openapi::api::discovery::v1::EndpointSlice => EndpointSlice,
+    k8s_openapi::api::core::v1::Pod => Pod
 );
 
 /// The kinds held as k8s-openapi's types, trimmed ([`super::trim`]): few
@@ -178,7 +221,6 @@ macro_rules! trimmed_kind {
 }
 
 trimmed_kind!(
-    k8s_openapi::api::core::v1::Pod,
     k8s_openapi::api::core::v1::Namespace,
     k8s_openapi::api::core::v1::Node,
     k8s_openapi::api::networking::v1::NetworkPolicy,

@@ -71,3 +71,46 @@ impl From<k8s::PodSpec> for PodSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_pod_keeps_labels_node_host_network_named_ports_phase_and_ips() {
+        let pod: k8s::Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "a", "uid": "u", "labels": {"tier": "api", "app": "x"}},
+            "spec": {"nodeName": "n", "hostNetwork": false, "serviceAccountName": "sa",
+                "containers": [{"name": "c", "image": "i", "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"name": "http", "containerPort": 80}, {"containerPort": 81}]},
+                    {"name": "side", "image": "j"},
+                    {"name": "metrics", "image": "k",
+                        "ports": [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1",
+                "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}],
+                "hostIP": "192.168.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let kept = Pod::from(pod);
+        let labels: Vec<_> = kept.metadata.labels.iter().collect();
+        assert_eq!(labels, [("app", "x"), ("tier", "api")], "sorted by key");
+        assert_eq!(kept.metadata.labels.get("tier"), Some("api"));
+        let spec = kept.spec.unwrap();
+        assert_eq!(
+            (spec.node_name.as_deref(), spec.host_network),
+            (Some("n"), Some(false))
+        );
+        let ports: Vec<_> = spec
+            .ports
+            .iter()
+            .map(|p| (&*p.name, p.protocol.as_deref(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http", None, 80), ("metrics", Some("TCP"), 9090)]);
+        let status = kept.status.unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let ips: Vec<&str> = status.pod_ips.iter().flatten().map(|a| &**a).collect();
+        assert_eq!(ips, ["10.0.0.1", "fd00::1"]);
+    }
+}
