@@ -31,8 +31,13 @@ use std::{
 
 use common::env_list;
 use ipwarden::{
-    cluster::{Grouped, HostInfo, Ordered, Stores, Trim},
+    cluster::{compact::Keep, Grouped, HostInfo, Ordered, Stores},
     controllers::{policies, services},
+};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::NetworkPolicy,
 };
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
@@ -72,17 +77,16 @@ fn measured<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
     (v, kept, PEAK.load(Relaxed) - before)
 }
 
-/// A store filled as the agent's watcher fills it: decoded, trimmed,
-/// applied.
-fn fill<K>(store: &Ordered<K>, values: &[Value])
+/// A store filled as the agent's watcher fills it: decoded, kept (trimmed
+/// or converted to its compact type), applied.
+fn fill<D>(store: &Ordered<D::Kept>, values: &[Value])
 where
-    K: kube::Resource<DynamicType = ()> + DeserializeOwned + Trim + Grouped + PartialEq,
+    D: DeserializeOwned + Keep<Kept: Grouped>,
 {
     store.apply(watcher::Event::Init);
     for v in values {
-        let mut o: K = serde_json::from_value(v.clone()).expect("object");
-        o.trim();
-        store.apply(watcher::Event::InitApply(o));
+        let o: D = serde_json::from_value(v.clone()).expect("object");
+        store.apply(watcher::Event::InitApply(o.keep()));
     }
     store.apply(watcher::Event::InitDone);
 }
@@ -205,15 +209,15 @@ fn main() {
         println!("| held | objects | bytes kept | bytes per object | transient peak |");
         println!("|---|---:|---:|---:|---:|");
         let stores = Stores::default();
-        let ((), k, p) = measured(|| fill(&stores.services, &services_json));
+        let ((), k, p) = measured(|| fill::<Service>(&stores.services, &services_json));
         row("store: Services", services_n, k, p);
-        let ((), k, p) = measured(|| fill(&stores.endpoint_slices, &slices_json));
+        let ((), k, p) = measured(|| fill::<EndpointSlice>(&stores.endpoint_slices, &slices_json));
         row("store: EndpointSlices", services_n, k, p);
-        let ((), k, p) = measured(|| fill(&stores.pods, &g.pods));
+        let ((), k, p) = measured(|| fill::<Pod>(&stores.pods, &g.pods));
         row("store: Pods", pods, k, p);
-        let ((), k, p) = measured(|| fill(&stores.namespaces, &g.namespaces));
+        let ((), k, p) = measured(|| fill::<Namespace>(&stores.namespaces, &g.namespaces));
         row("store: Namespaces", g.namespaces.len(), k, p);
-        let ((), k, p) = measured(|| fill(&stores.network_policies, &g.policies));
+        let ((), k, p) = measured(|| fill::<NetworkPolicy>(&stores.network_policies, &g.policies));
         row("store: NetworkPolicies", policies_n, k, p);
         let host = HostInfo {
             node_name: "node-a".into(),

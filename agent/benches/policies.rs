@@ -79,7 +79,10 @@ use std::{
 };
 
 use ipwarden::{
-    cluster::{HostInfo, KubeObject, Snapshot},
+    cluster::{
+        compact::{Keep, Pod, Stored},
+        HostInfo, KubeObject, Snapshot,
+    },
     controllers::policies::{
         self,
         incremental::{PolicyChanges, PolicyIndex},
@@ -114,19 +117,17 @@ fn generate(pods: usize, policies: usize, namespaces: usize, seed: u64) -> Snaps
     )
 }
 
-fn pod_key(p: &k8s_openapi::api::core::v1::Pod) -> (String, String) {
-    (
-        p.metadata.namespace.clone().unwrap_or_default(),
-        p.metadata.name.clone().unwrap_or_default(),
-    )
+fn pod_key(p: &Pod) -> (String, String) {
+    let (ns, name) = p.key();
+    (ns.to_string(), name.to_string())
 }
 
-fn is_local(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+fn is_local(p: &Pod) -> bool {
     p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE)
 }
 
-fn label<'p>(p: &'p k8s_openapi::api::core::v1::Pod, key: &str) -> Option<&'p str> {
-    p.metadata.labels.as_ref()?.get(key).map(String::as_str)
+fn label<'p>(p: &'p Pod, key: &str) -> Option<&'p str> {
+    p.metadata.labels.get(key)
 }
 
 /// The base snapshot with one remote pod's `role` flipped between
@@ -145,9 +146,7 @@ fn pod_change(base: &Snapshot, base_state: &PolicyState, opts: &Options) -> (Sna
         std::sync::Arc::make_mut(&mut changed.pods[i])
             .metadata
             .labels
-            .as_mut()
-            .expect("labels")
-            .insert("role".into(), "backend".into());
+            .insert("role", "backend");
         let st = policies::desired(&changed, opts);
         if st.iptables == base_state.iptables && st.sets != base_state.sets {
             let (ns, name) = pod_key(p);
@@ -167,7 +166,14 @@ fn local_pod_added(base: &Snapshot) -> (Snapshot, String) {
         .or_else(|| base.pods.iter().find(|p| is_local(p)))
         .expect("a local pod");
     let (ns, _) = pod_key(model);
-    let labels = serde_json::to_value(model.metadata.labels.clone()).expect("labels");
+    let labels = serde_json::Value::Object(
+        model
+            .metadata
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect(),
+    );
     let tier = label(model, "tier").unwrap_or("worker");
     let name = "added-0".to_string();
     let v = pod_json(
@@ -181,10 +187,11 @@ fn local_pod_added(base: &Snapshot) -> (Snapshot, String) {
     let KubeObject::Pod(pod) = pod_object(v) else {
         unreachable!()
     };
+    let pod = pod.keep();
     let mut s = base.clone();
     let key = pod_key(&pod);
     let at = s.pods.partition_point(|p| pod_key(p) < key);
-    s.pods.insert(at, std::sync::Arc::new(*pod));
+    s.pods.insert(at, std::sync::Arc::new(pod));
     (s, format!("{ns}/{name}"))
 }
 

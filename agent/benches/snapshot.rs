@@ -19,20 +19,28 @@ mod common;
 use std::{sync::Arc, time::Instant};
 
 use common::median;
-use ipwarden::cluster::{Grouped, HostInfo, Ordered, Snapshot, Stores};
+use ipwarden::cluster::{
+    compact::{Keep, Stored},
+    Grouped, HostInfo, Ordered, Snapshot, Stores,
+};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::NetworkPolicy,
+};
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 
-fn objects<K: serde::de::DeserializeOwned>(values: impl Iterator<Item = Value>) -> Vec<Arc<K>> {
+/// Decoded and kept as the agent's watchers keep them.
+fn objects<D: serde::de::DeserializeOwned + Keep>(
+    values: impl Iterator<Item = Value>,
+) -> Vec<Arc<D::Kept>> {
     values
-        .map(|v| Arc::new(serde_json::from_value(v).unwrap()))
+        .map(|v| Arc::new(serde_json::from_value::<D>(v).unwrap().keep()))
         .collect()
 }
 
-fn fill<K>(store: &Ordered<K>, objects: &[Arc<K>])
-where
-    K: kube::Resource + Grouped + PartialEq + Clone,
-{
+fn fill<K: Stored + Grouped>(store: &Ordered<K>, objects: &[Arc<K>]) {
     store.apply(watcher::Event::Init);
     for o in objects {
         store.apply(watcher::Event::InitApply((**o).clone()));
@@ -60,12 +68,12 @@ fn main() {
     let ns = |i: usize| format!("ns-{}", i % 100);
     // Hashed names: the stores hand objects over in no particular order.
     let mixed = |i: usize| (i * 7919) % 10_000;
-    let services = objects((0..10_000).map(mixed).map(|i| {
+    let services = objects::<Service>((0..10_000).map(mixed).map(|i| {
         json!({"metadata": {"name": format!("svc-{i}"), "namespace": ns(i)},
             "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250),
                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
     }));
-    let slices = objects((0..10_000).map(mixed).map(|i| {
+    let slices = objects::<EndpointSlice>((0..10_000).map(mixed).map(|i| {
         json!({"metadata": {"name": format!("svc-{i}-abcde"), "namespace": ns(i),
                 "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
             "addressType": "IPv4",
@@ -73,19 +81,19 @@ fn main() {
                 "conditions": {"ready": true}, "nodeName": "node-a"}],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
     }));
-    let pods = objects((0..5_000).map(|i| {
+    let pods = objects::<Pod>((0..5_000).map(|i| {
         json!({"metadata": {"name": format!("pod-{i}"), "namespace": ns(i),
                 "labels": {"app": format!("app-{}", i % 50)}},
             "spec": {"nodeName": "node-a", "containers": [{"name": "c"}]},
             "status": {"phase": "Running",
                 "podIP": format!("10.244.{}.{}", i / 250, i % 250)}})
     }));
-    let namespaces = objects((0..100).map(|i| json!({"metadata": {"name": ns(i)}})));
-    let policies = objects((0..500).map(|i| {
+    let namespaces = objects::<Namespace>((0..100).map(|i| json!({"metadata": {"name": ns(i)}})));
+    let policies = objects::<NetworkPolicy>((0..500).map(|i| {
         json!({"metadata": {"name": format!("np-{i}"), "namespace": ns(i)},
             "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
     }));
-    let node = objects(std::iter::once(json!({"metadata": {"name": "node-a"}}))).pop();
+    let node = objects::<Node>(std::iter::once(json!({"metadata": {"name": "node-a"}}))).pop();
     let host = HostInfo {
         node_name: "node-a".into(),
         local_addresses: vec![],

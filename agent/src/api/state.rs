@@ -6,11 +6,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use crate::{
-    cluster::{source::ResourceHealth, HostInfo, Source},
+    cluster::{compact::Pod, source::ResourceHealth, HostInfo, Source},
     kernel::iptables::backend,
     reconcile::board::{Board, BoardState, SyncRecord},
 };
@@ -76,7 +75,7 @@ fn node_pod(p: &Pod) -> Value {
         .and_then(|s| s.pod_ips.as_ref())
         .into_iter()
         .flatten()
-        .map(|a| a.ip.as_str())
+        .map(|a| &**a)
         .collect();
     if ips.is_empty() {
         ips.extend(status.and_then(|s| s.pod_ip.as_deref()));
@@ -84,8 +83,8 @@ fn node_pod(p: &Pod) -> Value {
     json!({
         "pod": format!(
             "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or("default"),
-            p.metadata.name.as_deref().unwrap_or_default()
+            p.metadata.namespace().unwrap_or("default"),
+            p.metadata.name()
         ),
         "ips": ips,
         "host_network": p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),

@@ -10,6 +10,7 @@ use kube::{runtime::watcher, Resource};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 
 use super::{
+    compact::Keep,
     store::{Grouped, Ordered},
     unreadable::{NeverRead, StandIn, Unreadable, UnreadableBook},
     Kind,
@@ -77,18 +78,19 @@ impl<K: Resource> Resource for Guarded<K> {
     }
 }
 
-/// A watcher event of guarded objects as the store should see it: an
-/// object that does not read keeps its last good version in `store`, or
-/// its stand-in ([`NeverRead`]), or is left out; each is booked in
-/// `unreadable` until it reads.
+/// A watcher event of guarded objects as the store should see it, each
+/// object kept ([`Keep`]: trimmed, or converted to its compact type, and
+/// the decoded one dropped): an object that does not read keeps its last
+/// good version in `store`, or its stand-in ([`NeverRead`]), or is left
+/// out; each is booked in `unreadable` until it reads.
 pub fn unguard<K>(
     kind: Kind,
     event: watcher::Event<Guarded<K>>,
-    store: &Ordered<K>,
+    store: &Ordered<K::Kept>,
     unreadable: &UnreadableBook,
-) -> Option<watcher::Event<K>>
+) -> Option<watcher::Event<K::Kept>>
 where
-    K: Resource<DynamicType = ()> + Clone + Default + NeverRead + Grouped + PartialEq + 'static,
+    K: Resource<DynamicType = ()> + Default + NeverRead + Keep<Kept: Grouped> + 'static,
 {
     use watcher::Event::*;
     let read = |o: &K| {
@@ -100,13 +102,13 @@ where
         );
     };
     // The last good version, else the stand-in; booked either way.
-    let stand_in = |e: Invalid| -> (Option<K>, bool) {
+    let stand_in = |e: Invalid| -> (Option<K::Kept>, bool) {
         let name = e.metadata.name.as_deref().unwrap_or_default();
         let held = store.get(e.metadata.namespace.as_deref(), name);
         let (object, how) = match held {
             Some(last) => (Some((*last).clone()), StandIn::LastGood),
             None => match K::never_read(&e.metadata) {
-                Some(o) => (Some(o), StandIn::DenyAll),
+                Some(o) => (Some(o.keep()), StandIn::DenyAll),
                 None => (None, StandIn::Nothing),
             },
         };
@@ -135,15 +137,15 @@ where
         InitDone => Some(InitDone),
         InitApply(Guarded(Ok(o))) => {
             read(&o);
-            Some(InitApply(o))
+            Some(InitApply(o.keep()))
         }
         Apply(Guarded(Ok(o))) => {
             read(&o);
-            Some(Apply(o))
+            Some(Apply(o.keep()))
         }
         Delete(Guarded(Ok(o))) => {
             read(&o);
-            Some(Delete(o))
+            Some(Delete(o.keep()))
         }
         InitApply(Guarded(Err(e))) => stand_in(e).0.map(InitApply),
         // Held already: nothing changes.
@@ -164,7 +166,7 @@ where
                 namespace: m.namespace,
                 ..ObjectMeta::default()
             };
-            Some(Delete(o))
+            Some(Delete(o.keep()))
         }
     }
 }

@@ -42,7 +42,7 @@ use std::{
 use ::kube::{
     api::Api,
     config::{Config, KubeConfigOptions, Kubeconfig},
-    runtime::{watcher, WatchStreamExt},
+    runtime::watcher,
     Client, Resource,
 };
 use anyhow::{Context, Result};
@@ -60,11 +60,11 @@ use tokio::{sync::mpsc::UnboundedSender, task::JoinHandle};
 use super::{
     backoff::backed_off,
     cnp::ClusterNetworkPolicy,
+    compact::{Keep, Stored},
     events::EventPoster,
     guard::{unguard, Guarded},
     source::{Change, HealthBook, Kind, ResourceHealth, Source},
     store::{Applied, Grouped, Ordered, Stores},
-    trim::Trim,
     unreadable::{NeverRead, Unreadable, UnreadableBook},
     HostInfo, Snapshot,
 };
@@ -189,10 +189,8 @@ trait Watched:
     + Debug
     + Default
     + DeserializeOwned
-    + PartialEq
-    + Trim
     + NeverRead
-    + Grouped
+    + Keep<Kept: Grouped>
     + Send
     + Sync
     + 'static
@@ -205,10 +203,8 @@ impl<K> Watched for K where
         + Debug
         + Default
         + DeserializeOwned
-        + PartialEq
-        + Trim
         + NeverRead
-        + Grouped
+        + Keep<Kept: Grouped>
         + Send
         + Sync
         + 'static
@@ -335,8 +331,8 @@ fn spawn<K: Watched>(
     config: watcher::Config,
     shared: &Arc<Shared>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Ordered<K> {
-    let store = Ordered::<K>::default();
+) -> Ordered<K::Kept> {
+    let store = Ordered::<K::Kept>::default();
     let api = Api::<Guarded<K>>::all(client.clone());
     tasks.push(tokio::spawn(run_kind(
         kind,
@@ -383,21 +379,20 @@ async fn watch_once_installed(
     run_kind(kind, api, watcher::Config::default(), store, shared).await;
 }
 
-/// One kind: watch, unwrap the guard, trim, drop no-op updates, store, and
-/// tell the loop.
+/// One kind: watch, unwrap the guard, keep (trim or convert), drop no-op
+/// updates, store, and tell the loop.
 async fn run_kind<K: Watched>(
     kind: Kind,
     api: Api<Guarded<K>>,
     config: watcher::Config,
-    store: Ordered<K>,
+    store: Ordered<K::Kept>,
     shared: Arc<Shared>,
 ) {
     let resource = kind.resource();
     let held = store.clone();
     let unreadable = shared.unreadable.clone();
     let stream = backed_off(watcher(api, config))
-        .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &held, &unreadable))))
-        .modify(K::trim);
+        .try_filter_map(move |event| future::ready(Ok(unguard(kind, event, &held, &unreadable))));
     let mut stream = pin!(stream);
     // Set by a failure of the watch phase, which only an event or a quiet
     // stream can clear (a watch that started sends nothing until a change).
@@ -438,14 +433,14 @@ async fn run_kind<K: Watched>(
                 }
                 let named = match &event {
                     watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                        Some((o.meta().namespace.clone(), o.meta().name.clone()))
+                        Some((o.namespace().map(String::from), o.name().to_string()))
                     }
                     _ => None,
                 };
                 match (store.apply(event), named) {
                     (Applied::Listed, _) => shared.listed(kind),
                     (Applied::Changed, Some((namespace, name))) => {
-                        shared.object(kind, namespace, name.unwrap_or_default())
+                        shared.object(kind, namespace, name)
                     }
                     _ => {}
                 }
@@ -475,13 +470,12 @@ mod tests {
 
     use super::*;
 
-    fn filled<K: Watched>(objects: impl Iterator<Item = serde_json::Value>) -> Ordered<K> {
-        let store = Ordered::<K>::default();
+    fn filled<K: Watched>(objects: impl Iterator<Item = serde_json::Value>) -> Ordered<K::Kept> {
+        let store = Ordered::<K::Kept>::default();
         store.apply(watcher::Event::Init);
         for v in objects {
-            let mut o: K = serde_json::from_value(v).unwrap();
-            o.trim();
-            store.apply(watcher::Event::InitApply(o));
+            let o: K = serde_json::from_value(v).unwrap();
+            store.apply(watcher::Event::InitApply(o.keep()));
         }
         store.apply(watcher::Event::InitDone);
         store
@@ -495,12 +489,12 @@ mod tests {
     fn a_snapshot_of_ten_thousand_services_holds_them_all() {
         let ns = |i: usize| format!("ns-{}", i % 100);
         let stores = Stores {
-            services: filled((0..10_000).map(|i| {
+            services: filled::<Service>((0..10_000).map(|i| {
                 json!({"metadata": {"name": format!("svc-{i}"), "namespace": ns(i)},
                     "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250),
                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}})
             })),
-            endpoint_slices: filled((0..10_000).map(|i| {
+            endpoint_slices: filled::<EndpointSlice>((0..10_000).map(|i| {
                 json!({"metadata": {"name": format!("svc-{i}-abcde"), "namespace": ns(i),
                         "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
                     "addressType": "IPv4",
@@ -508,7 +502,7 @@ mod tests {
                         "conditions": {"ready": true}, "nodeName": "node-a"}],
                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
             })),
-            pods: filled((0..5_000).map(|i| {
+            pods: filled::<Pod>((0..5_000).map(|i| {
                 json!({"metadata": {"name": format!("pod-{i}"), "namespace": ns(i),
                         "labels": {"app": format!("app-{}", i % 50)}},
                     "spec": {"nodeName": "node-a", "containers": [{"name": "c",
@@ -516,13 +510,13 @@ mod tests {
                     "status": {"phase": "Running",
                         "podIP": format!("10.244.{}.{}", i / 250, i % 250)}})
             })),
-            namespaces: filled((0..100).map(|i| json!({"metadata": {"name": ns(i)}}))),
-            network_policies: filled((0..500).map(|i| {
+            namespaces: filled::<Namespace>((0..100).map(|i| json!({"metadata": {"name": ns(i)}}))),
+            network_policies: filled::<NetworkPolicy>((0..500).map(|i| {
                 json!({"metadata": {"name": format!("np-{i}"), "namespace": ns(i)},
                     "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", i % 50)}}}})
             })),
-            nodes: filled(std::iter::once(json!({"metadata": {"name": "node-a"}}))),
-            cluster_network_policies: filled(std::iter::empty()),
+            nodes: filled::<Node>(std::iter::once(json!({"metadata": {"name": "node-a"}}))),
+            cluster_network_policies: filled::<ClusterNetworkPolicy>(std::iter::empty()),
         };
         let host = HostInfo {
             node_name: "node-a".into(),

@@ -5,6 +5,7 @@
 
 mod backoff;
 pub mod cnp;
+pub mod compact;
 pub mod events;
 mod guard;
 pub mod kube;

@@ -8,12 +8,15 @@
 use std::{cmp::Ordering, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Node, Pod, Service},
-    discovery::v1::EndpointSlice,
+    core::v1::{Namespace, Node},
     networking::v1::NetworkPolicy,
 };
 
-use super::{cnp::ClusterNetworkPolicy, KubeObject};
+use super::{
+    cnp::ClusterNetworkPolicy,
+    compact::{EndpointSlice, Keep, Pod, Service, Stored},
+    KubeObject,
+};
 
 /// Facts about this node that do not come from the API server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,13 +51,10 @@ pub struct Snapshot {
     pub(super) slices_by_service: Vec<Arc<EndpointSlice>>,
 }
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
 /// (namespace, service) of a slice that names its Service (label
 /// kubernetes.io/service-name).
 pub fn slice_service(s: &EndpointSlice) -> Option<(&str, &str)> {
-    let service = s.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((s.metadata.namespace.as_deref()?, service.as_str()))
+    Some((s.metadata.namespace()?, s.service.as_deref()?))
 }
 
 impl Snapshot {
@@ -132,43 +132,33 @@ impl Snapshot {
 
     fn push(&mut self, o: KubeObject) {
         match o {
-            KubeObject::Service(x) => self.services.push(Arc::new(*x)),
-            KubeObject::EndpointSlice(x) => self.endpoint_slices.push(Arc::new(*x)),
-            KubeObject::Pod(x) => self.pods.push(Arc::new(*x)),
-            KubeObject::Namespace(x) => self.namespaces.push(Arc::new(*x)),
-            KubeObject::NetworkPolicy(x) => self.network_policies.push(Arc::new(*x)),
-            KubeObject::ClusterNetworkPolicy(x) => self.cluster_network_policies.push(Arc::new(*x)),
+            KubeObject::Service(x) => self.services.push(Arc::new(x.keep())),
+            KubeObject::EndpointSlice(x) => self.endpoint_slices.push(Arc::new(x.keep())),
+            KubeObject::Pod(x) => self.pods.push(Arc::new(x.keep())),
+            KubeObject::Namespace(x) => self.namespaces.push(Arc::new(x.keep())),
+            KubeObject::NetworkPolicy(x) => self.network_policies.push(Arc::new(x.keep())),
+            KubeObject::ClusterNetworkPolicy(x) => {
+                self.cluster_network_policies.push(Arc::new(x.keep()))
+            }
             KubeObject::Node(x) => {
                 if x.metadata.name.as_deref() == Some(self.host.node_name.as_str()) {
-                    self.node = Some(Arc::new(*x));
+                    self.node = Some(Arc::new(x.keep()));
                 }
             }
         }
     }
 
     fn sort(&mut self) {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
         // Borrowed keys: no allocation per comparison.
-        fn key(m: &ObjectMeta) -> (&str, &str) {
-            (
-                m.namespace.as_deref().unwrap_or_default(),
-                m.name.as_deref().unwrap_or_default(),
-            )
+        fn by_key<K: Stored>(a: &Arc<K>, b: &Arc<K>) -> Ordering {
+            a.key().cmp(&b.key())
         }
-        fn by_key(a: &ObjectMeta, b: &ObjectMeta) -> Ordering {
-            key(a).cmp(&key(b))
-        }
-        self.services
-            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.endpoint_slices
-            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.pods.sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.namespaces
-            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.network_policies
-            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
-        self.cluster_network_policies
-            .sort_by(|a, b| by_key(&a.metadata, &b.metadata));
+        self.services.sort_by(by_key);
+        self.endpoint_slices.sort_by(by_key);
+        self.pods.sort_by(by_key);
+        self.namespaces.sort_by(by_key);
+        self.network_policies.sort_by(by_key);
+        self.cluster_network_policies.sort_by(by_key);
         self.index_slices();
     }
 
@@ -211,19 +201,9 @@ impl Snapshot {
 }
 
 /// The object `namespace`/`name` of a list sorted by (namespace, name).
-fn find<'a, K>(list: &'a [Arc<K>], namespace: &str, name: &str) -> Option<&'a K>
-where
-    K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
-{
+fn find<'a, K: Stored>(list: &'a [Arc<K>], namespace: &str, name: &str) -> Option<&'a K> {
     let i = list
-        .binary_search_by(|o| {
-            let m = o.metadata();
-            let key = (
-                m.namespace.as_deref().unwrap_or_default(),
-                m.name.as_deref().unwrap_or_default(),
-            );
-            key.cmp(&(namespace, name))
-        })
+        .binary_search_by(|o| o.key().cmp(&(namespace, name)))
         .ok()?;
     Some(&list[i])
 }

@@ -16,17 +16,17 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, Node, Pod, Service},
-        discovery::v1::EndpointSlice,
-        networking::v1::NetworkPolicy,
-    },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node},
+    networking::v1::NetworkPolicy,
 };
-use kube::{runtime::watcher, Resource};
+use kube::runtime::watcher;
 
-use super::{cnp::ClusterNetworkPolicy, slice_service, HostInfo, Snapshot};
+use super::{
+    cnp::ClusterNetworkPolicy,
+    compact::{EndpointSlice, Pod, Service, Stored},
+    slice_service, HostInfo, Snapshot,
+};
 
 /// The group an object belongs to, for the kinds read by group (the
 /// Service an EndpointSlice serves); `None` for the rest.
@@ -67,9 +67,7 @@ impl Stores {
     /// Pointer copies in the stores' order: no object is cloned, nothing
     /// is sorted. The Node kept is the one named `host.node_name`.
     pub fn snapshot(&self, host: &HostInfo) -> Snapshot {
-        let node = self
-            .nodes
-            .find(|n| n.metadata.name.as_deref() == Some(host.node_name.as_str()));
+        let node = self.nodes.find(|n| n.name() == host.node_name);
         Snapshot {
             services: self.services.all(),
             endpoint_slices: self.endpoint_slices.all(),
@@ -132,28 +130,17 @@ struct Lists<K> {
 }
 
 /// (namespace, name): no allocation per comparison.
-fn name_key(m: &ObjectMeta) -> (&str, &str) {
-    (
-        m.namespace.as_deref().unwrap_or_default(),
-        m.name.as_deref().unwrap_or_default(),
-    )
-}
-
-fn by_name<K: Resource>(a: &K, b: &K) -> Ordering {
-    name_key(a.meta()).cmp(&name_key(b.meta()))
+fn by_name<K: Stored>(a: &K, b: &K) -> Ordering {
+    a.key().cmp(&b.key())
 }
 
 /// (namespace, group, name), for the objects that have a group.
-fn group_key<K: Resource + Grouped>(o: &K) -> Option<(&str, &str, &str)> {
+fn group_key<K: Stored + Grouped>(o: &K) -> Option<(&str, &str, &str)> {
     let (namespace, group) = o.group()?;
-    Some((
-        namespace,
-        group,
-        o.meta().name.as_deref().unwrap_or_default(),
-    ))
+    Some((namespace, group, o.name()))
 }
 
-impl<K: Resource + Grouped + PartialEq> Ordered<K> {
+impl<K: Stored + Grouped> Ordered<K> {
     /// Applies one watch event (objects already trimmed and unguarded).
     pub fn apply(&self, event: watcher::Event<K>) -> Applied {
         let mut lists = self.lists.write_or_recover();
@@ -182,7 +169,7 @@ impl<K: Resource + Grouped + PartialEq> Ordered<K> {
         let want = (namespace.unwrap_or_default(), name);
         let i = lists
             .by_name
-            .binary_search_by(|o| name_key(o.meta()).cmp(&want))
+            .binary_search_by(|o| o.key().cmp(&want))
             .ok()?;
         Some(lists.by_name[i].clone())
     }
@@ -204,7 +191,7 @@ impl<K: Resource + Grouped + PartialEq> Ordered<K> {
     }
 }
 
-impl<K: Resource + Grouped + PartialEq> Lists<K> {
+impl<K: Stored + Grouped> Lists<K> {
     /// A complete (re)list: sorted once, the last of duplicate names kept.
     fn replace(&mut self, mut objects: Vec<Arc<K>>) {
         // Stable, then keep the last: a name listed twice is its latest.
@@ -278,6 +265,15 @@ mod tests {
     use super::*;
 
     fn slice(ns: &str, name: &str, service: &str, ip: u8) -> EndpointSlice {
+        slice_k8s(ns, name, service, ip).into()
+    }
+
+    fn slice_k8s(
+        ns: &str,
+        name: &str,
+        service: &str,
+        ip: u8,
+    ) -> k8s_openapi::api::discovery::v1::EndpointSlice {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns,
                 "labels": {"kubernetes.io/service-name": service}},
@@ -290,7 +286,7 @@ mod tests {
     fn names(list: &[Arc<EndpointSlice>]) -> Vec<String> {
         list.iter()
             .map(|s| {
-                let (ns, name) = name_key(&s.metadata);
+                let (ns, name) = s.key();
                 format!("{ns}/{name}")
             })
             .collect()
@@ -332,7 +328,7 @@ mod tests {
         assert_eq!(store.all().len(), 1);
         assert_eq!(store.all_by_group().len(), 1);
         let held = store.get(Some("a"), "x").unwrap();
-        assert_eq!(held.endpoints[0].addresses, ["10.0.0.2"]);
+        assert_eq!(&*held.endpoints[0].addresses[0], "10.0.0.2");
     }
 
     /// One watch event of a small random cluster: a slice (namespace,
@@ -341,7 +337,7 @@ mod tests {
         (any::<bool>(), 0..3u8, 0..6u8, 0..3u8, 0..3u8)
     }
 
-    fn service(ns: &str, name: &str, port: u8) -> Service {
+    fn service(ns: &str, name: &str, port: u8) -> k8s_openapi::api::core::v1::Service {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns},
             "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": port}]}
@@ -373,21 +369,21 @@ mod tests {
                 let (ns, name) = (format!("ns-{ns}"), format!("o-{name}"));
                 let key = (is_slice, ns.clone(), name.clone());
                 if is_slice {
-                    let o = slice(&ns, &name, &format!("svc-{service_n}"), ip);
+                    let o = slice_k8s(&ns, &name, &format!("svc-{service_n}"), ip);
                     if delete {
-                        stores.endpoint_slices.apply(watcher::Event::Delete(o));
+                        stores.endpoint_slices.apply(watcher::Event::Delete(o.into()));
                         held.remove(&key);
                     } else {
-                        stores.endpoint_slices.apply(watcher::Event::Apply(o.clone()));
+                        stores.endpoint_slices.apply(watcher::Event::Apply(o.clone().into()));
                         held.insert(key, KubeObject::EndpointSlice(Box::new(o)));
                     }
                 } else {
                     let o = service(&ns, &name, ip);
                     if delete {
-                        stores.services.apply(watcher::Event::Delete(o));
+                        stores.services.apply(watcher::Event::Delete(o.into()));
                         held.remove(&key);
                     } else {
-                        stores.services.apply(watcher::Event::Apply(o.clone()));
+                        stores.services.apply(watcher::Event::Apply(o.clone().into()));
                         held.insert(key, KubeObject::Service(Box::new(o)));
                     }
                 }

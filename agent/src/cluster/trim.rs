@@ -2,6 +2,11 @@
 //! they are stored, so a big cluster costs the agent as little memory as it
 //! can (a Pod's managedFields alone are often larger than everything kept).
 //!
+//! The API server's stores hold Services, EndpointSlices and Pods as
+//! compact types ([`super::compact`], which keep the same fields); these
+//! trims serve the other kinds, and the manifests source, which holds each
+//! file's objects as k8s-openapi types.
+//!
 //! Trimming also drops `resourceVersion`, so an update that changes nothing
 //! the controllers read compares equal to the stored object and is not
 //! passed on (Pod status churn, Node heartbeats).
@@ -41,6 +46,11 @@ const SLICE_SERVICE_LABEL: &str = "kubernetes.io/service-name";
 /// Drops what the controllers do not read, in place.
 pub trait Trim {
     fn trim(&mut self);
+}
+
+/// Is `key` an annotation a controller reads?
+pub fn kept_annotation(key: &str) -> bool {
+    kept(KEPT_ANNOTATIONS, key)
 }
 
 fn kept(names: &[&str], key: &str) -> bool {

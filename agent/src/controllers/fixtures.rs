@@ -63,22 +63,22 @@ pub fn unsorted_snapshots(objects: &[KubeObject]) -> Vec<Snapshot> {
 
 /// "kind namespace/name" of every object, in the order `s` holds them.
 pub fn object_order(s: &Snapshot) -> Vec<String> {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    fn named<'a>(kind: &'a str, m: &'a ObjectMeta) -> String {
-        let ns = m.namespace.as_deref().unwrap_or_default();
-        format!("{kind} {ns}/{}", m.name.as_deref().unwrap_or_default())
+    use crate::cluster::compact::Stored;
+    fn named(kind: &str, o: &impl Stored) -> String {
+        let (ns, name) = o.key();
+        format!("{kind} {ns}/{name}")
     }
-    let services = s.services.iter().map(|o| named("Service", &o.metadata));
+    let services = s.services.iter().map(|o| named("Service", &**o));
     let slices = s
         .endpoint_slices
         .iter()
-        .map(|o| named("EndpointSlice", &o.metadata));
-    let pods = s.pods.iter().map(|o| named("Pod", &o.metadata));
-    let namespaces = s.namespaces.iter().map(|o| named("Namespace", &o.metadata));
+        .map(|o| named("EndpointSlice", &**o));
+    let pods = s.pods.iter().map(|o| named("Pod", &**o));
+    let namespaces = s.namespaces.iter().map(|o| named("Namespace", &**o));
     let policies = s
         .network_policies
         .iter()
-        .map(|o| named("NetworkPolicy", &o.metadata));
+        .map(|o| named("NetworkPolicy", &**o));
     services
         .chain(slices)
         .chain(pods)

@@ -131,7 +131,6 @@ fn latencies(snapshot: &Snapshot, slices: &BTreeSet<(String, String)>) -> Vec<Du
         .filter_map(|s| {
             s.metadata
                 .annotations
-                .as_ref()?
                 .get(TRIGGER_TIME)?
                 .parse::<jiff::Timestamp>()
                 .ok()

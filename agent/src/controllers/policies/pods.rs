@@ -4,14 +4,15 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use k8s_openapi::api::core::v1::Pod;
-
 use super::{
     model::{Namespaces, Peer, Policy},
     selector::Selector,
 };
 use crate::{
-    cluster::Snapshot,
+    cluster::{
+        compact::{Labels, Pod},
+        Snapshot,
+    },
     desired::{Problem, Protocol},
 };
 
@@ -32,7 +33,7 @@ pub struct NamedPort {
 pub struct PodView<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub labels: Option<&'a Labels>,
     /// Both addresses of a dual-stack pod.
     pub ips: Vec<IpAddr>,
     pub local: bool,
@@ -202,8 +203,8 @@ pub(super) fn view<'a>(
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let namespace = pod.metadata.namespace().unwrap_or("default");
+    let name = pod.metadata.name();
     // (index in podIPs, or None for podIP; the text): the field's name
     // is only written out for a problem (views are taken per pod change).
     let mut texts: Vec<(Option<usize>, &str)> = status
@@ -211,7 +212,7 @@ pub(super) fn view<'a>(
         .iter()
         .flatten()
         .enumerate()
-        .map(|(i, a)| (Some(i), a.ip.as_str()))
+        .map(|(i, a)| (Some(i), &**a))
         .collect();
     if texts.is_empty() {
         texts.extend(status.pod_ip.as_deref().map(|a| (None, a)));
@@ -236,12 +237,11 @@ pub(super) fn view<'a>(
         return None;
     }
     let ports = spec
-        .containers
+        .ports
         .iter()
-        .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             Some(NamedPort {
-                name: p.name.clone()?,
+                name: p.name.to_string(),
                 proto: Protocol::from_kubernetes(p.protocol.as_deref().unwrap_or("TCP"))?,
                 port: u16::try_from(p.container_port).ok()?,
             })
@@ -250,7 +250,7 @@ pub(super) fn view<'a>(
     Some(PodView {
         namespace,
         name,
-        labels: pod.metadata.labels.as_ref(),
+        labels: Some(&pod.metadata.labels),
         ips,
         local: spec.node_name.as_deref() == Some(node),
         ports,

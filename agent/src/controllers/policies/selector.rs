@@ -1,9 +1,9 @@
 //! Label selectors (matchLabels and matchExpressions), checked once when a
 //! policy is read so matching itself cannot fail.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::cluster::compact::LabelMap;
 
 /// One requirement of a selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,13 +99,14 @@ impl Selector {
     }
 
     /// Does an object with `labels` match? (All requirements must hold.)
-    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k));
+    pub fn matches<L: LabelMap + ?Sized>(&self, labels: Option<&L>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.label(k));
+        let any = |vs: &[String], v: &str| vs.iter().any(|x| x == v);
         self.requirements.iter().all(|r| match r {
-            Requirement::Equals(k, v) => get(k) == Some(v),
-            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::In(k, vs) => get(k).is_some_and(|v| any(vs, v)),
             // Kubernetes: NotIn also matches objects without the label.
-            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !any(vs, v)),
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::DoesNotExist(k) => get(k).is_none(),
         })
@@ -136,6 +137,8 @@ impl std::fmt::Display for Selector {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
@@ -162,7 +165,7 @@ mod tests {
     #[test]
     fn empty_selector_matches_everything_even_without_labels() {
         let s = Selector::parse(&LabelSelector::default()).unwrap();
-        assert!(s.matches(None));
+        assert!(s.matches(None::<&BTreeMap<String, String>>));
         assert!(s.matches(Some(&labels(&[("a", "b")]))));
     }
 
@@ -179,15 +182,15 @@ mod tests {
     #[test]
     fn not_in_matches_a_missing_label_and_does_not_exist_only_missing() {
         let not_in = Selector::parse(&expr("tier", "NotIn", &["db"])).unwrap();
-        assert!(not_in.matches(None));
+        assert!(not_in.matches(None::<&BTreeMap<String, String>>));
         assert!(not_in.matches(Some(&labels(&[("tier", "web")]))));
         assert!(!not_in.matches(Some(&labels(&[("tier", "db")]))));
         let dne = Selector::parse(&expr("tier", "DoesNotExist", &[])).unwrap();
-        assert!(dne.matches(None));
+        assert!(dne.matches(None::<&BTreeMap<String, String>>));
         assert!(!dne.matches(Some(&labels(&[("tier", "")]))));
         let exists = Selector::parse(&expr("tier", "Exists", &[])).unwrap();
         assert!(exists.matches(Some(&labels(&[("tier", "")]))));
-        assert!(!exists.matches(None));
+        assert!(!exists.matches(None::<&BTreeMap<String, String>>));
     }
 
     #[test]

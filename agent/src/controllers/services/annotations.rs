@@ -1,9 +1,7 @@
 //! Per-Service IPVS settings from annotations. kube-router's names are
 //! read too, so a kube-router user can switch; ours win when both are set.
 
-use std::collections::BTreeMap;
-
-use crate::desired::ServiceFlags;
+use crate::{cluster::compact::Labels, desired::ServiceFlags};
 
 pub const SCHEDULER: [&str; 2] = [
     "ipwarden.io/service.scheduler",
@@ -25,18 +23,14 @@ const SCHEDULERS: &[&str] = &[
 ];
 
 /// (annotation name, value) of the first of `names` that is set.
-fn lookup<'a>(
-    annotations: Option<&'a BTreeMap<String, String>>,
-    names: &[&'static str],
-) -> Option<(&'static str, &'a str)> {
-    let a = annotations?;
-    names.iter().find_map(|n| a.get(*n).map(|v| (*n, v.trim())))
+fn lookup<'a>(annotations: &'a Labels, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
+    names
+        .iter()
+        .find_map(|n| annotations.get(n).map(|v| (*n, v.trim())))
 }
 
 /// The scheduler, `rr` by default; Err(field, message) for an unknown one.
-pub fn scheduler(
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<String, (String, String)> {
+pub fn scheduler(annotations: &Labels) -> Result<String, (String, String)> {
     match lookup(annotations, &SCHEDULER) {
         None => Ok("rr".to_string()),
         Some((name, value)) if SCHEDULERS.contains(&value) => {
@@ -57,7 +51,7 @@ pub fn scheduler(
 /// them. Err(field, message) names a bad value; flags on another scheduler
 /// are reported and ignored by the caller.
 pub fn sched_flags(
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: &Labels,
 ) -> Result<Option<(String, ServiceFlags)>, (String, String)> {
     let Some((name, value)) = lookup(annotations, &SCHED_FLAGS) else {
         return Ok(None);
@@ -83,9 +77,7 @@ pub fn sched_flags(
 /// Hairpin for this Service: Some(true) when the annotation is set (empty
 /// or "true", as kube-router reads its mere presence), Some(false) for
 /// "false", None when absent. Err(field, message) for another value.
-pub fn hairpin(
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<Option<bool>, (String, String)> {
+pub fn hairpin(annotations: &Labels) -> Result<Option<bool>, (String, String)> {
     match lookup(annotations, &HAIRPIN) {
         None => Ok(None),
         Some((_, "" | "true")) => Ok(Some(true)),
@@ -101,29 +93,30 @@ pub fn hairpin(
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
+    fn ann(pairs: &[(&str, &str)]) -> Labels {
+        let map = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+            .collect();
+        Labels::kept(Some(map), |_| true)
     }
 
     #[test]
     fn ours_win_over_kube_router_and_rr_is_the_default() {
-        assert_eq!(scheduler(None).unwrap(), "rr");
+        assert_eq!(scheduler(&Labels::default()).unwrap(), "rr");
         let both = ann(&[
             ("kube-router.io/service.scheduler", "lc"),
             ("ipwarden.io/service.scheduler", "mh"),
         ]);
-        assert_eq!(scheduler(Some(&both)).unwrap(), "mh");
+        assert_eq!(scheduler(&both).unwrap(), "mh");
         let kr = ann(&[("kube-router.io/service.scheduler", "sh")]);
-        assert_eq!(scheduler(Some(&kr)).unwrap(), "sh");
+        assert_eq!(scheduler(&kr).unwrap(), "sh");
     }
 
     #[test]
     fn a_bad_scheduler_names_the_annotation() {
         let bad = ann(&[("kube-router.io/service.scheduler", "fastest")]);
-        let (field, msg) = scheduler(Some(&bad)).unwrap_err();
+        let (field, msg) = scheduler(&bad).unwrap_err();
         assert_eq!(
             field,
             "metadata.annotations[kube-router.io/service.scheduler]"
@@ -134,24 +127,24 @@ mod tests {
     #[test]
     fn sched_flags_parse_and_reject_unknowns() {
         let a = ann(&[("kube-router.io/service.schedflags", "flag-1, flag-2")]);
-        let (_, f) = sched_flags(Some(&a)).unwrap().unwrap();
+        let (_, f) = sched_flags(&a).unwrap().unwrap();
         assert!(f.sched1 && f.sched2 && !f.sched3);
         let bad = ann(&[("ipwarden.io/service.schedflags", "flag-9")]);
-        assert!(sched_flags(Some(&bad)).is_err());
+        assert!(sched_flags(&bad).is_err());
     }
 
     #[test]
     fn hairpin_is_on_when_present_and_ours_win() {
-        assert_eq!(hairpin(None).unwrap(), None);
+        assert_eq!(hairpin(&Labels::default()).unwrap(), None);
         let kr = ann(&[("kube-router.io/service.hairpin", "")]);
-        assert_eq!(hairpin(Some(&kr)).unwrap(), Some(true));
+        assert_eq!(hairpin(&kr).unwrap(), Some(true));
         let both = ann(&[
             ("kube-router.io/service.hairpin", "true"),
             ("ipwarden.io/service.hairpin", "false"),
         ]);
-        assert_eq!(hairpin(Some(&both)).unwrap(), Some(false));
+        assert_eq!(hairpin(&both).unwrap(), Some(false));
         let bad = ann(&[("ipwarden.io/service.hairpin", "yes")]);
-        let (field, _) = hairpin(Some(&bad)).unwrap_err();
+        let (field, _) = hairpin(&bad).unwrap_err();
         assert_eq!(field, "metadata.annotations[ipwarden.io/service.hairpin]");
     }
 }

@@ -2,9 +2,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
-use crate::desired::{Forward, Problem, Protocol, RealServer};
+use crate::{
+    cluster::compact::EndpointSlice,
+    desired::{Forward, Problem, Protocol, RealServer},
+};
 
 /// A backend with where it runs, for traffic policy Local.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,13 +29,13 @@ pub fn backends<'a>(
     // slice rebalance counts once, at its highest weight.
     let mut found: BTreeMap<(IpAddr, u16), Backend<'a>> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type == "FQDN" {
+        if &*slice.address_type == "FQDN" {
             continue;
         }
         let object = format!(
             "EndpointSlice {}/{}",
-            slice.metadata.namespace.as_deref().unwrap_or_default(),
-            slice.metadata.name.as_deref().unwrap_or_default()
+            slice.metadata.namespace().unwrap_or_default(),
+            slice.metadata.name()
         );
         let Some(port) = slice_port(slice, port_name, proto) else {
             continue;
@@ -52,10 +53,10 @@ pub fn backends<'a>(
             }
         };
         for (i, ep) in slice.endpoints.iter().enumerate() {
-            let c = ep.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            let c = ep.conditions;
+            let ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(ready);
+            let terminating = c.terminating.unwrap_or(false);
             if !(ready || serving) {
                 continue;
             }
@@ -101,14 +102,14 @@ pub fn backends<'a>(
 /// dual-stack Service (one address in each family's slices) counts once.
 pub fn local_ready<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, node: &str) -> u32 {
     let mut found: [std::collections::BTreeSet<&str>; 2] = Default::default();
-    for slice in slices.filter(|s| s.address_type != "FQDN") {
-        let family = usize::from(slice.address_type == "IPv6");
+    for slice in slices.filter(|s| &*s.address_type != "FQDN") {
+        let family = usize::from(&*slice.address_type == "IPv6");
         for ep in &slice.endpoints {
-            let c = ep.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            let c = ep.conditions;
+            let ready = c.ready.unwrap_or(true);
+            let terminating = c.terminating.unwrap_or(false);
             if ready && !terminating && ep.node_name.as_deref() == Some(node) {
-                found[family].extend(ep.addresses.first().map(String::as_str));
+                found[family].extend(ep.addresses.first().map(|a| &**a));
             }
         }
     }
@@ -118,7 +119,7 @@ pub fn local_ready<'a>(slices: impl Iterator<Item = &'a EndpointSlice>, node: &s
 /// The slice's port number for the service port (matched by name, as the
 /// EndpointSlice controller names them after the Service's ports).
 fn slice_port(slice: &EndpointSlice, port_name: &str, proto: Protocol) -> Option<i32> {
-    slice.ports.as_ref()?.iter().find_map(|p| {
+    slice.ports.iter().find_map(|p| {
         let name = p.name.as_deref().unwrap_or_default();
         let p_proto = p.protocol.as_deref().unwrap_or("TCP");
         (name == port_name && Protocol::from_kubernetes(p_proto) == Some(proto))

@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Node;
 
-use crate::desired::Problem;
+use crate::{cluster::compact::Service, desired::Problem};
 
 /// Why a virtual service exists; traffic policy and naming depend on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl FrontendKind {
 pub fn parse_ips<'a>(
     object: &str,
     field: &str,
-    values: impl Iterator<Item = &'a String>,
+    values: impl Iterator<Item = &'a Box<str>>,
     problems: &mut Vec<Problem>,
 ) -> Vec<IpAddr> {
     let mut ips = Vec::new();
@@ -76,16 +76,8 @@ pub fn cluster_ips(object: &str, svc: &Service, problems: &mut Vec<Problem>) -> 
 /// LoadBalancer ingress IPs, except those whose ipMode is Proxy (the load
 /// balancer proxies to node ports itself, as kube-router does).
 pub fn load_balancer_ips(object: &str, svc: &Service, problems: &mut Vec<Problem>) -> Vec<IpAddr> {
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref());
-    let Some(ingress) = ingress else {
-        return Vec::new();
-    };
     let mut ips = Vec::new();
-    for (i, ing) in ingress.iter().enumerate() {
+    for (i, ing) in svc.ingress.iter().enumerate() {
         if ing.ip_mode.as_deref() == Some("Proxy") {
             continue;
         }

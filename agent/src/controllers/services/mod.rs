@@ -14,10 +14,12 @@ use std::{
 };
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
 
 use crate::{
-    cluster::Snapshot,
+    cluster::{
+        compact::{Service, ServicePort, ServiceSpec, Stored},
+        Snapshot,
+    },
     desired::{
         Family, HealthCheck, Problem, Protocol, RealServer, ServiceFlags, ServiceRef, ServiceState,
         VirtualService, VsKey,
@@ -74,10 +76,7 @@ pub fn desired_with(snapshot: &Snapshot, opts: &Options) -> ServiceState {
 }
 
 fn object_key(svc: &Service) -> (&str, &str) {
-    (
-        svc.metadata.namespace.as_deref().unwrap_or_default(),
-        svc.metadata.name.as_deref().unwrap_or_default(),
-    )
+    svc.key()
 }
 
 /// What assembling needs to know of this node beyond the Services.
@@ -267,13 +266,8 @@ struct ServiceCtx {
 
 impl ServiceCtx {
     fn new(svc: &Service) -> Self {
-        let namespace = svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let service = ServiceRef::new(namespace, name);
+        let namespace = svc.metadata.namespace().unwrap_or("default");
+        let service = ServiceRef::new(namespace.to_string(), svc.metadata.name().to_string());
         Self {
             object: service.to_string(),
             service,
@@ -282,8 +276,7 @@ impl ServiceCtx {
 
     /// Services another proxy serves, or that have no virtual IP.
     fn skipped(&self, svc: &Service) -> bool {
-        let labels = svc.metadata.labels.as_ref();
-        let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+        let label = |k: &str| svc.metadata.labels.get(k);
         if let Some(proxy) = label("service.kubernetes.io/service-proxy-name") {
             if !names::PROXY_NAMES.contains(&proxy) {
                 return true;
@@ -320,7 +313,7 @@ impl ServiceCtx {
             ranges: self.source_ranges(svc, &mut out.problems),
         };
         let frontends = self.frontend_ips(svc, node_ips, &mut out.problems);
-        for (pi, port) in spec.ports.iter().flatten().enumerate() {
+        for (pi, port) in spec.ports.iter().enumerate() {
             let Some(p) = self.port(pi, port, &mut out.problems) else {
                 continue;
             };
@@ -405,7 +398,7 @@ impl ServiceCtx {
     /// Service shares. None when the scheduler is bad (the Service is
     /// skipped).
     fn template(&self, svc: &Service, problems: &mut Vec<Problem>) -> Option<Template> {
-        let ann = svc.metadata.annotations.as_ref();
+        let ann = &svc.metadata.annotations;
         let scheduler = match annotations::scheduler(ann) {
             Ok(s) => s,
             Err((field, message)) => {
@@ -437,7 +430,7 @@ impl ServiceCtx {
     /// The flag, else the annotation; a bad annotation is reported and
     /// leaves hairpin off.
     fn hairpin(&self, svc: &Service, opts: &Options, problems: &mut Vec<Problem>) -> bool {
-        match annotations::hairpin(svc.metadata.annotations.as_ref()) {
+        match annotations::hairpin(&svc.metadata.annotations) {
             Ok(Some(on)) => on,
             Ok(None) => opts.hairpin_all,
             Err((field, message)) => {
@@ -480,12 +473,7 @@ impl ServiceCtx {
 
     /// Protocol, port and name of `spec.ports[pi]`; None (reported) when
     /// the protocol or port is bad.
-    fn port(
-        &self,
-        pi: usize,
-        port: &k8s_openapi::api::core::v1::ServicePort,
-        problems: &mut Vec<Problem>,
-    ) -> Option<PortSpec> {
+    fn port(&self, pi: usize, port: &ServicePort, problems: &mut Vec<Problem>) -> Option<PortSpec> {
         let proto_text = port.protocol.as_deref().unwrap_or("TCP");
         let Some(proto) = Protocol::from_kubernetes(proto_text) else {
             problems.push(self.problem(
@@ -506,7 +494,7 @@ impl ServiceCtx {
         Some(PortSpec {
             proto,
             port: svc_port,
-            name: port.name.clone().unwrap_or_default(),
+            name: port.name.as_deref().unwrap_or_default().into(),
         })
     }
 
@@ -514,7 +502,7 @@ impl ServiceCtx {
     fn port_frontends(
         &self,
         pi: usize,
-        port: &k8s_openapi::api::core::v1::ServicePort,
+        port: &ServicePort,
         p: &PortSpec,
         ips: &FrontendIps,
         range: Option<(u16, u16)>,
@@ -598,12 +586,7 @@ impl ServiceCtx {
         if spec.session_affinity.as_deref() != Some("ClientIP") {
             return 0;
         }
-        let configured = spec
-            .session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds);
-        match configured {
+        match spec.affinity_timeout_seconds {
             None => DEFAULT_AFFINITY_SECONDS,
             Some(t) if (1..=86_400).contains(&t) => t as u32,
             Some(t) => {
@@ -741,12 +724,9 @@ impl PortBackends<'_> {
 
 /// The IP families (as "is IPv4") of a Service: spec.ipFamilies, else
 /// those of its ClusterIPs.
-fn service_families(
-    spec: &k8s_openapi::api::core::v1::ServiceSpec,
-    cluster_ips: &[IpAddr],
-) -> Vec<bool> {
+fn service_families(spec: &ServiceSpec, cluster_ips: &[IpAddr]) -> Vec<bool> {
     match &spec.ip_families {
-        Some(f) if !f.is_empty() => f.iter().map(|f| f == "IPv4").collect(),
+        Some(f) if !f.is_empty() => f.iter().map(|f| &**f == "IPv4").collect(),
         _ => cluster_ips.iter().map(IpAddr::is_ipv4).collect(),
     }
 }

@@ -11,7 +11,10 @@ use std::{
 
 use super::{assemble, firewall, health_checks, names, node_ips, plans, share, NodeView, Options};
 use crate::{
-    cluster::Snapshot,
+    cluster::{
+        compact::{EndpointSlice, Stored},
+        Snapshot,
+    },
     desired::{
         Family, HealthCheck, Member, MemberServices, MirroredMember, Problem, Protocol, ServiceRef,
         ServiceState, SetDelta, TablePlan, VirtualService, VsKey,
@@ -107,14 +110,14 @@ impl ServiceTable {
         *self = Self::new(opts);
         self.node_ips = node_ips(snapshot, &opts);
         self.node = NodeView::of(snapshot);
-        for svc in &snapshot.services {
+        for svc in snapshot.services.iter().map(|s| &**s) {
             let s = share(svc, snapshot, &self.node_ips, &opts);
             self.insert(super::ServiceCtx::new(svc).service, s);
         }
         self.slice_owners = snapshot
             .endpoint_slices
             .iter()
-            .filter_map(|s| Some((slice_key(s)?, slice_owner(s)?)))
+            .filter_map(|s| Some((slice_key(s), slice_owner(s)?)))
             .collect();
         let state = self.assemble();
         self.plans = state.iptables.clone();
@@ -388,11 +391,12 @@ fn forget<T: Ord>(map: &mut BTreeMap<VsKey, BTreeSet<T>>, key: VsKey, item: &T) 
     }
 }
 
-fn slice_key(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<(String, String)> {
-    Some((s.metadata.namespace.clone()?, s.metadata.name.clone()?))
+fn slice_key(s: &EndpointSlice) -> (String, String) {
+    let (namespace, name) = s.key();
+    (namespace.into(), name.into())
 }
 
-fn slice_owner(s: &k8s_openapi::api::discovery::v1::EndpointSlice) -> Option<ServiceRef> {
+fn slice_owner(s: &EndpointSlice) -> Option<ServiceRef> {
     let (namespace, service) = crate::cluster::slice_service(s)?;
     Some(ServiceRef::new(namespace.to_string(), service.to_string()))
 }

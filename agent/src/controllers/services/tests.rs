@@ -526,7 +526,6 @@ fn the_controller_gives_the_same_state_whatever_order_the_snapshot_holds() {
 
 #[test]
 fn a_snapshot_holds_every_kind_sorted_whatever_order_it_is_given() {
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let objects = vec![
         service("shop", "web").cluster_ip("10.96.0.10").build(),
         slice("shop", "web")
@@ -549,7 +548,7 @@ fn a_snapshot_holds_every_kind_sorted_whatever_order_it_is_given() {
         "EndpointSlice shop/web-a",
         "EndpointSlice shop/web-b",
     ];
-    let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap();
+    let name = |s: &crate::cluster::compact::EndpointSlice| s.metadata.name().to_string();
     for order in std::iter::once(objects.clone()).chain(reorderings(&objects)) {
         let s = snapshot(order);
         assert_eq!(object_order(&s), sorted);

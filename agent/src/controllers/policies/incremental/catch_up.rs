@@ -65,7 +65,7 @@ impl PolicyIndex {
 
     /// A pod the index does not hold (not actionable when last set) is
     /// still not actionable, with the same problems.
-    fn still_not_actionable(&self, key: &Key, pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    fn still_not_actionable(&self, key: &Key, pod: &crate::cluster::compact::Pod) -> bool {
         let mut problems = Vec::new();
         view(pod, &self.node, &mut problems).is_none()
             && self.pod_problems.get(key).map_or(&[][..], Vec::as_slice) == problems.as_slice()

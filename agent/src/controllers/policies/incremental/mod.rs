@@ -39,7 +39,7 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{core::v1::Pod, networking::v1::NetworkPolicy};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::{
     describe::{self, PolicyDescription},
@@ -49,7 +49,10 @@ use super::{
     Options,
 };
 use crate::{
-    cluster::Snapshot,
+    cluster::{
+        compact::{NameKey, Pod},
+        Snapshot,
+    },
     desired::{Family, Member, Problem},
 };
 
@@ -193,17 +196,14 @@ pub struct PolicyIndex {
     journal: Option<journal::Journal>,
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
-    (
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    )
+fn key_of(meta: &impl NameKey) -> (&str, &str) {
+    meta.name_key()
 }
 
-fn find<'s, T>(
+fn find<'s, T, M: NameKey>(
     objects: &'s [Arc<T>],
     key: (&str, &str),
-    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    meta: impl Fn(&T) -> &M,
 ) -> Option<&'s Arc<T>> {
     objects
         .binary_search_by(|o| key_of(meta(o)).cmp(&key))
