@@ -96,8 +96,10 @@ fn main() {
             secs(f.cpu_at_ready)
         );
     }
-    println!();
-    print_targets(&rows);
+    if !run::first_only() {
+        println!();
+        print_targets(&rows);
+    }
 }
 
 /// One sync of the service controller, step by step (`steps` picks which).
@@ -106,6 +108,10 @@ fn print_steps(rows: &[(usize, Figures)], steps: fn(&Figures) -> &[(String, Dura
         return;
     };
     let names: Vec<&str> = steps(first).iter().map(|(n, _)| n.as_str()).collect();
+    if names.is_empty() {
+        println!("(not measured)");
+        return;
+    }
     println!("| Services | {} | sum of medians |", names.join(" | "));
     println!("|---:|{}---:|", "---:|".repeat(names.len()));
     for (n, f) in rows {

@@ -67,7 +67,7 @@ fn extra_args() -> Vec<String> {
 
 /// `IPWARDEN_BENCH_FIRST_ONLY=1`: time the first full sync only (no
 /// changes, no no-op resyncs).
-fn first_only() -> bool {
+pub fn first_only() -> bool {
     std::env::var("IPWARDEN_BENCH_FIRST_ONLY").is_ok_and(|v| v == "1")
 }
 
