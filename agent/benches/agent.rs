@@ -25,6 +25,10 @@
 //!   kernel, the durations of its periodic full syncs after the first;
 //! - **peak RSS**: the agent's VmHWM, the larger of the two runs.
 //!
+//! `IPWARDEN_BENCH_FIRST_ONLY=1` times the first full sync only;
+//! `IPWARDEN_BENCH_AGENT_ARGS` adds flags to the agent (e.g.
+//! `--run-firewall=false` to time one controller alone).
+//!
 //! The agent runs with `--min-sync-period 100ms` (default 1 s), so that a
 //! change that follows the previous sync by 150 ms is not held back: the
 //! latency is the agent's cost, not its debounce. Prints a markdown table
@@ -80,30 +84,47 @@ fn main() {
         rows.push((services, figures));
     }
     println!();
-    print_steps(&rows);
+    println!("One partial sync of the service controller, medians per step:\n");
+    print_steps(&rows, |f| &f.steps);
     println!();
-    print_targets(&rows);
+    println!("The service controller's first full sync, per step:\n");
+    print_steps(&rows, |f| &f.full_steps);
+    println!();
+    for (n, f) in &rows {
+        println!(
+            "- {n} Services: the agent's CPU from start to ready (self and children) {}",
+            secs(f.cpu_at_ready)
+        );
+    }
+    if !run::first_only() {
+        println!();
+        print_targets(&rows);
+    }
 }
 
-/// One partial sync of the service controller, step by step (medians).
-fn print_steps(rows: &[(usize, Figures)]) {
+/// One sync of the service controller, step by step (`steps` picks which).
+fn print_steps(rows: &[(usize, Figures)], steps: fn(&Figures) -> &[(String, Duration)]) {
     let Some((_, first)) = rows.first() else {
         return;
     };
-    let names: Vec<&str> = first.steps.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = steps(first).iter().map(|(n, _)| n.as_str()).collect();
+    if names.is_empty() {
+        println!("(not measured)");
+        return;
+    }
     println!("| Services | {} | sum of medians |", names.join(" | "));
     println!("|---:|{}---:|", "---:|".repeat(names.len()));
     for (n, f) in rows {
         let cells: Vec<String> = names
             .iter()
             .map(|name| {
-                f.steps
+                steps(f)
                     .iter()
                     .find(|(s, _)| s == name)
                     .map_or("-".to_string(), |(_, d)| ms(*d))
             })
             .collect();
-        let sum: Duration = f.steps.iter().map(|(_, d)| *d).sum();
+        let sum: Duration = steps(f).iter().map(|(_, d)| *d).sum();
         println!("| {n} | {} | {} |", cells.join(" | "), ms(sum));
     }
 }

@@ -154,3 +154,36 @@ fn watched_node_addresses_follow_changes_on_other_interfaces_only() {
         .unwrap();
     assert!(listed.contains("fd00:56::10") && !listed.contains("192.168.56.10"));
 }
+
+/// Thousands of VIPs in one full sync, then in one partial change: their
+/// acks once overflowed the socket's receive buffer (ENOBUFS after about
+/// 300 of them) and failed the whole sync; `ip` must show every one.
+#[test]
+fn thousands_of_vips_are_added_and_removed_in_one_sync() {
+    if !privileged("thousands_of_vips_are_added_and_removed_in_one_sync") {
+        return;
+    }
+    let ns = NetNs::new("ipw-link-many").unwrap();
+    let client = ns.run(LinkClient::connect).unwrap().unwrap();
+    let vip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a60_0000 + i));
+    let want: BTreeSet<IpAddr> = (0..2000).map(vip).collect();
+    let report = ns
+        .run(|| client.sync_addresses("ipwarden0", &want))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.added.len(), 2000);
+    let expected = |set: &BTreeSet<IpAddr>| -> BTreeSet<String> {
+        set.iter().map(|a| format!("{a}/32")).collect()
+    };
+    assert_eq!(shown(&ns, "ipwarden0").0, expected(&want));
+
+    let del: BTreeSet<IpAddr> = (0..1000).map(vip).collect();
+    let add: BTreeSet<IpAddr> = (2000..3000).map(vip).collect();
+    let report = ns
+        .run(|| client.change_addresses("ipwarden0", &add, &del))
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.added.len(), report.removed.len()), (1000, 1000));
+    let now: BTreeSet<IpAddr> = (1000..3000).map(vip).collect();
+    assert_eq!(shown(&ns, "ipwarden0").0, expected(&now));
+}

@@ -29,6 +29,10 @@ pub struct Figures {
     pub noop_services: Duration,
     pub noop_policies: Duration,
     pub peak_rss_kib: u64,
+    /// The agent's CPU time (self and children) from start to ready.
+    pub cpu_at_ready: Duration,
+    /// The steps of the service controller's first full sync.
+    pub full_steps: Vec<(String, Duration)>,
     /// The median duration of each step of a partial sync.
     pub steps: Vec<(String, Duration)>,
 }
@@ -51,15 +55,53 @@ const NOOP_SYNCS: usize = 3;
 /// timed ones and the peak RSS reading: reading `/state` costs memory).
 const BREAKDOWN_CHANGES: usize = 21;
 
-fn agent(lab: &Lab, kube: &Kube, extra: &[&str]) -> AgentProcess {
+/// `IPWARDEN_BENCH_AGENT_ARGS`: more flags for the agent, split at
+/// whitespace (e.g. `--run-firewall=false` to time one controller alone).
+fn extra_args() -> Vec<String> {
+    std::env::var("IPWARDEN_BENCH_AGENT_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `IPWARDEN_BENCH_FIRST_ONLY=1`: time the first full sync only (no
+/// changes, no no-op resyncs).
+pub fn first_only() -> bool {
+    std::env::var("IPWARDEN_BENCH_FIRST_ONLY").is_ok_and(|v| v == "1")
+}
+
+fn agent(lab: &Lab, kube: &Kube, flags: &[&str]) -> AgentProcess {
     let kubeconfig = kube.kubeconfig.to_string_lossy();
+    let more = extra_args();
+    let extra: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(more.iter().map(String::as_str))
+        .collect();
     AgentProcess::spawn(
         lab,
         Path::new(env!("CARGO_BIN_EXE_ipwarden")),
         &["--kubeconfig", kubeconfig.as_ref()],
-        extra,
+        &extra,
     )
     .expect("starting the agent")
+}
+
+/// CPU time of `pid` and of its waited-for children (utime + stime +
+/// cutime + cstime of `/proc/PID/stat`).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("agent stat");
+    // Fields after the command name, which may hold spaces: state is 3rd.
+    let rest = stat.rsplit_once(") ").expect("stat").1;
+    let ticks: u64 = rest
+        .split(' ')
+        .skip(11)
+        .take(4)
+        .map(|t| t.parse::<u64>().expect("ticks"))
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(ticks * 10)
 }
 
 /// VmHWM of `pid`, in KiB.
@@ -115,6 +157,15 @@ impl SizeRun {
         let mut first = agent(&lab, &kube, &quiet);
         first.wait_ready(READY_WITHIN).expect("first full sync");
         let ready = started.elapsed();
+        let cpu_at_ready = cpu_time(first.pid());
+        let full_steps = lab
+            .node
+            .run(|| crate::steps::last_steps("last_full"))
+            .expect("node namespace");
+        eprintln!("agent bench: ready in {ready:?}, CPU {cpu_at_ready:?}; services' full sync steps {full_steps:?}");
+        if first_only() {
+            return self.first_sync_only(&lab, first, ready, cpu_at_ready, full_steps);
+        }
         let (full_services, full_policies, changes) = lab
             .node
             .run(|| {
@@ -180,7 +231,47 @@ impl SizeRun {
             noop_services: noop[0],
             noop_policies: noop[1],
             peak_rss_kib: peak,
+            cpu_at_ready,
+            full_steps,
             steps,
+        }
+    }
+
+    /// The figures of the first full sync alone; the others are zero.
+    fn first_sync_only(
+        &self,
+        lab: &Lab,
+        first: AgentProcess,
+        ready: Duration,
+        cpu_at_ready: Duration,
+        full_steps: Vec<(String, Duration)>,
+    ) -> Figures {
+        let (full_services, full_policies) = lab
+            .node
+            .run(|| {
+                let s = scrape();
+                let full = |c| {
+                    Duration::from_secs_f64(s.sync_seconds(c, "full") / s.syncs(c, "full").max(1.0))
+                };
+                (full("services"), full("policies"))
+            })
+            .expect("node namespace");
+        let peak_rss_kib = peak_rss_kib(first.pid());
+        first.terminate().expect("SIGTERM");
+        Figures {
+            ready,
+            full_services,
+            full_policies,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            max: Duration::ZERO,
+            partial_mean: Duration::ZERO,
+            noop_services: Duration::ZERO,
+            noop_policies: Duration::ZERO,
+            peak_rss_kib,
+            cpu_at_ready,
+            full_steps,
+            steps: Vec::new(),
         }
     }
 

@@ -4,7 +4,10 @@
 //! Still neli's router rather than [`crate::kernel::netlink`]'s socket: it
 //! pipelines 10k address requests through its reader thread.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    net::IpAddr,
+};
 
 use crate::kernel::netlink::frames;
 
@@ -310,39 +313,21 @@ impl LinkClient {
             created_link,
             ..AddressReport::default()
         };
-        // Pipelined: every request is sent before the first answer is read
-        // (the router's reader thread files answers by sequence number), so
-        // 10k VIPs cost one round trip's wait, not 10k.
-        let mut pending = Vec::new();
-        for addr in wanted.difference(&have) {
-            pending.push((
-                Rtm::Newaddr,
-                *addr,
-                self.send_address(Rtm::Newaddr, index, *addr)?,
-            ));
-        }
-        for addr in have.difference(wanted) {
-            pending.push((
-                Rtm::Deladdr,
-                *addr,
-                self.send_address(Rtm::Deladdr, index, *addr)?,
-            ));
-        }
-        for (op, addr, answers) in pending {
-            let what = if op == Rtm::Newaddr {
-                "add address"
-            } else {
-                "delete address"
-            };
-            for r in answers {
-                r.map_err(err(what, addr))?;
+        let requests = wanted
+            .difference(&have)
+            .map(|a| (Rtm::Newaddr, NlmF::CREATE | NlmF::REPLACE, *a))
+            .chain(
+                have.difference(wanted)
+                    .map(|a| (Rtm::Deladdr, NlmF::empty(), *a)),
+            );
+        self.pipelined(index, requests, |op, addr, answer| {
+            answer?;
+            match op {
+                Rtm::Newaddr => report.added.push(addr),
+                _ => report.removed.push(addr),
             }
-            if op == Rtm::Newaddr {
-                report.added.push(addr);
-            } else {
-                report.removed.push(addr);
-            }
-        }
+            Ok(())
+        })?;
         Ok(report)
     }
 
@@ -362,60 +347,50 @@ impl LinkClient {
             created_link,
             ..AddressReport::default()
         };
-        let mut pending = Vec::new();
-        for addr in add {
-            pending.push((Rtm::Newaddr, *addr, self.send_new_address(index, *addr)?));
-        }
-        for addr in del {
-            let answers = self.send_address(Rtm::Deladdr, index, *addr)?;
-            pending.push((Rtm::Deladdr, *addr, answers));
-        }
-        for (op, addr, answers) in pending {
-            let (what, already) = match op {
-                Rtm::Newaddr => ("add address", libc::EEXIST),
-                _ => ("delete address", libc::EADDRNOTAVAIL),
+        let requests = add
+            .iter()
+            .map(|a| (Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, *a))
+            .chain(del.iter().map(|a| (Rtm::Deladdr, NlmF::empty(), *a)));
+        self.pipelined(index, requests, |op, addr, answer| {
+            let already = match op {
+                Rtm::Newaddr => libc::EEXIST,
+                _ => libc::EADDRNOTAVAIL,
             };
-            let mut written = true;
-            for r in answers {
-                match r.map_err(err(what, addr)) {
-                    Ok(_) => {}
-                    Err(LinkError::Netlink { errno: Some(n), .. }) if n == already => {
-                        written = false
-                    }
-                    Err(e) => return Err(e),
-                }
+            match (answer, op) {
+                (Err(LinkError::Netlink { errno: Some(n), .. }), _) if n == already => {}
+                (Err(e), _) => return Err(e),
+                (Ok(()), Rtm::Newaddr) => report.added.push(addr),
+                (Ok(()), _) => report.removed.push(addr),
             }
-            match (written, op) {
-                (false, _) => {}
-                (true, Rtm::Newaddr) => report.added.push(addr),
-                (true, _) => report.removed.push(addr),
-            }
-        }
+            Ok(())
+        })?;
         Ok(report)
     }
 
-    /// Sends one exclusive address add (EEXIST when it is there already).
-    fn send_new_address(
+    /// Sends address `requests` (op, flags, address) on interface
+    /// `index`, at most [`IN_FLIGHT`] ahead of the answers read, and hands
+    /// each answer to `answered` in order. Pipelined, 10k VIPs cost a few
+    /// round trips' wait, not 10k; bounded, the acks never overflow the
+    /// socket's receive buffer (ENOBUFS, which failed whole full syncs).
+    fn pipelined(
         &self,
         index: u32,
-        addr: IpAddr,
-    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
-        self.send_address_with(Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, index, addr)
-    }
-
-    /// Sends one address request with NLM_F_ACK; the answer comes through
-    /// the returned handle.
-    fn send_address(
-        &self,
-        op: Rtm,
-        index: u32,
-        addr: IpAddr,
-    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
-        let flags = match op {
-            Rtm::Newaddr => NlmF::CREATE | NlmF::REPLACE,
-            _ => NlmF::empty(),
-        };
-        self.send_address_with(op, flags, index, addr)
+        requests: impl IntoIterator<Item = (Rtm, NlmF, IpAddr)>,
+        mut answered: impl FnMut(Rtm, IpAddr, Result<(), LinkError>) -> Result<(), LinkError>,
+    ) -> Result<(), LinkError> {
+        let mut pending = VecDeque::new();
+        for (op, flags, addr) in requests {
+            if pending.len() == IN_FLIGHT {
+                let (op, addr, answers) = pending.pop_front().expect("a full window");
+                answered(op, addr, first_error(op, addr, answers))?;
+            }
+            let answers = self.send_address_with(op, flags, index, addr)?;
+            pending.push_back((op, addr, answers));
+        }
+        for (op, addr, answers) in pending {
+            answered(op, addr, first_error(op, addr, answers))?;
+        }
+        Ok(())
     }
 
     fn send_address_with(
@@ -478,6 +453,26 @@ impl LinkClient {
         }
         Ok(())
     }
+}
+
+/// Address requests sent ahead of their answers: their acks (about 1 KiB
+/// each with the buffer's overhead) must fit the default receive buffer.
+const IN_FLIGHT: usize = 64;
+
+/// The first error among one request's answers.
+fn first_error(
+    op: Rtm,
+    addr: IpAddr,
+    answers: NlRouterReceiverHandle<Rtm, Buffer>,
+) -> Result<(), LinkError> {
+    let what = match op {
+        Rtm::Newaddr => "add address",
+        _ => "delete address",
+    };
+    for r in answers {
+        r.map_err(err(what, addr))?;
+    }
+    Ok(())
 }
 
 /// rtnetlink's address groups (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR).

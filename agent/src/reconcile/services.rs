@@ -196,35 +196,49 @@ impl<D: Dataplane> ServiceSync<D> {
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
+        self.apply_ipvs(p, report)?;
+        self.apply_addresses(p, report)
+    }
+
+    /// The IPVS services: all of them (full) or those at the changed keys.
+    pub fn apply_ipvs(
+        &mut self,
+        p: &Prepared,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ReconcileError> {
         let node_ips = self.node_ips();
-        match p {
-            Prepared::Full(state) => {
-                let all = IpvsSelection::All;
-                report.ipvs = self.dataplane.sync_ipvs(
-                    &state.virtual_services,
-                    all,
-                    &state.vips,
-                    &node_ips,
-                )?;
-                report.addresses = self.dataplane.sync_addresses(&state.vips)?;
-            }
+        report.ipvs = match p {
+            Prepared::Full(state) => self.dataplane.sync_ipvs(
+                &state.virtual_services,
+                IpvsSelection::All,
+                &state.vips,
+                &node_ips,
+            )?,
             Prepared::Partial(delta) => {
                 let desired: Vec<VirtualService> = delta.ipvs.values().flatten().cloned().collect();
                 let keys: BTreeSet<VsKey> = delta.ipvs.keys().copied().collect();
                 // Every address the keys are on (a key that went is on a
                 // VIP that may have gone too).
                 let vips = delta.addresses();
-                report.ipvs = self.dataplane.sync_ipvs(
-                    &desired,
-                    IpvsSelection::Keys(&keys),
-                    &vips,
-                    &node_ips,
-                )?;
-                report.addresses = self
-                    .dataplane
-                    .change_addresses(&delta.vips_added, &delta.vips_removed)?;
+                self.dataplane
+                    .sync_ipvs(&desired, IpvsSelection::Keys(&keys), &vips, &node_ips)?
             }
-        }
+        };
+        Ok(())
+    }
+
+    /// The VIPs on ipwarden0 (after IPVS, which listens on them).
+    pub fn apply_addresses(
+        &mut self,
+        p: &Prepared,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ReconcileError> {
+        report.addresses = match p {
+            Prepared::Full(state) => self.dataplane.sync_addresses(&state.vips)?,
+            Prepared::Partial(delta) => self
+                .dataplane
+                .change_addresses(&delta.vips_added, &delta.vips_removed)?,
+        };
         Ok(())
     }
 
@@ -285,8 +299,10 @@ impl<D: Dataplane> ServiceSync<D> {
         self.applied = false;
         self.apply_sets(&p, &mut report)?;
         step.lap("sets");
-        self.apply_ipvs_and_addresses(&p, &mut report)?;
-        step.lap("ipvs and addresses");
+        self.apply_ipvs(&p, &mut report)?;
+        step.lap("ipvs");
+        self.apply_addresses(&p, &mut report)?;
+        step.lap("vips");
         self.apply_chains(&p, &mut report)?;
         step.lap("chains");
         self.serve_health_checks(&p, &mut report);
