@@ -8,6 +8,13 @@
 //! A second run changes nothing: the image's iptables-save prints the rules
 //! as the agent writes them.
 //!
+//! The eBPF modes (log, allow) add BPF and PERFMON, and need a seccomp
+//! profile that lets bpf(2) through for CAP_BPF (containerd's does,
+//! podman's does not) and the host's bpffs: the maps they pin there are
+//! read with bpftool from the host. This kernel has no IPVS, so those runs
+//! end at the service proxy's IPVS socket, after the eBPF start; the VM
+//! suites attach the program.
+//!
 //! `cargo xtask test` builds the archive once (reused while the release
 //! binary and the eBPF object are unchanged) and passes it in
 //! $IPWARDEN_IMAGE_ARCHIVE. Needs root, podman and runc; skips without
