@@ -425,7 +425,7 @@ fn a_mounted_proc_sys_net_is_writable_without_privileges() {
     let Some((image, _loaded)) = load_image(TEST) else {
         return;
     };
-    let busybox = Path::new("/usr/bin/busybox");
+    let busybox = Path::new("/bin/busybox");
     assert!(busybox.exists(), "{TEST}: needs a static busybox");
     let ns = NetNs::new("ipw-imgsys").unwrap();
     let before = ns
