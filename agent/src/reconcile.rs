@@ -154,7 +154,11 @@ impl Reconciler {
     ) -> Result<Self, ReconcileError> {
         let proxy = match proxy {
             Some(opts) => {
-                let dp = RealDataplane::connect_ipvs(store.clone(), opts.node_port_range)?;
+                let dp = RealDataplane::connect_ipvs(
+                    store.clone(),
+                    opts.node_port_range,
+                    &opts.sysctl_dir,
+                )?;
                 store.register(services_owner())?;
                 Some(ServiceSync::new(dp, opts))
             }

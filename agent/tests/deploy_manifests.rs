@@ -7,6 +7,9 @@
 //! - the DaemonSet's arguments are flags of `ipwarden run` (they parse, with
 //!   their values, and `ipwarden run --help` lists them), commented
 //!   alternatives included;
+//! - the container is not privileged: every capability dropped but the
+//!   four the agent needs (tests/image_podman.rs finds them), the host's
+//!   bpffs and /proc/sys/net mounted where its flags say;
 //! - the ClusterRole grants get/list/watch on exactly the kinds the kube
 //!   source watches, create/patch on events.k8s.io Events (the Warnings on
 //!   skipped objects) and nothing else.
@@ -294,7 +297,6 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
     assert!(tolerations
         .iter()
         .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()));
-    assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
     let mounts = c.volume_mounts.clone().unwrap();
     let volumes = pod.volumes.unwrap();
     let host_path_of = |mount: &str| {
@@ -308,7 +310,8 @@ fn the_daemonset_runs_flags_that_ipwarden_run_knows() {
     };
     let (bpffs, path, _) = host_path_of("/sys/fs/bpf");
     assert_eq!(path, "/sys/fs/bpf");
-    assert_eq!(bpffs.mount_propagation.as_deref(), Some("Bidirectional"));
+    // A bpffs the host mounts after the pod started shows in the pod.
+    assert_eq!(bpffs.mount_propagation.as_deref(), Some("HostToContainer"));
     let (_, path, kind) = host_path_of("/run/xtables.lock");
     assert_eq!(
         (path.as_str(), kind.as_deref()),
@@ -369,4 +372,63 @@ fn the_cluster_role_grants_exactly_what_the_agent_reads() {
         ds.spec.unwrap().template.spec.unwrap().service_account_name
     );
     assert_eq!(subjects[0].namespace, ds.metadata.namespace);
+}
+
+/// The capabilities tests/image_podman.rs shows the agent needs, each one.
+const NEEDED_CAPS: [&str; 4] = ["NET_ADMIN", "NET_RAW", "BPF", "PERFMON"];
+
+#[test]
+fn the_daemonset_drops_every_capability_but_those_the_agent_needs() {
+    let ds: DaemonSet = one_of_kind("daemonset.yaml", "DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let security = c.security_context.clone().expect("a securityContext");
+    assert_ne!(security.privileged, Some(true), "privileged");
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    let caps = security.capabilities.expect("capabilities");
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    let added: BTreeSet<String> = caps.add.into_iter().flatten().collect();
+    let needed: BTreeSet<String> = NEEDED_CAPS.iter().map(ToString::to_string).collect();
+    assert_eq!(added, needed);
+    assert_eq!(
+        security.seccomp_profile.map(|p| p.type_),
+        Some("RuntimeDefault".to_string()),
+        "containerd's RuntimeDefault lets bpf(2) through for CAP_BPF"
+    );
+
+    // What it cannot do itself comes from the host: bpffs (mounting one
+    // needs CAP_SYS_ADMIN) and /proc/sys/net (read-only in the container).
+    let host_path = |mount_path: &str| {
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == mount_path)
+            .unwrap_or_else(|| panic!("nothing mounted on {mount_path}"));
+        assert_ne!(mount.read_only, Some(true), "{mount_path} is read-only");
+        assert_ne!(
+            mount.mount_propagation.as_deref(),
+            Some("Bidirectional"),
+            "Bidirectional propagation needs privileged"
+        );
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        volume.host_path.clone().expect("a hostPath").path
+    };
+    assert_eq!(host_path("/sys/fs/bpf"), "/sys/fs/bpf");
+    assert_eq!(host_path("/host/proc/sys/net"), "/proc/sys/net");
+    let args = c.args.clone().unwrap();
+    assert!(
+        args.iter().any(|a| a == "--sysctl-dir=/host/proc/sys"),
+        "{args:?}"
+    );
+    assert!(
+        args.iter()
+            .any(|a| a == "--bpf-pin-dir=/sys/fs/bpf/ipwarden"),
+        "{args:?}"
+    );
 }

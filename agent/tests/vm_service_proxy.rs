@@ -10,7 +10,7 @@ use std::{
     net::IpAddr,
 };
 
-use ipwarden::netns::privileged;
+use ipwarden::netns::{checked_output, privileged};
 
 mod support;
 
@@ -291,4 +291,66 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
         .map(|_| tcp_answer(&lab, addr("10.96.0.10", 80)).unwrap())
         .collect();
     assert_eq!(after, ["pod1".to_string()].into());
+}
+
+/// --sysctl-dir, the DaemonSet's way without `privileged`: the IPVS
+/// sysctls written through /proc/sys/net mounted elsewhere (a bind mount
+/// here, as a hostPath is) reach the agent's network namespace.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
+    if !privileged("vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net") {
+        return;
+    }
+    let lab = lab();
+    let conntrack = "/proc/sys/net/ipv4/vs/conntrack";
+    lab.node
+        .output("sh", &["-c", &format!("echo 0 > {conntrack}")])
+        .unwrap();
+    let root =
+        std::path::PathBuf::from(format!("/run/ipwarden-test-sysctl-{}", std::process::id()));
+    let net = root.join("net");
+    std::fs::create_dir_all(&net).unwrap();
+    checked_output(
+        std::process::Command::new("mount")
+            .args(["--bind", "/proc/sys/net"])
+            .arg(&net),
+    )
+    .unwrap();
+    let once = |sysctl_dir: &std::path::Path| {
+        lab.node
+            .command(env!("CARGO_BIN_EXE_ipwarden"))
+            .args(["run", "--once", "--node-name", "node-a", "--bpf-mode=off"])
+            .arg("--manifests")
+            .arg(&lab.manifests)
+            .arg(format!("--sysctl-dir={}", sysctl_dir.display()))
+            .output()
+            .unwrap()
+    };
+    // The flag is followed: a directory without them is an error naming it.
+    let elsewhere = root.join("elsewhere");
+    let refused = once(&elsewhere);
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && refusal.contains(&format!(
+                "sysctl {}/net/ipv4/vs/conntrack=1",
+                elsewhere.display()
+            )),
+        "{refusal}"
+    );
+    let out = once(&root);
+    let now = lab.node.output("cat", &[conntrack]).unwrap();
+    let _ = std::process::Command::new("umount").arg(&net).output();
+    let _ = std::fs::remove_dir_all(&root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        now.trim(),
+        "1",
+        "net.ipv4.vs.conntrack in the node namespace"
+    );
 }

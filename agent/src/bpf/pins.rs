@@ -106,7 +106,17 @@ fn mount_bpffs_if_missing(root: &Path) -> io::Result<()> {
         Some("bpf"),
         nix::mount::MsFlags::empty(),
         None::<&str>,
-    )?;
+    )
+    .map_err(|e| match e {
+        // A container without CAP_SYS_ADMIN cannot mount: it must be given
+        // the host's bpffs (pins there also outlive the pod).
+        nix::errno::Errno::EPERM => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "no bpffs mounted on /sys/fs/bpf, and mounting one needs CAP_SYS_ADMIN: \
+             mount the host's bpffs there (hostPath /sys/fs/bpf; podman -v /sys/fs/bpf:/sys/fs/bpf)",
+        ),
+        other => other.into(),
+    })?;
     tracing::info!(path = BPFFS_MOUNT, "mounted bpffs (it was not mounted)");
     Ok(())
 }

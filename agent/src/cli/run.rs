@@ -52,6 +52,11 @@ pub struct Args {
     /// Run the IPVS service proxy (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_service_proxy: bool,
+    /// Where the service proxy writes its IPVS sysctls. A container that is
+    /// not privileged has /proc/sys read-only: mount the host's
+    /// /proc/sys/net at /host/proc/sys/net and pass /host/proc/sys.
+    #[arg(long, env = "IPWARDEN_SYSCTL_DIR", default_value = crate::kernel::sysctl::DEFAULT_DIR)]
+    pub sysctl_dir: PathBuf,
     /// Enforce NetworkPolicies (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_firewall: bool,
@@ -275,6 +280,7 @@ pub(super) fn setup(args: &Args) -> Result<Setup> {
     };
     let proxy = args.run_service_proxy.then(|| ProxyOptions {
         node_port_range: args.node_port_range,
+        sysctl_dir: args.sysctl_dir.clone(),
         services: services::Options {
             bpf: mode.map(|mode| BpfRules {
                 mode,

@@ -77,8 +77,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
     };
     let services = match proxy {
         Some(opts) => {
-            let mut dp = RealDataplane::connect_ipvs(store.clone(), opts.node_port_range)
-                .context("starting the service proxy")?;
+            let mut dp =
+                RealDataplane::connect_ipvs(store.clone(), opts.node_port_range, &opts.sysctl_dir)
+                    .context("starting the service proxy")?;
             if let Some(bpf) = bpf {
                 dp = dp.with_bpf(bpf);
             }

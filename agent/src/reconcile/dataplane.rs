@@ -137,13 +137,14 @@ impl RealDataplane {
         })
     }
 
-    /// With IPVS, its sysctls set (the service proxy).
+    /// With IPVS, its sysctls set under `sysctl_dir` (the service proxy).
     pub fn connect_ipvs(
         store: SetStore,
         node_port_range: (u16, u16),
+        sysctl_dir: &std::path::Path,
     ) -> Result<Self, ReconcileError> {
         let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-        for path in sysctl::ensure_ipvs()? {
+        for path in sysctl::ensure_ipvs(sysctl_dir)? {
             tracing::info!(sysctl = path, "set");
         }
         let watch = AddressWatch::subscribe(names::DUMMY_INTERFACE)

@@ -201,6 +201,7 @@ fn sync() -> (ServiceSync<Recording>, Recording) {
     let rec = Recording::default();
     let opts = ProxyOptions {
         node_port_range: (30000, 32767),
+        sysctl_dir: crate::kernel::sysctl::DEFAULT_DIR.into(),
         services: services::Options::default(),
     };
     (ServiceSync::new(rec.clone(), opts), rec)

@@ -31,6 +31,8 @@ pub const SERVICES_OWNER: &str = "services";
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
     pub node_port_range: (u16, u16),
+    /// Where the IPVS sysctls are written (`sysctl::DEFAULT_DIR`).
+    pub sysctl_dir: std::path::PathBuf,
     pub services: services::Options,
 }
 
