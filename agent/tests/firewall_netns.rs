@@ -6,6 +6,9 @@
 
 use std::path::Path;
 
+#[path = "support/icmp6.rs"]
+mod icmp6;
+use icmp6::send_packet_too_big;
 use ipwarden::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::services::{desired_with, BpfRules, Options},
@@ -82,43 +85,6 @@ fn filter_rules_are_canonical_in_every_mode() {
         .unwrap();
         let save = ns.output("iptables-save", &["-t", "filter"]).unwrap();
         assert!(save.contains("--dport 3868 -j ACCEPT"), "{save}");
-    }
-}
-
-/// Sends one ICMPv6 Packet Too Big (MTU 1280) to `dst` from the calling
-/// thread's namespace, through a raw socket (the kernel fills in the
-/// checksum), quoting a TCP packet the VIP would have sent.
-fn send_packet_too_big(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) {
-    let mut msg = vec![2u8, 0, 0, 0];
-    msg.extend_from_slice(&1280u32.to_be_bytes());
-    // The invoking packet: an IPv6 header from the VIP back to the sender.
-    let mut quoted = [0u8; 40];
-    quoted[0] = 0x60;
-    quoted[4..6].copy_from_slice(&20u16.to_be_bytes());
-    quoted[6] = 6;
-    quoted[7] = 64;
-    quoted[8..24].copy_from_slice(&dst.octets());
-    quoted[24..40].copy_from_slice(&src.octets());
-    msg.extend_from_slice(&quoted);
-    msg.extend_from_slice(&[0u8; 20]);
-    // SAFETY: plain socket calls on a buffer and address we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6);
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        let mut to: libc::sockaddr_in6 = std::mem::zeroed();
-        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        to.sin6_addr.s6_addr = dst.octets();
-        let sent = libc::sendto(
-            fd,
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            std::ptr::addr_of!(to).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        assert_eq!(sent, msg.len() as isize, "{err}");
     }
 }
 
