@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+#[path = "support/kernel_text.rs"]
+mod kernel_text;
 use ipwarden::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::policies::{self, PolicyState},
@@ -12,6 +14,7 @@ use ipwarden::{
     reconcile::policies as reconcile_policies,
     store::SetStore,
 };
+use kernel_text::{kernel_text, output};
 
 const CLUSTER: &str = r#"
 apiVersion: v1
@@ -77,12 +80,6 @@ fn desired() -> PolicyState {
     let st = policies::desired(&snapshot, &policies::Options::default());
     assert!(st.problems.is_empty(), "{:?}", st.problems);
     st
-}
-
-fn output(ns: &NetNs, cmd: &str, args: &[&str]) -> String {
-    let out = ns.command(cmd).args(args).output().unwrap();
-    assert!(out.status.success(), "{cmd} {args:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -163,27 +160,6 @@ fn snapshot(yaml: &str) -> Snapshot {
         local_addresses: Vec::new(),
     };
     Snapshot::from_objects(loaded.objects, host)
-}
-
-/// Our chains and sets as iptables-save and ipset save print them (no
-/// counters, no hash seeds), both families.
-fn kernel_text(ns: &NetNs) -> String {
-    let mut text = String::new();
-    for cmd in ["iptables-save", "ip6tables-save"] {
-        let save = output(ns, cmd, &["-t", "filter"]);
-        text.extend(
-            save.lines()
-                .filter(|l| l.contains("IPW") && !l.starts_with('#'))
-                .map(|l| format!("{l}\n")),
-        );
-    }
-    let mut sets: Vec<String> = output(ns, "ipset", &["save"])
-        .lines()
-        .filter(|l| l.contains("IPW-"))
-        .map(|l| l.split(" initval ").next().unwrap_or(l).to_string())
-        .collect();
-    sets.sort();
-    text + &sets.join("\n")
 }
 
 /// The daemon's partial syncs with both tiers present (a peer relabelled,

@@ -12,6 +12,8 @@ use std::{
     },
 };
 
+#[path = "support/kernel_text.rs"]
+mod kernel_text;
 use ipwarden::{
     cluster::{manifests, HostInfo, Snapshot},
     controllers::{
@@ -23,6 +25,7 @@ use ipwarden::{
     reconcile::{policies as reconcile_policies, services_owner},
     store::SetStore,
 };
+use kernel_text::{kernel_text, output};
 
 const SERVICES: &str = include_str!("fixtures/services/cluster.yaml");
 
@@ -92,16 +95,6 @@ fn store() -> SetStore {
         .register(reconcile_policies::policies_owner())
         .unwrap();
     store
-}
-
-fn output(ns: &NetNs, cmd: &str, args: &[&str]) -> String {
-    let out = ns.command(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -543,28 +536,6 @@ spec:
             .collect()
     };
     assert_eq!(rules(&before), rules(&after));
-}
-
-/// Our chains and sets as iptables-save and ipset save print them (no
-/// counters, no comment lines, no hash seeds), both families.
-fn kernel_text(ns: &NetNs) -> String {
-    let mut text = String::new();
-    for cmd in ["iptables-save", "ip6tables-save"] {
-        let save = output(ns, cmd, &["-t", "filter"]);
-        text.extend(
-            save.lines()
-                .filter(|l| l.contains("IPW"))
-                .map(|l| format!("{l}\n")),
-        );
-    }
-    let mut sets: Vec<String> = output(ns, "ipset", &["save"])
-        .lines()
-        .filter(|l| l.contains("IPW-"))
-        // The hash seed differs from set to set.
-        .map(|l| l.split(" initval ").next().unwrap_or(l).to_string())
-        .collect();
-    sets.sort();
-    text + &sets.join("\n")
 }
 
 #[test]
