@@ -25,7 +25,7 @@ use ipwarden::{
     reconcile::{policies as reconcile_policies, services_owner},
     store::SetStore,
 };
-use kernel_text::{kernel_text, output};
+use kernel_text::{assert_wrote_nothing, kernel_text, output};
 
 const SERVICES: &str = include_str!("fixtures/services/cluster.yaml");
 
@@ -612,12 +612,6 @@ fn partial_syncs_leave_exactly_what_a_full_sync_writes() {
         let again = ns
             .run(|| reconcile_policies::apply(&partial_store, &state).unwrap())
             .unwrap();
-        assert!(
-            again.chains_written.is_empty()
-                && again.chains_deleted.is_empty()
-                && again.jumps_rewritten.is_empty()
-                && !again.sets.as_ref().unwrap().changed(),
-            "step {i}: {again:?}"
-        );
+        assert_wrote_nothing(&again, i);
     }
 }

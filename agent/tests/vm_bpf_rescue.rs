@@ -33,24 +33,6 @@ fn member_present(lab: &Lab) -> bool {
         .is_ok()
 }
 
-/// `ipwarden bpf dump --json` of the lab's pins.
-fn bpf_dump(lab: &Lab) -> serde_json::Value {
-    let dump = lab
-        .node
-        .output(
-            env!("CARGO_BIN_EXE_ipwarden"),
-            &[
-                "bpf",
-                "dump",
-                "--json",
-                "--bpf-pin-dir",
-                lab.bpffs.path().to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    serde_json::from_str(&dump).unwrap()
-}
-
 /// Packets the classifier counted for the members `which` selects, as
 /// `ipwarden bpf dump --json` reports them (the pinned per-CPU counters at
 /// each member's slot in the classifier's table, summed over CPUs).

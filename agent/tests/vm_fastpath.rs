@@ -345,20 +345,7 @@ fn check_egress_map_by_bpftool(lab: &Lab) {
 /// `ipwarden bpf dump --json`: the restricted sources by address, and the
 /// two members by name, the LoadBalancer's left to the chain.
 fn check_bpf_dump(lab: &Lab) {
-    let out = lab
-        .node
-        .output(
-            env!("CARGO_BIN_EXE_ipwarden"),
-            &[
-                "bpf",
-                "dump",
-                "--json",
-                "--bpf-pin-dir",
-                lab.bpffs.path().to_str().unwrap(),
-            ],
-        )
-        .unwrap();
-    let dump: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let dump = bpf_dump(lab);
     assert_eq!(dump["mode"], "allow", "{dump}");
     assert_eq!(
         dump["egress_restricted_sources"],

@@ -1,7 +1,7 @@
 //! Reading a namespace's rules and sets back with the tools nobody here
 //! wrote, for the policy tests that compare two namespaces.
 
-use ipwarden::netns::NetNs;
+use ipwarden::{netns::NetNs, reconcile::policies::PolicyReport};
 
 /// `cmd args` in `ns`; its stdout. Panics with stderr when it fails.
 pub fn output(ns: &NetNs, cmd: &str, args: &[&str]) -> String {
@@ -33,4 +33,16 @@ pub fn kernel_text(ns: &NetNs) -> String {
         .collect();
     sets.sort();
     text + &sets.join("\n")
+}
+
+/// A full apply that found nothing to do: no chain, jump or set member
+/// written.
+pub fn assert_wrote_nothing(report: &PolicyReport, step: usize) {
+    assert!(
+        report.chains_written.is_empty()
+            && report.chains_deleted.is_empty()
+            && report.jumps_rewritten.is_empty()
+            && !report.sets.as_ref().unwrap().changed(),
+        "step {step}: {report:?}"
+    );
 }

@@ -141,3 +141,21 @@ pub fn try_http_get(lab: &Lab, path: &str) -> std::io::Result<String> {
         Ok(out)
     })?
 }
+
+/// `ipwarden bpf dump --json` of the lab's pins.
+pub fn bpf_dump(lab: &Lab) -> serde_json::Value {
+    let dump = lab
+        .node
+        .output(
+            env!("CARGO_BIN_EXE_ipwarden"),
+            &[
+                "bpf",
+                "dump",
+                "--json",
+                "--bpf-pin-dir",
+                lab.bpffs.path().to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    serde_json::from_str(&dump).unwrap()
+}
