@@ -39,51 +39,65 @@ pub enum IpsetCmd {
     Type = 13,
 }
 
-/// Attributes at command level (first enum of ip_set.h).
-pub mod attr {
-    pub const PROTOCOL: u16 = 1;
-    pub const SETNAME: u16 = 2;
-    pub const TYPENAME: u16 = 3;
-    /// `IPSET_ATTR_SETNAME2` shares the number of TYPENAME (rename, swap).
-    pub const SETNAME2: u16 = 3;
-    pub const REVISION: u16 = 4;
-    pub const FAMILY: u16 = 5;
-    pub const FLAGS: u16 = 6;
-    pub const DATA: u16 = 7;
-    pub const ADT: u16 = 8;
-    pub const LINENO: u16 = 9;
+/// `IPSET_ATTR_*` at command level (first enum of ip_set.h).
+#[neli_enum(serialized_type = "u16")]
+pub enum IpsetAttr {
+    Protocol = 1,
+    Setname = 2,
+    Typename = 3,
+    Revision = 4,
+    Family = 5,
+    Flags = 6,
+    Data = 7,
+    Adt = 8,
+    Lineno = 9,
     /// `IPSET_ATTR_REVISION_MIN` shares the number of PROTOCOL_MIN.
-    pub const REVISION_MIN: u16 = 10;
+    RevisionMin = 10,
 }
 
-/// Attributes inside `IPSET_ATTR_DATA` (CADT, create-only and ADT enums).
-pub mod data {
-    pub const IP: u16 = 1;
-    pub const CIDR: u16 = 3;
-    pub const PORT: u16 = 4;
-    pub const TIMEOUT: u16 = 6;
-    pub const PROTO: u16 = 7;
-    pub const CADT_FLAGS: u16 = 8;
+impl IpsetAttr {
+    /// `IPSET_ATTR_SETNAME2` shares the number of TYPENAME (rename, swap).
+    pub const SETNAME2: Self = Self::Typename;
+}
+
+/// `IPSET_ATTR_*` inside the DATA nest of a set's header (create, list).
+#[neli_enum(serialized_type = "u16")]
+pub enum HeaderAttr {
+    Timeout = 6,
+    CadtFlags = 8,
+    Initval = 17,
+    Hashsize = 18,
+    Maxelem = 19,
+    Netmask = 20,
+    Bucketsize = 21,
+    Elements = 24,
+    References = 25,
+    Memsize = 26,
+}
+
+/// `IPSET_ATTR_*` inside the DATA nest of a member (add, del, list). IP2,
+/// BYTES, PACKETS and COMMENT reuse header numbers, hence their own enum.
+#[neli_enum(serialized_type = "u16")]
+pub enum MemberAttr {
+    Ip = 1,
+    Cidr = 3,
+    Port = 4,
+    Timeout = 6,
+    Proto = 7,
+    CadtFlags = 8,
     /// `IPSET_ATTR_CADT_LINENO` = `IPSET_ATTR_LINENO`.
-    pub const LINENO: u16 = 9;
-    pub const INITVAL: u16 = 17;
-    pub const HASHSIZE: u16 = 18;
-    pub const MAXELEM: u16 = 19;
-    pub const NETMASK: u16 = 20;
-    pub const BUCKETSIZE: u16 = 21;
-    pub const ELEMENTS: u16 = 24;
-    pub const REFERENCES: u16 = 25;
-    pub const MEMSIZE: u16 = 26;
-    pub const IP2: u16 = 20;
-    pub const BYTES: u16 = 24;
-    pub const PACKETS: u16 = 25;
-    pub const COMMENT: u16 = 26;
+    Lineno = 9,
+    Ip2 = 20,
+    Bytes = 24,
+    Packets = 25,
+    Comment = 26,
 }
 
 /// `IPSET_ATTR_IPADDR_IPV4` / `_IPV6`, nested inside IP and IP2.
-pub mod ipaddr {
-    pub const IPV4: u16 = 1;
-    pub const IPV6: u16 = 2;
+#[neli_enum(serialized_type = "u16")]
+pub enum AddrAttr {
+    Ipv4 = 1,
+    Ipv6 = 2,
 }
 
 /// `enum ipset_cadt_flags` (CADT_FLAGS, upper half of cmdattrs).

@@ -105,6 +105,16 @@ pub struct Attr<'a> {
 }
 
 impl<'a> Attr<'a> {
+    /// The type as the family's typed enum (unknown numbers decode as its
+    /// `UnrecognizedConst`).
+    pub fn kind<T: From<u16>>(&self) -> T {
+        T::from(self.ty)
+    }
+
+    pub fn is(&self, ty: impl Into<u16>) -> bool {
+        self.ty == ty.into()
+    }
+
     pub fn u8(&self) -> Result<u8, DecodeError> {
         match self.payload {
             [v, ..] => Ok(*v),
