@@ -10,8 +10,8 @@ use std::{net::IpAddr, ops::Range};
 
 use super::{
     consts::{
-        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
-        NFNL_SUBSYS_IPSET,
+        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr, AF_INET,
+        IPSET_PROTOCOL, NFNETLINK_V0, NFNL_SUBSYS_IPSET,
     },
     member::{Comment, Counters, Element, Entry, Net, ProtoPort},
     types::{
@@ -56,7 +56,7 @@ fn ack_flags(exist_ok: bool) -> u16 {
 }
 
 /// IPSET_CMD_CREATE at the given type revision.
-pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
+pub(super) fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
     let start = begin(
         buf,
         IpsetCmd::Create,
@@ -93,14 +93,20 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist
 }
 
 /// A command that takes one set name: destroy, flush, header.
-pub fn named(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, name: &SetName, exist_ok: bool) {
+pub(super) fn named(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    command: IpsetCmd,
+    name: &SetName,
+    exist_ok: bool,
+) {
     let start = begin(buf, command, ack_flags(exist_ok), seq);
     Writer::new(buf).put_str(IpsetAttr::Setname, name.as_str());
     finish(buf, start);
 }
 
 /// Rename or swap: SETNAME and SETNAME2.
-pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
+pub(super) fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
     let start = begin(buf, command, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(IpsetAttr::Setname, a.as_str());
@@ -109,7 +115,7 @@ pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b:
 }
 
 /// IPSET_CMD_TYPE: which revisions of `set_type` the kernel has.
-pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
+pub(super) fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
     let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(IpsetAttr::Typename, set_type.name());
@@ -119,7 +125,7 @@ pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family
 
 /// How much of each set a LIST dump returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListDepth {
+pub(super) enum ListDepth {
     /// Header and members (`ipset save`).
     Members,
     /// Header only (`ipset list -t`).
@@ -130,7 +136,7 @@ pub enum ListDepth {
 
 /// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
 /// cannot start already answers with one error.
-pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
+pub(super) fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
     let start = begin(buf, IpsetCmd::List, NLM_F_REQUEST | NLM_F_DUMP, seq);
     let mut w = Writer::new(buf);
     if let Some(n) = name {
@@ -150,14 +156,14 @@ pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDept
 
 /// Add or delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Adt {
+pub(super) enum Adt {
     Add,
     Del,
 }
 
 /// One encoded ADT message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdtMessage {
+pub(super) struct AdtMessage {
     pub seq: u32,
     /// Its bytes within the batch buffer.
     pub bytes: Range<usize>,
@@ -167,13 +173,13 @@ pub struct AdtMessage {
 }
 
 /// The longest ADT nest the kernel can read: nla_len is a u16.
-pub const MAX_ADT_NEST: usize = NLA_MAX_LEN;
+pub(super) const MAX_ADT_NEST: usize = NLA_MAX_LEN;
 
 /// Encodes `members` into as few ADT messages as the per-message limit
 /// allows (`max_nest` bytes for the IPSET_ATTR_ADT nest; tests pass small
 /// values), appending them to `buf`. Each element carries its 1-based line
 /// number so an error names the member that failed.
-pub fn adt(
+pub(super) fn adt(
     buf: &mut Vec<u8>,
     op: Adt,
     set: &SetName,
@@ -266,8 +272,14 @@ fn put_member(w: &mut Writer<'_>, m: &Element, lineno: u32, extensions: bool) {
 fn put_ip(w: &mut Writer<'_>, ty: MemberAttr, a: &IpAddr) {
     let nest = w.nest_start(ty);
     match a {
-        IpAddr::V4(v4) => w.put(u16::from(AddrAttr::Ipv4) | NLA_F_NET_BYTEORDER, &v4.octets()),
-        IpAddr::V6(v6) => w.put(u16::from(AddrAttr::Ipv6) | NLA_F_NET_BYTEORDER, &v6.octets()),
+        IpAddr::V4(v4) => w.put(
+            u16::from(AddrAttr::Ipv4) | NLA_F_NET_BYTEORDER,
+            &v4.octets(),
+        ),
+        IpAddr::V6(v6) => w.put(
+            u16::from(AddrAttr::Ipv6) | NLA_F_NET_BYTEORDER,
+            &v6.octets(),
+        ),
     }
     w.nest_end(nest);
 }
@@ -277,7 +289,7 @@ fn put_ip(w: &mut Writer<'_>, ty: MemberAttr, a: &IpAddr) {
 /// One message of a reply buffer, as the tests read them.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(super) enum Reply<'a> {
     /// NLMSG_ERROR with error 0.
     Ack {
         seq: u32,
@@ -304,7 +316,7 @@ pub enum Reply<'a> {
 /// An NLMSG_ERROR carrying a refusal.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply {
+pub(super) struct ErrorReply {
     pub seq: u32,
     /// Positive errno.
     pub errno: i32,
@@ -317,7 +329,7 @@ pub struct ErrorReply {
 
 /// Iterates the messages of one received datagram.
 #[cfg(test)]
-pub fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
+pub(super) fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
     frames(buf).map(|f| f.and_then(|f| reply(&f)))
 }
 
@@ -362,7 +374,7 @@ fn reply<'a>(f: &Frame<'a>) -> Result<Reply<'a>, DecodeError> {
 
 /// The failing element's line number in an echoed ADT request: ipset's
 /// kernel side writes it into IPSET_ATTR_LINENO of its error reply.
-pub fn lineno(echoed: &[u8]) -> Option<u32> {
+pub(super) fn lineno(echoed: &[u8]) -> Option<u32> {
     let attrs = echoed.get(NLMSG_HDRLEN + FAMILY_HDRLEN..)?;
     Attrs::new(attrs)
         .filter_map(Result::ok)
@@ -373,7 +385,7 @@ pub fn lineno(echoed: &[u8]) -> Option<u32> {
 }
 
 /// The kernel's answer to IPSET_CMD_TYPE: (highest, lowest) revision.
-pub fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
+pub(super) fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
     let (mut max, mut min) = (None, None);
     for a in Attrs::new(attrs) {
         let a = a?;
@@ -388,7 +400,7 @@ pub fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
 }
 
 /// The kernel's answer to IPSET_CMD_HEADER: type name, family, revision.
-pub fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
+pub(super) fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
     let (mut typename, mut family, mut revision) = (None, None, 0);
     for a in Attrs::new(attrs) {
         let a = a?;
@@ -421,7 +433,7 @@ pub struct UnsupportedSet {
 /// header; the kernel continues long sets in further messages that repeat
 /// only the name.
 #[derive(Debug, Default)]
-pub struct ListDecoder {
+pub(super) struct ListDecoder {
     pub sets: Vec<IpSet>,
     pub unsupported: Vec<UnsupportedSet>,
     pub names: Vec<String>,
@@ -431,7 +443,7 @@ impl ListDecoder {
     /// Feeds the attributes of one IPSET_CMD_LIST message. Malformed
     /// framing is an error; a set that cannot be represented is moved to
     /// `unsupported`.
-    pub fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
+    pub(super) fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
         let mut name = None;
         let mut typename = None;
         let mut family = None;
@@ -531,25 +543,8 @@ fn decode_set_header(
     family: Family,
     a: Attr<'_>,
 ) -> Result<(SetHeader, SetStats), DecodeError> {
-    let mut h = SetHeader {
-        set_type,
-        family,
-        hashsize: 0,
-        maxelem: 0,
-        netmask: None,
-        timeout: None,
-        counters: false,
-        comment: false,
-        skbinfo: false,
-        bucketsize: None,
-        initval: None,
-    };
-    let mut s = SetStats {
-        revision: 0,
-        references: 0,
-        memsize: 0,
-        entries: 0,
-    };
+    let mut h = SetHeader::bare(set_type, family);
+    let mut s = SetStats::default();
     for a in a.nested() {
         let a = a?;
         match a.kind::<HeaderAttr>() {
@@ -589,7 +584,7 @@ fn decode_ip(a: &Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
 }
 
 /// One member from its IPSET_ATTR_DATA nest.
-pub fn decode_member(
+pub(super) fn decode_member(
     set_type: SetType,
     family: Family,
     d: &Attr<'_>,

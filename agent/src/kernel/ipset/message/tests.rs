@@ -558,7 +558,11 @@ fn list_msg(set: &str, typename: Option<&str>, comments: &[&str]) -> Vec<u8> {
     let adt = w.nest_start(IpsetAttr::Adt);
     for (i, c) in comments.iter().enumerate() {
         let d = w.nest_start(IpsetAttr::Data);
-        put_ip(&mut w, MemberAttr::Ip, &IpAddr::from([10, 0, 0, i as u8 + 1]));
+        put_ip(
+            &mut w,
+            MemberAttr::Ip,
+            &IpAddr::from([10, 0, 0, i as u8 + 1]),
+        );
         w.put_str(MemberAttr::Comment, c);
         w.nest_end(d);
     }
