@@ -7,6 +7,9 @@
 //! `kernel/` (the only code that talks to the kernel); `bpf/` loads, pins
 //! and attaches the eBPF object; `reconcile.rs` runs a pass; `api/` and
 //! `cli/` sit on top. Hooks that a lower layer calls are traits it owns.
+//! Test scaffolding (`lab`, `netns`, `store::race`, the `demo` and `race`
+//! subcommands) is compiled only with the `lab` feature, which the tests,
+//! benches and `cargo xtask demo`/`race` turn on; the shipped binary has none.
 
 pub mod api;
 pub mod bpf;
@@ -15,8 +18,10 @@ pub mod cluster;
 pub mod controllers;
 pub mod desired;
 pub mod kernel;
+#[cfg(any(test, feature = "lab"))]
 pub mod lab;
 pub mod locks;
+#[cfg(any(test, feature = "lab"))]
 pub mod netns;
 pub mod reconcile;
 pub mod store;

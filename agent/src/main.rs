@@ -26,7 +26,8 @@ enum Command {
     /// services, VIPs on ipwarden0, the service sets and the VIP firewall.
     Run(Box<cli::run::Args>),
     /// Show the tc classifier counting and marking real packets between two
-    /// throw-away network namespaces.
+    /// throw-away network namespaces (built with the `lab` feature only).
+    #[cfg(feature = "lab")]
     Demo(cli::demo::Args),
     /// Remove everything ipwarden created: pins, links, chains, sets, IPVS
     /// services, VIPs and ipwarden0.
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
     cli::panics::exit_on_panic();
     let result = match cli.command {
         Command::Run(a) => cli::run::run(&a),
+        #[cfg(feature = "lab")]
         Command::Demo(a) => cli::demo::run(&a),
         #[cfg(feature = "lab")]
         Command::Race(a) => cli::race::run(&a),

@@ -23,7 +23,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let object = build_ebpf::run(&build_ebpf::Options::default())?;
     process::run(
         Command::new("cargo")
-            .args(["build", "--quiet", "-p", "ipwarden"])
+            .args(["build", "--quiet", "-p", "ipwarden", "--features", "lab"])
             .current_dir(workspace_root()),
     )
     .context("building the agent")?;

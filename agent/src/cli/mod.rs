@@ -3,7 +3,9 @@
 pub mod bpf_dump;
 pub mod cleanup;
 mod cleanup_ipvs;
+#[cfg(feature = "lab")]
 pub mod demo;
+#[cfg(feature = "lab")]
 mod demo_rescue;
 pub mod duration;
 pub mod explain;

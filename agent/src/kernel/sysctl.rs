@@ -12,10 +12,10 @@ use std::{
 };
 
 /// Where the kernel shows its sysctls.
-pub const DEFAULT_DIR: &str = "/proc/sys";
+pub(crate) const DEFAULT_DIR: &str = "/proc/sys";
 
 /// (path under /proc/sys, value, why).
-pub const IPVS_SYSCTLS: &[(&str, &str, &str)] = &[
+pub(crate) const IPVS_SYSCTLS: &[(&str, &str, &str)] = &[
     // Let netfilter see IPVS connections, so masquerade rules match them.
     ("net/ipv4/vs/conntrack", "1", "masquerade IPVS traffic"),
     // Drop connections to removed destinations at once instead of
@@ -52,7 +52,7 @@ pub struct SysctlError {
 }
 
 /// Writes `value` to `dir`/`path` unless it already holds it.
-pub fn ensure(dir: &Path, path: &str, value: &str) -> Result<bool, SysctlError> {
+pub(crate) fn ensure(dir: &Path, path: &str, value: &str) -> Result<bool, SysctlError> {
     let full = dir.join(path);
     let err = |source: io::Error| SysctlError {
         path: full.clone(),
@@ -83,7 +83,7 @@ fn hint(error: &io::Error, path: &str) -> &'static str {
 }
 
 /// Sets every IPVS sysctl under `dir`; returns the paths it changed.
-pub fn ensure_ipvs(dir: &Path) -> Result<Vec<&'static str>, SysctlError> {
+pub(crate) fn ensure_ipvs(dir: &Path) -> Result<Vec<&'static str>, SysctlError> {
     let mut changed = Vec::new();
     for (path, value, _) in IPVS_SYSCTLS {
         if ensure(dir, path, value)? {

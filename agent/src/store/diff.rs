@@ -81,7 +81,7 @@ impl Plan {
 
 /// The plan that turns the kernel's sets within `scope` into `desired`.
 /// Sets outside `scope` are never named in the plan, whatever they hold.
-pub fn plan(
+pub(super) fn plan(
     desired: &BTreeMap<String, SetSpec>,
     actual: &[ActualSet],
     scope: impl Fn(&str) -> bool,

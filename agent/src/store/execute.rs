@@ -9,7 +9,7 @@ use super::{diff::Plan, SetKernel, StoreError};
 
 /// Suffix of the name a replacement uses for a moment; it stays within
 /// the owner's claim (see owners::Claim::covers).
-pub const NEW_SUFFIX: &str = ".new";
+pub(super) const NEW_SUFFIX: &str = ".new";
 
 /// What one run of a plan did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Executed {
     pub members_deleted: usize,
 }
 
-pub fn name(s: &str) -> Result<SetName, StoreError> {
+pub(super) fn name(s: &str) -> Result<SetName, StoreError> {
     SetName::new(s).map_err(|e| StoreError::BadName {
         set: s.to_string(),
         reason: e.to_string(),
@@ -32,7 +32,7 @@ pub fn name(s: &str) -> Result<SetName, StoreError> {
 }
 
 /// The kernel form of a desired member of `set`.
-pub fn element(set: &str, member: &Member) -> Result<Element, StoreError> {
+pub(super) fn element(set: &str, member: &Member) -> Result<Element, StoreError> {
     Element::try_from(member).map_err(|e| StoreError::BadMember {
         set: set.to_string(),
         member: member.to_string(),
@@ -41,7 +41,7 @@ pub fn element(set: &str, member: &Member) -> Result<Element, StoreError> {
 }
 
 /// The kernel form of desired members of `set`.
-pub fn elements<'a>(
+pub(super) fn elements<'a>(
     set: &str,
     members: impl IntoIterator<Item = &'a Member>,
 ) -> Result<Vec<Element>, StoreError> {
@@ -71,7 +71,7 @@ fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<CreateSet, StoreError> {
 /// destroyed while a rule uses it, so it is replaced make-before-break:
 /// built under `NAME.new`, the rules moved to it, the old set destroyed,
 /// the set rebuilt as `NAME`, the rules moved back, `NAME.new` destroyed.
-pub fn run(kernel: &mut dyn SetKernel, plan: &Plan) -> Result<Executed, StoreError> {
+pub(super) fn run(kernel: &mut dyn SetKernel, plan: &Plan) -> Result<Executed, StoreError> {
     let mut done = Executed::default();
     for spec in &plan.create {
         // Another writer may have created it since we listed: -exist.

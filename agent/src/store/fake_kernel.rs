@@ -64,7 +64,7 @@ struct State {
 /// The fake; clones share one state, so a test keeps a handle to look
 /// inside after handing one to the store.
 #[derive(Clone, Default)]
-pub struct FakeKernel {
+pub(super) struct FakeKernel {
     state: Arc<Mutex<State>>,
 }
 
@@ -74,7 +74,7 @@ impl FakeKernel {
     }
 
     /// A set another program made, as `ipset create NAME TYPE` would.
-    pub fn with_set(self, spec: CreateSet, members: &[Element]) -> Self {
+    pub(super) fn with_set(self, spec: CreateSet, members: &[Element]) -> Self {
         let members = members.iter().map(|m| (m.entry, m.clone())).collect();
         let set = FakeSet {
             spec: spec.clone(),
@@ -85,33 +85,33 @@ impl FakeKernel {
     }
 
     /// An iptables rule now matches `set`.
-    pub fn reference(&self, set: &str) {
+    pub(super) fn reference(&self, set: &str) {
         *self.state().references.entry(set.to_string()).or_default() += 1;
     }
 
     /// How many rules match `set`.
-    pub fn references(&self, set: &str) -> usize {
+    pub(super) fn references(&self, set: &str) -> usize {
         self.state().references.get(set).copied().unwrap_or(0)
     }
 
     /// The set as `ipset list` would show it, or None.
-    pub fn set(&self, name: &str) -> Option<IpSet> {
+    pub(super) fn set(&self, name: &str) -> Option<IpSet> {
         self.state().sets.get(name).map(|s| listing(name, s))
     }
 
     /// The names of every set.
-    pub fn names(&self) -> Vec<String> {
+    pub(super) fn names(&self) -> Vec<String> {
         self.state().sets.keys().cloned().collect()
     }
 
     /// Every call so far, one line each ("create S hash:ip", "add S
     /// 10.0.0.1", "switch A B", "list S", "list -n"); then forgotten.
-    pub fn take_log(&self) -> Vec<String> {
+    pub(super) fn take_log(&self) -> Vec<String> {
         std::mem::take(&mut self.state().log)
     }
 
     /// As [`Self::take_log`], the writes only (no lists).
-    pub fn take_writes(&self) -> Vec<String> {
+    pub(super) fn take_writes(&self) -> Vec<String> {
         self.take_log()
             .into_iter()
             .filter(|l| !l.starts_with("list"))

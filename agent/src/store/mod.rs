@@ -7,16 +7,19 @@
 //! between applies: the kernel is the truth for "now", so a member another
 //! process deleted is seen and put back, and a stale copy can never be
 //! restored over a fresh one (kube-router #1732).
+//! Private by default (`unreachable_pub`): what is `pub` is what the tests
+//! and benches use.
+#![warn(unreachable_pub)]
 
-pub mod audit;
-pub mod diff;
-pub mod execute;
+mod audit;
+mod diff;
+mod execute;
 #[cfg(test)]
 mod fake_kernel;
 mod kernel;
 mod members;
-pub mod mirror;
-pub mod owners;
+mod mirror;
+pub(crate) mod owners;
 #[cfg(feature = "lab")]
 pub mod race;
 mod sources;

@@ -3,7 +3,7 @@
 //! set.
 
 /// Prefixes of every set ipwarden may touch (IPv6 twins add `inet6:`).
-pub const OUR_PREFIXES: &[&str] = &["ipwarden-", "IPW-"];
+pub(crate) const OUR_PREFIXES: &[&str] = &["ipwarden-", "IPW-"];
 const INET6: &str = "inet6:";
 
 /// A claim on set names, covering both families: `Name("ipwarden-svip")`
@@ -46,7 +46,7 @@ impl Claim {
 }
 
 /// Is `set` named like one of ours (whoever owns it)?
-pub fn has_our_prefix(set: &str) -> bool {
+pub(crate) fn has_our_prefix(set: &str) -> bool {
     let base = set.strip_prefix(INET6).unwrap_or(set);
     OUR_PREFIXES.iter().any(|p| base.starts_with(p))
 }
@@ -99,7 +99,7 @@ pub enum OwnershipError {
 }
 
 /// Checks `new` against the owners already registered.
-pub fn check(existing: &[Owner], new: &Owner) -> Result<(), OwnershipError> {
+pub(crate) fn check(existing: &[Owner], new: &Owner) -> Result<(), OwnershipError> {
     if existing.iter().any(|o| o.name == new.name) {
         return Err(OwnershipError::Duplicate(new.name));
     }

@@ -7,21 +7,21 @@ use neli::neli_enum;
 
 /// `NFNL_SUBSYS_IPSET` (linux/netfilter/nfnetlink.h): the high byte of
 /// `nlmsg_type`; the low byte is the command.
-pub const NFNL_SUBSYS_IPSET: u8 = 6;
+pub(super) const NFNL_SUBSYS_IPSET: u8 = 6;
 /// `NFNETLINK_V0`, the nfgenmsg version.
-pub const NFNETLINK_V0: u8 = 0;
+pub(super) const NFNETLINK_V0: u8 = 0;
 /// `IPSET_PROTOCOL`: the protocol version sent in every request.
-pub const IPSET_PROTOCOL: u8 = 7;
+pub(super) const IPSET_PROTOCOL: u8 = 7;
 /// `IPSET_MAXNAMELEN` counts the trailing NUL.
-pub const IPSET_MAXNAMELEN: usize = 32;
+pub(super) const IPSET_MAXNAMELEN: usize = 32;
 /// `IPSET_MAX_COMMENT_SIZE`: the longest comment the kernel stores.
-pub const IPSET_MAX_COMMENT_SIZE: usize = 255;
+pub(super) const IPSET_MAX_COMMENT_SIZE: usize = 255;
 
 /// `NFPROTO_IPV4` / `NFPROTO_IPV6` (linux/netfilter.h), the set family.
-pub const NFPROTO_IPV4: u8 = 2;
-pub const NFPROTO_IPV6: u8 = 10;
+pub(super) const NFPROTO_IPV4: u8 = 2;
+pub(super) const NFPROTO_IPV6: u8 = 10;
 /// `AF_INET`: the nfgenmsg family libipset sends; the ipset core ignores it.
-pub const AF_INET: u8 = 2;
+pub(super) const AF_INET: u8 = 2;
 
 /// `enum ipset_cmd`: the low byte of `nlmsg_type`. Commands we never send
 /// (SAVE, TEST, GET_BYNAME, ...) decode as `UnrecognizedConst`.
@@ -39,97 +39,111 @@ pub enum IpsetCmd {
     Type = 13,
 }
 
-/// Attributes at command level (first enum of ip_set.h).
-pub mod attr {
-    pub const PROTOCOL: u16 = 1;
-    pub const SETNAME: u16 = 2;
-    pub const TYPENAME: u16 = 3;
-    /// `IPSET_ATTR_SETNAME2` shares the number of TYPENAME (rename, swap).
-    pub const SETNAME2: u16 = 3;
-    pub const REVISION: u16 = 4;
-    pub const FAMILY: u16 = 5;
-    pub const FLAGS: u16 = 6;
-    pub const DATA: u16 = 7;
-    pub const ADT: u16 = 8;
-    pub const LINENO: u16 = 9;
+/// `IPSET_ATTR_*` at command level (first enum of ip_set.h).
+#[neli_enum(serialized_type = "u16")]
+pub enum IpsetAttr {
+    Protocol = 1,
+    Setname = 2,
+    Typename = 3,
+    Revision = 4,
+    Family = 5,
+    Flags = 6,
+    Data = 7,
+    Adt = 8,
+    Lineno = 9,
     /// `IPSET_ATTR_REVISION_MIN` shares the number of PROTOCOL_MIN.
-    pub const REVISION_MIN: u16 = 10;
+    RevisionMin = 10,
 }
 
-/// Attributes inside `IPSET_ATTR_DATA` (CADT, create-only and ADT enums).
-pub mod data {
-    pub const IP: u16 = 1;
-    pub const CIDR: u16 = 3;
-    pub const PORT: u16 = 4;
-    pub const TIMEOUT: u16 = 6;
-    pub const PROTO: u16 = 7;
-    pub const CADT_FLAGS: u16 = 8;
+impl IpsetAttr {
+    /// `IPSET_ATTR_SETNAME2` shares the number of TYPENAME (rename, swap).
+    pub const SETNAME2: Self = Self::Typename;
+}
+
+/// `IPSET_ATTR_*` inside the DATA nest of a set's header (create, list).
+#[neli_enum(serialized_type = "u16")]
+pub enum HeaderAttr {
+    Timeout = 6,
+    CadtFlags = 8,
+    Initval = 17,
+    Hashsize = 18,
+    Maxelem = 19,
+    Netmask = 20,
+    Bucketsize = 21,
+    Elements = 24,
+    References = 25,
+    Memsize = 26,
+}
+
+/// `IPSET_ATTR_*` inside the DATA nest of a member (add, del, list). IP2,
+/// BYTES, PACKETS and COMMENT reuse header numbers, hence their own enum.
+#[neli_enum(serialized_type = "u16")]
+pub enum MemberAttr {
+    Ip = 1,
+    Cidr = 3,
+    Port = 4,
+    Timeout = 6,
+    Proto = 7,
+    CadtFlags = 8,
     /// `IPSET_ATTR_CADT_LINENO` = `IPSET_ATTR_LINENO`.
-    pub const LINENO: u16 = 9;
-    pub const INITVAL: u16 = 17;
-    pub const HASHSIZE: u16 = 18;
-    pub const MAXELEM: u16 = 19;
-    pub const NETMASK: u16 = 20;
-    pub const BUCKETSIZE: u16 = 21;
-    pub const ELEMENTS: u16 = 24;
-    pub const REFERENCES: u16 = 25;
-    pub const MEMSIZE: u16 = 26;
-    pub const IP2: u16 = 20;
-    pub const BYTES: u16 = 24;
-    pub const PACKETS: u16 = 25;
-    pub const COMMENT: u16 = 26;
+    Lineno = 9,
+    Ip2 = 20,
+    Bytes = 24,
+    Packets = 25,
+    Comment = 26,
 }
 
 /// `IPSET_ATTR_IPADDR_IPV4` / `_IPV6`, nested inside IP and IP2.
-pub mod ipaddr {
-    pub const IPV4: u16 = 1;
-    pub const IPV6: u16 = 2;
+#[neli_enum(serialized_type = "u16")]
+pub enum AddrAttr {
+    Ipv4 = 1,
+    Ipv6 = 2,
 }
 
 /// `enum ipset_cadt_flags` (CADT_FLAGS, upper half of cmdattrs).
-pub mod cadt_flag {
-    pub const NOMATCH: u32 = 1 << 2;
-    pub const WITH_COUNTERS: u32 = 1 << 3;
-    pub const WITH_COMMENT: u32 = 1 << 4;
-    pub const WITH_SKBINFO: u32 = 1 << 6;
+pub(super) mod cadt_flag {
+    pub(crate) const NOMATCH: u32 = 1 << 2;
+    pub(crate) const WITH_COUNTERS: u32 = 1 << 3;
+    pub(crate) const WITH_COMMENT: u32 = 1 << 4;
+    pub(crate) const WITH_SKBINFO: u32 = 1 << 6;
 }
 
 /// `enum ipset_cmd_flags`, sent in `IPSET_ATTR_FLAGS` of a dump request.
-pub mod list_flag {
-    pub const SETNAME: u32 = 1 << 1;
-    pub const HEADER: u32 = 1 << 2;
+pub(super) mod list_flag {
+    pub(crate) const SETNAME: u32 = 1 << 1;
+    pub(crate) const HEADER: u32 = 1 << 2;
 }
 
 /// Kernel errnos of the ipset space (`enum ipset_errno`, then the hash type
 /// codes of ip_set_hash.h, which start at `IPSET_ERR_TYPE_SPECIFIC`).
-pub mod errno {
-    pub const PROTOCOL: i32 = 4097;
-    pub const FIND_TYPE: i32 = 4098;
-    pub const MAX_SETS: i32 = 4099;
-    pub const BUSY: i32 = 4100;
-    pub const EXIST_SETNAME2: i32 = 4101;
-    pub const TYPE_MISMATCH: i32 = 4102;
-    pub const EXIST: i32 = 4103;
-    pub const INVALID_CIDR: i32 = 4104;
-    pub const INVALID_NETMASK: i32 = 4105;
-    pub const INVALID_FAMILY: i32 = 4106;
-    pub const TIMEOUT: i32 = 4107;
-    pub const REFERENCED: i32 = 4108;
-    pub const IPADDR_IPV4: i32 = 4109;
-    pub const IPADDR_IPV6: i32 = 4110;
-    pub const COUNTER: i32 = 4111;
-    pub const COMMENT: i32 = 4112;
-    pub const SKBINFO: i32 = 4114;
-    pub const HASH_FULL: i32 = 4352;
-    pub const HASH_ELEM: i32 = 4353;
-    pub const INVALID_PROTO: i32 = 4354;
-    pub const MISSING_PROTO: i32 = 4355;
+pub(super) mod errno {
+    pub(crate) const PROTOCOL: i32 = 4097;
+    pub(crate) const FIND_TYPE: i32 = 4098;
+    pub(crate) const MAX_SETS: i32 = 4099;
+    pub(crate) const BUSY: i32 = 4100;
+    pub(crate) const EXIST_SETNAME2: i32 = 4101;
+    pub(crate) const TYPE_MISMATCH: i32 = 4102;
+    pub(crate) const EXIST: i32 = 4103;
+    pub(crate) const INVALID_CIDR: i32 = 4104;
+    pub(crate) const INVALID_NETMASK: i32 = 4105;
+    pub(crate) const INVALID_FAMILY: i32 = 4106;
+    pub(crate) const TIMEOUT: i32 = 4107;
+    pub(crate) const REFERENCED: i32 = 4108;
+    pub(crate) const IPADDR_IPV4: i32 = 4109;
+    pub(crate) const IPADDR_IPV6: i32 = 4110;
+    pub(crate) const COUNTER: i32 = 4111;
+    pub(crate) const COMMENT: i32 = 4112;
+    pub(crate) const SKBINFO: i32 = 4114;
+    pub(crate) const HASH_FULL: i32 = 4352;
+    pub(crate) const HASH_ELEM: i32 = 4353;
+    pub(crate) const INVALID_PROTO: i32 = 4354;
+    pub(crate) const MISSING_PROTO: i32 = 4355;
 }
 
 /// IP protocol numbers with special meaning for ipset ports.
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-pub const IPPROTO_SCTP: u8 = 132;
-pub const IPPROTO_UDPLITE: u8 = 136;
+pub(super) const IPPROTO_ICMP: u8 = 1;
+pub(super) const IPPROTO_TCP: u8 = 6;
+pub(super) const IPPROTO_UDP: u8 = 17;
+pub(super) const IPPROTO_ICMPV6: u8 = 58;
+pub(super) const IPPROTO_SCTP: u8 = 132;
+pub(super) const IPPROTO_UDPLITE: u8 = 136;

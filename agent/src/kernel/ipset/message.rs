@@ -10,8 +10,8 @@ use std::{net::IpAddr, ops::Range};
 
 use super::{
     consts::{
-        attr, cadt_flag, data, ipaddr, list_flag, IpsetCmd, AF_INET, IPSET_PROTOCOL, NFNETLINK_V0,
-        NFNL_SUBSYS_IPSET,
+        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr, AF_INET,
+        IPSET_PROTOCOL, NFNETLINK_V0, NFNL_SUBSYS_IPSET,
     },
     member::{Comment, Counters, Element, Entry, Net, ProtoPort},
     types::{
@@ -40,7 +40,7 @@ fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize
     let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(command));
     let start =
         crate::kernel::netlink::begin(buf, ty, nl_flags, seq, [AF_INET, NFNETLINK_V0, 0, 0]);
-    Writer::new(buf).put_u8(attr::PROTOCOL, IPSET_PROTOCOL);
+    Writer::new(buf).put_u8(IpsetAttr::Protocol, IPSET_PROTOCOL);
     start
 }
 
@@ -56,7 +56,7 @@ fn ack_flags(exist_ok: bool) -> u16 {
 }
 
 /// IPSET_CMD_CREATE at the given type revision.
-pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
+pub(super) fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
     let start = begin(
         buf,
         IpsetCmd::Create,
@@ -64,13 +64,13 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist
         seq,
     );
     let mut w = Writer::new(buf);
-    w.put_str(attr::SETNAME, spec.name.as_str());
-    w.put_str(attr::TYPENAME, spec.set_type.name());
-    w.put_u8(attr::REVISION, revision);
-    w.put_u8(attr::FAMILY, nfproto(spec.family));
-    let nest = w.nest_start(attr::DATA);
+    w.put_str(IpsetAttr::Setname, spec.name.as_str());
+    w.put_str(IpsetAttr::Typename, spec.set_type.name());
+    w.put_u8(IpsetAttr::Revision, revision);
+    w.put_u8(IpsetAttr::Family, nfproto(spec.family));
+    let nest = w.nest_start(IpsetAttr::Data);
     if let Some(t) = spec.timeout {
-        w.put_be32(data::TIMEOUT, t);
+        w.put_be32(HeaderAttr::Timeout, t);
     }
     let mut cadt = 0;
     if spec.counters {
@@ -80,46 +80,52 @@ pub fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist
         cadt |= cadt_flag::WITH_COMMENT;
     }
     if cadt != 0 {
-        w.put_be32(data::CADT_FLAGS, cadt);
+        w.put_be32(HeaderAttr::CadtFlags, cadt);
     }
     if let Some(n) = spec.hashsize {
-        w.put_be32(data::HASHSIZE, n);
+        w.put_be32(HeaderAttr::Hashsize, n);
     }
     if let Some(n) = spec.maxelem {
-        w.put_be32(data::MAXELEM, n);
+        w.put_be32(HeaderAttr::Maxelem, n);
     }
     w.nest_end(nest);
     finish(buf, start);
 }
 
 /// A command that takes one set name: destroy, flush, header.
-pub fn named(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, name: &SetName, exist_ok: bool) {
+pub(super) fn named(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    command: IpsetCmd,
+    name: &SetName,
+    exist_ok: bool,
+) {
     let start = begin(buf, command, ack_flags(exist_ok), seq);
-    Writer::new(buf).put_str(attr::SETNAME, name.as_str());
+    Writer::new(buf).put_str(IpsetAttr::Setname, name.as_str());
     finish(buf, start);
 }
 
 /// Rename or swap: SETNAME and SETNAME2.
-pub fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
+pub(super) fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
     let start = begin(buf, command, ack_flags(false), seq);
     let mut w = Writer::new(buf);
-    w.put_str(attr::SETNAME, a.as_str());
-    w.put_str(attr::SETNAME2, b.as_str());
+    w.put_str(IpsetAttr::Setname, a.as_str());
+    w.put_str(IpsetAttr::SETNAME2, b.as_str());
     finish(buf, start);
 }
 
 /// IPSET_CMD_TYPE: which revisions of `set_type` the kernel has.
-pub fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
+pub(super) fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
     let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
     let mut w = Writer::new(buf);
-    w.put_str(attr::TYPENAME, set_type.name());
-    w.put_u8(attr::FAMILY, nfproto(family));
+    w.put_str(IpsetAttr::Typename, set_type.name());
+    w.put_u8(IpsetAttr::Family, nfproto(family));
     finish(buf, start);
 }
 
 /// How much of each set a LIST dump returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListDepth {
+pub(super) enum ListDepth {
     /// Header and members (`ipset save`).
     Members,
     /// Header only (`ipset list -t`).
@@ -130,11 +136,11 @@ pub enum ListDepth {
 
 /// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
 /// cannot start already answers with one error.
-pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
+pub(super) fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
     let start = begin(buf, IpsetCmd::List, NLM_F_REQUEST | NLM_F_DUMP, seq);
     let mut w = Writer::new(buf);
     if let Some(n) = name {
-        w.put_str(attr::SETNAME, n.as_str());
+        w.put_str(IpsetAttr::Setname, n.as_str());
     }
     let f = match depth {
         ListDepth::Members => 0,
@@ -143,21 +149,21 @@ pub fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDept
     };
     if f != 0 {
         // The dump policy reads IPSET_ATTR_FLAGS with ip_set_get_h32 (be32).
-        w.put_be32(attr::FLAGS, f);
+        w.put_be32(IpsetAttr::Flags, f);
     }
     finish(buf, start);
 }
 
 /// Add or delete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Adt {
+pub(super) enum Adt {
     Add,
     Del,
 }
 
 /// One encoded ADT message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AdtMessage {
+pub(super) struct AdtMessage {
     pub seq: u32,
     /// Its bytes within the batch buffer.
     pub bytes: Range<usize>,
@@ -167,13 +173,13 @@ pub struct AdtMessage {
 }
 
 /// The longest ADT nest the kernel can read: nla_len is a u16.
-pub const MAX_ADT_NEST: usize = NLA_MAX_LEN;
+pub(super) const MAX_ADT_NEST: usize = NLA_MAX_LEN;
 
 /// Encodes `members` into as few ADT messages as the per-message limit
 /// allows (`max_nest` bytes for the IPSET_ATTR_ADT nest; tests pass small
 /// values), appending them to `buf`. Each element carries its 1-based line
 /// number so an error names the member that failed.
-pub fn adt(
+pub(super) fn adt(
     buf: &mut Vec<u8>,
     op: Adt,
     set: &SetName,
@@ -193,11 +199,11 @@ pub fn adt(
         let seq = first_seq.wrapping_add(out.len() as u32);
         let start = begin(buf, command, ack_flags(exist_ok), seq);
         let mut w = Writer::new(buf);
-        w.put_str(attr::SETNAME, set.as_str());
+        w.put_str(IpsetAttr::Setname, set.as_str());
         // Required with ADT: the kernel writes the failing element's line
         // number here in its error reply. Big-endian, as libipset sends it.
-        w.put_be32(attr::LINENO, 0);
-        let nest = w.nest_start(attr::ADT);
+        w.put_be32(IpsetAttr::Lineno, 0);
+        let nest = w.nest_start(IpsetAttr::Adt);
         let first = i;
         while i < members.len() {
             let before = w.buf.len();
@@ -231,43 +237,49 @@ fn put_member(w: &mut Writer<'_>, m: &Element, lineno: u32, extensions: bool) {
         Entry::NetPort(n, p) => (n.addr(), Some(n.prefix()), Some(*p), None),
         Entry::IpPortIp(a, p, b) => (*a, None, Some(*p), Some(*b)),
     };
-    let nest = w.nest_start(attr::DATA);
-    put_ip(w, data::IP, &ip);
+    let nest = w.nest_start(IpsetAttr::Data);
+    put_ip(w, MemberAttr::Ip, &ip);
     if let Some(c) = cidr {
-        w.put_u8(data::CIDR, c);
+        w.put_u8(MemberAttr::Cidr, c);
     }
     if let Some(p) = pp {
-        w.put_be16(data::PORT, p.port());
+        w.put_be16(MemberAttr::Port, p.port());
     }
     if let (Some(t), true) = (m.timeout, extensions) {
-        w.put_be32(data::TIMEOUT, t);
+        w.put_be32(MemberAttr::Timeout, t);
     }
     if let Some(p) = pp {
-        w.put_u8(data::PROTO, p.proto());
+        w.put_u8(MemberAttr::Proto, p.proto());
     }
     if m.nomatch && extensions {
-        w.put_be32(data::CADT_FLAGS, cadt_flag::NOMATCH);
+        w.put_be32(MemberAttr::CadtFlags, cadt_flag::NOMATCH);
     }
     if let Some(b) = ip2 {
-        put_ip(w, data::IP2, &b);
+        put_ip(w, MemberAttr::Ip2, &b);
     }
     if let (Some(c), true) = (m.counters, extensions) {
-        w.put_be64(data::BYTES, c.bytes);
-        w.put_be64(data::PACKETS, c.packets);
+        w.put_be64(MemberAttr::Bytes, c.bytes);
+        w.put_be64(MemberAttr::Packets, c.packets);
     }
     if let (Some(c), true) = (&m.comment, extensions) {
-        w.put_str(data::COMMENT, c.as_str());
+        w.put_str(MemberAttr::Comment, c.as_str());
     }
-    w.put_be32(data::LINENO, lineno);
+    w.put_be32(MemberAttr::Lineno, lineno);
     w.nest_end(nest);
 }
 
 /// An address is a nest holding IPADDR_IPV4/IPV6 in network byte order.
-fn put_ip(w: &mut Writer<'_>, ty: u16, a: &IpAddr) {
+fn put_ip(w: &mut Writer<'_>, ty: MemberAttr, a: &IpAddr) {
     let nest = w.nest_start(ty);
     match a {
-        IpAddr::V4(v4) => w.put(ipaddr::IPV4 | NLA_F_NET_BYTEORDER, &v4.octets()),
-        IpAddr::V6(v6) => w.put(ipaddr::IPV6 | NLA_F_NET_BYTEORDER, &v6.octets()),
+        IpAddr::V4(v4) => w.put(
+            u16::from(AddrAttr::Ipv4) | NLA_F_NET_BYTEORDER,
+            &v4.octets(),
+        ),
+        IpAddr::V6(v6) => w.put(
+            u16::from(AddrAttr::Ipv6) | NLA_F_NET_BYTEORDER,
+            &v6.octets(),
+        ),
     }
     w.nest_end(nest);
 }
@@ -277,7 +289,7 @@ fn put_ip(w: &mut Writer<'_>, ty: u16, a: &IpAddr) {
 /// One message of a reply buffer, as the tests read them.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(super) enum Reply<'a> {
     /// NLMSG_ERROR with error 0.
     Ack {
         seq: u32,
@@ -304,7 +316,7 @@ pub enum Reply<'a> {
 /// An NLMSG_ERROR carrying a refusal.
 #[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorReply {
+pub(super) struct ErrorReply {
     pub seq: u32,
     /// Positive errno.
     pub errno: i32,
@@ -317,7 +329,7 @@ pub struct ErrorReply {
 
 /// Iterates the messages of one received datagram.
 #[cfg(test)]
-pub fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
+pub(super) fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
     frames(buf).map(|f| f.and_then(|f| reply(&f)))
 }
 
@@ -362,24 +374,24 @@ fn reply<'a>(f: &Frame<'a>) -> Result<Reply<'a>, DecodeError> {
 
 /// The failing element's line number in an echoed ADT request: ipset's
 /// kernel side writes it into IPSET_ATTR_LINENO of its error reply.
-pub fn lineno(echoed: &[u8]) -> Option<u32> {
+pub(super) fn lineno(echoed: &[u8]) -> Option<u32> {
     let attrs = echoed.get(NLMSG_HDRLEN + FAMILY_HDRLEN..)?;
     Attrs::new(attrs)
         .filter_map(Result::ok)
-        .find(|a| a.ty == attr::LINENO)
+        .find(|a| a.is(IpsetAttr::Lineno))
         // Sent big-endian (as libipset does); the kernel copies it back.
         .and_then(|a| a.be32().ok())
         .filter(|n| *n != 0)
 }
 
 /// The kernel's answer to IPSET_CMD_TYPE: (highest, lowest) revision.
-pub fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
+pub(super) fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
     let (mut max, mut min) = (None, None);
     for a in Attrs::new(attrs) {
         let a = a?;
-        match a.ty {
-            attr::REVISION => max = Some(a.u8()?),
-            attr::REVISION_MIN => min = Some(a.u8()?),
+        match a.kind::<IpsetAttr>() {
+            IpsetAttr::Revision => max = Some(a.u8()?),
+            IpsetAttr::RevisionMin => min = Some(a.u8()?),
             _ => {}
         }
     }
@@ -388,14 +400,14 @@ pub fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
 }
 
 /// The kernel's answer to IPSET_CMD_HEADER: type name, family, revision.
-pub fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
+pub(super) fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
     let (mut typename, mut family, mut revision) = (None, None, 0);
     for a in Attrs::new(attrs) {
         let a = a?;
-        match a.ty {
-            attr::TYPENAME => typename = Some(a.str()?.to_owned()),
-            attr::FAMILY => family = Some(a.u8()?),
-            attr::REVISION => revision = a.u8()?,
+        match a.kind::<IpsetAttr>() {
+            IpsetAttr::Typename => typename = Some(a.str()?.to_owned()),
+            IpsetAttr::Family => family = Some(a.u8()?),
+            IpsetAttr::Revision => revision = a.u8()?,
             _ => {}
         }
     }
@@ -421,7 +433,7 @@ pub struct UnsupportedSet {
 /// header; the kernel continues long sets in further messages that repeat
 /// only the name.
 #[derive(Debug, Default)]
-pub struct ListDecoder {
+pub(super) struct ListDecoder {
     pub sets: Vec<IpSet>,
     pub unsupported: Vec<UnsupportedSet>,
     pub names: Vec<String>,
@@ -431,7 +443,7 @@ impl ListDecoder {
     /// Feeds the attributes of one IPSET_CMD_LIST message. Malformed
     /// framing is an error; a set that cannot be represented is moved to
     /// `unsupported`.
-    pub fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
+    pub(super) fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
         let mut name = None;
         let mut typename = None;
         let mut family = None;
@@ -440,13 +452,13 @@ impl ListDecoder {
         let mut adt = None;
         for a in Attrs::new(attrs) {
             let a = a?;
-            match a.ty {
-                attr::SETNAME => name = Some(a.str()?),
-                attr::TYPENAME => typename = Some(a.str()?),
-                attr::FAMILY => family = Some(a.u8()?),
-                attr::REVISION => revision = a.u8()?,
-                attr::DATA => header = Some(a),
-                attr::ADT => adt = Some(a),
+            match a.kind::<IpsetAttr>() {
+                IpsetAttr::Setname => name = Some(a.str()?),
+                IpsetAttr::Typename => typename = Some(a.str()?),
+                IpsetAttr::Family => family = Some(a.u8()?),
+                IpsetAttr::Revision => revision = a.u8()?,
+                IpsetAttr::Data => header = Some(a),
+                IpsetAttr::Adt => adt = Some(a),
                 _ => {}
             }
         }
@@ -477,7 +489,7 @@ impl ListDecoder {
         let (set_type, fam) = (set.header.set_type, set.header.family);
         for d in adt.nested() {
             let d = d?;
-            if d.ty != attr::DATA {
+            if !d.is(IpsetAttr::Data) {
                 continue;
             }
             match decode_member(set_type, fam, &d) {
@@ -531,38 +543,21 @@ fn decode_set_header(
     family: Family,
     a: Attr<'_>,
 ) -> Result<(SetHeader, SetStats), DecodeError> {
-    let mut h = SetHeader {
-        set_type,
-        family,
-        hashsize: 0,
-        maxelem: 0,
-        netmask: None,
-        timeout: None,
-        counters: false,
-        comment: false,
-        skbinfo: false,
-        bucketsize: None,
-        initval: None,
-    };
-    let mut s = SetStats {
-        revision: 0,
-        references: 0,
-        memsize: 0,
-        entries: 0,
-    };
+    let mut h = SetHeader::bare(set_type, family);
+    let mut s = SetStats::default();
     for a in a.nested() {
         let a = a?;
-        match a.ty {
-            data::HASHSIZE => h.hashsize = a.be32()?,
-            data::MAXELEM => h.maxelem = a.be32()?,
-            data::NETMASK => h.netmask = Some(a.u8()?),
-            data::TIMEOUT => h.timeout = Some(a.be32()?),
-            data::BUCKETSIZE => h.bucketsize = Some(a.u8()?),
-            data::INITVAL => h.initval = Some(a.be32()?),
-            data::REFERENCES => s.references = a.be32()?,
-            data::MEMSIZE => s.memsize = a.be32()?,
-            data::ELEMENTS => s.entries = a.be32()?,
-            data::CADT_FLAGS => {
+        match a.kind::<HeaderAttr>() {
+            HeaderAttr::Hashsize => h.hashsize = a.be32()?,
+            HeaderAttr::Maxelem => h.maxelem = a.be32()?,
+            HeaderAttr::Netmask => h.netmask = Some(a.u8()?),
+            HeaderAttr::Timeout => h.timeout = Some(a.be32()?),
+            HeaderAttr::Bucketsize => h.bucketsize = Some(a.u8()?),
+            HeaderAttr::Initval => h.initval = Some(a.be32()?),
+            HeaderAttr::References => s.references = a.be32()?,
+            HeaderAttr::Memsize => s.memsize = a.be32()?,
+            HeaderAttr::Elements => s.entries = a.be32()?,
+            HeaderAttr::CadtFlags => {
                 let f = a.be32()?;
                 h.counters = f & cadt_flag::WITH_COUNTERS != 0;
                 h.comment = f & cadt_flag::WITH_COMMENT != 0;
@@ -577,9 +572,9 @@ fn decode_set_header(
 fn decode_ip(a: &Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
     for inner in a.nested() {
         let inner = inner?;
-        match (inner.ty, family) {
-            (ipaddr::IPV4, Family::V4) => return Ok(IpAddr::from(inner.array::<4>()?)),
-            (ipaddr::IPV6, Family::V6) => return Ok(IpAddr::from(inner.array::<16>()?)),
+        match (inner.kind(), family) {
+            (AddrAttr::Ipv4, Family::V4) => return Ok(IpAddr::from(inner.array::<4>()?)),
+            (AddrAttr::Ipv6, Family::V6) => return Ok(IpAddr::from(inner.array::<16>()?)),
             _ => {}
         }
     }
@@ -589,7 +584,7 @@ fn decode_ip(a: &Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
 }
 
 /// One member from its IPSET_ATTR_DATA nest.
-pub fn decode_member(
+pub(super) fn decode_member(
     set_type: SetType,
     family: Family,
     d: &Attr<'_>,
@@ -599,32 +594,32 @@ pub fn decode_member(
     let (mut timeout, mut packets, mut bytes, mut comment) = (None, None, None, None);
     for a in d.nested() {
         let a = a?;
-        match a.ty {
-            data::IP => ip = Some(decode_ip(&a, family)?),
-            data::IP2 => ip2 = Some(decode_ip(&a, family)?),
-            data::CIDR => cidr = Some(a.u8()?),
-            data::PORT => port = Some(a.be16()?),
-            data::PROTO => proto = Some(a.u8()?),
-            data::CADT_FLAGS => m_flags = a.be32()?,
-            data::TIMEOUT => timeout = Some(a.be32()?),
-            data::PACKETS => packets = Some(a.be64()?),
-            data::BYTES => bytes = Some(a.be64()?),
-            data::COMMENT => comment = Some(a.str()?),
+        match a.kind::<MemberAttr>() {
+            MemberAttr::Ip => ip = Some(decode_ip(&a, family)?),
+            MemberAttr::Ip2 => ip2 = Some(decode_ip(&a, family)?),
+            MemberAttr::Cidr => cidr = Some(a.u8()?),
+            MemberAttr::Port => port = Some(a.be16()?),
+            MemberAttr::Proto => proto = Some(a.u8()?),
+            MemberAttr::CadtFlags => m_flags = a.be32()?,
+            MemberAttr::Timeout => timeout = Some(a.be32()?),
+            MemberAttr::Packets => packets = Some(a.be64()?),
+            MemberAttr::Bytes => bytes = Some(a.be64()?),
+            MemberAttr::Comment => comment = Some(a.str()?),
             _ => {}
         }
     }
-    let bad = |ty: u16, e: super::types::ParseError| DecodeError::BadValue {
-        ty,
+    let bad = |ty: MemberAttr, e: super::types::ParseError| DecodeError::BadValue {
+        ty: ty.into(),
         reason: e.to_string(),
     };
     let ip = ip.ok_or(DecodeError::Missing { what: "IP" })?;
     let net = || match cidr {
-        Some(c) => Net::new(ip, c).map_err(|e| bad(data::CIDR, e)),
+        Some(c) => Net::new(ip, c).map_err(|e| bad(MemberAttr::Cidr, e)),
         None => Ok(Net::host(ip)),
     };
     let pp = || {
         let proto = proto.ok_or(DecodeError::Missing { what: "PROTO" })?;
-        ProtoPort::new(proto, port.unwrap_or(0)).map_err(|e| bad(data::PROTO, e))
+        ProtoPort::new(proto, port.unwrap_or(0)).map_err(|e| bad(MemberAttr::Proto, e))
     };
     let entry = match set_type {
         SetType::HashIp => Entry::Ip(ip),
@@ -645,7 +640,7 @@ pub fn decode_member(
         });
     }
     if let Some(c) = comment {
-        m.comment = Some(Comment::new(c).map_err(|e| bad(data::COMMENT, e))?);
+        m.comment = Some(Comment::new(c).map_err(|e| bad(MemberAttr::Comment, e))?);
     }
     Ok(m)
 }

@@ -247,6 +247,23 @@ pub struct SetHeader {
 }
 
 impl SetHeader {
+    /// Only the type and family; everything else zero or off until read.
+    pub(crate) fn bare(set_type: SetType, family: Family) -> Self {
+        Self {
+            set_type,
+            family,
+            hashsize: 0,
+            maxelem: 0,
+            netmask: None,
+            timeout: None,
+            counters: false,
+            comment: false,
+            skbinfo: false,
+            bucketsize: None,
+            initval: None,
+        }
+    }
+
     /// Whether a set with this header is what `spec` asked for (sizes the
     /// kernel rounds, like hashsize, are not compared).
     pub fn satisfies(&self, spec: &CreateSet) -> bool {
@@ -301,18 +318,11 @@ impl FromStr for SetHeader {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let mut words = s.split_whitespace();
         let set_type = parse_set_type(words.next().unwrap_or(""))?;
+        // ipset's defaults for what a save line leaves out.
         let mut h = SetHeader {
-            set_type,
-            family: Family::V4,
             hashsize: 1024,
             maxelem: 65536,
-            netmask: None,
-            timeout: None,
-            counters: false,
-            comment: false,
-            skbinfo: false,
-            bucketsize: None,
-            initval: None,
+            ..SetHeader::bare(set_type, Family::V4)
         };
         while let Some(word) = words.next() {
             let mut value = || {
@@ -351,7 +361,7 @@ fn number<T: FromStr>(s: &str) -> Result<T, ParseError> {
 }
 
 /// List-only facts about a set (`ipset list` prints them, save does not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SetStats {
     pub revision: u8,
     /// Kernel references: iptables rules using the set, and list:set sets.

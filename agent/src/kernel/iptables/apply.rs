@@ -48,8 +48,18 @@ pub struct Report {
 
 /// `iptables-save -t TABLE` (or ip6tables-save), parsed.
 pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesError> {
+    Ok(SavedTable::parse(&save_text(family, table, &[])?))
+}
+
+/// `iptables-save ARGS -t TABLE` (or ip6tables-save): what it printed.
+pub(super) fn save_text(
+    family: Family,
+    table: Table,
+    args: &[&str],
+) -> Result<String, IptablesError> {
     let cmd = save_cmd(family);
     let out = Command::new(cmd)
+        .args(args)
         .args(["-t", &table.to_string()])
         .output()
         .map_err(|source| IptablesError::Spawn { cmd, source })?;
@@ -61,7 +71,7 @@ pub fn read_table(family: Family, table: Table) -> Result<SavedTable, IptablesEr
             failed_line: None,
         });
     }
-    Ok(SavedTable::parse(&String::from_utf8_lossy(&out.stdout)))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Brings one table of the calling thread's network namespace to `plan`

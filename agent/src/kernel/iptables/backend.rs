@@ -11,7 +11,7 @@ use std::{fmt, process::Command, sync::OnceLock};
 use crate::desired::Family;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
+pub(crate) enum Backend {
     Nft,
     Legacy,
 }
@@ -26,7 +26,7 @@ pub enum Choice {
 
 /// The backend in force and why it was chosen (for the log and `status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Selected {
+pub(crate) struct Selected {
     pub backend: Backend,
     pub why: String,
 }
@@ -42,7 +42,7 @@ impl fmt::Display for Backend {
 
 impl Backend {
     /// `iptables-nft-save`, `ip6tables-legacy-save`, ...
-    pub fn save_cmd(self, family: Family) -> &'static str {
+    pub(crate) fn save_cmd(self, family: Family) -> &'static str {
         match (self, family) {
             (Backend::Nft, Family::V4) => "iptables-nft-save",
             (Backend::Nft, Family::V6) => "ip6tables-nft-save",
@@ -51,7 +51,7 @@ impl Backend {
         }
     }
 
-    pub fn restore_cmd(self, family: Family) -> &'static str {
+    pub(crate) fn restore_cmd(self, family: Family) -> &'static str {
         match (self, family) {
             (Backend::Nft, Family::V4) => "iptables-nft-restore",
             (Backend::Nft, Family::V6) => "ip6tables-nft-restore",
@@ -65,7 +65,7 @@ static SELECTED: OnceLock<Selected> = OnceLock::new();
 
 /// Fixes the backend for this process (detected for `Choice::Auto`) and
 /// returns it. A second call returns the first choice.
-pub fn select(choice: Choice) -> &'static Selected {
+pub(crate) fn select(choice: Choice) -> &'static Selected {
     SELECTED.get_or_init(|| match choice {
         Choice::Auto => detect(),
         Choice::Nft => forced(Backend::Nft),
@@ -75,7 +75,7 @@ pub fn select(choice: Choice) -> &'static Selected {
 
 /// The backend in force: the selected one, else detected now (the
 /// commands that never call [`select`], such as `cleanup`).
-pub fn current() -> &'static Selected {
+pub(crate) fn current() -> &'static Selected {
     select(Choice::Auto)
 }
 
@@ -93,7 +93,7 @@ const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 /// iptables-wrapper's rule: a hint chain decides; else the backend with
 /// more rules (both families counted). Unlike the wrapper, a tie (a node
 /// with no rules at all) picks nft, the default of Debian and of our image.
-pub fn detect() -> Selected {
+pub(crate) fn detect() -> Selected {
     for backend in [Backend::Nft, Backend::Legacy] {
         for family in [Family::V4, Family::V6] {
             if let Some(chain) = hint_chain(&save(backend, family, Some("mangle"))) {

@@ -4,9 +4,9 @@
 //! (nft_rules.rs); under the legacy backend, or if that dump fails, from
 //! `iptables-save -c`.
 
-use std::{collections::BTreeMap, process::Command};
+use std::collections::BTreeMap;
 
-use super::{nft_backend, nft_rules, save_cmd, IptablesError};
+use super::{apply::save_text, nft_backend, nft_rules, IptablesError};
 use crate::desired::{Family, Table};
 
 /// Packets counted by every rule of `table` whose comment starts with
@@ -40,20 +40,7 @@ pub fn comment_counters_from_save(
     table: Table,
     prefix: &str,
 ) -> Result<BTreeMap<String, u64>, IptablesError> {
-    let cmd = save_cmd(family);
-    let out = Command::new(cmd)
-        .args(["-c", "-t", &table.to_string()])
-        .output()
-        .map_err(|source| IptablesError::Spawn { cmd, source })?;
-    if !out.status.success() {
-        return Err(IptablesError::Failed {
-            cmd,
-            table,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            failed_line: None,
-        });
-    }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout), prefix))
+    Ok(parse(&save_text(family, table, &["-c"])?, prefix))
 }
 
 /// `[12:720] -A CHAIN ... --comment "PREFIXtext" ...` -> {"text": 12}.

@@ -18,7 +18,7 @@ use crate::kernel::netlink::{
 /// Where and when a table was read: the network namespace and the
 /// ruleset generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stamp {
+pub(super) struct Stamp {
     netns: Netns,
     generation: u32,
 }
@@ -54,7 +54,7 @@ impl Netns {
 /// The calling thread's stamp, or `None` when it cannot tell a change
 /// (the legacy backend, a kernel without nf_tables): then the caller
 /// reads the table every time, as it always did.
-pub fn current() -> Option<Stamp> {
+pub(super) fn current() -> Option<Stamp> {
     if !nft_backend() {
         return None;
     }

@@ -13,7 +13,7 @@
 //! backend the node uses (backend.rs: nft or legacy).
 
 mod apply;
-pub mod backend;
+pub(crate) mod backend;
 mod counters;
 mod generation;
 mod nft_rules;

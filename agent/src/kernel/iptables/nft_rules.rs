@@ -39,7 +39,7 @@ const ATTEMPTS: usize = 3;
 
 /// Calls `visit(comment, packets)` for every rule of `table` that has a
 /// comment.
-pub fn visit_comments(
+pub(super) fn visit_comments(
     family: Family,
     table: Table,
     mut visit: impl FnMut(&str, u64),

@@ -66,11 +66,6 @@ impl IpvsClient {
         Ok(client)
     }
 
-    /// The generic netlink id the kernel gave the IPVS family.
-    pub fn family_id(&self) -> u16 {
-        self.family
-    }
-
     /// How many requests go into one `sendmsg`.
     pub fn batch_size(&self) -> usize {
         self.batch

@@ -6,12 +6,12 @@
 use neli::neli_enum;
 
 /// Name the family registers under (`IPVS_GENL_NAME`).
-pub const FAMILY_NAME: &str = "IPVS";
+pub(super) const FAMILY_NAME: &str = "IPVS";
 /// `IPVS_GENL_VERSION`, sent in every generic netlink header.
-pub const FAMILY_VERSION: u8 = 1;
+pub(super) const FAMILY_VERSION: u8 = 1;
 /// Version of the generic netlink controller protocol used to resolve
 /// the family (the value `genl ctrl` and neli's router send).
-pub const CTRL_VERSION: u8 = 2;
+pub(super) const CTRL_VERSION: u8 = 2;
 
 /// `IPVS_CMD_*`: the generic netlink `cmd` byte.
 #[neli_enum(serialized_type = "u8")]
@@ -139,33 +139,33 @@ pub enum InfoAttr {
 impl neli::consts::genl::NlAttrType for InfoAttr {}
 
 /// `IP_VS_SVC_F_*` service flag bits.
-pub mod svc_flags {
-    pub const PERSISTENT: u32 = 0x0001;
+pub(super) mod svc_flags {
+    pub(crate) const PERSISTENT: u32 = 0x0001;
     /// Set by the kernel on every service in its table; never sent by us.
-    pub const HASHED: u32 = 0x0002;
-    pub const ONEPACKET: u32 = 0x0004;
-    pub const SCHED1: u32 = 0x0008;
-    pub const SCHED2: u32 = 0x0010;
-    pub const SCHED3: u32 = 0x0020;
+    pub(crate) const HASHED: u32 = 0x0002;
+    pub(crate) const ONEPACKET: u32 = 0x0004;
+    pub(crate) const SCHED1: u32 = 0x0008;
+    pub(crate) const SCHED2: u32 = 0x0010;
+    pub(crate) const SCHED3: u32 = 0x0020;
 }
 
 /// `IP_VS_CONN_F_*` forwarding methods (the low 3 bits of `conn_flags`).
-pub mod fwd {
-    pub const MASK: u32 = 0x0007;
-    pub const MASQ: u32 = 0x0000;
-    pub const LOCALNODE: u32 = 0x0001;
-    pub const TUNNEL: u32 = 0x0002;
-    pub const DROUTE: u32 = 0x0003;
+pub(super) mod fwd {
+    pub(crate) const MASK: u32 = 0x0007;
+    pub(crate) const MASQ: u32 = 0x0000;
+    pub(crate) const LOCALNODE: u32 = 0x0001;
+    pub(crate) const TUNNEL: u32 = 0x0002;
+    pub(crate) const DROUTE: u32 = 0x0003;
 }
 
 /// `IP_VS_SCHEDNAME_MAXLEN`, including the NUL.
-pub const SCHEDNAME_MAXLEN: usize = 16;
+pub(super) const SCHEDNAME_MAXLEN: usize = 16;
 
 /// Address families as the kernel numbers them (linux/socket.h).
-pub const AF_INET: u16 = 2;
-pub const AF_INET6: u16 = 10;
+pub(super) const AF_INET: u16 = 2;
+pub(super) const AF_INET6: u16 = 10;
 
 /// IP protocol numbers IPVS services can be keyed by.
-pub const IPPROTO_TCP: u16 = 6;
-pub const IPPROTO_UDP: u16 = 17;
-pub const IPPROTO_SCTP: u16 = 132;
+pub(super) const IPPROTO_TCP: u16 = 6;
+pub(super) const IPPROTO_UDP: u16 = 17;
+pub(super) const IPPROTO_SCTP: u16 = 132;

@@ -38,7 +38,7 @@ mod error;
 mod message;
 mod request;
 pub mod sync;
-pub mod types;
+mod types;
 
 #[cfg(test)]
 mod tests;

@@ -8,35 +8,41 @@
 use super::{align4, nla::Attrs, DecodeError};
 
 /// `sizeof(struct nlmsghdr)`.
-pub const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct genlmsghdr)` = `sizeof(struct nfgenmsg)`.
-pub const FAMILY_HDRLEN: usize = 4;
+pub(crate) const FAMILY_HDRLEN: usize = 4;
 
-pub const NLMSG_NOOP: u16 = 1;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLMSG_OVERRUN: u16 = 4;
+pub(crate) const NLMSG_NOOP: u16 = 1;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_OVERRUN: u16 = 4;
 /// Generic netlink controller (`GENL_ID_CTRL`).
-pub const GENL_ID_CTRL: u16 = 0x10;
+pub(crate) const GENL_ID_CTRL: u16 = 0x10;
 
-pub const NLM_F_REQUEST: u16 = 0x001;
-pub const NLM_F_ACK: u16 = 0x004;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
-pub const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_REQUEST: u16 = 0x001;
+pub(crate) const NLM_F_ACK: u16 = 0x004;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
 /// The dump met a concurrent change: what it read may be mixed.
-pub const NLM_F_DUMP_INTR: u16 = 0x010;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x010;
 /// On an error message: the echoed request was cut to its header.
-pub const NLM_F_CAPPED: u16 = 0x100;
+pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 /// On an error message: extended-ack attributes follow.
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
+pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 /// `NLMSGERR_ATTR_MSG`: the kernel's human-readable reason.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
+pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// Starts a message in `buf`: `nlmsghdr` with a placeholder length (see
 /// [`finish`]) and the family header. Port id 0: the kernel routes
 /// replies by the socket's own. Returns the message's offset.
-pub fn begin(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family_hdr: [u8; 4]) -> usize {
+pub(crate) fn begin(
+    buf: &mut Vec<u8>,
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    family_hdr: [u8; 4],
+) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
@@ -48,14 +54,14 @@ pub fn begin(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family_hdr: [u8; 
 }
 
 /// Writes the length of the message that starts at `start`.
-pub fn finish(buf: &mut [u8], start: usize) {
+pub(crate) fn finish(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
 /// One netlink message of a received datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     pub ty: u16,
     pub flags: u16,
     pub seq: u32,
@@ -64,11 +70,11 @@ pub struct Frame<'a> {
 
 /// Iterates the messages of a datagram. After the first malformed one it
 /// yields that error and stops.
-pub struct Frames<'a> {
+pub(crate) struct Frames<'a> {
     rest: &'a [u8],
 }
 
-pub fn frames(buf: &[u8]) -> Frames<'_> {
+pub(crate) fn frames(buf: &[u8]) -> Frames<'_> {
     Frames { rest: buf }
 }
 
@@ -112,7 +118,7 @@ impl<'a> Iterator for Frames<'a> {
 
 /// What a message means to a waiting request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     /// NLMSG_ERROR with error 0.
     Ack,
     /// NLMSG_ERROR with a negative errno (stored positive here), or a
@@ -130,11 +136,11 @@ pub enum Reply<'a> {
 impl<'a> Frame<'a> {
     /// The bytes this frame took in its datagram, padding included.
     #[cfg(test)]
-    pub fn wire_len(&self) -> usize {
+    pub(crate) fn wire_len(&self) -> usize {
         align4(NLMSG_HDRLEN + self.payload.len())
     }
 
-    pub fn reply(&self) -> Result<Reply<'a>, DecodeError> {
+    pub(crate) fn reply(&self) -> Result<Reply<'a>, DecodeError> {
         match self.ty {
             NLMSG_ERROR => {
                 let code = self.code("nlmsgerr")?;
@@ -181,7 +187,7 @@ impl<'a> Frame<'a> {
 
     /// The request an error message echoes: its header, and its payload
     /// unless the kernel capped it. Empty when there is none.
-    pub fn echoed(&self) -> &'a [u8] {
+    pub(crate) fn echoed(&self) -> &'a [u8] {
         let echoed = self.payload.get(4..).unwrap_or(&[]);
         let len = if self.flags & NLM_F_CAPPED != 0 {
             NLMSG_HDRLEN

@@ -25,6 +25,6 @@ pub(crate) use socket::{Failure, Options, Refusal, Socket};
 
 /// Netlink aligns every message and attribute to 4 bytes (`NLMSG_ALIGN`,
 /// `NLA_ALIGN`).
-pub const fn align4(len: usize) -> usize {
+pub(crate) const fn align4(len: usize) -> usize {
     (len + 3) & !3
 }

@@ -7,27 +7,27 @@ use std::marker::PhantomData;
 use super::{align4, DecodeError};
 
 /// `NLA_HDRLEN`: nla_len (u16) + nla_type (u16).
-pub const NLA_HDRLEN: usize = 4;
+pub(crate) const NLA_HDRLEN: usize = 4;
 /// Netlink attribute header flags (linux/netlink.h).
-pub const NLA_F_NESTED: u16 = 1 << 15;
-pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+pub(crate) const NLA_F_NESTED: u16 = 1 << 15;
+pub(crate) const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+pub(crate) const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 /// `nla_len` is a u16, so one attribute (a nest included) holds at most
 /// this many bytes.
-pub const NLA_MAX_LEN: usize = u16::MAX as usize;
+pub(crate) const NLA_MAX_LEN: usize = u16::MAX as usize;
 
 /// Appends attributes to `buf`. Nests are closed with the offset that
 /// [`Writer::nest_start`] returned.
-pub struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     pub buf: &'a mut Vec<u8>,
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(buf: &'a mut Vec<u8>) -> Self {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
         Self { buf }
     }
 
-    pub fn put(&mut self, ty: impl Into<u16>, payload: &[u8]) {
+    pub(crate) fn put(&mut self, ty: impl Into<u16>, payload: &[u8]) {
         // Payloads are at most a comment (255 bytes); nests are bounded by
         // their writers, so the u16 length cannot truncate.
         let len = NLA_HDRLEN + payload.len();
@@ -37,37 +37,37 @@ impl<'a> Writer<'a> {
         self.pad();
     }
 
-    pub fn put_u8(&mut self, ty: impl Into<u16>, v: u8) {
+    pub(crate) fn put_u8(&mut self, ty: impl Into<u16>, v: u8) {
         self.put(ty, &[v]);
     }
 
     /// A host-order u16.
-    pub fn put_u16(&mut self, ty: impl Into<u16>, v: u16) {
+    pub(crate) fn put_u16(&mut self, ty: impl Into<u16>, v: u16) {
         self.put(ty, &v.to_ne_bytes());
     }
 
     /// A host-order u32.
-    pub fn put_u32(&mut self, ty: impl Into<u16>, v: u32) {
+    pub(crate) fn put_u32(&mut self, ty: impl Into<u16>, v: u32) {
         self.put(ty, &v.to_ne_bytes());
     }
 
     /// A big-endian u16 flagged `NLA_F_NET_BYTEORDER` (ports).
-    pub fn put_be16(&mut self, ty: impl Into<u16>, v: u16) {
+    pub(crate) fn put_be16(&mut self, ty: impl Into<u16>, v: u16) {
         self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A big-endian u32 flagged `NLA_F_NET_BYTEORDER` (timeouts, sizes, flags).
-    pub fn put_be32(&mut self, ty: impl Into<u16>, v: u32) {
+    pub(crate) fn put_be32(&mut self, ty: impl Into<u16>, v: u32) {
         self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A big-endian u64 flagged `NLA_F_NET_BYTEORDER` (counters).
-    pub fn put_be64(&mut self, ty: impl Into<u16>, v: u64) {
+    pub(crate) fn put_be64(&mut self, ty: impl Into<u16>, v: u64) {
         self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
     }
 
     /// A NUL-terminated string (`NLA_NUL_STRING`).
-    pub fn put_str(&mut self, ty: impl Into<u16>, s: &str) {
+    pub(crate) fn put_str(&mut self, ty: impl Into<u16>, s: &str) {
         let len = NLA_HDRLEN + s.len() + 1;
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&ty.into().to_ne_bytes());
@@ -77,7 +77,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Opens a nest flagged `NLA_F_NESTED`; returns its offset for `nest_end`.
-    pub fn nest_start(&mut self, ty: impl Into<u16>) -> usize {
+    pub(crate) fn nest_start(&mut self, ty: impl Into<u16>) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
         self.buf
@@ -86,7 +86,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes the nest's length. The caller keeps it under `NLA_MAX_LEN`.
-    pub fn nest_end(&mut self, at: usize) {
+    pub(crate) fn nest_end(&mut self, at: usize) {
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
@@ -99,13 +99,23 @@ impl<'a> Writer<'a> {
 
 /// One attribute as read: its type without the flag bits, its payload.
 #[derive(Debug, Clone, Copy)]
-pub struct Attr<'a> {
+pub(crate) struct Attr<'a> {
     pub ty: u16,
     pub payload: &'a [u8],
 }
 
 impl<'a> Attr<'a> {
-    pub fn u8(&self) -> Result<u8, DecodeError> {
+    /// The type as the family's typed enum (unknown numbers decode as its
+    /// `UnrecognizedConst`).
+    pub(crate) fn kind<T: From<u16>>(&self) -> T {
+        T::from(self.ty)
+    }
+
+    pub(crate) fn is(&self, ty: impl Into<u16>) -> bool {
+        self.ty == ty.into()
+    }
+
+    pub(crate) fn u8(&self) -> Result<u8, DecodeError> {
         match self.payload {
             [v, ..] => Ok(*v),
             [] => Err(self.bad_len(1)),
@@ -113,37 +123,37 @@ impl<'a> Attr<'a> {
     }
 
     /// Host-order u16.
-    pub fn u16(&self) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&self) -> Result<u16, DecodeError> {
         Ok(u16::from_ne_bytes(self.array::<2>()?))
     }
 
     /// Host-order u32.
-    pub fn u32(&self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&self) -> Result<u32, DecodeError> {
         Ok(u32::from_ne_bytes(self.array::<4>()?))
     }
 
     /// Host-order u64.
-    pub fn u64(&self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&self) -> Result<u64, DecodeError> {
         Ok(u64::from_ne_bytes(self.array::<8>()?))
     }
 
     /// Big-endian u16 (the kernel writes ports with nla_put_net16).
-    pub fn be16(&self) -> Result<u16, DecodeError> {
+    pub(crate) fn be16(&self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array::<2>()?))
     }
 
     /// Big-endian u32 (nla_put_net32).
-    pub fn be32(&self) -> Result<u32, DecodeError> {
+    pub(crate) fn be32(&self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array::<4>()?))
     }
 
     /// Big-endian u64 (nla_put_net64).
-    pub fn be64(&self) -> Result<u64, DecodeError> {
+    pub(crate) fn be64(&self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array::<8>()?))
     }
 
     /// A string up to its first NUL; must be UTF-8.
-    pub fn str(&self) -> Result<&'a str, DecodeError> {
+    pub(crate) fn str(&self) -> Result<&'a str, DecodeError> {
         let end = self
             .payload
             .iter()
@@ -157,7 +167,7 @@ impl<'a> Attr<'a> {
 
     /// Exactly `N` payload bytes (IPv6 address) or the leading `N` of a
     /// longer payload; fewer is an error.
-    pub fn array<const N: usize>(&self) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&self) -> Result<[u8; N], DecodeError> {
         self.payload
             .get(..N)
             .and_then(|s| <[u8; N]>::try_from(s).ok())
@@ -165,7 +175,7 @@ impl<'a> Attr<'a> {
     }
 
     /// The attributes nested in this one.
-    pub fn nested(&self) -> Attrs<'a> {
+    pub(crate) fn nested(&self) -> Attrs<'a> {
         Attrs::new(self.payload)
     }
 
@@ -180,12 +190,12 @@ impl<'a> Attr<'a> {
 
 /// Iterator over the attributes of a byte string. A malformed header ends
 /// the walk with one `Err`.
-pub struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Attrs<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Self { rest: bytes }
     }
 }
@@ -224,13 +234,13 @@ impl<'a> Iterator for Attrs<'a> {
 /// Attributes of one level, indexed by a family's typed enum like the
 /// kernel's `nla_parse`: the last of a type wins, types past the table
 /// are ignored (newer kernels may add them).
-pub struct AttrTable<'a, T> {
+pub(crate) struct AttrTable<'a, T> {
     slots: [Option<Attr<'a>>; 32],
     _type: PhantomData<T>,
 }
 
 impl<'a, T: Into<u16>> AttrTable<'a, T> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let mut slots = [None; 32];
         for a in Attrs::new(bytes) {
             let a = a?;
@@ -244,11 +254,11 @@ impl<'a, T: Into<u16>> AttrTable<'a, T> {
         })
     }
 
-    pub fn get(&self, ty: T) -> Option<Attr<'a>> {
+    pub(crate) fn get(&self, ty: T) -> Option<Attr<'a>> {
         self.slots.get(usize::from(ty.into())).copied().flatten()
     }
 
-    pub fn need(&self, ty: T, what: &'static str) -> Result<Attr<'a>, DecodeError> {
+    pub(crate) fn need(&self, ty: T, what: &'static str) -> Result<Attr<'a>, DecodeError> {
         self.get(ty).ok_or(DecodeError::Missing { what })
     }
 }

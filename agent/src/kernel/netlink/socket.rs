@@ -16,11 +16,11 @@ use nix::sys::{
 
 use super::{frame::NLM_F_DUMP_INTR, frames, DecodeError, Frame, Reply};
 
-pub use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER};
+pub(crate) use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER};
 
 /// What a socket asks of the kernel when it opens.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     /// Receive buffer wanted, if the default is too small: a batch's
     /// answers are queued before we read.
     pub rcvbuf: Option<usize>,
@@ -34,7 +34,7 @@ pub struct Options {
 
 /// The kernel refused a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// Positive errno.
     pub errno: i32,
     /// `NLMSGERR_ATTR_MSG`: the kernel's reason, when it gave one.
@@ -43,14 +43,14 @@ pub struct Refusal {
 
 /// How one exchange failed, before a family names it.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     Refused(Refusal),
     Io(io::Error),
     Decode(DecodeError),
 }
 
 /// One netlink socket and its receive buffer.
-pub struct Socket {
+pub(crate) struct Socket {
     sock: RawSocket,
     seq: u32,
     timeout: Duration,
@@ -58,7 +58,7 @@ pub struct Socket {
 }
 
 impl Socket {
-    pub fn open(protocol: isize, opts: &Options) -> io::Result<Self> {
+    pub(crate) fn open(protocol: isize, opts: &Options) -> io::Result<Self> {
         let mut sock = RawSocket::new(protocol)?;
         sock.bind_auto()?;
         // Best effort: errors then carry the kernel's text, and refusals do
@@ -88,25 +88,25 @@ impl Socket {
     }
 
     /// The receive buffer the kernel granted (it doubles what was asked).
-    pub fn rcvbuf(&self) -> usize {
+    pub(crate) fn rcvbuf(&self) -> usize {
         getsockopt(&self.sock, sockopt::RcvBuf).unwrap_or(0)
     }
 
     /// The send buffer the kernel granted.
-    pub fn sndbuf(&self) -> usize {
+    pub(crate) fn sndbuf(&self) -> usize {
         getsockopt(&self.sock, sockopt::SndBuf).unwrap_or(0)
     }
 
     /// Reserves `n` consecutive sequence numbers and returns the first.
     /// Plain wrapping: batches rely on consecutive numbers.
-    pub fn next_seq(&mut self, n: usize) -> u32 {
+    pub(crate) fn next_seq(&mut self, n: usize) -> u32 {
         let first = self.seq;
         self.seq = self.seq.wrapping_add(n as u32);
         first
     }
 
     /// Sends `bytes` (one or many messages) in one datagram.
-    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn send(&self, bytes: &[u8]) -> io::Result<()> {
         loop {
             match self.sock.send(bytes, 0) {
                 Ok(n) if n == bytes.len() => return Ok(()),
@@ -158,7 +158,7 @@ impl Socket {
     /// this socket is not refused as busy; the first such error is
     /// returned. `Ok(true)` says a dump met a concurrent change
     /// (`NLM_F_DUMP_INTR`): what it read may be mixed.
-    pub fn transact(
+    pub(crate) fn transact(
         &mut self,
         request: &[u8],
         seq: u32,
@@ -206,7 +206,7 @@ impl Socket {
     /// for no waiting request (a stale batch's, a second one) are skipped.
     /// `file` returns false when no further answer will come (nfnetlink
     /// refuses a whole unprivileged batch with one EPERM).
-    pub fn batch(
+    pub(crate) fn batch(
         &mut self,
         request: &[u8],
         first: u32,

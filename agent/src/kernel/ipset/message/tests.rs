@@ -316,11 +316,11 @@ fn acks_capped_errors_and_extack_text_decode() {
 fn type_and_header_replies_decode() {
     let mut b = Vec::new();
     let mut w = Writer::new(&mut b);
-    w.put_u8(attr::PROTOCOL, 7);
-    w.put_str(attr::TYPENAME, "hash:ip,port");
-    w.put_u8(attr::FAMILY, 2);
-    w.put_u8(attr::REVISION, 7);
-    w.put_u8(attr::REVISION_MIN, 0);
+    w.put_u8(IpsetAttr::Protocol, 7);
+    w.put_str(IpsetAttr::Typename, "hash:ip,port");
+    w.put_u8(IpsetAttr::Family, 2);
+    w.put_u8(IpsetAttr::Revision, 7);
+    w.put_u8(IpsetAttr::RevisionMin, 0);
     assert_eq!(decode_type_reply(&b).unwrap(), (7, 0));
     assert_eq!(
         decode_header_reply(&b).unwrap(),
@@ -360,7 +360,7 @@ fn many_members_split_under_the_nest_limit() {
         };
         let adt_attr = Attrs::new(attrs)
             .map(Result::unwrap)
-            .find(|a| a.ty == attr::ADT)
+            .find(|a| a.is(IpsetAttr::Adt))
             .unwrap();
         assert!(adt_attr.payload.len() + 4 <= MAX_ADT_NEST);
     }
@@ -378,7 +378,7 @@ fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Element> {
             panic!("not an ipset message");
         };
         for a in Attrs::new(attrs).map(Result::unwrap) {
-            if a.ty == attr::ADT {
+            if a.is(IpsetAttr::Adt) {
                 for d in a.nested().map(Result::unwrap) {
                     out.push(decode_member(set_type, family, &d).unwrap());
                 }
@@ -516,17 +516,17 @@ proptest! {
         if header_first {
             let mut b = Vec::new();
             let mut w = Writer::new(&mut b);
-            w.put_str(attr::SETNAME, "x");
-            w.put_str(attr::TYPENAME, "hash:ip,port");
-            w.put_u8(attr::FAMILY, 2);
-            let n = w.nest_start(attr::DATA);
+            w.put_str(IpsetAttr::Setname, "x");
+            w.put_str(IpsetAttr::Typename, "hash:ip,port");
+            w.put_u8(IpsetAttr::Family, 2);
+            let n = w.nest_start(IpsetAttr::Data);
             w.nest_end(n);
             d.feed(&b).unwrap();
         }
         let mut b = Vec::new();
         let mut w = Writer::new(&mut b);
-        w.put_str(attr::SETNAME, "x");
-        w.put(attr::ADT, &attrs);
+        w.put_str(IpsetAttr::Setname, "x");
+        w.put(IpsetAttr::Adt, &attrs);
         let _ = d.feed(&b);
         let mut msg = Vec::new();
         let start = begin(&mut msg, IpsetCmd::List, 0, 1);
@@ -545,21 +545,25 @@ proptest! {
 fn list_msg(set: &str, typename: Option<&str>, comments: &[&str]) -> Vec<u8> {
     let mut b = Vec::new();
     let mut w = Writer::new(&mut b);
-    w.put_str(attr::SETNAME, set);
+    w.put_str(IpsetAttr::Setname, set);
     if let Some(t) = typename {
-        w.put_str(attr::TYPENAME, t);
-        w.put_u8(attr::FAMILY, 2);
-        let n = w.nest_start(attr::DATA);
-        w.put_be32(data::HASHSIZE, 1024);
-        w.put_be32(data::MAXELEM, 65536);
-        w.put_be32(data::CADT_FLAGS, cadt_flag::WITH_COMMENT);
+        w.put_str(IpsetAttr::Typename, t);
+        w.put_u8(IpsetAttr::Family, 2);
+        let n = w.nest_start(IpsetAttr::Data);
+        w.put_be32(HeaderAttr::Hashsize, 1024);
+        w.put_be32(HeaderAttr::Maxelem, 65536);
+        w.put_be32(HeaderAttr::CadtFlags, cadt_flag::WITH_COMMENT);
         w.nest_end(n);
     }
-    let adt = w.nest_start(attr::ADT);
+    let adt = w.nest_start(IpsetAttr::Adt);
     for (i, c) in comments.iter().enumerate() {
-        let d = w.nest_start(attr::DATA);
-        put_ip(&mut w, data::IP, &IpAddr::from([10, 0, 0, i as u8 + 1]));
-        w.put_str(data::COMMENT, c);
+        let d = w.nest_start(IpsetAttr::Data);
+        put_ip(
+            &mut w,
+            MemberAttr::Ip,
+            &IpAddr::from([10, 0, 0, i as u8 + 1]),
+        );
+        w.put_str(MemberAttr::Comment, c);
         w.nest_end(d);
     }
     w.nest_end(adt);
