@@ -1,4 +1,5 @@
-//! The dummy interface and its VIPs over rtnetlink, checked with `ip -j`.
+//! The dummy interface and its VIPs (local routes of protocol 211) over
+//! rtnetlink, checked with `ip -j`.
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -34,6 +35,34 @@ fn shown(ns: &NetNs, dev: &str) -> (BTreeSet<String>, Vec<String>) {
     (addrs, flags)
 }
 
+/// The destinations (`/32` or `/128` spelled out) of the local routes of
+/// protocol 211 through `dev`, both families, per `ip -j route show`.
+fn routed(ns: &NetNs, dev: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let json = ns
+            .output(
+                "ip",
+                &[
+                    "-j", family, "route", "show", "table", "local", "proto", "211", "dev", dev,
+                ],
+            )
+            .unwrap();
+        let routes: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        for r in routes {
+            assert_eq!(r["type"], "local", "{r}");
+            let dst = r["dst"].as_str().unwrap();
+            let full = match (dst.contains('/'), family) {
+                (true, _) => dst.to_string(),
+                (false, "-4") => format!("{dst}/32"),
+                (false, _) => format!("{dst}/128"),
+            };
+            out.insert(full);
+        }
+    }
+    out
+}
+
 #[test]
 fn vips_are_synced_onto_a_dummy_interface() {
     if !privileged("vips_are_synced_onto_a_dummy_interface") {
@@ -51,35 +80,44 @@ fn vips_are_synced_onto_a_dummy_interface() {
 
     let want = ips(&["10.96.0.10", "203.0.113.10", "fd00:96::20"]);
     let report = ns
-        .run(|| client.sync_addresses("ipwarden0", &want))
+        .run(|| client.sync_vips("ipwarden0", &want))
         .unwrap()
         .unwrap();
     assert!(report.created_link);
     assert_eq!(report.added.len(), 3);
     let (addrs, flags) = shown(&ns, "ipwarden0");
     assert_eq!(
-        addrs,
+        routed(&ns, "ipwarden0"),
         ["10.96.0.10/32", "203.0.113.10/32", "fd00:96::20/128"]
             .iter()
             .map(|s| s.to_string())
             .collect()
     );
+    assert!(
+        addrs.is_empty(),
+        "VIPs are routes, not addresses: {addrs:?}"
+    );
     assert!(flags.contains(&"UP".to_string()), "{flags:?}");
+    // The kernel takes them for local addresses (what IPVS needs).
+    let got = ns
+        .output("ip", &["-j", "route", "get", "10.96.0.10"])
+        .unwrap();
+    assert!(got.contains("\"type\":\"local\""), "{got}");
 
     let again = ns
-        .run(|| client.sync_addresses("ipwarden0", &want))
+        .run(|| client.sync_vips("ipwarden0", &want))
         .unwrap()
         .unwrap();
     assert_eq!(again, Default::default(), "nothing to do the second time");
 
     let fewer = ips(&["10.96.0.10"]);
     let report = ns
-        .run(|| client.sync_addresses("ipwarden0", &fewer))
+        .run(|| client.sync_vips("ipwarden0", &fewer))
         .unwrap()
         .unwrap();
     assert_eq!(report.removed, vec![ip("203.0.113.10"), ip("fd00:96::20")]);
     assert_eq!(
-        shown(&ns, "ipwarden0").0,
+        routed(&ns, "ipwarden0"),
         ["10.96.0.10/32".to_string()].into()
     );
 
@@ -132,7 +170,7 @@ fn watched_node_addresses_follow_changes_on_other_interfaces_only() {
         all
     };
     assert_eq!(read(&mut watch), ips(&["192.168.56.10"]));
-    ns.run(|| client.sync_addresses("ipwarden0", &ips(&["10.96.0.10"])))
+    ns.run(|| client.sync_vips("ipwarden0", &ips(&["10.96.0.10"])))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -157,7 +195,7 @@ fn watched_node_addresses_follow_changes_on_other_interfaces_only() {
 
 /// Thousands of VIPs in one full sync, then in one partial change: their
 /// acks once overflowed the socket's receive buffer (ENOBUFS after about
-/// 300 of them) and failed the whole sync; `ip` must show every one.
+/// 300 of them) and failed the whole sync; `ip route` must show every one.
 #[test]
 fn thousands_of_vips_are_added_and_removed_in_one_sync() {
     if !privileged("thousands_of_vips_are_added_and_removed_in_one_sync") {
@@ -168,22 +206,94 @@ fn thousands_of_vips_are_added_and_removed_in_one_sync() {
     let vip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a60_0000 + i));
     let want: BTreeSet<IpAddr> = (0..2000).map(vip).collect();
     let report = ns
-        .run(|| client.sync_addresses("ipwarden0", &want))
+        .run(|| client.sync_vips("ipwarden0", &want))
         .unwrap()
         .unwrap();
     assert_eq!(report.added.len(), 2000);
     let expected = |set: &BTreeSet<IpAddr>| -> BTreeSet<String> {
         set.iter().map(|a| format!("{a}/32")).collect()
     };
-    assert_eq!(shown(&ns, "ipwarden0").0, expected(&want));
+    assert_eq!(routed(&ns, "ipwarden0"), expected(&want));
 
     let del: BTreeSet<IpAddr> = (0..1000).map(vip).collect();
     let add: BTreeSet<IpAddr> = (2000..3000).map(vip).collect();
     let report = ns
-        .run(|| client.change_addresses("ipwarden0", &add, &del))
+        .run(|| client.change_vips("ipwarden0", &add, &del))
         .unwrap()
         .unwrap();
     assert_eq!((report.added.len(), report.removed.len()), (1000, 1000));
     let now: BTreeSet<IpAddr> = (1000..3000).map(vip).collect();
-    assert_eq!(shown(&ns, "ipwarden0").0, expected(&now));
+    assert_eq!(routed(&ns, "ipwarden0"), expected(&now));
+}
+
+/// Only our routes are ours: a VIP that is a node address keeps the
+/// kernel's route (never replaced, never deleted), a local route someone
+/// else put on the dummy stays, and the addresses an older agent left on
+/// the dummy give way to routes.
+#[test]
+fn a_full_sync_takes_only_its_own_routes_and_replaces_old_addresses() {
+    if !privileged("a_full_sync_takes_only_its_own_routes_and_replaces_old_addresses") {
+        return;
+    }
+    let ns = NetNs::new("ipw-link-own").unwrap();
+    ns.ip(&[
+        "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
+    ])
+    .unwrap();
+    ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
+        .unwrap();
+    let client = ns.run(LinkClient::connect).unwrap().unwrap();
+    ns.run(|| client.ensure_dummy("ipwarden0"))
+        .unwrap()
+        .unwrap();
+    for old in ["10.96.0.10/32", "10.96.0.11/32"] {
+        ns.ip(&["addr", "add", old, "dev", "ipwarden0"]).unwrap();
+    }
+    let before = ns.run(|| client.vips("ipwarden0")).unwrap().unwrap();
+    assert_eq!(
+        before,
+        ips(&["10.96.0.10", "10.96.0.11"]),
+        "old addresses count as ours"
+    );
+    let want = ips(&["10.96.0.10", "192.168.56.10"]);
+    let report = ns
+        .run(|| client.sync_vips("ipwarden0", &want))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report.added,
+        vec![ip("10.96.0.10")],
+        "the node address is local already"
+    );
+    assert_eq!(report.removed, vec![ip("10.96.0.11")]);
+    assert!(shown(&ns, "ipwarden0").0.is_empty());
+    assert_eq!(
+        routed(&ns, "ipwarden0"),
+        ["10.96.0.10/32".to_string()].into()
+    );
+
+    // After the old addresses went: deleting an interface's last IPv4
+    // address flushes every route through it (the kernel's doing).
+    ns.ip(&[
+        "route",
+        "add",
+        "local",
+        "10.96.0.99",
+        "dev",
+        "ipwarden0",
+        "table",
+        "local",
+    ])
+    .unwrap();
+    ns.run(|| client.sync_vips("ipwarden0", &BTreeSet::new()))
+        .unwrap()
+        .unwrap();
+    assert!(routed(&ns, "ipwarden0").is_empty());
+    let local = ns
+        .output("ip", &["-j", "route", "show", "table", "local"])
+        .unwrap();
+    assert!(
+        local.contains("\"dst\":\"192.168.56.10\"") && local.contains("\"dst\":\"10.96.0.99\""),
+        "the node's own route and the foreign one stay: {local}"
+    );
 }

@@ -121,13 +121,22 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
             .is_ok()
     });
     lab.node
-        .output("ip", &["addr", "flush", "dev", "ipwarden0"])
+        .output(
+            "ip",
+            &[
+                "route",
+                "flush",
+                "table",
+                "local",
+                "proto",
+                "211",
+                "dev",
+                "ipwarden0",
+            ],
+        )
         .unwrap();
     wait_until("the VIPs back on ipwarden0", VM_WAIT, || {
-        lab.node
-            .output("ip", &["-o", "addr", "show", "dev", "ipwarden0"])
-            .unwrap()
-            .contains("203.0.113.10")
+        vips(&lab).contains("203.0.113.10/32")
     });
     assert_eq!(
         tcp_answer(&lab, addr("203.0.113.10", 80)).map(|_| ()).ok(),
@@ -252,13 +261,31 @@ fn rule_counters(lab: &ipwarden::lab::Lab) -> std::collections::BTreeMap<String,
     rules
 }
 
+/// The VIPs on ipwarden0 (its local routes of ipwarden's protocol 211), as
+/// `ADDR/32`.
 fn vips(lab: &ipwarden::lab::Lab) -> std::collections::BTreeSet<String> {
     let out = lab
         .node
-        .output("ip", &["-o", "-4", "addr", "show", "dev", "ipwarden0"])
+        .output(
+            "ip",
+            &[
+                "-j",
+                "-4",
+                "route",
+                "show",
+                "table",
+                "local",
+                "proto",
+                "211",
+                "dev",
+                "ipwarden0",
+            ],
+        )
         .unwrap();
-    out.lines()
-        .filter_map(|l| Some(l.split_whitespace().nth(3)?.to_string()))
+    let routes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    routes
+        .iter()
+        .filter_map(|r| Some(format!("{}/32", r["dst"].as_str()?)))
         .collect()
 }
 
@@ -365,7 +392,7 @@ fn vm_a_partial_sync_writes_only_what_moved() {
         !came.is_empty() && came.iter().all(|l| l.contains("203.0.113.20")),
         "set lines added: {came:#?}"
     );
-    // Addresses: one more VIP.
+    // VIP routes: one more.
     let mut want = addresses.clone();
     want.insert("203.0.113.20/32".to_string());
     assert_eq!(vips(&lab), want);

@@ -188,7 +188,10 @@ fn node_state(lab: &Lab) -> String {
         ("ipset", &["list", "-t"]),
         ("iptables-save", &["-c", "-t", "filter"]),
         ("ip6tables-save", &["-c", "-t", "filter"]),
-        ("ip", &["addr", "show", "ipwarden0"]),
+        (
+            "ip",
+            &["route", "show", "table", "local", "dev", "ipwarden0"],
+        ),
     ]
     .iter()
     .map(|(cmd, args)| {

@@ -246,16 +246,27 @@ fn members(lab: &Lab, set: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The addresses on ipwarden0 (none when it does not exist).
+/// The VIPs on ipwarden0: its local routes of ipwarden's protocol 211
+/// (none when it does not exist).
 fn vips(lab: &Lab) -> BTreeSet<String> {
-    let args = ["-o", "-4", "addr", "show", "dev", "ipwarden0"];
-    let out = tool_or_absent(lab, "ip", &args, "does not exist");
-    out.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            w.find(|x| *x == "inet")?;
-            Some(w.next()?.split('/').next()?.to_string())
-        })
+    let args = [
+        "-j",
+        "-4",
+        "route",
+        "show",
+        "table",
+        "local",
+        "proto",
+        "211",
+        "dev",
+        "ipwarden0",
+    ];
+    let out = tool_or_absent(lab, "ip", &args, "Cannot find device");
+    let routes: Vec<Value> = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
+        .unwrap_or_else(|e| panic!("ip -j route: {e}: {out}"));
+    routes
+        .iter()
+        .filter_map(|r| Some(r["dst"].as_str()?.to_string()))
         .collect()
 }
 

@@ -64,11 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
             let index = link.index_of(DUMMY_INTERFACE)?;
             let addrs = link.addresses()?;
             let ownership = IpvsScope {
-                vips: addrs
-                    .iter()
-                    .filter(|(i, _, _)| Some(*i) == index)
-                    .map(|(_, a, _)| *a)
-                    .collect(),
+                vips: link.vips(DUMMY_INTERFACE)?,
                 node_ips: addrs
                     .iter()
                     .filter(|(i, _, _)| Some(*i) != index)
@@ -126,7 +122,7 @@ pub fn run(args: &Args) -> Result<()> {
     println!("destroyed {} sets", ours.len());
 
     if link.delete(DUMMY_INTERFACE)? {
-        println!("deleted {DUMMY_INTERFACE} and its addresses");
+        println!("deleted {DUMMY_INTERFACE} and its VIP routes");
     }
     if !left.is_empty() {
         anyhow::bail!(

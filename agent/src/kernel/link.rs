@@ -1,13 +1,15 @@
-//! The dummy interface `ipwarden0` and the VIP addresses on it, over
-//! rtnetlink (neli), plus the node's own addresses for `ipwarden-local-ips`.
-//! Equivalent to `ip link add ipwarden0 type dummy`, `ip addr add/del`.
+//! The dummy interface `ipwarden0` and the VIPs on it (local routes, see
+//! [`vip_routes`]), over rtnetlink (neli), plus the node's own addresses for
+//! `ipwarden-local-ips`. Equivalent to `ip link add ipwarden0 type dummy`,
+//! `ip route add local VIP dev ipwarden0 table local proto 211`.
 //! Still neli's router rather than [`crate::kernel::netlink`]'s socket: it
-//! pipelines 10k address requests through its reader thread.
+//! pipelines 10k route requests through its reader thread.
 
-use std::{
-    collections::{BTreeSet, VecDeque},
-    net::IpAddr,
-};
+mod vip_routes;
+
+pub use vip_routes::VIP_ROUTE_PROTOCOL;
+
+use std::net::IpAddr;
 
 use crate::kernel::netlink::frames;
 
@@ -19,7 +21,7 @@ use neli::{
     },
     err::RouterError,
     nl::{NlPayload, Nlmsghdr},
-    router::synchronous::{NlRouter, NlRouterReceiverHandle},
+    router::synchronous::NlRouter,
     rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder},
     types::{Buffer, RtBuffer},
     utils::Groups,
@@ -293,145 +295,6 @@ impl LinkClient {
         }
     }
 
-    /// Makes `name` (a dummy, created if missing) hold exactly `wanted`,
-    /// each as a host address (/32 or /128).
-    pub fn sync_addresses(
-        &self,
-        name: &str,
-        wanted: &BTreeSet<IpAddr>,
-    ) -> Result<AddressReport, LinkError> {
-        let (index, created_link) = self.ensure_dummy(name)?;
-        let have: BTreeSet<IpAddr> = self
-            .addresses()?
-            .into_iter()
-            .filter(|(i, _, _)| *i == index)
-            .map(|(_, a, _)| a)
-            // IPv6 link-local addresses belong to the kernel.
-            .filter(|a| !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
-            .collect();
-        let mut report = AddressReport {
-            created_link,
-            ..AddressReport::default()
-        };
-        let requests = wanted
-            .difference(&have)
-            .map(|a| (Rtm::Newaddr, NlmF::CREATE | NlmF::REPLACE, *a))
-            .chain(
-                have.difference(wanted)
-                    .map(|a| (Rtm::Deladdr, NlmF::empty(), *a)),
-            );
-        self.pipelined(index, requests, |op, addr, answer| {
-            answer?;
-            match op {
-                Rtm::Newaddr => report.added.push(addr),
-                _ => report.removed.push(addr),
-            }
-            Ok(())
-        })?;
-        Ok(report)
-    }
-
-    /// Adds `add` to and deletes `del` from `name` (a dummy, created if
-    /// missing), reading nothing else: an address already there (EEXIST)
-    /// or already gone (EADDRNOTAVAIL) is left out of the report, so it
-    /// lists exactly what was written. For a partial sync; a full one uses
-    /// [`LinkClient::sync_addresses`].
-    pub fn change_addresses(
-        &self,
-        name: &str,
-        add: &BTreeSet<IpAddr>,
-        del: &BTreeSet<IpAddr>,
-    ) -> Result<AddressReport, LinkError> {
-        let (index, created_link) = self.ensure_dummy(name)?;
-        let mut report = AddressReport {
-            created_link,
-            ..AddressReport::default()
-        };
-        let requests = add
-            .iter()
-            .map(|a| (Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL, *a))
-            .chain(del.iter().map(|a| (Rtm::Deladdr, NlmF::empty(), *a)));
-        self.pipelined(index, requests, |op, addr, answer| {
-            let already = match op {
-                Rtm::Newaddr => libc::EEXIST,
-                _ => libc::EADDRNOTAVAIL,
-            };
-            match (answer, op) {
-                (Err(LinkError::Netlink { errno: Some(n), .. }), _) if n == already => {}
-                (Err(e), _) => return Err(e),
-                (Ok(()), Rtm::Newaddr) => report.added.push(addr),
-                (Ok(()), _) => report.removed.push(addr),
-            }
-            Ok(())
-        })?;
-        Ok(report)
-    }
-
-    /// Sends address `requests` (op, flags, address) on interface
-    /// `index`, at most [`IN_FLIGHT`] ahead of the answers read, and hands
-    /// each answer to `answered` in order. Pipelined, 10k VIPs cost a few
-    /// round trips' wait, not 10k; bounded, the acks never overflow the
-    /// socket's receive buffer (ENOBUFS, which failed whole full syncs).
-    fn pipelined(
-        &self,
-        index: u32,
-        requests: impl IntoIterator<Item = (Rtm, NlmF, IpAddr)>,
-        mut answered: impl FnMut(Rtm, IpAddr, Result<(), LinkError>) -> Result<(), LinkError>,
-    ) -> Result<(), LinkError> {
-        let mut pending = VecDeque::new();
-        for (op, flags, addr) in requests {
-            if pending.len() == IN_FLIGHT {
-                let (op, addr, answers) = pending.pop_front().expect("a full window");
-                answered(op, addr, first_error(op, addr, answers))?;
-            }
-            let answers = self.send_address_with(op, flags, index, addr)?;
-            pending.push_back((op, addr, answers));
-        }
-        for (op, addr, answers) in pending {
-            answered(op, addr, first_error(op, addr, answers))?;
-        }
-        Ok(())
-    }
-
-    fn send_address_with(
-        &self,
-        op: Rtm,
-        flags: NlmF,
-        index: u32,
-        addr: IpAddr,
-    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
-        let (family, prefix, bytes) = match addr {
-            IpAddr::V4(a) => (RtAddrFamily::Inet, 32, a.octets().to_vec()),
-            IpAddr::V6(a) => (RtAddrFamily::Inet6, 128, a.octets().to_vec()),
-        };
-        let target = addr.to_string();
-        let mut attrs = RtBuffer::<Ifa, Buffer>::new();
-        for ty in [Ifa::Local, Ifa::Address] {
-            attrs.push(
-                RtattrBuilder::default()
-                    .rta_type(ty)
-                    .rta_payload(Buffer::from(bytes.clone()))
-                    .build()
-                    .map_err(|e| build_err("address", &target, e))?,
-            );
-        }
-        let msg = IfaddrmsgBuilder::default()
-            .ifa_family(family)
-            .ifa_prefixlen(prefix)
-            .ifa_scope(RtScope::Universe)
-            .ifa_index(index)
-            .rtattrs(attrs)
-            .build()
-            .map_err(|e| build_err("address", &target, e))?;
-        let what = match op {
-            Rtm::Newaddr => "add address",
-            _ => "delete address",
-        };
-        self.rtnl
-            .send::<Rtm, Ifaddrmsg, Rtm, Buffer>(op, flags | NlmF::ACK, NlPayload::Payload(msg))
-            .map_err(err(what, &target))
-    }
-
     /// Sends one request with NLM_F_ACK and waits for the kernel's answer.
     fn ack<P>(
         &self,
@@ -453,26 +316,6 @@ impl LinkClient {
         }
         Ok(())
     }
-}
-
-/// Address requests sent ahead of their answers: their acks (about 1 KiB
-/// each with the buffer's overhead) must fit the default receive buffer.
-const IN_FLIGHT: usize = 64;
-
-/// The first error among one request's answers.
-fn first_error(
-    op: Rtm,
-    addr: IpAddr,
-    answers: NlRouterReceiverHandle<Rtm, Buffer>,
-) -> Result<(), LinkError> {
-    let what = match op {
-        Rtm::Newaddr => "add address",
-        _ => "delete address",
-    };
-    for r in answers {
-        r.map_err(err(what, addr))?;
-    }
-    Ok(())
 }
 
 /// rtnetlink's address groups (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR).

@@ -185,17 +185,10 @@ impl RealDataplane {
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
     ) -> Result<IpvsScope, ReconcileError> {
-        // Ours: services on addresses of our dummy interface (now or about
+        // Ours: services on the VIPs of our dummy interface (now or about
         // to be) and NodePorts on the node's addresses.
-        let index = self.link.index_of(names::DUMMY_INTERFACE)?;
         let mut owned = vips.clone();
-        owned.extend(
-            self.link
-                .addresses()?
-                .into_iter()
-                .filter(|(i, _, _)| Some(*i) == index)
-                .map(|(_, a, _)| a),
-        );
+        owned.extend(self.link.vips(names::DUMMY_INTERFACE)?);
         // NodePorts on any address of the node are ours, not only on those
         // listened on now: turning --nodeport-bindon-all-ip off removes
         // the ones on the other addresses.
@@ -274,7 +267,7 @@ impl Dataplane for RealDataplane {
     }
 
     fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {
-        let report = self.link.sync_addresses(names::DUMMY_INTERFACE, vips)?;
+        let report = self.link.sync_vips(names::DUMMY_INTERFACE, vips)?;
         if let Some(bpf) = &mut self.bpf {
             bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
         }
@@ -286,9 +279,7 @@ impl Dataplane for RealDataplane {
         add: &BTreeSet<IpAddr>,
         del: &BTreeSet<IpAddr>,
     ) -> Result<AddressReport, ReconcileError> {
-        let report = self
-            .link
-            .change_addresses(names::DUMMY_INTERFACE, add, del)?;
+        let report = self.link.change_vips(names::DUMMY_INTERFACE, add, del)?;
         if let Some(bpf) = &mut self.bpf {
             bpf.attach_new_if_links_changed(&self.link, names::DUMMY_INTERFACE);
         }
