@@ -5,7 +5,7 @@ use std::{
     hash::{Hash, Hasher},
     io::Write,
     process::{Command, Stdio},
-    sync::Mutex,
+    sync::{Mutex, MutexGuard},
 };
 
 use super::{
@@ -13,7 +13,10 @@ use super::{
     render::{self, Changes},
     restore_cmd, save_cmd, SavedTable,
 };
-use crate::desired::{Family, PlanError, Table, TablePlan};
+use crate::{
+    desired::{Family, PlanError, Table, TablePlan},
+    locks::LockOrRecover,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IptablesError {
@@ -81,17 +84,33 @@ pub(super) fn save_text(
 /// a script rendered from a save the other owner has since changed would
 /// insert at stale positions (a services jump above the policy jump) or
 /// delete a rule that is gone. The xtables lock only covers one command.
-/// It also guards what each owner last verified.
-pub(super) static APPLY: Mutex<Option<Verified>> = Mutex::new(None);
+/// It also guards what each owner last verified. One lock per family and
+/// table: writers of different tables share no chain, so the services'
+/// nat table never waits behind the policy controller's big filter write.
+static APPLY: [Mutex<Option<Verified>>; 8] = [const { Mutex::new(None) }; 8];
+
+/// The lock of one family's table, held across a read-render-restore.
+pub(super) fn lock(family: Family, table: Table) -> MutexGuard<'static, Option<Verified>> {
+    let index = match family {
+        Family::V4 => 0,
+        Family::V6 => 4,
+    } + match table {
+        Table::Filter => 0,
+        Table::Nat => 1,
+        Table::Mangle => 2,
+        Table::Raw => 3,
+    };
+    APPLY[index].lock_or_recover()
+}
 
 /// Per owner (family, table, tag): the plan (its hash) the kernel was
 /// last seen to match, and the ruleset's stamp taken before that read.
 /// The same plan on the same stamp needs no read: nothing changed since.
-type Verified = HashMap<(Family, Table, String), (u64, Stamp)>;
+pub(super) type Verified = HashMap<(Family, Table, String), (u64, Stamp)>;
 
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     plan.validate()?;
-    let mut guard = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = lock(plan.family, plan.table);
     let verified = guard.get_or_insert_with(HashMap::new);
     let owner = (plan.family, plan.table, plan.tag.clone());
     let fingerprint = fingerprint(plan);

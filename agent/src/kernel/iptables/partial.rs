@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::{
-    apply::{restore, IptablesError, APPLY},
+    apply::{lock, restore, IptablesError},
     Changes,
 };
 use crate::desired::ChainDelta;
@@ -49,12 +49,12 @@ pub fn changes(delta: &ChainDelta) -> Changes {
 }
 
 /// Writes `delta` in one `iptables-restore --noflush` call, under the same
-/// lock as full applies (both controllers write the filter table).
+/// lock as full applies of its table (both controllers write the filter table).
 pub fn apply_partial(delta: &ChainDelta) -> Result<Changes, IptablesError> {
     if delta.is_empty() {
         return Ok(Changes::default());
     }
-    let _one_at_a_time = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = lock(delta.family, delta.table);
     restore(delta.family, delta.table, &script(delta))?;
     Ok(changes(delta))
 }
