@@ -1,69 +1,23 @@
-//! `/metrics` of the running agent read by a parser nobody here wrote:
-//! Python prometheus_client's OpenMetrics parser, which is strict (it
-//! refuses a missing `# EOF`, a counter without `_total`, a bad label).
+//! `/metrics` of the running agent read by a parser nobody here wrote
+//! (support/openmetrics.rs: Python prometheus_client's strict OpenMetrics
+//! parser).
 //! The metrics `run --once` records move in the daemon too, after each
 //! sync. The policy controller alone, on this host's kernel in a
 //! throw-away namespace; the service proxy's (`virtual_services`,
-//! `ipvs_changes`) need IPVS, in the VM.
+//! `ipvs_changes`) need IPVS, in the VM (vm_daemon.rs).
 
-use std::{collections::BTreeMap, io::Write, path::Path, process::Stdio};
+use std::path::Path;
 
 use ipwarden::{
-    lab::{http_get_from, wait_until, AgentProcess, Lab, CLUSTER, VM_WAIT},
+    lab::{wait_until, AgentProcess, Lab, CLUSTER, VM_WAIT},
     netns::privileged,
 };
 
+mod support;
+
+use support::openmetrics::{scrape, value};
+
 const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
-
-/// Each sample as `name{labels}` and its value, from the strict parser.
-const PARSE: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-        out[f"{s.name}{{{labels}}}"] = s.value
-print(json.dumps(out))
-"#;
-
-/// The venv `cargo xtask setup` installs prometheus_client in.
-fn python() -> String {
-    std::env::var("IPWARDEN_PYTHON")
-        .unwrap_or_else(|_| "/opt/ipwarden/kubernetes-validate/bin/python3".into())
-}
-
-fn scrape(lab: &Lab) -> BTreeMap<String, f64> {
-    let (code, text) =
-        http_get_from(&lab.node, "127.0.0.1:20244".parse().unwrap(), "/metrics").unwrap();
-    assert_eq!(code, 200, "{text}");
-    let mut child = std::process::Command::new(python())
-        .args(["-c", PARSE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with prometheus_client (cargo xtask setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
-    *samples
-        .get(key)
-        .unwrap_or_else(|| panic!("{key} not in {samples:#?}"))
-}
 
 #[test]
 fn metrics_parse_strictly_and_the_pass_metrics_move_in_the_daemon() {

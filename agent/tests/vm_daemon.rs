@@ -406,3 +406,93 @@ fn vm_a_partial_sync_writes_only_what_moved() {
         );
     }
 }
+
+/// A Service, its EndpointSlice (stamped with the time of its change, as
+/// the EndpointSlice controller does) and a Service with a bad field.
+const ADDED: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: shop-api, namespace: shop}
+spec:
+  clusterIP: 10.96.0.30
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: shop-api-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: shop-api}
+  annotations: {endpoints.kubernetes.io/last-change-trigger-time: \"2026-01-01T00:00:00Z\"}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.244.1.2], conditions: {ready: true}, nodeName: node-a}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop-typo, namespace: shop}
+spec:
+  clusterIP: 10.96.0.31
+  ports: [{name: x, port: 81, protocol: GRE}]
+";
+
+/// What a sync of the service proxy feeds: each must move when a Service
+/// is added (a gauge changes, a counter or timestamp grows). The others
+/// are fed by the auditor, the packet counters and the source, each
+/// tested where that happens.
+const FED_BY_A_SYNC: [&str; 11] = [
+    "ipwarden_virtual_services",
+    "ipwarden_ipvs_changes_total",
+    "ipwarden_set_member_changes_total",
+    "ipwarden_input_problems",
+    "ipwarden_reconciles_total",
+    "ipwarden_reconcile_duration_seconds_count",
+    "ipwarden_syncs_total",
+    "ipwarden_sync_duration_seconds_count",
+    "ipwarden_sync_last_timestamp_seconds",
+    "ipwarden_sync_last_queued_timestamp_seconds",
+    "ipwarden_network_programming_duration_seconds_count",
+];
+
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_every_sync_metric_moves_after_a_daemon_sync_and_parses_strictly() {
+    use support::openmetrics::{scrape, total};
+    if !privileged("vm_every_sync_metric_moves_after_a_daemon_sync_and_parses_strictly") {
+        return;
+    }
+    let lab = lab();
+    let _agent = Agent::start(&lab, FAST);
+    let before = scrape(&lab);
+    let moved = |now: &std::collections::BTreeMap<String, f64>| -> Vec<&str> {
+        FED_BY_A_SYNC
+            .into_iter()
+            .filter(|name| total(now, name) != total(&before, name))
+            .collect()
+    };
+    let ipvs_before = ipvs(&lab);
+
+    let aside = lab.manifests.join("added.tmp");
+    std::fs::write(&aside, ADDED).unwrap();
+    std::fs::rename(&aside, lab.manifests.join("added.yaml")).unwrap();
+    wait_until("every sync metric to move", VM_WAIT, || {
+        moved(&scrape(&lab)).len() == FED_BY_A_SYNC.len()
+    });
+
+    let after = scrape(&lab);
+    let grew = |name| total(&after, name).unwrap() - total(&before, name).unwrap();
+    // One more IPVS service (the typo is skipped), one destination.
+    assert_eq!(grew("ipwarden_virtual_services"), 1.0, "{after:#?}");
+    assert!(grew("ipwarden_ipvs_changes_total") >= 2.0, "{after:#?}");
+    // The typo, counted once a full sync has counted every Service again.
+    let problems = total(&before, "ipwarden_input_problems").unwrap() + 1.0;
+    wait_until("the typo counted in input_problems", VM_WAIT, || {
+        total(&scrape(&lab), "ipwarden_input_problems") == Some(problems)
+    });
+    let ipvs_after = ipvs(&lab);
+    assert!(
+        !ipvs_before.contains("TCP 10.96.0.30:80") && ipvs_after.contains("TCP 10.96.0.30:80"),
+        "{ipvs_after}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Inside the IPVS VM: a manifests file rewritten in place never empties
-//! IPVS, and README's first service-proxy example runs as written.
-//! Oracle: `ipvsadm -Ln`.
+//! IPVS. Oracle: `ipvsadm -Ln`. Timing matters here (a rewrite's gap
+//! against the 2 s hold): keep busy tests out of this suite.
 
 use std::{
     path::Path,
@@ -128,62 +128,4 @@ fn vm_a_file_rewritten_in_place_never_empties_ipvs() {
         status.contains("held at its last good content"),
         "no shrink was held, the rewrites never caught the agent: {status}"
     );
-}
-
-/// README, "Running the service proxy": the command as written, from the
-/// repository's root, with no IPWARDEN_BPF_OBJECT (the object is found
-/// where `cargo xtask build-ebpf` puts it).
-#[test]
-#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
-fn vm_the_readme_service_proxy_example_runs_as_written() {
-    if !privileged("vm_the_readme_service_proxy_example_runs_as_written") {
-        return;
-    }
-    let ns = NetNs::new("ipw-readme").unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = ns
-        .command(AGENT)
-        .args(["run", "--manifests", "deploy/examples/web.yaml"])
-        .args(["--node-name", "node-a", "--once"])
-        .current_dir(&root)
-        .env_remove("IPWARDEN_BPF_OBJECT")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!(
-        "$ ipwarden run --manifests deploy/examples/web.yaml --node-name node-a --once\n{stdout}"
-    );
-    assert!(
-        stdout.starts_with(
-            "3 virtual services; ipvs +3 ~0 -0 services, +6 ~0 -0 destinations; sets +8 -0 members; addresses +2 -0; "
-        ),
-        "{stdout}"
-    );
-    let ipvs = ns.output("ipvsadm", &["-Ln"]).unwrap();
-    println!("$ ipvsadm -Ln\n{ipvs}");
-    for line in [
-        "TCP  203.0.113.10:80 lc",
-        "TCP  10.0.1.1:30080 lc",
-        "TCP  10.96.0.10:80 lc",
-    ] {
-        assert!(ipvs.contains(line), "{ipvs}");
-    }
-    for (cmd, args) in [
-        ("ipset", &["list", "ipwarden-svip-prt"][..]),
-        ("iptables-save", &["-t", "filter"][..]),
-        ("iptables-save", &["-t", "nat"][..]),
-    ] {
-        println!(
-            "$ {cmd} {}\n{}",
-            args.join(" "),
-            ns.output(cmd, args).unwrap()
-        );
-    }
-    let cleanup = ns.command(AGENT).arg("cleanup").output().unwrap();
-    assert!(cleanup.status.success(), "{cleanup:?}");
 }

@@ -4,13 +4,15 @@
 //! `ipvsadm -Ln` (with `--stats`: a service deleted and re-added starts
 //! counting again from zero), `ipset list`, `iptables-save -c`. IPVS
 //! services made by someone else (ipvsadm) share the table throughout.
+//! README's service-proxy example and its `bpf dump` run as written.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    path::Path,
 };
 
-use ipwarden::netns::{checked_output, privileged};
+use ipwarden::netns::{checked_output, privileged, NetNs};
 
 mod support;
 
@@ -353,4 +355,185 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
         "1",
         "net.ipv4.vs.conntrack in the node namespace"
     );
+}
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
+
+/// The agent as README writes it, from the repository's root, with no
+/// IPWARDEN_BPF_OBJECT (the object is found where `cargo xtask build-ebpf`
+/// puts it). `ip netns exec` remounts /sys, so the node's /sys/fs/bpf is
+/// not there: the pins go to a bpffs of the test's own, through
+/// IPWARDEN_BPF_PIN_DIR, which every subcommand reads.
+fn readme_command(ns: &NetNs, pins: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = ns.command(AGENT);
+    cmd.args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .env_remove("IPWARDEN_BPF_OBJECT")
+        .env("IPWARDEN_BPF_PIN_DIR", pins);
+    cmd
+}
+
+/// Runs it; stdout, and stderr, asserting success.
+fn readme_run(ns: &NetNs, pins: &Path, args: &[&str]) -> (String, String) {
+    let out = readme_command(ns, pins, args).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "ipwarden {args:?}: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+/// The members of `ipwarden bpf dump`'s table with their Service column.
+fn dump_rows(dump: &str) -> Vec<(String, String)> {
+    dump.lines()
+        .filter(|l| l.contains(",tcp:"))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words[0].to_string(), words[1].to_string())
+        })
+        .collect()
+}
+
+/// README, "Running the service proxy" and "Inspecting a node": the
+/// commands as written; their output is what README shows.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_the_readme_service_proxy_example_runs_as_written() {
+    if !privileged("vm_the_readme_service_proxy_example_runs_as_written") {
+        return;
+    }
+    let ns = NetNs::new("ipw-readme").unwrap();
+    let bpffs = ipwarden::netns::BpfFs::new("ipw-readme").unwrap();
+    let pins = bpffs.path().join("ipwarden");
+    let (stdout, _) = readme_run(
+        &ns,
+        &pins,
+        &[
+            "run",
+            "--manifests",
+            "deploy/examples/web.yaml",
+            "--node-name",
+            "node-a",
+            "--once",
+        ],
+    );
+    println!(
+        "$ ipwarden run --manifests deploy/examples/web.yaml --node-name node-a --once\n{stdout}"
+    );
+    assert!(
+        stdout.starts_with(
+            "3 virtual services; ipvs +3 ~0 -0 services, +6 ~0 -0 destinations; sets +8 -0 members; addresses +2 -0; "
+        ),
+        "{stdout}"
+    );
+    let ipvs = ns.output("ipvsadm", &["-Ln"]).unwrap();
+    println!("$ ipvsadm -Ln\n{ipvs}");
+    for line in [
+        "TCP  203.0.113.10:80 lc",
+        "TCP  10.0.1.1:30080 lc",
+        "TCP  10.96.0.10:80 lc",
+    ] {
+        assert!(ipvs.contains(line), "{ipvs}");
+    }
+    for (cmd, args) in [
+        ("ipset", &["list", "ipwarden-svip-prt"][..]),
+        ("iptables-save", &["-t", "filter"][..]),
+        ("iptables-save", &["-t", "nat"][..]),
+    ] {
+        println!(
+            "$ {cmd} {}\n{}",
+            args.join(" "),
+            ns.output(cmd, args).unwrap()
+        );
+    }
+
+    // `--once` leaves its pins: the mirror is there after it exits, each
+    // member shown by its Service's hash (no agent answers for names).
+    let members = [
+        "10.0.1.1,tcp:30080",
+        "10.96.0.10,tcp:80",
+        "203.0.113.10,tcp:80",
+    ];
+    let (dump, why) = readme_run(&ns, &pins, &["bpf", "dump"]);
+    let layout = format!("layout {}", ipwarden_common::maps::LAYOUT_VERSION);
+    assert!(
+        dump.starts_with("mode log, mark 0x400000, ") && dump.contains(&layout),
+        "{dump}"
+    );
+    let rows = dump_rows(&dump);
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        members,
+        "{dump}"
+    );
+    assert!(why.contains("Services shown by hash"), "{why}");
+
+    // Where nothing is pinned, `bpf dump` says why, in words.
+    let nowhere = readme_command(&ns, &bpffs.path().join("none"), &["bpf", "dump"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(
+        !nowhere.status.success() && said.contains("no agent has pinned the eBPF maps"),
+        "{said}"
+    );
+    let hidden = ns
+        .command(AGENT)
+        .args(["bpf", "dump"])
+        .env_remove("IPWARDEN_BPF_PIN_DIR")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&hidden.stderr);
+    assert!(
+        !hidden.status.success() && said.contains("no bpffs is mounted there"),
+        "{said}"
+    );
+
+    // With the agent running, each member is named by its Service.
+    let ready = std::env::temp_dir().join(format!("ipw-readme-ready-{}", ns.name()));
+    let mut daemon = readme_command(
+        &ns,
+        &pins,
+        &[
+            "run",
+            "--manifests",
+            "deploy/examples/web.yaml",
+            "--node-name",
+            "node-a",
+        ],
+    )
+    .arg("--ready-file")
+    .arg(&ready)
+    .env("RUST_LOG", "warn")
+    .spawn()
+    .unwrap();
+    wait_until("the daemon's first sync", VM_WAIT, || ready.exists());
+    let (dump, _) = readme_run(&ns, &pins, &["bpf", "dump"]);
+    let bpftool = ns
+        .output(
+            "bpftool",
+            &[
+                "map",
+                "dump",
+                "pinned",
+                &pins.join("maps/IPW_SVC_PORTS").to_string_lossy(),
+            ],
+        )
+        .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_file(&ready);
+    println!("$ ipwarden bpf dump\n{dump}");
+    println!("$ bpftool map dump pinned /sys/fs/bpf/ipwarden/maps/IPW_SVC_PORTS\n{bpftool}");
+    let rows = dump_rows(&dump);
+    assert_eq!(rows.len(), members.len(), "{dump}");
+    assert!(
+        rows.iter().all(|(_, service)| service == "shop/web"),
+        "{dump}"
+    );
+    assert!(bpftool.contains("\"service_id\""), "{bpftool}");
+
+    let cleanup = readme_command(&ns, &pins, &["cleanup"]).output().unwrap();
+    assert!(cleanup.status.success(), "{cleanup:?}");
 }

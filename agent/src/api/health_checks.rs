@@ -8,6 +8,8 @@
 //! One tiny_http server per port, each on its own thread. The reconcile
 //! pass hands over the wanted checks after each sync (`serve`): new ports
 //! are opened, answers updated in place, gone ports closed.
+//! tests/health_checks_netns.rs serves them in a network namespace of its
+//! own, so a test never listens on the host's addresses.
 
 use std::{
     collections::BTreeMap,
@@ -134,98 +136,4 @@ fn response(check: &HealthCheck) -> Response<std::io::Cursor<Vec<u8>>> {
         }
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use std::{
-        io::{Read, Write},
-        net::TcpStream,
-        time::Duration,
-    };
-
-    use super::*;
-    use crate::desired::ServiceRef;
-
-    fn get(port: u16) -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(
-            &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            Duration::from_secs(5),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    }
-
-    /// A port the OS just gave out. Another test may take it before the
-    /// code under test binds it: the caller retries with a new one.
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("[::]:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    /// `check` served on a free port (another one if the first was taken
-    /// in between).
-    fn serve_on_a_free_port(hc: &HealthChecks, check: &mut HealthCheck) {
-        for _ in 0..10 {
-            check.port = free_port();
-            if hc.serve(std::slice::from_ref(check)).is_empty() {
-                return;
-            }
-        }
-        panic!("no free port in 10 tries");
-    }
-
-    #[test]
-    fn listeners_open_answer_and_close_with_the_checks() {
-        let mut check = HealthCheck {
-            port: 0,
-            service: ServiceRef::new("shop", "web"),
-            local_endpoints: 1,
-        };
-        let hc = HealthChecks::new();
-        serve_on_a_free_port(&hc, &mut check);
-        let port = check.port;
-        let ok = get(port).unwrap();
-        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("\"localEndpoints\":1"), "{ok}");
-        assert!(ok.contains("\"name\":\"web\""), "{ok}");
-
-        check.local_endpoints = 0;
-        assert!(hc.serve(std::slice::from_ref(&check)).is_empty());
-        let down = get(port).unwrap();
-        assert!(down.starts_with("HTTP/1.1 503"), "{down}");
-        assert!(down.contains("\"localEndpoints\":0"), "{down}");
-
-        assert!(hc.serve(&[]).is_empty());
-        assert!(hc.ports().is_empty());
-        // tiny_http's accept thread lets go of the socket just after.
-        let closed = crate::lab::wait_until(Duration::from_secs(5), || {
-            !get(port).is_ok_and(|a| a.starts_with("HTTP"))
-        });
-        assert!(closed, "the port is closed with its Service");
-    }
-
-    #[test]
-    fn a_port_taken_by_another_program_is_a_problem_of_its_service() {
-        let taken = std::net::TcpListener::bind("[::]:0").unwrap();
-        let port = taken.local_addr().unwrap().port();
-        let hc = HealthChecks::new();
-        let problems = hc.serve(&[HealthCheck {
-            port,
-            service: ServiceRef::new("shop", "web"),
-            local_endpoints: 1,
-        }]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].object, "Service shop/web");
-        assert_eq!(problems[0].field, "spec.healthCheckNodePort");
-    }
 }

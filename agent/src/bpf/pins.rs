@@ -118,5 +118,23 @@ fn mount_bpffs_if_missing(root: &Path) -> io::Result<()> {
         other => other.into(),
     })?;
     tracing::info!(path = BPFFS_MOUNT, "mounted bpffs (it was not mounted)");
+    if in_a_mount_namespace_of_its_own() {
+        tracing::warn!(
+            path = BPFFS_MOUNT,
+            "this bpffs lives only as long as this process's mount namespace (`ip netns exec` \
+             makes one and remounts /sys): the pins go when the agent exits, and `ipwarden bpf dump` \
+             from another process does not see them; use --bpf-pin-dir on a bpffs mounted elsewhere"
+        );
+    }
     Ok(())
+}
+
+/// Was this process started in a mount namespace its parent does not
+/// share (`ip netns exec` execs in place after unsharing one)? A mount
+/// made there goes with it. Unknown (a parent not readable) counts as no.
+fn in_a_mount_namespace_of_its_own() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: String| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino());
+    let parent = nix::unistd::getppid().to_string();
+    matches!((ns("self".into()), ns(parent)), (Ok(own), Ok(theirs)) if own != theirs)
 }

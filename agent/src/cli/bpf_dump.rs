@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, os::fd::AsFd, path::PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipwarden_common::{
     maps::{FAMILY_V4, FLAG_CHAIN_DECIDES, FLAG_MISSING_FROM_KERNEL},
@@ -65,7 +65,11 @@ fn proto(p: u8) -> String {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let mut dump = read(&PinLayout::new(&args.bpf_pin_dir))?;
+    let pins = PinLayout::new(&args.bpf_pin_dir);
+    if !pins.map(names::MAP_SERVICES).exists() {
+        bail!("{}", nothing_pinned(&pins));
+    }
+    let mut dump = read(&pins)?;
     match super::explain::agent_state(&args.agent) {
         Ok(state) => name_services(&mut dump, &state),
         Err(e) => eprintln!("Services shown by hash: {e:#}"),
@@ -76,6 +80,30 @@ pub fn run(args: &Args) -> Result<()> {
     }
     print(&dump);
     Ok(())
+}
+
+/// Why no map is pinned under `pins`: no bpffs there (`ip netns exec`
+/// remounts /sys, hiding the node's), or no agent has pinned one.
+fn nothing_pinned(pins: &PinLayout) -> String {
+    let root = pins.root().display();
+    let on_bpffs = pins
+        .root()
+        .ancestors()
+        .find(|dir| dir.exists())
+        .and_then(|dir| nix::sys::statfs::statfs(dir).ok())
+        .is_some_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    if on_bpffs {
+        format!(
+            "no agent has pinned the eBPF maps under {root}: `ipwarden run` pins them there \
+             while its service proxy runs with --bpf-mode log or allow (and leaves them when it exits); \
+             an agent with another --bpf-pin-dir needs the same here"
+        )
+    } else {
+        format!(
+            "no eBPF maps under {root}: no bpffs is mounted there (under `ip netns exec`, /sys is \
+             remounted and hides the node's /sys/fs/bpf); pass the --bpf-pin-dir the agent used"
+        )
+    }
 }
 
 /// The pinned mirror, config and totals as JSON (also what `explain`

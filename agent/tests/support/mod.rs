@@ -9,6 +9,8 @@ use std::{
 };
 
 use ipwarden::lab::{self, AgentProcess};
+
+pub mod openmetrics;
 pub use ipwarden::lab::{Lab, CLUSTER, VM_WAIT};
 
 pub fn lab() -> Lab {
