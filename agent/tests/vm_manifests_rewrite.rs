@@ -1,6 +1,6 @@
 //! Inside the IPVS VM: a manifests file rewritten in place never empties
 //! IPVS. Oracle: `ipvsadm -Ln`. Timing matters here (a rewrite's gap
-//! against the 2 s hold): keep busy tests out of this suite.
+//! against the 5 s hold): keep busy tests out of this suite.
 
 use std::{
     path::Path,

@@ -13,7 +13,7 @@
 //! and is reported failing until it reads again. Writers should replace
 //! files at once (write aside, rename; ConfigMap volumes do); a file
 //! rewritten in place that reads empty or far smaller is held at its last
-//! good content until it has read the same for 2 s ([`super::shrink_hold`]).
+//! good content until it has read the same for 5 s ([`super::shrink_hold`]).
 
 use crate::locks::LockOrRecover;
 use std::{
@@ -343,7 +343,7 @@ impl ManifestsSource {
     }
 
     /// The same, holding a file that shrank until it has read the same for
-    /// `hold` (tests choose it; the agent holds 2 s).
+    /// `hold` (tests choose it; the agent holds 5 s).
     pub fn start_holding(
         path: &Path,
         changes: UnboundedSender<Change>,

@@ -14,7 +14,9 @@ use std::{
 use super::KubeObject;
 
 /// How long a shrunken file must read the same before it is believed.
-pub const HOLD: Duration = Duration::from_secs(2);
+/// `kubectl get -o yaml > f` truncates before kubectl has even connected,
+/// so the gap can be seconds; 5 s also leaves a loaded node margin.
+pub const HOLD: Duration = Duration::from_secs(5);
 
 /// What to do with one read of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
