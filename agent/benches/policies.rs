@@ -63,8 +63,10 @@
 //! runs each of `desired`, `PolicyIndex::build`, `PolicyIndex::state` and
 //! the catch-up of a no-op full sync (`changes_since` + `update`) on the
 //! generated cluster (no kernel, no root), for profiling the controller
-//! under `perf`; `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`,
-//! `state`, `catch_up`) times that step alone.
+//! under `perf`, and `local_pod`: the updates of a local pod added and
+//! removed (with `IPWARDEN_BENCH_CLUSTER_POLICIES`, the cluster has them);
+//! `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`, `state`,
+//! `catch_up`, `local_pod`) times that step alone.
 
 mod common;
 
