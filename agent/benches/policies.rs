@@ -63,8 +63,10 @@
 //! runs each of `desired`, `PolicyIndex::build`, `PolicyIndex::state` and
 //! the catch-up of a no-op full sync (`changes_since` + `update`) on the
 //! generated cluster (no kernel, no root), for profiling the controller
-//! under `perf`; `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`,
-//! `state`, `catch_up`) times that step alone.
+//! under `perf`, and `local_pod`: the updates of a local pod added and
+//! removed (with `IPWARDEN_BENCH_CLUSTER_POLICIES`, the cluster has them);
+//! `IPWARDEN_BENCH_COMPUTE_ONLY_STEP=build` (or `desired`, `state`,
+//! `catch_up`, `local_pod`) times that step alone.
 
 mod common;
 
@@ -889,6 +891,18 @@ fn compute_only_runs(base: &Snapshot, opts: &Options, n: usize) {
         let changes = index.changes_since(base);
         std::hint::black_box(index.update(base, &changes));
     });
+    // A local pod added and removed: the two updates of a partial sync.
+    let (added, added_pod) = local_pod_added(base);
+    let (ns, name) = added_pod.split_once('/').expect("ns/name");
+    let changes = PolicyChanges {
+        pods: [(ns.to_string(), name.to_string())].into(),
+        ..PolicyChanges::default()
+    };
+    time("local_pod", &|| {
+        let mut index = index.borrow_mut();
+        std::hint::black_box(index.update(&added, &changes));
+        std::hint::black_box(index.update(base, &changes));
+    });
 }
 
 fn main() {
@@ -915,11 +929,15 @@ fn main() {
     let start = Instant::now();
     let base = generate(pods, policies_n, namespaces, seed);
     let opts = Options::default();
+    let cluster_policies = one("IPWARDEN_BENCH_CLUSTER_POLICIES", "0");
     if let Some(n) = compute_only {
+        let base = match cluster_policies {
+            0 => base,
+            c => base.with_cluster_network_policies(cluster_policy_objects(c)),
+        };
         compute_only_runs(&base, &opts, n.parse().unwrap_or(10));
         return;
     }
-    let cluster_policies = one("IPWARDEN_BENCH_CLUSTER_POLICIES", "0");
     if cluster_policies > 0 {
         let base = base.with_cluster_network_policies(cluster_policy_objects(cluster_policies));
         let state = policies::desired(&base, &opts);

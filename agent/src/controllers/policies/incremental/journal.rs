@@ -4,15 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Direction, Key, PolicyIndex};
-use crate::desired::{
-    Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, SetType, Table,
-};
+use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
-/// A policy chain and its sets (members as the shape has them: blocks,
-/// and the named ingress ports of a ClusterNetworkPolicy's targets; not
-/// the members counted per pod).
+/// A policy chain and its sets (members as the shape has them: blocks;
+/// not the members counted per pod, which include the named ingress
+/// ports of a ClusterNetworkPolicy's targets).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct UnitView {
     pub chain: Chain,
@@ -175,15 +173,6 @@ fn unit_delta(
     for s in new_sets {
         match old_sets.iter().find(|o| o.name == s.name) {
             Some(o) if o == s => {}
-            // Named ports of a ClusterNetworkPolicy's targets (no
-            // `nomatch` in hash:ip,port): the members that moved.
-            Some(o) if o.set_type == SetType::HashIpPort && s.set_type == SetType::HashIpPort => {
-                delta.members.push(SetDelta {
-                    set: s.name.clone(),
-                    add: s.members.difference(&o.members).copied().collect(),
-                    del: o.members.difference(&s.members).copied().collect(),
-                });
-            }
             _ => delta.created.push(index.set_spec(s)),
         }
     }
@@ -244,11 +233,9 @@ impl PolicyIndex {
         if !self.active(policy, d, family) {
             return None;
         }
-        let mut sets = shape.sets.clone();
-        self.add_target_members(policy, d, &mut sets);
         Some(UnitView {
             chain: shape.chain.clone(),
-            sets,
+            sets: shape.sets.clone(),
         })
     }
 

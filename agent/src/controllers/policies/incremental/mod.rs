@@ -150,6 +150,18 @@ impl Isolated {
     fn has(&self, family: Family) -> bool {
         self.ips.iter().any(|ip| Family::of(ip) == family)
     }
+
+    /// The pod as the renderers take it (its labels are not kept).
+    fn view(&self) -> PodView<'_> {
+        PodView {
+            namespace: &self.namespace,
+            name: &self.name,
+            labels: None,
+            ips: self.ips.clone(),
+            local: true,
+            ports: self.ports.clone(),
+        }
+    }
 }
 
 /// A policy with what is derived from it alone.
@@ -415,6 +427,10 @@ impl PolicyIndex {
         for (p, d) in &units {
             self.touch_unit(p, *d);
         }
+        if let Some(before) = self.isolated.get(key) {
+            let c = self.target_contribution(before, None);
+            self.count(c, false);
+        }
         if let Some(before) = self.isolated.remove(key) {
             for d in [Direction::Ingress, Direction::Egress] {
                 for p in before.units(d) {
@@ -434,6 +450,8 @@ impl PolicyIndex {
                     self.targets.entry((p, d)).or_default().insert(key.clone());
                 }
             }
+            let c = self.target_contribution(&now, None);
+            self.count(c, true);
             self.isolated.insert(key.clone(), now);
         }
     }

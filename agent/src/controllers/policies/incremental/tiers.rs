@@ -10,14 +10,15 @@
 //! ([`tier_key`]; no namespace can be named so), so its units (policy,
 //! direction), targets and set owners share the NetworkPolicies' maps.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use super::{
     super::{
-        cnp::{self, model::ClusterPolicy, PodTiers, Tiers},
+        cnp::{
+            self,
+            model::{ClusterPolicy, Subject},
+            PodTiers, Tiers,
+        },
         describe::{self, TierDescription},
         model::Direction,
         pods::{namespace_matches, PodView},
@@ -30,7 +31,7 @@ use crate::{
         cnp::{ClusterNetworkPolicy, Tier, KIND},
         Snapshot,
     },
-    desired::{Family, SetSpec},
+    desired::Family,
 };
 
 /// The index key of the ClusterNetworkPolicy `name`.
@@ -116,7 +117,17 @@ impl PolicyIndex {
             self.touch_unit(&key, d);
         }
         let pods: Vec<_> = self.pods.values().cloned().collect();
+        // Its ingress targets' named ports follow its compiled form; the
+        // targets themselves are re-evaluated below (`isolate`).
+        let targets: Vec<Key> = self
+            .targets
+            .get(&(key.clone(), Direction::Ingress))
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         if let Some(old) = self.tiers.get(name).map(|e| e.compiled.clone()) {
+            self.count_targets(name, &targets, false);
             for p in &pods {
                 let c = self.pod_contribution(p, &[&old]);
                 self.count(c, false);
@@ -129,10 +140,30 @@ impl PolicyIndex {
                 let c = self.pod_contribution(p, &[&compiled]);
                 self.count(c, true);
             }
+            self.count_targets(name, &targets, true);
         }
+        // Only the pods it applied to and those its subject selects now
+        // can name it; every other pod keeps its tiers.
+        let subject = self.tiers.get(name).map(|e| e.policy.subject.clone());
         for k in self.local_pods() {
-            self.isolate(&k);
+            let selects = || {
+                subject
+                    .as_ref()
+                    .is_some_and(|s| self.subject_selects(s, &k))
+            };
+            if applied.contains(&k) || selects() {
+                self.isolate(&k);
+            }
         }
+    }
+
+    /// Does `subject` select the pod `key`?
+    fn subject_selects(&self, subject: &Subject, key: &Key) -> bool {
+        let Some(v) = self.pods.get(key).and_then(|p| self.view_of(p)) else {
+            return false;
+        };
+        let labels = self.namespaces.get(v.namespace);
+        cnp::subject_selects(subject, &v, |s| namespace_matches(labels, v.namespace, s))
     }
 
     fn index_tier(&mut self, policy: ClusterPolicy) -> Arc<Compiled> {
@@ -240,36 +271,34 @@ impl PolicyIndex {
         }
     }
 
-    /// Adds to `sets` (a unit's sets in `family`) the named ingress ports
-    /// of the local pods the ClusterNetworkPolicy `key` applies to.
-    pub(super) fn add_target_members(&self, key: &Key, d: Direction, sets: &mut [SetSpec]) {
-        let Some(entry) = tier_name(key).and_then(|n| self.tiers.get(n)) else {
-            return;
-        };
-        if d != Direction::Ingress {
-            return;
-        }
-        let mut found = Contribution::new();
-        for k in self.targets.get(&(key.clone(), d)).into_iter().flatten() {
-            let iso = &self.isolated[k];
-            let view = PodView {
-                namespace: &iso.namespace,
-                name: &iso.name,
-                labels: None,
-                ips: iso.ips.clone(),
-                local: true,
-                ports: iso.ports.clone(),
-            };
-            contrib::target_members(&entry.compiled, &view, &mut found);
-        }
-        let mut by_set: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-        for (set, member) in &found {
-            by_set.entry(set).or_default().push(*member);
-        }
-        for s in sets {
-            if let Some(members) = by_set.get(s.name.as_str()) {
-                s.members.extend(members.iter().copied());
+    /// The named ingress ports the local pod `iso` puts into the sets of
+    /// the ClusterNetworkPolicies that apply to it (`only`: of that
+    /// policy alone). Counted with the pod-derived members, so a pod that
+    /// joins or leaves a policy moves its own members, never the others'.
+    pub(super) fn target_contribution(&self, iso: &Isolated, only: Option<&str>) -> Contribution {
+        let mut out = Contribution::new();
+        let view = iso.view();
+        let names = iso.tiers(Direction::Ingress);
+        for name in names.admin.iter().chain(&names.baseline) {
+            if only.is_some_and(|o| o != name) {
+                continue;
             }
+            if let Some(entry) = self.tiers.get(name) {
+                contrib::target_members(&entry.compiled, &view, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Counts (`add`) or uncounts the named ingress ports of the targets
+    /// of the ClusterNetworkPolicy `name` for its compiled form now.
+    fn count_targets(&mut self, name: &str, targets: &[Key], add: bool) {
+        for k in targets {
+            let Some(iso) = self.isolated.get(k) else {
+                continue;
+            };
+            let c = self.target_contribution(iso, Some(name));
+            self.count(c, add);
         }
     }
 
