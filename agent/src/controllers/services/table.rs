@@ -125,7 +125,16 @@ impl ServiceTable {
         state
     }
 
-    /// The whole desired state (full syncs and `/state`).
+    /// The virtual services in key order, each the one its key's first
+    /// claimant serves, as [`Self::assemble`] picks them, without
+    /// assembling the sets, rules and members beside them (`/state`).
+    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
+        self.claims
+            .keys()
+            .filter_map(|key| self.winner(key).map(|(vs, _)| vs))
+    }
+
+    /// The whole desired state (full syncs and the tests).
     pub fn assemble(&self) -> ServiceState {
         assemble(self.shares.values(), &self.node, &self.opts)
     }
