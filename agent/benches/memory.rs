@@ -2,7 +2,9 @@
 //! port with a three-endpoint slice each, beside the generated pods and
 //! NetworkPolicies), decoded, trimmed and held in the source's ordered
 //! stores (`cluster/store.rs`) as the agent holds it, then each controller's desired state computed from
-//! the snapshot. A counting allocator reports the bytes each step keeps
+//! the snapshot, the service controller's keyed table, and `/state`'s list
+//! of virtual services gathered (as before) and streamed (as now). A
+//! counting allocator reports the bytes each step keeps
 //! (live after it, per object) and the transient peak while it runs. No
 //! kernel, no root.
 //!
@@ -174,6 +176,35 @@ fn kib(b: usize) -> String {
     format!("{:.0} KiB", b as f64 / 1024.0)
 }
 
+/// `/state`'s list of virtual services from the service controller's
+/// keyed table: gathered first (the whole state assembled, a JSON tree,
+/// then its text, as before) and streamed from the table (as now).
+fn state_rows(snapshot: &ipwarden::cluster::Snapshot, services_n: usize) {
+    use ipwarden::api::state::virtual_service;
+    use serde::Serializer;
+    let (table, k, p) = measured(|| {
+        let mut table = services::ServiceTable::new(services::Options::default());
+        table.rebuild(snapshot);
+        table
+    });
+    row("services: keyed table", services_n, k, p);
+    let (text, _, p) = measured(|| {
+        let state = table.assemble();
+        let tree: Vec<Value> = state.virtual_services.iter().map(virtual_service).collect();
+        serde_json::to_string(&tree).expect("JSON")
+    });
+    row("/state virtual services, gathered (text)", 0, text.len(), p);
+    drop(text);
+    let (text, _, p) = measured(|| {
+        let mut out = Vec::new();
+        serde_json::Serializer::new(&mut out)
+            .collect_seq(table.virtual_services().map(virtual_service))
+            .expect("JSON");
+        out
+    });
+    row("/state virtual services, streamed (text)", 0, text.len(), p);
+}
+
 fn row(what: &str, n: usize, kept: usize, peak: usize) {
     println!(
         "| {what} | {n} | {} | {} | {} |",
@@ -230,6 +261,7 @@ fn main() {
         let (policy_state, k, p) =
             measured(|| policies::desired(&snapshot, &policies::Options::default()));
         row("policies: desired state (per policy)", policies_n, k, p);
+        state_rows(&snapshot, services_n);
         println!("\nlive at the end: {}", kib(LIVE.load(Relaxed)));
         drop((service_state, policy_state, snapshot, stores));
     }

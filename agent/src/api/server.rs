@@ -89,11 +89,7 @@ fn answer(url: &str, metrics: &Metrics, routes: &Routes) -> (u16, String, &'stat
             "text/plain",
         ),
         "/state" => match &routes.state {
-            Some(view) => (
-                200,
-                view.to_json(metrics.ready()).to_string(),
-                "application/json",
-            ),
+            Some(view) => (200, view.render(metrics.ready()), "application/json"),
             None => (404, "not found\n".to_string(), "text/plain"),
         },
         _ => (404, "not found\n".to_string(), "text/plain"),

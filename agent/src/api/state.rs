@@ -6,12 +6,17 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::{
     cluster::{compact::Pod, source::ResourceHealth, HostInfo, Source},
+    desired::VirtualService,
     kernel::iptables::backend,
-    reconcile::board::{Board, BoardState, SyncRecord},
+    reconcile::{
+        board::{Board, BoardState, SyncRecord},
+        services::ServicesView,
+    },
 };
 
 /// What `/state` reads: the board the controllers write, and the source
@@ -24,8 +29,23 @@ pub struct StatusView {
 }
 
 impl StatusView {
-    pub fn to_json(&self, ready: bool) -> Value {
-        let mut out = to_json(&self.board.read());
+    /// The `/state` document as JSON text. The virtual services are
+    /// written one at a time from the service controller's table, never
+    /// gathered first: at 10k Services a tree of them (and the whole
+    /// assembled state behind it) cost the agent over 60 MiB per request.
+    pub fn render(&self, ready: bool) -> String {
+        let board = self.board.read();
+        let rest = self.to_json(&board, ready);
+        let doc = Document {
+            rest: &rest,
+            virtual_services: VirtualServices(board.services.as_ref()),
+        };
+        serde_json::to_string(&doc).expect("JSON of values and strings")
+    }
+
+    /// Everything `/state` holds but the virtual services.
+    fn to_json(&self, board: &BoardState, ready: bool) -> Value {
+        let mut out = to_json(board);
         out["ready"] = ready.into();
         out["sources"] = self.source.health().iter().map(source).collect();
         let host = HostInfo {
@@ -48,6 +68,43 @@ impl StatusView {
         };
         out
     }
+}
+
+/// The `/state` document: `rest`'s fields, then the virtual services.
+#[derive(Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    rest: &'a Value,
+    virtual_services: VirtualServices<'a>,
+}
+
+/// The service controller's virtual services, serialized as they are read.
+struct VirtualServices<'a>(Option<&'a ServicesView>);
+
+impl Serialize for VirtualServices<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => serializer.collect_seq(std::iter::empty::<Value>()),
+            Some(view) => {
+                view.with_virtual_services(|all| serializer.collect_seq(all.map(virtual_service)))
+            }
+        }
+    }
+}
+
+/// One virtual service as `/state` lists it.
+pub fn virtual_service(vs: &VirtualService) -> Value {
+    json!({
+        "address": vs.key.addr.to_string(),
+        "protocol": vs.key.proto.as_str(),
+        "port": vs.key.port,
+        "service": format!("{}/{}", vs.service.namespace, vs.service.name),
+        "origin": vs.origin,
+        "scheduler": vs.scheduler,
+        "destinations": vs.destinations.iter().map(|d| json!({
+            "address": d.addr.to_string(), "port": d.port, "weight": d.weight,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// One resource of the source: listed, failing (with why) or waiting for
@@ -120,24 +177,6 @@ pub fn to_json(b: &BoardState) -> Value {
             )
         })
         .collect();
-    let services = b.services.as_ref().map(|v| v.state());
-    let services: Vec<Value> = services
-        .iter()
-        .flat_map(|s| s.virtual_services.iter())
-        .map(|vs| {
-            json!({
-                "address": vs.key.addr.to_string(),
-                "protocol": vs.key.proto.as_str(),
-                "port": vs.key.port,
-                "service": format!("{}/{}", vs.service.namespace, vs.service.name),
-                "origin": vs.origin,
-                "scheduler": vs.scheduler,
-                "destinations": vs.destinations.iter().map(|d| json!({
-                    "address": d.addr.to_string(), "port": d.port, "weight": d.weight,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
     let pods: Vec<Value> = b
         .policies
         .iter()
@@ -174,7 +213,6 @@ pub fn to_json(b: &BoardState) -> Value {
         "bpf": b.bpf.as_ref().map(|s| json!({"mode": s.mode, "interfaces": s.interfaces})),
         "drift": {"found": b.drift_found, "healed": b.drift_healed},
         "source_problems": b.source_problems,
-        "virtual_services": services,
         "isolated_pods": pods,
         "policies": policies,
         "cluster_policies": cluster_policies,

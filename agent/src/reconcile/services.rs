@@ -81,6 +81,18 @@ impl ServicesView {
         self.lock().assemble()
     }
 
+    /// `f` over the virtual services in key order, read in place under
+    /// the table's lock: `/state` at 10k Services would otherwise assemble
+    /// the whole state (sets, rules, members) to list them.
+    pub fn with_virtual_services<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = &VirtualService>) -> R,
+    ) -> R {
+        let table = self.lock();
+        let mut all = table.virtual_services();
+        f(&mut all)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ServiceTable> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

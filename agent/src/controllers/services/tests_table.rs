@@ -14,7 +14,7 @@ use crate::{
         State::{NotServing, Ready},
         NODE,
     },
-    desired::{ServiceRef, ServiceState},
+    desired::{ServiceRef, ServiceState, VirtualService},
 };
 
 const SERVICES: usize = 5;
@@ -229,6 +229,9 @@ fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError>
     }
     let full = desired_with(&cluster.snapshot(), &opts);
     prop_assert_eq!(&table.assemble(), &full);
+    // What `/state` lists, read in place, is what the whole state holds.
+    let listed: Vec<&VirtualService> = table.virtual_services().collect();
+    prop_assert_eq!(listed, full.virtual_services.iter().collect::<Vec<_>>());
     prop_assert_eq!(without_problems(kernel), without_problems(full));
     Ok(())
 }
