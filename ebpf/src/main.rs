@@ -87,7 +87,7 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
     if marked {
         // A restricted source gets the checked mark, which INPUT accepts
         // only below the policy chain.
-        let bit = if restricted_source(ctx, &pkt) {
+        let bit = if restricted_source(&pkt) {
             config.checked_mark
         } else {
             config.mark
@@ -111,14 +111,10 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
 }
 
 /// Is the packet's source (maybe) one whose egress a policy restricts?
-/// One bit of the source bitmap; a packet too short to tell counts as
-/// restricted (unmarked, the chains decide).
+/// One bit of the source bitmap.
 #[inline(always)]
-fn restricted_source(ctx: &TcContext, pkt: &parse::Packet) -> bool {
-    let Some(words) = parse::source_words(ctx, pkt.v6) else {
-        return true;
-    };
-    let (word, bit) = source_bit(&words, pkt.v6);
+fn restricted_source(pkt: &parse::Packet) -> bool {
+    let (word, bit) = source_bit(&parse::source_words(pkt), pkt.v6);
     SOURCE_BITS.get(word).is_none_or(|w| (*w >> bit) & 1 == 1)
 }
 

@@ -29,6 +29,10 @@ pub struct Packet {
     /// Offset of the transport header (for the slow path: source port,
     /// TCP flags, source address).
     pub l4: usize,
+    /// The IP header, whose fixed part the parse checked against
+    /// data_end: [`source_words`] reads the source from it without a
+    /// second bounds check.
+    ip: *const u8,
 }
 
 /// Returns a pointer to a `T` at `offset`, or None when the packet is shorter.
@@ -104,6 +108,7 @@ fn v4(ctx: &TcContext) -> Option<Packet> {
         proto,
         dport,
         l4,
+        ip,
     })
 }
 
@@ -114,8 +119,11 @@ fn is_l4(proto: u8) -> bool {
 
 #[inline(always)]
 fn v6(ctx: &TcContext) -> Option<Packet> {
+    // One bounds check for the fixed header and the two ports that follow
+    // it when there are no extension headers (the common case); a frame
+    // shorter than that carries no ports in any case.
     let start = ctx.data();
-    if start + ETH_HLEN + IPV6_HLEN > ctx.data_end() {
+    if start + ETH_HLEN + IPV6_HLEN + 4 > ctx.data_end() {
         return None;
     }
     let ip = (start + ETH_HLEN) as *const u8;
@@ -132,14 +140,21 @@ fn v6(ctx: &TcContext) -> Option<Packet> {
             ],
         )
     };
-    let (proto, l4) = ext_headers(ctx, next, ETH_HLEN + IPV6_HLEN)?;
-    let dport = read::<u16>(ctx, l4 + 2)?;
+    let (proto, l4, dport) = if is_l4(next) {
+        // SAFETY: the ports are inside the packet (checked above).
+        let dport = unsafe { core::ptr::read_volatile(ip.add(IPV6_HLEN + 2) as *const u16) };
+        (next, ETH_HLEN + IPV6_HLEN, dport)
+    } else {
+        let (proto, l4) = ext_headers(ctx, next, ETH_HLEN + IPV6_HLEN)?;
+        (proto, l4, read::<u16>(ctx, l4 + 2)?)
+    };
     Some(Packet {
         daddr,
         v6: true,
         proto,
         dport,
         l4,
+        ip,
     })
 }
 
@@ -155,15 +170,13 @@ const MAX_EXT_HEADERS: usize = 6;
 /// (an extension header is at most 2 KiB: (255 + 1) * 8 bytes).
 const MAX_L4_OFFSET: usize = 2048;
 
-/// Walks hop-by-hop, routing, fragment and destination-options headers to
-/// the transport header: Some((protocol, offset)) for TCP, UDP or SCTP,
+/// Walks hop-by-hop, routing, fragment and destination-options headers
+/// from `next`, the fixed header's next header (not a transport protocol),
+/// to the transport header: Some((protocol, offset)) for TCP, UDP or SCTP,
 /// None for anything else, for a non-first fragment, or for a chain longer
 /// than MAX_EXT_HEADERS.
 #[inline(always)]
 fn ext_headers(ctx: &TcContext, mut next: u8, mut off: usize) -> Option<(u8, usize)> {
-    if is_l4(next) {
-        return Some((next, off));
-    }
     for _ in 0..MAX_EXT_HEADERS {
         // The first two bytes of every one of these headers: next header
         // and (except the fragment header) length in 8-byte units, not
@@ -225,10 +238,26 @@ pub fn source_addr(ctx: &TcContext, v6: bool) -> Option<[u8; 16]> {
 /// The source address as four words, loaded as they sit in memory (the
 /// form [`ipwarden_common::maps::source_bit`] hashes); IPv4 in the first.
 #[inline(always)]
-pub fn source_words(ctx: &TcContext, v6: bool) -> Option<[u32; 4]> {
-    if v6 {
-        read::<[u32; 4]>(ctx, ETH_HLEN + 8)
-    } else {
-        Some([read::<u32>(ctx, ETH_HLEN + 12)?, 0, 0, 0])
+pub fn source_words(pkt: &Packet) -> [u32; 4] {
+    // SAFETY: the parse checked the fixed IP header, which holds the
+    // source (IPv4: bytes 12..16, IPv6: bytes 8..24), against data_end,
+    // and nothing since has changed the packet's data.
+    unsafe {
+        if pkt.v6 {
+            let s = pkt.ip.add(8) as *const u32;
+            [
+                core::ptr::read_volatile(s),
+                core::ptr::read_volatile(s.add(1)),
+                core::ptr::read_volatile(s.add(2)),
+                core::ptr::read_volatile(s.add(3)),
+            ]
+        } else {
+            [
+                core::ptr::read_volatile(pkt.ip.add(12) as *const u32),
+                0,
+                0,
+                0,
+            ]
+        }
     }
 }

@@ -192,7 +192,9 @@ const BENCHES: &[Bench] = &[
                 local pods, then the service firewall with the svip / svip-prt sets at 10k \
                 members); and the same node with ipwarden in allow mode. Every node is \
                 programmed from one generated cluster by the controllers, the set store and \
-                `kernel::iptables`, in the order of a pass. TCP: iperf3, one stream. UDP: \
+                `kernel::iptables`, in the order of a pass. TCP: iperf3, one stream, and \
+                request/response (64 bytes each way on 8 connections, busy-polled \
+                non-blocking sockets, one segment through INPUT per request). UDP: \
                 64-byte datagrams over IPv4 and IPv6, a Rust sender (sendmmsg) and \
                 busy-polling receiver (recvmmsg). The receive path (tc, netfilter, UDP) runs \
                 in the sending process's context, so besides wall-clock rates the bench \
