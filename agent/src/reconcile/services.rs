@@ -56,6 +56,9 @@ pub struct ServiceChanges {
     pub slices: BTreeSet<(String, String)>,
     /// This node's Node changed (its addresses are the NodePorts').
     pub node: bool,
+    /// When the first of these changes reached the dispatcher: the sync
+    /// reports the wait from there to its start as its "queued" step.
+    pub first_noted: Option<std::time::Instant>,
 }
 
 impl ServiceChanges {
