@@ -84,6 +84,11 @@ impl ServicesView {
         self.lock().assemble()
     }
 
+    /// Whether the last sync desired any no-local-endpoint refusal.
+    pub fn has_unserved(&self) -> bool {
+        self.lock().has_unserved()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ServiceTable> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

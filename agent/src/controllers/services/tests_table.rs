@@ -229,6 +229,12 @@ fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError>
     }
     let full = desired_with(&cluster.snapshot(), &opts);
     prop_assert_eq!(&table.assemble(), &full);
+    // The agent reads the refusals' counters only when this says so.
+    let refuses = format!("{:?}", full.iptables).contains(super::names::NO_LOCAL_ENDPOINT);
+    prop_assert!(
+        !refuses || table.has_unserved(),
+        "a refusal rule the counters would miss"
+    );
     prop_assert_eq!(without_problems(kernel), without_problems(full));
     Ok(())
 }
