@@ -145,7 +145,7 @@ fn pod_change(base: &Snapshot, base_state: &PolicyState, opts: &Options) -> (Sna
             continue;
         }
         let mut changed = base.clone();
-        std::sync::Arc::make_mut(&mut changed.pods[i])
+        std::sync::Arc::make_mut(&mut changed.pods.make_mut()[i])
             .metadata
             .labels
             .insert("role", "backend");
@@ -193,7 +193,7 @@ fn local_pod_added(base: &Snapshot) -> (Snapshot, String) {
     let mut s = base.clone();
     let key = pod_key(&pod);
     let at = s.pods.partition_point(|p| pod_key(p) < key);
-    s.pods.insert(at, std::sync::Arc::new(pod));
+    s.pods.make_mut().insert(at, std::sync::Arc::new(pod));
     (s, format!("{ns}/{name}"))
 }
 

@@ -1,11 +1,12 @@
 //! What the agent's loop pays for each snapshot of a big cluster: 10k
 //! Services with a slice each, 5k Pods, 100 namespaces and 500
 //! NetworkPolicies, shared (`Arc`). Two ways: the API server source's
-//! ordered stores (`Stores::snapshot`, pointer copies in order), and
+//! ordered stores (`Stores::snapshot`, the lists shared), and
 //! `Snapshot::from_shared` handed them in hashed order (pointer copies, a
 //! sort and the slice index, as every snapshot cost before the stores kept
 //! their order); and what keeping the order costs one event (one slice
-//! updated in the 10k store). No kernel, no root:
+//! updated in the 10k store), alone and while a snapshot holds the lists
+//! (the store copies them first). No kernel, no root:
 //!
 //! ```text
 //! cargo bench -p ipwarden --bench snapshot
@@ -121,6 +122,19 @@ fn main() {
         let s = stores.snapshot(&host);
         assert_eq!(s.slices_of("ns-7", "svc-107").count(), 1);
     });
+    // What a snapshot cost before the stores shared their lists: a copy of
+    // every kind's pointers (and the slices' second order), dropped after.
+    let copied = timed(runs, || {
+        let lists = (
+            stores.services.all().to_vec(),
+            stores.endpoint_slices.all().to_vec(),
+            stores.endpoint_slices.all_by_group().to_vec(),
+            stores.pods.all().to_vec(),
+            stores.namespaces.all().to_vec(),
+            stores.network_policies.all().to_vec(),
+        );
+        assert_eq!(lists.0.len(), 10_000);
+    });
     // One slice's endpoint flips between two addresses: a replace in both
     // of the store's orders.
     let mut slice = (*slices[107]).clone();
@@ -135,12 +149,38 @@ fn main() {
             .endpoint_slices
             .apply(watcher::Event::Apply(slice.clone()));
     });
+    // The same update while a snapshot holds the lists (a sync under way):
+    // the store copies the slices' two lists first, once per snapshot.
+    let held = timed(runs, || {
+        let snapshot = stores.snapshot(&host);
+        let ep = &mut slice.endpoints[0];
+        ep.addresses[0] = if ep.addresses[0].ends_with(".1") {
+            "10.9.9.2".into()
+        } else {
+            "10.9.9.1".into()
+        };
+        stores
+            .endpoint_slices
+            .apply(watcher::Event::Apply(slice.clone()));
+        drop(snapshot);
+    });
     println!("| snapshot of 10k Services, 10k slices, 5k Pods, 500 policies | median | best |");
     println!("|---|---|---|");
     let line = |what: &str, (median, best): (std::time::Duration, std::time::Duration)| {
         println!("| {what} ({runs} runs) | {median:.1?} | {best:.1?} |");
     };
-    line("`Stores::snapshot`: the ordered stores", ordered);
+    line(
+        "`Stores::snapshot`: the ordered stores, lists shared",
+        ordered,
+    );
+    line(
+        "a copy of every kind's pointers (the snapshot before the lists were shared)",
+        copied,
+    );
     line("`Snapshot::from_shared`: a sort of every kind", sorted);
     line("one EndpointSlice update applied to its store", event);
+    line(
+        "the same update while a snapshot holds the store's lists",
+        held,
+    );
 }

@@ -75,6 +75,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         full_interval: full,
         ..Intervals::default()
     };
+    let mut service_view = None;
     let services = match proxy {
         Some(opts) => {
             let mut dp =
@@ -89,9 +90,11 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
             board.update(|b| {
                 b.controllers.entry("services").or_default();
             });
+            let sync = ServiceSync::new(dp, opts);
+            service_view = Some(sync.view());
             Some(Controller {
                 worker: ServiceWorker {
-                    sync: ServiceSync::new(dp, opts),
+                    sync,
                     node_name: node_name.clone(),
                     board: board.clone(),
                 },
@@ -139,8 +142,8 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
     if args.run_firewall {
         tokio::spawn(policy_counters(metrics.clone()));
     }
-    if args.run_service_proxy {
-        tokio::spawn(no_local_endpoint_counters(metrics.clone()));
+    if let Some(view) = service_view {
+        tokio::spawn(no_local_endpoint_counters(metrics.clone(), view));
     }
     tokio::spawn(super::source_deadline::watch(
         source.clone(),
@@ -231,10 +234,16 @@ async fn policy_counters(metrics: Metrics) {
     }
 }
 
-async fn no_local_endpoint_counters(metrics: Metrics) {
+/// Reads the refusals' counters only while some frontend waits for a
+/// local endpoint: otherwise there is no such rule, and a dump of the
+/// filter tables (thousands of policy rules) every 5 s would find none.
+async fn no_local_endpoint_counters(metrics: Metrics, view: services::ServicesView) {
     let mut tick = tokio::time::interval(POLICY_COUNTERS_EVERY);
     loop {
         tick.tick().await;
+        if !view.has_unserved() {
+            continue;
+        }
         match tokio::task::spawn_blocking(services::no_local_endpoint_packets).await {
             Ok(Ok(c)) => metrics.record_no_local_endpoint(&c),
             Ok(Err(e)) => tracing::warn!("reading the no-local-endpoint counters: {e:#}"),

@@ -19,7 +19,7 @@ mod trim;
 pub mod unreadable;
 
 pub use object::{KubeObject, ObjectRef};
-pub use snapshot::{slice_service, HostInfo, Snapshot};
+pub use snapshot::{slice_service, HostInfo, List, Snapshot};
 pub use source::{Change, Kind, ResourceHealth, Source};
 pub use store::{Applied, Grouped, Ordered, Stores};
 pub use trim::Trim;

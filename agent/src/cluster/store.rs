@@ -1,10 +1,13 @@
 //! A kind's objects kept in (namespace, name) order as watch events
-//! arrive, so that a snapshot is an in-order copy of pointers, never a
-//! sort of the whole cluster on every sync.
+//! arrive, so that a snapshot shares the store's lists, never a sort of
+//! the whole cluster on every sync, nor a copy of it.
 //!
 //! Objects sit behind `Arc`s in one sorted `Vec` (8 bytes each, no key
 //! copied beside the object: a lookup is a binary search on the object's
-//! own metadata). A kind whose objects belong to a group (an EndpointSlice
+//! own metadata). The `Vec` itself is shared with the snapshots taken
+//! ([`List`]): an event copies it only when a snapshot still holds it,
+//! once per snapshot and changed kind, so a sync that reads one Service
+//! does not pay for copying 10k. A kind whose objects belong to a group (an EndpointSlice
 //! to its Service, [`Grouped`]) keeps a second list in (namespace, group,
 //! name) order, maintained on each event too. A (re)list fills a buffer
 //! that replaces the content only when complete, so a relist never shows
@@ -25,7 +28,7 @@ use kube::runtime::watcher;
 use super::{
     cnp::ClusterNetworkPolicy,
     compact::{EndpointSlice, Pod, Service, Stored},
-    slice_service, HostInfo, Snapshot,
+    slice_service, HostInfo, List, Snapshot,
 };
 
 /// The group an object belongs to, for the kinds read by group (the
@@ -64,10 +67,10 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Pointer copies in the stores' order: no object is cloned, nothing
+    /// The stores' lists, shared: no object and no list is copied, nothing
     /// is sorted. The Node kept is the one named `host.node_name`.
     pub fn snapshot(&self, host: &HostInfo) -> Snapshot {
-        let node = self.nodes.find(|n| n.name() == host.node_name);
+        let node = self.nodes.get(None, &host.node_name);
         Snapshot {
             services: self.services.all(),
             endpoint_slices: self.endpoint_slices.all(),
@@ -112,8 +115,8 @@ impl<K> Default for Ordered<K> {
     fn default() -> Self {
         Self {
             lists: Arc::new(RwLock::new(Lists {
-                by_name: Vec::new(),
-                by_group: Vec::new(),
+                by_name: List::default(),
+                by_group: List::default(),
                 relist: None,
             })),
         }
@@ -122,9 +125,9 @@ impl<K> Default for Ordered<K> {
 
 struct Lists<K> {
     /// Sorted by (namespace, name).
-    by_name: Vec<Arc<K>>,
+    by_name: List<K>,
     /// The objects that have a group, sorted by (namespace, group, name).
-    by_group: Vec<Arc<K>>,
+    by_group: List<K>,
     /// A (re)list in progress.
     relist: Option<Vec<Arc<K>>>,
 }
@@ -174,20 +177,14 @@ impl<K: Stored + Grouped> Ordered<K> {
         Some(lists.by_name[i].clone())
     }
 
-    /// Every object, in (namespace, name) order: pointer copies.
-    pub fn all(&self) -> Vec<Arc<K>> {
+    /// Every object, in (namespace, name) order: the list shared.
+    pub fn all(&self) -> List<K> {
         self.lists.read_or_recover().by_name.clone()
     }
 
     /// The objects that have a group, in (namespace, group, name) order.
-    pub fn all_by_group(&self) -> Vec<Arc<K>> {
+    pub fn all_by_group(&self) -> List<K> {
         self.lists.read_or_recover().by_group.clone()
-    }
-
-    /// The first object (in name order) for which `pred` holds.
-    pub fn find(&self, pred: impl Fn(&K) -> bool) -> Option<Arc<K>> {
-        let lists = self.lists.read_or_recover();
-        lists.by_name.iter().find(|o| pred(o)).cloned()
     }
 }
 
@@ -205,29 +202,34 @@ impl<K: Stored + Grouped> Lists<K> {
             .cloned()
             .collect();
         by_group.sort_by(|a, b| group_key(&**a).cmp(&group_key(&**b)));
-        self.by_name = objects;
-        self.by_group = by_group;
+        self.by_name = List::new(objects);
+        self.by_group = List::new(by_group);
     }
 
     fn upsert(&mut self, o: K) -> Applied {
         let at = self.by_name.binary_search_by(|held| by_name(&**held, &o));
+        if matches!(at, Ok(i) if *self.by_name[i] == o) {
+            return Applied::Unchanged;
+        }
+        // Copies the list only if a snapshot still holds it.
+        let list = self.by_name.make_mut();
         let o = match at {
-            Ok(i) if *self.by_name[i] == o => return Applied::Unchanged,
             Ok(i) => {
-                let old = std::mem::replace(&mut self.by_name[i], Arc::new(o));
+                let old = std::mem::replace(&mut list[i], Arc::new(o));
+                let new = list[i].clone();
                 self.ungroup(&old);
-                self.by_name[i].clone()
+                new
             }
             Err(i) => {
-                self.by_name.insert(i, Arc::new(o));
-                self.by_name[i].clone()
+                list.insert(i, Arc::new(o));
+                list[i].clone()
             }
         };
         if let Some(key) = group_key(&*o) {
             let at = self
                 .by_group
                 .partition_point(|held| group_key(&**held) < Some(key));
-            self.by_group.insert(at, o);
+            self.by_group.make_mut().insert(at, o);
         }
         Applied::Changed
     }
@@ -236,7 +238,7 @@ impl<K: Stored + Grouped> Lists<K> {
         let Ok(i) = self.by_name.binary_search_by(|held| by_name(&**held, o)) else {
             return Applied::Unchanged;
         };
-        let old = self.by_name.remove(i);
+        let old = self.by_name.make_mut().remove(i);
         self.ungroup(&old);
         Applied::Changed
     }
@@ -252,7 +254,7 @@ impl<K: Stored + Grouped> Lists<K> {
             .get(at)
             .is_some_and(|held| Arc::ptr_eq(held, old))
         {
-            self.by_group.remove(at);
+            self.by_group.make_mut().remove(at);
         }
     }
 }
@@ -329,6 +331,30 @@ mod tests {
         assert_eq!(store.all_by_group().len(), 1);
         let held = store.get(Some("a"), "x").unwrap();
         assert_eq!(&*held.endpoints[0].addresses[0], "10.0.0.2");
+    }
+
+    #[test]
+    fn a_snapshot_keeps_what_it_was_taken_with_while_the_store_moves_on() {
+        let stores = Stores::default();
+        let s = |ip| slice("a", "x", "web", ip);
+        stores.endpoint_slices.apply(watcher::Event::Apply(s(1)));
+        let before = stores.snapshot(&host());
+        stores.endpoint_slices.apply(watcher::Event::Apply(s(2)));
+        stores
+            .endpoint_slices
+            .apply(watcher::Event::Apply(slice("a", "y", "web", 3)));
+        let after = stores.snapshot(&host());
+        let ips = |snap: &Snapshot| -> Vec<String> {
+            snap.slices_of("a", "web")
+                .map(|s| s.endpoints[0].addresses[0].to_string())
+                .collect()
+        };
+        assert_eq!(ips(&before), ["10.0.0.1"], "the held snapshot is unchanged");
+        assert_eq!(ips(&after), ["10.0.0.2", "10.0.0.3"]);
+        drop(before);
+        stores.endpoint_slices.apply(watcher::Event::Delete(s(2)));
+        assert_eq!(ips(&after), ["10.0.0.2", "10.0.0.3"]);
+        assert_eq!(ips(&stores.snapshot(&host())), ["10.0.0.3"]);
     }
 
     /// One watch event of a small random cluster: a slice (namespace,

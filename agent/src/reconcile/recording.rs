@@ -312,7 +312,7 @@ fn a_partial_sync_writes_only_the_members_and_vips_that_moved() {
     let changes = ServiceChanges {
         services: BTreeSet::from([crate::desired::ServiceRef::new("shop", "b")]),
         slices: BTreeSet::from([("shop".to_string(), "b-1".to_string())]),
-        node: false,
+        ..ServiceChanges::default()
     };
     let b = service("b", "10.96.0.2", "10.244.1.3");
     s.sync(
@@ -362,7 +362,7 @@ fn a_deleted_service_is_removed_by_key_and_a_node_change_makes_the_sync_full() {
     let changes = ServiceChanges {
         services: BTreeSet::from([crate::desired::ServiceRef::new("shop", "b")]),
         slices: BTreeSet::from([("shop".to_string(), "b-1".to_string())]),
-        node: false,
+        ..ServiceChanges::default()
     };
     s.sync(SyncKind::Partial, &snapshot(&only_a), &changes)
         .unwrap();

@@ -15,6 +15,7 @@ use crate::{
     controllers::services::{self, names, ServiceDelta, ServiceTable},
     desired::{Family, ServiceRef, ServiceState, Table, VirtualService, VsKey},
     kernel::iptables,
+    locks::LockOrRecover,
     store::{ApplyReport, Claim, Owner},
 };
 
@@ -56,6 +57,9 @@ pub struct ServiceChanges {
     pub slices: BTreeSet<(String, String)>,
     /// This node's Node changed (its addresses are the NodePorts').
     pub node: bool,
+    /// When the first of these changes reached the dispatcher: the sync
+    /// reports the wait from there to its start as its "queued" step.
+    pub first_noted: Option<std::time::Instant>,
 }
 
 impl ServiceChanges {
@@ -93,8 +97,13 @@ impl ServicesView {
         f(&mut all)
     }
 
+    /// Whether the last sync desired any no-local-endpoint refusal.
+    pub fn has_unserved(&self) -> bool {
+        self.lock().has_unserved()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ServiceTable> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock_or_recover()
     }
 }
 

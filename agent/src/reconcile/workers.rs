@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeSet,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use super::{
@@ -41,6 +41,7 @@ impl Worker for ServiceWorker {
     }
 
     fn note(c: &mut ServiceChanges, kind: Kind, namespace: Option<String>, name: String) {
+        c.first_noted.get_or_insert_with(Instant::now);
         let ns = namespace.unwrap_or_else(|| "default".into());
         match kind {
             Kind::Service => {
@@ -58,6 +59,10 @@ impl Worker for ServiceWorker {
         into.services.extend(older.services);
         into.slices.extend(older.slices);
         into.node |= older.node;
+        into.first_noted = [into.first_noted, older.first_noted]
+            .into_iter()
+            .flatten()
+            .min();
     }
 
     fn sync(
@@ -67,6 +72,11 @@ impl Worker for ServiceWorker {
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
         let mut steps = Stopwatch::start();
+        // From the dispatcher noting the first change to this sync's start
+        // (debounce, a sync under way, the hand-over to this thread).
+        if let Some(noted) = changes.first_noted {
+            steps.extend(&[("queued", noted.elapsed())]);
+        }
         let host = HostInfo {
             node_name: self.node_name.clone(),
             local_addresses: self.sync.dataplane().local_addresses()?,

@@ -94,6 +94,12 @@ impl ServiceTable {
         self.claims.is_empty()
     }
 
+    /// Whether any frontend waits for a local endpoint: only then can a
+    /// no-local-endpoint rule exist (and its counters be worth reading).
+    pub fn has_unserved(&self) -> bool {
+        !self.unserved.is_empty()
+    }
+
     pub fn node_ips(&self) -> &[IpAddr] {
         &self.node_ips
     }

@@ -232,6 +232,12 @@ fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError>
     // What `/state` lists, read in place, is what the whole state holds.
     let listed: Vec<&VirtualService> = table.virtual_services().collect();
     prop_assert_eq!(listed, full.virtual_services.iter().collect::<Vec<_>>());
+    // The agent reads the refusals' counters only when this says so.
+    let refuses = format!("{:?}", full.iptables).contains(super::names::NO_LOCAL_ENDPOINT);
+    prop_assert!(
+        !refuses || table.has_unserved(),
+        "a refusal rule the counters would miss"
+    );
     prop_assert_eq!(without_problems(kernel), without_problems(full));
     Ok(())
 }
