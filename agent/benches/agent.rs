@@ -90,6 +90,11 @@ fn main() {
     println!("The service controller's first full sync, per step:\n");
     print_steps(&rows, |f| &f.full_steps);
     println!();
+    if !run::first_only() {
+        println!("The service controller's last no-op full resync, per step:\n");
+        print_steps(&rows, |f| &f.noop_steps);
+        println!();
+    }
     for (n, f) in &rows {
         println!(
             "- {n} Services: the agent's CPU from start to ready (self and children) {}",

@@ -35,6 +35,8 @@ pub struct Figures {
     pub full_steps: Vec<(String, Duration)>,
     /// The median duration of each step of a partial sync.
     pub steps: Vec<(String, Duration)>,
+    /// The steps of the service controller's last no-op full resync.
+    pub noop_steps: Vec<(String, Duration)>,
 }
 
 pub struct SizeRun {
@@ -190,6 +192,7 @@ impl SizeRun {
         // apply, at least 3 s), the other's an hour: the two would share
         // the xtables lock and the CPUs, and each would time the other.
         let mut noop = [Duration::ZERO; 2];
+        let mut noop_steps = Vec::new();
         for (k, (controller, full)) in [("services", full_services), ("policies", full_policies)]
             .into_iter()
             .enumerate()
@@ -215,6 +218,12 @@ impl SizeRun {
                 .node
                 .run(|| noop_full_sync(controller, READY_WITHIN))
                 .expect("node namespace");
+            if controller == "services" {
+                noop_steps = lab
+                    .node
+                    .run(|| crate::steps::last_steps("last_full"))
+                    .expect("node namespace");
+            }
             peak = peak.max(peak_rss_kib(again.pid()));
             again.terminate().expect("SIGTERM");
         }
@@ -234,6 +243,7 @@ impl SizeRun {
             cpu_at_ready,
             full_steps,
             steps,
+            noop_steps,
         }
     }
 
@@ -272,6 +282,7 @@ impl SizeRun {
             cpu_at_ready,
             full_steps,
             steps: Vec::new(),
+            noop_steps: Vec::new(),
         }
     }
 
