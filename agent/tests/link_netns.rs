@@ -63,19 +63,24 @@ fn routed(ns: &NetNs, dev: &str) -> BTreeSet<String> {
     out
 }
 
-#[test]
-fn vips_are_synced_onto_a_dummy_interface() {
-    if !privileged("vips_are_synced_onto_a_dummy_interface") {
-        return;
-    }
-    let ns = NetNs::new("ipw-link").unwrap();
-    // A veth stands for the node's NIC (this host kernel has no dummy driver).
+/// The node's NIC, `eth9` with 192.168.56.10/24: a veth (this host kernel
+/// has no dummy driver).
+fn add_nic(ns: &NetNs) {
     ns.ip(&[
         "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
     ])
     .unwrap();
     ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
         .unwrap();
+}
+
+#[test]
+fn vips_are_synced_onto_a_dummy_interface() {
+    if !privileged("vips_are_synced_onto_a_dummy_interface") {
+        return;
+    }
+    let ns = NetNs::new("ipw-link").unwrap();
+    add_nic(&ns);
     let client = ns.run(LinkClient::connect).unwrap().unwrap();
 
     let want = ips(&["10.96.0.10", "203.0.113.10", "fd00:96::20"]);
@@ -145,12 +150,7 @@ fn watched_node_addresses_follow_changes_on_other_interfaces_only() {
     }
     use ipwarden::kernel::link::AddressWatch;
     let ns = NetNs::new("ipw-watch").unwrap();
-    ns.ip(&[
-        "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
-    ])
-    .unwrap();
-    ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
-        .unwrap();
+    add_nic(&ns);
     let (client, mut watch) = ns
         .run(|| {
             (
@@ -236,12 +236,7 @@ fn a_full_sync_takes_only_its_own_routes_and_replaces_old_addresses() {
         return;
     }
     let ns = NetNs::new("ipw-link-own").unwrap();
-    ns.ip(&[
-        "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p",
-    ])
-    .unwrap();
-    ns.ip(&["addr", "add", "192.168.56.10/24", "dev", "eth9"])
-        .unwrap();
+    add_nic(&ns);
     let client = ns.run(LinkClient::connect).unwrap().unwrap();
     ns.run(|| client.ensure_dummy("ipwarden0"))
         .unwrap()

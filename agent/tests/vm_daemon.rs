@@ -136,7 +136,7 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
         )
         .unwrap();
     wait_until("the VIPs back on ipwarden0", VM_WAIT, || {
-        vips(&lab).contains("203.0.113.10/32")
+        vip_routes(&lab).contains("203.0.113.10")
     });
     assert_eq!(
         tcp_answer(&lab, addr("203.0.113.10", 80)).map(|_| ()).ok(),
@@ -261,34 +261,6 @@ fn rule_counters(lab: &ipwarden::lab::Lab) -> std::collections::BTreeMap<String,
     rules
 }
 
-/// The VIPs on ipwarden0 (its local routes of ipwarden's protocol 211), as
-/// `ADDR/32`.
-fn vips(lab: &ipwarden::lab::Lab) -> std::collections::BTreeSet<String> {
-    let out = lab
-        .node
-        .output(
-            "ip",
-            &[
-                "-j",
-                "-4",
-                "route",
-                "show",
-                "table",
-                "local",
-                "proto",
-                "211",
-                "dev",
-                "ipwarden0",
-            ],
-        )
-        .unwrap();
-    let routes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    routes
-        .iter()
-        .filter_map(|r| Some(format!("{}/32", r["dst"].as_str()?)))
-        .collect()
-}
-
 /// Row "a partial service sync writes only what moved", against the
 /// kernel: Service `sticky` loses an endpoint and gains an externalIP; the
 /// partial sync that follows adds exactly the new frontend's set members,
@@ -321,8 +293,12 @@ fn vm_a_partial_sync_writes_only_what_moved() {
         counted.iter().all(|s| stats[*s].0 > 0)
     });
     let stats = ipvs_stats(&lab);
-    let (table, sets, rules, addresses) =
-        (ipvs(&lab), our_sets(&lab), rule_counters(&lab), vips(&lab));
+    let (table, sets, rules, addresses) = (
+        ipvs(&lab),
+        our_sets(&lab),
+        rule_counters(&lab),
+        vip_routes(&lab),
+    );
     assert!(
         rules.values().any(|&n| n > 0),
         "no rule of ours counted the traffic: {rules:#?}"
@@ -394,8 +370,8 @@ fn vm_a_partial_sync_writes_only_what_moved() {
     );
     // VIP routes: one more.
     let mut want = addresses.clone();
-    want.insert("203.0.113.20/32".to_string());
-    assert_eq!(vips(&lab), want);
+    want.insert("203.0.113.20".to_string());
+    assert_eq!(vip_routes(&lab), want);
     // Rules: no chain of ours was rewritten.
     let rules_after = rule_counters(&lab);
     for (rule, &packets) in &rules {

@@ -246,30 +246,6 @@ fn members(lab: &Lab, set: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The VIPs on ipwarden0: its local routes of ipwarden's protocol 211
-/// (none when it does not exist).
-fn vips(lab: &Lab) -> BTreeSet<String> {
-    let args = [
-        "-j",
-        "-4",
-        "route",
-        "show",
-        "table",
-        "local",
-        "proto",
-        "211",
-        "dev",
-        "ipwarden0",
-    ];
-    let out = tool_or_absent(lab, "ip", &args, "Cannot find device");
-    let routes: Vec<Value> = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
-        .unwrap_or_else(|e| panic!("ip -j route: {e}: {out}"));
-    routes
-        .iter()
-        .filter_map(|r| Some(r["dst"].as_str()?.to_string()))
-        .collect()
-}
-
 /// Names of the sets ipwarden owns (`ipwarden-*`, `IPW-*`, their v6 twins).
 fn our_sets(lab: &Lab) -> Vec<String> {
     tool(lab, "ipset", &["list", "-n"])
@@ -324,7 +300,7 @@ impl Programmed {
         Programmed {
             ipvs: ipvs_table(lab),
             sets: our_sets_saved(lab),
-            vips: vips(lab),
+            vips: support::vip_routes(lab),
             rules: rules(lab),
         }
     }
@@ -334,7 +310,7 @@ impl Programmed {
 fn frontend_programmed(lab: &Lab, ip: &str, port: u16) -> bool {
     ipvs_services(lab).contains(&format!("TCP {ip}:{port}"))
         && members(lab, SVIP_PRT).contains(&format!("{ip},tcp:{port}"))
-        && vips(lab).contains(ip)
+        && support::vip_routes(lab).contains(ip)
 }
 
 /// No virtual service, svip-prt member or VIP for `ip` is left.
@@ -345,7 +321,7 @@ fn ip_gone(lab: &Lab, ip: &str) -> bool {
         && !members(lab, SVIP_PRT)
             .iter()
             .any(|m| m.starts_with(&format!("{ip},")))
-        && !vips(lab).contains(ip)
+        && !support::vip_routes(lab).contains(ip)
 }
 
 fn connects(lab: &Lab, ip: &str, port: u16) -> bool {
@@ -483,7 +459,11 @@ fn vm_kube_nothing_is_programmed_before_every_kind_is_listed() {
         let m = metrics(&lab);
         assert_eq!(sum(&m, "ipwarden_syncs_total"), 0, "a sync ran:\n{m}");
     });
-    assert!(vips(&lab).is_empty(), "VIPs programmed: {:?}", vips(&lab));
+    assert!(
+        support::vip_routes(&lab).is_empty(),
+        "VIPs programmed: {:?}",
+        support::vip_routes(&lab)
+    );
     eprintln!("nothing programmed over {looks} looks while the policies' list was held");
 
     kube.release(Res::NetworkPolicies);

@@ -144,6 +144,35 @@ pub fn try_http_get(lab: &Lab, path: &str) -> std::io::Result<String> {
     })?
 }
 
+/// The IPv4 VIPs on ipwarden0: its local routes of ipwarden's protocol
+/// 211, as bare addresses (none when the interface does not exist).
+pub fn vip_routes(lab: &Lab) -> std::collections::BTreeSet<String> {
+    let args = [
+        "-j",
+        "-4",
+        "route",
+        "show",
+        "table",
+        "local",
+        "proto",
+        "211",
+        "dev",
+        "ipwarden0",
+    ];
+    let out = match lab.node.output("ip", &args) {
+        Ok(out) => out,
+        Err(e) if e.to_string().contains("Cannot find device") => String::new(),
+        Err(e) => panic!("ip {args:?}: {e}"),
+    };
+    let routes: Vec<serde_json::Value> =
+        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
+            .unwrap_or_else(|e| panic!("ip -j route: {e}: {out}"));
+    routes
+        .iter()
+        .filter_map(|r| Some(r["dst"].as_str()?.to_string()))
+        .collect()
+}
+
 /// `ipwarden bpf dump --json` of the lab's pins.
 pub fn bpf_dump(lab: &Lab) -> serde_json::Value {
     let dump = lab
