@@ -138,7 +138,7 @@ fn main() {
     // One slice's endpoint flips between two addresses: a replace in both
     // of the store's orders.
     let mut slice = (*slices[107]).clone();
-    let event = timed(runs, || {
+    let mut flip = |stores: &Stores| {
         let ep = &mut slice.endpoints[0];
         ep.addresses[0] = if ep.addresses[0].ends_with(".1") {
             "10.9.9.2".into()
@@ -148,20 +148,13 @@ fn main() {
         stores
             .endpoint_slices
             .apply(watcher::Event::Apply(slice.clone()));
-    });
+    };
+    let event = timed(runs, || flip(&stores));
     // The same update while a snapshot holds the lists (a sync under way):
     // the store copies the slices' two lists first, once per snapshot.
     let held = timed(runs, || {
         let snapshot = stores.snapshot(&host);
-        let ep = &mut slice.endpoints[0];
-        ep.addresses[0] = if ep.addresses[0].ends_with(".1") {
-            "10.9.9.2".into()
-        } else {
-            "10.9.9.1".into()
-        };
-        stores
-            .endpoint_slices
-            .apply(watcher::Event::Apply(slice.clone()));
+        flip(&stores);
         drop(snapshot);
     });
     println!("| snapshot of 10k Services, 10k slices, 5k Pods, 500 policies | median | best |");

@@ -373,6 +373,15 @@ fn readme_command(ns: &NetNs, pins: &Path, args: &[&str]) -> std::process::Comma
     cmd
 }
 
+/// The README's service-proxy example: `ipwarden run` on its manifests.
+const README_RUN: [&str; 5] = [
+    "run",
+    "--manifests",
+    "deploy/examples/web.yaml",
+    "--node-name",
+    "node-a",
+];
+
 /// Runs it; stdout, and stderr, asserting success.
 fn readme_run(ns: &NetNs, pins: &Path, args: &[&str]) -> (String, String) {
     let out = readme_command(ns, pins, args).output().unwrap();
@@ -406,18 +415,7 @@ fn vm_the_readme_service_proxy_example_runs_as_written() {
     let ns = NetNs::new("ipw-readme").unwrap();
     let bpffs = ipwarden::netns::BpfFs::new("ipw-readme").unwrap();
     let pins = bpffs.path().join("ipwarden");
-    let (stdout, _) = readme_run(
-        &ns,
-        &pins,
-        &[
-            "run",
-            "--manifests",
-            "deploy/examples/web.yaml",
-            "--node-name",
-            "node-a",
-            "--once",
-        ],
-    );
+    let (stdout, _) = readme_run(&ns, &pins, &[&README_RUN[..], &["--once"]].concat());
     println!(
         "$ ipwarden run --manifests deploy/examples/web.yaml --node-name node-a --once\n{stdout}"
     );
@@ -492,22 +490,12 @@ fn vm_the_readme_service_proxy_example_runs_as_written() {
 
     // With the agent running, each member is named by its Service.
     let ready = std::env::temp_dir().join(format!("ipw-readme-ready-{}", ns.name()));
-    let mut daemon = readme_command(
-        &ns,
-        &pins,
-        &[
-            "run",
-            "--manifests",
-            "deploy/examples/web.yaml",
-            "--node-name",
-            "node-a",
-        ],
-    )
-    .arg("--ready-file")
-    .arg(&ready)
-    .env("RUST_LOG", "warn")
-    .spawn()
-    .unwrap();
+    let mut daemon = readme_command(&ns, &pins, &README_RUN)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
     wait_until("the daemon's first sync", VM_WAIT, || ready.exists());
     let (dump, _) = readme_run(&ns, &pins, &["bpf", "dump"]);
     let bpftool = ns

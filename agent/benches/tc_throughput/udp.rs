@@ -17,6 +17,19 @@ use super::{
     BATCH, PAYLOAD, UDP_PORT,
 };
 
+/// One message header per buffer of `iov`, for `sendmmsg`/`recvmmsg`.
+fn headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|v| {
+            // SAFETY: zeroed mmsghdr is valid (null name, no control data).
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect()
+}
+
 /// Sends `BATCH` datagrams per `sendmmsg` until `stop`, counting them.
 fn udp_send(sock: &UdpSocket, stop: &AtomicBool, sent: &AtomicU64) {
     let payload = [0x5au8; PAYLOAD];
@@ -26,12 +39,7 @@ fn udp_send(sock: &UdpSocket, stop: &AtomicBool, sent: &AtomicU64) {
             iov_len: PAYLOAD,
         })
         .collect();
-    // SAFETY: zeroed mmsghdr is valid (null name, no control data).
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    let mut msgs = headers(&mut iov);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: msgs points at BATCH headers whose iovecs point at
         // `payload`, all alive for the call; the socket is connected.
@@ -55,12 +63,7 @@ fn udp_recv(sock: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
             iov_len: b.len(),
         })
         .collect();
-    // SAFETY: as in udp_send.
-    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { zeroed() }).collect();
-    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
-        m.msg_hdr.msg_iov = v;
-        m.msg_hdr.msg_iovlen = 1;
-    }
+    let mut msgs = headers(&mut iov);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: msgs and their buffers stay alive for the call.
         let n = unsafe {
