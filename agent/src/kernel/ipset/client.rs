@@ -1,11 +1,11 @@
 //! The socket side: one nfnetlink socket, requests sent in batches (many
 //! messages per sendmsg), replies matched to requests by sequence number.
 
-use std::{collections::HashMap, io, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use super::{
     consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
-    error::{classify, IpsetError, KernelRefusal, Op, Target},
+    error::{classify, IpsetError, IpsetErrorKind, KernelRefusal, Op, Target},
     member::Element,
     message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
@@ -59,11 +59,8 @@ impl IpsetClient {
             timeout: REPLY_TIMEOUT,
             datagram: RECV_BUF,
         };
-        let sock = Socket::open(NETLINK_NETFILTER, &opts).map_err(|source| IpsetError::Io {
-            op: Op::Connect,
-            set: String::new(),
-            source,
-        })?;
+        let sock = Socket::open(NETLINK_NETFILTER, &opts)
+            .map_err(|source| IpsetError::io(Op::Connect, "", source))?;
         Ok(Self {
             batch_bytes: batch_bytes(sock.sndbuf(), sock.rcvbuf()),
             sock,
@@ -177,18 +174,14 @@ impl IpsetClient {
         let t = target(Op::List, set.as_str());
         let mut d = self.dump(t, Some(set), depth)?;
         if let Some(u) = d.unsupported.pop() {
-            return Err(IpsetError::WrongType {
-                op: Op::List,
-                set: u.name,
-                detail: format!("{} set not readable: {}", u.type_name, u.reason),
-                errno: None,
-            });
+            let detail = format!("{} set not readable: {}", u.type_name, u.reason);
+            return Err(
+                IpsetError::new(Op::List, u.name, IpsetErrorKind::WrongType, None).detail(detail),
+            );
         }
-        d.sets.pop().ok_or_else(|| IpsetError::Decode {
-            op: Op::List,
-            set: set.to_string(),
-            source: DecodeError::Missing { what: "set" },
-        })
+        d.sets
+            .pop()
+            .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "set" }))
     }
 
     /// `ipset save`: every set with its members.
@@ -228,11 +221,10 @@ impl IpsetClient {
             .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "header" }))?;
         let (typename, fam, _) =
             message::decode_header_reply(attrs).map_err(|e| decode_err(t, e))?;
-        let unsupported = || IpsetError::WrongType {
-            op: Op::Header,
-            set: set.to_string(),
-            detail: format!("set type {typename} family {fam} is not one ipwarden writes"),
-            errno: None,
+        let unsupported = || {
+            IpsetError::new(Op::Header, set.as_str(), IpsetErrorKind::WrongType, None).detail(
+                format!("set type {typename} family {fam} is not one ipwarden writes"),
+            )
         };
         let set_type = parse_set_type(&typename).map_err(|_| unsupported())?;
         let family = from_nfproto(fam).ok_or_else(unsupported)?;
@@ -318,12 +310,10 @@ impl IpsetClient {
                     .then(|| format!("{set_type} has no nomatch members"))
             });
             if let Some(detail) = why {
-                return Err(IpsetError::WrongType {
-                    op: kind,
-                    set: set.to_string(),
-                    detail: format!("{}: {detail}", m.entry),
-                    errno: None,
-                });
+                return Err(
+                    IpsetError::new(kind, set.as_str(), IpsetErrorKind::WrongType, None)
+                        .detail(format!("{}: {detail}", m.entry)),
+                );
             }
         }
         let t = Target {
@@ -484,42 +474,22 @@ fn refused(t: Target<'_>, e: Refusal, member: Option<Box<Element>>) -> IpsetErro
 fn failed(t: Target<'_>, f: Failure) -> IpsetError {
     match f {
         Failure::Refused(e) => refused(t, e, None),
-        Failure::Io(e) => io_error(t, e),
+        Failure::Io(e) => IpsetError::io(t.op, t.set, e),
         Failure::Decode(e) => decode_err(t, e),
     }
 }
 
 fn decode_err(t: Target<'_>, source: DecodeError) -> IpsetError {
-    IpsetError::Decode {
-        op: t.op,
-        set: t.set.to_owned(),
-        source,
-    }
-}
-
-fn io_error(t: Target<'_>, source: io::Error) -> IpsetError {
-    IpsetError::Io {
-        op: t.op,
-        set: t.set.to_owned(),
-        source,
-    }
+    IpsetError::decode(t.op, t.set, source)
 }
 
 /// An error of the header lookup an add/del starts with, named as the
 /// add/del it belongs to.
-fn retag(e: IpsetError, op: Op) -> IpsetError {
-    match e {
-        IpsetError::SetMissing { set, errno, .. } => IpsetError::SetMissing { op, set, errno },
-        IpsetError::WrongType {
-            set, detail, errno, ..
-        } => IpsetError::WrongType {
-            op,
-            set,
-            detail,
-            errno,
-        },
-        other => other,
+fn retag(mut e: IpsetError, op: Op) -> IpsetError {
+    if e.is(IpsetErrorKind::SetMissing) || e.is(IpsetErrorKind::WrongType) {
+        e.op = op;
     }
+    e
 }
 
 /// How many bytes of requests one sendmsg may carry: under the send buffer
