@@ -25,14 +25,9 @@ pub enum IpvsCmd {
     SetDest = 6,
     DelDest = 7,
     GetDest = 8,
-    NewDaemon = 9,
-    DelDaemon = 10,
-    GetDaemon = 11,
     SetConfig = 12,
     GetConfig = 13,
-    SetInfo = 14,
     GetInfo = 15,
-    Zero = 16,
     Flush = 17,
 }
 impl neli::consts::genl::Cmd for IpvsCmd {}
@@ -43,7 +38,6 @@ pub enum CmdAttr {
     Unspec = 0,
     Service = 1,
     Dest = 2,
-    Daemon = 3,
     TimeoutTcp = 4,
     TimeoutTcpFin = 5,
     TimeoutUdp = 6,
@@ -103,9 +97,6 @@ pub enum DestAttr {
     /// u16: AF of the destination (may differ from the service's for tunnels).
     AddrFamily = 11,
     Stats64 = 12,
-    TunType = 13,
-    TunPort = 14,
-    TunFlags = 15,
 }
 impl neli::consts::genl::NlAttrType for DestAttr {}
 
@@ -123,8 +114,6 @@ pub enum StatsAttr {
     OutPps = 8,
     InBps = 9,
     OutBps = 10,
-    /// Alignment filler of `nla_put_u64_64bit`; carries nothing.
-    Pad = 11,
 }
 impl neli::consts::genl::NlAttrType for StatsAttr {}
 
@@ -138,34 +127,5 @@ pub enum InfoAttr {
 }
 impl neli::consts::genl::NlAttrType for InfoAttr {}
 
-/// `IP_VS_SVC_F_*` service flag bits.
-pub(super) mod svc_flags {
-    pub(crate) const PERSISTENT: u32 = 0x0001;
-    /// Set by the kernel on every service in its table; never sent by us.
-    pub(crate) const HASHED: u32 = 0x0002;
-    pub(crate) const ONEPACKET: u32 = 0x0004;
-    pub(crate) const SCHED1: u32 = 0x0008;
-    pub(crate) const SCHED2: u32 = 0x0010;
-    pub(crate) const SCHED3: u32 = 0x0020;
-}
-
-/// `IP_VS_CONN_F_*` forwarding methods (the low 3 bits of `conn_flags`).
-pub(super) mod fwd {
-    pub(crate) const MASK: u32 = 0x0007;
-    pub(crate) const MASQ: u32 = 0x0000;
-    pub(crate) const LOCALNODE: u32 = 0x0001;
-    pub(crate) const TUNNEL: u32 = 0x0002;
-    pub(crate) const DROUTE: u32 = 0x0003;
-}
-
 /// `IP_VS_SCHEDNAME_MAXLEN`, including the NUL.
 pub(super) const SCHEDNAME_MAXLEN: usize = 16;
-
-/// Address families as the kernel numbers them (linux/socket.h).
-pub(super) const AF_INET: u16 = 2;
-pub(super) const AF_INET6: u16 = 10;
-
-/// IP protocol numbers IPVS services can be keyed by.
-pub(super) const IPPROTO_TCP: u16 = 6;
-pub(super) const IPPROTO_UDP: u16 = 17;
-pub(super) const IPPROTO_SCTP: u16 = 132;

@@ -11,8 +11,8 @@ use neli::consts::genl::{CtrlAttr, CtrlCmd};
 
 use super::{
     consts::{
-        CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, AF_INET, AF_INET6, CTRL_VERSION,
-        FAMILY_NAME, FAMILY_VERSION, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+        CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, CTRL_VERSION, FAMILY_NAME,
+        FAMILY_VERSION,
     },
     request::Request,
     types::{
@@ -162,18 +162,14 @@ pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
     finish(out, start);
 }
 
+/// Address families as the kernel numbers them (linux/socket.h).
+const AF_INET: u16 = libc::AF_INET as u16;
+const AF_INET6: u16 = libc::AF_INET6 as u16;
+
 fn af(family: Family) -> u16 {
     match family {
         Family::V4 => AF_INET,
         Family::V6 => AF_INET6,
-    }
-}
-
-fn proto(p: Protocol) -> u16 {
-    match p {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-        Protocol::Sctp => IPPROTO_SCTP,
     }
 }
 
@@ -201,7 +197,7 @@ fn service_attr(w: &mut Writer<'_>, key: &ServiceKey, full: Option<&Service>) {
             addr,
             port,
         } => {
-            w.put_u16(SvcAttr::Protocol, proto(*protocol));
+            w.put_u16(SvcAttr::Protocol, protocol.number().into());
             w.put(SvcAttr::Addr, &inet_addr(addr));
             w.put(SvcAttr::Port, &port.to_be_bytes());
         }
@@ -288,15 +284,12 @@ fn addr_from(family: Family, a: Attr<'_>) -> Result<IpAddr, DecodeError> {
 }
 
 fn protocol_from(a: Attr<'_>) -> Result<Protocol, DecodeError> {
-    match a.u16()? {
-        IPPROTO_TCP => Ok(Protocol::Tcp),
-        IPPROTO_UDP => Ok(Protocol::Udp),
-        IPPROTO_SCTP => Ok(Protocol::Sctp),
-        other => Err(DecodeError::Value {
-            what: "service protocol",
-            value: u64::from(other),
-        }),
-    }
+    let n = a.u16()?;
+    let protocol = u8::try_from(n).ok().and_then(Protocol::from_number);
+    protocol.ok_or(DecodeError::Value {
+        what: "service protocol",
+        value: u64::from(n),
+    })
 }
 
 /// Decodes the reply to `GET_SERVICE` (one message of a dump, or the single
