@@ -15,8 +15,8 @@ use std::{
 use ipwarden::{
     desired::Family,
     kernel::ipvs::{
-        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, Netmask, Request,
-        Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
+        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, IpvsErrorKind, Netmask,
+        Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
     },
     netns::{privileged, NetNs},
 };
@@ -309,7 +309,7 @@ fn no_ipvs_is_a_typed_error_with_a_hint() {
         return;
     }
     match result {
-        Err(e @ IpvsError::NoIpvs) => {
+        Err(e) if e.is(IpvsErrorKind::NoIpvs) => {
             assert!(e.to_string().contains("load the ip_vs module"), "{e}")
         }
         Err(e) => panic!("expected NoIpvs, got {e:?}"),
@@ -558,7 +558,7 @@ fn vm_errors_are_typed_and_name_the_object() {
     );
     let e = ipvs.add_service(&bogus).unwrap_err();
     assert!(
-        matches!(e, IpvsError::NoScheduler { ref scheduler, .. } if scheduler == "nosuch"),
+        e.is(IpvsErrorKind::NoScheduler) && e.detail.as_deref() == Some("nosuch"),
         "{e:?}"
     );
 

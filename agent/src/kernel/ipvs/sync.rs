@@ -202,7 +202,7 @@ pub fn sync_keys(
     for key in keys {
         let entry = match client.service(key) {
             Ok(e) => e,
-            Err(IpvsError::NotFound { .. }) => continue,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(vec![e]),
         };
         let destinations = client.destinations(key).map_err(|e| vec![e])?;
