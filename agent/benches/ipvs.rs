@@ -78,7 +78,7 @@ fn check_and_flush(ns: &NetNs, n: u32) {
         assert_eq!(services.len(), n as usize, "services programmed");
         let sample = c.destinations(&services[0].service.key).expect("dests");
         assert_eq!(sample.len(), DESTS_PER_SERVICE as usize);
-        c.flush().expect("flush");
+        c.execute(&Request::Flush).expect("flush");
     })
     .expect("netns");
 }

@@ -186,20 +186,18 @@ impl IpsetClient {
 
     /// `ipset save`: every set with its members.
     pub fn list_all(&mut self) -> Result<Listing, IpsetError> {
-        let d = self.dump(target(Op::List, ""), None, ListDepth::Members)?;
-        Ok(Listing {
-            sets: d.sets,
-            unsupported: d.unsupported,
-        })
+        self.listing(ListDepth::Members)
     }
 
     /// `ipset list -t`: every set's header and counts, no members.
     pub fn list_headers(&mut self) -> Result<Listing, IpsetError> {
-        let d = self.dump(target(Op::List, ""), None, ListDepth::Header)?;
-        Ok(Listing {
-            sets: d.sets,
-            unsupported: d.unsupported,
-        })
+        self.listing(ListDepth::Header)
+    }
+
+    fn listing(&mut self, depth: ListDepth) -> Result<Listing, IpsetError> {
+        let d = self.dump(target(Op::List, ""), None, depth)?;
+        let (sets, unsupported) = (d.sets, d.unsupported);
+        Ok(Listing { sets, unsupported })
     }
 
     /// `ipset list -n`: the names of all sets, of any type.

@@ -104,7 +104,7 @@ pub struct ProtoPort {
 
 impl ProtoPort {
     /// A value that is canonical by construction.
-    const fn of(proto: u8, port: u16) -> Self {
+    pub(crate) const fn of(proto: u8, port: u16) -> Self {
         Self { proto, port }
     }
 

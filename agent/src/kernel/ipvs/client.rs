@@ -13,10 +13,7 @@ use super::{
         encode_query, encode_request, encode_resolve, Query,
     },
     request::Request,
-    types::{
-        Destination, DestinationEntry, DestinationKey, Info, Service, ServiceEntry, ServiceKey,
-        Timeouts, VirtualServer,
-    },
+    types::{DestinationEntry, Info, ServiceEntry, ServiceKey, Timeouts, VirtualServer},
 };
 use crate::kernel::netlink::{
     socket::NETLINK_GENERIC, DecodeError, Failure, Options, Refusal, Socket,
@@ -204,67 +201,6 @@ impl IpvsClient {
             Ok(())
         })?;
         out.ok_or_else(|| IpvsError::decode("get info", DecodeError::Missing { what: "reply" }))
-    }
-
-    /// `ipvsadm -A`.
-    pub fn add_service(&mut self, service: &Service) -> Result<(), IpvsError> {
-        self.execute(&Request::AddService(service.clone()))
-    }
-
-    /// `ipvsadm -E`.
-    pub fn edit_service(&mut self, service: &Service) -> Result<(), IpvsError> {
-        self.execute(&Request::EditService(service.clone()))
-    }
-
-    /// `ipvsadm -D`.
-    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
-        self.execute(&Request::DeleteService(*key))
-    }
-
-    /// `ipvsadm -a`.
-    pub fn add_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &Destination,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::AddDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm -e`.
-    pub fn edit_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &Destination,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::EditDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm -d`.
-    pub fn delete_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &DestinationKey,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::DeleteDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm --set tcp tcpfin udp`.
-    pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<(), IpvsError> {
-        self.execute(&Request::SetTimeouts(*timeouts))
-    }
-
-    /// `ipvsadm -C`.
-    pub fn flush(&mut self) -> Result<(), IpvsError> {
-        self.execute(&Request::Flush)
     }
 
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {

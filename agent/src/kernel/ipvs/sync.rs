@@ -11,7 +11,7 @@ use super::{
     Destination, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request, Scheduler,
     Service, ServiceFlagBits, ServiceKey, VirtualServer,
 };
-use crate::desired::{Family, Forward, Protocol, VirtualService, VsKey};
+use crate::desired::{Family, Forward, VirtualService, VsKey};
 
 /// What a sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,10 +63,11 @@ impl IpvsScope {
 
 /// The kernel key of a desired virtual service's key.
 pub fn kernel_key(key: &VsKey) -> ServiceKey {
-    match key.proto {
-        Protocol::Tcp => ServiceKey::tcp(key.addr, key.port),
-        Protocol::Udp => ServiceKey::udp(key.addr, key.port),
-        Protocol::Sctp => ServiceKey::sctp(key.addr, key.port),
+    let (protocol, addr, port) = (key.proto, key.addr, key.port);
+    ServiceKey::Addr {
+        protocol,
+        addr,
+        port,
     }
 }
 
@@ -239,7 +240,7 @@ fn apply_plan(
 mod tests {
     use super::*;
     use crate::{
-        desired::{RealServer, ServiceFlags, ServiceRef, VsKey},
+        desired::{Protocol, RealServer, ServiceFlags, ServiceRef, VsKey},
         kernel::ipvs::{DestinationEntry, ServiceEntry, Stats},
     };
 
