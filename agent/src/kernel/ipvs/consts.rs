@@ -16,7 +16,6 @@ pub(super) const CTRL_VERSION: u8 = 2;
 /// `IPVS_CMD_*`: the generic netlink `cmd` byte.
 #[neli_enum(serialized_type = "u8")]
 pub enum IpvsCmd {
-    Unspec = 0,
     NewService = 1,
     SetService = 2,
     DelService = 3,
@@ -35,7 +34,6 @@ impl neli::consts::genl::Cmd for IpvsCmd {}
 /// `IPVS_CMD_ATTR_*`: first-level attributes of every command.
 #[neli_enum(serialized_type = "u16")]
 pub enum CmdAttr {
-    Unspec = 0,
     Service = 1,
     Dest = 2,
     TimeoutTcp = 4,
@@ -47,7 +45,6 @@ impl neli::consts::genl::NlAttrType for CmdAttr {}
 /// `IPVS_SVC_ATTR_*`: inside `CmdAttr::Service`.
 #[neli_enum(serialized_type = "u16")]
 pub enum SvcAttr {
-    Unspec = 0,
     /// u16, host order: AF_INET or AF_INET6.
     Af = 1,
     /// u16, host order: IPPROTO_*.
@@ -79,7 +76,6 @@ impl neli::consts::genl::NlAttrType for SvcAttr {}
 /// `IPVS_DEST_ATTR_*`: inside `CmdAttr::Dest`.
 #[neli_enum(serialized_type = "u16")]
 pub enum DestAttr {
-    Unspec = 0,
     /// 16 raw bytes, IPv4 in the first 4.
     Addr = 1,
     /// u16, network order.
@@ -103,7 +99,6 @@ impl neli::consts::genl::NlAttrType for DestAttr {}
 /// `IPVS_STATS_ATTR_*`: inside `SvcAttr::Stats{,64}` and `DestAttr::Stats{,64}`.
 #[neli_enum(serialized_type = "u16")]
 pub enum StatsAttr {
-    Unspec = 0,
     Conns = 1,
     InPkts = 2,
     OutPkts = 3,
@@ -121,7 +116,6 @@ impl neli::consts::genl::NlAttrType for StatsAttr {}
 /// reuse the numbers of `CmdAttr`, hence their own enum).
 #[neli_enum(serialized_type = "u16")]
 pub enum InfoAttr {
-    Unspec = 0,
     Version = 1,
     ConnTabSize = 2,
 }

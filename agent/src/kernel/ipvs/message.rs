@@ -16,8 +16,8 @@ use super::{
     },
     request::Request,
     types::{
-        Destination, DestinationEntry, ForwardMethod, Info, InvalidValue, Netmask, Scheduler,
-        Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
+        Destination, DestinationEntry, DestinationKey, ForwardMethod, Info, InvalidValue, Netmask,
+        Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
     },
 };
 use crate::desired::{Family, Protocol};
@@ -66,15 +66,12 @@ pub(crate) fn encode_request(
     seq: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), InvalidValue> {
+    if let Request::AddService(s) | Request::EditService(s) = req {
+        check_netmask(s)?;
+    }
     let cmd = match req {
-        Request::AddService(s) | Request::EditService(s) => {
-            check_netmask(s)?;
-            if matches!(req, Request::AddService(_)) {
-                IpvsCmd::NewService
-            } else {
-                IpvsCmd::SetService
-            }
-        }
+        Request::AddService(_) => IpvsCmd::NewService,
+        Request::EditService(_) => IpvsCmd::SetService,
         Request::DeleteService(_) => IpvsCmd::DelService,
         Request::AddDestination { .. } => IpvsCmd::NewDest,
         Request::EditDestination { .. } => IpvsCmd::SetDest,
@@ -102,19 +99,14 @@ pub(crate) fn encode_request(
             destination,
         } => {
             service_attr(&mut w, service, None);
-            dest_attr(
-                &mut w,
-                &destination.addr,
-                destination.port,
-                Some(destination),
-            );
+            dest_attr(&mut w, destination.key(), Some(destination));
         }
         Request::DeleteDestination {
             service,
             destination,
         } => {
             service_attr(&mut w, service, None);
-            dest_attr(&mut w, &destination.addr, destination.port, None);
+            dest_attr(&mut w, *destination, None);
         }
         Request::SetTimeouts(t) => {
             w.put_u32(CmdAttr::TimeoutTcp, t.tcp);
@@ -240,10 +232,10 @@ fn netmask_bytes(netmask: &Netmask) -> [u8; 4] {
 }
 
 /// `IPVS_CMD_ATTR_DEST`: address and port, plus the settings when `full`.
-fn dest_attr(w: &mut Writer<'_>, addr: &IpAddr, port: u16, full: Option<&Destination>) {
+fn dest_attr(w: &mut Writer<'_>, key: DestinationKey, full: Option<&Destination>) {
     let nest = w.nest_start(CmdAttr::Dest);
-    w.put(DestAttr::Addr, &inet_addr(addr));
-    w.put(DestAttr::Port, &port.to_be_bytes());
+    w.put(DestAttr::Addr, &inet_addr(&key.addr));
+    w.put(DestAttr::Port, &key.port.to_be_bytes());
     if let Some(d) = full {
         w.put_u32(DestAttr::FwdMethod, d.forward.to_wire());
         w.put_u32(DestAttr::Weight, d.weight);
@@ -251,7 +243,7 @@ fn dest_attr(w: &mut Writer<'_>, addr: &IpAddr, port: u16, full: Option<&Destina
         w.put_u32(DestAttr::LThresh, d.lower_threshold);
     }
     // Explicit, since a destination's family may differ from its service's.
-    w.put_u16(DestAttr::AddrFamily, af(Family::of(addr)));
+    w.put_u16(DestAttr::AddrFamily, af(Family::of(&key.addr)));
     w.nest_end(nest);
 }
 
