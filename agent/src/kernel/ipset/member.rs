@@ -405,11 +405,6 @@ impl Element {
         }
     }
 
-    pub fn nomatch(mut self) -> Self {
-        self.nomatch = true;
-        self
-    }
-
     pub fn timeout(mut self, seconds: u32) -> Self {
         self.timeout = Some(seconds);
         self

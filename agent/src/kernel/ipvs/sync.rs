@@ -136,25 +136,25 @@ pub fn plan(
             .collect();
         let want_keys: BTreeSet<_> = dests.iter().map(Destination::key).collect();
         for d in dests {
-            match have_dests.get(&d.key()) {
+            let (service, destination) = (svc.key, *d);
+            reqs.push(match have_dests.get(&d.key()) {
                 None => {
-                    reqs.push(Request::AddDestination {
-                        service: svc.key,
-                        destination: *d,
-                    });
                     r.destinations_added += 1;
-                    touched = true;
+                    Request::AddDestination {
+                        service,
+                        destination,
+                    }
                 }
                 Some(h) if *h != d => {
-                    reqs.push(Request::EditDestination {
-                        service: svc.key,
-                        destination: *d,
-                    });
                     r.destinations_edited += 1;
-                    touched = true;
+                    Request::EditDestination {
+                        service,
+                        destination,
+                    }
                 }
-                Some(_) => {}
-            }
+                Some(_) => continue,
+            });
+            touched = true;
         }
         for k in have_dests.keys().filter(|k| !want_keys.contains(k)) {
             deletes.push(Request::DeleteDestination {
