@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use super::{
     consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
-    error::{classify, IpsetError, IpsetErrorKind, KernelRefusal, Op, Target},
+    error::{classify, IpsetError, IpsetErrorKind, Op, Target},
     member::Element,
     message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
@@ -363,7 +363,7 @@ impl IpsetClient {
                         .contains(&idx)
                         .then(|| Box::new(members[idx].clone()))
                 });
-                return Err(refused(t, e.refusal, member));
+                return Err(classify(t, e.refusal, member));
             }
             i = j;
         }
@@ -458,20 +458,9 @@ fn target(op: Op, set: &str) -> Target<'_> {
     }
 }
 
-fn refused(t: Target<'_>, e: Refusal, member: Option<Box<Element>>) -> IpsetError {
-    classify(
-        t,
-        KernelRefusal {
-            errno: e.errno,
-            member,
-            extack: e.extack,
-        },
-    )
-}
-
 fn failed(t: Target<'_>, f: Failure) -> IpsetError {
     match f {
-        Failure::Refused(e) => refused(t, e, None),
+        Failure::Refused(e) => classify(t, e, None),
         Failure::Io(e) => IpsetError::io(t.op, t.set, e),
         Failure::Decode(e) => decode_err(t, e),
     }

@@ -5,7 +5,7 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::DecodeError;
+use crate::kernel::netlink::{DecodeError, Refusal};
 
 /// The operation that failed (`ipset` sub-command names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,16 +159,6 @@ impl IpsetError {
     }
 }
 
-/// What the kernel said, before it is given a variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KernelRefusal {
-    /// Positive errno.
-    pub errno: i32,
-    /// The member the kernel pointed at (ADT line number), if any.
-    pub member: Option<Box<Element>>,
-    pub extack: Option<String>,
-}
-
 /// What a request was about, to name it in its error.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'a> {
@@ -180,9 +170,10 @@ pub(crate) struct Target<'a> {
 }
 
 /// Gives a kernel errno its kind.
-pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
+/// `member` is the one the kernel pointed at (ADT line number), if any.
+pub(crate) fn classify(t: Target<'_>, r: Refusal, member: Option<Box<Element>>) -> IpsetError {
     let e = r.errno;
-    let member = r.member.as_ref().map(|m| m.entry.to_string());
+    let entry = member.as_ref().map(|m| m.entry.to_string());
     let (kind, set, detail) = match e {
         libc::ENOENT => (IpsetErrorKind::SetMissing, t.set, None),
         libc::EEXIST => (IpsetErrorKind::SetExists, t.set, None),
@@ -196,8 +187,8 @@ pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
         // Rename: the new name is taken. Swap: the second set is missing.
         errno::EXIST_SETNAME2 if t.op == Op::Rename => (IpsetErrorKind::SetExists, other(&t), None),
         errno::EXIST_SETNAME2 => (IpsetErrorKind::SetMissing, other(&t), None),
-        errno::EXIST if t.op == Op::Del => (IpsetErrorKind::MemberMissing, t.set, member),
-        errno::EXIST => (IpsetErrorKind::MemberExists, t.set, member),
+        errno::EXIST if t.op == Op::Del => (IpsetErrorKind::MemberMissing, t.set, entry),
+        errno::EXIST => (IpsetErrorKind::MemberExists, t.set, entry),
         errno::HASH_FULL => (IpsetErrorKind::SetFull, t.set, None),
         errno::TYPE_MISMATCH
         | errno::INVALID_FAMILY
@@ -208,7 +199,7 @@ pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
         | errno::MISSING_PROTO
         | errno::HASH_ELEM => {
             let text = errno_text(e);
-            let detail = member.map_or_else(|| text.clone(), |m| format!("{text} ({m})"));
+            let detail = entry.map_or_else(|| text.clone(), |m| format!("{text} ({m})"));
             (IpsetErrorKind::WrongType, t.set, Some(detail))
         }
         errno::TIMEOUT => (IpsetErrorKind::NoExtension, t.set, Some("timeout".into())),
@@ -222,7 +213,7 @@ pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
     };
     IpsetError {
         detail,
-        member: r.member,
+        member,
         ..IpsetError::new(t.op, set, kind, Some(e))
     }
 }
@@ -270,40 +261,46 @@ mod tests {
         }
     }
 
-    fn refusal(errno: i32) -> KernelRefusal {
-        KernelRefusal {
-            errno,
-            member: None,
-            extack: None,
-        }
+    fn refusal(errno: i32) -> Refusal {
+        let extack = None;
+        Refusal { errno, extack }
     }
 
     #[test]
     fn errnos_get_their_variants_and_keep_the_errno() {
-        let e = classify(t(Op::Add, "s", None), refusal(errno::HASH_FULL));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::HASH_FULL), None);
         assert!(e.is(IpsetErrorKind::SetFull));
         assert_eq!(e.errno(), Some(4352));
         assert_eq!(e.set(), "s");
-        let e = classify(t(Op::Destroy, "s", None), refusal(errno::BUSY));
+        let e = classify(t(Op::Destroy, "s", None), refusal(errno::BUSY), None);
         assert!(e.is(IpsetErrorKind::InUse));
         let e = classify(
             t(Op::Rename, "a", Some("b")),
             refusal(errno::EXIST_SETNAME2),
+            None,
         );
         assert!(e.is(IpsetErrorKind::SetExists) && e.set == "b");
-        let e = classify(t(Op::Swap, "a", Some("b")), refusal(errno::EXIST_SETNAME2));
+        let e = classify(
+            t(Op::Swap, "a", Some("b")),
+            refusal(errno::EXIST_SETNAME2),
+            None,
+        );
         assert!(e.is(IpsetErrorKind::SetMissing) && e.set == "b");
-        let e = classify(t(Op::Del, "s", None), refusal(errno::EXIST));
+        let e = classify(t(Op::Del, "s", None), refusal(errno::EXIST), None);
         assert!(e.is(IpsetErrorKind::MemberMissing));
-        let e = classify(t(Op::Add, "s", None), refusal(errno::EXIST));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::EXIST), None);
         assert!(e.is(IpsetErrorKind::MemberExists));
-        let e = classify(t(Op::Add, "s", None), refusal(libc::EPERM));
+        let e = classify(t(Op::Add, "s", None), refusal(libc::EPERM), None);
         assert!(e.is(IpsetErrorKind::Permission) && e.errno == Some(1));
-        let e = classify(t(Op::Swap, "a", Some("b")), refusal(errno::TYPE_MISMATCH));
+        let e = classify(
+            t(Op::Swap, "a", Some("b")),
+            refusal(errno::TYPE_MISMATCH),
+            None,
+        );
         assert!(e.is(IpsetErrorKind::WrongType));
-        let e = classify(t(Op::Add, "s", None), refusal(errno::COMMENT));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::COMMENT), None);
         assert_eq!(e.metric_label(), "no_extension");
-        let e = classify(t(Op::Create, "s", None), refusal(libc::ENOMEM));
+        let e = classify(t(Op::Create, "s", None), refusal(libc::ENOMEM), None);
         assert!(e.is(IpsetErrorKind::Kernel) && e.errno == Some(12));
         assert!(
             e.to_string()
