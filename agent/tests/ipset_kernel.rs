@@ -517,7 +517,7 @@ fn privileged_typed_errors_name_the_set() {
         } if d == "timeout"
     ));
     for e in &errs {
-        assert!(e.to_string().contains(e.set()), "{e}");
+        assert!(e.to_string().contains(&e.set), "{e}");
     }
 
     // -exist: re-adding and deleting what is gone are no errors.

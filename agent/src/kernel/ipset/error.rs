@@ -144,15 +144,6 @@ impl IpsetError {
         self.kind == kind
     }
 
-    /// The kernel's errno (positive), when the kernel said no.
-    pub fn errno(&self) -> Option<i32> {
-        self.errno
-    }
-
-    pub fn set(&self) -> &str {
-        &self.set
-    }
-
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         self.kind.text().0
@@ -270,8 +261,8 @@ mod tests {
     fn errnos_get_their_variants_and_keep_the_errno() {
         let e = classify(t(Op::Add, "s", None), refusal(errno::HASH_FULL), None);
         assert!(e.is(IpsetErrorKind::SetFull));
-        assert_eq!(e.errno(), Some(4352));
-        assert_eq!(e.set(), "s");
+        assert_eq!(e.errno, Some(4352));
+        assert_eq!(e.set, "s");
         let e = classify(t(Op::Destroy, "s", None), refusal(errno::BUSY), None);
         assert!(e.is(IpsetErrorKind::InUse));
         let e = classify(
