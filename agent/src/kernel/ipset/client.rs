@@ -354,16 +354,9 @@ impl IpsetClient {
             while j < msgs.len() && msgs[j].bytes.end - start <= self.batch_bytes {
                 j += 1;
             }
-            let batch = &msgs[i..j];
-            if let Some((k, e)) = self.collect_acks(t, &buf[start..msgs[j - 1].bytes.end], batch)? {
-                let member = e.lineno.and_then(|line| {
-                    let idx = batch[k].members.start + (line as usize).checked_sub(1)?;
-                    batch[k]
-                        .members
-                        .contains(&idx)
-                        .then(|| Box::new(members[idx].clone()))
-                });
-                return Err(classify(t, e.refusal, member));
+            let bytes = &buf[start..msgs[j - 1].bytes.end];
+            if let Some(e) = self.collect_acks(t, bytes, &msgs[i..j], members)? {
+                return Err(e);
             }
             i = j;
         }
@@ -371,29 +364,35 @@ impl IpsetClient {
     }
 
     /// Sends one batch and waits for one ACK or error per message; returns
-    /// the first error in message order, with the message's index.
+    /// the first error in message order, naming the member the kernel's
+    /// line number points at.
     fn collect_acks(
         &mut self,
         t: Target<'_>,
         bytes: &[u8],
         batch: &[AdtMessage],
-    ) -> Result<Option<(usize, AdtRefusal)>, IpsetError> {
-        let mut first: Option<(usize, AdtRefusal)> = None;
+        members: &[Element],
+    ) -> Result<Option<IpsetError>, IpsetError> {
+        let mut first: Option<(usize, IpsetError)> = None;
         let file = |k: usize, frame: &Frame<'_>, answer: Result<(), Refusal>| {
             let Err(refusal) = answer else { return true };
             // nfnetlink refuses a whole sendmsg without CAP_NET_ADMIN with
             // one EPERM: no other reply will come.
             let fatal = refusal.errno == libc::EPERM;
             if first.as_ref().is_none_or(|(p, _)| k < *p) {
-                let lineno = message::lineno(frame.echoed());
-                first = Some((k, AdtRefusal { refusal, lineno }));
+                let member = message::lineno(frame.echoed()).and_then(|line| {
+                    let idx = batch[k].members.start + (line as usize).checked_sub(1)?;
+                    let ours = batch[k].members.contains(&idx);
+                    ours.then(|| Box::new(members[idx].clone()))
+                });
+                first = Some((k, classify(t, refusal, member)));
             }
             !fatal
         };
         self.sock
             .batch(bytes, batch[0].seq, vec![true; batch.len()], file)
             .map_err(|f| failed(t, f))?;
-        Ok(first)
+        Ok(first.map(|(_, e)| e))
     }
 
     /// Sends one request, waits for its ACK; returns the attributes of the
@@ -437,12 +436,6 @@ impl IpsetClient {
             .map_err(|f| failed(t, f))?;
         Ok(d)
     }
-}
-
-/// A refused ADT message and the line its failing member was on.
-struct AdtRefusal {
-    refusal: Refusal,
-    lineno: Option<u32>,
 }
 
 fn is_ipset(f: &Frame<'_>) -> bool {
