@@ -19,7 +19,9 @@ use std::{
 };
 
 use ipwarden::{
-    kernel::ipvs::{Destination, IpvsClient, IpvsError, Request, Scheduler, Service, ServiceKey},
+    kernel::ipvs::{
+        Destination, IpvsClient, IpvsErrorKind, Request, Scheduler, Service, ServiceKey,
+    },
     netns::NetNs,
 };
 
@@ -76,7 +78,7 @@ fn check_and_flush(ns: &NetNs, n: u32) {
         assert_eq!(services.len(), n as usize, "services programmed");
         let sample = c.destinations(&services[0].service.key).expect("dests");
         assert_eq!(sample.len(), DESTS_PER_SERVICE as usize);
-        c.flush().expect("flush");
+        c.execute(&Request::Flush).expect("flush");
     })
     .expect("netns");
 }
@@ -166,9 +168,11 @@ fn main() {
         return;
     }
     let probe = NetNs::new("ipw-bench").expect("netns");
-    if let Err(e @ IpvsError::NoIpvs) = probe.run(IpvsClient::connect).expect("netns") {
-        eprintln!("ipvs bench: skipped: {e}");
-        return;
+    if let Err(e) = probe.run(IpvsClient::connect).expect("netns") {
+        if e.is(IpvsErrorKind::NoIpvs) {
+            eprintln!("ipvs bench: skipped: {e}");
+            return;
+        }
     }
     drop(probe);
 

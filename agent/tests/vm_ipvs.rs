@@ -15,8 +15,8 @@ use std::{
 use ipwarden::{
     desired::Family,
     kernel::ipvs::{
-        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, Netmask, Request,
-        Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
+        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, IpvsErrorKind, Netmask,
+        Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
     },
     netns::{privileged, NetNs},
 };
@@ -309,7 +309,7 @@ fn no_ipvs_is_a_typed_error_with_a_hint() {
         return;
     }
     match result {
-        Err(e @ IpvsError::NoIpvs) => {
+        Err(e) if e.is(IpvsErrorKind::NoIpvs) => {
             assert!(e.to_string().contains("load the ip_vs module"), "{e}")
         }
         Err(e) => panic!("expected NoIpvs, got {e:?}"),
@@ -442,25 +442,33 @@ fn vm_edit_and_delete() {
 
     let edited = Service::new(key, Scheduler::weighted_least_connection())
         .persistent(120, Netmask::prefix(Family::V4, 16).unwrap());
-    ipvs.edit_service(&edited).unwrap();
+    ipvs.execute(&Request::EditService(edited.clone())).unwrap();
     let b2 = b.forward(ForwardMethod::Route).weight(9).thresholds(20, 2);
-    ipvs.edit_destination(&key, &b2).unwrap();
+    ipvs.execute(&Request::EditDestination {
+        service: key,
+        destination: b2,
+    })
+    .unwrap();
     assert_eq!(ipvsadm(&ns), table(&[(edited.clone(), vec![a, b2])]));
 
     // Persistence off again: the edit replaces flags, it does not merge.
     let plain = Service::new(key, Scheduler::round_robin());
-    ipvs.edit_service(&plain).unwrap();
-    ipvs.delete_destination(&key, &a.key()).unwrap();
+    ipvs.execute(&Request::EditService(plain.clone())).unwrap();
+    ipvs.execute(&Request::DeleteDestination {
+        service: key,
+        destination: a.key(),
+    })
+    .unwrap();
     assert_eq!(ipvsadm(&ns), table(&[(plain, vec![b2])]));
     assert_eq!(ours(&mut ipvs), ipvsadm(&ns));
 
-    ipvs.delete_service(&key).unwrap();
+    ipvs.execute(&Request::DeleteService(key)).unwrap();
     assert!(ipvsadm(&ns).is_empty());
     assert!(ipvs.list().unwrap().is_empty());
 
     run_all(&mut ipvs, &requests_for(&variety()));
     assert_eq!(ipvs.services().unwrap().len(), variety().len());
-    ipvs.flush().unwrap();
+    ipvs.execute(&Request::Flush).unwrap();
     assert!(ipvsadm(&ns).is_empty());
 }
 
@@ -476,16 +484,16 @@ fn vm_timeouts_match_ipvsadm() {
         tcp_fin: 120,
         udp: 300,
     };
-    ipvs.set_timeouts(&t).unwrap();
+    ipvs.execute(&Request::SetTimeouts(t)).unwrap();
     assert_eq!(shown(&ns).trim(), "Timeout (tcp tcpfin udp): 900 120 300");
     assert_eq!(ipvs.timeouts().unwrap(), t);
 
     // 0 leaves a timeout as it is.
-    ipvs.set_timeouts(&Timeouts {
+    ipvs.execute(&Request::SetTimeouts(Timeouts {
         tcp: 0,
         tcp_fin: 60,
         udp: 0,
-    })
+    }))
     .unwrap();
     assert_eq!(shown(&ns).trim(), "Timeout (tcp tcpfin udp): 900 60 300");
 
@@ -508,14 +516,23 @@ fn vm_errors_are_typed_and_name_the_object() {
     let key = ServiceKey::tcp(ip("10.0.0.1"), 80);
     let svc = Service::new(key, Scheduler::round_robin());
     let dest = Destination::new(ip("10.1.0.1"), 80);
-    ipvs.add_service(&svc).unwrap();
-    ipvs.add_destination(&key, &dest).unwrap();
+    ipvs.execute(&Request::AddService(svc.clone())).unwrap();
+    ipvs.execute(&Request::AddDestination {
+        service: key,
+        destination: dest,
+    })
+    .unwrap();
 
-    let e = ipvs.add_service(&svc).unwrap_err();
+    let e = ipvs.execute(&Request::AddService(svc.clone())).unwrap_err();
     assert!(e.is_exists(), "{e:?}");
     assert_eq!(e.to_string(), "add service TCP 10.0.0.1:80: already exists");
 
-    let e = ipvs.add_destination(&key, &dest).unwrap_err();
+    let e = ipvs
+        .execute(&Request::AddDestination {
+            service: key,
+            destination: dest,
+        })
+        .unwrap_err();
     assert!(e.is_exists(), "{e:?}");
     assert!(
         e.to_string().contains("10.1.0.1:80 of TCP 10.0.0.1:80"),
@@ -523,29 +540,37 @@ fn vm_errors_are_typed_and_name_the_object() {
     );
 
     let missing = ServiceKey::udp(ip("10.0.0.9"), 53);
-    let e = ipvs.delete_service(&missing).unwrap_err();
+    let e = ipvs.execute(&Request::DeleteService(missing)).unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
     assert_eq!(e.to_string(), "delete service UDP 10.0.0.9:53: not found");
 
-    let e = ipvs.add_destination(&missing, &dest).unwrap_err();
+    let e = ipvs
+        .execute(&Request::AddDestination {
+            service: missing,
+            destination: dest,
+        })
+        .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert!(e.to_string().contains("of UDP 10.0.0.9:53"), "{e}");
 
     let e = ipvs
-        .delete_destination(
-            &key,
-            &DestinationKey {
+        .execute(&Request::DeleteDestination {
+            service: key,
+            destination: DestinationKey {
                 addr: ip("10.1.0.9"),
                 port: 80,
             },
-        )
+        })
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 
     let e = ipvs
-        .edit_service(&Service::new(missing, Scheduler::round_robin()))
+        .execute(&Request::EditService(Service::new(
+            missing,
+            Scheduler::round_robin(),
+        )))
         .unwrap_err();
     assert!(e.is_not_found(), "{e:?}");
 
@@ -556,9 +581,11 @@ fn vm_errors_are_typed_and_name_the_object() {
         ServiceKey::tcp(ip("10.0.0.2"), 80),
         Scheduler::new("nosuch").unwrap(),
     );
-    let e = ipvs.add_service(&bogus).unwrap_err();
+    let e = ipvs
+        .execute(&Request::AddService(bogus.clone()))
+        .unwrap_err();
     assert!(
-        matches!(e, IpvsError::NoScheduler { ref scheduler, .. } if scheduler == "nosuch"),
+        e.is(IpvsErrorKind::NoScheduler) && e.detail.as_deref() == Some("nosuch"),
         "{e:?}"
     );
 

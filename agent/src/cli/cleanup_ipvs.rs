@@ -15,7 +15,7 @@ use crate::{
     desired::{Family, Protocol},
     kernel::{
         ipset::{Entry, IpsetClient, ProtoPort, SetName},
-        ipvs::{IpvsClient, ServiceKey},
+        ipvs::{IpvsClient, Request, ServiceKey},
         ipvs_sync::IpvsScope,
     },
 };
@@ -64,7 +64,7 @@ pub fn remove_recorded(
     let mut removed = 0;
     for s in ipvs.services()? {
         if ours(&s.service.key, scope, recorded) {
-            ipvs.delete_service(&s.service.key)?;
+            ipvs.execute(&Request::DeleteService(s.service.key))?;
             removed += 1;
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::{
     desired::{Member, SetSpec},
-    kernel::ipset::{CreateSet, Element, IpsetError, Request, SetName},
+    kernel::ipset::{CreateSet, Element, IpsetErrorKind, Request, SetName},
 };
 
 use super::{diff::Plan, SetKernel, StoreError};
@@ -164,7 +164,7 @@ fn destroy(kernel: &mut dyn SetKernel, set: &str, done: &mut Executed) -> Result
             done.destroyed.push(set.to_string());
             Ok(())
         }
-        Err(IpsetError::InUse { .. }) => {
+        Err(e) if e.is(IpsetErrorKind::InUse) => {
             done.destroy_deferred.push(set.to_string());
             Ok(())
         }

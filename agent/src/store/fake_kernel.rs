@@ -12,10 +12,16 @@ use std::{
 };
 
 use super::SetKernel;
+use crate::kernel::ipset::IpsetErrorKind::{
+    InUse, MemberExists, MemberMissing, SetExists, SetMissing, WrongType,
+};
 use crate::{
     desired::Table,
     kernel::{
-        ipset::{CreateSet, Element, Entry, IpSet, IpsetError, Op, Request, SetHeader, SetName},
+        ipset::{
+            CreateSet, Element, Entry, IpSet, IpsetError, IpsetErrorKind, Op, Request, SetHeader,
+            SetName,
+        },
         iptables::IptablesError,
     },
     locks::LockOrRecover,
@@ -189,11 +195,7 @@ impl State {
         let name = spec.name.to_string();
         match self.sets.get(&name) {
             Some(s) if exist_ok && s.same_as(spec) => Ok(()),
-            Some(_) => Err(IpsetError::SetExists {
-                op: Op::Create,
-                set: name,
-                errno: libc::EEXIST,
-            }),
+            Some(_) => Err(error(Op::Create, &name, SetExists, libc::EEXIST)),
             None => {
                 let members = BTreeMap::new();
                 let spec = spec.clone();
@@ -222,11 +224,7 @@ impl State {
             return Err(missing(Op::Rename, from));
         }
         if self.sets.contains_key(to) {
-            return Err(IpsetError::SetExists {
-                op: Op::Rename,
-                set: to.to_string(),
-                errno: IPSET_ERR_EXIST_SETNAME2,
-            });
+            return Err(error(Op::Rename, to, SetExists, IPSET_ERR_EXIST_SETNAME2));
         }
         if self.references.get(from).is_some_and(|n| *n > 0) {
             return Err(in_use(Op::Rename, from, IPSET_ERR_REFERENCED));
@@ -242,21 +240,13 @@ impl State {
         let (Some(first), Some(second)) = (self.sets.get(a), self.sets.get(b)) else {
             return Err(match self.sets.contains_key(a) {
                 false => missing(Op::Swap, a),
-                true => IpsetError::SetMissing {
-                    op: Op::Swap,
-                    set: b.to_string(),
-                    errno: IPSET_ERR_EXIST_SETNAME2,
-                },
+                true => error(Op::Swap, b, SetMissing, IPSET_ERR_EXIST_SETNAME2),
             });
         };
         let (x, y) = (&first.spec, &second.spec);
         if x.set_type != y.set_type || x.family != y.family {
-            return Err(IpsetError::WrongType {
-                op: Op::Swap,
-                set: a.to_string(),
-                detail: "set types or families differ".into(),
-                errno: Some(IPSET_ERR_TYPE_MISMATCH),
-            });
+            let e = error(Op::Swap, a, WrongType, IPSET_ERR_TYPE_MISMATCH);
+            return Err(e.detail("set types or families differ"));
         }
         let mut first = first.clone();
         let mut second = second.clone();
@@ -280,12 +270,8 @@ impl State {
         for m in members {
             check_fits(Op::Add, set, &s.spec, m)?;
             if !exist_ok && s.members.contains_key(&m.entry) {
-                return Err(IpsetError::MemberExists {
-                    op: Op::Add,
-                    set: set.to_string(),
-                    member: Some(Box::new(m.clone())),
-                    errno: IPSET_ERR_EXIST,
-                });
+                let e = error(Op::Add, set.as_str(), MemberExists, IPSET_ERR_EXIST);
+                return Err(with_member(e, m));
             }
             s.members.insert(m.entry, m.clone());
         }
@@ -301,12 +287,8 @@ impl State {
         let s = self.set_mut(Op::Del, set)?;
         for m in members {
             if s.members.remove(&m.entry).is_none() && !missing_ok {
-                return Err(IpsetError::MemberMissing {
-                    op: Op::Del,
-                    set: set.to_string(),
-                    member: Some(Box::new(m.clone())),
-                    errno: IPSET_ERR_EXIST,
-                });
+                let e = error(Op::Del, set.as_str(), MemberMissing, IPSET_ERR_EXIST);
+                return Err(with_member(e, m));
             }
         }
         Ok(())
@@ -323,12 +305,7 @@ impl State {
 fn check_fits(op: Op, set: &SetName, spec: &CreateSet, m: &Element) -> Result<(), IpsetError> {
     match m.entry.mismatch(spec.set_type, spec.family) {
         None => Ok(()),
-        Some(detail) => Err(IpsetError::WrongType {
-            op,
-            set: set.to_string(),
-            detail,
-            errno: None,
-        }),
+        Some(detail) => Err(IpsetError::new(op, set.as_str(), WrongType, None).detail(detail)),
     }
 }
 
@@ -366,20 +343,23 @@ fn entries(members: &[Element]) -> String {
     members.iter().map(|m| format!(" {}", m.entry)).collect()
 }
 
-fn missing(op: Op, set: &str) -> IpsetError {
-    IpsetError::SetMissing {
-        op,
-        set: set.to_string(),
-        errno: libc::ENOENT,
+fn error(op: Op, set: &str, kind: IpsetErrorKind, errno: i32) -> IpsetError {
+    IpsetError::new(op, set, kind, Some(errno))
+}
+
+fn with_member(e: IpsetError, m: &Element) -> IpsetError {
+    IpsetError {
+        member: Some(Box::new(m.clone())),
+        ..e.detail(m.entry.to_string())
     }
 }
 
+fn missing(op: Op, set: &str) -> IpsetError {
+    error(op, set, SetMissing, libc::ENOENT)
+}
+
 fn in_use(op: Op, set: &str, errno: i32) -> IpsetError {
-    IpsetError::InUse {
-        op,
-        set: set.to_string(),
-        errno,
-    }
+    error(op, set, InUse, errno)
 }
 
 #[cfg(test)]
@@ -408,17 +388,31 @@ mod tests {
         let mut k = FakeKernel::default();
         run(&mut k, Request::create(hash_ip("a"))).unwrap();
         let again = run(&mut k, Request::create(hash_ip("a")));
-        assert!(matches!(again, Err(IpsetError::SetExists { errno, .. }) if errno == libc::EEXIST));
+        assert!(
+            matches!(again, Err(IpsetError { kind: SetExists, errno, .. }) if errno == Some(libc::EEXIST))
+        );
         run(&mut k, Request::create(hash_ip("a")).exist_ok()).unwrap();
         let other = CreateSet::new(name("a"), SetType::HashNet, Family::V4);
         let clash = run(&mut k, Request::create(other).exist_ok());
         assert!(
-            matches!(clash, Err(IpsetError::SetExists { .. })),
+            matches!(
+                clash,
+                Err(IpsetError {
+                    kind: SetExists,
+                    ..
+                })
+            ),
             "-exist does not cover a set of another type"
         );
         run(&mut k, Request::add(name("a"), [ip("10.0.0.1")])).unwrap();
         let twice = run(&mut k, Request::add(name("a"), [ip("10.0.0.1")]));
-        assert!(matches!(twice, Err(IpsetError::MemberExists { .. })));
+        assert!(matches!(
+            twice,
+            Err(IpsetError {
+                kind: MemberExists,
+                ..
+            })
+        ));
         run(&mut k, Request::add(name("a"), [ip("10.0.0.1")]).exist_ok()).unwrap();
     }
 
@@ -430,12 +424,24 @@ mod tests {
             Request::flush(name("b")),
             Request::add(name("b"), [ip("10.0.0.1")]),
         ] {
-            assert!(matches!(run(&mut k, r), Err(IpsetError::SetMissing { .. })));
+            assert!(matches!(
+                run(&mut k, r),
+                Err(IpsetError {
+                    kind: SetMissing,
+                    ..
+                })
+            ));
         }
         assert!(k.list(&name("b")).is_err());
         run(&mut k, Request::destroy(name("b")).exist_ok()).unwrap();
         let del = run(&mut k, Request::del(name("a"), [ip("10.0.0.1")]));
-        assert!(matches!(del, Err(IpsetError::MemberMissing { .. })));
+        assert!(matches!(
+            del,
+            Err(IpsetError {
+                kind: MemberMissing,
+                ..
+            })
+        ));
         run(&mut k, Request::del(name("a"), [ip("10.0.0.1")]).exist_ok()).unwrap();
     }
 
@@ -446,9 +452,9 @@ mod tests {
             .with_set(hash_ip("b"), &[]);
         k.reference("a");
         let busy = run(&mut k, Request::destroy(name("a")).exist_ok());
-        assert!(matches!(busy, Err(IpsetError::InUse { .. })));
+        assert!(matches!(busy, Err(IpsetError { kind: InUse, .. })));
         let renamed = run(&mut k, Request::rename(name("a"), name("c")));
-        assert!(matches!(renamed, Err(IpsetError::InUse { .. })));
+        assert!(matches!(renamed, Err(IpsetError { kind: InUse, .. })));
         assert!(
             k.switch_references("a", "gone").is_err(),
             "iptables refuses a rule on a missing set"
@@ -469,9 +475,17 @@ mod tests {
         assert_eq!(k.set("a").unwrap().members, [ip("10.0.0.2")]);
         assert_eq!(k.set("b").unwrap().members, [ip("10.0.0.1")]);
         let mismatch = run(&mut k, Request::swap(name("a"), name("n")));
-        assert!(matches!(mismatch, Err(IpsetError::WrongType { .. })));
+        assert!(matches!(
+            mismatch,
+            Err(IpsetError {
+                kind: WrongType,
+                ..
+            })
+        ));
         let partner = run(&mut k, Request::swap(name("a"), name("zz")));
-        assert!(matches!(partner, Err(IpsetError::SetMissing { ref set, .. }) if set == "zz"));
+        assert!(
+            matches!(partner, Err(IpsetError { kind: SetMissing, ref set, .. }) if set == "zz")
+        );
     }
 
     #[test]
@@ -479,7 +493,13 @@ mod tests {
         let mut k = FakeKernel::default().with_set(hash_ip("a"), &[]);
         let net = Element::parse(SetType::HashNet, "10.0.0.0/24").unwrap();
         let wrong = run(&mut k, Request::add(name("a"), [net]));
-        assert!(matches!(wrong, Err(IpsetError::WrongType { .. })));
+        assert!(matches!(
+            wrong,
+            Err(IpsetError {
+                kind: WrongType,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, time::Instant};
 
 use crate::{
     desired::{Member, MemberServices, SetDelta},
-    kernel::ipset::{IpsetError, Request},
+    kernel::ipset::{IpsetErrorKind, Request},
 };
 
 use super::{
@@ -35,9 +35,9 @@ fn write(inner: &mut Inner, set: &str, member: &Member, add: bool) -> Result<Out
     };
     match inner.kernel.execute(&request) {
         Ok(()) => Ok(Outcome::Written),
-        Err(IpsetError::MemberExists { .. }) if add => Ok(Outcome::AlreadySo),
-        Err(IpsetError::MemberMissing { .. }) if !add => Ok(Outcome::AlreadySo),
-        Err(IpsetError::SetMissing { .. }) => Ok(Outcome::SetMissing),
+        Err(e) if add && e.is(IpsetErrorKind::MemberExists) => Ok(Outcome::AlreadySo),
+        Err(e) if !add && e.is(IpsetErrorKind::MemberMissing) => Ok(Outcome::AlreadySo),
+        Err(e) if e.is(IpsetErrorKind::SetMissing) => Ok(Outcome::SetMissing),
         Err(e) => Err(e.into()),
     }
 }

@@ -35,7 +35,7 @@ use std::{
 use crate::{
     desired::{Member, MemberServices, SetSpec},
     kernel::{
-        ipset::{Element, IpsetError},
+        ipset::{Element, IpsetError, IpsetErrorKind},
         iptables::IptablesError,
     },
     locks::LockOrRecover,
@@ -363,7 +363,7 @@ fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreE
         let set = match inner.kernel.list(&execute::name(&n)?) {
             Ok(s) => s,
             // Destroyed by someone between the two dumps: it is missing.
-            Err(IpsetError::SetMissing { .. }) => continue,
+            Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
             Err(e) => return Err(e.into()),
         };
         let (members, unrepresentable) = typed_members(set.members);
@@ -420,7 +420,7 @@ fn plan_some(
     for n in only {
         let set = match inner.kernel.list(&execute::name(n)?) {
             Ok(s) => s,
-            Err(IpsetError::SetMissing { .. }) => continue,
+            Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
             Err(e) => return Err(e.into()),
         };
         let (members, unrepresentable) = typed_members(set.members);

@@ -18,7 +18,7 @@ use std::{
 
 use crate::{
     desired::{Family, Member, Protocol, SetSpec, SetType},
-    kernel::ipset::{CreateSet, Element, IpsetClient, IpsetError, Request},
+    kernel::ipset::{CreateSet, Element, IpsetClient, IpsetError, IpsetErrorKind, Request},
     locks::LockOrRecover,
 };
 
@@ -302,7 +302,7 @@ fn retry_busy(mut op: impl FnMut() -> Result<(), IpsetError>) -> Result<(), Stor
     let mut tries = 0;
     loop {
         match op() {
-            Err(IpsetError::InUse { .. }) if tries < 1000 => {
+            Err(e) if e.is(IpsetErrorKind::InUse) && tries < 1000 => {
                 tries += 1;
                 std::thread::yield_now();
             }
@@ -325,7 +325,7 @@ fn observe(owners: &[&Shared], stop: &AtomicBool) -> Result<(u64, u64), StoreErr
             for (set, members) in &wanted {
                 let have: BTreeSet<Member> = match client.list(&execute::name(set)?) {
                     Ok(s) => typed(&s.members),
-                    Err(IpsetError::SetMissing { .. }) => BTreeSet::new(),
+                    Err(e) if e.is(IpsetErrorKind::SetMissing) => BTreeSet::new(),
                     Err(e) => return Err(e.into()),
                 };
                 missing += members.difference(&have).count() as u64;

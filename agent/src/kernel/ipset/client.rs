@@ -1,11 +1,11 @@
 //! The socket side: one nfnetlink socket, requests sent in batches (many
 //! messages per sendmsg), replies matched to requests by sequence number.
 
-use std::{collections::HashMap, io, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use super::{
     consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
-    error::{classify, IpsetError, KernelRefusal, Op, Target},
+    error::{classify, IpsetError, IpsetErrorKind, Op, Target},
     member::Element,
     message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
@@ -59,11 +59,8 @@ impl IpsetClient {
             timeout: REPLY_TIMEOUT,
             datagram: RECV_BUF,
         };
-        let sock = Socket::open(NETLINK_NETFILTER, &opts).map_err(|source| IpsetError::Io {
-            op: Op::Connect,
-            set: String::new(),
-            source,
-        })?;
+        let sock = Socket::open(NETLINK_NETFILTER, &opts)
+            .map_err(|source| IpsetError::io(Op::Connect, "", source))?;
         Ok(Self {
             batch_bytes: batch_bytes(sock.sndbuf(), sock.rcvbuf()),
             sock,
@@ -177,36 +174,30 @@ impl IpsetClient {
         let t = target(Op::List, set.as_str());
         let mut d = self.dump(t, Some(set), depth)?;
         if let Some(u) = d.unsupported.pop() {
-            return Err(IpsetError::WrongType {
-                op: Op::List,
-                set: u.name,
-                detail: format!("{} set not readable: {}", u.type_name, u.reason),
-                errno: None,
-            });
+            let detail = format!("{} set not readable: {}", u.type_name, u.reason);
+            return Err(
+                IpsetError::new(Op::List, u.name, IpsetErrorKind::WrongType, None).detail(detail),
+            );
         }
-        d.sets.pop().ok_or_else(|| IpsetError::Decode {
-            op: Op::List,
-            set: set.to_string(),
-            source: DecodeError::Missing { what: "set" },
-        })
+        d.sets
+            .pop()
+            .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "set" }))
     }
 
     /// `ipset save`: every set with its members.
     pub fn list_all(&mut self) -> Result<Listing, IpsetError> {
-        let d = self.dump(target(Op::List, ""), None, ListDepth::Members)?;
-        Ok(Listing {
-            sets: d.sets,
-            unsupported: d.unsupported,
-        })
+        self.listing(ListDepth::Members)
     }
 
     /// `ipset list -t`: every set's header and counts, no members.
     pub fn list_headers(&mut self) -> Result<Listing, IpsetError> {
-        let d = self.dump(target(Op::List, ""), None, ListDepth::Header)?;
-        Ok(Listing {
-            sets: d.sets,
-            unsupported: d.unsupported,
-        })
+        self.listing(ListDepth::Header)
+    }
+
+    fn listing(&mut self, depth: ListDepth) -> Result<Listing, IpsetError> {
+        let d = self.dump(target(Op::List, ""), None, depth)?;
+        let (sets, unsupported) = (d.sets, d.unsupported);
+        Ok(Listing { sets, unsupported })
     }
 
     /// `ipset list -n`: the names of all sets, of any type.
@@ -228,11 +219,10 @@ impl IpsetClient {
             .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "header" }))?;
         let (typename, fam, _) =
             message::decode_header_reply(attrs).map_err(|e| decode_err(t, e))?;
-        let unsupported = || IpsetError::WrongType {
-            op: Op::Header,
-            set: set.to_string(),
-            detail: format!("set type {typename} family {fam} is not one ipwarden writes"),
-            errno: None,
+        let unsupported = || {
+            IpsetError::new(Op::Header, set.as_str(), IpsetErrorKind::WrongType, None).detail(
+                format!("set type {typename} family {fam} is not one ipwarden writes"),
+            )
         };
         let set_type = parse_set_type(&typename).map_err(|_| unsupported())?;
         let family = from_nfproto(fam).ok_or_else(unsupported)?;
@@ -318,12 +308,10 @@ impl IpsetClient {
                     .then(|| format!("{set_type} has no nomatch members"))
             });
             if let Some(detail) = why {
-                return Err(IpsetError::WrongType {
-                    op: kind,
-                    set: set.to_string(),
-                    detail: format!("{}: {detail}", m.entry),
-                    errno: None,
-                });
+                return Err(
+                    IpsetError::new(kind, set.as_str(), IpsetErrorKind::WrongType, None)
+                        .detail(format!("{}: {detail}", m.entry)),
+                );
             }
         }
         let t = Target {
@@ -366,16 +354,9 @@ impl IpsetClient {
             while j < msgs.len() && msgs[j].bytes.end - start <= self.batch_bytes {
                 j += 1;
             }
-            let batch = &msgs[i..j];
-            if let Some((k, e)) = self.collect_acks(t, &buf[start..msgs[j - 1].bytes.end], batch)? {
-                let member = e.lineno.and_then(|line| {
-                    let idx = batch[k].members.start + (line as usize).checked_sub(1)?;
-                    batch[k]
-                        .members
-                        .contains(&idx)
-                        .then(|| Box::new(members[idx].clone()))
-                });
-                return Err(refused(t, e.refusal, member));
+            let bytes = &buf[start..msgs[j - 1].bytes.end];
+            if let Some(e) = self.collect_acks(t, bytes, &msgs[i..j], members)? {
+                return Err(e);
             }
             i = j;
         }
@@ -383,29 +364,35 @@ impl IpsetClient {
     }
 
     /// Sends one batch and waits for one ACK or error per message; returns
-    /// the first error in message order, with the message's index.
+    /// the first error in message order, naming the member the kernel's
+    /// line number points at.
     fn collect_acks(
         &mut self,
         t: Target<'_>,
         bytes: &[u8],
         batch: &[AdtMessage],
-    ) -> Result<Option<(usize, AdtRefusal)>, IpsetError> {
-        let mut first: Option<(usize, AdtRefusal)> = None;
+        members: &[Element],
+    ) -> Result<Option<IpsetError>, IpsetError> {
+        let mut first: Option<(usize, IpsetError)> = None;
         let file = |k: usize, frame: &Frame<'_>, answer: Result<(), Refusal>| {
             let Err(refusal) = answer else { return true };
             // nfnetlink refuses a whole sendmsg without CAP_NET_ADMIN with
             // one EPERM: no other reply will come.
             let fatal = refusal.errno == libc::EPERM;
             if first.as_ref().is_none_or(|(p, _)| k < *p) {
-                let lineno = message::lineno(frame.echoed());
-                first = Some((k, AdtRefusal { refusal, lineno }));
+                let member = message::lineno(frame.echoed()).and_then(|line| {
+                    let idx = batch[k].members.start + (line as usize).checked_sub(1)?;
+                    let ours = batch[k].members.contains(&idx);
+                    ours.then(|| Box::new(members[idx].clone()))
+                });
+                first = Some((k, classify(t, refusal, member)));
             }
             !fatal
         };
         self.sock
             .batch(bytes, batch[0].seq, vec![true; batch.len()], file)
             .map_err(|f| failed(t, f))?;
-        Ok(first)
+        Ok(first.map(|(_, e)| e))
     }
 
     /// Sends one request, waits for its ACK; returns the attributes of the
@@ -451,12 +438,6 @@ impl IpsetClient {
     }
 }
 
-/// A refused ADT message and the line its failing member was on.
-struct AdtRefusal {
-    refusal: Refusal,
-    lineno: Option<u32>,
-}
-
 fn is_ipset(f: &Frame<'_>) -> bool {
     f.ty >> 8 == u16::from(NFNL_SUBSYS_IPSET)
 }
@@ -470,56 +451,25 @@ fn target(op: Op, set: &str) -> Target<'_> {
     }
 }
 
-fn refused(t: Target<'_>, e: Refusal, member: Option<Box<Element>>) -> IpsetError {
-    classify(
-        t,
-        KernelRefusal {
-            errno: e.errno,
-            member,
-            extack: e.extack,
-        },
-    )
-}
-
 fn failed(t: Target<'_>, f: Failure) -> IpsetError {
     match f {
-        Failure::Refused(e) => refused(t, e, None),
-        Failure::Io(e) => io_error(t, e),
+        Failure::Refused(e) => classify(t, e, None),
+        Failure::Io(e) => IpsetError::io(t.op, t.set, e),
         Failure::Decode(e) => decode_err(t, e),
     }
 }
 
 fn decode_err(t: Target<'_>, source: DecodeError) -> IpsetError {
-    IpsetError::Decode {
-        op: t.op,
-        set: t.set.to_owned(),
-        source,
-    }
-}
-
-fn io_error(t: Target<'_>, source: io::Error) -> IpsetError {
-    IpsetError::Io {
-        op: t.op,
-        set: t.set.to_owned(),
-        source,
-    }
+    IpsetError::decode(t.op, t.set, source)
 }
 
 /// An error of the header lookup an add/del starts with, named as the
 /// add/del it belongs to.
-fn retag(e: IpsetError, op: Op) -> IpsetError {
-    match e {
-        IpsetError::SetMissing { set, errno, .. } => IpsetError::SetMissing { op, set, errno },
-        IpsetError::WrongType {
-            set, detail, errno, ..
-        } => IpsetError::WrongType {
-            op,
-            set,
-            detail,
-            errno,
-        },
-        other => other,
+fn retag(mut e: IpsetError, op: Op) -> IpsetError {
+    if e.is(IpsetErrorKind::SetMissing) || e.is(IpsetErrorKind::WrongType) {
+        e.op = op;
     }
+    e
 }
 
 /// How many bytes of requests one sendmsg may carry: under the send buffer

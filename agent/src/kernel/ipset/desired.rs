@@ -11,11 +11,7 @@ use super::{
 use crate::desired::{Member, Protocol};
 
 fn proto_port(proto: Protocol, port: u16) -> ProtoPort {
-    match proto {
-        Protocol::Tcp => ProtoPort::tcp(port),
-        Protocol::Udp => ProtoPort::udp(port),
-        Protocol::Sctp => ProtoPort::sctp(port),
-    }
+    ProtoPort::of(proto.number(), port)
 }
 
 fn net(net: IpNet) -> Result<Net, ParseError> {
@@ -27,32 +23,22 @@ impl TryFrom<&Member> for Element {
 
     /// Fails only for what no hash:net set can hold (a /0).
     fn try_from(m: &Member) -> Result<Self, ParseError> {
-        Ok(match *m {
-            Member::Ip(addr) => Element::new(Entry::Ip(addr)),
+        let (entry, nomatch) = match *m {
+            Member::Ip(addr) => (Entry::Ip(addr), false),
             Member::IpPort { addr, proto, port } => {
-                Element::new(Entry::IpPort(addr, proto_port(proto, port)))
+                (Entry::IpPort(addr, proto_port(proto, port)), false)
             }
-            Member::Net { net: n, nomatch } => {
-                let e = Element::new(Entry::Net(net(n)?));
-                if nomatch {
-                    e.nomatch()
-                } else {
-                    e
-                }
-            }
+            Member::Net { net: n, nomatch } => (Entry::Net(net(n)?), nomatch),
             Member::NetPort {
                 net: n,
                 proto,
                 port,
                 nomatch,
-            } => {
-                let e = Element::new(Entry::NetPort(net(n)?, proto_port(proto, port)));
-                if nomatch {
-                    e.nomatch()
-                } else {
-                    e
-                }
-            }
+            } => (Entry::NetPort(net(n)?, proto_port(proto, port)), nomatch),
+        };
+        Ok(Element {
+            nomatch,
+            ..Element::new(entry)
         })
     }
 }

@@ -1,12 +1,11 @@
-//! Typed ipset errors. Every variant names the operation and the set, and
-//! keeps the kernel's errno, so `store/` decides what is idempotent from
-//! the variant, never from text.
+//! The ipset error: the operation, the set, a [`IpsetErrorKind`] and the kernel's
+//! errno, with one table of messages.
 
 use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::DecodeError;
+use crate::kernel::netlink::{DecodeError, Refusal};
 
 /// The operation that failed (`ipset` sub-command names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,188 +25,129 @@ pub enum Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Op::Connect => "connect",
-            Op::Create => "create",
-            Op::Destroy => "destroy",
-            Op::Flush => "flush",
-            Op::Rename => "rename",
-            Op::Swap => "swap",
-            Op::Add => "add",
-            Op::Del => "del",
-            Op::List => "list",
-            Op::Header => "header",
-            Op::Type => "type",
-        })
+        f.write_str(&format!("{self:?}").to_lowercase())
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IpsetError {
-    #[error("ipset {op} {set}: no such set")]
-    SetMissing { op: Op, set: String, errno: i32 },
-
-    #[error("ipset {op} {set}: a set with this name already exists")]
-    SetExists { op: Op, set: String, errno: i32 },
-
-    #[error("ipset {op} {set}: the kernel does not support set type {set_type}")]
-    UnknownType {
-        op: Op,
-        set: String,
-        set_type: String,
-        errno: i32,
-    },
-
-    /// A member or a swap partner of another type or family. `errno` is
-    /// None when ipwarden caught it before sending.
-    #[error("ipset {op} {set}: wrong type or family: {detail}")]
-    WrongType {
-        op: Op,
-        set: String,
-        detail: String,
-        errno: Option<i32>,
-    },
-
-    #[error("ipset {op} {set}: set is full (maxelem reached)")]
-    SetFull {
-        op: Op,
-        set: String,
-        member: Option<Box<Element>>,
-        errno: i32,
-    },
-
+/// What went wrong; [`IpsetErrorKind::text`] is the one table of messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpsetErrorKind {
+    SetMissing,
+    SetExists,
+    UnknownType,
+    /// A member or a swap partner of another type or family.
+    WrongType,
+    SetFull,
     /// Referenced by an iptables rule or a list:set, or being dumped.
-    #[error("ipset {op} {set}: set is in use by a kernel component")]
-    InUse { op: Op, set: String, errno: i32 },
-
-    #[error("ipset {op} {set}: member {} is already in the set", show(.member))]
-    MemberExists {
-        op: Op,
-        set: String,
-        member: Option<Box<Element>>,
-        errno: i32,
-    },
-
-    #[error("ipset {op} {set}: member {} is not in the set", show(.member))]
-    MemberMissing {
-        op: Op,
-        set: String,
-        member: Option<Box<Element>>,
-        errno: i32,
-    },
-
+    InUse,
+    MemberExists,
+    MemberMissing,
     /// A member timeout, comment or counters for a set created without.
-    #[error("ipset {op} {set}: the set was created without {extension} support")]
-    NoExtension {
-        op: Op,
-        set: String,
-        extension: &'static str,
-        errno: i32,
-    },
-
-    #[error("ipset {op} {set}: permission denied (CAP_NET_ADMIN needed)")]
-    Permission { op: Op, set: String, errno: i32 },
-
+    NoExtension,
+    Permission,
     /// Any other kernel errno, with the kernel's extended-ack text if any.
-    #[error("ipset {op} {set}: kernel error {errno} ({message})")]
-    Kernel {
-        op: Op,
-        set: String,
-        errno: i32,
-        message: String,
-    },
-
-    #[error("ipset {op} {set}: netlink socket")]
-    Io {
-        op: Op,
-        set: String,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error("ipset {op} {set}: malformed kernel reply")]
-    Decode {
-        op: Op,
-        set: String,
-        #[source]
-        source: DecodeError,
-    },
+    Kernel,
+    Io,
+    Decode,
 }
 
-fn show(member: &Option<Box<Element>>) -> String {
-    member
-        .as_ref()
-        .map_or_else(|| "(unknown)".to_owned(), |m| m.entry.to_string())
+impl IpsetErrorKind {
+    /// The metric label and the message; `{}` stands for the detail.
+    fn text(self) -> (&'static str, &'static str) {
+        match self {
+            IpsetErrorKind::SetMissing => ("set_missing", "no such set"),
+            IpsetErrorKind::SetExists => ("set_exists", "a set with this name already exists"),
+            IpsetErrorKind::UnknownType => {
+                ("unknown_type", "the kernel does not support set type {}")
+            }
+            IpsetErrorKind::WrongType => ("wrong_type", "wrong type or family: {}"),
+            IpsetErrorKind::SetFull => ("set_full", "set is full (maxelem reached)"),
+            IpsetErrorKind::InUse => ("in_use", "set is in use by a kernel component"),
+            IpsetErrorKind::MemberExists => ("member_exists", "member {} is already in the set"),
+            IpsetErrorKind::MemberMissing => ("member_missing", "member {} is not in the set"),
+            IpsetErrorKind::NoExtension => {
+                ("no_extension", "the set was created without {} support")
+            }
+            IpsetErrorKind::Permission => {
+                ("permission", "permission denied (CAP_NET_ADMIN needed)")
+            }
+            IpsetErrorKind::Kernel => ("kernel", "kernel error {}"),
+            IpsetErrorKind::Io => ("io", "netlink socket"),
+            IpsetErrorKind::Decode => ("decode", "malformed kernel reply"),
+        }
+    }
+}
+
+/// An ipset operation that failed: which, on which set, why, and the
+/// kernel's errno, so `store/` decides what is idempotent from the kind,
+/// never from text.
+#[derive(Debug, thiserror::Error)]
+#[error("ipset {op} {set}: {}", message(*.kind, .detail))]
+pub struct IpsetError {
+    pub op: Op,
+    /// The set the error is about (the second set for some rename/swap
+    /// errors).
+    pub set: String,
+    pub kind: IpsetErrorKind,
+    /// The kernel's errno (positive); None when ipwarden caught it before
+    /// sending or a reply did not parse.
+    pub errno: Option<i32>,
+    /// What the message names: a member, a set type, an extension, the
+    /// kernel's text.
+    pub detail: Option<String>,
+    /// The member the kernel pointed at (ADT line number), if any.
+    pub member: Option<Box<Element>>,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+fn message(kind: IpsetErrorKind, detail: &Option<String>) -> String {
+    kind.text()
+        .1
+        .replace("{}", detail.as_deref().unwrap_or("(unknown)"))
 }
 
 impl IpsetError {
-    /// The kernel's errno (positive), when the kernel said no.
-    pub fn errno(&self) -> Option<i32> {
-        match self {
-            IpsetError::SetMissing { errno, .. }
-            | IpsetError::SetExists { errno, .. }
-            | IpsetError::UnknownType { errno, .. }
-            | IpsetError::SetFull { errno, .. }
-            | IpsetError::InUse { errno, .. }
-            | IpsetError::MemberExists { errno, .. }
-            | IpsetError::MemberMissing { errno, .. }
-            | IpsetError::NoExtension { errno, .. }
-            | IpsetError::Permission { errno, .. }
-            | IpsetError::Kernel { errno, .. } => Some(*errno),
-            IpsetError::WrongType { errno, .. } => *errno,
-            IpsetError::Io { source, .. } => source.raw_os_error(),
-            IpsetError::Decode { .. } => None,
+    pub fn new(op: Op, set: impl Into<String>, kind: IpsetErrorKind, errno: Option<i32>) -> Self {
+        Self {
+            op,
+            set: set.into(),
+            kind,
+            errno,
+            detail: None,
+            member: None,
+            source: None,
         }
     }
 
-    /// The set the error is about (the second set for some rename/swap
-    /// errors).
-    pub fn set(&self) -> &str {
-        match self {
-            IpsetError::SetMissing { set, .. }
-            | IpsetError::SetExists { set, .. }
-            | IpsetError::UnknownType { set, .. }
-            | IpsetError::WrongType { set, .. }
-            | IpsetError::SetFull { set, .. }
-            | IpsetError::InUse { set, .. }
-            | IpsetError::MemberExists { set, .. }
-            | IpsetError::MemberMissing { set, .. }
-            | IpsetError::NoExtension { set, .. }
-            | IpsetError::Permission { set, .. }
-            | IpsetError::Kernel { set, .. }
-            | IpsetError::Io { set, .. }
-            | IpsetError::Decode { set, .. } => set,
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub(crate) fn io(op: Op, set: &str, source: io::Error) -> Self {
+        let errno = source.raw_os_error();
+        Self {
+            source: Some(source.into()),
+            ..Self::new(op, set, IpsetErrorKind::Io, errno)
         }
+    }
+
+    pub(crate) fn decode(op: Op, set: &str, source: DecodeError) -> Self {
+        Self {
+            source: Some(source.into()),
+            ..Self::new(op, set, IpsetErrorKind::Decode, None)
+        }
+    }
+
+    pub fn is(&self, kind: IpsetErrorKind) -> bool {
+        self.kind == kind
     }
 
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            IpsetError::SetMissing { .. } => "set_missing",
-            IpsetError::SetExists { .. } => "set_exists",
-            IpsetError::UnknownType { .. } => "unknown_type",
-            IpsetError::WrongType { .. } => "wrong_type",
-            IpsetError::SetFull { .. } => "set_full",
-            IpsetError::InUse { .. } => "in_use",
-            IpsetError::MemberExists { .. } => "member_exists",
-            IpsetError::MemberMissing { .. } => "member_missing",
-            IpsetError::NoExtension { .. } => "no_extension",
-            IpsetError::Permission { .. } => "permission",
-            IpsetError::Kernel { .. } => "kernel",
-            IpsetError::Io { .. } => "io",
-            IpsetError::Decode { .. } => "decode",
-        }
+        self.kind.text().0
     }
-}
-
-/// What the kernel said, before it is given a variant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KernelRefusal {
-    /// Positive errno.
-    pub errno: i32,
-    /// The member the kernel pointed at (ADT line number), if any.
-    pub member: Option<Box<Element>>,
-    pub extack: Option<String>,
 }
 
 /// What a request was about, to name it in its error.
@@ -220,70 +160,27 @@ pub(crate) struct Target<'a> {
     pub set_type: Option<SetType>,
 }
 
-/// Gives a kernel errno its variant.
-pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
-    let op = t.op;
-    let set_owned = t.set.to_owned();
-    let other = t.set2.unwrap_or(t.set).to_owned();
+/// Gives a kernel errno its kind.
+/// `member` is the one the kernel pointed at (ADT line number), if any.
+pub(crate) fn classify(t: Target<'_>, r: Refusal, member: Option<Box<Element>>) -> IpsetError {
     let e = r.errno;
-    match e {
-        libc::ENOENT => IpsetError::SetMissing {
-            op,
-            set: set_owned,
-            errno: e,
-        },
-        libc::EEXIST => IpsetError::SetExists {
-            op,
-            set: set_owned,
-            errno: e,
-        },
-        libc::EPERM | libc::EACCES => IpsetError::Permission {
-            op,
-            set: set_owned,
-            errno: e,
-        },
-        libc::EBUSY | errno::BUSY | errno::REFERENCED => IpsetError::InUse {
-            op,
-            set: set_owned,
-            errno: e,
-        },
-        errno::FIND_TYPE => IpsetError::UnknownType {
-            op,
-            set: set_owned,
-            set_type: t
-                .set_type
-                .map_or_else(|| "(unknown)".into(), |t| t.to_string()),
-            errno: e,
-        },
+    let entry = member.as_ref().map(|m| m.entry.to_string());
+    let (kind, set, detail) = match e {
+        libc::ENOENT => (IpsetErrorKind::SetMissing, t.set, None),
+        libc::EEXIST => (IpsetErrorKind::SetExists, t.set, None),
+        libc::EPERM | libc::EACCES => (IpsetErrorKind::Permission, t.set, None),
+        libc::EBUSY | errno::BUSY | errno::REFERENCED => (IpsetErrorKind::InUse, t.set, None),
+        errno::FIND_TYPE => (
+            IpsetErrorKind::UnknownType,
+            t.set,
+            t.set_type.map(|t| t.to_string()),
+        ),
         // Rename: the new name is taken. Swap: the second set is missing.
-        errno::EXIST_SETNAME2 if op == Op::Rename => IpsetError::SetExists {
-            op,
-            set: other,
-            errno: e,
-        },
-        errno::EXIST_SETNAME2 => IpsetError::SetMissing {
-            op,
-            set: other,
-            errno: e,
-        },
-        errno::EXIST if op == Op::Del => IpsetError::MemberMissing {
-            op,
-            set: set_owned,
-            member: r.member,
-            errno: e,
-        },
-        errno::EXIST => IpsetError::MemberExists {
-            op,
-            set: set_owned,
-            member: r.member,
-            errno: e,
-        },
-        errno::HASH_FULL => IpsetError::SetFull {
-            op,
-            set: set_owned,
-            member: r.member,
-            errno: e,
-        },
+        errno::EXIST_SETNAME2 if t.op == Op::Rename => (IpsetErrorKind::SetExists, other(&t), None),
+        errno::EXIST_SETNAME2 => (IpsetErrorKind::SetMissing, other(&t), None),
+        errno::EXIST if t.op == Op::Del => (IpsetErrorKind::MemberMissing, t.set, entry),
+        errno::EXIST => (IpsetErrorKind::MemberExists, t.set, entry),
+        errno::HASH_FULL => (IpsetErrorKind::SetFull, t.set, None),
         errno::TYPE_MISMATCH
         | errno::INVALID_FAMILY
         | errno::IPADDR_IPV4
@@ -291,35 +188,29 @@ pub(crate) fn classify(t: Target<'_>, r: KernelRefusal) -> IpsetError {
         | errno::INVALID_CIDR
         | errno::INVALID_PROTO
         | errno::MISSING_PROTO
-        | errno::HASH_ELEM => IpsetError::WrongType {
-            op,
-            set: set_owned,
-            detail: match &r.member {
-                Some(m) => format!("{} ({})", errno_text(e), m.entry),
-                None => errno_text(e),
-            },
-            errno: Some(e),
-        },
-        errno::TIMEOUT | errno::COUNTER | errno::COMMENT | errno::SKBINFO => {
-            IpsetError::NoExtension {
-                op,
-                set: set_owned,
-                extension: match e {
-                    errno::TIMEOUT => "timeout",
-                    errno::COUNTER => "counters",
-                    errno::COMMENT => "comment",
-                    _ => "skbinfo",
-                },
-                errno: e,
-            }
+        | errno::HASH_ELEM => {
+            let text = errno_text(e);
+            let detail = entry.map_or_else(|| text.clone(), |m| format!("{text} ({m})"));
+            (IpsetErrorKind::WrongType, t.set, Some(detail))
         }
-        _ => IpsetError::Kernel {
-            op,
-            set: set_owned,
-            errno: e,
-            message: r.extack.unwrap_or_else(|| errno_text(e)),
-        },
+        errno::TIMEOUT => (IpsetErrorKind::NoExtension, t.set, Some("timeout".into())),
+        errno::COUNTER => (IpsetErrorKind::NoExtension, t.set, Some("counters".into())),
+        errno::COMMENT => (IpsetErrorKind::NoExtension, t.set, Some("comment".into())),
+        errno::SKBINFO => (IpsetErrorKind::NoExtension, t.set, Some("skbinfo".into())),
+        _ => {
+            let text = r.extack.unwrap_or_else(|| errno_text(e));
+            (IpsetErrorKind::Kernel, t.set, Some(format!("{e} ({text})")))
+        }
+    };
+    IpsetError {
+        detail,
+        member,
+        ..IpsetError::new(t.op, set, kind, Some(e))
     }
+}
+
+fn other<'a>(t: &Target<'a>) -> &'a str {
+    t.set2.unwrap_or(t.set)
 }
 
 /// Text for an errno of either space.
@@ -361,41 +252,51 @@ mod tests {
         }
     }
 
-    fn refusal(errno: i32) -> KernelRefusal {
-        KernelRefusal {
-            errno,
-            member: None,
-            extack: None,
-        }
+    fn refusal(errno: i32) -> Refusal {
+        let extack = None;
+        Refusal { errno, extack }
     }
 
     #[test]
     fn errnos_get_their_variants_and_keep_the_errno() {
-        let e = classify(t(Op::Add, "s", None), refusal(errno::HASH_FULL));
-        assert!(matches!(e, IpsetError::SetFull { errno: 4352, .. }));
-        assert_eq!(e.errno(), Some(4352));
-        assert_eq!(e.set(), "s");
-        let e = classify(t(Op::Destroy, "s", None), refusal(errno::BUSY));
-        assert!(matches!(e, IpsetError::InUse { .. }));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::HASH_FULL), None);
+        assert!(e.is(IpsetErrorKind::SetFull));
+        assert_eq!(e.errno, Some(4352));
+        assert_eq!(e.set, "s");
+        let e = classify(t(Op::Destroy, "s", None), refusal(errno::BUSY), None);
+        assert!(e.is(IpsetErrorKind::InUse));
         let e = classify(
             t(Op::Rename, "a", Some("b")),
             refusal(errno::EXIST_SETNAME2),
+            None,
         );
-        assert!(matches!(e, IpsetError::SetExists { ref set, .. } if set == "b"));
-        let e = classify(t(Op::Swap, "a", Some("b")), refusal(errno::EXIST_SETNAME2));
-        assert!(matches!(e, IpsetError::SetMissing { ref set, .. } if set == "b"));
-        let e = classify(t(Op::Del, "s", None), refusal(errno::EXIST));
-        assert!(matches!(e, IpsetError::MemberMissing { .. }));
-        let e = classify(t(Op::Add, "s", None), refusal(errno::EXIST));
-        assert!(matches!(e, IpsetError::MemberExists { .. }));
-        let e = classify(t(Op::Add, "s", None), refusal(libc::EPERM));
-        assert!(matches!(e, IpsetError::Permission { errno: 1, .. }));
-        let e = classify(t(Op::Swap, "a", Some("b")), refusal(errno::TYPE_MISMATCH));
-        assert!(matches!(e, IpsetError::WrongType { .. }));
-        let e = classify(t(Op::Add, "s", None), refusal(errno::COMMENT));
+        assert!(e.is(IpsetErrorKind::SetExists) && e.set == "b");
+        let e = classify(
+            t(Op::Swap, "a", Some("b")),
+            refusal(errno::EXIST_SETNAME2),
+            None,
+        );
+        assert!(e.is(IpsetErrorKind::SetMissing) && e.set == "b");
+        let e = classify(t(Op::Del, "s", None), refusal(errno::EXIST), None);
+        assert!(e.is(IpsetErrorKind::MemberMissing));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::EXIST), None);
+        assert!(e.is(IpsetErrorKind::MemberExists));
+        let e = classify(t(Op::Add, "s", None), refusal(libc::EPERM), None);
+        assert!(e.is(IpsetErrorKind::Permission) && e.errno == Some(1));
+        let e = classify(
+            t(Op::Swap, "a", Some("b")),
+            refusal(errno::TYPE_MISMATCH),
+            None,
+        );
+        assert!(e.is(IpsetErrorKind::WrongType));
+        let e = classify(t(Op::Add, "s", None), refusal(errno::COMMENT), None);
         assert_eq!(e.metric_label(), "no_extension");
-        let e = classify(t(Op::Create, "s", None), refusal(libc::ENOMEM));
-        assert!(matches!(e, IpsetError::Kernel { errno: 12, .. }));
-        assert!(e.to_string().contains("ipset create s"));
+        let e = classify(t(Op::Create, "s", None), refusal(libc::ENOMEM), None);
+        assert!(e.is(IpsetErrorKind::Kernel) && e.errno == Some(12));
+        assert!(
+            e.to_string()
+                .starts_with("ipset create s: kernel error 12 ("),
+            "{e}"
+        );
     }
 }

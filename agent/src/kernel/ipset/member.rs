@@ -103,39 +103,29 @@ pub struct ProtoPort {
 }
 
 impl ProtoPort {
+    /// A value that is canonical by construction.
+    pub(crate) const fn of(proto: u8, port: u16) -> Self {
+        Self { proto, port }
+    }
+
     pub fn tcp(port: u16) -> Self {
-        Self {
-            proto: IPPROTO_TCP,
-            port,
-        }
+        Self::of(IPPROTO_TCP, port)
     }
 
     pub fn udp(port: u16) -> Self {
-        Self {
-            proto: IPPROTO_UDP,
-            port,
-        }
+        Self::of(IPPROTO_UDP, port)
     }
 
     pub fn sctp(port: u16) -> Self {
-        Self {
-            proto: IPPROTO_SCTP,
-            port,
-        }
+        Self::of(IPPROTO_SCTP, port)
     }
 
     pub fn icmp(ty: u8, code: u8) -> Self {
-        Self {
-            proto: IPPROTO_ICMP,
-            port: u16::from(ty) << 8 | u16::from(code),
-        }
+        Self::of(IPPROTO_ICMP, u16::from_be_bytes([ty, code]))
     }
 
     pub fn icmpv6(ty: u8, code: u8) -> Self {
-        Self {
-            proto: IPPROTO_ICMPV6,
-            port: u16::from(ty) << 8 | u16::from(code),
-        }
+        Self::of(IPPROTO_ICMPV6, u16::from_be_bytes([ty, code]))
     }
 
     /// Any protocol by number. `port` must be 0 for protocols without ports
@@ -215,19 +205,13 @@ impl FromStr for ProtoPort {
             _ => return Self::new(proto, parse_port(rest)?),
         };
         if let Some((ty, code, _)) = table.iter().find(|(_, _, n)| *n == rest) {
-            return Ok(Self::icmp(*ty, *code).with_proto(proto));
+            return Ok(Self::of(proto, u16::from_be_bytes([*ty, *code])));
         }
         let (ty, code) = rest
             .split_once('/')
             .and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)))
             .ok_or_else(|| ParseError::new("icmp type/code", rest, "expected NAME or TYPE/CODE"))?;
-        Ok(Self::icmp(ty, code).with_proto(proto))
-    }
-}
-
-impl ProtoPort {
-    fn with_proto(self, proto: u8) -> Self {
-        Self { proto, ..self }
+        Ok(Self::of(proto, u16::from_be_bytes([ty, code])))
     }
 }
 
@@ -419,11 +403,6 @@ impl Element {
             counters: None,
             comment: None,
         }
-    }
-
-    pub fn nomatch(mut self) -> Self {
-        self.nomatch = true;
-        self
     }
 
     pub fn timeout(mut self, seconds: u32) -> Self {

@@ -27,13 +27,6 @@ use crate::kernel::netlink::{
     nla::{NLA_F_NET_BYTEORDER, NLA_MAX_LEN},
     Attr, Attrs, DecodeError, Writer,
 };
-#[cfg(test)]
-use crate::kernel::netlink::{
-    frame::{NLMSGERR_ATTR_MSG, NLMSG_ERROR},
-    frames, Frame,
-};
-#[cfg(test)]
-use neli::consts::nl::NlmF;
 
 /// Starts a message: header with a placeholder length, nfgenmsg, protocol.
 fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize {
@@ -282,94 +275,6 @@ fn put_ip(w: &mut Writer<'_>, ty: MemberAttr, a: &IpAddr) {
         ),
     }
     w.nest_end(nest);
-}
-
-// ---- replies ----
-
-/// One message of a reply buffer, as the tests read them.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Reply<'a> {
-    /// NLMSG_ERROR with error 0.
-    Ack {
-        seq: u32,
-    },
-    Error(ErrorReply),
-    /// End of a dump; a negative `errno` means the dump failed midway.
-    Done {
-        seq: u32,
-        errno: i32,
-    },
-    /// An ipset message (list/header/type reply): its attributes.
-    Ipset {
-        seq: u32,
-        cmd: IpsetCmd,
-        attrs: &'a [u8],
-    },
-    /// Anything else (NLMSG_NOOP, other subsystems): ignored by callers.
-    Other {
-        seq: u32,
-        ty: u16,
-    },
-}
-
-/// An NLMSG_ERROR carrying a refusal.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ErrorReply {
-    pub seq: u32,
-    /// Positive errno.
-    pub errno: i32,
-    /// The failing element's line number, when the kernel echoed the
-    /// request with IPSET_ATTR_LINENO filled in.
-    pub lineno: Option<u32>,
-    /// NLMSGERR_ATTR_MSG of an extended ack.
-    pub extack: Option<String>,
-}
-
-/// Iterates the messages of one received datagram.
-#[cfg(test)]
-pub(super) fn replies(buf: &[u8]) -> impl Iterator<Item = Result<Reply<'_>, DecodeError>> {
-    frames(buf).map(|f| f.and_then(|f| reply(&f)))
-}
-
-/// Parses the message at the start of `b`; returns it and the bytes used.
-#[cfg(test)]
-fn parse_one(b: &[u8]) -> Result<(Reply<'_>, usize), DecodeError> {
-    let frame = frames(b).next().unwrap_or(Err(DecodeError::Truncated {
-        what: "nlmsghdr",
-        need: NLMSG_HDRLEN,
-        have: 0,
-    }))?;
-    Ok((reply(&frame)?, frame.wire_len().min(b.len())))
-}
-
-#[cfg(test)]
-fn reply<'a>(f: &Frame<'a>) -> Result<Reply<'a>, DecodeError> {
-    let seq = f.seq;
-    Ok(match f.reply()? {
-        crate::kernel::netlink::Reply::Ack => Reply::Ack { seq },
-        crate::kernel::netlink::Reply::Error { errno, extack } if f.ty == NLMSG_ERROR => {
-            Reply::Error(ErrorReply {
-                seq,
-                errno,
-                lineno: lineno(f.echoed()),
-                extack,
-            })
-        }
-        crate::kernel::netlink::Reply::Error { errno, .. } => Reply::Done { seq, errno: -errno },
-        crate::kernel::netlink::Reply::Done => Reply::Done { seq, errno: 0 },
-        crate::kernel::netlink::Reply::Data { attrs, .. }
-            if f.ty >> 8 == u16::from(NFNL_SUBSYS_IPSET) =>
-        {
-            Reply::Ipset {
-                seq,
-                cmd: IpsetCmd::from(f.ty as u8),
-                attrs,
-            }
-        }
-        _ => Reply::Other { seq, ty: f.ty },
-    })
 }
 
 /// The failing element's line number in an echoed ADT request: ipset's

@@ -41,7 +41,7 @@ mod types;
 
 pub use crate::kernel::netlink::DecodeError;
 pub use client::{IpsetClient, Listing};
-pub use error::{IpsetError, Op};
+pub use error::{IpsetError, IpsetErrorKind, Op};
 pub use member::{Comment, Counters, Element, Entry, Net, ProtoPort};
 pub use message::UnsupportedSet;
 pub use request::Request;

@@ -110,67 +110,47 @@ impl Request {
     /// The request as `ipset restore` input, one line per member: feeding
     /// it to `ipset restore` (with `-exist` where `exist_ok`) does the same.
     pub fn restore_lines(&self) -> String {
-        let mut out = String::new();
         match self {
             Request::Add { set, members, .. } => {
-                for m in members {
-                    out.push_str(&format!("add {set} {m}\n"));
-                }
+                members.iter().map(|m| format!("add {set} {m}\n")).collect()
             }
-            Request::Del { set, members, .. } => {
-                for m in members {
-                    out.push_str(&format!("del {set} {}\n", m.entry));
-                }
-            }
-            other => out.push_str(&format!("{}\n", Plan(other))),
+            Request::Del { set, members, .. } => members
+                .iter()
+                .map(|m| format!("del {set} {}\n", m.entry))
+                .collect(),
+            other => format!("{other}\n"),
         }
-        out
     }
 }
 
-/// One line per request, members summarised: what a log should show.
+/// One line per request in restore syntax, members summarised: what a
+/// log should show.
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let exist = |on: bool| if on { " (-exist)" } else { "" };
         match self {
-            Request::Add {
-                set,
-                members,
-                exist_ok,
-            } => write!(
-                f,
-                "add {set}: {} members{}",
-                members.len(),
-                exist(*exist_ok)
-            ),
-            Request::Del {
-                set,
-                members,
-                missing_ok,
-            } => write!(
-                f,
-                "del {set}: {} members{}",
-                members.len(),
-                exist(*missing_ok)
-            ),
-            other => write!(f, "{}", Plan(other)),
-        }
-    }
-}
-
-/// The restore-syntax line of a request without members.
-struct Plan<'a>(&'a Request);
-
-impl fmt::Display for Plan<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
             Request::Create { spec, .. } => write!(f, "{spec}"),
             Request::Destroy { set, .. } => write!(f, "destroy {set}"),
             Request::Flush { set } => write!(f, "flush {set}"),
             Request::Rename { from, to } => write!(f, "rename {from} {to}"),
             Request::Swap { a, b } => write!(f, "swap {a} {b}"),
-            Request::Add { set, .. } => write!(f, "add {set}"),
-            Request::Del { set, .. } => write!(f, "del {set}"),
+            Request::Add {
+                set,
+                members,
+                exist_ok: on,
+            }
+            | Request::Del {
+                set,
+                members,
+                missing_ok: on,
+            } => {
+                let verb = if matches!(self, Request::Add { .. }) {
+                    "add"
+                } else {
+                    "del"
+                };
+                write!(f, "{verb} {set}: {} members{}", members.len(), exist(*on))
+            }
         }
     }
 }

@@ -74,14 +74,6 @@ impl FromStr for SetName {
     }
 }
 
-impl TryFrom<&str> for SetName {
-    type Error = ParseError;
-
-    fn try_from(s: &str) -> Result<Self, ParseError> {
-        Self::new(s)
-    }
-}
-
 impl AsRef<str> for SetName {
     fn as_ref(&self) -> &str {
         &self.0

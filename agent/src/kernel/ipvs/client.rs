@@ -13,10 +13,7 @@ use super::{
         encode_query, encode_request, encode_resolve, Query,
     },
     request::Request,
-    types::{
-        Destination, DestinationEntry, DestinationKey, Info, Service, ServiceEntry, ServiceKey,
-        Timeouts, VirtualServer,
-    },
+    types::{DestinationEntry, Info, ServiceEntry, ServiceKey, Timeouts, VirtualServer},
 };
 use crate::kernel::netlink::{
     socket::NETLINK_GENERIC, DecodeError, Failure, Options, Refusal, Socket,
@@ -45,7 +42,7 @@ pub struct IpvsClient {
 
 impl IpvsClient {
     /// Opens a generic netlink socket and resolves the "IPVS" family.
-    /// Fails with [`IpvsError::NoIpvs`] when the kernel has no IPVS.
+    /// Fails with [`IpvsErrorKind::NoIpvs`](super::IpvsErrorKind::NoIpvs) when the kernel has no IPVS.
     pub fn connect() -> Result<Self, IpvsError> {
         let opts = Options {
             rcvbuf: Some(WANT_RCVBUF),
@@ -54,7 +51,7 @@ impl IpvsClient {
             datagram: RECV_BUF_LEN,
         };
         let sock = Socket::open(NETLINK_GENERIC, &opts)
-            .map_err(|source| IpvsError::Socket { op: "open", source })?;
+            .map_err(|source| IpvsError::socket("open", source))?;
         let mut client = IpvsClient {
             // Half the room the acks of a batch may take, for safety.
             batch: (sock.rcvbuf() / ACK_TRUESIZE / 2).clamp(16, MAX_BATCH),
@@ -107,11 +104,7 @@ impl IpvsClient {
                 match encode_request(req, self.family, seq, &mut self.send_buf) {
                     Ok(()) => pending += 1,
                     Err(source) => {
-                        results[end] = Some(Err(IpvsError::Invalid {
-                            op: req.op(),
-                            target: req.target(),
-                            source,
-                        }))
+                        results[end] = Some(Err(IpvsError::invalid(req.op(), req.target(), source)))
                     }
                 }
                 end += 1;
@@ -150,17 +143,14 @@ impl IpvsClient {
         Ok(out)
     }
 
-    /// One service; [`IpvsError::NotFound`] if there is none with that key.
+    /// One service; a [`IpvsErrorKind::NotFound`](super::IpvsErrorKind::NotFound) if there is none with that key.
     pub fn service(&mut self, key: &ServiceKey) -> Result<ServiceEntry, IpvsError> {
         let mut out = None;
         self.query(&Query::Service(key), &key.to_string(), |attrs| {
             out = Some(decode_service(attrs)?);
             Ok(())
         })?;
-        out.ok_or(IpvsError::Decode {
-            op: "get service",
-            source: DecodeError::Missing { what: "reply" },
-        })
+        out.ok_or_else(|| IpvsError::decode("get service", DecodeError::Missing { what: "reply" }))
     }
 
     /// The destinations of one service, sorted by address and port. The
@@ -200,10 +190,7 @@ impl IpvsClient {
             out = Some(decode_timeouts(attrs)?);
             Ok(())
         })?;
-        out.ok_or(IpvsError::Decode {
-            op: "get timeouts",
-            source: DecodeError::Missing { what: "reply" },
-        })
+        out.ok_or_else(|| IpvsError::decode("get timeouts", DecodeError::Missing { what: "reply" }))
     }
 
     /// Version and connection table size (ipvsadm's banner).
@@ -213,71 +200,7 @@ impl IpvsClient {
             out = Some(decode_info(attrs)?);
             Ok(())
         })?;
-        out.ok_or(IpvsError::Decode {
-            op: "get info",
-            source: DecodeError::Missing { what: "reply" },
-        })
-    }
-
-    /// `ipvsadm -A`.
-    pub fn add_service(&mut self, service: &Service) -> Result<(), IpvsError> {
-        self.execute(&Request::AddService(service.clone()))
-    }
-
-    /// `ipvsadm -E`.
-    pub fn edit_service(&mut self, service: &Service) -> Result<(), IpvsError> {
-        self.execute(&Request::EditService(service.clone()))
-    }
-
-    /// `ipvsadm -D`.
-    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
-        self.execute(&Request::DeleteService(*key))
-    }
-
-    /// `ipvsadm -a`.
-    pub fn add_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &Destination,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::AddDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm -e`.
-    pub fn edit_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &Destination,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::EditDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm -d`.
-    pub fn delete_destination(
-        &mut self,
-        service: &ServiceKey,
-        dest: &DestinationKey,
-    ) -> Result<(), IpvsError> {
-        self.execute(&Request::DeleteDestination {
-            service: *service,
-            destination: *dest,
-        })
-    }
-
-    /// `ipvsadm --set tcp tcpfin udp`.
-    pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<(), IpvsError> {
-        self.execute(&Request::SetTimeouts(*timeouts))
-    }
-
-    /// `ipvsadm -C`.
-    pub fn flush(&mut self) -> Result<(), IpvsError> {
-        self.execute(&Request::Flush)
+        out.ok_or_else(|| IpvsError::decode("get info", DecodeError::Missing { what: "reply" }))
     }
 
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {
@@ -296,13 +219,10 @@ impl IpvsClient {
                 Failure::Refused(Refusal {
                     errno: libc::ENOENT,
                     ..
-                }) => IpvsError::NoIpvs,
+                }) => IpvsError::no_ipvs(),
                 f => into_ipvs(f, OP, "IPVS".into()),
             })?;
-        id.ok_or(IpvsError::Decode {
-            op: OP,
-            source: DecodeError::Missing { what: "family id" },
-        })
+        id.ok_or_else(|| IpvsError::decode(OP, DecodeError::Missing { what: "family id" }))
     }
 
     fn query(
@@ -333,27 +253,18 @@ fn refused(req: &Request, r: Refusal) -> IpvsError {
 /// A failure of the socket, for each request of a batch it left unanswered.
 fn failed(op: &'static str, f: &Failure) -> IpvsError {
     match f {
-        Failure::Decode(source) => IpvsError::Decode {
-            op,
-            source: source.clone(),
-        },
-        Failure::Io(e) => IpvsError::Socket {
-            op,
-            source: clone_io(e),
-        },
+        Failure::Decode(source) => IpvsError::decode(op, source.clone()),
+        Failure::Io(e) => IpvsError::socket(op, clone_io(e)),
         // Refusals are answers, filed under their request.
-        Failure::Refused(r) => IpvsError::Socket {
-            op,
-            source: io::Error::from_raw_os_error(r.errno),
-        },
+        Failure::Refused(r) => IpvsError::socket(op, io::Error::from_raw_os_error(r.errno)),
     }
 }
 
 fn into_ipvs(f: Failure, op: &'static str, target: String) -> IpvsError {
     match f {
         Failure::Refused(r) => IpvsError::from_errno(op, target, r.errno, r.extack, None),
-        Failure::Io(source) => IpvsError::Socket { op, source },
-        Failure::Decode(source) => IpvsError::Decode { op, source },
+        Failure::Io(source) => IpvsError::socket(op, source),
+        Failure::Decode(source) => IpvsError::decode(op, source),
     }
 }
 

@@ -16,7 +16,6 @@ pub(super) const CTRL_VERSION: u8 = 2;
 /// `IPVS_CMD_*`: the generic netlink `cmd` byte.
 #[neli_enum(serialized_type = "u8")]
 pub enum IpvsCmd {
-    Unspec = 0,
     NewService = 1,
     SetService = 2,
     DelService = 3,
@@ -25,14 +24,9 @@ pub enum IpvsCmd {
     SetDest = 6,
     DelDest = 7,
     GetDest = 8,
-    NewDaemon = 9,
-    DelDaemon = 10,
-    GetDaemon = 11,
     SetConfig = 12,
     GetConfig = 13,
-    SetInfo = 14,
     GetInfo = 15,
-    Zero = 16,
     Flush = 17,
 }
 impl neli::consts::genl::Cmd for IpvsCmd {}
@@ -40,10 +34,8 @@ impl neli::consts::genl::Cmd for IpvsCmd {}
 /// `IPVS_CMD_ATTR_*`: first-level attributes of every command.
 #[neli_enum(serialized_type = "u16")]
 pub enum CmdAttr {
-    Unspec = 0,
     Service = 1,
     Dest = 2,
-    Daemon = 3,
     TimeoutTcp = 4,
     TimeoutTcpFin = 5,
     TimeoutUdp = 6,
@@ -53,7 +45,6 @@ impl neli::consts::genl::NlAttrType for CmdAttr {}
 /// `IPVS_SVC_ATTR_*`: inside `CmdAttr::Service`.
 #[neli_enum(serialized_type = "u16")]
 pub enum SvcAttr {
-    Unspec = 0,
     /// u16, host order: AF_INET or AF_INET6.
     Af = 1,
     /// u16, host order: IPPROTO_*.
@@ -85,7 +76,6 @@ impl neli::consts::genl::NlAttrType for SvcAttr {}
 /// `IPVS_DEST_ATTR_*`: inside `CmdAttr::Dest`.
 #[neli_enum(serialized_type = "u16")]
 pub enum DestAttr {
-    Unspec = 0,
     /// 16 raw bytes, IPv4 in the first 4.
     Addr = 1,
     /// u16, network order.
@@ -103,16 +93,12 @@ pub enum DestAttr {
     /// u16: AF of the destination (may differ from the service's for tunnels).
     AddrFamily = 11,
     Stats64 = 12,
-    TunType = 13,
-    TunPort = 14,
-    TunFlags = 15,
 }
 impl neli::consts::genl::NlAttrType for DestAttr {}
 
 /// `IPVS_STATS_ATTR_*`: inside `SvcAttr::Stats{,64}` and `DestAttr::Stats{,64}`.
 #[neli_enum(serialized_type = "u16")]
 pub enum StatsAttr {
-    Unspec = 0,
     Conns = 1,
     InPkts = 2,
     OutPkts = 3,
@@ -123,8 +109,6 @@ pub enum StatsAttr {
     OutPps = 8,
     InBps = 9,
     OutBps = 10,
-    /// Alignment filler of `nla_put_u64_64bit`; carries nothing.
-    Pad = 11,
 }
 impl neli::consts::genl::NlAttrType for StatsAttr {}
 
@@ -132,40 +116,10 @@ impl neli::consts::genl::NlAttrType for StatsAttr {}
 /// reuse the numbers of `CmdAttr`, hence their own enum).
 #[neli_enum(serialized_type = "u16")]
 pub enum InfoAttr {
-    Unspec = 0,
     Version = 1,
     ConnTabSize = 2,
 }
 impl neli::consts::genl::NlAttrType for InfoAttr {}
 
-/// `IP_VS_SVC_F_*` service flag bits.
-pub(super) mod svc_flags {
-    pub(crate) const PERSISTENT: u32 = 0x0001;
-    /// Set by the kernel on every service in its table; never sent by us.
-    pub(crate) const HASHED: u32 = 0x0002;
-    pub(crate) const ONEPACKET: u32 = 0x0004;
-    pub(crate) const SCHED1: u32 = 0x0008;
-    pub(crate) const SCHED2: u32 = 0x0010;
-    pub(crate) const SCHED3: u32 = 0x0020;
-}
-
-/// `IP_VS_CONN_F_*` forwarding methods (the low 3 bits of `conn_flags`).
-pub(super) mod fwd {
-    pub(crate) const MASK: u32 = 0x0007;
-    pub(crate) const MASQ: u32 = 0x0000;
-    pub(crate) const LOCALNODE: u32 = 0x0001;
-    pub(crate) const TUNNEL: u32 = 0x0002;
-    pub(crate) const DROUTE: u32 = 0x0003;
-}
-
 /// `IP_VS_SCHEDNAME_MAXLEN`, including the NUL.
 pub(super) const SCHEDNAME_MAXLEN: usize = 16;
-
-/// Address families as the kernel numbers them (linux/socket.h).
-pub(super) const AF_INET: u16 = 2;
-pub(super) const AF_INET6: u16 = 10;
-
-/// IP protocol numbers IPVS services can be keyed by.
-pub(super) const IPPROTO_TCP: u16 = 6;
-pub(super) const IPPROTO_UDP: u16 = 17;
-pub(super) const IPPROTO_SCTP: u16 = 132;

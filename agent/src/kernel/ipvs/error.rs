@@ -1,95 +1,133 @@
-//! One error type for the IPVS client. Every kernel refusal names the
-//! operation and the object ("add service TCP 10.0.0.1:80") and keeps the
-//! errno, so callers decide on idempotence from the variant, never from text.
+//! The IPVS error, in the shape of ipset's: the operation, the object
+//! ("add service TCP 10.0.0.1:80"), an [`IpvsErrorKind`] and the errno,
+//! with one table of messages, so callers decide on idempotence from the
+//! kind, never from text.
 
-use std::io;
+use std::{error::Error, io};
 
 use super::types::InvalidValue;
 use crate::kernel::netlink::DecodeError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum IpvsError {
+/// What went wrong; [`IpvsErrorKind::text`] is the one table of messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpvsErrorKind {
     /// The generic netlink controller does not know the family "IPVS".
-    #[error(
-        "IPVS is not available in this kernel (generic netlink family \"IPVS\" not found): \
-         load the ip_vs module (modprobe ip_vs)"
-    )]
     NoIpvs,
-
     /// ESRCH (no such service) or ENOENT (no such destination).
-    #[error("{op} {target}: not found")]
-    NotFound {
-        op: &'static str,
-        target: String,
-        errno: i32,
-    },
-
-    /// EEXIST.
-    #[error("{op} {target}: already exists")]
-    Exists { op: &'static str, target: String },
-
+    NotFound,
+    Exists,
     /// EPERM: IPVS commands need CAP_NET_ADMIN in the network namespace.
-    #[error("{op} {target}: permission denied (needs CAP_NET_ADMIN)")]
-    Permission {
-        op: &'static str,
-        target: String,
-        errno: i32,
-    },
-
+    Permission,
     /// ENOENT while adding or editing a service: the kernel found no
     /// scheduler module of that name.
-    #[error("{op} {target}: scheduler {scheduler:?} not found (is ip_vs_{scheduler} available?)")]
-    NoScheduler {
-        op: &'static str,
-        target: String,
-        scheduler: String,
-    },
-
+    NoScheduler,
     /// Any other errno, with the kernel's extended-ack message if it gave one.
-    #[error("{op} {target}: {source}{}", extack_suffix(.extack))]
-    Kernel {
-        op: &'static str,
-        target: String,
-        extack: Option<String>,
-        #[source]
-        source: io::Error,
-    },
-
+    Kernel,
     /// Refused before anything was sent.
-    #[error("{op} {target}: {source}")]
-    Invalid {
-        op: &'static str,
-        target: String,
-        #[source]
-        source: InvalidValue,
-    },
-
+    Invalid,
     /// The socket itself failed (open, send, receive, timeout).
-    #[error("{op}: netlink socket: {source}")]
-    Socket {
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
-
+    Socket,
     /// The kernel's reply did not parse.
-    #[error("{op}: malformed reply: {source}")]
-    Decode {
-        op: &'static str,
-        #[source]
-        source: DecodeError,
-    },
+    Decode,
 }
 
-fn extack_suffix(extack: &Option<String>) -> String {
-    extack
-        .as_deref()
-        .map(|m| format!(" ({m})"))
-        .unwrap_or_default()
+impl IpvsErrorKind {
+    /// The metric label and the message; `{}` stands for the detail.
+    fn text(self) -> (&'static str, &'static str) {
+        match self {
+            IpvsErrorKind::NoIpvs => (
+                "no_ipvs",
+                "IPVS is not available in this kernel (generic netlink family \"IPVS\" \
+                 not found): load the ip_vs module (modprobe ip_vs)",
+            ),
+            IpvsErrorKind::NotFound => ("not_found", "not found"),
+            IpvsErrorKind::Exists => ("exists", "already exists"),
+            IpvsErrorKind::Permission => ("permission", "permission denied (needs CAP_NET_ADMIN)"),
+            IpvsErrorKind::NoScheduler => (
+                "no_scheduler",
+                "scheduler \"{}\" not found (is ip_vs_{} available?)",
+            ),
+            IpvsErrorKind::Kernel => ("kernel", "{}"),
+            IpvsErrorKind::Invalid => ("invalid", "{}"),
+            IpvsErrorKind::Socket => ("socket", "netlink socket: {}"),
+            IpvsErrorKind::Decode => ("decode", "malformed reply: {}"),
+        }
+    }
+}
+
+/// An IPVS operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", message(.op, .target, *.kind, .detail))]
+pub struct IpvsError {
+    pub op: &'static str,
+    /// The object, named the way ipvsadm prints it; empty when the socket
+    /// or a reply failed.
+    pub target: String,
+    pub kind: IpvsErrorKind,
+    /// The errno behind this error, if the kernel or a syscall gave one.
+    pub errno: Option<i32>,
+    /// The scheduler, or the cause's text.
+    pub detail: Option<String>,
+    #[source]
+    pub source: Option<Box<dyn Error + Send + Sync>>,
+}
+
+fn message(op: &str, target: &str, kind: IpvsErrorKind, detail: &Option<String>) -> String {
+    let text = kind.text().1.replace("{}", detail.as_deref().unwrap_or(""));
+    match (kind, target) {
+        (IpvsErrorKind::NoIpvs, _) => text,
+        (_, "") => format!("{op}: {text}"),
+        _ => format!("{op} {target}: {text}"),
+    }
 }
 
 impl IpvsError {
-    /// Maps a kernel errno for `op` on `target` to its variant.
+    fn new(op: &'static str, target: String, kind: IpvsErrorKind, errno: Option<i32>) -> Self {
+        Self {
+            op,
+            target,
+            kind,
+            errno,
+            detail: None,
+            source: None,
+        }
+    }
+
+    /// An error of `kind` whose detail is `source`'s text.
+    fn caused<E: Error + Send + Sync + 'static>(
+        op: &'static str,
+        target: String,
+        kind: IpvsErrorKind,
+        source: E,
+    ) -> Self {
+        Self {
+            detail: Some(source.to_string()),
+            source: Some(Box::new(source)),
+            ..Self::new(op, target, kind, None)
+        }
+    }
+
+    pub(crate) fn no_ipvs() -> Self {
+        Self::new("resolve", "IPVS".into(), IpvsErrorKind::NoIpvs, None)
+    }
+
+    pub(crate) fn invalid(op: &'static str, target: String, source: InvalidValue) -> Self {
+        Self::caused(op, target, IpvsErrorKind::Invalid, source)
+    }
+
+    pub(crate) fn socket(op: &'static str, source: io::Error) -> Self {
+        let errno = source.raw_os_error();
+        Self {
+            errno,
+            ..Self::caused(op, String::new(), IpvsErrorKind::Socket, source)
+        }
+    }
+
+    pub(crate) fn decode(op: &'static str, source: DecodeError) -> Self {
+        Self::caused(op, String::new(), IpvsErrorKind::Decode, source)
+    }
+
+    /// Maps a kernel errno for `op` on `target` to its kind.
     /// `scheduler` is the scheduler of an add/edit service request.
     pub(crate) fn from_errno(
         op: &'static str,
@@ -98,58 +136,47 @@ impl IpvsError {
         extack: Option<String>,
         scheduler: Option<&str>,
     ) -> Self {
-        match (errno, scheduler) {
-            (libc::ENOENT, Some(s)) => IpvsError::NoScheduler {
-                op,
-                target,
-                scheduler: s.to_owned(),
-            },
-            (libc::ESRCH | libc::ENOENT, _) => IpvsError::NotFound { op, target, errno },
-            (libc::EEXIST, _) => IpvsError::Exists { op, target },
-            (libc::EPERM | libc::EACCES, _) => IpvsError::Permission { op, target, errno },
-            _ => IpvsError::Kernel {
-                op,
-                target,
-                extack,
-                source: io::Error::from_raw_os_error(errno),
-            },
+        let kind = match (errno, scheduler) {
+            (libc::ENOENT, Some(_)) => IpvsErrorKind::NoScheduler,
+            (libc::ESRCH | libc::ENOENT, _) => IpvsErrorKind::NotFound,
+            (libc::EEXIST, _) => IpvsErrorKind::Exists,
+            (libc::EPERM | libc::EACCES, _) => IpvsErrorKind::Permission,
+            _ => {
+                let extack = extack.map(|m| format!(" ({m})")).unwrap_or_default();
+                let source = io::Error::from_raw_os_error(errno);
+                return Self {
+                    detail: Some(format!("{source}{extack}")),
+                    source: Some(Box::new(source)),
+                    ..Self::new(op, target, IpvsErrorKind::Kernel, Some(errno))
+                };
+            }
+        };
+        Self {
+            detail: scheduler.map(str::to_owned),
+            ..Self::new(op, target, kind, Some(errno))
         }
     }
 
     /// The errno behind this error, if the kernel or a syscall gave one.
     pub fn raw_os_error(&self) -> Option<i32> {
-        match self {
-            IpvsError::NotFound { errno, .. } | IpvsError::Permission { errno, .. } => Some(*errno),
-            IpvsError::Exists { .. } => Some(libc::EEXIST),
-            IpvsError::NoScheduler { .. } => Some(libc::ENOENT),
-            IpvsError::Kernel { source, .. } | IpvsError::Socket { source, .. } => {
-                source.raw_os_error()
-            }
-            IpvsError::NoIpvs | IpvsError::Invalid { .. } | IpvsError::Decode { .. } => None,
-        }
+        self.errno
+    }
+
+    pub fn is(&self, kind: IpvsErrorKind) -> bool {
+        self.kind == kind
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, IpvsError::NotFound { .. })
+        self.is(IpvsErrorKind::NotFound)
     }
 
     pub fn is_exists(&self) -> bool {
-        matches!(self, IpvsError::Exists { .. })
+        self.is(IpvsErrorKind::Exists)
     }
 
     /// A short, fixed label for metrics.
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            IpvsError::NoIpvs => "no_ipvs",
-            IpvsError::NotFound { .. } => "not_found",
-            IpvsError::Exists { .. } => "exists",
-            IpvsError::Permission { .. } => "permission",
-            IpvsError::NoScheduler { .. } => "no_scheduler",
-            IpvsError::Kernel { .. } => "kernel",
-            IpvsError::Invalid { .. } => "invalid",
-            IpvsError::Socket { .. } => "socket",
-            IpvsError::Decode { .. } => "decode",
-        }
+        self.kind.text().0
     }
 }
 
@@ -170,7 +197,11 @@ mod tests {
         assert_eq!(e.to_string(), "add service TCP 10.0.0.1:80: already exists");
 
         let e = IpvsError::from_errno("add service", t(), libc::ENOENT, None, Some("nope"));
-        assert!(matches!(e, IpvsError::NoScheduler { ref scheduler, .. } if scheduler == "nope"));
+        assert!(e.is(IpvsErrorKind::NoScheduler));
+        assert_eq!(
+            e.to_string(),
+            "add service TCP 10.0.0.1:80: scheduler \"nope\" not found (is ip_vs_nope available?)"
+        );
 
         let e = IpvsError::from_errno("add service", t(), libc::EPERM, None, None);
         assert_eq!(e.metric_label(), "permission");
@@ -182,8 +213,8 @@ mod tests {
 
     #[test]
     fn no_ipvs_says_what_to_do() {
-        assert!(IpvsError::NoIpvs
+        assert!(IpvsError::no_ipvs()
             .to_string()
-            .contains("load the ip_vs module"));
+            .starts_with("IPVS is not available in this kernel"));
     }
 }

@@ -11,13 +11,13 @@ use neli::consts::genl::{CtrlAttr, CtrlCmd};
 
 use super::{
     consts::{
-        CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, AF_INET, AF_INET6, CTRL_VERSION,
-        FAMILY_NAME, FAMILY_VERSION, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
+        CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, CTRL_VERSION, FAMILY_NAME,
+        FAMILY_VERSION,
     },
     request::Request,
     types::{
-        Destination, DestinationEntry, ForwardMethod, Info, InvalidValue, Netmask, Scheduler,
-        Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
+        Destination, DestinationEntry, DestinationKey, ForwardMethod, Info, InvalidValue, Netmask,
+        Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
     },
 };
 use crate::desired::{Family, Protocol};
@@ -66,15 +66,12 @@ pub(crate) fn encode_request(
     seq: u32,
     out: &mut Vec<u8>,
 ) -> Result<(), InvalidValue> {
+    if let Request::AddService(s) | Request::EditService(s) = req {
+        check_netmask(s)?;
+    }
     let cmd = match req {
-        Request::AddService(s) | Request::EditService(s) => {
-            check_netmask(s)?;
-            if matches!(req, Request::AddService(_)) {
-                IpvsCmd::NewService
-            } else {
-                IpvsCmd::SetService
-            }
-        }
+        Request::AddService(_) => IpvsCmd::NewService,
+        Request::EditService(_) => IpvsCmd::SetService,
         Request::DeleteService(_) => IpvsCmd::DelService,
         Request::AddDestination { .. } => IpvsCmd::NewDest,
         Request::EditDestination { .. } => IpvsCmd::SetDest,
@@ -102,19 +99,14 @@ pub(crate) fn encode_request(
             destination,
         } => {
             service_attr(&mut w, service, None);
-            dest_attr(
-                &mut w,
-                &destination.addr,
-                destination.port,
-                Some(destination),
-            );
+            dest_attr(&mut w, destination.key(), Some(destination));
         }
         Request::DeleteDestination {
             service,
             destination,
         } => {
             service_attr(&mut w, service, None);
-            dest_attr(&mut w, &destination.addr, destination.port, None);
+            dest_attr(&mut w, *destination, None);
         }
         Request::SetTimeouts(t) => {
             w.put_u32(CmdAttr::TimeoutTcp, t.tcp);
@@ -162,18 +154,14 @@ pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
     finish(out, start);
 }
 
+/// Address families as the kernel numbers them (linux/socket.h).
+const AF_INET: u16 = libc::AF_INET as u16;
+const AF_INET6: u16 = libc::AF_INET6 as u16;
+
 fn af(family: Family) -> u16 {
     match family {
         Family::V4 => AF_INET,
         Family::V6 => AF_INET6,
-    }
-}
-
-fn proto(p: Protocol) -> u16 {
-    match p {
-        Protocol::Tcp => IPPROTO_TCP,
-        Protocol::Udp => IPPROTO_UDP,
-        Protocol::Sctp => IPPROTO_SCTP,
     }
 }
 
@@ -201,7 +189,7 @@ fn service_attr(w: &mut Writer<'_>, key: &ServiceKey, full: Option<&Service>) {
             addr,
             port,
         } => {
-            w.put_u16(SvcAttr::Protocol, proto(*protocol));
+            w.put_u16(SvcAttr::Protocol, protocol.number().into());
             w.put(SvcAttr::Addr, &inet_addr(addr));
             w.put(SvcAttr::Port, &port.to_be_bytes());
         }
@@ -244,10 +232,10 @@ fn netmask_bytes(netmask: &Netmask) -> [u8; 4] {
 }
 
 /// `IPVS_CMD_ATTR_DEST`: address and port, plus the settings when `full`.
-fn dest_attr(w: &mut Writer<'_>, addr: &IpAddr, port: u16, full: Option<&Destination>) {
+fn dest_attr(w: &mut Writer<'_>, key: DestinationKey, full: Option<&Destination>) {
     let nest = w.nest_start(CmdAttr::Dest);
-    w.put(DestAttr::Addr, &inet_addr(addr));
-    w.put(DestAttr::Port, &port.to_be_bytes());
+    w.put(DestAttr::Addr, &inet_addr(&key.addr));
+    w.put(DestAttr::Port, &key.port.to_be_bytes());
     if let Some(d) = full {
         w.put_u32(DestAttr::FwdMethod, d.forward.to_wire());
         w.put_u32(DestAttr::Weight, d.weight);
@@ -255,7 +243,7 @@ fn dest_attr(w: &mut Writer<'_>, addr: &IpAddr, port: u16, full: Option<&Destina
         w.put_u32(DestAttr::LThresh, d.lower_threshold);
     }
     // Explicit, since a destination's family may differ from its service's.
-    w.put_u16(DestAttr::AddrFamily, af(Family::of(addr)));
+    w.put_u16(DestAttr::AddrFamily, af(Family::of(&key.addr)));
     w.nest_end(nest);
 }
 
@@ -288,15 +276,12 @@ fn addr_from(family: Family, a: Attr<'_>) -> Result<IpAddr, DecodeError> {
 }
 
 fn protocol_from(a: Attr<'_>) -> Result<Protocol, DecodeError> {
-    match a.u16()? {
-        IPPROTO_TCP => Ok(Protocol::Tcp),
-        IPPROTO_UDP => Ok(Protocol::Udp),
-        IPPROTO_SCTP => Ok(Protocol::Sctp),
-        other => Err(DecodeError::Value {
-            what: "service protocol",
-            value: u64::from(other),
-        }),
-    }
+    let n = a.u16()?;
+    let protocol = u8::try_from(n).ok().and_then(Protocol::from_number);
+    protocol.ok_or(DecodeError::Value {
+        what: "service protocol",
+        value: u64::from(n),
+    })
 }
 
 /// Decodes the reply to `GET_SERVICE` (one message of a dump, or the single

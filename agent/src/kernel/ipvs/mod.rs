@@ -45,7 +45,7 @@ mod tests;
 
 pub use crate::kernel::netlink::DecodeError;
 pub use client::IpvsClient;
-pub use error::IpvsError;
+pub use error::{IpvsError, IpvsErrorKind};
 pub use request::Request;
 pub use types::{
     protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,

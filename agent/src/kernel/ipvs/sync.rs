@@ -11,7 +11,7 @@ use super::{
     Destination, ForwardMethod, InvalidValue, IpvsClient, IpvsError, Netmask, Request, Scheduler,
     Service, ServiceFlagBits, ServiceKey, VirtualServer,
 };
-use crate::desired::{Family, Forward, Protocol, VirtualService, VsKey};
+use crate::desired::{Family, Forward, VirtualService, VsKey};
 
 /// What a sync changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,10 +63,11 @@ impl IpvsScope {
 
 /// The kernel key of a desired virtual service's key.
 pub fn kernel_key(key: &VsKey) -> ServiceKey {
-    match key.proto {
-        Protocol::Tcp => ServiceKey::tcp(key.addr, key.port),
-        Protocol::Udp => ServiceKey::udp(key.addr, key.port),
-        Protocol::Sctp => ServiceKey::sctp(key.addr, key.port),
+    let (protocol, addr, port) = (key.proto, key.addr, key.port);
+    ServiceKey::Addr {
+        protocol,
+        addr,
+        port,
     }
 }
 
@@ -135,25 +136,25 @@ pub fn plan(
             .collect();
         let want_keys: BTreeSet<_> = dests.iter().map(Destination::key).collect();
         for d in dests {
-            match have_dests.get(&d.key()) {
+            let (service, destination) = (svc.key, *d);
+            reqs.push(match have_dests.get(&d.key()) {
                 None => {
-                    reqs.push(Request::AddDestination {
-                        service: svc.key,
-                        destination: *d,
-                    });
                     r.destinations_added += 1;
-                    touched = true;
+                    Request::AddDestination {
+                        service,
+                        destination,
+                    }
                 }
                 Some(h) if *h != d => {
-                    reqs.push(Request::EditDestination {
-                        service: svc.key,
-                        destination: *d,
-                    });
                     r.destinations_edited += 1;
-                    touched = true;
+                    Request::EditDestination {
+                        service,
+                        destination,
+                    }
                 }
-                Some(_) => {}
-            }
+                Some(_) => continue,
+            });
+            touched = true;
         }
         for k in have_dests.keys().filter(|k| !want_keys.contains(k)) {
             deletes.push(Request::DeleteDestination {
@@ -202,7 +203,7 @@ pub fn sync_keys(
     for key in keys {
         let entry = match client.service(key) {
             Ok(e) => e,
-            Err(IpvsError::NotFound { .. }) => continue,
+            Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(vec![e]),
         };
         let destinations = client.destinations(key).map_err(|e| vec![e])?;
@@ -239,7 +240,7 @@ fn apply_plan(
 mod tests {
     use super::*;
     use crate::{
-        desired::{RealServer, ServiceFlags, ServiceRef, VsKey},
+        desired::{Protocol, RealServer, ServiceFlags, ServiceRef, VsKey},
         kernel::ipvs::{DestinationEntry, ServiceEntry, Stats},
     };
 

@@ -7,7 +7,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use super::consts::{fwd, svc_flags, SCHEDNAME_MAXLEN};
+use super::consts::SCHEDNAME_MAXLEN;
 use crate::desired::{Family, Protocol, ServiceFlags};
 
 /// The name `ipvsadm -Ln` prints for a protocol (`TCP`, `UDP`, `SCTP`).
@@ -159,27 +159,27 @@ pub struct ServiceFlagBits(u32);
 
 impl ServiceFlagBits {
     /// Clients stick to one destination for `Service::timeout` seconds.
-    pub const PERSISTENT: Self = Self(svc_flags::PERSISTENT);
+    pub const PERSISTENT: Self = Self(0x0001);
     /// Kernel bookkeeping: set on every service it holds. Ignored when sent.
-    pub const HASHED: Self = Self(svc_flags::HASHED);
+    pub const HASHED: Self = Self(0x0002);
     /// One-packet scheduling (UDP): no connection entry is kept.
-    pub const ONE_PACKET: Self = Self(svc_flags::ONEPACKET);
+    pub const ONE_PACKET: Self = Self(0x0004);
     /// Scheduler flag 1 (sh/mh: fall back to another destination).
-    pub const SCHED1: Self = Self(svc_flags::SCHED1);
+    pub const SCHED1: Self = Self(0x0008);
     /// Scheduler flag 2 (sh/mh: hash the source port too).
-    pub const SCHED2: Self = Self(svc_flags::SCHED2);
+    pub const SCHED2: Self = Self(0x0010);
     /// Scheduler flag 3.
-    pub const SCHED3: Self = Self(svc_flags::SCHED3);
+    pub const SCHED3: Self = Self(0x0020);
 
-    const NAMES: [(u32, &'static str); 6] = [
-        (svc_flags::PERSISTENT, "persistent"),
-        (svc_flags::HASHED, "hashed"),
-        (svc_flags::ONEPACKET, "one-packet"),
+    const NAMES: [(Self, &'static str); 6] = [
+        (Self::PERSISTENT, "persistent"),
+        (Self::HASHED, "hashed"),
+        (Self::ONE_PACKET, "one-packet"),
         // ipvsadm's and keepalived's names (sh and mh read 1 as
         // "fallback" and 2 as "port").
-        (svc_flags::SCHED1, "flag-1"),
-        (svc_flags::SCHED2, "flag-2"),
-        (svc_flags::SCHED3, "flag-3"),
+        (Self::SCHED1, "flag-1"),
+        (Self::SCHED2, "flag-2"),
+        (Self::SCHED3, "flag-3"),
     ];
 
     pub const fn empty() -> Self {
@@ -197,7 +197,7 @@ impl ServiceFlagBits {
     /// The bits a caller can set: everything but `HASHED`. Compare desired
     /// and actual services on these.
     pub const fn settable(self) -> Self {
-        Self(self.0 & !svc_flags::HASHED)
+        Self(self.0 & !Self::HASHED.0)
     }
 
     /// Names of the known bits, e.g. `["persistent", "hashed"]`; unknown
@@ -206,9 +206,9 @@ impl ServiceFlagBits {
         let mut left = self.0;
         let mut out = Vec::new();
         for (bit, name) in Self::NAMES {
-            if left & bit != 0 {
+            if left & bit.0 != 0 {
                 out.push(name.to_owned());
-                left &= !bit;
+                left &= !bit.0;
             }
         }
         if left != 0 {
@@ -343,57 +343,40 @@ impl Service {
     }
 }
 
-/// How packets reach a destination (`IP_VS_CONN_F_*`).
+/// How packets reach a destination: its `IP_VS_CONN_F_*` number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
 pub enum ForwardMethod {
     /// NAT (`ipvsadm -m`).
-    Masq,
+    Masq = 0,
     /// The kernel's own choice when a destination address is local.
-    Local,
+    Local = 1,
     /// IP-in-IP (`ipvsadm -i`).
-    Tunnel,
+    Tunnel = 2,
     /// Direct routing (`ipvsadm -g`).
-    Route,
+    Route = 3,
 }
 
 impl ForwardMethod {
+    const ALL: [Self; 4] = [Self::Masq, Self::Local, Self::Tunnel, Self::Route];
+
     pub(crate) fn to_wire(self) -> u32 {
-        match self {
-            ForwardMethod::Masq => fwd::MASQ,
-            ForwardMethod::Local => fwd::LOCALNODE,
-            ForwardMethod::Tunnel => fwd::TUNNEL,
-            ForwardMethod::Route => fwd::DROUTE,
-        }
+        self as u32
     }
 
+    /// The method in the low 3 bits of `conn_flags`.
     pub(crate) fn from_wire(v: u32) -> Option<Self> {
-        match v & fwd::MASK {
-            fwd::MASQ => Some(ForwardMethod::Masq),
-            fwd::LOCALNODE => Some(ForwardMethod::Local),
-            fwd::TUNNEL => Some(ForwardMethod::Tunnel),
-            fwd::DROUTE => Some(ForwardMethod::Route),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|m| m.to_wire() == v & 0x7)
     }
 
     /// The word `ipvsadm -Ln` prints in its Forward column.
     pub fn ipvsadm_name(self) -> &'static str {
-        match self {
-            ForwardMethod::Masq => "Masq",
-            ForwardMethod::Local => "Local",
-            ForwardMethod::Tunnel => "Tunnel",
-            ForwardMethod::Route => "Route",
-        }
+        ["Masq", "Local", "Tunnel", "Route"][self as usize]
     }
 
     /// Lower-case name for JSON and logs.
     pub fn name(self) -> &'static str {
-        match self {
-            ForwardMethod::Masq => "masq",
-            ForwardMethod::Local => "local",
-            ForwardMethod::Tunnel => "tunnel",
-            ForwardMethod::Route => "route",
-        }
+        ["masq", "local", "tunnel", "route"][self as usize]
     }
 }
 

@@ -134,12 +134,6 @@ pub(crate) enum Reply<'a> {
 }
 
 impl<'a> Frame<'a> {
-    /// The bytes this frame took in its datagram, padding included.
-    #[cfg(test)]
-    pub(crate) fn wire_len(&self) -> usize {
-        align4(NLMSG_HDRLEN + self.payload.len())
-    }
-
     pub(crate) fn reply(&self) -> Result<Reply<'a>, DecodeError> {
         match self.ty {
             NLMSG_ERROR => {

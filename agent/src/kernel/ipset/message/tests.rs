@@ -3,8 +3,30 @@
 
 use proptest::prelude::*;
 
+use neli::consts::nl::NlmF;
+
 use super::*;
 use crate::kernel::ipset::member::Comment;
+use crate::kernel::netlink::{frame::NLMSGERR_ATTR_MSG, frames, Frame, Reply};
+
+/// Each message of a datagram: its sequence number, what it means, and
+/// the line an error names.
+fn read<'a>(buf: &'a [u8]) -> Vec<(u32, Reply<'a>, Option<u32>)> {
+    let read = |f: Frame<'a>| (f.seq, f.reply().unwrap(), lineno(f.echoed()));
+    frames(buf).map(|f| read(f.unwrap())).collect()
+}
+
+/// The attributes of an ipset message of command `cmd`.
+fn ipset_attrs(f: Frame<'_>, cmd: IpsetCmd) -> &[u8] {
+    assert_eq!(
+        f.ty,
+        u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(cmd))
+    );
+    match f.reply().unwrap() {
+        Reply::Data { attrs, .. } => attrs,
+        other => panic!("not an ipset message: {other:?}"),
+    }
+}
 
 fn name(s: &str) -> SetName {
     SetName::new(s).unwrap()
@@ -198,18 +220,11 @@ fn a_list_reply_decodes_to_what_ipset_save_prints() {
     bytes.extend(hex(DONE_GOLDEN));
     let mut d = ListDecoder::default();
     let mut done = false;
-    for r in replies(&bytes) {
-        match r.unwrap() {
-            Reply::Ipset {
-                seq,
-                cmd: IpsetCmd::List,
-                attrs,
-            } => {
-                assert_eq!(seq, 0x6b06_093e);
-                d.feed(attrs).unwrap();
-            }
-            Reply::Done { errno: 0, .. } => done = true,
-            other => panic!("unexpected {other:?}"),
+    for f in frames(&bytes).map(Result::unwrap) {
+        assert_eq!(f.seq, 0x6b06_093e);
+        match f.reply().unwrap() {
+            Reply::Done => done = true,
+            _ => d.feed(ipset_attrs(f, IpsetCmd::List)).unwrap(),
         }
     }
     assert!(done);
@@ -264,16 +279,11 @@ const EXIST_ERROR_GOLDEN: &str = "
 #[test]
 fn an_adt_error_names_the_failing_line() {
     let bytes = hex(EXIST_ERROR_GOLDEN);
-    let got: Vec<_> = replies(&bytes).collect::<Result<_, _>>().unwrap();
-    assert_eq!(
-        got,
-        [Reply::Error(ErrorReply {
-            seq: 0x6b06_0940,
-            errno: 4103,
-            lineno: Some(2),
-            extack: None,
-        })]
-    );
+    let error = Reply::Error {
+        errno: 4103,
+        extack: None,
+    };
+    assert_eq!(read(&bytes), [(0x6b06_0940, error, Some(2))]);
 }
 
 #[test]
@@ -299,17 +309,11 @@ fn acks_capped_errors_and_extack_text_decode() {
     Writer::new(&mut b).put_str(NLMSGERR_ATTR_MSG, "no such set");
     let len = (b.len() - start) as u32;
     b[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    let got: Vec<_> = replies(&b).collect::<Result<_, _>>().unwrap();
-    assert_eq!(got[0], Reply::Ack { seq: 7 });
-    assert_eq!(
-        got[1],
-        Reply::Error(ErrorReply {
-            seq: 8,
-            errno: libc::ENOENT,
-            lineno: None,
-            extack: Some("no such set".into()),
-        })
-    );
+    let error = Reply::Error {
+        errno: libc::ENOENT,
+        extack: Some("no such set".into()),
+    };
+    assert_eq!(read(&b), [(7, Reply::Ack, None), (8, error, None)]);
 }
 
 #[test]
@@ -355,9 +359,9 @@ fn many_members_split_under_the_nest_limit() {
         assert_eq!(m.seq, 100 + k as u32);
         assert_eq!(m.members.start, next);
         next = m.members.end;
-        let Reply::Ipset { attrs, .. } = parse_one(&buf[m.bytes.clone()]).unwrap().0 else {
-            panic!("not an ipset message");
-        };
+        let mut messages = frames(&buf[m.bytes.clone()]).map(Result::unwrap);
+        let attrs = ipset_attrs(messages.next().unwrap(), IpsetCmd::Add);
+        assert!(messages.next().is_none());
         let adt_attr = Attrs::new(attrs)
             .map(Result::unwrap)
             .find(|a| a.is(IpsetAttr::Adt))
@@ -373,10 +377,8 @@ fn many_members_split_under_the_nest_limit() {
 /// Decodes the members of our own ADT messages back.
 fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Element> {
     let mut out = Vec::new();
-    for r in replies(buf) {
-        let Reply::Ipset { attrs, .. } = r.unwrap() else {
-            panic!("not an ipset message");
-        };
+    for f in frames(buf) {
+        let attrs = ipset_attrs(f.unwrap(), IpsetCmd::Add);
         for a in Attrs::new(attrs).map(Result::unwrap) {
             if a.is(IpsetAttr::Adt) {
                 for d in a.nested().map(Result::unwrap) {
@@ -490,8 +492,8 @@ proptest! {
     /// Arbitrary bytes never panic a decoder: they decode or return Err.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        for r in replies(&bytes) {
-            let _ = r;
+        for f in frames(&bytes).flatten() {
+            let _ = (f.reply(), lineno(f.echoed()));
         }
         let _ = ListDecoder::default().feed(&bytes);
         let _ = decode_type_reply(&bytes);
@@ -532,8 +534,8 @@ proptest! {
         let start = begin(&mut msg, IpsetCmd::List, 0, 1);
         msg.extend_from_slice(&attrs);
         finish(&mut msg, start);
-        for r in replies(&msg) {
-            if let Ok(Reply::Ipset { attrs, .. }) = r {
+        for f in frames(&msg).flatten() {
+            if let Ok(Reply::Data { attrs, .. }) = f.reply() {
                 let _ = ListDecoder::default().feed(attrs);
             }
         }
