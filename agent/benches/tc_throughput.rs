@@ -62,7 +62,9 @@
 //!
 //! `IPWARDEN_BENCH_RUNS` (default 5) and `IPWARDEN_BENCH_SECS` (default 3)
 //! tune it; `IPWARDEN_BENCH_FRAMES_ONLY=1` measures the fixed frames only
-//! (one receiver, no traffic: a quick check of a change to the program).
+//! (one receiver, no traffic: a quick check of a change to the program);
+//! `IPWARDEN_BENCH_PROFILE=<dir>` records where the request/response
+//! traffic's CPU goes on the two nodes (`profile.rs`, perf).
 //! Prints markdown tables of medians with the ratios, the spread, the goal
 //! checks, and sanity counters (iptables rule counters, mirror hits).
 //!
@@ -70,7 +72,8 @@
 //! `cluster` (the generated cluster), `node` (the receivers, programmed),
 //! `measure` (the timed loop) over `iperf`, `tcp_rr` and `udp`, `frames`
 //! (BPF_PROG_TEST_RUN), `rules` and `sanity` (what the rules counted),
-//! `stats` and `report` (medians, spread, tables, goals), `cpu`, `tcx`.
+//! `stats` and `report` (medians, spread, tables, goals), `profile`
+//! (perf over the request/response windows), `cpu`, `tcx`.
 
 use std::{os::fd::OwnedFd, path::Path, time::Instant};
 
@@ -96,6 +99,8 @@ mod iperf;
 mod measure;
 #[path = "tc_throughput/node.rs"]
 mod node;
+#[path = "tc_throughput/profile.rs"]
+mod profile;
 #[path = "tc_throughput/report.rs"]
 mod report;
 #[path = "tc_throughput/rules.rs"]
@@ -162,6 +167,10 @@ fn main() {
     if frames_only {
         let (frames, floor) = fixed_frames();
         report::frames_table(&frames, floor, repeat);
+        return;
+    }
+    if let Ok(dir) = std::env::var("IPWARDEN_BENCH_PROFILE") {
+        profile::run(&sender, &receivers, runs, secs, Path::new(&dir));
         return;
     }
 

@@ -4,7 +4,7 @@
 //! `bpftool -j map dump`.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -540,18 +540,33 @@ fn ipv6_extension_headers_are_walked_to_the_transport_header() {
 }
 
 /// An Ethernet frame carrying a TCP segment with `flags` from
-/// 10.200.0.2:40000 to `dst`:`port`.
-fn tcp_frame(dst: Ipv4Addr, port: u16, flags: u8) -> Vec<u8> {
+/// 10.200.0.2:40000 (or PEER_V6) to `dst`:`port`.
+fn tcp_frame(dst: IpAddr, port: u16, flags: u8) -> Vec<u8> {
     let mut f = vec![0u8; 12];
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = PROTO_TCP;
-    ip[12..16].copy_from_slice(&[10, 200, 0, 2]);
-    ip[16..20].copy_from_slice(&dst.octets());
-    f.extend_from_slice(&ip);
+    match dst {
+        IpAddr::V4(dst) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+            ip[8] = 64;
+            ip[9] = PROTO_TCP;
+            ip[12..16].copy_from_slice(&[10, 200, 0, 2]);
+            ip[16..20].copy_from_slice(&dst.octets());
+            f.extend_from_slice(&ip);
+        }
+        IpAddr::V6(dst) => {
+            f.extend_from_slice(&0x86DDu16.to_be_bytes());
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+            ip[6] = PROTO_TCP;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&PEER_V6.octets());
+            ip[24..40].copy_from_slice(&dst.octets());
+            f.extend_from_slice(&ip);
+        }
+    }
     let mut tcp = [0u8; 20];
     tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
     tcp[2..4].copy_from_slice(&port.to_be_bytes());
@@ -585,7 +600,10 @@ fn a_flagged_member_reports_connection_starts_with_their_five_tuple() {
             // SAFETY: the program writes exactly one Event per entry.
             .map(|item| unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
     };
-    let (syn, ack) = (tcp_frame(vip, 80, 0x02), tcp_frame(vip, 80, 0x10));
+    let (syn, ack) = (
+        tcp_frame(vip.into(), 80, 0x02),
+        tcp_frame(vip.into(), 80, 0x10),
+    );
 
     for (mode, kind) in [
         (Mode::Log, EVENT_WOULD_REJECT),
@@ -618,19 +636,26 @@ fn a_flagged_member_reports_connection_starts_with_their_five_tuple() {
     assert_eq!(dp.services().unwrap().hits(&key).unwrap().packets, 5);
 }
 
-/// Distinct (address, port) pairs spread like hashed input (xorshift32),
-/// each address in 10.0.0.0/8 for `tag` 0, 11.0.0.0/8 for 1: two such
-/// lists never share a pair.
-fn spread(tag: u8, count: usize) -> Vec<(Ipv4Addr, u16)> {
-    let mut x: u32 = 0x9e37_79b9 ^ u32::from(tag);
+/// Distinct (address, port) pairs spread like hashed input (xorshift64),
+/// each IPv4 address in 10.0.0.0/8 for `tag` 0, 11.0.0.0/8 for 1, each
+/// IPv6 one in fd00:<tag>::/32 with both of its 64-bit halves varied (the
+/// hash takes one half at a time): two such lists never share a pair.
+fn spread(tag: u8, count: usize, v6: bool) -> Vec<(IpAddr, u16)> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(tag);
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < count {
         x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let [_, b, c, d] = x.to_be_bytes();
+        x ^= x >> 7;
+        x ^= x << 17;
         let port = (x >> 7) as u16 | 1;
-        seen.insert((Ipv4Addr::new(10 + tag, b, c, d), port));
+        let addr: IpAddr = if v6 {
+            let w = |i: u32| (x >> (16 * i)) as u16;
+            Ipv6Addr::new(0xfd00, tag.into(), w(0), w(1), w(2), w(3), w(1) ^ w(2), 1).into()
+        } else {
+            let [_, b, c, d] = (x as u32).to_be_bytes();
+            Ipv4Addr::new(10 + tag, b, c, d).into()
+        };
+        seen.insert((addr, port));
     }
     seen.into_iter().collect()
 }
@@ -638,9 +663,9 @@ fn spread(tag: u8, count: usize) -> Vec<(Ipv4Addr, u16)> {
 /// Row "the classifier's table holds every member in one of its two
 /// buckets", with the kernel as the judge: the table is placed by the
 /// agent's hash compiled for x86_64 and looked up by the same hash
-/// compiled for bpfel. Thousands of members are published; a frame to
-/// each is marked by the program (found), a frame to each of as many
-/// other pairs is not.
+/// compiled for bpfel. Thousands of members of each family are
+/// published; a frame to each is marked by the program (found), a frame
+/// to each of as many other pairs is not.
 #[test]
 fn the_kernel_finds_every_published_member_and_no_other() {
     if !privileged("the_kernel_finds_every_published_member_and_no_other") {
@@ -649,17 +674,21 @@ fn the_kernel_finds_every_published_member_and_no_other() {
     const MEMBERS: usize = 4096;
     let mut dp = TcProgram::load(&bpf::object_path_from_env(), ProgramLogLevel::Info).unwrap();
     dp.configure(Mode::Log, MARK).unwrap();
-    let members = spread(0, MEMBERS);
+    let members: Vec<_> = [false, true]
+        .into_iter()
+        .flat_map(|v6| spread(0, MEMBERS, v6))
+        .collect();
     dp.services()
         .unwrap()
         .insert_all(members.iter().map(|(a, port)| {
-            (
-                ServiceKey::v4(a.octets(), PROTO_TCP, *port),
-                ServiceValue::default(),
-            )
+            let key = match a {
+                IpAddr::V4(a) => ServiceKey::v4(a.octets(), PROTO_TCP, *port),
+                IpAddr::V6(a) => ServiceKey::v6(a.octets(), PROTO_TCP, *port),
+            };
+            (key, ServiceValue::default())
         }))
         .unwrap();
-    let marked = |dp: &mut TcProgram, (a, port): &(Ipv4Addr, u16)| {
+    let marked = |dp: &mut TcProgram, (a, port): &(IpAddr, u16)| {
         dp.test_run(&tcp_frame(*a, *port, 0x10), 1).unwrap().mark == MARK
     };
     let missed: Vec<_> = members.iter().filter(|m| !marked(&mut dp, m)).collect();
@@ -668,7 +697,10 @@ fn the_kernel_finds_every_published_member_and_no_other() {
         "{} members not found: {missed:?}",
         missed.len()
     );
-    let others = spread(1, MEMBERS);
+    let others: Vec<_> = [false, true]
+        .into_iter()
+        .flat_map(|v6| spread(1, MEMBERS, v6))
+        .collect();
     let found: Vec<_> = others.iter().filter(|m| marked(&mut dp, m)).collect();
     assert!(found.is_empty(), "non-members found: {found:?}");
 }

@@ -197,6 +197,9 @@ pub const SOURCE_SEED: u32 = 0x5EED_0001;
 
 /// The layout version the agent checks before adopting pinned maps.
 ///
+/// 5: IPv6 addresses hashed 64 bits at a time ([`vip_hash`],
+/// [`source_bit`]): their buckets and bitmap bits moved, IPv4's did not.
+///
 /// 4: the egress-restricted sources ([`SourceKey`]) and their bitmap;
 /// [`FLAG_CHAIN_DECIDES`]; [`Config::checked_mark`].
 ///
@@ -204,7 +207,7 @@ pub const SOURCE_SEED: u32 = 0x5EED_0001;
 /// hit counters moved from a per-CPU hash keyed by [`ServiceKey`] to a
 /// per-CPU array indexed by [`TableEntry::slot`]; [`Config`] names the
 /// active half of the table and its seeds.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Runtime configuration, slot 0 of [`crate::names::MAP_CONFIG`]. The
 /// classifier reads it first on every packet: one cache line with all it
@@ -290,23 +293,37 @@ pub const fn addr_words(addr: &[u8; 16]) -> [u32; 4] {
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[inline(always)]
-const fn mix(h: u64, w: u32) -> u64 {
-    (h ^ w as u64).wrapping_mul(HASH_MUL)
+const fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_MUL)
+}
+
+/// The two 64-bit halves of an address as four words; IPv4 (first word,
+/// the rest zero) is all in the first.
+#[inline(always)]
+const fn halves(addr: &[u32; 4]) -> (u64, u64) {
+    (
+        addr[0] as u64 | (addr[1] as u64) << 32,
+        addr[2] as u64 | (addr[3] as u64) << 32,
+    )
 }
 
 /// Hash of a destination address under `seed`: its top bits pick the bit
 /// of the VIP bitmap ([`vip_bit`]), and [`table_hash`] continues from it.
 /// Multiplicative: the high bits depend on every input bit, the low ones
-/// do not, so only high bits are used. An IPv4 address is one word.
+/// do not, so only high bits are used. One multiply per 64 bits of
+/// address: one for IPv4, two for IPv6. Chained rather than XOR-folded,
+/// so that which IPv6 addresses collide depends on the seed (addresses
+/// built to share a bucket under every seed would make the table
+/// unplaceable).
 #[inline(always)]
 pub const fn vip_hash(addr: &[u32; 4], v6: bool, seed: u32) -> u64 {
-    let mut h = mix(seed as u64 | 1 << 32, addr[0]);
+    let (lo, hi) = halves(addr);
+    let h = mix(seed as u64 | 1 << 32, lo);
     if v6 {
-        h = mix(h, addr[1]);
-        h = mix(h, addr[2]);
-        h = mix(h, addr[3]);
+        mix(h, hi)
+    } else {
+        h
     }
-    h
 }
 
 /// (word, bit) of the VIP bitmap half for an address hash.
@@ -317,17 +334,21 @@ pub const fn vip_bit(vip_hash: u64) -> (u32, u32) {
 }
 
 /// (word, bit) of the source bitmap for a source address (as
-/// [`addr_words`] gives it).
+/// [`addr_words`] gives it): one multiply of the address folded to 64
+/// bits (its halves XOR-ed; IPv4 folds to itself). The seed is fixed and
+/// a collision only costs a source the fast path, so nothing is gained
+/// by chaining here.
 #[inline(always)]
-pub const fn source_bit(addr: &[u32; 4], v6: bool) -> (u32, u32) {
-    let bit = (vip_hash(addr, v6, SOURCE_SEED) >> 46) as u32; // 18 bits
+pub const fn source_bit(addr: &[u32; 4]) -> (u32, u32) {
+    let (lo, hi) = halves(addr);
+    let bit = (mix(SOURCE_SEED as u64 | 1 << 32, lo ^ hi) >> 46) as u32; // 18 bits
     (bit >> 6, bit & 63)
 }
 
 /// Hash of a whole key, from its address hash and [`key_meta`].
 #[inline(always)]
 pub const fn table_hash(vip_hash: u64, meta: u32) -> u64 {
-    mix(vip_hash, meta)
+    mix(vip_hash, meta as u64)
 }
 
 /// The two candidate buckets of a key (distinct).

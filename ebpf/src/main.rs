@@ -13,7 +13,7 @@ use ipwarden_common::{
         EVENT_WOULD_REJECT, FAMILY_V4, FAMILY_V6, FLAG_CHAIN_DECIDES, FLAG_MISSING_FROM_KERNEL,
         TABLE_BUCKETS, TABLE_WAYS, VIP_BITMAP_WORDS,
     },
-    Event, Mode, Stats, TableEntry, VipKey,
+    Event, Mode, TableEntry, VipKey,
 };
 
 use crate::maps::{CONFIG, EVENTS, HITS, SOURCE_BITS, STATS, TABLE, VIPS, VIP_BITS};
@@ -69,7 +69,7 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
     let (b1, b2) = table_buckets(table_hash(vh, meta));
     let base = half * TABLE_BUCKETS;
     let Some(entry) = find(base + b1, meta, &pkt).or_else(|| find(base + b2, meta, &pkt)) else {
-        other_port(&pkt, family);
+        other_port(&vip_key(&pkt, family));
         return None;
     };
     // SAFETY: `entry` points into the table's value memory, valid for
@@ -105,7 +105,19 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
     );
     if flags & FLAG_MISSING_FROM_KERNEL != 0 {
         let rescued = marked && config.mode == Mode::Allow as u32;
-        missing(ctx, &pkt, family, port, rescued);
+        let event = Event {
+            kind: if rescued {
+                EVENT_RESCUED
+            } else {
+                EVENT_WOULD_REJECT
+            },
+            family,
+            proto: pkt.proto,
+            dport: port,
+            daddr: vip_key(&pkt, family).addr,
+            ..Event::default()
+        };
+        missing(ctx, &event, pkt.l4);
     }
     Some(())
 }
@@ -114,7 +126,7 @@ fn try_ingress(ctx: &TcContext) -> Option<()> {
 /// One bit of the source bitmap.
 #[inline(always)]
 fn restricted_source(pkt: &parse::Packet) -> bool {
-    let (word, bit) = source_bit(&parse::source_words(pkt), pkt.v6);
+    let (word, bit) = source_bit(&parse::source_words(pkt));
     SOURCE_BITS.get(word).is_none_or(|w| (*w >> bit) & 1 == 1)
 }
 
@@ -143,19 +155,26 @@ fn find(index: u32, meta: u32, pkt: &parse::Packet) -> Option<*const TableEntry>
     None
 }
 
+/// The packet's destination as the VIP map's key. Built where a slow
+/// path needs it, never from a reference to `pkt` held across a call that
+/// is not inlined: that would keep the whole packet summary on the stack
+/// on every path.
+#[inline(always)]
+fn vip_key(pkt: &parse::Packet, family: u8) -> VipKey {
+    VipKey {
+        family,
+        _pad: [0; 3],
+        // SAFETY: [u32; 4] and [u8; 16] have the same size; the words
+        // were loaded from the packet as they sit in memory.
+        addr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(pkt.daddr) },
+    }
+}
+
 /// A packet to a VIP (or to a false positive of the bitmap) on a port the
 /// mirror does not hold: counted when the address is a VIP indeed.
 #[inline(never)]
-fn other_port(pkt: &parse::Packet, family: u8) {
-    // SAFETY: [u32; 4] and [u8; 16] have the same size; the words were
-    // loaded from the packet as they sit in memory.
-    let addr: [u8; 16] = unsafe { core::mem::transmute(pkt.daddr) };
-    let vip = VipKey {
-        family,
-        _pad: [0; 3],
-        addr,
-    };
-    if VIPS.get_ptr(vip).is_some() {
+fn other_port(vip: &VipKey) {
+    if VIPS.get_ptr(*vip).is_some() {
         if let Some(stats) = STATS.get_ptr_mut(0) {
             // SAFETY: this CPU's slot.
             unsafe { (*stats).vip_other_port += 1 };
@@ -164,57 +183,34 @@ fn other_port(pkt: &parse::Packet, family: u8) {
 }
 
 /// A hit on a member the auditor found missing from the kernel set:
-/// counted, and reported when the packet starts a connection (rescued
-/// only when marked in allow mode; otherwise the REJECT refuses it).
+/// counted, and reported when the packet starts a connection. `event`
+/// holds what the fast path knew (kind, family, protocol, destination);
+/// the transport header is at `l4`.
 #[inline(never)]
-fn missing(ctx: &TcContext, pkt: &parse::Packet, family: u8, port: u16, rescued: bool) {
+fn missing(ctx: &TcContext, event: &Event, l4: usize) {
     let Some(stats) = STATS.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: this CPU's slot.
     unsafe { (*stats).missing_hits += 1 };
-    let Some((sport, starts)) = parse::source_port_and_start(ctx, pkt) else {
+    let Some((sport, starts)) = parse::source_port_and_start(ctx, l4, event.proto) else {
         return;
     };
     if !starts {
         return;
     }
-    let kind = if rescued {
-        EVENT_RESCUED
-    } else {
-        EVENT_WOULD_REJECT
-    };
-    // The agent logs each event: no aya-log line here, it would cost a
-    // second ring-buffer write per event.
-    report(ctx, pkt, family, port, sport, kind, stats);
-}
-
-#[inline(always)]
-fn report(
-    ctx: &TcContext,
-    pkt: &parse::Packet,
-    family: u8,
-    dport: u16,
-    sport: u16,
-    kind: u32,
-    stats: *mut Stats,
-) {
-    let Some(saddr) = parse::source_addr(ctx, pkt.v6) else {
+    let Some(saddr) = parse::source_addr(ctx, event.family == FAMILY_V6) else {
         return;
     };
     let event = Event {
-        kind,
+        sport,
+        saddr,
         // SAFETY: reading skb->ifindex of the packet we were handed.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        family,
-        proto: pkt.proto,
-        sport,
-        dport,
-        _pad: 0,
-        saddr,
-        // SAFETY: as in other_port.
-        daddr: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(pkt.daddr) },
+        ..*event
     };
+    // The agent logs each event: no aya-log line here, it would cost a
+    // second ring-buffer write per event.
     match EVENTS.reserve_bytes(core::mem::size_of::<Event>(), 0) {
         Some(mut entry) => {
             // SAFETY: the entry is exactly size_of::<Event>() bytes.

@@ -211,10 +211,10 @@ fn ext_headers(ctx: &TcContext, mut next: u8, mut off: usize) -> Option<(u8, usi
 /// without ACK, or any UDP/SCTP packet (which have no handshake to look
 /// at here). TCP, UDP and SCTP all carry the source port first.
 #[inline(always)]
-pub fn source_port_and_start(ctx: &TcContext, pkt: &Packet) -> Option<(u16, bool)> {
-    let sport = u16::from_be(read::<u16>(ctx, pkt.l4)?);
-    let starts = if pkt.proto == PROTO_TCP {
-        let flags = read::<u8>(ctx, pkt.l4 + 13)?;
+pub fn source_port_and_start(ctx: &TcContext, l4: usize, proto: u8) -> Option<(u16, bool)> {
+    let sport = u16::from_be(read::<u16>(ctx, l4)?);
+    let starts = if proto == PROTO_TCP {
+        let flags = read::<u8>(ctx, l4 + 13)?;
         flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
     } else {
         true

@@ -43,7 +43,7 @@ pub fn source_key(addr: &IpAddr) -> SourceKey {
 
 /// (word, bit) of `key` in the bitmap, as the classifier computes it.
 pub fn bit_of(key: &SourceKey) -> (u32, u32) {
-    source_bit(&addr_words(&key.addr), key.family == FAMILY_V6)
+    source_bit(&addr_words(&key.addr))
 }
 
 /// The bitmap words that `keys` set.
