@@ -292,3 +292,82 @@ fn a_full_sync_takes_only_its_own_routes_and_replaces_old_addresses() {
         "the node's own route and the foreign one stay: {local}"
     );
 }
+
+/// A partial sync writes at the dummy's known index, one route request per
+/// VIP and no dump; once the dummy is gone the kernel answers ENODEV (the
+/// dataplane then makes it again), never a route on another interface.
+#[test]
+fn vips_changed_at_a_known_index_until_the_dummy_is_gone() {
+    if !privileged("vips_changed_at_a_known_index_until_the_dummy_is_gone") {
+        return;
+    }
+    let ns = NetNs::new("ipw-link-at").unwrap();
+    add_nic(&ns);
+    let client = ns.run(LinkClient::connect).unwrap().unwrap();
+    ns.run(|| client.sync_vips("ipwarden0", &ips(&["10.96.0.10"])))
+        .unwrap()
+        .unwrap();
+    let index = ns
+        .run(|| client.index_of("ipwarden0"))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let report = ns
+        .run(|| {
+            client.change_vips_at(
+                index,
+                &ips(&["10.96.0.11", "fd00::11"]),
+                &ips(&["10.96.0.10"]),
+            )
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.added, vec![ip("10.96.0.11"), ip("fd00::11")]);
+    assert_eq!(report.removed, vec![ip("10.96.0.10")]);
+    assert_eq!(
+        routed(&ns, "ipwarden0"),
+        ["10.96.0.11/32", "fd00::11/128"].map(String::from).into()
+    );
+    ns.ip(&["link", "del", "ipwarden0"]).unwrap();
+    let gone = ns
+        .run(|| client.change_vips_at(index, &ips(&["10.96.0.12"]), &BTreeSet::new()))
+        .unwrap();
+    assert!(
+        matches!(
+            gone,
+            Err(ipwarden::kernel::link::LinkError::Netlink {
+                errno: Some(libc::ENODEV),
+                ..
+            })
+        ),
+        "{gone:?}"
+    );
+    let local = ns
+        .output(
+            "ip",
+            &["-j", "route", "show", "table", "local", "proto", "211"],
+        )
+        .unwrap();
+    assert!(!local.contains("10.96.0.12"), "{local}");
+}
+
+/// The watch hears links come and go: the tc attachments look at the
+/// links only then, not on every partial sync.
+#[test]
+fn the_watch_hears_links_come_and_go() {
+    if !privileged("the_watch_hears_links_come_and_go") {
+        return;
+    }
+    use ipwarden::kernel::link::AddressWatch;
+    let ns = NetNs::new("ipw-watch-links").unwrap();
+    let mut watch = ns
+        .run(|| AddressWatch::subscribe("ipwarden0").unwrap())
+        .unwrap();
+    assert!(watch.take_links_changed(), "never looked: changed");
+    assert!(!watch.take_links_changed(), "nothing since");
+    add_nic(&ns);
+    assert!(watch.take_links_changed(), "a veth pair came");
+    ns.ip(&["link", "del", "eth9"]).unwrap();
+    assert!(watch.take_links_changed(), "and went");
+    assert!(!watch.take_links_changed(), "nothing since");
+}

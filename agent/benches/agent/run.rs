@@ -37,7 +37,24 @@ pub struct Figures {
     pub steps: Vec<(String, Duration)>,
     /// The steps of the service controller's last no-op full resync.
     pub noop_steps: Vec<(String, Duration)>,
+    /// The slowest timed changes, where their time went.
+    pub slowest: Vec<ChangeTiming>,
 }
+
+/// One change's latency split at the agent's own timestamps (its
+/// metrics): the server's write to the dispatcher noting it (watch, decode,
+/// store), the note to the sync's start (debounce, a sync under way), and
+/// the sync.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeTiming {
+    pub total: Duration,
+    pub to_noted: Duration,
+    pub noted_to_sync: Duration,
+    pub sync: Duration,
+}
+
+/// How many of the slowest changes the bench breaks down.
+const SLOWEST: usize = 3;
 
 pub struct SizeRun {
     pub services: usize,
@@ -47,8 +64,8 @@ pub struct SizeRun {
     pub changes: usize,
 }
 
-/// Waits for the first full sync; TCG and 10k Services are slow.
-const READY_WITHIN: Duration = Duration::from_secs(900);
+/// Waits for the first full sync; TCG and 50k Services are slow.
+const READY_WITHIN: Duration = Duration::from_secs(1800);
 /// One change must be applied within this, or the bench fails.
 const APPLIED_WITHIN: Duration = Duration::from_secs(60);
 /// Periodic no-op full syncs timed per controller.
@@ -71,6 +88,12 @@ fn extra_args() -> Vec<String> {
 /// changes, no no-op resyncs).
 pub fn first_only() -> bool {
     std::env::var("IPWARDEN_BENCH_FIRST_ONLY").is_ok_and(|v| v == "1")
+}
+
+/// `IPWARDEN_BENCH_NO_RESYNC=1`: no restarted agent timing no-op full
+/// resyncs (at 50k Services they take longer than the rest together).
+fn no_resync() -> bool {
+    std::env::var("IPWARDEN_BENCH_NO_RESYNC").is_ok_and(|v| v == "1")
 }
 
 fn agent(lab: &Lab, kube: &Kube, flags: &[&str]) -> AgentProcess {
@@ -193,10 +216,13 @@ impl SizeRun {
         // the xtables lock and the CPUs, and each would time the other.
         let mut noop = [Duration::ZERO; 2];
         let mut noop_steps = Vec::new();
-        for (k, (controller, full)) in [("services", full_services), ("policies", full_policies)]
-            .into_iter()
-            .enumerate()
-        {
+        let resynced = [("services", full_services), ("policies", full_policies)];
+        let resynced = if no_resync() {
+            &resynced[..0]
+        } else {
+            &resynced[..]
+        };
+        for (k, &(controller, full)) in resynced.iter().enumerate() {
             let short = format!("{}s", (full.as_secs_f64() * 2.0).ceil().max(3.0) as u64);
             let (ipvs, iptables) = match controller {
                 "services" => (short.as_str(), "1h"),
@@ -227,7 +253,10 @@ impl SizeRun {
             peak = peak.max(peak_rss_kib(again.pid()));
             again.terminate().expect("SIGTERM");
         }
-        let (latencies, partial_mean) = changes;
+        let (mut timings, partial_mean) = changes;
+        timings.sort_by_key(|t| t.total);
+        let latencies: Vec<Duration> = timings.iter().map(|t| t.total).collect();
+        let slowest = timings.iter().rev().take(SLOWEST).copied().collect();
         let pct = |p: f64| latencies[((p * latencies.len() as f64).ceil() as usize).max(1) - 1];
         Figures {
             ready,
@@ -244,6 +273,7 @@ impl SizeRun {
             full_steps,
             steps,
             noop_steps,
+            slowest,
         }
     }
 
@@ -283,6 +313,7 @@ impl SizeRun {
             full_steps,
             steps: Vec::new(),
             noop_steps: Vec::new(),
+            slowest: Vec::new(),
         }
     }
 
@@ -307,21 +338,23 @@ impl SizeRun {
         crate::steps::medians(&samples)
     }
 
-    /// Sorted latencies of the changes, and the mean partial sync duration.
-    /// Runs inside the node namespace.
+    /// The changes' timings in the order made, and the mean partial sync
+    /// duration. Runs inside the node namespace.
     fn changes_latency(
         &self,
         kube: &Kube,
         cluster: &Cluster,
         external: &mut [bool],
-    ) -> (Vec<Duration>, Duration) {
+    ) -> (Vec<ChangeTiming>, Duration) {
         let mut rng = Rng(7);
         let before = scrape();
         let mut latencies = Vec::with_capacity(self.changes);
         for k in 0..self.changes {
             let i = rng.below(self.services);
             external[i] = !external[i];
-            latencies.push(one_change(kube, cluster, i, external[i]));
+            let timing = one_change(kube, cluster, i, external[i]);
+            eprintln!("agent bench: change {k} (svc-{i}): {timing:?}");
+            latencies.push(timing);
             confirm_in_ipvs(i, external[i]);
             if k % 40 == 39 {
                 eprintln!("agent bench: {} changes applied", k + 1);
@@ -334,7 +367,6 @@ impl SizeRun {
         let partials = after.syncs("services", "partial") - before.syncs("services", "partial");
         let seconds =
             after.sync_seconds("services", "partial") - before.sync_seconds("services", "partial");
-        latencies.sort();
         (
             latencies,
             Duration::from_secs_f64(seconds / partials.max(1.0)),
@@ -344,8 +376,8 @@ impl SizeRun {
 
 /// Serves Service `i` with or without its externalIP; the time from the
 /// watch event leaving the server to the service controller's sync after
-/// it.
-fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Duration {
+/// it, and where it went.
+fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> ChangeTiming {
     let before = scrape();
     let done = |s: &Scrape| s.syncs("services", "partial") + s.syncs("services", "full");
     let rv = kube.apply(
@@ -353,17 +385,30 @@ fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Durat
         cluster.service(i, external),
     );
     let sent = poll("the watch event", APPLIED_WITHIN, || kube.sent_at(rv));
-    let synced = poll("the sync of the change", APPLIED_WITHIN, || {
+    let after = poll("the sync of the change", APPLIED_WITHIN, || {
         let s = scrape();
         assert_eq!(
             s.failed_syncs("services"),
             before.failed_syncs("services"),
             "a sync of the service controller failed"
         );
-        (done(&s) > done(&before) && s.last_synced("services") >= unix(sent))
-            .then(|| s.last_synced("services"))
+        (done(&s) > done(&before) && s.last_synced("services") >= unix(sent)).then_some(s)
     });
-    Duration::from_secs_f64((synced - unix(sent)).max(0.0))
+    let seconds =
+        |s: &Scrape| s.sync_seconds("services", "partial") + s.sync_seconds("services", "full");
+    let span = |from: f64, to: f64| Duration::from_secs_f64((to - from).max(0.0));
+    let (sent, noted, synced) = (
+        unix(sent),
+        after.last_queued("services"),
+        after.last_synced("services"),
+    );
+    let sync = span(seconds(&before), seconds(&after));
+    ChangeTiming {
+        total: span(sent, synced),
+        to_noted: span(sent, noted),
+        noted_to_sync: span(noted, synced).saturating_sub(sync),
+        sync,
+    }
 }
 
 /// `ipvsadm -Ln -t EXTERNAL:80` answers exactly when the externalIP is in

@@ -77,6 +77,15 @@ impl Scrape {
         )
     }
 
+    /// When `controller` last had work queued: the dispatcher noted the
+    /// first change since its last sync (Unix seconds).
+    pub fn last_queued(&self, controller: &str) -> f64 {
+        self.get(
+            "ipwarden_sync_last_queued_timestamp_seconds",
+            &[("controller", controller)],
+        )
+    }
+
     /// When `controller` last synced successfully (Unix seconds).
     pub fn last_synced(&self, controller: &str) -> f64 {
         self.get(

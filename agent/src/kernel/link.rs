@@ -5,6 +5,7 @@
 //! Still neli's router rather than [`crate::kernel::netlink`]'s socket: it
 //! pipelines 10k route requests through its reader thread.
 
+mod direct;
 mod vip_routes;
 
 pub use vip_routes::VIP_ROUTE_PROTOCOL;
@@ -47,9 +48,11 @@ pub struct AddressReport {
     pub removed: Vec<IpAddr>,
 }
 
-/// An rtnetlink socket in the calling thread's network namespace.
+/// rtnetlink sockets in the calling thread's network namespace.
 pub struct LinkClient {
     rtnl: NlRouter,
+    /// For a partial sync's few routes: answered on the asking thread.
+    direct: std::sync::Mutex<crate::kernel::netlink::Socket>,
 }
 
 fn err<T: std::fmt::Debug, P: std::fmt::Debug>(
@@ -87,7 +90,10 @@ impl LinkClient {
     pub fn connect() -> Result<Self, LinkError> {
         let (rtnl, _) = NlRouter::connect(NlFamily::Route, None, Groups::empty())
             .map_err(|e| build_err("connect", "NETLINK_ROUTE", e))?;
-        Ok(Self { rtnl })
+        Ok(Self {
+            rtnl,
+            direct: std::sync::Mutex::new(direct::open()?),
+        })
     }
 
     /// (index, name) of every interface.
@@ -283,7 +289,7 @@ impl LinkClient {
     /// notifications): a sync need not dump the dummy's thousands of VIPs
     /// to learn the few node addresses.
     pub fn watched_addresses(&self, watch: &mut AddressWatch) -> Result<Vec<IpAddr>, LinkError> {
-        let stale = watch.drain();
+        let stale = watch.take_addresses_stale();
         match &watch.known {
             Some((_, addrs)) if !stale => Ok(addrs.clone()),
             _ => {
@@ -318,12 +324,15 @@ impl LinkClient {
     }
 }
 
-/// rtnetlink's address groups (RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR).
-const ADDRESS_GROUPS: [u32; 2] = [5, 9];
+/// rtnetlink's link and address groups (RTNLGRP_LINK,
+/// RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR).
+const WATCHED_GROUPS: [u32; 3] = [1, 5, 9];
 /// RTM_NEWADDR and RTM_DELADDR.
 const ADDRESS_MESSAGES: [u16; 2] = [20, 21];
+/// RTM_NEWLINK and RTM_DELLINK.
+const LINK_MESSAGES: [u16; 2] = [16, 17];
 
-/// A subscription to the address notifications of this network
+/// A subscription to the link and address notifications of this network
 /// namespace, with the addresses it last dumped.
 pub struct AddressWatch {
     socket: neli::socket::NlSocket,
@@ -331,6 +340,10 @@ pub struct AddressWatch {
     exclude: String,
     /// The dummy's index at the last dump, and the node's addresses then.
     known: Option<(Option<u32>, Vec<IpAddr>)>,
+    /// Heard of another interface's address change since the last dump.
+    addresses_stale: bool,
+    /// Heard of a link added, changed or deleted since the last ask.
+    links_changed: bool,
 }
 
 impl AddressWatch {
@@ -339,7 +352,7 @@ impl AddressWatch {
         let socket = neli::socket::NlSocket::connect(
             NlFamily::Route,
             None,
-            Groups::new_groups(&ADDRESS_GROUPS),
+            Groups::new_groups(&WATCHED_GROUPS),
         )
         .and_then(|s| s.nonblock().map(|()| s))
         .map_err(|e| build_err("subscribe", "address notifications", e))?;
@@ -347,28 +360,60 @@ impl AddressWatch {
             socket,
             exclude: exclude.to_string(),
             known: None,
+            addresses_stale: false,
+            links_changed: true,
         })
     }
 
-    /// Reads every pending notification; true when one concerns another
-    /// interface than the dummy, or some were lost (the buffer overflowed).
-    fn drain(&mut self) -> bool {
+    /// Whether a link was added, changed or deleted (or notifications were
+    /// lost) since the last call: whoever follows the set of links (the
+    /// tc attachments) dumps it only then.
+    pub fn take_links_changed(&mut self) -> bool {
+        self.drain();
+        std::mem::take(&mut self.links_changed)
+    }
+
+    fn take_addresses_stale(&mut self) -> bool {
+        self.drain();
+        std::mem::take(&mut self.addresses_stale)
+    }
+
+    /// Reads every pending notification: the addresses are stale when one
+    /// concerns another interface than the dummy; the links changed on a
+    /// link message; both when some were lost (the buffer overflowed).
+    fn drain(&mut self) {
         let dummy = self.known.as_ref().and_then(|(i, _)| *i);
         let mut buf = vec![0u8; 64 * 1024];
-        let mut stale = false;
         loop {
             match self
                 .socket
                 .recv(&mut buf[..], neli::consts::socket::Msg::empty())
             {
-                Ok((0, _)) => return stale,
-                Ok((n, _)) => stale |= address_indexes(&buf[..n]).any(|i| Some(i) != dummy),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return stale,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => stale = true,
-                Err(_) => return true,
+                Ok((0, _)) => return,
+                Ok((n, _)) => {
+                    let got = &buf[..n];
+                    self.addresses_stale |= address_indexes(got).any(|i| Some(i) != dummy);
+                    self.links_changed |= has_link_message(got);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // Lost notifications (ENOBUFS, read on) or worse.
+                    self.addresses_stale = true;
+                    self.links_changed = true;
+                    if e.raw_os_error() != Some(libc::ENOBUFS) {
+                        return;
+                    }
+                }
             }
         }
     }
+}
+
+/// Whether one datagram holds a link notification.
+fn has_link_message(buf: &[u8]) -> bool {
+    frames(buf)
+        .map_while(Result::ok)
+        .any(|f| LINK_MESSAGES.contains(&f.ty))
 }
 
 /// The interface index of each address message in one datagram.

@@ -17,7 +17,7 @@ use crate::{
         iptables::{self, Changes},
         ipvs::IpvsClient,
         ipvs_sync::{self, IpvsReport, IpvsScope},
-        link::{AddressReport, AddressWatch, LinkClient},
+        link::{AddressReport, AddressWatch, LinkClient, LinkError},
         sysctl,
     },
     store::{ApplyReport, SetStore, SourcePhase},
@@ -121,6 +121,9 @@ pub struct RealDataplane {
     /// The node's addresses, followed from rtnetlink notifications (the
     /// service proxy's; without it every call dumps them).
     watch: Mutex<Option<AddressWatch>>,
+    /// The dummy's index as the last full sync found it: a partial sync
+    /// writes its VIPs' routes there without listing the links.
+    vip_index: Option<u32>,
 }
 
 impl RealDataplane {
@@ -134,6 +137,7 @@ impl RealDataplane {
             bpf: None,
             health: None,
             watch: Mutex::new(None),
+            vip_index: None,
         })
     }
 
@@ -178,6 +182,24 @@ impl RealDataplane {
 
     pub fn store(&self) -> &SetStore {
         &self.store
+    }
+
+    /// Whether the links changed since the last look (always, without
+    /// the watch): the tc attachments follow them.
+    fn links_changed(&self) -> bool {
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        watch.as_mut().is_none_or(AddressWatch::take_links_changed)
+    }
+
+    /// The dummy's index and whether it was created: the one the last full
+    /// sync found, or looked up (and the dummy made) now.
+    fn vip_interface(&mut self) -> Result<(u32, bool), ReconcileError> {
+        if let Some(index) = self.vip_index {
+            return Ok((index, false));
+        }
+        let (index, created) = self.link.ensure_dummy(names::DUMMY_INTERFACE)?;
+        self.vip_index = Some(index);
+        Ok((index, created))
     }
 
     fn scope(
@@ -267,7 +289,13 @@ impl Dataplane for RealDataplane {
     }
 
     fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {
-        let report = self.link.sync_vips(names::DUMMY_INTERFACE, vips)?;
+        // Looked up again: the dummy may have been deleted and made anew.
+        self.vip_index = None;
+        let (index, created) = self.vip_interface()?;
+        let mut report = self.link.sync_vips_at(index, vips)?;
+        report.created_link = created;
+        // Looks at the links anyway: what the watch heard so far is seen.
+        self.links_changed();
         if let Some(bpf) = &mut self.bpf {
             bpf.attach_new(&self.link, names::DUMMY_INTERFACE);
         }
@@ -279,9 +307,27 @@ impl Dataplane for RealDataplane {
         add: &BTreeSet<IpAddr>,
         del: &BTreeSet<IpAddr>,
     ) -> Result<AddressReport, ReconcileError> {
-        let report = self.link.change_vips(names::DUMMY_INTERFACE, add, del)?;
-        if let Some(bpf) = &mut self.bpf {
-            bpf.attach_new_if_links_changed(&self.link, names::DUMMY_INTERFACE);
+        let (index, created) = self.vip_interface()?;
+        let mut report = match self.link.change_vips_at(index, add, del) {
+            // The dummy went since the last full sync: made again here.
+            Err(LinkError::Netlink {
+                errno: Some(libc::ENODEV),
+                ..
+            }) => {
+                self.vip_index = None;
+                let (index, created) = self.vip_interface()?;
+                let mut report = self.link.change_vips_at(index, add, del)?;
+                report.created_link = created;
+                report
+            }
+            other => other?,
+        };
+        report.created_link |= created;
+        // One look at the links only when rtnetlink said they changed.
+        if self.bpf.is_some() && self.links_changed() {
+            if let Some(bpf) = &mut self.bpf {
+                bpf.attach_new_if_links_changed(&self.link, names::DUMMY_INTERFACE);
+            }
         }
         Ok(report)
     }

@@ -85,6 +85,17 @@ impl LinkClient {
         wanted: &BTreeSet<IpAddr>,
     ) -> Result<AddressReport, LinkError> {
         let (index, created_link) = self.ensure_dummy(name)?;
+        let mut report = self.sync_vips_at(index, wanted)?;
+        report.created_link = created_link;
+        Ok(report)
+    }
+
+    /// [`LinkClient::sync_vips`] on the dummy at `index`, known to exist.
+    pub fn sync_vips_at(
+        &self,
+        index: u32,
+        wanted: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, LinkError> {
         let have = self.vip_routes(index)?;
         let legacy = self.vip_addresses(index)?;
         let writes = legacy
@@ -93,7 +104,6 @@ impl LinkClient {
             .chain(have.difference(wanted).map(|a| (Write::DeleteRoute, *a)))
             .chain(wanted.difference(&have).map(|a| (Write::AddRoute, *a)));
         let mut report = self.write_vips(index, writes)?;
-        report.created_link = created_link;
         // An address replaced by a route is no VIP removed.
         report.removed.retain(|a| !wanted.contains(a));
         Ok(report)
@@ -110,12 +120,36 @@ impl LinkClient {
         del: &BTreeSet<IpAddr>,
     ) -> Result<AddressReport, LinkError> {
         let (index, created_link) = self.ensure_dummy(name)?;
+        let mut report = self.change_vips_at(index, add, del)?;
+        report.created_link = created_link;
+        Ok(report)
+    }
+
+    /// [`LinkClient::change_vips`] on the dummy at `index` (from the last
+    /// full sync): one request per VIP and nothing else, no dump of the
+    /// links, each answered on this thread. Fails with ENODEV when that
+    /// interface is gone.
+    pub fn change_vips_at(
+        &self,
+        index: u32,
+        add: &BTreeSet<IpAddr>,
+        del: &BTreeSet<IpAddr>,
+    ) -> Result<AddressReport, LinkError> {
+        let mut sock = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = AddressReport::default();
         let writes = add
             .iter()
             .map(|a| (Write::AddRoute, *a))
             .chain(del.iter().map(|a| (Write::DeleteRoute, *a)));
-        let mut report = self.write_vips(index, writes)?;
-        report.created_link = created_link;
+        for (write, addr) in writes {
+            let added = write == Write::AddRoute;
+            match super::direct::write_route(&mut sock, added, index, addr) {
+                Err(LinkError::Netlink { errno: Some(n), .. }) if n == write.already() => {}
+                Err(e) => return Err(e),
+                Ok(()) if added => report.added.push(addr),
+                Ok(()) => report.removed.push(addr),
+            }
+        }
         Ok(report)
     }
 
