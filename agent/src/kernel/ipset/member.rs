@@ -4,11 +4,9 @@
 //! then ` timeout N`, ` nomatch`, ` packets P bytes B`, ` comment "..."`
 //! in that order.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    str::FromStr,
-};
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
 
 use super::{
     consts::{
@@ -30,25 +28,19 @@ pub struct Net {
 
 impl Net {
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, ParseError> {
-        let max = Family::of(&addr).host_prefix();
-        if prefix == 0 || prefix > max {
-            return Err(ParseError::new(
+        let net = IpNet::new(addr, prefix).ok().filter(|_| prefix != 0);
+        let net = net.ok_or_else(|| {
+            let max = Family::of(&addr).host_prefix();
+            ParseError::new(
                 "network",
                 format!("{addr}/{prefix}"),
                 format!("prefix must be 1..={max}"),
-            ));
-        }
-        let addr = match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX << (32 - u32::from(prefix));
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX << (128 - u32::from(prefix));
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        };
-        Ok(Self { addr, prefix })
+            )
+        })?;
+        Ok(Self {
+            addr: net.trunc().addr(),
+            prefix,
+        })
     }
 
     /// A single host as a network (/32 or /128).
