@@ -126,7 +126,17 @@ impl ProtoPort {
         if proto == 0 {
             return Err(ParseError::new("protocol", "0", "ipset rejects protocol 0"));
         }
-        if port != 0 && !(has_ports(proto) || is_icmp(proto)) {
+        // `ip_set_proto_with_ports` in the kernel, or ICMP's type/code.
+        let ports = matches!(
+            proto,
+            IPPROTO_TCP
+                | IPPROTO_UDP
+                | IPPROTO_SCTP
+                | IPPROTO_UDPLITE
+                | IPPROTO_ICMP
+                | IPPROTO_ICMPV6
+        );
+        if port != 0 && !ports {
             return Err(ParseError::new(
                 "port",
                 port.to_string(),
@@ -146,22 +156,10 @@ impl ProtoPort {
     }
 }
 
-/// `ip_set_proto_with_ports` in the kernel.
-fn has_ports(proto: u8) -> bool {
-    matches!(
-        proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
-    )
-}
-
-fn is_icmp(proto: u8) -> bool {
-    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
-}
-
 impl fmt::Display for ProtoPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match proto_name(self.proto) {
-            Some(name) => f.write_str(name)?,
+        match PROTO_NAMES.iter().find(|(n, _)| *n == self.proto) {
+            Some((_, name)) => f.write_str(name)?,
             None => write!(f, "{}", self.proto)?,
         }
         let [ty, code] = self.port.to_be_bytes();
@@ -187,7 +185,10 @@ impl FromStr for ProtoPort {
         };
         let proto = match p {
             "icmpv6" => IPPROTO_ICMPV6,
-            _ => proto_number(p)
+            _ => PROTO_NAMES
+                .iter()
+                .find(|(_, n)| *n == p)
+                .map(|(num, _)| *num)
                 .or_else(|| p.parse().ok())
                 .ok_or_else(|| ParseError::new("protocol", p, "unknown protocol"))?,
         };
@@ -609,20 +610,6 @@ const PROTO_NAMES: &[(u8, &str)] = &[
     (142, "rohc"),
     (143, "ethernet"),
 ];
-
-fn proto_name(proto: u8) -> Option<&'static str> {
-    PROTO_NAMES
-        .iter()
-        .find(|(n, _)| *n == proto)
-        .map(|(_, name)| *name)
-}
-
-fn proto_number(name: &str) -> Option<u8> {
-    PROTO_NAMES
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(num, _)| *num)
-}
 
 #[cfg(test)]
 mod tests {
