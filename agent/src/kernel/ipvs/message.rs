@@ -293,7 +293,8 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
         value: sched.len() as u64,
     })?;
     // `struct ip_vs_flags`: the kernel sends the flags and a full mask.
-    let flags = ServiceFlagBits::from_bits(svc.need(SvcAttr::Flags, "service flags")?.u32()?);
+    let flags =
+        ServiceFlagBits::from_bits_retain(svc.need(SvcAttr::Flags, "service flags")?.u32()?);
     let mask = svc.need(SvcAttr::Netmask, "service netmask")?;
     let netmask = match family {
         Family::V4 => Netmask::V4(Ipv4Addr::from(mask.array::<4>()?)),

@@ -78,7 +78,7 @@ fn any_service() -> impl Strategy<Value = Service> {
                 key,
                 scheduler: Scheduler::new(&sched).unwrap(),
                 // HASHED is never sent, so it cannot come back.
-                flags: ServiceFlagBits::from_bits(flags).settable(),
+                flags: ServiceFlagBits::from_bits_retain(flags).settable(),
                 timeout,
                 netmask,
             }
