@@ -9,11 +9,11 @@ use super::{
     member::Element,
     message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
-    types::{from_nfproto, parse_set_type, CreateSet, IpSet, SetName},
+    types::{parse_set_type, CreateSet, IpSet, SetName},
 };
 use crate::desired::{Family, SetType};
 use crate::kernel::netlink::{
-    socket::NETLINK_NETFILTER, DecodeError, Failure, Frame, Options, Refusal, Socket,
+    family_of, socket::NETLINK_NETFILTER, DecodeError, Failure, Frame, Options, Refusal, Socket,
 };
 
 /// Big enough for any reply: dump messages are at most 32 KiB, and the
@@ -225,7 +225,7 @@ impl IpsetClient {
             )
         };
         let set_type = parse_set_type(&typename).map_err(|_| unsupported())?;
-        let family = from_nfproto(fam).ok_or_else(unsupported)?;
+        let family = family_of(fam.into()).ok_or_else(unsupported)?;
         Ok((set_type, family))
     }
 

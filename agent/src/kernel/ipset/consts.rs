@@ -17,12 +17,6 @@ pub(super) const IPSET_MAXNAMELEN: usize = 32;
 /// `IPSET_MAX_COMMENT_SIZE`: the longest comment the kernel stores.
 pub(super) const IPSET_MAX_COMMENT_SIZE: usize = 255;
 
-/// `NFPROTO_IPV4` / `NFPROTO_IPV6` (linux/netfilter.h), the set family.
-pub(super) const NFPROTO_IPV4: u8 = 2;
-pub(super) const NFPROTO_IPV6: u8 = 10;
-/// `AF_INET`: the nfgenmsg family libipset sends; the ipset core ignores it.
-pub(super) const AF_INET: u8 = 2;
-
 /// `enum ipset_cmd`: the low byte of `nlmsg_type`. Commands we never send
 /// (SAVE, TEST, GET_BYNAME, ...) decode as `UnrecognizedConst`.
 #[neli_enum(serialized_type = "u8")]

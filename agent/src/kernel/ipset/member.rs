@@ -4,11 +4,9 @@
 //! then ` timeout N`, ` nomatch`, ` packets P bytes B`, ` comment "..."`
 //! in that order.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    str::FromStr,
-};
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
 
 use super::{
     consts::{
@@ -30,25 +28,19 @@ pub struct Net {
 
 impl Net {
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, ParseError> {
-        let max = Family::of(&addr).host_prefix();
-        if prefix == 0 || prefix > max {
-            return Err(ParseError::new(
+        let net = IpNet::new(addr, prefix).ok().filter(|_| prefix != 0);
+        let net = net.ok_or_else(|| {
+            let max = Family::of(&addr).host_prefix();
+            ParseError::new(
                 "network",
                 format!("{addr}/{prefix}"),
                 format!("prefix must be 1..={max}"),
-            ));
-        }
-        let addr = match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX << (32 - u32::from(prefix));
-                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX << (128 - u32::from(prefix));
-                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
-            }
-        };
-        Ok(Self { addr, prefix })
+            )
+        })?;
+        Ok(Self {
+            addr: net.trunc().addr(),
+            prefix,
+        })
     }
 
     /// A single host as a network (/32 or /128).
@@ -134,7 +126,17 @@ impl ProtoPort {
         if proto == 0 {
             return Err(ParseError::new("protocol", "0", "ipset rejects protocol 0"));
         }
-        if port != 0 && !(has_ports(proto) || is_icmp(proto)) {
+        // `ip_set_proto_with_ports` in the kernel, or ICMP's type/code.
+        let ports = matches!(
+            proto,
+            IPPROTO_TCP
+                | IPPROTO_UDP
+                | IPPROTO_SCTP
+                | IPPROTO_UDPLITE
+                | IPPROTO_ICMP
+                | IPPROTO_ICMPV6
+        );
+        if port != 0 && !ports {
             return Err(ParseError::new(
                 "port",
                 port.to_string(),
@@ -154,22 +156,10 @@ impl ProtoPort {
     }
 }
 
-/// `ip_set_proto_with_ports` in the kernel.
-fn has_ports(proto: u8) -> bool {
-    matches!(
-        proto,
-        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
-    )
-}
-
-fn is_icmp(proto: u8) -> bool {
-    proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6
-}
-
 impl fmt::Display for ProtoPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match proto_name(self.proto) {
-            Some(name) => f.write_str(name)?,
+        match PROTO_NAMES.iter().find(|(n, _)| *n == self.proto) {
+            Some((_, name)) => f.write_str(name)?,
             None => write!(f, "{}", self.proto)?,
         }
         let [ty, code] = self.port.to_be_bytes();
@@ -195,7 +185,10 @@ impl FromStr for ProtoPort {
         };
         let proto = match p {
             "icmpv6" => IPPROTO_ICMPV6,
-            _ => proto_number(p)
+            _ => PROTO_NAMES
+                .iter()
+                .find(|(_, n)| *n == p)
+                .map(|(num, _)| *num)
                 .or_else(|| p.parse().ok())
                 .ok_or_else(|| ParseError::new("protocol", p, "unknown protocol"))?,
         };
@@ -617,20 +610,6 @@ const PROTO_NAMES: &[(u8, &str)] = &[
     (142, "rohc"),
     (143, "ethernet"),
 ];
-
-fn proto_name(proto: u8) -> Option<&'static str> {
-    PROTO_NAMES
-        .iter()
-        .find(|(n, _)| *n == proto)
-        .map(|(_, name)| *name)
-}
-
-fn proto_number(name: &str) -> Option<u8> {
-    PROTO_NAMES
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(num, _)| *num)
-}
 
 #[cfg(test)]
 mod tests {

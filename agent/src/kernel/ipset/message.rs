@@ -10,17 +10,15 @@ use std::{net::IpAddr, ops::Range};
 
 use super::{
     consts::{
-        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr, AF_INET,
+        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr,
         IPSET_PROTOCOL, NFNETLINK_V0, NFNL_SUBSYS_IPSET,
     },
     member::{Comment, Counters, Element, Entry, Net, ProtoPort},
-    types::{
-        from_nfproto, nfproto, parse_set_type, CreateSet, IpSet, SetHeader, SetName, SetStats,
-    },
+    types::{parse_set_type, CreateSet, IpSet, SetHeader, SetName, SetStats},
 };
 use crate::desired::{Family, SetType};
 use crate::kernel::netlink::{
-    finish,
+    af, family_of, finish,
     frame::{
         FAMILY_HDRLEN, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
     },
@@ -31,8 +29,9 @@ use crate::kernel::netlink::{
 /// Starts a message: header with a placeholder length, nfgenmsg, protocol.
 fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize {
     let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(command));
-    let start =
-        crate::kernel::netlink::begin(buf, ty, nl_flags, seq, [AF_INET, NFNETLINK_V0, 0, 0]);
+    // nfgenmsg: AF_INET as libipset sends it (the ipset core ignores it).
+    let nfgen = [af(Family::V4), NFNETLINK_V0, 0, 0];
+    let start = crate::kernel::netlink::begin(buf, ty, nl_flags, seq, nfgen);
     Writer::new(buf).put_u8(IpsetAttr::Protocol, IPSET_PROTOCOL);
     start
 }
@@ -60,7 +59,7 @@ pub(super) fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8
     w.put_str(IpsetAttr::Setname, spec.name.as_str());
     w.put_str(IpsetAttr::Typename, spec.set_type.name());
     w.put_u8(IpsetAttr::Revision, revision);
-    w.put_u8(IpsetAttr::Family, nfproto(spec.family));
+    w.put_u8(IpsetAttr::Family, af(spec.family));
     let nest = w.nest_start(IpsetAttr::Data);
     if let Some(t) = spec.timeout {
         w.put_be32(HeaderAttr::Timeout, t);
@@ -112,7 +111,7 @@ pub(super) fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family:
     let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
     let mut w = Writer::new(buf);
     w.put_str(IpsetAttr::Typename, set_type.name());
-    w.put_u8(IpsetAttr::Family, nfproto(family));
+    w.put_u8(IpsetAttr::Family, af(family));
     finish(buf, start);
 }
 
@@ -419,7 +418,7 @@ impl ListDecoder {
     ) -> Result<(), String> {
         let set_type = parse_set_type(typename).map_err(|_| "type not supported".to_owned())?;
         let fam = family
-            .and_then(from_nfproto)
+            .and_then(|f| family_of(f.into()))
             .ok_or_else(|| format!("family {family:?} not supported"))?;
         let name = SetName::new(name).map_err(|e| e.to_string())?;
         let (header, mut stats) =

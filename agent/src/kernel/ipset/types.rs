@@ -4,10 +4,7 @@
 
 use std::{fmt, str::FromStr};
 
-use super::{
-    consts::{IPSET_MAXNAMELEN, NFPROTO_IPV4, NFPROTO_IPV6},
-    member::Element,
-};
+use super::{consts::IPSET_MAXNAMELEN, member::Element};
 use crate::desired::{Family, SetType};
 
 /// A string that is not a valid ipset value.
@@ -112,22 +109,6 @@ fn parse_family(s: &str) -> Result<Family, ParseError> {
         "inet" => Ok(Family::V4),
         "inet6" => Ok(Family::V6),
         _ => Err(ParseError::new("family", s, "expected inet or inet6")),
-    }
-}
-
-/// The family's `NFPROTO_*` number (IPSET_ATTR_FAMILY).
-pub(crate) fn nfproto(family: Family) -> u8 {
-    match family {
-        Family::V4 => NFPROTO_IPV4,
-        Family::V6 => NFPROTO_IPV6,
-    }
-}
-
-pub(crate) fn from_nfproto(v: u8) -> Option<Family> {
-    match v {
-        NFPROTO_IPV4 => Some(Family::V4),
-        NFPROTO_IPV6 => Some(Family::V6),
-        _ => None,
     }
 }
 

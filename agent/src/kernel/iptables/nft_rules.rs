@@ -13,15 +13,13 @@ use std::io;
 use super::generation::{nfnetlink, NFNL_SUBSYS_NFTABLES};
 use crate::desired::{Family, Table};
 use crate::kernel::netlink::{
-    begin, finish,
+    af, begin, finish,
     frame::{NLM_F_DUMP, NLM_F_REQUEST},
     Attr, Attrs, Writer,
 };
 
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWRULE: u16 = 6;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
 
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
@@ -76,10 +74,6 @@ fn dump(family: Family, table: Table, out: &mut Vec<(String, u64)>) -> io::Resul
 
 fn request(family: Family, table: Table, seq: u32) -> Vec<u8> {
     let mut msg = Vec::new();
-    let nfproto = match family {
-        Family::V4 => NFPROTO_IPV4,
-        Family::V6 => NFPROTO_IPV6,
-    };
     let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
     // nfgenmsg: the family, NFNETLINK_V0, resource id 0.
     let start = begin(
@@ -87,7 +81,7 @@ fn request(family: Family, table: Table, seq: u32) -> Vec<u8> {
         ty,
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
-        [nfproto, 0, 0, 0],
+        [af(family), 0, 0, 0],
     );
     Writer::new(&mut msg).put_str(NFTA_RULE_TABLE, &table.to_string());
     finish(&mut msg, start);

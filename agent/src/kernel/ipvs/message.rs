@@ -22,7 +22,7 @@ use super::{
 };
 use crate::desired::{Family, Protocol};
 use crate::kernel::netlink::{
-    begin, finish,
+    af, begin, family_of, finish,
     frame::{GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
     Attr, AttrTable, DecodeError, Writer,
 };
@@ -154,17 +154,6 @@ pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
     finish(out, start);
 }
 
-/// Address families as the kernel numbers them (linux/socket.h).
-const AF_INET: u16 = libc::AF_INET as u16;
-const AF_INET6: u16 = libc::AF_INET6 as u16;
-
-fn af(family: Family) -> u16 {
-    match family {
-        Family::V4 => AF_INET,
-        Family::V6 => AF_INET6,
-    }
-}
-
 /// `union nf_inet_addr`: 16 bytes, IPv4 in the first 4, the rest zero.
 fn inet_addr(addr: &IpAddr) -> [u8; 16] {
     match addr {
@@ -181,7 +170,7 @@ fn inet_addr(addr: &IpAddr) -> [u8; 16] {
 /// given (add and edit need them all: the kernel refuses a partial one).
 fn service_attr(w: &mut Writer<'_>, key: &ServiceKey, full: Option<&Service>) {
     let nest = w.nest_start(CmdAttr::Service);
-    w.put_u16(SvcAttr::Af, af(key.family()));
+    w.put_u16(SvcAttr::Af, af(key.family()).into());
     match key {
         ServiceKey::Fwmark { mark, .. } => w.put_u32(SvcAttr::Fwmark, *mark),
         ServiceKey::Addr {
@@ -243,7 +232,7 @@ fn dest_attr(w: &mut Writer<'_>, key: DestinationKey, full: Option<&Destination>
         w.put_u32(DestAttr::LThresh, d.lower_threshold);
     }
     // Explicit, since a destination's family may differ from its service's.
-    w.put_u16(DestAttr::AddrFamily, af(Family::of(&key.addr)));
+    w.put_u16(DestAttr::AddrFamily, af(Family::of(&key.addr)).into());
     w.nest_end(nest);
 }
 
@@ -258,14 +247,11 @@ fn counter(a: Attr<'_>) -> Result<u64, DecodeError> {
 }
 
 fn family_from(a: Attr<'_>, what: &'static str) -> Result<Family, DecodeError> {
-    match a.u16()? {
-        AF_INET => Ok(Family::V4),
-        AF_INET6 => Ok(Family::V6),
-        other => Err(DecodeError::Value {
-            what,
-            value: u64::from(other),
-        }),
-    }
+    let n = a.u16()?;
+    family_of(n).ok_or(DecodeError::Value {
+        what,
+        value: u64::from(n),
+    })
 }
 
 fn addr_from(family: Family, a: Attr<'_>) -> Result<IpAddr, DecodeError> {
@@ -307,7 +293,8 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
         value: sched.len() as u64,
     })?;
     // `struct ip_vs_flags`: the kernel sends the flags and a full mask.
-    let flags = ServiceFlagBits::from_bits(svc.need(SvcAttr::Flags, "service flags")?.u32()?);
+    let flags =
+        ServiceFlagBits::from_bits_retain(svc.need(SvcAttr::Flags, "service flags")?.u32()?);
     let mask = svc.need(SvcAttr::Netmask, "service netmask")?;
     let netmask = match family {
         Family::V4 => Netmask::V4(Ipv4Addr::from(mask.array::<4>()?)),

@@ -151,26 +151,30 @@ impl fmt::Display for Scheduler {
     }
 }
 
-/// `IP_VS_SVC_F_*` bits of a service, as the kernel holds them (with its
-/// own bookkeeping bits). Desired state says what it wants with
-/// [`ServiceFlags`], which converts into these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct ServiceFlagBits(u32);
+bitflags::bitflags! {
+    /// `IP_VS_SVC_F_*` bits of a service, as the kernel holds them (with its
+    /// own bookkeeping bits). Desired state says what it wants with
+    /// [`ServiceFlags`], which converts into these.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct ServiceFlagBits: u32 {
+        /// Clients stick to one destination for `Service::timeout` seconds.
+        const PERSISTENT = 0x0001;
+        /// Kernel bookkeeping: set on every service it holds. Ignored when sent.
+        const HASHED = 0x0002;
+        /// One-packet scheduling (UDP): no connection entry is kept.
+        const ONE_PACKET = 0x0004;
+        /// Scheduler flag 1 (sh/mh: fall back to another destination).
+        const SCHED1 = 0x0008;
+        /// Scheduler flag 2 (sh/mh: hash the source port too).
+        const SCHED2 = 0x0010;
+        /// Scheduler flag 3.
+        const SCHED3 = 0x0020;
+        // Bits a newer kernel may add are kept, and named in hex.
+        const _ = !0;
+    }
+}
 
 impl ServiceFlagBits {
-    /// Clients stick to one destination for `Service::timeout` seconds.
-    pub const PERSISTENT: Self = Self(0x0001);
-    /// Kernel bookkeeping: set on every service it holds. Ignored when sent.
-    pub const HASHED: Self = Self(0x0002);
-    /// One-packet scheduling (UDP): no connection entry is kept.
-    pub const ONE_PACKET: Self = Self(0x0004);
-    /// Scheduler flag 1 (sh/mh: fall back to another destination).
-    pub const SCHED1: Self = Self(0x0008);
-    /// Scheduler flag 2 (sh/mh: hash the source port too).
-    pub const SCHED2: Self = Self(0x0010);
-    /// Scheduler flag 3.
-    pub const SCHED3: Self = Self(0x0020);
-
     const NAMES: [(Self, &'static str); 6] = [
         (Self::PERSISTENT, "persistent"),
         (Self::HASHED, "hashed"),
@@ -182,33 +186,21 @@ impl ServiceFlagBits {
         (Self::SCHED3, "flag-3"),
     ];
 
-    pub const fn empty() -> Self {
-        Self(0)
-    }
-    pub const fn from_bits(bits: u32) -> Self {
-        Self(bits)
-    }
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
     /// The bits a caller can set: everything but `HASHED`. Compare desired
     /// and actual services on these.
     pub const fn settable(self) -> Self {
-        Self(self.0 & !Self::HASHED.0)
+        self.difference(Self::HASHED)
     }
 
     /// Names of the known bits, e.g. `["persistent", "hashed"]`; unknown
     /// bits as hex so nothing the kernel holds goes unseen.
     pub fn names(self) -> Vec<String> {
-        let mut left = self.0;
+        let mut left = self.bits();
         let mut out = Vec::new();
         for (bit, name) in Self::NAMES {
-            if left & bit.0 != 0 {
+            if left & bit.bits() != 0 {
                 out.push(name.to_owned());
-                left &= !bit.0;
+                left &= !bit.bits();
             }
         }
         if left != 0 {
@@ -233,19 +225,6 @@ impl From<ServiceFlags> for ServiceFlagBits {
             }
         }
         bits
-    }
-}
-
-impl std::ops::BitOr for ServiceFlagBits {
-    type Output = Self;
-    fn bitor(self, rhs: Self) -> Self {
-        Self(self.0 | rhs.0)
-    }
-}
-
-impl std::ops::BitOrAssign for ServiceFlagBits {
-    fn bitor_assign(&mut self, rhs: Self) {
-        self.0 |= rhs.0;
     }
 }
 
@@ -571,9 +550,9 @@ mod tests {
     fn flag_names() {
         let f = ServiceFlagBits::PERSISTENT
             | ServiceFlagBits::HASHED
-            | ServiceFlagBits::from_bits(0x400);
+            | ServiceFlagBits::from_bits_retain(0x400);
         assert_eq!(f.names(), ["persistent", "hashed", "0x400"]);
-        assert_eq!(f.settable(), ServiceFlagBits::from_bits(0x401));
+        assert_eq!(f.settable(), ServiceFlagBits::from_bits_retain(0x401));
     }
 
     #[test]

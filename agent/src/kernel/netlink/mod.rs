@@ -13,6 +13,8 @@
 //! the test VM, and its header parser subtracts lengths unchecked. neli
 //! still provides the families' typed enums.
 
+use crate::desired::Family;
+
 mod error;
 pub(crate) mod frame;
 pub(crate) mod nla;
@@ -22,6 +24,22 @@ pub use error::DecodeError;
 pub(crate) use frame::{begin, finish, frames, Frame, Reply};
 pub(crate) use nla::{Attr, AttrTable, Attrs, Writer};
 pub(crate) use socket::{Failure, Options, Refusal, Socket};
+
+/// A family's number on the wire: `AF_INET`/`AF_INET6`, which are also
+/// `NFPROTO_IPV4`/`NFPROTO_IPV6` (IPVS, ipset and nf_tables all use it).
+pub(crate) fn af(family: Family) -> u8 {
+    match family {
+        Family::V4 => libc::AF_INET as u8,
+        Family::V6 => libc::AF_INET6 as u8,
+    }
+}
+
+/// The family whose [`af`] number is `n`.
+pub(crate) fn family_of(n: u16) -> Option<Family> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .find(|f| u16::from(af(*f)) == n)
+}
 
 /// Netlink aligns every message and attribute to 4 bytes (`NLMSG_ALIGN`,
 /// `NLA_ALIGN`).

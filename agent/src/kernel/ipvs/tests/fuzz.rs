@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
+use super::{attrs_of, encoded};
 use crate::desired::{Family, Protocol};
 use crate::kernel::ipvs::{
     message::{
@@ -34,19 +35,6 @@ fn decode_attrs(attrs: &[u8]) {
     let _ = decode_timeouts(attrs);
     let _ = decode_info(attrs);
     let _ = decode_family_id(attrs);
-}
-
-fn encode(req: &Request) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_request(req, 0x1234, 1, &mut out).unwrap();
-    out
-}
-
-fn attrs(msg: &[u8]) -> Vec<u8> {
-    match frames(msg).next().unwrap().unwrap().reply().unwrap() {
-        Reply::Data { attrs, .. } => attrs.to_vec(),
-        other => panic!("{other:?}"),
-    }
 }
 
 fn any_addr() -> impl Strategy<Value = IpAddr> {
@@ -90,7 +78,7 @@ fn any_service() -> impl Strategy<Value = Service> {
                 key,
                 scheduler: Scheduler::new(&sched).unwrap(),
                 // HASHED is never sent, so it cannot come back.
-                flags: ServiceFlagBits::from_bits(flags).settable(),
+                flags: ServiceFlagBits::from_bits_retain(flags).settable(),
                 timeout,
                 netmask,
             }
@@ -142,8 +130,8 @@ proptest! {
         cut in any::<usize>(),
     ) {
         for mut msg in [
-            encode(&Request::AddService(svc.clone())),
-            encode(&Request::AddDestination { service: svc.key, destination: dest }),
+            encoded(&Request::AddService(svc.clone()), 1),
+            encoded(&Request::AddDestination { service: svc.key, destination: dest }, 1),
         ] {
             for (at, byte) in &edits {
                 let i = at % msg.len();
@@ -156,22 +144,22 @@ proptest! {
 
     #[test]
     fn services_round_trip(svc in any_service()) {
-        let msg = encode(&Request::AddService(svc.clone()));
-        prop_assert_eq!(decode_service(&attrs(&msg)).unwrap().service, svc);
+        let msg = encoded(&Request::AddService(svc.clone()), 1);
+        prop_assert_eq!(decode_service(attrs_of(&msg).1).unwrap().service, svc);
     }
 
     #[test]
     fn destinations_round_trip(key in any_key(), dest in any_destination()) {
-        let msg = encode(&Request::EditDestination { service: key, destination: dest });
-        let got = decode_destination(&attrs(&msg), key.family()).unwrap();
+        let msg = encoded(&Request::EditDestination { service: key, destination: dest }, 1);
+        let got = decode_destination(attrs_of(&msg).1, key.family()).unwrap();
         prop_assert_eq!(got.destination, dest);
     }
 
     #[test]
     fn timeouts_round_trip(tcp in any::<u32>(), tcp_fin in any::<u32>(), udp in any::<u32>()) {
         let t = Timeouts { tcp, tcp_fin, udp };
-        let msg = encode(&Request::SetTimeouts(t));
-        prop_assert_eq!(decode_timeouts(&attrs(&msg)).unwrap(), t);
+        let msg = encoded(&Request::SetTimeouts(t), 1);
+        prop_assert_eq!(decode_timeouts(attrs_of(&msg).1).unwrap(), t);
     }
 }
 

@@ -8,8 +8,7 @@
 //! hence the cfg.
 #![cfg(target_endian = "little")]
 
-use std::net::IpAddr;
-
+use super::{attrs_of, encoded, ip, FAMILY};
 use crate::desired::Family;
 use crate::kernel::ipvs::{
     message::{
@@ -20,30 +19,6 @@ use crate::kernel::ipvs::{
     Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
 };
 use crate::kernel::netlink::{frames, Reply};
-
-/// An arbitrary id for the IPVS family (the kernel assigns it at load).
-const FAMILY: u16 = 0x1234;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// The attribute bytes of the one generic netlink message in `buf`.
-fn attrs_of(buf: &[u8]) -> (u8, &[u8]) {
-    let mut it = frames(buf);
-    let frame = it.next().unwrap().unwrap();
-    assert!(it.next().is_none(), "one message expected");
-    match frame.reply().unwrap() {
-        Reply::Data { cmd, attrs } => (cmd, attrs),
-        other => panic!("not a data message: {other:?}"),
-    }
-}
-
-fn encoded(req: &Request, seq: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_request(req, FAMILY, seq, &mut out).unwrap();
-    out
-}
 
 #[rustfmt::skip]
 const ADD_DEST_FWMARK_V6: &[u8] = &[

@@ -12,25 +12,16 @@
 //! place, and ipvsadm's message decodes to our value.
 #![cfg(target_endian = "little")]
 
-use std::net::IpAddr;
-
+use super::{encoded, ip, FAMILY};
 use crate::desired::Family;
 use crate::kernel::ipvs::{
-    message::{
-        decode_destination, decode_service, decode_timeouts, encode_query, encode_request, Query,
-    },
+    message::{decode_destination, decode_service, decode_timeouts, encode_query, Query},
     Destination, DestinationKey, ForwardMethod, Netmask, Request, Scheduler, Service,
     ServiceFlagBits, ServiceKey, Timeouts,
 };
 
-/// An arbitrary id for the IPVS family (the kernel assigns it at load).
-const FAMILY: u16 = 0x1234;
 const NLM_F_REQUEST_ACK: u16 = 0x0005;
 const NLA_F_NESTED: u16 = 0x8000;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 /// A captured message under the header our encoder writes: length,
 /// `FAMILY`, `flags`, `seq`, port id 0 (the kernel fills it in).
@@ -42,12 +33,6 @@ fn message(flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(body);
-    out
-}
-
-fn encoded(req: &Request) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_request(req, FAMILY, 1, &mut out).unwrap();
     out
 }
 
@@ -193,7 +178,7 @@ fn services_are_encoded_as_ipvsadm_encodes_them() {
     let rr = |addr: &str| Service::new(ServiceKey::tcp(ip(addr), 80), Scheduler::round_robin());
     let add = Request::AddService(rr("10.0.0.1"));
     assert_eq!(
-        encoded(&add),
+        encoded(&add, 1),
         message(NLM_F_REQUEST_ACK, 1, ADD_SERVICE_TCP_V4)
     );
     let persistent = Service {
@@ -204,11 +189,14 @@ fn services_are_encoded_as_ipvsadm_encodes_them() {
         ..rr("10.0.0.2")
     };
     assert_eq!(
-        encoded(&Request::AddService(persistent)),
+        encoded(&Request::AddService(persistent), 1),
         message(NLM_F_REQUEST_ACK, 1, ADD_SERVICE_WRR_PERSISTENT)
     );
     let edit = Request::EditService(rr("10.0.0.2"));
-    assert_eq!(encoded(&edit), message(NLM_F_REQUEST_ACK, 1, EDIT_SERVICE));
+    assert_eq!(
+        encoded(&edit, 1),
+        message(NLM_F_REQUEST_ACK, 1, EDIT_SERVICE)
+    );
     // ipvsadm's request carries the layout the kernel's dump answers with.
     let service = decode_service(&ADD_SERVICE_TCP_V4[4..]).unwrap().service;
     assert_eq!(service, rr("10.0.0.1"));
@@ -222,13 +210,13 @@ fn timeouts_and_flush_are_encoded_as_ipvsadm_encodes_them() {
         udp: 300,
     };
     assert_eq!(
-        encoded(&Request::SetTimeouts(t)),
+        encoded(&Request::SetTimeouts(t), 1),
         message(NLM_F_REQUEST_ACK, 1, SET_TIMEOUTS)
     );
     // GET_CONFIG's reply carries the same three attributes.
     assert_eq!(decode_timeouts(&SET_TIMEOUTS[4..]).unwrap(), t);
     assert_eq!(
-        encoded(&Request::Flush),
+        encoded(&Request::Flush, 1),
         message(NLM_F_REQUEST_ACK, 1, FLUSH)
     );
 }
@@ -238,7 +226,7 @@ fn timeouts_and_flush_are_encoded_as_ipvsadm_encodes_them() {
 #[test]
 fn deletes_send_the_keys_ipvsadm_sends() {
     let key = ServiceKey::tcp(ip("10.0.0.2"), 80);
-    assert_subset_of_ipvsadm(&encoded(&Request::DeleteService(key)), DEL_SERVICE);
+    assert_subset_of_ipvsadm(&encoded(&Request::DeleteService(key), 1), DEL_SERVICE);
     let req = Request::DeleteDestination {
         service: ServiceKey::udp(ip("192.168.1.1"), 53),
         destination: DestinationKey {
@@ -246,7 +234,7 @@ fn deletes_send_the_keys_ipvsadm_sends() {
             port: 53,
         },
     };
-    assert_subset_of_ipvsadm(&encoded(&req), DEL_DEST_UDP_V4);
+    assert_subset_of_ipvsadm(&encoded(&req, 1), DEL_DEST_UDP_V4);
 }
 
 /// A destination: the service by its key, the destination's fields as
@@ -262,7 +250,7 @@ fn destinations_are_encoded_with_ipvsadm_attributes() {
         service: ServiceKey::fwmark(Family::V6, 7),
         destination: dest,
     };
-    assert_subset_of_ipvsadm(&encoded(&req), ADD_DEST_FWMARK_V6);
+    assert_subset_of_ipvsadm(&encoded(&req, 1), ADD_DEST_FWMARK_V6);
     let theirs = decode_destination(&ADD_DEST_FWMARK_V6[4..], Family::V6).unwrap();
     assert_eq!(theirs.destination, dest);
 }
