@@ -5,6 +5,7 @@
 //! chain uses any more. Either controller can be switched off.
 
 pub mod board;
+mod cpu;
 pub mod dataplane;
 pub mod driver;
 pub mod policies;
