@@ -8,6 +8,7 @@ pub mod board;
 mod cpu;
 pub mod dataplane;
 pub mod driver;
+mod keep;
 pub mod policies;
 #[cfg(test)]
 mod recording;

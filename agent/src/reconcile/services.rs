@@ -21,6 +21,7 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, IpvsSelection},
+    keep::KeepState,
     schedule::{FullReason, SyncKind},
     ReconcileError, ReconcileReport,
 };
@@ -122,23 +123,8 @@ pub struct ServiceSync<D> {
     /// How long each step of the last sync took.
     steps: Vec<(&'static str, std::time::Duration)>,
     /// When a full sync may keep the table instead of recomputing it.
-    keep: KeepTable,
+    keep: KeepState,
 }
-
-/// A periodic full sync with no change since the last successful sync
-/// keeps the keyed table (the property tests hold it equal to a
-/// recompute) and only reassembles it; every `REBUILD_EVERY`th, any other
-/// full sync (start, relist, after a failure) and any with changes or a
-/// changed node recompute it from the snapshot.
-#[derive(Debug, Default)]
-struct KeepTable {
-    periodic: bool,
-    kept: u32,
-}
-
-/// One full sync in this many recomputes the table even when nothing
-/// changed.
-const REBUILD_EVERY: u32 = 10;
 
 impl<D: Dataplane> ServiceSync<D> {
     pub fn new(dataplane: D, opts: ProxyOptions) -> Self {
@@ -147,13 +133,13 @@ impl<D: Dataplane> ServiceSync<D> {
             table: ServicesView(Arc::new(Mutex::new(ServiceTable::new(opts.services)))),
             applied: false,
             steps: Vec::new(),
-            keep: KeepTable::default(),
+            keep: KeepState::default(),
         }
     }
 
     /// Why the next full sync runs (None: it is partial).
     pub fn set_full_reason(&mut self, reason: Option<FullReason>) {
-        self.keep.periodic = reason == Some(FullReason::Period);
+        self.keep.set_reason(reason);
     }
 
     /// The desired state, for `/state` (assembled when read).
@@ -197,17 +183,13 @@ impl<D: Dataplane> ServiceSync<D> {
             && !changes.node
             && !table.node_changed(snapshot);
         if !partial {
-            let keep = kind == SyncKind::Full
-                && self.keep.periodic
+            let unchanged = kind == SyncKind::Full
                 && self.applied
                 && changes.is_empty()
-                && !table.node_changed(snapshot)
-                && self.keep.kept + 1 < REBUILD_EVERY;
-            if keep {
-                self.keep.kept += 1;
+                && !table.node_changed(snapshot);
+            if self.keep.keep_now(unchanged) {
                 return Prepared::Full(table.assemble());
             }
-            self.keep.kept = 0;
             return Prepared::Full(table.rebuild(snapshot));
         }
         let mut affected = changes.services.clone();

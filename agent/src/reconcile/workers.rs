@@ -199,7 +199,7 @@ impl Worker for PolicyWorker {
     fn sync(
         &mut self,
         kind: SyncKind,
-        _reason: Option<FullReason>,
+        reason: Option<FullReason>,
         changes: &PolicyChanges,
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
@@ -208,6 +208,7 @@ impl Worker for PolicyWorker {
             local_addresses: Vec::new(),
         };
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
+        self.sync.set_full_reason(reason);
         let (state, report) = self.sync.sync(kind, &snapshot, changes)?;
         for p in &state.problems {
             tracing::warn!("{p}");
