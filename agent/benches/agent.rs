@@ -27,6 +27,8 @@
 //!
 //! `IPWARDEN_BENCH_FIRST_ONLY=1` times the first full sync only;
 //! `IPWARDEN_BENCH_NO_RESYNC=1` leaves out the no-op resyncs (50k);
+//! `IPWARDEN_BENCH_NOOP_ONLY=1` the first full sync and the no-op resyncs
+//! (each also by CPU: `ipwarden_sync_cpu_seconds_total`);
 //! `IPWARDEN_BENCH_AGENT_ARGS` adds flags to the agent (e.g.
 //! `--run-firewall=false` to time one controller alone).
 //!
@@ -106,6 +108,9 @@ fn main() {
             "- {n} Services: the agent's CPU from start to ready (self and children) {}",
             secs(f.cpu_at_ready)
         );
+        if !run::first_only() {
+            print_cpu(*n, f);
+        }
     }
     if !run::first_only() {
         println!();
@@ -200,6 +205,19 @@ fn print_row(n: usize, f: &Figures) {
     );
 }
 
+/// Each controller's no-op full resync against its first full sync, by
+/// CPU (its worker thread and the children it waited for).
+fn print_cpu(n: usize, f: &Figures) {
+    for (k, controller) in ["services", "policies"].into_iter().enumerate() {
+        println!(
+            "- {n} Services: {controller}' CPU: first full sync {}, no-op full resync {} ({:.1}%)",
+            ms(f.full_cpu[k]),
+            ms(f.noop_cpu[k]),
+            percent(f.noop_cpu[k], f.full_cpu[k])
+        );
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -214,7 +232,9 @@ fn print_targets(rows: &[(usize, Figures)]) {
     };
     // The goals name 10k Services; a larger size is reported beside them.
     let (big_n, big) = rows.iter().find(|(n, _)| *n == 10_000).unwrap_or(last);
-    for (n, f) in rows.iter().skip(1) {
+    // Without changes (`IPWARDEN_BENCH_NOOP_ONLY`) there is no p99.
+    let changes = if run::noop_only() { &rows[..0] } else { rows };
+    for (n, f) in changes.iter().skip(1) {
         let growth = f.p99.as_secs_f64() / small.p99.as_secs_f64().max(1e-9);
         println!(
             "- target change p99 at {n} within 1.5x of {small_n} Services: {} vs {}, {growth:.2}x ({})",
@@ -223,7 +243,7 @@ fn print_targets(rows: &[(usize, Figures)]) {
             verdict(growth <= 1.5)
         );
     }
-    if let Some((n, f)) = rows.iter().find(|(n, _)| *n == 10_000) {
+    if let Some((n, f)) = changes.iter().find(|(n, _)| *n == 10_000) {
         println!(
             "- target change p99 at {n} Services <= 100 ms: {} ({})",
             ms(f.p99),
@@ -244,6 +264,13 @@ fn print_targets(rows: &[(usize, Figures)]) {
         percent(big.noop_services, big.full_services),
         percent(big.noop_policies, big.full_policies),
             verdict(noop <= 5.0)
+        );
+        let cpu = |k: usize| percent(big.noop_cpu[k], big.full_cpu[k]);
+        println!(
+            "- target no-op full resync <= 5% of a full sync's CPU at {big_n}: services {:.1}%, policies {:.1}% ({})",
+            cpu(0),
+            cpu(1),
+            verdict(cpu(0).max(cpu(1)) <= 5.0)
         );
     }
     println!(

@@ -5,8 +5,10 @@
 //! chain uses any more. Either controller can be switched off.
 
 pub mod board;
+mod cpu;
 pub mod dataplane;
 pub mod driver;
+mod keep;
 pub mod policies;
 #[cfg(test)]
 mod recording;

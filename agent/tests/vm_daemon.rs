@@ -106,6 +106,34 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
     wait_until("IPVS repaired after ipvsadm -C", VM_WAIT, || {
         ipvs(&lab) == programmed
     });
+    // A destination deleted or reweighted, and a service of nobody's on
+    // our VIP: the full sync reads IPVS from /proc/net/ip_vs (and the
+    // routes only because of the stray), and puts back what it programmed.
+    let vs = "203.0.113.10:80";
+    let listed = lab.node.output("ipvsadm", &["-Ln", "-t", vs]).unwrap();
+    let reals: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-> "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|r| !r.starts_with("Remote"))
+        .collect();
+    assert!(!reals.is_empty(), "{listed}");
+    lab.node
+        .output("ipvsadm", &["-d", "-t", vs, "-r", reals[0]])
+        .unwrap();
+    if let Some(real) = reals.get(1) {
+        lab.node
+            .output("ipvsadm", &["-e", "-t", vs, "-r", real, "-m", "-w", "9"])
+            .unwrap();
+    }
+    lab.node
+        .output("ipvsadm", &["-A", "-t", "203.0.113.10:81", "-s", "rr"])
+        .unwrap();
+    wait_until(
+        "IPVS repaired after a destination and a stray",
+        VM_WAIT,
+        || ipvs(&lab) == programmed,
+    );
     lab.node
         .output(
             "ipset",

@@ -693,6 +693,65 @@ fn vm_cli_prints_the_table() {
     );
 }
 
+/// The shape of a read: services by key (HASHED dropped), destinations by key.
+fn shaped(read: Vec<ipwarden::kernel::ipvs::VirtualServer>) -> Table {
+    read.into_iter()
+        .map(|vs| {
+            let mut s = vs.entry.service;
+            s.flags = s.flags.settable();
+            let dests = vs
+                .destinations
+                .into_iter()
+                .map(|d| (d.destination.key(), d.destination))
+                .collect();
+            (s.key, (s, dests))
+        })
+        .collect()
+}
+
+/// The cheap full read (`/proc/net/ip_vs`, netlink for the desired
+/// services it cannot show entirely) gives the plan what the netlink read
+/// gives; and `/proc` alone agrees with netlink on every service it
+/// claims to show entirely.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_the_cheap_read_sees_what_netlink_sees() {
+    use ipwarden::kernel::ipvs::readback;
+    let ns = NetNs::new("ipw-ipvs").unwrap();
+    let mut ipvs = client(&ns);
+    let want = variety();
+    run_all(&mut ipvs, &requests_for(&want));
+    let netlink = ours(&mut ipvs);
+    let cheap = ns
+        .run(|| readback::read_for_plan(&mut ipvs, &want))
+        .unwrap()
+        .unwrap();
+    assert_eq!(shaped(cheap), netlink);
+    let proc_only = shaped(ns.run(readback::read_proc).unwrap().unwrap());
+    let shown: Vec<_> = want
+        .iter()
+        .filter(|(s, d)| readback::proc_shows(s, d))
+        .map(|(s, _)| s.key)
+        .collect();
+    assert_eq!(shown.len(), 1, "the variety's plain IPv4 service");
+    for key in shown {
+        assert_eq!(proc_only.get(&key), netlink.get(&key), "{key}");
+    }
+    // A scheduler flag somebody set on a service that wants none: /proc
+    // cannot show it (the periodic deep read repairs it).
+    let key = ServiceKey::udp(ip("10.0.0.4"), 4789);
+    let (mut flagged, _) = netlink[&key].clone();
+    flagged.flags |= ServiceFlagBits::SCHED1;
+    ipvs.execute(&Request::EditService(flagged.clone()))
+        .unwrap();
+    let proc_after = shaped(ns.run(readback::read_proc).unwrap().unwrap());
+    assert_eq!(proc_after[&key].0.flags, netlink[&key].0.flags);
+    assert!(ours(&mut ipvs)[&key]
+        .0
+        .flags
+        .contains(ServiceFlagBits::SCHED1));
+}
+
 /// Header lines, then each service line with its sorted destination lines,
 /// the services sorted.
 fn blocks(listing: &str) -> (Vec<String>, Vec<Vec<String>>) {

@@ -28,6 +28,11 @@ pub struct Figures {
     pub partial_mean: Duration,
     pub noop_services: Duration,
     pub noop_policies: Duration,
+    /// CPU (worker thread and its children) of each controller's first
+    /// full sync, services then policies.
+    pub full_cpu: [Duration; 2],
+    /// CPU of one no-op full resync (median), services then policies.
+    pub noop_cpu: [Duration; 2],
     pub peak_rss_kib: u64,
     /// The agent's CPU time (self and children) from start to ready.
     pub cpu_at_ready: Duration,
@@ -45,7 +50,7 @@ pub struct Figures {
 /// metrics): the server's write to the dispatcher noting it (watch, decode,
 /// store), the note to the sync's start (debounce, a sync under way), and
 /// the sync.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ChangeTiming {
     pub total: Duration,
     pub to_noted: Duration,
@@ -94,6 +99,12 @@ pub fn first_only() -> bool {
 /// resyncs (at 50k Services they take longer than the rest together).
 fn no_resync() -> bool {
     std::env::var("IPWARDEN_BENCH_NO_RESYNC").is_ok_and(|v| v == "1")
+}
+
+/// `IPWARDEN_BENCH_NOOP_ONLY=1`: the first full sync and the no-op
+/// resyncs, no changes.
+pub fn noop_only() -> bool {
+    std::env::var("IPWARDEN_BENCH_NOOP_ONLY").is_ok_and(|v| v == "1")
 }
 
 fn agent(lab: &Lab, kube: &Kube, flags: &[&str]) -> AgentProcess {
@@ -191,23 +202,36 @@ impl SizeRun {
         if first_only() {
             return self.first_sync_only(&lab, first, ready, cpu_at_ready, full_steps);
         }
-        let (full_services, full_policies, changes) = lab
+        let (full_services, full_policies, full_cpu, changes) = lab
             .node
             .run(|| {
                 let s = scrape();
                 // The mean, should a relist have brought a second one.
-                let full = |c| {
-                    Duration::from_secs_f64(s.sync_seconds(c, "full") / s.syncs(c, "full").max(1.0))
+                let mean =
+                    |total: f64, c| Duration::from_secs_f64(total / s.syncs(c, "full").max(1.0));
+                let full = |c| mean(s.sync_seconds(c, "full"), c);
+                let cpu = |c| mean(s.sync_cpu(c, "full"), c);
+                let changes = if noop_only() {
+                    (vec![ChangeTiming::default()], Duration::ZERO)
+                } else {
+                    self.changes_latency(&kube, &cluster, &mut external)
                 };
-                let changes = self.changes_latency(&kube, &cluster, &mut external);
-                (full("services"), full("policies"), changes)
+                (
+                    full("services"),
+                    full("policies"),
+                    [cpu("services"), cpu("policies")],
+                    changes,
+                )
             })
             .expect("node namespace");
         let mut peak = peak_rss_kib(first.pid());
-        let steps = lab
-            .node
-            .run(|| self.step_breakdown(&kube, &cluster, &mut external))
-            .expect("node namespace");
+        let steps = if noop_only() {
+            Vec::new()
+        } else {
+            lab.node
+                .run(|| self.step_breakdown(&kube, &cluster, &mut external))
+                .expect("node namespace")
+        };
         first.terminate().expect("SIGTERM");
         eprintln!("agent bench: ready in {ready:?}; timing no-op full resyncs");
 
@@ -215,6 +239,7 @@ impl SizeRun {
         // apply, at least 3 s), the other's an hour: the two would share
         // the xtables lock and the CPUs, and each would time the other.
         let mut noop = [Duration::ZERO; 2];
+        let mut noop_cpu = [Duration::ZERO; 2];
         let mut noop_steps = Vec::new();
         let resynced = [("services", full_services), ("policies", full_policies)];
         let resynced = if no_resync() {
@@ -240,10 +265,14 @@ impl SizeRun {
             ];
             let mut again = agent(&lab, &kube, &periodic);
             again.wait_ready(READY_WITHIN).expect("restart full sync");
-            noop[k] = lab
+            (noop[k], noop_cpu[k]) = lab
                 .node
                 .run(|| noop_full_sync(controller, READY_WITHIN))
                 .expect("node namespace");
+            eprintln!(
+                "agent bench: {controller} no-op full resync {:?}, CPU {:?}",
+                noop[k], noop_cpu[k]
+            );
             if controller == "services" {
                 noop_steps = lab
                     .node
@@ -268,6 +297,8 @@ impl SizeRun {
             partial_mean,
             noop_services: noop[0],
             noop_policies: noop[1],
+            full_cpu,
+            noop_cpu,
             peak_rss_kib: peak,
             cpu_at_ready,
             full_steps,
@@ -308,6 +339,8 @@ impl SizeRun {
             partial_mean: Duration::ZERO,
             noop_services: Duration::ZERO,
             noop_policies: Duration::ZERO,
+            full_cpu: [Duration::ZERO; 2],
+            noop_cpu: [Duration::ZERO; 2],
             peak_rss_kib,
             cpu_at_ready,
             full_steps,
@@ -427,11 +460,12 @@ fn confirm_in_ipvs(i: usize, external: bool) {
     );
 }
 
-/// The median duration of `NOOP_SYNCS` periodic full syncs of
-/// `controller`, after the first (the restart's). Runs inside the node
-/// namespace.
-fn noop_full_sync(controller: &str, within: Duration) -> Duration {
+/// The median duration and the median CPU of `NOOP_SYNCS` periodic full
+/// syncs of `controller`, after the first (the restart's). Runs inside
+/// the node namespace.
+fn noop_full_sync(controller: &str, within: Duration) -> (Duration, Duration) {
     let mut durations = Vec::new();
+    let mut cpus = Vec::new();
     let mut last = scrape();
     while durations.len() < NOOP_SYNCS {
         let next = poll("a periodic full sync", within, || {
@@ -440,9 +474,12 @@ fn noop_full_sync(controller: &str, within: Duration) -> Duration {
         });
         let count = next.syncs(controller, "full") - last.syncs(controller, "full");
         let seconds = next.sync_seconds(controller, "full") - last.sync_seconds(controller, "full");
+        let cpu = next.sync_cpu(controller, "full") - last.sync_cpu(controller, "full");
         durations.push(Duration::from_secs_f64(seconds / count));
+        cpus.push(Duration::from_secs_f64(cpu / count));
         last = next;
     }
     durations.sort();
-    durations[durations.len() / 2]
+    cpus.sort();
+    (durations[durations.len() / 2], cpus[cpus.len() / 2])
 }

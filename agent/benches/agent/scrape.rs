@@ -86,6 +86,15 @@ impl Scrape {
         )
     }
 
+    /// CPU seconds of `controller`'s successful syncs of `kind` (its
+    /// worker thread and the children it waited for).
+    pub fn sync_cpu(&self, controller: &str, kind: &str) -> f64 {
+        self.get(
+            "ipwarden_sync_cpu_seconds_total",
+            &[("controller", controller), ("kind", kind)],
+        )
+    }
+
     /// When `controller` last synced successfully (Unix seconds).
     pub fn last_synced(&self, controller: &str) -> f64 {
         self.get(

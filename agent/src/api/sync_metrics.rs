@@ -54,6 +54,7 @@ struct Standing {
 #[derive(Clone)]
 pub struct SyncMetrics {
     durations: Family<SyncLabel, Histogram>,
+    cpu: Family<SyncLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     syncs: Family<ResultLabel, Counter>,
     last_queued: Family<ControllerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     last_synced: Family<ControllerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -86,6 +87,7 @@ impl SyncMetrics {
                     0.001, 2.0, 15,
                 ))
             }),
+            cpu: Family::default(),
             syncs: Family::default(),
             last_queued: Family::default(),
             last_synced: Family::default(),
@@ -103,6 +105,11 @@ impl SyncMetrics {
             "sync_duration_seconds",
             "Duration of a controller's sync, by kind (full or partial)",
             m.durations.clone(),
+        );
+        r.register(
+            "sync_cpu_seconds",
+            "CPU of a controller's syncs (its thread and the children it waited for), by kind",
+            m.cpu.clone(),
         );
         r.register(
             "syncs",
@@ -201,6 +208,12 @@ impl SyncObserver for SyncMetrics {
                 kind: kind_label.into(),
             })
             .observe(duration.as_secs_f64());
+        self.cpu
+            .get_or_create(&SyncLabel {
+                controller: controller.into(),
+                kind: kind_label.into(),
+            })
+            .inc_by(done.cpu.as_secs_f64());
         self.last_synced
             .get_or_create(&ControllerLabel {
                 controller: controller.into(),

@@ -15,7 +15,7 @@ use crate::{
     },
     kernel::{
         iptables::{self, Changes},
-        ipvs::IpvsClient,
+        ipvs::{readback, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
         sysctl,
@@ -124,6 +124,37 @@ pub struct RealDataplane {
     /// The dummy's index as the last full sync found it: a partial sync
     /// writes its VIPs' routes there without listing the links.
     vip_index: Option<u32>,
+    /// Which full syncs read IPVS fully by netlink.
+    full_reads: FullReads,
+}
+
+/// A full sync reads IPVS cheaply (`/proc/net/ip_vs`, netlink only for
+/// what it cannot show: `kernel::ipvs::readback`), except the first, every
+/// `DEEP_READ_EVERY`th, and the one after a failed sync: those read every
+/// field by netlink, so drift the cheap read cannot see (a scheduler flag
+/// or threshold set on a service of ours) is still repaired.
+#[derive(Debug, Default)]
+struct FullReads {
+    /// Cheap full syncs since the last deep one; None: the next is deep.
+    cheap_since_deep: Option<u32>,
+}
+
+/// One full sync in this many reads IPVS entirely by netlink.
+const DEEP_READ_EVERY: u32 = 10;
+
+impl FullReads {
+    fn deep_now(&self) -> bool {
+        self.cheap_since_deep
+            .is_none_or(|n| n + 1 >= DEEP_READ_EVERY)
+    }
+
+    fn done(&mut self, deep: bool, ok: bool) {
+        self.cheap_since_deep = match (ok, deep) {
+            (false, _) => None,
+            (true, true) => Some(0),
+            (true, false) => self.cheap_since_deep.map(|n| n + 1),
+        };
+    }
 }
 
 impl RealDataplane {
@@ -138,6 +169,7 @@ impl RealDataplane {
             health: None,
             watch: Mutex::new(None),
             vip_index: None,
+            full_reads: FullReads::default(),
         })
     }
 
@@ -183,7 +215,6 @@ impl RealDataplane {
     pub fn store(&self) -> &SetStore {
         &self.store
     }
-
     /// Whether the links changed since the last look (always, without
     /// the watch): the tc attachments follow them.
     fn links_changed(&self) -> bool {
@@ -201,27 +232,29 @@ impl RealDataplane {
         self.vip_index = Some(index);
         Ok((index, created))
     }
+}
 
-    fn scope(
-        &self,
-        vips: &BTreeSet<IpAddr>,
-        node_ips: &[IpAddr],
-    ) -> Result<IpvsScope, ReconcileError> {
-        // Ours: services on the VIPs of our dummy interface (now or about
-        // to be) and NodePorts on the node's addresses.
-        let mut owned = vips.clone();
-        owned.extend(self.link.vips(names::DUMMY_INTERFACE)?);
-        // NodePorts on any address of the node are ours, not only on those
-        // listened on now: turning --nodeport-bindon-all-ip off removes
-        // the ones on the other addresses.
-        let mut node_addrs: BTreeSet<IpAddr> = node_ips.iter().copied().collect();
-        node_addrs.extend(self.link.local_addresses(names::DUMMY_INTERFACE)?);
-        Ok(IpvsScope {
-            vips: owned,
-            node_ips: node_addrs.into_iter().collect(),
-            node_port_range: self.node_port_range,
-        })
-    }
+/// Which kernel services a full sync may delete: those on the VIPs of our
+/// dummy interface (now or about to be) and NodePorts on the node's
+/// addresses.
+fn full_scope(
+    link: &LinkClient,
+    vips: &BTreeSet<IpAddr>,
+    node_ips: &[IpAddr],
+    node_port_range: (u16, u16),
+) -> Result<IpvsScope, ReconcileError> {
+    let mut owned = vips.clone();
+    owned.extend(link.vips(names::DUMMY_INTERFACE)?);
+    // NodePorts on any address of the node are ours, not only on those
+    // listened on now: turning --nodeport-bindon-all-ip off removes the
+    // ones on the other addresses.
+    let mut node_addrs: BTreeSet<IpAddr> = node_ips.iter().copied().collect();
+    node_addrs.extend(link.local_addresses(names::DUMMY_INTERFACE)?);
+    Ok(IpvsScope {
+        vips: owned,
+        node_ips: node_addrs.into_iter().collect(),
+        node_port_range,
+    })
 }
 
 impl Dataplane for RealDataplane {
@@ -261,15 +294,6 @@ impl Dataplane for RealDataplane {
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
     ) -> Result<IpvsReport, ReconcileError> {
-        let scope = match selection {
-            IpvsSelection::All => self.scope(vips, node_ips)?,
-            // The caller names every VIP the selected keys can be on.
-            IpvsSelection::Keys(_) => IpvsScope {
-                vips: vips.clone(),
-                node_ips: node_ips.iter().copied().collect(),
-                node_port_range: self.node_port_range,
-            },
-        };
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Ok(IpvsReport::default());
         };
@@ -278,14 +302,38 @@ impl Dataplane for RealDataplane {
             .iter()
             .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
             .collect();
-        match selection {
-            IpvsSelection::All => ipvs_sync::sync(ipvs, &kernel, &scope),
+        let result = match selection {
+            IpvsSelection::All => {
+                let deep = self.full_reads.deep_now();
+                let read = if deep {
+                    ipvs.list()
+                } else {
+                    readback::read_for_plan(ipvs, &kernel)
+                };
+                let actual = read.map_err(|e| ReconcileError::Ipvs(vec![e]))?;
+                // Reading the node's routes and addresses is for deciding
+                // on services we do not want: a no-op sync has none.
+                let scope = if ipvs_sync::has_strays(&kernel, &actual) {
+                    full_scope(&self.link, vips, node_ips, self.node_port_range)?
+                } else {
+                    IpvsScope::default()
+                };
+                let result = ipvs_sync::apply_plan(ipvs, &kernel, &actual, &scope);
+                self.full_reads.done(deep, result.is_ok());
+                result
+            }
             IpvsSelection::Keys(keys) => {
+                // The caller names every VIP the selected keys can be on.
+                let scope = IpvsScope {
+                    vips: vips.clone(),
+                    node_ips: node_ips.iter().copied().collect(),
+                    node_port_range: self.node_port_range,
+                };
                 let keys = keys.iter().map(ipvs_sync::kernel_key).collect();
                 ipvs_sync::sync_keys(ipvs, &kernel, &keys, &scope)
             }
-        }
-        .map_err(ReconcileError::Ipvs)
+        };
+        result.map_err(ReconcileError::Ipvs)
     }
 
     fn sync_addresses(&mut self, vips: &BTreeSet<IpAddr>) -> Result<AddressReport, ReconcileError> {

@@ -41,10 +41,12 @@ pub trait Worker: Send + 'static {
     /// Puts the changes of a failed sync back in front of newer ones.
     fn merge(into: &mut Self::Changes, older: Self::Changes);
 
-    /// One sync against the source's current snapshot.
+    /// One sync against the source's current snapshot; `reason` says why
+    /// a full one runs.
     fn sync(
         &mut self,
         kind: SyncKind,
+        reason: Option<FullReason>,
         changes: &Self::Changes,
         source: &dyn Source,
     ) -> Result<SyncDone, SyncError>;
@@ -62,6 +64,8 @@ pub struct SyncDone {
     pub noop: bool,
     /// What it changed, for the metrics (`run --once` records the same).
     pub counts: SyncCounts,
+    /// CPU of the worker thread and the children it waited for.
+    pub cpu: Duration,
 }
 
 /// What one sync (or `run --once`'s pass) desired and changed: the
@@ -285,7 +289,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One job for a worker thread, with where to send its result.
-type Job<C> = (SyncKind, C, oneshot::Sender<Result<SyncDone, SyncError>>);
+type Job<C> = (
+    SyncKind,
+    Option<FullReason>,
+    C,
+    oneshot::Sender<Result<SyncDone, SyncError>>,
+);
 
 /// Runs `worker` on a thread of its own; jobs arrive on the returned sender.
 fn spawn_worker<W: Worker>(
@@ -297,8 +306,13 @@ fn spawn_worker<W: Worker>(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            for (kind, changes, reply) in rx {
-                let _ = reply.send(worker.sync(kind, &changes, source.as_ref()));
+            for (kind, reason, changes, reply) in rx {
+                let cpu = super::cpu::SyncCpu::start();
+                let mut result = worker.sync(kind, reason, &changes, source.as_ref());
+                if let Ok(done) = &mut result {
+                    done.cpu = cpu.elapsed();
+                }
+                let _ = reply.send(result);
             }
         })
         .expect("spawning a worker thread");
@@ -348,7 +362,7 @@ async fn runner<W: Worker>(worker: W, shared: Arc<Shared<W::Changes>>, ctx: Runn
             observer.overlapped(name);
         }
         let (reply, result) = oneshot::channel();
-        if jobs.send((kind, changes.clone(), reply)).is_err() {
+        if jobs.send((kind, reason, changes.clone(), reply)).is_err() {
             tracing::error!(controller = name, "the worker thread is gone");
             break;
         }

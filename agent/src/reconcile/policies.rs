@@ -21,7 +21,8 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, RealDataplane},
-    schedule::SyncKind,
+    keep::KeepState,
+    schedule::{FullReason, SyncKind},
     ReconcileError,
 };
 
@@ -153,6 +154,9 @@ pub struct PolicySync<D> {
     applied: Option<PolicyIndex>,
     /// The restricted sources that sync published.
     sources: BTreeSet<IpAddr>,
+    /// When a full sync may keep the index instead of comparing every
+    /// object of the snapshot with it.
+    keep: KeepState,
 }
 
 impl<D: Dataplane> PolicySync<D> {
@@ -162,7 +166,13 @@ impl<D: Dataplane> PolicySync<D> {
             opts,
             applied: None,
             sources: BTreeSet::new(),
+            keep: KeepState::default(),
         }
+    }
+
+    /// Why the next full sync runs (None: it is partial).
+    pub fn set_full_reason(&mut self, reason: Option<FullReason>) {
+        self.keep.set_reason(reason);
     }
 
     /// The whole desired state of `snapshot`, computed from scratch (a
@@ -221,7 +231,11 @@ impl<D: Dataplane> PolicySync<D> {
                 Ok((state, report))
             }
             (_, held) => {
-                let index = self.caught_up(held, snapshot);
+                let unchanged = held.is_some() && changes.is_empty();
+                let index = match held {
+                    Some(index) if self.keep.keep_now(unchanged) => index,
+                    held => self.caught_up(held, snapshot),
+                };
                 let state = index.state();
                 self.apply_sets(&state, &mut report)?;
                 self.apply_chains(&state, &mut report)?;

@@ -21,7 +21,8 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, IpvsSelection},
-    schedule::SyncKind,
+    keep::KeepState,
+    schedule::{FullReason, SyncKind},
     ReconcileError, ReconcileReport,
 };
 
@@ -121,6 +122,8 @@ pub struct ServiceSync<D> {
     applied: bool,
     /// How long each step of the last sync took.
     steps: Vec<(&'static str, std::time::Duration)>,
+    /// When a full sync may keep the table instead of recomputing it.
+    keep: KeepState,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -130,7 +133,13 @@ impl<D: Dataplane> ServiceSync<D> {
             table: ServicesView(Arc::new(Mutex::new(ServiceTable::new(opts.services)))),
             applied: false,
             steps: Vec::new(),
+            keep: KeepState::default(),
         }
+    }
+
+    /// Why the next full sync runs (None: it is partial).
+    pub fn set_full_reason(&mut self, reason: Option<FullReason>) {
+        self.keep.set_reason(reason);
     }
 
     /// The desired state, for `/state` (assembled when read).
@@ -154,6 +163,7 @@ impl<D: Dataplane> ServiceSync<D> {
             table: self.table,
             applied: self.applied,
             steps: self.steps,
+            keep: self.keep,
         }
     }
 
@@ -173,6 +183,13 @@ impl<D: Dataplane> ServiceSync<D> {
             && !changes.node
             && !table.node_changed(snapshot);
         if !partial {
+            let unchanged = kind == SyncKind::Full
+                && self.applied
+                && changes.is_empty()
+                && !table.node_changed(snapshot);
+            if self.keep.keep_now(unchanged) {
+                return Prepared::Full(table.assemble());
+            }
             return Prepared::Full(table.rebuild(snapshot));
         }
         let mut affected = changes.services.clone();

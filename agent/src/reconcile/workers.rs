@@ -11,7 +11,7 @@ use super::{
     dataplane::{Dataplane, RealDataplane},
     driver::{SyncDone, SyncError, Worker},
     policies::PolicySync,
-    schedule::SyncKind,
+    schedule::{FullReason, SyncKind},
     services::{ServiceChanges, ServiceSync, Stopwatch},
 };
 use crate::{
@@ -68,6 +68,7 @@ impl Worker for ServiceWorker {
     fn sync(
         &mut self,
         kind: SyncKind,
+        reason: Option<FullReason>,
         changes: &ServiceChanges,
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
@@ -84,6 +85,7 @@ impl Worker for ServiceWorker {
         steps.lap("addresses");
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
         steps.lap("snapshot");
+        self.sync.set_full_reason(reason);
         let report = self.sync.sync(kind, &snapshot, changes)?;
         steps.extend(self.sync.last_steps());
         for p in &report.problems {
@@ -110,6 +112,7 @@ impl Worker for ServiceWorker {
             summary: format!("{}; steps: {}", report.summary(), steps.laps()),
             programming_latencies,
             counts: report.counts(),
+            cpu: Duration::ZERO,
         })
     }
 }
@@ -196,6 +199,7 @@ impl Worker for PolicyWorker {
     fn sync(
         &mut self,
         kind: SyncKind,
+        reason: Option<FullReason>,
         changes: &PolicyChanges,
         source: &dyn crate::cluster::source::Source,
     ) -> Result<SyncDone, SyncError> {
@@ -204,6 +208,7 @@ impl Worker for PolicyWorker {
             local_addresses: Vec::new(),
         };
         let snapshot = source.snapshot(&host).ok_or(SyncError::NotReady)?;
+        self.sync.set_full_reason(reason);
         let (state, report) = self.sync.sync(kind, &snapshot, changes)?;
         for p in &state.problems {
             tracing::warn!("{p}");
@@ -228,6 +233,7 @@ impl Worker for PolicyWorker {
                     (s.executed.members_added + s.executed.members_deleted) as u64
                 }),
             },
+            cpu: Duration::ZERO,
         })
     }
 }

@@ -57,6 +57,7 @@ impl SetStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
+        inner.mirror_current.remove(o.name);
         let desired = inner.desired.entry(o.name).or_default();
         if let Some(d) = deltas.iter().find(|d| !desired.contains_key(&d.set)) {
             return Err(StoreError::NotApplied {

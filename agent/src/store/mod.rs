@@ -144,6 +144,9 @@ struct Inner {
     drift: DriftCounters,
     /// When each piece of drift was first seen (for heal delays).
     drift_seen: BTreeMap<audit::DriftItem, Instant>,
+    /// Owners whose last full apply told the mirror its content, with no
+    /// other apply of theirs since: an unchanged no-op apply skips it.
+    mirror_current: BTreeSet<&'static str>,
 }
 
 /// Shared by every controller; cheap to clone.
@@ -167,6 +170,7 @@ impl SetStore {
                 sources: sources::Sources::default(),
                 drift: DriftCounters::default(),
                 drift_seen: BTreeMap::new(),
+                mirror_current: BTreeSet::new(),
             })),
         }
     }
@@ -219,6 +223,9 @@ impl SetStore {
             s.members = normalise(&s)?;
             wanted.insert(s.name.clone(), s);
         }
+        let mirror_moved = mirrored(&inner.desired[o.name], &o) != mirrored(&wanted, &o)
+            || inner.services[o.name] != services
+            || !inner.mirror_current.remove(o.name);
         inner.desired.insert(o.name, wanted);
         inner.services.insert(o.name, services);
         let executed = sync_owner(inner, &o)?;
@@ -227,15 +234,18 @@ impl SetStore {
         // expected to be left over, not a sign of another writer.
         let verified = executed == Executed::default()
             || plan_for(inner, &o)?.is_empty_but_destroying(&executed.destroy_deferred);
-        if let Some(sink) = inner.mirror.as_mut() {
-            let mirrored: Vec<&SetSpec> = inner.desired[o.name]
-                .values()
-                .filter(|s| o.mirrors(&s.name))
-                .collect();
+        // A no-op apply of unchanged content leaves the mirror as the last
+        // apply left it (the auditor still compares and heals its maps):
+        // rewriting them and the classifier's table is most of a no-op
+        // full sync's `sets` step.
+        let wrote = executed != Executed::default();
+        if let Some(sink) = inner.mirror.as_mut().filter(|_| wrote || mirror_moved) {
+            let mirrored = mirrored(&inner.desired[o.name], &o);
             if !mirrored.is_empty() {
                 sink.mirror(&mirrored, &inner.services[o.name]);
             }
         }
+        inner.mirror_current.insert(o.name);
         Ok(ApplyReport {
             owner: owner.to_string(),
             executed,
@@ -260,6 +270,7 @@ impl SetStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
+        inner.mirror_current.remove(o.name);
         let mut only: BTreeSet<String> = removed.iter().cloned().collect();
         let desired = inner.desired.entry(o.name).or_default();
         for name in removed {
@@ -327,6 +338,14 @@ impl SetStore {
     pub fn drift(&self) -> DriftCounters {
         self.lock().drift.clone()
     }
+}
+
+/// The sets of `desired` that `owner` mirrors.
+fn mirrored<'a>(desired: &'a BTreeMap<String, SetSpec>, owner: &Owner) -> Vec<&'a SetSpec> {
+    desired
+        .values()
+        .filter(|s| owner.mirrors(&s.name))
+        .collect()
 }
 
 /// Members as the kernel will hold them (a network's host bits cleared),

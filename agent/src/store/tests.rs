@@ -303,6 +303,40 @@ fn the_mirror_hears_of_its_sets_only() {
     );
 }
 
+/// A full apply that writes nothing and hands over the content the mirror
+/// last heard of leaves the mirror alone; a write, new content or any
+/// partial apply since makes the next full apply tell it again.
+#[test]
+fn an_unchanged_no_op_apply_leaves_the_mirror_alone() {
+    let kernel = FakeKernel::default();
+    let store = store_on(&kernel);
+    let mirror = RecordingMirror::default();
+    store.set_mirror(Box::new(mirror.clone()));
+    let prt = |a| spec(SVIP_PRT, SetType::HashIpPort, &[port80(a)]);
+    let told = ["mirror ipwarden-svip-prt: 10.96.0.1,tcp:80"];
+    store.apply("services", vec![prt("10.96.0.1")]).unwrap();
+    assert_eq!(mirror.take(), told);
+    store.apply("services", vec![prt("10.96.0.1")]).unwrap();
+    assert_eq!(mirror.take(), Vec::<String>::new(), "nothing moved");
+    let gone = Element::try_from(&port80("10.96.0.1")).unwrap();
+    let name = SetName::new(SVIP_PRT).unwrap();
+    kernel.clone().execute(&Request::del(name, [gone])).unwrap();
+    store.apply("services", vec![prt("10.96.0.1")]).unwrap();
+    assert_eq!(mirror.take(), told, "a member put back");
+    store
+        .apply_changed("services", vec![prt("10.96.0.1")], &[])
+        .unwrap();
+    assert_eq!(mirror.take(), told, "the partial apply's own");
+    store.apply("services", vec![prt("10.96.0.1")]).unwrap();
+    assert_eq!(mirror.take(), told, "a partial apply since");
+    store.apply("services", vec![prt("10.96.0.2")]).unwrap();
+    assert_eq!(
+        mirror.take(),
+        ["mirror ipwarden-svip-prt: 10.96.0.2,tcp:80"],
+        "new content"
+    );
+}
+
 #[test]
 fn drift_waits_out_the_heal_delay_flagged_in_the_mirror_then_is_healed() {
     let kernel = FakeKernel::default();

@@ -36,6 +36,7 @@ mod client;
 mod consts;
 mod error;
 mod message;
+pub mod readback;
 mod request;
 pub mod sync;
 mod types;

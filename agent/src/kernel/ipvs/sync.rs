@@ -215,9 +215,19 @@ pub fn sync_keys(
     apply_plan(client, desired, &actual, scope)
 }
 
+/// Whether `actual` holds a service `desired` does not: only those need
+/// an [`IpvsScope`] (which costs reading the node's routes and addresses)
+/// to decide whether they are ours to delete.
+pub fn has_strays(desired: &[(Service, Vec<Destination>)], actual: &[VirtualServer]) -> bool {
+    let wanted: BTreeSet<ServiceKey> = desired.iter().map(|(s, _)| s.key).collect();
+    actual
+        .iter()
+        .any(|v| !wanted.contains(&v.entry.service.key))
+}
+
 /// Plans `actual` -> `desired` and runs it; every failed request is
 /// returned (the others still ran).
-fn apply_plan(
+pub fn apply_plan(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
     actual: &[VirtualServer],
