@@ -44,14 +44,22 @@ pub struct PolicyReport {
     pub jumps_rewritten: Vec<String>,
     /// Sets destroyed after the chains stopped using them.
     pub sets_destroyed: Vec<String>,
+    /// How long each step of a full sync took ("index 1.2 ms, ..."):
+    /// where the first sync's time goes (BENCHMARKS.md).
+    pub steps: String,
 }
 
 impl PolicyReport {
     /// The policy part of the one-line summary.
     pub fn summary(&self) -> String {
         let sets = self.sets.as_ref().map(|s| &s.executed);
+        let steps = if self.steps.is_empty() {
+            String::new()
+        } else {
+            format!("; steps: {}", self.steps)
+        };
         format!(
-            "; policies: sets +{} -{} members, {} created, {} destroyed; chains written {}, deleted {}",
+            "; policies: sets +{} -{} members, {} created, {} destroyed; chains written {}, deleted {}{steps}",
             sets.map_or(0, |s| s.members_added),
             sets.map_or(0, |s| s.members_deleted),
             sets.map_or(0, |s| s.created.len()),
@@ -221,10 +229,16 @@ impl<D: Dataplane> PolicySync<D> {
                 Ok((state, report))
             }
             (_, held) => {
+                let mut step = super::services::Stopwatch::start();
                 let index = self.caught_up(held, snapshot);
+                step.lap("index");
                 let state = index.state();
+                step.lap("state");
                 self.apply_sets(&state, &mut report)?;
+                step.lap("sets");
                 self.apply_chains(&state, &mut report)?;
+                step.lap("chains");
+                report.steps = step.laps();
                 self.sources = state.egress_restricted_sources();
                 self.applied = Some(index);
                 Ok((state, report))
