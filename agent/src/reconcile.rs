@@ -7,6 +7,7 @@
 pub mod board;
 pub mod dataplane;
 pub mod driver;
+pub mod first_write;
 pub mod policies;
 #[cfg(test)]
 mod recording;

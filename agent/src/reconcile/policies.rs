@@ -21,6 +21,7 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, RealDataplane},
+    first_write::{self, FirstWrite},
     schedule::SyncKind,
     ReconcileError,
 };
@@ -161,6 +162,9 @@ pub struct PolicySync<D> {
     applied: Option<PolicyIndex>,
     /// The restricted sources that sync published.
     sources: BTreeSet<IpAddr>,
+    /// Waited on once, before the first chain write: the service
+    /// controller's first sync (`first_write.rs`).
+    first_write: Option<FirstWrite>,
 }
 
 impl<D: Dataplane> PolicySync<D> {
@@ -170,6 +174,26 @@ impl<D: Dataplane> PolicySync<D> {
             opts,
             applied: None,
             sources: BTreeSet::new(),
+            first_write: None,
+        }
+    }
+
+    /// The first chain write waits (bounded) for the service controller's
+    /// first sync, which `latch` says is over.
+    pub fn after_first_service_sync(mut self, latch: FirstWrite) -> Self {
+        self.first_write = Some(latch);
+        self
+    }
+
+    /// Before the first chain write: the service controller's first sync.
+    fn wait_for_first_service_sync(&mut self) {
+        if let Some(latch) = self.first_write.take() {
+            if !latch.wait(first_write::WAIT_AT_MOST) {
+                tracing::warn!(
+                    "the service controller's first sync is not over after {:?}: writing the policy chains anyway",
+                    first_write::WAIT_AT_MOST
+                );
+            }
         }
     }
 
@@ -236,6 +260,8 @@ impl<D: Dataplane> PolicySync<D> {
                 step.lap("state");
                 self.apply_sets(&state, &mut report)?;
                 step.lap("sets");
+                self.wait_for_first_service_sync();
+                step.lap("waited");
                 self.apply_chains(&state, &mut report)?;
                 step.lap("chains");
                 report.steps = step.laps();
