@@ -8,6 +8,7 @@ pub mod board;
 mod cpu;
 pub mod dataplane;
 pub mod driver;
+pub mod first_write;
 mod keep;
 pub mod policies;
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::{
         board::{Board, SyncRecord},
         dataplane::RealDataplane,
         driver::{self, Controller, SyncDone, SyncError, SyncObserver},
+        first_write::FirstWrite,
         policies, policies_owner,
         schedule::{FullReason, Intervals, Schedule, SyncKind},
         services, services_owner,
@@ -76,6 +77,9 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
         ..Intervals::default()
     };
     let mut service_view = None;
+    // With both controllers, the policies' first chain write goes after
+    // the services' (reconcile/first_write.rs).
+    let first_write = (proxy.is_some() && firewall.is_some()).then(FirstWrite::new);
     let services = match proxy {
         Some(opts) => {
             let mut dp =
@@ -97,6 +101,7 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
                     sync,
                     node_name: node_name.clone(),
                     board: board.clone(),
+                    first_write: first_write.clone(),
                 },
                 schedule: Schedule::new(intervals(args.ipvs_sync_period)),
             })
@@ -112,7 +117,10 @@ async fn daemon(args: &Args, setup: Setup) -> Result<()> {
             });
             Some(Controller {
                 worker: PolicyWorker {
-                    sync: PolicySync::new(RealDataplane::connect(store.clone())?, opts),
+                    sync: after_services(
+                        PolicySync::new(RealDataplane::connect(store.clone())?, opts),
+                        first_write,
+                    ),
                     node_name: node_name.clone(),
                     board: board.clone(),
                 },
@@ -336,5 +344,17 @@ impl SyncObserver for Observer {
 
     fn overlapped(&self, controller: &'static str) {
         self.metrics.sync.overlapped(controller);
+    }
+}
+
+/// The policy controller, its first chain write after the services' first
+/// sync when both run.
+fn after_services(
+    sync: PolicySync<RealDataplane>,
+    first_write: Option<FirstWrite>,
+) -> PolicySync<RealDataplane> {
+    match first_write {
+        Some(latch) => sync.after_first_service_sync(latch),
+        None => sync,
     }
 }

@@ -132,6 +132,7 @@ impl Shared {
         self.health.listed(kind.resource());
         let mut listed = self.listed.lock_or_recover();
         let first = !listed.contains(&kind);
+        tracing::debug!(%kind, first, "listed");
         if first {
             listed.push(kind);
         }

@@ -21,6 +21,7 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, RealDataplane},
+    first_write::{self, FirstWrite},
     keep::KeepState,
     schedule::{FullReason, SyncKind},
     ReconcileError,
@@ -45,14 +46,22 @@ pub struct PolicyReport {
     pub jumps_rewritten: Vec<String>,
     /// Sets destroyed after the chains stopped using them.
     pub sets_destroyed: Vec<String>,
+    /// How long each step of a full sync took ("index 1.2 ms, ..."):
+    /// where the first sync's time goes (BENCHMARKS.md).
+    pub steps: String,
 }
 
 impl PolicyReport {
     /// The policy part of the one-line summary.
     pub fn summary(&self) -> String {
         let sets = self.sets.as_ref().map(|s| &s.executed);
+        let steps = if self.steps.is_empty() {
+            String::new()
+        } else {
+            format!("; steps: {}", self.steps)
+        };
         format!(
-            "; policies: sets +{} -{} members, {} created, {} destroyed; chains written {}, deleted {}",
+            "; policies: sets +{} -{} members, {} created, {} destroyed; chains written {}, deleted {}{steps}",
             sets.map_or(0, |s| s.members_added),
             sets.map_or(0, |s| s.members_deleted),
             sets.map_or(0, |s| s.created.len()),
@@ -157,6 +166,9 @@ pub struct PolicySync<D> {
     /// When a full sync may keep the index instead of comparing every
     /// object of the snapshot with it.
     keep: KeepState,
+    /// Waited on once, before the first chain write: the service
+    /// controller's first sync (`first_write.rs`).
+    first_write: Option<FirstWrite>,
 }
 
 impl<D: Dataplane> PolicySync<D> {
@@ -167,6 +179,26 @@ impl<D: Dataplane> PolicySync<D> {
             applied: None,
             sources: BTreeSet::new(),
             keep: KeepState::default(),
+            first_write: None,
+        }
+    }
+
+    /// The first chain write waits (bounded) for the service controller's
+    /// first sync, which `latch` says is over.
+    pub fn after_first_service_sync(mut self, latch: FirstWrite) -> Self {
+        self.first_write = Some(latch);
+        self
+    }
+
+    /// Before the first chain write: the service controller's first sync.
+    fn wait_for_first_service_sync(&mut self) {
+        if let Some(latch) = self.first_write.take() {
+            if !latch.wait(first_write::WAIT_AT_MOST) {
+                tracing::warn!(
+                    "the service controller's first sync is not over after {:?}: writing the policy chains anyway",
+                    first_write::WAIT_AT_MOST
+                );
+            }
         }
     }
 
@@ -232,13 +264,21 @@ impl<D: Dataplane> PolicySync<D> {
             }
             (_, held) => {
                 let unchanged = held.is_some() && changes.is_empty();
+                let mut step = super::services::Stopwatch::start();
                 let index = match held {
                     Some(index) if self.keep.keep_now(unchanged) => index,
                     held => self.caught_up(held, snapshot),
                 };
+                step.lap("index");
                 let state = index.state();
+                step.lap("state");
                 self.apply_sets(&state, &mut report)?;
+                step.lap("sets");
+                self.wait_for_first_service_sync();
+                step.lap("waited");
                 self.apply_chains(&state, &mut report)?;
+                step.lap("chains");
+                report.steps = step.laps();
                 self.sources = state.egress_restricted_sources();
                 self.applied = Some(index);
                 Ok((state, report))

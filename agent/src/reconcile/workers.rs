@@ -10,6 +10,7 @@ use super::{
     board::{Board, BpfStatus},
     dataplane::{Dataplane, RealDataplane},
     driver::{SyncDone, SyncError, Worker},
+    first_write::FirstWrite,
     policies::PolicySync,
     schedule::{FullReason, SyncKind},
     services::{ServiceChanges, ServiceSync, Stopwatch},
@@ -27,6 +28,9 @@ pub struct ServiceWorker {
     pub sync: ServiceSync<RealDataplane>,
     pub node_name: String,
     pub board: Board,
+    /// Opened when the first sync is over (the policy controller's first
+    /// chain write waits for it); `None` without a policy controller.
+    pub first_write: Option<FirstWrite>,
 }
 
 impl Worker for ServiceWorker {
@@ -66,6 +70,25 @@ impl Worker for ServiceWorker {
     }
 
     fn sync(
+        &mut self,
+        kind: SyncKind,
+        reason: Option<FullReason>,
+        changes: &ServiceChanges,
+        source: &dyn crate::cluster::source::Source,
+    ) -> Result<SyncDone, SyncError> {
+        let done = self.sync_once(kind, reason, changes, source);
+        // Written or failed: either way the policies need not wait longer.
+        if !matches!(done, Err(SyncError::NotReady)) {
+            if let Some(first) = self.first_write.take() {
+                first.open();
+            }
+        }
+        done
+    }
+}
+
+impl ServiceWorker {
+    fn sync_once(
         &mut self,
         kind: SyncKind,
         reason: Option<FullReason>,
