@@ -298,7 +298,12 @@ fn spawn_worker<W: Worker>(
         .name(name)
         .spawn(move || {
             for (kind, changes, reply) in rx {
-                let _ = reply.send(worker.sync(kind, &changes, source.as_ref()));
+                let done = worker.sync(kind, &changes, source.as_ref());
+                // A full sync's whole state was built and freed.
+                if kind == SyncKind::Full {
+                    crate::malloc::release_free_pages();
+                }
+                let _ = reply.send(done);
             }
         })
         .expect("spawning a worker thread");
