@@ -18,10 +18,12 @@ pub fn bound_arenas() {
     }
 }
 
-/// Hands the free pages inside malloc's heaps back to the kernel. A full
-/// sync builds the whole desired state beside what is kept, then frees it;
-/// glibc keeps those pages mapped (it trims only the top of the main heap),
-/// so the agent would hold its first sync's peak for ever.
+/// Hands the free pages inside malloc's heaps back to the kernel. The
+/// first full sync builds the whole desired state beside what is kept,
+/// then frees it; glibc keeps those pages mapped (it trims only the top of
+/// the main heap), so the agent would hold that peak for ever. It costs a
+/// walk of every free chunk with the arenas locked (hundreds of ms after a
+/// 10k sync), so it is not for every sync.
 pub fn release_free_pages() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns unused pages; any thread may call it.

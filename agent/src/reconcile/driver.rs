@@ -297,11 +297,14 @@ fn spawn_worker<W: Worker>(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
+            let mut released = false;
             for (kind, changes, reply) in rx {
                 let done = worker.sync(kind, &changes, source.as_ref());
-                // A full sync's whole state was built and freed.
-                if kind == SyncKind::Full {
+                // The first full sync built and freed the largest states;
+                // a trim walks every free chunk, so only once.
+                if kind == SyncKind::Full && done.is_ok() && !released {
                     crate::malloc::release_free_pages();
+                    released = true;
                 }
                 let _ = reply.send(done);
             }
