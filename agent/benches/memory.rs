@@ -205,6 +205,21 @@ fn state_rows(snapshot: &ipwarden::cluster::Snapshot, services_n: usize) {
     row("/state virtual services, streamed (text)", 0, text.len(), p);
 }
 
+/// The policy controller's first full sync: its index, the whole state
+/// assembled from it for the kernel, and the summary the board keeps.
+fn index_rows(snapshot: &ipwarden::cluster::Snapshot, policies_n: usize) {
+    use ipwarden::controllers::policies::incremental::PolicyIndex;
+    let opts = policies::Options::default();
+    let (index, k, p) = measured(|| PolicyIndex::build(snapshot, &opts));
+    row("policies: index (per policy)", policies_n, k, p);
+    let (state, k, p) = measured(|| index.state());
+    row("policies: state assembled from the index", policies_n, k, p);
+    drop(state);
+    let (summary, k, p) = measured(|| index.summary());
+    row("policies: summary kept on the board", policies_n, k, p);
+    drop((summary, index));
+}
+
 fn row(what: &str, n: usize, kept: usize, peak: usize) {
     println!(
         "| {what} | {n} | {} | {} | {} |",
@@ -262,6 +277,7 @@ fn main() {
             measured(|| policies::desired(&snapshot, &policies::Options::default()));
         row("policies: desired state (per policy)", policies_n, k, p);
         state_rows(&snapshot, services_n);
+        index_rows(&snapshot, policies_n);
         println!("\nlive at the end: {}", kib(LIVE.load(Relaxed)));
         drop((service_state, policy_state, snapshot, stores));
     }

@@ -21,6 +21,7 @@ pub mod kernel;
 #[cfg(any(test, feature = "lab"))]
 pub mod lab;
 pub mod locks;
+pub mod malloc;
 #[cfg(any(test, feature = "lab"))]
 pub mod netns;
 pub mod reconcile;

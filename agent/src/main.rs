@@ -63,25 +63,8 @@ enum KernelCommand {
     Ipvs(cli::kernel_ipvs::Args),
 }
 
-/// glibc's malloc gives a thread that finds the arenas busy an arena of its
-/// own, up to eight per core, and space freed in one arena serves only
-/// that arena: the agent's tokio workers, controller threads and blocking
-/// pool would each keep the high-water mark of their own allocations.
-/// Two arenas hold the peak far lower at no measurable cost in time
-/// (BENCHMARKS.md, "Where the agent's memory goes"). `MALLOC_ARENA_MAX`
-/// in the environment still wins.
-const MALLOC_ARENAS: i32 = 2;
-
-fn bound_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a parameter of the allocator; called
-        // before any other thread exists.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
-    }
-}
-
 fn main() -> ExitCode {
-    bound_malloc_arenas();
+    ipwarden::malloc::bound_arenas();
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     cli::panics::exit_on_panic();

@@ -40,6 +40,9 @@ const POLICY_COUNTERS_EVERY: Duration = Duration::from_secs(5);
 pub fn run(args: &Args, setup: Setup) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // The blocking pool runs the periodic audits and counter reads and
+        // the kube client's name lookups: a few at a time, never 512.
+        .max_blocking_threads(4)
         .thread_name("ipwarden")
         .enable_all()
         .build()

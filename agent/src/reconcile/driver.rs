@@ -306,13 +306,21 @@ fn spawn_worker<W: Worker>(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
+            let mut released = false;
             for (kind, reason, changes, reply) in rx {
                 let cpu = super::cpu::SyncCpu::start();
                 let mut result = worker.sync(kind, reason, &changes, source.as_ref());
                 if let Ok(done) = &mut result {
                     done.cpu = cpu.elapsed();
                 }
+                let first_full_done = kind == SyncKind::Full && result.is_ok() && !released;
                 let _ = reply.send(result);
+                // The first full sync built and freed the largest states; a
+                // trim walks every free chunk, so only once, after the reply.
+                if first_full_done {
+                    crate::malloc::release_free_pages();
+                    released = true;
+                }
             }
         })
         .expect("spawning a worker thread");

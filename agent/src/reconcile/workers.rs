@@ -237,6 +237,7 @@ impl Worker for PolicyWorker {
             tracing::warn!("{p}");
         }
         let problems = state.problems.len();
+        let state = state.into_summary();
         self.board.update(|b| {
             b.policies = Some(std::sync::Arc::new(state));
             count_objects(&snapshot, &mut b.objects);

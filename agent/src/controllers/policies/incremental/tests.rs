@@ -370,6 +370,8 @@ proptest! {
             prop_assert_eq!(&ours.cluster_policies, &full.cluster_policies);
             prop_assert_eq!(&ours, &full);
             prop_assert_eq!(&kernel, &Kernel::of(&full));
+            // The board shows the same after a full sync as after a partial one.
+            prop_assert_eq!(index.summary(), full.into_summary());
         }
     }
 }
