@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     build_ebpf, image,
     process::{self, require_root, workspace_root},
-    setup,
+    setup, vm,
 };
 
 #[derive(clap::Args)]
@@ -94,18 +94,31 @@ pub fn run(opts: &Options) -> Result<()> {
         if name.starts_with("vm_") {
             args.push("--ignored".to_string());
         }
-        println!("xtask test: running {name} inside the VM");
-        let started = std::time::Instant::now();
-        let (status, ran) = tally.run(
-            Command::new(std::env::current_exe()?)
-                .arg("vm-test")
-                .args(["--timeout", &SUITE_TIMEOUT_SECS.to_string()])
-                .arg("--")
-                .args(&args)
-                .envs(env.iter().map(|(k, v)| (k, v))),
-        )?;
-        let secs = started.elapsed().as_secs();
-        println!("xtask test: {name}: {} in {secs} s", status_text(status));
+        let mut vm_suite = || -> Result<(ExitStatus, Tally)> {
+            println!("xtask test: running {name} inside the VM");
+            let started = std::time::Instant::now();
+            let (status, ran) = tally.run(
+                Command::new(std::env::current_exe()?)
+                    .arg("vm-test")
+                    .args(["--timeout", &SUITE_TIMEOUT_SECS.to_string()])
+                    .arg("--")
+                    .args(&args)
+                    .envs(env.iter().map(|(k, v)| (k, v))),
+            )?;
+            let secs = started.elapsed().as_secs();
+            println!("xtask test: {name}: {} in {secs} s", status_text(status));
+            Ok((status, ran))
+        };
+        let (mut status, mut ran) = vm_suite()?;
+        // The guest kernel died before the suite reported (a panic, or a
+        // soft lockup made one): its tests gave no verdict, so the suite
+        // runs once more. A test that fails is never run again.
+        if status.code() == Some(vm::EXIT_DIED) {
+            println!(
+                "xtask test: {name}: the VM died without a status (guest console above); once more"
+            );
+            (status, ran) = vm_suite()?;
+        }
         if let Some(why) = suite_failure(status, ran) {
             failed.push(format!("{name} ({why})"));
         }

@@ -37,8 +37,12 @@ impl Vm<'_> {
         // mitigations=off spares every syscall a page-table switch; acpi=noirq skips interpreting the PCI interrupt links (~0.5 s: virtio
         // uses MSI-X anyway); crypto self-tests cost ~0.3 s; expedited RCU
         // grace periods speed up module loading and netns teardown; panic=-1
-        // with -no-reboot turns a guest panic into a qemu exit.
+        // with -no-reboot turns a guest panic into a qemu exit, and
+        // softlockup_panic a CPU stuck for 2 x watchdog_thresh seconds into
+        // a panic (a guest lockup then ends the run at once, not at the
+        // timeout; 60 s, far above what a loaded host's TCG stalls last).
         let append = "console=ttyS0 quiet panic=-1 tsc=reliable mitigations=off acpi=noirq \
+                      softlockup_panic=1 watchdog_thresh=30 \
                       cryptomgr.notests rcupdate.rcu_expedited=1 8250.nr_uarts=1 \
                       i8042.noaux i8042.nokbd i8042.nopnp";
         let mut cmd = Command::new("qemu-system-x86_64");
