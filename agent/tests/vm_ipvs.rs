@@ -44,20 +44,7 @@ fn table(entries: &[(Service, Vec<Destination>)]) -> Table {
 
 /// What our client reads, in the same shape (HASHED dropped).
 fn ours(ipvs: &mut IpvsClient) -> Table {
-    ipvs.list()
-        .unwrap()
-        .into_iter()
-        .map(|vs| {
-            let mut s = vs.entry.service;
-            s.flags = s.flags.settable();
-            let dests = vs
-                .destinations
-                .into_iter()
-                .map(|d| (d.destination.key(), d.destination))
-                .collect();
-            (s.key, (s, dests))
-        })
-        .collect()
+    shaped(ipvs.list().unwrap())
 }
 
 /// What ipvsadm lists: `-Ln --exact` for services, forwarding and weight,
