@@ -148,21 +148,8 @@ fn vm_the_daemon_keeps_the_last_good_state_and_repairs_drift() {
             )
             .is_ok()
     });
-    lab.node
-        .output(
-            "ip",
-            &[
-                "route",
-                "flush",
-                "table",
-                "local",
-                "proto",
-                "211",
-                "dev",
-                "ipwarden0",
-            ],
-        )
-        .unwrap();
+    let flush: Vec<&str> = ["route", "flush"].into_iter().chain(VIP_ROUTES).collect();
+    lab.node.output("ip", &flush).unwrap();
     wait_until("the VIPs back on ipwarden0", VM_WAIT, || {
         vip_routes(&lab).contains("203.0.113.10")
     });

@@ -144,21 +144,17 @@ pub fn try_http_get(lab: &Lab, path: &str) -> std::io::Result<String> {
     })?
 }
 
+/// What selects ipwarden's VIP routes for `ip route show|flush`: the
+/// local table, ipwarden's protocol 211, the dummy ipwarden0.
+pub const VIP_ROUTES: [&str; 6] = ["table", "local", "proto", "211", "dev", "ipwarden0"];
+
 /// The IPv4 VIPs on ipwarden0: its local routes of ipwarden's protocol
 /// 211, as bare addresses (none when the interface does not exist).
 pub fn vip_routes(lab: &Lab) -> std::collections::BTreeSet<String> {
-    let args = [
-        "-j",
-        "-4",
-        "route",
-        "show",
-        "table",
-        "local",
-        "proto",
-        "211",
-        "dev",
-        "ipwarden0",
-    ];
+    let args: Vec<&str> = ["-j", "-4", "route", "show"]
+        .into_iter()
+        .chain(VIP_ROUTES)
+        .collect();
     let out = match lab.node.output("ip", &args) {
         Ok(out) => out,
         Err(e) if e.to_string().contains("Cannot find device") => String::new(),
