@@ -23,7 +23,7 @@ use crate::{
     store::{ApplyReport, SetStore, SourcePhase},
 };
 
-use super::ReconcileError;
+use super::{keep::Cadence, ReconcileError};
 
 /// Which IPVS services a sync reads back and may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,30 +130,23 @@ pub struct RealDataplane {
 
 /// A full sync reads IPVS cheaply (`/proc/net/ip_vs`, netlink only for
 /// what it cannot show: `kernel::ipvs::readback`), except the first, every
-/// `DEEP_READ_EVERY`th, and the one after a failed sync: those read every
+/// `RECOMPUTE_EVERY`th, and the one after a failed sync: those read every
 /// field by netlink, so drift the cheap read cannot see (a scheduler flag
 /// or threshold set on a service of ours) is still repaired.
 #[derive(Debug, Default)]
 struct FullReads {
-    /// Cheap full syncs since the last deep one; None: the next is deep.
-    cheap_since_deep: Option<u32>,
+    cadence: Cadence,
+    /// Whether the last full sync succeeded (none yet: no).
+    last_ok: bool,
 }
 
-/// One full sync in this many reads IPVS entirely by netlink.
-const DEEP_READ_EVERY: u32 = 10;
-
 impl FullReads {
-    fn deep_now(&self) -> bool {
-        self.cheap_since_deep
-            .is_none_or(|n| n + 1 >= DEEP_READ_EVERY)
+    fn deep_now(&mut self) -> bool {
+        !self.cadence.cheap_now(self.last_ok)
     }
 
-    fn done(&mut self, deep: bool, ok: bool) {
-        self.cheap_since_deep = match (ok, deep) {
-            (false, _) => None,
-            (true, true) => Some(0),
-            (true, false) => self.cheap_since_deep.map(|n| n + 1),
-        };
+    fn done(&mut self, ok: bool) {
+        self.last_ok = ok;
     }
 }
 
@@ -319,7 +312,7 @@ impl Dataplane for RealDataplane {
                     IpvsScope::default()
                 };
                 let result = ipvs_sync::apply_plan(ipvs, &kernel, &actual, &scope);
-                self.full_reads.done(deep, result.is_ok());
+                self.full_reads.done(result.is_ok());
                 result
             }
             IpvsSelection::Keys(keys) => {

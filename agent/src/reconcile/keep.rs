@@ -12,10 +12,26 @@ use super::schedule::FullReason;
 /// One full sync in this many recomputes even when nothing changed.
 pub const RECOMPUTE_EVERY: u32 = 10;
 
+/// A cheap way taken at most `RECOMPUTE_EVERY - 1` times in a row, and
+/// only while allowed: the full way comes back on its own.
+#[derive(Debug, Default)]
+pub struct Cadence {
+    cheap_in_a_row: u32,
+}
+
+impl Cadence {
+    /// Whether this time may take the cheap way.
+    pub fn cheap_now(&mut self, allowed: bool) -> bool {
+        let cheap = allowed && self.cheap_in_a_row + 1 < RECOMPUTE_EVERY;
+        self.cheap_in_a_row = if cheap { self.cheap_in_a_row + 1 } else { 0 };
+        cheap
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct KeepState {
     periodic: bool,
-    kept: u32,
+    cadence: Cadence,
 }
 
 impl KeepState {
@@ -27,9 +43,7 @@ impl KeepState {
     /// Whether this full sync keeps the state; `unchanged`: no change
     /// noted since the last successful sync, which left a state to keep.
     pub fn keep_now(&mut self, unchanged: bool) -> bool {
-        let keep = self.periodic && unchanged && self.kept + 1 < RECOMPUTE_EVERY;
-        self.kept = if keep { self.kept + 1 } else { 0 };
-        keep
+        self.cadence.cheap_now(self.periodic && unchanged)
     }
 }
 
