@@ -17,7 +17,8 @@
 use std::{
     collections::BTreeSet,
     io::{ErrorKind, Read},
-    net::{SocketAddr, TcpStream},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    sync::atomic::{AtomicU16, Ordering},
     time::Duration,
 };
 
@@ -215,6 +216,44 @@ fn ipvs_sources(lab: &Lab, vip: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A client port that none of IPVS's entries for the VIP uses: a reused
+/// port would renew an old entry, and the new connection would leave no
+/// new one to see.
+fn unused_source_port(entries: &BTreeSet<String>) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(20_000);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::Relaxed);
+        let suffix = format!(":{port}");
+        if !entries.iter().any(|e| e.ends_with(&suffix)) {
+            return port;
+        }
+    }
+}
+
+/// A TCP connection to `to` from the local port `port` (10 s to connect:
+/// Linux bounds a blocking connect by the send timeout).
+fn connect_from(port: u16, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+        SockaddrStorage,
+    };
+    use std::os::fd::AsRawFd;
+    let (family, any) = match to {
+        SocketAddr::V4(_) => (AddressFamily::Inet, Ipv4Addr::UNSPECIFIED.into()),
+        SocketAddr::V6(_) => (AddressFamily::Inet6, Ipv6Addr::UNSPECIFIED.into()),
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    let timeout = nix::sys::time::TimeVal::new(10, 0);
+    setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrStorage::from(SocketAddr::new(any, port)),
+    )?;
+    connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
+    Ok(TcpStream::from(fd))
+}
+
 /// One connection from `client` to `to`: true when the backend answered
 /// (and IPVS has the connection's entry), false when refused (and IPVS
 /// made no new entry for it). Anything else (a timeout) fails the test:
@@ -222,9 +261,10 @@ fn ipvs_sources(lab: &Lab, vip: &str) -> BTreeSet<String> {
 fn reaches(lab: &Lab, client: &NetNs, to: &str) -> bool {
     let before = ipvs_sources(lab, to);
     let addr: SocketAddr = to.parse().unwrap();
+    let port = unused_source_port(&before);
     let attempt = client
         .run(|| -> std::io::Result<(String, SocketAddr)> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+            let mut s = connect_from(port, addr)?;
             s.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut answer = String::new();
             s.read_to_string(&mut answer)?;
