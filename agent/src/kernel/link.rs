@@ -36,8 +36,6 @@ const SOCKET: Options = Options {
     datagram: 64 * 1024,
 };
 
-/// Upper bound of the kernel memory one queued ack costs (skb truesize).
-const ACK_TRUESIZE: usize = 1024;
 /// Most route requests in one datagram (about 60 KiB of them).
 const MAX_BATCH: usize = 1024;
 
@@ -91,7 +89,7 @@ pub struct AddressReport {
 /// An rtnetlink socket in the calling thread's network namespace.
 pub struct LinkClient {
     sock: Mutex<Socket>,
-    /// Requests per datagram: half the acks the receive buffer holds.
+    /// Route requests per datagram.
     batch: usize,
 }
 
@@ -100,7 +98,7 @@ impl LinkClient {
         let sock = Socket::open(NETLINK_ROUTE, &SOCKET)
             .map_err(|e| LinkError::new("open", "NETLINK_ROUTE", Failure::Io(e)))?;
         Ok(Self {
-            batch: (sock.rcvbuf() / ACK_TRUESIZE / 2).clamp(16, MAX_BATCH),
+            batch: sock.acks_room(MAX_BATCH),
             sock: Mutex::new(sock),
         })
     }
@@ -130,18 +128,24 @@ impl LinkClient {
         .map(drop)
     }
 
+    /// A dump of `ty`: what `parse` reads from each message of it.
+    fn dump<T>(
+        &self,
+        (ty, header): (u16, &[u8]),
+        what: &'static str,
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, LinkError> {
+        let mut out = Vec::new();
+        let mut on_data = |p: &[u8]| out.extend(parse(p));
+        self.exchange((ty, NLM_F_DUMP), header, |_| {}, &mut on_data)
+            .map_err(err("dump", what))?;
+        Ok(out)
+    }
+
     /// (index, name) of every interface.
     pub fn links(&self) -> Result<Vec<(u32, String)>, LinkError> {
-        let mut out = Vec::new();
         let header = message::ifinfomsg(0, false);
-        self.exchange(
-            (RTM_GETLINK, NLM_F_DUMP),
-            &header,
-            |_| {},
-            |p| out.extend(message::link_of(p)),
-        )
-        .map_err(err("dump", "links"))?;
-        Ok(out)
+        self.dump((RTM_GETLINK, &header), "links", message::link_of)
     }
 
     pub fn index_of(&self, name: &str) -> Result<Option<u32>, LinkError> {
@@ -209,16 +213,8 @@ impl LinkClient {
 
     /// (interface index, address, prefix length) of every address.
     pub fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>, LinkError> {
-        let mut out = Vec::new();
         let header = message::ifaddrmsg(0, None);
-        self.exchange(
-            (RTM_GETADDR, NLM_F_DUMP),
-            &header,
-            |_| {},
-            |p| out.extend(message::address_of(p)),
-        )
-        .map_err(err("dump", "addresses"))?;
-        Ok(out)
+        self.dump((RTM_GETADDR, &header), "addresses", message::address_of)
     }
 
     /// Addresses of every interface except `exclude` (the dummy).

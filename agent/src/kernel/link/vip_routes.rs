@@ -13,7 +13,7 @@ use libc::{RTM_DELADDR, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE};
 
 use super::{err, message, AddressReport, LinkClient, LinkError};
 use crate::kernel::netlink::{
-    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL},
+    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL},
     Failure, Refusal,
 };
 
@@ -147,16 +147,11 @@ impl LinkClient {
 
     /// The destinations of our local routes through interface `index`.
     fn vip_routes(&self, index: u32) -> Result<BTreeSet<IpAddr>, LinkError> {
-        let mut out = BTreeSet::new();
         let header = message::rtmsg(None);
-        self.exchange(
-            (RTM_GETROUTE, NLM_F_DUMP),
-            &header,
-            |_| {},
-            |p| out.extend(message::our_vip(p, index)),
-        )
-        .map_err(err("dump", "routes"))?;
-        Ok(out)
+        let routes = self.dump((RTM_GETROUTE, &header), "routes", |p| {
+            message::our_vip(p, index)
+        })?;
+        Ok(routes.into_iter().collect())
     }
 
     /// The addresses on interface `index` but the kernel's IPv6 link-local.
