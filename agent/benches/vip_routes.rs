@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{env_list, median};
+use common::{env_list, median, runs};
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -107,11 +107,7 @@ fn main() {
         return;
     }
     let sizes = env_list("IPWARDEN_BENCH_SIZES", "1000,10000");
-    let runs = env_list("IPWARDEN_BENCH_RUNS", "3")
-        .first()
-        .copied()
-        .unwrap_or(3)
-        .max(1);
+    let runs = runs(3);
     println!("VIP routes on {DUMMY}, median of {runs} runs, each in a fresh netns (ms)\n");
     println!("| VIPs | {} | ip -batch add |", STEPS.join(" | "));
     println!("|---:|{}---:|", "---:|".repeat(STEPS.len()));

@@ -13,18 +13,17 @@ mod watch;
 pub use message::VIP_ROUTE_PROTOCOL;
 pub use watch::AddressWatch;
 
-use std::{
-    net::IpAddr,
-    sync::{Mutex, MutexGuard, PoisonError},
-    time::Duration,
-};
+use std::{net::IpAddr, sync::Mutex, time::Duration};
 
 use libc::{RTM_DELLINK, RTM_GETADDR, RTM_GETLINK, RTM_NEWLINK};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-use crate::kernel::netlink::{
-    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL},
-    Failure, Options, Socket, Writer,
+use crate::{
+    kernel::netlink::{
+        frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL},
+        Failure, Options, Socket, Writer,
+    },
+    locks::LockOrRecover,
 };
 
 /// The kernel doubles the receive buffer asked for; a batch's acks must
@@ -103,10 +102,6 @@ impl LinkClient {
         })
     }
 
-    fn socket(&self) -> MutexGuard<'_, Socket> {
-        self.sock.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Sends one request (`header`, then what `attrs` writes) and hands
     /// the payload of each answer to `on_data`, until its ack or the end
     /// of its dump.
@@ -117,7 +112,7 @@ impl LinkClient {
         attrs: impl FnOnce(&mut Writer),
         mut on_data: impl FnMut(&[u8]),
     ) -> Result<(), Failure> {
-        let mut sock = self.socket();
+        let mut sock = self.sock.lock_or_recover();
         let seq = sock.next_seq(1);
         let mut buf = Vec::new();
         message::request(&mut buf, (ty, flags, seq), header, attrs);

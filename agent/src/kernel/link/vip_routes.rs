@@ -16,6 +16,7 @@ use crate::kernel::netlink::{
     frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL},
     Failure, Refusal,
 };
+use crate::locks::LockOrRecover;
 
 /// One write for a VIP on the dummy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +198,7 @@ impl LinkClient {
         index: u32,
         writes: &[(Write, IpAddr)],
     ) -> Result<Vec<Result<(), Refusal>>, LinkError> {
-        let mut sock = self.socket();
+        let mut sock = self.sock.lock_or_recover();
         let first = sock.next_seq(writes.len());
         let mut buf = Vec::with_capacity(64 * writes.len());
         for (i, (write, addr)) in writes.iter().enumerate() {
