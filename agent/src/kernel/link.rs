@@ -20,7 +20,8 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::{
     kernel::netlink::{
-        frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL},
+        self,
+        frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST},
         Failure, Options, Socket, Writer,
     },
     locks::LockOrRecover,
@@ -115,7 +116,7 @@ impl LinkClient {
         let mut sock = self.sock.lock_or_recover();
         let seq = sock.next_seq(1);
         let mut buf = Vec::new();
-        message::request(&mut buf, (ty, flags, seq), header, attrs);
+        netlink::message(&mut buf, (ty, flags | NLM_F_REQUEST, seq), header, attrs);
         sock.transact(&buf, seq, false, |frame, _| {
             on_data(frame.payload);
             Ok(())

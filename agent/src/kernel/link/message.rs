@@ -10,7 +10,7 @@ use libc::{
     RTN_LOCAL, RT_SCOPE_HOST, RT_TABLE_LOCAL,
 };
 
-use crate::kernel::netlink::{begin, finish, frame::NLM_F_REQUEST, Attrs, Writer};
+use crate::kernel::netlink::{Attrs, Writer};
 
 /// `rtm_protocol` of ipwarden's VIP routes (`ip route show proto 211`);
 /// unused by iproute2's `rt_protos` and by the routing daemons listed there.
@@ -21,21 +21,6 @@ pub const VIP_ROUTE_PROTOCOL: u8 = 211;
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
 const RTMSG_LEN: usize = 12;
-
-/// Appends one request: `nlmsghdr`, the fixed family header (at least 4
-/// bytes), then the attributes `attrs` writes.
-pub(super) fn request(
-    buf: &mut Vec<u8>,
-    (ty, flags, seq): (u16, u16, u32),
-    header: &[u8],
-    attrs: impl FnOnce(&mut Writer),
-) {
-    let first = [header[0], header[1], header[2], header[3]];
-    let start = begin(buf, ty, flags | NLM_F_REQUEST, seq, first);
-    buf.extend_from_slice(&header[4..]);
-    attrs(&mut Writer::new(buf));
-    finish(buf, start);
-}
 
 /// `struct ifinfomsg` (AF_UNSPEC) for interface `index`, setting IFF_UP
 /// when `up` (an empty change mask leaves the flags alone).
@@ -187,8 +172,8 @@ fn ne_u32_at(payload: &[u8], at: usize) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::kernel::netlink::{
-        frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL},
-        frames,
+        frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST},
+        frames, message as request,
     };
 
     fn payload_of(buf: &[u8]) -> Vec<u8> {
@@ -199,7 +184,7 @@ mod tests {
     fn a_route_request_is_iproute2s_local_host_route() {
         let addr: IpAddr = "10.96.0.10".parse().unwrap();
         let mut buf = Vec::new();
-        let flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         let header = rtmsg(Some(addr));
         request(&mut buf, (24, flags, 7), &header, route_attrs(3, addr));
         // What `strace ip route add local 10.96.0.10 dev d0 table local

@@ -13,9 +13,13 @@ use libc::{RTM_DELADDR, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE};
 
 use super::{err, message, AddressReport, LinkClient, LinkError};
 use crate::kernel::netlink::{
-    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL},
+    self,
+    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST},
     Failure, Refusal,
 };
+
+/// Every write is a request that wants its ack.
+const ACK: u16 = NLM_F_REQUEST | NLM_F_ACK;
 use crate::locks::LockOrRecover;
 
 /// One write for a VIP on the dummy.
@@ -41,18 +45,18 @@ impl Write {
         let route = message::rtmsg(Some(addr));
         match self {
             Write::AddRoute => {
-                let flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+                let flags = ACK | NLM_F_CREATE | NLM_F_EXCL;
                 let attrs = message::route_attrs(index, addr);
-                message::request(buf, (RTM_NEWROUTE, flags, seq), &route, attrs)
+                netlink::message(buf, (RTM_NEWROUTE, flags, seq), &route, attrs)
             }
             Write::DeleteRoute => {
                 let attrs = message::route_attrs(index, addr);
-                message::request(buf, (RTM_DELROUTE, NLM_F_ACK, seq), &route, attrs)
+                netlink::message(buf, (RTM_DELROUTE, ACK, seq), &route, attrs)
             }
             Write::DeleteAddress => {
                 let header = message::ifaddrmsg(index, Some(addr));
                 let attrs = message::address_attrs(addr);
-                message::request(buf, (RTM_DELADDR, NLM_F_ACK, seq), &header, attrs)
+                netlink::message(buf, (RTM_DELADDR, ACK, seq), &header, attrs)
             }
         }
     }
