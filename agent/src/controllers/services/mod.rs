@@ -27,7 +27,7 @@ use crate::{
 };
 
 pub use firewall::{BpfRules, NatException, SourceRestriction, Unserved};
-pub use table::{ServiceDelta, ServiceTable};
+pub use table::{FullState, ServiceDelta, ServiceTable};
 
 #[cfg(test)]
 mod tests;
@@ -169,12 +169,7 @@ pub fn assemble<'a>(
         health.extend(share.health_check.iter().cloned());
         for (vs, is_vip) in &share.virtual_services {
             if let Some(existing) = services.get(&vs.key) {
-                problems.push(Problem {
-                    object: vs.service.to_string(),
-                    field: "spec".into(),
-                    message: format!("{} is already served by {}", vs.key, existing.origin),
-                    skipped: true,
-                });
+                problems.push(already_served(vs, existing));
                 continue;
             }
             if *is_vip {
@@ -205,10 +200,20 @@ pub fn assemble<'a>(
         member_services: firewall::member_services(&virtual_services),
         virtual_services,
         vips,
-        sets: firewall::sets(&keys, &refused, &local),
+        sets: firewall::sets(keys.iter(), &refused, &local),
         iptables: plans(restrictions, unserved, nat, node, opts),
         health_checks,
         problems,
+    }
+}
+
+/// `vs` left out: `first` (of an earlier Service) serves its key.
+fn already_served(vs: &VirtualService, first: &VirtualService) -> Problem {
+    Problem {
+        object: vs.service.to_string(),
+        field: "spec".into(),
+        message: format!("{} is already served by {}", vs.key, first.origin),
+        skipped: true,
     }
 }
 

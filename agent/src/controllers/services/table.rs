@@ -9,7 +9,10 @@ use std::{
     net::IpAddr,
 };
 
-use super::{assemble, firewall, health_checks, names, node_ips, plans, share, NodeView, Options};
+use super::{
+    already_served, assemble, firewall, health_checks, names, node_ips, plans, share, NodeView,
+    Options,
+};
 use crate::{
     cluster::{
         compact::{EndpointSlice, Stored},
@@ -17,7 +20,7 @@ use crate::{
     },
     desired::{
         Family, HealthCheck, Member, MemberServices, MirroredMember, Problem, Protocol, ServiceRef,
-        ServiceState, SetDelta, TablePlan, VirtualService, VsKey,
+        ServiceState, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
     },
 };
 
@@ -40,6 +43,20 @@ pub struct ServiceTable {
     slice_owners: BTreeMap<(String, String), ServiceRef>,
     plans: Vec<TablePlan>,
     health: Vec<HealthCheck>,
+}
+
+/// What a full sync writes besides the sets and the virtual services,
+/// which it takes from the table itself ([`ServiceTable::sets`],
+/// [`ServiceTable::virtual_services`]): a whole [`ServiceState`] assembled
+/// beside the table would hold every virtual service twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FullState {
+    /// Addresses to hold on ipwarden0.
+    pub vips: BTreeSet<IpAddr>,
+    pub iptables: Vec<TablePlan>,
+    pub health_checks: Vec<HealthCheck>,
+    /// Sorted, without duplicates.
+    pub problems: Vec<Problem>,
 }
 
 /// What a partial update moved.
@@ -110,8 +127,9 @@ impl ServiceTable {
         node_ips(snapshot, &self.opts) != self.node_ips || NodeView::of(snapshot) != self.node
     }
 
-    /// Recomputes everything from `snapshot`; returns the whole state.
-    pub fn rebuild(&mut self, snapshot: &Snapshot) -> ServiceState {
+    /// Recomputes everything from `snapshot`; returns what a full sync
+    /// writes besides the sets and virtual services.
+    pub fn rebuild(&mut self, snapshot: &Snapshot) -> FullState {
         let opts = self.opts;
         *self = Self::new(opts);
         self.node_ips = node_ips(snapshot, &opts);
@@ -125,10 +143,75 @@ impl ServiceTable {
             .iter()
             .filter_map(|s| Some((slice_key(s), slice_owner(s)?)))
             .collect();
-        let state = self.assemble();
-        self.plans = state.iptables.clone();
-        self.health = state.health_checks.clone();
-        state
+        self.plans = self.plans();
+        let full = self.full_state();
+        self.health = full.health_checks.clone();
+        full
+    }
+
+    /// What a full sync writes besides the sets and virtual services, as
+    /// [`Self::assemble`] has it.
+    pub fn full_state(&self) -> FullState {
+        let mut problems = self.problems();
+        let all = self
+            .shares
+            .values()
+            .filter_map(|s| s.health_check.clone())
+            .collect();
+        let health_checks = health_checks(all, &mut problems);
+        problems.sort();
+        problems.dedup();
+        FullState {
+            vips: self.vips(),
+            iptables: self.plans.clone(),
+            health_checks,
+            problems,
+        }
+    }
+
+    /// The six service sets and the Service of each svip-prt member, as
+    /// [`Self::assemble`] has them.
+    pub fn sets(&self) -> (Vec<SetSpec>, MemberServices) {
+        let refused: BTreeSet<IpAddr> = self.refused_all().map(|u| u.key.addr).collect();
+        let local: BTreeSet<IpAddr> = self
+            .node
+            .local_addresses
+            .iter()
+            .copied()
+            .filter(|a| !self.addr_view(*a).vip)
+            .collect();
+        let sets = firewall::sets(self.claims.keys(), &refused, &local);
+        (sets, firewall::member_services(self.virtual_services()))
+    }
+
+    /// The shares' problems and every virtual service left out because an
+    /// earlier Service serves its key.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for share in self.shares.values() {
+            out.extend(share.problems.iter().cloned());
+            for (vs, _) in &share.virtual_services {
+                match self.winner(&vs.key) {
+                    Some((first, _)) if !std::ptr::eq(first, vs) => {
+                        out.push(already_served(vs, first))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The served VIPs and the refused ones.
+    fn vips(&self) -> BTreeSet<IpAddr> {
+        let served = self
+            .claims
+            .keys()
+            .filter_map(|k| self.winner(k))
+            .filter(|(_, vip)| *vip)
+            .map(|(vs, _)| vs.key.addr);
+        let refused = self.refused_all().filter(|u| u.vip).map(|u| u.key.addr);
+        served.chain(refused).collect()
     }
 
     /// The virtual services in key order, each the one its key's first
@@ -140,7 +223,8 @@ impl ServiceTable {
             .filter_map(|key| self.winner(key).map(|(vs, _)| vs))
     }
 
-    /// The whole desired state (full syncs and the tests).
+    /// The whole desired state (the tests, and the memory bench's
+    /// comparison): a full sync writes from the table instead.
     pub fn assemble(&self) -> ServiceState {
         assemble(self.shares.values(), &self.node, &self.opts)
     }
@@ -262,6 +346,11 @@ impl ServiceTable {
             .filter(move |_| !served)
     }
 
+    /// Every refused unserved frontend, in key order.
+    fn refused_all(&self) -> impl Iterator<Item = &firewall::Unserved> {
+        self.unserved.keys().flat_map(|k| self.refused(k))
+    }
+
     fn addr_view(&self, addr: IpAddr) -> AddrView {
         let range = || {
             let lo = VsKey {
@@ -357,12 +446,7 @@ impl ServiceTable {
             restrictions.extend(s.restrictions.iter().cloned());
             nat.extend(s.nat.iter().cloned());
         }
-        let unserved: Vec<firewall::Unserved> = self
-            .unserved
-            .keys()
-            .flat_map(|k| self.refused(k))
-            .cloned()
-            .collect();
+        let unserved: Vec<firewall::Unserved> = self.refused_all().cloned().collect();
         plans(restrictions, unserved, nat, &self.node, &self.opts)
     }
 
