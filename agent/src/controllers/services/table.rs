@@ -134,10 +134,26 @@ impl ServiceTable {
         *self = Self::new(opts);
         self.node_ips = node_ips(snapshot, &opts);
         self.node = NodeView::of(snapshot);
-        for svc in snapshot.services.iter().map(|s| &**s) {
-            let s = share(svc, snapshot, &self.node_ips, &opts);
-            self.insert(super::ServiceCtx::new(svc).service, s);
-        }
+        // Collected, not inserted one by one: a B-tree built from sorted
+        // input has full nodes, one filled in order keeps them half empty.
+        self.shares = snapshot
+            .services
+            .iter()
+            .map(|svc| {
+                let s = share(svc, snapshot, &self.node_ips, &opts);
+                (super::ServiceCtx::new(svc).service, s)
+            })
+            .collect();
+        self.claims = grouped(self.shares.iter().flat_map(|(r, s)| {
+            s.virtual_services
+                .iter()
+                .map(move |(vs, _)| (vs.key, r.clone()))
+        }));
+        self.unserved = grouped(
+            self.shares
+                .values()
+                .flat_map(|s| s.unserved.iter().map(|u| (u.key, u.clone()))),
+        );
         self.slice_owners = snapshot
             .endpoint_slices
             .iter()
@@ -488,6 +504,25 @@ fn forget<T: Ord>(map: &mut BTreeMap<VsKey, Few<T>>, key: VsKey, item: &T) {
             map.remove(&key);
         }
     }
+}
+
+/// Items by key, each key's few sorted and without duplicates (as
+/// [`Few::insert`] keeps them), the map built in one go.
+fn grouped<T: Ord>(pairs: impl Iterator<Item = (VsKey, T)>) -> BTreeMap<VsKey, Few<T>> {
+    let mut pairs: Vec<(VsKey, T)> = pairs.collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut out: Vec<(VsKey, Few<T>)> = Vec::new();
+    for (key, item) in pairs {
+        match out.last_mut() {
+            Some((last, few)) if *last == key => {
+                few.0.reserve_exact(1);
+                few.0.push(item);
+            }
+            _ => out.push((key, Few(vec![item]))),
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn slice_key(s: &EndpointSlice) -> (String, String) {
