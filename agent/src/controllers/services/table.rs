@@ -152,7 +152,7 @@ impl ServiceTable {
         self.unserved = grouped(
             self.shares
                 .values()
-                .flat_map(|s| s.unserved.iter().map(|u| (u.key, u.clone()))),
+                .flat_map(|s| s.unserved().iter().map(|u| (u.key, u.clone()))),
         );
         self.slice_owners = snapshot
             .endpoint_slices
@@ -172,7 +172,7 @@ impl ServiceTable {
         let all = self
             .shares
             .values()
-            .filter_map(|s| s.health_check.clone())
+            .filter_map(|s| s.health_check().cloned())
             .collect();
         let health_checks = health_checks(all, &mut problems);
         problems.sort();
@@ -205,8 +205,8 @@ impl ServiceTable {
     fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         for share in self.shares.values() {
-            out.extend(share.problems.iter().cloned());
-            for (vs, _) in &share.virtual_services {
+            out.extend(share.problems().iter().cloned());
+            for (vs, _) in share.virtual_services.iter() {
                 match self.winner(&vs.key) {
                     Some((first, _)) if !std::ptr::eq(first, vs) => {
                         out.push(already_served(vs, first))
@@ -295,10 +295,10 @@ impl ServiceTable {
         for (r, s) in new {
             let old = self.remove(&r);
             tables |= firewall_part(old.as_ref()) != firewall_part(s.as_ref());
-            health |= old.as_ref().and_then(|o| o.health_check.as_ref())
-                != s.as_ref().and_then(|n| n.health_check.as_ref());
+            health |= old.as_ref().and_then(ServiceShare::health_check)
+                != s.as_ref().and_then(ServiceShare::health_check);
             if let Some(s) = s {
-                delta.problems.extend(s.problems.iter().cloned());
+                delta.problems.extend(s.problems().iter().cloned());
                 self.insert(r, s);
             }
         }
@@ -325,7 +325,7 @@ impl ServiceTable {
         for (vs, _) in &s.virtual_services {
             self.claims.entry(vs.key).or_default().insert(r.clone());
         }
-        for u in &s.unserved {
+        for u in s.unserved() {
             self.unserved.entry(u.key).or_default().insert(u.clone());
         }
         self.shares.insert(r, s);
@@ -336,7 +336,7 @@ impl ServiceTable {
         for (vs, _) in &old.virtual_services {
             forget(&mut self.claims, vs.key, r);
         }
-        for u in &old.unserved {
+        for u in old.unserved() {
             forget(&mut self.unserved, u.key, u);
         }
         Some(old)
@@ -459,8 +459,8 @@ impl ServiceTable {
         let mut restrictions = Vec::new();
         let mut nat = Vec::new();
         for s in self.shares.values() {
-            restrictions.extend(s.restrictions.iter().cloned());
-            nat.extend(s.nat.iter().cloned());
+            restrictions.extend(s.restrictions().iter().cloned());
+            nat.extend(s.nat().iter().cloned());
         }
         let unserved: Vec<firewall::Unserved> = self.refused_all().cloned().collect();
         plans(restrictions, unserved, nat, &self.node, &self.opts)
@@ -470,7 +470,7 @@ impl ServiceTable {
         let all = self
             .shares
             .values()
-            .filter_map(|s| s.health_check.clone())
+            .filter_map(|s| s.health_check().cloned())
             .collect();
         health_checks(all, &mut Vec::new())
     }
@@ -489,12 +489,12 @@ type FirewallPart<'a> = (
 );
 
 fn firewall_part(s: Option<&ServiceShare>) -> Option<FirewallPart<'_>> {
-    s.map(|s| (&s.restrictions[..], &s.nat[..], &s.unserved[..]))
+    s.map(|s| (s.restrictions(), s.nat(), s.unserved()))
         .filter(|(r, n, u)| !(r.is_empty() && n.is_empty() && u.is_empty()))
 }
 
 fn share_keys(s: &ServiceShare) -> impl Iterator<Item = VsKey> + '_ {
-    s.keys().chain(s.unserved.iter().map(|u| u.key))
+    s.keys().chain(s.unserved().iter().map(|u| u.key))
 }
 
 fn forget<T: Ord>(map: &mut BTreeMap<VsKey, Few<T>>, key: VsKey, item: &T) {
