@@ -14,10 +14,7 @@ use super::{
     Options,
 };
 use crate::{
-    cluster::{
-        compact::{EndpointSlice, Stored},
-        Snapshot,
-    },
+    cluster::{compact::Stored, slice_service, Snapshot},
     desired::{
         Family, HealthCheck, Member, MemberServices, MirroredMember, Problem, Protocol, ServiceRef,
         ServiceState, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
@@ -39,8 +36,9 @@ pub struct ServiceTable {
     /// Unserved frontends by key (refused unless some Service serves the key).
     unserved: BTreeMap<VsKey, Few<firewall::Unserved>>,
     /// The Service each EndpointSlice named at the last update, so a
-    /// slice that went or changed its label still names its old Service.
-    slice_owners: BTreeMap<(String, String), ServiceRef>,
+    /// slice that went or changed its label still names its old Service
+    /// (by name: it is in the slice's namespace).
+    slice_owners: BTreeMap<SliceKey, Box<str>>,
     plans: Vec<TablePlan>,
     health: Vec<HealthCheck>,
 }
@@ -157,7 +155,11 @@ impl ServiceTable {
         self.slice_owners = snapshot
             .endpoint_slices
             .iter()
-            .filter_map(|s| Some((slice_key(s), slice_owner(s)?)))
+            .filter_map(|s| {
+                let (namespace, name) = s.key();
+                let (_, service) = slice_service(s)?;
+                Some(((namespace.into(), name.into()), service.into()))
+            })
             .collect();
         self.plans = self.plans();
         let full = self.full_state();
@@ -253,14 +255,17 @@ impl ServiceTable {
         snapshot: &Snapshot,
     ) -> BTreeSet<ServiceRef> {
         let mut out = BTreeSet::new();
-        for key in slices {
-            out.extend(self.slice_owners.remove(key));
+        for (namespace, name) in slices {
+            let key: SliceKey = (namespace.as_str().into(), name.as_str().into());
+            if let Some(service) = self.slice_owners.remove(&key) {
+                out.insert(ServiceRef::new(namespace.clone(), service));
+            }
             let now = snapshot
-                .endpoint_slice(&key.0, &key.1)
-                .and_then(slice_owner);
-            if let Some(owner) = now {
-                out.insert(owner.clone());
-                self.slice_owners.insert(key.clone(), owner);
+                .endpoint_slice(namespace, name)
+                .and_then(slice_service);
+            if let Some((namespace, service)) = now {
+                out.insert(ServiceRef::new(namespace, service));
+                self.slice_owners.insert(key, service.into());
             }
         }
         out
@@ -525,15 +530,8 @@ fn grouped<T: Ord>(pairs: impl Iterator<Item = (VsKey, T)>) -> BTreeMap<VsKey, F
     out.into_iter().collect()
 }
 
-fn slice_key(s: &EndpointSlice) -> (String, String) {
-    let (namespace, name) = s.key();
-    (namespace.into(), name.into())
-}
-
-fn slice_owner(s: &EndpointSlice) -> Option<ServiceRef> {
-    let (namespace, service) = crate::cluster::slice_service(s)?;
-    Some(ServiceRef::new(namespace.to_string(), service.to_string()))
-}
+/// An EndpointSlice's (namespace, name).
+type SliceKey = (Box<str>, Box<str>);
 
 /// A set of the few items one key holds (nearly always one Service), as a
 /// sorted vector: a `BTreeSet` allocates a whole B-tree leaf (about 540
