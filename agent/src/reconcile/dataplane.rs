@@ -75,7 +75,7 @@ pub trait Dataplane: Send {
     /// NodePort range say which kernel services are ours to delete.
     fn sync_ipvs(
         &mut self,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         selection: IpvsSelection<'_>,
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
@@ -282,7 +282,7 @@ impl Dataplane for RealDataplane {
 
     fn sync_ipvs(
         &mut self,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         selection: IpvsSelection<'_>,
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
