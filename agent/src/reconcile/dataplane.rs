@@ -14,7 +14,7 @@ use crate::{
         VirtualService, VsKey,
     },
     kernel::{
-        iptables::{self, Changes},
+        iptables::{self, Changes, ReadBack},
         ipvs::{readback, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
@@ -91,6 +91,17 @@ pub trait Dataplane: Send {
     ) -> Result<AddressReport, ReconcileError>;
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
+
+    /// [`Self::apply_table`], reading back as `read_back` says (fakes
+    /// have nothing to read back).
+    fn apply_table_with(
+        &mut self,
+        plan: &TablePlan,
+        read_back: ReadBack,
+    ) -> Result<Changes, ReconcileError> {
+        let _ = read_back;
+        self.apply_table(plan)
+    }
 
     /// The sources whose traffic the tc program must never mark (the
     /// policy controller's egress-restricted pods), before or after the
@@ -375,6 +386,14 @@ impl Dataplane for RealDataplane {
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply(plan)?.changes)
+    }
+
+    fn apply_table_with(
+        &mut self,
+        plan: &TablePlan,
+        read_back: ReadBack,
+    ) -> Result<Changes, ReconcileError> {
+        Ok(iptables::apply_with(plan, read_back)?.changes)
     }
 
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {

@@ -15,7 +15,7 @@ use crate::{
         names, PolicyState,
     },
     desired::{Family, MemberServices, Table},
-    kernel::iptables::{self, Changes},
+    kernel::iptables::{self, Changes, ReadBack},
     store::{ApplyReport, Claim, Owner, SetStore, SourcePhase},
 };
 
@@ -111,12 +111,20 @@ pub fn apply_chains(
 }
 
 /// One table of `plan`, its changes recorded as "filter/V4/CHAIN".
+///
+/// No read-back of a restore that was the only commit since the apply's
+/// read (`ReadBack::UnlessAlone`): the table then holds the plan, and our
+/// rule forms are what iptables-save prints (`tests/policies_netns.rs`,
+/// `policy_rules_are_canonical_and_a_second_apply_writes_nothing`). At 5k
+/// pods that read was seconds of the first sync (BENCHMARKS.md). A failed
+/// restore still fails the sync; drift made after it moves the ruleset's
+/// generation, so the next full sync reads the table and repairs it.
 fn apply_table(
     dp: &mut impl Dataplane,
     plan: &crate::desired::TablePlan,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
-    let changes = dp.apply_table(plan)?;
+    let changes = dp.apply_table_with(plan, ReadBack::UnlessAlone)?;
     record(report, plan.table, plan.family, &changes);
     Ok(())
 }

@@ -110,7 +110,30 @@ pub(super) fn lock(family: Family, table: Table) -> MutexGuard<'static, Option<V
 /// The same plan on the same stamp needs no read: nothing changed since.
 pub(super) type Verified = HashMap<(Family, Table, String), (u64, Stamp)>;
 
+/// How an apply makes sure of what it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Read the table after every write and compare it with the plan
+    /// ([`Report::canonical`]).
+    Always,
+    /// Only when the ruleset's generation shows another commit than ours
+    /// since the read the script was rendered from. iptables-restore
+    /// commits in one nf_tables transaction and each commit bumps the
+    /// generation by one, so "ours alone" means the table now holds what
+    /// was read plus the script: the plan. What it cannot show is a rule
+    /// that iptables-save prints differently from how the plan wrote it,
+    /// so this is for owners whose rule forms are tested canonical (the
+    /// policy controller: its 14k-line table costs seconds to read).
+    /// Without a generation (legacy backend) it reads back as `Always`.
+    UnlessAlone,
+}
+
+/// [`apply_with`] reading back after every write.
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
+    apply_with(plan, ReadBack::Always)
+}
+
+pub fn apply_with(plan: &TablePlan, read_back_when: ReadBack) -> Result<Report, IptablesError> {
     plan.validate()?;
     let owner = (plan.family, plan.table, plan.tag.clone());
     let fingerprint = fingerprint(plan);
@@ -134,7 +157,12 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     // generation past `stamp`, so the next apply reads again.
     let (changes, canonical, stamp) = match written {
         Written::Nothing { changes, stamp } => (changes, true, stamp),
-        Written::Script { changes, stamp } => (changes, read_back(plan)?, stamp),
+        Written::Script {
+            changes,
+            stamp,
+            alone: true,
+        } if read_back_when == ReadBack::UnlessAlone => (changes, true, stamp),
+        Written::Script { changes, stamp, .. } => (changes, read_back(plan)?, stamp),
     };
     if let (true, Some(stamp)) = (canonical, stamp) {
         lock(plan.family, plan.table)
@@ -161,6 +189,9 @@ enum Written {
     Script {
         changes: Changes,
         stamp: Option<Stamp>,
+        /// The restore was the only commit since the read (see
+        /// [`ReadBack::UnlessAlone`]).
+        alone: bool,
     },
 }
 
@@ -187,9 +218,15 @@ fn write(
         "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes) in {:.1?}",
         script.lines().count(), script.len(), start.elapsed() - rendered,
     );
+    let after = generation::current();
+    let alone = match (&before, &after) {
+        (Some(before), Some(after)) => after.is_next_of(before),
+        _ => false,
+    };
     Ok(Written::Script {
         changes,
-        stamp: generation::current(),
+        stamp: after,
+        alone,
     })
 }
 
