@@ -303,7 +303,15 @@ fn a_restore_alone_is_not_read_back_unless_asked() {
     if !privileged("a_restore_alone_is_not_read_back_unless_asked") {
         return;
     }
-    let p = plan(Family::V4, &["-p tcp --dport 82 -j ACCEPT"]);
+    // An owner of its own: what an owner verified is kept per process,
+    // and the other tests here apply the same plan tag in parallel.
+    let tag = "ipwarden:trust-test";
+    let mut p = plan(Family::V4, &["-p tcp --dport 82 -j ACCEPT"]);
+    p.tag = tag.into();
+    p.jumps = vec![Jump::new(
+        "INPUT",
+        format!("-m comment --comment \"{tag}\" -j IPWARDEN-SERVICES"),
+    )];
     let ns = NetNs::new("ipw-ipt-trust").unwrap();
     let trusted = in_ns(&ns, || iptables::apply_with(&p, ReadBack::UnlessAlone)).unwrap();
     assert_eq!(trusted.changes.chains_written, ["IPWARDEN-SERVICES"]);

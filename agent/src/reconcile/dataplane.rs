@@ -10,8 +10,8 @@ use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
     desired::{
-        ChainDelta, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan,
-        VirtualService, VsKey,
+        ChainDelta, Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table,
+        TablePlan, VirtualService, VsKey,
     },
     kernel::{
         iptables::{self, Changes, ReadBack},
@@ -101,6 +101,14 @@ pub trait Dataplane: Send {
     ) -> Result<Changes, ReconcileError> {
         let _ = read_back;
         self.apply_table(plan)
+    }
+
+    /// Has nothing committed to `family`'s `table` since the owner `tag`'s
+    /// last verified apply? (`iptables::untouched_since_verified`; fakes
+    /// cannot tell, so they say no.)
+    fn table_untouched(&self, family: Family, table: Table, tag: &str) -> bool {
+        let _ = (family, table, tag);
+        false
     }
 
     /// The sources whose traffic the tc program must never mark (the
@@ -398,6 +406,10 @@ impl Dataplane for RealDataplane {
 
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply_partial(delta)?)
+    }
+
+    fn table_untouched(&self, family: Family, table: Table, tag: &str) -> bool {
+        iptables::untouched_since_verified(family, table, tag)
     }
 
     fn restrict_sources(&mut self, sources: &BTreeSet<IpAddr>, phase: SourcePhase) {

@@ -160,8 +160,16 @@ pub fn apply_with(plan: &TablePlan, read_back_when: ReadBack) -> Result<Report, 
         Written::Script {
             changes,
             stamp,
-            alone: true,
-        } if read_back_when == ReadBack::UnlessAlone => (changes, true, stamp),
+            alone: Some(from),
+        } => {
+            if let Some(to) = &stamp {
+                advance_other_tables(plan.family, plan.table, &from, to);
+            }
+            match read_back_when {
+                ReadBack::UnlessAlone => (changes, true, stamp),
+                ReadBack::Always => (changes, read_back(plan)?, stamp),
+            }
+        }
         Written::Script { changes, stamp, .. } => (changes, read_back(plan)?, stamp),
     };
     if let (true, Some(stamp)) = (canonical, stamp) {
@@ -177,6 +185,45 @@ pub fn apply_with(plan: &TablePlan, read_back_when: ReadBack) -> Result<Report, 
     })
 }
 
+/// Has nothing committed in the calling thread's namespace since the
+/// owner `tag`'s last apply to this table saw (or made) the kernel match
+/// its plan? Then the table still holds that plan: an owner that knows
+/// its plan has not changed since needs neither to render nor to apply
+/// it. False without a generation (legacy backend) or a verified apply.
+pub fn untouched_since_verified(family: Family, table: Table, tag: &str) -> bool {
+    let Some(now) = generation::current() else {
+        return false;
+    };
+    let owner = (family, table, tag.to_string());
+    lock(family, table)
+        .as_ref()
+        .and_then(|verified| verified.get(&owner))
+        .is_some_and(|(_, stamp)| *stamp == now)
+}
+
+/// Our restore into one (family, table) was the only commit from `from`
+/// to `to`, and a restore changes no other table: every other table that
+/// was verified at `from` still matches at `to`. Without this, the two
+/// families' writes of one sync would each leave the other's stamp one
+/// commit behind, and the next apply would read the whole table again.
+fn advance_other_tables(family: Family, table: Table, from: &Stamp, to: &Stamp) {
+    for other_family in [Family::V4, Family::V6] {
+        for other_table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
+            if (other_family, other_table) == (family, table) {
+                continue;
+            }
+            // One lock at a time: no order to keep between them.
+            if let Some(verified) = lock(other_family, other_table).as_mut() {
+                for (_, stamp) in verified.values_mut() {
+                    if stamp == from {
+                        *stamp = to.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What [`write`] did, with the ruleset's stamp before the read that
 /// will show whether the kernel matches the plan.
 enum Written {
@@ -189,9 +236,9 @@ enum Written {
     Script {
         changes: Changes,
         stamp: Option<Stamp>,
-        /// The restore was the only commit since the read (see
-        /// [`ReadBack::UnlessAlone`]).
-        alone: bool,
+        /// The stamp before the read, when the restore was the only
+        /// commit since (see [`ReadBack::UnlessAlone`]).
+        alone: Option<Stamp>,
     },
 }
 
@@ -219,9 +266,9 @@ fn write(
         script.lines().count(), script.len(), start.elapsed() - rendered,
     );
     let after = generation::current();
-    let alone = match (&before, &after) {
-        (Some(before), Some(after)) => after.is_next_of(before),
-        _ => false,
+    let alone = match (before, &after) {
+        (Some(before), Some(after)) if after.is_next_of(&before) => Some(before),
+        _ => None,
     };
     Ok(Written::Script {
         changes,

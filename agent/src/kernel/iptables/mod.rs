@@ -23,7 +23,9 @@ mod render;
 mod saved;
 mod switch;
 
-pub use apply::{apply, apply_with, read_table, IptablesError, ReadBack, Report};
+pub use apply::{
+    apply, apply_with, read_table, untouched_since_verified, IptablesError, ReadBack, Report,
+};
 pub use counters::{comment_counters, comment_counters_from_save};
 pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
 pub use render::{script, Changes};
