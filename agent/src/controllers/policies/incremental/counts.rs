@@ -26,7 +26,7 @@ impl MemberCounts {
     /// spare capacity.
     pub fn settle(&mut self) {
         if self.pending {
-            self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.entries.sort_unstable_by_key(|e| e.0);
             self.entries.dedup_by(|later, kept| {
                 let same = later.0 == kept.0;
                 if same {
