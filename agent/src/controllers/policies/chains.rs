@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use super::{
     cnp::{self, PodTiers},
     model::{Direction, Policy},
-    names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT},
+    names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_POD_COMMON},
     pods::PodView,
     rules::ALLOW_MARK,
     Options,
@@ -64,11 +64,7 @@ const CLEAR_MARK: &str = "-j MARK --set-xmark 0x0/0x10000";
 
 /// The chain of one pod in one family.
 pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
-    let mut rules = vec![
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
-        "-m conntrack --ctstate INVALID -j DROP".to_string(),
-    ];
-    rules.extend(icmp_accepts(family));
+    let mut rules = vec![format!("-j {CHAIN_POD_COMMON}")];
     // Pods no ClusterNetworkPolicy selects keep the chain they had.
     let clear = if pod.tiers.is_empty() {
         CLEAR_MARK.to_string()
@@ -151,7 +147,8 @@ fn icmp_accepts(family: Family) -> Vec<String> {
         .collect()
 }
 
-/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family.
+/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family, and the chain
+/// every pod chain starts with.
 ///
 /// A jump per direction catches bridged traffic (br_netfilter hands
 /// bridged frames to FORWARD, where `-d`/`-s` match them as they match
@@ -228,5 +225,23 @@ pub fn top_chains_of<'p>(
             name: CHAIN_OUTPUT.into(),
             rules: output,
         },
+        pod_common(family),
     ]
+}
+
+/// The first lines of every pod chain, which jumps here: replies of
+/// allowed connections and the ICMP the node needs pass, INVALID is
+/// dropped (ACCEPT and DROP end the packet's walk here too); the rest
+/// RETURNs to the pod chain. Written with the top chains, whether or not
+/// a pod is isolated, so it never moves with the pods.
+fn pod_common(family: Family) -> Chain {
+    let mut rules = vec![
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
+        "-m conntrack --ctstate INVALID -j DROP".to_string(),
+    ];
+    rules.extend(icmp_accepts(family));
+    Chain {
+        name: CHAIN_POD_COMMON.into(),
+        rules,
+    }
 }

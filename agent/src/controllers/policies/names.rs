@@ -10,6 +10,9 @@ pub const OWNER_TAG: &str = "ipwarden:policies";
 pub const CHAIN_INPUT: &str = "IPWARDEN-INPUT";
 pub const CHAIN_FORWARD: &str = "IPWARDEN-FORWARD";
 pub const CHAIN_OUTPUT: &str = "IPWARDEN-OUTPUT";
+/// What every pod chain does first (conntrack, ICMP): one chain the pod
+/// chains jump to, instead of the same lines in each of them.
+pub const CHAIN_POD_COMMON: &str = "IPW-POD-COMMON";
 /// Prefix of every set and of every per-pod and per-policy chain.
 pub const PREFIX: &str = "IPW-";
 const POD_CHAIN: &str = "IPW-POD-FW-";
