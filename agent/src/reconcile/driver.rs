@@ -66,6 +66,9 @@ pub struct SyncDone {
     pub counts: SyncCounts,
     /// CPU of the worker thread and the children it waited for.
     pub cpu: Duration,
+    /// How long each step took, in the order they ran (for the metrics:
+    /// where a slow sync's time went).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// What one sync (or `run --once`'s pass) desired and changed: the
