@@ -149,9 +149,9 @@ fn print_steps(rows: &[(usize, Figures)], steps: fn(&Figures) -> &[(String, Dura
 
 fn print_slowest(rows: &[(usize, Figures)]) {
     println!(
-        "| Services | change | total | write to noted | noted to sync start | sync | the sync's largest steps |"
+        "| Services | change | total | write to noted | noted to sync start | sync | its CPU | the sync's largest steps |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
     for (n, f) in rows {
         for (k, t) in f.slowest.iter().enumerate() {
             let steps: Vec<String> = t
@@ -161,13 +161,14 @@ fn print_slowest(rows: &[(usize, Figures)]) {
                 .map(|(s, d)| format!("{s} {}", ms(*d)))
                 .collect();
             println!(
-                "| {n} | slowest {}: #{} | {} | {} | {} | {} | {} |",
+                "| {n} | slowest {}: #{} | {} | {} | {} | {} | {} | {} |",
                 k + 1,
                 t.index,
                 ms(t.total),
                 ms(t.to_noted),
                 ms(t.noted_to_sync),
                 ms(t.sync),
+                ms(t.sync_cpu),
                 steps.join(", ")
             );
         }

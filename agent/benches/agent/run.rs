@@ -58,6 +58,9 @@ pub struct ChangeTiming {
     pub to_noted: Duration,
     pub noted_to_sync: Duration,
     pub sync: Duration,
+    /// The CPU of the sync's thread (and its children) in that time: far
+    /// below `sync`, the thread waited (for a vCPU, a lock, the kernel).
+    pub sync_cpu: Duration,
     /// The sync's steps, largest first
     /// (`ipwarden_sync_step_seconds_total`), "queued" left out.
     pub steps: Vec<(String, Duration)>,
@@ -451,12 +454,14 @@ fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Chang
         after.last_synced("services"),
     );
     let sync = span(seconds(&before), seconds(&after));
+    let cpu = |s: &Scrape| s.sync_cpu("services", "partial") + s.sync_cpu("services", "full");
     ChangeTiming {
         index: 0,
         total: span(sent, synced),
         to_noted: span(sent, noted),
         noted_to_sync: span(noted, synced).saturating_sub(sync),
         sync,
+        sync_cpu: span(cpu(&before), cpu(&after)),
         steps: step_deltas(&before, &after),
     }
 }
