@@ -30,7 +30,9 @@
 //! `IPWARDEN_BENCH_NOOP_ONLY=1` the first full sync and the no-op resyncs
 //! (each also by CPU: `ipwarden_sync_cpu_seconds_total`);
 //! `IPWARDEN_BENCH_AGENT_ARGS` adds flags to the agent (e.g.
-//! `--run-firewall=false` to time one controller alone).
+//! `--run-firewall=false` to time one controller alone);
+//! `IPWARDEN_BENCH_AGENT_BIN` times another `ipwarden` binary (a copy of
+//! an earlier build, for a before/after).
 //!
 //! The agent runs with `--min-sync-period 100ms` (default 1 s), so that a
 //! change that follows the previous sync by 150 ms is not held back: the
@@ -99,7 +101,7 @@ fn main() {
         println!();
     }
     if !run::first_only() {
-        println!("The slowest changes, where their time went (from the agent's metrics: the server's write to the dispatcher noting it, the note to the sync's start, the sync):\n");
+        println!("The slowest changes (#0: the first after ready), where their time went (from the agent's metrics: the server's write to the dispatcher noting it, the note to the sync's start, the sync and its steps):\n");
         print_slowest(&rows);
         println!();
     }
@@ -146,17 +148,28 @@ fn print_steps(rows: &[(usize, Figures)], steps: fn(&Figures) -> &[(String, Dura
 }
 
 fn print_slowest(rows: &[(usize, Figures)]) {
-    println!("| Services | change | total | write to noted | noted to sync start | sync |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| Services | change | total | write to noted | noted to sync start | sync | its CPU | the sync's largest steps |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
     for (n, f) in rows {
         for (k, t) in f.slowest.iter().enumerate() {
+            let steps: Vec<String> = t
+                .steps
+                .iter()
+                .take(3)
+                .map(|(s, d)| format!("{s} {}", ms(*d)))
+                .collect();
             println!(
-                "| {n} | slowest {} | {} | {} | {} | {} |",
+                "| {n} | slowest {}: #{} | {} | {} | {} | {} | {} | {} |",
                 k + 1,
+                t.index,
                 ms(t.total),
                 ms(t.to_noted),
                 ms(t.noted_to_sync),
-                ms(t.sync)
+                ms(t.sync),
+                ms(t.sync_cpu),
+                steps.join(", ")
             );
         }
     }

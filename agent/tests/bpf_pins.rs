@@ -512,3 +512,66 @@ fn many_rounds_of_member_changes_keep_both_halves_exact() {
     assert!(ports.clone().all(|p| !marked(&dp, p)));
     assert_eq!(mirror.errors(), 0);
 }
+
+/// The whole publish of a full sync writes both halves of the classifier's
+/// table (the second a copy of the first, after the flip), so the first
+/// change after it writes only the buckets it moves instead of laying out
+/// the whole table: each member is in one of its two buckets, and its
+/// address's bit is set, in both halves, each under its own half's seed,
+/// as bpftool reads them.
+#[test]
+fn a_full_mirror_writes_both_halves_of_the_classifiers_table() {
+    if !privileged("a_full_mirror_writes_both_halves_of_the_classifiers_table") {
+        return;
+    }
+    use ipwarden_common::{
+        maps::{addr_words, vip_bit, vip_hash, PROTO_TCP, TABLE_BUCKETS, VIP_BITMAP_WORDS},
+        ServiceKey,
+    };
+    let fs = BpfFs::new("halves").unwrap();
+    let pins = PinLayout::new(fs.path());
+    let (mut dp, _) = TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
+    dp.configure(Mode::Allow, 0x40_0000).unwrap();
+    let mut mirror = dp.take_mirror().unwrap();
+    let addr = [10, 96, 0, 20];
+    let ports = 8000u16..8008;
+    let vip = IpAddr::from(addr);
+    let members: Vec<Member> = ports
+        .clone()
+        .map(|p| Member::ip_port(vip, Protocol::Tcp, p))
+        .collect();
+    let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &members);
+    let svip = spec("ipwarden-svip", SetType::HashIp, &[Member::ip(vip)]);
+    mirror.mirror(&[&prt, &svip], &MemberServices::new());
+
+    let config = dump(&pins, names::MAP_CONFIG);
+    let c = &config[0]["formatted"]["value"];
+    for half in 0..2u32 {
+        let seed = c["seeds"][half as usize].as_u64().unwrap() as u32;
+        assert_ne!(seed, 0, "half {half} has no seed: {c}");
+        for port in ports.clone() {
+            let key = ServiceKey::v4(addr, PROTO_TCP, port);
+            let (b1, b2) = bpf::table::buckets_of(&key, seed);
+            let found = [b1, b2].iter().any(|b| {
+                let index = half * TABLE_BUCKETS + b;
+                lookup(&pins, names::MAP_TABLE, index)["formatted"]["value"]["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["key"]["port"] == port && e["key"]["proto"] == PROTO_TCP)
+            });
+            assert!(
+                found,
+                "half {half}: tcp/{port} is in neither of its buckets"
+            );
+        }
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&addr);
+        let (word, bit) = vip_bit(vip_hash(&addr_words(&a), false, seed));
+        let value = &lookup(&pins, names::MAP_VIP_BITS, half * VIP_BITMAP_WORDS + word)
+            ["formatted"]["value"];
+        let bits = value.as_u64().unwrap_or_else(|| panic!("a word: {value}"));
+        assert_eq!(bits >> bit & 1, 1, "half {half}: the VIP's bit is not set");
+    }
+    assert_eq!(mirror.errors(), 0);
+}

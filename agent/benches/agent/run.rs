@@ -3,7 +3,7 @@
 //! resync run), and the figures.
 
 use std::{
-    path::Path,
+    path::PathBuf,
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -49,13 +49,21 @@ pub struct Figures {
 /// One change's latency split at the agent's own timestamps (its
 /// metrics): the server's write to the dispatcher noting it (watch, decode,
 /// store), the note to the sync's start (debounce, a sync under way), and
-/// the sync.
-#[derive(Clone, Copy, Debug, Default)]
+/// the sync, with the sync's own steps.
+#[derive(Clone, Debug, Default)]
 pub struct ChangeTiming {
+    /// Which change (0: the first after ready).
+    pub index: usize,
     pub total: Duration,
     pub to_noted: Duration,
     pub noted_to_sync: Duration,
     pub sync: Duration,
+    /// The CPU of the sync's thread (and its children) in that time: far
+    /// below `sync`, the thread waited (for a vCPU, a lock, the kernel).
+    pub sync_cpu: Duration,
+    /// The sync's steps, largest first
+    /// (`ipwarden_sync_step_seconds_total`), "queued" left out.
+    pub steps: Vec<(String, Duration)>,
 }
 
 /// How many of the slowest changes the bench breaks down.
@@ -107,6 +115,13 @@ pub fn noop_only() -> bool {
     std::env::var("IPWARDEN_BENCH_NOOP_ONLY").is_ok_and(|v| v == "1")
 }
 
+/// `IPWARDEN_BENCH_AGENT_BIN`: another `ipwarden` binary to time (a copy
+/// of an earlier build, for a before/after); by default this build's.
+fn agent_binary() -> PathBuf {
+    std::env::var_os("IPWARDEN_BENCH_AGENT_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_ipwarden").into(), Into::into)
+}
+
 fn agent(lab: &Lab, kube: &Kube, flags: &[&str]) -> AgentProcess {
     let kubeconfig = kube.kubeconfig.to_string_lossy();
     let more = extra_args();
@@ -117,7 +132,7 @@ fn agent(lab: &Lab, kube: &Kube, flags: &[&str]) -> AgentProcess {
         .collect();
     AgentProcess::spawn(
         lab,
-        Path::new(env!("CARGO_BIN_EXE_ipwarden")),
+        &agent_binary(),
         &["--kubeconfig", kubeconfig.as_ref()],
         &extra,
     )
@@ -285,7 +300,7 @@ impl SizeRun {
         let (mut timings, partial_mean) = changes;
         timings.sort_by_key(|t| t.total);
         let latencies: Vec<Duration> = timings.iter().map(|t| t.total).collect();
-        let slowest = timings.iter().rev().take(SLOWEST).copied().collect();
+        let slowest = timings.iter().rev().take(SLOWEST).cloned().collect();
         let pct = |p: f64| latencies[((p * latencies.len() as f64).ceil() as usize).max(1) - 1];
         Figures {
             ready,
@@ -385,7 +400,10 @@ impl SizeRun {
         for k in 0..self.changes {
             let i = rng.below(self.services);
             external[i] = !external[i];
-            let timing = one_change(kube, cluster, i, external[i]);
+            let timing = ChangeTiming {
+                index: k,
+                ..one_change(kube, cluster, i, external[i])
+            };
             eprintln!("agent bench: change {k} (svc-{i}): {timing:?}");
             latencies.push(timing);
             confirm_in_ipvs(i, external[i]);
@@ -436,12 +454,39 @@ fn one_change(kube: &Kube, cluster: &Cluster, i: usize, external: bool) -> Chang
         after.last_synced("services"),
     );
     let sync = span(seconds(&before), seconds(&after));
+    let cpu = |s: &Scrape| s.sync_cpu("services", "partial") + s.sync_cpu("services", "full");
     ChangeTiming {
+        index: 0,
         total: span(sent, synced),
         to_noted: span(sent, noted),
         noted_to_sync: span(noted, synced).saturating_sub(sync),
         sync,
+        sync_cpu: span(cpu(&before), cpu(&after)),
+        steps: step_deltas(&before, &after),
     }
+}
+
+/// The time each step of the service controller's syncs took between two
+/// scrapes (one sync: the change's), partial and full together, largest
+/// first.
+fn step_deltas(before: &Scrape, after: &Scrape) -> Vec<(String, Duration)> {
+    let mut out: Vec<(String, Duration)> = Vec::new();
+    for kind in ["partial", "full"] {
+        let was = before.steps("services", kind);
+        for (step, now) in after.steps("services", kind) {
+            let spent = now - was.get(&step).copied().unwrap_or(0.0);
+            if step == "queued" || spent <= 0.0 {
+                continue;
+            }
+            let spent = Duration::from_secs_f64(spent);
+            match out.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, d)) => *d += spent,
+                None => out.push((step, spent)),
+            }
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.1));
+    out
 }
 
 /// `ipvsadm -Ln -t EXTERNAL:80` answers exactly when the externalIP is in

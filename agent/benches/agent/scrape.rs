@@ -95,6 +95,20 @@ impl Scrape {
         )
     }
 
+    /// Seconds spent in each step of `controller`'s successful syncs of
+    /// `kind`, by step name (`ipwarden_sync_step_seconds_total`).
+    pub fn steps(&self, controller: &str, kind: &str) -> BTreeMap<String, f64> {
+        let labels = format!("{{controller=\"{controller}\",kind=\"{kind}\",step=\"");
+        let prefix = format!("ipwarden_sync_step_seconds_total{labels}");
+        self.0
+            .iter()
+            .filter_map(|(series, v)| {
+                let step = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                Some((step.to_string(), *v))
+            })
+            .collect()
+    }
+
     /// When `controller` last synced successfully (Unix seconds).
     pub fn last_synced(&self, controller: &str) -> f64 {
         self.get(

@@ -33,6 +33,13 @@ struct SyncLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    controller: String,
+    kind: String,
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     controller: String,
     kind: String,
@@ -55,6 +62,7 @@ struct Standing {
 pub struct SyncMetrics {
     durations: Family<SyncLabel, Histogram>,
     cpu: Family<SyncLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    steps: Family<StepLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
     syncs: Family<ResultLabel, Counter>,
     last_queued: Family<ControllerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     last_synced: Family<ControllerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -88,6 +96,7 @@ impl SyncMetrics {
                 ))
             }),
             cpu: Family::default(),
+            steps: Family::default(),
             syncs: Family::default(),
             last_queued: Family::default(),
             last_synced: Family::default(),
@@ -110,6 +119,11 @@ impl SyncMetrics {
             "sync_cpu_seconds",
             "CPU of a controller's syncs (its thread and the children it waited for), by kind",
             m.cpu.clone(),
+        );
+        r.register(
+            "sync_step_seconds",
+            "Time in each step of a controller's successful syncs, by kind (\"queued\": from the first change noted to the sync's start)",
+            m.steps.clone(),
         );
         r.register(
             "syncs",
@@ -214,6 +228,15 @@ impl SyncObserver for SyncMetrics {
                 kind: kind_label.into(),
             })
             .inc_by(done.cpu.as_secs_f64());
+        for (step, d) in &done.steps {
+            self.steps
+                .get_or_create(&StepLabel {
+                    controller: controller.into(),
+                    kind: kind_label.into(),
+                    step: (*step).into(),
+                })
+                .inc_by(d.as_secs_f64());
+        }
         self.last_synced
             .get_or_create(&ControllerLabel {
                 controller: controller.into(),
@@ -307,6 +330,38 @@ mod tests {
             &ok,
         );
         assert!(m.stuck(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn each_step_of_the_successful_syncs_adds_up_by_controller_kind_and_step() {
+        let mut r = Registry::default();
+        let m = SyncMetrics::new(&mut r);
+        let done = |ms: u64| SyncDone {
+            steps: vec![
+                ("prepare", Duration::from_millis(1)),
+                ("sets", Duration::from_millis(ms)),
+            ],
+            ..SyncDone::default()
+        };
+        for ms in [2, 40] {
+            let d = Duration::from_millis(ms + 1);
+            m.synced("services", SyncKind::Partial, None, d, &Ok(done(ms)));
+        }
+        let failed = Err(SyncError::NotReady);
+        m.synced("services", SyncKind::Partial, None, Duration::ZERO, &failed);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let sample = |step: &str| {
+            let series = format!(
+                "sync_step_seconds_total{{controller=\"services\",kind=\"partial\",step=\"{step}\"}} "
+            );
+            let line = text.lines().find(|l| l.starts_with(&series));
+            line.and_then(|l| l[series.len()..].parse::<f64>().ok())
+        };
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-9);
+        assert!(near(sample("sets"), 0.042), "{text}");
+        assert!(near(sample("prepare"), 0.002), "{text}");
+        assert!(sample("ipvs").is_none(), "no step of that name ran: {text}");
     }
 
     #[test]

@@ -320,9 +320,28 @@ impl MirrorMaps {
         config.active = inactive as u32;
         self.write_config(config)?;
         self.table.flipped();
+        if self.halves[active].is_none() {
+            // The half just left was never written by this process: copied
+            // now, on the whole publish, or the next change would pay for
+            // the whole table (65,536 buckets) instead of what it moves.
+            self.catch_up(active, inactive, config)?;
+            return Ok(written);
+        }
         // The half now inactive lacks this change.
         self.behind = (keys, addrs);
         Ok(written)
+    }
+
+    /// Makes the inactive half `half` a copy of the active half `from`
+    /// (buckets, bitmap, seed), once no program reads it any more.
+    fn catch_up(&mut self, half: usize, from: usize, mut config: Config) -> Result<(), BpfError> {
+        self.table.wait_for_readers();
+        self.table.copy_half(from as u32, half as u32);
+        self.halves[half] = self.halves[from].clone();
+        config.seeds[half] = config.seeds[from];
+        self.write_config(config)?;
+        self.behind = Default::default();
+        Ok(())
     }
 
     /// Slots released for members gone, allocated for new ones.

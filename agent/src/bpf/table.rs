@@ -298,6 +298,43 @@ impl FastTable {
         written
     }
 
+    /// Copies half `from` (which the classifier may be reading) into half
+    /// `to` (which it must not be), touching only the buckets and words
+    /// that differ.
+    pub fn copy_half(&mut self, from: u32, to: u32) -> Written {
+        let mut written = Written::default();
+        let (src, dst) = (
+            Self::base(from, TABLE_BUCKETS),
+            Self::base(to, TABLE_BUCKETS),
+        );
+        for i in 0..TABLE_BUCKETS as usize {
+            let b = self.table.get(src + i);
+            if self.table.get(dst + i) != b {
+                self.table.set(dst + i, b);
+                written.buckets += 1;
+            }
+        }
+        let (src, dst) = (
+            Self::base(from, VIP_BITMAP_WORDS),
+            Self::base(to, VIP_BITMAP_WORDS),
+        );
+        for i in 0..VIP_BITMAP_WORDS as usize {
+            let w = self.bits.get(src + i);
+            if self.bits.get(dst + i) != w {
+                self.bits.set(dst + i, w);
+                written.words += 1;
+            }
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        written
+    }
+
+    /// The index of `half`'s first element in an array of two halves of
+    /// `len` each.
+    fn base(half: u32, len: u32) -> usize {
+        (half & 1) as usize * len as usize
+    }
+
     /// Writes a whole `layout` into `half`; returns what it wrote and the
     /// half's state, for later changes. `addrs`: every address whose bit
     /// the layout set.

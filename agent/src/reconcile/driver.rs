@@ -66,6 +66,9 @@ pub struct SyncDone {
     pub counts: SyncCounts,
     /// CPU of the worker thread and the children it waited for.
     pub cpu: Duration,
+    /// How long each step took, in the order they ran (for the metrics:
+    /// where a slow sync's time went).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 /// What one sync (or `run --once`'s pass) desired and changed: the
@@ -311,16 +314,20 @@ fn spawn_worker<W: Worker>(
                 let cpu = super::cpu::SyncCpu::start();
                 let mut result = worker.sync(kind, reason, &changes, source.as_ref());
                 if let Ok(done) = &mut result {
+                    // The first full sync built and freed the largest
+                    // states. A trim walks every free chunk with the arenas
+                    // locked, so only once, and before the reply: a sync
+                    // of the other controller right after readiness would
+                    // otherwise wait on the arenas for as long.
+                    if kind == SyncKind::Full && !released {
+                        let trim = Instant::now();
+                        crate::malloc::release_free_pages();
+                        done.steps.push(("release free pages", trim.elapsed()));
+                        released = true;
+                    }
                     done.cpu = cpu.elapsed();
                 }
-                let first_full_done = kind == SyncKind::Full && result.is_ok() && !released;
                 let _ = reply.send(result);
-                // The first full sync built and freed the largest states; a
-                // trim walks every free chunk, so only once, after the reply.
-                if first_full_done {
-                    crate::malloc::release_free_pages();
-                    released = true;
-                }
             }
         })
         .expect("spawning a worker thread");
@@ -393,5 +400,63 @@ async fn runner<W: Worker>(worker: W, shared: Arc<Shared<W::Changes>>, ctx: Runn
             ),
         }
         observer.synced(name, kind, reason, ended - now, &result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{source::ResourceHealth, HostInfo, Snapshot};
+
+    struct NoCluster;
+
+    impl Source for NoCluster {
+        fn snapshot(&self, _: &HostInfo) -> Option<Snapshot> {
+            None
+        }
+        fn health(&self) -> Vec<ResourceHealth> {
+            Vec::new()
+        }
+        fn listed(&self) -> bool {
+            true
+        }
+    }
+
+    /// Syncs that succeed at once.
+    struct Idle;
+
+    impl Worker for Idle {
+        type Changes = ();
+        fn name(&self) -> &'static str {
+            "idle"
+        }
+        fn concerns(&self, _: Kind) -> bool {
+            false
+        }
+        fn note(_: &mut (), _: Kind, _: Option<String>, _: String) {}
+        fn merge(_: &mut (), _: ()) {}
+        fn sync(
+            &mut self,
+            _: SyncKind,
+            _: Option<FullReason>,
+            _: &(),
+            _: &dyn Source,
+        ) -> Result<SyncDone, SyncError> {
+            Ok(SyncDone::default())
+        }
+    }
+
+    #[test]
+    fn the_first_full_sync_releases_free_pages_before_it_reports() {
+        let jobs = spawn_worker(Idle, Arc::new(NoCluster));
+        let trimmed = |kind| {
+            let (reply, result) = oneshot::channel();
+            jobs.send((kind, None, (), reply)).unwrap();
+            let done = result.blocking_recv().unwrap().unwrap();
+            done.steps.iter().any(|(s, _)| *s == "release free pages")
+        };
+        assert!(!trimmed(SyncKind::Partial), "not after a partial sync");
+        assert!(trimmed(SyncKind::Full), "the first full sync's reply");
+        assert!(!trimmed(SyncKind::Full), "only once");
     }
 }

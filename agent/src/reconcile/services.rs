@@ -400,7 +400,7 @@ impl Stopwatch {
         self.last = std::time::Instant::now();
     }
 
-    fn into_laps(self) -> Vec<(&'static str, std::time::Duration)> {
+    pub(crate) fn into_laps(self) -> Vec<(&'static str, std::time::Duration)> {
         self.laps
     }
 }

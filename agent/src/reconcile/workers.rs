@@ -136,6 +136,7 @@ impl ServiceWorker {
             programming_latencies,
             counts: report.counts(),
             cpu: Duration::ZERO,
+            steps: steps.into_laps(),
         })
     }
 }
@@ -258,6 +259,7 @@ impl Worker for PolicyWorker {
                 }),
             },
             cpu: Duration::ZERO,
+            steps: Vec::new(),
         })
     }
 }
