@@ -15,7 +15,7 @@ use crate::{
     },
     kernel::{
         iptables::{self, Changes},
-        ipvs::{readback, IpvsClient},
+        ipvs::{full_read, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
         sysctl,
@@ -126,6 +126,8 @@ pub struct RealDataplane {
     vip_index: Option<u32>,
     /// Which full syncs read IPVS fully by netlink.
     full_reads: FullReads,
+    /// What the full syncs' IPVS reads found equal.
+    ipvs_reads: full_read::FullRead,
 }
 
 /// A full sync reads IPVS cheaply (`/proc/net/ip_vs`, netlink only for
@@ -163,6 +165,7 @@ impl RealDataplane {
             watch: Mutex::new(None),
             vip_index: None,
             full_reads: FullReads::default(),
+            ipvs_reads: full_read::FullRead::default(),
         })
     }
 
@@ -290,28 +293,29 @@ impl Dataplane for RealDataplane {
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Ok(IpvsReport::default());
         };
-        // Invalid ones were reported by the controller's pass already.
-        let kernel: Vec<_> = desired
-            .iter()
-            .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
-            .collect();
         let result = match selection {
             IpvsSelection::All => {
                 let deep = self.full_reads.deep_now();
-                let read = if deep {
-                    ipvs.list()
-                } else {
-                    readback::read_for_plan(ipvs, &kernel)
+                let read = self.ipvs_reads.read(ipvs, desired, vips, node_ips, deep);
+                let result = match read.map_err(|e| ReconcileError::Ipvs(vec![e]))? {
+                    full_read::Table::Unchanged(services_unchanged) => Ok(IpvsReport {
+                        services_unchanged,
+                        ..IpvsReport::default()
+                    }),
+                    full_read::Table::Read { desired, actual } => {
+                        // Reading the node's routes and addresses is for
+                        // deciding on services we do not want: a no-op
+                        // sync has none.
+                        let scope = if ipvs_sync::has_strays(&desired, &actual) {
+                            full_scope(&self.link, vips, node_ips, self.node_port_range)?
+                        } else {
+                            IpvsScope::default()
+                        };
+                        let result = ipvs_sync::apply_plan(ipvs, &desired, &actual, &scope);
+                        self.ipvs_reads.planned(result.as_ref().ok());
+                        result
+                    }
                 };
-                let actual = read.map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-                // Reading the node's routes and addresses is for deciding
-                // on services we do not want: a no-op sync has none.
-                let scope = if ipvs_sync::has_strays(&kernel, &actual) {
-                    full_scope(&self.link, vips, node_ips, self.node_port_range)?
-                } else {
-                    IpvsScope::default()
-                };
-                let result = ipvs_sync::apply_plan(ipvs, &kernel, &actual, &scope);
                 self.full_reads.done(result.is_ok());
                 result
             }
@@ -323,6 +327,11 @@ impl Dataplane for RealDataplane {
                     node_port_range: self.node_port_range,
                 };
                 let keys = keys.iter().map(ipvs_sync::kernel_key).collect();
+                // Invalid ones were reported by the controller's pass already.
+                let kernel: Vec<_> = desired
+                    .iter()
+                    .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
+                    .collect();
                 ipvs_sync::sync_keys(ipvs, &kernel, &keys, &scope)
             }
         };
