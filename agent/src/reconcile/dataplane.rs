@@ -260,9 +260,7 @@ impl Dataplane for RealDataplane {
         sets: &[SetSpec],
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
-        Ok(self
-            .store
-            .apply_with_services(owner, sets.to_vec(), services.clone())?)
+        Ok(self.store.apply_full(owner, sets, services)?)
     }
 
     fn apply_changed_sets(
