@@ -99,6 +99,7 @@ impl FullRead {
         );
         if let Some((seen, unchanged)) = self.matched {
             if seen == now && hidden_equal(client, &hidden)? {
+                tracing::debug!(unchanged, "IPVS as the last plan found it: not parsed");
                 return Ok(Table::Unchanged(unchanged));
             }
         }
