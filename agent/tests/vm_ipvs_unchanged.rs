@@ -109,8 +109,9 @@ impl Node {
             reads,
             desired,
         } = self;
+        let desired: Vec<&VirtualService> = desired.iter().collect();
         let table = ns
-            .run(|| reads.read(ipvs, desired, &vips, &[], deep))
+            .run(|| reads.read(ipvs, &desired, &vips, &[], deep))
             .unwrap()
             .unwrap();
         match table {

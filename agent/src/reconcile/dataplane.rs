@@ -294,7 +294,8 @@ impl Dataplane for RealDataplane {
         let result = match selection {
             IpvsSelection::All => {
                 let deep = self.full_reads.deep_now();
-                let read = self.ipvs_reads.read(ipvs, desired, vips, node_ips, deep);
+                let desired: Vec<&VirtualService> = desired.iter().collect();
+                let read = self.ipvs_reads.read(ipvs, &desired, vips, node_ips, deep);
                 let result = match read.map_err(|e| ReconcileError::Ipvs(vec![e]))? {
                     full_read::Table::Unchanged(services_unchanged) => Ok(IpvsReport {
                         services_unchanged,

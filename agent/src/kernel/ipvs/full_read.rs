@@ -67,7 +67,7 @@ impl FullRead {
     pub fn read(
         &mut self,
         client: &mut IpvsClient,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
         deep: bool,
@@ -84,7 +84,7 @@ impl FullRead {
         };
         let Some(text) = text else {
             return Ok(Table::Read {
-                desired: kernel_forms(desired.iter()),
+                desired: kernel_forms(desired.iter().copied()),
                 actual: client.list()?,
             });
         };
@@ -95,6 +95,7 @@ impl FullRead {
         let hidden = kernel_forms(
             desired
                 .iter()
+                .copied()
                 .filter(|vs| !readback::proc_shows_desired(vs)),
         );
         if let Some((seen, unchanged)) = self.matched {
@@ -104,7 +105,7 @@ impl FullRead {
             }
         }
         self.pending = Some(now);
-        let desired = kernel_forms(desired.iter());
+        let desired = kernel_forms(desired.iter().copied());
         let actual = readback::table_for_plan(client, &desired, &text)?;
         Ok(Table::Read { desired, actual })
     }
@@ -150,7 +151,7 @@ fn hidden_equal(
 /// The fields of `desired` a plan compares, and what decides which kernel
 /// services are ours to delete.
 fn desired_fingerprint(
-    desired: &[VirtualService],
+    desired: &[&VirtualService],
     vips: &BTreeSet<IpAddr>,
     node_ips: &[IpAddr],
 ) -> u64 {

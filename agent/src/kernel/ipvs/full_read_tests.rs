@@ -68,7 +68,7 @@ fn web() -> VirtualService {
 fn the_desired_fingerprint_follows_every_field_a_plan_compares_and_the_scope() {
     let vips: BTreeSet<IpAddr> = [ip("10.0.0.1")].into();
     let node = [ip("192.168.0.1")];
-    let base = desired_fingerprint(&[web()], &vips, &node);
+    let base = desired_fingerprint(&[&web()], &vips, &node);
     let mut changed: Vec<(&str, VirtualService)> = Vec::new();
     let mut v = web();
     v.key.port = 81;
@@ -92,15 +92,18 @@ fn the_desired_fingerprint_follows_every_field_a_plan_compares_and_the_scope() {
     v.destinations.clear();
     changed.push(("destinations", v));
     for (field, v) in changed {
-        assert_ne!(desired_fingerprint(&[v], &vips, &node), base, "{field}");
+        assert_ne!(desired_fingerprint(&[&v], &vips, &node), base, "{field}");
     }
     assert_ne!(desired_fingerprint(&[], &vips, &node), base);
-    assert_ne!(desired_fingerprint(&[web()], &BTreeSet::new(), &node), base);
-    assert_ne!(desired_fingerprint(&[web()], &vips, &[]), base);
+    assert_ne!(
+        desired_fingerprint(&[&web()], &BTreeSet::new(), &node),
+        base
+    );
+    assert_ne!(desired_fingerprint(&[&web()], &vips, &[]), base);
     // What the kernel never sees does not matter.
     let mut named = web();
     named.origin = "default/web".into();
-    assert_eq!(desired_fingerprint(&[named], &vips, &node), base);
+    assert_eq!(desired_fingerprint(&[&named], &vips, &node), base);
 }
 
 #[test]
