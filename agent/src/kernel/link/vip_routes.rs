@@ -17,7 +17,7 @@ use neli::{
         nl::NlmF,
         rtnl::{Ifa, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot},
     },
-    nl::NlPayload,
+    nl::{NlPayload, Nlmsghdr},
     router::synchronous::NlRouterReceiverHandle,
     rtnl::{IfaddrmsgBuilder, RtattrBuilder, Rtmsg, RtmsgBuilder},
     types::{Buffer, RtBuffer},
@@ -155,8 +155,29 @@ impl LinkClient {
 
     /// The destinations of our local routes through interface `index`.
     fn vip_routes(&self, index: u32) -> Result<BTreeSet<IpAddr>, LinkError> {
-        let mut sock = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-        super::direct::vip_routes(&mut sock, index)
+        let msg = RtmsgBuilder::default()
+            .rtm_family(RtAddrFamily::Unspecified)
+            .rtm_dst_len(0)
+            .rtm_src_len(0)
+            .rtm_tos(0)
+            .rtm_table(RtTable::Unspec)
+            .rtm_protocol(Rtprot::Unspec)
+            .rtm_scope(RtScope::Universe)
+            .rtm_type(Rtn::Unspec)
+            .build()
+            .map_err(|e| build_err("dump", "routes", e))?;
+        let recv = self
+            .rtnl
+            .send::<Rtm, Rtmsg, Rtm, Rtmsg>(Rtm::Getroute, NlmF::DUMP, NlPayload::Payload(msg))
+            .map_err(err("dump", "routes"))?;
+        let mut out = BTreeSet::new();
+        for r in recv {
+            let r: Nlmsghdr<Rtm, Rtmsg> = r.map_err(err("dump", "routes"))?;
+            if let NlPayload::Payload(route) = r.nl_payload() {
+                out.extend(our_vip(route, index));
+            }
+        }
+        Ok(out)
     }
 
     /// The addresses on interface `index` but the kernel's IPv6 link-local.
@@ -270,6 +291,26 @@ fn route_message(index: u32, addr: IpAddr) -> Result<Rtmsg, LinkError> {
 }
 
 /// The VIP of `route` when it is one of ours through interface `index`.
+fn our_vip(route: &Rtmsg, index: u32) -> Option<IpAddr> {
+    let ours = u8::from(*route.rtm_protocol()) == VIP_ROUTE_PROTOCOL
+        && *route.rtm_table() == RtTable::Local
+        && *route.rtm_type() == Rtn::Local;
+    if !ours {
+        return None;
+    }
+    let attrs = route.rtattrs().get_attr_handle();
+    let oif: &[u8] = attrs.get_attribute(Rta::Oif)?.rta_payload().as_ref();
+    if u32::from_ne_bytes(oif.try_into().ok()?) != index {
+        return None;
+    }
+    let dst: &[u8] = attrs.get_attribute(Rta::Dst)?.rta_payload().as_ref();
+    match (dst.len(), *route.rtm_dst_len()) {
+        (4, 32) => Some(IpAddr::from(<[u8; 4]>::try_from(dst).ok()?)),
+        (16, 128) => Some(IpAddr::from(<[u8; 16]>::try_from(dst).ok()?)),
+        _ => None,
+    }
+}
+
 fn family_of(addr: IpAddr) -> (RtAddrFamily, u8, Vec<u8>) {
     match addr {
         IpAddr::V4(a) => (RtAddrFamily::Inet, 32, a.octets().to_vec()),
