@@ -72,7 +72,7 @@ impl ServiceChanges {
 /// A computed pass, between its steps: the whole state (full) or what
 /// moved (partial).
 pub enum Prepared {
-    Full(Arc<ServiceState>),
+    Full(ServiceState),
     Partial(ServiceDelta),
 }
 
@@ -124,11 +124,6 @@ pub struct ServiceSync<D> {
     steps: Vec<(&'static str, std::time::Duration)>,
     /// When a full sync may keep the table instead of recomputing it.
     keep: KeepState,
-    /// The whole state the last full sync assembled, while no partial
-    /// sync has changed the table since: a full sync that keeps the table
-    /// hands it over again instead of assembling 10k virtual services,
-    /// sets and members anew.
-    assembled: Option<Arc<ServiceState>>,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -139,7 +134,6 @@ impl<D: Dataplane> ServiceSync<D> {
             applied: false,
             steps: Vec::new(),
             keep: KeepState::default(),
-            assembled: None,
         }
     }
 
@@ -170,7 +164,6 @@ impl<D: Dataplane> ServiceSync<D> {
             applied: self.applied,
             steps: self.steps,
             keep: self.keep,
-            assembled: self.assembled,
         }
     }
 
@@ -194,16 +187,11 @@ impl<D: Dataplane> ServiceSync<D> {
                 && self.applied
                 && changes.is_empty()
                 && !table.node_changed(snapshot);
-            let keep = self.keep.keep_now(unchanged);
-            let state = match self.assembled.take() {
-                Some(kept) if keep => kept,
-                _ if keep => Arc::new(table.assemble()),
-                _ => Arc::new(table.rebuild(snapshot)),
-            };
-            self.assembled = Some(state.clone());
-            return Prepared::Full(state);
+            if self.keep.keep_now(unchanged) {
+                return Prepared::Full(table.assemble());
+            }
+            return Prepared::Full(table.rebuild(snapshot));
         }
-        self.assembled = None;
         let mut affected = changes.services.clone();
         affected.extend(table.slice_services(&changes.slices, snapshot));
         Prepared::Partial(table.update(&affected, snapshot))
