@@ -4,7 +4,7 @@
 //! implementation goes through the set store, the IPVS and link clients
 //! and the iptables applier.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
+use std::{borrow::Borrow, collections::BTreeSet, net::IpAddr, sync::Mutex};
 
 use crate::{
     bpf::runtime::BpfRuntime,
@@ -294,7 +294,8 @@ impl Dataplane for RealDataplane {
         let result = match selection {
             IpvsSelection::All => {
                 let deep = self.full_reads.deep_now();
-                let desired: Vec<&VirtualService> = desired.iter().collect();
+                // Services or references to them alike (main hands the latter).
+                let desired: Vec<&VirtualService> = desired.iter().map(Borrow::borrow).collect();
                 let read = self.ipvs_reads.read(ipvs, &desired, vips, node_ips, deep);
                 let result = match read.map_err(|e| ReconcileError::Ipvs(vec![e]))? {
                     full_read::Table::Unchanged(services_unchanged) => Ok(IpvsReport {
