@@ -104,8 +104,13 @@ impl FullRead {
                 return Ok(Table::Unchanged(unchanged));
             }
         }
-        self.pending = Some(now);
         let desired = kernel_forms(desired.iter().copied());
+        // A text that skipped a desired service (another namespace's
+        // services can make the kernel's listing skip some) is never
+        // remembered: a later deletion of that service would not move it.
+        if lists_every(&text, &desired) {
+            self.pending = Some(now);
+        }
         let actual = readback::table_for_plan(client, &desired, &text)?;
         Ok(Table::Read { desired, actual })
     }
@@ -146,6 +151,15 @@ fn hidden_equal(
     let actual = readback::read_by_netlink(client, &keys)?;
     let (requests, _) = sync::plan(desired, &actual, &IpvsScope::default());
     Ok(requests.is_empty())
+}
+
+/// Whether `text` lists every service of `desired`.
+fn lists_every(text: &str, desired: &[(Service, Vec<Destination>)]) -> bool {
+    let Ok(listed) = readback::parse_proc(text) else {
+        return false;
+    };
+    let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
+    desired.iter().all(|(s, _)| listed.contains(&s.key))
 }
 
 /// The fields of `desired` a plan compares, and what decides which kernel

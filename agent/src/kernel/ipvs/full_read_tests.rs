@@ -136,3 +136,22 @@ fn only_a_plan_that_wrote_nothing_is_remembered() {
     reads.planned(None);
     assert_eq!(reads.matched, None);
 }
+
+#[test]
+fn a_text_that_skipped_a_desired_service_is_not_complete() {
+    let both: Vec<(Service, Vec<Destination>)> = [("10.0.0.1", 80), ("10.0.0.2", 53)]
+        .iter()
+        .map(|&(a, port)| {
+            let mut v = web();
+            v.key.addr = ip(a);
+            v.key.port = port;
+            sync::to_kernel(&v).unwrap()
+        })
+        .collect();
+    let mut udp = both.clone();
+    udp[1].0.key = ServiceKey::udp(ip("10.0.0.2"), 53);
+    assert!(lists_every(TEXT, &udp));
+    let skipped = TEXT.split("UDP").next().unwrap();
+    assert!(!lists_every(skipped, &udp));
+    assert!(!lists_every(TEXT, &both), "TCP 10.0.0.2:53 is not listed");
+}
