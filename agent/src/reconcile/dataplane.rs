@@ -4,7 +4,7 @@
 //! implementation goes through the set store, the IPVS and link clients
 //! and the iptables applier.
 
-use std::{collections::BTreeSet, net::IpAddr, sync::Mutex};
+use std::{borrow::Borrow, collections::BTreeSet, net::IpAddr, sync::Mutex};
 
 use crate::{
     bpf::runtime::BpfRuntime,
@@ -15,7 +15,7 @@ use crate::{
     },
     kernel::{
         iptables::{self, Changes, ReadBack},
-        ipvs::{readback, IpvsClient},
+        ipvs::{full_read, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
         sysctl,
@@ -145,6 +145,8 @@ pub struct RealDataplane {
     vip_index: Option<u32>,
     /// Which full syncs read IPVS fully by netlink.
     full_reads: FullReads,
+    /// What the full syncs' IPVS reads found equal.
+    ipvs_reads: full_read::FullRead,
 }
 
 /// A full sync reads IPVS cheaply (`/proc/net/ip_vs`, netlink only for
@@ -182,6 +184,7 @@ impl RealDataplane {
             watch: Mutex::new(None),
             vip_index: None,
             full_reads: FullReads::default(),
+            ipvs_reads: full_read::FullRead::default(),
         })
     }
 
@@ -276,9 +279,7 @@ impl Dataplane for RealDataplane {
         sets: &[SetSpec],
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
-        Ok(self
-            .store
-            .apply_with_services(owner, sets.to_vec(), services.clone())?)
+        Ok(self.store.apply_full(owner, sets, services)?)
     }
 
     fn apply_changed_sets(
@@ -309,28 +310,31 @@ impl Dataplane for RealDataplane {
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Ok(IpvsReport::default());
         };
-        // Invalid ones were reported by the controller's pass already.
-        let kernel: Vec<_> = desired
-            .iter()
-            .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
-            .collect();
         let result = match selection {
             IpvsSelection::All => {
                 let deep = self.full_reads.deep_now();
-                let read = if deep {
-                    ipvs.list()
-                } else {
-                    readback::read_for_plan(ipvs, &kernel)
+                // Services or references to them alike (main hands the latter).
+                let desired: Vec<&VirtualService> = desired.iter().map(Borrow::borrow).collect();
+                let read = self.ipvs_reads.read(ipvs, &desired, vips, node_ips, deep);
+                let result = match read.map_err(|e| ReconcileError::Ipvs(vec![e]))? {
+                    full_read::Table::Unchanged(services_unchanged) => Ok(IpvsReport {
+                        services_unchanged,
+                        ..IpvsReport::default()
+                    }),
+                    full_read::Table::Read { desired, actual } => {
+                        // Reading the node's routes and addresses is for
+                        // deciding on services we do not want: a no-op
+                        // sync has none.
+                        let scope = if ipvs_sync::has_strays(&desired, &actual) {
+                            full_scope(&self.link, vips, node_ips, self.node_port_range)?
+                        } else {
+                            IpvsScope::default()
+                        };
+                        let result = ipvs_sync::apply_plan(ipvs, &desired, &actual, &scope);
+                        self.ipvs_reads.planned(result.as_ref().ok());
+                        result
+                    }
                 };
-                let actual = read.map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-                // Reading the node's routes and addresses is for deciding
-                // on services we do not want: a no-op sync has none.
-                let scope = if ipvs_sync::has_strays(&kernel, &actual) {
-                    full_scope(&self.link, vips, node_ips, self.node_port_range)?
-                } else {
-                    IpvsScope::default()
-                };
-                let result = ipvs_sync::apply_plan(ipvs, &kernel, &actual, &scope);
                 self.full_reads.done(result.is_ok());
                 result
             }
@@ -342,6 +346,11 @@ impl Dataplane for RealDataplane {
                     node_port_range: self.node_port_range,
                 };
                 let keys = keys.iter().map(ipvs_sync::kernel_key).collect();
+                // Invalid ones were reported by the controller's pass already.
+                let kernel: Vec<_> = desired
+                    .iter()
+                    .filter_map(|vs| ipvs_sync::to_kernel(vs).ok())
+                    .collect();
                 ipvs_sync::sync_keys(ipvs, &kernel, &keys, &scope)
             }
         };

@@ -618,3 +618,50 @@ fn a_full_policy_sync_finds_the_changes_no_one_named() {
     p.sync(SyncKind::Partial, &other, &b).unwrap();
     assert_eq!(rec.take(), []);
 }
+
+#[test]
+fn a_kept_full_sync_hands_over_what_the_partial_syncs_since_changed() {
+    use super::schedule::FullReason;
+    let (mut s, rec) = sync();
+    let two = format!(
+        "{NODE}{}{}",
+        service("a", "10.96.0.1", "10.244.1.2"),
+        service("b", "10.96.0.2", "10.244.1.3")
+    );
+    let no_change = ServiceChanges::default();
+    let periodic_keys = |s: &mut ServiceSync<Recording>, snap: &Snapshot| {
+        s.set_full_reason(Some(FullReason::Period));
+        s.sync(SyncKind::Full, snap, &no_change).unwrap();
+        rec.take()
+            .into_iter()
+            .find_map(|c| match c {
+                Call::Ipvs { desired, .. } => Some(desired),
+                _ => None,
+            })
+            .unwrap()
+    };
+    s.set_full_reason(Some(FullReason::Start));
+    s.sync(SyncKind::Full, &snapshot(&two), &no_change).unwrap();
+    rec.take();
+    let both = BTreeSet::from([key("10.96.0.1"), key("10.96.0.2")]);
+    assert_eq!(periodic_keys(&mut s, &snapshot(&two)), both);
+    // c arrives by a partial sync; the next periodic full sync keeps the
+    // table, and must not hand over the state assembled before c.
+    let three = format!("{two}{}", service("c", "10.96.0.3", "10.244.1.4"));
+    let changes = ServiceChanges {
+        services: BTreeSet::from([crate::desired::ServiceRef {
+            namespace: "shop".into(),
+            name: "c".into(),
+        }]),
+        slices: BTreeSet::from([("shop".to_string(), "c-1".to_string())]),
+        ..ServiceChanges::default()
+    };
+    s.set_full_reason(None);
+    s.sync(SyncKind::Partial, &snapshot(&three), &changes)
+        .unwrap();
+    rec.take();
+    let mut all = both;
+    all.insert(key("10.96.0.3"));
+    assert_eq!(periodic_keys(&mut s, &snapshot(&three)), all);
+    assert_eq!(periodic_keys(&mut s, &snapshot(&three)), all);
+}

@@ -20,6 +20,10 @@ pub struct ActualSet {
     /// `10.0.0.1,icmp:echo-request`, say): nobody wants them, so they are
     /// drift to delete, named in their kernel form.
     pub unrepresentable: Vec<Element>,
+    /// The kernel's members were found to be exactly the desired set's
+    /// while listed, and not copied (`members` is empty): at 10k members
+    /// a no-op sync builds no second set to compare.
+    pub as_desired: bool,
 }
 
 /// What to do, in the order the store runs it.
@@ -99,6 +103,7 @@ pub(super) fn plan(
             Some(have) if have.set_type != want.set_type || have.family != want.family => {
                 p.replace.push(want.clone())
             }
+            Some(have) if have.as_desired => {}
             Some(have) => {
                 let add: Vec<Member> = want.members.difference(&have.members).cloned().collect();
                 let del: Vec<Member> = have.members.difference(&want.members).cloned().collect();
@@ -153,6 +158,7 @@ mod tests {
             family: Family::V4,
             members: members(t, texts),
             unrepresentable: Vec::new(),
+            as_desired: false,
         }
     }
 

@@ -35,7 +35,7 @@ use std::{
 use crate::{
     desired::{Member, MemberServices, SetSpec},
     kernel::{
-        ipset::{Element, IpsetError, IpsetErrorKind},
+        ipset::{Element, IpSet, IpsetError, IpsetErrorKind},
         iptables::IptablesError,
     },
     locks::LockOrRecover,
@@ -208,26 +208,55 @@ impl SetStore {
         sets: Vec<SetSpec>,
         services: MemberServices,
     ) -> Result<ApplyReport, StoreError> {
+        self.apply_full(owner, &sets, &services)
+    }
+
+    /// As [`Self::apply_with_services`], copying `sets` and `services` only
+    /// when they differ from the owner's last apply (a periodic full sync
+    /// of 10k Services hands over the same 20k members and 10k Services).
+    pub fn apply_full(
+        &self,
+        owner: &str,
+        sets: &[SetSpec],
+        services: &MemberServices,
+    ) -> Result<ApplyReport, StoreError> {
         let start = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
-        let mut wanted = BTreeMap::new();
-        for mut s in sets {
-            if !o.owns(&s.name) {
-                return Err(StoreError::NotOwned {
-                    owner: owner.to_string(),
-                    set: s.name,
-                });
-            }
-            s.members = normalise(&s)?;
-            wanted.insert(s.name.clone(), s);
+        if let Some(s) = sets.iter().find(|s| !o.owns(&s.name)) {
+            return Err(StoreError::NotOwned {
+                owner: owner.to_string(),
+                set: s.name.clone(),
+            });
         }
-        let mirror_moved = mirrored(&inner.desired[o.name], &o) != mirrored(&wanted, &o)
-            || inner.services[o.name] != services
-            || !inner.mirror_current.remove(o.name);
-        inner.desired.insert(o.name, wanted);
-        inner.services.insert(o.name, services);
+        let last = &inner.desired[o.name];
+        // The last apply's sets were normalised: equal input normalises
+        // to them again.
+        let same_sets =
+            last.len() == sets.len() && sets.iter().all(|s| last.get(&s.name) == Some(s));
+        let same_services = inner.services[o.name] == *services;
+        let wanted = if same_sets {
+            None
+        } else {
+            let mut wanted = BTreeMap::new();
+            for s in sets {
+                let mut s = s.clone();
+                s.members = normalise(&s)?;
+                wanted.insert(s.name.clone(), s);
+            }
+            Some(wanted)
+        };
+        let mirrored_moved = wanted
+            .as_ref()
+            .is_some_and(|w| mirrored(&inner.desired[o.name], &o) != mirrored(w, &o));
+        let mirror_moved = mirrored_moved || !same_services || !inner.mirror_current.remove(o.name);
+        if let Some(wanted) = wanted {
+            inner.desired.insert(o.name, wanted);
+        }
+        if !same_services {
+            inner.services.insert(o.name, services.clone());
+        }
         let executed = sync_owner(inner, &o)?;
         // Read back what was written; a no-op apply just read the kernel.
         // Sets whose destruction was deferred (a rule still uses them) are
@@ -385,16 +414,38 @@ fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreE
             Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
             Err(e) => return Err(e.into()),
         };
-        let (members, unrepresentable) = typed_members(set.members);
-        out.push(ActualSet {
-            name: n,
-            set_type: set.header.set_type,
-            family: set.header.family,
-            members,
-            unrepresentable,
-        });
+        let want = inner.desired.get(owner.name).and_then(|d| d.get(&n));
+        out.push(actual_set(n, set, want));
     }
     Ok(out)
+}
+
+/// One listed set; its members are compared with `want` (the desired set
+/// of that name) in place and kept only when they differ.
+fn actual_set(name: String, set: IpSet, want: Option<&SetSpec>) -> ActualSet {
+    let as_desired = want.is_some_and(|w| holds_exactly(&set.members, &w.members));
+    let (members, unrepresentable) = if as_desired {
+        (BTreeSet::new(), Vec::new())
+    } else {
+        typed_members(set.members)
+    };
+    ActualSet {
+        name,
+        set_type: set.header.set_type,
+        family: set.header.family,
+        members,
+        unrepresentable,
+        as_desired,
+    }
+}
+
+/// Whether the kernel's `elements` are exactly `want` (a set lists each
+/// member once, so as many, each wanted, is the same set).
+fn holds_exactly(elements: &[Element], want: &BTreeSet<Member>) -> bool {
+    elements.len() == want.len()
+        && elements
+            .iter()
+            .all(|e| e.to_desired().is_some_and(|m| want.contains(&m)))
 }
 
 /// The kernel's members as desired members, and those none stands for.
@@ -442,14 +493,8 @@ fn plan_some(
             Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
             Err(e) => return Err(e.into()),
         };
-        let (members, unrepresentable) = typed_members(set.members);
-        actual.push(ActualSet {
-            name: n.clone(),
-            set_type: set.header.set_type,
-            family: set.header.family,
-            members,
-            unrepresentable,
-        });
+        let want = inner.desired.get(owner.name).and_then(|d| d.get(n));
+        actual.push(actual_set(n.clone(), set, want));
     }
     let desired: BTreeMap<String, SetSpec> = inner.desired[owner.name]
         .iter()

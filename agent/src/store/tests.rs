@@ -379,3 +379,38 @@ fn drift_waits_out_the_heal_delay_flagged_in_the_mirror_then_is_healed() {
     let report = store.audit().unwrap();
     assert!(!report.drifted(), "{report}");
 }
+
+/// A no-op apply compares the kernel's members with the desired ones in
+/// place: a member swapped for another (as many members as desired) or
+/// for one no desired member stands for is still seen and repaired.
+#[test]
+fn a_swapped_member_of_an_unchanged_apply_is_repaired() {
+    let kernel = FakeKernel::default();
+    let store = store_on(&kernel);
+    let want = [port80("10.96.0.1"), port80("10.96.0.2")];
+    let sets = vec![spec(SVIP_PRT, SetType::HashIpPort, &want)];
+    store.apply("services", sets.clone()).unwrap();
+    assert!(!store.apply("services", sets.clone()).unwrap().changed());
+    let name = SetName::new(SVIP_PRT).unwrap();
+    let swap = |member: &str| {
+        let mut k = kernel.clone();
+        let stray = Element::parse(SetType::HashIpPort, member).unwrap();
+        let gone = Element::parse(SetType::HashIpPort, "10.96.0.2,tcp:80").unwrap();
+        k.execute(&Request::del(name.clone(), [gone])).unwrap();
+        k.execute(&Request::add(name.clone(), [stray])).unwrap();
+    };
+    for stray in ["10.96.0.9,tcp:80", "10.96.0.1,icmp:echo-request"] {
+        swap(stray);
+        let report = store.apply("services", sets.clone()).unwrap();
+        assert_eq!(
+            (
+                report.executed.members_added,
+                report.executed.members_deleted
+            ),
+            (1, 1),
+            "{stray}"
+        );
+        assert_eq!(kernel_members(&kernel, SVIP_PRT), want.into(), "{stray}");
+        assert_eq!(kernel.set(SVIP_PRT).unwrap().members.len(), 2, "{stray}");
+    }
+}

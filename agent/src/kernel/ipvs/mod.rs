@@ -35,6 +35,7 @@
 mod client;
 mod consts;
 mod error;
+pub mod full_read;
 mod message;
 pub mod readback;
 mod request;

@@ -28,7 +28,7 @@ use super::{
     Destination, DestinationEntry, ForwardMethod, IpvsClient, IpvsError, Netmask, Scheduler,
     Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, VirtualServer,
 };
-use crate::desired::Protocol;
+use crate::desired::{Protocol, VirtualService};
 
 /// The IPVS table of the calling thread's network namespace.
 const PROC_IP_VS: &str = "/proc/thread-self/net/ip_vs";
@@ -46,23 +46,32 @@ pub enum ProcError {
     },
 }
 
+/// The service flags `/proc/net/ip_vs` does not show in a form a plan
+/// can compare.
+const UNSEEN_FLAGS: ServiceFlagBits = ServiceFlagBits::SCHED1
+    .union(ServiceFlagBits::SCHED2)
+    .union(ServiceFlagBits::SCHED3)
+    .union(ServiceFlagBits::PERSISTENT);
+
 /// Whether `/proc/net/ip_vs` shows everything of `service` and `dests`
 /// that a plan compares.
 pub fn proc_shows(service: &Service, dests: &[Destination]) -> bool {
-    let unseen = ServiceFlagBits::SCHED1
-        | ServiceFlagBits::SCHED2
-        | ServiceFlagBits::SCHED3
-        | ServiceFlagBits::PERSISTENT;
     matches!(
         service.key,
         ServiceKey::Addr {
             addr: IpAddr::V4(_),
             ..
         }
-    ) && service.flags.bits() & unseen.bits() == 0
+    ) && service.flags.bits() & UNSEEN_FLAGS.bits() == 0
         && dests
             .iter()
             .all(|d| d.upper_threshold == 0 && d.lower_threshold == 0)
+}
+
+/// [`proc_shows`] of a desired virtual service's kernel form, without
+/// making it (a desired destination has no thresholds).
+pub fn proc_shows_desired(vs: &VirtualService) -> bool {
+    vs.key.addr.is_ipv4() && ServiceFlagBits::from(vs.flags).bits() & UNSEEN_FLAGS.bits() == 0
 }
 
 /// The table as a full sync's plan needs it: every service from one read
@@ -74,7 +83,23 @@ pub fn read_for_plan(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
 ) -> Result<Vec<VirtualServer>, IpvsError> {
-    let mut table = match read_proc() {
+    match read_text() {
+        Ok(text) => table_for_plan(client, desired, &text),
+        Err(e) => {
+            tracing::warn!("{e}; reading IPVS by netlink, one request per service");
+            client.list()
+        }
+    }
+}
+
+/// [`read_for_plan`] from `text`, the content of `/proc/net/ip_vs` just
+/// read; falls back to [`IpvsClient::list`] when it cannot be parsed.
+pub fn table_for_plan(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    text: &str,
+) -> Result<Vec<VirtualServer>, IpvsError> {
+    let mut table = match parse_proc(text) {
         Ok(table) => table,
         Err(e) => {
             tracing::warn!("{e}; reading IPVS by netlink, one request per service");
@@ -95,24 +120,40 @@ pub fn read_for_plan(
         return Ok(table);
     }
     table.retain(|v| !deep.contains(&v.entry.service.key));
-    for key in &deep {
+    table.extend(read_by_netlink(client, deep.iter())?);
+    Ok(table)
+}
+
+/// The services at `keys` with their destinations, by netlink (a key with
+/// no service is left out).
+pub fn read_by_netlink<'a>(
+    client: &mut IpvsClient,
+    keys: impl IntoIterator<Item = &'a ServiceKey>,
+) -> Result<Vec<VirtualServer>, IpvsError> {
+    let mut out = Vec::new();
+    for key in keys {
         let entry = match client.service(key) {
             Ok(e) => e,
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
         let destinations = client.destinations(key)?;
-        table.push(VirtualServer {
+        out.push(VirtualServer {
             entry,
             destinations,
         });
     }
-    Ok(table)
+    Ok(out)
 }
 
 /// Every service of the calling thread's namespace, from `/proc`.
 pub fn read_proc() -> Result<Vec<VirtualServer>, ProcError> {
-    parse_proc(&std::fs::read_to_string(PROC_IP_VS)?)
+    parse_proc(&read_text()?)
+}
+
+/// The text of `/proc/net/ip_vs` of the calling thread's namespace.
+pub fn read_text() -> Result<String, ProcError> {
+    Ok(std::fs::read_to_string(PROC_IP_VS)?)
 }
 
 /// Parses `ip_vs_info_seq_show`'s text. Firewall-mark services (never

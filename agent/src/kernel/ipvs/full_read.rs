@@ -1,0 +1,205 @@
+//! A full sync's read of the whole IPVS table, and the check that lets a
+//! periodic full sync of an unchanged table skip parsing and comparing it.
+//!
+//! Reading `/proc/net/ip_vs` (`readback`) is the cheapest read of every
+//! destination, but parsing its 40k lines at 10k Services and planning
+//! against them was most of a no-op full sync's IPVS step. So when a plan
+//! found the table equal to the desired services, [`FullRead`] keeps two
+//! fingerprints: one of those desired services (and of what decides which
+//! kernel services are ours), one of the text it read, connection counters
+//! left out. A later full sync whose desired services and text give the
+//! same two fingerprints has the table that plan found equal: nothing to
+//! parse, nothing to write. Any change of the text (a service deleted or
+//! added, a destination deleted, added or reweighted, a scheduler changed,
+//! even the same table in another order) misses and takes the whole way.
+//! What the text cannot show is read by netlink either way, as before.
+
+use std::{
+    collections::BTreeSet,
+    hash::{DefaultHasher, Hash, Hasher},
+    net::IpAddr,
+};
+
+use super::{
+    readback,
+    sync::{self, IpvsReport, IpvsScope},
+    Destination, IpvsClient, IpvsError, Service, ServiceKey, VirtualServer,
+};
+use crate::desired::VirtualService;
+
+/// The lines `/proc/net/ip_vs` starts with: its version and column names.
+const HEADER_LINES: usize = 3;
+
+/// A full sync's table, or the news that it is what was last found equal.
+pub enum Table {
+    /// Unchanged since a plan found it equal to these desired services:
+    /// how many services that is.
+    Unchanged(usize),
+    /// Read: plan `desired` (the kernel form of the valid desired
+    /// services) against `actual`, then tell [`FullRead::planned`].
+    Read {
+        desired: Vec<(Service, Vec<Destination>)>,
+        actual: Vec<VirtualServer>,
+    },
+}
+
+/// The two fingerprints of a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprints {
+    desired: u64,
+    text: u64,
+}
+
+/// What a service's full syncs remember between reads.
+#[derive(Debug, Default)]
+pub struct FullRead {
+    /// The last read that a plan found equal to its desired services, and
+    /// how many services that plan left unchanged.
+    matched: Option<(Fingerprints, usize)>,
+    /// The read being planned now (None: read by netlink).
+    pending: Option<Fingerprints>,
+}
+
+impl FullRead {
+    /// Reads the table for a full sync of `desired`; `deep`: every field by
+    /// netlink (one request per service), else `/proc` and netlink for what
+    /// it cannot show. `vips` and `node_ips` decide which services are ours.
+    pub fn read(
+        &mut self,
+        client: &mut IpvsClient,
+        desired: &[&VirtualService],
+        vips: &BTreeSet<IpAddr>,
+        node_ips: &[IpAddr],
+        deep: bool,
+    ) -> Result<Table, IpvsError> {
+        self.pending = None;
+        let text = if deep {
+            None
+        } else {
+            readback::read_text()
+                .inspect_err(|e| {
+                    tracing::warn!("{e}; reading IPVS by netlink, one request per service")
+                })
+                .ok()
+        };
+        let Some(text) = text else {
+            return Ok(Table::Read {
+                desired: kernel_forms(desired.iter().copied()),
+                actual: client.list()?,
+            });
+        };
+        let now = Fingerprints {
+            desired: desired_fingerprint(desired, vips, node_ips),
+            text: text_fingerprint(&text),
+        };
+        let hidden = kernel_forms(
+            desired
+                .iter()
+                .copied()
+                .filter(|vs| !readback::proc_shows_desired(vs)),
+        );
+        if let Some((seen, unchanged)) = self.matched {
+            if seen == now && hidden_equal(client, &hidden)? {
+                tracing::debug!(unchanged, "IPVS as the last plan found it: not parsed");
+                return Ok(Table::Unchanged(unchanged));
+            }
+        }
+        let desired = kernel_forms(desired.iter().copied());
+        // A text that skipped a desired service (another namespace's
+        // services can make the kernel's listing skip some) is never
+        // remembered: a later deletion of that service would not move it.
+        if lists_every(&text, &desired) {
+            self.pending = Some(now);
+        }
+        let actual = readback::table_for_plan(client, &desired, &text)?;
+        Ok(Table::Read { desired, actual })
+    }
+
+    /// What the plan of the last [`Table::Read`] did: `Some(report)`
+    /// when every request ran (an error: None).
+    pub fn planned(&mut self, report: Option<&IpvsReport>) {
+        let pending = self.pending.take();
+        match report {
+            Some(r) if !r.changed() => {
+                if let Some(now) = pending {
+                    self.matched = Some((now, r.services_unchanged));
+                }
+            }
+            _ => self.matched = None,
+        }
+    }
+}
+
+/// The kernel forms of `services`; invalid ones were reported by the
+/// controller already.
+fn kernel_forms<'a>(
+    services: impl Iterator<Item = &'a VirtualService>,
+) -> Vec<(Service, Vec<Destination>)> {
+    services.filter_map(|vs| sync::to_kernel(vs).ok()).collect()
+}
+
+/// Whether the services `/proc` cannot show entirely are as desired, read
+/// by netlink.
+fn hidden_equal(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+) -> Result<bool, IpvsError> {
+    if desired.is_empty() {
+        return Ok(true);
+    }
+    let keys: Vec<ServiceKey> = desired.iter().map(|(s, _)| s.key).collect();
+    let actual = readback::read_by_netlink(client, &keys)?;
+    let (requests, _) = sync::plan(desired, &actual, &IpvsScope::default());
+    Ok(requests.is_empty())
+}
+
+/// Whether `text` lists every service of `desired`.
+fn lists_every(text: &str, desired: &[(Service, Vec<Destination>)]) -> bool {
+    let Ok(listed) = readback::parse_proc(text) else {
+        return false;
+    };
+    let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
+    desired.iter().all(|(s, _)| listed.contains(&s.key))
+}
+
+/// The fields of `desired` a plan compares, and what decides which kernel
+/// services are ours to delete.
+fn desired_fingerprint(
+    desired: &[&VirtualService],
+    vips: &BTreeSet<IpAddr>,
+    node_ips: &[IpAddr],
+) -> u64 {
+    let mut h = DefaultHasher::new();
+    for vs in desired {
+        (vs.key, &vs.scheduler, vs.flags, vs.timeout, vs.netmask_bits).hash(&mut h);
+        vs.destinations.hash(&mut h);
+    }
+    vips.hash(&mut h);
+    node_ips.hash(&mut h);
+    h.finish()
+}
+
+/// `/proc/net/ip_vs`'s text without its header and the destinations'
+/// connection counters (they move with traffic), in the kernel's order.
+fn text_fingerprint(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    for line in text.lines().skip(HEADER_LINES) {
+        match line.strip_prefix("  -> ") {
+            // Address, forward method, weight; then the two counters.
+            Some(dest) => {
+                h.write_u8(b'>');
+                for word in dest.split_ascii_whitespace().take(3) {
+                    h.write(word.as_bytes());
+                    h.write_u8(b' ');
+                }
+            }
+            None => h.write(line.trim_end().as_bytes()),
+        }
+        h.write_u8(b'\n');
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+#[path = "full_read_tests.rs"]
+mod tests;
