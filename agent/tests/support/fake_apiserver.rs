@@ -839,8 +839,7 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
     }
 }
 
-/// Records when event `rv` first left the server (written, not yet flushed:
-/// the flush follows at once).
+/// Records when event `rv` first left the server (just before its write).
 fn note_sent(shared: &Shared, rv: u64) {
     let mut st = shared.state.lock().unwrap();
     st.sent_at
@@ -958,11 +957,14 @@ async fn serve_watch(
         // what the client saw before the connection went.
         for e in events {
             let ev = json!({"type": e.kind, "object": e.object});
+            // Noted before the write: the socket is not buffered, and a
+            // client on another CPU can act on the event before this task
+            // runs again.
+            note_sent(shared, e.rv);
             if wr.write_all(&chunk(&ev)).await.is_err() {
                 return;
             }
             sent = sent.max(e.rv);
-            note_sent(shared, e.rv);
         }
         if killed {
             // Half an event, then the connection goes: an EOF mid-chunk.
