@@ -135,7 +135,7 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
         "{save}"
     );
     assert!(
-        save.contains("-A IPWARDEN-FORWARD -d 10.244.1.2/32 -j IPW-POD-FW-"),
+        save.contains("-A IPW-TO-POD -d 10.244.1.2/32 -g IPW-POD-FW-"),
         "{save}"
     );
     assert!(
@@ -144,7 +144,7 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
     );
     let save6 = output(&ns, "ip6tables-save", &["-t", "filter"]);
     assert!(
-        save6.contains("-A IPWARDEN-FORWARD -d fd00:10:244:1::2/128 -j IPW-POD-FW-"),
+        save6.contains("-A IPW-TO-POD -d fd00:10:244:1::2/128 -g IPW-POD-FW-"),
         "{save6}"
     );
     let sets = output(&ns, "ipset", &["list", "-n"]);
@@ -154,6 +154,10 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
         "{sets}"
     );
     let all = output(&ns, "ipset", &["save"]);
+    assert!(
+        all.contains("add IPW-GUARDED-INGRESS 10.244.1.2\n"),
+        "x/a is in the set the top chains match:\n{all}"
+    );
     assert!(
         all.contains(" 10.244.1.3\n"),
         "x/b is the allowed peer:\n{all}"

@@ -9,19 +9,25 @@
 //! chain RETURNs what it allows, so a packet between two isolated pods is
 //! checked against the sender's egress and the receiver's ingress.
 
-use std::net::IpAddr;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use super::{
     cnp::{self, PodTiers},
     model::{Direction, Policy},
-    names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT},
+    names::{
+        self, CHAIN_FORWARD, CHAIN_FROM_POD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_TO_POD,
+        SET_GUARDED_EGRESS, SET_GUARDED_INGRESS,
+    },
     pods::PodView,
     rules::ALLOW_MARK,
     Options,
 };
 use crate::{
     controllers::fragments::{self, host},
-    desired::{Chain, Family},
+    desired::{Chain, Family, Member, SetSpec, SetType},
 };
 
 /// A local pod with the policies that isolate it in each direction.
@@ -151,7 +157,8 @@ fn icmp_accepts(family: Family) -> Vec<String> {
         .collect()
 }
 
-/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family.
+/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family, the two chains
+/// they dispatch through and the sets they match.
 ///
 /// A jump per direction catches bridged traffic (br_netfilter hands
 /// bridged frames to FORWARD, where `-d`/`-s` match them as they match
@@ -159,7 +166,13 @@ fn icmp_accepts(family: Family) -> Vec<String> {
 /// (ClusterIP and external ranges, NodePorts) RETURNs from INPUT: after
 /// IPVS it comes back through OUTPUT towards the chosen pod, where both
 /// the client pod's egress and the backend's ingress apply.
-pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<Chain> {
+///
+/// A packet neither to nor from a guarded local pod leaves each top chain
+/// after one set lookup per direction (the node's own traffic, forwarded
+/// traffic of other nodes' pods) instead of walking a rule per pod; a
+/// guarded pod's packet walks the dispatch chain to its own rule and goes
+/// (`-g`) to its pod chain, whose end returns to the top chain.
+pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> TopChains {
     top_chains_of(
         pods.iter().map(|p| TopEntry {
             chain: p.chain_name(),
@@ -180,53 +193,147 @@ pub struct TopEntry<'p> {
     pub egress: bool,
 }
 
+/// The top chains of one family and the guarded-pod sets they match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopChains {
+    /// IPWARDEN-INPUT, -FORWARD and -OUTPUT always, then IPW-TO-POD and
+    /// IPW-FROM-POD while a pod is guarded in their direction.
+    pub chains: Vec<Chain>,
+    /// IPW-GUARDED-INGRESS and -EGRESS (of the family), each only while
+    /// it has a member.
+    pub sets: Vec<SetSpec>,
+}
+
+/// One direction's dispatch: the guarded addresses (the set) and, in pod
+/// order, each address with its pod's chain (the dispatch chain).
+struct Dispatch {
+    set: String,
+    members: BTreeSet<Member>,
+    targets: Vec<(IpAddr, String)>,
+}
+
+impl Dispatch {
+    fn new(base: &str, family: Family) -> Self {
+        Self {
+            set: family.set_name(base),
+            members: BTreeSet::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, ip: &IpAddr, chain: &str) {
+        self.members.insert(Member::ip(*ip));
+        self.targets.push((*ip, chain.to_string()));
+    }
+
+    /// `-m set --match-set SET dir -j CHAIN`, if any pod is guarded.
+    fn entry(&self, dir: &str, chain: &str) -> Option<String> {
+        (!self.members.is_empty())
+            .then(|| format!("-m set --match-set {} {dir} -j {chain}", self.set))
+    }
+
+    /// `{at} ip -g CHAIN` per address: the pod chain's end returns to the
+    /// top chain, past the other pods' rules. Two pods of one address (for
+    /// a moment) both apply, as before: every rule of it but the last
+    /// jumps.
+    fn rules(&self, at: &str) -> Vec<String> {
+        let last: HashMap<&IpAddr, usize> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (ip, _))| (ip, i))
+            .collect();
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, (ip, chain))| {
+                let verb = if last[ip] == i { "-g" } else { "-j" };
+                format!("{at} {} {verb} {chain}", host(ip))
+            })
+            .collect()
+    }
+
+    fn set_spec(&self, family: Family) -> Option<SetSpec> {
+        (!self.members.is_empty()).then(|| SetSpec {
+            name: self.set.clone(),
+            set_type: SetType::HashIp,
+            family,
+            members: self.members.clone(),
+        })
+    }
+}
+
 /// [`top_chains`] from the isolated pods' entries, in pod order.
 pub fn top_chains_of<'p>(
     pods: impl Iterator<Item = TopEntry<'p>>,
     family: Family,
     opts: &Options,
-) -> Vec<Chain> {
-    let mut input: Vec<String> = opts
-        .service_ranges
-        .iter()
-        .filter(|r| Family::of(&r.addr()) == family)
-        .map(|r| format!("-d {r} -j RETURN"))
-        .collect();
-    let (lo, hi) = opts.node_port_range;
-    for proto in ["tcp", "udp", "sctp"] {
-        input.push(format!(
-            "-p {proto} -m addrtype --dst-type LOCAL -m multiport --dports {lo}:{hi} -j RETURN"
-        ));
-    }
-    let mut forward = Vec::new();
-    let mut output = Vec::new();
+) -> TopChains {
+    let mut to_pod = Dispatch::new(SET_GUARDED_INGRESS, family);
+    let mut from_pod = Dispatch::new(SET_GUARDED_EGRESS, family);
     for pod in pods {
-        let chain = pod.chain;
         for ip in pod.ips.iter().filter(|ip| Family::of(ip) == family) {
-            let ip = host(ip);
             if pod.ingress {
-                forward.push(format!("-d {ip} -j {chain}"));
-                output.push(format!("-d {ip} -j {chain}"));
+                to_pod.add(ip, &pod.chain);
             }
             if pod.egress {
-                input.push(format!("-s {ip} -j {chain}"));
-                forward.push(format!("-s {ip} -j {chain}"));
-                output.push(format!("-s {ip} -j {chain}"));
+                from_pod.add(ip, &pod.chain);
             }
         }
     }
-    vec![
-        Chain {
-            name: CHAIN_INPUT.into(),
-            rules: input,
-        },
-        Chain {
-            name: CHAIN_FORWARD.into(),
-            rules: forward,
-        },
-        Chain {
-            name: CHAIN_OUTPUT.into(),
-            rules: output,
-        },
-    ]
+    let to = to_pod.entry("dst", CHAIN_TO_POD);
+    let from = from_pod.entry("src", CHAIN_FROM_POD);
+    let both: Vec<String> = to.into_iter().chain(from).collect();
+    let chain = |name: &str, rules: Vec<String>| Chain {
+        name: name.into(),
+        rules,
+    };
+    TopChains {
+        sets: [to_pod.set_spec(family), from_pod.set_spec(family)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        chains: [
+            chain(CHAIN_INPUT, input_rules(&from_pod, family, opts)),
+            chain(CHAIN_FORWARD, both.clone()),
+            chain(CHAIN_OUTPUT, both),
+            chain(CHAIN_TO_POD, to_pod.rules("-d")),
+            chain(CHAIN_FROM_POD, from_pod.rules("-s")),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| *i < 3 || !c.rules.is_empty())
+        .map(|(_, c)| c)
+        .collect(),
+    }
+}
+
+/// IPWARDEN-INPUT: only egress applies to a packet for the node itself.
+/// What no guarded pod sent leaves first; service traffic (ClusterIP and
+/// external ranges, NodePorts) next, checked after IPVS in OUTPUT.
+fn input_rules(from_pod: &Dispatch, family: Family, opts: &Options) -> Vec<String> {
+    let guarded = !from_pod.members.is_empty();
+    let mut rules = Vec::new();
+    if guarded {
+        rules.push(format!(
+            "-m set ! --match-set {} src -j RETURN",
+            from_pod.set
+        ));
+    }
+    rules.extend(
+        opts.service_ranges
+            .iter()
+            .filter(|r| Family::of(&r.addr()) == family)
+            .map(|r| format!("-d {r} -j RETURN")),
+    );
+    let (lo, hi) = opts.node_port_range;
+    for proto in ["tcp", "udp", "sctp"] {
+        rules.push(format!(
+            "-p {proto} -m addrtype --dst-type LOCAL -m multiport --dports {lo}:{hi} -j RETURN"
+        ));
+    }
+    if guarded {
+        rules.push(format!("-j {CHAIN_FROM_POD}"));
+    }
+    rules
 }

@@ -3,7 +3,7 @@
 
 use super::{
     super::{
-        chains::{self, IsolatedPod, TopEntry},
+        chains::{self, IsolatedPod, TopChains, TopEntry},
         describe::Isolation,
         filter_plan,
         model::{Direction, Policy},
@@ -46,8 +46,9 @@ impl PolicyIndex {
         Some(self.render_pod_chain(iso, family))
     }
 
-    /// IPWARDEN-INPUT, -FORWARD and -OUTPUT of `family`.
-    pub(super) fn top_chains(&self, family: Family) -> Vec<Chain> {
+    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT, the dispatch chains and the
+    /// guarded-pod sets of `family`.
+    pub(super) fn top_chains(&self, family: Family) -> TopChains {
         let entries = self.isolated.values().map(|i| TopEntry {
             chain: names::pod_chain(&i.namespace, &i.name),
             ips: &i.ips,
@@ -62,7 +63,9 @@ impl PolicyIndex {
     pub fn state(&self) -> PolicyState {
         let mut state = self.summary();
         for family in [Family::V4, Family::V6] {
-            let mut chains = self.top_chains(family);
+            let top = self.top_chains(family);
+            let mut chains = top.chains;
+            state.sets.extend(top.sets);
             chains.extend(
                 self.isolated
                     .values()
