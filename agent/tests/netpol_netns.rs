@@ -265,9 +265,9 @@ const X_PODS: [&str; 3] = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
 /// For the cases whose matrix is "everything connects", which an agent
 /// that programmed nothing would pass too: node-a's iptables-save and ipset
 /// show each of `pods` isolated (in the guarded set IPWARDEN-FORWARD
-/// matches, and dispatched to its pod chain, by destination for ingress,
-/// by source for egress), so it is the policies' allow rules that let the
-/// traffic through.
+/// matches, and dispatched to its pod chain from the bucket of its low 4
+/// bits, by destination for ingress, by source for egress), so it is the
+/// policies' allow rules that let the traffic through.
 fn isolated(direction: &'static str, pods: &'static [&'static str]) -> impl Fn(&Topology) {
     let (flag, dir, set, dispatch) = if direction == "ingress" {
         ("-d", "dst", "IPW-GUARDED-INGRESS", "IPW-TO-POD")
@@ -283,7 +283,8 @@ fn isolated(direction: &'static str, pods: &'static [&'static str]) -> impl Fn(&
         assert!(save.contains(&entry), "no `{entry}` ({direction}):\n{save}");
         let members = topo.node_a.output("ipset", &["list", set]).unwrap();
         for ip in pods {
-            let jump = format!("-A {dispatch} {flag} {ip}/32 -g IPW-POD-FW-");
+            let bucket = ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() & 15;
+            let jump = format!("-A {dispatch}-{bucket} {flag} {ip}/32 -g IPW-POD-FW-");
             assert!(
                 save.contains(&jump),
                 "{ip} not isolated ({direction}):\n{save}"

@@ -34,8 +34,9 @@ pub fn with_kube_router_top_chains(mut state: PolicyState) -> PolicyState {
 
 fn walk(plan: &mut TablePlan, isolated: &[Isolation]) {
     let family = plan.family;
+    // The dispatch chains and their buckets.
     plan.chains
-        .retain(|c| c.name != CHAIN_TO_POD && c.name != CHAIN_FROM_POD);
+        .retain(|c| !c.name.starts_with(CHAIN_TO_POD) && !c.name.starts_with(CHAIN_FROM_POD));
     let returns: Vec<String> = plan
         .chains
         .iter()

@@ -9,13 +9,11 @@
 //! chain RETURNs what it allows, so a packet between two isolated pods is
 //! checked against the sender's egress and the receiver's ingress.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
 use super::{
     cnp::{self, PodTiers},
+    dispatch::Dispatch,
     model::{Direction, Policy},
     names::{
         self, CHAIN_FORWARD, CHAIN_FROM_POD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_TO_POD,
@@ -27,7 +25,7 @@ use super::{
 };
 use crate::{
     controllers::fragments::{self, host},
-    desired::{Chain, Family, Member, SetSpec, SetType},
+    desired::{Chain, Family, SetSpec},
 };
 
 /// A local pod with the policies that isolate it in each direction.
@@ -170,8 +168,8 @@ fn icmp_accepts(family: Family) -> Vec<String> {
 /// A packet neither to nor from a guarded local pod leaves each top chain
 /// after one set lookup per direction (the node's own traffic, forwarded
 /// traffic of other nodes' pods) instead of walking a rule per pod; a
-/// guarded pod's packet walks the dispatch chain to its own rule and goes
-/// (`-g`) to its pod chain, whose end returns to the top chain.
+/// guarded pod's packet goes through the dispatch chains ([`Dispatch`]) to
+/// its pod chain, whose end returns to the top chain.
 pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> TopChains {
     top_chains_of(
         pods.iter().map(|p| TopEntry {
@@ -197,70 +195,12 @@ pub struct TopEntry<'p> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopChains {
     /// IPWARDEN-INPUT, -FORWARD and -OUTPUT always, then IPW-TO-POD and
-    /// IPW-FROM-POD while a pod is guarded in their direction.
+    /// IPW-FROM-POD with their bucket chains while a pod is guarded in
+    /// their direction.
     pub chains: Vec<Chain>,
     /// IPW-GUARDED-INGRESS and -EGRESS (of the family), each only while
     /// it has a member.
     pub sets: Vec<SetSpec>,
-}
-
-/// One direction's dispatch: the guarded addresses (the set) and, in pod
-/// order, each address with its pod's chain (the dispatch chain).
-struct Dispatch {
-    set: String,
-    members: BTreeSet<Member>,
-    targets: Vec<(IpAddr, String)>,
-}
-
-impl Dispatch {
-    fn new(base: &str, family: Family) -> Self {
-        Self {
-            set: family.set_name(base),
-            members: BTreeSet::new(),
-            targets: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, ip: &IpAddr, chain: &str) {
-        self.members.insert(Member::ip(*ip));
-        self.targets.push((*ip, chain.to_string()));
-    }
-
-    /// `-m set --match-set SET dir -j CHAIN`, if any pod is guarded.
-    fn entry(&self, dir: &str, chain: &str) -> Option<String> {
-        (!self.members.is_empty())
-            .then(|| format!("-m set --match-set {} {dir} -j {chain}", self.set))
-    }
-
-    /// `{at} ip -g CHAIN` per address: the pod chain's end returns to the
-    /// top chain, past the other pods' rules. Two pods of one address (for
-    /// a moment) both apply, as before: every rule of it but the last
-    /// jumps.
-    fn rules(&self, at: &str) -> Vec<String> {
-        let last: HashMap<&IpAddr, usize> = self
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, (ip, _))| (ip, i))
-            .collect();
-        self.targets
-            .iter()
-            .enumerate()
-            .map(|(i, (ip, chain))| {
-                let verb = if last[ip] == i { "-g" } else { "-j" };
-                format!("{at} {} {verb} {chain}", host(ip))
-            })
-            .collect()
-    }
-
-    fn set_spec(&self, family: Family) -> Option<SetSpec> {
-        (!self.members.is_empty()).then(|| SetSpec {
-            name: self.set.clone(),
-            set_type: SetType::HashIp,
-            family,
-            members: self.members.clone(),
-        })
-    }
 }
 
 /// [`top_chains`] from the isolated pods' entries, in pod order.
@@ -289,7 +229,7 @@ pub fn top_chains_of<'p>(
         rules,
     };
     TopChains {
-        sets: [to_pod.set_spec(family), from_pod.set_spec(family)]
+        sets: [to_pod.set_spec(), from_pod.set_spec()]
             .into_iter()
             .flatten()
             .collect(),
@@ -297,13 +237,10 @@ pub fn top_chains_of<'p>(
             chain(CHAIN_INPUT, input_rules(&from_pod, family, opts)),
             chain(CHAIN_FORWARD, both.clone()),
             chain(CHAIN_OUTPUT, both),
-            chain(CHAIN_TO_POD, to_pod.rules("-d")),
-            chain(CHAIN_FROM_POD, from_pod.rules("-s")),
         ]
         .into_iter()
-        .enumerate()
-        .filter(|(i, c)| *i < 3 || !c.rules.is_empty())
-        .map(|(_, c)| c)
+        .chain(to_pod.chains(CHAIN_TO_POD, "-d"))
+        .chain(from_pod.chains(CHAIN_FROM_POD, "-s"))
         .collect(),
     }
 }
@@ -312,12 +249,12 @@ pub fn top_chains_of<'p>(
 /// What no guarded pod sent leaves first; service traffic (ClusterIP and
 /// external ranges, NodePorts) next, checked after IPVS in OUTPUT.
 fn input_rules(from_pod: &Dispatch, family: Family, opts: &Options) -> Vec<String> {
-    let guarded = !from_pod.members.is_empty();
+    let guarded = from_pod.any();
     let mut rules = Vec::new();
     if guarded {
         rules.push(format!(
             "-m set ! --match-set {} src -j RETURN",
-            from_pod.set
+            from_pod.set()
         ));
     }
     rules.extend(

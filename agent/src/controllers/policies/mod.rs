@@ -9,6 +9,7 @@
 pub mod chains;
 pub mod cnp;
 pub mod describe;
+mod dispatch;
 pub mod incremental;
 pub mod model;
 pub mod names;

@@ -91,7 +91,7 @@ fn two_pods_of_one_address_both_apply_and_the_last_is_gone_to() {
         Family::V4,
         &Options::default(),
     );
-    let to = top.chains.iter().find(|c| c.name == names::CHAIN_TO_POD);
+    let to = top.chains.iter().find(|c| c.name == "IPW-TO-POD-9");
     assert_eq!(
         to.unwrap().rules,
         [
@@ -117,10 +117,28 @@ fn default_deny_ingress_isolates_local_selected_pods_only() {
     assert_eq!(
         chain(&st, Family::V4, names::CHAIN_TO_POD).unwrap(),
         [
-            format!("-d 10.244.1.2/32 -g {}", names::pod_chain("x", "a")),
-            format!("-d 10.244.1.3/32 -g {}", names::pod_chain("x", "b")),
+            "-d 0.0.0.2/0.0.0.15 -g IPW-TO-POD-2",
+            "-d 0.0.0.3/0.0.0.15 -g IPW-TO-POD-3",
         ],
-        "y/a is on another node"
+        "a bucket by the low 4 bits; y/a is on another node"
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-TO-POD-2").unwrap(),
+        [format!(
+            "-d 10.244.1.2/32 -g {}",
+            names::pod_chain("x", "a")
+        )]
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-TO-POD-3").unwrap(),
+        [format!(
+            "-d 10.244.1.3/32 -g {}",
+            names::pod_chain("x", "b")
+        )]
+    );
+    assert_eq!(
+        chain(&st, Family::V6, names::CHAIN_TO_POD).unwrap(),
+        ["-d ::2/::f -g IPW-TO-POD-2"]
     );
     assert_eq!(
         chain(&st, Family::V4, names::CHAIN_FROM_POD),
@@ -184,6 +202,10 @@ fn policy_types_default_to_ingress_plus_egress_when_egress_rules_exist() {
     );
     assert_eq!(
         chain(&st, Family::V4, names::CHAIN_FROM_POD).unwrap(),
+        ["-s 0.0.0.3/0.0.0.15 -g IPW-FROM-POD-3"]
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-FROM-POD-3").unwrap(),
         [format!("-s 10.244.1.3/32 -g {b}")]
     );
     let input = chain(&st, Family::V4, names::CHAIN_INPUT).unwrap();

@@ -437,16 +437,19 @@ fn a_local_pod_added_writes_its_chain_and_jump_lines_only() {
     assert_eq!((guarded.add.len(), guarded.del.len()), (1, 0));
     assert_eq!(delta.chains.len(), 1, "v4 only: {delta:?}");
     let c = &delta.chains[0];
-    assert_eq!(c.written.len(), 1, "{c:?}");
-    assert!(c.written[0].name.starts_with("IPW-POD-FW-"));
+    // Its chain, and the bucket of its address (10.244.0.3: the first
+    // pod's 10.244.0.2 is in another), with the one dispatch line.
+    let written: Vec<&str> = c.written.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(written.len(), 2, "{c:?}");
+    assert!(written[0].starts_with("IPW-POD-FW-"), "{c:?}");
+    assert_eq!(written[1], "IPW-TO-POD-3");
     assert!(c.deleted.is_empty());
-    // One dispatch line (ingress), nothing deleted.
+    // One line into the dispatch chain (ingress), nothing deleted.
     let inserted: Vec<&str> = c
         .edits
         .iter()
         .flat_map(|e| e.insert.iter().map(|(_, r)| r.as_str()))
         .collect();
-    assert_eq!(inserted.len(), 1, "{c:?}");
-    assert!(inserted[0].contains(" -g IPW-POD-FW-"), "{c:?}");
+    assert_eq!(inserted, ["-d 0.0.0.3/0.0.0.15 -g IPW-TO-POD-3"], "{c:?}");
     assert!(c.edits.iter().all(|e| e.delete.is_empty()));
 }
