@@ -69,7 +69,8 @@
 //! `IPWARDEN_BENCH_PROFILE=<dir>` records where the request/response
 //! traffic's CPU goes on the two nodes (`profile.rs`, perf).
 //! Prints markdown tables of medians with the ratios, the spread, the goal
-//! checks, and sanity counters (iptables rule counters, mirror hits).
+//! checks, and sanity counters (iptables rule counters, mirror hits,
+//! conntrack entries per receiver).
 //!
 //! The parts, in `tc_throughput/`: `config` (the configurations),
 //! `cluster` (the generated cluster), `node` (the receivers, programmed),
