@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{env_list, median, ratio};
+use common::{env_list, median, ratio, runs};
 use std::{
     io::Write,
     net::Ipv4Addr,
@@ -107,11 +107,7 @@ fn main() {
         return;
     }
     let sizes = env_list("IPWARDEN_BENCH_SIZES", "1000,10000,100000");
-    let runs = env_list("IPWARDEN_BENCH_RUNS", "5")
-        .first()
-        .copied()
-        .unwrap_or(5)
-        .max(1);
+    let runs = runs(5);
     println!("hash:ip,port, median of {runs} runs, each in a fresh netns (ms)\n");
     println!(
         "| members | ours fill | ipset restore | ratio | ours list | ipset save | ratio | ours total | ipset total | ratio |"

@@ -188,6 +188,24 @@ fn state_rows(snapshot: &ipwarden::cluster::Snapshot, services_n: usize) {
         table
     });
     row("services: keyed table", services_n, k, p);
+    // What a full sync holds beside the table: the whole state assembled
+    // (before), or the parts it writes from the table in place (now).
+    let (state, _, p) = measured(|| table.assemble());
+    row(
+        "services: full sync, whole state assembled (before)",
+        0,
+        0,
+        p,
+    );
+    drop(state);
+    let (parts, _, p) = measured(|| {
+        let full = table.full_state();
+        let sets = table.sets();
+        let desired: Vec<_> = table.virtual_services().collect();
+        (full, sets, desired.len())
+    });
+    row("services: full sync, parts from the table (now)", 0, 0, p);
+    drop(parts);
     let (text, _, p) = measured(|| {
         let state = table.assemble();
         let tree: Vec<Value> = state.virtual_services.iter().map(virtual_service).collect();

@@ -3,7 +3,7 @@
 
 use ipwarden::{
     desired::{Chain, Family, Jump, Ownership, Table, TablePlan},
-    kernel::iptables::{self, IptablesError},
+    kernel::iptables::{self, IptablesError, ReadBack},
     netns::{privileged, NetNs},
 };
 
@@ -213,12 +213,19 @@ fn a_plan_cannot_name_a_chain_it_does_not_own() {
 
 /// A no-op apply does not read the table when nothing changed since the
 /// last one (nf_tables' ruleset generation says so); every change made
-/// behind our back must still be seen and repaired by the next apply.
+/// behind our back must still be seen and repaired by the next apply,
+/// also when the writes are not read back (`ReadBack::UnlessAlone`).
 #[test]
 fn drift_after_a_no_op_apply_is_repaired() {
     if !privileged("drift_after_a_no_op_apply_is_repaired") {
         return;
     }
+    for read_back in [ReadBack::Always, ReadBack::UnlessAlone] {
+        drift_is_repaired(read_back);
+    }
+}
+
+fn drift_is_repaired(read_back: ReadBack) {
     let drifts: [(&str, &[&str]); 6] = [
         ("rule deleted", &["-D", "IPWARDEN-SERVICES", "1"]),
         ("chain flushed", &["-F", "IPWARDEN-SERVICES"]),
@@ -247,15 +254,25 @@ fn drift_after_a_no_op_apply_is_repaired() {
         for (what, args) in drifts {
             let ns = NetNs::new("ipw-ipt-drift").unwrap();
             add_foreign_rules(&ns, family);
-            in_ns(&ns, || iptables::apply(&p)).unwrap();
+            in_ns(&ns, || iptables::apply_with(&p, read_back)).unwrap();
             let programmed = save(&ns, family);
-            let noop = in_ns(&ns, || iptables::apply(&p)).unwrap();
-            assert!(noop.changes.is_empty(), "{family:?} {what}: {noop:?}");
+            let noop = in_ns(&ns, || iptables::apply_with(&p, read_back)).unwrap();
+            assert!(
+                noop.changes.is_empty(),
+                "{read_back:?} {family:?} {what}: {noop:?}"
+            );
 
             ns.output(ipt, args).unwrap();
-            assert_ne!(save(&ns, family), programmed, "{family:?} {what}: no drift");
-            let repair = in_ns(&ns, || iptables::apply(&p)).unwrap();
-            assert!(!repair.changes.is_empty(), "{family:?} {what}: not seen");
+            assert_ne!(
+                save(&ns, family),
+                programmed,
+                "{read_back:?} {family:?} {what}: no drift"
+            );
+            let repair = in_ns(&ns, || iptables::apply_with(&p, read_back)).unwrap();
+            assert!(
+                !repair.changes.is_empty(),
+                "{read_back:?} {family:?} {what}: not seen"
+            );
             let ours = |lines: Vec<String>| -> Vec<String> {
                 lines
                     .into_iter()
@@ -265,12 +282,51 @@ fn drift_after_a_no_op_apply_is_repaired() {
             assert_eq!(
                 ours(save(&ns, family)),
                 ours(programmed.clone()),
-                "{family:?} {what}: not repaired"
+                "{read_back:?} {family:?} {what}: not repaired"
             );
-            let again = in_ns(&ns, || iptables::apply(&p)).unwrap();
-            assert!(again.changes.is_empty(), "{family:?} {what}: {again:?}");
+            let again = in_ns(&ns, || iptables::apply_with(&p, read_back)).unwrap();
+            assert!(
+                again.changes.is_empty(),
+                "{read_back:?} {family:?} {what}: {again:?}"
+            );
         }
     }
+}
+
+/// A write that was the only commit since its read is not read back
+/// under `ReadBack::UnlessAlone`, so a plan in a form iptables-save
+/// prints differently goes unnoticed until something else commits; under
+/// `Always` the read-back says so at once. (Here `--dport` without `-m
+/// tcp`, which iptables-save prints with it.)
+#[test]
+fn a_restore_alone_is_not_read_back_unless_asked() {
+    if !privileged("a_restore_alone_is_not_read_back_unless_asked") {
+        return;
+    }
+    // An owner of its own: what an owner verified is kept per process,
+    // and the other tests here apply the same plan tag in parallel.
+    let tag = "ipwarden:trust-test";
+    let mut p = plan(Family::V4, &["-p tcp --dport 82 -j ACCEPT"]);
+    p.tag = tag.into();
+    p.jumps = vec![Jump::new(
+        "INPUT",
+        format!("-m comment --comment \"{tag}\" -j IPWARDEN-SERVICES"),
+    )];
+    let ns = NetNs::new("ipw-ipt-trust").unwrap();
+    let trusted = in_ns(&ns, || iptables::apply_with(&p, ReadBack::UnlessAlone)).unwrap();
+    assert_eq!(trusted.changes.chains_written, ["IPWARDEN-SERVICES"]);
+    assert!(trusted.canonical, "read back: {trusted:?}");
+    // Recorded as verified: the same plan on the same generation reads
+    // and writes nothing.
+    let again = in_ns(&ns, || iptables::apply_with(&p, ReadBack::UnlessAlone)).unwrap();
+    assert!(again.changes.is_empty(), "{again:?}");
+    assert!(save(&ns, Family::V4)
+        .contains(&"-A IPWARDEN-SERVICES -p tcp -m tcp --dport 82 -j ACCEPT".to_string()));
+    // Another commit: the next apply reads, sees the other form, writes.
+    ns.output("iptables", &["-N", "OTHER"]).unwrap();
+    let read = in_ns(&ns, || iptables::apply(&p)).unwrap();
+    assert_eq!(read.changes.chains_written, ["IPWARDEN-SERVICES"]);
+    assert!(!read.canonical, "{read:?}");
 }
 
 /// What was verified in one namespace says nothing about another, even

@@ -8,7 +8,7 @@ use std::{
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Barrier, Mutex,
+        Barrier, Mutex, RwLock, RwLockReadGuard,
     },
 };
 
@@ -89,6 +89,15 @@ fn desired(yaml: &str) -> PolicyState {
     st
 }
 
+/// What an owner's last apply verified is kept once per process and
+/// owner, so a test that relies on it (`a_periodic_no_op_sync_...`) runs
+/// alone; the others, which only read more when it is not theirs, share.
+static VERIFIED: RwLock<()> = RwLock::new(());
+
+fn sharing_the_owner() -> RwLockReadGuard<'static, ()> {
+    VERIFIED.read().unwrap_or_else(|e| e.into_inner())
+}
+
 fn store() -> SetStore {
     let store = SetStore::new(IpsetClient::new().unwrap());
     store
@@ -102,6 +111,7 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
     if !privileged("policy_rules_are_canonical_and_a_second_apply_writes_nothing") {
         return;
     }
+    let _shared = sharing_the_owner();
     let ns = NetNs::new("ipw-pol").unwrap();
     let state = desired(&format!("{PODS}{}", policy("b")));
     ns.run(|| {
@@ -174,6 +184,7 @@ fn an_edit_changes_members_and_stale_sets_go_after_their_chains() {
     if !privileged("an_edit_changes_members_and_stale_sets_go_after_their_chains") {
         return;
     }
+    let _shared = sharing_the_owner();
     let ns = NetNs::new("ipw-pol").unwrap();
     let with_b = desired(&format!("{PODS}{}", policy("b")));
     let with_c = desired(&format!("{PODS}{}", policy("c")));
@@ -224,10 +235,17 @@ fn an_edit_changes_members_and_stale_sets_go_after_their_chains() {
     let sets = output(&ns, "ipset", &["list", "-n"]);
     assert_eq!(sets.trim(), "", "nothing left: {sets}");
     // No pod or policy chain, no jump to one and no match on a policy set
-    // is left (the base chains stay, with their own rules).
+    // is left (the base chains stay, with their own rules, as does the
+    // chain every pod chain starts with).
+    let common = policies::names::CHAIN_POD_COMMON;
+    let base =
+        |l: &str| l.starts_with(&format!(":{common} ")) || l.starts_with(&format!("-A {common} "));
     for save in ["iptables-save", "ip6tables-save"] {
         let rules = output(&ns, save, &["-t", "filter"]);
-        let left: Vec<&str> = rules.lines().filter(|l| l.contains("IPW-")).collect();
+        let left: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("IPW-") && !base(l))
+            .collect();
         assert!(left.is_empty(), "{save}: rules left: {left:#?}");
     }
 }
@@ -237,6 +255,7 @@ fn service_and_policy_chains_share_input_without_moving_each_other() {
     if !privileged("service_and_policy_chains_share_input_without_moving_each_other") {
         return;
     }
+    let _shared = sharing_the_owner();
     let ns = NetNs::new("ipw-pol").unwrap();
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
     let service_state = services::desired_with(&snapshot(SERVICES), &services::Options::default());
@@ -284,6 +303,7 @@ fn the_allow_mark_is_first_and_the_service_chain_below_the_policy_jump_whichever
     if !privileged("the_allow_mark_is_first_and_the_service_chain_below_the_policy_jump") {
         return;
     }
+    let _shared = sharing_the_owner();
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
     let bpf = Some(services::BpfRules {
         mode: ipwarden_common::Mode::Allow,
@@ -419,6 +439,7 @@ fn concurrent_service_and_policy_applies_keep_input_in_order() {
     if !privileged("concurrent_service_and_policy_applies_keep_input_in_order") {
         return;
     }
+    let _shared = sharing_the_owner();
     const ROUNDS: usize = 100;
     let policy_state = desired(&format!("{PODS}{}", policy("b")));
     let web = r#"
@@ -547,6 +568,7 @@ fn partial_syncs_leave_exactly_what_a_full_sync_writes() {
     if !privileged("partial_syncs_leave_exactly_what_a_full_sync_writes") {
         return;
     }
+    let _shared = sharing_the_owner();
     use ipwarden::{
         controllers::policies::incremental::PolicyChanges,
         reconcile::{dataplane::RealDataplane, policies::PolicySync, schedule::SyncKind},
@@ -623,5 +645,100 @@ fn partial_syncs_leave_exactly_what_a_full_sync_writes() {
             .run(|| reconcile_policies::apply(&partial_store, &state).unwrap())
             .unwrap();
         assert_wrote_nothing(&again, i);
+    }
+}
+
+/// A periodic full sync of an unchanged cluster renders no chain while
+/// nothing committed to the tables since its last verified apply (the
+/// nf_tables generation), yet every drift is repaired: a pod chain
+/// flushed, a top-chain jump or the built-in jump deleted (each
+/// moves the generation, so the chains are rendered, read and rewritten),
+/// a set member deleted (the sets are read back every time).
+#[test]
+fn a_periodic_no_op_sync_renders_no_chain_and_still_repairs_drift() {
+    if !privileged("a_periodic_no_op_sync_renders_no_chain_and_still_repairs_drift") {
+        return;
+    }
+    let _alone = VERIFIED.write().unwrap_or_else(|e| e.into_inner());
+    use ipwarden::{
+        controllers::policies::incremental::PolicyChanges,
+        reconcile::{
+            dataplane::RealDataplane,
+            policies::PolicySync,
+            schedule::{FullReason, SyncKind},
+        },
+    };
+    let ns = NetNs::new("ipw-pol-noop").unwrap();
+    let store = ns.run(store).unwrap();
+    let mut sync = ns
+        .run(|| {
+            PolicySync::new(
+                RealDataplane::connect(store.clone()).unwrap(),
+                policies::Options::default(),
+            )
+        })
+        .unwrap();
+    let snap = snapshot(&format!("{PODS}{}", policy("b")));
+    let none = PolicyChanges::default();
+    let mut full = |reason| {
+        sync.set_full_reason(Some(reason));
+        ns.run(|| sync.sync(SyncKind::Full, &snap, &none))
+            .unwrap()
+            .unwrap()
+    };
+    let (first, _) = full(FullReason::Start);
+    assert!(!first.iptables.is_empty());
+    let programmed = kernel_text(&ns);
+    let (noop, report) = full(FullReason::Period);
+    assert!(noop.iptables.is_empty(), "chains rendered: {report:?}");
+    assert_wrote_nothing(&report, 0);
+
+    let save = output(&ns, "iptables-save", &["-t", "filter"]);
+    let pod_chain = save
+        .lines()
+        .find_map(|l| l.strip_prefix(":IPW-POD-FW-"))
+        .and_then(|l| l.split(' ').next())
+        .map(|h| format!("IPW-POD-FW-{h}"))
+        .expect("a pod chain");
+    let member = output(&ns, "ipset", &["save"])
+        .lines()
+        .find(|l| l.starts_with("add IPW-SRC-") && l.ends_with(" 10.244.1.3"))
+        .map(|l| l.split(' ').skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .expect("x/b in a source set");
+    let drifts: [(&str, &str, Vec<&str>); 5] = [
+        ("pod chain flushed", "iptables", vec!["-F", &pod_chain]),
+        (
+            "top jump deleted",
+            "iptables",
+            vec!["-D", "IPWARDEN-FORWARD", "1"],
+        ),
+        (
+            "v6 chain flushed",
+            "ip6tables",
+            vec!["-F", "IPWARDEN-FORWARD"],
+        ),
+        (
+            "built-in jump deleted",
+            "iptables",
+            vec!["-D", "FORWARD", "1"],
+        ),
+        (
+            "member deleted",
+            "ipset",
+            vec!["del", &member[0], &member[1]],
+        ),
+    ];
+    for (what, cmd, args) in drifts {
+        output(&ns, cmd, &args);
+        assert_ne!(kernel_text(&ns), programmed, "{what}: no drift");
+        let (_, repair) = full(FullReason::Period);
+        assert_eq!(
+            kernel_text(&ns),
+            programmed,
+            "{what}: not repaired ({repair:?})"
+        );
+        let (again, report) = full(FullReason::Period);
+        assert!(again.iptables.is_empty(), "{what}: chains rendered again");
+        assert_wrote_nothing(&report, 1);
     }
 }

@@ -40,7 +40,7 @@ pub struct Options {
     /// Skip the IPVS bench (it boots the VM).
     #[arg(long)]
     pub no_vm: bool,
-    /// Only these benches (ipset, ipvs, store, policies, agent, tc_throughput); default all.
+    /// Only these benches (ipset, ipvs, store, vip_routes, policies, agent, tc_throughput); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Where to write the report (default: BENCHMARKS.md at the repository root).
@@ -113,6 +113,22 @@ const BENCHES: &[Bench] = &[
                 "1000,10000,100000",
             ),
             ("IPWARDEN_BENCH_RUNS", "11", "5"),
+        ],
+    },
+    Bench {
+        name: "vip_routes",
+        needs_object: false,
+        title: "VIP routes: a full sync's VIP step vs `ip -batch`",
+        about: "N VIPs as local routes of protocol 211 on the dummy (`LinkClient::sync_vips_at`: \
+                one route dump, then the route requests in batches on kernel/netlink's \
+                socket), the same again (nothing to write: the dump alone), one VIP added and \
+                one deleted beside them (`change_vips_at`, a partial sync's step), all N \
+                deleted; beside it `ip -batch` adding the same N routes, one request and ack \
+                at a time. Each run in a fresh network namespace on the host.",
+        in_vm: false,
+        env: &[
+            ("IPWARDEN_BENCH_SIZES", "1000,10000", "1000,10000"),
+            ("IPWARDEN_BENCH_RUNS", "3", "1"),
         ],
     },
     Bench {

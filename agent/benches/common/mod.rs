@@ -27,3 +27,12 @@ pub fn env_list(key: &str, default: &str) -> Vec<usize> {
         .filter_map(|s| s.trim().parse().ok())
         .collect()
 }
+
+/// `IPWARDEN_BENCH_RUNS`, else `default`; at least 1.
+pub fn runs(default: usize) -> usize {
+    env_list("IPWARDEN_BENCH_RUNS", "")
+        .first()
+        .copied()
+        .unwrap_or(default)
+        .max(1)
+}

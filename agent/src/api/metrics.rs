@@ -225,19 +225,22 @@ impl Metrics {
     pub fn record_reconcile(&self, result: &Result<&ReconcileReport, &'static str>) {
         match result {
             Ok(report) => {
-                self.record_sync("once", Ok((&report.counts(), report.duration)));
+                self.record_sync("once", true, Ok((&report.counts(), report.duration)));
                 self.ready.store(true, Ordering::Relaxed);
             }
-            Err(label) => self.record_sync("once", Err(label)),
+            Err(label) => self.record_sync("once", true, Err(label)),
         }
     }
 
     /// One sync of `controller` (the daemon's observer, and `--once`):
     /// reconciles by result, its duration, the virtual services desired,
-    /// the input's problems (summed over controllers), IPVS and set changes.
+    /// the input's problems (summed over controllers; only a `full` sync
+    /// sees every object, a partial one only the changed ones' problems),
+    /// IPVS and set changes.
     pub fn record_sync(
         &self,
         controller: &'static str,
+        full: bool,
         result: Result<(&SyncCounts, Duration), &'static str>,
     ) {
         let label = match result {
@@ -246,10 +249,12 @@ impl Metrics {
                 if let Some(n) = counts.virtual_services {
                     self.virtual_services.set(n as i64);
                 }
-                let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
-                problems.insert(controller, counts.problems);
-                self.input_problems
-                    .set(problems.values().sum::<usize>() as i64);
+                if full {
+                    let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+                    problems.insert(controller, counts.problems);
+                    self.input_problems
+                        .set(problems.values().sum::<usize>() as i64);
+                }
                 self.ipvs_changes.inc_by(counts.ipvs_changes);
                 self.set_member_changes.inc_by(counts.set_member_changes);
                 "ok"
@@ -404,6 +409,24 @@ mod tests {
             "{text}"
         );
         assert!(!m.ready(), "a failed pass is not ready");
+    }
+
+    #[test]
+    fn input_problems_are_every_objects_as_the_last_full_syncs_counted() {
+        use crate::reconcile::driver::SyncCounts;
+        let m = Metrics::new();
+        let problems = |n| SyncCounts {
+            problems: n,
+            ..SyncCounts::default()
+        };
+        let d = Duration::from_millis(1);
+        m.record_sync("services", true, Ok((&problems(2), d)));
+        m.record_sync("policies", true, Ok((&problems(1), d)));
+        // A partial sync saw one changed Service's problem, not the others'.
+        m.record_sync("services", false, Ok((&problems(1), d)));
+        assert!(m.encode().contains("ipwarden_input_problems 3\n"));
+        m.record_sync("services", true, Ok((&problems(0), d)));
+        assert!(m.encode().contains("ipwarden_input_problems 1\n"));
     }
 
     #[test]

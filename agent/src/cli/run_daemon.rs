@@ -308,6 +308,7 @@ impl SyncObserver for Observer {
         });
         self.metrics.record_sync(
             controller,
+            kind == SyncKind::Full,
             match result {
                 Ok(done) => Ok((&done.counts, duration)),
                 Err(e) => Err(e.metric_label()),

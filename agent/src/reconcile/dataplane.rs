@@ -10,11 +10,11 @@ use crate::{
     bpf::runtime::BpfRuntime,
     controllers::services::names,
     desired::{
-        ChainDelta, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, TablePlan,
-        VirtualService, VsKey,
+        ChainDelta, Family, HealthCheck, MemberServices, Problem, SetDelta, SetSpec, Table,
+        TablePlan, VirtualService, VsKey,
     },
     kernel::{
-        iptables::{self, Changes},
+        iptables::{self, Changes, ReadBack},
         ipvs::{readback, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
@@ -75,7 +75,7 @@ pub trait Dataplane: Send {
     /// NodePort range say which kernel services are ours to delete.
     fn sync_ipvs(
         &mut self,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         selection: IpvsSelection<'_>,
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
@@ -91,6 +91,25 @@ pub trait Dataplane: Send {
     ) -> Result<AddressReport, ReconcileError>;
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError>;
+
+    /// [`Self::apply_table`], reading back as `read_back` says (fakes
+    /// have nothing to read back).
+    fn apply_table_with(
+        &mut self,
+        plan: &TablePlan,
+        read_back: ReadBack,
+    ) -> Result<Changes, ReconcileError> {
+        let _ = read_back;
+        self.apply_table(plan)
+    }
+
+    /// Has nothing committed to `family`'s `table` since the owner `tag`'s
+    /// last verified apply? (`iptables::untouched_since_verified`; fakes
+    /// cannot tell, so they say no.)
+    fn table_untouched(&self, family: Family, table: Table, tag: &str) -> bool {
+        let _ = (family, table, tag);
+        false
+    }
 
     /// The sources whose traffic the tc program must never mark (the
     /// policy controller's egress-restricted pods), before or after the
@@ -282,7 +301,7 @@ impl Dataplane for RealDataplane {
 
     fn sync_ipvs(
         &mut self,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         selection: IpvsSelection<'_>,
         vips: &BTreeSet<IpAddr>,
         node_ips: &[IpAddr],
@@ -377,8 +396,20 @@ impl Dataplane for RealDataplane {
         Ok(iptables::apply(plan)?.changes)
     }
 
+    fn apply_table_with(
+        &mut self,
+        plan: &TablePlan,
+        read_back: ReadBack,
+    ) -> Result<Changes, ReconcileError> {
+        Ok(iptables::apply_with(plan, read_back)?.changes)
+    }
+
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply_partial(delta)?)
+    }
+
+    fn table_untouched(&self, family: Family, table: Table, tag: &str) -> bool {
+        iptables::untouched_since_verified(family, table, tag)
     }
 
     fn restrict_sources(&mut self, sources: &BTreeSet<IpAddr>, phase: SourcePhase) {

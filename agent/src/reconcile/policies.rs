@@ -15,7 +15,7 @@ use crate::{
         names, PolicyState,
     },
     desired::{Family, MemberServices, Table},
-    kernel::iptables::{self, Changes},
+    kernel::iptables::{self, Changes, ReadBack},
     store::{ApplyReport, Claim, Owner, SetStore, SourcePhase},
 };
 
@@ -111,12 +111,20 @@ pub fn apply_chains(
 }
 
 /// One table of `plan`, its changes recorded as "filter/V4/CHAIN".
+///
+/// No read-back of a restore that was the only commit since the apply's
+/// read (`ReadBack::UnlessAlone`): the table then holds the plan, and our
+/// rule forms are what iptables-save prints (`tests/policies_netns.rs`,
+/// `policy_rules_are_canonical_and_a_second_apply_writes_nothing`). At 5k
+/// pods that read was seconds of the first sync (BENCHMARKS.md). A failed
+/// restore still fails the sync; drift made after it moves the ruleset's
+/// generation, so the next full sync reads the table and repairs it.
 fn apply_table(
     dp: &mut impl Dataplane,
     plan: &crate::desired::TablePlan,
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
-    let changes = dp.apply_table(plan)?;
+    let changes = dp.apply_table_with(plan, ReadBack::UnlessAlone)?;
     record(report, plan.table, plan.family, &changes);
     Ok(())
 }
@@ -265,12 +273,16 @@ impl<D: Dataplane> PolicySync<D> {
             (_, held) => {
                 let unchanged = held.is_some() && changes.is_empty();
                 let mut step = super::services::Stopwatch::start();
-                let index = match held {
-                    Some(index) if self.keep.keep_now(unchanged) => index,
-                    held => self.caught_up(held, snapshot),
+                let (index, kept) = match held {
+                    Some(index) if self.keep.keep_now(unchanged) => (index, true),
+                    held => (self.caught_up(held, snapshot), false),
                 };
                 step.lap("index");
-                let state = index.state();
+                let state = if kept && self.tables_untouched() {
+                    index.state_without_chains()
+                } else {
+                    index.state()
+                };
                 step.lap("state");
                 self.apply_sets(&state, &mut report)?;
                 step.lap("sets");
@@ -284,6 +296,20 @@ impl<D: Dataplane> PolicySync<D> {
                 Ok((state, report))
             }
         }
+    }
+
+    /// Do both filter tables still hold what our last verified apply
+    /// left, with no commit of anyone since? Asked only when the index is
+    /// kept (no change since the last successful sync), so the plan is
+    /// the one verified then, or a partial sync has written chains since,
+    /// which moved the generation: then the chains are rendered and
+    /// applied (read and repaired) as always. Drift in the tables moves
+    /// the generation too; the sets are read back either way.
+    fn tables_untouched(&self) -> bool {
+        [Family::V4, Family::V6].into_iter().all(|family| {
+            self.dataplane
+                .table_untouched(family, Table::Filter, names::OWNER_TAG)
+        })
     }
 
     /// `held` brought up to date with every object of `snapshot`, or the

@@ -106,7 +106,7 @@ impl Dataplane for Recording {
 
     fn sync_ipvs(
         &mut self,
-        desired: &[VirtualService],
+        desired: &[&VirtualService],
         selection: IpvsSelection<'_>,
         _: &BTreeSet<IpAddr>,
         _: &[IpAddr],

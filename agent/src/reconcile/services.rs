@@ -6,16 +6,15 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use crate::{
     cluster::Snapshot,
-    controllers::services::{self, names, ServiceDelta, ServiceTable},
-    desired::{Family, ServiceRef, ServiceState, Table, VirtualService, VsKey},
+    controllers::services::{self, names, FullState, ServiceDelta, ServiceTable},
+    desired::{Family, ServiceRef, Table, VirtualService, VsKey},
     kernel::iptables,
-    locks::LockOrRecover,
+    locks::RwLockOrRecover,
     store::{ApplyReport, Claim, Owner},
 };
 
@@ -69,23 +68,21 @@ impl ServiceChanges {
     }
 }
 
-/// A computed pass, between its steps: the whole state (full) or what
-/// moved (partial).
+/// A computed pass, between its steps: what a full sync writes besides
+/// the sets and virtual services (those it reads from the keyed table in
+/// place), or what moved (partial).
 pub enum Prepared {
-    Full(ServiceState),
+    Full(FullState),
     Partial(ServiceDelta),
 }
 
-/// The service controller's desired state as `/state` reads it: assembled
-/// on demand from the keyed table, never by a partial sync.
+/// The service controller's keyed desired state, shared with `/state`
+/// and the counters. A full sync reads it while it writes IPVS, so
+/// readers share the lock; only computing a sync's state writes.
 #[derive(Clone, Default)]
-pub struct ServicesView(Arc<Mutex<ServiceTable>>);
+pub struct ServicesView(Arc<RwLock<ServiceTable>>);
 
 impl ServicesView {
-    pub fn state(&self) -> ServiceState {
-        self.lock().assemble()
-    }
-
     /// `f` over the virtual services in key order, read in place under
     /// the table's lock: `/state` at 10k Services would otherwise assemble
     /// the whole state (sets, rules, members) to list them.
@@ -93,18 +90,22 @@ impl ServicesView {
         &self,
         f: impl FnOnce(&mut dyn Iterator<Item = &VirtualService>) -> R,
     ) -> R {
-        let table = self.lock();
+        let table = self.read();
         let mut all = table.virtual_services();
         f(&mut all)
     }
 
     /// Whether the last sync desired any no-local-endpoint refusal.
     pub fn has_unserved(&self) -> bool {
-        self.lock().has_unserved()
+        self.read().has_unserved()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ServiceTable> {
-        self.0.lock_or_recover()
+    fn read(&self) -> RwLockReadGuard<'_, ServiceTable> {
+        self.0.read_or_recover()
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ServiceTable> {
+        self.0.write_or_recover()
     }
 }
 
@@ -130,7 +131,7 @@ impl<D: Dataplane> ServiceSync<D> {
     pub fn new(dataplane: D, opts: ProxyOptions) -> Self {
         Self {
             dataplane,
-            table: ServicesView(Arc::new(Mutex::new(ServiceTable::new(opts.services)))),
+            table: ServicesView(Arc::new(RwLock::new(ServiceTable::new(opts.services)))),
             applied: false,
             steps: Vec::new(),
             keep: KeepState::default(),
@@ -177,7 +178,7 @@ impl<D: Dataplane> ServiceSync<D> {
         snapshot: &Snapshot,
         changes: &ServiceChanges,
     ) -> Prepared {
-        let mut table = self.table.lock();
+        let mut table = self.table.write();
         let partial = kind == SyncKind::Partial
             && self.applied
             && !changes.node
@@ -188,7 +189,7 @@ impl<D: Dataplane> ServiceSync<D> {
                 && changes.is_empty()
                 && !table.node_changed(snapshot);
             if self.keep.keep_now(unchanged) {
-                return Prepared::Full(table.assemble());
+                return Prepared::Full(table.full_state());
             }
             return Prepared::Full(table.rebuild(snapshot));
         }
@@ -197,21 +198,18 @@ impl<D: Dataplane> ServiceSync<D> {
         Prepared::Partial(table.update(&affected, snapshot))
     }
 
-    fn node_ips(&self) -> Vec<IpAddr> {
-        self.table.lock().node_ips().to_vec()
-    }
-
     pub fn apply_sets(
         &mut self,
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        report.virtual_services = self.table.lock().len();
+        report.virtual_services = self.table.read().len();
         let applied = match p {
             Prepared::Full(state) => {
                 report.problems.extend(state.problems.iter().cloned());
-                self.dataplane
-                    .apply_sets(SERVICES_OWNER, &state.sets, &state.member_services)?
+                // Built here and dropped after: the store keeps its copy.
+                let (sets, members) = self.table.read().sets();
+                self.dataplane.apply_sets(SERVICES_OWNER, &sets, &members)?
             }
             Prepared::Partial(delta) => {
                 report.problems.extend(delta.problems.iter().cloned());
@@ -246,22 +244,23 @@ impl<D: Dataplane> ServiceSync<D> {
         p: &Prepared,
         report: &mut ReconcileReport,
     ) -> Result<(), ReconcileError> {
-        let node_ips = self.node_ips();
+        let table = self.table.read();
+        let node_ips = table.node_ips();
         report.ipvs = match p {
-            Prepared::Full(state) => self.dataplane.sync_ipvs(
-                &state.virtual_services,
-                IpvsSelection::All,
-                &state.vips,
-                &node_ips,
-            )?,
+            Prepared::Full(state) => {
+                // Borrowed from the table, not copied out of it.
+                let desired: Vec<&VirtualService> = table.virtual_services().collect();
+                self.dataplane
+                    .sync_ipvs(&desired, IpvsSelection::All, &state.vips, node_ips)?
+            }
             Prepared::Partial(delta) => {
-                let desired: Vec<VirtualService> = delta.ipvs.values().flatten().cloned().collect();
+                let desired: Vec<&VirtualService> = delta.ipvs.values().flatten().collect();
                 let keys: BTreeSet<VsKey> = delta.ipvs.keys().copied().collect();
                 // Every address the keys are on (a key that went is on a
                 // VIP that may have gone too).
                 let vips = delta.addresses();
                 self.dataplane
-                    .sync_ipvs(&desired, IpvsSelection::Keys(&keys), &vips, &node_ips)?
+                    .sync_ipvs(&desired, IpvsSelection::Keys(&keys), &vips, node_ips)?
             }
         };
         Ok(())

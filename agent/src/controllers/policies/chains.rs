@@ -16,8 +16,8 @@ use super::{
     dispatch::Dispatch,
     model::{Direction, Policy},
     names::{
-        self, CHAIN_FORWARD, CHAIN_FROM_POD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_TO_POD,
-        SET_GUARDED_EGRESS, SET_GUARDED_INGRESS,
+        self, CHAIN_FORWARD, CHAIN_FROM_POD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_POD_COMMON,
+        CHAIN_TO_POD, SET_GUARDED_EGRESS, SET_GUARDED_INGRESS,
     },
     pods::PodView,
     rules::ALLOW_MARK,
@@ -68,11 +68,7 @@ const CLEAR_MARK: &str = "-j MARK --set-xmark 0x0/0x10000";
 
 /// The chain of one pod in one family.
 pub fn pod_chain(pod: &IsolatedPod, family: Family, opts: &Options) -> Chain {
-    let mut rules = vec![
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
-        "-m conntrack --ctstate INVALID -j DROP".to_string(),
-    ];
-    rules.extend(icmp_accepts(family));
+    let mut rules = vec![format!("-j {CHAIN_POD_COMMON}")];
     // Pods no ClusterNetworkPolicy selects keep the chain they had.
     let clear = if pod.tiers.is_empty() {
         CLEAR_MARK.to_string()
@@ -156,7 +152,8 @@ fn icmp_accepts(family: Family) -> Vec<String> {
 }
 
 /// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family, the two chains
-/// they dispatch through and the sets they match.
+/// they dispatch through and the sets they match, and the chain every pod
+/// chain starts with.
 ///
 /// A jump per direction catches bridged traffic (br_netfilter hands
 /// bridged frames to FORWARD, where `-d`/`-s` match them as they match
@@ -194,21 +191,17 @@ pub struct TopEntry<'p> {
 /// The top chains of one family and the guarded-pod sets they match.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopChains {
-    /// IPWARDEN-INPUT, -FORWARD and -OUTPUT always, then IPW-TO-POD and
-    /// IPW-FROM-POD with their bucket chains while a pod is guarded in
-    /// their direction.
+    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT and IPW-POD-COMMON always, then
+    /// IPW-TO-POD and IPW-FROM-POD with their bucket chains while a pod is
+    /// guarded in their direction.
     pub chains: Vec<Chain>,
     /// IPW-GUARDED-INGRESS and -EGRESS (of the family), each only while
     /// it has a member.
     pub sets: Vec<SetSpec>,
 }
 
-/// [`top_chains`] from the isolated pods' entries, in pod order.
-pub fn top_chains_of<'p>(
-    pods: impl Iterator<Item = TopEntry<'p>>,
-    family: Family,
-    opts: &Options,
-) -> TopChains {
+/// Both directions' dispatch of the isolated pods' entries, in pod order.
+fn dispatches<'p>(pods: impl Iterator<Item = TopEntry<'p>>, family: Family) -> [Dispatch; 2] {
     let mut to_pod = Dispatch::new(SET_GUARDED_INGRESS, family);
     let mut from_pod = Dispatch::new(SET_GUARDED_EGRESS, family);
     for pod in pods {
@@ -221,6 +214,28 @@ pub fn top_chains_of<'p>(
             }
         }
     }
+    [to_pod, from_pod]
+}
+
+/// The guarded-pod sets of [`top_chains_of`] alone: what a full sync that
+/// keeps the chains still applies.
+pub fn guarded_sets_of<'p>(
+    pods: impl Iterator<Item = TopEntry<'p>>,
+    family: Family,
+) -> Vec<SetSpec> {
+    dispatches(pods, family)
+        .iter()
+        .filter_map(Dispatch::set_spec)
+        .collect()
+}
+
+/// [`top_chains`] from the isolated pods' entries, in pod order.
+pub fn top_chains_of<'p>(
+    pods: impl Iterator<Item = TopEntry<'p>>,
+    family: Family,
+    opts: &Options,
+) -> TopChains {
+    let [to_pod, from_pod] = dispatches(pods, family);
     let to = to_pod.entry("dst", CHAIN_TO_POD);
     let from = from_pod.entry("src", CHAIN_FROM_POD);
     let both: Vec<String> = to.into_iter().chain(from).collect();
@@ -237,6 +252,7 @@ pub fn top_chains_of<'p>(
             chain(CHAIN_INPUT, input_rules(&from_pod, family, opts)),
             chain(CHAIN_FORWARD, both.clone()),
             chain(CHAIN_OUTPUT, both),
+            pod_common(family),
         ]
         .into_iter()
         .chain(to_pod.chains(CHAIN_TO_POD, "-d"))
@@ -273,4 +289,21 @@ fn input_rules(from_pod: &Dispatch, family: Family, opts: &Options) -> Vec<Strin
         rules.push(format!("-j {CHAIN_FROM_POD}"));
     }
     rules
+}
+
+/// The first lines of every pod chain, which jumps here: replies of
+/// allowed connections and the ICMP the node needs pass, INVALID is
+/// dropped (ACCEPT and DROP end the packet's walk here too); the rest
+/// RETURNs to the pod chain. Written with the top chains, whether or not
+/// a pod is isolated, so it never moves with the pods.
+fn pod_common(family: Family) -> Chain {
+    let mut rules = vec![
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
+        "-m conntrack --ctstate INVALID -j DROP".to_string(),
+    ];
+    rules.extend(icmp_accepts(family));
+    Chain {
+        name: CHAIN_POD_COMMON.into(),
+        rules,
+    }
 }

@@ -18,6 +18,9 @@ pub const CHAIN_FROM_POD: &str = "IPW-FROM-POD";
 /// the top chains match before dispatching.
 pub const SET_GUARDED_INGRESS: &str = "IPW-GUARDED-INGRESS";
 pub const SET_GUARDED_EGRESS: &str = "IPW-GUARDED-EGRESS";
+/// What every pod chain does first (conntrack, ICMP): one chain the pod
+/// chains jump to, instead of the same lines in each of them.
+pub const CHAIN_POD_COMMON: &str = "IPW-POD-COMMON";
 /// Prefix of every set and of every per-pod and per-policy chain.
 pub const PREFIX: &str = "IPW-";
 const POD_CHAIN: &str = "IPW-POD-FW-";

@@ -70,7 +70,9 @@ fn pods_selected_by_no_policy_get_no_chain_and_the_top_chains_stay() {
             "INPUT, FORWARD and OUTPUT jump to our chains"
         );
         assert!(
-            plan.chains.iter().all(|c| c.name.starts_with("IPWARDEN-")),
+            plan.chains
+                .iter()
+                .all(|c| c.name.starts_with("IPWARDEN-") || c.name == names::CHAIN_POD_COMMON),
             "no pod, policy or dispatch chain"
         );
     }

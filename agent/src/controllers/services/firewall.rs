@@ -58,8 +58,8 @@ pub struct Unserved {
 /// empty family still has its sets and the chain's matches stay valid).
 /// `refused` are addresses of unserved frontends: in svip, so their
 /// traffic meets the chain, but never in svip-prt.
-pub fn sets(
-    keys: &BTreeSet<VsKey>,
+pub fn sets<'a>(
+    keys: impl Iterator<Item = &'a VsKey> + Clone,
     refused: &BTreeSet<IpAddr>,
     local: &BTreeSet<IpAddr>,
 ) -> Vec<SetSpec> {
@@ -71,7 +71,7 @@ pub fn sets(
             set_type: SetType::HashIp,
             family,
             members: keys
-                .iter()
+                .clone()
                 .map(|k| &k.addr)
                 .chain(refused)
                 .filter(|a| of_family(a))
@@ -83,7 +83,7 @@ pub fn sets(
             set_type: SetType::HashIpPort,
             family,
             members: keys
-                .iter()
+                .clone()
                 .filter(|k| of_family(&k.addr))
                 .map(svip_prt_member)
                 .collect(),
@@ -109,9 +109,11 @@ pub(super) fn svip_prt_member(key: &VsKey) -> Member {
 
 /// The Service behind every member of ipwarden-svip-prt (both families),
 /// so the eBPF mirror can tag its entries with it.
-pub fn member_services(services: &[VirtualService]) -> MemberServices {
+pub fn member_services<'a>(
+    services: impl IntoIterator<Item = &'a VirtualService>,
+) -> MemberServices {
     services
-        .iter()
+        .into_iter()
         .map(|vs| (svip_prt_member(&vs.key), MirroredMember::of(vs)))
         .collect()
 }

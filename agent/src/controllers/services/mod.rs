@@ -6,6 +6,7 @@ mod endpoints;
 mod firewall;
 mod frontends;
 pub mod names;
+mod share;
 mod table;
 
 use std::{
@@ -27,7 +28,9 @@ use crate::{
 };
 
 pub use firewall::{BpfRules, NatException, SourceRestriction, Unserved};
-pub use table::{ServiceDelta, ServiceTable};
+pub use share::ServiceShare;
+use share::ShareParts;
+pub use table::{FullState, ServiceDelta, ServiceTable};
 
 #[cfg(test)]
 mod tests;
@@ -97,28 +100,6 @@ impl NodeView {
     }
 }
 
-/// One Service's part of the desired state: what a partial sync recomputes
-/// when that Service or its EndpointSlices change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServiceShare {
-    /// Each virtual service, and whether its address is a VIP to hold on
-    /// ipwarden0 (not a NodePort on a node address).
-    pub virtual_services: Vec<(VirtualService, bool)>,
-    pub restrictions: Vec<SourceRestriction>,
-    /// Frontends of traffic policy Local without a local endpoint.
-    pub unserved: Vec<Unserved>,
-    /// Hairpin and client-source exceptions to the masquerade.
-    pub nat: Vec<NatException>,
-    pub health_check: Option<HealthCheck>,
-    pub problems: Vec<Problem>,
-}
-
-impl ServiceShare {
-    pub fn keys(&self) -> impl Iterator<Item = VsKey> + '_ {
-        self.virtual_services.iter().map(|(vs, _)| vs.key)
-    }
-}
-
 /// The node addresses NodePorts listen on: this node's InternalIP (else
 /// ExternalIP) per family, or with `nodeport_bindon_all_ip` every address
 /// of the node (not loopback, link-local or ipwarden0's).
@@ -138,13 +119,13 @@ pub fn share(
     opts: &Options,
 ) -> ServiceShare {
     let ctx = ServiceCtx::new(svc);
-    let mut out = ServiceShare::default();
+    let mut out = ShareParts::default();
     if ctx.skipped(svc) {
-        return out;
+        return ServiceShare::default();
     }
     ctx.fill(svc, snapshot, node_ips, opts, &mut out);
     out.health_check = ctx.health_check(svc, snapshot, &mut out.problems);
-    out
+    out.into()
 }
 
 /// The whole desired state from every Service's share, in Service order
@@ -162,19 +143,14 @@ pub fn assemble<'a>(
     let mut nat = Vec::new();
     let mut health = Vec::new();
     for share in shares {
-        problems.extend(share.problems.iter().cloned());
-        restrictions.extend(share.restrictions.iter().cloned());
-        unserved.extend(share.unserved.iter().cloned());
-        nat.extend(share.nat.iter().cloned());
-        health.extend(share.health_check.iter().cloned());
-        for (vs, is_vip) in &share.virtual_services {
+        problems.extend(share.problems().iter().cloned());
+        restrictions.extend(share.restrictions().iter().cloned());
+        unserved.extend(share.unserved().iter().cloned());
+        nat.extend(share.nat().iter().cloned());
+        health.extend(share.health_check().cloned());
+        for (vs, is_vip) in share.virtual_services.iter() {
             if let Some(existing) = services.get(&vs.key) {
-                problems.push(Problem {
-                    object: vs.service.to_string(),
-                    field: "spec".into(),
-                    message: format!("{} is already served by {}", vs.key, existing.origin),
-                    skipped: true,
-                });
+                problems.push(already_served(vs, existing));
                 continue;
             }
             if *is_vip {
@@ -205,10 +181,20 @@ pub fn assemble<'a>(
         member_services: firewall::member_services(&virtual_services),
         virtual_services,
         vips,
-        sets: firewall::sets(&keys, &refused, &local),
+        sets: firewall::sets(keys.iter(), &refused, &local),
         iptables: plans(restrictions, unserved, nat, node, opts),
         health_checks,
         problems,
+    }
+}
+
+/// `vs` left out: `first` (of an earlier Service) serves its key.
+fn already_served(vs: &VirtualService, first: &VirtualService) -> Problem {
+    Problem {
+        object: vs.service.to_string(),
+        field: "spec".into(),
+        message: format!("{} is already served by {}", vs.key, first.origin),
+        skipped: true,
     }
 }
 
@@ -297,7 +283,7 @@ impl ServiceCtx {
         snapshot: &Snapshot,
         node_ips: &[IpAddr],
         opts: &Options,
-        out: &mut ServiceShare,
+        out: &mut ShareParts,
     ) {
         let Some(spec) = &svc.spec else { return };
         let Some(template) = self.template(svc, &mut out.problems) else {
@@ -354,7 +340,7 @@ impl ServiceCtx {
         svc: &ServiceWide,
         ports: &PortBackends<'_>,
         (key, kind, origin): (VsKey, FrontendKind, String),
-        out: &mut ServiceShare,
+        out: &mut ShareParts,
     ) {
         let local_only = svc.policy.local_only(kind);
         let destinations = ports.pick(local_only, key.addr);
@@ -506,7 +492,7 @@ impl ServiceCtx {
         p: &PortSpec,
         ips: &FrontendIps,
         range: Option<(u16, u16)>,
-        out: &mut ServiceShare,
+        out: &mut ShareParts,
     ) -> Vec<(IpAddr, u16, FrontendKind)> {
         let mut fronts: Vec<(IpAddr, u16, FrontendKind)> = Vec::new();
         fronts.extend(

@@ -9,15 +9,15 @@ use std::{
     net::IpAddr,
 };
 
-use super::{assemble, firewall, health_checks, names, node_ips, plans, share, NodeView, Options};
+use super::{
+    already_served, assemble, firewall, health_checks, names, node_ips, plans, share, NodeView,
+    Options,
+};
 use crate::{
-    cluster::{
-        compact::{EndpointSlice, Stored},
-        Snapshot,
-    },
+    cluster::{compact::Stored, slice_service, Snapshot},
     desired::{
         Family, HealthCheck, Member, MemberServices, MirroredMember, Problem, Protocol, ServiceRef,
-        ServiceState, SetDelta, TablePlan, VirtualService, VsKey,
+        ServiceState, SetDelta, SetSpec, TablePlan, VirtualService, VsKey,
     },
 };
 
@@ -36,10 +36,25 @@ pub struct ServiceTable {
     /// Unserved frontends by key (refused unless some Service serves the key).
     unserved: BTreeMap<VsKey, Few<firewall::Unserved>>,
     /// The Service each EndpointSlice named at the last update, so a
-    /// slice that went or changed its label still names its old Service.
-    slice_owners: BTreeMap<(String, String), ServiceRef>,
+    /// slice that went or changed its label still names its old Service
+    /// (by name: it is in the slice's namespace).
+    slice_owners: BTreeMap<SliceKey, Box<str>>,
     plans: Vec<TablePlan>,
     health: Vec<HealthCheck>,
+}
+
+/// What a full sync writes besides the sets and the virtual services,
+/// which it takes from the table itself ([`ServiceTable::sets`],
+/// [`ServiceTable::virtual_services`]): a whole [`ServiceState`] assembled
+/// beside the table would hold every virtual service twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FullState {
+    /// Addresses to hold on ipwarden0.
+    pub vips: BTreeSet<IpAddr>,
+    pub iptables: Vec<TablePlan>,
+    pub health_checks: Vec<HealthCheck>,
+    /// Sorted, without duplicates.
+    pub problems: Vec<Problem>,
 }
 
 /// What a partial update moved.
@@ -110,25 +125,111 @@ impl ServiceTable {
         node_ips(snapshot, &self.opts) != self.node_ips || NodeView::of(snapshot) != self.node
     }
 
-    /// Recomputes everything from `snapshot`; returns the whole state.
-    pub fn rebuild(&mut self, snapshot: &Snapshot) -> ServiceState {
+    /// Recomputes everything from `snapshot`; returns what a full sync
+    /// writes besides the sets and virtual services.
+    pub fn rebuild(&mut self, snapshot: &Snapshot) -> FullState {
         let opts = self.opts;
         *self = Self::new(opts);
         self.node_ips = node_ips(snapshot, &opts);
         self.node = NodeView::of(snapshot);
-        for svc in snapshot.services.iter().map(|s| &**s) {
-            let s = share(svc, snapshot, &self.node_ips, &opts);
-            self.insert(super::ServiceCtx::new(svc).service, s);
-        }
+        // Collected, not inserted one by one: a B-tree built from sorted
+        // input has full nodes, one filled in order keeps them half empty.
+        self.shares = snapshot
+            .services
+            .iter()
+            .map(|svc| {
+                let s = share(svc, snapshot, &self.node_ips, &opts);
+                (super::ServiceCtx::new(svc).service, s)
+            })
+            .collect();
+        self.claims = grouped(self.shares.iter().flat_map(|(r, s)| {
+            s.virtual_services
+                .iter()
+                .map(move |(vs, _)| (vs.key, r.clone()))
+        }));
+        self.unserved = grouped(
+            self.shares
+                .values()
+                .flat_map(|s| s.unserved().iter().map(|u| (u.key, u.clone()))),
+        );
         self.slice_owners = snapshot
             .endpoint_slices
             .iter()
-            .filter_map(|s| Some((slice_key(s), slice_owner(s)?)))
+            .filter_map(|s| {
+                let (namespace, name) = s.key();
+                let (_, service) = slice_service(s)?;
+                Some(((namespace.into(), name.into()), service.into()))
+            })
             .collect();
-        let state = self.assemble();
-        self.plans = state.iptables.clone();
-        self.health = state.health_checks.clone();
-        state
+        self.plans = self.plans();
+        let full = self.full_state();
+        self.health = full.health_checks.clone();
+        full
+    }
+
+    /// What a full sync writes besides the sets and virtual services, as
+    /// [`Self::assemble`] has it.
+    pub fn full_state(&self) -> FullState {
+        let mut problems = self.problems();
+        let all = self
+            .shares
+            .values()
+            .filter_map(|s| s.health_check().cloned())
+            .collect();
+        let health_checks = health_checks(all, &mut problems);
+        problems.sort();
+        problems.dedup();
+        FullState {
+            vips: self.vips(),
+            iptables: self.plans.clone(),
+            health_checks,
+            problems,
+        }
+    }
+
+    /// The six service sets and the Service of each svip-prt member, as
+    /// [`Self::assemble`] has them.
+    pub fn sets(&self) -> (Vec<SetSpec>, MemberServices) {
+        let refused: BTreeSet<IpAddr> = self.refused_all().map(|u| u.key.addr).collect();
+        let local: BTreeSet<IpAddr> = self
+            .node
+            .local_addresses
+            .iter()
+            .copied()
+            .filter(|a| !self.addr_view(*a).vip)
+            .collect();
+        let sets = firewall::sets(self.claims.keys(), &refused, &local);
+        (sets, firewall::member_services(self.virtual_services()))
+    }
+
+    /// The shares' problems and every virtual service left out because an
+    /// earlier Service serves its key.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for share in self.shares.values() {
+            out.extend(share.problems().iter().cloned());
+            for (vs, _) in share.virtual_services.iter() {
+                match self.winner(&vs.key) {
+                    Some((first, _)) if !std::ptr::eq(first, vs) => {
+                        out.push(already_served(vs, first))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The served VIPs and the refused ones.
+    fn vips(&self) -> BTreeSet<IpAddr> {
+        let served = self
+            .claims
+            .keys()
+            .filter_map(|k| self.winner(k))
+            .filter(|(_, vip)| *vip)
+            .map(|(vs, _)| vs.key.addr);
+        let refused = self.refused_all().filter(|u| u.vip).map(|u| u.key.addr);
+        served.chain(refused).collect()
     }
 
     /// The virtual services in key order, each the one its key's first
@@ -140,7 +241,8 @@ impl ServiceTable {
             .filter_map(|key| self.winner(key).map(|(vs, _)| vs))
     }
 
-    /// The whole desired state (full syncs and the tests).
+    /// The whole desired state (the tests, and the memory bench's
+    /// comparison): a full sync writes from the table instead.
     pub fn assemble(&self) -> ServiceState {
         assemble(self.shares.values(), &self.node, &self.opts)
     }
@@ -153,14 +255,17 @@ impl ServiceTable {
         snapshot: &Snapshot,
     ) -> BTreeSet<ServiceRef> {
         let mut out = BTreeSet::new();
-        for key in slices {
-            out.extend(self.slice_owners.remove(key));
+        for (namespace, name) in slices {
+            let key: SliceKey = (namespace.as_str().into(), name.as_str().into());
+            if let Some(service) = self.slice_owners.remove(&key) {
+                out.insert(ServiceRef::new(namespace.clone(), service));
+            }
             let now = snapshot
-                .endpoint_slice(&key.0, &key.1)
-                .and_then(slice_owner);
-            if let Some(owner) = now {
-                out.insert(owner.clone());
-                self.slice_owners.insert(key.clone(), owner);
+                .endpoint_slice(namespace, name)
+                .and_then(slice_service);
+            if let Some((namespace, service)) = now {
+                out.insert(ServiceRef::new(namespace, service));
+                self.slice_owners.insert(key, service.into());
             }
         }
         out
@@ -195,10 +300,10 @@ impl ServiceTable {
         for (r, s) in new {
             let old = self.remove(&r);
             tables |= firewall_part(old.as_ref()) != firewall_part(s.as_ref());
-            health |= old.as_ref().and_then(|o| o.health_check.as_ref())
-                != s.as_ref().and_then(|n| n.health_check.as_ref());
+            health |= old.as_ref().and_then(ServiceShare::health_check)
+                != s.as_ref().and_then(ServiceShare::health_check);
             if let Some(s) = s {
-                delta.problems.extend(s.problems.iter().cloned());
+                delta.problems.extend(s.problems().iter().cloned());
                 self.insert(r, s);
             }
         }
@@ -225,7 +330,7 @@ impl ServiceTable {
         for (vs, _) in &s.virtual_services {
             self.claims.entry(vs.key).or_default().insert(r.clone());
         }
-        for u in &s.unserved {
+        for u in s.unserved() {
             self.unserved.entry(u.key).or_default().insert(u.clone());
         }
         self.shares.insert(r, s);
@@ -236,7 +341,7 @@ impl ServiceTable {
         for (vs, _) in &old.virtual_services {
             forget(&mut self.claims, vs.key, r);
         }
-        for u in &old.unserved {
+        for u in old.unserved() {
             forget(&mut self.unserved, u.key, u);
         }
         Some(old)
@@ -260,6 +365,11 @@ impl ServiceTable {
             .into_iter()
             .flat_map(|few| few.0.iter())
             .filter(move |_| !served)
+    }
+
+    /// Every refused unserved frontend, in key order.
+    fn refused_all(&self) -> impl Iterator<Item = &firewall::Unserved> {
+        self.unserved.keys().flat_map(|k| self.refused(k))
     }
 
     fn addr_view(&self, addr: IpAddr) -> AddrView {
@@ -354,15 +464,10 @@ impl ServiceTable {
         let mut restrictions = Vec::new();
         let mut nat = Vec::new();
         for s in self.shares.values() {
-            restrictions.extend(s.restrictions.iter().cloned());
-            nat.extend(s.nat.iter().cloned());
+            restrictions.extend(s.restrictions().iter().cloned());
+            nat.extend(s.nat().iter().cloned());
         }
-        let unserved: Vec<firewall::Unserved> = self
-            .unserved
-            .keys()
-            .flat_map(|k| self.refused(k))
-            .cloned()
-            .collect();
+        let unserved: Vec<firewall::Unserved> = self.refused_all().cloned().collect();
         plans(restrictions, unserved, nat, &self.node, &self.opts)
     }
 
@@ -370,7 +475,7 @@ impl ServiceTable {
         let all = self
             .shares
             .values()
-            .filter_map(|s| s.health_check.clone())
+            .filter_map(|s| s.health_check().cloned())
             .collect();
         health_checks(all, &mut Vec::new())
     }
@@ -389,12 +494,12 @@ type FirewallPart<'a> = (
 );
 
 fn firewall_part(s: Option<&ServiceShare>) -> Option<FirewallPart<'_>> {
-    s.map(|s| (&s.restrictions[..], &s.nat[..], &s.unserved[..]))
+    s.map(|s| (s.restrictions(), s.nat(), s.unserved()))
         .filter(|(r, n, u)| !(r.is_empty() && n.is_empty() && u.is_empty()))
 }
 
 fn share_keys(s: &ServiceShare) -> impl Iterator<Item = VsKey> + '_ {
-    s.keys().chain(s.unserved.iter().map(|u| u.key))
+    s.keys().chain(s.unserved().iter().map(|u| u.key))
 }
 
 fn forget<T: Ord>(map: &mut BTreeMap<VsKey, Few<T>>, key: VsKey, item: &T) {
@@ -406,15 +511,27 @@ fn forget<T: Ord>(map: &mut BTreeMap<VsKey, Few<T>>, key: VsKey, item: &T) {
     }
 }
 
-fn slice_key(s: &EndpointSlice) -> (String, String) {
-    let (namespace, name) = s.key();
-    (namespace.into(), name.into())
+/// Items by key, each key's few sorted and without duplicates (as
+/// [`Few::insert`] keeps them), the map built in one go.
+fn grouped<T: Ord>(pairs: impl Iterator<Item = (VsKey, T)>) -> BTreeMap<VsKey, Few<T>> {
+    let mut pairs: Vec<(VsKey, T)> = pairs.collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut out: Vec<(VsKey, Few<T>)> = Vec::new();
+    for (key, item) in pairs {
+        match out.last_mut() {
+            Some((last, few)) if *last == key => {
+                few.0.reserve_exact(1);
+                few.0.push(item);
+            }
+            _ => out.push((key, Few(vec![item]))),
+        }
+    }
+    out.into_iter().collect()
 }
 
-fn slice_owner(s: &EndpointSlice) -> Option<ServiceRef> {
-    let (namespace, service) = crate::cluster::slice_service(s)?;
-    Some(ServiceRef::new(namespace.to_string(), service.to_string()))
-}
+/// An EndpointSlice's (namespace, name).
+type SliceKey = (Box<str>, Box<str>);
 
 /// A set of the few items one key holds (nearly always one Service), as a
 /// sorted vector: a `BTreeSet` allocates a whole B-tree leaf (about 540

@@ -197,7 +197,8 @@ fn without_problems(mut s: ServiceState) -> ServiceState {
 fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError> {
     let mut cluster = start;
     let mut table = ServiceTable::new(opts);
-    let mut kernel = table.rebuild(&cluster.snapshot());
+    table.rebuild(&cluster.snapshot());
+    let mut kernel = table.assemble();
     for op in ops {
         let mut services = BTreeSet::new();
         let mut slices = BTreeSet::new();
@@ -220,7 +221,8 @@ fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError>
         }
         let snap = cluster.snapshot();
         if table.node_changed(&snap) {
-            kernel = table.rebuild(&snap);
+            table.rebuild(&snap);
+            kernel = table.assemble();
             continue;
         }
         services.extend(table.slice_services(&slices, &snap));
@@ -229,6 +231,15 @@ fn run(start: Cluster, ops: Vec<Op>, opts: Options) -> Result<(), TestCaseError>
     }
     let full = desired_with(&cluster.snapshot(), &opts);
     prop_assert_eq!(&table.assemble(), &full);
+    // What a full sync writes from the table, in place of the whole state.
+    let parts = table.full_state();
+    prop_assert_eq!(&parts.vips, &full.vips);
+    prop_assert_eq!(&parts.iptables, &full.iptables);
+    prop_assert_eq!(&parts.health_checks, &full.health_checks);
+    prop_assert_eq!(&parts.problems, &full.problems);
+    let (sets, members) = table.sets();
+    prop_assert_eq!(&sets, &full.sets);
+    prop_assert_eq!(&members, &full.member_services);
     // What `/state` lists, read in place, is what the whole state holds.
     let listed: Vec<&VirtualService> = table.virtual_services().collect();
     prop_assert_eq!(listed, full.virtual_services.iter().collect::<Vec<_>>());

@@ -110,7 +110,30 @@ pub(super) fn lock(family: Family, table: Table) -> MutexGuard<'static, Option<V
 /// The same plan on the same stamp needs no read: nothing changed since.
 pub(super) type Verified = HashMap<(Family, Table, String), (u64, Stamp)>;
 
+/// How an apply makes sure of what it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Read the table after every write and compare it with the plan
+    /// ([`Report::canonical`]).
+    Always,
+    /// Only when the ruleset's generation shows another commit than ours
+    /// since the read the script was rendered from. iptables-restore
+    /// commits in one nf_tables transaction and each commit bumps the
+    /// generation by one, so "ours alone" means the table now holds what
+    /// was read plus the script: the plan. What it cannot show is a rule
+    /// that iptables-save prints differently from how the plan wrote it,
+    /// so this is for owners whose rule forms are tested canonical (the
+    /// policy controller: its 14k-line table costs seconds to read).
+    /// Without a generation (legacy backend) it reads back as `Always`.
+    UnlessAlone,
+}
+
+/// [`apply_with`] reading back after every write.
 pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
+    apply_with(plan, ReadBack::Always)
+}
+
+pub fn apply_with(plan: &TablePlan, read_back_when: ReadBack) -> Result<Report, IptablesError> {
     plan.validate()?;
     let owner = (plan.family, plan.table, plan.tag.clone());
     let fingerprint = fingerprint(plan);
@@ -134,7 +157,20 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     // generation past `stamp`, so the next apply reads again.
     let (changes, canonical, stamp) = match written {
         Written::Nothing { changes, stamp } => (changes, true, stamp),
-        Written::Script { changes, stamp } => (changes, read_back(plan)?, stamp),
+        Written::Script {
+            changes,
+            stamp,
+            alone: Some(from),
+        } => {
+            if let Some(to) = &stamp {
+                advance_other_tables(plan.family, plan.table, &from, to);
+            }
+            match read_back_when {
+                ReadBack::UnlessAlone => (changes, true, stamp),
+                ReadBack::Always => (changes, read_back(plan)?, stamp),
+            }
+        }
+        Written::Script { changes, stamp, .. } => (changes, read_back(plan)?, stamp),
     };
     if let (true, Some(stamp)) = (canonical, stamp) {
         lock(plan.family, plan.table)
@@ -149,6 +185,45 @@ pub fn apply(plan: &TablePlan) -> Result<Report, IptablesError> {
     })
 }
 
+/// Has nothing committed in the calling thread's namespace since the
+/// owner `tag`'s last apply to this table saw (or made) the kernel match
+/// its plan? Then the table still holds that plan: an owner that knows
+/// its plan has not changed since needs neither to render nor to apply
+/// it. False without a generation (legacy backend) or a verified apply.
+pub fn untouched_since_verified(family: Family, table: Table, tag: &str) -> bool {
+    let Some(now) = generation::current() else {
+        return false;
+    };
+    let owner = (family, table, tag.to_string());
+    lock(family, table)
+        .as_ref()
+        .and_then(|verified| verified.get(&owner))
+        .is_some_and(|(_, stamp)| *stamp == now)
+}
+
+/// Our restore into one (family, table) was the only commit from `from`
+/// to `to`, and a restore changes no other table: every other table that
+/// was verified at `from` still matches at `to`. Without this, the two
+/// families' writes of one sync would each leave the other's stamp one
+/// commit behind, and the next apply would read the whole table again.
+fn advance_other_tables(family: Family, table: Table, from: &Stamp, to: &Stamp) {
+    for other_family in [Family::V4, Family::V6] {
+        for other_table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
+            if (other_family, other_table) == (family, table) {
+                continue;
+            }
+            // One lock at a time: no order to keep between them.
+            if let Some(verified) = lock(other_family, other_table).as_mut() {
+                for (_, stamp) in verified.values_mut() {
+                    if stamp == from {
+                        *stamp = to.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// What [`write`] did, with the ruleset's stamp before the read that
 /// will show whether the kernel matches the plan.
 enum Written {
@@ -161,6 +236,9 @@ enum Written {
     Script {
         changes: Changes,
         stamp: Option<Stamp>,
+        /// The stamp before the read, when the restore was the only
+        /// commit since (see [`ReadBack::UnlessAlone`]).
+        alone: Option<Stamp>,
     },
 }
 
@@ -187,9 +265,15 @@ fn write(
         "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes) in {:.1?}",
         script.lines().count(), script.len(), start.elapsed() - rendered,
     );
+    let after = generation::current();
+    let alone = match (before, &after) {
+        (Some(before), Some(after)) if after.is_next_of(&before) => Some(before),
+        _ => None,
+    };
     Ok(Written::Script {
         changes,
-        stamp: generation::current(),
+        stamp: after,
+        alone,
     })
 }
 

@@ -23,6 +23,14 @@ pub(super) struct Stamp {
     generation: u32,
 }
 
+impl Stamp {
+    /// Is this the stamp of the one commit right after `earlier`, in the
+    /// same namespace?
+    pub(super) fn is_next_of(&self, earlier: &Stamp) -> bool {
+        self.netns == earlier.netns && self.generation == earlier.generation.wrapping_add(1)
+    }
+}
+
 /// A network namespace by device and inode number, held open: a namespace
 /// that a stamp names cannot die, so a new one cannot reuse its inode.
 #[derive(Clone, Debug)]

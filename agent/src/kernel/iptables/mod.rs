@@ -6,7 +6,8 @@
 //! desired state of one owner in one table and family. Applying it reads
 //! the table (`iptables-save -t`), renders a restore script that changes
 //! only what differs ([`render::script`], pure), runs it in one
-//! `iptables-restore` call (atomic per table), and reads back. A
+//! `iptables-restore` call (atomic per table), and reads back (unless
+//! the owner trusts a restore no other commit raced: [`ReadBack`]). A
 //! [`ChainDelta`] (partial.rs) writes only named chains and lines, without
 //! reading the table: the policy controller's partial syncs. The family
 //! picks the commands (`save_cmd`, `restore_cmd`), privately, of the
@@ -22,7 +23,9 @@ mod render;
 mod saved;
 mod switch;
 
-pub use apply::{apply, read_table, IptablesError, Report};
+pub use apply::{
+    apply, apply_with, read_table, untouched_since_verified, IptablesError, ReadBack, Report,
+};
 pub use counters::{comment_counters, comment_counters_from_save};
 pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
 pub use render::{script, Changes};

@@ -23,8 +23,6 @@ use crate::kernel::netlink::{
 const RECV_BUF_LEN: usize = 64 * 1024;
 /// Socket receive buffer we ask for, so a batch's acks fit before we read.
 const WANT_RCVBUF: usize = 1 << 20;
-/// Upper bound of the kernel memory one queued ack costs (skb truesize).
-const ACK_TRUESIZE: usize = 1024;
 /// Most requests in one `sendmsg`.
 const MAX_BATCH: usize = 1024;
 /// Most request bytes in one `sendmsg`: well under the default send buffer.
@@ -53,8 +51,7 @@ impl IpvsClient {
         let sock = Socket::open(NETLINK_GENERIC, &opts)
             .map_err(|source| IpvsError::socket("open", source))?;
         let mut client = IpvsClient {
-            // Half the room the acks of a batch may take, for safety.
-            batch: (sock.rcvbuf() / ACK_TRUESIZE / 2).clamp(16, MAX_BATCH),
+            batch: sock.acks_room(MAX_BATCH),
             sock,
             family: 0,
             send_buf: Vec::with_capacity(MAX_BATCH_BYTES),

@@ -29,7 +29,6 @@ pub enum IpvsCmd {
     GetInfo = 15,
     Flush = 17,
 }
-impl neli::consts::genl::Cmd for IpvsCmd {}
 
 /// `IPVS_CMD_ATTR_*`: first-level attributes of every command.
 #[neli_enum(serialized_type = "u16")]
@@ -40,7 +39,6 @@ pub enum CmdAttr {
     TimeoutTcpFin = 5,
     TimeoutUdp = 6,
 }
-impl neli::consts::genl::NlAttrType for CmdAttr {}
 
 /// `IPVS_SVC_ATTR_*`: inside `CmdAttr::Service`.
 #[neli_enum(serialized_type = "u16")]
@@ -71,7 +69,6 @@ pub enum SvcAttr {
     /// Nested `StatsAttr`, every counter 64-bit.
     Stats64 = 12,
 }
-impl neli::consts::genl::NlAttrType for SvcAttr {}
 
 /// `IPVS_DEST_ATTR_*`: inside `CmdAttr::Dest`.
 #[neli_enum(serialized_type = "u16")]
@@ -94,7 +91,6 @@ pub enum DestAttr {
     AddrFamily = 11,
     Stats64 = 12,
 }
-impl neli::consts::genl::NlAttrType for DestAttr {}
 
 /// `IPVS_STATS_ATTR_*`: inside `SvcAttr::Stats{,64}` and `DestAttr::Stats{,64}`.
 #[neli_enum(serialized_type = "u16")]
@@ -110,7 +106,6 @@ pub enum StatsAttr {
     InBps = 9,
     OutBps = 10,
 }
-impl neli::consts::genl::NlAttrType for StatsAttr {}
 
 /// `IPVS_INFO_ATTR_*`: first-level attributes of the `GET_INFO` reply (they
 /// reuse the numbers of `CmdAttr`, hence their own enum).
@@ -119,7 +114,6 @@ pub enum InfoAttr {
     Version = 1,
     ConnTabSize = 2,
 }
-impl neli::consts::genl::NlAttrType for InfoAttr {}
 
 /// `IP_VS_SCHEDNAME_MAXLEN`, including the NUL.
 pub(super) const SCHEDNAME_MAXLEN: usize = 16;

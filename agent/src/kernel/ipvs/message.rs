@@ -22,9 +22,9 @@ use super::{
 };
 use crate::desired::{Family, Protocol};
 use crate::kernel::netlink::{
-    af, begin, family_of, finish,
+    af, family_of,
     frame::{GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST},
-    Attr, AttrTable, DecodeError, Writer,
+    message, Attr, AttrTable, DecodeError, Writer,
 };
 
 /// A read of the kernel's state; each has its own reply shape.
@@ -79,17 +79,11 @@ pub(crate) fn encode_request(
         Request::SetTimeouts(_) => IpvsCmd::SetConfig,
         Request::Flush => IpvsCmd::Flush,
     };
-    let start = begin(
-        out,
-        family,
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        [cmd.into(), FAMILY_VERSION, 0, 0],
-    );
-    let mut w = Writer::new(out);
-    match req {
-        Request::AddService(s) | Request::EditService(s) => service_attr(&mut w, &s.key, Some(s)),
-        Request::DeleteService(k) => service_attr(&mut w, k, None),
+    let header = [cmd.into(), FAMILY_VERSION, 0, 0];
+    let flags = NLM_F_REQUEST | NLM_F_ACK;
+    message(out, (family, flags, seq), &header, |w| match req {
+        Request::AddService(s) | Request::EditService(s) => service_attr(w, &s.key, Some(s)),
+        Request::DeleteService(k) => service_attr(w, k, None),
         Request::AddDestination {
             service,
             destination,
@@ -98,15 +92,15 @@ pub(crate) fn encode_request(
             service,
             destination,
         } => {
-            service_attr(&mut w, service, None);
-            dest_attr(&mut w, destination.key(), Some(destination));
+            service_attr(w, service, None);
+            dest_attr(w, destination.key(), Some(destination));
         }
         Request::DeleteDestination {
             service,
             destination,
         } => {
-            service_attr(&mut w, service, None);
-            dest_attr(&mut w, *destination, None);
+            service_attr(w, service, None);
+            dest_attr(w, *destination, None);
         }
         Request::SetTimeouts(t) => {
             w.put_u32(CmdAttr::TimeoutTcp, t.tcp);
@@ -114,8 +108,7 @@ pub(crate) fn encode_request(
             w.put_u32(CmdAttr::TimeoutUdp, t.udp);
         }
         Request::Flush => {}
-    }
-    finish(out, start);
+    });
     Ok(())
 }
 
@@ -134,24 +127,20 @@ pub(crate) fn encode_query(q: &Query<'_>, family: u16, seq: u32, out: &mut Vec<u
     } else {
         NLM_F_REQUEST
     };
-    let start = begin(out, family, flags, seq, [cmd.into(), FAMILY_VERSION, 0, 0]);
-    if let Some(k) = key {
-        service_attr(&mut Writer::new(out), k, None);
-    }
-    finish(out, start);
+    let header = [cmd.into(), FAMILY_VERSION, 0, 0];
+    message(out, (family, flags, seq), &header, |w| {
+        if let Some(k) = key {
+            service_attr(w, k, None);
+        }
+    });
 }
 
 /// Appends the controller's "which id has family IPVS?" request.
 pub(crate) fn encode_resolve(seq: u32, out: &mut Vec<u8>) {
-    let start = begin(
-        out,
-        GENL_ID_CTRL,
-        NLM_F_REQUEST,
-        seq,
-        [CtrlCmd::Getfamily.into(), CTRL_VERSION, 0, 0],
-    );
-    Writer::new(out).put_str(CtrlAttr::FamilyName, FAMILY_NAME);
-    finish(out, start);
+    let header = [CtrlCmd::Getfamily.into(), CTRL_VERSION, 0, 0];
+    message(out, (GENL_ID_CTRL, NLM_F_REQUEST, seq), &header, |w| {
+        w.put_str(CtrlAttr::FamilyName, FAMILY_NAME)
+    });
 }
 
 /// `union nf_inet_addr`: 16 bytes, IPv4 in the first 4, the rest zero.

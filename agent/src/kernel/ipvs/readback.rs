@@ -14,8 +14,10 @@
 //! So [`read_for_plan`] takes the services from `/proc` and reads by
 //! netlink only the desired services that use what `/proc` does not show
 //! ([`proc_shows`]). What the cheap read misses: a scheduler flag or a
-//! threshold somebody else set on a service of ours that wants none. The
-//! full netlink read ([`IpvsClient::list`]) on a schedule catches those.
+//! threshold somebody else set on a service of ours that wants none, and a
+//! service the listing skipped (see [`read_for_plan`]) that we do not
+//! want. The full netlink read ([`IpvsClient::list`]) on a schedule
+//! catches those.
 
 use std::{
     collections::BTreeSet,
@@ -79,9 +81,14 @@ pub fn read_for_plan(
             return client.list();
         }
     };
+    // A desired service `/proc` did not list is confirmed by netlink: the
+    // kernel's listing can skip services when it is read in more than one
+    // page and another namespace has IPVS services (its restart position
+    // counts every namespace's services, its seek only this one's).
+    let listed: BTreeSet<ServiceKey> = table.iter().map(|v| v.entry.service.key).collect();
     let deep: BTreeSet<ServiceKey> = desired
         .iter()
-        .filter(|(s, d)| !proc_shows(s, d))
+        .filter(|(s, d)| !proc_shows(s, d) || !listed.contains(&s.key))
         .map(|(s, _)| s.key)
         .collect();
     if deep.is_empty() {

@@ -7,32 +7,20 @@
 //! Our routes carry their own protocol number, so a read-back or a delete
 //! never takes a local route of the kernel's (a node address) for ours.
 
-use std::{
-    collections::{BTreeSet, VecDeque},
-    net::IpAddr,
+use std::{collections::BTreeSet, net::IpAddr};
+
+use libc::{RTM_DELADDR, RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE};
+
+use super::{err, message, AddressReport, LinkClient, LinkError};
+use crate::kernel::netlink::{
+    self,
+    frame::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST},
+    Failure, Refusal,
 };
 
-use neli::{
-    consts::{
-        nl::NlmF,
-        rtnl::{Ifa, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot},
-    },
-    nl::{NlPayload, Nlmsghdr},
-    router::synchronous::NlRouterReceiverHandle,
-    rtnl::{IfaddrmsgBuilder, RtattrBuilder, Rtmsg, RtmsgBuilder},
-    types::{Buffer, RtBuffer},
-};
-
-use super::{build_err, err, AddressReport, LinkClient, LinkError};
-
-/// `rtm_protocol` of ipwarden's VIP routes (`ip route show proto 211`);
-/// unused by iproute2's `rt_protos` and by the routing daemons listed there.
-pub const VIP_ROUTE_PROTOCOL: u8 = 211;
-
-/// Requests sent ahead of their answers: their acks (about 1 KiB each with
-/// the buffer's overhead) must fit the default receive buffer (ENOBUFS
-/// failed whole full syncs).
-const IN_FLIGHT: usize = 64;
+/// Every write is a request that wants its ack.
+const ACK: u16 = NLM_F_REQUEST | NLM_F_ACK;
+use crate::locks::LockOrRecover;
 
 /// One write for a VIP on the dummy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +37,27 @@ impl Write {
             Write::AddRoute => "add local route",
             Write::DeleteRoute => "delete local route",
             Write::DeleteAddress => "delete address",
+        }
+    }
+
+    /// Appends the request to `buf`.
+    fn request(self, buf: &mut Vec<u8>, seq: u32, index: u32, addr: IpAddr) {
+        let route = message::rtmsg(Some(addr));
+        match self {
+            Write::AddRoute => {
+                let flags = ACK | NLM_F_CREATE | NLM_F_EXCL;
+                let attrs = message::route_attrs(index, addr);
+                netlink::message(buf, (RTM_NEWROUTE, flags, seq), &route, attrs)
+            }
+            Write::DeleteRoute => {
+                let attrs = message::route_attrs(index, addr);
+                netlink::message(buf, (RTM_DELROUTE, ACK, seq), &route, attrs)
+            }
+            Write::DeleteAddress => {
+                let header = message::ifaddrmsg(index, Some(addr));
+                let attrs = message::address_attrs(addr);
+                netlink::message(buf, (RTM_DELADDR, ACK, seq), &header, attrs)
+            }
         }
     }
 
@@ -127,57 +136,27 @@ impl LinkClient {
 
     /// [`LinkClient::change_vips`] on the dummy at `index` (from the last
     /// full sync): one request per VIP and nothing else, no dump of the
-    /// links, each answered on this thread. Fails with ENODEV when that
-    /// interface is gone.
+    /// links. Fails with ENODEV when that interface is gone.
     pub fn change_vips_at(
         &self,
         index: u32,
         add: &BTreeSet<IpAddr>,
         del: &BTreeSet<IpAddr>,
     ) -> Result<AddressReport, LinkError> {
-        let mut sock = self.direct.lock().unwrap_or_else(|p| p.into_inner());
-        let mut report = AddressReport::default();
         let writes = add
             .iter()
             .map(|a| (Write::AddRoute, *a))
             .chain(del.iter().map(|a| (Write::DeleteRoute, *a)));
-        for (write, addr) in writes {
-            let added = write == Write::AddRoute;
-            match super::direct::write_route(&mut sock, added, index, addr) {
-                Err(LinkError::Netlink { errno: Some(n), .. }) if n == write.already() => {}
-                Err(e) => return Err(e),
-                Ok(()) if added => report.added.push(addr),
-                Ok(()) => report.removed.push(addr),
-            }
-        }
-        Ok(report)
+        self.write_vips(index, writes)
     }
 
     /// The destinations of our local routes through interface `index`.
     fn vip_routes(&self, index: u32) -> Result<BTreeSet<IpAddr>, LinkError> {
-        let msg = RtmsgBuilder::default()
-            .rtm_family(RtAddrFamily::Unspecified)
-            .rtm_dst_len(0)
-            .rtm_src_len(0)
-            .rtm_tos(0)
-            .rtm_table(RtTable::Unspec)
-            .rtm_protocol(Rtprot::Unspec)
-            .rtm_scope(RtScope::Universe)
-            .rtm_type(Rtn::Unspec)
-            .build()
-            .map_err(|e| build_err("dump", "routes", e))?;
-        let recv = self
-            .rtnl
-            .send::<Rtm, Rtmsg, Rtm, Rtmsg>(Rtm::Getroute, NlmF::DUMP, NlPayload::Payload(msg))
-            .map_err(err("dump", "routes"))?;
-        let mut out = BTreeSet::new();
-        for r in recv {
-            let r: Nlmsghdr<Rtm, Rtmsg> = r.map_err(err("dump", "routes"))?;
-            if let NlPayload::Payload(route) = r.nl_payload() {
-                out.extend(our_vip(route, index));
-            }
-        }
-        Ok(out)
+        let header = message::rtmsg(None);
+        let routes = self.dump((RTM_GETROUTE, &header), "routes", |p| {
+            message::our_vip(p, index)
+        })?;
+        Ok(routes.into_iter().collect())
     }
 
     /// The addresses on interface `index` but the kernel's IPv6 link-local.
@@ -191,153 +170,51 @@ impl LinkClient {
             .collect())
     }
 
-    /// Sends `writes` on interface `index`, at most [`IN_FLIGHT`] ahead of
-    /// the answers read: pipelined, 10k VIPs cost a few round trips' wait.
-    /// Reports what was written; "already done" answers are left out.
+    /// Sends `writes` on interface `index`, a batch to a datagram: 10k
+    /// VIPs cost a few round trips. Reports what was written; "already
+    /// done" answers are left out, any other refusal is the error.
     fn write_vips(
         &self,
         index: u32,
         writes: impl IntoIterator<Item = (Write, IpAddr)>,
     ) -> Result<AddressReport, LinkError> {
+        let writes: Vec<_> = writes.into_iter().collect();
         let mut report = AddressReport::default();
-        let mut answered = |write: Write, addr: IpAddr, answers| {
-            match (first_error(write, addr, answers), write) {
-                (Err(LinkError::Netlink { errno: Some(n), .. }), _) if n == write.already() => {}
-                (Err(e), _) => return Err(e),
-                (Ok(()), Write::AddRoute) => report.added.push(addr),
-                (Ok(()), _) => report.removed.push(addr),
+        for batch in writes.chunks(self.batch) {
+            for (&(write, addr), answer) in batch.iter().zip(self.send_batch(index, batch)?) {
+                match answer {
+                    Ok(()) if write == Write::AddRoute => report.added.push(addr),
+                    Ok(()) => report.removed.push(addr),
+                    Err(r) if r.errno == write.already() => {}
+                    Err(r) => return Err(LinkError::new(write.what(), addr, Failure::Refused(r))),
+                }
             }
-            Ok(())
-        };
-        let mut pending = VecDeque::new();
-        for (write, addr) in writes {
-            if pending.len() == IN_FLIGHT {
-                let (w, a, answers) = pending.pop_front().expect("a full window");
-                answered(w, a, answers)?;
-            }
-            pending.push_back((write, addr, self.send_write(write, index, addr)?));
-        }
-        for (w, a, answers) in pending {
-            answered(w, a, answers)?;
         }
         report.removed.sort();
         report.removed.dedup();
         Ok(report)
     }
 
-    fn send_write(
+    /// Sends `writes` in one datagram and returns the kernel's answer to
+    /// each, in order (the kernel carries on past a refusal).
+    fn send_batch(
         &self,
-        write: Write,
         index: u32,
-        addr: IpAddr,
-    ) -> Result<NlRouterReceiverHandle<Rtm, Buffer>, LinkError> {
-        let target = addr.to_string();
-        match write {
-            Write::AddRoute => self
-                .rtnl
-                .send::<Rtm, Rtmsg, Rtm, Buffer>(
-                    Rtm::Newroute,
-                    NlmF::CREATE | NlmF::EXCL | NlmF::ACK,
-                    NlPayload::Payload(route_message(index, addr)?),
-                )
-                .map_err(err(write.what(), &target)),
-            Write::DeleteRoute => self
-                .rtnl
-                .send::<Rtm, Rtmsg, Rtm, Buffer>(
-                    Rtm::Delroute,
-                    NlmF::ACK,
-                    NlPayload::Payload(route_message(index, addr)?),
-                )
-                .map_err(err(write.what(), &target)),
-            Write::DeleteAddress => {
-                let (family, prefix, bytes) = family_of(addr);
-                let mut attrs = RtBuffer::<Ifa, Buffer>::new();
-                attrs.push(attr(Ifa::Local, bytes, &target)?);
-                let msg = IfaddrmsgBuilder::default()
-                    .ifa_family(family)
-                    .ifa_prefixlen(prefix)
-                    .ifa_scope(RtScope::Universe)
-                    .ifa_index(index)
-                    .rtattrs(attrs)
-                    .build()
-                    .map_err(|e| build_err("address", &target, e))?;
-                self.rtnl
-                    .send::<Rtm, _, Rtm, Buffer>(Rtm::Deladdr, NlmF::ACK, NlPayload::Payload(msg))
-                    .map_err(err(write.what(), &target))
-            }
+        writes: &[(Write, IpAddr)],
+    ) -> Result<Vec<Result<(), Refusal>>, LinkError> {
+        let mut sock = self.sock.lock_or_recover();
+        let first = sock.next_seq(writes.len());
+        let mut buf = Vec::with_capacity(64 * writes.len());
+        for (i, (write, addr)) in writes.iter().enumerate() {
+            let seq = first.wrapping_add(i as u32);
+            write.request(&mut buf, seq, index, *addr);
         }
+        let mut answers = vec![Ok(()); writes.len()];
+        sock.batch(&buf, first, vec![true; writes.len()], |i, _, answer| {
+            answers[i] = answer;
+            true
+        })
+        .map_err(err("write", format!("{} VIPs", writes.len())))?;
+        Ok(answers)
     }
-}
-
-/// `local ADDR/32 dev INDEX table local proto 211 scope host` (or /128).
-fn route_message(index: u32, addr: IpAddr) -> Result<Rtmsg, LinkError> {
-    let target = addr.to_string();
-    let (family, prefix, bytes) = family_of(addr);
-    let mut attrs = RtBuffer::<Rta, Buffer>::new();
-    attrs.push(attr(Rta::Dst, bytes, &target)?);
-    attrs.push(attr(Rta::Oif, index.to_ne_bytes().to_vec(), &target)?);
-    RtmsgBuilder::default()
-        .rtm_family(family)
-        .rtm_dst_len(prefix)
-        .rtm_src_len(0)
-        .rtm_tos(0)
-        .rtm_table(RtTable::Local)
-        .rtm_protocol(Rtprot::from(VIP_ROUTE_PROTOCOL))
-        .rtm_scope(RtScope::Host)
-        .rtm_type(Rtn::Local)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| build_err("route", &target, e))
-}
-
-/// The VIP of `route` when it is one of ours through interface `index`.
-fn our_vip(route: &Rtmsg, index: u32) -> Option<IpAddr> {
-    let ours = u8::from(*route.rtm_protocol()) == VIP_ROUTE_PROTOCOL
-        && *route.rtm_table() == RtTable::Local
-        && *route.rtm_type() == Rtn::Local;
-    if !ours {
-        return None;
-    }
-    let attrs = route.rtattrs().get_attr_handle();
-    let oif: &[u8] = attrs.get_attribute(Rta::Oif)?.rta_payload().as_ref();
-    if u32::from_ne_bytes(oif.try_into().ok()?) != index {
-        return None;
-    }
-    let dst: &[u8] = attrs.get_attribute(Rta::Dst)?.rta_payload().as_ref();
-    match (dst.len(), *route.rtm_dst_len()) {
-        (4, 32) => Some(IpAddr::from(<[u8; 4]>::try_from(dst).ok()?)),
-        (16, 128) => Some(IpAddr::from(<[u8; 16]>::try_from(dst).ok()?)),
-        _ => None,
-    }
-}
-
-fn family_of(addr: IpAddr) -> (RtAddrFamily, u8, Vec<u8>) {
-    match addr {
-        IpAddr::V4(a) => (RtAddrFamily::Inet, 32, a.octets().to_vec()),
-        IpAddr::V6(a) => (RtAddrFamily::Inet6, 128, a.octets().to_vec()),
-    }
-}
-
-fn attr<T: neli::consts::rtnl::RtaType>(
-    ty: T,
-    payload: Vec<u8>,
-    target: &str,
-) -> Result<neli::rtnl::Rtattr<T, Buffer>, LinkError> {
-    RtattrBuilder::default()
-        .rta_type(ty)
-        .rta_payload(Buffer::from(payload))
-        .build()
-        .map_err(|e| build_err("route", target, e))
-}
-
-/// The first error among one request's answers.
-fn first_error(
-    write: Write,
-    addr: IpAddr,
-    answers: NlRouterReceiverHandle<Rtm, Buffer>,
-) -> Result<(), LinkError> {
-    for r in answers {
-        r.map_err(err(write.what(), addr))?;
-    }
-    Ok(())
 }

@@ -5,7 +5,7 @@
 //! means. Every length is checked, so arbitrary bytes give an error,
 //! never a panic.
 
-use super::{align4, nla::Attrs, DecodeError};
+use super::{align4, nla::Attrs, DecodeError, Writer};
 
 /// `sizeof(struct nlmsghdr)`.
 pub(crate) const NLMSG_HDRLEN: usize = 16;
@@ -57,6 +57,23 @@ pub(crate) fn begin(
 pub(crate) fn finish(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Appends one whole message: `nlmsghdr`, the family header (its first 4
+/// bytes as [`begin`] writes them, the rest of a longer one, such as
+/// rtnetlink's, after them), what `attrs` writes, then the length.
+pub(crate) fn message(
+    buf: &mut Vec<u8>,
+    (ty, flags, seq): (u16, u16, u32),
+    header: &[u8],
+    attrs: impl FnOnce(&mut Writer),
+) {
+    let (first, rest) = header.split_at(FAMILY_HDRLEN);
+    let first = first.try_into().expect("split at FAMILY_HDRLEN");
+    let start = begin(buf, ty, flags, seq, first);
+    buf.extend_from_slice(rest);
+    attrs(&mut Writer::new(buf));
+    finish(buf, start);
 }
 
 /// One netlink message of a received datagram.

@@ -21,7 +21,7 @@ pub(crate) mod nla;
 pub(crate) mod socket;
 
 pub use error::DecodeError;
-pub(crate) use frame::{begin, finish, frames, Frame, Reply};
+pub(crate) use frame::{begin, finish, frames, message, Frame, Reply};
 pub(crate) use nla::{Attr, AttrTable, Attrs, Writer};
 pub(crate) use socket::{Failure, Options, Refusal, Socket};
 

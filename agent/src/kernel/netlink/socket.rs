@@ -18,6 +18,9 @@ use super::{frame::NLM_F_DUMP_INTR, frames, DecodeError, Frame, Reply};
 
 pub(crate) use netlink_sys::protocols::{NETLINK_GENERIC, NETLINK_NETFILTER};
 
+/// Upper bound of the kernel memory one queued ack costs (skb truesize).
+const ACK_TRUESIZE: usize = 1024;
+
 /// What a socket asks of the kernel when it opens.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Options {
@@ -90,6 +93,13 @@ impl Socket {
     /// The receive buffer the kernel granted (it doubles what was asked).
     pub(crate) fn rcvbuf(&self) -> usize {
         getsockopt(&self.sock, sockopt::RcvBuf).unwrap_or(0)
+    }
+
+    /// How many requests one datagram may carry, at most `max`: half the
+    /// acks the receive buffer holds, since the kernel queues every ack
+    /// before `sendmsg` returns (more and the last ones are lost, ENOBUFS).
+    pub(crate) fn acks_room(&self, max: usize) -> usize {
+        (self.rcvbuf() / ACK_TRUESIZE / 2).clamp(16, max)
     }
 
     /// The send buffer the kernel granted.

@@ -13,7 +13,7 @@ use super::{
     },
     Isolated, Key, PolicyIndex,
 };
-use crate::desired::{Chain, Family};
+use crate::desired::{Chain, Family, SetSpec};
 
 impl PolicyIndex {
     fn policies_of(&self, keys: &[Key]) -> Vec<&Policy> {
@@ -46,50 +46,91 @@ impl PolicyIndex {
         Some(self.render_pod_chain(iso, family))
     }
 
-    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT, the dispatch chains and the
-    /// guarded-pod sets of `family`.
-    pub(super) fn top_chains(&self, family: Family) -> TopChains {
-        let entries = self.isolated.values().map(|i| TopEntry {
+    fn top_entries(&self) -> impl Iterator<Item = TopEntry<'_>> {
+        self.isolated.values().map(|i| TopEntry {
             chain: names::pod_chain(&i.namespace, &i.name),
             ips: &i.ips,
             ingress: i.guarded(Direction::Ingress),
             egress: i.guarded(Direction::Egress),
-        });
-        chains::top_chains_of(entries, family, &self.opts)
+        })
+    }
+
+    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT, the dispatch chains and the
+    /// guarded-pod sets of `family`.
+    pub(super) fn top_chains(&self, family: Family) -> TopChains {
+        chains::top_chains_of(self.top_entries(), family, &self.opts)
     }
 
     /// The whole policy state, as `desired` computes it from the cluster
     /// the index holds.
     pub fn state(&self) -> PolicyState {
-        let mut state = self.summary();
+        PolicyState {
+            sets: self.sets(),
+            iptables: [Family::V4, Family::V6]
+                .into_iter()
+                .map(|family| filter_plan(family, self.chains(family)))
+                .collect(),
+            ..self.summary()
+        }
+    }
+
+    /// The state's sets only, with the summary: what a no-op full sync
+    /// needs when the tables are known to be as the last apply left them
+    /// (rendering the chains is most of [`Self::state`]).
+    pub fn state_without_chains(&self) -> PolicyState {
+        PolicyState {
+            sets: self.sets(),
+            ..self.summary()
+        }
+    }
+
+    /// Every policy set with its members, by name.
+    fn sets(&self) -> Vec<SetSpec> {
+        let mut sets = Vec::new();
+        let tier_keys = self.tier_keys();
         for family in [Family::V4, Family::V6] {
-            let top = self.top_chains(family);
-            let mut chains = top.chains;
-            state.sets.extend(top.sets);
-            chains.extend(
-                self.isolated
-                    .values()
-                    .filter(|i| i.has(family))
-                    .map(|i| self.render_pod_chain(i, family)),
-            );
-            // NetworkPolicies by key, then the tiers in evaluation order.
-            let tier_keys = self.tier_keys();
             for key in self.policies.keys().chain(&tier_keys) {
                 for d in [Direction::Ingress, Direction::Egress] {
-                    let Some(unit) = self.unit_view(key, d, family) else {
+                    let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
                         continue;
                     };
-                    chains.push(unit.chain);
-                    state
-                        .sets
-                        .extend(unit.sets.iter().map(|s| self.set_spec(s)));
+                    if self.active(key, d, family) {
+                        sets.extend(shape.sets.iter().map(|s| self.set_spec(s)));
+                    }
                 }
             }
-            state.iptables.push(filter_plan(family, chains));
         }
-        state.sets.sort_by(|a, b| a.name.cmp(&b.name));
-        state.sets.dedup_by(|a, b| a.name == b.name);
-        state
+        for family in [Family::V4, Family::V6] {
+            sets.extend(chains::guarded_sets_of(self.top_entries(), family));
+        }
+        sets.sort_by(|a, b| a.name.cmp(&b.name));
+        sets.dedup_by(|a, b| a.name == b.name);
+        sets
+    }
+
+    /// The filter chains of `family`: the top chains, the pod chains,
+    /// the policy chains (NetworkPolicies by key, then the tiers in
+    /// evaluation order).
+    fn chains(&self, family: Family) -> Vec<Chain> {
+        let mut chains = self.top_chains(family).chains;
+        chains.extend(
+            self.isolated
+                .values()
+                .filter(|i| i.has(family))
+                .map(|i| self.render_pod_chain(i, family)),
+        );
+        let tier_keys = self.tier_keys();
+        for key in self.policies.keys().chain(&tier_keys) {
+            for d in [Direction::Ingress, Direction::Egress] {
+                let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
+                    continue;
+                };
+                if self.active(key, d, family) {
+                    chains.push(shape.chain.clone());
+                }
+            }
+        }
+        chains
     }
 
     /// Problems, isolated pods and policies in words: the state without

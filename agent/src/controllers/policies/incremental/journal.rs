@@ -134,7 +134,7 @@ impl Journal {
             let mut touched: Vec<(&Member, &bool)> = touched.iter().collect();
             touched.sort();
             for (m, was) in touched {
-                let is = counts.is_some_and(|c| c.contains_key(m));
+                let is = counts.is_some_and(|c| c.contains(m));
                 match (was, is) {
                     (false, true) => d.add.push(*m),
                     (true, false) => d.del.push(*m),
@@ -277,7 +277,7 @@ impl PolicyIndex {
     pub(super) fn set_spec(&self, shape: &SetSpec) -> SetSpec {
         let mut spec = shape.clone();
         if let Some(counts) = self.members.get(shape.name.as_str()) {
-            spec.members.extend(counts.keys().copied());
+            spec.members.extend(counts.members().copied());
         }
         spec
     }

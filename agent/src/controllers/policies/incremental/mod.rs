@@ -28,6 +28,7 @@
 mod assemble;
 mod catch_up;
 mod contrib;
+mod counts;
 mod journal;
 #[cfg(test)]
 mod tests;
@@ -53,12 +54,13 @@ use crate::{
         compact::{NameKey, Pod},
         Snapshot,
     },
-    desired::{Family, Member, Problem},
+    desired::{Family, Problem},
 };
 
 pub use journal::PolicyDelta;
 
 use contrib::{Compiled, Contribution, NamespaceLabels};
+use counts::MemberCounts;
 use tiers::{TierEntry, TierNames, TierOrder};
 
 /// A policy's chain and pod-less sets per (direction, family).
@@ -200,7 +202,7 @@ pub struct PolicyIndex {
     set_units: HashMap<String, (Key, Direction, Family)>,
     /// Members of every pod-derived policy set, with how many pods put
     /// each there (two pods may share an address).
-    members: HashMap<Arc<str>, BTreeMap<Member, u32>>,
+    members: HashMap<Arc<str>, MemberCounts>,
     isolated: BTreeMap<Key, Isolated>,
     /// The local pods each policy isolates, per direction.
     targets: BTreeMap<(Key, Direction), BTreeSet<Key>>,
@@ -266,6 +268,11 @@ impl PolicyIndex {
             let (ns, name) = key_of(&pod.metadata);
             index.set_pod((ns.into(), name.into()), Some(pod));
         }
+        for counts in index.members.values_mut() {
+            counts.settle();
+        }
+        index.members.shrink_to_fit();
+        index.set_units.shrink_to_fit();
         index
     }
 
@@ -299,23 +306,24 @@ impl PolicyIndex {
         view(pod, &self.node, &mut Vec::new())
     }
 
-    /// Adds (+1) or removes (-1) a contribution's members.
+    /// Adds (+1) or removes (-1) a contribution's members. While the
+    /// index is built (no journal) members are appended and merged once
+    /// at the end ([`MemberCounts::settle`]).
     fn count(&mut self, contribution: Contribution, add: bool) {
         for (set, member) in contribution {
             if !self.members.contains_key(&set) {
-                self.members.insert(set.clone(), BTreeMap::new());
+                self.members.insert(set.clone(), MemberCounts::default());
             }
             let counts = self.members.get_mut(&set).expect("inserted above");
-            let before = counts.get(&member).copied().unwrap_or(0);
-            if let Some(j) = self.journal.as_mut() {
-                j.member(&set, member, before > 0);
-            }
-            if add {
-                counts.insert(member, before + 1);
-            } else if before <= 1 {
-                counts.remove(&member);
-            } else {
-                counts.insert(member, before - 1);
+            match self.journal.as_mut() {
+                None if add => counts.push(member),
+                None => {
+                    counts.change(member, false);
+                }
+                Some(j) => {
+                    let before = counts.change(member, add);
+                    j.member(&set, member, before > 0);
+                }
             }
         }
     }
