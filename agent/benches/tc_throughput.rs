@@ -14,12 +14,15 @@
 //!   same sets (10k members) and chain without the mark rule;
 //! - **kube-router node**: a node as kube-router users run it: INPUT jumps
 //!   first to the network-policy chain (RETURN for the ClusterIP and
-//!   external IP ranges and the NodePort range, then the pod firewall
-//!   chains of 100 local pods, rendered by `controllers::policies` from a
-//!   generated cluster), then the service firewall with the svip /
-//!   svip-prt sets at 10k members;
-//! - **ipwarden node**: the same node with ipwarden in allow mode: the same
-//!   policy chains, the shipped allow rules and the program.
+//!   external IP ranges and the NodePort range, then a jump per local pod
+//!   address to its pod firewall chain, kube-router's walk, `kube_router.rs`;
+//!   the pod and policy chains of 100 local pods are rendered by
+//!   `controllers::policies` from a generated cluster), then the service
+//!   firewall with the svip / svip-prt sets at 10k members;
+//! - **ipwarden node**: the same cluster with ipwarden in allow mode: the
+//!   policy controller's chains as it writes them (the guarded-pod sets and
+//!   dispatch chains in place of the walk, the same pod and policy
+//!   chains), the shipped allow rules and the program.
 //!
 //! Every node's sets and chains come from the controllers and are written
 //! by the set store and `kernel::iptables` in the order a pass uses
@@ -66,10 +69,12 @@
 //! `IPWARDEN_BENCH_PROFILE=<dir>` records where the request/response
 //! traffic's CPU goes on the two nodes (`profile.rs`, perf).
 //! Prints markdown tables of medians with the ratios, the spread, the goal
-//! checks, and sanity counters (iptables rule counters, mirror hits).
+//! checks, and sanity counters (iptables rule counters, mirror hits,
+//! conntrack entries per receiver).
 //!
 //! The parts, in `tc_throughput/`: `config` (the configurations),
 //! `cluster` (the generated cluster), `node` (the receivers, programmed),
+//! `kube_router` (kube-router's top chains for its node),
 //! `measure` (the timed loop) over `iperf`, `tcp_rr` and `udp`, `frames`
 //! (BPF_PROG_TEST_RUN), `rules` and `sanity` (what the rules counted),
 //! `stats` and `report` (medians, spread, tables, goals), `profile`
@@ -95,6 +100,8 @@ mod cpu;
 mod frames;
 #[path = "tc_throughput/iperf.rs"]
 mod iperf;
+#[path = "tc_throughput/kube_router.rs"]
+mod kube_router;
 #[path = "tc_throughput/measure.rs"]
 mod measure;
 #[path = "tc_throughput/node.rs"]

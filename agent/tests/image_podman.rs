@@ -217,7 +217,7 @@ fn the_image_enforces_a_network_policy_under_podman() {
     let save = ns.output("iptables-save", &["-t", "filter"]).unwrap();
     for rule in [
         "-A FORWARD -m comment --comment \"ipwarden:policies\" -j IPWARDEN-FORWARD",
-        "-A IPWARDEN-FORWARD -d 10.244.1.10/32 -j IPW-POD-FW-",
+        "-A IPW-TO-POD-10 -d 10.244.1.10/32 -g IPW-POD-FW-",
         "-m mark ! --mark 0x10000/0x10000 -j REJECT --reject-with icmp-port-unreachable",
         "-m comment --comment \"ipwarden:denied shop/api-ingress ingress\"",
     ] {

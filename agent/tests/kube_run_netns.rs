@@ -82,7 +82,7 @@ async fn run_once_programs_what_the_api_server_holds() {
     let save = ns.command("iptables-save").output().unwrap();
     let save = String::from_utf8_lossy(&save.stdout);
     assert!(
-        save.contains("-A IPWARDEN-FORWARD -d 10.244.1.2/32 -j IPW-POD-FW-"),
+        save.contains("-A IPW-TO-POD-2 -d 10.244.1.2/32 -g IPW-POD-FW-"),
         "{save}"
     );
     // Every kind was listed, the Node with its field selector.

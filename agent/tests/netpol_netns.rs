@@ -263,22 +263,35 @@ fn default_deny_ingress_and_egress_routed(case: Case) -> Case {
 const X_PODS: [&str; 3] = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
 
 /// For the cases whose matrix is "everything connects", which an agent
-/// that programmed nothing would pass too: node-a's iptables-save shows
-/// each of `pods` isolated (a jump from IPWARDEN-FORWARD to its pod chain,
-/// matched by destination for ingress, by source for egress), so it is
-/// the policies' allow rules that let the traffic through.
+/// that programmed nothing would pass too: node-a's iptables-save and ipset
+/// show each of `pods` isolated (in the guarded set IPWARDEN-FORWARD
+/// matches, and dispatched to its pod chain from the bucket of its low 4
+/// bits, by destination for ingress, by source for egress), so it is the
+/// policies' allow rules that let the traffic through.
 fn isolated(direction: &'static str, pods: &'static [&'static str]) -> impl Fn(&Topology) {
-    let flag = if direction == "ingress" { "-d" } else { "-s" };
+    let (flag, dir, set, dispatch) = if direction == "ingress" {
+        ("-d", "dst", "IPW-GUARDED-INGRESS", "IPW-TO-POD")
+    } else {
+        ("-s", "src", "IPW-GUARDED-EGRESS", "IPW-FROM-POD")
+    };
     move |topo| {
         let save = topo
             .node_a
             .output("iptables-save", &["-t", "filter"])
             .unwrap();
+        let entry = format!("-A IPWARDEN-FORWARD -m set --match-set {set} {dir} -j {dispatch}");
+        assert!(save.contains(&entry), "no `{entry}` ({direction}):\n{save}");
+        let members = topo.node_a.output("ipset", &["list", set]).unwrap();
         for ip in pods {
-            let jump = format!("-A IPWARDEN-FORWARD {flag} {ip}/32 -j IPW-POD-FW-");
+            let bucket = ip.rsplit('.').next().unwrap().parse::<u8>().unwrap() & 15;
+            let jump = format!("-A {dispatch}-{bucket} {flag} {ip}/32 -g IPW-POD-FW-");
             assert!(
                 save.contains(&jump),
                 "{ip} not isolated ({direction}):\n{save}"
+            );
+            assert!(
+                members.lines().any(|l| l == *ip),
+                "{ip} not in {set}:\n{members}"
             );
         }
     }
@@ -719,7 +732,7 @@ fn policy_selecting_no_pod_changes_nothing(case: Case) -> Case {
                 save.contains("-j IPWARDEN-FORWARD"),
                 "the agent programmed nothing:\n{save}"
             );
-            assert!(!save.contains("-j IPW-POD-FW-"), "a pod isolated:\n{save}");
+            assert!(!save.contains("IPW-POD-FW-"), "a pod isolated:\n{save}");
         })
 }
 

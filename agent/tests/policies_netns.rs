@@ -145,7 +145,7 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
         "{save}"
     );
     assert!(
-        save.contains("-A IPWARDEN-FORWARD -d 10.244.1.2/32 -j IPW-POD-FW-"),
+        save.contains("-A IPW-TO-POD-2 -d 10.244.1.2/32 -g IPW-POD-FW-"),
         "{save}"
     );
     assert!(
@@ -154,7 +154,7 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
     );
     let save6 = output(&ns, "ip6tables-save", &["-t", "filter"]);
     assert!(
-        save6.contains("-A IPWARDEN-FORWARD -d fd00:10:244:1::2/128 -j IPW-POD-FW-"),
+        save6.contains("-A IPW-TO-POD-2 -d fd00:10:244:1::2/128 -g IPW-POD-FW-"),
         "{save6}"
     );
     let sets = output(&ns, "ipset", &["list", "-n"]);
@@ -164,6 +164,10 @@ fn policy_rules_are_canonical_and_a_second_apply_writes_nothing() {
         "{sets}"
     );
     let all = output(&ns, "ipset", &["save"]);
+    assert!(
+        all.contains("add IPW-GUARDED-INGRESS 10.244.1.2\n"),
+        "x/a is in the set the top chains match:\n{all}"
+    );
     assert!(
         all.contains(" 10.244.1.3\n"),
         "x/b is the allowed peer:\n{all}"
@@ -614,8 +618,14 @@ fn partial_syncs_leave_exactly_what_a_full_sync_writes() {
             .unwrap()
             .unwrap();
         if i == 0 {
-            assert_eq!(report.chains_written.len(), 1, "{report:?}");
+            // Its chain, and the dispatch buckets of its address (the first
+            // pod there).
+            assert_eq!(report.chains_written.len(), 3, "{report:?}");
             assert!(report.chains_written[0].contains("IPW-POD-FW-"));
+            assert_eq!(
+                report.chains_written[1..],
+                ["filter/V4/IPW-TO-POD-9", "filter/V4/IPW-FROM-POD-9"]
+            );
         }
         if i == 1 {
             assert!(report.chains_written.is_empty(), "{report:?}");

@@ -477,7 +477,7 @@ fn vm_kube_nothing_is_programmed_before_every_kind_is_listed() {
         our_sets(&lab)
     );
     assert!(
-        rules(&lab).contains("-j IPW-POD-FW-"),
+        rules(&lab).contains("-g IPW-POD-FW-"),
         "the db pod's chain: {}",
         rules(&lab)
     );
@@ -674,7 +674,7 @@ fn vm_kube_sigterm_leaves_the_data_plane_in_place() {
         "{before:?}"
     );
     assert!(before.rules.contains("-j IPWARDEN-SERVICES"), "{before:?}");
-    assert!(before.rules.contains("-j IPW-POD-FW-"), "{before:?}");
+    assert!(before.rules.contains("-g IPW-POD-FW-"), "{before:?}");
 
     let status = agent.terminate();
     assert!(status.success(), "{status}");

@@ -40,10 +40,10 @@ impl Config {
             }
             Config::Iptables => "iptables + ipset service firewall, 10k members, no program",
             Config::KubeRouterNode => {
-                "kube-router node: policy chains (100 local pods) + service firewall"
+                "kube-router node: policy chains (100 local pods, a jump per pod) + service firewall"
             }
             Config::IpwardenNode => {
-                "ipwarden node, allow mode: the same policy chains + shipped rules + program"
+                "ipwarden node, allow mode: its policy chains (same pods) + shipped rules + program"
             }
         }
     }

@@ -24,6 +24,7 @@ use super::{
     cluster::{policy_options, snapshot, v4_of, v6_of},
     config::{Config, Receiver},
     cpu::cpus,
+    kube_router::with_kube_router_top_chains,
     TCP_PORT,
 };
 
@@ -112,8 +113,11 @@ pub fn program_node(ns: &NetNs, config: Config, snap: &Snapshot) -> ServiceState
             iptables::apply(plan).expect("service chains");
         }
         if config.has_policies() {
-            let pstate = policies::desired(snap, &policy_options());
+            let mut pstate = policies::desired(snap, &policy_options());
             assert!(pstate.problems.is_empty(), "{:?}", pstate.problems);
+            if config == Config::KubeRouterNode {
+                pstate = with_kube_router_top_chains(pstate);
+            }
             store
                 .register(reconcile::policies::policies_owner())
                 .expect("owner");

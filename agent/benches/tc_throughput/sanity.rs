@@ -27,7 +27,25 @@ pub fn checks(receivers: &[Receiver], mirror: &BpfMirror) -> Vec<String> {
         out.extend(node_chains(rx));
     }
     out.push(mirror_hits(receivers, mirror));
+    out.push(conntrack_entries(receivers));
     out
+}
+
+/// Connections conntrack tracks in each receiver right after the traffic:
+/// above 0 where some rule made conntrack hook into that namespace (a
+/// cost per packet the configurations without it do not pay).
+fn conntrack_entries(receivers: &[Receiver]) -> String {
+    let counts: Vec<String> = receivers
+        .iter()
+        .map(|rx| {
+            let n = rx
+                .ns
+                .output("sysctl", &["-n", "net.netfilter.nf_conntrack_count"])
+                .map_or_else(|e| format!("unreadable ({e})"), |s| s.trim().to_string());
+            format!("{} {n}", rx.config.short())
+        })
+        .collect();
+    format!("conntrack entries after the traffic: {}", counts.join(", "))
 }
 
 /// Which rule accepted the service traffic of `rx`, in one family.

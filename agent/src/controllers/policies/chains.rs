@@ -13,15 +13,19 @@ use std::net::IpAddr;
 
 use super::{
     cnp::{self, PodTiers},
+    dispatch::Dispatch,
     model::{Direction, Policy},
-    names::{self, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_POD_COMMON},
+    names::{
+        self, CHAIN_FORWARD, CHAIN_FROM_POD, CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_POD_COMMON,
+        CHAIN_TO_POD, SET_GUARDED_EGRESS, SET_GUARDED_INGRESS,
+    },
     pods::PodView,
     rules::ALLOW_MARK,
     Options,
 };
 use crate::{
     controllers::fragments::{self, host},
-    desired::{Chain, Family},
+    desired::{Chain, Family, SetSpec},
 };
 
 /// A local pod with the policies that isolate it in each direction.
@@ -147,8 +151,9 @@ fn icmp_accepts(family: Family) -> Vec<String> {
         .collect()
 }
 
-/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family, and the chain
-/// every pod chain starts with.
+/// IPWARDEN-INPUT, -FORWARD and -OUTPUT of one family, the two chains
+/// they dispatch through and the sets they match, and the chain every pod
+/// chain starts with.
 ///
 /// A jump per direction catches bridged traffic (br_netfilter hands
 /// bridged frames to FORWARD, where `-d`/`-s` match them as they match
@@ -156,7 +161,13 @@ fn icmp_accepts(family: Family) -> Vec<String> {
 /// (ClusterIP and external ranges, NodePorts) RETURNs from INPUT: after
 /// IPVS it comes back through OUTPUT towards the chosen pod, where both
 /// the client pod's egress and the backend's ingress apply.
-pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> Vec<Chain> {
+///
+/// A packet neither to nor from a guarded local pod leaves each top chain
+/// after one set lookup per direction (the node's own traffic, forwarded
+/// traffic of other nodes' pods) instead of walking a rule per pod; a
+/// guarded pod's packet goes through the dispatch chains ([`Dispatch`]) to
+/// its pod chain, whose end returns to the top chain.
+pub fn top_chains(pods: &[IsolatedPod], family: Family, opts: &Options) -> TopChains {
     top_chains_of(
         pods.iter().map(|p| TopEntry {
             chain: p.chain_name(),
@@ -177,56 +188,107 @@ pub struct TopEntry<'p> {
     pub egress: bool,
 }
 
+/// The top chains of one family and the guarded-pod sets they match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopChains {
+    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT and IPW-POD-COMMON always, then
+    /// IPW-TO-POD and IPW-FROM-POD with their bucket chains while a pod is
+    /// guarded in their direction.
+    pub chains: Vec<Chain>,
+    /// IPW-GUARDED-INGRESS and -EGRESS (of the family), each only while
+    /// it has a member.
+    pub sets: Vec<SetSpec>,
+}
+
+/// Both directions' dispatch of the isolated pods' entries, in pod order.
+fn dispatches<'p>(pods: impl Iterator<Item = TopEntry<'p>>, family: Family) -> [Dispatch; 2] {
+    let mut to_pod = Dispatch::new(SET_GUARDED_INGRESS, family);
+    let mut from_pod = Dispatch::new(SET_GUARDED_EGRESS, family);
+    for pod in pods {
+        for ip in pod.ips.iter().filter(|ip| Family::of(ip) == family) {
+            if pod.ingress {
+                to_pod.add(ip, &pod.chain);
+            }
+            if pod.egress {
+                from_pod.add(ip, &pod.chain);
+            }
+        }
+    }
+    [to_pod, from_pod]
+}
+
+/// The guarded-pod sets of [`top_chains_of`] alone: what a full sync that
+/// keeps the chains still applies.
+pub fn guarded_sets_of<'p>(
+    pods: impl Iterator<Item = TopEntry<'p>>,
+    family: Family,
+) -> Vec<SetSpec> {
+    dispatches(pods, family)
+        .iter()
+        .filter_map(Dispatch::set_spec)
+        .collect()
+}
+
 /// [`top_chains`] from the isolated pods' entries, in pod order.
 pub fn top_chains_of<'p>(
     pods: impl Iterator<Item = TopEntry<'p>>,
     family: Family,
     opts: &Options,
-) -> Vec<Chain> {
-    let mut input: Vec<String> = opts
-        .service_ranges
-        .iter()
-        .filter(|r| Family::of(&r.addr()) == family)
-        .map(|r| format!("-d {r} -j RETURN"))
-        .collect();
+) -> TopChains {
+    let [to_pod, from_pod] = dispatches(pods, family);
+    let to = to_pod.entry("dst", CHAIN_TO_POD);
+    let from = from_pod.entry("src", CHAIN_FROM_POD);
+    let both: Vec<String> = to.into_iter().chain(from).collect();
+    let chain = |name: &str, rules: Vec<String>| Chain {
+        name: name.into(),
+        rules,
+    };
+    TopChains {
+        sets: [to_pod.set_spec(), from_pod.set_spec()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        chains: [
+            chain(CHAIN_INPUT, input_rules(&from_pod, family, opts)),
+            chain(CHAIN_FORWARD, both.clone()),
+            chain(CHAIN_OUTPUT, both),
+            pod_common(family),
+        ]
+        .into_iter()
+        .chain(to_pod.chains(CHAIN_TO_POD, "-d"))
+        .chain(from_pod.chains(CHAIN_FROM_POD, "-s"))
+        .collect(),
+    }
+}
+
+/// IPWARDEN-INPUT: only egress applies to a packet for the node itself.
+/// What no guarded pod sent leaves first; service traffic (ClusterIP and
+/// external ranges, NodePorts) next, checked after IPVS in OUTPUT.
+fn input_rules(from_pod: &Dispatch, family: Family, opts: &Options) -> Vec<String> {
+    let guarded = from_pod.any();
+    let mut rules = Vec::new();
+    if guarded {
+        rules.push(format!(
+            "-m set ! --match-set {} src -j RETURN",
+            from_pod.set()
+        ));
+    }
+    rules.extend(
+        opts.service_ranges
+            .iter()
+            .filter(|r| Family::of(&r.addr()) == family)
+            .map(|r| format!("-d {r} -j RETURN")),
+    );
     let (lo, hi) = opts.node_port_range;
     for proto in ["tcp", "udp", "sctp"] {
-        input.push(format!(
+        rules.push(format!(
             "-p {proto} -m addrtype --dst-type LOCAL -m multiport --dports {lo}:{hi} -j RETURN"
         ));
     }
-    let mut forward = Vec::new();
-    let mut output = Vec::new();
-    for pod in pods {
-        let chain = pod.chain;
-        for ip in pod.ips.iter().filter(|ip| Family::of(ip) == family) {
-            let ip = host(ip);
-            if pod.ingress {
-                forward.push(format!("-d {ip} -j {chain}"));
-                output.push(format!("-d {ip} -j {chain}"));
-            }
-            if pod.egress {
-                input.push(format!("-s {ip} -j {chain}"));
-                forward.push(format!("-s {ip} -j {chain}"));
-                output.push(format!("-s {ip} -j {chain}"));
-            }
-        }
+    if guarded {
+        rules.push(format!("-j {CHAIN_FROM_POD}"));
     }
-    vec![
-        Chain {
-            name: CHAIN_INPUT.into(),
-            rules: input,
-        },
-        Chain {
-            name: CHAIN_FORWARD.into(),
-            rules: forward,
-        },
-        Chain {
-            name: CHAIN_OUTPUT.into(),
-            rules: output,
-        },
-        pod_common(family),
-    ]
+    rules
 }
 
 /// The first lines of every pod chain, which jumps here: replies of

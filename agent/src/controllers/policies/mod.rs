@@ -9,6 +9,7 @@
 pub mod chains;
 pub mod cnp;
 pub mod describe;
+mod dispatch;
 pub mod incremental;
 pub mod model;
 pub mod names;
@@ -60,7 +61,8 @@ impl Default for Options {
 /// What the policy controller wants programmed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyState {
-    /// Every `IPW-SRC-*` / `IPW-DST-*` set and `inet6:` twin, by name.
+    /// Every `IPW-SRC-*` / `IPW-DST-*` set, the guarded-pod sets of the
+    /// top chains, and their `inet6:` twins, by name.
     pub sets: Vec<SetSpec>,
     /// The filter table of each family.
     pub iptables: Vec<TablePlan>,
@@ -142,7 +144,9 @@ pub fn desired(snapshot: &Snapshot, opts: &Options) -> PolicyState {
         ..PolicyState::default()
     };
     for family in [Family::V4, Family::V6] {
-        let mut chains = chains::top_chains(&isolated, family, opts);
+        let top = chains::top_chains(&isolated, family, opts);
+        let mut chains = top.chains;
+        state.sets.extend(top.sets);
         chains.extend(
             isolated
                 .iter()

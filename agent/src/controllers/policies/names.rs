@@ -10,6 +10,14 @@ pub const OWNER_TAG: &str = "ipwarden:policies";
 pub const CHAIN_INPUT: &str = "IPWARDEN-INPUT";
 pub const CHAIN_FORWARD: &str = "IPWARDEN-FORWARD";
 pub const CHAIN_OUTPUT: &str = "IPWARDEN-OUTPUT";
+/// The dispatch chains: a goto per guarded local pod address to its pod
+/// chain, on the destination (ingress) and on the source (egress).
+pub const CHAIN_TO_POD: &str = "IPW-TO-POD";
+pub const CHAIN_FROM_POD: &str = "IPW-FROM-POD";
+/// hash:ip sets of the local pod addresses guarded in each direction: what
+/// the top chains match before dispatching.
+pub const SET_GUARDED_INGRESS: &str = "IPW-GUARDED-INGRESS";
+pub const SET_GUARDED_EGRESS: &str = "IPW-GUARDED-EGRESS";
 /// What every pod chain does first (conntrack, ICMP): one chain the pod
 /// chains jump to, instead of the same lines in each of them.
 pub const CHAIN_POD_COMMON: &str = "IPW-POD-COMMON";

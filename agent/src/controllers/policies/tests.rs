@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{desired, names, Options, PolicyState};
+use super::{chains, desired, names, Options, PolicyState};
 use crate::{
     cluster::KubeObject,
     controllers::fixtures::{
@@ -69,12 +69,39 @@ fn pods_selected_by_no_policy_get_no_chain_and_the_top_chains_stay() {
             3,
             "INPUT, FORWARD and OUTPUT jump to our chains"
         );
-        assert!(plan
-            .chains
-            .iter()
-            .all(|c| !c.name.starts_with("IPW-POD-FW-")));
+        assert!(
+            plan.chains
+                .iter()
+                .all(|c| c.name.starts_with("IPWARDEN-") || c.name == names::CHAIN_POD_COMMON),
+            "no pod, policy or dispatch chain"
+        );
     }
     assert!(st.sets.is_empty() && st.problems.is_empty());
+}
+
+#[test]
+fn two_pods_of_one_address_both_apply_and_the_last_is_gone_to() {
+    let ips: [std::net::IpAddr; 1] = ["10.244.1.9".parse().unwrap()];
+    let entry = |chain: &str| chains::TopEntry {
+        chain: chain.into(),
+        ips: &ips,
+        ingress: true,
+        egress: false,
+    };
+    let top = chains::top_chains_of(
+        [entry("IPW-POD-FW-A"), entry("IPW-POD-FW-B")].into_iter(),
+        Family::V4,
+        &Options::default(),
+    );
+    let to = top.chains.iter().find(|c| c.name == "IPW-TO-POD-9");
+    assert_eq!(
+        to.unwrap().rules,
+        [
+            "-d 10.244.1.9/32 -j IPW-POD-FW-A",
+            "-d 10.244.1.9/32 -g IPW-POD-FW-B"
+        ]
+    );
+    assert_eq!(top.sets.len(), 1, "one guarded address: {:?}", top.sets);
 }
 
 #[test]
@@ -85,11 +112,57 @@ fn default_deny_ingress_isolates_local_selected_pods_only() {
     let fw = chain(&st, Family::V4, names::CHAIN_FORWARD).unwrap();
     assert_eq!(
         fw,
+        ["-m set --match-set IPW-GUARDED-INGRESS dst -j IPW-TO-POD"],
+        "ingress only: no source dispatch"
+    );
+    assert_eq!(chain(&st, Family::V4, names::CHAIN_OUTPUT).unwrap(), fw);
+    assert_eq!(
+        chain(&st, Family::V4, names::CHAIN_TO_POD).unwrap(),
         [
-            format!("-d 10.244.1.2/32 -j {}", names::pod_chain("x", "a")),
-            format!("-d 10.244.1.3/32 -j {}", names::pod_chain("x", "b")),
+            "-d 0.0.0.2/0.0.0.15 -g IPW-TO-POD-2",
+            "-d 0.0.0.3/0.0.0.15 -g IPW-TO-POD-3",
         ],
-        "ingress only: no -s jumps; y/a is on another node"
+        "a bucket by the low 4 bits; y/a is on another node"
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-TO-POD-2").unwrap(),
+        [format!(
+            "-d 10.244.1.2/32 -g {}",
+            names::pod_chain("x", "a")
+        )]
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-TO-POD-3").unwrap(),
+        [format!(
+            "-d 10.244.1.3/32 -g {}",
+            names::pod_chain("x", "b")
+        )]
+    );
+    assert_eq!(
+        chain(&st, Family::V6, names::CHAIN_TO_POD).unwrap(),
+        ["-d ::2/::f -g IPW-TO-POD-2"]
+    );
+    assert_eq!(
+        chain(&st, Family::V4, names::CHAIN_FROM_POD),
+        None,
+        "no pod is guarded in egress"
+    );
+    let guarded: Vec<String> = set(&st, names::SET_GUARDED_INGRESS)
+        .members
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(guarded, ["10.244.1.2", "10.244.1.3"]);
+    assert!(!st
+        .sets
+        .iter()
+        .any(|s| s.name.ends_with(names::SET_GUARDED_EGRESS)));
+    assert_eq!(
+        set(&st, &format!("inet6:{}", names::SET_GUARDED_INGRESS))
+            .members
+            .len(),
+        1,
+        "x/a's IPv6 address"
     );
     let a = chain(&st, Family::V4, &names::pod_chain("x", "a")).unwrap();
     let policy_chain = names::policy_chain("x", "deny", "ingress");
@@ -125,13 +198,29 @@ fn policy_types_default_to_ingress_plus_egress_when_egress_rules_exist() {
     assert_eq!(
         fw,
         [
-            format!("-d 10.244.1.3/32 -j {b}"),
-            format!("-s 10.244.1.3/32 -j {b}")
+            "-m set --match-set IPW-GUARDED-INGRESS dst -j IPW-TO-POD",
+            "-m set --match-set IPW-GUARDED-EGRESS src -j IPW-FROM-POD",
         ]
     );
-    assert!(chain(&st, Family::V4, names::CHAIN_INPUT)
-        .unwrap()
-        .contains(&format!("-s 10.244.1.3/32 -j {b}")));
+    assert_eq!(
+        chain(&st, Family::V4, names::CHAIN_FROM_POD).unwrap(),
+        ["-s 0.0.0.3/0.0.0.15 -g IPW-FROM-POD-3"]
+    );
+    assert_eq!(
+        chain(&st, Family::V4, "IPW-FROM-POD-3").unwrap(),
+        [format!("-s 10.244.1.3/32 -g {b}")]
+    );
+    let input = chain(&st, Family::V4, names::CHAIN_INPUT).unwrap();
+    assert_eq!(
+        input.first().map(String::as_str),
+        Some("-m set ! --match-set IPW-GUARDED-EGRESS src -j RETURN"),
+        "what no guarded pod sent leaves first"
+    );
+    assert_eq!(
+        input.last().map(String::as_str),
+        Some("-j IPW-FROM-POD"),
+        "after the service RETURNs"
+    );
     assert_eq!(
         chain(&st, Family::V4, &names::policy_chain("x", "eg", "egress")).unwrap(),
         ["-j MARK --set-xmark 0x10000/0x10000"],
@@ -147,9 +236,10 @@ fn policy_types_default_to_ingress_plus_egress_when_egress_rules_exist() {
         o
     });
     let fw = chain(&only_egress, Family::V4, names::CHAIN_FORWARD).unwrap();
-    assert!(
-        fw.iter().all(|r| r.starts_with("-s ")),
-        "Egress only: {fw:?}"
+    assert_eq!(
+        fw,
+        ["-m set --match-set IPW-GUARDED-EGRESS src -j IPW-FROM-POD"],
+        "Egress only"
     );
 }
 

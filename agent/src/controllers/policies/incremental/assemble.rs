@@ -3,7 +3,7 @@
 
 use super::{
     super::{
-        chains::{self, IsolatedPod, TopEntry},
+        chains::{self, IsolatedPod, TopChains, TopEntry},
         describe::Isolation,
         filter_plan,
         model::{Direction, Policy},
@@ -46,15 +46,19 @@ impl PolicyIndex {
         Some(self.render_pod_chain(iso, family))
     }
 
-    /// IPWARDEN-INPUT, -FORWARD and -OUTPUT of `family`.
-    pub(super) fn top_chains(&self, family: Family) -> Vec<Chain> {
-        let entries = self.isolated.values().map(|i| TopEntry {
+    fn top_entries(&self) -> impl Iterator<Item = TopEntry<'_>> {
+        self.isolated.values().map(|i| TopEntry {
             chain: names::pod_chain(&i.namespace, &i.name),
             ips: &i.ips,
             ingress: i.guarded(Direction::Ingress),
             egress: i.guarded(Direction::Egress),
-        });
-        chains::top_chains_of(entries, family, &self.opts)
+        })
+    }
+
+    /// IPWARDEN-INPUT, -FORWARD, -OUTPUT, the dispatch chains and the
+    /// guarded-pod sets of `family`.
+    pub(super) fn top_chains(&self, family: Family) -> TopChains {
+        chains::top_chains_of(self.top_entries(), family, &self.opts)
     }
 
     /// The whole policy state, as `desired` computes it from the cluster
@@ -96,6 +100,9 @@ impl PolicyIndex {
                 }
             }
         }
+        for family in [Family::V4, Family::V6] {
+            sets.extend(chains::guarded_sets_of(self.top_entries(), family));
+        }
         sets.sort_by(|a, b| a.name.cmp(&b.name));
         sets.dedup_by(|a, b| a.name == b.name);
         sets
@@ -105,7 +112,7 @@ impl PolicyIndex {
     /// the policy chains (NetworkPolicies by key, then the tiers in
     /// evaluation order).
     fn chains(&self, family: Family) -> Vec<Chain> {
-        let mut chains = self.top_chains(family);
+        let mut chains = self.top_chains(family).chains;
         chains.extend(
             self.isolated
                 .values()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Direction, Key, PolicyIndex};
+use super::{super::chains::TopChains, Direction, Key, PolicyIndex};
 use crate::desired::{Chain, ChainDelta, ChainEdit, Family, Member, SetDelta, SetSpec, Table};
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
@@ -23,8 +23,8 @@ pub(super) struct Journal {
     members: HashMap<String, HashMap<Member, bool>>,
     units: BTreeMap<(Key, Direction), [Option<UnitView>; 2]>,
     pods: BTreeMap<Key, [Option<Chain>; 2]>,
-    /// The top chains of each family.
-    top: Option<[Vec<Chain>; 2]>,
+    /// The top chains of each family and their guarded-pod sets.
+    top: Option<[TopChains; 2]>,
 }
 
 /// What an update moved, for the kernel.
@@ -95,13 +95,9 @@ impl Journal {
         }
         if let Some(top) = &self.top {
             for (i, family) in FAMILIES.into_iter().enumerate() {
-                for (old, new) in top[i].iter().zip(index.top_chains(family)) {
-                    match edit(old, &new) {
-                        Some(e) if e.is_empty() => {}
-                        Some(e) => chains[i].edits.push(e),
-                        None => chains[i].written.push(new),
-                    }
-                }
+                let now = index.top_chains(family);
+                top_chain_deltas(&top[i].chains, now.chains, &mut chains[i]);
+                guarded_set_deltas(&top[i].sets, now.sets, &mut delta);
             }
         }
         self.member_deltas(index, &mut delta);
@@ -182,6 +178,44 @@ fn unit_delta(
         }
     }
     chain_delta(before.map(|u| &u.chain), now.map(|u| u.chain), chains);
+}
+
+/// The top chains edited in place, the dispatch chains written with their
+/// first rule and deleted with their last (after the edits that drop the
+/// jumps to them: [`crate::kernel::iptables::partial`]'s order).
+fn top_chain_deltas(old: &[Chain], new: Vec<Chain>, chains: &mut ChainDelta) {
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        chains.deleted.push(o.name.clone());
+    }
+    for n in new {
+        match old.iter().find(|o| o.name == n.name).map(|o| edit(o, &n)) {
+            Some(Some(e)) if e.is_empty() => {}
+            Some(Some(e)) => chains.edits.push(e),
+            _ => chains.written.push(n),
+        }
+    }
+}
+
+/// The top chains' guarded-pod sets: created with their first member
+/// (before the chains that match them), destroyed with their last (after).
+fn guarded_set_deltas(old: &[SetSpec], new: Vec<SetSpec>, delta: &mut PolicyDelta) {
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        delta.destroyed.push(o.name.clone());
+    }
+    for n in new {
+        let Some(o) = old.iter().find(|o| o.name == n.name) else {
+            delta.created.push(n);
+            continue;
+        };
+        let d = SetDelta {
+            set: n.name,
+            add: n.members.difference(&o.members).copied().collect(),
+            del: o.members.difference(&n.members).copied().collect(),
+        };
+        if !d.is_empty() {
+            delta.members.push(d);
+        }
+    }
 }
 
 fn chain_delta(before: Option<&Chain>, now: Option<Chain>, chains: &mut ChainDelta) {

@@ -12,7 +12,7 @@ use crate::{
     cluster::KubeObject,
     controllers::{
         fixtures::{namespace, pod, policy, snapshot},
-        policies::{desired, Options, PolicyState},
+        policies::{desired, names, Options, PolicyState},
     },
     desired::{Family, SetSpec},
 };
@@ -429,21 +429,27 @@ fn a_local_pod_added_writes_its_chain_and_jump_lines_only() {
         ..first
     }));
     let delta = index.update(&cluster.snapshot(), &changes);
-    assert!(
-        delta.members.is_empty() && delta.created.is_empty(),
-        "{delta:?}"
-    );
+    assert!(delta.created.is_empty(), "{delta:?}");
+    // Its address joins the guarded set the top chains match.
+    assert_eq!(delta.members.len(), 1, "{delta:?}");
+    let guarded = &delta.members[0];
+    assert_eq!(guarded.set, names::SET_GUARDED_INGRESS);
+    assert_eq!((guarded.add.len(), guarded.del.len()), (1, 0));
     assert_eq!(delta.chains.len(), 1, "v4 only: {delta:?}");
     let c = &delta.chains[0];
-    assert_eq!(c.written.len(), 1, "{c:?}");
-    assert!(c.written[0].name.starts_with("IPW-POD-FW-"));
+    // Its chain, and the bucket of its address (10.244.0.3: the first
+    // pod's 10.244.0.2 is in another), with the one dispatch line.
+    let written: Vec<&str> = c.written.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(written.len(), 2, "{c:?}");
+    assert!(written[0].starts_with("IPW-POD-FW-"), "{c:?}");
+    assert_eq!(written[1], "IPW-TO-POD-3");
     assert!(c.deleted.is_empty());
-    // Two jump lines (FORWARD and OUTPUT, ingress), nothing deleted.
+    // One line into the dispatch chain (ingress), nothing deleted.
     let inserted: Vec<&str> = c
         .edits
         .iter()
         .flat_map(|e| e.insert.iter().map(|(_, r)| r.as_str()))
         .collect();
-    assert_eq!(inserted.len(), 2, "{c:?}");
+    assert_eq!(inserted, ["-d 0.0.0.3/0.0.0.15 -g IPW-TO-POD-3"], "{c:?}");
     assert!(c.edits.iter().all(|e| e.delete.is_empty()));
 }
