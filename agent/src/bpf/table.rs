@@ -86,6 +86,22 @@ impl<T: Copy> Mmap<T> {
     }
 }
 
+impl<T: Copy + PartialEq> Mmap<T> {
+    /// Copies `len` values from `src..` to `dst..`, writing only those that
+    /// differ; how many it wrote.
+    fn copy_differing(&mut self, (src, dst, len): (usize, usize, usize)) -> usize {
+        let mut written = 0;
+        for i in 0..len {
+            let v = self.get(src + i);
+            if self.get(dst + i) != v {
+                self.set(dst + i, v);
+                written += 1;
+            }
+        }
+        written
+    }
+}
+
 impl<T> Drop for Mmap<T> {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once.
@@ -302,29 +318,11 @@ impl FastTable {
     /// `to` (which it must not be), touching only the buckets and words
     /// that differ.
     pub fn copy_half(&mut self, from: u32, to: u32) -> Written {
-        let mut written = Written::default();
-        let (src, dst) = (
-            Self::base(from, TABLE_BUCKETS),
-            Self::base(to, TABLE_BUCKETS),
-        );
-        for i in 0..TABLE_BUCKETS as usize {
-            let b = self.table.get(src + i);
-            if self.table.get(dst + i) != b {
-                self.table.set(dst + i, b);
-                written.buckets += 1;
-            }
-        }
-        let (src, dst) = (
-            Self::base(from, VIP_BITMAP_WORDS),
-            Self::base(to, VIP_BITMAP_WORDS),
-        );
-        for i in 0..VIP_BITMAP_WORDS as usize {
-            let w = self.bits.get(src + i);
-            if self.bits.get(dst + i) != w {
-                self.bits.set(dst + i, w);
-                written.words += 1;
-            }
-        }
+        let halves = |len| (Self::base(from, len), Self::base(to, len), len as usize);
+        let written = Written {
+            buckets: self.table.copy_differing(halves(TABLE_BUCKETS)),
+            words: self.bits.copy_differing(halves(VIP_BITMAP_WORDS)),
+        };
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         written
     }
