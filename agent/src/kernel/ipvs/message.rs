@@ -74,7 +74,7 @@ pub(crate) fn encode_request(
     if let Request::AddService(s) | Request::EditService(s) = req {
         check_netmask(s)?;
     }
-    let header = [req.cmd().into(), FAMILY_VERSION, 0, 0];
+    let header = [req.verb().0.into(), FAMILY_VERSION, 0, 0];
     let flags = NLM_F_REQUEST | NLM_F_ACK;
     message(out, (family, flags, seq), &header, |w| match req {
         Request::AddService(s) | Request::EditService(s) => service_attr(w, &s.key, Some(s)),

@@ -44,12 +44,8 @@ impl Request {
         self.verb().1
     }
 
-    /// The generic netlink command that carries the request.
-    pub(crate) fn cmd(&self) -> IpvsCmd {
-        self.verb().0
-    }
-
-    fn verb(&self) -> (IpvsCmd, &'static str) {
+    /// The generic netlink command that carries the request, and its verb.
+    pub(crate) fn verb(&self) -> (IpvsCmd, &'static str) {
         match self {
             Request::AddService(_) => (IpvsCmd::NewService, "add service"),
             Request::EditService(_) => (IpvsCmd::SetService, "edit service"),
