@@ -53,23 +53,11 @@ pub enum LinkError {
 
 impl LinkError {
     fn new(op: &'static str, target: impl ToString, failure: Failure) -> Self {
-        let (message, errno) = match failure {
-            Failure::Refused(r) => {
-                let text = std::io::Error::from_raw_os_error(r.errno).to_string();
-                let text = match r.extack {
-                    Some(why) => format!("{text} ({why})"),
-                    None => text,
-                };
-                (text, Some(r.errno))
-            }
-            Failure::Io(e) => (e.to_string(), e.raw_os_error()),
-            Failure::Decode(e) => (e.to_string(), None),
-        };
         LinkError::Netlink {
             op,
             target: target.to_string(),
-            message,
-            errno,
+            errno: failure.errno(),
+            message: failure.to_string(),
         }
     }
 }

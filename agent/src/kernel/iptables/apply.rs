@@ -93,16 +93,12 @@ static APPLY: [Mutex<Option<Verified>>; 8] = [const { Mutex::new(None) }; 8];
 
 /// The lock of one family's table, held across a read-render-restore.
 pub(super) fn lock(family: Family, table: Table) -> MutexGuard<'static, Option<Verified>> {
-    let index = match family {
-        Family::V4 => 0,
-        Family::V6 => 4,
-    } + match table {
-        Table::Filter => 0,
-        Table::Nat => 1,
-        Table::Mangle => 2,
-        Table::Raw => 3,
-    };
-    APPLY[index].lock_or_recover()
+    APPLY[slot(family, table)].lock_or_recover()
+}
+
+/// Where a family's table sits in [`APPLY`]: both enums are plain lists.
+fn slot(family: Family, table: Table) -> usize {
+    family as usize * 4 + table as usize
 }
 
 /// Per owner (family, table, tag): the plan (its hash) the kernel was
@@ -207,17 +203,13 @@ pub fn untouched_since_verified(family: Family, table: Table, tag: &str) -> bool
 /// families' writes of one sync would each leave the other's stamp one
 /// commit behind, and the next apply would read the whole table again.
 fn advance_other_tables(family: Family, table: Table, from: &Stamp, to: &Stamp) {
-    for other_family in [Family::V4, Family::V6] {
-        for other_table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
-            if (other_family, other_table) == (family, table) {
-                continue;
-            }
-            // One lock at a time: no order to keep between them.
-            if let Some(verified) = lock(other_family, other_table).as_mut() {
-                for (_, stamp) in verified.values_mut() {
-                    if stamp == from {
-                        *stamp = to.clone();
-                    }
+    let ours = slot(family, table);
+    // One lock at a time: no order to keep between them.
+    for (_, other) in APPLY.iter().enumerate().filter(|(i, _)| *i != ours) {
+        if let Some(verified) = other.lock_or_recover().as_mut() {
+            for (_, stamp) in verified.values_mut() {
+                if stamp == from {
+                    *stamp = to.clone();
                 }
             }
         }

@@ -43,20 +43,20 @@ impl fmt::Display for Backend {
 impl Backend {
     /// `iptables-nft-save`, `ip6tables-legacy-save`, ...
     pub(crate) fn save_cmd(self, family: Family) -> &'static str {
-        match (self, family) {
-            (Backend::Nft, Family::V4) => "iptables-nft-save",
-            (Backend::Nft, Family::V6) => "ip6tables-nft-save",
-            (Backend::Legacy, Family::V4) => "iptables-legacy-save",
-            (Backend::Legacy, Family::V6) => "ip6tables-legacy-save",
-        }
+        self.commands(family)[0]
     }
 
     pub(crate) fn restore_cmd(self, family: Family) -> &'static str {
+        self.commands(family)[1]
+    }
+
+    /// The save and the restore command.
+    fn commands(self, family: Family) -> [&'static str; 2] {
         match (self, family) {
-            (Backend::Nft, Family::V4) => "iptables-nft-restore",
-            (Backend::Nft, Family::V6) => "ip6tables-nft-restore",
-            (Backend::Legacy, Family::V4) => "iptables-legacy-restore",
-            (Backend::Legacy, Family::V6) => "ip6tables-legacy-restore",
+            (Backend::Nft, Family::V4) => ["iptables-nft-save", "iptables-nft-restore"],
+            (Backend::Nft, Family::V6) => ["ip6tables-nft-save", "ip6tables-nft-restore"],
+            (Backend::Legacy, Family::V4) => ["iptables-legacy-save", "iptables-legacy-restore"],
+            (Backend::Legacy, Family::V6) => ["ip6tables-legacy-save", "ip6tables-legacy-restore"],
         }
     }
 }

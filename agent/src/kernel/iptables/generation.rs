@@ -11,7 +11,7 @@ use std::{fs::File, io, os::unix::fs::MetadataExt, sync::Arc, time::Duration};
 
 use super::nft_backend;
 use crate::kernel::netlink::{
-    begin, frame::NLM_F_REQUEST, socket::NETLINK_NETFILTER, Attrs, DecodeError, Failure, Options,
+    frame::NLM_F_REQUEST, message, socket::NETLINK_NETFILTER, AttrTable, DecodeError, Options,
     Socket,
 };
 
@@ -92,14 +92,6 @@ pub(super) fn nfnetlink(datagram: usize) -> io::Result<Socket> {
     Socket::open(NETLINK_NETFILTER, &opts)
 }
 
-pub(super) fn io_error(f: Failure) -> io::Error {
-    match f {
-        Failure::Refused(r) => io::Error::from_raw_os_error(r.errno),
-        Failure::Io(e) => e,
-        Failure::Decode(e) => io::Error::new(io::ErrorKind::InvalidData, e),
-    }
-}
-
 fn read() -> io::Result<Stamp> {
     let netns = Netns::current()?;
     let mut sock = nfnetlink(4096)?;
@@ -108,9 +100,9 @@ fn read() -> io::Result<Stamp> {
     sock.transact(&request(seq), seq, true, |_, attrs| {
         generation = Some(generation_of(attrs)?);
         Ok(())
-    })
-    .map_err(io_error)?;
-    let generation = generation.ok_or_else(|| io_error(Failure::Decode(MISSING_GEN_ID)))?;
+    })?;
+    let generation =
+        generation.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, MISSING_GEN_ID))?;
     Ok(Stamp { netns, generation })
 }
 
@@ -122,20 +114,14 @@ const MISSING_GEN_ID: DecodeError = DecodeError::Missing {
 fn request(seq: u32) -> Vec<u8> {
     let mut msg = Vec::new();
     let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN;
-    let start = begin(&mut msg, ty, NLM_F_REQUEST, seq, [0; 4]);
-    crate::kernel::netlink::finish(&mut msg, start);
+    message(&mut msg, (ty, NLM_F_REQUEST, seq), &[0; 4], |_| {});
     msg
 }
 
 /// The NFTA_GEN_ID attribute (big-endian u32) of a NFT_MSG_NEWGEN reply.
 fn generation_of(attrs: &[u8]) -> Result<u32, DecodeError> {
-    for a in Attrs::new(attrs) {
-        let a = a?;
-        if a.ty == NFTA_GEN_ID {
-            return a.be32();
-        }
-    }
-    Err(MISSING_GEN_ID)
+    let table: AttrTable<u16> = AttrTable::parse(attrs)?;
+    table.need(NFTA_GEN_ID, "NFTA_GEN_ID")?.be32()
 }
 
 #[cfg(test)]

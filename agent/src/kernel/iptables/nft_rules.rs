@@ -13,9 +13,9 @@ use std::io;
 use super::generation::{nfnetlink, NFNL_SUBSYS_NFTABLES};
 use crate::desired::{Family, Table};
 use crate::kernel::netlink::{
-    af, begin, finish,
+    af,
     frame::{NLM_F_DUMP, NLM_F_REQUEST},
-    Attr, Attrs, Writer,
+    message, Attr, Attrs,
 };
 
 const NFT_MSG_GETRULE: u16 = 7;
@@ -61,14 +61,12 @@ fn dump(family: Family, table: Table, out: &mut Vec<(String, u64)>) -> io::Resul
     let mut sock = nfnetlink(256 * 1024)?;
     let seq = sock.next_seq(1);
     let newrule = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE;
-    let interrupted = sock
-        .transact(&request(family, table, seq), seq, false, |f, attrs| {
-            if f.ty == newrule {
-                out.extend(commented_rule(attrs));
-            }
-            Ok(())
-        })
-        .map_err(super::generation::io_error)?;
+    let interrupted = sock.transact(&request(family, table, seq), seq, false, |f, attrs| {
+        if f.ty == newrule {
+            out.extend(commented_rule(attrs));
+        }
+        Ok(())
+    })?;
     Ok(!interrupted)
 }
 
@@ -76,15 +74,13 @@ fn request(family: Family, table: Table, seq: u32) -> Vec<u8> {
     let mut msg = Vec::new();
     let ty = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE;
     // nfgenmsg: the family, NFNETLINK_V0, resource id 0.
-    let start = begin(
+    let header = [af(family), 0, 0, 0];
+    message(
         &mut msg,
-        ty,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        seq,
-        [af(family), 0, 0, 0],
+        (ty, NLM_F_REQUEST | NLM_F_DUMP, seq),
+        &header,
+        |w| w.put_str(NFTA_RULE_TABLE, &table.to_string()),
     );
-    Writer::new(&mut msg).put_str(NFTA_RULE_TABLE, &table.to_string());
-    finish(&mut msg, start);
     msg
 }
 

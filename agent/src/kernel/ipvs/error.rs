@@ -6,7 +6,7 @@
 use std::{error::Error, io};
 
 use super::types::InvalidValue;
-use crate::kernel::netlink::DecodeError;
+use crate::kernel::netlink::{DecodeError, Refusal};
 
 /// What went wrong; [`IpvsErrorKind::text`] is the one table of messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,12 +142,10 @@ impl IpvsError {
             (libc::EEXIST, _) => IpvsErrorKind::Exists,
             (libc::EPERM | libc::EACCES, _) => IpvsErrorKind::Permission,
             _ => {
-                let extack = extack.map(|m| format!(" ({m})")).unwrap_or_default();
-                let source = io::Error::from_raw_os_error(errno);
+                let refusal = Refusal { errno, extack };
                 return Self {
-                    detail: Some(format!("{source}{extack}")),
-                    source: Some(Box::new(source)),
-                    ..Self::new(op, target, IpvsErrorKind::Kernel, Some(errno))
+                    errno: Some(errno),
+                    ..Self::caused(op, target, IpvsErrorKind::Kernel, refusal)
                 };
             }
         };

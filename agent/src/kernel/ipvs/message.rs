@@ -42,18 +42,23 @@ pub(crate) enum Query<'a> {
     Info,
 }
 
-impl Query<'_> {
+impl<'a> Query<'a> {
     pub(crate) fn is_dump(&self) -> bool {
         matches!(self, Query::Services | Query::Destinations(_))
     }
 
     pub(crate) fn op(&self) -> &'static str {
-        match self {
-            Query::Services => "list services",
-            Query::Service(_) => "get service",
-            Query::Destinations(_) => "list destinations",
-            Query::Timeouts => "get timeouts",
-            Query::Info => "get info",
+        self.parts().0
+    }
+
+    /// The verb, the command and the service it names, if any.
+    fn parts(&self) -> (&'static str, IpvsCmd, Option<&'a ServiceKey>) {
+        match *self {
+            Query::Services => ("list services", IpvsCmd::GetService, None),
+            Query::Service(k) => ("get service", IpvsCmd::GetService, Some(k)),
+            Query::Destinations(k) => ("list destinations", IpvsCmd::GetDest, Some(k)),
+            Query::Timeouts => ("get timeouts", IpvsCmd::GetConfig, None),
+            Query::Info => ("get info", IpvsCmd::GetInfo, None),
         }
     }
 }
@@ -69,17 +74,7 @@ pub(crate) fn encode_request(
     if let Request::AddService(s) | Request::EditService(s) = req {
         check_netmask(s)?;
     }
-    let cmd = match req {
-        Request::AddService(_) => IpvsCmd::NewService,
-        Request::EditService(_) => IpvsCmd::SetService,
-        Request::DeleteService(_) => IpvsCmd::DelService,
-        Request::AddDestination { .. } => IpvsCmd::NewDest,
-        Request::EditDestination { .. } => IpvsCmd::SetDest,
-        Request::DeleteDestination { .. } => IpvsCmd::DelDest,
-        Request::SetTimeouts(_) => IpvsCmd::SetConfig,
-        Request::Flush => IpvsCmd::Flush,
-    };
-    let header = [cmd.into(), FAMILY_VERSION, 0, 0];
+    let header = [req.verb().0.into(), FAMILY_VERSION, 0, 0];
     let flags = NLM_F_REQUEST | NLM_F_ACK;
     message(out, (family, flags, seq), &header, |w| match req {
         Request::AddService(s) | Request::EditService(s) => service_attr(w, &s.key, Some(s)),
@@ -115,13 +110,7 @@ pub(crate) fn encode_request(
 /// Appends a query to `out`. Dumps end with NLMSG_DONE, the others with
 /// their one reply (no ack asked, the reply is the answer).
 pub(crate) fn encode_query(q: &Query<'_>, family: u16, seq: u32, out: &mut Vec<u8>) {
-    let (cmd, key) = match q {
-        Query::Services => (IpvsCmd::GetService, None),
-        Query::Service(k) => (IpvsCmd::GetService, Some(*k)),
-        Query::Destinations(k) => (IpvsCmd::GetDest, Some(*k)),
-        Query::Timeouts => (IpvsCmd::GetConfig, None),
-        Query::Info => (IpvsCmd::GetInfo, None),
-    };
+    let (_, cmd, key) = q.parts();
     let flags = if q.is_dump() {
         NLM_F_REQUEST | NLM_F_DUMP
     } else {

@@ -4,7 +4,10 @@
 
 use std::fmt;
 
-use super::types::{Destination, DestinationKey, Service, ServiceKey, Timeouts};
+use super::{
+    consts::IpvsCmd,
+    types::{Destination, DestinationKey, Service, ServiceKey, Timeouts},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Request {
@@ -38,15 +41,20 @@ pub enum Request {
 impl Request {
     /// The verb, for errors and metrics.
     pub fn op(&self) -> &'static str {
+        self.verb().1
+    }
+
+    /// The generic netlink command that carries the request, and its verb.
+    pub(crate) fn verb(&self) -> (IpvsCmd, &'static str) {
         match self {
-            Request::AddService(_) => "add service",
-            Request::EditService(_) => "edit service",
-            Request::DeleteService(_) => "delete service",
-            Request::AddDestination { .. } => "add destination",
-            Request::EditDestination { .. } => "edit destination",
-            Request::DeleteDestination { .. } => "delete destination",
-            Request::SetTimeouts(_) => "set timeouts",
-            Request::Flush => "flush",
+            Request::AddService(_) => (IpvsCmd::NewService, "add service"),
+            Request::EditService(_) => (IpvsCmd::SetService, "edit service"),
+            Request::DeleteService(_) => (IpvsCmd::DelService, "delete service"),
+            Request::AddDestination { .. } => (IpvsCmd::NewDest, "add destination"),
+            Request::EditDestination { .. } => (IpvsCmd::SetDest, "edit destination"),
+            Request::DeleteDestination { .. } => (IpvsCmd::DelDest, "delete destination"),
+            Request::SetTimeouts(_) => (IpvsCmd::SetConfig, "set timeouts"),
+            Request::Flush => (IpvsCmd::Flush, "flush"),
         }
     }
 

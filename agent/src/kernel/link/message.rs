@@ -10,7 +10,8 @@ use libc::{
     RTN_LOCAL, RT_SCOPE_HOST, RT_TABLE_LOCAL,
 };
 
-use crate::kernel::netlink::{Attrs, Writer};
+use crate::desired::Family;
+use crate::kernel::netlink::{af, Attr, Attrs, Writer};
 
 /// `rtm_protocol` of ipwarden's VIP routes (`ip route show proto 211`);
 /// unused by iproute2's `rt_protos` and by the routing daemons listed there.
@@ -60,14 +61,14 @@ pub(super) fn rtmsg(addr: Option<IpAddr>) -> [u8; RTMSG_LEN] {
 /// The attributes of a VIP route: its destination and the dummy's index.
 pub(super) fn route_attrs(index: u32, addr: IpAddr) -> impl FnOnce(&mut Writer) {
     move |w| {
-        w.put(RTA_DST, &octets(addr));
+        w.put_ip(RTA_DST, addr);
         w.put_u32(RTA_OIF, index);
     }
 }
 
 /// The attribute that names a host address (IFA_LOCAL) for its delete.
 pub(super) fn address_attrs(addr: IpAddr) -> impl FnOnce(&mut Writer) {
-    move |w| w.put(IFA_LOCAL, &octets(addr))
+    move |w| w.put_ip(IFA_LOCAL, addr)
 }
 
 /// The attributes that create interface `name` of `kind` (`dummy`, ...).
@@ -97,8 +98,8 @@ pub(super) fn address_of(payload: &[u8]) -> Option<(u32, IpAddr, u8)> {
     let (mut local, mut address) = (None, None);
     for a in attrs(payload, IFADDRMSG_LEN) {
         match a.ty {
-            IFA_LOCAL => local = ip(a.payload),
-            IFA_ADDRESS => address = ip(a.payload),
+            IFA_LOCAL => local = a.ip(),
+            IFA_ADDRESS => address = a.ip(),
             _ => {}
         }
     }
@@ -117,7 +118,7 @@ pub(super) fn our_vip(payload: &[u8], index: u32) -> Option<IpAddr> {
     let (mut dst, mut oif) = (None, None);
     for a in attrs(payload, RTMSG_LEN) {
         match a.ty {
-            RTA_DST => dst = ip(a.payload),
+            RTA_DST => dst = a.ip(),
             RTA_OIF => oif = a.u32().ok(),
             _ => {}
         }
@@ -128,37 +129,16 @@ pub(super) fn our_vip(payload: &[u8], index: u32) -> Option<IpAddr> {
 
 /// The attributes after a message's fixed header; a malformed one ends
 /// the walk (what came before it is still read).
-fn attrs(payload: &[u8], header: usize) -> impl Iterator<Item = crate::kernel::netlink::Attr<'_>> {
+fn attrs(payload: &[u8], header: usize) -> impl Iterator<Item = Attr<'_>> {
     Attrs::new(payload.get(header..).unwrap_or_default()).map_while(Result::ok)
 }
 
-fn ip(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
-        _ => None,
-    }
-}
-
-fn octets(addr: IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 fn family(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => libc::AF_INET as u8,
-        IpAddr::V6(_) => libc::AF_INET6 as u8,
-    }
+    af(Family::of(&addr))
 }
 
 fn host_prefix(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
+    Family::of(&addr).host_prefix()
 }
 
 /// The `u32` at `at` of a payload (an interface index).
@@ -233,8 +213,8 @@ mod tests {
         let peer: IpAddr = "192.168.56.1".parse().unwrap();
         buf.clear();
         request(&mut buf, (20, 0, 1), &ifaddrmsg(9, Some(addr)), |w| {
-            w.put(IFA_ADDRESS, &octets(peer));
-            w.put(IFA_LOCAL, &octets(addr));
+            w.put_ip(IFA_ADDRESS, peer);
+            w.put_ip(IFA_LOCAL, addr);
         });
         assert_eq!(address_of(&payload_of(&buf)), Some((9, addr, 32)));
         assert_eq!(address_of(&[1, 2, 3]), None, "truncated: no panic");

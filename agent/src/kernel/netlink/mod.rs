@@ -5,7 +5,9 @@
 //! - `frame`: `nlmsghdr` plus the family header (`genlmsghdr` or
 //!   `nfgenmsg`), acks and errors with their extended-ack text;
 //! - `socket`: the socket, batches filed by sequence number, dumps;
-//! - [`DecodeError`]: why the kernel's bytes did not parse.
+//! - [`DecodeError`]: why the kernel's bytes did not parse; `failure`:
+//!   how an exchange failed, in words (errno text and extended ack);
+//! - `addr`: addresses in attributes, 4 or 16 bytes.
 //!
 //! Pure byte code except `socket`, so the families' golden-byte and fuzz
 //! tests run without root. Why not neli's own (de)serializers: they
@@ -15,7 +17,9 @@
 
 use crate::desired::Family;
 
+mod addr;
 mod error;
+mod failure;
 pub(crate) mod frame;
 pub(crate) mod nla;
 pub(crate) mod socket;
