@@ -5,22 +5,27 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::{DecodeError, Refusal};
+use crate::kernel::netlink::{self, DecodeError, Refusal};
 
-/// The operation that failed (`ipset` sub-command names).
+/// The operation that failed (`ipset` sub-command names), numbered as
+/// its command (`enum ipset_cmd`, the low byte of `nlmsg_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Op {
-    Connect,
-    Create,
-    Destroy,
-    Flush,
-    Rename,
-    Swap,
-    Add,
-    Del,
-    List,
-    Header,
-    Type,
+    /// Opening the socket (`IPSET_CMD_NONE`: nothing is sent).
+    Connect = 0,
+    Create = 2,
+    Destroy = 3,
+    Flush = 4,
+    Rename = 5,
+    Swap = 6,
+    List = 7,
+    Add = 9,
+    Del = 10,
+    /// A set's type and family.
+    Header = 12,
+    /// The revisions of a set type.
+    Type = 13,
 }
 
 impl fmt::Display for Op {
@@ -214,29 +219,8 @@ fn other<'a>(t: &Target<'a>) -> &'a str {
 }
 
 /// Text for an errno of either space.
-pub(crate) fn errno_text(e: i32) -> String {
-    let ipset = match e {
-        errno::PROTOCOL => "protocol error (malformed request)",
-        errno::FIND_TYPE => "set type not found",
-        errno::MAX_SETS => "too many sets",
-        errno::BUSY => "set busy",
-        errno::EXIST_SETNAME2 => "second set name exists or is missing",
-        errno::TYPE_MISMATCH => "set types or families differ",
-        errno::EXIST => "element exists or is missing",
-        errno::INVALID_CIDR => "invalid CIDR",
-        errno::INVALID_NETMASK => "invalid netmask",
-        errno::INVALID_FAMILY => "invalid family",
-        errno::TIMEOUT => "no timeout support",
-        errno::REFERENCED => "set referenced",
-        errno::IPADDR_IPV4 => "IPv4 address expected",
-        errno::IPADDR_IPV6 => "IPv6 address expected",
-        errno::HASH_FULL => "hash is full",
-        errno::HASH_ELEM => "null-valued element",
-        errno::INVALID_PROTO => "invalid protocol",
-        errno::MISSING_PROTO => "protocol missing",
-        _ => return io::Error::from_raw_os_error(e).to_string(),
-    };
-    ipset.to_owned()
+fn errno_text(e: i32) -> String {
+    netlink::errno_text(e, errno::TEXT)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! - `frame`: `nlmsghdr` plus the family header (`genlmsghdr` or
 //!   `nfgenmsg`), acks and errors with their extended-ack text;
 //! - `socket`: the socket, batches filed by sequence number, dumps;
-//! - [`DecodeError`]: why the kernel's bytes did not parse.
+//! - [`DecodeError`]: why the kernel's bytes did not parse; `errno`:
+//!   an errno's text; `nest`: nests written as closures.
 //!
 //! Pure byte code except `socket`, so the families' golden-byte and fuzz
 //! tests run without root. Why not neli's own (de)serializers: they
@@ -15,11 +16,14 @@
 
 use crate::desired::Family;
 
+mod errno;
 mod error;
 pub(crate) mod frame;
+mod nest;
 pub(crate) mod nla;
 pub(crate) mod socket;
 
+pub(crate) use errno::errno_text;
 pub use error::DecodeError;
 pub(crate) use frame::{begin, finish, frames, message, Frame, Reply};
 pub(crate) use nla::{Attr, AttrTable, Attrs, Writer};
