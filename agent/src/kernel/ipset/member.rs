@@ -381,24 +381,13 @@ pub struct Comment(String);
 impl Comment {
     pub fn new(s: impl Into<String>) -> Result<Self, ParseError> {
         let s = s.into();
-        if s.is_empty() {
-            return Err(ParseError::new(
-                "comment",
-                s,
-                "empty (leave the comment out)",
-            ));
-        }
-        if s.len() > IPSET_MAX_COMMENT_SIZE {
-            return Err(ParseError::new("comment", s, "longer than 255 bytes"));
-        }
-        if s.contains(['"', '\0', '\n', '\r']) {
-            return Err(ParseError::new(
-                "comment",
-                s,
-                "contains a quote, NUL or line break",
-            ));
-        }
-        Ok(Self(s))
+        let why = match s {
+            _ if s.is_empty() => "empty (leave the comment out)",
+            _ if s.len() > IPSET_MAX_COMMENT_SIZE => "longer than 255 bytes",
+            _ if s.contains(['"', '\0', '\n', '\r']) => "contains a quote, NUL or line break",
+            _ => return Ok(Self(s)),
+        };
+        Err(ParseError::new("comment", s, why))
     }
 
     pub fn as_str(&self) -> &str {
@@ -462,29 +451,23 @@ impl Element {
 
     /// Parses a member as it follows `add SETNAME ` in `ipset save`.
     pub fn parse(set_type: SetType, s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        let (elem, mut rest) = s.split_once(' ').unwrap_or((s, ""));
+        let (elem, mut rest) = split_word(s.trim());
         let mut m = Element::new(Entry::parse(set_type, elem)?);
-        loop {
-            rest = rest.trim_start();
-            if rest.is_empty() {
-                break;
-            }
+        while !rest.is_empty() {
             if let Some(quoted) = rest.strip_prefix("comment \"") {
                 let (text, after) = quoted
                     .split_once('"')
                     .ok_or_else(|| ParseError::new("comment", rest, "no closing quote"))?;
                 m.comment = Some(Comment::new(text)?);
-                rest = after;
+                rest = after.trim_start();
                 continue;
             }
             let (word, after) = split_word(rest);
             if word == "nomatch" {
-                m.nomatch = true;
-                rest = after;
+                (m.nomatch, rest) = (true, after);
                 continue;
             }
-            let (value, after) = split_word(after.trim_start());
+            let (value, after) = split_word(after);
             let number = |what: &'static str| -> Result<u64, ParseError> {
                 value
                     .parse()
@@ -492,18 +475,12 @@ impl Element {
             };
             match word {
                 "timeout" => {
-                    let t = number("timeout")?;
-                    m.timeout = Some(
-                        u32::try_from(t)
-                            .map_err(|_| ParseError::new("timeout", value, "out of range"))?,
-                    );
+                    let t = u32::try_from(number("timeout")?);
+                    let out_of_range = |_| ParseError::new("timeout", value, "out of range");
+                    m.timeout = Some(t.map_err(out_of_range)?);
                 }
-                "packets" => {
-                    m.counters.get_or_insert_with(Counters::default).packets = number("packets")?
-                }
-                "bytes" => {
-                    m.counters.get_or_insert_with(Counters::default).bytes = number("bytes")?
-                }
+                "packets" => m.counters.get_or_insert_default().packets = number("packets")?,
+                "bytes" => m.counters.get_or_insert_default().bytes = number("bytes")?,
                 _ => return Err(ParseError::new("member option", word, "unknown option")),
             }
             rest = after;
@@ -512,8 +489,10 @@ impl Element {
     }
 }
 
+/// The first word of `s` and the rest, its leading spaces trimmed.
 fn split_word(s: &str) -> (&str, &str) {
-    s.split_once(' ').unwrap_or((s, ""))
+    let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
+    (word, rest.trim_start())
 }
 
 impl From<Entry> for Element {
