@@ -5,7 +5,7 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::{self, DecodeError, Refusal};
+use crate::kernel::netlink::{self, error_kinds, DecodeError, Refusal};
 
 /// The operation that failed (`ipset` sub-command names), numbered as
 /// its command (`enum ipset_cmd`, the low byte of `nlmsg_type`).
@@ -34,52 +34,26 @@ impl fmt::Display for Op {
     }
 }
 
-/// What went wrong; [`IpsetErrorKind::text`] is the one table of messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpsetErrorKind {
-    SetMissing,
-    SetExists,
-    UnknownType,
-    /// A member or a swap partner of another type or family.
-    WrongType,
-    SetFull,
-    /// Referenced by an iptables rule or a list:set, or being dumped.
-    InUse,
-    MemberExists,
-    MemberMissing,
-    /// A member timeout, comment or counters for a set created without.
-    NoExtension,
-    Permission,
-    /// Any other kernel errno, with the kernel's extended-ack text if any.
-    Kernel,
-    Io,
-    Decode,
-}
-
-impl IpsetErrorKind {
-    /// The metric label and the message; `{}` stands for the detail.
-    fn text(self) -> (&'static str, &'static str) {
-        match self {
-            IpsetErrorKind::SetMissing => ("set_missing", "no such set"),
-            IpsetErrorKind::SetExists => ("set_exists", "a set with this name already exists"),
-            IpsetErrorKind::UnknownType => {
-                ("unknown_type", "the kernel does not support set type {}")
-            }
-            IpsetErrorKind::WrongType => ("wrong_type", "wrong type or family: {}"),
-            IpsetErrorKind::SetFull => ("set_full", "set is full (maxelem reached)"),
-            IpsetErrorKind::InUse => ("in_use", "set is in use by a kernel component"),
-            IpsetErrorKind::MemberExists => ("member_exists", "member {} is already in the set"),
-            IpsetErrorKind::MemberMissing => ("member_missing", "member {} is not in the set"),
-            IpsetErrorKind::NoExtension => {
-                ("no_extension", "the set was created without {} support")
-            }
-            IpsetErrorKind::Permission => {
-                ("permission", "permission denied (CAP_NET_ADMIN needed)")
-            }
-            IpsetErrorKind::Kernel => ("kernel", "kernel error {}"),
-            IpsetErrorKind::Io => ("io", "netlink socket"),
-            IpsetErrorKind::Decode => ("decode", "malformed kernel reply"),
-        }
+error_kinds! {
+    /// What went wrong, each with its metric label and message.
+    pub enum IpsetErrorKind {
+        SetMissing => ("set_missing", "no such set"),
+        SetExists => ("set_exists", "a set with this name already exists"),
+        UnknownType => ("unknown_type", "the kernel does not support set type {}"),
+        /// A member or a swap partner of another type or family.
+        WrongType => ("wrong_type", "wrong type or family: {}"),
+        SetFull => ("set_full", "set is full (maxelem reached)"),
+        /// Referenced by an iptables rule or a list:set, or being dumped.
+        InUse => ("in_use", "set is in use by a kernel component"),
+        MemberExists => ("member_exists", "member {} is already in the set"),
+        MemberMissing => ("member_missing", "member {} is not in the set"),
+        /// A member timeout, comment or counters for a set created without.
+        NoExtension => ("no_extension", "the set was created without {} support"),
+        Permission => ("permission", "permission denied (CAP_NET_ADMIN needed)"),
+        /// Any other kernel errno, with the kernel's extended-ack text if any.
+        Kernel => ("kernel", "kernel error {}"),
+        Io => ("io", "netlink socket"),
+        Decode => ("decode", "malformed kernel reply"),
     }
 }
 

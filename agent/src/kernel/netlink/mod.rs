@@ -6,7 +6,8 @@
 //!   `nfgenmsg`), acks and errors with their extended-ack text;
 //! - `socket`: the socket, batches filed by sequence number, dumps;
 //! - [`DecodeError`]: why the kernel's bytes did not parse; `errno`:
-//!   an errno's text; `nest`: nests written as closures.
+//!   an errno's text; `error_kind`: a kind enum with its messages;
+//!   `nest`: nests written as closures.
 //!
 //! Pure byte code except `socket`, so the families' golden-byte and fuzz
 //! tests run without root. Why not neli's own (de)serializers: they
@@ -18,6 +19,7 @@ use crate::desired::Family;
 
 mod errno;
 mod error;
+mod error_kind;
 pub(crate) mod frame;
 mod nest;
 pub(crate) mod nla;
@@ -25,6 +27,7 @@ pub(crate) mod socket;
 
 pub(crate) use errno::errno_text;
 pub use error::DecodeError;
+pub(crate) use error_kind::error_kinds;
 pub(crate) use frame::{begin, finish, frames, message, Frame, Reply};
 pub(crate) use nla::{Attr, AttrTable, Attrs, Writer};
 pub(crate) use socket::{Failure, Options, Refusal, Socket};
