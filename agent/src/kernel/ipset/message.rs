@@ -251,7 +251,7 @@ pub(super) fn lineno(echoed: &[u8]) -> Option<u32> {
 /// The kernel's answer to IPSET_CMD_TYPE: (highest, lowest) revision.
 pub(super) fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
     let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
-    let min = t.get(IpsetAttr::RevisionMin).map(|a| a.u8()).transpose()?;
+    let min = t.read(IpsetAttr::RevisionMin, Attr::u8)?;
     Ok((
         t.need(IpsetAttr::Revision, "REVISION")?.u8()?,
         min.unwrap_or(0),
@@ -261,7 +261,7 @@ pub(super) fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
 /// The kernel's answer to IPSET_CMD_HEADER: type name, family, revision.
 pub(super) fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
     let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
-    let revision = t.get(IpsetAttr::Revision).map(|a| a.u8()).transpose()?;
+    let revision = t.read(IpsetAttr::Revision, Attr::u8)?;
     Ok((
         t.need(IpsetAttr::Typename, "TYPENAME")?.str()?.to_owned(),
         t.need(IpsetAttr::Family, "FAMILY")?.u8()?,
@@ -295,30 +295,15 @@ impl ListDecoder {
     /// framing is an error; a set that cannot be represented is moved to
     /// `unsupported`.
     pub(super) fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
-        let mut name = None;
-        let mut typename = None;
-        let mut family = None;
-        let mut revision = 0;
-        let mut header = None;
-        let mut adt = None;
-        for a in Attrs::new(attrs) {
-            let a = a?;
-            match a.kind::<IpsetAttr>() {
-                IpsetAttr::Setname => name = Some(a.str()?),
-                IpsetAttr::Typename => typename = Some(a.str()?),
-                IpsetAttr::Family => family = Some(a.u8()?),
-                IpsetAttr::Revision => revision = a.u8()?,
-                IpsetAttr::Data => header = Some(a),
-                IpsetAttr::Adt => adt = Some(a),
-                _ => {}
-            }
-        }
-        let name = name.ok_or(DecodeError::Missing { what: "SETNAME" })?;
+        let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
+        let name = t.need(IpsetAttr::Setname, "SETNAME")?.str()?;
         if self.names.last().is_none_or(|n| n != name) {
             self.names.push(name.to_owned());
         }
-        if let Some(typename) = typename {
-            let header = header.ok_or(DecodeError::Missing { what: "DATA" })?;
+        if let Some(typename) = t.read(IpsetAttr::Typename, Attr::str)? {
+            let header = t.need(IpsetAttr::Data, "DATA")?;
+            let family = t.read(IpsetAttr::Family, Attr::u8)?;
+            let revision = t.read(IpsetAttr::Revision, Attr::u8)?.unwrap_or(0);
             if let Err(reason) = self.start_set(name, typename, family, revision, header) {
                 self.skip(name, typename, reason);
                 return Ok(());
@@ -326,7 +311,7 @@ impl ListDecoder {
         } else if self.unsupported.last().is_some_and(|u| u.name == name) {
             return Ok(());
         }
-        let Some(adt) = adt else {
+        let Some(adt) = t.get(IpsetAttr::Adt) else {
             return Ok(());
         };
         let set = match self.sets.last_mut() {
@@ -395,8 +380,8 @@ fn decode_set_header(
     a: Attr<'_>,
 ) -> Result<(SetHeader, SetStats), DecodeError> {
     let t: AttrTable<HeaderAttr> = AttrTable::parse(a.payload)?;
-    let be32 = |ty| t.get(ty).map(|a| a.be32()).transpose();
-    let u8_of = |ty| t.get(ty).map(|a| a.u8()).transpose();
+    let be32 = |ty| t.read(ty, Attr::be32);
+    let u8_of = |ty| t.read(ty, Attr::u8);
     let flags = be32(HeaderAttr::CadtFlags)?.unwrap_or(0);
     let header = SetHeader {
         hashsize: be32(HeaderAttr::Hashsize)?.unwrap_or(0),
@@ -455,17 +440,17 @@ pub(super) fn decode_member(
     let (has_port, has_ip2) = shape(set_type);
     let pp = if has_port {
         let proto = t.need(MemberAttr::Proto, "PROTO")?.u8()?;
-        let port = t.get(MemberAttr::Port).map(|a| a.be16()).transpose()?;
+        let port = t.read(MemberAttr::Port, Attr::be16)?;
         Some(ProtoPort::new(proto, port.unwrap_or(0)).map_err(bad(MemberAttr::Proto))?)
     } else {
         None
     };
     let ip2 = has_ip2.then(|| ip(MemberAttr::Ip2, "IP2")).transpose()?;
     let entry = Entry::from_parts(set_type, net, pp, ip2).expect("parts of the type's shape");
-    let be32 = |ty| t.get(ty).map(|a| a.be32()).transpose();
-    let be64 = |ty| t.get(ty).map(|a| a.be64()).transpose();
+    let be32 = |ty| t.read(ty, Attr::be32);
+    let be64 = |ty| t.read(ty, Attr::be64);
     let (packets, bytes) = (be64(MemberAttr::Packets)?, be64(MemberAttr::Bytes)?);
-    let comment = t.get(MemberAttr::Comment).map(|a| a.str()).transpose()?;
+    let comment = t.read(MemberAttr::Comment, Attr::str)?;
     Ok(Element {
         entry,
         nomatch: be32(MemberAttr::CadtFlags)?.unwrap_or(0) & cadt_flag::NOMATCH != 0,

@@ -7,7 +7,8 @@
 //! - `socket`: the socket, batches filed by sequence number, dumps;
 //! - [`DecodeError`]: why the kernel's bytes did not parse; `errno`:
 //!   an errno's text; `error_kind`: a kind enum with its messages;
-//!   `nest`: nests written as closures.
+//!   `nest`: nests written as closures; `table_read`: optional
+//!   attributes read in one call.
 //!
 //! Pure byte code except `socket`, so the families' golden-byte and fuzz
 //! tests run without root. Why not neli's own (de)serializers: they
@@ -24,6 +25,7 @@ pub(crate) mod frame;
 mod nest;
 pub(crate) mod nla;
 pub(crate) mod socket;
+mod table_read;
 
 pub(crate) use errno::errno_text;
 pub use error::DecodeError;
