@@ -319,47 +319,30 @@ impl Entry {
 
     /// The family of the (first) address.
     pub fn family(&self) -> Family {
-        match self {
-            Entry::Ip(a) | Entry::IpPort(a, _) | Entry::IpPortIp(a, _, _) => Family::of(a),
-            Entry::Net(n) | Entry::NetPort(n, _) => Family::of(&n.addr()),
-        }
-    }
-
-    pub fn proto_port(&self) -> Option<ProtoPort> {
-        match self {
-            Entry::IpPort(_, p) | Entry::NetPort(_, p) | Entry::IpPortIp(_, p, _) => Some(*p),
-            Entry::Ip(_) | Entry::Net(_) => None,
-        }
+        Family::of(&self.parts().0.addr())
     }
 
     /// Why this entry cannot go into a set of `set_type` and `family`, if
     /// it cannot: the kernel would reject it or store something else.
     pub fn mismatch(&self, set_type: SetType, family: Family) -> Option<String> {
-        if self.set_type() != set_type {
-            return Some(format!(
-                "{set_type} takes {}, not {}",
-                member_syntax(set_type),
-                member_syntax(self.set_type())
-            ));
-        }
-        if let Entry::IpPortIp(a, _, b) = self {
-            if Family::of(a) != Family::of(b) {
-                return Some("both addresses must be of one family".into());
+        let (_, pp, ip2) = self.parts();
+        let fam = self.family();
+        let (ours, theirs) = (member_syntax(set_type), member_syntax(self.set_type()));
+        Some(match (pp.map(|p| p.proto()), family) {
+            _ if self.set_type() != set_type => format!("{set_type} takes {ours}, not {theirs}"),
+            _ if ip2.is_some_and(|b| Family::of(&b) != fam) => {
+                "both addresses must be of one family".into()
             }
-        }
-        if self.family() != family {
-            return Some(format!(
+            _ if fam != family => format!(
                 "{} address in a family {} set",
-                family_name(self.family()),
+                family_name(fam),
                 family_name(family)
-            ));
-        }
-        // The kernel zeroes the type/code of the other family's ICMP.
-        match (self.proto_port().map(|p| p.proto()), family) {
-            (Some(IPPROTO_ICMP), Family::V6) => Some("icmp in a family inet6 set".into()),
-            (Some(IPPROTO_ICMPV6), Family::V4) => Some("ipv6-icmp in a family inet set".into()),
-            _ => None,
-        }
+            ),
+            // The kernel zeroes the type/code of the other family's ICMP.
+            (Some(IPPROTO_ICMP), Family::V6) => "icmp in a family inet6 set".into(),
+            (Some(IPPROTO_ICMPV6), Family::V4) => "ipv6-icmp in a family inet set".into(),
+            _ => return None,
+        })
     }
 }
 
