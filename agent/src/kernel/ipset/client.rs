@@ -102,10 +102,8 @@ impl IpsetClient {
     /// of the type the kernel has, as the ipset CLI does.
     pub fn create(&mut self, spec: &CreateSet, exist_ok: bool) -> Result<(), IpsetError> {
         let t = Target {
-            op: Op::Create,
-            set: spec.name.as_str(),
-            set2: None,
             set_type: Some(spec.set_type),
+            ..target(Op::Create, spec.name.as_str())
         };
         let revision = self.revision(t, spec.set_type, spec.family)?;
         self.transact(t, |buf, seq| {
@@ -279,10 +277,8 @@ impl IpsetClient {
             }
         }
         let t = Target {
-            op: kind,
-            set: set.as_str(),
-            set2: None,
             set_type: Some(set_type),
+            ..target(kind, set.as_str())
         };
         let mut buf = std::mem::take(&mut self.send_buf);
         buf.clear();

@@ -446,7 +446,9 @@ pub(super) fn decode_member(
         None
     };
     let ip2 = has_ip2.then(|| ip(MemberAttr::Ip2, "IP2")).transpose()?;
-    let entry = Entry::from_parts(set_type, net, pp, ip2).expect("parts of the type's shape");
+    // `shape` gave exactly the parts the type takes, so this never fails.
+    let parts = DecodeError::Missing { what: "a part" };
+    let entry = Entry::from_parts(set_type, net, pp, ip2).ok_or(parts)?;
     let be32 = |ty| t.read(ty, Attr::be32);
     let be64 = |ty| t.read(ty, Attr::be64);
     let (packets, bytes) = (be64(MemberAttr::Packets)?, be64(MemberAttr::Bytes)?);
