@@ -5,7 +5,7 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::{self, error_kinds, DecodeError, Refusal};
+use crate::kernel::netlink::{error_kinds, DecodeError, Refusal};
 
 /// The operation that failed (`ipset` sub-command names), numbered as
 /// its command (`enum ipset_cmd`, the low byte of `nlmsg_type`).
@@ -192,9 +192,12 @@ fn other<'a>(t: &Target<'a>) -> &'a str {
     t.set2.unwrap_or(t.set)
 }
 
-/// Text for an errno of either space.
+/// Text for an errno of either space: ipset's own, else strerror.
 fn errno_text(e: i32) -> String {
-    netlink::errno_text(e, errno::TEXT)
+    match errno::TEXT.iter().find(|(n, _)| *n == e) {
+        Some((_, text)) => (*text).to_owned(),
+        None => io::Error::from_raw_os_error(e).to_string(),
+    }
 }
 
 #[cfg(test)]

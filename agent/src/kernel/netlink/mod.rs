@@ -5,10 +5,9 @@
 //! - `frame`: `nlmsghdr` plus the family header (`genlmsghdr` or
 //!   `nfgenmsg`), acks and errors with their extended-ack text;
 //! - `socket`: the socket, batches filed by sequence number, dumps;
-//! - [`DecodeError`]: why the kernel's bytes did not parse; `errno`:
-//!   an errno's text; `error_kind`: a kind enum with its messages;
-//!   `nest`: nests written as closures; `table_read`: optional
-//!   attributes read in one call.
+//! - [`DecodeError`]: why the kernel's bytes did not parse;
+//!   `error_kind`: a kind enum with its messages; `nest`: nests written
+//!   as closures; `table_read`: optional attributes read in one call.
 //!
 //! Pure byte code except `socket`, so the families' golden-byte and fuzz
 //! tests run without root. Why not neli's own (de)serializers: they
@@ -18,7 +17,6 @@
 
 use crate::desired::Family;
 
-mod errno;
 mod error;
 mod error_kind;
 pub(crate) mod frame;
@@ -27,7 +25,6 @@ pub(crate) mod nla;
 pub(crate) mod socket;
 mod table_read;
 
-pub(crate) use errno::errno_text;
 pub use error::DecodeError;
 pub(crate) use error_kind::error_kinds;
 pub(crate) use frame::{begin, finish, frames, message, Frame, Reply};
