@@ -4,10 +4,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use super::{
-    consts::{IpsetCmd, NFNL_SUBSYS_IPSET},
+    consts::NFNL_SUBSYS_IPSET,
     error::{classify, IpsetError, IpsetErrorKind, Op, Target},
     member::Element,
-    message::{self, Adt, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
+    message::{self, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
     types::{parse_set_type, CreateSet, IpSet, SetName},
 };
@@ -102,36 +102,34 @@ impl IpsetClient {
     /// of the type the kernel has, as the ipset CLI does.
     pub fn create(&mut self, spec: &CreateSet, exist_ok: bool) -> Result<(), IpsetError> {
         let t = Target {
-            op: Op::Create,
-            set: spec.name.as_str(),
-            set2: None,
             set_type: Some(spec.set_type),
+            ..target(Op::Create, spec.name.as_str())
         };
         let revision = self.revision(t, spec.set_type, spec.family)?;
-        let seq = self.next_seq(1);
-        let mut buf = Vec::new();
-        message::create(&mut buf, seq, spec, revision, exist_ok);
-        self.transact(t, &buf, seq).map(drop)
+        self.transact(t, |buf, seq| {
+            message::create(buf, seq, spec, revision, exist_ok)
+        })
+        .map(drop)
     }
 
     /// `ipset destroy NAME` (`-exist` when `missing_ok`).
     pub fn destroy(&mut self, set: &SetName, missing_ok: bool) -> Result<(), IpsetError> {
-        self.named(Op::Destroy, IpsetCmd::Destroy, set, missing_ok)
+        self.named(Op::Destroy, &[set], missing_ok)
     }
 
     /// `ipset flush NAME`.
     pub fn flush(&mut self, set: &SetName) -> Result<(), IpsetError> {
-        self.named(Op::Flush, IpsetCmd::Flush, set, false)
+        self.named(Op::Flush, &[set], false)
     }
 
     /// `ipset rename FROM TO`.
     pub fn rename(&mut self, from: &SetName, to: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Rename, IpsetCmd::Rename, from, to)
+        self.named(Op::Rename, &[from, to], false)
     }
 
     /// `ipset swap A B`.
     pub fn swap(&mut self, a: &SetName, b: &SetName) -> Result<(), IpsetError> {
-        self.two_names(Op::Swap, IpsetCmd::Swap, a, b)
+        self.named(Op::Swap, &[a, b], false)
     }
 
     /// `ipset add` of many members (`-exist` when `exist_ok`). Members are
@@ -146,7 +144,7 @@ impl IpsetClient {
         members: &[Element],
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
-        self.adt(Adt::Add, set, members, exist_ok)
+        self.adt(Op::Add, set, members, exist_ok)
     }
 
     /// `ipset del` of many members (`-exist` when `missing_ok`); same
@@ -157,7 +155,7 @@ impl IpsetClient {
         members: &[Element],
         missing_ok: bool,
     ) -> Result<(), IpsetError> {
-        self.adt(Adt::Del, set, members, missing_ok)
+        self.adt(Op::Del, set, members, missing_ok)
     }
 
     /// `ipset save NAME` / `ipset list NAME`: one set with its members.
@@ -210,15 +208,9 @@ impl IpsetClient {
     /// The type and family of an existing set (IPSET_CMD_HEADER).
     pub fn set_type(&mut self, set: &SetName) -> Result<(SetType, Family), IpsetError> {
         let t = target(Op::Header, set.as_str());
-        let seq = self.next_seq(1);
-        let mut buf = Vec::new();
-        message::named(&mut buf, seq, IpsetCmd::Header, set, false);
-        let replies = self.transact(t, &buf, seq)?;
-        let attrs = replies
-            .first()
-            .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "header" }))?;
+        let reply = self.query(t, |buf, seq| message::named(buf, seq, t.op, &[set], false))?;
         let (typename, fam, _) =
-            message::decode_header_reply(attrs).map_err(|e| decode_err(t, e))?;
+            message::decode_header_reply(&reply).map_err(|e| decode_err(t, e))?;
         let unsupported = || {
             IpsetError::new(Op::Header, set.as_str(), IpsetErrorKind::WrongType, None).detail(
                 format!("set type {typename} family {fam} is not one ipwarden writes"),
@@ -233,36 +225,14 @@ impl IpsetClient {
         self.sock.next_seq(n)
     }
 
-    fn named(
-        &mut self,
-        op: Op,
-        command: IpsetCmd,
-        set: &SetName,
-        exist_ok: bool,
-    ) -> Result<(), IpsetError> {
-        let seq = self.next_seq(1);
-        let mut buf = Vec::new();
-        message::named(&mut buf, seq, command, set, exist_ok);
-        self.transact(target(op, set.as_str()), &buf, seq).map(drop)
-    }
-
-    fn two_names(
-        &mut self,
-        op: Op,
-        command: IpsetCmd,
-        a: &SetName,
-        b: &SetName,
-    ) -> Result<(), IpsetError> {
-        let seq = self.next_seq(1);
-        let mut buf = Vec::new();
-        message::two_names(&mut buf, seq, command, a, b);
+    /// A command on one set, or two (rename, swap).
+    fn named(&mut self, op: Op, names: &[&SetName], exist_ok: bool) -> Result<(), IpsetError> {
         let t = Target {
-            op,
-            set: a.as_str(),
-            set2: Some(b.as_str()),
-            set_type: None,
+            set2: names.get(1).map(|n| n.as_str()),
+            ..target(op, names[0].as_str())
         };
-        self.transact(t, &buf, seq).map(drop)
+        self.transact(t, |buf, seq| message::named(buf, seq, op, names, exist_ok))
+            .map(drop)
     }
 
     fn revision(
@@ -274,30 +244,22 @@ impl IpsetClient {
         if let Some(r) = self.revisions.get(&(set_type, family)) {
             return Ok(*r);
         }
-        let seq = self.next_seq(1);
-        let mut buf = Vec::new();
-        message::type_query(&mut buf, seq, set_type, family);
         let t = Target { op: Op::Type, ..t };
-        let replies = self.transact(t, &buf, seq)?;
-        let attrs = replies
-            .first()
-            .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "type reply" }))?;
-        let (max, _min) = message::decode_type_reply(attrs).map_err(|e| decode_err(t, e))?;
+        let reply = self.query(t, |buf, seq| {
+            message::type_query(buf, seq, set_type, family)
+        })?;
+        let (max, _min) = message::decode_type_reply(&reply).map_err(|e| decode_err(t, e))?;
         self.revisions.insert((set_type, family), max);
         Ok(max)
     }
 
     fn adt(
         &mut self,
-        op: Adt,
+        kind: Op,
         set: &SetName,
         members: &[Element],
         exist_ok: bool,
     ) -> Result<(), IpsetError> {
-        let kind = match op {
-            Adt::Add => Op::Add,
-            Adt::Del => Op::Del,
-        };
         if members.is_empty() {
             return Ok(());
         }
@@ -315,17 +277,15 @@ impl IpsetClient {
             }
         }
         let t = Target {
-            op: kind,
-            set: set.as_str(),
-            set2: None,
             set_type: Some(set_type),
+            ..target(kind, set.as_str())
         };
         let mut buf = std::mem::take(&mut self.send_buf);
         buf.clear();
         let first_seq = self.next_seq(0);
         let msgs = message::adt(
             &mut buf,
-            op,
+            kind,
             set,
             members,
             exist_ok,
@@ -395,17 +355,20 @@ impl IpsetClient {
         Ok(first.map(|(_, e)| e))
     }
 
-    /// Sends one request, waits for its ACK; returns the attributes of the
+    /// Encodes one request (`encode` gets the buffer and the sequence
+    /// number), sends it, waits for its ACK; returns the attributes of the
     /// ipset messages that answered it first (header, type replies).
     fn transact(
         &mut self,
         t: Target<'_>,
-        msg: &[u8],
-        seq: u32,
+        encode: impl FnOnce(&mut Vec<u8>, u32),
     ) -> Result<Vec<Vec<u8>>, IpsetError> {
+        let seq = self.next_seq(1);
+        let mut msg = Vec::new();
+        encode(&mut msg, seq);
         let mut out = Vec::new();
         self.sock
-            .transact(msg, seq, false, |f, attrs| {
+            .transact(&msg, seq, false, |f, attrs| {
                 if is_ipset(f) {
                     out.push(attrs.to_vec());
                 }
@@ -413,6 +376,19 @@ impl IpsetClient {
             })
             .map_err(|f| failed(t, f))?;
         Ok(out)
+    }
+
+    /// [`Self::transact`] for a request the kernel answers with one message.
+    fn query(
+        &mut self,
+        t: Target<'_>,
+        encode: impl FnOnce(&mut Vec<u8>, u32),
+    ) -> Result<Vec<u8>, IpsetError> {
+        let mut replies = self.transact(t, encode)?;
+        let none = || decode_err(t, DecodeError::Missing { what: "reply" });
+        (!replies.is_empty())
+            .then(|| replies.swap_remove(0))
+            .ok_or_else(none)
     }
 
     /// A LIST dump: every message until NLMSG_DONE.
@@ -428,7 +404,7 @@ impl IpsetClient {
         let mut d = ListDecoder::default();
         self.sock
             .transact(&buf, seq, false, |f, attrs| {
-                if is_ipset(f) && IpsetCmd::from(f.ty as u8) == IpsetCmd::List {
+                if is_ipset(f) && f.ty as u8 == Op::List as u8 {
                     d.feed(attrs)?;
                 }
                 Ok(())

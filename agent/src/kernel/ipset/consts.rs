@@ -17,22 +17,6 @@ pub(super) const IPSET_MAXNAMELEN: usize = 32;
 /// `IPSET_MAX_COMMENT_SIZE`: the longest comment the kernel stores.
 pub(super) const IPSET_MAX_COMMENT_SIZE: usize = 255;
 
-/// `enum ipset_cmd`: the low byte of `nlmsg_type`. Commands we never send
-/// (SAVE, TEST, GET_BYNAME, ...) decode as `UnrecognizedConst`.
-#[neli_enum(serialized_type = "u8")]
-pub enum IpsetCmd {
-    Create = 2,
-    Destroy = 3,
-    Flush = 4,
-    Rename = 5,
-    Swap = 6,
-    List = 7,
-    Add = 9,
-    Del = 10,
-    Header = 12,
-    Type = 13,
-}
-
 /// `IPSET_ATTR_*` at command level (first enum of ip_set.h).
 #[neli_enum(serialized_type = "u16")]
 pub enum IpsetAttr {
@@ -108,30 +92,42 @@ pub(super) mod list_flag {
     pub(crate) const HEADER: u32 = 1 << 2;
 }
 
-/// Kernel errnos of the ipset space (`enum ipset_errno`, then the hash type
-/// codes of ip_set_hash.h, which start at `IPSET_ERR_TYPE_SPECIFIC`).
-pub(super) mod errno {
-    pub(crate) const PROTOCOL: i32 = 4097;
-    pub(crate) const FIND_TYPE: i32 = 4098;
-    pub(crate) const MAX_SETS: i32 = 4099;
-    pub(crate) const BUSY: i32 = 4100;
-    pub(crate) const EXIST_SETNAME2: i32 = 4101;
-    pub(crate) const TYPE_MISMATCH: i32 = 4102;
-    pub(crate) const EXIST: i32 = 4103;
-    pub(crate) const INVALID_CIDR: i32 = 4104;
-    pub(crate) const INVALID_NETMASK: i32 = 4105;
-    pub(crate) const INVALID_FAMILY: i32 = 4106;
-    pub(crate) const TIMEOUT: i32 = 4107;
-    pub(crate) const REFERENCED: i32 = 4108;
-    pub(crate) const IPADDR_IPV4: i32 = 4109;
-    pub(crate) const IPADDR_IPV6: i32 = 4110;
-    pub(crate) const COUNTER: i32 = 4111;
-    pub(crate) const COMMENT: i32 = 4112;
-    pub(crate) const SKBINFO: i32 = 4114;
-    pub(crate) const HASH_FULL: i32 = 4352;
-    pub(crate) const HASH_ELEM: i32 = 4353;
-    pub(crate) const INVALID_PROTO: i32 = 4354;
-    pub(crate) const MISSING_PROTO: i32 = 4355;
+/// Defines `errno::NAME` for each number and `errno::TEXT`, every number
+/// with its text, from one list.
+macro_rules! errnos {
+    ($($name:ident = $n:literal: $text:literal,)*) => {
+        #[allow(dead_code)] // the whole enum; `classify` names only some
+        pub(super) mod errno {
+            $(pub(crate) const $name: i32 = $n;)*
+            pub(crate) const TEXT: &[(i32, &str)] = &[$(($n, $text)),*];
+        }
+    };
+}
+
+// Kernel errnos of the ipset space (`enum ipset_errno`, then the hash type
+// codes of ip_set_hash.h, which start at `IPSET_ERR_TYPE_SPECIFIC`).
+errnos! {
+    PROTOCOL = 4097: "protocol error (malformed request)",
+    FIND_TYPE = 4098: "set type not found",
+    MAX_SETS = 4099: "too many sets",
+    BUSY = 4100: "set busy",
+    EXIST_SETNAME2 = 4101: "second set name exists or is missing",
+    TYPE_MISMATCH = 4102: "set types or families differ",
+    EXIST = 4103: "element exists or is missing",
+    INVALID_CIDR = 4104: "invalid CIDR",
+    INVALID_NETMASK = 4105: "invalid netmask",
+    INVALID_FAMILY = 4106: "invalid family",
+    TIMEOUT = 4107: "no timeout support",
+    REFERENCED = 4108: "set referenced",
+    IPADDR_IPV4 = 4109: "IPv4 address expected",
+    IPADDR_IPV6 = 4110: "IPv6 address expected",
+    COUNTER = 4111: "no counter support",
+    COMMENT = 4112: "no comment support",
+    SKBINFO = 4114: "no skbinfo support",
+    HASH_FULL = 4352: "hash is full",
+    HASH_ELEM = 4353: "null-valued element",
+    INVALID_PROTO = 4354: "invalid protocol",
+    MISSING_PROTO = 4355: "protocol missing",
 }
 
 /// IP protocol numbers with special meaning for ipset ports.

@@ -5,22 +5,27 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::{DecodeError, Refusal};
+use crate::kernel::netlink::{error_kinds, DecodeError, Refusal};
 
-/// The operation that failed (`ipset` sub-command names).
+/// The operation that failed (`ipset` sub-command names), numbered as
+/// its command (`enum ipset_cmd`, the low byte of `nlmsg_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Op {
-    Connect,
-    Create,
-    Destroy,
-    Flush,
-    Rename,
-    Swap,
-    Add,
-    Del,
-    List,
-    Header,
-    Type,
+    /// Opening the socket (`IPSET_CMD_NONE`: nothing is sent).
+    Connect = 0,
+    Create = 2,
+    Destroy = 3,
+    Flush = 4,
+    Rename = 5,
+    Swap = 6,
+    List = 7,
+    Add = 9,
+    Del = 10,
+    /// A set's type and family.
+    Header = 12,
+    /// The revisions of a set type.
+    Type = 13,
 }
 
 impl fmt::Display for Op {
@@ -29,52 +34,26 @@ impl fmt::Display for Op {
     }
 }
 
-/// What went wrong; [`IpsetErrorKind::text`] is the one table of messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpsetErrorKind {
-    SetMissing,
-    SetExists,
-    UnknownType,
-    /// A member or a swap partner of another type or family.
-    WrongType,
-    SetFull,
-    /// Referenced by an iptables rule or a list:set, or being dumped.
-    InUse,
-    MemberExists,
-    MemberMissing,
-    /// A member timeout, comment or counters for a set created without.
-    NoExtension,
-    Permission,
-    /// Any other kernel errno, with the kernel's extended-ack text if any.
-    Kernel,
-    Io,
-    Decode,
-}
-
-impl IpsetErrorKind {
-    /// The metric label and the message; `{}` stands for the detail.
-    fn text(self) -> (&'static str, &'static str) {
-        match self {
-            IpsetErrorKind::SetMissing => ("set_missing", "no such set"),
-            IpsetErrorKind::SetExists => ("set_exists", "a set with this name already exists"),
-            IpsetErrorKind::UnknownType => {
-                ("unknown_type", "the kernel does not support set type {}")
-            }
-            IpsetErrorKind::WrongType => ("wrong_type", "wrong type or family: {}"),
-            IpsetErrorKind::SetFull => ("set_full", "set is full (maxelem reached)"),
-            IpsetErrorKind::InUse => ("in_use", "set is in use by a kernel component"),
-            IpsetErrorKind::MemberExists => ("member_exists", "member {} is already in the set"),
-            IpsetErrorKind::MemberMissing => ("member_missing", "member {} is not in the set"),
-            IpsetErrorKind::NoExtension => {
-                ("no_extension", "the set was created without {} support")
-            }
-            IpsetErrorKind::Permission => {
-                ("permission", "permission denied (CAP_NET_ADMIN needed)")
-            }
-            IpsetErrorKind::Kernel => ("kernel", "kernel error {}"),
-            IpsetErrorKind::Io => ("io", "netlink socket"),
-            IpsetErrorKind::Decode => ("decode", "malformed kernel reply"),
-        }
+error_kinds! {
+    /// What went wrong, each with its metric label and message.
+    pub enum IpsetErrorKind {
+        SetMissing => ("set_missing", "no such set"),
+        SetExists => ("set_exists", "a set with this name already exists"),
+        UnknownType => ("unknown_type", "the kernel does not support set type {}"),
+        /// A member or a swap partner of another type or family.
+        WrongType => ("wrong_type", "wrong type or family: {}"),
+        SetFull => ("set_full", "set is full (maxelem reached)"),
+        /// Referenced by an iptables rule or a list:set, or being dumped.
+        InUse => ("in_use", "set is in use by a kernel component"),
+        MemberExists => ("member_exists", "member {} is already in the set"),
+        MemberMissing => ("member_missing", "member {} is not in the set"),
+        /// A member timeout, comment or counters for a set created without.
+        NoExtension => ("no_extension", "the set was created without {} support"),
+        Permission => ("permission", "permission denied (CAP_NET_ADMIN needed)"),
+        /// Any other kernel errno, with the kernel's extended-ack text if any.
+        Kernel => ("kernel", "kernel error {}"),
+        Io => ("io", "netlink socket"),
+        Decode => ("decode", "malformed kernel reply"),
     }
 }
 
@@ -213,30 +192,12 @@ fn other<'a>(t: &Target<'a>) -> &'a str {
     t.set2.unwrap_or(t.set)
 }
 
-/// Text for an errno of either space.
-pub(crate) fn errno_text(e: i32) -> String {
-    let ipset = match e {
-        errno::PROTOCOL => "protocol error (malformed request)",
-        errno::FIND_TYPE => "set type not found",
-        errno::MAX_SETS => "too many sets",
-        errno::BUSY => "set busy",
-        errno::EXIST_SETNAME2 => "second set name exists or is missing",
-        errno::TYPE_MISMATCH => "set types or families differ",
-        errno::EXIST => "element exists or is missing",
-        errno::INVALID_CIDR => "invalid CIDR",
-        errno::INVALID_NETMASK => "invalid netmask",
-        errno::INVALID_FAMILY => "invalid family",
-        errno::TIMEOUT => "no timeout support",
-        errno::REFERENCED => "set referenced",
-        errno::IPADDR_IPV4 => "IPv4 address expected",
-        errno::IPADDR_IPV6 => "IPv6 address expected",
-        errno::HASH_FULL => "hash is full",
-        errno::HASH_ELEM => "null-valued element",
-        errno::INVALID_PROTO => "invalid protocol",
-        errno::MISSING_PROTO => "protocol missing",
-        _ => return io::Error::from_raw_os_error(e).to_string(),
-    };
-    ipset.to_owned()
+/// Text for an errno of either space: ipset's own, else strerror.
+fn errno_text(e: i32) -> String {
+    match errno::TEXT.iter().find(|(n, _)| *n == e) {
+        Some((_, text)) => (*text).to_owned(),
+        None => io::Error::from_raw_os_error(e).to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -158,20 +158,14 @@ impl ProtoPort {
 
 impl fmt::Display for ProtoPort {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match PROTO_NAMES.iter().find(|(n, _)| *n == self.proto) {
-            Some((_, name)) => f.write_str(name)?,
-            None => write!(f, "{}", self.proto)?,
-        }
-        let [ty, code] = self.port.to_be_bytes();
-        let table = match self.proto {
-            IPPROTO_ICMP => ICMP_NAMES,
-            IPPROTO_ICMPV6 => ICMPV6_NAMES,
-            _ => return write!(f, ":{}", self.port),
+        let proto = self.proto.to_string();
+        f.write_str(name_of(PROTO_NAMES, &proto).unwrap_or(&proto))?;
+        let Some(table) = icmp_names(self.proto) else {
+            return write!(f, ":{}", self.port);
         };
-        match table.iter().find(|(t, c, _)| (*t, *c) == (ty, code)) {
-            Some((_, _, name)) => write!(f, ":{name}"),
-            None => write!(f, ":{ty}/{code}"),
-        }
+        let [ty, code] = self.port.to_be_bytes();
+        let key = format!("{ty}/{code}");
+        write!(f, ":{}", name_of(table, &key).unwrap_or(&key))
     }
 }
 
@@ -183,29 +177,44 @@ impl FromStr for ProtoPort {
         let Some((p, rest)) = s.split_once(':') else {
             return parse_port(s).map(Self::tcp);
         };
-        let proto = match p {
-            "icmpv6" => IPPROTO_ICMPV6,
-            _ => PROTO_NAMES
-                .iter()
-                .find(|(_, n)| *n == p)
-                .map(|(num, _)| *num)
-                .or_else(|| p.parse().ok())
-                .ok_or_else(|| ParseError::new("protocol", p, "unknown protocol"))?,
+        let name = if p == "icmpv6" { "ipv6-icmp" } else { p };
+        let proto = key_of(PROTO_NAMES, name)
+            .unwrap_or(p)
+            .parse()
+            .map_err(|_| ParseError::new("protocol", p, "unknown protocol"))?;
+        let Some(table) = icmp_names(proto) else {
+            return Self::new(proto, parse_port(rest)?);
         };
-        let table = match proto {
-            IPPROTO_ICMP => ICMP_NAMES,
-            IPPROTO_ICMPV6 => ICMPV6_NAMES,
-            _ => return Self::new(proto, parse_port(rest)?),
-        };
-        if let Some((ty, code, _)) = table.iter().find(|(_, _, n)| *n == rest) {
-            return Ok(Self::of(proto, u16::from_be_bytes([*ty, *code])));
-        }
-        let (ty, code) = rest
+        let (ty, code) = key_of(table, rest)
+            .unwrap_or(rest)
             .split_once('/')
             .and_then(|(t, c)| Some((t.parse().ok()?, c.parse().ok()?)))
             .ok_or_else(|| ParseError::new("icmp type/code", rest, "expected NAME or TYPE/CODE"))?;
         Ok(Self::of(proto, u16::from_be_bytes([ty, code])))
     }
+}
+
+/// The ICMP type/code names of `proto`, if it is ICMP or ICMPv6.
+fn icmp_names(proto: u8) -> Option<&'static str> {
+    match proto {
+        IPPROTO_ICMP => Some(ICMP_NAMES),
+        IPPROTO_ICMPV6 => Some(ICMPV6_NAMES),
+        _ => None,
+    }
+}
+
+/// The `KEY NAME` pairs of a names table below.
+fn pairs(table: &'static str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    let mut words = table.split_whitespace();
+    std::iter::from_fn(move || Some((words.next()?, words.next()?)))
+}
+
+fn name_of(table: &'static str, key: &str) -> Option<&'static str> {
+    pairs(table).find(|(k, _)| *k == key).map(|(_, name)| name)
+}
+
+fn key_of(table: &'static str, name: &str) -> Option<&'static str> {
+    pairs(table).find(|(_, n)| *n == name).map(|(key, _)| key)
 }
 
 fn parse_port(s: &str) -> Result<u16, ParseError> {
@@ -233,6 +242,16 @@ pub enum Entry {
     IpPortIp(IpAddr, ProtoPort, IpAddr),
 }
 
+/// What a member of `set_type` holds after its first address: (a
+/// protocol and port, a second address).
+pub(crate) fn shape(set_type: SetType) -> (bool, bool) {
+    match set_type {
+        SetType::HashIp | SetType::HashNet => (false, false),
+        SetType::HashIpPort | SetType::HashNetPort => (true, false),
+        SetType::HashIpPortIp => (true, true),
+    }
+}
+
 impl Entry {
     /// Parses the element part of a member line for a set of `set_type`.
     pub fn parse(set_type: SetType, s: &str) -> Result<Self, ParseError> {
@@ -244,15 +263,46 @@ impl Entry {
                 format!("does not fit {set_type} ({})", member_syntax(set_type)),
             )
         };
-        Ok(match (set_type, parts.as_slice()) {
-            (SetType::HashIp, [ip]) => Entry::Ip(parse_ip(ip)?),
-            (SetType::HashNet, [net]) => Entry::Net(net.parse()?),
-            (SetType::HashIpPort, [ip, pp]) => Entry::IpPort(parse_ip(ip)?, pp.parse()?),
-            (SetType::HashNetPort, [net, pp]) => Entry::NetPort(net.parse()?, pp.parse()?),
-            (SetType::HashIpPortIp, [ip, pp, ip2]) => {
-                Entry::IpPortIp(parse_ip(ip)?, pp.parse()?, parse_ip(ip2)?)
-            }
+        let first = match (set_type.has_nomatch(), parts[0]) {
+            (true, net) => net.parse()?,
+            (false, ip) => Net::host(parse_ip(ip)?),
+        };
+        let (pp, ip2) = match parts[1..] {
+            [] => (None, None),
+            [pp] => (Some(pp.parse()?), None),
+            [pp, ip2] => (Some(pp.parse()?), Some(parse_ip(ip2)?)),
             _ => return Err(shape()),
+        };
+        Self::from_parts(set_type, first, pp, ip2).ok_or_else(shape)
+    }
+
+    /// The parts in wire and text order: the first address as a network
+    /// (a host in ip types), the protocol and port, the second address.
+    pub(crate) fn parts(&self) -> (Net, Option<ProtoPort>, Option<IpAddr>) {
+        match *self {
+            Entry::Ip(a) => (Net::host(a), None, None),
+            Entry::Net(n) => (n, None, None),
+            Entry::IpPort(a, p) => (Net::host(a), Some(p), None),
+            Entry::NetPort(n, p) => (n, Some(p), None),
+            Entry::IpPortIp(a, p, b) => (Net::host(a), Some(p), Some(b)),
+        }
+    }
+
+    /// The entry of `set_type` made of `parts`, if they fit its shape.
+    pub(crate) fn from_parts(
+        set_type: SetType,
+        net: Net,
+        pp: Option<ProtoPort>,
+        ip2: Option<IpAddr>,
+    ) -> Option<Self> {
+        let a = net.addr();
+        Some(match (set_type, pp, ip2) {
+            (SetType::HashIp, None, None) => Entry::Ip(a),
+            (SetType::HashNet, None, None) => Entry::Net(net),
+            (SetType::HashIpPort, Some(p), None) => Entry::IpPort(a, p),
+            (SetType::HashNetPort, Some(p), None) => Entry::NetPort(net, p),
+            (SetType::HashIpPortIp, Some(p), Some(b)) => Entry::IpPortIp(a, p, b),
+            _ => return None,
         })
     }
 
@@ -269,59 +319,39 @@ impl Entry {
 
     /// The family of the (first) address.
     pub fn family(&self) -> Family {
-        match self {
-            Entry::Ip(a) | Entry::IpPort(a, _) | Entry::IpPortIp(a, _, _) => Family::of(a),
-            Entry::Net(n) | Entry::NetPort(n, _) => Family::of(&n.addr()),
-        }
-    }
-
-    pub fn proto_port(&self) -> Option<ProtoPort> {
-        match self {
-            Entry::IpPort(_, p) | Entry::NetPort(_, p) | Entry::IpPortIp(_, p, _) => Some(*p),
-            Entry::Ip(_) | Entry::Net(_) => None,
-        }
+        Family::of(&self.parts().0.addr())
     }
 
     /// Why this entry cannot go into a set of `set_type` and `family`, if
     /// it cannot: the kernel would reject it or store something else.
     pub fn mismatch(&self, set_type: SetType, family: Family) -> Option<String> {
-        if self.set_type() != set_type {
-            return Some(format!(
-                "{set_type} takes {}, not {}",
-                member_syntax(set_type),
-                member_syntax(self.set_type())
-            ));
-        }
-        if let Entry::IpPortIp(a, _, b) = self {
-            if Family::of(a) != Family::of(b) {
-                return Some("both addresses must be of one family".into());
+        let (_, pp, ip2) = self.parts();
+        let fam = self.family();
+        let (ours, theirs) = (member_syntax(set_type), member_syntax(self.set_type()));
+        Some(match (pp.map(|p| p.proto()), family) {
+            _ if self.set_type() != set_type => format!("{set_type} takes {ours}, not {theirs}"),
+            _ if ip2.is_some_and(|b| Family::of(&b) != fam) => {
+                "both addresses must be of one family".into()
             }
-        }
-        if self.family() != family {
-            return Some(format!(
+            _ if fam != family => format!(
                 "{} address in a family {} set",
-                family_name(self.family()),
+                family_name(fam),
                 family_name(family)
-            ));
-        }
-        // The kernel zeroes the type/code of the other family's ICMP.
-        match (self.proto_port().map(|p| p.proto()), family) {
-            (Some(IPPROTO_ICMP), Family::V6) => Some("icmp in a family inet6 set".into()),
-            (Some(IPPROTO_ICMPV6), Family::V4) => Some("ipv6-icmp in a family inet set".into()),
-            _ => None,
-        }
+            ),
+            // The kernel zeroes the type/code of the other family's ICMP.
+            (Some(IPPROTO_ICMP), Family::V6) => "icmp in a family inet6 set".into(),
+            (Some(IPPROTO_ICMPV6), Family::V4) => "ipv6-icmp in a family inet set".into(),
+            _ => return None,
+        })
     }
 }
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Entry::Ip(a) => write!(f, "{}", Addr(*a)),
-            Entry::Net(n) => write!(f, "{n}"),
-            Entry::IpPort(a, p) => write!(f, "{},{p}", Addr(*a)),
-            Entry::NetPort(n, p) => write!(f, "{n},{p}"),
-            Entry::IpPortIp(a, p, b) => write!(f, "{},{p},{}", Addr(*a), Addr(*b)),
-        }
+        let (net, pp, ip2) = self.parts();
+        write!(f, "{net}")?;
+        pp.map_or(Ok(()), |p| write!(f, ",{p}"))?;
+        ip2.map_or(Ok(()), |b| write!(f, ",{}", Addr(b)))
     }
 }
 
@@ -334,24 +364,13 @@ pub struct Comment(String);
 impl Comment {
     pub fn new(s: impl Into<String>) -> Result<Self, ParseError> {
         let s = s.into();
-        if s.is_empty() {
-            return Err(ParseError::new(
-                "comment",
-                s,
-                "empty (leave the comment out)",
-            ));
-        }
-        if s.len() > IPSET_MAX_COMMENT_SIZE {
-            return Err(ParseError::new("comment", s, "longer than 255 bytes"));
-        }
-        if s.contains(['"', '\0', '\n', '\r']) {
-            return Err(ParseError::new(
-                "comment",
-                s,
-                "contains a quote, NUL or line break",
-            ));
-        }
-        Ok(Self(s))
+        let why = match s {
+            _ if s.is_empty() => "empty (leave the comment out)",
+            _ if s.len() > IPSET_MAX_COMMENT_SIZE => "longer than 255 bytes",
+            _ if s.contains(['"', '\0', '\n', '\r']) => "contains a quote, NUL or line break",
+            _ => return Ok(Self(s)),
+        };
+        Err(ParseError::new("comment", s, why))
     }
 
     pub fn as_str(&self) -> &str {
@@ -415,29 +434,23 @@ impl Element {
 
     /// Parses a member as it follows `add SETNAME ` in `ipset save`.
     pub fn parse(set_type: SetType, s: &str) -> Result<Self, ParseError> {
-        let s = s.trim();
-        let (elem, mut rest) = s.split_once(' ').unwrap_or((s, ""));
+        let (elem, mut rest) = split_word(s.trim());
         let mut m = Element::new(Entry::parse(set_type, elem)?);
-        loop {
-            rest = rest.trim_start();
-            if rest.is_empty() {
-                break;
-            }
+        while !rest.is_empty() {
             if let Some(quoted) = rest.strip_prefix("comment \"") {
                 let (text, after) = quoted
                     .split_once('"')
                     .ok_or_else(|| ParseError::new("comment", rest, "no closing quote"))?;
                 m.comment = Some(Comment::new(text)?);
-                rest = after;
+                rest = after.trim_start();
                 continue;
             }
             let (word, after) = split_word(rest);
             if word == "nomatch" {
-                m.nomatch = true;
-                rest = after;
+                (m.nomatch, rest) = (true, after);
                 continue;
             }
-            let (value, after) = split_word(after.trim_start());
+            let (value, after) = split_word(after);
             let number = |what: &'static str| -> Result<u64, ParseError> {
                 value
                     .parse()
@@ -445,18 +458,12 @@ impl Element {
             };
             match word {
                 "timeout" => {
-                    let t = number("timeout")?;
-                    m.timeout = Some(
-                        u32::try_from(t)
-                            .map_err(|_| ParseError::new("timeout", value, "out of range"))?,
-                    );
+                    let t = u32::try_from(number("timeout")?);
+                    let out_of_range = |_| ParseError::new("timeout", value, "out of range");
+                    m.timeout = Some(t.map_err(out_of_range)?);
                 }
-                "packets" => {
-                    m.counters.get_or_insert_with(Counters::default).packets = number("packets")?
-                }
-                "bytes" => {
-                    m.counters.get_or_insert_with(Counters::default).bytes = number("bytes")?
-                }
+                "packets" => m.counters.get_or_insert_default().packets = number("packets")?,
+                "bytes" => m.counters.get_or_insert_default().bytes = number("bytes")?,
                 _ => return Err(ParseError::new("member option", word, "unknown option")),
             }
             rest = after;
@@ -465,8 +472,10 @@ impl Element {
     }
 }
 
+/// The first word of `s` and the rest, its leading spaces trimmed.
 fn split_word(s: &str) -> (&str, &str) {
-    s.split_once(' ').unwrap_or((s, ""))
+    let (word, rest) = s.split_once(' ').unwrap_or((s, ""));
+    (word, rest.trim_start())
 }
 
 impl From<Entry> for Element {
@@ -494,122 +503,40 @@ impl fmt::Display for Element {
     }
 }
 
+// Names tables: `KEY NAME` pairs, the key as ipset prints a value that has
+// no name (`TYPE/CODE`, a protocol's number).
+
 /// ICMP type/code names as ipset prints and parses them (libipset's table,
 /// checked against `ipset save` for every type 0..=255, code 0..=20).
-const ICMP_NAMES: &[(u8, u8, &str)] = &[
-    (0, 0, "echo-reply"),
-    (3, 0, "network-unreachable"),
-    (3, 1, "host-unreachable"),
-    (3, 2, "protocol-unreachable"),
-    (3, 3, "port-unreachable"),
-    (3, 4, "fragmentation-needed"),
-    (3, 5, "source-route-failed"),
-    (3, 6, "network-unknown"),
-    (3, 7, "host-unknown"),
-    (3, 9, "network-prohibited"),
-    (3, 10, "host-prohibited"),
-    (3, 11, "TOS-network-unreachable"),
-    (3, 12, "TOS-host-unreachable"),
-    (3, 13, "communication-prohibited"),
-    (3, 14, "host-precedence-violation"),
-    (3, 15, "precedence-cutoff"),
-    (4, 0, "source-quench"),
-    (5, 0, "network-redirect"),
-    (5, 1, "host-redirect"),
-    (5, 2, "TOS-network-redirect"),
-    (5, 3, "TOS-host-redirect"),
-    (8, 0, "echo-request"),
-    (9, 0, "router-advertisement"),
-    (10, 0, "router-solicitation"),
-    (11, 0, "ttl-zero-during-transit"),
-    (11, 1, "ttl-zero-during-reassembly"),
-    (12, 0, "ip-header-bad"),
-    (12, 1, "required-option-missing"),
-    (13, 0, "timestamp-request"),
-    (14, 0, "timestamp-reply"),
-    (17, 0, "address-mask-request"),
-    (18, 0, "address-mask-reply"),
-];
+const ICMP_NAMES: &str = "\
+    0/0 echo-reply 3/0 network-unreachable 3/1 host-unreachable 3/2 protocol-unreachable \
+    3/3 port-unreachable 3/4 fragmentation-needed 3/5 source-route-failed \
+    3/6 network-unknown 3/7 host-unknown 3/9 network-prohibited 3/10 host-prohibited \
+    3/11 TOS-network-unreachable 3/12 TOS-host-unreachable 3/13 communication-prohibited \
+    3/14 host-precedence-violation 3/15 precedence-cutoff 4/0 source-quench \
+    5/0 network-redirect 5/1 host-redirect 5/2 TOS-network-redirect 5/3 TOS-host-redirect \
+    8/0 echo-request 9/0 router-advertisement 10/0 router-solicitation \
+    11/0 ttl-zero-during-transit 11/1 ttl-zero-during-reassembly 12/0 ip-header-bad \
+    12/1 required-option-missing 13/0 timestamp-request 14/0 timestamp-reply \
+    17/0 address-mask-request 18/0 address-mask-reply";
 
-const ICMPV6_NAMES: &[(u8, u8, &str)] = &[
-    (1, 0, "no-route"),
-    (1, 1, "communication-prohibited"),
-    (1, 3, "address-unreachable"),
-    (1, 4, "port-unreachable"),
-    (2, 0, "packet-too-big"),
-    (3, 0, "ttl-zero-during-transit"),
-    (3, 1, "ttl-zero-during-reassembly"),
-    (4, 0, "bad-header"),
-    (4, 1, "unknown-header-type"),
-    (4, 2, "unknown-option"),
-    (128, 0, "echo-request"),
-    (129, 0, "echo-reply"),
-    (133, 0, "router-solicitation"),
-    (134, 0, "router-advertisement"),
-    (135, 0, "neighbour-solicitation"),
-    (136, 0, "neighbour-advertisement"),
-    (137, 0, "redirect"),
-];
+const ICMPV6_NAMES: &str = "\
+    1/0 no-route 1/1 communication-prohibited 1/3 address-unreachable 1/4 port-unreachable \
+    2/0 packet-too-big 3/0 ttl-zero-during-transit 3/1 ttl-zero-during-reassembly \
+    4/0 bad-header 4/1 unknown-header-type 4/2 unknown-option 128/0 echo-request \
+    129/0 echo-reply 133/0 router-solicitation 134/0 router-advertisement \
+    135/0 neighbour-solicitation 136/0 neighbour-advertisement 137/0 redirect";
 
 /// Protocol names ipset prints through getprotobynumber(3): the keywords
 /// of netbase's /etc/protocols. A host with another protocols file prints
 /// other names for the rare protocols; tcp/udp/sctp/icmp never differ.
-const PROTO_NAMES: &[(u8, &str)] = &[
-    (1, "icmp"),
-    (2, "igmp"),
-    (3, "ggp"),
-    (4, "ipencap"),
-    (5, "st"),
-    (6, "tcp"),
-    (8, "egp"),
-    (9, "igp"),
-    (12, "pup"),
-    (17, "udp"),
-    (20, "hmp"),
-    (22, "xns-idp"),
-    (27, "rdp"),
-    (29, "iso-tp4"),
-    (33, "dccp"),
-    (36, "xtp"),
-    (37, "ddp"),
-    (38, "idpr-cmtp"),
-    (41, "ipv6"),
-    (43, "ipv6-route"),
-    (44, "ipv6-frag"),
-    (45, "idrp"),
-    (46, "rsvp"),
-    (47, "gre"),
-    (50, "esp"),
-    (51, "ah"),
-    (57, "skip"),
-    (58, "ipv6-icmp"),
-    (59, "ipv6-nonxt"),
-    (60, "ipv6-opts"),
-    (73, "rspf"),
-    (81, "vmtp"),
-    (88, "eigrp"),
-    (89, "ospf"),
-    (93, "ax.25"),
-    (94, "ipip"),
-    (97, "etherip"),
-    (98, "encap"),
-    (103, "pim"),
-    (108, "ipcomp"),
-    (112, "vrrp"),
-    (115, "l2tp"),
-    (124, "isis"),
-    (132, "sctp"),
-    (133, "fc"),
-    (135, "mobility-header"),
-    (136, "udplite"),
-    (137, "mpls-in-ip"),
-    (138, "manet"),
-    (139, "hip"),
-    (140, "shim6"),
-    (141, "wesp"),
-    (142, "rohc"),
-    (143, "ethernet"),
-];
+const PROTO_NAMES: &str = "\
+    1 icmp 2 igmp 3 ggp 4 ipencap 5 st 6 tcp 8 egp 9 igp 12 pup 17 udp 20 hmp 22 xns-idp \
+    27 rdp 29 iso-tp4 33 dccp 36 xtp 37 ddp 38 idpr-cmtp 41 ipv6 43 ipv6-route \
+    44 ipv6-frag 45 idrp 46 rsvp 47 gre 50 esp 51 ah 57 skip 58 ipv6-icmp 59 ipv6-nonxt \
+    60 ipv6-opts 73 rspf 81 vmtp 88 eigrp 89 ospf 93 ax.25 94 ipip 97 etherip 98 encap \
+    103 pim 108 ipcomp 112 vrrp 115 l2tp 124 isis 132 sctp 133 fc 135 mobility-header \
+    136 udplite 137 mpls-in-ip 138 manet 139 hip 140 shim6 141 wesp 142 rohc 143 ethernet";
 
 #[cfg(test)]
 mod tests {
@@ -696,6 +623,14 @@ mod tests {
         assert!(Comment::new("").is_err());
         assert!(Comment::new("x".repeat(256)).is_err());
         assert!(Comment::new("x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn names_tables_are_pairs_of_a_key_and_a_name() {
+        for table in [ICMP_NAMES, ICMPV6_NAMES, PROTO_NAMES] {
+            assert_eq!(table.split_whitespace().count() % 2, 0);
+            assert!(pairs(table).all(|(k, _)| k.split('/').all(|n| n.parse::<u8>().is_ok())));
+        }
     }
 
     #[test]

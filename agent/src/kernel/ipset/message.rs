@@ -10,11 +10,12 @@ use std::{net::IpAddr, ops::Range};
 
 use super::{
     consts::{
-        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, IpsetCmd, MemberAttr,
-        IPSET_PROTOCOL, NFNETLINK_V0, NFNL_SUBSYS_IPSET,
+        cadt_flag, list_flag, AddrAttr, HeaderAttr, IpsetAttr, MemberAttr, IPSET_PROTOCOL,
+        NFNETLINK_V0, NFNL_SUBSYS_IPSET,
     },
-    member::{Comment, Counters, Element, Entry, Net, ProtoPort},
-    types::{parse_set_type, CreateSet, IpSet, SetHeader, SetName, SetStats},
+    error::Op,
+    member::{shape, Comment, Counters, Element, Entry, Net, ProtoPort},
+    types::{parse_set_type, CreateSet, IpSet, ParseError, SetHeader, SetName, SetStats},
 };
 use crate::desired::{Family, SetType};
 use crate::kernel::netlink::{
@@ -23,12 +24,12 @@ use crate::kernel::netlink::{
         FAMILY_HDRLEN, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
     },
     nla::{NLA_F_NET_BYTEORDER, NLA_MAX_LEN},
-    Attr, Attrs, DecodeError, Writer,
+    Attr, AttrTable, Attrs, DecodeError, Writer,
 };
 
 /// Starts a message: header with a placeholder length, nfgenmsg, protocol.
-fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize {
-    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(command));
+fn begin(buf: &mut Vec<u8>, command: Op, nl_flags: u16, seq: u32) -> usize {
+    let ty = u16::from(NFNL_SUBSYS_IPSET) << 8 | command as u16;
     // nfgenmsg: AF_INET as libipset sends it (the ipset core ignores it).
     let nfgen = [af(Family::V4), NFNETLINK_V0, 0, 0];
     let start = crate::kernel::netlink::begin(buf, ty, nl_flags, seq, nfgen);
@@ -36,83 +37,74 @@ fn begin(buf: &mut Vec<u8>, command: IpsetCmd, nl_flags: u16, seq: u32) -> usize
     start
 }
 
+/// Appends one whole request: [`begin`], what `attrs` writes, the length.
+fn request(buf: &mut Vec<u8>, command: Op, flags: u16, seq: u32, attrs: impl FnOnce(&mut Writer)) {
+    let start = begin(buf, command, flags, seq);
+    attrs(&mut Writer::new(buf));
+    finish(buf, start);
+}
+
 /// NLM_F_EXCL unset is ipset's `-exist`: the kernel then ignores "already
 /// exists" (create, add) and "does not exist" (destroy, del).
 fn ack_flags(exist_ok: bool) -> u16 {
-    let f = NLM_F_REQUEST | NLM_F_ACK;
-    if exist_ok {
-        f
-    } else {
-        f | NLM_F_EXCL
-    }
+    let excl = if exist_ok { 0 } else { NLM_F_EXCL };
+    NLM_F_REQUEST | NLM_F_ACK | excl
 }
 
 /// IPSET_CMD_CREATE at the given type revision.
 pub(super) fn create(buf: &mut Vec<u8>, seq: u32, spec: &CreateSet, revision: u8, exist_ok: bool) {
-    let start = begin(
-        buf,
-        IpsetCmd::Create,
-        ack_flags(exist_ok) | NLM_F_CREATE,
-        seq,
-    );
-    let mut w = Writer::new(buf);
-    w.put_str(IpsetAttr::Setname, spec.name.as_str());
-    w.put_str(IpsetAttr::Typename, spec.set_type.name());
-    w.put_u8(IpsetAttr::Revision, revision);
-    w.put_u8(IpsetAttr::Family, af(spec.family));
-    let nest = w.nest_start(IpsetAttr::Data);
-    if let Some(t) = spec.timeout {
-        w.put_be32(HeaderAttr::Timeout, t);
-    }
-    let mut cadt = 0;
-    if spec.counters {
-        cadt |= cadt_flag::WITH_COUNTERS;
-    }
-    if spec.comment {
-        cadt |= cadt_flag::WITH_COMMENT;
-    }
-    if cadt != 0 {
-        w.put_be32(HeaderAttr::CadtFlags, cadt);
-    }
-    if let Some(n) = spec.hashsize {
-        w.put_be32(HeaderAttr::Hashsize, n);
-    }
-    if let Some(n) = spec.maxelem {
-        w.put_be32(HeaderAttr::Maxelem, n);
-    }
-    w.nest_end(nest);
-    finish(buf, start);
+    let flags = ack_flags(exist_ok) | NLM_F_CREATE;
+    request(buf, Op::Create, flags, seq, |w| {
+        w.put_str(IpsetAttr::Setname, spec.name.as_str());
+        w.put_str(IpsetAttr::Typename, spec.set_type.name());
+        w.put_u8(IpsetAttr::Revision, revision);
+        w.put_u8(IpsetAttr::Family, af(spec.family));
+        w.nested(IpsetAttr::Data, |w| {
+            if let Some(t) = spec.timeout {
+                w.put_be32(HeaderAttr::Timeout, t);
+            }
+            let cadt = flag(spec.counters, cadt_flag::WITH_COUNTERS)
+                | flag(spec.comment, cadt_flag::WITH_COMMENT);
+            if cadt != 0 {
+                w.put_be32(HeaderAttr::CadtFlags, cadt);
+            }
+            for (ty, n) in [
+                (HeaderAttr::Hashsize, spec.hashsize),
+                (HeaderAttr::Maxelem, spec.maxelem),
+            ] {
+                n.inspect(|n| w.put_be32(ty, *n));
+            }
+        });
+    });
 }
 
-/// A command that takes one set name: destroy, flush, header.
-pub(super) fn named(
-    buf: &mut Vec<u8>,
-    seq: u32,
-    command: IpsetCmd,
-    name: &SetName,
-    exist_ok: bool,
-) {
-    let start = begin(buf, command, ack_flags(exist_ok), seq);
-    Writer::new(buf).put_str(IpsetAttr::Setname, name.as_str());
-    finish(buf, start);
+fn flag(on: bool, bit: u32) -> u32 {
+    if on {
+        bit
+    } else {
+        0
+    }
 }
 
-/// Rename or swap: SETNAME and SETNAME2.
-pub(super) fn two_names(buf: &mut Vec<u8>, seq: u32, command: IpsetCmd, a: &SetName, b: &SetName) {
-    let start = begin(buf, command, ack_flags(false), seq);
-    let mut w = Writer::new(buf);
-    w.put_str(IpsetAttr::Setname, a.as_str());
-    w.put_str(IpsetAttr::SETNAME2, b.as_str());
-    finish(buf, start);
+/// A command that takes one set name (destroy, flush, header), or two
+/// (rename, swap: SETNAME2).
+pub(super) fn named(buf: &mut Vec<u8>, seq: u32, command: Op, names: &[&SetName], exist_ok: bool) {
+    request(buf, command, ack_flags(exist_ok), seq, |w| {
+        for (ty, name) in [IpsetAttr::Setname, IpsetAttr::SETNAME2]
+            .into_iter()
+            .zip(names)
+        {
+            w.put_str(ty, name.as_str());
+        }
+    });
 }
 
 /// IPSET_CMD_TYPE: which revisions of `set_type` the kernel has.
 pub(super) fn type_query(buf: &mut Vec<u8>, seq: u32, set_type: SetType, family: Family) {
-    let start = begin(buf, IpsetCmd::Type, ack_flags(false), seq);
-    let mut w = Writer::new(buf);
-    w.put_str(IpsetAttr::Typename, set_type.name());
-    w.put_u8(IpsetAttr::Family, af(family));
-    finish(buf, start);
+    request(buf, Op::Type, ack_flags(false), seq, |w| {
+        w.put_str(IpsetAttr::Typename, set_type.name());
+        w.put_u8(IpsetAttr::Family, af(family));
+    });
 }
 
 /// How much of each set a LIST dump returns.
@@ -129,28 +121,20 @@ pub(super) enum ListDepth {
 /// IPSET_CMD_LIST as a dump: one set or all. No NLM_F_ACK: a dump that
 /// cannot start already answers with one error.
 pub(super) fn list(buf: &mut Vec<u8>, seq: u32, name: Option<&SetName>, depth: ListDepth) {
-    let start = begin(buf, IpsetCmd::List, NLM_F_REQUEST | NLM_F_DUMP, seq);
-    let mut w = Writer::new(buf);
-    if let Some(n) = name {
-        w.put_str(IpsetAttr::Setname, n.as_str());
-    }
-    let f = match depth {
-        ListDepth::Members => 0,
-        ListDepth::Header => list_flag::HEADER,
-        ListDepth::Names => list_flag::SETNAME,
-    };
-    if f != 0 {
-        // The dump policy reads IPSET_ATTR_FLAGS with ip_set_get_h32 (be32).
-        w.put_be32(IpsetAttr::Flags, f);
-    }
-    finish(buf, start);
-}
-
-/// Add or delete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Adt {
-    Add,
-    Del,
+    request(buf, Op::List, NLM_F_REQUEST | NLM_F_DUMP, seq, |w| {
+        if let Some(n) = name {
+            w.put_str(IpsetAttr::Setname, n.as_str());
+        }
+        let f = match depth {
+            ListDepth::Members => 0,
+            ListDepth::Header => list_flag::HEADER,
+            ListDepth::Names => list_flag::SETNAME,
+        };
+        if f != 0 {
+            // The dump policy reads IPSET_ATTR_FLAGS with ip_set_get_h32 (be32).
+            w.put_be32(IpsetAttr::Flags, f);
+        }
+    });
 }
 
 /// One encoded ADT message of a batch.
@@ -167,48 +151,44 @@ pub(super) struct AdtMessage {
 /// The longest ADT nest the kernel can read: nla_len is a u16.
 pub(super) const MAX_ADT_NEST: usize = NLA_MAX_LEN;
 
-/// Encodes `members` into as few ADT messages as the per-message limit
-/// allows (`max_nest` bytes for the IPSET_ATTR_ADT nest; tests pass small
-/// values), appending them to `buf`. Each element carries its 1-based line
-/// number so an error names the member that failed.
+/// Encodes the add or del (`op`) of `members` into as few ADT messages as
+/// the per-message limit allows (`max_nest` bytes for the IPSET_ATTR_ADT
+/// nest; tests pass small values), appending them to `buf`. Each element
+/// carries its 1-based line number so an error names the member that failed.
 pub(super) fn adt(
     buf: &mut Vec<u8>,
-    op: Adt,
+    op: Op,
     set: &SetName,
     members: &[Element],
     exist_ok: bool,
     first_seq: u32,
     max_nest: usize,
 ) -> Vec<AdtMessage> {
-    let command = match op {
-        Adt::Add => IpsetCmd::Add,
-        Adt::Del => IpsetCmd::Del,
-    };
     let max_nest = max_nest.min(MAX_ADT_NEST);
     let mut out = Vec::new();
     let mut i = 0;
     while i < members.len() {
         let seq = first_seq.wrapping_add(out.len() as u32);
-        let start = begin(buf, command, ack_flags(exist_ok), seq);
-        let mut w = Writer::new(buf);
-        w.put_str(IpsetAttr::Setname, set.as_str());
-        // Required with ADT: the kernel writes the failing element's line
-        // number here in its error reply. Big-endian, as libipset sends it.
-        w.put_be32(IpsetAttr::Lineno, 0);
-        let nest = w.nest_start(IpsetAttr::Adt);
-        let first = i;
-        while i < members.len() {
-            let before = w.buf.len();
-            put_member(&mut w, &members[i], (i - first + 1) as u32, op == Adt::Add);
-            // One member always fits (the largest is a few hundred bytes).
-            if w.buf.len() - nest > max_nest && i > first {
-                w.buf.truncate(before);
-                break;
-            }
-            i += 1;
-        }
-        w.nest_end(nest);
-        finish(buf, start);
+        let (start, first) = (buf.len(), i);
+        request(buf, op, ack_flags(exist_ok), seq, |w| {
+            w.put_str(IpsetAttr::Setname, set.as_str());
+            // Required with ADT: the kernel writes the failing element's line
+            // number here in its error reply. Big-endian, as libipset sends it.
+            w.put_be32(IpsetAttr::Lineno, 0);
+            w.nested(IpsetAttr::Adt, |w| {
+                let nest = w.buf.len() - 4;
+                while i < members.len() {
+                    let before = w.buf.len();
+                    put_member(w, &members[i], (i - first + 1) as u32, op == Op::Add);
+                    // One member always fits (the largest is a few hundred bytes).
+                    if w.buf.len() - nest > max_nest && i > first {
+                        w.buf.truncate(before);
+                        break;
+                    }
+                    i += 1;
+                }
+            });
+        });
         out.push(AdtMessage {
             seq,
             bytes: start..buf.len(),
@@ -222,58 +202,38 @@ pub(super) fn adt(
 /// line number last) so our bytes equal the CLI's. Deletes carry only the
 /// element.
 fn put_member(w: &mut Writer<'_>, m: &Element, lineno: u32, extensions: bool) {
-    let (ip, cidr, pp, ip2) = match &m.entry {
-        Entry::Ip(a) => (*a, None, None, None),
-        Entry::Net(n) => (n.addr(), Some(n.prefix()), None, None),
-        Entry::IpPort(a, p) => (*a, None, Some(*p), None),
-        Entry::NetPort(n, p) => (n.addr(), Some(n.prefix()), Some(*p), None),
-        Entry::IpPortIp(a, p, b) => (*a, None, Some(*p), Some(*b)),
-    };
-    let nest = w.nest_start(IpsetAttr::Data);
-    put_ip(w, MemberAttr::Ip, &ip);
-    if let Some(c) = cidr {
-        w.put_u8(MemberAttr::Cidr, c);
-    }
-    if let Some(p) = pp {
-        w.put_be16(MemberAttr::Port, p.port());
-    }
-    if let (Some(t), true) = (m.timeout, extensions) {
-        w.put_be32(MemberAttr::Timeout, t);
-    }
-    if let Some(p) = pp {
-        w.put_u8(MemberAttr::Proto, p.proto());
-    }
-    if m.nomatch && extensions {
-        w.put_be32(MemberAttr::CadtFlags, cadt_flag::NOMATCH);
-    }
-    if let Some(b) = ip2 {
-        put_ip(w, MemberAttr::Ip2, &b);
-    }
-    if let (Some(c), true) = (m.counters, extensions) {
-        w.put_be64(MemberAttr::Bytes, c.bytes);
-        w.put_be64(MemberAttr::Packets, c.packets);
-    }
-    if let (Some(c), true) = (&m.comment, extensions) {
-        w.put_str(MemberAttr::Comment, c.as_str());
-    }
-    w.put_be32(MemberAttr::Lineno, lineno);
-    w.nest_end(nest);
+    let (net, pp, ip2) = m.entry.parts();
+    let timeout = m.timeout.filter(|_| extensions);
+    let counters = m.counters.filter(|_| extensions);
+    let comment = m.comment.as_ref().filter(|_| extensions);
+    w.nested(IpsetAttr::Data, |w| {
+        put_ip(w, MemberAttr::Ip, &net.addr());
+        if m.entry.set_type().has_nomatch() {
+            w.put_u8(MemberAttr::Cidr, net.prefix());
+        }
+        pp.inspect(|p| w.put_be16(MemberAttr::Port, p.port()));
+        timeout.inspect(|t| w.put_be32(MemberAttr::Timeout, *t));
+        pp.inspect(|p| w.put_u8(MemberAttr::Proto, p.proto()));
+        if m.nomatch && extensions {
+            w.put_be32(MemberAttr::CadtFlags, cadt_flag::NOMATCH);
+        }
+        ip2.inspect(|b| put_ip(w, MemberAttr::Ip2, b));
+        if let Some(c) = counters {
+            w.put_be64(MemberAttr::Bytes, c.bytes);
+            w.put_be64(MemberAttr::Packets, c.packets);
+        }
+        comment.inspect(|c| w.put_str(MemberAttr::Comment, c.as_str()));
+        w.put_be32(MemberAttr::Lineno, lineno);
+    });
 }
 
 /// An address is a nest holding IPADDR_IPV4/IPV6 in network byte order.
 fn put_ip(w: &mut Writer<'_>, ty: MemberAttr, a: &IpAddr) {
-    let nest = w.nest_start(ty);
-    match a {
-        IpAddr::V4(v4) => w.put(
-            u16::from(AddrAttr::Ipv4) | NLA_F_NET_BYTEORDER,
-            &v4.octets(),
-        ),
-        IpAddr::V6(v6) => w.put(
-            u16::from(AddrAttr::Ipv6) | NLA_F_NET_BYTEORDER,
-            &v6.octets(),
-        ),
-    }
-    w.nest_end(nest);
+    let ty_of = |kind: AddrAttr| u16::from(kind) | NLA_F_NET_BYTEORDER;
+    w.nested(ty, |w| match a {
+        IpAddr::V4(v4) => w.put(ty_of(AddrAttr::Ipv4), &v4.octets()),
+        IpAddr::V6(v6) => w.put(ty_of(AddrAttr::Ipv6), &v6.octets()),
+    });
 }
 
 /// The failing element's line number in an echoed ADT request: ipset's
@@ -290,35 +250,22 @@ pub(super) fn lineno(echoed: &[u8]) -> Option<u32> {
 
 /// The kernel's answer to IPSET_CMD_TYPE: (highest, lowest) revision.
 pub(super) fn decode_type_reply(attrs: &[u8]) -> Result<(u8, u8), DecodeError> {
-    let (mut max, mut min) = (None, None);
-    for a in Attrs::new(attrs) {
-        let a = a?;
-        match a.kind::<IpsetAttr>() {
-            IpsetAttr::Revision => max = Some(a.u8()?),
-            IpsetAttr::RevisionMin => min = Some(a.u8()?),
-            _ => {}
-        }
-    }
-    let max = max.ok_or(DecodeError::Missing { what: "REVISION" })?;
-    Ok((max, min.unwrap_or(0)))
+    let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
+    let min = t.read(IpsetAttr::RevisionMin, Attr::u8)?;
+    Ok((
+        t.need(IpsetAttr::Revision, "REVISION")?.u8()?,
+        min.unwrap_or(0),
+    ))
 }
 
 /// The kernel's answer to IPSET_CMD_HEADER: type name, family, revision.
 pub(super) fn decode_header_reply(attrs: &[u8]) -> Result<(String, u8, u8), DecodeError> {
-    let (mut typename, mut family, mut revision) = (None, None, 0);
-    for a in Attrs::new(attrs) {
-        let a = a?;
-        match a.kind::<IpsetAttr>() {
-            IpsetAttr::Typename => typename = Some(a.str()?.to_owned()),
-            IpsetAttr::Family => family = Some(a.u8()?),
-            IpsetAttr::Revision => revision = a.u8()?,
-            _ => {}
-        }
-    }
+    let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
+    let revision = t.read(IpsetAttr::Revision, Attr::u8)?;
     Ok((
-        typename.ok_or(DecodeError::Missing { what: "TYPENAME" })?,
-        family.ok_or(DecodeError::Missing { what: "FAMILY" })?,
-        revision,
+        t.need(IpsetAttr::Typename, "TYPENAME")?.str()?.to_owned(),
+        t.need(IpsetAttr::Family, "FAMILY")?.u8()?,
+        revision.unwrap_or(0),
     ))
 }
 
@@ -348,30 +295,15 @@ impl ListDecoder {
     /// framing is an error; a set that cannot be represented is moved to
     /// `unsupported`.
     pub(super) fn feed(&mut self, attrs: &[u8]) -> Result<(), DecodeError> {
-        let mut name = None;
-        let mut typename = None;
-        let mut family = None;
-        let mut revision = 0;
-        let mut header = None;
-        let mut adt = None;
-        for a in Attrs::new(attrs) {
-            let a = a?;
-            match a.kind::<IpsetAttr>() {
-                IpsetAttr::Setname => name = Some(a.str()?),
-                IpsetAttr::Typename => typename = Some(a.str()?),
-                IpsetAttr::Family => family = Some(a.u8()?),
-                IpsetAttr::Revision => revision = a.u8()?,
-                IpsetAttr::Data => header = Some(a),
-                IpsetAttr::Adt => adt = Some(a),
-                _ => {}
-            }
-        }
-        let name = name.ok_or(DecodeError::Missing { what: "SETNAME" })?;
+        let t: AttrTable<IpsetAttr> = AttrTable::parse(attrs)?;
+        let name = t.need(IpsetAttr::Setname, "SETNAME")?.str()?;
         if self.names.last().is_none_or(|n| n != name) {
             self.names.push(name.to_owned());
         }
-        if let Some(typename) = typename {
-            let header = header.ok_or(DecodeError::Missing { what: "DATA" })?;
+        if let Some(typename) = t.read(IpsetAttr::Typename, Attr::str)? {
+            let header = t.need(IpsetAttr::Data, "DATA")?;
+            let family = t.read(IpsetAttr::Family, Attr::u8)?;
+            let revision = t.read(IpsetAttr::Revision, Attr::u8)?.unwrap_or(0);
             if let Err(reason) = self.start_set(name, typename, family, revision, header) {
                 self.skip(name, typename, reason);
                 return Ok(());
@@ -379,7 +311,7 @@ impl ListDecoder {
         } else if self.unsupported.last().is_some_and(|u| u.name == name) {
             return Ok(());
         }
-        let Some(adt) = adt else {
+        let Some(adt) = t.get(IpsetAttr::Adt) else {
             return Ok(());
         };
         let set = match self.sets.last_mut() {
@@ -447,43 +379,40 @@ fn decode_set_header(
     family: Family,
     a: Attr<'_>,
 ) -> Result<(SetHeader, SetStats), DecodeError> {
-    let mut h = SetHeader::bare(set_type, family);
-    let mut s = SetStats::default();
-    for a in a.nested() {
-        let a = a?;
-        match a.kind::<HeaderAttr>() {
-            HeaderAttr::Hashsize => h.hashsize = a.be32()?,
-            HeaderAttr::Maxelem => h.maxelem = a.be32()?,
-            HeaderAttr::Netmask => h.netmask = Some(a.u8()?),
-            HeaderAttr::Timeout => h.timeout = Some(a.be32()?),
-            HeaderAttr::Bucketsize => h.bucketsize = Some(a.u8()?),
-            HeaderAttr::Initval => h.initval = Some(a.be32()?),
-            HeaderAttr::References => s.references = a.be32()?,
-            HeaderAttr::Memsize => s.memsize = a.be32()?,
-            HeaderAttr::Elements => s.entries = a.be32()?,
-            HeaderAttr::CadtFlags => {
-                let f = a.be32()?;
-                h.counters = f & cadt_flag::WITH_COUNTERS != 0;
-                h.comment = f & cadt_flag::WITH_COMMENT != 0;
-                h.skbinfo = f & cadt_flag::WITH_SKBINFO != 0;
-            }
-            _ => {}
-        }
-    }
-    Ok((h, s))
+    let t: AttrTable<HeaderAttr> = AttrTable::parse(a.payload)?;
+    let be32 = |ty| t.read(ty, Attr::be32);
+    let u8_of = |ty| t.read(ty, Attr::u8);
+    let flags = be32(HeaderAttr::CadtFlags)?.unwrap_or(0);
+    let header = SetHeader {
+        hashsize: be32(HeaderAttr::Hashsize)?.unwrap_or(0),
+        maxelem: be32(HeaderAttr::Maxelem)?.unwrap_or(0),
+        netmask: u8_of(HeaderAttr::Netmask)?,
+        timeout: be32(HeaderAttr::Timeout)?,
+        counters: flags & cadt_flag::WITH_COUNTERS != 0,
+        comment: flags & cadt_flag::WITH_COMMENT != 0,
+        skbinfo: flags & cadt_flag::WITH_SKBINFO != 0,
+        bucketsize: u8_of(HeaderAttr::Bucketsize)?,
+        initval: be32(HeaderAttr::Initval)?,
+        ..SetHeader::bare(set_type, family)
+    };
+    let stats = SetStats {
+        revision: 0,
+        references: be32(HeaderAttr::References)?.unwrap_or(0),
+        memsize: be32(HeaderAttr::Memsize)?.unwrap_or(0),
+        entries: be32(HeaderAttr::Elements)?.unwrap_or(0),
+    };
+    Ok((header, stats))
 }
 
-fn decode_ip(a: &Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
-    for inner in a.nested() {
-        let inner = inner?;
-        match (inner.kind(), family) {
-            (AddrAttr::Ipv4, Family::V4) => return Ok(IpAddr::from(inner.array::<4>()?)),
-            (AddrAttr::Ipv6, Family::V6) => return Ok(IpAddr::from(inner.array::<16>()?)),
-            _ => {}
-        }
-    }
-    Err(DecodeError::Missing {
+/// The address of `family` in an IP or IP2 nest.
+fn decode_ip(a: Attr<'_>, family: Family) -> Result<IpAddr, DecodeError> {
+    let t: AttrTable<AddrAttr> = AttrTable::parse(a.payload)?;
+    let missing = DecodeError::Missing {
         what: "IPADDR of the set's family",
+    };
+    Ok(match family {
+        Family::V4 => IpAddr::from(t.get(AddrAttr::Ipv4).ok_or(missing)?.array::<4>()?),
+        Family::V6 => IpAddr::from(t.get(AddrAttr::Ipv6).ok_or(missing)?.array::<16>()?),
     })
 }
 
@@ -493,60 +422,50 @@ pub(super) fn decode_member(
     family: Family,
     d: &Attr<'_>,
 ) -> Result<Element, DecodeError> {
-    let (mut ip, mut ip2, mut cidr, mut port, mut proto) = (None, None, None, None, None);
-    let mut m_flags = 0;
-    let (mut timeout, mut packets, mut bytes, mut comment) = (None, None, None, None);
-    for a in d.nested() {
-        let a = a?;
-        match a.kind::<MemberAttr>() {
-            MemberAttr::Ip => ip = Some(decode_ip(&a, family)?),
-            MemberAttr::Ip2 => ip2 = Some(decode_ip(&a, family)?),
-            MemberAttr::Cidr => cidr = Some(a.u8()?),
-            MemberAttr::Port => port = Some(a.be16()?),
-            MemberAttr::Proto => proto = Some(a.u8()?),
-            MemberAttr::CadtFlags => m_flags = a.be32()?,
-            MemberAttr::Timeout => timeout = Some(a.be32()?),
-            MemberAttr::Packets => packets = Some(a.be64()?),
-            MemberAttr::Bytes => bytes = Some(a.be64()?),
-            MemberAttr::Comment => comment = Some(a.str()?),
-            _ => {}
-        }
-    }
-    let bad = |ty: MemberAttr, e: super::types::ParseError| DecodeError::BadValue {
-        ty: ty.into(),
-        reason: e.to_string(),
-    };
-    let ip = ip.ok_or(DecodeError::Missing { what: "IP" })?;
-    let net = || match cidr {
-        Some(c) => Net::new(ip, c).map_err(|e| bad(MemberAttr::Cidr, e)),
-        None => Ok(Net::host(ip)),
-    };
-    let pp = || {
-        let proto = proto.ok_or(DecodeError::Missing { what: "PROTO" })?;
-        ProtoPort::new(proto, port.unwrap_or(0)).map_err(|e| bad(MemberAttr::Proto, e))
-    };
-    let entry = match set_type {
-        SetType::HashIp => Entry::Ip(ip),
-        SetType::HashNet => Entry::Net(net()?),
-        SetType::HashIpPort => Entry::IpPort(ip, pp()?),
-        SetType::HashNetPort => Entry::NetPort(net()?, pp()?),
-        SetType::HashIpPortIp => {
-            Entry::IpPortIp(ip, pp()?, ip2.ok_or(DecodeError::Missing { what: "IP2" })?)
+    let t: AttrTable<MemberAttr> = AttrTable::parse(d.payload)?;
+    let bad = |ty: MemberAttr| {
+        move |e: ParseError| DecodeError::BadValue {
+            ty: ty.into(),
+            reason: e.to_string(),
         }
     };
-    let mut m = Element::new(entry);
-    m.nomatch = m_flags & cadt_flag::NOMATCH != 0;
-    m.timeout = timeout;
-    if packets.is_some() || bytes.is_some() {
-        m.counters = Some(Counters {
+    let ip = |ty, what| decode_ip(t.need(ty, what)?, family);
+    let first = ip(MemberAttr::Ip, "IP")?;
+    let net = match t.get(MemberAttr::Cidr) {
+        Some(c) if set_type.has_nomatch() => {
+            Net::new(first, c.u8()?).map_err(bad(MemberAttr::Cidr))?
+        }
+        _ => Net::host(first),
+    };
+    let (has_port, has_ip2) = shape(set_type);
+    let pp = if has_port {
+        let proto = t.need(MemberAttr::Proto, "PROTO")?.u8()?;
+        let port = t.read(MemberAttr::Port, Attr::be16)?;
+        Some(ProtoPort::new(proto, port.unwrap_or(0)).map_err(bad(MemberAttr::Proto))?)
+    } else {
+        None
+    };
+    let ip2 = has_ip2.then(|| ip(MemberAttr::Ip2, "IP2")).transpose()?;
+    // `shape` gave exactly the parts the type takes, so this never fails.
+    let parts = DecodeError::Missing { what: "a part" };
+    let entry = Entry::from_parts(set_type, net, pp, ip2).ok_or(parts)?;
+    let be32 = |ty| t.read(ty, Attr::be32);
+    let be64 = |ty| t.read(ty, Attr::be64);
+    let (packets, bytes) = (be64(MemberAttr::Packets)?, be64(MemberAttr::Bytes)?);
+    let comment = t.read(MemberAttr::Comment, Attr::str)?;
+    Ok(Element {
+        entry,
+        nomatch: be32(MemberAttr::CadtFlags)?.unwrap_or(0) & cadt_flag::NOMATCH != 0,
+        timeout: be32(MemberAttr::Timeout)?,
+        counters: (packets.is_some() || bytes.is_some()).then(|| Counters {
             packets: packets.unwrap_or(0),
             bytes: bytes.unwrap_or(0),
-        });
-    }
-    if let Some(c) = comment {
-        m.comment = Some(Comment::new(c).map_err(|e| bad(MemberAttr::Comment, e))?);
-    }
-    Ok(m)
+        }),
+        comment: comment
+            .map(Comment::new)
+            .transpose()
+            .map_err(bad(MemberAttr::Comment))?,
+    })
 }
 
 #[cfg(test)]

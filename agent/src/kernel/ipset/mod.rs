@@ -28,7 +28,7 @@
 //! `types` and `member` (typed values with `ipset save` text), `desired`
 //! (desired members to elements and back), `message`
 //! (pure encode/decode), `request` (request values), `client` (socket),
-//! `error` (typed errors).
+//! `error` (typed errors; [`Op`] is numbered as its ipset command).
 
 mod client;
 mod consts;

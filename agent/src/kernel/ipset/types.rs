@@ -36,20 +36,13 @@ impl SetName {
 
     pub fn new(name: impl Into<String>) -> Result<Self, ParseError> {
         let name = name.into();
-        if name.is_empty() || name.len() > Self::MAX_LEN {
-            return Err(ParseError::new("set name", name, "must be 1 to 31 bytes"));
-        }
-        if name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
-        {
-            return Err(ParseError::new(
-                "set name",
-                name,
-                "contains whitespace, a quote or a control character",
-            ));
-        }
-        Ok(Self(name))
+        let bad = |c: char| c.is_whitespace() || c.is_control() || c == '"';
+        let why = match name {
+            _ if name.is_empty() || name.len() > Self::MAX_LEN => "must be 1 to 31 bytes",
+            _ if name.chars().any(bad) => "contains whitespace, a quote or a control character",
+            _ => return Ok(Self(name)),
+        };
+        Err(ParseError::new("set name", name, why))
     }
 
     pub fn as_str(&self) -> &str {
@@ -172,30 +165,36 @@ impl CreateSet {
 impl fmt::Display for CreateSet {
     /// The `ipset restore` line that creates the same set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
+        let family = family_name(self.family);
+        write!(f, "create {} {} family {family}", self.name, self.set_type)?;
+        let numbers = [
+            ("hashsize", self.hashsize),
+            ("maxelem", self.maxelem),
+            ("timeout", self.timeout),
+        ];
+        write_options(
             f,
-            "create {} {} family {}",
-            self.name,
-            self.set_type,
-            family_name(self.family)
-        )?;
-        if let Some(n) = self.hashsize {
-            write!(f, " hashsize {n}")?;
-        }
-        if let Some(n) = self.maxelem {
-            write!(f, " maxelem {n}")?;
-        }
-        if let Some(t) = self.timeout {
-            write!(f, " timeout {t}")?;
-        }
-        if self.counters {
-            f.write_str(" counters")?;
-        }
-        if self.comment {
-            f.write_str(" comment")?;
-        }
-        Ok(())
+            &numbers,
+            &[(self.counters, "counters"), (self.comment, "comment")],
+        )
     }
+}
+
+/// ` WORD N` for each number given, then ` WORD` for each flag that is on.
+fn write_options(
+    f: &mut fmt::Formatter<'_>,
+    numbers: &[(&str, Option<u32>)],
+    flags: &[(bool, &str)],
+) -> fmt::Result {
+    for (word, n) in numbers {
+        n.map_or(Ok(()), |n| write!(f, " {word} {n}"))?;
+    }
+    for (on, word) in flags {
+        if *on {
+            write!(f, " {word}")?;
+        }
+    }
+    Ok(())
 }
 
 /// A set's header as the kernel reports it: everything `ipset save` prints
@@ -251,36 +250,22 @@ impl SetHeader {
 
 impl fmt::Display for SetHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} family {} hashsize {} maxelem {}",
-            self.set_type,
-            family_name(self.family),
-            self.hashsize,
-            self.maxelem
-        )?;
-        if let Some(n) = self.netmask {
-            write!(f, " netmask {n}")?;
-        }
-        if let Some(t) = self.timeout {
-            write!(f, " timeout {t}")?;
-        }
-        for (on, word) in [
-            (self.counters, " counters"),
-            (self.comment, " comment"),
-            (self.skbinfo, " skbinfo"),
-        ] {
-            if on {
-                f.write_str(word)?;
-            }
-        }
-        if let Some(n) = self.bucketsize {
-            write!(f, " bucketsize {n}")?;
-        }
-        if let Some(v) = self.initval {
-            write!(f, " initval {v:#010x}")?;
-        }
-        Ok(())
+        let (family, size) = (family_name(self.family), self.hashsize);
+        write!(f, "{} family {family} hashsize {size}", self.set_type)?;
+        let numbers = [
+            ("maxelem", Some(self.maxelem)),
+            ("netmask", self.netmask.map(u32::from)),
+            ("timeout", self.timeout),
+        ];
+        let flags = [
+            (self.counters, "counters"),
+            (self.comment, "comment"),
+            (self.skbinfo, "skbinfo"),
+        ];
+        write_options(f, &numbers, &flags)?;
+        write_options(f, &[("bucketsize", self.bucketsize.map(u32::from))], &[])?;
+        self.initval
+            .map_or(Ok(()), |v| write!(f, " initval {v:#010x}"))
     }
 }
 

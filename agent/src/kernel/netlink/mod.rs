@@ -14,6 +14,10 @@
 //! allocate per attribute, which cost 0.7 s per 40k IPVS requests inside
 //! the test VM, and its header parser subtracts lengths unchecked. neli
 //! still provides the families' typed enums.
+//!
+//! Helpers the families' codecs share: `error_kind` (a kind enum with its
+//! metric labels and messages), `nest` (a nest written as a closure),
+//! `table_read` (an optional attribute read in one call).
 
 use crate::desired::Family;
 
@@ -24,10 +28,16 @@ pub(crate) mod frame;
 pub(crate) mod nla;
 pub(crate) mod socket;
 
+mod error_kind;
+mod nest;
+mod table_read;
+
 pub use error::DecodeError;
 pub(crate) use frame::{begin, finish, frames, message, Frame, Reply};
 pub(crate) use nla::{Attr, AttrTable, Attrs, Writer};
 pub(crate) use socket::{Failure, Options, Refusal, Socket};
+
+pub(crate) use error_kind::error_kinds;
 
 /// A family's number on the wire: `AF_INET`/`AF_INET6`, which are also
 /// `NFPROTO_IPV4`/`NFPROTO_IPV6` (IPVS, ipset and nf_tables all use it).

@@ -105,12 +105,6 @@ pub(crate) struct Attr<'a> {
 }
 
 impl<'a> Attr<'a> {
-    /// The type as the family's typed enum (unknown numbers decode as its
-    /// `UnrecognizedConst`).
-    pub(crate) fn kind<T: From<u16>>(&self) -> T {
-        T::from(self.ty)
-    }
-
     pub(crate) fn is(&self, ty: impl Into<u16>) -> bool {
         self.ty == ty.into()
     }

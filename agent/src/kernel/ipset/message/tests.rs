@@ -17,11 +17,8 @@ fn read<'a>(buf: &'a [u8]) -> Vec<(u32, Reply<'a>, Option<u32>)> {
 }
 
 /// The attributes of an ipset message of command `cmd`.
-fn ipset_attrs(f: Frame<'_>, cmd: IpsetCmd) -> &[u8] {
-    assert_eq!(
-        f.ty,
-        u16::from(NFNL_SUBSYS_IPSET) << 8 | u16::from(u8::from(cmd))
-    );
+fn ipset_attrs(f: Frame<'_>, cmd: Op) -> &[u8] {
+    assert_eq!(f.ty, u16::from(NFNL_SUBSYS_IPSET) << 8 | cmd as u16);
     match f.reply().unwrap() {
         Reply::Data { attrs, .. } => attrs,
         other => panic!("not an ipset message: {other:?}"),
@@ -141,7 +138,7 @@ fn batched_add_matches_the_cli_byte_for_byte() {
     let mut buf = Vec::new();
     let msgs = adt(
         &mut buf,
-        Adt::Add,
+        Op::Add,
         &name("c"),
         &members,
         false,
@@ -160,7 +157,7 @@ fn batched_add_matches_the_cli_byte_for_byte() {
     let mut buf = Vec::new();
     adt(
         &mut buf,
-        Adt::Add,
+        Op::Add,
         &name("g"),
         &[m],
         false,
@@ -224,7 +221,7 @@ fn a_list_reply_decodes_to_what_ipset_save_prints() {
         assert_eq!(f.seq, 0x6b06_093e);
         match f.reply().unwrap() {
             Reply::Done => done = true,
-            _ => d.feed(ipset_attrs(f, IpsetCmd::List)).unwrap(),
+            _ => d.feed(ipset_attrs(f, Op::List)).unwrap(),
         }
     }
     assert!(done);
@@ -346,7 +343,7 @@ fn many_members_split_under_the_nest_limit() {
     let mut buf = Vec::new();
     let msgs = adt(
         &mut buf,
-        Adt::Add,
+        Op::Add,
         &name("big"),
         &members,
         true,
@@ -360,7 +357,7 @@ fn many_members_split_under_the_nest_limit() {
         assert_eq!(m.members.start, next);
         next = m.members.end;
         let mut messages = frames(&buf[m.bytes.clone()]).map(Result::unwrap);
-        let attrs = ipset_attrs(messages.next().unwrap(), IpsetCmd::Add);
+        let attrs = ipset_attrs(messages.next().unwrap(), Op::Add);
         assert!(messages.next().is_none());
         let adt_attr = Attrs::new(attrs)
             .map(Result::unwrap)
@@ -378,7 +375,7 @@ fn many_members_split_under_the_nest_limit() {
 fn decode_adt(buf: &[u8], set_type: SetType, family: Family) -> Vec<Element> {
     let mut out = Vec::new();
     for f in frames(buf) {
-        let attrs = ipset_attrs(f.unwrap(), IpsetCmd::Add);
+        let attrs = ipset_attrs(f.unwrap(), Op::Add);
         for a in Attrs::new(attrs).map(Result::unwrap) {
             if a.is(IpsetAttr::Adt) {
                 for d in a.nested().map(Result::unwrap) {
@@ -480,7 +477,7 @@ proptest! {
         max_nest in 200usize..4000,
     ) {
         let mut buf = Vec::new();
-        let msgs = adt(&mut buf, Adt::Add, &name("p"), &members, false, 1, max_nest);
+        let msgs = adt(&mut buf, Op::Add, &name("p"), &members, false, 1, max_nest);
         prop_assert_eq!(msgs.last().map(|m| m.members.end), Some(members.len()));
         prop_assert_eq!(decode_adt(&buf, set_type, family), members.clone());
         for m in &members {
@@ -531,7 +528,7 @@ proptest! {
         w.put(IpsetAttr::Adt, &attrs);
         let _ = d.feed(&b);
         let mut msg = Vec::new();
-        let start = begin(&mut msg, IpsetCmd::List, 0, 1);
+        let start = begin(&mut msg, Op::List, 0, 1);
         msg.extend_from_slice(&attrs);
         finish(&mut msg, start);
         for f in frames(&msg).flatten() {
