@@ -629,16 +629,29 @@ fn a_kept_full_sync_hands_over_what_the_partial_syncs_since_changed() {
         service("b", "10.96.0.2", "10.244.1.3")
     );
     let no_change = ServiceChanges::default();
+    // The keys handed to IPVS, checked against the VIPs handed over (the
+    // full state a kept sync reuses must follow the partial syncs too).
     let periodic_keys = |s: &mut ServiceSync<Recording>, snap: &Snapshot| {
         s.set_full_reason(Some(FullReason::Period));
         s.sync(SyncKind::Full, snap, &no_change).unwrap();
-        rec.take()
-            .into_iter()
+        let calls = rec.take();
+        let keys = calls
+            .iter()
             .find_map(|c| match c {
-                Call::Ipvs { desired, .. } => Some(desired),
+                Call::Ipvs { desired, .. } => Some(desired.clone()),
                 _ => None,
             })
-            .unwrap()
+            .unwrap();
+        let vips = calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Addresses(vips) => Some(vips.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let key_vips: BTreeSet<IpAddr> = keys.iter().map(|k| k.addr).collect();
+        assert_eq!(vips, key_vips, "{calls:?}");
+        keys
     };
     s.set_full_reason(Some(FullReason::Start));
     s.sync(SyncKind::Full, &snapshot(&two), &no_change).unwrap();

@@ -72,7 +72,9 @@ impl ServiceChanges {
 /// the sets and virtual services (those it reads from the keyed table in
 /// place), or what moved (partial).
 pub enum Prepared {
-    Full(FullState),
+    /// Shared with the controller, which hands the same one to the next
+    /// full sync that keeps the table.
+    Full(Arc<FullState>),
     Partial(ServiceDelta),
 }
 
@@ -125,6 +127,9 @@ pub struct ServiceSync<D> {
     steps: Vec<(&'static str, std::time::Duration)>,
     /// When a full sync may keep the table instead of recomputing it.
     keep: KeepState,
+    /// The last full sync's state, while no partial sync has changed the
+    /// table since: a full sync that keeps the table reuses it.
+    kept: Option<Arc<FullState>>,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -135,6 +140,7 @@ impl<D: Dataplane> ServiceSync<D> {
             applied: false,
             steps: Vec::new(),
             keep: KeepState::default(),
+            kept: None,
         }
     }
 
@@ -165,6 +171,7 @@ impl<D: Dataplane> ServiceSync<D> {
             applied: self.applied,
             steps: self.steps,
             keep: self.keep,
+            kept: self.kept,
         }
     }
 
@@ -189,10 +196,16 @@ impl<D: Dataplane> ServiceSync<D> {
                 && changes.is_empty()
                 && !table.node_changed(snapshot);
             if self.keep.keep_now(unchanged) {
-                return Prepared::Full(table.full_state());
+                let kept = self
+                    .kept
+                    .get_or_insert_with(|| Arc::new(table.full_state()));
+                return Prepared::Full(kept.clone());
             }
-            return Prepared::Full(table.rebuild(snapshot));
+            let state = Arc::new(table.rebuild(snapshot));
+            self.kept = Some(state.clone());
+            return Prepared::Full(state);
         }
+        self.kept = None;
         let mut affected = changes.services.clone();
         affected.extend(table.slice_services(&changes.slices, snapshot));
         Prepared::Partial(table.update(&affected, snapshot))
