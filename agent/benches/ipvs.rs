@@ -10,6 +10,11 @@
 //! `IPWARDEN_BENCH_SIZES` (default `1000,10000`) and `IPWARDEN_BENCH_RUNS`
 //! (default 3) tune it. Also times reading the table back: our `list()`
 //! against `ipvsadm -Ln`. Prints a markdown table of medians.
+//!
+//! `IPWARDEN_BENCH_READS=1` instead times the reads a periodic full sync
+//! can choose from, wall and the thread's CPU (user + system): the text of
+//! `/proc/net/ip_vs`, the netlink dump of every service, and one
+//! destination dump per service for a tenth of them.
 
 use std::{
     io::Write,
@@ -20,7 +25,7 @@ use std::{
 
 use ipwarden::{
     kernel::ipvs::{
-        Destination, IpvsClient, IpvsErrorKind, Request, Scheduler, Service, ServiceKey,
+        readback, Destination, IpvsClient, IpvsErrorKind, Request, Scheduler, Service, ServiceKey,
     },
     netns::NetNs,
 };
@@ -149,6 +154,83 @@ fn ipvsadm_restore(script: &str, n: u32) -> (Duration, Duration, Duration) {
     (restore, list, ipvsadm_list)
 }
 
+/// The calling thread's CPU time so far (user + system).
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    if std::env::var("IPWARDEN_BENCH_SYS").is_ok_and(|v| v == "1") {
+        return tv(u.ru_stime);
+    }
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Wall and CPU time of `f`, on the calling thread.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
+    let (start, cpu) = (Instant::now(), thread_cpu());
+    let out = f();
+    (out, start.elapsed(), thread_cpu() - cpu)
+}
+
+/// The reads of a table of `n` services: (wall, CPU) of the `/proc` text,
+/// of the service dump, and of the destination dumps of a tenth of them.
+fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 3] {
+    let ns = NetNs::new("ipw-bench").expect("netns");
+    let out = ns
+        .run(|| {
+            let mut c = IpvsClient::connect().expect("connect");
+            for r in c.execute_all(reqs) {
+                r.expect("program");
+            }
+            let (text, w0, c0) = timed(|| readback::read_text().expect("/proc"));
+            assert_eq!(
+                text.lines().filter(|l| l.starts_with("TCP")).count(),
+                n as usize
+            );
+            let (services, w1, c1) = timed(|| c.services().expect("dump"));
+            assert_eq!(services.len(), n as usize);
+            let tenth: Vec<ServiceKey> =
+                services.iter().step_by(10).map(|s| s.service.key).collect();
+            let (dests, w2, c2) = timed(|| {
+                tenth
+                    .iter()
+                    .map(|k| c.destinations(k).expect("dests").len())
+                    .sum::<usize>()
+            });
+            assert_eq!(dests, tenth.len() * DESTS_PER_SERVICE as usize);
+            [(w0, c0), (w1, c1), (w2, c2)]
+        })
+        .expect("netns");
+    check_and_flush(&ns, n);
+    out
+}
+
+fn print_read_costs(sizes: &[u32], runs: u32) {
+    println!(
+        "| services (x{DESTS_PER_SERVICE} dests) | /proc/net/ip_vs: wall | CPU \
+         | service dump: wall | CPU | destination dumps of a tenth: wall | CPU |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    for &n in sizes {
+        let reqs = requests(n);
+        let mut all: Vec<[(Duration, Duration); 3]> = Vec::new();
+        for run in 0..runs {
+            all.push(read_costs(&reqs, n));
+            eprintln!("n={n} run {run}: {:?}", all.last().unwrap());
+        }
+        let cols: Vec<String> = (0..3)
+            .flat_map(|i| {
+                let wall = median(all.iter().map(|r| r[i].0).collect());
+                let cpu = median(all.iter().map(|r| r[i].1).collect());
+                [ms(wall), ms(cpu)]
+            })
+            .collect();
+        println!("| {n} | {} |", cols.join(" | "));
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -178,6 +260,10 @@ fn main() {
 
     let sizes = env_list("IPWARDEN_BENCH_SIZES", &[1000, 10000]);
     let runs = env_list("IPWARDEN_BENCH_RUNS", &[3])[0].max(1);
+    if std::env::var("IPWARDEN_BENCH_READS").is_ok_and(|v| v == "1") {
+        print_read_costs(&sizes, runs);
+        return;
+    }
     let mut rows = Vec::new();
     for n in sizes {
         let reqs = requests(n);
