@@ -476,6 +476,9 @@ struct Floors {
     store_read: Duration,
     /// One dump of every set with its members, for comparison.
     list_all: Duration,
+    /// One dump of every set's header (`ipset list -t`): what a settled
+    /// full apply reads of every set.
+    headers: Duration,
     save_v4: Duration,
     save_v6: Duration,
 }
@@ -501,6 +504,10 @@ fn floors() -> Floors {
     let start = Instant::now();
     let all = client.list_all().expect("list all");
     let list_all = start.elapsed();
+    let start = Instant::now();
+    let headers = client.list_headers().expect("list headers");
+    let headers_took = start.elapsed();
+    assert_eq!(headers.sets.len(), all.sets.len(), "the header dump");
     let all_members: usize = all.sets.iter().map(|s| s.members.len()).sum();
     assert_eq!(
         all_members, members,
@@ -514,6 +521,7 @@ fn floors() -> Floors {
     Floors {
         store_read,
         list_all,
+        headers: headers_took,
         save_v4: save(Family::V4),
         save_v6: save(Family::V6),
     }
@@ -1130,20 +1138,25 @@ fn main() {
         kib(f.kr.ipset_save_bytes),
     );
     println!(
-        "- what our apply reads: the set store lists the names of the sets, then dumps each \
-         of the {} policy sets (so {} netlink dumps per read; a changing apply reads twice, \
-         before its diff and to verify), and iptables::apply runs `iptables-save -t filter` \
-         once per family (again after a restore)",
+        "- what our apply reads: the set store's first full apply lists the names of the sets, \
+         then dumps each of the {} policy sets ({} netlink dumps; a changing apply reads twice, \
+         before its diff and to verify); a settled one (the no-op) dumps every set's header once \
+         and the members of a rotating 1/{} of the sets (by members) and of those whose header \
+         differs; iptables::apply runs `iptables-save -t filter` once per family (again after a \
+         restore) unless the ruleset generation says nothing moved",
         f.sets,
-        f.sets + 1
+        f.sets + 1,
+        ipwarden::store::SCRUB_PERIODS,
     );
     let fl: Vec<Floors> = ours_rounds.iter().map(|r| r.floors).collect();
     println!(
         "- the reads alone, in the synced state (medians): the store's read of the policy sets \
          (names, then one dump per set) {} ms, against {} ms for one dump of every set with its \
-         members; `iptables-save -t filter` {} ms (v4) and {} ms (v6)",
+         members and {} ms for one dump of every set's header; `iptables-save -t filter` {} ms \
+         (v4) and {} ms (v6)",
         ms(med(&fl, |f| f.store_read)),
         ms(med(&fl, |f| f.list_all)),
+        ms(med(&fl, |f| f.headers)),
         ms(med(&fl, |f| f.save_v4)),
         ms(med(&fl, |f| f.save_v6)),
     );
