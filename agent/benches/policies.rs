@@ -100,7 +100,7 @@ use ipwarden::{
         dataplane::RealDataplane,
         policies::{
             apply_chains, apply_delta_chains, apply_delta_sets, apply_sets, destroy_unused_sets,
-            policies_owner, PolicyReport,
+            policies_owner, PolicyReport, POLICIES_OWNER,
         },
     },
     store::SetStore,
@@ -479,8 +479,25 @@ struct Floors {
     /// One dump of every set's header (`ipset list -t`): what a settled
     /// full apply reads of every set.
     headers: Duration,
+    /// The no-op's set apply through a fresh store, whose first full
+    /// apply reads deep (names, then every set with its members), as
+    /// every full apply did before the header read.
+    deep_noop: Duration,
     save_v4: Duration,
     save_v6: Duration,
+}
+
+/// The no-op apply of `state`'s sets through a fresh store (a deep read).
+fn deep_noop(state: &PolicyState) -> Duration {
+    let fresh = SetStore::new(IpsetClient::new().expect("socket"));
+    fresh.register(policies_owner()).expect("register");
+    let start = Instant::now();
+    let r = fresh
+        .apply_full(POLICIES_OWNER, &state.sets, &Default::default())
+        .expect("deep no-op");
+    let took = start.elapsed();
+    assert!(!r.changed(), "the deep no-op wrote: {r:?}");
+    took
 }
 
 fn floors() -> Floors {
@@ -522,6 +539,7 @@ fn floors() -> Floors {
         store_read,
         list_all,
         headers: headers_took,
+        deep_noop: Duration::ZERO,
         save_v4: save(Family::V4),
         save_v6: save(Family::V6),
     }
@@ -567,8 +585,9 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         assert!(r.sets.as_ref().is_some_and(|s| s.verified));
         assert!(!r.chains_written.is_empty());
 
-        let (noop, _, r) = ours(&store, &sc.base, &sc.opts);
+        let (noop, noop_state, r) = ours(&store, &sc.base, &sc.opts);
         assert_noop(&r);
+        let deep_noop = deep_noop(&noop_state);
 
         // The daemon's partial syncs, from the index of what the last sync
         // applied (a full sync builds it after its apply).
@@ -595,7 +614,10 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         );
         let (_, _, r) = ours(&store, &sc.base, &sc.opts);
         assert_noop(&r);
-        let floors = floors();
+        let floors = Floors {
+            deep_noop,
+            ..floors()
+        };
 
         if let Some(f) = facts {
             let (v4, v6) = filter_rules();
@@ -1149,16 +1171,20 @@ fn main() {
         ipwarden::store::SCRUB_PERIODS,
     );
     let fl: Vec<Floors> = ours_rounds.iter().map(|r| r.floors).collect();
+    let noop_sets_median = med(&ours_rounds, |r| r.noop.sets);
     println!(
         "- the reads alone, in the synced state (medians): the store's read of the policy sets \
          (names, then one dump per set) {} ms, against {} ms for one dump of every set with its \
          members and {} ms for one dump of every set's header; `iptables-save -t filter` {} ms \
-         (v4) and {} ms (v6)",
+         (v4) and {} ms (v6); the no-op's set apply through a fresh store (a deep read, as \
+         before the header read) {} ms against the settled store's {} ms",
         ms(med(&fl, |f| f.store_read)),
         ms(med(&fl, |f| f.list_all)),
         ms(med(&fl, |f| f.headers)),
         ms(med(&fl, |f| f.save_v4)),
         ms(med(&fl, |f| f.save_v6)),
+        ms(med(&fl, |f| f.deep_noop)),
+        ms(noop_sets_median),
     );
     println!(
         "- where the one pod change's {} ms go (a partial sync, as the daemon runs it): the index \
