@@ -100,7 +100,7 @@ use ipwarden::{
         dataplane::RealDataplane,
         policies::{
             apply_chains, apply_delta_chains, apply_delta_sets, apply_sets, destroy_unused_sets,
-            policies_owner, PolicyReport,
+            policies_owner, PolicyReport, POLICIES_OWNER,
         },
     },
     store::SetStore,
@@ -476,8 +476,28 @@ struct Floors {
     store_read: Duration,
     /// One dump of every set with its members, for comparison.
     list_all: Duration,
+    /// One dump of every set's header (`ipset list -t`): what a settled
+    /// full apply reads of every set.
+    headers: Duration,
+    /// The no-op's set apply through a fresh store, whose first full
+    /// apply reads deep (names, then every set with its members), as
+    /// every full apply did before the header read.
+    deep_noop: Duration,
     save_v4: Duration,
     save_v6: Duration,
+}
+
+/// The no-op apply of `state`'s sets through a fresh store (a deep read).
+fn deep_noop(state: &PolicyState) -> Duration {
+    let fresh = SetStore::new(IpsetClient::new().expect("socket"));
+    fresh.register(policies_owner()).expect("register");
+    let start = Instant::now();
+    let r = fresh
+        .apply_full(POLICIES_OWNER, &state.sets, &Default::default())
+        .expect("deep no-op");
+    let took = start.elapsed();
+    assert!(!r.changed(), "the deep no-op wrote: {r:?}");
+    took
 }
 
 fn floors() -> Floors {
@@ -501,6 +521,10 @@ fn floors() -> Floors {
     let start = Instant::now();
     let all = client.list_all().expect("list all");
     let list_all = start.elapsed();
+    let start = Instant::now();
+    let headers = client.list_headers().expect("list headers");
+    let headers_took = start.elapsed();
+    assert_eq!(headers.sets.len(), all.sets.len(), "the header dump");
     let all_members: usize = all.sets.iter().map(|s| s.members.len()).sum();
     assert_eq!(
         all_members, members,
@@ -514,6 +538,8 @@ fn floors() -> Floors {
     Floors {
         store_read,
         list_all,
+        headers: headers_took,
+        deep_noop: Duration::ZERO,
         save_v4: save(Family::V4),
         save_v6: save(Family::V6),
     }
@@ -559,8 +585,9 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         assert!(r.sets.as_ref().is_some_and(|s| s.verified));
         assert!(!r.chains_written.is_empty());
 
-        let (noop, _, r) = ours(&store, &sc.base, &sc.opts);
+        let (noop, noop_state, r) = ours(&store, &sc.base, &sc.opts);
         assert_noop(&r);
+        let deep_noop = deep_noop(&noop_state);
 
         // The daemon's partial syncs, from the index of what the last sync
         // applied (a full sync builds it after its apply).
@@ -587,7 +614,10 @@ fn ours_round(sc: &Scenario, facts: Option<&mut Facts>) -> OursRound {
         );
         let (_, _, r) = ours(&store, &sc.base, &sc.opts);
         assert_noop(&r);
-        let floors = floors();
+        let floors = Floors {
+            deep_noop,
+            ..floors()
+        };
 
         if let Some(f) = facts {
             let (v4, v6) = filter_rules();
@@ -1130,22 +1160,31 @@ fn main() {
         kib(f.kr.ipset_save_bytes),
     );
     println!(
-        "- what our apply reads: the set store lists the names of the sets, then dumps each \
-         of the {} policy sets (so {} netlink dumps per read; a changing apply reads twice, \
-         before its diff and to verify), and iptables::apply runs `iptables-save -t filter` \
-         once per family (again after a restore)",
+        "- what our apply reads: the set store's first full apply lists the names of the sets, \
+         then dumps each of the {} policy sets ({} netlink dumps; a changing apply reads twice, \
+         before its diff and to verify); a settled one (the no-op) dumps every set's header once \
+         and the members of a rotating 1/{} of the sets (by members) and of those whose header \
+         differs; iptables::apply runs `iptables-save -t filter` once per family (again after a \
+         restore) unless the ruleset generation says nothing moved",
         f.sets,
-        f.sets + 1
+        f.sets + 1,
+        ipwarden::store::SCRUB_PERIODS,
     );
     let fl: Vec<Floors> = ours_rounds.iter().map(|r| r.floors).collect();
+    let noop_sets_median = med(&ours_rounds, |r| r.noop.sets);
     println!(
         "- the reads alone, in the synced state (medians): the store's read of the policy sets \
          (names, then one dump per set) {} ms, against {} ms for one dump of every set with its \
-         members; `iptables-save -t filter` {} ms (v4) and {} ms (v6)",
+         members and {} ms for one dump of every set's header; `iptables-save -t filter` {} ms \
+         (v4) and {} ms (v6); the no-op's set apply through a fresh store (a deep read, as \
+         before the header read) {} ms against the settled store's {} ms",
         ms(med(&fl, |f| f.store_read)),
         ms(med(&fl, |f| f.list_all)),
+        ms(med(&fl, |f| f.headers)),
         ms(med(&fl, |f| f.save_v4)),
         ms(med(&fl, |f| f.save_v6)),
+        ms(med(&fl, |f| f.deep_noop)),
+        ms(noop_sets_median),
     );
     println!(
         "- where the one pod change's {} ms go (a partial sync, as the daemon runs it): the index \

@@ -593,12 +593,12 @@ spec:
 ";
 
 /// An ipset LIST or SAVE request, as strace decodes it: the set it names
-/// (IPSET_ATTR_SETNAME), and whether it asks for names only
-/// (IPSET_ATTR_FLAGS with IPSET_FLAG_LIST_SETNAME).
+/// (IPSET_ATTR_SETNAME), and whether it asks for no member (IPSET_ATTR_FLAGS
+/// with IPSET_FLAG_LIST_SETNAME or IPSET_FLAG_LIST_HEADER).
 #[derive(Debug)]
 struct Listing {
     set: Option<String>,
-    names_only: bool,
+    no_members: bool,
 }
 
 /// The bytes of the first attribute of type `attr_type` in a strace line
@@ -622,9 +622,9 @@ fn listings(trace: &str) -> Vec<Listing> {
                     .trim_end_matches('\0')
                     .to_string()
             }),
-            // IPSET_FLAG_LIST_SETNAME, a u32 in network order.
-            names_only: attribute(l, "NLA_F_NET_BYTEORDER|0x6")
-                .is_some_and(|f| f.len() == 4 && f[3] & 2 != 0),
+            // IPSET_FLAG_LIST_SETNAME or _HEADER, a u32 in network order.
+            no_members: attribute(l, "NLA_F_NET_BYTEORDER|0x6")
+                .is_some_and(|f| f.len() == 4 && f[3] & (2 | 4) != 0),
         })
         .collect()
 }
@@ -731,7 +731,7 @@ status: {{phase: Running, podIP: 10.244.2.10, podIPs: [{{ip: 10.244.2.10}}]}}
 /// (`run --once`, policy controller only) under strace, in a namespace
 /// holding a foreign set and a set of ours that this agent does not own
 /// (the service proxy's, which does not run here). Every ipset LIST or
-/// SAVE request it sends either asks for names only or names a set of its
+/// SAVE request it sends either asks for names or headers only or names a set of its
 /// own; neither of the others is ever named, nor dumped unnamed.
 #[test]
 fn foreign_sets_are_never_listed_with_their_members() {
@@ -758,7 +758,7 @@ fn foreign_sets_are_never_listed_with_their_members() {
     for l in &listings {
         match &l.set {
             Some(name) => assert!(name.starts_with("IPW-"), "{name} listed: {listings:?}"),
-            None => assert!(l.names_only, "every set dumped: {listings:?}"),
+            None => assert!(l.no_members, "every set dumped: {listings:?}"),
         }
     }
     assert_eq!(

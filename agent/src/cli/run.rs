@@ -95,9 +95,14 @@ pub struct Args {
     pub min_sync_period: Duration,
     /// Between full syncs of the service proxy, which read every IPVS
     /// service, set and address back and repair drift (kube-router's flag).
+    /// A full sync reads every set's header and entry count and the members
+    /// of a share of the sets in turn: a member swapped for another (the
+    /// count kept) is repaired within 10 full syncs, any other set drift at
+    /// the next.
     #[arg(long, default_value = "5m", value_parser = duration::parse)]
     pub ipvs_sync_period: Duration,
-    /// Between full syncs of the policy controller (kube-router's flag).
+    /// Between full syncs of the policy controller (kube-router's flag);
+    /// its sets are read back as --ipvs-sync-period says.
     #[arg(long, default_value = "5m", value_parser = duration::parse)]
     pub iptables_sync_period: Duration,
     /// /healthz fails when a controller has had work queued this long
@@ -378,4 +383,21 @@ pub(super) fn serve_api(args: &Args, metrics: &Metrics, view: StatusView) -> Res
         tracing::info!(%bound, "serving {paths}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args as _, Command};
+
+    #[test]
+    fn the_help_says_how_many_full_syncs_the_set_scrub_takes() {
+        let help = super::Args::augment_args(Command::new("run"))
+            .render_long_help()
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let said = format!("within {} full syncs", crate::store::SCRUB_PERIODS);
+        assert!(help.contains(&said), "{help}");
+    }
 }

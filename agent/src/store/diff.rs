@@ -60,6 +60,19 @@ impl Plan {
             && self.destroy.iter().all(|d| sets.contains(d))
     }
 
+    /// The names of the sets the plan writes.
+    pub fn sets(&self) -> BTreeSet<String> {
+        let specs = self.create.iter().chain(&self.replace).map(|s| &s.name);
+        let members = self.add.iter().chain(&self.delete).map(|(n, _)| n);
+        let other = self.delete_unrepresentable.iter().map(|(n, _)| n);
+        specs
+            .chain(members)
+            .chain(other)
+            .chain(&self.destroy)
+            .cloned()
+            .collect()
+    }
+
     /// Members added plus deleted, for reports and metrics.
     pub fn member_changes(&self) -> usize {
         let created: usize = self

@@ -19,8 +19,8 @@ use crate::{
     desired::Table,
     kernel::{
         ipset::{
-            CreateSet, Element, Entry, IpSet, IpsetError, IpsetErrorKind, Op, Request, SetHeader,
-            SetName,
+            CreateSet, Element, Entry, IpSet, IpsetError, IpsetErrorKind, Listing, Op, Request,
+            SetHeader, SetName, SetStats,
         },
         iptables::IptablesError,
     },
@@ -146,6 +146,29 @@ impl SetKernel for FakeKernel {
             .get(set.as_str())
             .map(|s| listing(set.as_str(), s))
             .ok_or_else(|| missing(Op::List, set.as_str()))
+    }
+
+    /// As the kernel's dump with IPSET_FLAG_LIST_HEADER: each set's header
+    /// and stats (entries counted, references), no member.
+    fn list_headers(&mut self) -> Result<Listing, IpsetError> {
+        let mut state = self.state();
+        state.log.push("list -t".into());
+        let sets = state
+            .sets
+            .iter()
+            .map(|(name, s)| IpSet {
+                stats: Some(SetStats {
+                    references: state.references.get(name).copied().unwrap_or(0) as u32,
+                    entries: s.members.len() as u32,
+                    ..SetStats::default()
+                }),
+                ..header(name, s)
+            })
+            .collect();
+        Ok(Listing {
+            sets,
+            unsupported: Vec::new(),
+        })
     }
 
     fn switch_references(&mut self, from: &str, to: &str) -> Result<usize, IptablesError> {
@@ -311,6 +334,14 @@ fn check_fits(op: Op, set: &SetName, spec: &CreateSet, m: &Element) -> Result<()
 
 fn listing(name: &str, s: &FakeSet) -> IpSet {
     IpSet {
+        members: s.members.values().cloned().collect(),
+        ..header(name, s)
+    }
+}
+
+/// The set as `ipset list -t` shows it: no members.
+fn header(name: &str, s: &FakeSet) -> IpSet {
+    IpSet {
         name: SetName::new(name).expect("a name the kernel took"),
         header: SetHeader {
             set_type: s.spec.set_type,
@@ -326,7 +357,7 @@ fn listing(name: &str, s: &FakeSet) -> IpSet {
             initval: None,
         },
         stats: None,
-        members: s.members.values().cloned().collect(),
+        members: Vec::new(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! the store's logic is tested without root.
 
 use crate::kernel::{
-    ipset::{IpSet, IpsetClient, IpsetError, Request, SetName},
+    ipset::{IpSet, IpsetClient, IpsetError, Listing, Request, SetName},
     iptables::{self, IptablesError},
 };
 
@@ -20,6 +20,10 @@ pub trait SetKernel: Send {
 
     /// `ipset list NAME`: one set with its members.
     fn list(&mut self, set: &SetName) -> Result<IpSet, IpsetError>;
+
+    /// `ipset list -t`: every set's header and entry count (`stats`), no
+    /// members, in one dump.
+    fn list_headers(&mut self) -> Result<Listing, IpsetError>;
 
     /// Points every iptables rule that matches set `from` at set `to`;
     /// returns how many rules moved.
@@ -37,6 +41,10 @@ impl SetKernel for IpsetClient {
 
     fn list(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
         IpsetClient::list(self, set)
+    }
+
+    fn list_headers(&mut self) -> Result<Listing, IpsetError> {
+        IpsetClient::list_headers(self)
     }
 
     fn switch_references(&mut self, from: &str, to: &str) -> Result<usize, IptablesError> {

@@ -14,7 +14,7 @@ use crate::{
 
 use super::{
     execute::{self, Executed},
-    plan_some, registered, ApplyReport, Inner, SetStore, StoreError,
+    plan_some, registered, unsettle_unless, ApplyReport, Inner, Owner, SetStore, StoreError,
 };
 
 /// What writing one member found.
@@ -57,57 +57,69 @@ impl SetStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
-        inner.mirror_current.remove(o.name);
-        let desired = inner.desired.entry(o.name).or_default();
-        if let Some(d) = deltas.iter().find(|d| !desired.contains_key(&d.set)) {
-            return Err(StoreError::NotApplied {
-                owner: owner.to_string(),
-                set: d.set.clone(),
-            });
-        }
-        for d in deltas {
-            let spec = desired.get_mut(&d.set).expect("checked above");
-            spec.members.extend(d.add.iter().copied());
-            for m in &d.del {
-                spec.members.remove(m);
-            }
-        }
-        let mut executed = Executed::default();
-        let mut missing = BTreeSet::new();
-        for d in deltas {
-            let writes = d.add.iter().map(|m| (m, true));
-            for (member, add) in writes.chain(d.del.iter().map(|m| (m, false))) {
-                match write(inner, &d.set, member, add)? {
-                    Outcome::Written if add => executed.members_added += 1,
-                    Outcome::Written => executed.members_deleted += 1,
-                    Outcome::AlreadySo => {}
-                    Outcome::SetMissing => {
-                        missing.insert(d.set.clone());
-                        break;
-                    }
-                }
-            }
-        }
-        if !missing.is_empty() {
-            let plan = plan_some(inner, &o, &missing)?;
-            let whole = execute::run(inner.kernel.as_mut(), &plan)?;
-            executed.created.extend(whole.created);
-            executed.members_added += whole.members_added;
-        }
-        follow_services(inner, o.name, deltas, services);
-        if let Some(sink) = inner.mirror.as_mut() {
-            let mirrored: Vec<&SetDelta> = deltas.iter().filter(|d| o.mirrors(&d.set)).collect();
-            if !mirrored.is_empty() {
-                sink.mirror_changes(&mirrored, &inner.services[o.name]);
-            }
-        }
+        let applied = members_apply(inner, &o, deltas, services);
+        unsettle_unless(inner, &o, applied.is_ok());
         Ok(ApplyReport {
             owner: owner.to_string(),
-            executed,
+            executed: applied?,
             verified: true,
             duration: start.elapsed(),
         })
     }
+}
+
+/// [`SetStore::apply_members`] under the lock.
+fn members_apply(
+    inner: &mut Inner,
+    o: &Owner,
+    deltas: &[SetDelta],
+    services: &MemberServices,
+) -> Result<Executed, StoreError> {
+    inner.mirror_current.remove(o.name);
+    let desired = inner.desired.entry(o.name).or_default();
+    if let Some(d) = deltas.iter().find(|d| !desired.contains_key(&d.set)) {
+        return Err(StoreError::NotApplied {
+            owner: o.name.to_string(),
+            set: d.set.clone(),
+        });
+    }
+    for d in deltas {
+        let spec = desired.get_mut(&d.set).expect("checked above");
+        spec.members.extend(d.add.iter().copied());
+        for m in &d.del {
+            spec.members.remove(m);
+        }
+    }
+    let mut executed = Executed::default();
+    let mut missing = BTreeSet::new();
+    for d in deltas {
+        let writes = d.add.iter().map(|m| (m, true));
+        for (member, add) in writes.chain(d.del.iter().map(|m| (m, false))) {
+            match write(inner, &d.set, member, add)? {
+                Outcome::Written if add => executed.members_added += 1,
+                Outcome::Written => executed.members_deleted += 1,
+                Outcome::AlreadySo => {}
+                Outcome::SetMissing => {
+                    missing.insert(d.set.clone());
+                    break;
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let plan = plan_some(inner, o, &missing)?;
+        let whole = execute::run(inner.kernel.as_mut(), &plan)?;
+        executed.created.extend(whole.created);
+        executed.members_added += whole.members_added;
+    }
+    follow_services(inner, o.name, deltas, services);
+    if let Some(sink) = inner.mirror.as_mut() {
+        let mirrored: Vec<&SetDelta> = deltas.iter().filter(|d| o.mirrors(&d.set)).collect();
+        if !mirrored.is_empty() {
+            sink.mirror_changes(&mirrored, &inner.services[o.name]);
+        }
+    }
+    Ok(executed)
 }
 
 /// Keeps the owner's member -> Service map in step with the deltas.

@@ -22,6 +22,9 @@ mod mirror;
 pub(crate) mod owners;
 #[cfg(feature = "lab")]
 pub mod race;
+mod readback;
+#[cfg(test)]
+mod readback_tests;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -31,6 +34,8 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
+
+use readback::Read;
 
 use crate::{
     desired::{Member, MemberServices, SetSpec},
@@ -47,6 +52,7 @@ pub use execute::Executed;
 pub use kernel::SetKernel;
 pub use mirror::MirrorSink;
 pub use owners::{Claim, Owner, OwnershipError};
+pub use readback::SCRUB_PERIODS;
 pub use sources::{SourcePhase, SourceSink};
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +153,8 @@ struct Inner {
     /// Owners whose last full apply told the mirror its content, with no
     /// other apply of theirs since: an unchanged no-op apply skips it.
     mirror_current: BTreeSet<&'static str>,
+    /// Per owner, how its next full apply reads the kernel.
+    rotations: BTreeMap<&'static str, readback::Rotation>,
 }
 
 /// Shared by every controller; cheap to clone.
@@ -171,6 +179,7 @@ impl SetStore {
                 drift: DriftCounters::default(),
                 drift_seen: BTreeMap::new(),
                 mirror_current: BTreeSet::new(),
+                rotations: BTreeMap::new(),
             })),
         }
     }
@@ -186,6 +195,9 @@ impl SetStore {
         owners::check(&inner.owners, &owner)?;
         inner.desired.insert(owner.name, BTreeMap::new());
         inner.services.insert(owner.name, MemberServices::new());
+        inner
+            .rotations
+            .insert(owner.name, readback::Rotation::default());
         inner.owners.push(owner);
         Ok(())
     }
@@ -224,57 +236,9 @@ impl SetStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
-        if let Some(s) = sets.iter().find(|s| !o.owns(&s.name)) {
-            return Err(StoreError::NotOwned {
-                owner: owner.to_string(),
-                set: s.name.clone(),
-            });
-        }
-        let last = &inner.desired[o.name];
-        // The last apply's sets were normalised: equal input normalises
-        // to them again.
-        let same_sets =
-            last.len() == sets.len() && sets.iter().all(|s| last.get(&s.name) == Some(s));
-        let same_services = inner.services[o.name] == *services;
-        let wanted = if same_sets {
-            None
-        } else {
-            let mut wanted = BTreeMap::new();
-            for s in sets {
-                let mut s = s.clone();
-                s.members = normalise(&s)?;
-                wanted.insert(s.name.clone(), s);
-            }
-            Some(wanted)
-        };
-        let mirrored_moved = wanted
-            .as_ref()
-            .is_some_and(|w| mirrored(&inner.desired[o.name], &o) != mirrored(w, &o));
-        let mirror_moved = mirrored_moved || !same_services || !inner.mirror_current.remove(o.name);
-        if let Some(wanted) = wanted {
-            inner.desired.insert(o.name, wanted);
-        }
-        if !same_services {
-            inner.services.insert(o.name, services.clone());
-        }
-        let executed = sync_owner(inner, &o)?;
-        // Read back what was written; a no-op apply just read the kernel.
-        // Sets whose destruction was deferred (a rule still uses them) are
-        // expected to be left over, not a sign of another writer.
-        let verified = executed == Executed::default()
-            || plan_for(inner, &o)?.is_empty_but_destroying(&executed.destroy_deferred);
-        // A no-op apply of unchanged content leaves the mirror as the last
-        // apply left it (the auditor still compares and heals its maps):
-        // rewriting them and the classifier's table is most of a no-op
-        // full sync's `sets` step.
-        let wrote = executed != Executed::default();
-        if let Some(sink) = inner.mirror.as_mut().filter(|_| wrote || mirror_moved) {
-            let mirrored = mirrored(&inner.desired[o.name], &o);
-            if !mirrored.is_empty() {
-                sink.mirror(&mirrored, &inner.services[o.name]);
-            }
-        }
-        inner.mirror_current.insert(o.name);
+        let applied = full_apply(inner, &o, sets, services);
+        settle(inner, &o, applied.as_ref().map(|(_, verified)| *verified));
+        let (executed, verified) = applied?;
         Ok(ApplyReport {
             owner: owner.to_string(),
             executed,
@@ -299,41 +263,9 @@ impl SetStore {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
-        inner.mirror_current.remove(o.name);
-        let mut only: BTreeSet<String> = removed.iter().cloned().collect();
-        let desired = inner.desired.entry(o.name).or_default();
-        for name in removed {
-            desired.remove(name);
-        }
-        for mut s in changed {
-            if !o.owns(&s.name) {
-                return Err(StoreError::NotOwned {
-                    owner: owner.to_string(),
-                    set: s.name,
-                });
-            }
-            s.members = normalise(&s)?;
-            only.insert(s.name.clone());
-            desired.insert(s.name.clone(), s);
-        }
-        let plan = plan_some(inner, &o, &only)?;
-        let executed = if plan.is_empty() {
-            Executed::default()
-        } else {
-            execute::run(inner.kernel.as_mut(), &plan)?
-        };
-        let verified = executed == Executed::default()
-            || plan_some(inner, &o, &only)?.is_empty_but_destroying(&executed.destroy_deferred);
-        if let Some(sink) = inner.mirror.as_mut() {
-            let mirrored: Vec<&SetSpec> = inner.desired[o.name]
-                .values()
-                .filter(|s| o.mirrors(&s.name))
-                .collect();
-            if !mirrored.is_empty() && only.iter().any(|n| o.mirrors(n)) {
-                let services = inner.services.get(o.name).cloned().unwrap_or_default();
-                sink.mirror(&mirrored, &services);
-            }
-        }
+        let applied = changed_apply(inner, &o, changed, removed);
+        unsettle_unless(inner, &o, matches!(applied, Ok((_, true))));
+        let (executed, verified) = applied?;
         Ok(ApplyReport {
             owner: owner.to_string(),
             executed,
@@ -341,7 +273,6 @@ impl SetStore {
             duration: start.elapsed(),
         })
     }
-
     /// The desired sets of every owner, as last applied.
     pub fn desired(&self) -> Vec<SetSpec> {
         self.lock()
@@ -361,12 +292,133 @@ impl SetStore {
     /// (see audit::run).
     pub fn audit_healing_after(&self, heal_after: Duration) -> Result<AuditReport, StoreError> {
         let mut guard = self.lock();
-        audit::run(&mut guard, heal_after)
+        let audited = audit::run(&mut guard, heal_after);
+        if audited.is_err() {
+            // It may have stopped halfway through a heal.
+            let owners = guard.owners.clone();
+            owners
+                .iter()
+                .for_each(|o| unsettle_unless(&mut guard, o, false));
+        }
+        audited
     }
 
     pub fn drift(&self) -> DriftCounters {
         self.lock().drift.clone()
     }
+}
+
+/// A partial apply under the lock (see [`SetStore::apply_changed`]);
+/// returns what ran and whether the read-back found the desired state.
+fn changed_apply(
+    inner: &mut Inner,
+    o: &Owner,
+    changed: Vec<SetSpec>,
+    removed: &[String],
+) -> Result<(Executed, bool), StoreError> {
+    inner.mirror_current.remove(o.name);
+    let mut only: BTreeSet<String> = removed.iter().cloned().collect();
+    let desired = inner.desired.entry(o.name).or_default();
+    for name in removed {
+        desired.remove(name);
+    }
+    for mut s in changed {
+        if !o.owns(&s.name) {
+            return Err(StoreError::NotOwned {
+                owner: o.name.to_string(),
+                set: s.name,
+            });
+        }
+        s.members = normalise(&s)?;
+        only.insert(s.name.clone());
+        desired.insert(s.name.clone(), s);
+    }
+    let plan = plan_some(inner, o, &only)?;
+    let executed = if plan.is_empty() {
+        Executed::default()
+    } else {
+        execute::run(inner.kernel.as_mut(), &plan)?
+    };
+    let verified = executed == Executed::default()
+        || plan_some(inner, o, &only)?.is_empty_but_destroying(&executed.destroy_deferred);
+    if let Some(sink) = inner.mirror.as_mut() {
+        let mirrored: Vec<&SetSpec> = inner.desired[o.name]
+            .values()
+            .filter(|s| o.mirrors(&s.name))
+            .collect();
+        if !mirrored.is_empty() && only.iter().any(|n| o.mirrors(n)) {
+            let services = inner.services.get(o.name).cloned().unwrap_or_default();
+            sink.mirror(&mirrored, &services);
+        }
+    }
+    Ok((executed, verified))
+}
+
+/// A full apply under the lock: the desired sets replaced (copied only
+/// when they changed), the kernel read as the owner's rotation says,
+/// brought to them and read back; the mirror told when anything moved.
+/// Returns what ran and whether the read-back found the desired state.
+fn full_apply(
+    inner: &mut Inner,
+    o: &Owner,
+    sets: &[SetSpec],
+    services: &MemberServices,
+) -> Result<(Executed, bool), StoreError> {
+    if let Some(s) = sets.iter().find(|s| !o.owns(&s.name)) {
+        return Err(StoreError::NotOwned {
+            owner: o.name.to_string(),
+            set: s.name.clone(),
+        });
+    }
+    let last = &inner.desired[o.name];
+    // The last apply's sets were normalised: equal input normalises
+    // to them again.
+    let same_sets = last.len() == sets.len() && sets.iter().all(|s| last.get(&s.name) == Some(s));
+    let same_services = inner.services[o.name] == *services;
+    let wanted = if same_sets {
+        None
+    } else {
+        let mut wanted = BTreeMap::new();
+        for s in sets {
+            let mut s = s.clone();
+            s.members = normalise(&s)?;
+            wanted.insert(s.name.clone(), s);
+        }
+        Some(wanted)
+    };
+    let mirrored_moved = wanted
+        .as_ref()
+        .is_some_and(|w| mirrored(&inner.desired[o.name], o) != mirrored(w, o));
+    let mirror_moved = mirrored_moved || !same_services || !inner.mirror_current.remove(o.name);
+    let changed = wanted
+        .as_ref()
+        .map(|w| readback::changed_sets(&inner.desired[o.name], w))
+        .unwrap_or_default();
+    if let Some(wanted) = wanted {
+        inner.desired.insert(o.name, wanted);
+    }
+    if !same_services {
+        inner.services.insert(o.name, services.clone());
+    }
+    let read = inner
+        .rotations
+        .entry(o.name)
+        .or_default()
+        .read(&inner.desired[o.name], changed);
+    let (executed, verified) = sync_owner(inner, o, &read)?;
+    // A no-op apply of unchanged content leaves the mirror as the last
+    // apply left it (the auditor still compares and heals its maps):
+    // rewriting them and the classifier's table is most of a no-op
+    // full sync's `sets` step.
+    let wrote = executed != Executed::default();
+    if let Some(sink) = inner.mirror.as_mut().filter(|_| wrote || mirror_moved) {
+        let mirrored = mirrored(&inner.desired[o.name], o);
+        if !mirrored.is_empty() {
+            sink.mirror(&mirrored, &inner.services[o.name]);
+        }
+    }
+    inner.mirror_current.insert(o.name);
+    Ok((executed, verified))
 }
 
 /// The sets of `desired` that `owner` mirrors.
@@ -408,16 +460,26 @@ fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreE
         .collect();
     let mut out = Vec::with_capacity(names.len());
     for n in names {
-        let set = match inner.kernel.list(&execute::name(&n)?) {
-            Ok(s) => s,
-            // Destroyed by someone between the two dumps: it is missing.
-            Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let want = inner.desired.get(owner.name).and_then(|d| d.get(&n));
-        out.push(actual_set(n, set, want));
+        out.extend(list_actual(inner, owner, &n)?);
     }
     Ok(out)
+}
+
+/// Set `name` listed with its members and compared with `owner`'s desired
+/// set of that name; None when it is gone (destroyed by someone since the
+/// dump that named it: it is missing).
+fn list_actual(
+    inner: &mut Inner,
+    owner: &Owner,
+    name: &str,
+) -> Result<Option<ActualSet>, StoreError> {
+    let set = match inner.kernel.list(&execute::name(name)?) {
+        Ok(s) => s,
+        Err(e) if e.is(IpsetErrorKind::SetMissing) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let want = inner.desired.get(owner.name).and_then(|d| d.get(name));
+    Ok(Some(actual_set(name.to_string(), set, want)))
 }
 
 /// One listed set; its members are compared with `want` (the desired set
@@ -488,13 +550,7 @@ fn plan_some(
 ) -> Result<Plan, StoreError> {
     let mut actual = Vec::with_capacity(only.len());
     for n in only {
-        let set = match inner.kernel.list(&execute::name(n)?) {
-            Ok(s) => s,
-            Err(e) if e.is(IpsetErrorKind::SetMissing) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let want = inner.desired.get(owner.name).and_then(|d| d.get(n));
-        actual.push(actual_set(n.clone(), set, want));
+        actual.extend(list_actual(inner, owner, n)?);
     }
     let desired: BTreeMap<String, SetSpec> = inner.desired[owner.name]
         .iter()
@@ -506,10 +562,53 @@ fn plan_some(
     }))
 }
 
-fn sync_owner(inner: &mut Inner, owner: &Owner) -> Result<Executed, StoreError> {
-    let plan = plan_for(inner, owner)?;
+/// The plan for every set of `owner`, from a kernel read as `read` says.
+fn plan_read(inner: &mut Inner, owner: &Owner, read: &Read) -> Result<Plan, StoreError> {
+    let actual = match read {
+        Read::Deep => return plan_for(inner, owner),
+        Read::Headers(deep) => readback::actual_by_headers(inner, owner, deep)?,
+    };
+    Ok(diff::plan(&inner.desired[owner.name], &actual, |n| {
+        owner.owns(n)
+    }))
+}
+
+/// Brings the kernel to `owner`'s desired sets and reads back what was
+/// written (the same way it read, naming the written sets); a no-op apply
+/// just read the kernel. Returns what ran and whether the read-back found
+/// the desired state: sets whose destruction was deferred (a rule still
+/// uses them) are expected to be left over, not a sign of another writer.
+fn sync_owner(
+    inner: &mut Inner,
+    owner: &Owner,
+    read: &Read,
+) -> Result<(Executed, bool), StoreError> {
+    let plan = plan_read(inner, owner, read)?;
     if plan.is_empty() {
-        return Ok(Executed::default());
+        return Ok((Executed::default(), true));
     }
-    execute::run(inner.kernel.as_mut(), &plan)
+    let executed = execute::run(inner.kernel.as_mut(), &plan)?;
+    let again = match read {
+        Read::Deep => Read::Deep,
+        Read::Headers(_) => Read::Headers(plan.sets()),
+    };
+    let verified =
+        plan_read(inner, owner, &again)?.is_empty_but_destroying(&executed.destroy_deferred);
+    Ok((executed, verified))
+}
+
+/// Records how a full apply of `owner` ended: only a verified one lets
+/// its next full apply read cheaply (see readback.rs).
+fn settle(inner: &mut Inner, owner: &Owner, outcome: Result<bool, &StoreError>) {
+    if let Some(r) = inner.rotations.get_mut(owner.name) {
+        r.settle(matches!(outcome, Ok(true)));
+    }
+}
+
+/// After a partial apply of `owner` that failed or was not verified, its
+/// next full apply reads deep.
+fn unsettle_unless(inner: &mut Inner, owner: &Owner, ok: bool) {
+    if !ok {
+        settle(inner, owner, Ok(false));
+    }
 }

@@ -1,0 +1,183 @@
+//! What a full apply reads of the kernel.
+//!
+//! A deep read dumps every set of the owner with its members (one dump per
+//! set). Once an owner's full apply has left the kernel verified equal to
+//! its sets, its next full applies read cheaply: one dump of every set's
+//! header (`ipset list -t`: name, type, family and entry count, no member),
+//! compared with the desired sets, which catches a set destroyed, flushed,
+//! retyped, a member deleted or a foreign one added; and the members of
+//! only the sets whose header differs, whose desired content changed since
+//! the last apply, and a rotating share of the others (the scrub), so that
+//! drift keeping the count (a member swapped for another) is found within
+//! [`SCRUB_PERIODS`] full applies. The first full apply of an owner, and
+//! the first after any failed or unverified apply of it, read deep.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::Bound::{Excluded, Included, Unbounded},
+};
+
+use super::{diff::ActualSet, list_actual, Inner, Owner, StoreError};
+use crate::{desired::SetSpec, kernel::ipset::IpSet};
+
+/// Every set is compared member by member at least once in this many
+/// cheap full applies of its owner (`--help` of the sync periods says so).
+pub const SCRUB_PERIODS: usize = 10;
+
+/// How one full apply reads the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Read {
+    /// Every set of the owner, with its members.
+    Deep,
+    /// Every set's header; the members of these sets, and of those whose
+    /// header differs from the desired set.
+    Headers(BTreeSet<String>),
+}
+
+/// One owner's reads, between its full applies.
+#[derive(Debug, Default)]
+pub(super) struct Rotation {
+    /// The owner's last full apply left the kernel verified equal to its
+    /// desired sets, and no apply of it failed since.
+    settled: bool,
+    scrub: Scrub,
+}
+
+impl Rotation {
+    /// How this full apply reads, `changed` naming the sets whose desired
+    /// content it changes.
+    pub(super) fn read(
+        &mut self,
+        desired: &BTreeMap<String, SetSpec>,
+        changed: BTreeSet<String>,
+    ) -> Read {
+        if !self.settled {
+            return Read::Deep;
+        }
+        let mut deep = changed;
+        deep.extend(self.scrub.share(desired));
+        Read::Headers(deep)
+    }
+
+    /// Whether the kernel was left verified equal to the desired sets.
+    pub(super) fn settle(&mut self, settled: bool) {
+        self.settled = settled;
+    }
+}
+
+/// The round robin over an owner's sets whose members the cheap reads
+/// list. Each share is paid from a credit of a [`SCRUB_PERIODS`]-th of the
+/// sets' cost (a set costs its members plus one, for its dump): a big set
+/// takes a share to itself and the next shares pay off its debt, so the
+/// work is spread over the periods, and [`SCRUB_PERIODS`] shares in a row
+/// walk the whole cycle, taking every set (while the sets stay the same).
+#[derive(Debug, Default)]
+pub(super) struct Scrub {
+    /// Where the next share starts (None: at the first set).
+    next: Option<String>,
+    /// Cost that may still be taken; negative after a big set.
+    credit: i64,
+}
+
+impl Scrub {
+    /// This time's share: the sets from where the last one stopped, round
+    /// robin, while there is credit.
+    pub(super) fn share(&mut self, desired: &BTreeMap<String, SetSpec>) -> BTreeSet<String> {
+        let cost = |s: &SetSpec| s.members.len() + 1;
+        let total: usize = desired.values().map(cost).sum();
+        self.credit += total.div_ceil(SCRUB_PERIODS) as i64;
+        let from = self.next.take().unwrap_or_default();
+        let mut cycle = desired
+            .range::<str, _>((Included(from.as_str()), Unbounded))
+            .chain(desired.range::<str, _>((Unbounded, Excluded(from.as_str()))))
+            .peekable();
+        let mut share = BTreeSet::new();
+        while self.credit > 0 {
+            let Some((name, set)) = cycle.next() else {
+                break;
+            };
+            share.insert(name.clone());
+            self.credit -= cost(set) as i64;
+        }
+        self.next = match cycle.peek() {
+            Some((name, _)) => Some((*name).clone()),
+            // The whole cycle taken: the next share starts where this one
+            // began, with no credit left over.
+            None => {
+                self.credit = self.credit.min(0);
+                Some(from)
+            }
+        };
+        share
+    }
+}
+
+/// The kernel's sets within `owner`'s claims, read as `deep` says: a set
+/// whose header matches its desired set and that is not named is taken as
+/// desired without listing its members.
+pub(super) fn actual_by_headers(
+    inner: &mut Inner,
+    owner: &Owner,
+    deep: &BTreeSet<String>,
+) -> Result<Vec<ActualSet>, StoreError> {
+    let listing = inner.kernel.list_headers()?;
+    let desired = &inner.desired[owner.name];
+    // A set of ours ipwarden cannot read is listed to fail as a deep read does.
+    let mut to_list: Vec<String> = listing
+        .unsupported
+        .into_iter()
+        .map(|u| u.name)
+        .filter(|n| owner.owns(n))
+        .collect();
+    let mut out = Vec::new();
+    for set in listing.sets {
+        let name = set.name.as_str();
+        if !owner.owns(name) {
+            continue;
+        }
+        // A set nobody wants is destroyed and one of another type or
+        // family replaced: neither needs its members read.
+        let Some(want) = desired.get(name).filter(|w| same_kind(&set, w)) else {
+            out.push(header_only(set, false));
+            continue;
+        };
+        let entries = set.stats.map(|s| s.entries as usize);
+        if deep.contains(name) || entries != Some(want.members.len()) {
+            to_list.push(name.to_string());
+        } else {
+            out.push(header_only(set, true));
+        }
+    }
+    for name in to_list {
+        out.extend(list_actual(inner, owner, &name)?);
+    }
+    Ok(out)
+}
+
+/// Type and family as desired; another one is replaced whole.
+fn same_kind(set: &IpSet, want: &SetSpec) -> bool {
+    set.header.set_type == want.set_type && set.header.family == want.family
+}
+
+fn header_only(set: IpSet, as_desired: bool) -> ActualSet {
+    ActualSet {
+        name: set.name.to_string(),
+        set_type: set.header.set_type,
+        family: set.header.family,
+        members: BTreeSet::new(),
+        unrepresentable: Vec::new(),
+        as_desired,
+    }
+}
+
+/// The names of `desired`'s sets whose content differs from `last`'s.
+pub(super) fn changed_sets(
+    last: &BTreeMap<String, SetSpec>,
+    desired: &BTreeMap<String, SetSpec>,
+) -> BTreeSet<String> {
+    desired
+        .iter()
+        .filter(|(name, s)| last.get(*name) != Some(*s))
+        .map(|(name, _)| name.clone())
+        .collect()
+}

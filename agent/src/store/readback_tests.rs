@@ -1,0 +1,302 @@
+//! The cheap full apply (readback.rs) against the in-memory kernel: what it
+//! reads, and every drift it must still repair. tests/store_netns.rs runs
+//! the same drifts against the real kernel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::{
+    fake_kernel::FakeKernel,
+    readback::{Scrub, SCRUB_PERIODS},
+    Claim, Owner, SetKernel, SetStore,
+};
+use crate::{
+    desired::{Family, Member, SetDelta, SetSpec, SetType},
+    kernel::ipset::{CreateSet, Element, Request, SetName},
+};
+
+/// More sets than one scrub share takes, so most are read by header only.
+const SETS: usize = 30;
+
+fn ip(i: usize) -> Member {
+    Member::ip([10, 0, (i / 250) as u8, (i % 250) as u8 + 1].into())
+}
+
+fn set_name(i: usize) -> String {
+    format!("IPW-S-{i:02}")
+}
+
+/// Set i holds members i*10 .. i*10+3.
+fn sets() -> Vec<SetSpec> {
+    (0..SETS)
+        .map(|i| SetSpec {
+            name: set_name(i),
+            set_type: SetType::HashIp,
+            family: Family::V4,
+            members: (i * 10..i * 10 + 3).map(ip).collect(),
+        })
+        .collect()
+}
+
+/// A store with the policies owner, its sets applied once (a deep read)
+/// and once more (the first cheap read), the log cleared.
+fn settled() -> (FakeKernel, SetStore) {
+    let kernel = FakeKernel::default().with_set(
+        CreateSet::new(
+            SetName::new("kube-router-x").unwrap(),
+            SetType::HashIp,
+            Family::V4,
+        ),
+        &[],
+    );
+    let store = SetStore::new(kernel.clone());
+    store
+        .register(Owner::new("policies", vec![Claim::Prefix("IPW-".into())]))
+        .unwrap();
+    store.apply("policies", sets()).unwrap();
+    assert!(!store.apply("policies", sets()).unwrap().changed());
+    kernel.take_log();
+    (kernel, store)
+}
+
+fn element(member: &Member) -> Element {
+    Element::try_from(member).unwrap()
+}
+
+/// Another program's write.
+fn outside(kernel: &FakeKernel, request: Request) {
+    kernel.clone().execute(&request).unwrap();
+}
+
+fn name(i: usize) -> SetName {
+    SetName::new(set_name(i)).unwrap()
+}
+
+fn members_of(kernel: &FakeKernel, i: usize) -> BTreeSet<Member> {
+    let set = kernel.set(&set_name(i)).expect("the set exists");
+    set.members.iter().filter_map(Element::to_desired).collect()
+}
+
+/// The sets a log shows listed with their members.
+fn listed(log: &[String]) -> BTreeSet<String> {
+    log.iter()
+        .filter_map(|l| l.strip_prefix("list "))
+        .filter(|l| !l.starts_with('-'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Applies the same sets until the kernel holds them again; how many
+/// applies that took (None: not within `limit`).
+fn applies_until_repaired(kernel: &FakeKernel, store: &SetStore, limit: usize) -> Option<usize> {
+    let want = sets();
+    (1..=limit).find(|_| {
+        store.apply("policies", sets()).unwrap();
+        (0..SETS).all(|i| members_of(kernel, i) == want[i].members)
+    })
+}
+
+#[test]
+fn the_first_full_apply_reads_every_set_and_the_next_only_headers_and_a_share() {
+    let kernel = FakeKernel::default();
+    let store = SetStore::new(kernel.clone());
+    store
+        .register(Owner::new("policies", vec![Claim::Prefix("IPW-".into())]))
+        .unwrap();
+    store.apply("policies", sets()).unwrap();
+    let log = kernel.take_log();
+    assert_eq!(log[0], "list -n", "the first full apply reads deep");
+    store.apply("policies", sets()).unwrap();
+    let log = kernel.take_log();
+    assert_eq!(log[0], "list -t");
+    assert_eq!(
+        listed(&log).len(),
+        SETS.div_ceil(SCRUB_PERIODS),
+        "one share of the sets: {log:?}"
+    );
+}
+
+#[test]
+fn a_member_deleted_or_added_by_another_program_is_repaired_at_the_next_full_apply() {
+    let (kernel, store) = settled();
+    outside(&kernel, Request::del(name(7), [element(&ip(71))]));
+    outside(&kernel, Request::add(name(8), [element(&ip(999))]));
+    let report = store.apply("policies", sets()).unwrap();
+    assert_eq!(
+        (
+            report.executed.members_added,
+            report.executed.members_deleted
+        ),
+        (1, 1)
+    );
+    assert!(report.verified);
+    assert_eq!(members_of(&kernel, 7), sets()[7].members);
+    assert_eq!(members_of(&kernel, 8), sets()[8].members);
+}
+
+#[test]
+fn a_set_destroyed_flushed_or_retyped_is_repaired_at_the_next_full_apply() {
+    let (kernel, store) = settled();
+    outside(&kernel, Request::destroy(name(3)));
+    outside(&kernel, Request::flush(name(4)));
+    outside(&kernel, Request::destroy(name(5)));
+    let net = CreateSet::new(name(5), SetType::HashNet, Family::V4);
+    outside(&kernel, Request::create(net));
+    let stray = CreateSet::new(
+        SetName::new("IPW-STRAY").unwrap(),
+        SetType::HashIp,
+        Family::V4,
+    );
+    outside(&kernel, Request::create(stray));
+    let report = store.apply("policies", sets()).unwrap();
+    assert_eq!(report.executed.created, [set_name(3)]);
+    assert_eq!(report.executed.replaced, [set_name(5)]);
+    assert_eq!(report.executed.destroyed, ["IPW-STRAY"]);
+    for i in [3, 4, 5] {
+        assert_eq!(members_of(&kernel, i), sets()[i].members, "set {i}");
+    }
+    assert_eq!(
+        kernel.set(&set_name(5)).unwrap().header.set_type,
+        SetType::HashIp
+    );
+}
+
+#[test]
+fn a_swapped_member_is_repaired_within_the_scrub_periods() {
+    let (kernel, store) = settled();
+    // The settling apply's share was sets 0-2: set 2 is the last the
+    // scrub reaches again.
+    outside(&kernel, Request::del(name(2), [element(&ip(20))]));
+    outside(&kernel, Request::add(name(2), [element(&ip(998))]));
+    let took = applies_until_repaired(&kernel, &store, SCRUB_PERIODS);
+    assert!(took.is_some(), "not repaired in {SCRUB_PERIODS} applies");
+    assert_eq!(took, Some(SCRUB_PERIODS), "the header alone cannot see it");
+}
+
+#[test]
+fn the_scrub_lists_every_set_within_the_scrub_periods() {
+    let (kernel, store) = settled();
+    let mut seen = BTreeSet::new();
+    for _ in 0..SCRUB_PERIODS {
+        store.apply("policies", sets()).unwrap();
+        seen.extend(listed(&kernel.take_log()));
+    }
+    let all: BTreeSet<String> = (0..SETS).map(set_name).collect();
+    assert_eq!(seen, all, "only ours, every one");
+}
+
+/// Our own change that keeps a set's size is read member by member (the
+/// header cannot show it).
+#[test]
+fn a_set_whose_desired_content_changed_is_read_with_its_members() {
+    let (kernel, store) = settled();
+    let mut moved = sets();
+    let set = &mut moved[17].members;
+    set.remove(&ip(170));
+    set.insert(ip(997));
+    let report = store.apply("policies", moved.clone()).unwrap();
+    assert!(report.verified);
+    assert_eq!(members_of(&kernel, 17), moved[17].members);
+}
+
+#[test]
+fn after_a_failed_apply_the_next_full_apply_reads_deep() {
+    let (kernel, store) = settled();
+    let unknown = SetDelta {
+        set: "IPW-NOT-APPLIED".into(),
+        add: vec![ip(1)],
+        del: vec![],
+    };
+    assert!(store
+        .apply_members("policies", &[unknown], &Default::default())
+        .is_err());
+    store.apply("policies", sets()).unwrap();
+    let log = kernel.take_log();
+    assert_eq!(log[0], "list -n");
+    assert_eq!(listed(&log).len(), SETS);
+    store.apply("policies", sets()).unwrap();
+    assert_eq!(kernel.take_log()[0], "list -t", "settled again");
+}
+
+#[test]
+fn foreign_sets_are_neither_listed_nor_written_by_a_cheap_apply() {
+    let (kernel, store) = settled();
+    let foreign = SetName::new("kube-router-x").unwrap();
+    outside(&kernel, Request::add(foreign, [element(&ip(5))]));
+    kernel.take_log();
+    for _ in 0..SCRUB_PERIODS {
+        store.apply("policies", sets()).unwrap();
+    }
+    let log = kernel.take_log();
+    assert!(
+        log.iter().all(|l| !l.contains("kube-router")),
+        "touched a foreign set: {log:?}"
+    );
+    assert_eq!(kernel.set("kube-router-x").unwrap().members.len(), 1);
+}
+
+fn by_name(sets: &[SetSpec]) -> BTreeMap<String, SetSpec> {
+    sets.iter().map(|s| (s.name.clone(), s.clone())).collect()
+}
+
+/// Sets of the given sizes.
+fn sized(sizes: &[usize]) -> BTreeMap<String, SetSpec> {
+    let specs: Vec<SetSpec> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| SetSpec {
+            name: set_name(i),
+            set_type: SetType::HashIp,
+            family: Family::V4,
+            members: (0..*n).map(|k| ip(i * 1000 + k)).collect(),
+        })
+        .collect();
+    by_name(&specs)
+}
+
+/// Which of `shares` calls took each set.
+fn takes(
+    sets: &BTreeMap<String, SetSpec>,
+    scrub: &mut Scrub,
+    shares: usize,
+) -> BTreeMap<String, Vec<usize>> {
+    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for call in 0..shares {
+        for name in scrub.share(sets) {
+            out.entry(name).or_default().push(call);
+        }
+    }
+    out
+}
+
+#[test]
+fn after_a_big_set_the_next_shares_pay_for_it() {
+    // Six sets as the service proxy has them: one of 2000 members.
+    let sets = sized(&[10, 2000, 10, 5, 5, 0]);
+    let taken = takes(&sets, &mut Scrub::default(), SCRUB_PERIODS);
+    assert_eq!(taken[&set_name(1)], [0], "once in the periods");
+    let busy: BTreeSet<usize> = taken.values().flatten().copied().collect();
+    assert_eq!(busy, [0, SCRUB_PERIODS - 1].into(), "{taken:?}");
+    assert_eq!(taken.len(), 6, "every set: {taken:?}");
+}
+
+proptest! {
+    /// Whatever the sizes, every set is taken within SCRUB_PERIODS shares
+    /// of the start, and again within SCRUB_PERIODS of each take.
+    #[test]
+    fn every_set_is_taken_within_the_scrub_periods(
+        sizes in prop::collection::vec(0usize..300, 1..40),
+    ) {
+        let sets = sized(&sizes);
+        let taken = takes(&sets, &mut Scrub::default(), 4 * SCRUB_PERIODS);
+        prop_assert_eq!(taken.len(), sets.len());
+        for (set, calls) in &taken {
+            prop_assert!(calls[0] < SCRUB_PERIODS, "{} first at {}", set, calls[0]);
+            for pair in calls.windows(2) {
+                prop_assert!(pair[1] - pair[0] <= SCRUB_PERIODS, "{}: {:?}", set, calls);
+            }
+            prop_assert!(4 * SCRUB_PERIODS - calls[calls.len() - 1] <= SCRUB_PERIODS, "{}: {:?}", set, calls);
+        }
+    }
+}
