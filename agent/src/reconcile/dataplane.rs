@@ -54,6 +54,12 @@ pub trait Dataplane: Send {
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError>;
 
+    /// A full sync's sets when the owner's desired sets have not moved
+    /// since its last successful sync: the store reads the kernel back
+    /// against the sets it holds and repairs drift, as [`Self::apply_sets`]
+    /// with the same sets would.
+    fn reapply_sets(&mut self, owner: &'static str) -> Result<ApplyReport, ReconcileError>;
+
     /// A partial sync's sets: only `changed` and `removed` are read and
     /// written.
     fn apply_changed_sets(
@@ -280,6 +286,10 @@ impl Dataplane for RealDataplane {
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
         Ok(self.store.apply_full(owner, sets, services)?)
+    }
+
+    fn reapply_sets(&mut self, owner: &'static str) -> Result<ApplyReport, ReconcileError> {
+        Ok(self.store.reapply_full(owner)?)
     }
 
     fn apply_changed_sets(

@@ -80,6 +80,11 @@ impl Dataplane for Recording {
         Ok(ApplyReport::nothing(owner))
     }
 
+    fn reapply_sets(&mut self, owner: &'static str) -> Result<ApplyReport, ReconcileError> {
+        self.push(Call::Sets(owner));
+        Ok(ApplyReport::nothing(owner))
+    }
+
     fn apply_changed_sets(
         &mut self,
         owner: &'static str,

@@ -130,6 +130,9 @@ pub struct ServiceSync<D> {
     /// The last full sync's state, while no partial sync has changed the
     /// table since: a full sync that keeps the table reuses it.
     kept: Option<Arc<FullState>>,
+    /// This full sync keeps the table, so the set store's copy of the
+    /// sets is still what the table would build.
+    sets_kept: bool,
 }
 
 impl<D: Dataplane> ServiceSync<D> {
@@ -141,6 +144,7 @@ impl<D: Dataplane> ServiceSync<D> {
             steps: Vec::new(),
             keep: KeepState::default(),
             kept: None,
+            sets_kept: false,
         }
     }
 
@@ -172,6 +176,7 @@ impl<D: Dataplane> ServiceSync<D> {
             steps: self.steps,
             keep: self.keep,
             kept: self.kept,
+            sets_kept: self.sets_kept,
         }
     }
 
@@ -195,7 +200,8 @@ impl<D: Dataplane> ServiceSync<D> {
                 && self.applied
                 && changes.is_empty()
                 && !table.node_changed(snapshot);
-            if self.keep.keep_now(unchanged) {
+            self.sets_kept = self.keep.keep_now(unchanged);
+            if self.sets_kept {
                 let kept = self
                     .kept
                     .get_or_insert_with(|| Arc::new(table.full_state()));
@@ -206,6 +212,7 @@ impl<D: Dataplane> ServiceSync<D> {
             return Prepared::Full(state);
         }
         self.kept = None;
+        self.sets_kept = false;
         let mut affected = changes.services.clone();
         affected.extend(table.slice_services(&changes.slices, snapshot));
         Prepared::Partial(table.update(&affected, snapshot))
@@ -220,9 +227,13 @@ impl<D: Dataplane> ServiceSync<D> {
         let applied = match p {
             Prepared::Full(state) => {
                 report.problems.extend(state.problems.iter().cloned());
-                // Built here and dropped after: the store keeps its copy.
-                let (sets, members) = self.table.read().sets();
-                self.dataplane.apply_sets(SERVICES_OWNER, &sets, &members)?
+                if self.sets_kept {
+                    self.dataplane.reapply_sets(SERVICES_OWNER)?
+                } else {
+                    // Built here and dropped after: the store keeps its copy.
+                    let (sets, members) = self.table.read().sets();
+                    self.dataplane.apply_sets(SERVICES_OWNER, &sets, &members)?
+                }
             }
             Prepared::Partial(delta) => {
                 report.problems.extend(delta.problems.iter().cloned());

@@ -81,6 +81,8 @@ pub enum StoreError {
     },
     #[error("owner {owner} changed members of set {set} before applying the set")]
     NotApplied { owner: String, set: String },
+    #[error("owner {owner} has no full apply to repeat")]
+    NoFullApply { owner: String },
     #[error(transparent)]
     Kernel(#[from] IpsetError),
 }
@@ -90,7 +92,7 @@ impl StoreError {
         match self {
             StoreError::UnknownOwner(_) | StoreError::Ownership(_) => "ownership",
             StoreError::NotOwned { .. } => "not_owned",
-            StoreError::NotApplied { .. } => "not_applied",
+            StoreError::NotApplied { .. } | StoreError::NoFullApply { .. } => "not_applied",
             StoreError::BadName { .. } | StoreError::BadMember { .. } => "bad_input",
             StoreError::Switch { .. } => "switch_rules",
             StoreError::Kernel(e) => e.metric_label(),
@@ -155,6 +157,8 @@ struct Inner {
     mirror_current: BTreeSet<&'static str>,
     /// Per owner, how its next full apply reads the kernel.
     rotations: BTreeMap<&'static str, readback::Rotation>,
+    /// Owners that made a full apply: only theirs can be repeated.
+    fully_applied: BTreeSet<&'static str>,
 }
 
 /// Shared by every controller; cheap to clone.
@@ -180,6 +184,7 @@ impl SetStore {
                 drift_seen: BTreeMap::new(),
                 mirror_current: BTreeSet::new(),
                 rotations: BTreeMap::new(),
+                fully_applied: BTreeSet::new(),
             })),
         }
     }
@@ -237,6 +242,34 @@ impl SetStore {
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
         let applied = full_apply(inner, &o, sets, services);
+        settle(inner, &o, applied.as_ref().map(|(_, verified)| *verified));
+        let (executed, verified) = applied?;
+        Ok(ApplyReport {
+            owner: owner.to_string(),
+            executed,
+            verified,
+            duration: start.elapsed(),
+        })
+    }
+
+    /// A full apply of the sets `owner` last applied, for an owner whose
+    /// desired state has not moved since its last successful sync: the
+    /// kernel is read back and repaired exactly as [`Self::apply_full`]
+    /// would with the same sets, without the caller building them again.
+    pub fn reapply_full(&self, owner: &str) -> Result<ApplyReport, StoreError> {
+        let start = Instant::now();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let o = registered(inner, owner)?;
+        // Without a full apply before, its desired state is empty, not
+        // known: repeating it would delete every set the owner holds.
+        if !inner.fully_applied.contains(o.name) {
+            return Err(StoreError::NoFullApply {
+                owner: owner.to_string(),
+            });
+        }
+        let mirror_moved = !inner.mirror_current.remove(o.name);
+        let applied = verify_owner(inner, &o, BTreeSet::new(), mirror_moved);
         settle(inner, &o, applied.as_ref().map(|(_, verified)| *verified));
         let (executed, verified) = applied?;
         Ok(ApplyReport {
@@ -397,9 +430,22 @@ fn full_apply(
     if let Some(wanted) = wanted {
         inner.desired.insert(o.name, wanted);
     }
+    inner.fully_applied.insert(o.name);
     if !same_services {
         inner.services.insert(o.name, services.clone());
     }
+    verify_owner(inner, o, changed, mirror_moved)
+}
+
+/// Reads `owner`'s sets back (the changed ones and the rotation's share in
+/// full), repairs what differs from its desired state, and mirrors them
+/// when anything was written or the mirror moved.
+fn verify_owner(
+    inner: &mut Inner,
+    o: &Owner,
+    changed: BTreeSet<String>,
+    mirror_moved: bool,
+) -> Result<(Executed, bool), StoreError> {
     let read = inner
         .rotations
         .entry(o.name)

@@ -300,3 +300,47 @@ proptest! {
         }
     }
 }
+
+/// The same drift made on a settled store.
+fn drifted() -> (FakeKernel, SetStore) {
+    let (kernel, store) = settled();
+    outside(&kernel, Request::del(name(7), [element(&ip(71))]));
+    outside(&kernel, Request::add(name(8), [element(&ip(999))]));
+    outside(&kernel, Request::Flush { set: name(3) });
+    (kernel, store)
+}
+
+#[test]
+fn a_reapply_reads_and_repairs_what_an_apply_of_the_same_sets_does() {
+    let (applied_kernel, applied) = drifted();
+    let (reapplied_kernel, reapplied) = drifted();
+    for round in 0..SCRUB_PERIODS {
+        let by_apply = applied.apply("policies", sets()).unwrap();
+        let by_reapply = reapplied.reapply_full("policies").unwrap();
+        assert_eq!(by_reapply.executed, by_apply.executed, "round {round}");
+        assert_eq!(by_reapply.verified, by_apply.verified, "round {round}");
+        assert_eq!(
+            reapplied_kernel.take_log(),
+            applied_kernel.take_log(),
+            "round {round}: the same reads and writes"
+        );
+    }
+    assert!((0..SETS).all(|i| members_of(&reapplied_kernel, i) == sets()[i].members));
+}
+
+#[test]
+fn a_reapply_of_an_owner_that_never_applied_is_refused_and_deletes_nothing() {
+    let kernel = FakeKernel::default().with_set(
+        CreateSet::new(name(1), SetType::HashIp, Family::V4),
+        &[element(&ip(10))],
+    );
+    let store = SetStore::new(kernel.clone());
+    store
+        .register(Owner::new("policies", vec![Claim::Prefix("IPW-".into())]))
+        .unwrap();
+    assert!(matches!(
+        store.reapply_full("policies"),
+        Err(super::StoreError::NoFullApply { .. })
+    ));
+    assert_eq!(members_of(&kernel, 1), BTreeSet::from([ip(10)]));
+}
