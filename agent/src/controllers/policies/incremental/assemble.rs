@@ -91,11 +91,11 @@ impl PolicyIndex {
         for family in [Family::V4, Family::V6] {
             for key in self.policies.keys().chain(&tier_keys) {
                 for d in [Direction::Ingress, Direction::Egress] {
-                    let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
+                    let Some(shape) = self.shapes(key).and_then(|s| s.get(d, family)) else {
                         continue;
                     };
                     if self.active(key, d, family) {
-                        sets.extend(shape.sets.iter().map(|s| self.set_spec(s)));
+                        sets.extend(shape.iter().map(|s| self.set_spec(s)));
                     }
                 }
             }
@@ -122,11 +122,11 @@ impl PolicyIndex {
         let tier_keys = self.tier_keys();
         for key in self.policies.keys().chain(&tier_keys) {
             for d in [Direction::Ingress, Direction::Egress] {
-                let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
+                if !self.active(key, d, family) {
                     continue;
-                };
-                if self.active(key, d, family) {
-                    chains.push(shape.chain.clone());
+                }
+                if let Some(unit) = self.render_unit(key, d, family) {
+                    chains.push(unit.chain);
                 }
             }
         }
