@@ -224,7 +224,8 @@ fn state_rows(snapshot: &ipwarden::cluster::Snapshot, services_n: usize) {
 }
 
 /// The policy controller's first full sync: its index, the whole state
-/// assembled from it for the kernel, and the summary the board keeps.
+/// assembled from it for the kernel (before), the sets and the chains
+/// parts (now, one after the other), and the summary the board keeps.
 fn index_rows(snapshot: &ipwarden::cluster::Snapshot, policies_n: usize) {
     use ipwarden::controllers::policies::incremental::PolicyIndex;
     let opts = policies::Options::default();
@@ -233,6 +234,14 @@ fn index_rows(snapshot: &ipwarden::cluster::Snapshot, policies_n: usize) {
     let (state, k, p) = measured(|| index.state());
     row("policies: state assembled from the index", policies_n, k, p);
     drop(state);
+    // A full sync now holds one part at a time: the sets until written,
+    // then the chains.
+    let (sets, k, p) = measured(|| index.state_without_chains());
+    row("policies: full sync, sets part", policies_n, k, p);
+    drop(sets);
+    let (tables, k, p) = measured(|| index.table_plans());
+    row("policies: full sync, chains part", policies_n, k, p);
+    drop(tables);
     let (summary, k, p) = measured(|| index.summary());
     row("policies: summary kept on the board", policies_n, k, p);
     drop((summary, index));

@@ -13,7 +13,7 @@ use super::{
     },
     Isolated, Key, PolicyIndex,
 };
-use crate::desired::{Chain, Family, SetSpec};
+use crate::desired::{Chain, Family, SetSpec, TablePlan};
 
 impl PolicyIndex {
     fn policies_of(&self, keys: &[Key]) -> Vec<&Policy> {
@@ -66,12 +66,19 @@ impl PolicyIndex {
     pub fn state(&self) -> PolicyState {
         PolicyState {
             sets: self.sets(),
-            iptables: [Family::V4, Family::V6]
-                .into_iter()
-                .map(|family| filter_plan(family, self.chains(family)))
-                .collect(),
+            iptables: self.table_plans(),
             ..self.summary()
         }
+    }
+
+    /// The state's filter tables only: a full sync renders them after
+    /// its sets are written and dropped, so the two are never held at
+    /// once.
+    pub fn table_plans(&self) -> Vec<TablePlan> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .map(|family| filter_plan(family, self.chains(family)))
+            .collect()
     }
 
     /// The state's sets only, with the summary: what a no-op full sync
