@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::discovery::v1 as k8s;
 
-use super::{text, texts, Meta, Text, Texts};
+use super::{common, text, texts, Meta, Shared, Text, Texts};
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -13,22 +13,22 @@ pub struct EndpointSlice {
     pub metadata: Meta,
     /// Label kubernetes.io/service-name.
     pub service: Option<Text>,
-    pub address_type: Text,
+    pub address_type: Shared,
     pub ports: Box<[EndpointPort]>,
     pub endpoints: Box<[Endpoint]>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EndpointPort {
-    pub name: Option<Text>,
-    pub protocol: Option<Text>,
+    pub name: Option<Shared>,
+    pub protocol: Option<Shared>,
     pub port: Option<i32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
     pub addresses: Texts,
-    pub node_name: Option<Text>,
+    pub node_name: Option<Shared>,
     pub conditions: Conditions,
 }
 
@@ -52,14 +52,14 @@ impl From<k8s::EndpointSlice> for EndpointSlice {
         Self {
             metadata: Meta::kept(metadata, |_| false),
             service,
-            address_type: text(s.address_type),
+            address_type: common(s.address_type),
             ports: s
                 .ports
                 .into_iter()
                 .flatten()
                 .map(|p| EndpointPort {
-                    name: p.name.map(text),
-                    protocol: p.protocol.map(text),
+                    name: p.name.map(common),
+                    protocol: p.protocol.map(common),
                     port: p.port,
                 })
                 .collect(),
@@ -73,7 +73,7 @@ impl From<k8s::Endpoint> for Endpoint {
         let c = e.conditions.unwrap_or_default();
         Self {
             addresses: texts(e.addresses),
-            node_name: e.node_name.map(text),
+            node_name: e.node_name.map(common),
             conditions: Conditions {
                 ready: c.ready,
                 serving: c.serving,
