@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub use pod::{ContainerPort, Pod, PodSpec, PodStatus};
 pub use service::{LoadBalancerIngress, Service, ServicePort, ServiceSpec};
 pub use shared::{shared, Shared};
-pub use slice::{Conditions, Endpoint, EndpointPort, EndpointSlice};
+pub use slice::{Addresses, Conditions, Endpoint, EndpointPort, EndpointSlice};
 
 /// An immutable string: 16 bytes, no spare capacity.
 pub type Text = Box<str>;

@@ -27,9 +27,57 @@ pub struct EndpointPort {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
-    pub addresses: Texts,
+    pub addresses: Addresses,
     pub node_name: Option<Shared>,
     pub conditions: Conditions,
+}
+
+/// An endpoint's addresses, read as a slice. Almost every endpoint has
+/// one: held without a list around it (one small allocation fewer per
+/// endpoint, 30k of them at 10k Services).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addresses {
+    One(Text),
+    Many(Texts),
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Self::Many(Texts::default())
+    }
+}
+
+impl From<Vec<String>> for Addresses {
+    fn from(mut list: Vec<String>) -> Self {
+        match list.pop() {
+            Some(only) if list.is_empty() => Self::One(text(only)),
+            Some(last) => {
+                list.push(last);
+                Self::Many(texts(list))
+            }
+            None => Self::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Addresses {
+    type Target = [Text];
+
+    fn deref(&self) -> &[Text] {
+        match self {
+            Self::One(only) => std::slice::from_ref(only),
+            Self::Many(list) => list,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Addresses {
+    fn deref_mut(&mut self) -> &mut [Text] {
+        match self {
+            Self::One(only) => std::slice::from_mut(only),
+            Self::Many(list) => list,
+        }
+    }
 }
 
 /// An endpoint's conditions; `None` where the API left one out (and
@@ -72,7 +120,7 @@ impl From<k8s::Endpoint> for Endpoint {
     fn from(e: k8s::Endpoint) -> Self {
         let c = e.conditions.unwrap_or_default();
         Self {
-            addresses: texts(e.addresses),
+            addresses: e.addresses.into(),
             node_name: e.node_name.map(common),
             conditions: Conditions {
                 ready: c.ready,
