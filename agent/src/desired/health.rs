@@ -23,8 +23,8 @@ impl HealthCheck {
     pub fn body(&self) -> String {
         serde_json::json!({
             "service": {
-                "namespace": self.service.namespace,
-                "name": self.service.name,
+                "namespace": &*self.service.namespace,
+                "name": &*self.service.name,
             },
             "localEndpoints": self.local_endpoints,
         })

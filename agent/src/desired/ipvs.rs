@@ -1,6 +1,6 @@
 //! IPVS virtual services and real servers as values.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, sync::Arc};
 
 use super::Protocol;
 
@@ -72,15 +72,17 @@ pub struct VirtualService {
     pub source_ranges: bool,
 }
 
-/// A Kubernetes Service by namespace and name.
+/// A Kubernetes Service by namespace and name. Shared, not copied: the
+/// keyed table, its claims, the virtual services and the mirror's members
+/// each hold a clone of the Service's one pair of strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceRef {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ServiceRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),

@@ -158,8 +158,9 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
 /// compares every object; the first sync, and the first after a failure,
 /// builds it), assembles the whole policy state from it
 /// ([`PolicyIndex::state`], equal to [`policies::desired`] of the same
-/// cluster), reads every policy set and both filter tables back and
-/// repairs drift. A partial sync updates the index with the changed
+/// cluster; the sets are dropped once written and the chains rendered
+/// only then, so the two are never held at once), reads every policy set
+/// and both filter tables back and repairs drift. A partial sync updates the index with the changed
 /// objects only and writes its delta: set members through the store's
 /// member path, sets created before and destroyed after the chains, and
 /// the moved chains and lines through one `iptables-restore --noflush`
@@ -208,6 +209,12 @@ impl<D: Dataplane> PolicySync<D> {
                 );
             }
         }
+    }
+
+    /// The whole state of the index the last sync applied.
+    #[cfg(test)]
+    pub fn applied_state(&self) -> Option<PolicyState> {
+        self.applied.as_ref().map(PolicyIndex::state)
     }
 
     /// Why the next full sync runs (None: it is partial).
@@ -278,16 +285,27 @@ impl<D: Dataplane> PolicySync<D> {
                     held => (self.caught_up(held, snapshot), false),
                 };
                 step.lap("index");
-                let state = if kept && self.tables_untouched() {
-                    index.state_without_chains()
-                } else {
-                    index.state()
-                };
+                let render_chains = !(kept && self.tables_untouched());
+                let mut state = index.state_without_chains();
                 step.lap("state");
                 self.apply_sets(&state, &mut report)?;
                 step.lap("sets");
+                // The sets are written: not held through the wait and the
+                // chains (the chains need them again only to destroy the
+                // sets the old chains used).
+                let deferred = report
+                    .sets
+                    .as_ref()
+                    .is_some_and(|s| !s.executed.destroy_deferred.is_empty());
+                if !deferred {
+                    state.sets = Vec::new();
+                }
                 self.wait_for_first_service_sync();
                 step.lap("waited");
+                if render_chains {
+                    state.iptables = index.table_plans();
+                }
+                step.lap("rendered");
                 self.apply_chains(&state, &mut report)?;
                 step.lap("chains");
                 report.steps = step.laps();

@@ -10,6 +10,7 @@
 
 mod pod;
 mod service;
+mod shared;
 mod slice;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use pod::{ContainerPort, Pod, PodSpec, PodStatus};
 pub use service::{LoadBalancerIngress, Service, ServicePort, ServiceSpec};
-pub use slice::{Conditions, Endpoint, EndpointPort, EndpointSlice};
+pub use shared::{shared, Shared};
+pub use slice::{Addresses, Conditions, Endpoint, EndpointPort, EndpointSlice};
 
 /// An immutable string: 16 bytes, no spare capacity.
 pub type Text = Box<str>;
@@ -30,14 +32,19 @@ fn text(s: String) -> Text {
     s.into_boxed_str()
 }
 
+/// The pool's copy of a string that repeats across objects.
+fn common(s: String) -> Shared {
+    shared(&s)
+}
+
 fn texts(list: Vec<String>) -> Texts {
     list.into_iter().map(text).collect()
 }
 
 /// Labels or annotations: pairs sorted by key (16 bytes, nothing allocated
-/// when empty), found by binary search.
+/// when empty), found by binary search; keys and values from the pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(Text, Text)]>);
+pub struct Labels(Box<[(Shared, Shared)]>);
 
 impl Labels {
     /// The pairs of `map` whose key `keep` accepts.
@@ -47,7 +54,7 @@ impl Labels {
             map.into_iter()
                 .flatten()
                 .filter(|(k, _)| keep(k))
-                .map(|(k, v)| (text(k), text(v)))
+                .map(|(k, v)| (common(k), common(v)))
                 .collect(),
         )
     }
@@ -70,8 +77,8 @@ impl Labels {
     pub fn insert(&mut self, key: &str, value: &str) {
         let mut pairs = std::mem::take(&mut self.0).into_vec();
         match pairs.binary_search_by(|(k, _)| (**k).cmp(key)) {
-            Ok(i) => pairs[i].1 = value.into(),
-            Err(i) => pairs.insert(i, (key.into(), value.into())),
+            Ok(i) => pairs[i].1 = shared(value),
+            Err(i) => pairs.insert(i, (shared(key), shared(value))),
         }
         self.0 = pairs.into_boxed_slice();
     }
@@ -80,8 +87,8 @@ impl Labels {
 impl<'a> IntoIterator for &'a Labels {
     type Item = (&'a str, &'a str);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (Text, Text)>,
-        fn(&'a (Text, Text)) -> (&'a str, &'a str),
+        std::slice::Iter<'a, (Shared, Shared)>,
+        fn(&'a (Shared, Shared)) -> (&'a str, &'a str),
     >;
 
     fn into_iter(self) -> Self::IntoIter {
@@ -110,7 +117,7 @@ impl LabelMap for BTreeMap<String, String> {
 /// The identity of an object, and the labels and annotations kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
-    pub namespace: Option<Text>,
+    pub namespace: Option<Shared>,
     pub name: Text,
     pub labels: Labels,
     pub annotations: Labels,
@@ -121,7 +128,7 @@ impl Meta {
     /// controllers read ([`super::trim::KEPT_ANNOTATIONS`]).
     fn kept(meta: ObjectMeta, labels: impl Fn(&str) -> bool) -> Self {
         Self {
-            namespace: meta.namespace.map(text),
+            namespace: meta.namespace.map(common),
             name: text(meta.name.unwrap_or_default()),
             labels: Labels::kept(meta.labels, labels),
             annotations: Labels::kept(meta.annotations, super::trim::kept_annotation),

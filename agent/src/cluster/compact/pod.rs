@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1 as k8s;
 
-use super::{text, Meta, Text, Texts};
+use super::{common, text, Meta, Shared, Text, Texts};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pod {
@@ -14,7 +14,7 @@ pub struct Pod {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodSpec {
-    pub node_name: Option<Text>,
+    pub node_name: Option<Shared>,
     pub host_network: Option<bool>,
     /// The named ports of every container (policies read no other).
     pub ports: Box<[ContainerPort]>,
@@ -22,14 +22,14 @@ pub struct PodSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerPort {
-    pub name: Text,
-    pub protocol: Option<Text>,
+    pub name: Shared,
+    pub protocol: Option<Shared>,
     pub container_port: i32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodStatus {
-    pub phase: Option<Text>,
+    pub phase: Option<Shared>,
     pub pod_ip: Option<Text>,
     /// status.podIPs[].ip.
     pub pod_ips: Option<Texts>,
@@ -41,7 +41,7 @@ impl From<k8s::Pod> for Pod {
             metadata: Meta::kept(p.metadata, |_| true),
             spec: p.spec.map(PodSpec::from),
             status: p.status.map(|s| PodStatus {
-                phase: s.phase.map(text),
+                phase: s.phase.map(common),
                 pod_ip: s.pod_ip.map(text),
                 pod_ips: s
                     .pod_ips
@@ -59,13 +59,13 @@ impl From<k8s::PodSpec> for PodSpec {
             .flat_map(|c| c.ports.unwrap_or_default())
             .filter_map(|p| {
                 Some(ContainerPort {
-                    name: text(p.name?),
-                    protocol: p.protocol.map(text),
+                    name: common(p.name?),
+                    protocol: p.protocol.map(common),
                     container_port: p.container_port,
                 })
             });
         Self {
-            node_name: s.node_name.map(text),
+            node_name: s.node_name.map(common),
             host_network: s.host_network,
             ports: named.collect(),
         }

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1 as k8s;
 
-use super::{text, texts, Meta, Text, Texts};
+use super::{common, text, texts, Meta, Shared, Text, Texts};
 
 /// Labels of a Service a controller reads (service-proxy-name, headless).
 const SERVICE_LABELS: &str = "service.kubernetes.io/";
@@ -18,16 +18,16 @@ pub struct Service {
 /// The spec fields the controller reads, named as in the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSpec {
-    pub type_: Option<Text>,
+    pub type_: Option<Shared>,
     pub cluster_ip: Option<Text>,
     pub cluster_ips: Option<Texts>,
     pub external_ips: Option<Texts>,
-    pub ip_families: Option<Texts>,
+    pub ip_families: Option<Box<[Shared]>>,
     pub load_balancer_source_ranges: Option<Texts>,
-    pub external_traffic_policy: Option<Text>,
-    pub internal_traffic_policy: Option<Text>,
+    pub external_traffic_policy: Option<Shared>,
+    pub internal_traffic_policy: Option<Shared>,
     pub health_check_node_port: Option<i32>,
-    pub session_affinity: Option<Text>,
+    pub session_affinity: Option<Shared>,
     /// sessionAffinityConfig.clientIP.timeoutSeconds.
     pub affinity_timeout_seconds: Option<i32>,
     pub ports: Box<[ServicePort]>,
@@ -35,8 +35,8 @@ pub struct ServiceSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServicePort {
-    pub name: Option<Text>,
-    pub protocol: Option<Text>,
+    pub name: Option<Shared>,
+    pub protocol: Option<Shared>,
     pub port: i32,
     pub node_port: Option<i32>,
 }
@@ -44,7 +44,7 @@ pub struct ServicePort {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadBalancerIngress {
     pub ip: Option<Text>,
-    pub ip_mode: Option<Text>,
+    pub ip_mode: Option<Shared>,
 }
 
 impl From<k8s::Service> for Service {
@@ -61,7 +61,7 @@ impl From<k8s::Service> for Service {
                 .into_iter()
                 .map(|i| LoadBalancerIngress {
                     ip: i.ip.map(text),
-                    ip_mode: i.ip_mode.map(text),
+                    ip_mode: i.ip_mode.map(common),
                 })
                 .collect(),
         }
@@ -71,16 +71,16 @@ impl From<k8s::Service> for Service {
 impl From<k8s::ServiceSpec> for ServiceSpec {
     fn from(s: k8s::ServiceSpec) -> Self {
         Self {
-            type_: s.type_.map(text),
+            type_: s.type_.map(common),
             cluster_ip: s.cluster_ip.map(text),
             cluster_ips: s.cluster_ips.map(texts),
             external_ips: s.external_ips.map(texts),
-            ip_families: s.ip_families.map(texts),
+            ip_families: s.ip_families.map(|f| f.into_iter().map(common).collect()),
             load_balancer_source_ranges: s.load_balancer_source_ranges.map(texts),
-            external_traffic_policy: s.external_traffic_policy.map(text),
-            internal_traffic_policy: s.internal_traffic_policy.map(text),
+            external_traffic_policy: s.external_traffic_policy.map(common),
+            internal_traffic_policy: s.internal_traffic_policy.map(common),
             health_check_node_port: s.health_check_node_port,
-            session_affinity: s.session_affinity.map(text),
+            session_affinity: s.session_affinity.map(common),
             affinity_timeout_seconds: s
                 .session_affinity_config
                 .and_then(|c| c.client_ip)
@@ -90,8 +90,8 @@ impl From<k8s::ServiceSpec> for ServiceSpec {
                 .into_iter()
                 .flatten()
                 .map(|p| ServicePort {
-                    name: p.name.map(text),
-                    protocol: p.protocol.map(text),
+                    name: p.name.map(common),
+                    protocol: p.protocol.map(common),
                     port: p.port,
                     node_port: p.node_port,
                 })

@@ -2,7 +2,7 @@
 //! for every Service: sized to what it holds, since at 10k Services each
 //! byte here is 10 KB. Built as [`ShareParts`], then packed.
 
-use crate::desired::{HealthCheck, Problem, VirtualService, VsKey};
+use crate::desired::{HealthCheck, Problem, ServiceRef, VirtualService, VsKey};
 
 use super::{NatException, SourceRestriction, Unserved};
 
@@ -58,6 +58,12 @@ impl From<ShareParts> for ServiceShare {
 }
 
 impl ServiceShare {
+    /// The Service as its virtual services name it: the table keys it by
+    /// that same shared pair of strings.
+    pub fn service(&self) -> Option<&ServiceRef> {
+        self.virtual_services.first().map(|(vs, _)| &vs.service)
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = VsKey> + '_ {
         self.virtual_services.iter().map(|(vs, _)| vs.key)
     }

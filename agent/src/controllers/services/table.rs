@@ -139,7 +139,8 @@ impl ServiceTable {
             .iter()
             .map(|svc| {
                 let s = share(svc, snapshot, &self.node_ips, &opts);
-                (super::ServiceCtx::new(svc).service, s)
+                let r = s.service().cloned();
+                (r.unwrap_or_else(|| super::ServiceCtx::new(svc).service), s)
             })
             .collect();
         self.claims = grouped(self.shares.iter().flat_map(|(r, s)| {
@@ -327,6 +328,7 @@ impl ServiceTable {
     }
 
     fn insert(&mut self, r: ServiceRef, s: ServiceShare) {
+        let r = s.service().cloned().unwrap_or(r);
         for (vs, _) in &s.virtual_services {
             self.claims.entry(vs.key).or_default().insert(r.clone());
         }

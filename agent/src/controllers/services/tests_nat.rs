@@ -165,7 +165,7 @@ fn a_health_check_port_claimed_twice_is_kept_by_the_first_service() {
     );
     let st = state(objects, &Options::default());
     assert_eq!(st.health_checks.len(), 1);
-    assert_eq!(st.health_checks[0].service.name, "web");
+    assert_eq!(&*st.health_checks[0].service.name, "web");
     assert!(
         st.problems
             .iter()

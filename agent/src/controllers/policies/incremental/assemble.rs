@@ -13,7 +13,7 @@ use super::{
     },
     Isolated, Key, PolicyIndex,
 };
-use crate::desired::{Chain, Family, SetSpec};
+use crate::desired::{Chain, Family, SetSpec, TablePlan};
 
 impl PolicyIndex {
     fn policies_of(&self, keys: &[Key]) -> Vec<&Policy> {
@@ -66,12 +66,19 @@ impl PolicyIndex {
     pub fn state(&self) -> PolicyState {
         PolicyState {
             sets: self.sets(),
-            iptables: [Family::V4, Family::V6]
-                .into_iter()
-                .map(|family| filter_plan(family, self.chains(family)))
-                .collect(),
+            iptables: self.table_plans(),
             ..self.summary()
         }
+    }
+
+    /// The state's filter tables only: a full sync renders them after
+    /// its sets are written and dropped, so the two are never held at
+    /// once.
+    pub fn table_plans(&self) -> Vec<TablePlan> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .map(|family| filter_plan(family, self.chains(family)))
+            .collect()
     }
 
     /// The state's sets only, with the summary: what a no-op full sync
@@ -91,11 +98,11 @@ impl PolicyIndex {
         for family in [Family::V4, Family::V6] {
             for key in self.policies.keys().chain(&tier_keys) {
                 for d in [Direction::Ingress, Direction::Egress] {
-                    let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
+                    let Some(shape) = self.shapes(key).and_then(|s| s.get(d, family)) else {
                         continue;
                     };
                     if self.active(key, d, family) {
-                        sets.extend(shape.sets.iter().map(|s| self.set_spec(s)));
+                        sets.extend(shape.iter().map(|s| self.set_spec(s)));
                     }
                 }
             }
@@ -122,11 +129,11 @@ impl PolicyIndex {
         let tier_keys = self.tier_keys();
         for key in self.policies.keys().chain(&tier_keys) {
             for d in [Direction::Ingress, Direction::Egress] {
-                let Some(shape) = self.shapes(key).and_then(|s| s.get(&(d, family))) else {
+                if !self.active(key, d, family) {
                     continue;
-                };
-                if self.active(key, d, family) {
-                    chains.push(shape.chain.clone());
+                }
+                if let Some(unit) = self.render_unit(key, d, family) {
+                    chains.push(unit.chain);
                 }
             }
         }

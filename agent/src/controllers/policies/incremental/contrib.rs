@@ -47,6 +47,20 @@ impl Compiled {
         Self { policy, names }
     }
 
+    /// Every pod-derived set's name with its direction and family.
+    pub fn set_names(&self) -> impl Iterator<Item = (Direction, Family, &Arc<str>)> {
+        let directions = [Direction::Ingress, Direction::Egress];
+        directions
+            .into_iter()
+            .zip(&self.names)
+            .flat_map(|(d, rules)| {
+                let names = rules
+                    .iter()
+                    .flat_map(|r| r.pods.iter().chain(r.ports.iter().flatten()));
+                names.flat_map(move |n| FAMILIES.into_iter().zip(n).map(move |(f, n)| (d, f, n)))
+            })
+    }
+
     fn rule(&self, d: Direction, position: usize) -> &RuleNames {
         let slot = match d {
             Direction::Ingress => 0,

@@ -1,14 +1,17 @@
 //! The members of one policy set, each with the number of pods that put
 //! it there (two pods may share an address), as a vector sorted by
 //! member: about a third of the bytes of a `BTreeMap` of the same
-//! entries at 65k members in 1.6k sets (BENCHMARKS.md).
+//! entries at 65k members in 1.6k sets (BENCHMARKS.md). A member almost
+//! always has one pod, so only the others' numbers are kept, beside.
 
 use crate::desired::Member;
 
 #[derive(Debug, Default)]
 pub(super) struct MemberCounts {
-    /// Sorted by member, one entry each, unless `pending`.
-    entries: Vec<(Member, u32)>,
+    /// Sorted, one entry each, unless `pending`.
+    members: Vec<Member>,
+    /// The members more than one pod puts here, sorted, with how many.
+    shared: Vec<(Member, u32)>,
     /// Pushed in any order by [`Self::push`] and not yet merged: a whole
     /// build appends, then sorts once (inserting each of thousands of
     /// members into its place would move the vector each time).
@@ -18,7 +21,7 @@ pub(super) struct MemberCounts {
 impl MemberCounts {
     /// One more pod puts `member` here, merged later by [`Self::settle`].
     pub fn push(&mut self, member: Member) {
-        self.entries.push((member, 1));
+        self.members.push(member);
         self.pending = true;
     }
 
@@ -26,17 +29,31 @@ impl MemberCounts {
     /// spare capacity.
     pub fn settle(&mut self) {
         if self.pending {
-            self.entries.sort_unstable_by_key(|e| e.0);
-            self.entries.dedup_by(|later, kept| {
-                let same = later.0 == kept.0;
-                if same {
-                    kept.1 += later.1;
+            self.members.sort_unstable();
+            let mut runs: Vec<(Member, u32)> = Vec::new();
+            for chunk in self.members.chunk_by(|a, b| a == b) {
+                // At most one copy was there before the pushes, and an
+                // absent member counts as that first copy.
+                let extra = u32::try_from(chunk.len() - 1).expect("fewer pods than u32");
+                let before = self.count(&chunk[0]).max(1);
+                if before + extra > 1 {
+                    runs.push((chunk[0], before + extra));
                 }
-                same
-            });
+            }
+            self.members.dedup();
+            self.shared = runs;
             self.pending = false;
         }
-        self.entries.shrink_to_fit();
+        self.members.shrink_to_fit();
+        self.shared.shrink_to_fit();
+    }
+
+    /// How many pods put `member` here (0 or 1 unless shared).
+    fn count(&self, member: &Member) -> u32 {
+        match self.shared.binary_search_by(|e| e.0.cmp(member)) {
+            Ok(i) => self.shared[i].1,
+            Err(_) => 0,
+        }
     }
 
     /// One more (`add`) or one fewer pod puts `member` here; returns how
@@ -45,37 +62,39 @@ impl MemberCounts {
         if self.pending {
             self.settle();
         }
-        match self.entries.binary_search_by(|e| e.0.cmp(&member)) {
-            Ok(i) => {
-                let before = self.entries[i].1;
-                match (add, before) {
-                    (true, _) => self.entries[i].1 += 1,
-                    (false, 1) => {
-                        self.entries.remove(i);
-                    }
-                    (false, _) => self.entries[i].1 -= 1,
-                }
-                before
+        let Ok(i) = self.members.binary_search(&member) else {
+            if add {
+                let i = self.members.partition_point(|m| *m < member);
+                self.members.insert(i, member);
             }
-            Err(i) => {
-                if add {
-                    self.entries.insert(i, (member, 1));
-                }
-                0
+            return 0;
+        };
+        let shared = self.shared.binary_search_by(|e| e.0.cmp(&member));
+        let before = shared.map_or(1, |s| self.shared[s].1);
+        match (add, shared) {
+            (true, Ok(s)) => self.shared[s].1 += 1,
+            (true, Err(s)) => self.shared.insert(s, (member, 2)),
+            (false, Err(_)) => {
+                self.members.remove(i);
             }
+            (false, Ok(s)) if before == 2 => {
+                self.shared.remove(s);
+            }
+            (false, Ok(s)) => self.shared[s].1 -= 1,
         }
+        before
     }
 
     pub fn contains(&self, member: &Member) -> bool {
         if self.pending {
-            return self.entries.iter().any(|e| e.0 == *member);
+            return self.members.contains(member);
         }
-        self.entries.binary_search_by(|e| e.0.cmp(member)).is_ok()
+        self.members.binary_search(member).is_ok()
     }
 
     /// Every member (a member may repeat while `pending`).
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.entries.iter().map(|e| &e.0)
+        self.members.iter()
     }
 }
 
@@ -106,5 +125,26 @@ mod tests {
         assert_eq!(c.change(ip(9), false), 0, "an absent member stays absent");
         let members: Vec<_> = c.members().copied().collect();
         assert_eq!(members, [ip(0), ip(1), ip(2)]);
+    }
+
+    #[test]
+    fn pushes_after_a_settle_add_to_the_counts_kept() {
+        let mut c = MemberCounts::default();
+        for last in [1, 1, 2] {
+            c.push(ip(last));
+        }
+        c.settle();
+        for last in [1, 2, 2, 3] {
+            c.push(ip(last));
+        }
+        c.settle();
+        // 1: 2 + 1, 2: 1 + 2, 3: 0 + 1.
+        for (last, pods) in [(1, 3), (2, 3), (3, 1)] {
+            assert_eq!(c.change(ip(last), false), pods, "member {last}");
+        }
+        assert_eq!(c.change(ip(1), false), 2);
+        assert_eq!(c.change(ip(1), false), 1);
+        assert_eq!(c.change(ip(1), false), 0, "every pod of it is gone");
+        assert!(!c.contains(&ip(1)) && c.contains(&ip(2)) && !c.contains(&ip(3)));
     }
 }

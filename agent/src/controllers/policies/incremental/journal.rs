@@ -113,7 +113,7 @@ impl Journal {
             if created.contains(set.as_str()) {
                 continue;
             }
-            let Some((policy, d, family)) = index.set_units.get(set) else {
+            let Some((policy, d, family)) = index.set_units.get(set.as_str()) else {
                 continue;
             };
             let now_active = index.active(policy, *d, *family);
@@ -263,13 +263,13 @@ impl PolicyIndex {
     /// The chain and sets of the unit (policy of either kind, direction)
     /// in `family`, if any local pod it applies to has an address there.
     pub(super) fn unit_view(&self, policy: &Key, d: Direction, family: Family) -> Option<UnitView> {
-        let shape = self.shapes(policy)?.get(&(d, family))?;
         if !self.active(policy, d, family) {
             return None;
         }
+        let unit = self.render_unit(policy, d, family)?;
         Some(UnitView {
-            chain: shape.chain.clone(),
-            sets: shape.sets.clone(),
+            chain: unit.chain,
+            sets: unit.sets,
         })
     }
 

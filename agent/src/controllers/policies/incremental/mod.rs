@@ -3,8 +3,9 @@
 //! [`PolicyIndex`] holds the pods, namespaces and policies it was built
 //! from, the members of every policy set with a count of the pods that put
 //! each one there, which local pods each policy isolates, and each
-//! policy's chains and sets as rendered without pods (their "shape": the
-//! rules of a policy chain never depend on pods). Pods are indexed by key
+//! policy's sets as rendered without pods (its "shape": the rules of a
+//! policy chain never depend on pods, so its chain is rendered again only
+//! for the units a state or delta includes, see `shapes.rs`). Pods are indexed by key
 //! (the snapshot's order) and policies by namespace and by the labels
 //! their peer selectors require ([`Selector::anchors`]), so a pod change
 //! re-evaluates only the policies its old or new labels can meet, a
@@ -30,6 +31,7 @@ mod catch_up;
 mod contrib;
 mod counts;
 mod journal;
+mod shapes;
 #[cfg(test)]
 mod tests;
 mod tiers;
@@ -46,7 +48,7 @@ use super::{
     describe::{self, PolicyDescription},
     model::{self, Direction, Policy},
     pods::{namespace_labels_of, view, NamedPort, PodView},
-    rules::{PolicyChain, PolicyCtx},
+    rules::PolicyCtx,
     Options,
 };
 use crate::{
@@ -61,10 +63,8 @@ pub use journal::PolicyDelta;
 
 use contrib::{Compiled, Contribution, NamespaceLabels};
 use counts::MemberCounts;
+use shapes::Shapes;
 use tiers::{TierEntry, TierNames, TierOrder};
-
-/// A policy's chain and pod-less sets per (direction, family).
-type Shapes = BTreeMap<(Direction, Family), PolicyChain>;
 
 /// Policies by key, each with its compiled form: a pod's candidates are
 /// gathered from several of these and told apart by pointer.
@@ -198,8 +198,9 @@ pub struct PolicyIndex {
     every_pod: Listed,
     /// Policies with a namespace selector.
     by_namespace_labels: BTreeSet<Key>,
-    /// The (policy, direction, family) each policy set belongs to.
-    set_units: HashMap<String, (Key, Direction, Family)>,
+    /// The (policy, direction, family) each pod-derived policy set
+    /// belongs to, by the name its compiled policy holds.
+    set_units: HashMap<Arc<str>, (Key, Direction, Family)>,
     /// Members of every pod-derived policy set, with how many pods put
     /// each there (two pods may share an address).
     members: HashMap<Arc<str>, MemberCounts>,
@@ -575,7 +576,7 @@ impl PolicyIndex {
 
     fn index(&mut self, key: &Key, compiled: Arc<Compiled>) {
         let policy = &compiled.policy;
-        let mut shapes = BTreeMap::new();
+        let mut shapes = Shapes::default();
         let empty = super::pods::Cluster::empty();
         for d in [Direction::Ingress, Direction::Egress] {
             let Some(rules) = policy.rules(d) else {
@@ -589,10 +590,10 @@ impl PolicyIndex {
                     family,
                     local_targets: &[],
                 };
-                shapes.insert((d, family), ctx.render(rules));
+                shapes.insert(d, family, ctx.render(rules));
             }
         }
-        let anchors = self.file(key, &compiled, &shapes);
+        let anchors = self.file(key, &compiled);
         self.by_namespace
             .entry(policy.namespace.clone())
             .or_default()
@@ -608,17 +609,9 @@ impl PolicyIndex {
 
     /// Files a policy of either kind where pods find it, and its sets
     /// under it; returns its anchors.
-    fn file(
-        &mut self,
-        key: &Key,
-        compiled: &Arc<Compiled>,
-        shapes: &Shapes,
-    ) -> Vec<(String, Option<String>)> {
-        for ((d, family), shape) in shapes {
-            for set in &shape.sets {
-                self.set_units
-                    .insert(set.name.clone(), (key.clone(), *d, *family));
-            }
+    fn file(&mut self, key: &Key, compiled: &Arc<Compiled>) -> Vec<(String, Option<String>)> {
+        for (d, family, set) in compiled.set_names() {
+            self.set_units.insert(set.clone(), (key.clone(), d, family));
         }
         let policy = &compiled.policy;
         let anchors = contrib::anchors(policy);
@@ -649,11 +642,11 @@ impl PolicyIndex {
                 self.by_namespace.remove(&policy.namespace);
             }
         }
-        self.unfile(key, &entry.anchors, &entry.shapes);
+        self.unfile(key, &entry.anchors, &entry.compiled);
     }
 
     /// Undoes [`Self::file`].
-    fn unfile(&mut self, key: &Key, anchors: &[(String, Option<String>)], shapes: &Shapes) {
+    fn unfile(&mut self, key: &Key, anchors: &[(String, Option<String>)], compiled: &Compiled) {
         for (label, value) in anchors {
             let Some(by_label) = self.by_anchor.get_mut(label) else {
                 continue;
@@ -678,11 +671,9 @@ impl PolicyIndex {
         self.every_pod.remove(key);
         self.by_namespace_labels.remove(key);
         // Its sets' names are its own (hashed from the policy's name).
-        for shape in shapes.values() {
-            for s in &shape.sets {
-                self.members.remove(s.name.as_str());
-                self.set_units.remove(&s.name);
-            }
+        for (_, _, set) in compiled.set_names() {
+            self.members.remove(set);
+            self.set_units.remove(set);
         }
     }
 

@@ -40,7 +40,7 @@ pub(super) fn tier_key(name: &str) -> Key {
 }
 
 /// The ClusterNetworkPolicy a key names, if it names one.
-fn tier_name(key: &Key) -> Option<&str> {
+pub(super) fn tier_name(key: &Key) -> Option<&str> {
     (key.0 == KIND).then_some(key.1.as_str())
 }
 
@@ -170,17 +170,17 @@ impl PolicyIndex {
         let key = tier_key(&policy.name);
         let compiled = Arc::new(Compiled::new(cnp::render::as_policy(&policy)));
         let empty = super::super::pods::Cluster::empty();
-        let mut shapes = Shapes::new();
+        let mut shapes = Shapes::default();
         for d in [Direction::Ingress, Direction::Egress] {
             if policy.rules(d).is_empty() {
                 continue;
             }
             for family in [Family::V4, Family::V6] {
                 let shape = cnp::render::policy_chain(&empty, &policy, d, family, &[]);
-                shapes.insert((d, family), shape);
+                shapes.insert(d, family, shape);
             }
         }
-        let anchors = self.file(&key, &compiled, &shapes);
+        let anchors = self.file(&key, &compiled);
         let (tier, priority) = (policy.tier, policy.priority);
         self.tier_order
             .insert((tier, priority, policy.name.clone()));
@@ -202,7 +202,7 @@ impl PolicyIndex {
         let p = &entry.policy;
         self.tier_order
             .remove(&(p.tier, p.priority, p.name.clone()));
-        self.unfile(&tier_key(name), &entry.anchors, &entry.shapes);
+        self.unfile(&tier_key(name), &entry.anchors, &entry.compiled);
     }
 
     /// The keys of this node's pods.
