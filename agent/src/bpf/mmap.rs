@@ -4,8 +4,13 @@
 //! table (two halves of 65,536 buckets, 8 MiB) would sit in the agent's
 //! RSS for ever, though the memory is the kernel's. So values are reached
 //! through at most [`WINDOWS`] windows of [`WINDOW_BYTES`], mapped when a
-//! value outside them is touched and unmapped by [`Mmap::release`].
+//! value outside them is touched and unmapped by [`Mmap::release`]; the
+//! few values a partial change moves go through the syscall ([`Cells`]).
 
+use aya::{
+    maps::{Array, Map, MapData},
+    Pod,
+};
 use std::{
     io,
     marker::PhantomData,
@@ -154,5 +159,32 @@ impl Drop for Window {
     fn drop(&mut self) {
         // SAFETY: our own mapping, unmapped once.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// The same array's values one at a time through the bpf syscall
+/// (`BPF_MAP_LOOKUP_ELEM`, `BPF_MAP_UPDATE_ELEM`), for the few buckets and
+/// words a partial change moves: mapping and unmapping a window per value
+/// touched (each unmapping flushes the agent's TLBs on every CPU) made a
+/// Service change's `sets` step about ten times slower in the VM.
+pub struct Cells<T: Pod> {
+    array: Array<MapData, T>,
+}
+
+impl<T: Pod> Cells<T> {
+    pub fn new(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        let data = MapData::from_fd(fd.try_clone_to_owned()?).map_err(io::Error::other)?;
+        let array = Array::try_from(Map::Array(data)).map_err(io::Error::other)?;
+        Ok(Self { array })
+    }
+
+    pub fn get(&self, i: usize) -> io::Result<T> {
+        let index = u32::try_from(i).map_err(io::Error::other)?;
+        self.array.get(&index, 0).map_err(io::Error::other)
+    }
+
+    pub fn set(&mut self, i: usize, v: T) -> io::Result<()> {
+        let index = u32::try_from(i).map_err(io::Error::other)?;
+        self.array.set(index, v, 0).map_err(io::Error::other)
     }
 }

@@ -29,7 +29,7 @@ use ipwarden_common::{
     ServiceKey, TableBucket, TableEntry, VipKey,
 };
 
-use super::mmap::Mmap;
+use super::mmap::{Cells, Mmap};
 
 /// How long a half stays untouched after the classifier stopped reading it.
 /// A program run takes well under a microsecond.
@@ -186,6 +186,8 @@ pub struct Written {
 pub struct FastTable {
     table: Mmap<TableBucket>,
     bits: Mmap<u64>,
+    /// The same maps value by value, for partial changes.
+    cells: (Cells<TableBucket>, Cells<u64>),
     /// When the classifier last switched halves (from this process).
     last_flip: Option<Instant>,
     /// Chooses cuckoo victims.
@@ -197,6 +199,7 @@ impl FastTable {
         Ok(Self {
             table: Mmap::new(table, 2 * TABLE_BUCKETS as usize)?,
             bits: Mmap::new(bits, 2 * VIP_BITMAP_WORDS as usize)?,
+            cells: (Cells::new(table)?, Cells::new(bits)?),
             last_flip: None,
             rng: 0x5eed,
         })
@@ -296,8 +299,9 @@ impl FastTable {
     /// Brings `half` (which the classifier must not be reading) to the
     /// content at `keys` and `addrs` only: each key to `member(key)`, each
     /// address's bit to `used(address)`. Only the buckets and words that
-    /// move are written. None when a member found no place (the half is
-    /// then inconsistent and must be written whole).
+    /// move are written, value by value through the syscall (each a full
+    /// barrier before the flip). None when a member found no place (the
+    /// half is then inconsistent and must be written whole).
     pub fn write_changes(
         &mut self,
         half: u32,
@@ -307,24 +311,21 @@ impl FastTable {
         addrs: &BTreeSet<VipKey>,
         used: impl Fn(&VipKey) -> bool,
     ) -> io::Result<Option<Written>> {
-        self.released(|t| {
-            let mut touched = Touched::default();
-            let base = Self::base(half, TABLE_BUCKETS);
-            for key in keys {
-                if !t.set_member(base, state.seed, key, member(key), &mut touched)? {
-                    return Ok(None);
-                }
+        let mut touched = Touched::default();
+        let base = Self::base(half, TABLE_BUCKETS);
+        for key in keys {
+            if !self.set_member(base, state.seed, key, member(key), &mut touched)? {
+                return Ok(None);
             }
-            let base = Self::base(half, VIP_BITMAP_WORDS);
-            for a in addrs {
-                t.set_bit(base, state, a, used(a), &mut touched)?;
-            }
-            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            Ok(Some(Written {
-                buckets: touched.buckets.len(),
-                words: touched.words.len(),
-            }))
-        })
+        }
+        let base = Self::base(half, VIP_BITMAP_WORDS);
+        for a in addrs {
+            self.set_bit(base, state, a, used(a), &mut touched)?;
+        }
+        Ok(Some(Written {
+            buckets: touched.buckets.len(),
+            words: touched.words.len(),
+        }))
     }
 
     /// Makes `addr` count toward its bit in the bitmap half at `base` or
@@ -342,7 +343,7 @@ impl FastTable {
         }
         let (w, b) = bit_of(addr, state.seed);
         let uses = state.bit_uses.entry(w * 64 + b).or_insert(0);
-        let word = self.bits.get(base + w as usize)?;
+        let word = self.cells.1.get(base + w as usize)?;
         let new = if want {
             state.addrs.insert(*addr);
             *uses += 1;
@@ -358,7 +359,7 @@ impl FastTable {
             }
         };
         if new != word {
-            self.bits.set(base + w as usize, new)?;
+            self.cells.1.set(base + w as usize, new)?;
             touched.words.insert(w as usize);
         }
         Ok(())
@@ -377,7 +378,7 @@ impl FastTable {
         let (b1, b2) = buckets_of(key, seed);
         let mut found = None;
         for b in [b1, b2] {
-            let bucket = self.table.get(base + b as usize)?;
+            let bucket = self.cells.0.get(base + b as usize)?;
             if let Some(i) = bucket
                 .entries
                 .iter()
@@ -391,7 +392,7 @@ impl FastTable {
             (None, None) => Ok(true),
             (Some((b, i, mut bucket)), None) => {
                 bucket.entries[i] = TableEntry::default();
-                self.table.set(base + b, bucket)?;
+                self.cells.0.set(base + b, bucket)?;
                 touched.buckets.insert(b);
                 Ok(true)
             }
@@ -399,7 +400,7 @@ impl FastTable {
                 let e = &mut bucket.entries[i];
                 if (e.flags, e.slot) != (m.flags, m.slot) {
                     (e.flags, e.slot) = (m.flags, m.slot);
-                    self.table.set(base + b, bucket)?;
+                    self.cells.0.set(base + b, bucket)?;
                     touched.buckets.insert(b);
                 }
                 Ok(true)
@@ -428,19 +429,19 @@ impl FastTable {
         for _ in 0..MAX_KICKS {
             let (b1, b2) = buckets_of(&entry.key, seed);
             for b in [b1, b2] {
-                let mut bucket = self.table.get(base + b as usize)?;
+                let mut bucket = self.cells.0.get(base + b as usize)?;
                 if let Some(free) = bucket.entries.iter().position(|e| e.key.family == 0) {
                     bucket.entries[free] = entry;
-                    self.table.set(base + b as usize, bucket)?;
+                    self.cells.0.set(base + b as usize, bucket)?;
                     touched.buckets.insert(b as usize);
                     return Ok(true);
                 }
             }
             let victim = (splitmix(&mut self.rng) % TABLE_WAYS as u64) as usize;
             let b = if at == b1 { b2 } else { b1 };
-            let mut bucket = self.table.get(base + b as usize)?;
+            let mut bucket = self.cells.0.get(base + b as usize)?;
             std::mem::swap(&mut bucket.entries[victim], &mut entry);
-            self.table.set(base + b as usize, bucket)?;
+            self.cells.0.set(base + b as usize, bucket)?;
             touched.buckets.insert(b as usize);
             at = b;
         }
