@@ -575,3 +575,55 @@ fn a_full_mirror_writes_both_halves_of_the_classifiers_table() {
     }
     assert_eq!(mirror.errors(), 0);
 }
+
+/// The bytes of every mapping of a BPF map in this process, from
+/// /proc/self/maps (other tests of this binary may hold a window or two).
+fn bpf_map_mappings() -> u64 {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with("bpf-map"))
+        .map(|l| {
+            let range = l.split(' ').next().unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap()
+        })
+        .sum()
+}
+
+/// The kernel maps every page of a mapped array map at once and counts it
+/// in the mapping process's RSS: the classifier's table (8 MiB for both
+/// halves) is reached through small windows unmapped after each write, so
+/// it never stays in the agent's memory.
+#[test]
+fn the_classifiers_table_is_not_kept_mapped_in_the_agent() {
+    if !privileged("the_classifiers_table_is_not_kept_mapped_in_the_agent") {
+        return;
+    }
+    use ipwarden::desired::SetDelta;
+    const MARK: u32 = 0x40_0000;
+    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut mirror = dp.take_mirror().unwrap();
+    // The address `udp_frame` sends to.
+    let vip = ip("10.96.0.10");
+    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
+    let members: Vec<Member> = (2000..3000).map(port).collect();
+    let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &members);
+    let svip = spec("ipwarden-svip", SetType::HashIp, &[Member::ip(vip)]);
+    mirror.mirror(&[&prt, &svip], &MemberServices::new());
+    let delta = SetDelta {
+        set: "ipwarden-svip-prt".into(),
+        add: vec![port(3000)],
+        del: vec![port(2000)],
+    };
+    mirror.mirror_changes(&[&delta], &MemberServices::new());
+    let marked = |p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+    assert!(marked(3000) && marked(2999) && !marked(2000));
+    assert_eq!(mirror.errors(), 0);
+    let mapped = bpf_map_mappings();
+    assert!(
+        mapped < 2 << 20,
+        "{mapped} bytes of BPF maps mapped while the mirror is idle"
+    );
+}

@@ -5,7 +5,8 @@
 # BIN is copied over the ipwarden the bench binary was built with (its
 # CARGO_BIN_EXE_ipwarden, on the guest's overlay only: the host's file is
 # untouched); the agent's /proc status is sampled every second and
-# printed after the bench. IPWARDEN_PROF_ENV="A=1 B=2" is exported for
+# printed after the bench, with its smaps at the highest VmRSS sampled,
+# summed by what each mapping is (smaps_summary.awk beside this script). IPWARDEN_PROF_ENV="A=1 B=2" is exported for
 # the agent (the guest forwards only IPWARDEN_* variables).
 # The bench's path to ipwarden: `strings BENCH | grep release/ipwarden`.
 BIN=$1; shift
@@ -17,12 +18,31 @@ if [ -n "$IPWARDEN_PROF_ENV" ]; then
 fi
 cp "$BIN" "$TARGET" || exit 1
 LOG=/tmp/agent-memory-samples.log
-( while true; do
+PEAK=/tmp/agent-memory-peak
+( MAX=0; while true; do
     P=$(pgrep -n -x ipwarden)
-    [ -n "$P" ] && echo "$(cut -d' ' -f1 /proc/uptime) $(grep -E 'VmHWM|VmRSS|RssAnon|RssFile|RssShmem|Threads' /proc/$P/status | tr -s ' \t\n' ' ')"
+    if [ -n "$P" ]; then
+        echo "$(cut -d' ' -f1 /proc/uptime) $(grep -E 'VmHWM|VmRSS|RssAnon|RssFile|RssShmem|Threads' /proc/$P/status | tr -s ' \t\n' ' ')"
+        RSS=$(awk '/^VmRSS/ { print $2 }' /proc/$P/status)
+        if [ "${RSS:-0}" -gt "$MAX" ] && cp /proc/$P/smaps $PEAK.smaps 2>/dev/null; then
+            MAX=$RSS
+            cp /proc/$P/smaps_rollup $PEAK.rollup 2>/dev/null
+            cat /proc/$P/task/*/comm 2>/dev/null | sort | uniq -c > $PEAK.threads
+        fi
+    fi
     sleep 1
   done ) > $LOG 2>&1 &
 "$@"; rc=$?
 echo "== samples"
 cat $LOG
+if [ -f $PEAK.smaps ]; then
+    echo "== smaps at the highest VmRSS sampled"
+    cat $PEAK.rollup
+    echo "== threads then"
+    cat $PEAK.threads
+    echo "== by kind of mapping (kB)"
+    awk -f "$(dirname "$0")/smaps_summary.awk" $PEAK.smaps 2> $PEAK.maps
+    echo "== the largest mappings: start, size kB, rss kB, anon kB, perms, name"
+    sort -k3 -n -r $PEAK.maps | head -25
+fi
 exit $rc

@@ -45,9 +45,8 @@ pub struct MirrorMaps {
     pub(super) vips: HashMap<MapData, VipKey, VipValue>,
     hits: PerCpuArray<MapData, HitCounter>,
     config: Array<MapData, Config>,
+    /// Holds its own handles on the table and bitmap maps.
     table: FastTable,
-    /// Kept open with their mappings.
-    _table_maps: [MapData; 2],
     /// The hit counter slot of every member in the table.
     slots: BTreeMap<ServiceKey, u32>,
     /// Slots free for a new member (their counters are zeroed first).
@@ -69,6 +68,14 @@ pub struct MirrorMaps {
     behind: (BTreeSet<ServiceKey>, BTreeSet<VipKey>),
     /// Map writes that failed (the map full, say), for metrics.
     pub write_errors: u64,
+}
+
+fn mmap_err(source: std::io::Error) -> BpfError {
+    BpfError::Mmap {
+        table: names::MAP_TABLE,
+        bits: names::MAP_VIP_BITS,
+        source,
+    }
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, BpfError> {
@@ -121,20 +128,13 @@ impl MirrorMaps {
         let table_map = take(ebpf, names::MAP_TABLE)?;
         let bits_map = take(ebpf, names::MAP_VIP_BITS)?;
         let table =
-            FastTable::new(table_map.fd().as_fd(), bits_map.fd().as_fd()).map_err(|source| {
-                BpfError::Mmap {
-                    table: names::MAP_TABLE,
-                    bits: names::MAP_VIP_BITS,
-                    source,
-                }
-            })?;
+            FastTable::new(table_map.fd().as_fd(), bits_map.fd().as_fd()).map_err(mmap_err)?;
         let mut maps = Self {
             services,
             vips,
             hits,
             config,
             table,
-            _table_maps: [table_map, bits_map],
             slots: BTreeMap::new(),
             free: Vec::new(),
             released: Vec::new(),
@@ -156,7 +156,7 @@ impl MirrorMaps {
     fn recover_slots(&mut self) -> Result<(), BpfError> {
         let active = self.read_config()?.active;
         let mut used = BTreeSet::new();
-        for e in self.table.entries(active) {
+        for e in self.table.entries(active).map_err(mmap_err)? {
             if e.slot < MAX_SERVICE_PORTS && used.insert(e.slot) {
                 self.slots.insert(e.key, e.slot);
             }
@@ -300,7 +300,7 @@ impl MirrorMaps {
         let (mut all_keys, mut all_addrs) = std::mem::take(&mut self.behind);
         all_keys.extend(keys.iter().copied());
         all_addrs.extend(addrs.iter().copied());
-        let written = match self.write_changes(inactive, &all_keys, &all_addrs) {
+        let written = match self.write_changes(inactive, &all_keys, &all_addrs)? {
             Some(w) => w,
             None => {
                 let seed = match config.seeds[active] {
@@ -336,7 +336,9 @@ impl MirrorMaps {
     /// (buckets, bitmap, seed), once no program reads it any more.
     fn catch_up(&mut self, half: usize, from: usize, mut config: Config) -> Result<(), BpfError> {
         self.table.wait_for_readers();
-        self.table.copy_half(from as u32, half as u32);
+        self.table
+            .copy_half(from as u32, half as u32)
+            .map_err(mmap_err)?;
         self.halves[half] = self.halves[from].clone();
         config.seeds[half] = config.seeds[from];
         self.write_config(config)?;
@@ -373,9 +375,13 @@ impl MirrorMaps {
         half: usize,
         keys: &BTreeSet<ServiceKey>,
         addrs: &BTreeSet<VipKey>,
-    ) -> Option<Written> {
-        let mut state = self.halves[half].take()?;
-        let (members, vips) = self.published.as_ref()?;
+    ) -> Result<Option<Written>, BpfError> {
+        let Some(mut state) = self.halves[half].take() else {
+            return Ok(None);
+        };
+        let Some((members, vips)) = self.published.as_ref() else {
+            return Ok(None);
+        };
         let slots = &self.slots;
         let member_addrs = &self.member_addrs;
         let written = self.table.write_changes(
@@ -389,9 +395,12 @@ impl MirrorMaps {
             },
             addrs,
             |a| vips.contains(a) || member_addrs.contains_key(a),
-        )?;
+        );
+        let Some(written) = written.map_err(mmap_err)? else {
+            return Ok(None);
+        };
         self.halves[half] = Some(state);
-        Some(written)
+        Ok(Some(written))
     }
 
     /// The whole published content laid out anew into `half`.
@@ -416,7 +425,10 @@ impl MirrorMaps {
             .map(VipKey::of)
             .chain(vips.iter().copied())
             .collect();
-        let (written, state) = self.table.write_full(half as u32, &layout, addrs);
+        let (written, state) = self
+            .table
+            .write_full(half as u32, &layout, addrs)
+            .map_err(mmap_err)?;
         self.halves[half] = Some(state);
         Ok(written)
     }

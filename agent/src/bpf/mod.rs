@@ -10,6 +10,7 @@ pub mod events;
 mod maps;
 pub mod migrate;
 pub mod mirror;
+mod mmap;
 pub mod pins;
 pub mod runtime;
 pub mod sources;

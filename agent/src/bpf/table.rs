@@ -9,12 +9,15 @@
 //! entry: a half is only written while no program reads it. After a flip
 //! the old half is left alone for [`GRACE`], longer than any program run
 //! that read `active` before the flip can take.
+//!
+//! The halves are reached through windows mapped on demand (`mmap.rs`) and
+//! unmapped after each operation, so the table's pages (the kernel's
+//! memory) do not stay in the agent's RSS.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
-    ptr::NonNull,
+    os::fd::BorrowedFd,
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,8 @@ use ipwarden_common::{
     ServiceKey, TableBucket, TableEntry, VipKey,
 };
 
+use super::mmap::{Cells, Mmap};
+
 /// How long a half stays untouched after the classifier stopped reading it.
 /// A program run takes well under a microsecond.
 pub const GRACE: Duration = Duration::from_millis(10);
@@ -34,80 +39,6 @@ pub const GRACE: Duration = Duration::from_millis(10);
 const MAX_KICKS: usize = 500;
 /// Seeds tried before giving up (at the sizes allowed, one always does).
 const MAX_SEEDS: usize = 16;
-
-/// A shared, writable mapping of a `BPF_F_MMAPABLE` array's values.
-pub struct Mmap<T> {
-    ptr: NonNull<T>,
-    len: usize,
-    bytes: usize,
-}
-
-// SAFETY: the mapping is plain memory shared with the kernel; every access
-// goes through volatile reads and writes of whole `T`s.
-unsafe impl<T: Send> Send for Mmap<T> {}
-
-impl<T: Copy> Mmap<T> {
-    /// Maps `len` values of the array map behind `fd`.
-    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let bytes = (len * std::mem::size_of::<T>()).div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks
-        // the size against the map and refuses maps without BPF_F_MMAPABLE.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr =
-            NonNull::new(ptr.cast::<T>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        Ok(Self { ptr, len, bytes })
-    }
-
-    pub fn get(&self, i: usize) -> T {
-        assert!(i < self.len);
-        // SAFETY: in bounds of the mapping; values of an array map are
-        // 8-byte aligned and T is a Pod of at most that alignment.
-        unsafe { self.ptr.as_ptr().add(i).read_volatile() }
-    }
-
-    pub fn set(&mut self, i: usize, v: T) {
-        assert!(i < self.len);
-        // SAFETY: as in get.
-        unsafe { self.ptr.as_ptr().add(i).write_volatile(v) }
-    }
-}
-
-impl<T: Copy + PartialEq> Mmap<T> {
-    /// Copies `len` values from `src..` to `dst..`, writing only those that
-    /// differ; how many it wrote.
-    fn copy_differing(&mut self, (src, dst, len): (usize, usize, usize)) -> usize {
-        let mut written = 0;
-        for i in 0..len {
-            let v = self.get(src + i);
-            if self.get(dst + i) != v {
-                self.set(dst + i, v);
-                written += 1;
-            }
-        }
-        written
-    }
-}
-
-impl<T> Drop for Mmap<T> {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
-    }
-}
 
 /// What the table holds for one member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,10 +181,13 @@ pub struct Written {
     pub words: usize,
 }
 
-/// The shared mappings of both halves of the table and the bitmap.
+/// Both halves of the table and the bitmap, mapped a window at a time.
+/// Every operation unmaps its windows before it returns.
 pub struct FastTable {
     table: Mmap<TableBucket>,
     bits: Mmap<u64>,
+    /// The same maps value by value, for partial changes.
+    cells: (Cells<TableBucket>, Cells<u64>),
     /// When the classifier last switched halves (from this process).
     last_flip: Option<Instant>,
     /// Chooses cuckoo victims.
@@ -263,21 +197,34 @@ pub struct FastTable {
 impl FastTable {
     pub fn new(table: BorrowedFd<'_>, bits: BorrowedFd<'_>) -> io::Result<Self> {
         Ok(Self {
-            table: Mmap::new(table.as_fd(), 2 * TABLE_BUCKETS as usize)?,
-            bits: Mmap::new(bits.as_fd(), 2 * VIP_BITMAP_WORDS as usize)?,
+            table: Mmap::new(table, 2 * TABLE_BUCKETS as usize)?,
+            bits: Mmap::new(bits, 2 * VIP_BITMAP_WORDS as usize)?,
+            cells: (Cells::new(table)?, Cells::new(bits)?),
             last_flip: None,
             rng: 0x5eed,
         })
     }
 
+    /// Runs `op`, then unmaps whatever it mapped.
+    fn released<R>(&mut self, op: impl FnOnce(&mut Self) -> io::Result<R>) -> io::Result<R> {
+        let result = op(self);
+        self.table.release();
+        self.bits.release();
+        result
+    }
+
     /// Every member the given half holds (to recover the counter slots of
     /// a previous agent), with its entry.
-    pub fn entries(&self, half: u32) -> Vec<TableEntry> {
-        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
-        (0..TABLE_BUCKETS as usize)
-            .flat_map(|b| self.table.get(base + b).entries)
-            .filter(|e| e.key.family != 0)
-            .collect()
+    pub fn entries(&mut self, half: u32) -> io::Result<Vec<TableEntry>> {
+        let base = Self::base(half, TABLE_BUCKETS);
+        self.released(|t| {
+            let mut found = Vec::new();
+            for b in 0..TABLE_BUCKETS as usize {
+                let bucket = t.table.get(base + b)?;
+                found.extend(bucket.entries.into_iter().filter(|e| e.key.family != 0));
+            }
+            Ok(found)
+        })
     }
 
     /// Waits until the inactive half has been out of use for [`GRACE`].
@@ -292,39 +239,43 @@ impl FastTable {
 
     /// Writes `layout` into `half` (which the classifier must not be
     /// reading), touching only the buckets and words that differ.
-    pub fn write(&mut self, half: u32, layout: &Layout) -> Written {
-        let mut written = Written::default();
-        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
-        for (i, b) in layout.buckets.iter().enumerate() {
-            if self.table.get(base + i) != *b {
-                self.table.set(base + i, *b);
-                written.buckets += 1;
+    pub fn write(&mut self, half: u32, layout: &Layout) -> io::Result<Written> {
+        self.released(|t| {
+            let mut written = Written::default();
+            let base = Self::base(half, TABLE_BUCKETS);
+            for (i, b) in layout.buckets.iter().enumerate() {
+                if t.table.get(base + i)? != *b {
+                    t.table.set(base + i, *b)?;
+                    written.buckets += 1;
+                }
             }
-        }
-        let base = (half & 1) as usize * VIP_BITMAP_WORDS as usize;
-        for (i, w) in layout.bits.iter().enumerate() {
-            if self.bits.get(base + i) != *w {
-                self.bits.set(base + i, *w);
-                written.words += 1;
+            let base = Self::base(half, VIP_BITMAP_WORDS);
+            for (i, w) in layout.bits.iter().enumerate() {
+                if t.bits.get(base + i)? != *w {
+                    t.bits.set(base + i, *w)?;
+                    written.words += 1;
+                }
             }
-        }
-        // The flip that follows is a syscall, a full barrier as well; this
-        // one documents that every store above comes before it.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        written
+            // The flip that follows is a syscall, a full barrier as well;
+            // this one documents that every store above comes before it.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            Ok(written)
+        })
     }
 
     /// Copies half `from` (which the classifier may be reading) into half
     /// `to` (which it must not be), touching only the buckets and words
     /// that differ.
-    pub fn copy_half(&mut self, from: u32, to: u32) -> Written {
+    pub fn copy_half(&mut self, from: u32, to: u32) -> io::Result<Written> {
         let halves = |len| (Self::base(from, len), Self::base(to, len), len as usize);
-        let written = Written {
-            buckets: self.table.copy_differing(halves(TABLE_BUCKETS)),
-            words: self.bits.copy_differing(halves(VIP_BITMAP_WORDS)),
-        };
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        written
+        self.released(|t| {
+            let written = Written {
+                buckets: t.table.copy_differing(halves(TABLE_BUCKETS))?,
+                words: t.bits.copy_differing(halves(VIP_BITMAP_WORDS))?,
+            };
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            Ok(written)
+        })
     }
 
     /// The index of `half`'s first element in an array of two halves of
@@ -341,15 +292,16 @@ impl FastTable {
         half: u32,
         layout: &Layout,
         addrs: BTreeSet<VipKey>,
-    ) -> (Written, Half) {
-        (self.write(half, layout), Half::of(layout.seed, addrs))
+    ) -> io::Result<(Written, Half)> {
+        Ok((self.write(half, layout)?, Half::of(layout.seed, addrs)))
     }
 
     /// Brings `half` (which the classifier must not be reading) to the
     /// content at `keys` and `addrs` only: each key to `member(key)`, each
     /// address's bit to `used(address)`. Only the buckets and words that
-    /// move are written. None when a member found no place (the half is
-    /// then inconsistent and must be written whole).
+    /// move are written, value by value through the syscall (each a full
+    /// barrier before the flip). None when a member found no place (the
+    /// half is then inconsistent and must be written whole).
     pub fn write_changes(
         &mut self,
         half: u32,
@@ -358,48 +310,63 @@ impl FastTable {
         member: impl Fn(&ServiceKey) -> Option<MemberSlot>,
         addrs: &BTreeSet<VipKey>,
         used: impl Fn(&VipKey) -> bool,
-    ) -> Option<Written> {
+    ) -> io::Result<Option<Written>> {
         let mut touched = Touched::default();
-        let base = (half & 1) as usize * TABLE_BUCKETS as usize;
+        let base = Self::base(half, TABLE_BUCKETS);
         for key in keys {
-            self.set_member(base, state.seed, key, member(key), &mut touched)?;
+            if !self.set_member(base, state.seed, key, member(key), &mut touched)? {
+                return Ok(None);
+            }
         }
-        let base = (half & 1) as usize * VIP_BITMAP_WORDS as usize;
+        let base = Self::base(half, VIP_BITMAP_WORDS);
         for a in addrs {
-            let want = used(a);
-            if want == state.addrs.contains(a) {
-                continue;
-            }
-            let (w, b) = bit_of(a, state.seed);
-            let uses = state.bit_uses.entry(w * 64 + b).or_insert(0);
-            let word = self.bits.get(base + w as usize);
-            let new = if want {
-                state.addrs.insert(*a);
-                *uses += 1;
-                word | 1 << b
-            } else {
-                state.addrs.remove(a);
-                *uses -= 1;
-                if *uses == 0 {
-                    state.bit_uses.remove(&(w * 64 + b));
-                    word & !(1 << b)
-                } else {
-                    word
-                }
-            };
-            if new != word {
-                self.bits.set(base + w as usize, new);
-                touched.words.insert(w as usize);
-            }
+            self.set_bit(base, state, a, used(a), &mut touched)?;
         }
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        Some(Written {
+        Ok(Some(Written {
             buckets: touched.buckets.len(),
             words: touched.words.len(),
-        })
+        }))
     }
 
-    /// Makes `key`'s entry in the half at `base` be `want` (None: absent).
+    /// Makes `addr` count toward its bit in the bitmap half at `base` or
+    /// not, clearing the bit when no address needs it any more.
+    fn set_bit(
+        &mut self,
+        base: usize,
+        state: &mut Half,
+        addr: &VipKey,
+        want: bool,
+        touched: &mut Touched,
+    ) -> io::Result<()> {
+        if want == state.addrs.contains(addr) {
+            return Ok(());
+        }
+        let (w, b) = bit_of(addr, state.seed);
+        let uses = state.bit_uses.entry(w * 64 + b).or_insert(0);
+        let word = self.cells.1.get(base + w as usize)?;
+        let new = if want {
+            state.addrs.insert(*addr);
+            *uses += 1;
+            word | 1 << b
+        } else {
+            state.addrs.remove(addr);
+            *uses -= 1;
+            if *uses == 0 {
+                state.bit_uses.remove(&(w * 64 + b));
+                word & !(1 << b)
+            } else {
+                word
+            }
+        };
+        if new != word {
+            self.cells.1.set(base + w as usize, new)?;
+            touched.words.insert(w as usize);
+        }
+        Ok(())
+    }
+
+    /// Makes `key`'s entry in the half at `base` be `want` (None: absent);
+    /// false when it found no place.
     fn set_member(
         &mut self,
         base: usize,
@@ -407,38 +374,43 @@ impl FastTable {
         key: &ServiceKey,
         want: Option<MemberSlot>,
         touched: &mut Touched,
-    ) -> Option<()> {
+    ) -> io::Result<bool> {
         let (b1, b2) = buckets_of(key, seed);
-        let found = [b1, b2].into_iter().find_map(|b| {
-            let bucket = self.table.get(base + b as usize);
-            let i = bucket
+        let mut found = None;
+        for b in [b1, b2] {
+            let bucket = self.cells.0.get(base + b as usize)?;
+            if let Some(i) = bucket
                 .entries
                 .iter()
-                .position(|e| e.key == *key && e.key.family != 0)?;
-            Some((b as usize, i, bucket))
-        });
+                .position(|e| e.key == *key && e.key.family != 0)
+            {
+                found = Some((b as usize, i, bucket));
+                break;
+            }
+        }
         match (found, want) {
-            (None, None) => Some(()),
+            (None, None) => Ok(true),
             (Some((b, i, mut bucket)), None) => {
                 bucket.entries[i] = TableEntry::default();
-                self.table.set(base + b, bucket);
+                self.cells.0.set(base + b, bucket)?;
                 touched.buckets.insert(b);
-                Some(())
+                Ok(true)
             }
             (Some((b, i, mut bucket)), Some(m)) => {
                 let e = &mut bucket.entries[i];
                 if (e.flags, e.slot) != (m.flags, m.slot) {
                     (e.flags, e.slot) = (m.flags, m.slot);
-                    self.table.set(base + b, bucket);
+                    self.cells.0.set(base + b, bucket)?;
                     touched.buckets.insert(b);
                 }
-                Some(())
+                Ok(true)
             }
             (None, Some(m)) => self.insert(base, seed, *key, m, touched),
         }
     }
 
-    /// Cuckoo insertion in place, as [`place`] does in user space.
+    /// Cuckoo insertion in place, as [`place`] does in user space; false
+    /// when it found no place.
     fn insert(
         &mut self,
         base: usize,
@@ -446,7 +418,7 @@ impl FastTable {
         key: ServiceKey,
         m: MemberSlot,
         touched: &mut Touched,
-    ) -> Option<()> {
+    ) -> io::Result<bool> {
         let mut entry = TableEntry {
             key,
             flags: m.flags,
@@ -457,23 +429,23 @@ impl FastTable {
         for _ in 0..MAX_KICKS {
             let (b1, b2) = buckets_of(&entry.key, seed);
             for b in [b1, b2] {
-                let mut bucket = self.table.get(base + b as usize);
+                let mut bucket = self.cells.0.get(base + b as usize)?;
                 if let Some(free) = bucket.entries.iter().position(|e| e.key.family == 0) {
                     bucket.entries[free] = entry;
-                    self.table.set(base + b as usize, bucket);
+                    self.cells.0.set(base + b as usize, bucket)?;
                     touched.buckets.insert(b as usize);
-                    return Some(());
+                    return Ok(true);
                 }
             }
             let victim = (splitmix(&mut self.rng) % TABLE_WAYS as u64) as usize;
             let b = if at == b1 { b2 } else { b1 };
-            let mut bucket = self.table.get(base + b as usize);
+            let mut bucket = self.cells.0.get(base + b as usize)?;
             std::mem::swap(&mut bucket.entries[victim], &mut entry);
-            self.table.set(base + b as usize, bucket);
+            self.cells.0.set(base + b as usize, bucket)?;
             touched.buckets.insert(b as usize);
             at = b;
         }
-        None
+        Ok(false)
     }
 
     /// Records that the classifier now reads the other half.

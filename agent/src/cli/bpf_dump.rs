@@ -123,6 +123,7 @@ pub fn read(pins: &PinLayout) -> Result<serde_json::Value> {
     let slots: BTreeMap<ServiceKey, u32> = FastTable::new(table.fd().as_fd(), bits.fd().as_fd())
         .context("mapping the classifier's table")?
         .entries(c.active)
+        .context("reading the classifier's table")?
         .into_iter()
         .map(|e| (e.key, e.slot))
         .collect();
