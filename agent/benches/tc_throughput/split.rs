@@ -95,14 +95,23 @@ pub fn run(
                 u6.cpu_ns_per_packet
             );
             let slot = &mut cpu[(j + run) % k];
-            slot[0].push(u4.cpu_ns_per_packet);
-            slot[1].push(u6.cpu_ns_per_packet);
+            // A window that sent nothing (the sender starved on a loaded
+            // host) has no cost per packet.
+            for (figures, u) in slot.iter_mut().zip([u4, u6]) {
+                if u.sent_pps > 0.0 {
+                    figures.push(u.cpu_ns_per_packet);
+                }
+            }
         }
     }
     println!("| configuration | UDP IPv4 CPU ns per packet | over the step above | UDP IPv6 CPU ns per packet | over the step above |");
     println!("|---|---:|---:|---:|---:|");
     let mut before: Option<[f64; 2]> = None;
     for (rx, c) in receivers.iter().zip(&cpu) {
+        if c.iter().any(Vec::is_empty) {
+            println!("| {} | no window sent a packet | | | |", rx.config.label());
+            continue;
+        }
         let m = [median(c[0].clone()), median(c[1].clone())];
         let step = |f: usize| before.map_or(String::new(), |b| format!("{:+.0}", m[f] - b[f]));
         println!(
