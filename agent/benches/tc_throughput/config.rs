@@ -145,3 +145,13 @@ pub struct Receiver {
     pub v6: Ipv6Addr,
     pub iperf: Child,
 }
+
+impl Drop for Receiver {
+    /// The iperf3 server goes with its receiver, on every way out of the
+    /// bench (the split and profile modes return early).
+    fn drop(&mut self) {
+        // Our own child, by handle; an error means it is already gone.
+        let _ = self.iperf.kill();
+        let _ = self.iperf.wait();
+    }
+}
