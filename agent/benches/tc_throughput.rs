@@ -67,7 +67,10 @@
 //! tune it; `IPWARDEN_BENCH_FRAMES_ONLY=1` measures the fixed frames only
 //! (one receiver, no traffic: a quick check of a change to the program);
 //! `IPWARDEN_BENCH_PROFILE=<dir>` records where the request/response
-//! traffic's CPU goes on the two nodes (`profile.rs`, perf).
+//! traffic's CPU goes on the two nodes (`profile.rs`, perf);
+//! `IPWARDEN_BENCH_SPLIT=1` splits what the shipped rules cost UDP into
+//! steps (netfilter's hook, the mark rule with and without its comment:
+//! `split.rs`; with `IPWARDEN_BENCH_PROFILE=<dir>`, under perf).
 //! Prints markdown tables of medians with the ratios, the spread, the goal
 //! checks, and sanity counters (iptables rule counters, mirror hits,
 //! conntrack entries per receiver).
@@ -78,7 +81,8 @@
 //! `measure` (the timed loop) over `iperf`, `tcp_rr` and `udp`, `frames`
 //! (BPF_PROG_TEST_RUN), `rules` and `sanity` (what the rules counted),
 //! `stats` and `report` (medians, spread, tables, goals), `profile`
-//! (perf over the request/response windows), `cpu`, `tcx`.
+//! (perf over the request/response windows), `split` (the rules' cost
+//! step by step), `cpu`, `tcx`.
 
 use std::{os::fd::OwnedFd, path::Path, time::Instant};
 
@@ -114,6 +118,8 @@ mod report;
 mod rules;
 #[path = "tc_throughput/sanity.rs"]
 mod sanity;
+#[path = "tc_throughput/split.rs"]
+mod split;
 #[path = "tc_throughput/stats.rs"]
 mod stats;
 #[path = "tc_throughput/tcp_rr.rs"]
@@ -146,6 +152,7 @@ fn main() {
     let runs = (stats::env_num("IPWARDEN_BENCH_RUNS", 5.0) as usize).max(1);
     let secs = stats::env_num("IPWARDEN_BENCH_SECS", 3.0).max(0.5);
     let frames_only = stats::env_num("IPWARDEN_BENCH_FRAMES_ONLY", 0.0) != 0.0;
+    let split_only = stats::env_num("IPWARDEN_BENCH_SPLIT", 0.0) != 0.0;
     let windows = measure::Windows {
         runs,
         secs,
@@ -157,6 +164,8 @@ fn main() {
     let sender = NetNs::new("ipw-bench-tx").expect("netns");
     let configs: &[Config] = if frames_only {
         &[Config::TcOnly]
+    } else if split_only {
+        &Config::SPLIT
     } else {
         &Config::ALL
     };
@@ -169,11 +178,25 @@ fn main() {
     let repeat = if secs < 3.0 { 200_000 } else { 1_000_000 };
     let fixed_frames = || {
         let _on = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
-        frames::frame_costs(&dp, at(Config::TcOnly), repeat)
+        frames::frame_costs(&dp, Config::TcOnly.index(), repeat)
     };
     if frames_only {
         let (frames, floor) = fixed_frames();
         report::frames_table(&frames, floor, repeat);
+        return;
+    }
+    if split_only {
+        let dir = std::env::var("IPWARDEN_BENCH_PROFILE").ok();
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).expect("the profile directory");
+        }
+        split::run(
+            &sender,
+            &receivers,
+            runs,
+            secs,
+            dir.as_deref().map(Path::new),
+        );
         return;
     }
     if let Ok(dir) = std::env::var("IPWARDEN_BENCH_PROFILE") {
@@ -235,7 +258,7 @@ fn load_program(
         .collect();
     mirror.mirror(&mirrored, &state.member_services);
     eprintln!("tc bench: mirror holds {MEMBERS} service ports");
-    let restricted = cluster::restricted_sources(at(Config::IpwardenNode), Config::ALL.len());
+    let restricted = cluster::restricted_sources(Config::IpwardenNode.index(), Config::EVERY.len());
     let mut sources = dp.take_sources().expect("sources");
     sources.add(&restricted);
     eprintln!(
@@ -270,7 +293,7 @@ fn attach_empty_program(receivers: &[config::Receiver]) -> (OwnedFd, OwnedFd) {
     (empty, link)
 }
 
-/// The index of `c` in `Config::ALL`.
+/// The index of `c` in `Config::ALL` (its samples in the full bench).
 fn at(c: Config) -> usize {
     Config::ALL.iter().position(|&x| x == c).expect("config")
 }

@@ -146,3 +146,23 @@ fn the_flag_forces_a_backend() {
     let log = run_once(&ns, &["--iptables-backend", "legacy"]);
     assert_chains_in(&ns, "legacy", "nft", &log);
 }
+
+/// Asking x_tables for a table by name creates it, and its hooks then cost
+/// every packet of the node: detecting the backend on an nft node must
+/// leave the legacy backend without a single table (the kernel's own
+/// list of them).
+#[test]
+fn detection_creates_no_legacy_table() {
+    if !privileged("detection_creates_no_legacy_table") {
+        return;
+    }
+    let ns = NetNs::new("ipw-ipt-notable").unwrap();
+    kube_proxy_rules(&ns, "nft", 3);
+    let log = run_once(&ns, &[]);
+    for names in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
+        let tables = ns.output("cat", &[names]).unwrap_or_default();
+        assert_eq!(tables.trim(), "", "legacy tables in {names}: {log}");
+    }
+    // Last: iptables-legacy-save -t filter creates the legacy filter table.
+    assert_chains_in(&ns, "nft", "legacy", &log);
+}

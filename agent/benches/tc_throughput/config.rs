@@ -17,6 +17,9 @@ pub enum Config {
     Iptables,
     KubeRouterNode,
     IpwardenNode,
+    TcHook,
+    TcMarkNative,
+    TcMark,
 }
 
 impl Config {
@@ -29,6 +32,42 @@ impl Config {
         Config::KubeRouterNode,
         Config::IpwardenNode,
     ];
+
+    /// `IPWARDEN_BENCH_SPLIT=1`: what tc allow's rules cost UDP, step by
+    /// step, and the two nodes beside them (`split.rs`).
+    pub const SPLIT: [Config; 8] = [
+        Config::None,
+        Config::TcOnly,
+        Config::TcHook,
+        Config::TcMarkNative,
+        Config::TcMark,
+        Config::TcAllow,
+        Config::KubeRouterNode,
+        Config::IpwardenNode,
+    ];
+
+    /// Every configuration: each has its own receiver addresses and
+    /// target Service in the generated cluster.
+    pub const EVERY: [Config; 10] = [
+        Config::None,
+        Config::TcEmpty,
+        Config::TcOnly,
+        Config::TcAllow,
+        Config::Iptables,
+        Config::KubeRouterNode,
+        Config::IpwardenNode,
+        Config::TcHook,
+        Config::TcMarkNative,
+        Config::TcMark,
+    ];
+
+    /// Where `self` is in [`Config::EVERY`]: its receiver's addresses.
+    pub fn index(self) -> usize {
+        Config::EVERY
+            .iter()
+            .position(|&c| c == self)
+            .expect("config")
+    }
 
     pub fn label(self) -> &'static str {
         match self {
@@ -45,6 +84,9 @@ impl Config {
             Config::IpwardenNode => {
                 "ipwarden node, allow mode: its policy chains (same pods) + shipped rules + program"
             }
+            Config::TcHook => "tc + an empty filter INPUT chain (netfilter's hook alone)",
+            Config::TcMarkNative => "tc + a mark ACCEPT alone in INPUT, without a comment",
+            Config::TcMark => "tc + the shipped mark ACCEPT alone in INPUT",
         }
     }
 
@@ -57,18 +99,29 @@ impl Config {
             Config::Iptables => "iptables",
             Config::KubeRouterNode => "kube-router-node",
             Config::IpwardenNode => "ipwarden-node",
+            Config::TcHook => "tc-hook",
+            Config::TcMarkNative => "tc-mark-native",
+            Config::TcMark => "tc-mark",
         }
     }
 
     pub fn has_program(self) -> bool {
         matches!(
             self,
-            Config::TcOnly | Config::TcAllow | Config::IpwardenNode
+            Config::TcOnly
+                | Config::TcAllow
+                | Config::IpwardenNode
+                | Config::TcHook
+                | Config::TcMarkNative
+                | Config::TcMark
         )
     }
 
     pub fn has_service_rules(self) -> bool {
-        !matches!(self, Config::None | Config::TcEmpty | Config::TcOnly)
+        matches!(
+            self,
+            Config::TcAllow | Config::Iptables | Config::KubeRouterNode | Config::IpwardenNode
+        )
     }
 
     pub fn has_policies(self) -> bool {
@@ -91,4 +144,14 @@ pub struct Receiver {
     pub v4: Ipv4Addr,
     pub v6: Ipv6Addr,
     pub iperf: Child,
+}
+
+impl Drop for Receiver {
+    /// The iperf3 server goes with its receiver, on every way out of the
+    /// bench (the split and profile modes return early).
+    fn drop(&mut self) {
+        // Our own child, by handle; an error means it is already gone.
+        let _ = self.iperf.kill();
+        let _ = self.iperf.wait();
+    }
 }

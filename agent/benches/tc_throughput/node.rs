@@ -25,20 +25,17 @@ use super::{
     config::{Config, Receiver},
     cpu::cpus,
     kube_router::with_kube_router_top_chains,
-    TCP_PORT,
+    split, TCP_PORT,
 };
 
 /// A receiver namespace per configuration of `configs`, joined to
-/// `sender` and programmed; receiver `i` of `Config::ALL` always has the
-/// same addresses. Returns them with the service state of the first.
+/// `sender` and programmed; a configuration's receiver always has the
+/// same addresses (`Config::index`). Returns them with the service state of the first.
 pub fn receivers(sender: &NetNs, configs: &[Config]) -> (Vec<Receiver>, ServiceState) {
     let mut out = Vec::new();
     let mut service_state = None;
     for &config in configs {
-        let i = Config::ALL
-            .iter()
-            .position(|&c| c == config)
-            .expect("config");
+        let i = config.index();
         let ns = NetNs::new(&format!("ipw-bench-rx{i}")).expect("netns");
         let (v4, v6) = (v4_of(i), v6_of(i));
         let peer4 = format!("10.201.{}.2/24", i + 1);
@@ -51,7 +48,7 @@ pub fn receivers(sender: &NetNs, configs: &[Config]) -> (Vec<Receiver>, ServiceS
             )
             .expect("veth pair");
         let t = Instant::now();
-        let state = program_node(&ns, config, &snapshot(i, Config::ALL.len()));
+        let state = program_node(&ns, config, &snapshot(i, Config::EVERY.len()));
         eprintln!(
             "tc bench: {} ready in {:.1} s ({} members in svip-prt)",
             config.short(),
@@ -98,6 +95,7 @@ pub fn program_node(ns: &NetNs, config: Config, snap: &Snapshot) -> ServiceState
         &state.problems[..state.problems.len().min(3)]
     );
     if !config.has_service_rules() {
+        split::write_step_rules(ns, config, &state);
         return state;
     }
     ns.run(|| {

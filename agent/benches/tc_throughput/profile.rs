@@ -69,7 +69,7 @@ pub fn run(sender: &NetNs, receivers: &[Receiver], runs: usize, secs: f64, dir: 
 }
 
 /// `perf record` of every CPU into `out`, until [`stop`].
-fn record(out: &Path) -> Child {
+pub fn record(out: &Path) -> Child {
     Command::new("perf")
         .args(["record", "-a", "-g", "-e", "cpu-clock", "-q", "-o"])
         .arg(out)
@@ -81,7 +81,7 @@ fn record(out: &Path) -> Child {
 
 /// SIGINT, on which perf writes its file and exits (by the same signal,
 /// or with 0).
-fn stop(mut perf: Child) {
+pub fn stop(mut perf: Child) {
     // SAFETY: kill(2) on our own child's pid, which we have not reaped.
     unsafe { libc::kill(perf.id() as libc::pid_t, libc::SIGINT) };
     let status = perf.wait().expect("wait for perf");

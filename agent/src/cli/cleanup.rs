@@ -89,6 +89,10 @@ pub fn run(args: &Args) -> Result<()> {
     // Chains and the tagged rules into them, in every table and family.
     for family in Family::ALL {
         for table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
+            let current = iptables::backend::current().backend;
+            if !iptables::backend::table_exists(current, family, &table.to_string()) {
+                continue; // Absent: nothing of ours, and a read would create it.
+            }
             let plan = TablePlan {
                 family,
                 table,

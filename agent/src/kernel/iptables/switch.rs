@@ -4,7 +4,7 @@
 
 use super::{
     apply::{read_table, restore},
-    IptablesError,
+    backend, IptablesError,
 };
 use crate::desired::{Family, Table};
 
@@ -17,6 +17,9 @@ pub fn switch_set_references(from: &str, to: &str) -> Result<usize, IptablesErro
     let mut moved = 0;
     for family in Family::ALL {
         for table in [Table::Filter, Table::Nat, Table::Mangle, Table::Raw] {
+            if !backend::table_exists(backend::current().backend, family, &table.to_string()) {
+                continue; // Absent: no reference to move, and a read would create it.
+            }
             let saved = read_table(family, table)?;
             let mut script = String::new();
             for (chain, rules) in &saved.chains {
