@@ -123,6 +123,11 @@ fn tcp(to: SocketAddr) -> io::Result<String> {
     Ok(answer)
 }
 
+/// UDP promises no delivery: a datagram, or the REJECT's ICMP error, lost
+/// on a loaded host is sent again, as a UDP client would, before the probe
+/// counts a timeout; the whole wait stays [`TIMEOUT`].
+const UDP_SENDS: u32 = 2;
+
 fn udp(to: SocketAddr) -> io::Result<String> {
     let any: SocketAddr = match to {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
@@ -130,9 +135,23 @@ fn udp(to: SocketAddr) -> io::Result<String> {
     };
     let socket = UdpSocket::bind(any)?;
     socket.connect(to)?;
-    socket.set_read_timeout(Some(TIMEOUT))?;
-    socket.send(b"who are you?")?;
+    socket.set_read_timeout(Some(TIMEOUT / UDP_SENDS))?;
     let mut buf = [0u8; 512];
-    let n = socket.recv(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    let mut unanswered = None;
+    for _ in 0..UDP_SENDS {
+        socket.send(b"who are you?")?;
+        match socket.recv(&mut buf) {
+            Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                unanswered = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(unanswered.expect("at least one send"))
 }
