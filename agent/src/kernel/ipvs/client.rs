@@ -21,6 +21,8 @@ use crate::kernel::netlink::{
 
 /// Receive buffer: more than the 32 KiB the kernel puts in one dump datagram.
 const RECV_BUF_LEN: usize = 64 * 1024;
+/// Service dumps taken at most until two agree (see `services`).
+const DUMP_TRIES: usize = 4;
 /// Socket receive buffer we ask for, so a batch's acks fit before we read.
 const WANT_RCVBUF: usize = 1 << 20;
 /// Most requests in one `sendmsg`.
@@ -130,13 +132,37 @@ impl IpvsClient {
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
 
-    /// Every service, with counters but without destinations.
+    /// Every service, with counters but without destinations, sorted by
+    /// key. The kernel resumes a dump at a position counted over every
+    /// network namespace's services, so services added or deleted in
+    /// another namespace meanwhile shift ours: one can be skipped or listed
+    /// twice. The dump is taken again until two agree on the keys.
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
+        let mut last = self.dump_services()?;
+        for _ in 1..DUMP_TRIES {
+            let next = self.dump_services()?;
+            let same = next.len() == last.len()
+                && next
+                    .iter()
+                    .zip(&last)
+                    .all(|(a, b)| a.service.key == b.service.key);
+            last = next;
+            if same {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    /// One dump of every service, sorted and without repeats.
+    fn dump_services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
         let mut out = Vec::new();
         self.query(&Query::Services, "", |attrs| {
             out.push(decode_service(attrs)?);
             Ok(())
         })?;
+        out.sort_by_key(|s| s.service.key);
+        out.dedup_by_key(|s| s.service.key);
         Ok(out)
     }
 
@@ -166,8 +192,7 @@ impl IpvsClient {
     /// Everything, as `ipvsadm -Ln` shows it: services sorted like ipvsadm
     /// sorts them (address keys before marks), each with its destinations.
     pub fn list(&mut self) -> Result<Vec<VirtualServer>, IpvsError> {
-        let mut services = self.services()?;
-        services.sort_by_key(|s| s.service.key);
+        let services = self.services()?;
         services
             .into_iter()
             .map(|entry| {
