@@ -237,19 +237,7 @@ impl SetStore {
         sets: &[SetSpec],
         services: &MemberServices,
     ) -> Result<ApplyReport, StoreError> {
-        let start = Instant::now();
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let o = registered(inner, owner)?;
-        let applied = full_apply(inner, &o, sets, services);
-        settle(inner, &o, applied.as_ref().map(|(_, verified)| *verified));
-        let (executed, verified) = applied?;
-        Ok(ApplyReport {
-            owner: owner.to_string(),
-            executed,
-            verified,
-            duration: start.elapsed(),
-        })
+        self.settled_apply(owner, |inner, o| full_apply(inner, o, sets, services))
     }
 
     /// A full apply of the sets `owner` last applied, for an owner whose
@@ -257,19 +245,31 @@ impl SetStore {
     /// kernel is read back and repaired exactly as [`Self::apply_full`]
     /// would with the same sets, without the caller building them again.
     pub fn reapply_full(&self, owner: &str) -> Result<ApplyReport, StoreError> {
+        self.settled_apply(owner, |inner, o| {
+            // Without a full apply before, its desired state is empty, not
+            // known: repeating it would delete every set the owner holds.
+            if !inner.fully_applied.contains(o.name) {
+                return Err(StoreError::NoFullApply {
+                    owner: o.name.to_string(),
+                });
+            }
+            let mirror_moved = !inner.mirror_current.remove(o.name);
+            verify_owner(inner, o, BTreeSet::new(), mirror_moved)
+        })
+    }
+
+    /// A full apply under the lock: `apply` reads and writes, its outcome
+    /// settles (or unsettles) how the owner's next full apply reads.
+    fn settled_apply(
+        &self,
+        owner: &str,
+        apply: impl FnOnce(&mut Inner, &Owner) -> Result<(Executed, bool), StoreError>,
+    ) -> Result<ApplyReport, StoreError> {
         let start = Instant::now();
         let mut guard = self.lock();
         let inner = &mut *guard;
         let o = registered(inner, owner)?;
-        // Without a full apply before, its desired state is empty, not
-        // known: repeating it would delete every set the owner holds.
-        if !inner.fully_applied.contains(o.name) {
-            return Err(StoreError::NoFullApply {
-                owner: owner.to_string(),
-            });
-        }
-        let mirror_moved = !inner.mirror_current.remove(o.name);
-        let applied = verify_owner(inner, &o, BTreeSet::new(), mirror_moved);
+        let applied = apply(inner, &o);
         settle(inner, &o, applied.as_ref().map(|(_, verified)| *verified));
         let (executed, verified) = applied?;
         Ok(ApplyReport {
