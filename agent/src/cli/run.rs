@@ -218,13 +218,18 @@ pub(super) struct Setup {
 
 pub fn run(args: &Args) -> Result<()> {
     check(args)?;
-    let iptables = backend::select(args.iptables_backend);
-    tracing::info!(backend = %iptables.backend, why = %iptables.why, "iptables backend");
     if args.once {
+        select_backend(args);
         super::run_once::run(args)
     } else {
-        super::run_daemon::run(args, setup(args)?)
+        super::run_daemon::run(args)
     }
+}
+
+/// The iptables backend, from the flag or detected, logged once.
+pub(super) fn select_backend(args: &Args) {
+    let iptables = backend::select(args.iptables_backend);
+    tracing::info!(backend = %iptables.backend, why = %iptables.why, "iptables backend");
 }
 
 /// Combinations of flags that cannot work, refused before anything starts.
