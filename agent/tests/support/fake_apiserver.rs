@@ -120,9 +120,26 @@ struct Event {
     object: Value,
 }
 
+/// An object as stored, with its list item written once, as the API
+/// server's watch cache keeps each object's serialization: a list then
+/// copies bytes instead of cloning and encoding every object again (in the
+/// agent bench's VM, that encoding shared the CPU with the agent under
+/// test).
+struct Stored {
+    object: Value,
+    item: Vec<u8>,
+}
+
+impl Stored {
+    fn new(object: Value) -> Stored {
+        let item = serde_json::to_vec(&list_item(&object)).unwrap();
+        Stored { object, item }
+    }
+}
+
 #[derive(Default)]
 struct Collection {
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Stored>,
     events: Vec<Event>,
     /// Status codes the next list requests are answered with.
     list_failures: VecDeque<u16>,
@@ -249,9 +266,9 @@ impl FakeApiServer {
             let rv = st.rv;
             let key = key_of(&object);
             let coll = st.collections.entry(res).or_default();
-            let old = coll.objects.get(&key).cloned();
+            let old = coll.objects.get(&key).map(|s| s.object.clone());
             let object = as_served(res, object, rv, old.as_ref());
-            coll.objects.insert(key, object.clone());
+            coll.objects.insert(key, Stored::new(object.clone()));
             coll.events.push(Event {
                 rv,
                 kind: if old.is_some() { "MODIFIED" } else { "ADDED" },
@@ -270,7 +287,8 @@ impl FakeApiServer {
             let mut object = coll
                 .objects
                 .remove(&(namespace.to_string(), name.to_string()))
-                .unwrap_or_else(|| panic!("no {res:?} {namespace}/{name}"));
+                .unwrap_or_else(|| panic!("no {res:?} {namespace}/{name}"))
+                .object;
             object["metadata"]["resourceVersion"] = json!(rv.to_string());
             coll.events.push(Event {
                 rv,
@@ -667,12 +685,11 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
             serve_watch(&mut wr, &shared, res, &q, kill_at_request).await;
             return;
         }
-        let body = match list(&shared, res, &q).await {
-            Some(body) => body,
+        let (code, body) = match list(&shared, res, &q).await {
+            Some(answer) => answer,
             None => return, // the server went down while the list was held
         };
-        let code = body["code"].as_u64().map(|c| c as u16).unwrap_or(200);
-        if respond(&mut wr, code, &body).await.is_err() {
+        if respond_bytes(&mut wr, code, &body).await.is_err() {
             return;
         }
     }
@@ -774,7 +791,10 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 async fn respond(wr: &mut OwnedWriteHalf, code: u16, body: &Value) -> std::io::Result<()> {
-    let body = serde_json::to_vec(body).unwrap();
+    respond_bytes(wr, code, &serde_json::to_vec(body).unwrap()).await
+}
+
+async fn respond_bytes(wr: &mut OwnedWriteHalf, code: u16, body: &[u8]) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Audit-Id: fake\r\nCache-Control: no-cache, private\r\n\r\n",
@@ -782,13 +802,13 @@ async fn respond(wr: &mut OwnedWriteHalf, code: u16, body: &Value) -> std::io::R
         body.len()
     );
     wr.write_all(head.as_bytes()).await?;
-    wr.write_all(&body).await?;
+    wr.write_all(body).await?;
     wr.flush().await
 }
 
-/// A list, or a Status with the failure's code; None if the server went
-/// down meanwhile.
-async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<Value> {
+/// A list (its status code and body), or a Status with the failure's
+/// code; None if the server went down meanwhile.
+async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<(u16, Vec<u8>)> {
     let mut bell = shared.bell.subscribe();
     loop {
         bell.borrow_and_update();
@@ -802,7 +822,7 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
             // Failures first: `fail_lists` then `hold_lists` fails one
             // list and holds the retry.
             if let Some(code) = coll.list_failures.pop_front() {
-                return Some(error_status(code, res));
+                return Some((code, serde_json::to_vec(&error_status(code, res)).unwrap()));
             }
             let next_page = q.get("continue").is_some_and(|c| !c.is_empty());
             if !(coll.held || coll.held_after_first_page && next_page) {
@@ -812,25 +832,23 @@ async fn list(shared: &Shared, res: Res, q: &HashMap<String, String>) -> Option<
                     .objects
                     .iter()
                     .filter(|(k, _)| page.after.as_ref().is_none_or(|a| *k > a))
-                    .filter(|(_, o)| selected(o, &name));
-                let items: Vec<(Key, Value)> = rest
-                    .by_ref()
-                    .take(page.limit)
-                    .map(|(k, o)| (k.clone(), list_item(o)))
-                    .collect();
+                    .filter(|(_, o)| selected(&o.object, &name));
+                let items: Vec<(&Key, &Stored)> = rest.by_ref().take(page.limit).collect();
                 let remaining = rest.count();
                 let mut metadata = json!({"resourceVersion": page.rv.to_string()});
                 if let (true, Some((last, _))) = (remaining > 0, items.last()) {
                     metadata["continue"] = json!(format!("{}/{}/{}", page.rv, last.0, last.1));
                     metadata["remainingItemCount"] = json!(remaining);
                 }
-                let items: Vec<Value> = items.into_iter().map(|(_, o)| o).collect();
-                return Some(json!({
+                let head = json!({
                     "kind": format!("{}List", res.kind()),
                     "apiVersion": res.api_version(),
                     "metadata": metadata,
-                    "items": items,
-                }));
+                });
+                return Some((
+                    200,
+                    list_body(&head, items.iter().map(|(_, o)| &o.item[..])),
+                ));
             }
         }
         if bell.changed().await.is_err() {
@@ -845,6 +863,22 @@ fn note_sent(shared: &Shared, rv: u64) {
     st.sent_at
         .entry(rv)
         .or_insert_with(std::time::SystemTime::now);
+}
+
+/// A list's body: `head` (kind, apiVersion, metadata) with `items`, each
+/// already serialized, spliced in as its last field.
+fn list_body<'a>(head: &Value, items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = serde_json::to_vec(head).unwrap();
+    body.pop(); // the head object's closing brace
+    body.extend_from_slice(br#","items":["#);
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// A list item: no apiVersion/kind, as a real server writes them.
