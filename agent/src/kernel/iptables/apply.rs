@@ -119,7 +119,8 @@ pub enum ReadBack {
     /// was read plus the script: the plan. What it cannot show is a rule
     /// that iptables-save prints differently from how the plan wrote it,
     /// so this is for owners whose rule forms are tested canonical (the
-    /// policy controller: its 14k-line table costs seconds to read).
+    /// policy controller, whose 14k-line table costs seconds to read, and
+    /// the service proxy's filter plans).
     /// Without a generation (legacy backend) it reads back as `Always`.
     UnlessAlone,
 }
