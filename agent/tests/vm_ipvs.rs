@@ -15,8 +15,8 @@ use std::{
 use ipwarden::{
     desired::Family,
     kernel::ipvs::{
-        Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, IpvsErrorKind, Netmask,
-        Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
+        sync, Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, IpvsErrorKind,
+        Netmask, Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
     },
     netns::{privileged, NetNs},
 };
@@ -644,6 +644,39 @@ fn vm_thousands_of_requests_across_batches() {
     assert!(again
         .iter()
         .all(|r| r.as_ref().is_err_and(IpvsError::is_exists)));
+}
+
+/// A plan run as it is made (`sync::apply_plan`, full batches as soon as
+/// a few wait) programs the same table as the whole plan, and a request
+/// that fails in the middle is returned while every other one runs.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_a_plan_run_as_made_programs_every_request_and_returns_each_failure() {
+    let ns = NetNs::new("ipw-ipvs").unwrap();
+    let mut ipvs = client(&ns);
+    // Small batches: 1500 services and 4500 destinations span many chunks.
+    ipvs.set_batch_size(7);
+    let want = plain_services(96, 1500);
+    // The kernel already holds one of them, which the plan (told of an
+    // empty table) adds again: its service and destinations are refused.
+    let (taken, taken_dests) = &want[700];
+    run_all(&mut ipvs, &requests_for(&want[700..701]));
+    let report = sync::apply_plan(&mut ipvs, &want, &[], &sync::IpvsScope::default());
+    let errors = report.expect_err("the taken service is refused");
+    assert_eq!(errors.len(), 1 + taken_dests.len(), "{errors:?}");
+    assert!(errors.iter().all(IpvsError::is_exists), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.target.contains(&taken.key.to_string())),
+        "{errors:?}"
+    );
+    assert_eq!(ipvsadm(&ns), table(&want));
+
+    // Against the table read back: nothing to do.
+    let actual = ipvs.list().unwrap();
+    let report = sync::apply_plan(&mut ipvs, &want, &actual, &sync::IpvsScope::default());
+    assert_eq!(report.unwrap().services_unchanged, want.len());
 }
 
 #[test]

@@ -84,12 +84,46 @@ impl IpvsClient {
     /// A failed request does not stop the ones after it (the kernel carries
     /// on with the rest of a batch too).
     pub fn execute_all(&mut self, reqs: &[Request]) -> Vec<Result<(), IpvsError>> {
-        let mut results: Vec<Option<Result<(), IpvsError>>> =
-            std::iter::repeat_with(|| None).take(reqs.len()).collect();
+        let mut results: Vec<Result<(), IpvsError>> =
+            std::iter::repeat_with(|| Ok(())).take(reqs.len()).collect();
+        self.execute_each(reqs, |i, e| results[i] = Err(e));
+        results
+    }
+
+    /// As [`Self::execute_all`], handing `on_error` the index and error of
+    /// each failed request instead of keeping a result per request: a
+    /// first sync at 10k Services runs 40k requests, and their results
+    /// (nearly all `Ok`) took 3.7 MiB at the agent's peak.
+    pub fn execute_each(&mut self, reqs: &[Request], on_error: impl FnMut(usize, IpvsError)) {
+        self.run_batches(reqs, false, on_error);
+    }
+
+    /// As [`Self::execute_each`], but only the full batches: a last batch
+    /// that more requests would still fit in is left unsent. Returns how
+    /// many requests ran, for a caller that plans the rest as it goes.
+    pub fn execute_full_batches(
+        &mut self,
+        reqs: &[Request],
+        on_error: impl FnMut(usize, IpvsError),
+    ) -> usize {
+        self.run_batches(reqs, true, on_error)
+    }
+
+    /// The batches of `reqs` (but a part-filled last one when `hold_tail`);
+    /// returns how many requests ran.
+    fn run_batches(
+        &mut self,
+        reqs: &[Request],
+        hold_tail: bool,
+        mut on_error: impl FnMut(usize, IpvsError),
+    ) -> usize {
+        // One batch's results at a time.
+        let mut slots: Vec<Option<Result<(), IpvsError>>> = Vec::new();
         let mut start = 0;
         while start < reqs.len() {
             let first_seq = self.sock.next_seq(0);
             self.send_buf.clear();
+            slots.clear();
             let mut end = start;
             let mut pending = 0;
             while end < reqs.len()
@@ -100,18 +134,26 @@ impl IpvsClient {
                 // the index within the batch.
                 let seq = self.next_seq();
                 let req = &reqs[end];
-                match encode_request(req, self.family, seq, &mut self.send_buf) {
-                    Ok(()) => pending += 1,
-                    Err(source) => {
-                        results[end] = Some(Err(IpvsError::invalid(req.op(), req.target(), source)))
-                    }
-                }
+                slots.push(
+                    match encode_request(req, self.family, seq, &mut self.send_buf) {
+                        Ok(()) => {
+                            pending += 1;
+                            None
+                        }
+                        Err(source) => {
+                            Some(Err(IpvsError::invalid(req.op(), req.target(), source)))
+                        }
+                    },
+                );
                 end += 1;
             }
+            let full = end - start >= self.batch || self.send_buf.len() >= MAX_BATCH_BYTES;
+            if hold_tail && !full {
+                return start;
+            }
+            let batch = &reqs[start..end];
             if pending > 0 {
-                let waiting = results[start..end].iter().map(Option::is_none).collect();
-                let batch = &reqs[start..end];
-                let slots = &mut results[start..end];
+                let waiting = slots.iter().map(Option::is_none).collect();
                 let filed = self
                     .sock
                     .batch(&self.send_buf, first_seq, waiting, |i, _, answer| {
@@ -127,9 +169,14 @@ impl IpvsClient {
                     }
                 }
             }
+            for (i, slot) in slots.drain(..).enumerate() {
+                if let Some(Err(e)) = slot {
+                    on_error(start + i, e);
+                }
+            }
             start = end;
         }
-        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+        start
     }
 
     /// Every service, with counters but without destinations, sorted by

@@ -103,15 +103,43 @@ pub fn plan(
     actual: &[VirtualServer],
     scope: &IpvsScope,
 ) -> (Vec<Request>, IpvsReport) {
-    let actual: BTreeMap<ServiceKey, &VirtualServer> =
-        actual.iter().map(|v| (v.entry.service.key, v)).collect();
+    let mut planner = Planner::new(actual);
     let mut reqs = Vec::new();
-    let mut deletes = Vec::new();
-    let mut r = IpvsReport::default();
-    let mut wanted_keys = BTreeSet::new();
     for (svc, dests) in desired {
-        wanted_keys.insert(svc.key);
-        let Some(have) = actual.get(&svc.key) else {
+        planner.service(svc, dests, &mut reqs);
+    }
+    let report = planner.finish(scope, &mut reqs);
+    (reqs, report)
+}
+
+/// [`plan`] one desired service at a time, so that a caller can run the
+/// requests as they come instead of holding them all (a first sync at 10k
+/// Services plans 40k requests: 4.5 MiB at the agent's peak).
+struct Planner<'a> {
+    actual: BTreeMap<ServiceKey, &'a VirtualServer>,
+    wanted: BTreeSet<ServiceKey>,
+    /// Destination deletions, run after every addition.
+    deletes: Vec<Request>,
+    report: IpvsReport,
+}
+
+impl<'a> Planner<'a> {
+    fn new(actual: &'a [VirtualServer]) -> Self {
+        Self {
+            actual: actual.iter().map(|v| (v.entry.service.key, v)).collect(),
+            wanted: BTreeSet::new(),
+            deletes: Vec::new(),
+            report: IpvsReport::default(),
+        }
+    }
+
+    /// The requests that bring `svc` and its destinations to `dests`,
+    /// pushed onto `reqs` (its destination deletions wait for
+    /// [`Self::finish`]).
+    fn service(&mut self, svc: &Service, dests: &[Destination], reqs: &mut Vec<Request>) {
+        let r = &mut self.report;
+        self.wanted.insert(svc.key);
+        let Some(have) = self.actual.get(&svc.key) else {
             reqs.push(Request::AddService(svc.clone()));
             r.services_added += 1;
             for d in dests {
@@ -121,7 +149,7 @@ pub fn plan(
                 });
                 r.destinations_added += 1;
             }
-            continue;
+            return;
         };
         let mut touched = false;
         if !svc.same_config(&have.entry.service) {
@@ -157,7 +185,7 @@ pub fn plan(
             touched = true;
         }
         for k in have_dests.keys().filter(|k| !want_keys.contains(k)) {
-            deletes.push(Request::DeleteDestination {
+            self.deletes.push(Request::DeleteDestination {
                 service: svc.key,
                 destination: *k,
             });
@@ -168,14 +196,19 @@ pub fn plan(
             r.services_unchanged += 1;
         }
     }
-    for key in actual.keys() {
-        if !wanted_keys.contains(key) && scope.owns(key) {
-            deletes.push(Request::DeleteService(*key));
-            r.services_removed += 1;
+
+    /// The last requests: the destination deletions, then the services of
+    /// ours that no desired service wants.
+    fn finish(mut self, scope: &IpvsScope, reqs: &mut Vec<Request>) -> IpvsReport {
+        for key in self.actual.keys() {
+            if !self.wanted.contains(key) && scope.owns(key) {
+                self.deletes.push(Request::DeleteService(*key));
+                self.report.services_removed += 1;
+            }
         }
+        reqs.append(&mut self.deletes);
+        self.report
     }
-    reqs.extend(deletes);
-    (reqs, r)
 }
 
 /// Reads the table, applies the difference in batches, and returns what
@@ -225,26 +258,39 @@ pub fn has_strays(desired: &[(Service, Vec<Destination>)], actual: &[VirtualServ
         .any(|v| !wanted.contains(&v.entry.service.key))
 }
 
-/// Plans `actual` -> `desired` and runs it; every failed request is
-/// returned (the others still ran).
+/// Plans `actual` -> `desired` and runs it, a few batches at a time as
+/// planned, in [`plan`]'s order; every failed request is returned (the
+/// others still ran).
 pub fn apply_plan(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
     actual: &[VirtualServer],
     scope: &IpvsScope,
 ) -> Result<IpvsReport, Vec<IpvsError>> {
-    let (reqs, report) = plan(desired, actual, scope);
-    let errors: Vec<IpvsError> = client
-        .execute_all(&reqs)
-        .into_iter()
-        .filter_map(Result::err)
-        .collect();
+    // Full batches run as soon as this many requests wait: the batches
+    // are those one run of the whole plan would send.
+    let chunk = client.batch_size() * RUN_BATCHES;
+    let mut planner = Planner::new(actual);
+    let mut reqs = Vec::new();
+    let mut errors = Vec::new();
+    for (svc, dests) in desired {
+        planner.service(svc, dests, &mut reqs);
+        if reqs.len() >= chunk {
+            let ran = client.execute_full_batches(&reqs, |_, e| errors.push(e));
+            reqs.drain(..ran);
+        }
+    }
+    let report = planner.finish(scope, &mut reqs);
+    client.execute_each(&reqs, |_, e| errors.push(e));
     if errors.is_empty() {
         Ok(report)
     } else {
         Err(errors)
     }
 }
+
+/// How many batches of requests [`apply_plan`] plans before running them.
+const RUN_BATCHES: usize = 4;
 
 #[cfg(test)]
 mod tests {
