@@ -99,6 +99,9 @@ fn main() {
         println!("The service controller's last no-op full resync, per step:\n");
         print_steps(&rows, |f| &f.noop_steps);
         println!();
+        println!("The policy controller's last no-op full resync, per step:\n");
+        print_steps(&rows, |f| &f.noop_policy_steps);
+        println!();
     }
     if !run::first_only() {
         println!("The slowest changes (#0: the first after ready), where their time went (from the agent's metrics: the server's write to the dispatcher noting it, the note to the sync's start, the sync and its steps):\n");

@@ -14,7 +14,9 @@
 //! `IPWARDEN_BENCH_READS=1` instead times the reads a periodic full sync
 //! can choose from, wall and the thread's CPU (user + system): the text of
 //! `/proc/net/ip_vs`, the netlink dump of every service, and one
-//! destination dump per service for a tenth of them.
+//! destination dump per service for a tenth of them, and the old
+//! getsockopt interface (every IPv4 service in one call, then each
+//! service's destinations, one call each: `ipvs/sockopt.rs`).
 
 use std::{
     io::Write,
@@ -22,6 +24,9 @@ use std::{
     process::Stdio,
     time::{Duration, Instant},
 };
+
+#[path = "ipvs/sockopt.rs"]
+mod sockopt;
 
 use ipwarden::{
     kernel::ipvs::{
@@ -174,8 +179,9 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
 }
 
 /// The reads of a table of `n` services: (wall, CPU) of the `/proc` text,
-/// of the service dump, and of the destination dumps of a tenth of them.
-fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 3] {
+/// of the service dump, of the destination dumps of a tenth of them, and
+/// of every service and destination through getsockopt.
+fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 4] {
     let ns = NetNs::new("ipw-bench").expect("netns");
     let out = ns
         .run(|| {
@@ -199,7 +205,17 @@ fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 3] {
                     .sum::<usize>()
             });
             assert_eq!(dests, tenth.len() * DESTS_PER_SERVICE as usize);
-            [(w0, c0), (w1, c1), (w2, c2)]
+            let so = sockopt::Sockopt::open().expect("raw socket");
+            let (all, w3, c3) = timed(|| {
+                let services = so.services().expect("sockopt services");
+                let dests: usize = services
+                    .iter()
+                    .map(|s| so.destinations(s).expect("sockopt dests").len())
+                    .sum();
+                (services.len(), dests)
+            });
+            assert_eq!(all, (n as usize, (n * DESTS_PER_SERVICE) as usize));
+            [(w0, c0), (w1, c1), (w2, c2), (w3, c3)]
         })
         .expect("netns");
     check_and_flush(&ns, n);
@@ -209,18 +225,19 @@ fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 3] {
 fn print_read_costs(sizes: &[u32], runs: u32) {
     println!(
         "| services (x{DESTS_PER_SERVICE} dests) | /proc/net/ip_vs: wall | CPU \
-         | service dump: wall | CPU | destination dumps of a tenth: wall | CPU |"
+         | service dump: wall | CPU | destination dumps of a tenth: wall | CPU \
+         | getsockopt, every service and destination: wall | CPU |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     for &n in sizes {
         let reqs = requests(n);
-        let mut all: Vec<[(Duration, Duration); 3]> = Vec::new();
+        let mut all: Vec<[(Duration, Duration); 4]> = Vec::new();
         for run in 0..runs {
             all.push(read_costs(&reqs, n));
             eprintln!("n={n} run {run}: {:?}", all.last().unwrap());
         }
-        let cols: Vec<String> = (0..3)
+        let cols: Vec<String> = (0..4)
             .flat_map(|i| {
                 let wall = median(all.iter().map(|r| r[i].0).collect());
                 let cpu = median(all.iter().map(|r| r[i].1).collect());

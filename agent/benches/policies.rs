@@ -479,6 +479,13 @@ struct Floors {
     /// One dump of every set's header (`ipset list -t`): what a settled
     /// full apply reads of every set.
     headers: Duration,
+    /// The names dump alone (`ipset list -n`: no set's buckets walked).
+    names: Duration,
+    /// One header request by name per `IPW-` set: the per-request cost
+    /// against the header dump's per-set cost sets `BY_NAME_RATIO`.
+    headers_by_name: Duration,
+    /// Every set of the bench's namespace, for the per-set costs.
+    node_sets: usize,
     /// The no-op's set apply through a fresh store, whose first full
     /// apply reads deep (names, then every set with its members), as
     /// every full apply did before the header read.
@@ -525,6 +532,16 @@ fn floors() -> Floors {
     let headers = client.list_headers().expect("list headers");
     let headers_took = start.elapsed();
     assert_eq!(headers.sets.len(), all.sets.len(), "the header dump");
+    let start = Instant::now();
+    let node_names = client.list_names().expect("names").len();
+    let names_took = start.elapsed();
+    assert_eq!(node_names, all.sets.len(), "the names dump");
+    let start = Instant::now();
+    for n in &names {
+        let name = SetName::new(n).expect("name");
+        client.list_header(&name).expect("header by name");
+    }
+    let headers_by_name = start.elapsed();
     let all_members: usize = all.sets.iter().map(|s| s.members.len()).sum();
     assert_eq!(
         all_members, members,
@@ -539,6 +556,9 @@ fn floors() -> Floors {
         store_read,
         list_all,
         headers: headers_took,
+        names: names_took,
+        headers_by_name,
+        node_sets: node_names,
         deep_noop: Duration::ZERO,
         save_v4: save(Family::V4),
         save_v6: save(Family::V6),
@@ -869,6 +889,11 @@ fn ms(d: Duration) -> String {
     }
 }
 
+/// Microseconds per one of `n`.
+fn us_per(d: Duration, n: usize) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
 fn kib(bytes: usize) -> String {
     format!("{:.0} KiB", bytes as f64 / 1024.0)
 }
@@ -1172,15 +1197,25 @@ fn main() {
     );
     let fl: Vec<Floors> = ours_rounds.iter().map(|r| r.floors).collect();
     let noop_sets_median = med(&ours_rounds, |r| r.noop.sets);
+    let node_sets = fl[0].node_sets;
     println!(
         "- the reads alone, in the synced state (medians): the store's read of the policy sets \
          (names, then one dump per set) {} ms, against {} ms for one dump of every set with its \
-         members and {} ms for one dump of every set's header; `iptables-save -t filter` {} ms \
+         members and {} ms for one dump of every set's header ({} sets on the node: {} us a \
+         set), {} ms for the names dump, {} ms for one header request per policy set ({} us a \
+         request, {:.1} sets of the dump); `iptables-save -t filter` {} ms \
          (v4) and {} ms (v6); the no-op's set apply through a fresh store (a deep read, as \
          before the header read) {} ms against the settled store's {} ms",
         ms(med(&fl, |f| f.store_read)),
         ms(med(&fl, |f| f.list_all)),
         ms(med(&fl, |f| f.headers)),
+        node_sets,
+        us_per(med(&fl, |f| f.headers), node_sets),
+        ms(med(&fl, |f| f.names)),
+        ms(med(&fl, |f| f.headers_by_name)),
+        us_per(med(&fl, |f| f.headers_by_name), f.sets),
+        (med(&fl, |f| f.headers_by_name).as_secs_f64() / f.sets as f64)
+            / (med(&fl, |f| f.headers).as_secs_f64() / node_sets as f64),
         ms(med(&fl, |f| f.save_v4)),
         ms(med(&fl, |f| f.save_v6)),
         ms(med(&fl, |f| f.deep_noop)),

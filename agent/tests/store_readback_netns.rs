@@ -2,8 +2,10 @@
 //! namespace: once settled, a full apply reads every set's header in one
 //! dump and lists the members of only a share of the sets, yet every drift
 //! another program makes is repaired, a swapped member within
-//! `SCRUB_PERIODS` applies. Oracle: `ipset save`; the store's door to the
-//! kernel is wrapped to count what it lists.
+//! `SCRUB_PERIODS` applies; an owner of few of the node's sets reads their
+//! headers by name, and every drift is repaired all the same. Oracle:
+//! `ipset save`; the store's door to the kernel is wrapped to count what it
+//! lists.
 
 use std::{
     collections::BTreeSet,
@@ -17,15 +19,17 @@ use ipwarden::{
         iptables::IptablesError,
     },
     netns::{privileged, NetNs},
-    store::{Claim, Owner, SetKernel, SetStore, SCRUB_PERIODS},
+    store::{Claim, Owner, SetKernel, SetStore, BY_NAME_RATIO, SCRUB_PERIODS},
 };
 
 const SETS: usize = 30;
 
-/// The real client, noting each set it lists with its members.
+/// The real client, noting each set it lists with its members, and each
+/// header read ("*" for the dump of every set's header).
 struct Counting {
     client: IpsetClient,
     listed: Arc<Mutex<Vec<String>>>,
+    headers: Arc<Mutex<Vec<String>>>,
 }
 
 impl SetKernel for Counting {
@@ -42,7 +46,13 @@ impl SetKernel for Counting {
         self.client.list(set)
     }
 
+    fn list_header(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
+        self.headers.lock().unwrap().push(set.to_string());
+        self.client.list_header(set)
+    }
+
     fn list_headers(&mut self) -> Result<Listing, IpsetError> {
+        self.headers.lock().unwrap().push("*".into());
         self.client.list_headers()
     }
 
@@ -111,6 +121,7 @@ fn a_settled_full_apply_reads_a_share_and_still_repairs_every_drift() {
         let store = SetStore::new(Counting {
             client,
             listed: listed.clone(),
+            headers: Arc::default(),
         });
         let owner = Owner::new("policies", vec![Claim::Prefix("IPW-".into())]);
         store.register(owner).unwrap();
@@ -171,6 +182,98 @@ fn a_settled_full_apply_reads_a_share_and_still_repairs_every_drift() {
         assert_eq!(
             members(&ns, "kube-foreign"),
             ["10.1.2.3", "10.1.2.4"].map(String::from).into(),
+            "the foreign set was written"
+        );
+    })
+    .unwrap();
+}
+
+/// The sets of an owner with few of the node's sets.
+const FEW: [&str; 4] = ["ipwarden-a", "ipwarden-b", "ipwarden-c", "ipwarden-d"];
+/// Other programs' sets beside them.
+const FOREIGN: usize = 40;
+
+/// Set `FEW[i]` holds 10.2.i.1 - 10.2.i.3.
+fn few_wanted(i: usize) -> BTreeSet<String> {
+    (1..=3).map(|k| format!("10.2.{i}.{k}")).collect()
+}
+
+fn few_sets() -> Vec<SetSpec> {
+    (0..FEW.len())
+        .map(|i| SetSpec {
+            name: FEW[i].into(),
+            set_type: SetType::HashIp,
+            family: Family::V4,
+            members: few_wanted(i)
+                .iter()
+                .map(|m| {
+                    let e = Element::parse(SetType::HashIp, m).unwrap();
+                    e.to_desired().unwrap()
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn an_owner_of_few_sets_reads_their_headers_by_name_and_repairs_every_drift() {
+    if !privileged("an_owner_of_few_sets_reads_their_headers_by_name_and_repairs_every_drift") {
+        return;
+    }
+    assert!(FEW.len() * BY_NAME_RATIO < FOREIGN, "too few foreign sets");
+    let ns = NetNs::new("ipw-store-byname").unwrap();
+    ns.run(|| {
+        for i in 0..FOREIGN {
+            ipset(&ns, &format!("create kube-f-{i:02} hash:ip"));
+            ipset(&ns, &format!("add kube-f-{i:02} 10.1.2.{i}"));
+        }
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let store = SetStore::new(Counting {
+            client: IpsetClient::new().unwrap(),
+            listed: Arc::default(),
+            headers: headers.clone(),
+        });
+        let claims = FEW.iter().map(|n| Claim::Name(n.to_string())).collect();
+        store.register(Owner::new("services", claims)).unwrap();
+        let take = || std::mem::take(&mut *headers.lock().unwrap());
+        // Deep, then the header dump (which counts the node's sets).
+        for _ in 0..2 {
+            assert!(store.apply("services", few_sets()).unwrap().verified);
+        }
+        take();
+        let r = store.apply("services", few_sets()).unwrap();
+        assert!(!r.changed() && r.verified, "{r:?}");
+        let read: BTreeSet<String> = take().into_iter().collect();
+        assert_eq!(read, FEW.map(String::from).into(), "headers read");
+
+        ipset(&ns, "del ipwarden-a 10.2.0.1");
+        ipset(&ns, "add ipwarden-b 10.9.9.9");
+        ipset(&ns, "flush ipwarden-c");
+        ipset(&ns, "destroy ipwarden-d");
+        ipset(&ns, "create ipwarden-d hash:net");
+        ipset(&ns, "create ipwarden-a.new hash:ip");
+        ipset(&ns, "add kube-f-00 10.1.3.3");
+        let r = store.apply("services", few_sets()).unwrap();
+        assert!(r.verified, "{r:?}");
+        assert_eq!(r.executed.replaced, ["ipwarden-d"]);
+        assert_eq!(r.executed.destroyed, ["ipwarden-a.new"]);
+        for (i, set) in FEW.iter().enumerate() {
+            assert_eq!(members(&ns, set), few_wanted(i), "{set}");
+        }
+        let save = ns.output("ipset", &["save", "ipwarden-d"]).unwrap();
+        assert!(save.starts_with("create ipwarden-d hash:ip "), "{save}");
+
+        ipset(&ns, "destroy ipwarden-b");
+        let r = store.apply("services", few_sets()).unwrap();
+        assert_eq!(r.executed.created, ["ipwarden-b"]);
+        assert_eq!(members(&ns, "ipwarden-b"), few_wanted(1));
+        assert!(
+            !take().contains(&"*".to_string()),
+            "the header dump of every set was read"
+        );
+        assert_eq!(
+            members(&ns, "kube-f-00"),
+            ["10.1.2.0", "10.1.3.3"].map(String::from).into(),
             "the foreign set was written"
         );
     })

@@ -42,6 +42,8 @@ pub struct Figures {
     pub steps: Vec<(String, Duration)>,
     /// The steps of the service controller's last no-op full resync.
     pub noop_steps: Vec<(String, Duration)>,
+    /// The steps of the policy controller's last no-op full resync.
+    pub noop_policy_steps: Vec<(String, Duration)>,
     /// The slowest timed changes, where their time went.
     pub slowest: Vec<ChangeTiming>,
 }
@@ -256,6 +258,7 @@ impl SizeRun {
         let mut noop = [Duration::ZERO; 2];
         let mut noop_cpu = [Duration::ZERO; 2];
         let mut noop_steps = Vec::new();
+        let mut noop_policy_steps = Vec::new();
         let resynced = [("services", full_services), ("policies", full_policies)];
         let resynced = if no_resync() {
             &resynced[..0]
@@ -288,11 +291,13 @@ impl SizeRun {
                 "agent bench: {controller} no-op full resync {:?}, CPU {:?}",
                 noop[k], noop_cpu[k]
             );
-            if controller == "services" {
-                noop_steps = lab
-                    .node
-                    .run(|| crate::steps::last_steps("last_full"))
-                    .expect("node namespace");
+            let steps = lab
+                .node
+                .run(|| crate::steps::controller_steps(controller, "last_full"))
+                .expect("node namespace");
+            match controller {
+                "services" => noop_steps = steps,
+                _ => noop_policy_steps = steps,
             }
             peak = peak.max(peak_rss_kib(again.pid()));
             again.terminate().expect("SIGTERM");
@@ -319,6 +324,7 @@ impl SizeRun {
             full_steps,
             steps,
             noop_steps,
+            noop_policy_steps,
             slowest,
         }
     }
@@ -361,6 +367,7 @@ impl SizeRun {
             full_steps,
             steps: Vec::new(),
             noop_steps: Vec::new(),
+            noop_policy_steps: Vec::new(),
             slowest: Vec::new(),
         }
     }

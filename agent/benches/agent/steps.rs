@@ -19,6 +19,12 @@ pub fn last_partial() -> Vec<(String, Duration)> {
 /// The steps of the service controller's `record` ("last_full" or
 /// "last_partial") in `/state`. Call it from inside the node namespace.
 pub fn last_steps(record: &str) -> Vec<(String, Duration)> {
+    controller_steps("services", record)
+}
+
+/// The steps of `controller`'s `record` in `/state`, as
+/// [`last_steps`].
+pub fn controller_steps(controller: &str, record: &str) -> Vec<(String, Duration)> {
     let mut s = TcpStream::connect("127.0.0.1:20246").expect("connecting to the agent");
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -39,7 +45,7 @@ pub fn last_steps(record: &str) -> Vec<(String, Duration)> {
         body.to_string()
     };
     let state: serde_json::Value = serde_json::from_str(&body).expect("/state is JSON");
-    let summary = state["controllers"]["services"][record]["summary"]
+    let summary = state["controllers"][controller][record]["summary"]
         .as_str()
         .unwrap_or_default();
     parse(summary)

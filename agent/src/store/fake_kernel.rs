@@ -156,19 +156,22 @@ impl SetKernel for FakeKernel {
         let sets = state
             .sets
             .iter()
-            .map(|(name, s)| IpSet {
-                stats: Some(SetStats {
-                    references: state.references.get(name).copied().unwrap_or(0) as u32,
-                    entries: s.members.len() as u32,
-                    ..SetStats::default()
-                }),
-                ..header(name, s)
-            })
+            .map(|(name, s)| state.header_with_stats(name, s))
             .collect();
         Ok(Listing {
             sets,
             unsupported: Vec::new(),
         })
+    }
+
+    fn list_header(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
+        let mut state = self.state();
+        state.log.push(format!("list -t {set}"));
+        state
+            .sets
+            .get(set.as_str())
+            .map(|s| state.header_with_stats(set.as_str(), s))
+            .ok_or_else(|| missing(Op::List, set.as_str()))
     }
 
     fn switch_references(&mut self, from: &str, to: &str) -> Result<usize, IptablesError> {
@@ -194,6 +197,18 @@ impl SetKernel for FakeKernel {
 }
 
 impl State {
+    /// The set as `ipset list -t NAME` shows it: header and stats.
+    fn header_with_stats(&self, name: &str, s: &FakeSet) -> IpSet {
+        IpSet {
+            stats: Some(SetStats {
+                references: self.references.get(name).copied().unwrap_or(0) as u32,
+                entries: s.members.len() as u32,
+                ..SetStats::default()
+            }),
+            ..header(name, s)
+        }
+    }
+
     fn run(&mut self, request: &Request) -> Result<(), IpsetError> {
         match request {
             Request::Create { spec, exist_ok } => self.create(spec, *exist_ok),

@@ -21,6 +21,9 @@ pub trait SetKernel: Send {
     /// `ipset list NAME`: one set with its members.
     fn list(&mut self, set: &SetName) -> Result<IpSet, IpsetError>;
 
+    /// `ipset list -t NAME`: one set's header and entry count, no members.
+    fn list_header(&mut self, set: &SetName) -> Result<IpSet, IpsetError>;
+
     /// `ipset list -t`: every set's header and entry count (`stats`), no
     /// members, in one dump.
     fn list_headers(&mut self) -> Result<Listing, IpsetError>;
@@ -41,6 +44,10 @@ impl SetKernel for IpsetClient {
 
     fn list(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
         IpsetClient::list(self, set)
+    }
+
+    fn list_header(&mut self, set: &SetName) -> Result<IpSet, IpsetError> {
+        IpsetClient::list_header(self, set)
     }
 
     fn list_headers(&mut self) -> Result<Listing, IpsetError> {

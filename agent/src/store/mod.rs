@@ -52,7 +52,7 @@ pub use execute::Executed;
 pub use kernel::SetKernel;
 pub use mirror::MirrorSink;
 pub use owners::{Claim, Owner, OwnershipError};
-pub use readback::SCRUB_PERIODS;
+pub use readback::{BY_NAME_RATIO, SCRUB_PERIODS};
 pub use sources::{SourcePhase, SourceSink};
 
 #[derive(Debug, thiserror::Error)]

@@ -11,18 +11,33 @@
 //! drift keeping the count (a member swapped for another) is found within
 //! [`SCRUB_PERIODS`] full applies. The first full apply of an owner, and
 //! the first after any failed or unverified apply of it, read deep.
+//!
+//! The header dump costs the kernel a walk of every set on the node (it
+//! counts a hash set's entries bucket by bucket), so an owner with few of
+//! the node's sets (the service proxy's six beside the policies' 1,600)
+//! instead takes the names (a dump that walks no set) and asks for the
+//! header of each of its sets by name.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::Bound::{Excluded, Included, Unbounded},
 };
 
-use super::{diff::ActualSet, list_actual, Inner, Owner, StoreError};
-use crate::{desired::SetSpec, kernel::ipset::IpSet};
+use super::{diff::ActualSet, execute, list_actual, Inner, Owner, StoreError};
+use crate::{
+    desired::SetSpec,
+    kernel::ipset::{IpSet, IpsetErrorKind, Listing},
+};
 
 /// Every set is compared member by member at least once in this many
 /// cheap full applies of its owner (`--help` of the sync periods says so).
 pub const SCRUB_PERIODS: usize = 10;
+
+/// One header request by name costs about as much as this many sets of
+/// the node-wide header dump (BENCHMARKS.md, "The services' no-op `sets`
+/// step: headers by name"): an owner reads its headers by name while its
+/// sets times this are fewer than the node's sets.
+pub const BY_NAME_RATIO: usize = 4;
 
 /// How one full apply reads the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +56,9 @@ pub(super) struct Rotation {
     /// desired sets, and no apply of it failed since.
     settled: bool,
     scrub: Scrub,
+    /// How many sets the node held at the owner's last header read (None:
+    /// not read yet, so the first read is the dump, which counts them).
+    node_sets: Option<usize>,
 }
 
 impl Rotation {
@@ -62,6 +80,12 @@ impl Rotation {
     /// Whether the kernel was left verified equal to the desired sets.
     pub(super) fn settle(&mut self, settled: bool) {
         self.settled = settled;
+    }
+
+    /// Whether an owner of `owned` sets reads their headers by name.
+    fn by_name(&self, owned: usize) -> bool {
+        self.node_sets
+            .is_some_and(|node| owned.saturating_mul(BY_NAME_RATIO) < node)
     }
 }
 
@@ -120,7 +144,7 @@ pub(super) fn actual_by_headers(
     owner: &Owner,
     deep: &BTreeSet<String>,
 ) -> Result<Vec<ActualSet>, StoreError> {
-    let listing = inner.kernel.list_headers()?;
+    let listing = owned_headers(inner, owner)?;
     let desired = &inner.desired[owner.name];
     // A set of ours ipwarden cannot read is listed to fail as a deep read does.
     let mut to_list: Vec<String> = listing
@@ -152,6 +176,35 @@ pub(super) fn actual_by_headers(
         out.extend(list_actual(inner, owner, &name)?);
     }
     Ok(out)
+}
+
+/// The headers of the kernel's sets, at least of every set `owner`
+/// claims: one header dump of every set, or the names and one header
+/// request per set of the owner's, whichever its rotation finds cheaper.
+fn owned_headers(inner: &mut Inner, owner: &Owner) -> Result<Listing, StoreError> {
+    let owned = inner.desired[owner.name].len();
+    let rotation = inner.rotations.entry(owner.name).or_default();
+    if !rotation.by_name(owned) {
+        let listing = inner.kernel.list_headers()?;
+        rotation.node_sets = Some(listing.sets.len() + listing.unsupported.len());
+        return Ok(listing);
+    }
+    let names = inner.kernel.list_names()?;
+    rotation.node_sets = Some(names.len());
+    let mut sets = Vec::new();
+    for name in names.iter().filter(|n| owner.owns(n)) {
+        // A set we cannot read fails here as a deep read's list does.
+        match inner.kernel.list_header(&execute::name(name)?) {
+            Ok(set) => sets.push(set),
+            // Destroyed since the names were read: it is missing.
+            Err(e) if e.is(IpsetErrorKind::SetMissing) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Listing {
+        sets,
+        unsupported: Vec::new(),
+    })
 }
 
 /// Type and family as desired; another one is replaced whole.

@@ -344,3 +344,86 @@ fn a_reapply_of_an_owner_that_never_applied_is_refused_and_deletes_nothing() {
     ));
     assert_eq!(members_of(&kernel, 1), BTreeSet::from([ip(10)]));
 }
+
+/// The sets of an owner with few of the node's sets (as the service
+/// proxy's six beside the policies' many).
+const FEW: [&str; 4] = ["ipwarden-a", "ipwarden-b", "ipwarden-c", "ipwarden-d"];
+
+fn few_sets() -> Vec<SetSpec> {
+    FEW.iter()
+        .enumerate()
+        .map(|(i, n)| SetSpec {
+            name: n.to_string(),
+            set_type: SetType::HashIp,
+            family: Family::V4,
+            members: (500 + i * 10..500 + i * 10 + 3).map(ip).collect(),
+        })
+        .collect()
+}
+
+fn few_members(kernel: &FakeKernel, set: &str) -> BTreeSet<Member> {
+    let set = kernel.set(set).expect("the set exists");
+    set.members.iter().filter_map(Element::to_desired).collect()
+}
+
+/// The policies' sets settled beside a "services" owner of [`FEW`] sets,
+/// applied once deep, once with the header dump (which counts the
+/// node's sets) and once by name; the log cleared.
+fn few_settled() -> (FakeKernel, SetStore) {
+    let (kernel, store) = settled();
+    let claims = FEW.iter().map(|n| Claim::Name(n.to_string())).collect();
+    store.register(Owner::new("services", claims)).unwrap();
+    assert!(
+        FEW.len() * super::BY_NAME_RATIO < SETS,
+        "too few sets beside"
+    );
+    for _ in 0..3 {
+        assert!(store.apply("services", few_sets()).unwrap().verified);
+    }
+    kernel.take_log();
+    (kernel, store)
+}
+
+#[test]
+fn an_owner_of_few_sets_reads_their_headers_by_name_not_every_set() {
+    let (kernel, store) = few_settled();
+    let r = store.apply("services", few_sets()).unwrap();
+    assert!(!r.changed() && r.verified, "{r:?}");
+    let log = kernel.take_log();
+    assert!(!log.contains(&"list -t".to_string()), "the dump: {log:?}");
+    assert_eq!(log[0], "list -n");
+    for set in FEW {
+        assert!(log.contains(&format!("list -t {set}")), "{set}: {log:?}");
+    }
+    assert!(
+        log.iter()
+            .all(|l| !l.contains("IPW-") && !l.contains("kube")),
+        "another owner's or a foreign set read: {log:?}"
+    );
+}
+
+#[test]
+fn an_owner_of_few_sets_still_repairs_every_drift_at_the_next_full_apply() {
+    let (kernel, store) = few_settled();
+    let set = |n: &str| SetName::new(n).unwrap();
+    let want = few_sets();
+    outside(&kernel, Request::del(set(FEW[0]), [element(&ip(500))]));
+    outside(&kernel, Request::add(set(FEW[1]), [element(&ip(999))]));
+    outside(&kernel, Request::Flush { set: set(FEW[2]) });
+    outside(&kernel, Request::destroy(set(FEW[3])));
+    let net = CreateSet::new(set(FEW[3]), SetType::HashNet, Family::V4);
+    outside(&kernel, Request::create(net));
+    let stray = CreateSet::new(set("ipwarden-a.new"), SetType::HashIp, Family::V4);
+    outside(&kernel, Request::create(stray));
+    let r = store.apply("services", few_sets()).unwrap();
+    assert!(r.verified, "{r:?}");
+    assert_eq!(r.executed.replaced, [FEW[3]]);
+    assert_eq!(r.executed.destroyed, ["ipwarden-a.new"]);
+    for (name, spec) in FEW.iter().zip(&want) {
+        assert_eq!(few_members(&kernel, name), spec.members, "{name}");
+    }
+    outside(&kernel, Request::destroy(set(FEW[1])));
+    let r = store.apply("services", few_sets()).unwrap();
+    assert_eq!(r.executed.created, [FEW[1]]);
+    assert_eq!(few_members(&kernel, FEW[1]), want[1].members);
+}

@@ -183,11 +183,15 @@ impl IpvsClient {
     /// key. The kernel resumes a dump at a position counted over every
     /// network namespace's services, so services added or deleted in
     /// another namespace meanwhile shift ours: one can be skipped or listed
-    /// twice. The dump is taken again until two agree on the keys.
+    /// twice. A dump answered in one datagram was walked in one go and
+    /// stands; a longer one is taken again until two agree on the keys.
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
-        let mut last = self.dump_services()?;
+        let (mut last, datagrams) = self.dump_services()?;
+        if datagrams <= 1 {
+            return Ok(last);
+        }
         for _ in 1..DUMP_TRIES {
-            let next = self.dump_services()?;
+            let (next, _) = self.dump_services()?;
             let same = next.len() == last.len()
                 && next
                     .iter()
@@ -201,16 +205,17 @@ impl IpvsClient {
         Ok(last)
     }
 
-    /// One dump of every service, sorted and without repeats.
-    fn dump_services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
+    /// One dump of every service, sorted and without repeats, and how
+    /// many datagrams it took.
+    fn dump_services(&mut self) -> Result<(Vec<ServiceEntry>, usize), IpvsError> {
         let mut out = Vec::new();
-        self.query(&Query::Services, "", |attrs| {
+        let datagrams = self.query(&Query::Services, "", |attrs| {
             out.push(decode_service(attrs)?);
             Ok(())
         })?;
         out.sort_by_key(|s| s.service.key);
         out.dedup_by_key(|s| s.service.key);
-        Ok(out)
+        Ok((out, datagrams))
     }
 
     /// One service; a [`IpvsErrorKind::NotFound`](super::IpvsErrorKind::NotFound) if there is none with that key.
@@ -294,19 +299,20 @@ impl IpvsClient {
         id.ok_or_else(|| IpvsError::decode(OP, DecodeError::Missing { what: "family id" }))
     }
 
+    /// One query; returns how many datagrams carried its answer.
     fn query(
         &mut self,
         q: &Query<'_>,
         target: &str,
         mut on_data: impl FnMut(&[u8]) -> Result<(), DecodeError>,
-    ) -> Result<(), IpvsError> {
+    ) -> Result<usize, IpvsError> {
         let op = q.op();
         let seq = self.next_seq();
         self.send_buf.clear();
         encode_query(q, self.family, seq, &mut self.send_buf);
         self.sock
-            .transact(&self.send_buf, seq, !q.is_dump(), |_, attrs| on_data(attrs))
-            .map(drop)
+            .exchange(&self.send_buf, seq, !q.is_dump(), |_, attrs| on_data(attrs))
+            .map(|e| e.data_datagrams)
             .map_err(|f| into_ipvs(f, op, target.into()))
     }
 

@@ -45,6 +45,16 @@ pub(crate) struct Refusal {
 }
 
 /// How one exchange failed, before a family names it.
+/// What one request's answer was, beyond its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Exchanged {
+    /// A dump met a concurrent change (`NLM_F_DUMP_INTR`).
+    pub interrupted: bool,
+    /// How many datagrams carried data messages: a dump that took one was
+    /// walked by the kernel in one go.
+    pub data_datagrams: usize,
+}
+
 #[derive(Debug)]
 pub(crate) enum Failure {
     Refused(Refusal),
@@ -173,13 +183,27 @@ impl Socket {
         request: &[u8],
         seq: u32,
         single: bool,
-        mut on_data: impl FnMut(&Frame<'_>, &[u8]) -> Result<(), DecodeError>,
+        on_data: impl FnMut(&Frame<'_>, &[u8]) -> Result<(), DecodeError>,
     ) -> Result<bool, Failure> {
+        self.exchange(request, seq, single, on_data)
+            .map(|e| e.interrupted)
+    }
+
+    /// As [`Socket::transact`], also saying how many datagrams carried
+    /// the answer's messages.
+    pub(crate) fn exchange(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        single: bool,
+        mut on_data: impl FnMut(&Frame<'_>, &[u8]) -> Result<(), DecodeError>,
+    ) -> Result<Exchanged, Failure> {
         self.send(request).map_err(Failure::Io)?;
         let mut first_err = None;
-        let mut interrupted = false;
+        let mut done = Exchanged::default();
         loop {
             let n = self.recv().map_err(Failure::Io)?;
+            let mut data_here = false;
             for frame in frames(&self.recv_buf[..n]) {
                 let frame = frame.map_err(Failure::Decode)?;
                 if frame.seq != seq {
@@ -189,9 +213,13 @@ impl Socket {
                     );
                     continue;
                 }
-                interrupted |= frame.flags & NLM_F_DUMP_INTR != 0;
-                let done = match frame.reply().map_err(Failure::Decode)? {
+                done.interrupted |= frame.flags & NLM_F_DUMP_INTR != 0;
+                let last = match frame.reply().map_err(Failure::Decode)? {
                     Reply::Data { attrs, .. } => {
+                        if !data_here {
+                            data_here = true;
+                            done.data_datagrams += 1;
+                        }
                         if let Err(e) = on_data(&frame, attrs) {
                             first_err.get_or_insert(e);
                         }
@@ -203,8 +231,8 @@ impl Socket {
                     Reply::Done | Reply::Ack => true,
                     Reply::Ignore => false,
                 };
-                if done {
-                    return first_err.map_or(Ok(interrupted), |e| Err(Failure::Decode(e)));
+                if last {
+                    return first_err.map_or(Ok(done), |e| Err(Failure::Decode(e)));
                 }
             }
         }
