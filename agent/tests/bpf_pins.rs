@@ -329,6 +329,29 @@ fn a_pinned_tcx_link_is_reused_by_the_next_agent() {
     }
 }
 
+/// The mark the allow-mode tests configure.
+const MARK: u32 = 0x40_0000;
+
+/// The address `udp_frame` sends to.
+const UDP_VIP: &str = "10.96.0.10";
+
+/// The program loaded (not pinned) in allow mode with [`MARK`].
+fn allow_program() -> TcProgram {
+    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
+    dp.configure(Mode::Allow, MARK).unwrap();
+    dp
+}
+
+/// The svip-prt member `udp_frame(port)` is sent to.
+fn udp_port(port: u16) -> Member {
+    Member::ip_port(ip(UDP_VIP), Protocol::Udp, port)
+}
+
+/// Whether the program marks `udp_frame(port)`.
+fn marked(dp: &TcProgram, port: u16) -> bool {
+    dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0
+}
+
 /// An Ethernet frame carrying UDP to 10.96.0.10:`port` (for
 /// BPF_PROG_TEST_RUN: the program sees it as it would on the wire).
 fn udp_frame(port: u16) -> Vec<u8> {
@@ -355,12 +378,9 @@ fn mirror_changes_reach_the_classifier_and_counts_survive_a_restart() {
         return;
     }
     use ipwarden_common::{maps::PROTO_UDP, ServiceKey, ServiceValue};
-    const MARK: u32 = 0x40_0000;
     let fs = BpfFs::new("flip").unwrap();
     let pins = PinLayout::new(fs.path());
     let key = |port: u16| ServiceKey::v4([10, 96, 0, 10], PROTO_UDP, port);
-    let marked =
-        |dp: &TcProgram, port: u16| dp.test_run(&udp_frame(port), 1).unwrap().mark & MARK != 0;
 
     let (mut dp, _) = TcProgram::load_persistent(&object(), ProgramLogLevel::Info, &pins).unwrap();
     dp.configure(Mode::Allow, MARK).unwrap();
@@ -411,13 +431,10 @@ fn partial_mirror_changes_reach_the_classifiers_table() {
         return;
     }
     use ipwarden::desired::SetDelta;
-    const MARK: u32 = 0x40_0000;
-    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
-    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut dp = allow_program();
     let mut mirror = dp.take_mirror().unwrap();
-    let vip = ip("10.96.0.10");
-    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
-    let marked = |dp: &TcProgram, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+    let vip = ip(UDP_VIP);
+    let port = udp_port;
 
     // A full sync of one member, then the store's partial path: one
     // member in, one out, and the VIP with them.
@@ -455,13 +472,10 @@ fn many_rounds_of_member_changes_keep_both_halves_exact() {
     }
     use ipwarden::desired::SetDelta;
     use std::collections::BTreeSet;
-    const MARK: u32 = 0x40_0000;
-    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
-    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut dp = allow_program();
     let mut mirror = dp.take_mirror().unwrap();
-    let vip = ip("10.96.0.10");
-    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
-    let marked = |dp: &TcProgram, p: u16| dp.test_run(&udp_frame(p), 1).unwrap().mark & MARK != 0;
+    let vip = ip(UDP_VIP);
+    let port = udp_port;
     let ports = 1000u16..1300;
 
     let mut present: BTreeSet<u16> = ports.clone().step_by(2).collect();
@@ -601,13 +615,10 @@ fn the_classifiers_table_is_not_kept_mapped_in_the_agent() {
         return;
     }
     use ipwarden::desired::SetDelta;
-    const MARK: u32 = 0x40_0000;
-    let mut dp = TcProgram::load(&object(), ProgramLogLevel::Info).unwrap();
-    dp.configure(Mode::Allow, MARK).unwrap();
+    let mut dp = allow_program();
     let mut mirror = dp.take_mirror().unwrap();
-    // The address `udp_frame` sends to.
-    let vip = ip("10.96.0.10");
-    let port = |p: u16| Member::ip_port(vip, Protocol::Udp, p);
+    let vip = ip(UDP_VIP);
+    let port = udp_port;
     let members: Vec<Member> = (2000..3000).map(port).collect();
     let prt = spec("ipwarden-svip-prt", SetType::HashIpPort, &members);
     let svip = spec("ipwarden-svip", SetType::HashIp, &[Member::ip(vip)]);

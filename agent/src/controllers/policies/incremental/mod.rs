@@ -48,7 +48,6 @@ use super::{
     describe::{self, PolicyDescription},
     model::{self, Direction, Policy},
     pods::{namespace_labels_of, view, NamedPort, PodView},
-    rules::PolicyCtx,
     Options,
 };
 use crate::{
@@ -577,20 +576,11 @@ impl PolicyIndex {
     fn index(&mut self, key: &Key, compiled: Arc<Compiled>) {
         let policy = &compiled.policy;
         let mut shapes = Shapes::default();
-        let empty = super::pods::Cluster::empty();
         for d in [Direction::Ingress, Direction::Egress] {
-            let Some(rules) = policy.rules(d) else {
-                continue;
-            };
             for family in [Family::V4, Family::V6] {
-                let ctx = PolicyCtx {
-                    cluster: &empty,
-                    policy,
-                    direction: d,
-                    family,
-                    local_targets: &[],
-                };
-                shapes.insert(d, family, ctx.render(rules));
+                if let Some(chain) = shapes::render_pod_less(policy, d, family) {
+                    shapes.insert(d, family, chain);
+                }
             }
         }
         let anchors = self.file(key, &compiled);

@@ -6,7 +6,7 @@
 use super::{
     super::{
         cnp,
-        model::Direction,
+        model::{Direction, Policy},
         pods::Cluster,
         rules::{PolicyChain, PolicyCtx},
     },
@@ -44,20 +44,28 @@ impl PolicyIndex {
         d: Direction,
         family: Family,
     ) -> Option<PolicyChain> {
-        let empty = Cluster::empty();
         if let Some(name) = tier_name(key) {
             let policy = &self.tiers.get(name)?.policy;
             return (!policy.rules(d).is_empty())
-                .then(|| cnp::render::policy_chain(&empty, policy, d, family, &[]));
+                .then(|| cnp::render::policy_chain(&Cluster::empty(), policy, d, family, &[]));
         }
-        let policy = &self.policies.get(key)?.compiled.policy;
-        let ctx = PolicyCtx {
-            cluster: &empty,
-            policy,
-            direction: d,
-            family,
-            local_targets: &[],
-        };
-        policy.rules(d).map(|rules| ctx.render(rules))
+        render_pod_less(&self.policies.get(key)?.compiled.policy, d, family)
     }
+}
+
+/// A NetworkPolicy's chain and sets in `d` and `family`, rendered without
+/// pods, if it has rules in `d`.
+pub(super) fn render_pod_less(
+    policy: &Policy,
+    d: Direction,
+    family: Family,
+) -> Option<PolicyChain> {
+    let ctx = PolicyCtx {
+        cluster: &Cluster::empty(),
+        policy,
+        direction: d,
+        family,
+        local_targets: &[],
+    };
+    policy.rules(d).map(|rules| ctx.render(rules))
 }
