@@ -14,31 +14,19 @@ use std::{
 /// Where the kernel shows its sysctls.
 pub(crate) const DEFAULT_DIR: &str = "/proc/sys";
 
-/// (path under /proc/sys, value, why).
-pub(crate) const IPVS_SYSCTLS: &[(&str, &str, &str)] = &[
+/// (path under /proc/sys, value).
+pub(crate) const IPVS_SYSCTLS: &[(&str, &str)] = &[
     // Let netfilter see IPVS connections, so masquerade rules match them.
-    ("net/ipv4/vs/conntrack", "1", "masquerade IPVS traffic"),
+    ("net/ipv4/vs/conntrack", "1"),
     // Drop connections to removed destinations at once instead of
     // black-holing them until they time out.
-    (
-        "net/ipv4/vs/expire_nodest_conn",
-        "1",
-        "expire connections to removed backends",
-    ),
+    ("net/ipv4/vs/expire_nodest_conn", "1"),
     // Persistence templates of a quiesced (weight 0) destination expire,
     // so session affinity moves off a draining endpoint.
-    (
-        "net/ipv4/vs/expire_quiescent_template",
-        "1",
-        "let affinity leave drained backends",
-    ),
+    ("net/ipv4/vs/expire_quiescent_template", "1"),
     // Reuse of a port by a new connection is not scheduled to the old
     // (possibly gone) destination.
-    (
-        "net/ipv4/vs/conn_reuse_mode",
-        "0",
-        "do not pin reused ports to old backends",
-    ),
+    ("net/ipv4/vs/conn_reuse_mode", "0"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +73,7 @@ fn hint(error: &io::Error, path: &str) -> &'static str {
 /// Sets every IPVS sysctl under `dir`; returns the paths it changed.
 pub(crate) fn ensure_ipvs(dir: &Path) -> Result<Vec<&'static str>, SysctlError> {
     let mut changed = Vec::new();
-    for (path, value, _) in IPVS_SYSCTLS {
+    for (path, value) in IPVS_SYSCTLS {
         if ensure(dir, path, value)? {
             changed.push(*path);
         }
@@ -104,7 +92,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ipwarden-sysctl-{}", std::process::id()));
         let vs = dir.join("net/ipv4/vs");
         fs::create_dir_all(&vs).unwrap();
-        for (path, _, _) in IPVS_SYSCTLS {
+        for (path, _) in IPVS_SYSCTLS {
             fs::write(dir.join(path), "0\n").unwrap();
         }
         let changed = ensure_ipvs(&dir).unwrap();

@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 
 use super::{
     consts::NFNL_SUBSYS_IPSET,
-    error::{classify, IpsetError, IpsetErrorKind, Op, Target},
+    error::{classify, failed, IpsetError, IpsetErrorKind, Op, Target},
     member::Element,
     message::{self, AdtMessage, ListDecoder, ListDepth, UnsupportedSet},
     request::Request,
@@ -60,7 +60,7 @@ impl IpsetClient {
             datagram: RECV_BUF,
         };
         let sock = Socket::open(NETLINK_NETFILTER, &opts)
-            .map_err(|source| IpsetError::io(Op::Connect, "", source))?;
+            .map_err(|e| failed(target(Op::Connect, ""), Failure::Io(e)))?;
         Ok(Self {
             batch_bytes: batch_bytes(sock.sndbuf(), sock.rcvbuf()),
             sock,
@@ -179,7 +179,7 @@ impl IpsetClient {
         }
         d.sets
             .pop()
-            .ok_or_else(|| decode_err(t, DecodeError::Missing { what: "set" }))
+            .ok_or_else(|| failed(t, Failure::Decode(DecodeError::Missing { what: "set" })))
     }
 
     /// `ipset save`: every set with its members.
@@ -210,7 +210,7 @@ impl IpsetClient {
         let t = target(Op::Header, set.as_str());
         let reply = self.query(t, |buf, seq| message::named(buf, seq, t.op, &[set], false))?;
         let (typename, fam, _) =
-            message::decode_header_reply(&reply).map_err(|e| decode_err(t, e))?;
+            message::decode_header_reply(&reply).map_err(|e| failed(t, Failure::Decode(e)))?;
         let unsupported = || {
             IpsetError::new(Op::Header, set.as_str(), IpsetErrorKind::WrongType, None).detail(
                 format!("set type {typename} family {fam} is not one ipwarden writes"),
@@ -248,7 +248,8 @@ impl IpsetClient {
         let reply = self.query(t, |buf, seq| {
             message::type_query(buf, seq, set_type, family)
         })?;
-        let (max, _min) = message::decode_type_reply(&reply).map_err(|e| decode_err(t, e))?;
+        let (max, _min) =
+            message::decode_type_reply(&reply).map_err(|e| failed(t, Failure::Decode(e)))?;
         self.revisions.insert((set_type, family), max);
         Ok(max)
     }
@@ -385,7 +386,7 @@ impl IpsetClient {
         encode: impl FnOnce(&mut Vec<u8>, u32),
     ) -> Result<Vec<u8>, IpsetError> {
         let mut replies = self.transact(t, encode)?;
-        let none = || decode_err(t, DecodeError::Missing { what: "reply" });
+        let none = || failed(t, Failure::Decode(DecodeError::Missing { what: "reply" }));
         (!replies.is_empty())
             .then(|| replies.swap_remove(0))
             .ok_or_else(none)
@@ -425,18 +426,6 @@ fn target(op: Op, set: &str) -> Target<'_> {
         set2: None,
         set_type: None,
     }
-}
-
-fn failed(t: Target<'_>, f: Failure) -> IpsetError {
-    match f {
-        Failure::Refused(e) => classify(t, e, None),
-        Failure::Io(e) => IpsetError::io(t.op, t.set, e),
-        Failure::Decode(e) => decode_err(t, e),
-    }
-}
-
-fn decode_err(t: Target<'_>, source: DecodeError) -> IpsetError {
-    IpsetError::decode(t.op, t.set, source)
 }
 
 /// An error of the header lookup an add/del starts with, named as the

@@ -5,7 +5,7 @@ use std::{fmt, io};
 
 use super::{consts::errno, member::Element};
 use crate::desired::SetType;
-use crate::kernel::netlink::{error_kinds, DecodeError, Refusal};
+use crate::kernel::netlink::{error_kinds, Failure, Refusal};
 
 /// The operation that failed (`ipset` sub-command names), numbered as
 /// its command (`enum ipset_cmd`, the low byte of `nlmsg_type`).
@@ -104,21 +104,6 @@ impl IpsetError {
         self
     }
 
-    pub(crate) fn io(op: Op, set: &str, source: io::Error) -> Self {
-        let errno = source.raw_os_error();
-        Self {
-            source: Some(source.into()),
-            ..Self::new(op, set, IpsetErrorKind::Io, errno)
-        }
-    }
-
-    pub(crate) fn decode(op: Op, set: &str, source: DecodeError) -> Self {
-        Self {
-            source: Some(source.into()),
-            ..Self::new(op, set, IpsetErrorKind::Decode, None)
-        }
-    }
-
     pub fn is(&self, kind: IpsetErrorKind) -> bool {
         self.kind == kind
     }
@@ -185,6 +170,20 @@ pub(crate) fn classify(t: Target<'_>, r: Refusal, member: Option<Box<Element>>) 
         detail,
         member,
         ..IpsetError::new(t.op, set, kind, Some(e))
+    }
+}
+
+/// How an exchange about `t` failed, as an ipset error: a refusal
+/// classified, a socket or decode error kept as the source.
+pub(crate) fn failed(t: Target<'_>, f: Failure) -> IpsetError {
+    let (kind, errno, source): (_, _, Box<dyn std::error::Error + Send + Sync>) = match f {
+        Failure::Refused(r) => return classify(t, r, None),
+        Failure::Io(e) => (IpsetErrorKind::Io, e.raw_os_error(), e.into()),
+        Failure::Decode(e) => (IpsetErrorKind::Decode, None, e.into()),
+    };
+    IpsetError {
+        source: Some(source),
+        ..IpsetError::new(t.op, t.set, kind, errno)
     }
 }
 

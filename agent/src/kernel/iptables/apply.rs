@@ -10,9 +10,10 @@ use std::{
 };
 
 use super::{
+    backend,
     generation::{self, Stamp},
     render::{self, Changes},
-    restore_cmd, save_cmd, SavedTable,
+    SavedTable,
 };
 use crate::{
     desired::{Family, PlanError, Table, TablePlan},
@@ -61,21 +62,14 @@ pub(super) fn save_text(
     table: Table,
     args: &[&str],
 ) -> Result<String, IptablesError> {
-    let cmd = save_cmd(family);
-    let out = Command::new(cmd)
-        .args(args)
-        .args(["-t", &table.to_string()])
-        .output()
-        .map_err(|source| IptablesError::Spawn { cmd, source })?;
-    if !out.status.success() {
-        return Err(IptablesError::Failed {
-            cmd,
-            table,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            failed_line: None,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let table_name = table.to_string();
+    let args = [args, &["-t", &table_name]].concat();
+    run(
+        backend::current().backend.save_cmd(family),
+        table,
+        &args,
+        "",
+    )
 }
 
 /// Brings one table of the calling thread's network namespace to `plan`
@@ -306,32 +300,40 @@ fn fingerprint(plan: &TablePlan) -> u64 {
 }
 
 pub(super) fn restore(family: Family, table: Table, script: &str) -> Result<(), IptablesError> {
-    let cmd = restore_cmd(family);
     // -w: wait for the xtables lock instead of failing when another
     // program (kubelet, a CNI) holds it.
+    let cmd = backend::current().backend.restore_cmd(family);
+    run(cmd, table, &["--noflush", "-w"], script).map(drop)
+}
+
+/// Runs `cmd ARGS` with `input` on its standard input: what it printed,
+/// or its stderr and the input line it names as the error.
+fn run(
+    cmd: &'static str,
+    table: Table,
+    args: &[&str],
+    input: &str,
+) -> Result<String, IptablesError> {
+    let spawn = |source| IptablesError::Spawn { cmd, source };
     let mut child = Command::new(cmd)
-        .args(["--noflush", "-w"])
+        .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+        .map_err(spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|source| IptablesError::Spawn { cmd, source })?;
+        stdin.write_all(input.as_bytes()).map_err(spawn)?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| IptablesError::Spawn { cmd, source })?;
+    let out = child.wait_with_output().map_err(spawn)?;
     if out.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     Err(IptablesError::Failed {
         cmd,
         table,
-        failed_line: failed_line(&stderr, script),
+        failed_line: failed_line(&stderr, input),
         stderr,
     })
 }

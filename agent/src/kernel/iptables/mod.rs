@@ -10,8 +10,8 @@
 //! the owner trusts a restore no other commit raced: [`ReadBack`]). A
 //! [`ChainDelta`] (partial.rs) writes only named chains and lines, without
 //! reading the table: the policy controller's partial syncs. The family
-//! picks the commands (`save_cmd`, `restore_cmd`), privately, of the
-//! backend the node uses (backend.rs: nft or legacy).
+//! picks the commands of the backend the node uses (backend.rs: nft or
+//! legacy).
 
 mod apply;
 pub(crate) mod backend;
@@ -31,18 +31,6 @@ pub use partial::{apply_partial, changes as partial_changes, script as partial_s
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;
-
-use crate::desired::Family;
-
-/// `iptables-save` or `ip6tables-save` of the backend in force.
-fn save_cmd(family: Family) -> &'static str {
-    backend::current().backend.save_cmd(family)
-}
-
-/// `iptables-restore` or `ip6tables-restore` of the backend in force.
-fn restore_cmd(family: Family) -> &'static str {
-    backend::current().backend.restore_cmd(family)
-}
 
 /// Is the backend in force nf_tables (whose generation and rule counters
 /// netlink reads)?

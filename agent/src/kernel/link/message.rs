@@ -11,7 +11,7 @@ use libc::{
 };
 
 use crate::desired::Family;
-use crate::kernel::netlink::{af, Attr, Attrs, Writer};
+use crate::kernel::netlink::{af, frame::ne_u32, Attr, Attrs, Writer};
 
 /// `rtm_protocol` of ipwarden's VIP routes (`ip route show proto 211`);
 /// unused by iproute2's `rt_protos` and by the routing daemons listed there.
@@ -88,7 +88,7 @@ pub(super) fn link_of(payload: &[u8]) -> Option<(u32, String)> {
         .str()
         .ok()?
         .to_string();
-    Some((ne_u32_at(payload, 4)?, name))
+    Some((ne_u32(payload.get(4..)?)?, name))
 }
 
 /// (interface index, address, prefix length) of an RTM_NEWADDR message's
@@ -103,7 +103,11 @@ pub(super) fn address_of(payload: &[u8]) -> Option<(u32, IpAddr, u8)> {
             _ => {}
         }
     }
-    Some((ne_u32_at(payload, 4)?, local.or(address)?, *payload.get(1)?))
+    Some((
+        ne_u32(payload.get(4..)?)?,
+        local.or(address)?,
+        *payload.get(1)?,
+    ))
 }
 
 /// The VIP of an RTM_NEWROUTE message's payload when the route is one of
@@ -139,13 +143,6 @@ fn family(addr: IpAddr) -> u8 {
 
 fn host_prefix(addr: IpAddr) -> u8 {
     Family::of(&addr).host_prefix()
-}
-
-/// The `u32` at `at` of a payload (an interface index).
-fn ne_u32_at(payload: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(
-        payload.get(at..at + 4)?.try_into().ok()?,
-    ))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use libc::{
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 
 use super::{Failure, LinkError};
-use crate::kernel::netlink::frames;
+use crate::kernel::netlink::{frame::ne_u32, frames};
 
 /// A subscription to the link and address notifications of this network
 /// namespace, with the addresses it last dumped.
@@ -112,8 +112,7 @@ impl AddressWatch {
 /// The type and interface index of each message in one datagram: both
 /// `ifinfomsg` and `ifaddrmsg` hold the index at bytes 4..8.
 fn notifications(buf: &[u8]) -> impl Iterator<Item = (u16, u32)> + '_ {
-    frames(buf).map_while(Result::ok).filter_map(|f| {
-        let index = u32::from_ne_bytes(f.payload.get(4..8)?.try_into().ok()?);
-        Some((f.ty, index))
-    })
+    frames(buf)
+        .map_while(Result::ok)
+        .filter_map(|f| Some((f.ty, ne_u32(f.payload.get(4..)?)?)))
 }

@@ -95,7 +95,8 @@ pub(crate) fn frames(buf: &[u8]) -> Frames<'_> {
     Frames { rest: buf }
 }
 
-fn ne_u32(b: &[u8]) -> Option<u32> {
+/// The host-order u32 at the start of `b` (a length, an errno, an index).
+pub(crate) fn ne_u32(b: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }
 

@@ -28,51 +28,22 @@ impl<'a> Writer<'a> {
     }
 
     pub(crate) fn put(&mut self, ty: impl Into<u16>, payload: &[u8]) {
-        // Payloads are at most a comment (255 bytes); nests are bounded by
-        // their writers, so the u16 length cannot truncate.
-        let len = NLA_HDRLEN + payload.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.into().to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.pad();
-    }
-
-    pub(crate) fn put_u8(&mut self, ty: impl Into<u16>, v: u8) {
-        self.put(ty, &[v]);
-    }
-
-    /// A host-order u16.
-    pub(crate) fn put_u16(&mut self, ty: impl Into<u16>, v: u16) {
-        self.put(ty, &v.to_ne_bytes());
-    }
-
-    /// A host-order u32.
-    pub(crate) fn put_u32(&mut self, ty: impl Into<u16>, v: u32) {
-        self.put(ty, &v.to_ne_bytes());
-    }
-
-    /// A big-endian u16 flagged `NLA_F_NET_BYTEORDER` (ports).
-    pub(crate) fn put_be16(&mut self, ty: impl Into<u16>, v: u16) {
-        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
-    }
-
-    /// A big-endian u32 flagged `NLA_F_NET_BYTEORDER` (timeouts, sizes, flags).
-    pub(crate) fn put_be32(&mut self, ty: impl Into<u16>, v: u32) {
-        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
-    }
-
-    /// A big-endian u64 flagged `NLA_F_NET_BYTEORDER` (counters).
-    pub(crate) fn put_be64(&mut self, ty: impl Into<u16>, v: u64) {
-        self.put(ty.into() | NLA_F_NET_BYTEORDER, &v.to_be_bytes());
+        self.put_parts(ty, &[payload]);
     }
 
     /// A NUL-terminated string (`NLA_NUL_STRING`).
     pub(crate) fn put_str(&mut self, ty: impl Into<u16>, s: &str) {
-        let len = NLA_HDRLEN + s.len() + 1;
+        self.put_parts(ty, &[s.as_bytes(), &[0]]);
+    }
+
+    /// One attribute whose payload is `parts` in a row. Payloads are at
+    /// most a comment (255 bytes); nests are bounded by their writers, so
+    /// the u16 length cannot truncate.
+    fn put_parts(&mut self, ty: impl Into<u16>, parts: &[&[u8]]) {
+        let len = NLA_HDRLEN + parts.iter().map(|p| p.len()).sum::<usize>();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&ty.into().to_ne_bytes());
-        self.buf.extend_from_slice(s.as_bytes());
-        self.buf.push(0);
+        parts.iter().for_each(|p| self.buf.extend_from_slice(p));
         self.pad();
     }
 
@@ -97,6 +68,33 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Defines `Writer::NAME(ty, v)`: `v` in `$to` order, the type flagged
+/// `$flag` if given.
+macro_rules! writers {
+    ($($(#[$doc:meta])* $name:ident($int:ty) = $to:ident $(| $flag:ident)?;)*) => {
+        impl Writer<'_> {
+            $($(#[$doc])*
+            pub(crate) fn $name(&mut self, ty: impl Into<u16>, v: $int) {
+                self.put(ty.into() $(| $flag)?, &v.$to());
+            })*
+        }
+    };
+}
+
+writers! {
+    put_u8(u8) = to_ne_bytes;
+    /// A host-order u16.
+    put_u16(u16) = to_ne_bytes;
+    /// A host-order u32.
+    put_u32(u32) = to_ne_bytes;
+    /// A big-endian u16 flagged `NLA_F_NET_BYTEORDER` (ports).
+    put_be16(u16) = to_be_bytes | NLA_F_NET_BYTEORDER;
+    /// A big-endian u32 flagged `NLA_F_NET_BYTEORDER` (timeouts, sizes, flags).
+    put_be32(u32) = to_be_bytes | NLA_F_NET_BYTEORDER;
+    /// A big-endian u64 flagged `NLA_F_NET_BYTEORDER` (counters).
+    put_be64(u64) = to_be_bytes | NLA_F_NET_BYTEORDER;
+}
+
 /// One attribute as read: its type without the flag bits, its payload.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Attr<'a> {
@@ -107,43 +105,6 @@ pub(crate) struct Attr<'a> {
 impl<'a> Attr<'a> {
     pub(crate) fn is(&self, ty: impl Into<u16>) -> bool {
         self.ty == ty.into()
-    }
-
-    pub(crate) fn u8(&self) -> Result<u8, DecodeError> {
-        match self.payload {
-            [v, ..] => Ok(*v),
-            [] => Err(self.bad_len(1)),
-        }
-    }
-
-    /// Host-order u16.
-    pub(crate) fn u16(&self) -> Result<u16, DecodeError> {
-        Ok(u16::from_ne_bytes(self.array::<2>()?))
-    }
-
-    /// Host-order u32.
-    pub(crate) fn u32(&self) -> Result<u32, DecodeError> {
-        Ok(u32::from_ne_bytes(self.array::<4>()?))
-    }
-
-    /// Host-order u64.
-    pub(crate) fn u64(&self) -> Result<u64, DecodeError> {
-        Ok(u64::from_ne_bytes(self.array::<8>()?))
-    }
-
-    /// Big-endian u16 (the kernel writes ports with nla_put_net16).
-    pub(crate) fn be16(&self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(self.array::<2>()?))
-    }
-
-    /// Big-endian u32 (nla_put_net32).
-    pub(crate) fn be32(&self) -> Result<u32, DecodeError> {
-        Ok(u32::from_be_bytes(self.array::<4>()?))
-    }
-
-    /// Big-endian u64 (nla_put_net64).
-    pub(crate) fn be64(&self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array::<8>()?))
     }
 
     /// A string up to its first NUL; must be UTF-8.
@@ -165,21 +126,46 @@ impl<'a> Attr<'a> {
         self.payload
             .get(..N)
             .and_then(|s| <[u8; N]>::try_from(s).ok())
-            .ok_or_else(|| self.bad_len(N))
+            .ok_or(DecodeError::BadLength {
+                ty: self.ty,
+                expected: N,
+                got: self.payload.len(),
+            })
     }
 
     /// The attributes nested in this one.
     pub(crate) fn nested(&self) -> Attrs<'a> {
         Attrs::new(self.payload)
     }
+}
 
-    fn bad_len(&self, expected: usize) -> DecodeError {
-        DecodeError::BadLength {
-            ty: self.ty,
-            expected,
-            got: self.payload.len(),
+/// Defines `Attr::NAME()`: the payload's leading bytes as `$int` in
+/// `$from` order; fewer bytes are an error.
+macro_rules! readers {
+    ($($(#[$doc:meta])* $name:ident -> $int:ty = $from:ident;)*) => {
+        impl Attr<'_> {
+            $($(#[$doc])*
+            pub(crate) fn $name(&self) -> Result<$int, DecodeError> {
+                Ok(<$int>::$from(self.array()?))
+            })*
         }
-    }
+    };
+}
+
+readers! {
+    u8 -> u8 = from_ne_bytes;
+    /// Host-order u16.
+    u16 -> u16 = from_ne_bytes;
+    /// Host-order u32.
+    u32 -> u32 = from_ne_bytes;
+    /// Host-order u64.
+    u64 -> u64 = from_ne_bytes;
+    /// Big-endian u16 (the kernel writes ports with nla_put_net16).
+    be16 -> u16 = from_be_bytes;
+    /// Big-endian u32 (nla_put_net32).
+    be32 -> u32 = from_be_bytes;
+    /// Big-endian u64 (nla_put_net64).
+    be64 -> u64 = from_be_bytes;
 }
 
 /// Iterator over the attributes of a byte string. A malformed header ends
