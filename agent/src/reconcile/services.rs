@@ -211,7 +211,11 @@ impl<D: Dataplane> ServiceSync<D> {
             self.kept = Some(state.clone());
             return Prepared::Full(state);
         }
-        self.kept = None;
+        // The first partial sync after a full one: the kept state (at 50k
+        // Services a large structure) is freed off this change's path.
+        if let Some(stale) = self.kept.take() {
+            drop_elsewhere(stale);
+        }
         self.sets_kept = false;
         let mut affected = changes.services.clone();
         affected.extend(table.slice_services(&changes.slices, snapshot));
@@ -395,6 +399,18 @@ pub fn no_local_endpoint_packets() -> Result<BTreeMap<String, u64>, ReconcileErr
         }
     }
     Ok(out)
+}
+
+/// Drops `value` on a thread of its own, so that freeing it does not
+/// delay the caller (a change's sync). When no thread starts, the value
+/// was dropped with the closure, here.
+fn drop_elsewhere<T: Send + 'static>(value: T) {
+    let spawned = std::thread::Builder::new()
+        .name("ipwarden-drop".into())
+        .spawn(move || drop(value));
+    if let Err(e) = spawned {
+        tracing::debug!("freed on the sync's thread: {e}");
+    }
 }
 
 /// Step durations of one sync, for the debug log and the summary.

@@ -13,7 +13,7 @@ use super::{
     backend,
     generation::{self, Stamp},
     render::{self, Changes},
-    SavedTable,
+    split, SavedTable,
 };
 use crate::{
     desired::{Family, PlanError, Table, TablePlan},
@@ -245,16 +245,16 @@ fn write(
             stamp: before,
         });
     };
-    restore(plan.family, plan.table, &script)?;
+    let commits = restore_rendered(plan, &saved, &script)?;
     // Where a first apply's time goes (BENCHMARKS.md, the 10k start).
     tracing::debug!(
         table = %plan.table, family = ?plan.family, tag = %plan.tag,
-        "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes) in {:.1?}",
+        "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes, {commits} commits) in {:.1?}",
         script.lines().count(), script.len(), start.elapsed() - rendered,
     );
     let after = generation::current();
     let alone = match (before, &after) {
-        (Some(before), Some(after)) if after.is_next_of(&before) => Some(before),
+        (Some(before), Some(after)) if after.follows(&before, commits) => Some(before),
         _ => None,
     };
     Ok(Written::Script {
@@ -262,6 +262,22 @@ fn write(
         stamp: after,
         alone,
     })
+}
+
+/// Restores `script`, rendered from `saved`: a large one as two halves
+/// parsing at once on the nft backend (`split.rs`). Returns the commits.
+fn restore_rendered(
+    plan: &TablePlan,
+    saved: &SavedTable,
+    script: &str,
+) -> Result<u32, IptablesError> {
+    let halves = super::nft_backend()
+        .then(|| split::halves(script, saved, split::MIN_RULES))
+        .flatten();
+    match halves {
+        Some(halves) => split::restore_halves(plan.family, plan.table, &halves).map(|()| 2),
+        None => restore(plan.family, plan.table, script).map(|()| 1),
+    }
 }
 
 /// Does the kernel's text of our rules now match the plan? False when
@@ -340,7 +356,7 @@ fn run(
 
 /// The input line iptables-restore complains about: legacy says
 /// "line N failed", nft says "Error occurred at line: N".
-fn failed_line(stderr: &str, script: &str) -> Option<String> {
+pub(super) fn failed_line(stderr: &str, script: &str) -> Option<String> {
     let n: usize = stderr.split("line").skip(1).find_map(|rest| {
         let digits: String = rest
             .trim_start_matches([' ', ':'])

@@ -24,10 +24,10 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
-    /// Is this the stamp of the one commit right after `earlier`, in the
-    /// same namespace?
-    pub(super) fn is_next_of(&self, earlier: &Stamp) -> bool {
-        self.netns == earlier.netns && self.generation == earlier.generation.wrapping_add(1)
+    /// Is this the stamp of the `commits` commits right after `earlier`,
+    /// in the same namespace?
+    pub(super) fn follows(&self, earlier: &Stamp, commits: u32) -> bool {
+        self.netns == earlier.netns && self.generation == earlier.generation.wrapping_add(commits)
     }
 }
 

@@ -21,6 +21,7 @@ mod nft_rules;
 mod partial;
 mod render;
 mod saved;
+mod split;
 mod switch;
 
 pub use apply::{
