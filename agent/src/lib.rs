@@ -26,3 +26,4 @@ pub mod malloc;
 pub mod netns;
 pub mod reconcile;
 pub mod store;
+pub mod sys;

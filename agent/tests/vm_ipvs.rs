@@ -787,6 +787,64 @@ fn vm_the_cheap_read_sees_what_netlink_sees() {
         .contains(ServiceFlagBits::SCHED1));
 }
 
+/// getsockopt's listing shows every IPv4 service netlink lists, each
+/// field a plan compares equal (flags, persistence in seconds, netmask,
+/// thresholds, every forward method); a field only it shows among the cheap reads (a threshold set by
+/// ipvsadm) is in it, and moves its fingerprint.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_the_getsockopt_listing_is_netlinks_ipv4_table() {
+    use ipwarden::kernel::ipvs::sockopt;
+    let ns = NetNs::new("ipw-ipvs").unwrap();
+    let mut ipvs = client(&ns);
+    let want = variety();
+    run_all(&mut ipvs, &requests_for(&want));
+    let netlink = ours(&mut ipvs);
+    let read = ns.run(sockopt::read).unwrap().unwrap();
+    // Marks are never ours: shown by the interface, left out of the read.
+    let v4: Table = netlink
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k,
+                ServiceKey::Addr {
+                    addr: IpAddr::V4(_),
+                    ..
+                }
+            )
+        })
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(v4.len(), 4, "the variety's IPv4 address services");
+    assert_eq!(shaped(read.services), v4);
+    assert!(read.partial.is_empty());
+
+    let again = ns.run(sockopt::read).unwrap().unwrap();
+    assert_eq!(again.fingerprint, read.fingerprint);
+    ns.output(
+        "ipvsadm",
+        &[
+            "-e",
+            "-t",
+            "10.0.0.1:80",
+            "-r",
+            "10.1.0.1:8080",
+            "-m",
+            "-x",
+            "77",
+        ],
+    )
+    .unwrap();
+    let after = ns.run(sockopt::read).unwrap().unwrap();
+    assert_ne!(after.fingerprint, read.fingerprint);
+    let key = ServiceKey::tcp(ip("10.0.0.1"), 80);
+    let dest = &shaped(after.services)[&key].1[&DestinationKey {
+        addr: ip("10.1.0.1"),
+        port: 8080,
+    }];
+    assert_eq!(dest.upper_threshold, 77);
+}
+
 /// Header lines, then each service line with its sorted destination lines,
 /// the services sorted.
 fn blocks(listing: &str) -> (Vec<String>, Vec<Vec<String>>) {

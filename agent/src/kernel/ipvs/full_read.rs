@@ -1,18 +1,18 @@
 //! A full sync's read of the whole IPVS table, and the check that lets a
 //! periodic full sync of an unchanged table skip parsing and comparing it.
 //!
-//! Reading `/proc/net/ip_vs` (`readback`) is the cheapest read of every
-//! destination, but parsing its 40k lines at 10k Services and planning
-//! against them was most of a no-op full sync's IPVS step. So when a plan
-//! found the table equal to the desired services, [`FullRead`] keeps two
-//! fingerprints: one of those desired services (and of what decides which
-//! kernel services are ours), one of the text it read, connection counters
-//! left out. A later full sync whose desired services and text give the
-//! same two fingerprints has the table that plan found equal: nothing to
-//! parse, nothing to write. Any change of the text (a service deleted or
-//! added, a destination deleted, added or reweighted, a scheduler changed,
-//! even the same table in another order) misses and takes the whole way.
-//! What the text cannot show is read by netlink either way, as before.
+//! The cheap read of every destination (`readback::Listing`: getsockopt,
+//! else `/proc/net/ip_vs`) is cheap in the kernel, but planning 10k
+//! Services against it is not. So when a plan found the table equal to
+//! the desired services, [`FullRead`] keeps two fingerprints: one of those
+//! desired services (and of what decides which kernel services are ours),
+//! one of the listing it read, connection counters left out. A later full
+//! sync whose desired services and listing give the same two fingerprints
+//! has the table that plan found equal: nothing to plan, nothing to write.
+//! Any change of the listing (a service deleted or added, a destination
+//! deleted, added or reweighted, a scheduler or flag changed, even the
+//! same table in another order) misses and takes the whole way. What the
+//! listing cannot show is read by netlink either way, as before.
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +21,7 @@ use std::{
 };
 
 use super::{
-    readback,
+    readback::{self, Listing},
     sync::{self, IpvsReport, IpvsScope},
     Destination, IpvsClient, IpvsError, Service, ServiceKey, VirtualServer,
 };
@@ -47,7 +47,7 @@ pub enum Table {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fingerprints {
     desired: u64,
-    text: u64,
+    listing: u64,
 }
 
 /// What a service's full syncs remember between reads.
@@ -62,8 +62,9 @@ pub struct FullRead {
 
 impl FullRead {
     /// Reads the table for a full sync of `desired`; `deep`: every field by
-    /// netlink (one request per service), else `/proc` and netlink for what
-    /// it cannot show. `vips` and `node_ips` decide which services are ours.
+    /// netlink (one request per service), else the cheap listing and
+    /// netlink for what it cannot show. `vips` and `node_ips` decide which
+    /// services are ours.
     pub fn read(
         &mut self,
         client: &mut IpvsClient,
@@ -73,16 +74,18 @@ impl FullRead {
         deep: bool,
     ) -> Result<Table, IpvsError> {
         self.pending = None;
-        let text = if deep {
+        let ipv6 = desired.iter().any(|vs| vs.key.addr.is_ipv6())
+            || vips.iter().chain(node_ips).any(IpAddr::is_ipv6);
+        let listing = if deep {
             None
         } else {
-            readback::read_text()
+            Listing::read(client, ipv6)
                 .inspect_err(|e| {
                     tracing::warn!("{e}; reading IPVS by netlink, one request per service")
                 })
                 .ok()
         };
-        let Some(text) = text else {
+        let Some(listing) = listing else {
             return Ok(Table::Read {
                 desired: kernel_forms(desired.iter().copied()),
                 actual: client.list()?,
@@ -90,28 +93,29 @@ impl FullRead {
         };
         let now = Fingerprints {
             desired: desired_fingerprint(desired, vips, node_ips),
-            text: text_fingerprint(&text),
+            listing: listing_fingerprint(&listing),
         };
         let hidden = kernel_forms(
             desired
                 .iter()
                 .copied()
-                .filter(|vs| !readback::proc_shows_desired(vs)),
+                .filter(|vs| !listing.shows_desired(vs)),
         );
         if let Some((seen, unchanged)) = self.matched {
             if seen == now && hidden_equal(client, &hidden)? {
-                tracing::debug!(unchanged, "IPVS as the last plan found it: not parsed");
+                tracing::debug!(unchanged, "IPVS as the last plan found it: not planned");
                 return Ok(Table::Unchanged(unchanged));
             }
         }
         let desired = kernel_forms(desired.iter().copied());
         // A text that skipped a desired service (another namespace's
-        // services can make the kernel's listing skip some) is never
-        // remembered: a later deletion of that service would not move it.
-        if lists_every(&text, &desired) {
+        // services can make the kernel's `/proc` listing skip some) is
+        // never remembered: a later deletion of that service would not
+        // move it. getsockopt's listing skips none.
+        if lists_every(&listing, &desired) {
             self.pending = Some(now);
         }
-        let actual = readback::table_for_plan(client, &desired, &text)?;
+        let actual = readback::table_for_plan(client, &desired, listing)?;
         Ok(Table::Read { desired, actual })
     }
 
@@ -153,14 +157,34 @@ fn hidden_equal(
     Ok(requests.is_empty())
 }
 
-/// Whether `text` lists every service of `desired`.
-fn lists_every(text: &str, desired: &[(Service, Vec<Destination>)]) -> bool {
+/// Whether `listing` lists every service of `desired`.
+fn lists_every(listing: &Listing, desired: &[(Service, Vec<Destination>)]) -> bool {
+    let Listing::Proc(text) = listing else {
+        return true;
+    };
     let Ok(listed) = readback::parse_proc(text) else {
         return false;
     };
     let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
     desired.iter().all(|(s, _)| listed.contains(&s.key))
 }
+
+/// What a listing shows a plan, counters left out; the two kinds of
+/// listing never give the same.
+fn listing_fingerprint(listing: &Listing) -> u64 {
+    match listing {
+        Listing::Sockopt { table, ipv6 } => {
+            let mut h = DefaultHasher::new();
+            table.fingerprint.hash(&mut h);
+            ipv6.hash(&mut h);
+            h.finish()
+        }
+        Listing::Proc(text) => text_fingerprint(text) ^ PROC_TAG,
+    }
+}
+
+/// Sets a `/proc` fingerprint apart from a getsockopt one.
+const PROC_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The fields of `desired` a plan compares, and what decides which kernel
 /// services are ours to delete.

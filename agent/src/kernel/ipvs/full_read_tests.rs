@@ -110,7 +110,7 @@ fn the_desired_fingerprint_follows_every_field_a_plan_compares_and_the_scope() {
 fn only_a_plan_that_wrote_nothing_is_remembered() {
     let now = Fingerprints {
         desired: 1,
-        text: 2,
+        listing: 2,
     };
     let equal = IpvsReport {
         services_unchanged: 3,
@@ -150,8 +150,36 @@ fn a_text_that_skipped_a_desired_service_is_not_complete() {
         .collect();
     let mut udp = both.clone();
     udp[1].0.key = ServiceKey::udp(ip("10.0.0.2"), 53);
-    assert!(lists_every(TEXT, &udp));
+    let text = |t: &str| Listing::Proc(t.to_string());
+    assert!(lists_every(&text(TEXT), &udp));
     let skipped = TEXT.split("UDP").next().unwrap();
-    assert!(!lists_every(skipped, &udp));
-    assert!(!lists_every(TEXT, &both), "TCP 10.0.0.2:53 is not listed");
+    assert!(!lists_every(&text(skipped), &udp));
+    assert!(
+        !lists_every(&text(TEXT), &both),
+        "TCP 10.0.0.2:53 is not listed"
+    );
+    // getsockopt's listing skips nothing: a service it lacks is absent.
+    let none = Listing::Sockopt {
+        table: crate::kernel::ipvs::sockopt::Table::default(),
+        ipv6: None,
+    };
+    assert!(lists_every(&none, &both));
+}
+
+#[test]
+fn a_listing_fingerprint_tells_the_kinds_and_the_ipv6_services_apart() {
+    let proc = Listing::Proc(TEXT.to_string());
+    let sockopt = |ipv6| Listing::Sockopt {
+        table: crate::kernel::ipvs::sockopt::Table {
+            fingerprint: text_fingerprint(TEXT),
+            ..Default::default()
+        },
+        ipv6,
+    };
+    let v4_only = listing_fingerprint(&sockopt(None));
+    assert_ne!(listing_fingerprint(&proc), v4_only);
+    // An IPv6 service appearing moves it.
+    let none = listing_fingerprint(&sockopt(Some(vec![])));
+    let one = listing_fingerprint(&sockopt(Some(vec![ServiceKey::tcp(ip("fd00::9"), 80)])));
+    assert_ne!(none, one);
 }

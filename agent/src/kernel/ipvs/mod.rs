@@ -11,6 +11,8 @@
 //!   arbitrary input, without root.
 //!
 //! - [`sync`]: desired virtual services to a minimal list of requests.
+//! - [`readback`], [`sockopt`], [`full_read`]: a full sync's cheap read of
+//!   the whole table (getsockopt, else `/proc`), netlink for the rest.
 //!
 //! No code outside this module sees an attribute number.
 //!
@@ -39,6 +41,8 @@ pub mod full_read;
 mod message;
 pub mod readback;
 mod request;
+pub mod sockopt;
+mod sockopt_wire;
 pub mod sync;
 mod types;
 

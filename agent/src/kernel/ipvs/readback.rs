@@ -2,20 +2,29 @@
 //!
 //! Netlink has no dump of every destination: `IPVS_CMD_GET_DEST` needs a
 //! service, so [`IpvsClient::list`] costs one dump per service (10k round
-//! trips at 10k Services). `/proc/net/ip_vs` (`ip_vs_info_seq_show` in
-//! `net/netfilter/ipvs/ip_vs_ctl.c`, per network namespace) prints every
-//! service and destination in one read. It shows, per IPv4 service: the
-//! protocol, address, port, scheduler, the one-packet flag, persistence
-//! with its timeout and netmask; per destination: address, port, forward
-//! method and weight. It does not show the scheduler flags (`flag-1..3`),
-//! an IPv6 service's one-packet flag or netmask in a form we can compare,
-//! the thresholds, tunnel settings or a persistence engine.
+//! trips at 10k Services). Two cheaper reads show the IPv4 table whole:
 //!
-//! So [`read_for_plan`] takes the services from `/proc` and reads by
-//! netlink only the desired services that use what `/proc` does not show
-//! ([`proc_shows`]). What the cheap read misses: a scheduler flag or a
-//! threshold somebody else set on a service of ours that wants none, and a
-//! service the listing skipped (see [`read_for_plan`]) that we do not
+//! - the old getsockopt interface ([`sockopt`]): every field of an IPv4
+//!   service and its IPv4 destinations a plan compares; nothing of an IPv6
+//!   service. The first choice ([`Listing::read`]).
+//! - `/proc/net/ip_vs` (`ip_vs_info_seq_show` in
+//!   `net/netfilter/ipvs/ip_vs_ctl.c`, per network namespace): per IPv4
+//!   service the protocol, address, port, scheduler, the one-packet flag,
+//!   persistence with its timeout (in jiffies) and netmask; per
+//!   destination address, port, forward method and weight. Not the
+//!   scheduler flags (`flag-1..3`), an IPv6 service's one-packet flag or
+//!   netmask in a form we can compare, the thresholds. The kernel prints
+//!   it again from the start for every `read()`: quadratic at 10k. The
+//!   fallback where getsockopt is missing or keeps failing.
+//!
+//! [`read_for_plan`] takes the services from one of them and reads by
+//! netlink only the desired services it does not show entirely
+//! ([`Listing::shows`]), and, after getsockopt where IPv6 services may be
+//! ours, the IPv6 services a netlink dump lists (getsockopt neither shows
+//! nor counts them). What the cheap read misses: a
+//! threshold or tunnel setting somebody else set on a service of ours
+//! that wants none (with `/proc`, a scheduler flag too), and with `/proc`
+//! a service the listing skipped (see [`read_for_plan`]) that we do not
 //! want. The full netlink read ([`IpvsClient::list`]) on a schedule
 //! catches those.
 
@@ -25,10 +34,11 @@ use std::{
 };
 
 use super::{
+    sockopt::{self, SockoptError},
     Destination, DestinationEntry, ForwardMethod, IpvsClient, IpvsError, Netmask, Scheduler,
     Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, VirtualServer,
 };
-use crate::desired::{Protocol, VirtualService};
+use crate::desired::{Family, Protocol, VirtualService};
 
 /// The IPVS table of the calling thread's network namespace.
 const PROC_IP_VS: &str = "/proc/thread-self/net/ip_vs";
@@ -74,17 +84,117 @@ pub fn proc_shows_desired(vs: &VirtualService) -> bool {
     vs.key.addr.is_ipv4() && ServiceFlagBits::from(vs.flags).bits() & UNSEEN_FLAGS.bits() == 0
 }
 
-/// The table as a full sync's plan needs it: every service from one read
-/// of `/proc/net/ip_vs`, and those of `desired` that it cannot show
-/// entirely from netlink (replacing the `/proc` entry, or added when
-/// netlink finds one). Falls back to [`IpvsClient::list`] when `/proc`
-/// cannot be read.
+/// One cheap read of the whole table.
+#[derive(Debug)]
+pub enum Listing {
+    /// Through getsockopt: every IPv4 service; and when IPv6 services may
+    /// be ours, the keys of the IPv6 ones by a netlink dump of the
+    /// services (without destinations).
+    Sockopt {
+        table: sockopt::Table,
+        ipv6: Option<Vec<ServiceKey>>,
+    },
+    /// `/proc/net/ip_vs`'s text.
+    Proc(String),
+}
+
+impl Listing {
+    /// Through getsockopt, else `/proc` (a warning says why, unless the
+    /// kernel has no such interface). `ipv6`: IPv6 services may be ours
+    /// (a desired one, an IPv6 VIP or node address), so the IPv6 services
+    /// getsockopt cannot show are listed by netlink.
+    pub fn read(client: &mut IpvsClient, ipv6: bool) -> Result<Self, ListingError> {
+        let table = match sockopt::read() {
+            Ok(table) => table,
+            Err(e) => {
+                log_fallback(&e);
+                return Ok(Self::Proc(read_text()?));
+            }
+        };
+        let ipv6 = if ipv6 {
+            let keys = client.services()?.into_iter().map(|e| e.service.key);
+            Some(keys.filter(is_ipv6_address).collect())
+        } else {
+            None
+        };
+        Ok(Self::Sockopt { table, ipv6 })
+    }
+
+    /// Whether it shows everything of `service` and `dests` that a plan
+    /// compares (a service of a shown family it does not list is absent).
+    pub fn shows(&self, service: &Service, dests: &[Destination]) -> bool {
+        match self {
+            Self::Sockopt { table, .. } => sockopt_shows(table, &service.key),
+            Self::Proc(_) => proc_shows(service, dests),
+        }
+    }
+
+    /// [`Listing::shows`] of a desired virtual service's kernel form,
+    /// without making it.
+    pub fn shows_desired(&self, vs: &VirtualService) -> bool {
+        match self {
+            Self::Sockopt { table, .. } => {
+                vs.key.addr.is_ipv4()
+                    && !table.partial.contains(&ServiceKey::Addr {
+                        protocol: vs.key.proto,
+                        addr: vs.key.addr,
+                        port: vs.key.port,
+                    })
+            }
+            Self::Proc(_) => proc_shows_desired(vs),
+        }
+    }
+}
+
+/// Why neither cheap read gave a listing.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingError {
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error("listing the IPv6 services: {0}")]
+    Netlink(#[from] IpvsError),
+}
+
+fn is_ipv6_address(key: &ServiceKey) -> bool {
+    matches!(
+        key,
+        ServiceKey::Addr {
+            addr: IpAddr::V6(_),
+            ..
+        }
+    )
+}
+
+fn log_fallback(e: &SockoptError) {
+    if e.unsupported() {
+        tracing::debug!("{e}; reading /proc/net/ip_vs");
+    } else {
+        tracing::warn!("{e}; reading /proc/net/ip_vs");
+    }
+}
+
+/// Whether getsockopt's `table` shows the service at `key` whole.
+fn sockopt_shows(table: &sockopt::Table, key: &ServiceKey) -> bool {
+    matches!(
+        key,
+        ServiceKey::Addr {
+            addr: IpAddr::V4(_),
+            ..
+        }
+    ) && !table.partial.contains(key)
+}
+
+/// The table as a full sync's plan needs it: every service from one cheap
+/// read ([`Listing::read`]), and by netlink those of `desired` that it
+/// cannot show entirely (replacing its entry, or added when netlink finds
+/// one). Falls back to [`IpvsClient::list`] when neither cheap read works.
 pub fn read_for_plan(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
 ) -> Result<Vec<VirtualServer>, IpvsError> {
-    match read_text() {
-        Ok(text) => table_for_plan(client, desired, &text),
+    let ipv6 = desired.iter().any(|(s, _)| s.key.family() == Family::V6);
+    match Listing::read(client, ipv6) {
+        Ok(listing) => table_for_plan(client, desired, listing),
         Err(e) => {
             tracing::warn!("{e}; reading IPVS by netlink, one request per service");
             client.list()
@@ -92,9 +202,43 @@ pub fn read_for_plan(
     }
 }
 
-/// [`read_for_plan`] from `text`, the content of `/proc/net/ip_vs` just
-/// read; falls back to [`IpvsClient::list`] when it cannot be parsed.
+/// [`read_for_plan`] from `listing`, just read.
 pub fn table_for_plan(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    listing: Listing,
+) -> Result<Vec<VirtualServer>, IpvsError> {
+    match listing {
+        Listing::Sockopt { table, ipv6 } => from_sockopt(client, desired, table, ipv6),
+        Listing::Proc(text) => from_proc_text(client, desired, &text),
+    }
+}
+
+/// getsockopt's IPv4 table, the desired services it does not show whole
+/// by netlink, and the other IPv6 services `ipv6` lists (strays a plan
+/// may delete) by netlink too.
+fn from_sockopt(
+    client: &mut IpvsClient,
+    desired: &[(Service, Vec<Destination>)],
+    read: sockopt::Table,
+    ipv6: Option<Vec<ServiceKey>>,
+) -> Result<Vec<VirtualServer>, IpvsError> {
+    let mut deep: BTreeSet<ServiceKey> = desired
+        .iter()
+        .filter(|(s, _)| !sockopt_shows(&read, &s.key))
+        .map(|(s, _)| s.key)
+        .collect();
+    deep.extend(ipv6.into_iter().flatten());
+    let mut table = read.services;
+    table.retain(|v| !deep.contains(&v.entry.service.key));
+    table.extend(read_by_netlink(client, deep.iter())?);
+    Ok(table)
+}
+
+/// The `/proc` text's table, the desired services it does not show whole
+/// by netlink; falls back to [`IpvsClient::list`] when it cannot be
+/// parsed.
+fn from_proc_text(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
     text: &str,
@@ -281,7 +425,6 @@ fn parse_sockaddr(word: &str) -> Option<(IpAddr, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Family;
 
     /// As a 6.1 kernel prints it (ipvsadm's variety: persistent, ops,
     /// IPv6, a firewall mark).
