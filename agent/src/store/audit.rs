@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{actual_for, diff, execute, Inner, Plan, StoreError};
+use super::{actual_for, execute, plan_all, Inner, Plan, StoreError};
 use crate::desired::{Member, SetSpec};
 
 /// Running totals since start, exported as metrics.
@@ -202,11 +202,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
     let mut still_drifting = BTreeSet::new();
     for owner in &owners {
         let actual = actual_for(inner, owner)?;
-        // Field by field: the plan refers to the desired sets while the
-        // drift times and the kernel change.
-        let plan = diff::plan(inner.desired[owner.name].values(), &actual, |n| {
-            owner.owns(n)
-        });
+        let plan = plan_all(&inner.desired[owner.name], owner, &actual);
         report.members_missing += plan.add.iter().map(|(_, m)| m.len()).sum::<usize>()
             + plan.create.iter().map(|s| s.members.len()).sum::<usize>();
         report.members_unexpected += plan

@@ -377,7 +377,8 @@ fn changed_apply(
     let executed = run_some(inner, o, &only)?;
     let verified = executed == Executed::default() || {
         let actual = actual_some(inner, o, &only)?;
-        plan_some(inner, o, &only, &actual).is_empty_but_destroying(&executed.destroy_deferred)
+        plan_some(&inner.desired[o.name], o, &only, &actual)
+            .is_empty_but_destroying(&executed.destroy_deferred)
     };
     if let Some(sink) = inner.mirror.as_mut() {
         let mirrored: Vec<&SetSpec> = inner.desired[o.name]
@@ -600,12 +601,15 @@ fn typed_members(elements: Vec<Element>) -> (BTreeSet<Member>, Vec<Element>) {
     (typed, other)
 }
 
-/// The plan for every set of `owner` against `actual` (the kernel's sets
-/// as read): it refers to both.
-fn plan_all<'a>(inner: &'a Inner, owner: &Owner, actual: &'a [ActualSet]) -> Plan<'a> {
-    diff::plan(inner.desired[owner.name].values(), actual, |n| {
-        owner.owns(n)
-    })
+/// The plan for every set of `owner` (`desired`, its desired sets)
+/// against `actual` (the kernel's sets as read): it refers to both, so it
+/// takes the desired sets, not the store, which the plan's run writes.
+fn plan_all<'a>(
+    desired: &'a BTreeMap<String, SetSpec>,
+    owner: &Owner,
+    actual: &'a [ActualSet],
+) -> Plan<'a> {
+    diff::plan(desired.values(), actual, |n| owner.owns(n))
 }
 
 fn registered(inner: &Inner, owner: &str) -> Result<Owner, StoreError> {
@@ -633,12 +637,11 @@ fn actual_some(
 
 /// The plan for just the sets named in `only` against `actual`.
 fn plan_some<'a>(
-    inner: &'a Inner,
+    desired: &'a BTreeMap<String, SetSpec>,
     owner: &Owner,
     only: &BTreeSet<String>,
     actual: &'a [ActualSet],
 ) -> Plan<'a> {
-    let desired = &inner.desired[owner.name];
     diff::plan(only.iter().filter_map(|n| desired.get(n)), actual, |n| {
         owner.owns(n) && only.contains(n)
     })
@@ -652,10 +655,7 @@ fn run_some(
     only: &BTreeSet<String>,
 ) -> Result<Executed, StoreError> {
     let actual = actual_some(inner, owner, only)?;
-    let desired = &inner.desired[owner.name];
-    let plan = diff::plan(only.iter().filter_map(|n| desired.get(n)), &actual, |n| {
-        owner.owns(n) && only.contains(n)
-    });
+    let plan = plan_some(&inner.desired[owner.name], owner, only, &actual);
     if plan.is_empty() {
         return Ok(Executed::default());
     }
@@ -685,8 +685,7 @@ fn sync_owner(
     read: &Read,
 ) -> Result<(Executed, bool), StoreError> {
     let actual = read_actual(inner, owner, read)?;
-    let desired = &inner.desired[owner.name];
-    let plan = diff::plan(desired.values(), &actual, |n| owner.owns(n));
+    let plan = plan_all(&inner.desired[owner.name], owner, &actual);
     if plan.is_empty() {
         return Ok((Executed::default(), true));
     }
@@ -697,8 +696,8 @@ fn sync_owner(
     };
     drop(actual);
     let actual = read_actual(inner, owner, &again)?;
-    let verified =
-        plan_all(inner, owner, &actual).is_empty_but_destroying(&executed.destroy_deferred);
+    let verified = plan_all(&inner.desired[owner.name], owner, &actual)
+        .is_empty_but_destroying(&executed.destroy_deferred);
     Ok((executed, verified))
 }
 
