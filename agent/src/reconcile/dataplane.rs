@@ -54,6 +54,17 @@ pub trait Dataplane: Send {
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError>;
 
+    /// [`Self::apply_sets`] of sets the caller no longer needs: the store
+    /// keeps them as its desired state instead of a copy.
+    fn hand_over_sets(
+        &mut self,
+        owner: &'static str,
+        sets: Vec<SetSpec>,
+        services: MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        self.apply_sets(owner, &sets, &services)
+    }
+
     /// A full sync's sets when the owner's desired sets have not moved
     /// since its last successful sync: the store reads the kernel back
     /// against the sets it holds and repairs drift, as [`Self::apply_sets`]
@@ -286,6 +297,15 @@ impl Dataplane for RealDataplane {
         services: &MemberServices,
     ) -> Result<ApplyReport, ReconcileError> {
         Ok(self.store.apply_full(owner, sets, services)?)
+    }
+
+    fn hand_over_sets(
+        &mut self,
+        owner: &'static str,
+        sets: Vec<SetSpec>,
+        services: MemberServices,
+    ) -> Result<ApplyReport, ReconcileError> {
+        Ok(self.store.apply_with_services(owner, sets, services)?)
     }
 
     fn reapply_sets(&mut self, owner: &'static str) -> Result<ApplyReport, ReconcileError> {

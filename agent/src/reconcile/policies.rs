@@ -83,11 +83,25 @@ pub fn apply_sets(
     Ok(())
 }
 
+/// Step 1 of a sync that needs its sets no more: they are handed to the
+/// store, which keeps them as its desired state (no second copy of the
+/// 1,600 sets while they are written), and `state` keeps none.
+pub fn hand_over_sets(
+    dp: &mut impl Dataplane,
+    state: &mut PolicyState,
+    report: &mut PolicyReport,
+) -> Result<(), ReconcileError> {
+    let sets = std::mem::take(&mut state.sets);
+    report.sets = Some(dp.hand_over_sets(POLICIES_OWNER, sets, MemberServices::new())?);
+    Ok(())
+}
+
 /// Step 2: the chains, one iptables-restore per family (so no packet
 /// meets a half-written chain), between the two phases of the restricted
 /// sources (the tc program stops marking a newly restricted pod before its
 /// chain is relied on, and marks a released one only after its chain is
-/// gone), then step 3: the sets left over.
+/// gone), then step 3: the sets left over, destroyed by repeating the
+/// sets' apply from the store's copy (the same sets step 1 applied).
 pub fn apply_chains(
     dp: &mut impl Dataplane,
     state: &PolicyState,
@@ -104,7 +118,7 @@ pub fn apply_chains(
         .as_ref()
         .is_some_and(|s| !s.executed.destroy_deferred.is_empty());
     if deferred {
-        let again = dp.apply_sets(POLICIES_OWNER, &state.sets, &MemberServices::new())?;
+        let again = dp.reapply_sets(POLICIES_OWNER)?;
         report.sets_destroyed = again.executed.destroyed;
     }
     Ok(())
@@ -158,7 +172,7 @@ pub fn apply(store: &SetStore, state: &PolicyState) -> Result<PolicyReport, Reco
 /// compares every object; the first sync, and the first after a failure,
 /// builds it), assembles the whole policy state from it
 /// ([`PolicyIndex::state`], equal to [`policies::desired`] of the same
-/// cluster; the sets are dropped once written and the chains rendered
+/// cluster; the sets are handed to the store and the chains rendered
 /// only then, so the two are never held at once), reads every policy set
 /// and both filter tables back and repairs drift. A partial sync updates the index with the changed
 /// objects only and writes its delta: set members through the store's
@@ -288,18 +302,9 @@ impl<D: Dataplane> PolicySync<D> {
                 let render_chains = !(kept && self.tables_untouched());
                 let mut state = index.state_without_chains();
                 step.lap("state");
-                self.apply_sets(&state, &mut report)?;
+                // Handed over: not held through the wait and the chains.
+                hand_over_sets(&mut self.dataplane, &mut state, &mut report)?;
                 step.lap("sets");
-                // The sets are written: not held through the wait and the
-                // chains (the chains need them again only to destroy the
-                // sets the old chains used).
-                let deferred = report
-                    .sets
-                    .as_ref()
-                    .is_some_and(|s| !s.executed.destroy_deferred.is_empty());
-                if !deferred {
-                    state.sets = Vec::new();
-                }
                 self.wait_for_first_service_sync();
                 step.lap("waited");
                 if render_chains {

@@ -234,9 +234,10 @@ impl<D: Dataplane> ServiceSync<D> {
                 if self.sets_kept {
                     self.dataplane.reapply_sets(SERVICES_OWNER)?
                 } else {
-                    // Built here and dropped after: the store keeps its copy.
+                    // Built here for the store, which keeps them.
                     let (sets, members) = self.table.read().sets();
-                    self.dataplane.apply_sets(SERVICES_OWNER, &sets, &members)?
+                    self.dataplane
+                        .hand_over_sets(SERVICES_OWNER, sets, members)?
                 }
             }
             Prepared::Partial(delta) => {

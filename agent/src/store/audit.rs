@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{execute, plan_for, Inner, Plan, StoreError};
+use super::{actual_for, execute, plan_all, Inner, Plan, StoreError};
 use crate::desired::{Member, SetSpec};
 
 /// Running totals since start, exported as metrics.
@@ -142,12 +142,12 @@ fn keep_members<M: Clone + Display>(
 
 /// Keeps the parts of `plan` whose drift was first seen at least
 /// `heal_after` ago, and records when new drift was first seen.
-fn aged(
-    plan: &Plan,
+fn aged<'a>(
+    plan: &Plan<'a>,
     seen: &mut BTreeMap<DriftItem, Instant>,
     now: Instant,
     heal_after: Duration,
-) -> Plan {
+) -> Plan<'a> {
     let mut old_enough =
         |item: DriftItem| now.duration_since(*seen.entry(item).or_insert(now)) >= heal_after;
     let mut whole_set_aged = |name: &String| old_enough((name.clone(), None));
@@ -170,12 +170,12 @@ fn aged(
 }
 
 /// The sets of `list` for which `keep` holds.
-fn aged_sets(list: &[SetSpec], keep: &mut impl FnMut(&String) -> bool) -> Vec<SetSpec> {
-    list.iter().filter(|s| keep(&s.name)).cloned().collect()
+fn aged_sets<'a>(list: &[&'a SetSpec], keep: &mut impl FnMut(&String) -> bool) -> Vec<&'a SetSpec> {
+    list.iter().filter(|s| keep(&s.name)).copied().collect()
 }
 
 /// The drift items of `plan`, to forget those that are gone.
-fn items(plan: &Plan) -> BTreeSet<DriftItem> {
+fn items(plan: &Plan<'_>) -> BTreeSet<DriftItem> {
     let mut out = BTreeSet::new();
     for s in plan.create.iter().chain(&plan.replace) {
         out.insert((s.name.clone(), None));
@@ -201,7 +201,8 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
     let owners = inner.owners.clone();
     let mut still_drifting = BTreeSet::new();
     for owner in &owners {
-        let plan = plan_for(inner, owner)?;
+        let actual = actual_for(inner, owner)?;
+        let plan = plan_all(&inner.desired[owner.name], owner, &actual);
         report.members_missing += plan.add.iter().map(|(_, m)| m.len()).sum::<usize>()
             + plan.create.iter().map(|s| s.members.len()).sum::<usize>();
         report.members_unexpected += plan
@@ -223,7 +224,7 @@ pub(super) fn run(inner: &mut Inner, heal_after: Duration) -> Result<AuditReport
                     .missing_mirrored
                     .entry(set.clone())
                     .or_default()
-                    .extend(left.cloned());
+                    .extend(left.map(|&&m| m));
             }
         }
         for spec in plan.create.iter().filter(|s| owner.mirrors(&s.name)) {

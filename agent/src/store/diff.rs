@@ -26,25 +26,29 @@ pub struct ActualSet {
     pub as_desired: bool,
 }
 
-/// What to do, in the order the store runs it.
+/// What to do, in the order the store runs it. It refers to the desired
+/// sets and the kernel's listing it was planned from instead of copying
+/// them: a first apply of the policies' 1,600 sets would otherwise hold a
+/// second copy of every member while it writes (BENCHMARKS.md, "the
+/// store's plan by reference").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Sets to create (missing, or replacing one of another type/family).
-    pub create: Vec<SetSpec>,
+    pub create: Vec<&'a SetSpec>,
     /// Sets whose type or family must change: filled under a fresh name,
     /// then put in place of the old one (see store::apply).
-    pub replace: Vec<SetSpec>,
+    pub replace: Vec<&'a SetSpec>,
     /// (set, members) to add to existing sets.
-    pub add: Vec<(String, Vec<Member>)>,
+    pub add: Vec<(String, Vec<&'a Member>)>,
     /// (set, members) to delete from existing sets.
-    pub delete: Vec<(String, Vec<Member>)>,
+    pub delete: Vec<(String, Vec<&'a Member>)>,
     /// (set, kernel members) to delete that no desired member stands for.
-    pub delete_unrepresentable: Vec<(String, Vec<Element>)>,
+    pub delete_unrepresentable: Vec<(String, Vec<&'a Element>)>,
     /// Sets of this scope that nobody wants any more.
     pub destroy: Vec<String>,
 }
 
-impl Plan {
+impl Plan<'_> {
     /// True when nothing needs to change.
     pub fn is_empty(&self) -> bool {
         self.is_empty_but_destroying(&[])
@@ -96,45 +100,48 @@ impl Plan {
     }
 }
 
-/// The plan that turns the kernel's sets within `scope` into `desired`.
-/// Sets outside `scope` are never named in the plan, whatever they hold.
-pub(super) fn plan(
-    desired: &BTreeMap<String, SetSpec>,
-    actual: &[ActualSet],
+/// The plan that turns the kernel's sets within `scope` into `desired`
+/// (each set once, every one within `scope`). Sets outside `scope` are
+/// never named in the plan, whatever they hold.
+pub(super) fn plan<'a>(
+    desired: impl IntoIterator<Item = &'a SetSpec>,
+    actual: &'a [ActualSet],
     scope: impl Fn(&str) -> bool,
-) -> Plan {
+) -> Plan<'a> {
+    let desired: BTreeMap<&str, &SetSpec> =
+        desired.into_iter().map(|s| (s.name.as_str(), s)).collect();
     let actual: BTreeMap<&str, &ActualSet> = actual
         .iter()
         .filter(|a| scope(&a.name))
         .map(|a| (a.name.as_str(), a))
         .collect();
     let mut p = Plan::default();
-    for (name, want) in desired {
+    for (&name, &want) in &desired {
         debug_assert!(scope(name), "desired set {name} outside the plan's scope");
-        match actual.get(name.as_str()) {
-            None => p.create.push(want.clone()),
+        match actual.get(name) {
+            None => p.create.push(want),
             Some(have) if have.set_type != want.set_type || have.family != want.family => {
-                p.replace.push(want.clone())
+                p.replace.push(want)
             }
             Some(have) if have.as_desired => {}
             Some(have) => {
-                let add: Vec<Member> = want.members.difference(&have.members).cloned().collect();
-                let del: Vec<Member> = have.members.difference(&want.members).cloned().collect();
+                let add: Vec<&Member> = want.members.difference(&have.members).collect();
+                let del: Vec<&Member> = have.members.difference(&want.members).collect();
                 if !add.is_empty() {
-                    p.add.push((name.clone(), add));
+                    p.add.push((name.to_string(), add));
                 }
                 if !del.is_empty() {
-                    p.delete.push((name.clone(), del));
+                    p.delete.push((name.to_string(), del));
                 }
                 if !have.unrepresentable.is_empty() {
                     p.delete_unrepresentable
-                        .push((name.clone(), have.unrepresentable.clone()));
+                        .push((name.to_string(), have.unrepresentable.iter().collect()));
                 }
             }
         }
     }
     for name in actual.keys() {
-        if !desired.contains_key(*name) {
+        if !desired.contains_key(name) {
             p.destroy.push(name.to_string());
         }
     }
@@ -181,17 +188,14 @@ mod tests {
 
     #[test]
     fn only_differences_are_planned_and_foreign_sets_never_appear() {
-        let desired: BTreeMap<_, _> = [
+        let desired = [
             spec(
                 "ipwarden-svip-prt",
                 SetType::HashIpPort,
                 &["10.0.0.1,tcp:80", "10.0.0.2,tcp:443"],
             ),
             spec("ipwarden-new", SetType::HashIp, &["10.0.0.9"]),
-        ]
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
+        ];
         let kernel = [
             actual(
                 "ipwarden-svip-prt",
@@ -208,14 +212,14 @@ mod tests {
             p.add,
             [(
                 "ipwarden-svip-prt".into(),
-                vec![member(SetType::HashIpPort, "10.0.0.2,tcp:443")]
+                vec![&member(SetType::HashIpPort, "10.0.0.2,tcp:443")]
             )]
         );
         assert_eq!(
             p.delete,
             [(
                 "ipwarden-svip-prt".into(),
-                vec![member(SetType::HashIpPort, "10.0.0.3,udp:53")]
+                vec![&member(SetType::HashIpPort, "10.0.0.3,udp:53")]
             )]
         );
         assert_eq!(p.destroy, ["ipwarden-stale"]);
@@ -225,23 +229,16 @@ mod tests {
 
     #[test]
     fn a_type_change_is_a_replacement_not_a_flush() {
-        let desired: BTreeMap<_, _> = [spec("ipwarden-x", SetType::HashNet, &["10.0.0.0/8"])]
-            .into_iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        let p = plan(
-            &desired,
-            &[actual("ipwarden-x", SetType::HashIp, &["10.0.0.1"])],
-            ours,
-        );
+        let desired = [spec("ipwarden-x", SetType::HashNet, &["10.0.0.0/8"])];
+        let kernel = [actual("ipwarden-x", SetType::HashIp, &["10.0.0.1"])];
+        let p = plan(&desired, &kernel, ours);
         assert_eq!(p.replace.len(), 1);
         assert!(p.add.is_empty() && p.delete.is_empty() && p.destroy.is_empty());
     }
 
     #[test]
     fn equal_state_is_an_empty_plan() {
-        let s = spec("ipwarden-a", SetType::HashIp, &["10.0.0.1"]);
-        let desired = [(s.name.clone(), s)].into_iter().collect();
+        let desired = [spec("ipwarden-a", SetType::HashIp, &["10.0.0.1"])];
         assert!(plan(
             &desired,
             &[actual("ipwarden-a", SetType::HashIp, &["10.0.0.1"])],
@@ -252,12 +249,11 @@ mod tests {
 
     #[test]
     fn a_kernel_member_no_desired_member_stands_for_is_deleted() {
-        let s = spec(
+        let desired = [spec(
             "ipwarden-svip-prt",
             SetType::HashIpPort,
             &["10.0.0.1,tcp:80"],
-        );
-        let desired = [(s.name.clone(), s)].into_iter().collect();
+        )];
         let icmp = Element::parse(SetType::HashIpPort, "10.0.0.1,icmp:echo-request").unwrap();
         let mut have = actual(
             "ipwarden-svip-prt",
@@ -265,10 +261,11 @@ mod tests {
             &["10.0.0.1,tcp:80"],
         );
         have.unrepresentable.push(icmp.clone());
-        let p = plan(&desired, &[have], ours);
+        let kernel = [have];
+        let p = plan(&desired, &kernel, ours);
         assert_eq!(
             p.delete_unrepresentable,
-            [("ipwarden-svip-prt".into(), vec![icmp])]
+            [("ipwarden-svip-prt".into(), vec![&icmp])]
         );
         assert!(p.add.is_empty() && p.delete.is_empty());
         assert_eq!(p.member_changes(), 1);

@@ -71,7 +71,7 @@ fn kernel_spec(spec: &SetSpec, as_name: &str) -> Result<CreateSet, StoreError> {
 /// destroyed while a rule uses it, so it is replaced make-before-break:
 /// built under `NAME.new`, the rules moved to it, the old set destroyed,
 /// the set rebuilt as `NAME`, the rules moved back, `NAME.new` destroyed.
-pub(super) fn run(kernel: &mut dyn SetKernel, plan: &Plan) -> Result<Executed, StoreError> {
+pub(super) fn run(kernel: &mut dyn SetKernel, plan: &Plan<'_>) -> Result<Executed, StoreError> {
     let mut done = Executed::default();
     for spec in &plan.create {
         // Another writer may have created it since we listed: -exist.
@@ -85,18 +85,19 @@ pub(super) fn run(kernel: &mut dyn SetKernel, plan: &Plan) -> Result<Executed, S
         replace(kernel, spec, &mut done)?;
     }
     for (set, add) in &plan.add {
-        let m = elements(set, add)?;
+        let m = elements(set, add.iter().copied())?;
         done.members_added += m.len();
         kernel.execute(&Request::add(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete {
-        let m = elements(set, del)?;
+        let m = elements(set, del.iter().copied())?;
         done.members_deleted += m.len();
         kernel.execute(&Request::del(name(set)?, m).exist_ok())?;
     }
     for (set, del) in &plan.delete_unrepresentable {
         done.members_deleted += del.len();
-        kernel.execute(&Request::del(name(set)?, del.clone()).exist_ok())?;
+        let m: Vec<Element> = del.iter().map(|&e| e.clone()).collect();
+        kernel.execute(&Request::del(name(set)?, m).exist_ok())?;
     }
     for set in &plan.destroy {
         destroy(kernel, set, &mut done)?;

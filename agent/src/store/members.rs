@@ -14,7 +14,7 @@ use crate::{
 
 use super::{
     execute::{self, Executed},
-    plan_some, registered, unsettle_unless, ApplyReport, Inner, Owner, SetStore, StoreError,
+    registered, run_some, unsettle_unless, ApplyReport, Inner, Owner, SetStore, StoreError,
 };
 
 /// What writing one member found.
@@ -107,8 +107,7 @@ fn members_apply(
         }
     }
     if !missing.is_empty() {
-        let plan = plan_some(inner, o, &missing)?;
-        let whole = execute::run(inner.kernel.as_mut(), &plan)?;
+        let whole = run_some(inner, o, &missing)?;
         executed.created.extend(whole.created);
         executed.members_added += whole.members_added;
     }

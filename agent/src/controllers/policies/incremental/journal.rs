@@ -275,10 +275,19 @@ impl PolicyIndex {
 
     /// A set as the shape has it, with its pod members.
     pub(super) fn set_spec(&self, shape: &SetSpec) -> SetSpec {
-        let mut spec = shape.clone();
-        if let Some(counts) = self.members.get(shape.name.as_str()) {
-            spec.members.extend(counts.members().copied());
+        let Some(counts) = self.members.get(shape.name.as_str()) else {
+            return shape.clone();
+        };
+        // Collected, not inserted one by one: a B-tree built from the
+        // sorted members has full nodes, one filled by inserts half-full
+        // ones (the set store keeps these sets: 2.9 against 2.1 MiB of
+        // the policies' at 10k, BENCHMARKS.md).
+        let members = shape.members.iter().chain(counts.members()).copied();
+        SetSpec {
+            name: shape.name.clone(),
+            set_type: shape.set_type,
+            family: shape.family,
+            members: members.collect(),
         }
-        spec
     }
 }
