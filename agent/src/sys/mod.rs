@@ -1,5 +1,5 @@
 //! The few system calls no well-kept crate wraps safely, each in a small
 //! module with its `unsafe` and the checks that make it sound. `kernel/`
-//! holds no `unsafe` (issue 21): it calls these.
+//! holds no `unsafe`: it calls these.
 
 pub mod ip_sockopt;
