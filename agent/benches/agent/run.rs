@@ -34,6 +34,9 @@ pub struct Figures {
     /// CPU of one no-op full resync (median), services then policies.
     pub noop_cpu: [Duration; 2],
     pub peak_rss_kib: u64,
+    /// The same peak with the bench's `/state` reads left out: each
+    /// agent's VmHWM read before them, and reset after them.
+    pub peak_syncs_kib: u64,
     /// The agent's CPU time (self and children) from start to ready.
     pub cpu_at_ready: Duration,
     /// The steps of the service controller's first full sync.
@@ -157,6 +160,12 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Resets `pid`'s VmHWM to its current RSS (`clear_refs` 5), so that
+/// the next reading leaves out a peak already counted (a `/state` read).
+fn reset_peak_rss(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
+}
+
 /// VmHWM of `pid`, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
@@ -211,13 +220,17 @@ impl SizeRun {
         first.wait_ready(READY_WITHIN).expect("first full sync");
         let ready = started.elapsed();
         let cpu_at_ready = cpu_time(first.pid());
+        let mut syncs_peak = peak_rss_kib(first.pid());
         let full_steps = lab
             .node
             .run(|| crate::steps::last_steps("last_full"))
             .expect("node namespace");
+        let mut peak = peak_rss_kib(first.pid());
+        reset_peak_rss(first.pid());
         eprintln!("agent bench: ready in {ready:?}, CPU {cpu_at_ready:?}; services' full sync steps {full_steps:?}");
         if first_only() {
-            return self.first_sync_only(&lab, first, ready, cpu_at_ready, full_steps);
+            let peaks = (peak, syncs_peak);
+            return self.first_sync_only(&lab, first, ready, cpu_at_ready, full_steps, peaks);
         }
         let (full_services, full_policies, full_cpu, changes) = lab
             .node
@@ -241,7 +254,8 @@ impl SizeRun {
                 )
             })
             .expect("node namespace");
-        let mut peak = peak_rss_kib(first.pid());
+        syncs_peak = syncs_peak.max(peak_rss_kib(first.pid()));
+        peak = peak.max(peak_rss_kib(first.pid()));
         let steps = if noop_only() {
             Vec::new()
         } else {
@@ -249,6 +263,7 @@ impl SizeRun {
                 .run(|| self.step_breakdown(&kube, &cluster, &mut external))
                 .expect("node namespace")
         };
+        peak = peak.max(peak_rss_kib(first.pid()));
         first.terminate().expect("SIGTERM");
         eprintln!("agent bench: ready in {ready:?}; timing no-op full resyncs");
 
@@ -291,6 +306,7 @@ impl SizeRun {
                 "agent bench: {controller} no-op full resync {:?}, CPU {:?}",
                 noop[k], noop_cpu[k]
             );
+            syncs_peak = syncs_peak.max(peak_rss_kib(again.pid()));
             let steps = lab
                 .node
                 .run(|| crate::steps::controller_steps(controller, "last_full"))
@@ -320,6 +336,7 @@ impl SizeRun {
             full_cpu,
             noop_cpu,
             peak_rss_kib: peak,
+            peak_syncs_kib: syncs_peak,
             cpu_at_ready,
             full_steps,
             steps,
@@ -337,6 +354,7 @@ impl SizeRun {
         ready: Duration,
         cpu_at_ready: Duration,
         full_steps: Vec<(String, Duration)>,
+        (peak_rss_kib, peak_syncs_kib): (u64, u64),
     ) -> Figures {
         let (full_services, full_policies) = lab
             .node
@@ -348,7 +366,6 @@ impl SizeRun {
                 (full("services"), full("policies"))
             })
             .expect("node namespace");
-        let peak_rss_kib = peak_rss_kib(first.pid());
         first.terminate().expect("SIGTERM");
         Figures {
             ready,
@@ -363,6 +380,7 @@ impl SizeRun {
             full_cpu: [Duration::ZERO; 2],
             noop_cpu: [Duration::ZERO; 2],
             peak_rss_kib,
+            peak_syncs_kib,
             cpu_at_ready,
             full_steps,
             steps: Vec::new(),
