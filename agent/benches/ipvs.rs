@@ -15,8 +15,9 @@
 //! can choose from, wall and the thread's CPU (user + system): the text of
 //! `/proc/net/ip_vs`, the netlink dump of every service, and one
 //! destination dump per service for a tenth of them, and the old
-//! getsockopt interface (every IPv4 service in one call, then each
-//! service's destinations, one call each: `ipvs/sockopt.rs`).
+//! getsockopt interface as the agent's full sync reads it (every IPv4
+//! service in one call, then each service's destinations, one call each:
+//! `kernel::ipvs::sockopt::read`).
 
 use std::{
     io::Write,
@@ -25,12 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[path = "ipvs/sockopt.rs"]
-mod sockopt;
-
 use ipwarden::{
     kernel::ipvs::{
-        readback, Destination, IpvsClient, IpvsErrorKind, Request, Scheduler, Service, ServiceKey,
+        readback, sockopt, Destination, IpvsClient, IpvsErrorKind, Request, Scheduler, Service,
+        ServiceKey,
     },
     netns::NetNs,
 };
@@ -205,14 +204,10 @@ fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 4] {
                     .sum::<usize>()
             });
             assert_eq!(dests, tenth.len() * DESTS_PER_SERVICE as usize);
-            let so = sockopt::Sockopt::open().expect("raw socket");
             let (all, w3, c3) = timed(|| {
-                let services = so.services().expect("sockopt services");
-                let dests: usize = services
-                    .iter()
-                    .map(|s| so.destinations(s).expect("sockopt dests").len())
-                    .sum();
-                (services.len(), dests)
+                let table = sockopt::read().expect("getsockopt read");
+                let dests: usize = table.services.iter().map(|s| s.destinations.len()).sum();
+                (table.services.len(), dests)
             });
             assert_eq!(all, (n as usize, (n * DESTS_PER_SERVICE) as usize));
             [(w0, c0), (w1, c1), (w2, c2), (w3, c3)]
