@@ -150,6 +150,26 @@ impl Node {
         blocks
     }
 
+    /// A full sync (`deep` or not) that plans and writes what `wrote`
+    /// accepts, then a settled table, listed as it was after the write,
+    /// that the next full sync finds unchanged: that listing.
+    fn repairs(
+        &mut self,
+        deep: bool,
+        what: &str,
+        wrote: impl Fn(&IpvsReport) -> bool,
+    ) -> Vec<Vec<String>> {
+        let repair = self.sync(deep);
+        assert!(
+            matches!(&repair, Sync::Planned(r) if wrote(r)),
+            "{what}: {repair:?}"
+        );
+        let repaired = self.listing();
+        assert_eq!(self.settle(), repaired, "{what} settled");
+        assert_eq!(self.sync(false), Sync::Unchanged, "after {what}");
+        repaired
+    }
+
     /// Synced, then synced with nothing to write: what `ipvsadm -Ln` lists.
     fn settle(&mut self) -> Vec<Vec<String>> {
         self.sync(false);
@@ -219,25 +239,14 @@ fn vm_an_unchanged_table_is_not_planned_and_every_drift_after_it_is_repaired() {
     for drift in drifts {
         node.ipvsadm(drift);
         assert_ne!(node.listing(), programmed, "{drift:?} drifted");
-        let repair = node.sync(false);
-        assert!(
-            matches!(&repair, Sync::Planned(r) if r.changed()),
-            "{drift:?}: {repair:?}"
-        );
-        assert_eq!(node.listing(), programmed, "{drift:?} repaired");
-        assert_eq!(node.settle(), programmed);
-        assert_eq!(node.sync(false), Sync::Unchanged, "after {drift:?}");
+        let what = format!("{drift:?}");
+        let repaired = node.repairs(false, &what, |r| r.changed());
+        assert_eq!(repaired, programmed, "{what} repaired");
     }
 
     // A desired change with the table as it was: read and written.
     node.desired[0].destinations[0].weight = 3;
-    let changed = node.sync(false);
-    assert!(
-        matches!(&changed, Sync::Planned(r) if r.destinations_edited == 1),
-        "{changed:?}"
-    );
-    node.settle();
-    assert_eq!(node.sync(false), Sync::Unchanged);
+    node.repairs(false, "a desired weight", |r| r.destinations_edited == 1);
 }
 
 /// What the cheap listing shows is repaired at the next full sync: a
@@ -258,20 +267,8 @@ fn vm_a_scheduler_flag_is_repaired_at_the_next_full_sync_and_by_the_deep_read() 
     };
     for i in [1, 0] {
         flag(&mut node, i);
-        let repair = node.sync(false);
-        assert!(
-            matches!(&repair, Sync::Planned(r) if r.services_edited == 1),
-            "service {i}: {repair:?}"
-        );
-        node.settle();
-        assert_eq!(node.sync(false), Sync::Unchanged);
+        node.repairs(false, &format!("service {i}"), |r| r.services_edited == 1);
     }
     flag(&mut node, 0);
-    let deep = node.sync(true);
-    assert!(
-        matches!(&deep, Sync::Planned(r) if r.services_edited == 1),
-        "{deep:?}"
-    );
-    node.settle();
-    assert_eq!(node.sync(false), Sync::Unchanged);
+    node.repairs(true, "the deep read", |r| r.services_edited == 1);
 }
