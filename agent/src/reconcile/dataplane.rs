@@ -120,6 +120,21 @@ pub trait Dataplane: Send {
         self.apply_table(plan)
     }
 
+    /// [`Self::apply_table_with`] of every plan, one result each, in
+    /// order; a failed plan does not stop the others. The real kernel
+    /// writes the tables at once (`iptables::apply_all_with`); the default
+    /// applies them one after the other.
+    fn apply_tables_with(
+        &mut self,
+        plans: &[TablePlan],
+        read_back: ReadBack,
+    ) -> Vec<Result<Changes, ReconcileError>> {
+        plans
+            .iter()
+            .map(|plan| self.apply_table_with(plan, read_back))
+            .collect()
+    }
+
     /// Has nothing committed to `family`'s `table` since the owner `tag`'s
     /// last verified apply? (`iptables::untouched_since_verified`; fakes
     /// cannot tell, so they say no.)
@@ -441,6 +456,17 @@ impl Dataplane for RealDataplane {
         read_back: ReadBack,
     ) -> Result<Changes, ReconcileError> {
         Ok(iptables::apply_with(plan, read_back)?.changes)
+    }
+
+    fn apply_tables_with(
+        &mut self,
+        plans: &[TablePlan],
+        read_back: ReadBack,
+    ) -> Vec<Result<Changes, ReconcileError>> {
+        iptables::apply_all_with(plans, read_back)
+            .into_iter()
+            .map(|r| Ok(r?.changes))
+            .collect()
     }
 
     fn apply_chain_delta(&mut self, delta: &ChainDelta) -> Result<Changes, ReconcileError> {

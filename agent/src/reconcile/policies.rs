@@ -97,11 +97,12 @@ pub fn hand_over_sets(
 }
 
 /// Step 2: the chains, one iptables-restore per family (so no packet
-/// meets a half-written chain), between the two phases of the restricted
-/// sources (the tc program stops marking a newly restricted pod before its
-/// chain is relied on, and marks a released one only after its chain is
-/// gone), then step 3: the sets left over, destroyed by repeating the
-/// sets' apply from the store's copy (the same sets step 1 applied).
+/// meets a half-written chain), the families written at once (they share
+/// no chain), between the two phases of the restricted sources (the tc
+/// program stops marking a newly restricted pod before its chain is
+/// relied on, and marks a released one only after its chain is gone),
+/// then step 3: the sets left over, destroyed by repeating the sets'
+/// apply from the store's copy (the same sets step 1 applied).
 pub fn apply_chains(
     dp: &mut impl Dataplane,
     state: &PolicyState,
@@ -109,9 +110,7 @@ pub fn apply_chains(
 ) -> Result<(), ReconcileError> {
     let sources = state.egress_restricted_sources();
     dp.restrict_sources(&sources, SourcePhase::BeforeChains);
-    for plan in &state.iptables {
-        apply_table(dp, plan, report)?;
-    }
+    apply_tables(dp, &state.iptables, report)?;
     dp.restrict_sources(&sources, SourcePhase::AfterChains);
     let deferred = report
         .sets
@@ -124,23 +123,33 @@ pub fn apply_chains(
     Ok(())
 }
 
-/// One table of `plan`, its changes recorded as "filter/V4/CHAIN".
+/// Every table of `plans` at once, their changes recorded as
+/// "filter/V4/CHAIN"; the first failure fails the sync (fail closed: the
+/// sources stay restricted), after the other tables' changes are recorded.
 ///
-/// No read-back of a restore that was the only commit since the apply's
-/// read (`ReadBack::UnlessAlone`): the table then holds the plan, and our
+/// No read-back of restores that were the only commits since the apply's
+/// read (`ReadBack::UnlessAlone`): each table then holds its plan, and our
 /// rule forms are what iptables-save prints (`tests/policies_netns.rs`,
 /// `policy_rules_are_canonical_and_a_second_apply_writes_nothing`). At 5k
 /// pods that read was seconds of the first sync (BENCHMARKS.md). A failed
 /// restore still fails the sync; drift made after it moves the ruleset's
 /// generation, so the next full sync reads the table and repairs it.
-fn apply_table(
+fn apply_tables(
     dp: &mut impl Dataplane,
-    plan: &crate::desired::TablePlan,
+    plans: &[crate::desired::TablePlan],
     report: &mut PolicyReport,
 ) -> Result<(), ReconcileError> {
-    let changes = dp.apply_table_with(plan, ReadBack::UnlessAlone)?;
-    record(report, plan.table, plan.family, &changes);
-    Ok(())
+    let results = dp.apply_tables_with(plans, ReadBack::UnlessAlone);
+    let mut failed = None;
+    for (plan, result) in plans.iter().zip(results) {
+        match result {
+            Ok(changes) => record(report, plan.table, plan.family, &changes),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Records `changes` of one table as "filter/V4/CHAIN".

@@ -57,6 +57,8 @@ pub enum Call {
 #[derive(Clone, Default)]
 pub struct Recording {
     pub calls: Arc<Mutex<Vec<Call>>>,
+    /// A family whose table writes fail (recorded all the same).
+    pub failing: Option<Family>,
 }
 
 impl Recording {
@@ -142,6 +144,15 @@ impl Dataplane for Recording {
 
     fn apply_table(&mut self, plan: &TablePlan) -> Result<Changes, ReconcileError> {
         self.push(Call::Table(plan.family, plan.table));
+        if self.failing == Some(plan.family) {
+            return Err(crate::kernel::iptables::IptablesError::Failed {
+                cmd: "iptables-restore",
+                table: plan.table,
+                stderr: "refused by the test".into(),
+                failed_line: None,
+            }
+            .into());
+        }
         Ok(Changes::default())
     }
 
@@ -526,6 +537,52 @@ fn a_pod_is_restricted_before_its_chain_and_released_after_it() {
         source_order(&rec.take()),
         ["before 2", "chains", "chains", "after 2"]
     );
+}
+
+/// A family whose chains fail fails the sync closed: the other family is
+/// still written, the sources stay restricted (no after phase), and the
+/// next full sync writes both again.
+#[test]
+fn a_failed_family_fails_the_sync_after_the_other_is_written() {
+    use super::policies::PolicySync;
+    for family in [Family::V4, Family::V6] {
+        let rec = Recording {
+            failing: Some(family),
+            ..Recording::default()
+        };
+        let opts = crate::controllers::policies::Options::default();
+        let mut p = PolicySync::new(rec.clone(), opts);
+        let err = p
+            .sync(SyncKind::Full, &egress_cluster("db"), &Default::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("refused by the test"), "{err}");
+        let calls = rec.take();
+        assert_eq!(
+            source_order(&calls),
+            ["before 2", "chains", "chains"],
+            "{family:?}: {calls:?}"
+        );
+        let tables: Vec<&Call> = calls
+            .iter()
+            .filter(|c| matches!(c, Call::Table(..)))
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                &Call::Table(Family::V4, Table::Filter),
+                &Call::Table(Family::V6, Table::Filter)
+            ]
+        );
+        // Nothing applied is kept: the next sync, partial or not, is full.
+        p.sync(
+            SyncKind::Partial,
+            &egress_cluster("db"),
+            &Default::default(),
+        )
+        .unwrap_err();
+        let again = source_order(&rec.take());
+        assert_eq!(again, ["before 2", "chains", "chains"], "{family:?}");
+    }
 }
 
 /// With a ClusterNetworkPolicy present, a partial policy sync still

@@ -91,7 +91,7 @@ pub(super) fn lock(family: Family, table: Table) -> MutexGuard<'static, Option<V
 }
 
 /// Where a family's table sits in [`APPLY`]: both enums are plain lists.
-fn slot(family: Family, table: Table) -> usize {
+pub(super) fn slot(family: Family, table: Table) -> usize {
     family as usize * 4 + table as usize
 }
 
@@ -154,7 +154,7 @@ pub fn apply_with(plan: &TablePlan, read_back_when: ReadBack) -> Result<Report, 
             alone: Some(from),
         } => {
             if let Some(to) = &stamp {
-                advance_other_tables(plan.family, plan.table, &from, to);
+                advance_unwritten_tables(&[slot(plan.family, plan.table)], &from, to);
             }
             match read_back_when {
                 ReadBack::UnlessAlone => (changes, true, stamp),
@@ -192,15 +192,20 @@ pub fn untouched_since_verified(family: Family, table: Table, tag: &str) -> bool
         .is_some_and(|(_, stamp)| *stamp == now)
 }
 
-/// Our restore into one (family, table) was the only commit from `from`
-/// to `to`, and a restore changes no other table: every other table that
-/// was verified at `from` still matches at `to`. Without this, the two
-/// families' writes of one sync would each leave the other's stamp one
-/// commit behind, and the next apply would read the whole table again.
-fn advance_other_tables(family: Family, table: Table, from: &Stamp, to: &Stamp) {
-    let ours = slot(family, table);
+/// Our restores into the `written` slots (family, table) were the only
+/// commits from `from` to `to`, and a restore changes no other table:
+/// every other table that was verified at `from` still matches at `to`.
+/// Without this, the two families' writes of one sync would each leave
+/// the other's stamp behind, and the next apply would read the whole
+/// table again. (Other owners of a written table are not moved along:
+/// the restore changed their table.)
+pub(super) fn advance_unwritten_tables(written: &[usize], from: &Stamp, to: &Stamp) {
     // One lock at a time: no order to keep between them.
-    for (_, other) in APPLY.iter().enumerate().filter(|(i, _)| *i != ours) {
+    for (_, other) in APPLY
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !written.contains(i))
+    {
         if let Some(verified) = other.lock_or_recover().as_mut() {
             for (_, stamp) in verified.values_mut() {
                 if stamp == from {
@@ -235,23 +240,13 @@ fn write(
     before: Option<Stamp>,
     waited: Duration,
 ) -> Result<Written, IptablesError> {
-    let start = Instant::now();
-    let saved = read_table(plan.family, plan.table)?;
-    let (script, changes) = render::script(plan, &saved);
-    let rendered = start.elapsed();
-    let Some(script) = script else {
+    let Wrote { changes, commits } = write_script(plan, waited)?;
+    if commits == 0 {
         return Ok(Written::Nothing {
             changes,
             stamp: before,
         });
-    };
-    let commits = restore_rendered(plan, &saved, &script)?;
-    // Where a first apply's time goes (BENCHMARKS.md, the 10k start).
-    tracing::debug!(
-        table = %plan.table, family = ?plan.family, tag = %plan.tag,
-        "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes, {commits} commits) in {:.1?}",
-        script.lines().count(), script.len(), start.elapsed() - rendered,
-    );
+    }
     let after = generation::current();
     let alone = match (before, &after) {
         (Some(before), Some(after)) if after.follows(&before, commits) => Some(before),
@@ -262,6 +257,36 @@ fn write(
         stamp: after,
         alone,
     })
+}
+
+/// What [`write_script`] changed, and in how many commits (none: the
+/// table already matched the plan).
+pub(super) struct Wrote {
+    pub changes: Changes,
+    pub commits: u32,
+}
+
+/// Reads the table, renders the script of what differs and restores it
+/// (the caller holds the table's lock and reads the generations).
+pub(super) fn write_script(plan: &TablePlan, waited: Duration) -> Result<Wrote, IptablesError> {
+    let start = Instant::now();
+    let saved = read_table(plan.family, plan.table)?;
+    let (script, changes) = render::script(plan, &saved);
+    let rendered = start.elapsed();
+    let Some(script) = script else {
+        return Ok(Wrote {
+            changes,
+            commits: 0,
+        });
+    };
+    let commits = restore_rendered(plan, &saved, &script)?;
+    // Where a first apply's time goes (BENCHMARKS.md, the 10k start).
+    tracing::debug!(
+        table = %plan.table, family = ?plan.family, tag = %plan.tag,
+        "iptables apply: lock waited {waited:.1?}, read and rendered {rendered:.1?}, restored {} lines ({} bytes, {commits} commits) in {:.1?}",
+        script.lines().count(), script.len(), start.elapsed() - rendered,
+    );
+    Ok(Wrote { changes, commits })
 }
 
 /// Restores `script`, rendered from `saved`: a large one as two halves
@@ -282,7 +307,7 @@ fn restore_rendered(
 
 /// Does the kernel's text of our rules now match the plan? False when
 /// iptables-save prints a rule differently from how the plan wrote it.
-fn read_back(plan: &TablePlan) -> Result<bool, IptablesError> {
+pub(super) fn read_back(plan: &TablePlan) -> Result<bool, IptablesError> {
     let start = Instant::now();
     let after = read_table(plan.family, plan.table)?;
     let (again, _) = render::script(plan, &after);
@@ -299,7 +324,7 @@ fn read_back(plan: &TablePlan) -> Result<bool, IptablesError> {
     Ok(again.is_none())
 }
 
-fn unchanged(plan: &TablePlan) -> Report {
+pub(super) fn unchanged(plan: &TablePlan) -> Report {
     Report {
         family: plan.family,
         table: plan.table,
@@ -309,7 +334,7 @@ fn unchanged(plan: &TablePlan) -> Report {
 }
 
 /// A hash of everything in the plan that decides what is written.
-fn fingerprint(plan: &TablePlan) -> u64 {
+pub(super) fn fingerprint(plan: &TablePlan) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     plan.hash(&mut h);
     h.finish()

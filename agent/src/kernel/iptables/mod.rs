@@ -7,7 +7,8 @@
 //! the table (`iptables-save -t`), renders a restore script that changes
 //! only what differs ([`render::script`], pure), runs it in one
 //! `iptables-restore` call (atomic per table), and reads back (unless
-//! the owner trusts a restore no other commit raced: [`ReadBack`]). A
+//! the owner trusts a restore no other commit raced: [`ReadBack`]);
+//! [`apply_all_with`] does that for several tables at once. A
 //! [`ChainDelta`] (partial.rs) writes only named chains and lines, without
 //! reading the table: the policy controller's partial syncs. The family
 //! picks the commands of the backend the node uses (backend.rs: nft or
@@ -23,6 +24,7 @@ mod render;
 mod saved;
 mod split;
 mod switch;
+mod together;
 
 pub use apply::{
     apply, apply_with, read_table, untouched_since_verified, IptablesError, ReadBack, Report,
@@ -32,6 +34,7 @@ pub use partial::{apply_partial, changes as partial_changes, script as partial_s
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;
+pub use together::apply_all_with;
 
 /// Is the backend in force nf_tables (whose generation and rule counters
 /// netlink reads)?
