@@ -17,7 +17,8 @@
 //! destination dump per service for a tenth of them, and the old
 //! getsockopt interface as the agent's full sync reads it (every IPv4
 //! service in one call, then each service's destinations, one call each:
-//! `kernel::ipvs::sockopt::read`).
+//! `kernel::ipvs::sockopt::read`), and the same calls hashed without
+//! decoding (`sockopt::summary`, a no-op full sync's read).
 
 use std::{
     io::Write,
@@ -180,7 +181,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
 /// The reads of a table of `n` services: (wall, CPU) of the `/proc` text,
 /// of the service dump, of the destination dumps of a tenth of them, and
 /// of every service and destination through getsockopt.
-fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 4] {
+fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 5] {
     let ns = NetNs::new("ipw-bench").expect("netns");
     let out = ns
         .run(|| {
@@ -210,7 +211,9 @@ fn read_costs(reqs: &[Request], n: u32) -> [(Duration, Duration); 4] {
                 (table.services.len(), dests)
             });
             assert_eq!(all, (n as usize, (n * DESTS_PER_SERVICE) as usize));
-            [(w0, c0), (w1, c1), (w2, c2), (w3, c3)]
+            let (summary, w4, c4) = timed(|| sockopt::summary().expect("getsockopt summary"));
+            assert!(summary.partial.is_empty());
+            [(w0, c0), (w1, c1), (w2, c2), (w3, c3), (w4, c4)]
         })
         .expect("netns");
     check_and_flush(&ns, n);
@@ -221,18 +224,19 @@ fn print_read_costs(sizes: &[u32], runs: u32) {
     println!(
         "| services (x{DESTS_PER_SERVICE} dests) | /proc/net/ip_vs: wall | CPU \
          | service dump: wall | CPU | destination dumps of a tenth: wall | CPU \
-         | getsockopt, every service and destination: wall | CPU |"
+         | getsockopt, every service and destination: wall | CPU \
+         | getsockopt summary (hashed, not decoded): wall | CPU |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     for &n in sizes {
         let reqs = requests(n);
-        let mut all: Vec<[(Duration, Duration); 4]> = Vec::new();
+        let mut all: Vec<[(Duration, Duration); 5]> = Vec::new();
         for run in 0..runs {
             all.push(read_costs(&reqs, n));
             eprintln!("n={n} run {run}: {:?}", all.last().unwrap());
         }
-        let cols: Vec<String> = (0..4)
+        let cols: Vec<String> = (0..5)
             .flat_map(|i| {
                 let wall = median(all.iter().map(|r| r[i].0).collect());
                 let cpu = median(all.iter().map(|r| r[i].1).collect());

@@ -6,7 +6,7 @@
 //! is per namespace. No ipvsadm process is used by the code under test.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::Write,
     net::{IpAddr, SocketAddr},
     process::Stdio,
@@ -790,7 +790,8 @@ fn vm_the_cheap_read_sees_what_netlink_sees() {
 /// getsockopt's listing shows every IPv4 service netlink lists, each
 /// field a plan compares equal (flags, persistence in seconds, netmask,
 /// thresholds, every forward method); a field only it shows among the cheap reads (a threshold set by
-/// ipvsadm) is in it, and moves its fingerprint.
+/// ipvsadm) is in it, and moves its fingerprint. Its summary read without
+/// decoding (`sockopt::summary`) is the read's, partial services included.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_the_getsockopt_listing_is_netlinks_ipv4_table() {
@@ -817,10 +818,15 @@ fn vm_the_getsockopt_listing_is_netlinks_ipv4_table() {
         .collect();
     assert_eq!(v4.len(), 4, "the variety's IPv4 address services");
     assert_eq!(shaped(read.services), v4);
-    assert!(read.partial.is_empty());
+    assert!(read.summary.partial.is_empty());
 
     let again = ns.run(sockopt::read).unwrap().unwrap();
-    assert_eq!(again.fingerprint, read.fingerprint);
+    assert_eq!(again.summary, read.summary);
+    let summary = ns.run(sockopt::summary).unwrap().unwrap();
+    assert_eq!(
+        summary, read.summary,
+        "the summary is the read's, undecoded"
+    );
     ns.output(
         "ipvsadm",
         &[
@@ -836,13 +842,27 @@ fn vm_the_getsockopt_listing_is_netlinks_ipv4_table() {
     )
     .unwrap();
     let after = ns.run(sockopt::read).unwrap().unwrap();
-    assert_ne!(after.fingerprint, read.fingerprint);
+    assert_ne!(after.summary.fingerprint, read.summary.fingerprint);
+    assert_eq!(ns.run(sockopt::summary).unwrap().unwrap(), after.summary);
     let key = ServiceKey::tcp(ip("10.0.0.1"), 80);
     let dest = &shaped(after.services)[&key].1[&DestinationKey {
         addr: ip("10.1.0.1"),
         port: 8080,
     }];
     assert_eq!(dest.upper_threshold, 77);
+
+    // An IPv6 tunnel destination of an IPv4 service: the interface does
+    // not list it, so the service is partial, in the read and the summary.
+    run_all(
+        &mut ipvs,
+        &[Request::AddDestination {
+            service: key,
+            destination: Destination::new(ip("fd00:1::1"), 8080).forward(ForwardMethod::Tunnel),
+        }],
+    );
+    let mixed = ns.run(sockopt::read).unwrap().unwrap();
+    assert_eq!(mixed.summary.partial, BTreeSet::from([key]));
+    assert_eq!(ns.run(sockopt::summary).unwrap().unwrap(), mixed.summary);
 }
 
 /// Header lines, then each service line with its sorted destination lines,

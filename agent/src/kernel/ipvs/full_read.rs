@@ -9,6 +9,10 @@
 //! one of the listing it read, connection counters left out. A later full
 //! sync whose desired services and listing give the same two fingerprints
 //! has the table that plan found equal: nothing to plan, nothing to write.
+//! When the desired services are those of that plan, getsockopt's entries
+//! are first hashed as they come, decoding none ([`Glance`]): the same
+//! fingerprint, at a fraction of the user-space work; only a miss decodes
+//! the table, in a second read.
 //! Any change of the listing (a service deleted or added, a destination
 //! deleted, added or reweighted, a scheduler or flag changed, even the
 //! same table in another order) misses and takes the whole way. What the
@@ -21,7 +25,8 @@ use std::{
 };
 
 use super::{
-    readback::{self, Listing},
+    readback::{self, Glance, Listing},
+    sockopt,
     sync::{self, IpvsReport, IpvsScope},
     Destination, IpvsClient, IpvsError, Service, ServiceKey, VirtualServer,
 };
@@ -76,6 +81,15 @@ impl FullRead {
         self.pending = None;
         let ipv6 = desired.iter().any(|vs| vs.key.addr.is_ipv6())
             || vips.iter().chain(node_ips).any(IpAddr::is_ipv6);
+        let desired_print = desired_fingerprint(desired, vips, node_ips);
+        if !deep {
+            if let Some(unchanged) =
+                self.unchanged_at_a_glance(client, desired, desired_print, ipv6)?
+            {
+                tracing::debug!(unchanged, "IPVS as the last plan found it: not planned");
+                return Ok(Table::Unchanged(unchanged));
+            }
+        }
         let listing = if deep {
             None
         } else {
@@ -92,7 +106,7 @@ impl FullRead {
             });
         };
         let now = Fingerprints {
-            desired: desired_fingerprint(desired, vips, node_ips),
+            desired: desired_print,
             listing: listing_fingerprint(&listing),
         };
         let hidden = kernel_forms(
@@ -117,6 +131,39 @@ impl FullRead {
         }
         let actual = readback::table_for_plan(client, &desired, listing)?;
         Ok(Table::Read { desired, actual })
+    }
+
+    /// When `desired` (`desired_print`) is what the last plan found equal:
+    /// whether getsockopt's summary of the table is the one it found, read
+    /// without decoding a service ([`Glance`]), and the services the
+    /// summary cannot show are as desired. Some(services unchanged) if so;
+    /// a miss costs the full read a second pass of getsockopt.
+    fn unchanged_at_a_glance(
+        &self,
+        client: &mut IpvsClient,
+        desired: &[&VirtualService],
+        desired_print: u64,
+        ipv6: bool,
+    ) -> Result<Option<usize>, IpvsError> {
+        let Some((seen, unchanged)) = self.matched else {
+            return Ok(None);
+        };
+        if seen.desired != desired_print {
+            return Ok(None);
+        }
+        let Some(glance) = Glance::read(client, ipv6)? else {
+            return Ok(None);
+        };
+        if sockopt_fingerprint(&glance.summary, &glance.ipv6) != seen.listing {
+            return Ok(None);
+        }
+        let hidden = kernel_forms(
+            desired
+                .iter()
+                .copied()
+                .filter(|vs| !glance.shows_desired(vs)),
+        );
+        Ok(hidden_equal(client, &hidden)?.then_some(unchanged))
     }
 
     /// What the plan of the last [`Table::Read`] did: `Some(report)`
@@ -173,14 +220,17 @@ fn lists_every(listing: &Listing, desired: &[(Service, Vec<Destination>)]) -> bo
 /// listing never give the same.
 fn listing_fingerprint(listing: &Listing) -> u64 {
     match listing {
-        Listing::Sockopt { table, ipv6 } => {
-            let mut h = DefaultHasher::new();
-            table.fingerprint.hash(&mut h);
-            ipv6.hash(&mut h);
-            h.finish()
-        }
+        Listing::Sockopt { table, ipv6 } => sockopt_fingerprint(&table.summary, ipv6),
         Listing::Proc(text) => text_fingerprint(text) ^ PROC_TAG,
     }
+}
+
+/// A getsockopt listing's fingerprint, read whole or at a glance.
+fn sockopt_fingerprint(summary: &sockopt::Summary, ipv6: &Option<Vec<ServiceKey>>) -> u64 {
+    let mut h = DefaultHasher::new();
+    summary.fingerprint.hash(&mut h);
+    ipv6.hash(&mut h);
+    h.finish()
 }
 
 /// Sets a `/proc` fingerprint apart from a getsockopt one.

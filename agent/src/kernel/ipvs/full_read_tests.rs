@@ -171,7 +171,10 @@ fn a_listing_fingerprint_tells_the_kinds_and_the_ipv6_services_apart() {
     let proc = Listing::Proc(TEXT.to_string());
     let sockopt = |ipv6| Listing::Sockopt {
         table: crate::kernel::ipvs::sockopt::Table {
-            fingerprint: text_fingerprint(TEXT),
+            summary: crate::kernel::ipvs::sockopt::Summary {
+                fingerprint: text_fingerprint(TEXT),
+                ..Default::default()
+            },
             ..Default::default()
         },
         ipv6,
@@ -182,4 +185,25 @@ fn a_listing_fingerprint_tells_the_kinds_and_the_ipv6_services_apart() {
     let none = listing_fingerprint(&sockopt(Some(vec![])));
     let one = listing_fingerprint(&sockopt(Some(vec![ServiceKey::tcp(ip("fd00::9"), 80)])));
     assert_ne!(none, one);
+}
+
+#[test]
+fn a_glance_gives_the_fingerprint_of_the_listing_it_summarises() {
+    let summary = crate::kernel::ipvs::sockopt::Summary {
+        fingerprint: text_fingerprint(TEXT),
+        ..Default::default()
+    };
+    for ipv6 in [None, Some(vec![ServiceKey::tcp(ip("fd00::9"), 80)])] {
+        let listing = Listing::Sockopt {
+            table: crate::kernel::ipvs::sockopt::Table {
+                summary: summary.clone(),
+                ..Default::default()
+            },
+            ipv6: ipv6.clone(),
+        };
+        assert_eq!(
+            sockopt_fingerprint(&summary, &ipv6),
+            listing_fingerprint(&listing)
+        );
+    }
 }

@@ -111,12 +111,7 @@ impl Listing {
                 return Ok(Self::Proc(read_text()?));
             }
         };
-        let ipv6 = if ipv6 {
-            let keys = client.services()?.into_iter().map(|e| e.service.key);
-            Some(keys.filter(is_ipv6_address).collect())
-        } else {
-            None
-        };
+        let ipv6 = ipv6_keys(client, ipv6)?;
         Ok(Self::Sockopt { table, ipv6 })
     }
 
@@ -133,17 +128,54 @@ impl Listing {
     /// without making it.
     pub fn shows_desired(&self, vs: &VirtualService) -> bool {
         match self {
-            Self::Sockopt { table, .. } => {
-                vs.key.addr.is_ipv4()
-                    && !table.partial.contains(&ServiceKey::Addr {
-                        protocol: vs.key.proto,
-                        addr: vs.key.addr,
-                        port: vs.key.port,
-                    })
-            }
+            Self::Sockopt { table, .. } => sockopt_shows_desired(&table.summary, vs),
             Self::Proc(_) => proc_shows_desired(vs),
         }
     }
+}
+
+/// What [`Listing::read`] through getsockopt would tell a full sync that
+/// expects the table it last found equal, without decoding a service:
+/// the IPv4 table's summary, and the IPv6 keys as it lists them.
+#[derive(Debug)]
+pub struct Glance {
+    pub summary: sockopt::Summary,
+    pub ipv6: Option<Vec<ServiceKey>>,
+}
+
+impl Glance {
+    /// None when getsockopt gives no table: [`Listing::read`] says why.
+    pub fn read(client: &mut IpvsClient, ipv6: bool) -> Result<Option<Self>, IpvsError> {
+        let Ok(summary) = sockopt::summary() else {
+            return Ok(None);
+        };
+        let ipv6 = ipv6_keys(client, ipv6)?;
+        Ok(Some(Self { summary, ipv6 }))
+    }
+
+    /// [`Listing::shows_desired`], as the listing would answer.
+    pub fn shows_desired(&self, vs: &VirtualService) -> bool {
+        sockopt_shows_desired(&self.summary, vs)
+    }
+}
+
+/// The IPv6 services' keys by a netlink dump, when they may be ours.
+fn ipv6_keys(client: &mut IpvsClient, ipv6: bool) -> Result<Option<Vec<ServiceKey>>, IpvsError> {
+    if !ipv6 {
+        return Ok(None);
+    }
+    let keys = client.services()?.into_iter().map(|e| e.service.key);
+    Ok(Some(keys.filter(is_ipv6_address).collect()))
+}
+
+/// Whether getsockopt shows a desired service whole.
+fn sockopt_shows_desired(summary: &sockopt::Summary, vs: &VirtualService) -> bool {
+    vs.key.addr.is_ipv4()
+        && !summary.partial.contains(&ServiceKey::Addr {
+            protocol: vs.key.proto,
+            addr: vs.key.addr,
+            port: vs.key.port,
+        })
 }
 
 /// Why neither cheap read gave a listing.
@@ -181,7 +213,7 @@ fn sockopt_shows(table: &sockopt::Table, key: &ServiceKey) -> bool {
             addr: IpAddr::V4(_),
             ..
         }
-    ) && !table.partial.contains(key)
+    ) && !table.summary.partial.contains(key)
 }
 
 /// The table as a full sync's plan needs it: every service from one cheap

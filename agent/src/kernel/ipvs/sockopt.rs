@@ -15,6 +15,12 @@
 //! the table grew meanwhile: every request carries one slot more than
 //! the count it was made from, left unfilled ([`sockopt_wire`]); a filled
 //! spare means the table changed, and the read starts again.
+//!
+//! [`summary`] reads the same calls but decodes nothing: it hashes the
+//! entries as they came, in one buffer reused for every service, and
+//! gives [`read`]'s fingerprint and partial services. A periodic full
+//! sync that expects the table it last found equal pays only that
+//! (BENCHMARKS.md, "Stop 19: the services' no-op IPVS read").
 
 use std::{
     collections::BTreeSet,
@@ -23,7 +29,7 @@ use std::{
 };
 
 use super::{
-    sockopt_wire::{self as wire, RawService, WireError},
+    sockopt_wire::{self as wire, RawDest, RawService, WireError},
     ServiceKey, VirtualServer,
 };
 use crate::sys::ip_sockopt::IpSocket;
@@ -53,12 +59,9 @@ impl SockoptError {
     }
 }
 
-/// The IPv4 table as one read found it.
-#[derive(Debug, Default)]
-pub struct Table {
-    /// The TCP, UDP and SCTP address services (marks skipped, as the
-    /// `/proc` read skips them), destinations sorted by key.
-    pub services: Vec<VirtualServer>,
+/// What a read tells of the table besides its services.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
     /// Services whose destinations the interface did not all show (one of
     /// another family than the service's): read them by netlink.
     pub partial: BTreeSet<ServiceKey>,
@@ -67,21 +70,108 @@ pub struct Table {
     pub fingerprint: u64,
 }
 
+/// The IPv4 table as one read found it.
+#[derive(Debug, Default)]
+pub struct Table {
+    /// The TCP, UDP and SCTP address services (marks skipped, as the
+    /// `/proc` read skips them), destinations sorted by key.
+    pub services: Vec<VirtualServer>,
+    pub summary: Summary,
+}
+
+/// What a read keeps of each service of ours it lists.
+trait Keep: Default {
+    /// `raw` at `index` of the reply, with its `listed` destinations;
+    /// `partial`: fewer than the service counts.
+    fn service<'a>(
+        &mut self,
+        raw: RawService<'_>,
+        index: usize,
+        dests: impl Iterator<Item = RawDest<'a>>,
+        listed: usize,
+        partial: bool,
+    ) -> Result<(), WireError>;
+
+    /// Done: the read's summary.
+    fn finish(self, summary: Summary) -> Self;
+}
+
+impl Keep for Table {
+    fn service<'a>(
+        &mut self,
+        raw: RawService<'_>,
+        index: usize,
+        dests: impl Iterator<Item = RawDest<'a>>,
+        listed: usize,
+        partial: bool,
+    ) -> Result<(), WireError> {
+        let Some(entry) = raw.decode(index)? else {
+            return Ok(());
+        };
+        let mut decoded = Vec::with_capacity(listed);
+        for (j, d) in dests.enumerate() {
+            decoded.push(d.decode(j)?);
+        }
+        if partial {
+            self.summary.partial.insert(entry.service.key);
+        }
+        self.services.push(wire::virtual_server(entry, decoded));
+        Ok(())
+    }
+
+    fn finish(mut self, summary: Summary) -> Self {
+        self.summary.fingerprint = summary.fingerprint;
+        self
+    }
+}
+
+impl Keep for Summary {
+    fn service<'a>(
+        &mut self,
+        raw: RawService<'_>,
+        _: usize,
+        _: impl Iterator<Item = RawDest<'a>>,
+        _: usize,
+        partial: bool,
+    ) -> Result<(), WireError> {
+        if let (true, Some(key)) = (partial, raw.key()) {
+            self.partial.insert(key);
+        }
+        Ok(())
+    }
+
+    fn finish(self, summary: Summary) -> Self {
+        Summary {
+            partial: self.partial,
+            ..summary
+        }
+    }
+}
+
 /// One round of the read ended early: the table changed under it.
-enum Round {
-    Done(Table),
+enum Round<T> {
+    Done(T),
     Changed,
 }
 
 /// The IPv4 table of the calling thread's network namespace.
 pub fn read() -> Result<Table, SockoptError> {
+    read_keeping()
+}
+
+/// [`read`]'s summary of the table, without decoding it.
+pub fn summary() -> Result<Summary, SockoptError> {
+    read_keeping()
+}
+
+fn read_keeping<K: Keep>() -> Result<K, SockoptError> {
     let sock = IpSocket::open().map_err(|source| SockoptError::Call {
         call: "socket",
         source,
     })?;
     for _ in 0..ATTEMPTS {
-        if let Round::Done(table) = read_once(&sock)? {
-            return Ok(table);
+        if let Round::Done(kept) = read_once(&sock)? {
+            return Ok(kept);
         }
     }
     Err(SockoptError::KeptChanging)
@@ -102,7 +192,7 @@ fn get(
     }
 }
 
-fn read_once(sock: &IpSocket) -> Result<Round, SockoptError> {
+fn read_once<K: Keep>(sock: &IpSocket) -> Result<Round<K>, SockoptError> {
     let mut info = [0u8; wire::INFO_LEN];
     if !get(sock, "GET_INFO", wire::GET_INFO, &mut info)? {
         return Ok(Round::Changed);
@@ -112,37 +202,43 @@ fn read_once(sock: &IpSocket) -> Result<Round, SockoptError> {
     if !get(sock, "GET_SERVICES", wire::GET_SERVICES, &mut list)? {
         return Ok(Round::Changed);
     }
-    let entries: Vec<RawService<'_>> = wire::service_entries(&list).collect();
-    if entries.len() > count {
-        return Ok(Round::Changed);
-    }
     let mut h = DefaultHasher::new();
     h.write_usize(count);
-    let mut table = Table::default();
-    for (i, raw) in entries.iter().enumerate() {
+    let mut kept = K::default();
+    // One request buffer for every service's destinations.
+    let mut dests = Vec::new();
+    for (i, raw) in wire::service_entries(&list).enumerate() {
+        if i == count {
+            return Ok(Round::Changed);
+        }
         raw.hash_config(&mut h);
-        let Some(entry) = raw.decode(i)? else {
+        if raw.key().is_none() {
             continue;
-        };
+        }
         let expected = raw.num_dests() as usize;
-        let mut dests = raw.dests_request(expected + 1);
+        raw.dests_request_into(&mut dests, expected + 1);
         if !get(sock, "GET_DESTS", wire::GET_DESTS, &mut dests)? {
             return Ok(Round::Changed);
         }
-        let mut decoded = Vec::with_capacity(expected);
-        for (j, d) in wire::dest_entries(&dests).enumerate() {
+        let mut listed = 0;
+        for d in wire::dest_entries(&dests) {
             d.hash_config(&mut h);
-            decoded.push(d.decode(j)?);
+            listed += 1;
         }
-        match decoded.len() {
-            n if n > expected => return Ok(Round::Changed),
-            n if n < expected => {
-                table.partial.insert(entry.service.key);
-            }
-            _ => {}
+        if listed > expected {
+            return Ok(Round::Changed);
         }
-        table.services.push(wire::virtual_server(entry, decoded));
+        kept.service(
+            raw,
+            i,
+            wire::dest_entries(&dests),
+            listed,
+            listed < expected,
+        )?;
     }
-    table.fingerprint = h.finish();
-    Ok(Round::Done(table))
+    let summary = Summary {
+        partial: BTreeSet::new(),
+        fingerprint: h.finish(),
+    };
+    Ok(Round::Done(kept.finish(summary)))
 }

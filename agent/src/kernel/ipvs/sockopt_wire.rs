@@ -181,18 +181,29 @@ impl RawService<'_> {
         h.write(&self.0[..SERVICE_CONFIG]);
     }
 
-    /// The service, or None for one we never own (a mark, a protocol
-    /// other than TCP, UDP, SCTP). `index` names it in an error.
-    pub(super) fn decode(&self, index: usize) -> Result<Option<ServiceEntry>, WireError> {
+    /// The service's key, or None for one we never own (a mark, a
+    /// protocol other than TCP, UDP, SCTP).
+    pub(super) fn key(&self) -> Option<ServiceKey> {
         let b = self.0;
         // A mark service carries a protocol too (ipvsadm's TCP).
         if u32_at(b, offset_of!(ServiceEntryC, fwmark)) != 0 {
-            return Ok(None);
+            return None;
         }
-        let Some(protocol) = u8::try_from(self.protocol())
+        let protocol = u8::try_from(self.protocol())
             .ok()
-            .and_then(Protocol::from_number)
-        else {
+            .and_then(Protocol::from_number)?;
+        Some(ServiceKey::Addr {
+            protocol,
+            addr: IpAddr::V4(ipv4_at(b, offset_of!(ServiceEntryC, addr))),
+            port: port_at(b, offset_of!(ServiceEntryC, port)),
+        })
+    }
+
+    /// The service, or None for one we never own ([`RawService::key`]).
+    /// `index` names it in an error.
+    pub(super) fn decode(&self, index: usize) -> Result<Option<ServiceEntry>, WireError> {
+        let b = self.0;
+        let Some(key) = self.key() else {
             return Ok(None);
         };
         let bad = |reason| WireError {
@@ -204,11 +215,6 @@ impl RawService<'_> {
         let name = name.split(|&c| c == 0).next().unwrap_or_default();
         let name = std::str::from_utf8(name).map_err(|_| bad("scheduler name not UTF-8"))?;
         let scheduler = Scheduler::new(name).map_err(|_| bad("bad scheduler name"))?;
-        let key = ServiceKey::Addr {
-            protocol,
-            addr: IpAddr::V4(ipv4_at(b, offset_of!(ServiceEntryC, addr))),
-            port: port_at(b, offset_of!(ServiceEntryC, port)),
-        };
         let service = Service {
             key,
             scheduler,
@@ -226,8 +232,18 @@ impl RawService<'_> {
 
     /// A `GET_DESTS` request for this service's destinations in `slots`
     /// entries, every slot unfilled.
+    #[cfg(test)]
     pub(super) fn dests_request(&self, slots: usize) -> Vec<u8> {
-        let mut buf = vec![UNFILLED; DESTS_HEAD + slots * DEST_LEN];
+        let mut buf = Vec::new();
+        self.dests_request_into(&mut buf, slots);
+        buf
+    }
+
+    /// [`RawService::dests_request`] written over `buf`, whose allocation
+    /// one read reuses for every service.
+    pub(super) fn dests_request_into(&self, buf: &mut Vec<u8>, slots: usize) {
+        buf.clear();
+        buf.resize(DESTS_HEAD + slots * DEST_LEN, UNFILLED);
         buf[..DESTS_HEAD].fill(0);
         let b = self.0;
         // The key fields, copied as the kernel wrote them.
@@ -258,7 +274,6 @@ impl RawService<'_> {
         let n = u32::try_from(slots).expect("a destination count fits u32");
         let off = offset_of!(GetDests, num_dests);
         buf[off..off + 4].copy_from_slice(&n.to_ne_bytes());
-        buf
     }
 }
 
