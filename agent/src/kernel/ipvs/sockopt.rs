@@ -24,7 +24,7 @@ use std::{
 
 use super::{
     sockopt_wire::{self as wire, RawService, WireError},
-    ServiceKey, VirtualServer,
+    ServiceConfig, ServiceKey,
 };
 use crate::sys::ip_sockopt::IpSocket;
 
@@ -58,7 +58,7 @@ impl SockoptError {
 pub struct Table {
     /// The TCP, UDP and SCTP address services (marks skipped, as the
     /// `/proc` read skips them), destinations sorted by key.
-    pub services: Vec<VirtualServer>,
+    pub services: Vec<ServiceConfig>,
     /// Services whose destinations the interface did not all show (one of
     /// another family than the service's): read them by netlink.
     pub partial: BTreeSet<ServiceKey>,
@@ -121,7 +121,7 @@ fn read_once(sock: &IpSocket) -> Result<Round, SockoptError> {
     let mut table = Table::default();
     for (i, raw) in entries.iter().enumerate() {
         raw.hash_config(&mut h);
-        let Some(entry) = raw.decode(i)? else {
+        let Some(service) = raw.decode(i)?.map(|e| e.service) else {
             continue;
         };
         let expected = raw.num_dests() as usize;
@@ -132,16 +132,16 @@ fn read_once(sock: &IpSocket) -> Result<Round, SockoptError> {
         let mut decoded = Vec::with_capacity(expected);
         for (j, d) in wire::dest_entries(&dests).enumerate() {
             d.hash_config(&mut h);
-            decoded.push(d.decode(j)?);
+            decoded.push(d.decode(j)?.destination);
         }
         match decoded.len() {
             n if n > expected => return Ok(Round::Changed),
             n if n < expected => {
-                table.partial.insert(entry.service.key);
+                table.partial.insert(service.key);
             }
             _ => {}
         }
-        table.services.push(wire::virtual_server(entry, decoded));
+        table.services.push(wire::service_config(service, decoded));
     }
     table.fingerprint = h.finish();
     Ok(Round::Done(table))
