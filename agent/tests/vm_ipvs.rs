@@ -674,7 +674,7 @@ fn vm_a_plan_run_as_made_programs_every_request_and_returns_each_failure() {
     assert_eq!(ipvsadm(&ns), table(&want));
 
     // Against the table read back: nothing to do.
-    let actual = ipvs.list().unwrap();
+    let actual = ipvs.list_configs().unwrap();
     let report = sync::apply_plan(&mut ipvs, &want, &actual, &sync::IpvsScope::default());
     assert_eq!(report.unwrap().services_unchanged, want.len());
 }
@@ -729,16 +729,13 @@ fn vm_cli_prints_the_table() {
 }
 
 /// The shape of a read: services by key (HASHED dropped), destinations by key.
-fn shaped(read: Vec<ipwarden::kernel::ipvs::VirtualServer>) -> Table {
+fn shaped(read: Vec<impl Into<ipwarden::kernel::ipvs::ServiceConfig>>) -> Table {
     read.into_iter()
         .map(|vs| {
-            let mut s = vs.entry.service;
+            let vs = vs.into();
+            let mut s = vs.service;
             s.flags = s.flags.settable();
-            let dests = vs
-                .destinations
-                .into_iter()
-                .map(|d| (d.destination.key(), d.destination))
-                .collect();
+            let dests = vs.destinations.into_iter().map(|d| (d.key(), d)).collect();
             (s.key, (s, dests))
         })
         .collect()

@@ -116,12 +116,13 @@ impl Node {
             .unwrap();
         match table {
             Table::Unchanged(_) => Sync::Unchanged,
-            Table::Read { desired, actual } => {
+            Table::Read { actual } => {
                 let scope = IpvsScope {
                     vips,
                     ..IpvsScope::default()
                 };
-                let report = ipvs_sync::apply_plan(ipvs, &desired, &actual, &scope).unwrap();
+                let forms = ipvs_sync::kernel_forms(&desired);
+                let report = ipvs_sync::apply_plan(ipvs, forms, &actual, &scope).unwrap();
                 reads.planned(Some(&report));
                 Sync::Planned(report)
             }

@@ -366,16 +366,19 @@ impl Dataplane for RealDataplane {
                         services_unchanged,
                         ..IpvsReport::default()
                     }),
-                    full_read::Table::Read { desired, actual } => {
+                    full_read::Table::Read { actual } => {
                         // Reading the node's routes and addresses is for
                         // deciding on services we do not want: a no-op
                         // sync has none.
-                        let scope = if ipvs_sync::has_strays(&desired, &actual) {
+                        let wanted = ipvs_sync::kernel_keys(&desired);
+                        let scope = if ipvs_sync::has_strays(wanted, &actual) {
                             full_scope(&self.link, vips, node_ips, self.node_port_range)?
                         } else {
                             IpvsScope::default()
                         };
-                        let result = ipvs_sync::apply_plan(ipvs, &desired, &actual, &scope);
+                        // Each kernel form made as it is planned.
+                        let forms = ipvs_sync::kernel_forms(&desired);
+                        let result = ipvs_sync::apply_plan(ipvs, forms, &actual, &scope);
                         self.ipvs_reads.planned(result.as_ref().ok());
                         result
                     }

@@ -13,7 +13,10 @@ use super::{
         encode_query, encode_request, encode_resolve, Query,
     },
     request::Request,
-    types::{DestinationEntry, Info, ServiceEntry, ServiceKey, Timeouts, VirtualServer},
+    types::{
+        Destination, DestinationEntry, Info, Service, ServiceConfig, ServiceEntry, ServiceKey,
+        Timeouts, VirtualServer,
+    },
 };
 use crate::kernel::netlink::{
     socket::NETLINK_GENERIC, DecodeError, Failure, Options, Refusal, Socket,
@@ -186,17 +189,28 @@ impl IpvsClient {
     /// twice. A dump answered in one datagram was walked in one go and
     /// stands; a longer one is taken again until two agree on the keys.
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
-        let (mut last, datagrams) = self.dump_services()?;
+        self.agreed_services(decode_service)
+    }
+
+    /// [`Self::services`]' configurations, without counters or
+    /// persistence engine: what a plan compares.
+    pub fn service_configs(&mut self) -> Result<Vec<Service>, IpvsError> {
+        self.agreed_services(|attrs| decode_service(attrs).map(|e| e.service))
+    }
+
+    /// Dumps decoded by `decode` until two agree (see [`Self::services`]).
+    fn agreed_services<T: Keyed>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Result<T, DecodeError> + Copy,
+    ) -> Result<Vec<T>, IpvsError> {
+        let (mut last, datagrams) = self.dump_services(decode)?;
         if datagrams <= 1 {
             return Ok(last);
         }
         for _ in 1..DUMP_TRIES {
-            let (next, _) = self.dump_services()?;
-            let same = next.len() == last.len()
-                && next
-                    .iter()
-                    .zip(&last)
-                    .all(|(a, b)| a.service.key == b.service.key);
+            let (next, _) = self.dump_services(decode)?;
+            let same =
+                next.len() == last.len() && next.iter().zip(&last).all(|(a, b)| a.key() == b.key());
             last = next;
             if same {
                 break;
@@ -207,14 +221,17 @@ impl IpvsClient {
 
     /// One dump of every service, sorted and without repeats, and how
     /// many datagrams it took.
-    fn dump_services(&mut self) -> Result<(Vec<ServiceEntry>, usize), IpvsError> {
+    fn dump_services<T: Keyed>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    ) -> Result<(Vec<T>, usize), IpvsError> {
         let mut out = Vec::new();
         let datagrams = self.query(&Query::Services, "", |attrs| {
-            out.push(decode_service(attrs)?);
+            out.push(decode(attrs)?);
             Ok(())
         })?;
-        out.sort_by_key(|s| s.service.key);
-        out.dedup_by_key(|s| s.service.key);
+        out.sort_by_key(Keyed::key);
+        out.dedup_by_key(|s| s.key());
         Ok((out, datagrams))
     }
 
@@ -255,6 +272,44 @@ impl IpvsClient {
                 })
             })
             .collect()
+    }
+
+    /// Every service with its destinations, counters left out: the table
+    /// as a full sync's plan reads it (a listing's counters would be held
+    /// by the whole plan).
+    pub fn list_configs(&mut self) -> Result<Vec<ServiceConfig>, IpvsError> {
+        let services = self.service_configs()?;
+        let mut out = Vec::with_capacity(services.len());
+        for service in services {
+            let destinations = self.destination_configs(&service.key)?;
+            out.push(ServiceConfig {
+                service,
+                destinations,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The service at `key` and its destinations, counters left out
+    /// (None: there is no such service).
+    pub fn config(&mut self, key: &ServiceKey) -> Result<Option<ServiceConfig>, IpvsError> {
+        let service = match self.service(key) {
+            Ok(e) => e.service,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let destinations = self.destination_configs(key)?;
+        Ok(Some(ServiceConfig {
+            service,
+            destinations,
+        }))
+    }
+
+    /// [`Self::destinations`] without their counters.
+    fn destination_configs(&mut self, key: &ServiceKey) -> Result<Vec<Destination>, IpvsError> {
+        // Collected from a borrow: a Vec of exactly their size.
+        let read = self.destinations(key)?;
+        Ok(read.iter().map(|d| d.destination).collect())
     }
 
     /// Connection timeouts (`ipvsadm -L --timeout`).
@@ -318,6 +373,23 @@ impl IpvsClient {
 
     fn next_seq(&mut self) -> u32 {
         self.sock.next_seq(1)
+    }
+}
+
+/// A dumped service's key, to sort and compare dumps by.
+trait Keyed {
+    fn key(&self) -> ServiceKey;
+}
+
+impl Keyed for ServiceEntry {
+    fn key(&self) -> ServiceKey {
+        self.service.key
+    }
+}
+
+impl Keyed for Service {
+    fn key(&self) -> ServiceKey {
+        self.key
     }
 }
 

@@ -25,10 +25,10 @@ use std::{
 };
 
 use super::{
-    readback::{self, Glance, Listing},
+    readback::{self, Glance, Listing, Wanted},
     sockopt,
     sync::{self, IpvsReport, IpvsScope},
-    Destination, IpvsClient, IpvsError, Service, ServiceKey, VirtualServer,
+    Destination, IpvsClient, IpvsError, Service, ServiceConfig, ServiceKey,
 };
 use crate::desired::VirtualService;
 
@@ -40,12 +40,9 @@ pub enum Table {
     /// Unchanged since a plan found it equal to these desired services:
     /// how many services that is.
     Unchanged(usize),
-    /// Read: plan `desired` (the kernel form of the valid desired
-    /// services) against `actual`, then tell [`FullRead::planned`].
-    Read {
-        desired: Vec<(Service, Vec<Destination>)>,
-        actual: Vec<VirtualServer>,
-    },
+    /// Read: plan the desired services ([`sync::kernel_forms`]) against
+    /// `actual`, then tell [`FullRead::planned`].
+    Read { actual: Vec<ServiceConfig> },
 }
 
 /// The two fingerprints of a read.
@@ -101,8 +98,7 @@ impl FullRead {
         };
         let Some(listing) = listing else {
             return Ok(Table::Read {
-                desired: kernel_forms(desired.iter().copied()),
-                actual: client.list()?,
+                actual: client.list_configs()?,
             });
         };
         let now = Fingerprints {
@@ -121,7 +117,11 @@ impl FullRead {
                 return Ok(Table::Unchanged(unchanged));
             }
         }
-        let desired = kernel_forms(desired.iter().copied());
+        let desired: Vec<&VirtualService> = desired
+            .iter()
+            .copied()
+            .filter(|vs| sync::kernel_valid(vs))
+            .collect();
         // A text that skipped a desired service (another namespace's
         // services can make the kernel's `/proc` listing skip some) is
         // never remembered: a later deletion of that service would not
@@ -130,7 +130,7 @@ impl FullRead {
             self.pending = Some(now);
         }
         let actual = readback::table_for_plan(client, &desired, listing)?;
-        Ok(Table::Read { desired, actual })
+        Ok(Table::Read { actual })
     }
 
     /// When `desired` (`desired_print`) is what the last plan found equal:
@@ -205,7 +205,7 @@ fn hidden_equal(
 }
 
 /// Whether `listing` lists every service of `desired`.
-fn lists_every(listing: &Listing, desired: &[(Service, Vec<Destination>)]) -> bool {
+fn lists_every(listing: &Listing, desired: &[impl Wanted]) -> bool {
     let Listing::Proc(text) = listing else {
         return true;
     };
@@ -213,7 +213,7 @@ fn lists_every(listing: &Listing, desired: &[(Service, Vec<Destination>)]) -> bo
         return false;
     };
     let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
-    desired.iter().all(|(s, _)| listed.contains(&s.key))
+    desired.iter().all(|d| listed.contains(&d.kernel_key()))
 }
 
 /// What a listing shows a plan, counters left out; the two kinds of

@@ -55,6 +55,6 @@ pub use error::{IpvsError, IpvsErrorKind};
 pub use request::Request;
 pub use types::{
     protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,
-    InvalidValue, Netmask, Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
-    Timeouts, VirtualServer,
+    InvalidValue, Netmask, Scheduler, Service, ServiceConfig, ServiceEntry, ServiceFlagBits,
+    ServiceKey, Stats, Timeouts, VirtualServer,
 };

@@ -35,8 +35,8 @@ use std::{
 
 use super::{
     sockopt::{self, SockoptError},
-    Destination, DestinationEntry, ForwardMethod, IpvsClient, IpvsError, Netmask, Scheduler,
-    Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, VirtualServer,
+    sync, Destination, DestinationEntry, ForwardMethod, IpvsClient, IpvsError, Netmask, Scheduler,
+    Service, ServiceConfig, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, VirtualServer,
 };
 use crate::desired::{Family, Protocol, VirtualService};
 
@@ -82,6 +82,32 @@ pub fn proc_shows(service: &Service, dests: &[Destination]) -> bool {
 /// making it (a desired destination has no thresholds).
 pub fn proc_shows_desired(vs: &VirtualService) -> bool {
     vs.key.addr.is_ipv4() && ServiceFlagBits::from(vs.flags).bits() & UNSEEN_FLAGS.bits() == 0
+}
+
+/// A desired service as a full read asks about it: a kernel form, or a
+/// valid desired virtual service whose form a plan makes later.
+pub trait Wanted {
+    fn kernel_key(&self) -> ServiceKey;
+    /// [`proc_shows`] of its kernel form.
+    fn proc_shows(&self) -> bool;
+}
+
+impl Wanted for (Service, Vec<Destination>) {
+    fn kernel_key(&self) -> ServiceKey {
+        self.0.key
+    }
+    fn proc_shows(&self) -> bool {
+        proc_shows(&self.0, &self.1)
+    }
+}
+
+impl Wanted for &VirtualService {
+    fn kernel_key(&self) -> ServiceKey {
+        sync::kernel_key(&self.key)
+    }
+    fn proc_shows(&self) -> bool {
+        proc_shows_desired(self)
+    }
 }
 
 /// One cheap read of the whole table.
@@ -222,14 +248,16 @@ fn sockopt_shows(table: &sockopt::Table, key: &ServiceKey) -> bool {
 /// one). Falls back to [`IpvsClient::list`] when neither cheap read works.
 pub fn read_for_plan(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
-) -> Result<Vec<VirtualServer>, IpvsError> {
-    let ipv6 = desired.iter().any(|(s, _)| s.key.family() == Family::V6);
+    desired: &[impl Wanted],
+) -> Result<Vec<ServiceConfig>, IpvsError> {
+    let ipv6 = desired
+        .iter()
+        .any(|d| d.kernel_key().family() == Family::V6);
     match Listing::read(client, ipv6) {
         Ok(listing) => table_for_plan(client, desired, listing),
         Err(e) => {
             tracing::warn!("{e}; reading IPVS by netlink, one request per service");
-            client.list()
+            client.list_configs()
         }
     }
 }
@@ -237,9 +265,9 @@ pub fn read_for_plan(
 /// [`read_for_plan`] from `listing`, just read.
 pub fn table_for_plan(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
+    desired: &[impl Wanted],
     listing: Listing,
-) -> Result<Vec<VirtualServer>, IpvsError> {
+) -> Result<Vec<ServiceConfig>, IpvsError> {
     match listing {
         Listing::Sockopt { table, ipv6 } => from_sockopt(client, desired, table, ipv6),
         Listing::Proc(text) => from_proc_text(client, desired, &text),
@@ -251,18 +279,18 @@ pub fn table_for_plan(
 /// may delete) by netlink too.
 fn from_sockopt(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
+    desired: &[impl Wanted],
     read: sockopt::Table,
     ipv6: Option<Vec<ServiceKey>>,
-) -> Result<Vec<VirtualServer>, IpvsError> {
+) -> Result<Vec<ServiceConfig>, IpvsError> {
     let mut deep: BTreeSet<ServiceKey> = desired
         .iter()
-        .filter(|(s, _)| !sockopt_shows(&read, &s.key))
-        .map(|(s, _)| s.key)
+        .map(Wanted::kernel_key)
+        .filter(|key| !sockopt_shows(&read, key))
         .collect();
     deep.extend(ipv6.into_iter().flatten());
     let mut table = read.services;
-    table.retain(|v| !deep.contains(&v.entry.service.key));
+    table.retain(|v| !deep.contains(&v.service.key));
     table.extend(read_by_netlink(client, deep.iter())?);
     Ok(table)
 }
@@ -272,30 +300,30 @@ fn from_sockopt(
 /// parsed.
 fn from_proc_text(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
+    desired: &[impl Wanted],
     text: &str,
-) -> Result<Vec<VirtualServer>, IpvsError> {
-    let mut table = match parse_proc(text) {
-        Ok(table) => table,
+) -> Result<Vec<ServiceConfig>, IpvsError> {
+    let mut table: Vec<ServiceConfig> = match parse_proc(text) {
+        Ok(table) => table.into_iter().map(ServiceConfig::from).collect(),
         Err(e) => {
             tracing::warn!("{e}; reading IPVS by netlink, one request per service");
-            return client.list();
+            return client.list_configs();
         }
     };
     // A desired service `/proc` did not list is confirmed by netlink: the
     // kernel's listing can skip services when it is read in more than one
     // page and another namespace has IPVS services (its restart position
     // counts every namespace's services, its seek only this one's).
-    let listed: BTreeSet<ServiceKey> = table.iter().map(|v| v.entry.service.key).collect();
+    let listed: BTreeSet<ServiceKey> = table.iter().map(|v| v.service.key).collect();
     let deep: BTreeSet<ServiceKey> = desired
         .iter()
-        .filter(|(s, d)| !proc_shows(s, d) || !listed.contains(&s.key))
-        .map(|(s, _)| s.key)
+        .filter(|d| !d.proc_shows() || !listed.contains(&d.kernel_key()))
+        .map(Wanted::kernel_key)
         .collect();
     if deep.is_empty() {
         return Ok(table);
     }
-    table.retain(|v| !deep.contains(&v.entry.service.key));
+    table.retain(|v| !deep.contains(&v.service.key));
     table.extend(read_by_netlink(client, deep.iter())?);
     Ok(table)
 }
@@ -305,19 +333,10 @@ fn from_proc_text(
 pub fn read_by_netlink<'a>(
     client: &mut IpvsClient,
     keys: impl IntoIterator<Item = &'a ServiceKey>,
-) -> Result<Vec<VirtualServer>, IpvsError> {
+) -> Result<Vec<ServiceConfig>, IpvsError> {
     let mut out = Vec::new();
     for key in keys {
-        let entry = match client.service(key) {
-            Ok(e) => e,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => return Err(e),
-        };
-        let destinations = client.destinations(key)?;
-        out.push(VirtualServer {
-            entry,
-            destinations,
-        });
+        out.extend(client.config(key)?);
     }
     Ok(out)
 }

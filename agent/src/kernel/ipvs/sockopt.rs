@@ -30,7 +30,7 @@ use std::{
 
 use super::{
     sockopt_wire::{self as wire, RawDest, RawService, WireError},
-    ServiceKey, VirtualServer,
+    ServiceConfig, ServiceKey,
 };
 use crate::sys::ip_sockopt::IpSocket;
 
@@ -75,7 +75,7 @@ pub struct Summary {
 pub struct Table {
     /// The TCP, UDP and SCTP address services (marks skipped, as the
     /// `/proc` read skips them), destinations sorted by key.
-    pub services: Vec<VirtualServer>,
+    pub services: Vec<ServiceConfig>,
     pub summary: Summary,
 }
 
@@ -105,17 +105,17 @@ impl Keep for Table {
         listed: usize,
         partial: bool,
     ) -> Result<(), WireError> {
-        let Some(entry) = raw.decode(index)? else {
+        let Some(service) = raw.decode(index)?.map(|e| e.service) else {
             return Ok(());
         };
         let mut decoded = Vec::with_capacity(listed);
         for (j, d) in dests.enumerate() {
-            decoded.push(d.decode(j)?);
+            decoded.push(d.decode(j)?.destination);
         }
         if partial {
-            self.summary.partial.insert(entry.service.key);
+            self.summary.partial.insert(service.key);
         }
-        self.services.push(wire::virtual_server(entry, decoded));
+        self.services.push(wire::service_config(service, decoded));
         Ok(())
     }
 

@@ -11,8 +11,8 @@ use std::{
 };
 
 use super::{
-    Destination, DestinationEntry, ForwardMethod, Netmask, Scheduler, Service, ServiceEntry,
-    ServiceFlagBits, ServiceKey, Stats, VirtualServer,
+    Destination, DestinationEntry, ForwardMethod, Netmask, Scheduler, Service, ServiceConfig,
+    ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
 };
 use crate::desired::Protocol;
 
@@ -324,15 +324,12 @@ impl RawDest<'_> {
     }
 }
 
-/// A service decoded with its decoded destinations, sorted by key as
+/// A decoded service with its decoded destinations, sorted by key as
 /// netlink's read sorts them.
-pub(super) fn virtual_server(
-    entry: ServiceEntry,
-    mut dests: Vec<DestinationEntry>,
-) -> VirtualServer {
-    dests.sort_by_key(|d| d.destination.key());
-    VirtualServer {
-        entry,
+pub(super) fn service_config(service: Service, mut dests: Vec<Destination>) -> ServiceConfig {
+    dests.sort_by_key(Destination::key);
+    ServiceConfig {
+        service,
         destinations: dests,
     }
 }
