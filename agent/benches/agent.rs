@@ -34,7 +34,10 @@
 //! `IPWARDEN_BENCH_AGENT_ARGS` adds flags to the agent (e.g.
 //! `--run-firewall=false` to time one controller alone);
 //! `IPWARDEN_BENCH_AGENT_BIN` times another `ipwarden` binary (a copy of
-//! an earlier build, for a before/after).
+//! an earlier build, for a before/after); `IPWARDEN_BENCH_SETTLE_MS`
+//! pauses between ready and the first change; `IPWARDEN_BENCH_WARMUP=N`
+//! makes N untimed changes first (under TCG the first change pays for
+//! translating the partial sync's code).
 //!
 //! The agent runs with `--min-sync-period 100ms` (default 1 s), so that a
 //! change that follows the previous sync by 150 ms is not held back: the

@@ -120,6 +120,23 @@ pub fn noop_only() -> bool {
     std::env::var("IPWARDEN_BENCH_NOOP_ONLY").is_ok_and(|v| v == "1")
 }
 
+/// `IPWARDEN_BENCH_SETTLE_MS`: a pause between ready and the first change
+/// (none by default), to tell what follows readiness from a first run.
+fn settle() -> Duration {
+    let ms = std::env::var("IPWARDEN_BENCH_SETTLE_MS").ok();
+    Duration::from_millis(ms.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// `IPWARDEN_BENCH_WARMUP`: changes made and confirmed before the timed
+/// ones, not timed (none by default). Under qemu's TCG the first run of
+/// a code path is translated first: the first change after ready pays for
+/// the whole partial sync's path (section "The first change after ready
+/// is the first run of its code" in BENCHMARKS.md).
+fn warmup() -> usize {
+    let n = std::env::var("IPWARDEN_BENCH_WARMUP").ok();
+    n.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// `IPWARDEN_BENCH_AGENT_BIN`: another `ipwarden` binary to time (a copy
 /// of an earlier build, for a before/after); by default this build's.
 fn agent_binary() -> PathBuf {
@@ -420,6 +437,15 @@ impl SizeRun {
         external: &mut [bool],
     ) -> (Vec<ChangeTiming>, Duration) {
         let mut rng = Rng(7);
+        std::thread::sleep(settle());
+        let mut untimed = Rng(5);
+        for _ in 0..warmup() {
+            let i = untimed.below(self.services);
+            external[i] = !external[i];
+            one_change(kube, cluster, i, external[i]);
+            confirm_in_ipvs(i, external[i]);
+            std::thread::sleep(Duration::from_millis(150));
+        }
         let before = scrape();
         let mut latencies = Vec::with_capacity(self.changes);
         for k in 0..self.changes {

@@ -15,16 +15,32 @@ use nix::{
 /// another thread reaps in the window is counted too.
 pub struct SyncCpu {
     start: Duration,
+    faults: u64,
 }
 
 impl SyncCpu {
     pub fn start() -> Self {
-        Self { start: now() }
+        Self {
+            start: now(),
+            faults: thread_minor_faults(),
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
         now().saturating_sub(self.start)
     }
+
+    /// Minor page faults the calling thread took since the start: pages
+    /// touched for the first time, or again after malloc gave them back.
+    pub fn minor_faults(&self) -> u64 {
+        thread_minor_faults().saturating_sub(self.faults)
+    }
+}
+
+fn thread_minor_faults() -> u64 {
+    getrusage(UsageWho::RUSAGE_THREAD)
+        .map(|u| u.minor_page_faults() as u64)
+        .unwrap_or_default()
 }
 
 fn now() -> Duration {
@@ -66,5 +82,19 @@ mod tests {
             .expect("sh");
         assert!(child.success());
         assert!(cpu.elapsed() > own);
+    }
+
+    #[test]
+    fn counts_the_pages_the_thread_touches_first() {
+        let cpu = SyncCpu::start();
+        // Above malloc's largest mmap threshold (32 MiB): fresh pages from
+        // the kernel, each faulting at its first write (one per 2 MiB with
+        // transparent huge pages).
+        let mut v = vec![0u8; 40 << 20];
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        let faults = cpu.minor_faults();
+        assert!(faults >= 20, "{faults} faults; {}", v[4096]);
     }
 }

@@ -66,6 +66,8 @@ pub struct SyncDone {
     pub counts: SyncCounts,
     /// CPU of the worker thread and the children it waited for.
     pub cpu: Duration,
+    /// Minor page faults of the worker thread.
+    pub minor_faults: u64,
     /// How long each step took, in the order they ran (for the metrics:
     /// where a slow sync's time went).
     pub steps: Vec<(&'static str, Duration)>,
@@ -326,6 +328,7 @@ fn spawn_worker<W: Worker>(
                         released = true;
                     }
                     done.cpu = cpu.elapsed();
+                    done.minor_faults = cpu.minor_faults();
                 }
                 let _ = reply.send(result);
             }
@@ -392,7 +395,14 @@ async fn runner<W: Worker>(worker: W, shared: Arc<Shared<W::Changes>>, ctx: Runn
             }
         }
         match &result {
-            Ok(done) => tracing::info!(controller = name, ?kind, "{}", done.summary),
+            Ok(done) => tracing::info!(
+                controller = name,
+                ?kind,
+                cpu_ms = done.cpu.as_millis() as u64,
+                minor_faults = done.minor_faults,
+                "{}",
+                done.summary
+            ),
             Err(e) => tracing::error!(
                 controller = name,
                 ?kind,

@@ -136,6 +136,7 @@ impl ServiceWorker {
             programming_latencies,
             counts: report.counts(),
             cpu: Duration::ZERO,
+            minor_faults: 0,
             steps: steps.into_laps(),
         })
     }
@@ -259,6 +260,7 @@ impl Worker for PolicyWorker {
                 }),
             },
             cpu: Duration::ZERO,
+            minor_faults: 0,
             steps: Vec::new(),
         })
     }
