@@ -97,8 +97,8 @@ pub struct Args {
     /// service, set and address back and repair drift (kube-router's flag).
     /// A full sync reads every set's header and entry count and the members
     /// of a share of the sets in turn: a member swapped for another (the
-    /// count kept) is repaired within 10 full syncs, any other set drift at
-    /// the next.
+    /// count kept) or a set of ours another program created is repaired
+    /// within 10 full syncs, any other set drift at the next.
     #[arg(long, default_value = "5m", value_parser = duration::parse)]
     pub ipvs_sync_period: Duration,
     /// Between full syncs of the policy controller (kube-router's flag);

@@ -56,9 +56,15 @@ pub(super) struct Rotation {
     /// desired sets, and no apply of it failed since.
     settled: bool,
     scrub: Scrub,
-    /// How many sets the node held at the owner's last header read (None:
-    /// not read yet, so the first read is the dump, which counts them).
+    /// How many sets the node held at the owner's last read of every
+    /// set's name or header (None: not read yet, so the first read is the
+    /// dump, which counts them).
     node_sets: Option<usize>,
+    /// Reads by name since the node's set names were last read.
+    names_age: usize,
+    /// The owner's sets the last read found: read by name again with the
+    /// desired ones, so a set no longer desired is still seen to destroy.
+    known: BTreeSet<String>,
 }
 
 impl Rotation {
@@ -86,6 +92,20 @@ impl Rotation {
     fn by_name(&self, owned: usize) -> bool {
         self.node_sets
             .is_some_and(|node| owned.saturating_mul(BY_NAME_RATIO) < node)
+    }
+
+    /// Whether this read by name takes the node's set names first: at
+    /// least once in [`SCRUB_PERIODS`] of them, the only way to see a set
+    /// of ours that another program created.
+    fn names_due(&mut self) -> bool {
+        self.names_age += 1;
+        self.names_age >= SCRUB_PERIODS
+    }
+
+    /// The node's `sets` were all read (names or headers).
+    fn counted(&mut self, sets: usize) {
+        self.node_sets = Some(sets);
+        self.names_age = 0;
     }
 }
 
@@ -179,18 +199,35 @@ pub(super) fn actual_by_headers(
 }
 
 /// The headers of the kernel's sets, at least of every set `owner`
-/// claims: one header dump of every set, or the names and one header
-/// request per set of the owner's, whichever its rotation finds cheaper.
+/// claims: one header dump of every set, or one header request per set of
+/// the owner's, whichever its rotation finds cheaper. By name, the sets
+/// asked for are the desired ones and those the last read found; the
+/// node's names (a dump that costs as much as the rest of a no-op
+/// `sets` step: BENCHMARKS.md, "Stop 19's final main") are read only once
+/// in [`SCRUB_PERIODS`] reads, so a set of ours another program created
+/// is destroyed within as many full applies.
 fn owned_headers(inner: &mut Inner, owner: &Owner) -> Result<Listing, StoreError> {
-    let owned = inner.desired[owner.name].len();
+    let desired = &inner.desired[owner.name];
     let rotation = inner.rotations.entry(owner.name).or_default();
-    if !rotation.by_name(owned) {
+    if !rotation.by_name(desired.len()) {
         let listing = inner.kernel.list_headers()?;
-        rotation.node_sets = Some(listing.sets.len() + listing.unsupported.len());
+        rotation.counted(listing.sets.len() + listing.unsupported.len());
+        rotation.known = listing
+            .sets
+            .iter()
+            .map(|s| s.name.to_string())
+            .filter(|n| owner.owns(n))
+            .collect();
         return Ok(listing);
     }
-    let names = inner.kernel.list_names()?;
-    rotation.node_sets = Some(names.len());
+    let names: BTreeSet<String> = if rotation.names_due() {
+        let names = inner.kernel.list_names()?;
+        rotation.counted(names.len());
+        names.into_iter().filter(|n| owner.owns(n)).collect()
+    } else {
+        let known = std::mem::take(&mut rotation.known);
+        known.into_iter().chain(desired.keys().cloned()).collect()
+    };
     let mut sets = Vec::new();
     for name in names.iter().filter(|n| owner.owns(n)) {
         // A set we cannot read fails here as a deep read's list does.
@@ -201,6 +238,8 @@ fn owned_headers(inner: &mut Inner, owner: &Owner) -> Result<Listing, StoreError
             Err(e) => return Err(e.into()),
         }
     }
+    let rotation = inner.rotations.entry(owner.name).or_default();
+    rotation.known = sets.iter().map(|s| s.name.to_string()).collect();
     Ok(Listing {
         sets,
         unsupported: Vec::new(),
