@@ -1,8 +1,8 @@
 //! A full sync's read of the whole IPVS table, and the check that lets a
 //! periodic full sync of an unchanged table skip parsing and comparing it.
 //!
-//! The cheap read of every destination (`readback::Listing`: getsockopt,
-//! else `/proc/net/ip_vs`) is cheap in the kernel, but planning 10k
+//! The cheap read of every destination (`readback::Listing`: getsockopt)
+//! is cheap in the kernel, but planning 10k
 //! Services against it is not. So when a plan found the table equal to
 //! the desired services, [`FullRead`] keeps two fingerprints: one of those
 //! desired services (and of what decides which kernel services are ours),
@@ -16,7 +16,8 @@
 //! Any change of the listing (a service deleted or added, a destination
 //! deleted, added or reweighted, a scheduler or flag changed, even the
 //! same table in another order) misses and takes the whole way. What the
-//! listing cannot show is read by netlink either way, as before.
+//! listing cannot show is read by netlink either way, as before; a table
+//! read all by netlink (no listing) is never remembered.
 
 use std::{
     collections::BTreeSet,
@@ -25,15 +26,12 @@ use std::{
 };
 
 use super::{
-    readback::{self, Glance, Listing, Wanted},
+    readback::{self, Glance, Listing},
     sockopt,
     sync::{self, IpvsReport, IpvsScope},
     Destination, IpvsClient, IpvsError, Service, ServiceConfig, ServiceKey,
 };
 use crate::desired::VirtualService;
-
-/// The lines `/proc/net/ip_vs` starts with: its version and column names.
-const HEADER_LINES: usize = 3;
 
 /// A full sync's table, or the news that it is what was last found equal.
 pub enum Table {
@@ -91,10 +89,6 @@ impl FullRead {
             None
         } else {
             Listing::read(client, ipv6)
-                .inspect_err(|e| {
-                    tracing::warn!("{e}; reading IPVS by netlink, one request per service")
-                })
-                .ok()
         };
         let Some(listing) = listing else {
             return Ok(Table::Read {
@@ -103,7 +97,7 @@ impl FullRead {
         };
         let now = Fingerprints {
             desired: desired_print,
-            listing: listing_fingerprint(&listing),
+            listing: sockopt_fingerprint(&listing.table.summary, &listing.ipv6),
         };
         let hidden = kernel_forms(
             desired
@@ -117,19 +111,8 @@ impl FullRead {
                 return Ok(Table::Unchanged(unchanged));
             }
         }
-        let desired: Vec<&VirtualService> = desired
-            .iter()
-            .copied()
-            .filter(|vs| sync::kernel_valid(vs))
-            .collect();
-        // A text that skipped a desired service (another namespace's
-        // services can make the kernel's `/proc` listing skip some) is
-        // never remembered: a later deletion of that service would not
-        // move it. getsockopt's listing skips none.
-        if lists_every(&listing, &desired) {
-            self.pending = Some(now);
-        }
-        let actual = readback::table_for_plan(client, &desired, listing)?;
+        self.pending = Some(now);
+        let actual = readback::table_for_plan(client, sync::kernel_keys(desired), listing)?;
         Ok(Table::Read { actual })
     }
 
@@ -189,8 +172,8 @@ fn kernel_forms<'a>(
     services.filter_map(|vs| sync::to_kernel(vs).ok()).collect()
 }
 
-/// Whether the services `/proc` cannot show entirely are as desired, read
-/// by netlink.
+/// Whether the services the listing cannot show entirely are as desired,
+/// read by netlink.
 fn hidden_equal(
     client: &mut IpvsClient,
     desired: &[(Service, Vec<Destination>)],
@@ -204,27 +187,6 @@ fn hidden_equal(
     Ok(requests.is_empty())
 }
 
-/// Whether `listing` lists every service of `desired`.
-fn lists_every(listing: &Listing, desired: &[impl Wanted]) -> bool {
-    let Listing::Proc(text) = listing else {
-        return true;
-    };
-    let Ok(listed) = readback::parse_proc(text) else {
-        return false;
-    };
-    let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
-    desired.iter().all(|d| listed.contains(&d.kernel_key()))
-}
-
-/// What a listing shows a plan, counters left out; the two kinds of
-/// listing never give the same.
-fn listing_fingerprint(listing: &Listing) -> u64 {
-    match listing {
-        Listing::Sockopt { table, ipv6 } => sockopt_fingerprint(&table.summary, ipv6),
-        Listing::Proc(text) => text_fingerprint(text) ^ PROC_TAG,
-    }
-}
-
 /// A getsockopt listing's fingerprint, read whole or at a glance.
 fn sockopt_fingerprint(summary: &sockopt::Summary, ipv6: &Option<Vec<ServiceKey>>) -> u64 {
     let mut h = DefaultHasher::new();
@@ -232,9 +194,6 @@ fn sockopt_fingerprint(summary: &sockopt::Summary, ipv6: &Option<Vec<ServiceKey>
     ipv6.hash(&mut h);
     h.finish()
 }
-
-/// Sets a `/proc` fingerprint apart from a getsockopt one.
-const PROC_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The fields of `desired` a plan compares, and what decides which kernel
 /// services are ours to delete.
@@ -250,27 +209,6 @@ fn desired_fingerprint(
     }
     vips.hash(&mut h);
     node_ips.hash(&mut h);
-    h.finish()
-}
-
-/// `/proc/net/ip_vs`'s text without its header and the destinations'
-/// connection counters (they move with traffic), in the kernel's order.
-fn text_fingerprint(text: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    for line in text.lines().skip(HEADER_LINES) {
-        match line.strip_prefix("  -> ") {
-            // Address, forward method, weight; then the two counters.
-            Some(dest) => {
-                h.write_u8(b'>');
-                for word in dest.split_ascii_whitespace().take(3) {
-                    h.write(word.as_bytes());
-                    h.write_u8(b' ');
-                }
-            }
-            None => h.write(line.trim_end().as_bytes()),
-        }
-        h.write_u8(b'\n');
-    }
     h.finish()
 }
 
