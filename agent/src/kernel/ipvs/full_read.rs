@@ -27,7 +27,6 @@ use std::{
 
 use super::{
     readback::{self, Glance, Listing},
-    sockopt,
     sync::{self, IpvsReport, IpvsScope},
     Destination, IpvsClient, IpvsError, Service, ServiceConfig, ServiceKey,
 };
@@ -97,16 +96,10 @@ impl FullRead {
         };
         let now = Fingerprints {
             desired: desired_print,
-            listing: sockopt_fingerprint(&listing.table.summary, &listing.ipv6),
+            listing: listing.glance.fingerprint(),
         };
-        let hidden = kernel_forms(
-            desired
-                .iter()
-                .copied()
-                .filter(|vs| !listing.shows_desired(vs)),
-        );
         if let Some((seen, unchanged)) = self.matched {
-            if seen == now && hidden_equal(client, &hidden)? {
+            if seen == now && hidden_equal(client, desired, &listing.glance)? {
                 tracing::debug!(unchanged, "IPVS as the last plan found it: not planned");
                 return Ok(Table::Unchanged(unchanged));
             }
@@ -137,16 +130,10 @@ impl FullRead {
         let Some(glance) = Glance::read(client, ipv6)? else {
             return Ok(None);
         };
-        if sockopt_fingerprint(&glance.summary, &glance.ipv6) != seen.listing {
+        if glance.fingerprint() != seen.listing {
             return Ok(None);
         }
-        let hidden = kernel_forms(
-            desired
-                .iter()
-                .copied()
-                .filter(|vs| !glance.shows_desired(vs)),
-        );
-        Ok(hidden_equal(client, &hidden)?.then_some(unchanged))
+        Ok(hidden_equal(client, desired, &glance)?.then_some(unchanged))
     }
 
     /// What the plan of the last [`Table::Read`] did: `Some(report)`
@@ -164,35 +151,26 @@ impl FullRead {
     }
 }
 
-/// The kernel forms of `services`; invalid ones were reported by the
-/// controller already.
-fn kernel_forms<'a>(
-    services: impl Iterator<Item = &'a VirtualService>,
-) -> Vec<(Service, Vec<Destination>)> {
-    services.filter_map(|vs| sync::to_kernel(vs).ok()).collect()
-}
-
-/// Whether the services the listing cannot show entirely are as desired,
-/// read by netlink.
+/// Whether the desired services `glance`'s listing cannot show entirely
+/// are as desired, read by netlink (invalid ones were reported by the
+/// controller already).
 fn hidden_equal(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
+    desired: &[&VirtualService],
+    glance: &Glance,
 ) -> Result<bool, IpvsError> {
-    if desired.is_empty() {
+    let hidden: Vec<(Service, Vec<Destination>)> = desired
+        .iter()
+        .filter(|vs| !glance.shows(&sync::kernel_key(&vs.key)))
+        .filter_map(|vs| sync::to_kernel(vs).ok())
+        .collect();
+    if hidden.is_empty() {
         return Ok(true);
     }
-    let keys: Vec<ServiceKey> = desired.iter().map(|(s, _)| s.key).collect();
+    let keys: Vec<ServiceKey> = hidden.iter().map(|(s, _)| s.key).collect();
     let actual = readback::read_by_netlink(client, &keys)?;
-    let (requests, _) = sync::plan(desired, &actual, &IpvsScope::default());
+    let (requests, _) = sync::plan(&hidden, &actual, &IpvsScope::default());
     Ok(requests.is_empty())
-}
-
-/// A getsockopt listing's fingerprint, read whole or at a glance.
-fn sockopt_fingerprint(summary: &sockopt::Summary, ipv6: &Option<Vec<ServiceKey>>) -> u64 {
-    let mut h = DefaultHasher::new();
-    summary.fingerprint.hash(&mut h);
-    ipv6.hash(&mut h);
-    h.finish()
 }
 
 /// The fields of `desired` a plan compares, and what decides which kernel

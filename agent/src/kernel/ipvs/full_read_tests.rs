@@ -104,9 +104,12 @@ fn only_a_plan_that_wrote_nothing_is_remembered() {
 
 #[test]
 fn an_ipv6_service_appearing_moves_the_listing_fingerprint() {
-    let summary = Summary::default();
-    let none = sockopt_fingerprint(&summary, &Some(vec![]));
-    let one = sockopt_fingerprint(&summary, &Some(vec![ServiceKey::tcp(ip("fd00::9"), 80)]));
+    let glance = |ipv6| Glance {
+        summary: Summary::default(),
+        ipv6,
+    };
+    let none = glance(Some(vec![])).fingerprint();
+    let one = glance(Some(vec![ServiceKey::tcp(ip("fd00::9"), 80)])).fingerprint();
     assert_ne!(none, one);
-    assert_ne!(sockopt_fingerprint(&summary, &None), none);
+    assert_ne!(glance(None).fingerprint(), none);
 }

@@ -16,21 +16,24 @@
 //! else set on a service of ours that wants none) the full netlink read
 //! on a schedule catches.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::BTreeSet,
+    hash::{DefaultHasher, Hash, Hasher},
+    net::IpAddr,
+};
 
 use super::{
     sockopt::{self, SockoptError},
-    sync, IpvsClient, IpvsError, ServiceConfig, ServiceKey,
+    IpvsClient, IpvsError, ServiceConfig, ServiceKey,
 };
-use crate::desired::{Family, VirtualService};
+use crate::desired::Family;
 
 /// One cheap read of the whole table: every IPv4 service through
-/// getsockopt; and when IPv6 services may be ours, the keys of the IPv6
-/// ones by a netlink dump of the services (without destinations).
+/// getsockopt, and what a [`Glance`] tells of it.
 #[derive(Debug)]
 pub struct Listing {
-    pub table: sockopt::Table,
-    pub ipv6: Option<Vec<ServiceKey>>,
+    pub services: Vec<ServiceConfig>,
+    pub glance: Glance,
 }
 
 impl Listing {
@@ -46,23 +49,26 @@ impl Listing {
             }
         };
         match ipv6_keys(client, ipv6) {
-            Ok(ipv6) => Some(Self { table, ipv6 }),
+            Ok(ipv6) => Some(Self {
+                services: table.services,
+                glance: Glance {
+                    summary: table.summary,
+                    ipv6,
+                },
+            }),
             Err(e) => {
                 tracing::warn!("listing the IPv6 services: {e}; {BY_NETLINK}");
                 None
             }
         }
     }
-
-    /// Whether it shows a desired virtual service's kernel form whole.
-    pub fn shows_desired(&self, vs: &VirtualService) -> bool {
-        shows_desired(&self.table.summary, vs)
-    }
 }
 
-/// What [`Listing::read`] would tell a full sync that expects the table
-/// it last found equal, without decoding a service: the IPv4 table's
-/// summary, and the IPv6 keys as it lists them.
+/// What [`Listing::read`] tells a full sync that expects the table it
+/// last found equal, readable without decoding a service: getsockopt's
+/// summary of the IPv4 table; and when IPv6 services may be ours, the
+/// keys of the IPv6 ones by a netlink dump of the services (without
+/// destinations).
 #[derive(Debug)]
 pub struct Glance {
     pub summary: sockopt::Summary,
@@ -79,9 +85,18 @@ impl Glance {
         Ok(Some(Self { summary, ipv6 }))
     }
 
-    /// [`Listing::shows_desired`], as the listing would answer.
-    pub fn shows_desired(&self, vs: &VirtualService) -> bool {
-        shows_desired(&self.summary, vs)
+    /// Whether the listing shows the service at `key` whole (an IPv4
+    /// service it does not list is absent).
+    pub fn shows(&self, key: &ServiceKey) -> bool {
+        address_of(key).is_some_and(|a| a.is_ipv4()) && !self.summary.partial.contains(key)
+    }
+
+    /// What the listing shows a plan, counters left out.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.summary.fingerprint.hash(&mut h);
+        self.ipv6.hash(&mut h);
+        h.finish()
     }
 }
 
@@ -108,22 +123,12 @@ fn log_fallback(e: &SockoptError) {
     }
 }
 
-/// Whether getsockopt's `summary` of the table shows the service at `key`
-/// whole (a service of IPv4 it does not list is absent).
-fn shows(summary: &sockopt::Summary, key: &ServiceKey) -> bool {
-    address_of(key).is_some_and(|a| a.is_ipv4()) && !summary.partial.contains(key)
-}
-
 /// The address of an address service (None: a firewall mark).
 fn address_of(key: &ServiceKey) -> Option<IpAddr> {
     match key {
         ServiceKey::Addr { addr, .. } => Some(*addr),
         ServiceKey::Fwmark { .. } => None,
     }
-}
-
-fn shows_desired(summary: &sockopt::Summary, vs: &VirtualService) -> bool {
-    shows(summary, &sync::kernel_key(&vs.key))
 }
 
 /// The table as a full sync's plan needs it: every service from one cheap
@@ -150,13 +155,13 @@ pub fn table_for_plan(
     desired: impl IntoIterator<Item = ServiceKey>,
     listing: Listing,
 ) -> Result<Vec<ServiceConfig>, IpvsError> {
-    let Listing { table: read, ipv6 } = listing;
+    let Listing { services, glance } = listing;
     let mut deep: BTreeSet<ServiceKey> = desired
         .into_iter()
-        .filter(|key| !shows(&read.summary, key))
+        .filter(|key| !glance.shows(key))
         .collect();
-    deep.extend(ipv6.into_iter().flatten());
-    let mut table = read.services;
+    deep.extend(glance.ipv6.into_iter().flatten());
+    let mut table = services;
     table.retain(|v| !deep.contains(&v.service.key));
     table.extend(read_by_netlink(client, deep.iter())?);
     Ok(table)
