@@ -205,7 +205,7 @@ impl From<&DestinationEntry> for JsonDestination {
 mod tests {
     use super::*;
     use crate::kernel::ipvs::{
-        Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceEntry, Stats,
+        Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceEntry,
     };
 
     fn table() -> Vec<VirtualServer> {
@@ -218,7 +218,6 @@ mod tests {
                 entry: ServiceEntry {
                     service: svc,
                     pe_name: None,
-                    stats: Stats::default(),
                 },
                 destinations: vec![DestinationEntry {
                     destination: Destination::new("10.1.0.1".parse().unwrap(), 8080)
@@ -226,8 +225,6 @@ mod tests {
                         .weight(3),
                     active_conns: 0,
                     inactive_conns: 2,
-                    persistent_conns: 0,
-                    stats: Stats::default(),
                 }],
             },
             VirtualServer {
@@ -237,7 +234,6 @@ mod tests {
                         Scheduler::round_robin(),
                     ),
                     pe_name: None,
-                    stats: Stats::default(),
                 },
                 destinations: vec![],
             },

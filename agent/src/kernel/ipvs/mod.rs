@@ -56,5 +56,5 @@ pub use request::Request;
 pub use types::{
     protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,
     InvalidValue, Netmask, Scheduler, Service, ServiceConfig, ServiceEntry, ServiceFlagBits,
-    ServiceKey, Stats, Timeouts, VirtualServer,
+    ServiceKey, Timeouts, VirtualServer,
 };
