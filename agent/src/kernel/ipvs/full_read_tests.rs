@@ -1,32 +1,11 @@
 use super::*;
-use crate::desired::{Forward, Protocol, RealServer, ServiceFlags, ServiceRef, VsKey};
-use crate::kernel::ipvs::sockopt::Summary;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use crate::kernel::ipvs::{
+    sockopt::Summary,
+    sync::tests::{ip, vs},
+};
 
 fn web() -> VirtualService {
-    VirtualService {
-        key: VsKey {
-            addr: ip("10.0.0.1"),
-            proto: Protocol::Tcp,
-            port: 80,
-        },
-        scheduler: "rr".into(),
-        flags: ServiceFlags::default(),
-        timeout: 0,
-        netmask_bits: 32,
-        destinations: vec![RealServer {
-            addr: ip("10.1.0.1"),
-            port: 8080,
-            weight: 1,
-            forward: Forward::Masq,
-        }],
-        service: ServiceRef::default(),
-        origin: String::new(),
-        source_ranges: false,
-    }
+    vs("10.0.0.1", 80, &[("10.1.0.1", 1)])
 }
 
 #[test]
