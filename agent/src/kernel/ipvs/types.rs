@@ -261,13 +261,6 @@ impl Netmask {
             _ => Err(InvalidValue::Netmask { family, len }),
         }
     }
-
-    pub fn family(&self) -> Family {
-        match self {
-            Netmask::V4(_) => Family::V4,
-            Netmask::V6(_) => Family::V6,
-        }
-    }
 }
 
 impl fmt::Display for Netmask {
