@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     desired::Family,
     kernel::ipvs::{
-        protocol_name, DestinationEntry, Info, IpvsClient, ServiceFlagBits, ServiceKey,
+        protocol_name, DestinationEntry, Info, IpvsClient, ServiceFlagBits, ServiceKey, SockAddr,
         VirtualServer,
     },
 };
@@ -50,13 +50,11 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
         let svc = &vs.entry.service;
         // ipvsadm pads the protocol to four columns: "TCP  ", "SCTP ".
         let name = match svc.key {
-            ServiceKey::Addr { protocol, .. } => {
-                format!(
-                    "{:<4} {}",
-                    protocol_name(protocol),
-                    address_of(&svc.key).unwrap_or_default()
-                )
-            }
+            ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            } => format!("{:<4} {}", protocol_name(protocol), SockAddr(addr, port)),
             ServiceKey::Fwmark { family, mark } => match family {
                 Family::V4 => format!("FWM  {mark}"),
                 Family::V6 => format!("FWM  {mark} IPv6"),
@@ -113,16 +111,6 @@ fn sched_flag_names(scheduler: &str, flags: ServiceFlagBits) -> Vec<&'static str
     .filter(|(bit, _)| flags.contains(**bit))
     .map(|(_, name)| name)
     .collect()
-}
-
-fn address_of(key: &ServiceKey) -> Option<String> {
-    match key {
-        ServiceKey::Addr { addr, port, .. } => Some(match addr {
-            std::net::IpAddr::V4(a) => format!("{a}:{port}"),
-            std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
-        }),
-        ServiceKey::Fwmark { .. } => None,
-    }
 }
 
 #[derive(Serialize)]
