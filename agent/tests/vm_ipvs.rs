@@ -15,8 +15,8 @@ use std::{
 use ipwarden::{
     desired::Family,
     kernel::ipvs::{
-        sync, Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError, IpvsErrorKind,
-        Netmask, Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
+        readback, sync, Destination, DestinationKey, ForwardMethod, IpvsClient, IpvsError,
+        IpvsErrorKind, Netmask, Request, Scheduler, Service, ServiceFlagBits, ServiceKey, Timeouts,
     },
     netns::{privileged, NetNs},
 };
@@ -741,47 +741,29 @@ fn shaped(read: Vec<impl Into<ipwarden::kernel::ipvs::ServiceConfig>>) -> Table 
         .collect()
 }
 
-/// The cheap full read (`/proc/net/ip_vs`, netlink for the desired
-/// services it cannot show entirely) gives the plan what the netlink read
-/// gives; and `/proc` alone agrees with netlink on every service it
-/// claims to show entirely.
+/// The cheap full read (getsockopt, netlink for the desired services it
+/// cannot show entirely) gives the plan what the netlink read gives, a
+/// scheduler flag somebody set on a service that wants none included.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_the_cheap_read_sees_what_netlink_sees() {
-    use ipwarden::kernel::ipvs::readback;
     let ns = NetNs::new("ipw-ipvs").unwrap();
     let mut ipvs = client(&ns);
     let want = variety();
     run_all(&mut ipvs, &requests_for(&want));
-    let netlink = ours(&mut ipvs);
-    let cheap = ns
-        .run(|| readback::read_for_plan(&mut ipvs, &want))
-        .unwrap()
-        .unwrap();
-    assert_eq!(shaped(cheap), netlink);
-    let proc_only = shaped(ns.run(readback::read_proc).unwrap().unwrap());
-    let shown: Vec<_> = want
-        .iter()
-        .filter(|(s, d)| readback::proc_shows(s, d))
-        .map(|(s, _)| s.key)
-        .collect();
-    assert_eq!(shown.len(), 1, "the variety's plain IPv4 service");
-    for key in shown {
-        assert_eq!(proc_only.get(&key), netlink.get(&key), "{key}");
-    }
-    // A scheduler flag somebody set on a service that wants none: /proc
-    // cannot show it (the periodic deep read repairs it).
+    let keys: Vec<ServiceKey> = want.iter().map(|(s, _)| s.key).collect();
+    let cheap = |ipvs: &mut IpvsClient| {
+        let read = ns.run(|| readback::read_for_plan(ipvs, &keys));
+        shaped(read.unwrap().unwrap())
+    };
+    assert_eq!(cheap(&mut ipvs), ours(&mut ipvs));
     let key = ServiceKey::udp(ip("10.0.0.4"), 4789);
-    let (mut flagged, _) = netlink[&key].clone();
+    let (mut flagged, _) = ours(&mut ipvs)[&key].clone();
     flagged.flags |= ServiceFlagBits::SCHED1;
-    ipvs.execute(&Request::EditService(flagged.clone()))
-        .unwrap();
-    let proc_after = shaped(ns.run(readback::read_proc).unwrap().unwrap());
-    assert_eq!(proc_after[&key].0.flags, netlink[&key].0.flags);
-    assert!(ours(&mut ipvs)[&key]
-        .0
-        .flags
-        .contains(ServiceFlagBits::SCHED1));
+    ipvs.execute(&Request::EditService(flagged)).unwrap();
+    let after = cheap(&mut ipvs);
+    assert!(after[&key].0.flags.contains(ServiceFlagBits::SCHED1));
+    assert_eq!(after, ours(&mut ipvs));
 }
 
 /// getsockopt's listing shows every IPv4 service netlink lists, each
@@ -894,14 +876,13 @@ fn plain_services(net: u8, count: u16) -> Vec<(Service, Vec<Destination>)> {
         .collect()
 }
 
-/// Another namespace's IPVS services make the kernel's `/proc/net/ip_vs`
-/// skip some of ours when it is read in more than one page (its restart
-/// position counts every namespace's services, its seek only ours): the
-/// cheap read still gives the plan every service netlink lists.
+/// Another namespace's IPVS services (which make the kernel's
+/// `/proc/net/ip_vs` skip some of ours when it is read in more than one
+/// page) leave the cheap read whole: it gives the plan every service
+/// netlink lists.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_the_cheap_read_misses_nothing_beside_another_namespaces_services() {
-    use ipwarden::kernel::ipvs::readback;
     let foreign = NetNs::new("ipw-ipvs-other").unwrap();
     run_all(
         &mut client(&foreign),
@@ -913,15 +894,10 @@ fn vm_the_cheap_read_misses_nothing_beside_another_namespaces_services() {
     run_all(&mut ipvs, &requests_for(&want));
     let netlink = ours(&mut ipvs);
     assert_eq!(netlink.len(), want.len());
-    let proc_listed = ns.run(readback::read_proc).unwrap().unwrap().len();
-    assert!(
-        proc_listed < want.len(),
-        "/proc listed all {proc_listed}: the kernel no longer skips, so this test \
-         no longer checks the fallback"
-    );
+    let keys: Vec<ServiceKey> = want.iter().map(|(s, _)| s.key).collect();
     let cheap = ns
-        .run(|| readback::read_for_plan(&mut ipvs, &want))
+        .run(|| readback::read_for_plan(&mut ipvs, &keys))
         .unwrap()
         .unwrap();
-    assert_eq!(shaped(cheap), netlink, "/proc listed {proc_listed}");
+    assert_eq!(shaped(cheap), netlink);
 }

@@ -50,8 +50,8 @@ fn service(addr: &str, port: u16, reals: &[&str]) -> VirtualService {
     }
 }
 
-/// A plain IPv4 service, a persistent one (both in the getsockopt listing;
-/// `/proc` shows the first only) and an IPv6 one (read by netlink too).
+/// A plain IPv4 service, a persistent one (both in the getsockopt listing)
+/// and an IPv6 one (read by netlink).
 fn desired() -> Vec<VirtualService> {
     let plain = service("10.96.0.1", 80, &["10.244.0.1", "10.244.0.2"]);
     let mut sticky = service("10.96.0.2", 443, &["10.244.0.3"]);
@@ -67,13 +67,6 @@ enum Sync {
     Unchanged,
     Planned(IpvsReport),
 }
-
-/// One test at a time: `/proc/net/ip_vs` of one namespace can skip
-/// services while another namespace holds some (6.1's
-/// `ip_vs_info_seq_next` counts every namespace's services in the shared
-/// table, `ip_vs_info_array` only its own, so a read that spans several
-/// `read()` calls resumes at the wrong one).
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Node {
     ns: NetNs,
@@ -193,7 +186,6 @@ fn is_header(line: &str) -> bool {
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_an_unchanged_table_is_not_planned_and_every_drift_after_it_is_repaired() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut node = Node::new();
     let first = node.sync(false);
     assert!(
@@ -220,8 +212,7 @@ fn vm_an_unchanged_table_is_not_planned_and_every_drift_after_it_is_repaired() {
         &["-D", "-t", "10.96.0.2:443"],
         &["-A", "-t", "10.96.0.1:8443", "-s", "rr"],
         &["-E", "-t", "[fd00::1]:80", "-s", "wrr"],
-        // A threshold: of the cheap reads only getsockopt shows it (a
-        // read of `/proc` leaves it to the deep read).
+        // A threshold: the getsockopt listing shows it.
         &[
             "-e",
             "-t",
@@ -251,14 +242,11 @@ fn vm_an_unchanged_table_is_not_planned_and_every_drift_after_it_is_repaired() {
 }
 
 /// What the cheap listing shows is repaired at the next full sync: a
-/// scheduler flag on the persistent service and on the plain one. `/proc`
-/// shows neither (the first was read by netlink, the second left to the
-/// deep read of every tenth full sync); getsockopt shows both. The deep
-/// read repairs the same drift too.
+/// scheduler flag on the persistent service and on the plain one, both
+/// shown by getsockopt. The deep read repairs the same drift too.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_a_scheduler_flag_is_repaired_at_the_next_full_sync_and_by_the_deep_read() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut node = Node::new();
     node.settle();
     let flag = |node: &mut Node, i: usize| {

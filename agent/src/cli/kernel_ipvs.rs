@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::{
     desired::Family,
     kernel::ipvs::{
-        protocol_name, DestinationEntry, Info, IpvsClient, ServiceFlagBits, ServiceKey,
+        protocol_name, DestinationEntry, Info, IpvsClient, ServiceFlagBits, ServiceKey, SockAddr,
         VirtualServer,
     },
 };
@@ -50,13 +50,11 @@ pub fn render(info: &Info, table: &[VirtualServer]) -> String {
         let svc = &vs.entry.service;
         // ipvsadm pads the protocol to four columns: "TCP  ", "SCTP ".
         let name = match svc.key {
-            ServiceKey::Addr { protocol, .. } => {
-                format!(
-                    "{:<4} {}",
-                    protocol_name(protocol),
-                    address_of(&svc.key).unwrap_or_default()
-                )
-            }
+            ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            } => format!("{:<4} {}", protocol_name(protocol), SockAddr(addr, port)),
             ServiceKey::Fwmark { family, mark } => match family {
                 Family::V4 => format!("FWM  {mark}"),
                 Family::V6 => format!("FWM  {mark} IPv6"),
@@ -113,16 +111,6 @@ fn sched_flag_names(scheduler: &str, flags: ServiceFlagBits) -> Vec<&'static str
     .filter(|(bit, _)| flags.contains(**bit))
     .map(|(_, name)| name)
     .collect()
-}
-
-fn address_of(key: &ServiceKey) -> Option<String> {
-    match key {
-        ServiceKey::Addr { addr, port, .. } => Some(match addr {
-            std::net::IpAddr::V4(a) => format!("{a}:{port}"),
-            std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
-        }),
-        ServiceKey::Fwmark { .. } => None,
-    }
 }
 
 #[derive(Serialize)]
@@ -205,7 +193,7 @@ impl From<&DestinationEntry> for JsonDestination {
 mod tests {
     use super::*;
     use crate::kernel::ipvs::{
-        Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceEntry, Stats,
+        Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceEntry,
     };
 
     fn table() -> Vec<VirtualServer> {
@@ -218,7 +206,6 @@ mod tests {
                 entry: ServiceEntry {
                     service: svc,
                     pe_name: None,
-                    stats: Stats::default(),
                 },
                 destinations: vec![DestinationEntry {
                     destination: Destination::new("10.1.0.1".parse().unwrap(), 8080)
@@ -226,8 +213,6 @@ mod tests {
                         .weight(3),
                     active_conns: 0,
                     inactive_conns: 2,
-                    persistent_conns: 0,
-                    stats: Stats::default(),
                 }],
             },
             VirtualServer {
@@ -237,7 +222,6 @@ mod tests {
                         Scheduler::round_robin(),
                     ),
                     pe_name: None,
-                    stats: Stats::default(),
                 },
                 destinations: vec![],
             },

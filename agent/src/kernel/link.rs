@@ -10,7 +10,6 @@ mod message;
 mod vip_routes;
 mod watch;
 
-pub use message::VIP_ROUTE_PROTOCOL;
 pub use watch::AddressWatch;
 
 use std::{net::IpAddr, sync::Mutex, time::Duration};

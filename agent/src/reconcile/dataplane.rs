@@ -181,11 +181,11 @@ pub struct RealDataplane {
     ipvs_reads: full_read::FullRead,
 }
 
-/// A full sync reads IPVS cheaply (`/proc/net/ip_vs`, netlink only for
-/// what it cannot show: `kernel::ipvs::readback`), except the first, every
+/// A full sync reads IPVS cheaply (getsockopt, netlink only for what it
+/// cannot show: `kernel::ipvs::readback`), except the first, every
 /// `RECOMPUTE_EVERY`th, and the one after a failed sync: those read every
-/// field by netlink, so drift the cheap read cannot see (a scheduler flag
-/// or threshold set on a service of ours) is still repaired.
+/// field by netlink, so drift the cheap read cannot see (a tunnel setting
+/// on a service of ours) is still repaired.
 #[derive(Debug, Default)]
 struct FullReads {
     cadence: Cadence,

@@ -30,7 +30,7 @@ pub use apply::{
     apply, apply_with, read_table, untouched_since_verified, IptablesError, ReadBack, Report,
 };
 pub use counters::{comment_counters, comment_counters_from_save};
-pub use partial::{apply_partial, changes as partial_changes, script as partial_script};
+pub use partial::{apply_partial, changes as partial_changes};
 pub use render::{script, Changes};
 pub use saved::SavedTable;
 pub use switch::switch_set_references;

@@ -14,7 +14,7 @@ use super::{
 use crate::desired::ChainDelta;
 
 /// The restore script of `delta` (pure, for tests and logs).
-pub fn script(delta: &ChainDelta) -> String {
+pub(super) fn script(delta: &ChainDelta) -> String {
     let mut declare = String::new();
     let mut body = String::new();
     for chain in &delta.written {

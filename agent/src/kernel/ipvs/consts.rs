@@ -62,11 +62,11 @@ pub enum SvcAttr {
     /// 4 bytes: IPv4 mask in network order, or IPv6 prefix length as a
     /// host-order u32 (the kernel reads both as a raw `__be32`).
     Netmask = 9,
-    /// Nested `StatsAttr`, 32-bit counters.
+    /// Nested `IPVS_STATS_ATTR_*` traffic counters (not read), 32-bit.
     Stats = 10,
     /// NUL-terminated persistence engine name.
     PeName = 11,
-    /// Nested `StatsAttr`, every counter 64-bit.
+    /// The same counters, every one 64-bit (not read).
     Stats64 = 12,
 }
 
@@ -90,21 +90,6 @@ pub enum DestAttr {
     /// u16: AF of the destination (may differ from the service's for tunnels).
     AddrFamily = 11,
     Stats64 = 12,
-}
-
-/// `IPVS_STATS_ATTR_*`: inside `SvcAttr::Stats{,64}` and `DestAttr::Stats{,64}`.
-#[neli_enum(serialized_type = "u16")]
-pub enum StatsAttr {
-    Conns = 1,
-    InPkts = 2,
-    OutPkts = 3,
-    InBytes = 4,
-    OutBytes = 5,
-    Cps = 6,
-    InPps = 7,
-    OutPps = 8,
-    InBps = 9,
-    OutBps = 10,
 }
 
 /// `IPVS_INFO_ATTR_*`: first-level attributes of the `GET_INFO` reply (they

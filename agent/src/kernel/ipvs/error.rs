@@ -6,52 +6,36 @@
 use std::{error::Error, io};
 
 use super::types::InvalidValue;
-use crate::kernel::netlink::{DecodeError, Refusal};
+use crate::kernel::netlink::{error_kinds, DecodeError, Refusal};
 
-/// What went wrong; [`IpvsErrorKind::text`] is the one table of messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IpvsErrorKind {
-    /// The generic netlink controller does not know the family "IPVS".
-    NoIpvs,
-    /// ESRCH (no such service) or ENOENT (no such destination).
-    NotFound,
-    Exists,
-    /// EPERM: IPVS commands need CAP_NET_ADMIN in the network namespace.
-    Permission,
-    /// ENOENT while adding or editing a service: the kernel found no
-    /// scheduler module of that name.
-    NoScheduler,
-    /// Any other errno, with the kernel's extended-ack message if it gave one.
-    Kernel,
-    /// Refused before anything was sent.
-    Invalid,
-    /// The socket itself failed (open, send, receive, timeout).
-    Socket,
-    /// The kernel's reply did not parse.
-    Decode,
-}
-
-impl IpvsErrorKind {
-    /// The metric label and the message; `{}` stands for the detail.
-    fn text(self) -> (&'static str, &'static str) {
-        match self {
-            IpvsErrorKind::NoIpvs => (
-                "no_ipvs",
-                "IPVS is not available in this kernel (generic netlink family \"IPVS\" \
-                 not found): load the ip_vs module (modprobe ip_vs)",
-            ),
-            IpvsErrorKind::NotFound => ("not_found", "not found"),
-            IpvsErrorKind::Exists => ("exists", "already exists"),
-            IpvsErrorKind::Permission => ("permission", "permission denied (needs CAP_NET_ADMIN)"),
-            IpvsErrorKind::NoScheduler => (
-                "no_scheduler",
-                "scheduler \"{}\" not found (is ip_vs_{} available?)",
-            ),
-            IpvsErrorKind::Kernel => ("kernel", "{}"),
-            IpvsErrorKind::Invalid => ("invalid", "{}"),
-            IpvsErrorKind::Socket => ("socket", "netlink socket: {}"),
-            IpvsErrorKind::Decode => ("decode", "malformed reply: {}"),
-        }
+error_kinds! {
+    /// What went wrong, each with its metric label and message.
+    pub enum IpvsErrorKind {
+        /// The generic netlink controller does not know the family "IPVS".
+        NoIpvs => (
+            "no_ipvs",
+            "IPVS is not available in this kernel (generic netlink family \"IPVS\" \
+             not found): load the ip_vs module (modprobe ip_vs)"
+        ),
+        /// ESRCH (no such service) or ENOENT (no such destination).
+        NotFound => ("not_found", "not found"),
+        Exists => ("exists", "already exists"),
+        /// EPERM: IPVS commands need CAP_NET_ADMIN in the network namespace.
+        Permission => ("permission", "permission denied (needs CAP_NET_ADMIN)"),
+        /// ENOENT while adding or editing a service: the kernel found no
+        /// scheduler module of that name.
+        NoScheduler => (
+            "no_scheduler",
+            "scheduler \"{}\" not found (is ip_vs_{} available?)"
+        ),
+        /// Any other errno, with the kernel's extended-ack message if it gave one.
+        Kernel => ("kernel", "{}"),
+        /// Refused before anything was sent.
+        Invalid => ("invalid", "{}"),
+        /// The socket itself failed (open, send, receive, timeout).
+        Socket => ("socket", "netlink socket: {}"),
+        /// The kernel's reply did not parse.
+        Decode => ("decode", "malformed reply: {}"),
     }
 }
 

@@ -1,8 +1,8 @@
 //! A full sync's read of the whole IPVS table, and the check that lets a
 //! periodic full sync of an unchanged table skip parsing and comparing it.
 //!
-//! The cheap read of every destination (`readback::Listing`: getsockopt,
-//! else `/proc/net/ip_vs`) is cheap in the kernel, but planning 10k
+//! The cheap read of every destination (`readback::Listing`: getsockopt)
+//! is cheap in the kernel, but planning 10k
 //! Services against it is not. So when a plan found the table equal to
 //! the desired services, [`FullRead`] keeps two fingerprints: one of those
 //! desired services (and of what decides which kernel services are ours),
@@ -16,7 +16,8 @@
 //! Any change of the listing (a service deleted or added, a destination
 //! deleted, added or reweighted, a scheduler or flag changed, even the
 //! same table in another order) misses and takes the whole way. What the
-//! listing cannot show is read by netlink either way, as before.
+//! listing cannot show is read by netlink either way, as before; a table
+//! read all by netlink (no listing) is never remembered.
 
 use std::{
     collections::BTreeSet,
@@ -25,15 +26,11 @@ use std::{
 };
 
 use super::{
-    readback::{self, Glance, Listing, Wanted},
-    sockopt,
+    readback::{self, Glance, Listing},
     sync::{self, IpvsReport, IpvsScope},
     Destination, IpvsClient, IpvsError, Service, ServiceConfig, ServiceKey,
 };
 use crate::desired::VirtualService;
-
-/// The lines `/proc/net/ip_vs` starts with: its version and column names.
-const HEADER_LINES: usize = 3;
 
 /// A full sync's table, or the news that it is what was last found equal.
 pub enum Table {
@@ -91,10 +88,6 @@ impl FullRead {
             None
         } else {
             Listing::read(client, ipv6)
-                .inspect_err(|e| {
-                    tracing::warn!("{e}; reading IPVS by netlink, one request per service")
-                })
-                .ok()
         };
         let Some(listing) = listing else {
             return Ok(Table::Read {
@@ -103,33 +96,16 @@ impl FullRead {
         };
         let now = Fingerprints {
             desired: desired_print,
-            listing: listing_fingerprint(&listing),
+            listing: listing.glance.fingerprint(),
         };
-        let hidden = kernel_forms(
-            desired
-                .iter()
-                .copied()
-                .filter(|vs| !listing.shows_desired(vs)),
-        );
         if let Some((seen, unchanged)) = self.matched {
-            if seen == now && hidden_equal(client, &hidden)? {
+            if seen == now && hidden_equal(client, desired, &listing.glance)? {
                 tracing::debug!(unchanged, "IPVS as the last plan found it: not planned");
                 return Ok(Table::Unchanged(unchanged));
             }
         }
-        let desired: Vec<&VirtualService> = desired
-            .iter()
-            .copied()
-            .filter(|vs| sync::kernel_valid(vs))
-            .collect();
-        // A text that skipped a desired service (another namespace's
-        // services can make the kernel's `/proc` listing skip some) is
-        // never remembered: a later deletion of that service would not
-        // move it. getsockopt's listing skips none.
-        if lists_every(&listing, &desired) {
-            self.pending = Some(now);
-        }
-        let actual = readback::table_for_plan(client, &desired, listing)?;
+        self.pending = Some(now);
+        let actual = readback::table_for_plan(client, sync::kernel_keys(desired), listing)?;
         Ok(Table::Read { actual })
     }
 
@@ -154,16 +130,10 @@ impl FullRead {
         let Some(glance) = Glance::read(client, ipv6)? else {
             return Ok(None);
         };
-        if sockopt_fingerprint(&glance.summary, &glance.ipv6) != seen.listing {
+        if glance.fingerprint() != seen.listing {
             return Ok(None);
         }
-        let hidden = kernel_forms(
-            desired
-                .iter()
-                .copied()
-                .filter(|vs| !glance.shows_desired(vs)),
-        );
-        Ok(hidden_equal(client, &hidden)?.then_some(unchanged))
+        Ok(hidden_equal(client, desired, &glance)?.then_some(unchanged))
     }
 
     /// What the plan of the last [`Table::Read`] did: `Some(report)`
@@ -181,60 +151,27 @@ impl FullRead {
     }
 }
 
-/// The kernel forms of `services`; invalid ones were reported by the
-/// controller already.
-fn kernel_forms<'a>(
-    services: impl Iterator<Item = &'a VirtualService>,
-) -> Vec<(Service, Vec<Destination>)> {
-    services.filter_map(|vs| sync::to_kernel(vs).ok()).collect()
-}
-
-/// Whether the services `/proc` cannot show entirely are as desired, read
-/// by netlink.
+/// Whether the desired services `glance`'s listing cannot show entirely
+/// are as desired, read by netlink (invalid ones were reported by the
+/// controller already).
 fn hidden_equal(
     client: &mut IpvsClient,
-    desired: &[(Service, Vec<Destination>)],
+    desired: &[&VirtualService],
+    glance: &Glance,
 ) -> Result<bool, IpvsError> {
-    if desired.is_empty() {
+    let hidden: Vec<(Service, Vec<Destination>)> = desired
+        .iter()
+        .filter(|vs| !glance.shows(&sync::kernel_key(&vs.key)))
+        .filter_map(|vs| sync::to_kernel(vs).ok())
+        .collect();
+    if hidden.is_empty() {
         return Ok(true);
     }
-    let keys: Vec<ServiceKey> = desired.iter().map(|(s, _)| s.key).collect();
+    let keys: Vec<ServiceKey> = hidden.iter().map(|(s, _)| s.key).collect();
     let actual = readback::read_by_netlink(client, &keys)?;
-    let (requests, _) = sync::plan(desired, &actual, &IpvsScope::default());
+    let (requests, _) = sync::plan(&hidden, &actual, &IpvsScope::default());
     Ok(requests.is_empty())
 }
-
-/// Whether `listing` lists every service of `desired`.
-fn lists_every(listing: &Listing, desired: &[impl Wanted]) -> bool {
-    let Listing::Proc(text) = listing else {
-        return true;
-    };
-    let Ok(listed) = readback::parse_proc(text) else {
-        return false;
-    };
-    let listed: BTreeSet<ServiceKey> = listed.iter().map(|v| v.entry.service.key).collect();
-    desired.iter().all(|d| listed.contains(&d.kernel_key()))
-}
-
-/// What a listing shows a plan, counters left out; the two kinds of
-/// listing never give the same.
-fn listing_fingerprint(listing: &Listing) -> u64 {
-    match listing {
-        Listing::Sockopt { table, ipv6 } => sockopt_fingerprint(&table.summary, ipv6),
-        Listing::Proc(text) => text_fingerprint(text) ^ PROC_TAG,
-    }
-}
-
-/// A getsockopt listing's fingerprint, read whole or at a glance.
-fn sockopt_fingerprint(summary: &sockopt::Summary, ipv6: &Option<Vec<ServiceKey>>) -> u64 {
-    let mut h = DefaultHasher::new();
-    summary.fingerprint.hash(&mut h);
-    ipv6.hash(&mut h);
-    h.finish()
-}
-
-/// Sets a `/proc` fingerprint apart from a getsockopt one.
-const PROC_TAG: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The fields of `desired` a plan compares, and what decides which kernel
 /// services are ours to delete.
@@ -250,27 +187,6 @@ fn desired_fingerprint(
     }
     vips.hash(&mut h);
     node_ips.hash(&mut h);
-    h.finish()
-}
-
-/// `/proc/net/ip_vs`'s text without its header and the destinations'
-/// connection counters (they move with traffic), in the kernel's order.
-fn text_fingerprint(text: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    for line in text.lines().skip(HEADER_LINES) {
-        match line.strip_prefix("  -> ") {
-            // Address, forward method, weight; then the two counters.
-            Some(dest) => {
-                h.write_u8(b'>');
-                for word in dest.split_ascii_whitespace().take(3) {
-                    h.write(word.as_bytes());
-                    h.write_u8(b' ');
-                }
-            }
-            None => h.write(line.trim_end().as_bytes()),
-        }
-        h.write_u8(b'\n');
-    }
     h.finish()
 }
 

@@ -11,13 +11,12 @@ use neli::consts::genl::{CtrlAttr, CtrlCmd};
 
 use super::{
     consts::{
-        CmdAttr, DestAttr, InfoAttr, IpvsCmd, StatsAttr, SvcAttr, CTRL_VERSION, FAMILY_NAME,
-        FAMILY_VERSION,
+        CmdAttr, DestAttr, InfoAttr, IpvsCmd, SvcAttr, CTRL_VERSION, FAMILY_NAME, FAMILY_VERSION,
     },
     request::Request,
     types::{
         Destination, DestinationEntry, DestinationKey, ForwardMethod, Info, InvalidValue, Netmask,
-        Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Stats, Timeouts,
+        Scheduler, Service, ServiceEntry, ServiceFlagBits, ServiceKey, Timeouts,
     },
 };
 use crate::desired::{Family, Protocol};
@@ -216,14 +215,6 @@ fn dest_attr(w: &mut Writer<'_>, key: DestinationKey, full: Option<&Destination>
 
 // ---- decoding ----
 
-/// A counter: `IPVS_SVC_ATTR_STATS` mixes u32 and u64, `STATS64` is all u64.
-fn counter(a: Attr<'_>) -> Result<u64, DecodeError> {
-    match a.payload.len() {
-        4 => a.u32().map(u64::from),
-        _ => a.u64(),
-    }
-}
-
 fn family_from(a: Attr<'_>, what: &'static str) -> Result<Family, DecodeError> {
     let n = a.u16()?;
     family_of(n).ok_or(DecodeError::Value {
@@ -297,7 +288,6 @@ pub(crate) fn decode_service(attrs: &[u8]) -> Result<ServiceEntry, DecodeError> 
             netmask,
         },
         pe_name,
-        stats: stats(svc.get(SvcAttr::Stats64).or(svc.get(SvcAttr::Stats)))?,
     })
 }
 
@@ -331,30 +321,6 @@ pub(crate) fn decode_destination(
         },
         active_conns: opt_u32(DestAttr::ActiveConns)?,
         inactive_conns: opt_u32(DestAttr::InactConns)?,
-        persistent_conns: opt_u32(DestAttr::PersistConns)?,
-        stats: stats(d.get(DestAttr::Stats64).or(d.get(DestAttr::Stats)))?,
-    })
-}
-
-/// The counters of a service or destination; callers prefer the 64-bit
-/// nest, which older kernels lack.
-fn stats(nest: Option<Attr<'_>>) -> Result<Stats, DecodeError> {
-    let Some(nest) = nest else {
-        return Ok(Stats::default());
-    };
-    let t: AttrTable<StatsAttr> = AttrTable::parse(nest.payload)?;
-    let get = |ty| t.get(ty).map_or(Ok(0), counter);
-    Ok(Stats {
-        conns: get(StatsAttr::Conns)?,
-        in_packets: get(StatsAttr::InPkts)?,
-        out_packets: get(StatsAttr::OutPkts)?,
-        in_bytes: get(StatsAttr::InBytes)?,
-        out_bytes: get(StatsAttr::OutBytes)?,
-        cps: get(StatsAttr::Cps)?,
-        in_pps: get(StatsAttr::InPps)?,
-        out_pps: get(StatsAttr::OutPps)?,
-        in_bps: get(StatsAttr::InBps)?,
-        out_bps: get(StatsAttr::OutBps)?,
     })
 }
 

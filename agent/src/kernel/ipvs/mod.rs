@@ -53,8 +53,9 @@ pub use crate::kernel::netlink::DecodeError;
 pub use client::IpvsClient;
 pub use error::{IpvsError, IpvsErrorKind};
 pub use request::Request;
+pub(crate) use types::SockAddr;
 pub use types::{
     protocol_name, Destination, DestinationEntry, DestinationKey, ForwardMethod, Info,
     InvalidValue, Netmask, Scheduler, Service, ServiceConfig, ServiceEntry, ServiceFlagBits,
-    ServiceKey, Stats, Timeouts, VirtualServer,
+    ServiceKey, Timeouts, VirtualServer,
 };

@@ -105,12 +105,12 @@ impl Keep for Table {
         listed: usize,
         partial: bool,
     ) -> Result<(), WireError> {
-        let Some(service) = raw.decode(index)?.map(|e| e.service) else {
+        let Some(service) = raw.decode(index)? else {
             return Ok(());
         };
         let mut decoded = Vec::with_capacity(listed);
         for (j, d) in dests.enumerate() {
-            decoded.push(d.decode(j)?.destination);
+            decoded.push(d.decode(j)?);
         }
         if partial {
             self.summary.partial.insert(service.key);

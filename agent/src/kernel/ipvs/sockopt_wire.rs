@@ -11,8 +11,8 @@ use std::{
 };
 
 use super::{
-    Destination, DestinationEntry, ForwardMethod, Netmask, Scheduler, Service, ServiceConfig,
-    ServiceEntry, ServiceFlagBits, ServiceKey, Stats,
+    Destination, ForwardMethod, Netmask, Scheduler, Service, ServiceConfig, ServiceFlagBits,
+    ServiceKey,
 };
 use crate::desired::Protocol;
 
@@ -201,7 +201,7 @@ impl RawService<'_> {
 
     /// The service, or None for one we never own ([`RawService::key`]).
     /// `index` names it in an error.
-    pub(super) fn decode(&self, index: usize) -> Result<Option<ServiceEntry>, WireError> {
+    pub(super) fn decode(&self, index: usize) -> Result<Option<Service>, WireError> {
         let b = self.0;
         let Some(key) = self.key() else {
             return Ok(None);
@@ -215,18 +215,13 @@ impl RawService<'_> {
         let name = name.split(|&c| c == 0).next().unwrap_or_default();
         let name = std::str::from_utf8(name).map_err(|_| bad("scheduler name not UTF-8"))?;
         let scheduler = Scheduler::new(name).map_err(|_| bad("bad scheduler name"))?;
-        let service = Service {
+        Ok(Some(Service {
             key,
             scheduler,
             flags: ServiceFlagBits::from_bits_retain(u32_at(b, offset_of!(ServiceEntryC, flags))),
             // Seconds, as netlink reports it (the kernel divides by HZ).
             timeout: u32_at(b, offset_of!(ServiceEntryC, timeout)),
             netmask: Netmask::V4(ipv4_at(b, offset_of!(ServiceEntryC, netmask))),
-        };
-        Ok(Some(ServiceEntry {
-            service,
-            pe_name: None,
-            stats: Stats::default(),
         }))
     }
 
@@ -297,8 +292,9 @@ impl RawDest<'_> {
         h.write(&self.0[..DEST_CONFIG]);
     }
 
-    /// The destination (IPv4: the interface skips any other family).
-    pub(super) fn decode(&self, index: usize) -> Result<DestinationEntry, WireError> {
+    /// The destination (IPv4: the interface skips any other family),
+    /// counters left out.
+    pub(super) fn decode(&self, index: usize) -> Result<Destination, WireError> {
         let b = self.0;
         let flags = u32_at(b, offset_of!(DestEntryC, conn_flags));
         let forward = ForwardMethod::from_wire(flags).ok_or(WireError {
@@ -308,19 +304,15 @@ impl RawDest<'_> {
         })?;
         let weight = u32_at(b, offset_of!(DestEntryC, weight));
         let addr = IpAddr::V4(ipv4_at(b, offset_of!(DestEntryC, addr)));
-        Ok(DestinationEntry {
-            destination: Destination::new(addr, port_at(b, offset_of!(DestEntryC, port)))
+        Ok(
+            Destination::new(addr, port_at(b, offset_of!(DestEntryC, port)))
                 .forward(forward)
                 .weight(weight)
                 .thresholds(
                     u32_at(b, offset_of!(DestEntryC, u_threshold)),
                     u32_at(b, offset_of!(DestEntryC, l_threshold)),
                 ),
-            active_conns: u32_at(b, offset_of!(DestEntryC, activeconns)),
-            inactive_conns: u32_at(b, offset_of!(DestEntryC, inactconns)),
-            persistent_conns: u32_at(b, offset_of!(DestEntryC, persistconns)),
-            stats: Stats::default(),
-        })
+        )
     }
 }
 

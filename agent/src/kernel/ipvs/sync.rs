@@ -305,15 +305,17 @@ pub fn apply_plan<D: Borrow<(Service, Vec<Destination>)>>(
 const RUN_BATCHES: usize = 4;
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::desired::{Protocol, RealServer, ServiceFlags, ServiceRef, VsKey};
 
-    fn ip(s: &str) -> IpAddr {
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn vs(addr: &str, port: u16, dests: &[(&str, u32)]) -> VirtualService {
+    /// A TCP service on `addr:port`, round robin, its destinations
+    /// (address, weight) masqueraded to port 8080.
+    pub(crate) fn vs(addr: &str, port: u16, dests: &[(&str, u32)]) -> VirtualService {
         VirtualService {
             key: VsKey {
                 addr: ip(addr),

@@ -261,13 +261,6 @@ impl Netmask {
             _ => Err(InvalidValue::Netmask { family, len }),
         }
     }
-
-    pub fn family(&self) -> Family {
-        match self {
-            Netmask::V4(_) => Family::V4,
-            Netmask::V6(_) => Family::V6,
-        }
-    }
 }
 
 impl fmt::Display for Netmask {
@@ -427,28 +420,12 @@ impl fmt::Display for DestinationKey {
     }
 }
 
-/// Traffic counters of a service or destination (64-bit view).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Stats {
-    pub conns: u64,
-    pub in_packets: u64,
-    pub out_packets: u64,
-    pub in_bytes: u64,
-    pub out_bytes: u64,
-    pub cps: u64,
-    pub in_pps: u64,
-    pub out_pps: u64,
-    pub in_bps: u64,
-    pub out_bps: u64,
-}
-
 /// A service as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
     pub service: Service,
     /// Persistence engine (`sip`), if one is bound; we never bind one.
     pub pe_name: Option<String>,
-    pub stats: Stats,
 }
 
 /// A destination as the kernel holds it.
@@ -457,8 +434,6 @@ pub struct DestinationEntry {
     pub destination: Destination,
     pub active_conns: u32,
     pub inactive_conns: u32,
-    pub persistent_conns: u32,
-    pub stats: Stats,
 }
 
 /// One service and its destinations, as `ipvsadm -Ln` lists them.
@@ -468,10 +443,10 @@ pub struct VirtualServer {
     pub destinations: Vec<DestinationEntry>,
 }
 
-/// A service's configuration and its destinations', counters left out:
-/// the kernel's table as a plan compares it (a listing's counters, 80
-/// bytes per service and per destination, were 3 MiB held by a plan of
-/// 10k Services).
+/// A service's configuration and its destinations', connection counts
+/// left out: the kernel's table as a plan compares it (a listing's
+/// counters, 80 bytes per service and per destination, were 3 MiB held by
+/// a plan of 10k Services before the traffic counters were dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub service: Service,

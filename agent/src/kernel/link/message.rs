@@ -15,7 +15,7 @@ use crate::kernel::netlink::{af, frame::ne_u32, Attr, Attrs, Writer};
 
 /// `rtm_protocol` of ipwarden's VIP routes (`ip route show proto 211`);
 /// unused by iproute2's `rt_protos` and by the routing daemons listed there.
-pub const VIP_ROUTE_PROTOCOL: u8 = 211;
+pub(super) const VIP_ROUTE_PROTOCOL: u8 = 211;
 
 /// `sizeof(struct ifinfomsg)`, `sizeof(struct ifaddrmsg)`,
 /// `sizeof(struct rtmsg)`: where each message's attributes start.

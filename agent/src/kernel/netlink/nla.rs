@@ -158,8 +158,6 @@ readers! {
     u16 -> u16 = from_ne_bytes;
     /// Host-order u32.
     u32 -> u32 = from_ne_bytes;
-    /// Host-order u64.
-    u64 -> u64 = from_ne_bytes;
     /// Big-endian u16 (the kernel writes ports with nla_put_net16).
     be16 -> u16 = from_be_bytes;
     /// Big-endian u32 (nla_put_net32).

@@ -4,17 +4,11 @@ mod fuzz;
 mod golden;
 mod ipvsadm;
 
-use std::net::IpAddr;
-
-use super::{message::encode_request, Request};
+use super::{message::encode_request, sync::tests::ip, Request};
 use crate::kernel::netlink::{frames, Reply};
 
 /// An arbitrary id for the IPVS family (the kernel assigns it at load).
 const FAMILY: u16 = 0x1234;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 /// A change request as the client sends it, with sequence number `seq`.
 fn encoded(req: &Request, seq: u32) -> Vec<u8> {
