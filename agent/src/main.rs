@@ -64,7 +64,7 @@ enum KernelCommand {
 }
 
 fn main() -> ExitCode {
-    ipwarden::malloc::bound_arenas();
+    ipwarden::malloc::tune();
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     cli::panics::exit_on_panic();

@@ -10,14 +10,39 @@
 /// with two; no cost in time seen through the load's noise).
 const ARENAS: i32 = 1;
 
-/// Bounds the arenas to [`ARENAS`] unless `MALLOC_ARENA_MAX` is set (the
-/// environment still wins). Call before any other thread exists.
-pub fn bound_arenas() {
+/// Allocations from this size up get pages of their own (mmap), returned
+/// to the kernel when freed. glibc starts at this size too, but raises it
+/// to the largest such block freed so far (up to 32 MiB): after the first
+/// sync's multi-MiB buffers (an iptables-save read, the rendered script,
+/// the service table's vectors) every later one was carved from the one
+/// heap, and each left a hole there that the heap's RSS kept. Fixed, the
+/// agent bench's peak at 10k fell by 4.1 MiB (BENCHMARKS.md, "Stop 20:
+/// peak RSS at 10k"). Fixing it also keeps glibc's 128 KiB trim threshold.
+const MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Bounds the arenas to [`ARENAS`] unless `MALLOC_ARENA_MAX` is set, and
+/// fixes the mmap threshold at [`MMAP_THRESHOLD`] unless it is set
+/// (`MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES`): the environment still
+/// wins. Call before any other thread exists.
+pub fn tune() {
     #[cfg(target_env = "gnu")]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets a parameter of the allocator.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+    {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: mallopt only sets a parameter of the allocator.
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+        }
+        if !mmap_threshold_in_env() {
+            // SAFETY: as above.
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        }
     }
+}
+
+/// Whether the environment sets malloc's mmap threshold.
+#[cfg(target_env = "gnu")]
+fn mmap_threshold_in_env() -> bool {
+    std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("malloc.mmap_threshold"))
 }
 
 /// Hands the free pages inside malloc's heaps back to the kernel. The

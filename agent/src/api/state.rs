@@ -75,7 +75,9 @@ impl StatusView {
 /// written and dropped first and the rest written into a buffer of its
 /// measured size.
 fn document(rest: Value, services: &impl Serialize) -> String {
-    let rest = serde_json::to_string(&rest).expect("JSON of values");
+    // Moved into the text's scope, so the tree is freed as soon as it is
+    // written (a shadowing `let` would keep it to the end of the function).
+    let rest = text_of(rest);
     let head = rest.strip_suffix('}').expect("an object");
     let comma = if head == "{" { "" } else { "," };
     let key = "\"virtual_services\":";
@@ -88,6 +90,11 @@ fn document(rest: Value, services: &impl Serialize) -> String {
     serde_json::to_writer(&mut out, services).expect("JSON of values and strings");
     out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// The JSON text of `value`, which is dropped here.
+fn text_of(value: Value) -> String {
+    serde_json::to_string(&value).expect("JSON of values")
 }
 
 /// A writer that only counts the bytes: the text's length, nothing kept.

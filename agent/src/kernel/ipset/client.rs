@@ -19,6 +19,10 @@ use crate::kernel::netlink::{
 /// Big enough for any reply: dump messages are at most 32 KiB, and the
 /// error reply to an ADT message echoes the whole request (<= 64 KiB).
 const RECV_BUF: usize = 256 * 1024;
+/// The largest request buffer kept for the next request: a first sync's
+/// big adds grow it to 0.5 MiB at 10k, which the partial syncs after it
+/// never need (BENCHMARKS.md, "Stop 20: peak RSS at 10k").
+const KEEP_SEND_BUF: usize = 64 * 1024;
 /// Socket buffers asked for (the kernel doubles them). A batch's replies
 /// must all fit in the receive buffer: the kernel queues them before
 /// sendmsg returns.
@@ -295,7 +299,9 @@ impl IpsetClient {
         );
         self.next_seq(msgs.len());
         let result = self.send_adt(t, &buf, &msgs, members);
-        self.send_buf = buf;
+        if buf.capacity() <= KEEP_SEND_BUF {
+            self.send_buf = buf;
+        }
         result
     }
 

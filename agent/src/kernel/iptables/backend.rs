@@ -149,7 +149,7 @@ fn save(backend: Backend, family: Family, table: Option<&str>) -> String {
         cmd.args(["-t", t]);
     }
     match cmd.output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) if out.status.success() => super::apply::text(out.stdout),
         Ok(_) | Err(_) => String::new(),
     }
 }

@@ -92,7 +92,12 @@ pub fn script(plan: &TablePlan, saved: &SavedTable) -> (Option<String>, Changes)
     if changes.is_empty() {
         return (None, changes);
     }
-    let script = format!("*{}\n{declare}{body}COMMIT\n", plan.table);
+    // The body becomes the script: a copy of it beside the body (grown by
+    // doubling) held three times the policies' 1.2 MiB at 10k at once.
+    let mut script = body;
+    script.insert_str(0, &format!("*{}\n{declare}", plan.table));
+    script.push_str("COMMIT\n");
+    script.shrink_to_fit();
     (Some(script), changes)
 }
 
