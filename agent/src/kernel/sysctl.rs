@@ -32,10 +32,10 @@ pub(crate) const IPVS_SYSCTLS: &[(&str, &str)] = &[
 /// The rate estimator's switch. Up to Linux 6.1 one timer per namespace
 /// walks every service's and destination's counters every 2 s, in softirq
 /// and under the lock a service add or delete takes: at 50,000 Services
-/// (200,000 counters) a pause of 200 ms and more every 2 s, which stops
-/// whatever runs on that CPU, a sync included. Off, `ipvsadm --stats` and
-/// `--rate` stop moving; the agent reads neither. Kernels before 5.16 have
-/// no switch (and the estimator always on).
+/// (200,000 counters) over 200 ms on a 104-CPU machine (the kernel patch
+/// that added the switch), 100-550 ms in the bench's VM, and a sync that
+/// meets it waits it out. Off, `ipvsadm --stats` and `--rate` stop moving;
+/// the agent reads neither. Kernels before 5.16 have no switch.
 pub(crate) const RUN_ESTIMATION: &str = "net/ipv4/vs/run_estimation";
 
 #[derive(Debug, thiserror::Error)]
