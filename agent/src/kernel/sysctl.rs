@@ -134,8 +134,7 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The estimator off by default, on when asked, where the kernel has
-    /// its switch.
+    /// The estimator off or on as asked, where the kernel has its switch.
     #[test]
     fn the_rate_estimator_is_switched_as_asked() {
         let dir = std::env::temp_dir().join(format!("ipwarden-sysctl-est-{}", std::process::id()));

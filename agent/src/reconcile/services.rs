@@ -34,7 +34,7 @@ pub struct ProxyOptions {
     pub node_port_range: (u16, u16),
     /// Where the IPVS sysctls are written (`sysctl::DEFAULT_DIR`).
     pub sysctl_dir: std::path::PathBuf,
-    /// Leave IPVS's rate estimator on (`sysctl::RUN_ESTIMATION`).
+    /// IPVS's rate estimator on (`sysctl::RUN_ESTIMATION`).
     pub ipvs_rate_estimation: bool,
     pub services: services::Options,
 }
