@@ -161,6 +161,7 @@ impl Reconciler {
                     store.clone(),
                     opts.node_port_range,
                     &opts.sysctl_dir,
+                    opts.ipvs_rate_estimation,
                 )?;
                 store.register(services_owner())?;
                 Some(ServiceSync::new(dp, opts))

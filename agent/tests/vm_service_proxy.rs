@@ -297,7 +297,8 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
 
 /// --sysctl-dir, the DaemonSet's way without `privileged`: the IPVS
 /// sysctls written through /proc/sys/net mounted elsewhere (a bind mount
-/// here, as a hostPath is) reach the agent's network namespace.
+/// here, as a hostPath is) reach the agent's network namespace; the rate
+/// estimator is on there unless --ipvs-rate-estimation=false.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
@@ -319,16 +320,22 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
             .arg(&net),
     )
     .unwrap();
-    let once = |sysctl_dir: &std::path::Path| {
+    let estimation = "/proc/sys/net/ipv4/vs/run_estimation";
+    lab.node
+        .output("sh", &["-c", &format!("echo 0 > {estimation}")])
+        .unwrap();
+    let once_with = |sysctl_dir: &std::path::Path, extra: &[&str]| {
         lab.node
             .command(env!("CARGO_BIN_EXE_ipwarden"))
             .args(["run", "--once", "--node-name", "node-a", "--bpf-mode=off"])
             .arg("--manifests")
             .arg(&lab.manifests)
             .arg(format!("--sysctl-dir={}", sysctl_dir.display()))
+            .args(extra)
             .output()
             .unwrap()
     };
+    let once = |sysctl_dir: &std::path::Path| once_with(sysctl_dir, &[]);
     // The flag is followed: a directory without them is an error naming it.
     let elsewhere = root.join("elsewhere");
     let refused = once(&elsewhere);
@@ -343,6 +350,9 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
     );
     let out = once(&root);
     let now = lab.node.output("cat", &[conntrack]).unwrap();
+    let estimation_on = lab.node.output("cat", &[estimation]).unwrap();
+    let turned_off = once_with(&root, &["--ipvs-rate-estimation=false"]);
+    let estimation_off = lab.node.output("cat", &[estimation]).unwrap();
     let _ = std::process::Command::new("umount").arg(&net).output();
     let _ = std::fs::remove_dir_all(&root);
     assert!(
@@ -354,6 +364,18 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
         now.trim(),
         "1",
         "net.ipv4.vs.conntrack in the node namespace"
+    );
+    // The rate estimator: on by default, off with the flag.
+    assert_eq!(estimation_on.trim(), "1", "run_estimation by default");
+    assert!(
+        turned_off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&turned_off.stderr)
+    );
+    assert_eq!(
+        estimation_off.trim(),
+        "0",
+        "run_estimation with --ipvs-rate-estimation=false"
     );
 }
 

@@ -220,14 +220,16 @@ impl RealDataplane {
         })
     }
 
-    /// With IPVS, its sysctls set under `sysctl_dir` (the service proxy).
+    /// With IPVS, its sysctls set under `sysctl_dir` (the service proxy),
+    /// the kernel's rate estimator on only with `rate_estimation`.
     pub fn connect_ipvs(
         store: SetStore,
         node_port_range: (u16, u16),
         sysctl_dir: &std::path::Path,
+        rate_estimation: bool,
     ) -> Result<Self, ReconcileError> {
         let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-        for path in sysctl::ensure_ipvs(sysctl_dir)? {
+        for path in sysctl::ensure_ipvs(sysctl_dir, rate_estimation)? {
             tracing::info!(sysctl = path, "set");
         }
         let watch = AddressWatch::subscribe(names::DUMMY_INTERFACE)
