@@ -51,20 +51,21 @@ fn ours(ipvs: &mut IpvsClient) -> Table {
 /// a position counted over every namespace's services, so the test running
 /// beside this one can shift ours (`IpvsClient::services` does the same).
 fn ipvsadm(ns: &NetNs) -> Table {
-    let mut last = ipvsadm_once(ns);
-    for _ in 0..3 {
+    let mut last = None;
+    for _ in 0..10 {
         let next = ipvsadm_once(ns);
-        if next == last {
+        if next.is_some() && next == last {
             break;
         }
         last = next;
     }
-    last
+    last.expect("two ipvsadm listings that agree")
 }
 
 /// What ipvsadm lists: `-Ln --exact` for services, forwarding and weight,
-/// `-Ln --thresholds --exact` for the thresholds.
-fn ipvsadm_once(ns: &NetNs) -> Table {
+/// `-Ln --thresholds --exact` for the thresholds. None when the second
+/// listing names an entry the first did not (shifted as above).
+fn ipvsadm_once(ns: &NetNs) -> Option<Table> {
     let main = ns.output("ipvsadm", &["-Ln", "--exact"]).unwrap();
     let thresholds = ns
         .output("ipvsadm", &["-Ln", "--thresholds", "--exact"])
@@ -102,19 +103,14 @@ fn ipvsadm_once(ns: &NetNs) -> Table {
                 addr: addr.ip(),
                 port: addr.port(),
             };
-            let d = out
-                .get_mut(&current.unwrap())
-                .unwrap()
-                .1
-                .get_mut(&key)
-                .unwrap();
+            let d = out.get_mut(&current?)?.1.get_mut(&key)?;
             d.upper_threshold = t[2].parse().unwrap();
             d.lower_threshold = t[3].parse().unwrap();
         } else {
             current = Some(parse_service(&t, line).key);
         }
     }
-    out
+    Some(out)
 }
 
 /// `TCP  10.0.0.1:80 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0 ops`

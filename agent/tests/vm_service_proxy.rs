@@ -298,7 +298,8 @@ fn vm_services_carry_real_traffic_and_the_firewall_refuses_other_ports() {
 /// --sysctl-dir, the DaemonSet's way without `privileged`: the IPVS
 /// sysctls written through /proc/sys/net mounted elsewhere (a bind mount
 /// here, as a hostPath is) reach the agent's network namespace; the rate
-/// estimator is on there unless --ipvs-rate-estimation=false.
+/// estimator is left as the node has it unless --ipvs-rate-estimation
+/// says otherwise.
 #[test]
 #[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
 fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
@@ -350,6 +351,8 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
     );
     let out = once(&root);
     let now = lab.node.output("cat", &[conntrack]).unwrap();
+    let estimation_left = lab.node.output("cat", &[estimation]).unwrap();
+    let turned_on = once_with(&root, &["--ipvs-rate-estimation"]);
     let estimation_on = lab.node.output("cat", &[estimation]).unwrap();
     let turned_off = once_with(&root, &["--ipvs-rate-estimation=false"]);
     let estimation_off = lab.node.output("cat", &[estimation]).unwrap();
@@ -365,8 +368,18 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
         "1",
         "net.ipv4.vs.conntrack in the node namespace"
     );
-    // The rate estimator: on by default, off with the flag.
-    assert_eq!(estimation_on.trim(), "1", "run_estimation by default");
+    // The rate estimator: the node's setting by default, then as asked.
+    assert_eq!(estimation_left.trim(), "0", "run_estimation left alone");
+    assert!(
+        turned_on.status.success(),
+        "{}",
+        String::from_utf8_lossy(&turned_on.stderr)
+    );
+    assert_eq!(
+        estimation_on.trim(),
+        "1",
+        "run_estimation with --ipvs-rate-estimation"
+    );
     assert!(
         turned_off.status.success(),
         "{}",

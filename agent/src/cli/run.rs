@@ -57,14 +57,15 @@ pub struct Args {
     /// /proc/sys/net at /host/proc/sys/net and pass /host/proc/sys.
     #[arg(long, env = "IPWARDEN_SYSCTL_DIR", default_value = crate::kernel::sysctl::DEFAULT_DIR)]
     pub sysctl_dir: PathBuf,
-    /// The kernel's IPVS rate estimator (net.ipv4.vs.run_estimation; `=false`
-    /// turns it off). Up to Linux 6.1 it walks every service's and
+    /// The kernel's IPVS rate estimator (net.ipv4.vs.run_estimation):
+    /// `=false` turns it off, `=true` on; not given, the node's setting is
+    /// left as it is. Up to Linux 6.1 it walks every service's and
     /// destination's counters in one timer every 2 s, under the lock a
     /// service change takes: at 50,000 Services a pause of hundreds of ms
     /// that a Service change can wait behind. Off, `ipvsadm --stats` and
     /// `--rate` stop moving (the agent reads neither).
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub ipvs_rate_estimation: bool,
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub ipvs_rate_estimation: Option<bool>,
     /// Enforce NetworkPolicies (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_firewall: bool,

@@ -79,29 +79,38 @@ fn hint(error: &io::Error, path: &str) -> &'static str {
     }
 }
 
-/// Sets every IPVS sysctl under `dir`, and the rate estimator on or off as
-/// `estimation` says where the kernel has the switch; returns the paths it
-/// changed.
-pub(crate) fn ensure_ipvs(dir: &Path, estimation: bool) -> Result<Vec<&'static str>, SysctlError> {
+/// Sets every IPVS sysctl under `dir`, and the rate estimator on or off
+/// where `estimation` asks it (None: the node's setting is left alone);
+/// returns the paths it changed.
+pub(crate) fn ensure_ipvs(
+    dir: &Path,
+    estimation: Option<bool>,
+) -> Result<Vec<&'static str>, SysctlError> {
     let mut changed = Vec::new();
     for (path, value) in IPVS_SYSCTLS {
         if ensure(dir, path, value)? {
             changed.push(*path);
         }
     }
-    let value = if estimation { "1" } else { "0" };
-    if ensure_if_present(dir, RUN_ESTIMATION, value)? {
-        changed.push(RUN_ESTIMATION);
+    if let Some(on) = estimation {
+        if switch_estimation(dir, on)? {
+            changed.push(RUN_ESTIMATION);
+        }
     }
     Ok(changed)
 }
 
-/// [`ensure`], nothing to do where the kernel lacks `path`.
-fn ensure_if_present(dir: &Path, path: &str, value: &str) -> Result<bool, SysctlError> {
-    if !dir.join(path).exists() {
+/// Writes the estimator's switch; a kernel without one (before 5.16) is
+/// told in the log, as nothing can be switched there.
+fn switch_estimation(dir: &Path, on: bool) -> Result<bool, SysctlError> {
+    if !dir.join(RUN_ESTIMATION).exists() {
+        tracing::warn!(
+            sysctl = RUN_ESTIMATION,
+            "this kernel has no IPVS rate estimator switch (Linux 5.16 and later): left as it runs"
+        );
         return Ok(false);
     }
-    ensure(dir, path, value)
+    ensure(dir, RUN_ESTIMATION, if on { "1" } else { "0" })
 }
 
 #[cfg(test)]
@@ -118,7 +127,7 @@ mod tests {
         for (path, _) in IPVS_SYSCTLS {
             fs::write(dir.join(path), "0\n").unwrap();
         }
-        let changed = ensure_ipvs(&dir, false).unwrap();
+        let changed = ensure_ipvs(&dir, Some(false)).unwrap();
         assert_eq!(
             changed,
             [
@@ -128,13 +137,14 @@ mod tests {
             ]
         );
         assert_eq!(fs::read_to_string(vs.join("conntrack")).unwrap(), "1");
-        assert!(ensure_ipvs(&dir, false).unwrap().is_empty());
+        assert!(ensure_ipvs(&dir, Some(false)).unwrap().is_empty());
         // A kernel without the estimator's switch: nothing written for it.
         assert!(!dir.join(RUN_ESTIMATION).exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The estimator off or on as asked, where the kernel has its switch.
+    /// The estimator off or on as asked, where the kernel has its switch;
+    /// not asked, the node's setting stays.
     #[test]
     fn the_rate_estimator_is_switched_as_asked() {
         let dir = std::env::temp_dir().join(format!("ipwarden-sysctl-est-{}", std::process::id()));
@@ -144,10 +154,12 @@ mod tests {
         }
         let switch = dir.join(RUN_ESTIMATION);
         fs::write(&switch, "1\n").unwrap();
-        assert_eq!(ensure_ipvs(&dir, false).unwrap(), [RUN_ESTIMATION]);
+        assert_eq!(ensure_ipvs(&dir, Some(false)).unwrap(), [RUN_ESTIMATION]);
         assert_eq!(fs::read_to_string(&switch).unwrap(), "0");
-        assert!(ensure_ipvs(&dir, false).unwrap().is_empty());
-        assert_eq!(ensure_ipvs(&dir, true).unwrap(), [RUN_ESTIMATION]);
+        assert!(ensure_ipvs(&dir, Some(false)).unwrap().is_empty());
+        assert!(ensure_ipvs(&dir, None).unwrap().is_empty());
+        assert_eq!(fs::read_to_string(&switch).unwrap(), "0");
+        assert_eq!(ensure_ipvs(&dir, Some(true)).unwrap(), [RUN_ESTIMATION]);
         assert_eq!(fs::read_to_string(&switch).unwrap(), "1");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -155,7 +167,7 @@ mod tests {
     #[test]
     fn a_missing_ipvs_sysctl_names_its_path_and_the_module() {
         let dir = std::env::temp_dir().join(format!("ipwarden-sysctl-none-{}", std::process::id()));
-        let err = ensure_ipvs(&dir, false).unwrap_err().to_string();
+        let err = ensure_ipvs(&dir, None).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("sysctl {}/net/ipv4/vs/conntrack=1", dir.display())),
             "{err}"

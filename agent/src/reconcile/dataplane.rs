@@ -221,12 +221,13 @@ impl RealDataplane {
     }
 
     /// With IPVS, its sysctls set under `sysctl_dir` (the service proxy),
-    /// the kernel's rate estimator on only with `rate_estimation`.
+    /// the kernel's rate estimator switched as `rate_estimation` says
+    /// (None: left as the node has it).
     pub fn connect_ipvs(
         store: SetStore,
         node_port_range: (u16, u16),
         sysctl_dir: &std::path::Path,
-        rate_estimation: bool,
+        rate_estimation: Option<bool>,
     ) -> Result<Self, ReconcileError> {
         let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
         for path in sysctl::ensure_ipvs(sysctl_dir, rate_estimation)? {

@@ -218,7 +218,7 @@ fn sync() -> (ServiceSync<Recording>, Recording) {
     let opts = ProxyOptions {
         node_port_range: (30000, 32767),
         sysctl_dir: crate::kernel::sysctl::DEFAULT_DIR.into(),
-        ipvs_rate_estimation: true,
+        ipvs_rate_estimation: None,
         services: services::Options::default(),
     };
     (ServiceSync::new(rec.clone(), opts), rec)

@@ -34,8 +34,9 @@ pub struct ProxyOptions {
     pub node_port_range: (u16, u16),
     /// Where the IPVS sysctls are written (`sysctl::DEFAULT_DIR`).
     pub sysctl_dir: std::path::PathBuf,
-    /// IPVS's rate estimator on (`sysctl::RUN_ESTIMATION`).
-    pub ipvs_rate_estimation: bool,
+    /// IPVS's rate estimator on or off (`sysctl::RUN_ESTIMATION`); None:
+    /// as the node has it.
+    pub ipvs_rate_estimation: Option<bool>,
     pub services: services::Options,
 }
 
