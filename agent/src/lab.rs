@@ -5,6 +5,10 @@
 //! connection come from on TCP 8081. `Lab::dual_stack` adds IPv6
 //! (node fd00:1::1, client fd00:1::2, pods fd00:244:N::2). Everything goes
 //! with the value.
+//!
+//! `ipset_save` is the tests' reader of `ipset save` text.
+
+pub mod ipset_save;
 
 use std::{
     io::{self, Read, Write},

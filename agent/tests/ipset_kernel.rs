@@ -12,9 +12,9 @@ use std::{
 use ipwarden::{
     desired::{Family, SetType},
     kernel::ipset::{
-        parse_save, CreateSet, Element, IpSet, IpsetClient, IpsetError, IpsetErrorKind, Op,
-        Request, SetName,
+        CreateSet, Element, IpSet, IpsetClient, IpsetError, IpsetErrorKind, Op, Request, SetName,
     },
+    lab::ipset_save::parse_save,
     netns::{privileged, NetNs},
 };
 

@@ -97,14 +97,6 @@ pub fn family_name(family: Family) -> &'static str {
     }
 }
 
-fn parse_family(s: &str) -> Result<Family, ParseError> {
-    match s {
-        "inet" => Ok(Family::V4),
-        "inet6" => Ok(Family::V6),
-        _ => Err(ParseError::new("family", s, "expected inet or inet6")),
-    }
-}
-
 /// What to create: `ipset create NAME TYPE family F [hashsize N]
 /// [maxelem N] [timeout N] [counters] [comment]`. Unset sizes take the
 /// kernel's defaults.
@@ -269,55 +261,6 @@ impl fmt::Display for SetHeader {
     }
 }
 
-impl FromStr for SetHeader {
-    type Err = ParseError;
-
-    /// Parses what follows `create NAME ` in `ipset save`.
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let mut words = s.split_whitespace();
-        let set_type = parse_set_type(words.next().unwrap_or(""))?;
-        // ipset's defaults for what a save line leaves out.
-        let mut h = SetHeader {
-            hashsize: 1024,
-            maxelem: 65536,
-            ..SetHeader::bare(set_type, Family::V4)
-        };
-        while let Some(word) = words.next() {
-            let mut value = || {
-                words
-                    .next()
-                    .ok_or_else(|| ParseError::new("create option", word, "missing value"))
-            };
-            match word {
-                "family" => h.family = parse_family(value()?)?,
-                "hashsize" => h.hashsize = number(value()?)?,
-                "maxelem" => h.maxelem = number(value()?)?,
-                "netmask" => h.netmask = Some(number(value()?)?),
-                "timeout" => h.timeout = Some(number(value()?)?),
-                "bucketsize" => h.bucketsize = Some(number(value()?)?),
-                "initval" => {
-                    let v = value()?;
-                    let hex = v.strip_prefix("0x").unwrap_or(v);
-                    h.initval = Some(
-                        u32::from_str_radix(hex, 16)
-                            .map_err(|_| ParseError::new("initval", v, "not hex"))?,
-                    );
-                }
-                "counters" => h.counters = true,
-                "comment" => h.comment = true,
-                "skbinfo" => h.skbinfo = true,
-                _ => return Err(ParseError::new("create option", word, "unknown option")),
-            }
-        }
-        Ok(h)
-    }
-}
-
-fn number<T: FromStr>(s: &str) -> Result<T, ParseError> {
-    s.parse()
-        .map_err(|_| ParseError::new("number", s, "out of range or not a number"))
-}
-
 /// List-only facts about a set (`ipset list` prints them, save does not).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SetStats {
@@ -350,35 +293,6 @@ impl fmt::Display for IpSet {
     }
 }
 
-/// Parses the output of `ipset save` (sets of the supported types only).
-pub fn parse_save(text: &str) -> Result<Vec<IpSet>, ParseError> {
-    let mut sets: Vec<IpSet> = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-        let name = SetName::new(name)?;
-        match verb {
-            "create" => sets.push(IpSet {
-                name,
-                header: rest.parse()?,
-                stats: None,
-                members: Vec::new(),
-            }),
-            "add" => {
-                let set = sets
-                    .iter_mut()
-                    .rev()
-                    .find(|s| s.name == name)
-                    .ok_or_else(|| ParseError::new("save line", line, "add before create"))?;
-                let member = Element::parse(set.header.set_type, rest)?;
-                set.members.push(member);
-            }
-            _ => return Err(ParseError::new("save line", line, "expected create or add")),
-        }
-    }
-    Ok(sets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,23 +304,6 @@ mod tests {
         assert!(SetName::new("").is_err());
         assert!(SetName::new("has space").is_err());
         assert!(SetName::new("inet6:IPW-SRC-ABCDEF0123456789").is_ok());
-    }
-
-    #[test]
-    fn save_text_round_trips() {
-        let text = "\
-create b hash:ip,port family inet6 hashsize 64 maxelem 100 timeout 30 comment bucketsize 12 initval 0x0f61bb15
-add b 2001:db8::1,tcp:80 timeout 29 comment \"hi there\"
-add b 2001:db8::1,sctp:10 timeout 29
-create c hash:net family inet hashsize 1024 maxelem 65536 counters bucketsize 12 initval 0x369e6e25
-add c 10.1.0.0/16 nomatch packets 0 bytes 0
-create a hash:ip family inet hashsize 1024 maxelem 65536 netmask 24 timeout 5 counters comment skbinfo bucketsize 12 initval 0x6134da5f
-";
-        let sets = parse_save(text).unwrap();
-        assert_eq!(sets.len(), 3);
-        assert_eq!(sets[0].members.len(), 2);
-        let printed: String = sets.iter().map(|s| s.to_string()).collect();
-        assert_eq!(printed, text);
     }
 
     #[test]
