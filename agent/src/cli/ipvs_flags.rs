@@ -29,7 +29,8 @@ pub struct IpvsArgs {
     /// seconds: `900s`, `2h`. 0 leaves the node's value. Like the other two,
     /// set once at start and not re-applied by the syncs (as kube-router
     /// and kube-proxy do): an `ipvsadm --set` afterwards holds until the
-    /// next start.
+    /// next start. The kernel refuses more than INT_MAX/HZ seconds (24 days
+    /// at HZ=1000): the start stops with its error.
     #[arg(long, alias = "ipvs-tcp-timeout", default_value = "0s", value_parser = parse_timeout)]
     pub service_tcp_timeout: u32,
     /// IPVS's timeout of TCP connections after a FIN (kube-router's flag;
