@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::kernel::{
-    ipvs::{IpvsClient, Request, Timeouts},
+    ipvs::{IpvsClient, IpvsError, Request, Timeouts},
     sysctl,
 };
 
@@ -45,7 +45,7 @@ impl IpvsSettings {
             .map_err(|e| ReconcileError::Ipvs(vec![e]))
     }
 
-    fn apply_timeouts(&self, ipvs: &mut IpvsClient) -> Result<(), crate::kernel::ipvs::IpvsError> {
+    fn apply_timeouts(&self, ipvs: &mut IpvsClient) -> Result<(), IpvsError> {
         if self.timeouts == Timeouts::default() {
             return Ok(());
         }
