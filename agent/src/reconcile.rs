@@ -9,6 +9,7 @@ mod cpu;
 pub mod dataplane;
 pub mod driver;
 pub mod first_write;
+mod ipvs_settings;
 mod keep;
 pub mod policies;
 #[cfg(test)]
@@ -39,6 +40,8 @@ use crate::{
 
 pub use policies::{policies_owner, PolicyReport, PolicySync, POLICIES_OWNER};
 pub use services::{services_owner, ProxyOptions, ServiceChanges, ServiceSync, SERVICES_OWNER};
+
+pub use ipvs_settings::IpvsSettings;
 
 use dataplane::RealDataplane;
 use schedule::SyncKind;
@@ -157,12 +160,8 @@ impl Reconciler {
     ) -> Result<Self, ReconcileError> {
         let proxy = match proxy {
             Some(opts) => {
-                let dp = RealDataplane::connect_ipvs(
-                    store.clone(),
-                    opts.node_port_range,
-                    &opts.sysctl_dir,
-                    opts.ipvs_rate_estimation,
-                )?;
+                let dp =
+                    RealDataplane::connect_ipvs(store.clone(), opts.node_port_range, &opts.ipvs)?;
                 store.register(services_owner())?;
                 Some(ServiceSync::new(dp, opts))
             }

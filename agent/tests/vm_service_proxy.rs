@@ -392,6 +392,83 @@ fn vm_ipvs_sysctls_are_written_through_a_mounted_proc_sys_net() {
     );
 }
 
+/// --service-tcp-timeout and the other two (kube-router's flags) set
+/// IPVS's connection timeouts as `ipvsadm -L --timeout` shows them, each
+/// not given kept as it was; without them an operator's `ipvsadm --set`
+/// holds; kube-proxy's names are aliases; a value the kernel refuses stops
+/// the start with the kernel's message and changes nothing. The values
+/// before differ from the kernel's defaults (900 120 300), so a flag
+/// ignored cannot pass.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_ipvs_timeouts_are_set_as_the_flags_say() {
+    if !privileged("vm_ipvs_timeouts_are_set_as_the_flags_say") {
+        return;
+    }
+    let lab = lab();
+    let shown = || {
+        let out = lab.node.output("ipvsadm", &["-L", "--timeout"]).unwrap();
+        out.trim().to_string()
+    };
+    let set = |tcp_tcpfin_udp: [&str; 3]| {
+        let args = [&["--set"][..], &tcp_tcpfin_udp[..]].concat();
+        lab.node.output("ipvsadm", &args).unwrap();
+    };
+    let once = |extra: &[&str]| {
+        lab.node
+            .command(env!("CARGO_BIN_EXE_ipwarden"))
+            .args(["run", "--once", "--node-name", "node-a", "--bpf-mode=off"])
+            .arg("--manifests")
+            .arg(&lab.manifests)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let succeeded = |out: &std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    set(["100", "50", "20"]);
+    let given = once(&["--service-tcp-timeout=900s", "--service-udp-timeout=30s"]);
+    succeeded(&given, "with tcp and udp given");
+    assert_eq!(
+        shown(),
+        "Timeout (tcp tcpfin udp): 900 50 30",
+        "tcp and udp as given, tcpfin kept"
+    );
+
+    set(["111", "55", "33"]);
+    let without = once(&[]);
+    succeeded(&without, "without the flags");
+    assert_eq!(
+        shown(),
+        "Timeout (tcp tcpfin udp): 111 55 33",
+        "without the flags the node's timeouts are left alone"
+    );
+
+    let aliased = once(&["--ipvs-tcpfin-timeout=1m"]);
+    succeeded(&aliased, "kube-proxy's name");
+    assert_eq!(shown(), "Timeout (tcp tcpfin udp): 111 60 33");
+
+    // Past INT_MAX / HZ seconds the kernel says EINVAL (ip_vs_set_timeout).
+    let refused = once(&[
+        "--service-tcp-timeout=300s",
+        "--service-udp-timeout=4000000000s",
+    ]);
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{refusal}");
+    assert!(
+        refusal.contains("set timeouts tcp 300 tcpfin 0 udp 4000000000")
+            && refusal.contains("Invalid argument"),
+        "{refusal}"
+    );
+    assert_eq!(shown(), "Timeout (tcp tcpfin udp): 111 60 33");
+}
+
 const AGENT: &str = env!("CARGO_BIN_EXE_ipwarden");
 
 /// The agent as README writes it, from the repository's root, with no

@@ -46,7 +46,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += value * seconds;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    // Past u64 seconds from_secs_f64 would panic.
+    Duration::try_from_secs_f64(total).map_err(|_| format!("{s:?}: too large"))
 }
 
 #[cfg(test)]
@@ -66,5 +67,8 @@ mod tests {
         assert!(parse("5s3").unwrap_err().contains("needs a unit"));
         assert!(parse("5d").unwrap_err().contains("unknown unit"));
         assert!(parse("").is_err());
+        assert!(parse("200000000000000000000h")
+            .unwrap_err()
+            .contains("too large"));
     }
 }

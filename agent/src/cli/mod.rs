@@ -10,6 +10,7 @@ mod demo_rescue;
 pub mod duration;
 pub mod explain;
 pub mod flags;
+pub mod ipvs_flags;
 pub mod kernel_ipset;
 pub mod kernel_ipvs;
 pub mod logging;

@@ -23,7 +23,7 @@ use crate::{
     store::SetStore,
 };
 
-use super::{duration, flags, flags::UsageError};
+use super::{duration, flags, flags::UsageError, ipvs_flags::IpvsArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,20 +52,8 @@ pub struct Args {
     /// Run the IPVS service proxy (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_service_proxy: bool,
-    /// Where the service proxy writes its IPVS sysctls. A container that is
-    /// not privileged has /proc/sys read-only: mount the host's
-    /// /proc/sys/net at /host/proc/sys/net and pass /host/proc/sys.
-    #[arg(long, env = "IPWARDEN_SYSCTL_DIR", default_value = crate::kernel::sysctl::DEFAULT_DIR)]
-    pub sysctl_dir: PathBuf,
-    /// The kernel's IPVS rate estimator (net.ipv4.vs.run_estimation):
-    /// `=false` turns it off, `=true` on; not given, the node's setting is
-    /// left as it is. Up to Linux 6.1 it walks every service's and
-    /// destination's counters in one timer every 2 s, under the lock a
-    /// service change takes: at 50,000 Services a pause of hundreds of ms
-    /// that a Service change can wait behind. Off, `ipvsadm --stats` and
-    /// `--rate` stop moving (the agent reads neither).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub ipvs_rate_estimation: Option<bool>,
+    #[command(flatten)]
+    pub ipvs: IpvsArgs,
     /// Enforce NetworkPolicies (kube-router's switch; `=false` turns it off).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub run_firewall: bool,
@@ -299,8 +287,7 @@ pub(super) fn setup(args: &Args) -> Result<Setup> {
     };
     let proxy = args.run_service_proxy.then(|| ProxyOptions {
         node_port_range: args.node_port_range,
-        sysctl_dir: args.sysctl_dir.clone(),
-        ipvs_rate_estimation: args.ipvs_rate_estimation,
+        ipvs: args.ipvs.settings(),
         services: services::Options {
             bpf: mode.map(|mode| BpfRules {
                 mode,

@@ -112,13 +112,9 @@ async fn daemon(
     let first_write = (proxy.is_some() && firewall.is_some()).then(FirstWrite::new);
     let services = match proxy {
         Some(opts) => {
-            let mut dp = RealDataplane::connect_ipvs(
-                store.clone(),
-                opts.node_port_range,
-                &opts.sysctl_dir,
-                opts.ipvs_rate_estimation,
-            )
-            .context("starting the service proxy")?;
+            let mut dp =
+                RealDataplane::connect_ipvs(store.clone(), opts.node_port_range, &opts.ipvs)
+                    .context("starting the service proxy")?;
             if let Some(bpf) = bpf {
                 dp = dp.with_bpf(bpf);
             }

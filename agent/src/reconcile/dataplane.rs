@@ -18,12 +18,11 @@ use crate::{
         ipvs::{full_read, IpvsClient},
         ipvs_sync::{self, IpvsReport, IpvsScope},
         link::{AddressReport, AddressWatch, LinkClient, LinkError},
-        sysctl,
     },
     store::{ApplyReport, SetStore, SourcePhase},
 };
 
-use super::{keep::Cadence, ReconcileError};
+use super::{ipvs_settings::IpvsSettings, keep::Cadence, ReconcileError};
 
 /// Which IPVS services a sync reads back and may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,19 +219,15 @@ impl RealDataplane {
         })
     }
 
-    /// With IPVS, its sysctls set under `sysctl_dir` (the service proxy),
-    /// the kernel's rate estimator switched as `rate_estimation` says
-    /// (None: left as the node has it).
+    /// With IPVS, the node's IPVS settings written as `settings` says
+    /// (the service proxy).
     pub fn connect_ipvs(
         store: SetStore,
         node_port_range: (u16, u16),
-        sysctl_dir: &std::path::Path,
-        rate_estimation: Option<bool>,
+        settings: &IpvsSettings,
     ) -> Result<Self, ReconcileError> {
-        let ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
-        for path in sysctl::ensure_ipvs(sysctl_dir, rate_estimation)? {
-            tracing::info!(sysctl = path, "set");
-        }
+        let mut ipvs = IpvsClient::connect().map_err(|e| ReconcileError::Ipvs(vec![e]))?;
+        settings.apply(&mut ipvs)?;
         let watch = AddressWatch::subscribe(names::DUMMY_INTERFACE)
             .inspect_err(|e| tracing::warn!("{e}; node addresses are dumped on every sync"))
             .ok();

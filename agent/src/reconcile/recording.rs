@@ -10,6 +10,7 @@ use std::{
 
 use super::{
     dataplane::{Dataplane, IpvsSelection},
+    ipvs_settings::IpvsSettings,
     schedule::SyncKind,
     services::{ProxyOptions, ServiceChanges, ServiceSync},
     ReconcileError,
@@ -217,8 +218,7 @@ fn sync() -> (ServiceSync<Recording>, Recording) {
     let rec = Recording::default();
     let opts = ProxyOptions {
         node_port_range: (30000, 32767),
-        sysctl_dir: crate::kernel::sysctl::DEFAULT_DIR.into(),
-        ipvs_rate_estimation: None,
+        ipvs: IpvsSettings::sysctls_only(crate::kernel::sysctl::DEFAULT_DIR),
         services: services::Options::default(),
     };
     (ServiceSync::new(rec.clone(), opts), rec)

@@ -20,6 +20,7 @@ use crate::{
 
 use super::{
     dataplane::{Dataplane, IpvsSelection},
+    ipvs_settings::IpvsSettings,
     keep::KeepState,
     schedule::{FullReason, SyncKind},
     ReconcileError, ReconcileReport,
@@ -32,11 +33,8 @@ pub const SERVICES_OWNER: &str = "services";
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
     pub node_port_range: (u16, u16),
-    /// Where the IPVS sysctls are written (`sysctl::DEFAULT_DIR`).
-    pub sysctl_dir: std::path::PathBuf,
-    /// IPVS's rate estimator on or off (`sysctl::RUN_ESTIMATION`); None:
-    /// as the node has it.
-    pub ipvs_rate_estimation: Option<bool>,
+    /// The node's IPVS settings, written when the proxy connects.
+    pub ipvs: IpvsSettings,
     pub services: services::Options,
 }
 
