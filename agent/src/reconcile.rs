@@ -58,13 +58,21 @@ pub enum ReconcileError {
     Iptables(#[from] IptablesError),
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    /// The kernel refused the timeouts the flags named (the refusal's
+    /// text is in the message, so it is not a `source` too).
+    #[error("IPVS refused {flags}: {refusal}{hint}")]
+    Timeouts {
+        flags: String,
+        refusal: Box<IpvsError>,
+        hint: &'static str,
+    },
 }
 
 impl ReconcileError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             ReconcileError::Sets(e) => e.metric_label(),
-            ReconcileError::Ipvs(_) => "ipvs",
+            ReconcileError::Ipvs(_) | ReconcileError::Timeouts { .. } => "ipvs",
             ReconcileError::Link(_) => "link",
             ReconcileError::Iptables(_) => "iptables",
             ReconcileError::Sysctl(_) => "sysctl",

@@ -462,8 +462,11 @@ fn vm_ipvs_timeouts_are_set_as_the_flags_say() {
     let refusal = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{refusal}");
     assert!(
-        refusal.contains("set timeouts tcp 300 tcpfin 0 udp 4000000000")
-            && refusal.contains("Invalid argument"),
+        refusal.contains(
+            "IPVS refused --service-tcp-timeout=300s --service-udp-timeout=4000000000s: \
+             set timeouts tcp 300 tcpfin 0 udp 4000000000"
+        ) && refusal.contains("Invalid argument")
+            && refusal.contains("at most INT_MAX/HZ seconds"),
         "{refusal}"
     );
     assert_eq!(shown(), "Timeout (tcp tcpfin udp): 111 60 33");

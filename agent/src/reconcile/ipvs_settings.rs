@@ -42,7 +42,15 @@ impl IpvsSettings {
             tracing::info!(sysctl = path, "set");
         }
         self.apply_timeouts(ipvs)
-            .map_err(|e| ReconcileError::Ipvs(vec![e]))
+            .map_err(|refusal| ReconcileError::Timeouts {
+                flags: flags_of(self.timeouts),
+                // ip_vs_set_timeout: more than INT_MAX / HZ seconds is EINVAL.
+                hint: match refusal.errno {
+                    Some(libc::EINVAL) => " (the kernel takes at most INT_MAX/HZ seconds each)",
+                    _ => "",
+                },
+                refusal: Box::new(refusal),
+            })
     }
 
     fn apply_timeouts(&self, ipvs: &mut IpvsClient) -> Result<(), IpvsError> {
@@ -76,6 +84,20 @@ fn written_over(before: Timeouts, given: Timeouts) -> Timeouts {
     }
 }
 
+/// The flags that gave `t`'s non-zero timeouts, as a user typed them.
+fn flags_of(t: Timeouts) -> String {
+    let given = [
+        ("--service-tcp-timeout", t.tcp),
+        ("--service-tcpfin-timeout", t.tcp_fin),
+        ("--service-udp-timeout", t.udp),
+    ];
+    let given = given.iter().filter(|(_, secs)| *secs != 0);
+    let flags: Vec<String> = given
+        .map(|(flag, secs)| format!("{flag}={secs}s"))
+        .collect();
+    flags.join(" ")
+}
+
 /// In `ipvsadm --set`'s order, with their names and unit.
 fn shown(t: Timeouts) -> String {
     format!("tcp {}s tcpfin {}s udp {}s", t.tcp, t.tcp_fin, t.udp)
@@ -104,5 +126,9 @@ mod tests {
         };
         assert_eq!(written_over(before, given), after);
         assert_eq!(written_over(before, Timeouts::default()), before);
+        assert_eq!(
+            flags_of(given),
+            "--service-tcp-timeout=7200s --service-udp-timeout=30s"
+        );
     }
 }
