@@ -487,3 +487,49 @@ fn vm_every_sync_metric_moves_after_a_daemon_sync_and_parses_strictly() {
         "{ipvs_after}"
     );
 }
+
+/// The daemon sets the timeout flags once it connects to IPVS, before its
+/// first pass (kube-router's start), and a value the kernel refuses stops
+/// the start before anything is programmed. The same write as `run
+/// --once`'s (vm_service_proxy checks its message); this is the daemon's
+/// path to it.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_the_daemon_sets_the_timeouts_at_start_and_a_refusal_stops_it() {
+    if !privileged("vm_the_daemon_sets_the_timeouts_at_start_and_a_refusal_stops_it") {
+        return;
+    }
+    let lab = lab();
+    let timeouts = || {
+        let out = lab.node.output("ipvsadm", &["-L", "--timeout"]).unwrap();
+        out.trim().to_string()
+    };
+    // Not the kernel's defaults (900 120 300), so an ignored flag shows.
+    lab.node
+        .output("ipvsadm", &["--set", "100", "50", "20"])
+        .unwrap();
+
+    let refused = ["--service-udp-timeout=4000000000s"];
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ipwarden"));
+    let start = ipwarden::lab::AgentProcess::start(&lab, bin, &[FAST, &refused[..]].concat());
+    let error = start
+        .err()
+        .expect("the agent started with a refused timeout");
+    assert!(error.to_string().contains("exited early"), "{error}");
+    assert_eq!(timeouts(), "Timeout (tcp tcpfin udp): 100 50 20");
+    let table = ipvs(&lab);
+    assert!(
+        !table.contains("203.0.113.10"),
+        "nothing programmed after a refused start: {table}"
+    );
+
+    let given = ["--service-tcp-timeout=15m", "--ipvs-udp-timeout=45s"];
+    let agent = Agent::start(&lab, &[FAST, &given[..]].concat());
+    assert_eq!(
+        timeouts(),
+        "Timeout (tcp tcpfin udp): 900 50 45",
+        "tcp and udp as given, tcpfin kept"
+    );
+    assert!(ipvs(&lab).contains("TCP 203.0.113.10:80 rr"));
+    agent.kill();
+}
