@@ -500,14 +500,9 @@ fn vm_the_daemon_sets_the_timeouts_at_start_and_a_refusal_stops_it() {
         return;
     }
     let lab = lab();
-    let timeouts = || {
-        let out = lab.node.output("ipvsadm", &["-L", "--timeout"]).unwrap();
-        out.trim().to_string()
-    };
+    let timeouts = || ipvs_timeouts(&lab);
     // Not the kernel's defaults (900 120 300), so an ignored flag shows.
-    lab.node
-        .output("ipvsadm", &["--set", "100", "50", "20"])
-        .unwrap();
+    set_ipvs_timeouts(&lab, ["100", "50", "20"]);
 
     let refused = ["--service-udp-timeout=4000000000s"];
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ipwarden"));

@@ -406,14 +406,8 @@ fn vm_ipvs_timeouts_are_set_as_the_flags_say() {
         return;
     }
     let lab = lab();
-    let shown = || {
-        let out = lab.node.output("ipvsadm", &["-L", "--timeout"]).unwrap();
-        out.trim().to_string()
-    };
-    let set = |tcp_tcpfin_udp: [&str; 3]| {
-        let args = [&["--set"][..], &tcp_tcpfin_udp[..]].concat();
-        lab.node.output("ipvsadm", &args).unwrap();
-    };
+    let shown = || ipvs_timeouts(&lab);
+    let set = |tcp_tcpfin_udp| set_ipvs_timeouts(&lab, tcp_tcpfin_udp);
     let once = |extra: &[&str]| {
         lab.node
             .command(env!("CARGO_BIN_EXE_ipwarden"))

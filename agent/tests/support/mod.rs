@@ -75,6 +75,19 @@ pub fn mirror_entry(lab: &Lab, map: &str, addr: [u8; 4], port: u16) -> Option<se
     lab.mirror_entry(map, addr, port)
 }
 
+/// IPVS's connection timeouts as `ipvsadm -L --timeout` prints them:
+/// `Timeout (tcp tcpfin udp): 900 120 300`.
+pub fn ipvs_timeouts(lab: &Lab) -> String {
+    let out = lab.node.output("ipvsadm", &["-L", "--timeout"]).unwrap();
+    out.trim().to_string()
+}
+
+/// `ipvsadm --set TCP TCPFIN UDP` in the node namespace.
+pub fn set_ipvs_timeouts(lab: &Lab, tcp_tcpfin_udp: [&str; 3]) {
+    let args = [&["--set"][..], &tcp_tcpfin_udp[..]].concat();
+    lab.node.output("ipvsadm", &args).unwrap();
+}
+
 /// The agent under test as a daemon; killed on drop.
 pub struct Agent(AgentProcess);
 
