@@ -426,8 +426,9 @@ impl ServiceCtx {
     }
 
     /// externalTrafficPolicy Local, by the spec or forced by the
-    /// `service.local` annotation (which, as kube-router's, leaves the
-    /// health check to the spec).
+    /// `service.local` annotation. internalTrafficPolicy stays the spec's,
+    /// and so does the health check (the API server allocates its port for
+    /// policy Local only: none is invented).
     fn external_local(
         &self,
         svc: &Service,

@@ -114,6 +114,29 @@ fn service_local_gives_the_state_of_external_traffic_policy_local() {
 }
 
 #[test]
+fn service_local_leaves_the_internal_policy_as_the_spec_says() {
+    let local_both = state(web(NODE, |s| {
+        s.internal_traffic_local().external_traffic_local()
+    }));
+    let annotated_itp_local = state(web(NODE, |s| {
+        s.internal_traffic_local()
+            .annotation("kube-router.io/service.local", "true")
+    }));
+    assert_eq!(annotated_itp_local, local_both, "ClusterIPs stay Local");
+    let cluster_ip = |st: &ServiceState| {
+        st.virtual_services
+            .iter()
+            .find(|v| v.key.addr == "10.96.0.10".parse::<IpAddr>().unwrap())
+            .unwrap()
+            .destinations
+            .len()
+    };
+    assert_eq!(cluster_ip(&annotated_itp_local), 1, "this node's endpoint");
+    let annotated = state(web(NODE, annotated("kube-router.io/service.local", "true")));
+    assert_eq!(cluster_ip(&annotated), 2, "ClusterIPs keep every endpoint");
+}
+
+#[test]
 fn service_local_false_or_ours_false_leaves_the_spec_policy() {
     let cluster = state(web(NODE, |s| s));
     let off = state(web(
