@@ -2,7 +2,8 @@
 //! (the client through a frontend of externalTrafficPolicy Local, the
 //! node through a Cluster one), Local frontends without a local endpoint
 //! refused and counted, hairpin, health-check node ports, NodePorts on
-//! every node address. Oracles: the peer address the backend answers
+//! every node address, kube-router's `service.local` and
+//! `service.skiplbips`. Oracles: the peer address the backend answers
 //! with (`lab::PEER_PORT`), HTTP answers, /metrics, ipvsadm.
 
 use std::{net::SocketAddr, time::Duration};
