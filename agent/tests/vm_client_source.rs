@@ -2,7 +2,8 @@
 //! (the client through a frontend of externalTrafficPolicy Local, the
 //! node through a Cluster one), Local frontends without a local endpoint
 //! refused and counted, hairpin, health-check node ports, NodePorts on
-//! every node address. Oracles: the peer address the backend answers
+//! every node address, kube-router's `service.local` and
+//! `service.skiplbips`. Oracles: the peer address the backend answers
 //! with (`lab::PEER_PORT`), HTTP answers, /metrics, ipvsadm.
 
 use std::{net::SocketAddr, time::Duration};
@@ -123,6 +124,78 @@ fn vm_local_frontends_show_the_client_address_and_cluster_ones_the_node() {
 fn edited(from: &str, to: &str) -> String {
     assert!(SOURCE_IP.contains(from), "{from}");
     SOURCE_IP.replacen(from, to, 1)
+}
+
+/// The manifests with kube-router's annotations: `wide` (policy Cluster)
+/// forced Local by `service.local`, `local`'s LB IPs left out by
+/// `service.skiplbips`.
+fn kube_router_annotated() -> String {
+    let annotate = |text: String, name: &str, annotation: &str| {
+        let from = format!("metadata: {{name: {name}, namespace: shop}}");
+        assert!(text.contains(&from), "{from}");
+        let to =
+            format!("metadata: {{name: {name}, namespace: shop, annotations: {{{annotation}}}}}");
+        text.replacen(&from, &to, 1)
+    };
+    let text = annotate(
+        SOURCE_IP.to_string(),
+        "wide",
+        "kube-router.io/service.local: \"true\"",
+    );
+    annotate(text, "local", "kube-router.io/service.skiplbips: \"\"")
+}
+
+/// What holds an address in the kernel: IPVS, the VIP routes of both
+/// families, the sets.
+fn kernel_state(lab: &Lab) -> [(&'static str, String); 4] {
+    let vips = |family: &str| {
+        let args = [family, "route", "show", "table", "local", "proto", "211"];
+        lab.node.output("ip", &args).unwrap()
+    };
+    [
+        ("ipvsadm -Ln", lab.node.output("ipvsadm", &["-Ln"]).unwrap()),
+        ("ip -4 route", vips("-4")),
+        ("ip -6 route", vips("-6")),
+        ("ipset save", lab.node.output("ipset", &["save"]).unwrap()),
+    ]
+}
+
+/// kube-router's `service.local` and `service.skiplbips`, by what the
+/// backend sees and what the kernel holds.
+#[test]
+#[ignore = "needs IPVS: run inside the VM by cargo xtask test"]
+fn vm_service_local_keeps_the_client_and_skiplbips_leaves_the_lb_ips_out() {
+    if !privileged("vm_service_local_keeps_the_client_and_skiplbips_leaves_the_lb_ips_out") {
+        return;
+    }
+    let lab = Lab::dual_stack(&kube_router_annotated()).unwrap();
+    let report = run_once(&lab);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0, "{report}");
+    let kernel = kernel_state(&lab);
+    for f in &FAMILIES {
+        for to in [addr(f.node, 30082), addr(f.lb[1], 81)] {
+            assert_eq!(
+                peer_seen(&lab, to).unwrap(),
+                f.client,
+                "wide {to} with service.local: the backend sees the client"
+            );
+        }
+        // local's other frontends stay.
+        assert_eq!(peer_seen(&lab, addr(f.node, 30081)).unwrap(), f.client);
+        for (what, text) in &kernel {
+            assert!(
+                !text.contains(f.lb[0]),
+                "skipped LB IP {} in {what}\n{text}",
+                f.lb[0]
+            );
+        }
+    }
+    let (ipvs, vips4, vips6) = (&kernel[0].1, &kernel[1].1, &kernel[2].1);
+    for cluster_ip in ["10.96.0.30:81", "[fd00:96::30]:81"] {
+        assert!(ipvs.contains(cluster_ip), "{cluster_ip}\n{ipvs}");
+    }
+    assert!(vips4.contains("10.96.0.30") && vips6.contains("fd00:96::30"));
+    assert!(kernel[3].1.contains("10.96.0.30,tcp:81"), "{}", kernel[3].1);
 }
 
 /// Status and body of the health check at `port` on each node address.

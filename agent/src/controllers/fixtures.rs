@@ -216,6 +216,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// `internalTrafficPolicy: Local`.
+    pub fn internal_traffic_local(mut self) -> Self {
+        self.0["spec"]["internalTrafficPolicy"] = json!("Local");
+        self
+    }
+
     /// `spec.healthCheckNodePort`.
     pub fn health_check_node_port(mut self, port: u16) -> Self {
         self.0["spec"]["healthCheckNodePort"] = json!(port);

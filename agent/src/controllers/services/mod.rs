@@ -35,6 +35,8 @@ pub use table::{FullState, ServiceDelta, ServiceTable};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_annotations;
+#[cfg(test)]
 mod tests_nat;
 #[cfg(test)]
 mod tests_table;
@@ -293,7 +295,7 @@ impl ServiceCtx {
             template,
             policy: TrafficPolicy {
                 itp_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-                etp_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+                etp_local: self.external_local(svc, spec, &mut out.problems),
                 hairpin: self.hairpin(svc, opts, &mut out.problems),
             },
             ranges: self.source_ranges(svc, &mut out.problems),
@@ -387,8 +389,8 @@ impl ServiceCtx {
         let ann = &svc.metadata.annotations;
         let scheduler = match annotations::scheduler(ann) {
             Ok(s) => s,
-            Err((field, message)) => {
-                problems.push(self.problem(field, message, true));
+            Err(e) => {
+                problems.push(self.problem(e.field, e.message, true));
                 return None;
             }
         };
@@ -401,7 +403,7 @@ impl ServiceCtx {
                 false,
             )),
             Ok(None) => {}
-            Err((field, message)) => problems.push(self.problem(field, message, false)),
+            Err(e) => problems.push(self.problem(e.field, e.message, false)),
         }
         let timeout = self.affinity(svc, problems);
         flags.persistent = timeout > 0;
@@ -413,21 +415,50 @@ impl ServiceCtx {
         })
     }
 
-    /// The flag, else the annotation; a bad annotation is reported and
-    /// leaves hairpin off.
+    /// The annotation, else the flag; a bad annotation is reported and
+    /// the flag decides.
     fn hairpin(&self, svc: &Service, opts: &Options, problems: &mut Vec<Problem>) -> bool {
-        match annotations::hairpin(&svc.metadata.annotations) {
-            Ok(Some(on)) => on,
-            Ok(None) => opts.hairpin_all,
-            Err((field, message)) => {
-                problems.push(self.problem(field, message, false));
-                opts.hairpin_all
-            }
-        }
+        let ann = &svc.metadata.annotations;
+        // Only checked: our hairpin covers the externalIPs already.
+        self.read(annotations::hairpin_external_ips(ann), None, problems);
+        self.read(annotations::hairpin(ann), None, problems)
+            .unwrap_or(opts.hairpin_all)
+    }
+
+    /// externalTrafficPolicy Local, by the spec or forced by the
+    /// `service.local` annotation. internalTrafficPolicy stays the spec's,
+    /// and so does the health check (the API server allocates its port for
+    /// policy Local only: none is invented).
+    fn external_local(
+        &self,
+        svc: &Service,
+        spec: &ServiceSpec,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let forced = self.read(
+            annotations::local(&svc.metadata.annotations),
+            false,
+            problems,
+        );
+        forced || spec.external_traffic_policy.as_deref() == Some("Local")
+    }
+
+    /// An annotation's value, or `default` with the bad value reported
+    /// (the rest of the Service is programmed).
+    fn read<T>(
+        &self,
+        value: Result<T, annotations::AnnotationError>,
+        default: T,
+        problems: &mut Vec<Problem>,
+    ) -> T {
+        value.unwrap_or_else(|e| {
+            problems.push(self.problem(e.field, e.message, false));
+            default
+        })
     }
 
     /// The Service's addresses by kind (NodePorts: the node addresses of
-    /// the Service's families).
+    /// the Service's families; no LoadBalancer IPs with `service.skiplbips`).
     fn frontend_ips(
         &self,
         svc: &Service,
@@ -440,6 +471,11 @@ impl ServiceCtx {
         let cluster = frontends::cluster_ips(&self.object, svc, problems);
         let families = service_families(spec, &cluster);
         let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let skip_lb_ips = self.read(
+            annotations::skip_lb_ips(&svc.metadata.annotations),
+            false,
+            problems,
+        );
         FrontendIps {
             node: node_ips
                 .iter()
@@ -452,7 +488,12 @@ impl ServiceCtx {
                 spec.external_ips.iter().flatten(),
                 problems,
             ),
-            load_balancer: frontends::load_balancer_ips(&self.object, svc, problems),
+            // Left out, not even read, with `service.skiplbips`.
+            load_balancer: if skip_lb_ips {
+                Vec::new()
+            } else {
+                frontends::load_balancer_ips(&self.object, svc, problems)
+            },
             cluster,
         }
     }
