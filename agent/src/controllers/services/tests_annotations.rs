@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::{desired_with, Options};
+use super::{desired_with, tests_nat::web_slices, Options};
 use crate::{
     cluster::KubeObject,
     controllers::fixtures::{
@@ -35,19 +35,10 @@ fn web(local_node: &str, edit: impl FnOnce(ServiceBuilder) -> ServiceBuilder) ->
     vec![
         node(NODE, &["192.168.56.10", "fd00:56::10"]),
         edit(svc).build(),
-        slice("shop", "web")
-            .port("http", 8080, "TCP")
-            .endpoint("10.244.1.2", Ready)
-            .on(local_node)
-            .endpoint("10.244.2.2", Ready)
-            .on("node-b")
-            .build(),
-        slice("shop", "web")
-            .port("http", 8080, "TCP")
-            .endpoint("fd00:244:1::2", Ready)
-            .on(local_node)
-            .build(),
     ]
+    .into_iter()
+    .chain(web_slices(local_node))
+    .collect()
 }
 
 fn annotated(

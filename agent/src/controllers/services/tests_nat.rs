@@ -49,6 +49,16 @@ fn local_web(node_of_local: &str) -> Vec<KubeObject> {
             .external_traffic_local()
             .health_check_node_port(32100)
             .build(),
+    ]
+    .into_iter()
+    .chain(web_slices(node_of_local))
+    .collect()
+}
+
+/// web's endpoints: one per family on `node_of_local`, an IPv4 one on
+/// node-b.
+pub(super) fn web_slices(node_of_local: &str) -> [KubeObject; 2] {
+    [
         slice("shop", "web")
             .port("http", 8080, "TCP")
             .endpoint("10.244.1.2", Ready)
