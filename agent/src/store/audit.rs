@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{actual_for, execute, plan_all, Inner, Plan, StoreError};
+use super::{actual::actual_for, execute, plan_all, Inner, Plan, StoreError};
 use crate::desired::{Member, SetSpec};
 
 /// Running totals since start, exported as metrics.

@@ -11,6 +11,7 @@
 //! and benches use.
 #![warn(unreachable_pub)]
 
+mod actual;
 mod audit;
 mod diff;
 mod execute;
@@ -19,6 +20,7 @@ mod fake_kernel;
 mod kernel;
 mod members;
 mod mirror;
+mod normal;
 pub(crate) mod owners;
 #[cfg(feature = "lab")]
 pub mod race;
@@ -36,14 +38,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actual::{actual_for, list_actual};
+use normal::{normalise, normalised};
 use readback::Read;
 
 use crate::{
-    desired::{Member, MemberServices, SetSpec},
-    kernel::{
-        ipset::{Element, IpSet, IpsetError, IpsetErrorKind},
-        iptables::IptablesError,
-    },
+    desired::{MemberServices, SetSpec},
+    kernel::{ipset::IpsetError, iptables::IptablesError},
     locks::LockOrRecover,
 };
 
@@ -474,131 +475,6 @@ fn mirrored<'a>(desired: &'a BTreeMap<String, SetSpec>, owner: &Owner) -> Vec<&'
         .values()
         .filter(|s| owner.mirrors(&s.name))
         .collect()
-}
-
-/// `sets` by name, their members normalised: lent sets are copied one at a
-/// time, handed ones kept as they are unless a member changes.
-fn normalised(sets: Cow<'_, [SetSpec]>) -> Result<BTreeMap<String, SetSpec>, StoreError> {
-    let mut wanted = BTreeMap::new();
-    let mut keep = |mut s: SetSpec| {
-        normalise_in_place(&mut s)?;
-        wanted.insert(s.name.clone(), s);
-        Ok::<_, StoreError>(())
-    };
-    match sets {
-        Cow::Borrowed(sets) => sets.iter().cloned().try_for_each(&mut keep)?,
-        Cow::Owned(sets) => sets.into_iter().try_for_each(&mut keep)?,
-    }
-    Ok(wanted)
-}
-
-/// [`normalise`]d, rebuilding the members only when one of them changes
-/// (most sets hold addresses, which normalise to themselves).
-fn normalise_in_place(s: &mut SetSpec) -> Result<(), StoreError> {
-    let mut unchanged = true;
-    for m in &s.members {
-        unchanged &= normal_form(s, m)? == *m;
-    }
-    if !unchanged {
-        s.members = normalise(s)?;
-    }
-    Ok(())
-}
-
-/// Members as the kernel will hold them (a network's host bits cleared),
-/// so comparisons with what it lists are exact; a member that does not fit
-/// the set's type, or that no set can hold, is refused.
-fn normalise(s: &SetSpec) -> Result<BTreeSet<Member>, StoreError> {
-    s.members.iter().map(|m| normal_form(s, m)).collect()
-}
-
-/// Member `m` of `s` as the kernel will hold it.
-fn normal_form(s: &SetSpec, m: &Member) -> Result<Member, StoreError> {
-    if m.set_type() != s.set_type {
-        return Err(StoreError::BadMember {
-            set: s.name.clone(),
-            member: m.to_string(),
-            reason: format!("a {} member in a {} set", m.set_type(), s.set_type),
-        });
-    }
-    let element = execute::element(&s.name, m)?;
-    Ok(element.to_desired().unwrap_or(*m))
-}
-
-/// The kernel's sets within `owner`'s claims (and only those: a foreign
-/// set is never even listed with its members).
-fn actual_for(inner: &mut Inner, owner: &Owner) -> Result<Vec<ActualSet>, StoreError> {
-    let names: Vec<String> = inner
-        .kernel
-        .list_names()?
-        .into_iter()
-        .filter(|n| owner.owns(n))
-        .collect();
-    let mut out = Vec::with_capacity(names.len());
-    for n in names {
-        out.extend(list_actual(inner, owner, &n)?);
-    }
-    Ok(out)
-}
-
-/// Set `name` listed with its members and compared with `owner`'s desired
-/// set of that name; None when it is gone (destroyed by someone since the
-/// dump that named it: it is missing).
-fn list_actual(
-    inner: &mut Inner,
-    owner: &Owner,
-    name: &str,
-) -> Result<Option<ActualSet>, StoreError> {
-    let set = match inner.kernel.list(&execute::name(name)?) {
-        Ok(s) => s,
-        Err(e) if e.is(IpsetErrorKind::SetMissing) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let want = inner.desired.get(owner.name).and_then(|d| d.get(name));
-    Ok(Some(actual_set(name.to_string(), set, want)))
-}
-
-/// One listed set; its members are compared with `want` (the desired set
-/// of that name) in place and kept only when they differ.
-fn actual_set(name: String, set: IpSet, want: Option<&SetSpec>) -> ActualSet {
-    let as_desired = want.is_some_and(|w| holds_exactly(&set.members, &w.members));
-    let (members, unrepresentable) = if as_desired {
-        (BTreeSet::new(), Vec::new())
-    } else {
-        typed_members(set.members)
-    };
-    ActualSet {
-        name,
-        set_type: set.header.set_type,
-        family: set.header.family,
-        members,
-        unrepresentable,
-        as_desired,
-    }
-}
-
-/// Whether the kernel's `elements` are exactly `want` (a set lists each
-/// member once, so as many, each wanted, is the same set).
-fn holds_exactly(elements: &[Element], want: &BTreeSet<Member>) -> bool {
-    elements.len() == want.len()
-        && elements
-            .iter()
-            .all(|e| e.to_desired().is_some_and(|m| want.contains(&m)))
-}
-
-/// The kernel's members as desired members, and those none stands for.
-fn typed_members(elements: Vec<Element>) -> (BTreeSet<Member>, Vec<Element>) {
-    let mut typed = BTreeSet::new();
-    let mut other = Vec::new();
-    for e in elements {
-        match e.to_desired() {
-            Some(m) => {
-                typed.insert(m);
-            }
-            None => other.push(e),
-        }
-    }
-    (typed, other)
 }
 
 /// The plan for every set of `owner` (`desired`, its desired sets)

@@ -23,7 +23,7 @@ use std::{
     ops::Bound::{Excluded, Included, Unbounded},
 };
 
-use super::{diff::ActualSet, execute, list_actual, Inner, Owner, StoreError};
+use super::{actual::list_actual, diff::ActualSet, execute, Inner, Owner, StoreError};
 use crate::{
     desired::SetSpec,
     kernel::ipset::{IpSet, IpsetErrorKind, Listing},
