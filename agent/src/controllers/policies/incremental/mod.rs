@@ -30,6 +30,7 @@ mod assemble;
 mod catch_up;
 mod contrib;
 mod counts;
+mod filing;
 mod journal;
 mod shapes;
 #[cfg(test)]
@@ -45,8 +46,8 @@ use std::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::{
-    describe::{self, PolicyDescription},
-    model::{self, Direction, Policy},
+    describe::PolicyDescription,
+    model::{self, Direction},
     pods::{namespace_labels_of, view, NamedPort, PodView},
     Options,
 };
@@ -62,6 +63,7 @@ pub use journal::PolicyDelta;
 
 use contrib::{Compiled, Contribution, NamespaceLabels};
 use counts::MemberCounts;
+use filing::namespace_selectors;
 use shapes::Shapes;
 use tiers::{TierEntry, TierNames, TierOrder};
 
@@ -573,100 +575,6 @@ impl PolicyIndex {
             .collect()
     }
 
-    fn index(&mut self, key: &Key, compiled: Arc<Compiled>) {
-        let policy = &compiled.policy;
-        let mut shapes = Shapes::default();
-        for d in [Direction::Ingress, Direction::Egress] {
-            for family in [Family::V4, Family::V6] {
-                if let Some(chain) = shapes::render_pod_less(policy, d, family) {
-                    shapes.insert(d, family, chain);
-                }
-            }
-        }
-        let anchors = self.file(key, &compiled);
-        self.by_namespace
-            .entry(policy.namespace.clone())
-            .or_default()
-            .insert(key.clone(), compiled.clone());
-        let entry = PolicyEntry {
-            description: describe::policy(policy),
-            compiled,
-            shapes,
-            anchors,
-        };
-        self.policies.insert(key.clone(), entry);
-    }
-
-    /// Files a policy of either kind where pods find it, and its sets
-    /// under it; returns its anchors.
-    fn file(&mut self, key: &Key, compiled: &Arc<Compiled>) -> Vec<(String, Option<String>)> {
-        for (d, family, set) in compiled.set_names() {
-            self.set_units.insert(set.clone(), (key.clone(), d, family));
-        }
-        let policy = &compiled.policy;
-        let anchors = contrib::anchors(policy);
-        for (label, value) in &anchors {
-            let by_label = self.by_anchor.entry(label.clone()).or_default();
-            let listed = match value {
-                Some(v) => by_label.by_value.entry(v.clone()).or_default(),
-                None => &mut by_label.any_value,
-            };
-            listed.insert(key.clone(), compiled.clone());
-        }
-        if contrib::needs_every_pod(policy) {
-            self.every_pod.insert(key.clone(), compiled.clone());
-        }
-        if contrib::selects_namespaces(policy) {
-            self.by_namespace_labels.insert(key.clone());
-        }
-        anchors
-    }
-
-    fn unindex(&mut self, key: &Key, policy: &Policy) {
-        let Some(entry) = self.policies.remove(key) else {
-            return;
-        };
-        if let Some(ps) = self.by_namespace.get_mut(&policy.namespace) {
-            ps.remove(key);
-            if ps.is_empty() {
-                self.by_namespace.remove(&policy.namespace);
-            }
-        }
-        self.unfile(key, &entry.anchors, &entry.compiled);
-    }
-
-    /// Undoes [`Self::file`].
-    fn unfile(&mut self, key: &Key, anchors: &[(String, Option<String>)], compiled: &Compiled) {
-        for (label, value) in anchors {
-            let Some(by_label) = self.by_anchor.get_mut(label) else {
-                continue;
-            };
-            match value {
-                Some(v) => {
-                    if let Some(ps) = by_label.by_value.get_mut(v) {
-                        ps.remove(key);
-                        if ps.is_empty() {
-                            by_label.by_value.remove(v);
-                        }
-                    }
-                }
-                None => {
-                    by_label.any_value.remove(key);
-                }
-            }
-            if by_label.is_empty() {
-                self.by_anchor.remove(label);
-            }
-        }
-        self.every_pod.remove(key);
-        self.by_namespace_labels.remove(key);
-        // Its sets' names are its own (hashed from the policy's name).
-        for (_, _, set) in compiled.set_names() {
-            self.members.remove(set);
-            self.set_units.remove(set);
-        }
-    }
-
     /// Does the unit (policy, direction) have targets in `family`?
     fn active(&self, policy: &Key, d: Direction, family: Family) -> bool {
         self.targets
@@ -687,18 +595,4 @@ impl PolicyIndex {
             self.journal = Some(j);
         }
     }
-}
-
-fn namespace_selectors(p: &Policy) -> impl Iterator<Item = &super::selector::Selector> {
-    [Direction::Ingress, Direction::Egress]
-        .into_iter()
-        .flat_map(|d| p.rules(d).into_iter().flatten())
-        .flat_map(|r| r.peers.iter().flatten())
-        .filter_map(|peer| match peer {
-            model::Peer::Pods {
-                namespaces: model::Namespaces::Matching(s),
-                ..
-            } => Some(s),
-            _ => None,
-        })
 }
